@@ -1,0 +1,94 @@
+use crate::*;
+
+const GOOD: &str = r#"
+[listen]
+address = "127.0.0.1:6432"
+
+[backends.old]
+host = "127.0.0.1"
+port = 5432
+database = "app"
+user = "app"
+password = "secret"
+
+[backends.new]
+host = "127.0.0.1"
+port = 5433
+database = "app"
+user = "app"
+password = "secret"
+
+[[users]]
+name = "app"
+password = "apppw"
+"#;
+
+#[test]
+fn good_config_parses_with_defaults() {
+    let c = parse(GOOD, "t.toml").expect("valid");
+    assert_eq!(c.protocol, Protocol::Postgres);
+    assert_eq!(c.backends.new.port_u16(), 5433);
+    assert_eq!(c.users[0].auth, AuthMethod::ScramSha256);
+    assert_eq!(c.mirror.on_error, MirrorErrorPolicy::Record);
+    assert_eq!(c.limits.max_message_bytes(), 64 * 1024 * 1024);
+}
+
+#[test]
+fn out_of_range_port_names_the_key() {
+    let text = GOOD.replace("port = 5433", "port = 70000");
+    let err = parse(&text, "t.toml").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "t.toml: backends.new.port: expected 1-65535, got 70000"
+    );
+}
+
+#[test]
+fn unknown_key_is_rejected_with_its_path() {
+    let text = GOOD.replace("port = 5433", "port = 5433\nprot = 1");
+    let err = parse(&text, "t.toml").unwrap_err().to_string();
+    assert!(err.contains("backends.new"), "{err}");
+    assert!(err.contains("unknown field `prot`"), "{err}");
+}
+
+#[test]
+fn wrong_type_is_rejected_with_its_path() {
+    let text = GOOD.replace("port = 5433", "port = \"x\"");
+    let err = parse(&text, "t.toml").unwrap_err().to_string();
+    assert!(err.contains("backends.new.port"), "{err}");
+}
+
+#[test]
+fn every_problem_is_listed() {
+    let text = GOOD
+        .replace("port = 5433", "port = 0")
+        .replace("address = \"127.0.0.1:6432\"", "address = \"nowhere\"")
+        + "\n[sampling]\nrate = 2.0\n";
+    let err = parse(&text, "t.toml").unwrap_err();
+    let keys: Vec<_> = err.errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec!["listen.address", "backends.new.port", "sampling.rate"]
+    );
+}
+
+#[test]
+fn passwords_never_show_in_debug_output() {
+    let c = parse(GOOD, "t.toml").unwrap();
+    let dump = format!("{c:?}");
+    assert!(!dump.contains("secret"), "{dump}");
+    assert!(!dump.contains("apppw"), "{dump}");
+}
+
+#[test]
+fn verify_full_needs_a_ca() {
+    let text = GOOD.replace("port = 5433", "port = 5433\ntls = \"verify-full\"");
+    let err = parse(&text, "t.toml").unwrap_err().to_string();
+    assert!(err.contains("backends.new.ca"), "{err}");
+}
+
+#[test]
+fn garbage_is_a_clear_error() {
+    let err = parse("[[[ nonsense", "t.toml").unwrap_err().to_string();
+    assert!(err.contains("line 1"), "{err}");
+}

@@ -1,0 +1,323 @@
+use crate::Secret;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Wire protocol spoken to clients and backends.
+    #[serde(default)]
+    pub protocol: Protocol,
+    pub listen: Listen,
+    pub backends: Backends,
+    /// Users that clients authenticate as.
+    #[serde(default)]
+    pub users: Vec<User>,
+    #[serde(default)]
+    pub mirror: Mirror,
+    #[serde(default)]
+    pub sampling: Sampling,
+    #[serde(default)]
+    pub admin: Admin,
+    #[serde(default)]
+    pub metrics: Metrics,
+    #[serde(default)]
+    pub state: State,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Postgres,
+    Mysql,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// `host:port` clients connect to.
+    pub address: String,
+    /// TLS offered to clients (SSLRequest / CLIENT_SSL).
+    pub tls: Option<ListenTls>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenTls {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// Refuse clients that do not upgrade to TLS.
+    #[serde(default)]
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backends {
+    pub old: Backend,
+    pub new: Backend,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    pub host: String,
+    /// Kept wide so an out-of-range value gets a precise error rather than a type error.
+    pub port: i64,
+    pub database: String,
+    pub user: String,
+    #[serde(default)]
+    pub password: Secret,
+    #[serde(default)]
+    pub tls: BackendTlsMode,
+    /// PEM CA bundle used to verify the backend's certificate (`verify-full`).
+    pub ca: Option<PathBuf>,
+    /// Pool of connections is per client session; this bounds connect time.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendTlsMode {
+    /// Plain TCP.
+    #[default]
+    Disable,
+    /// TLS if the server offers it, without certificate verification.
+    Prefer,
+    /// TLS required, without certificate verification.
+    Require,
+    /// TLS required; the certificate must chain to `ca` and match `host`.
+    VerifyFull,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    /// Plain text, or (for scram-sha-256) a PostgreSQL SCRAM verifier
+    /// `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`, or (for md5) `md5<hex>`.
+    pub password: Secret,
+    #[serde(default)]
+    pub auth: AuthMethod,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMethod {
+    #[default]
+    ScramSha256,
+    Md5,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    #[serde(default)]
+    pub mode: MirrorMode,
+    #[serde(default)]
+    pub on_error: MirrorErrorPolicy,
+    #[serde(default)]
+    pub ddl: DdlPolicy,
+    /// Async mode: per-session queue bound (statements).
+    #[serde(default = "defaults::async_queue")]
+    pub async_queue: i64,
+    /// Path of the durable divergence log (JSON Lines).
+    pub divergence_log: Option<PathBuf>,
+    #[serde(default = "defaults::statement_timeout_ms")]
+    pub statement_timeout_ms: u64,
+}
+
+impl Default for Mirror {
+    fn default() -> Self {
+        Mirror {
+            mode: MirrorMode::default(),
+            on_error: MirrorErrorPolicy::default(),
+            ddl: DdlPolicy::default(),
+            async_queue: defaults::async_queue(),
+            divergence_log: None,
+            statement_timeout_ms: defaults::statement_timeout_ms(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MirrorMode {
+    #[default]
+    Sync,
+    Async,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MirrorErrorPolicy {
+    #[default]
+    Record,
+    Fail,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DdlPolicy {
+    #[default]
+    AuthorityOnly,
+    Both,
+    Reject,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sampling {
+    /// Fraction of reads also run on the shadow side, 0.0 to 1.0.
+    #[serde(default)]
+    pub rate: f64,
+    /// Cap on samples per query fingerprint per second.
+    #[serde(default = "defaults::per_fingerprint_per_sec")]
+    pub per_fingerprint_per_sec: i64,
+    /// Shadow reads running at once; more are skipped and counted.
+    #[serde(default = "defaults::max_concurrent")]
+    pub max_concurrent: i64,
+    /// Where read-diff records go (JSON Lines).
+    pub report: Option<PathBuf>,
+    /// Column ignore rules: table -> columns.
+    #[serde(default)]
+    pub ignore_columns: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling {
+            rate: 0.0,
+            per_fingerprint_per_sec: defaults::per_fingerprint_per_sec(),
+            max_concurrent: defaults::max_concurrent(),
+            report: None,
+            ignore_columns: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Unix socket of the admin console (mode 0600).
+    pub socket: Option<PathBuf>,
+    /// Flag file whose content names the desired phase.
+    pub flag_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// `host:port` serving Prometheus text at `/metrics`.
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// File that keeps the phase and epoch across restarts.
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default = "defaults::max_client_connections")]
+    pub max_client_connections: i64,
+    /// Largest protocol message accepted from a client, in bytes.
+    #[serde(default = "defaults::max_message_size")]
+    pub max_message_size: i64,
+    /// Time a client has to finish startup and authentication.
+    #[serde(default = "defaults::auth_timeout_ms")]
+    pub auth_timeout_ms: u64,
+    /// Worker threads; 0 means one per core.
+    #[serde(default)]
+    pub worker_threads: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_client_connections: defaults::max_client_connections(),
+            max_message_size: defaults::max_message_size(),
+            auth_timeout_ms: defaults::auth_timeout_ms(),
+            worker_threads: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// error, warn, info, debug or trace.
+    #[serde(default = "defaults::log_level")]
+    pub level: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: defaults::log_level(),
+        }
+    }
+}
+
+pub(crate) mod defaults {
+    pub fn connect_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn async_queue() -> i64 {
+        10_000
+    }
+    pub fn statement_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn per_fingerprint_per_sec() -> i64 {
+        100
+    }
+    pub fn max_concurrent() -> i64 {
+        16
+    }
+    pub fn max_client_connections() -> i64 {
+        1_000
+    }
+    pub fn max_message_size() -> i64 {
+        64 * 1024 * 1024
+    }
+    pub fn auth_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn log_level() -> String {
+        "info".to_string()
+    }
+}
+
+impl Backend {
+    /// The validated port (validation guarantees the range).
+    pub fn port_u16(&self) -> u16 {
+        u16::try_from(self.port).unwrap_or(0)
+    }
+
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+impl Limits {
+    pub fn max_message_bytes(&self) -> usize {
+        usize::try_from(self.max_message_size).unwrap_or(usize::MAX)
+    }
+    pub fn max_clients(&self) -> usize {
+        usize::try_from(self.max_client_connections).unwrap_or(0)
+    }
+}

@@ -1,0 +1,220 @@
+use crate::{AuthMethod, Backend, BackendTlsMode, Config};
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+
+/// One problem with the config, naming the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// Dotted key path, e.g. `backends.new.port`; empty for the whole file.
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found in one config file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors {
+    pub origin: Option<String>,
+    pub errors: Vec<ConfigError>,
+}
+
+impl ConfigErrors {
+    pub fn one(error: ConfigError) -> Self {
+        ConfigErrors {
+            origin: None,
+            errors: vec![error],
+        }
+    }
+
+    pub(crate) fn with_origin(mut self, origin: &str) -> Self {
+        self.origin = Some(origin.to_string());
+        self
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            match &self.origin {
+                Some(origin) => write!(f, "{origin}: {e}")?,
+                None => write!(f, "{e}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Collector(Vec<ConfigError>);
+
+impl Collector {
+    fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError::new(key, message));
+    }
+
+    fn range(&mut self, key: &str, value: i64, min: i64, max: i64) {
+        if value < min || value > max {
+            self.push(key, format!("expected {min}-{max}, got {value}"));
+        }
+    }
+
+    fn address(&mut self, key: &str, value: &str) {
+        if value.parse::<SocketAddr>().is_err() {
+            self.push(
+                key,
+                format!("expected an address like 127.0.0.1:6432, got {value:?}"),
+            );
+        }
+    }
+}
+
+pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
+    let mut c = Collector(Vec::new());
+    c.address("listen.address", &config.listen.address);
+    if let Some(tls) = &config.listen.tls {
+        for (key, path) in [("listen.tls.cert", &tls.cert), ("listen.tls.key", &tls.key)] {
+            if !path.is_file() {
+                c.push(key, format!("no such file: {}", path.display()));
+            }
+        }
+    }
+    backend(&mut c, "backends.old", &config.backends.old);
+    backend(&mut c, "backends.new", &config.backends.new);
+
+    let mut seen = HashSet::new();
+    for (i, user) in config.users.iter().enumerate() {
+        let key = format!("users[{i}]");
+        if user.name.is_empty() {
+            c.push(format!("{key}.name"), "must not be empty");
+        }
+        if !seen.insert(user.name.as_str()) {
+            c.push(
+                format!("{key}.name"),
+                format!("user {:?} is defined twice", user.name),
+            );
+        }
+        let pw = user.password.expose();
+        if pw.is_empty() {
+            c.push(format!("{key}.password"), "must not be empty");
+        }
+        if user.auth == AuthMethod::Md5 && pw.starts_with("SCRAM-SHA-256$") {
+            c.push(
+                format!("{key}.password"),
+                "md5 authentication needs the plain password or an md5 hash, not a SCRAM verifier",
+            );
+        }
+        if user.auth == AuthMethod::ScramSha256 && is_md5_hash(pw) {
+            c.push(
+                format!("{key}.password"),
+                "scram-sha-256 authentication needs the plain password or a SCRAM verifier, not an md5 hash",
+            );
+        }
+    }
+    if config.users.is_empty() {
+        c.push(
+            "users",
+            "at least one [[users]] entry is needed for clients to log in",
+        );
+    }
+
+    let s = &config.sampling;
+    if !(0.0..=1.0).contains(&s.rate) {
+        c.push("sampling.rate", format!("expected 0.0-1.0, got {}", s.rate));
+    }
+    c.range(
+        "sampling.per_fingerprint_per_sec",
+        s.per_fingerprint_per_sec,
+        0,
+        1_000_000,
+    );
+    c.range("sampling.max_concurrent", s.max_concurrent, 1, 10_000);
+    c.range("mirror.async_queue", config.mirror.async_queue, 1, 10_000_000);
+    if let Some(address) = &config.metrics.address {
+        c.address("metrics.address", address);
+    }
+    let l = &config.limits;
+    c.range(
+        "limits.max_client_connections",
+        l.max_client_connections,
+        1,
+        1_000_000,
+    );
+    c.range(
+        "limits.max_message_size",
+        l.max_message_size,
+        1024,
+        1 << 30,
+    );
+    c.range("limits.worker_threads", l.worker_threads, 0, 1024);
+    if !matches!(
+        config.log.level.as_str(),
+        "error" | "warn" | "info" | "debug" | "trace"
+    ) {
+        c.push(
+            "log.level",
+            format!(
+                "expected one of error, warn, info, debug, trace, got {:?}",
+                config.log.level
+            ),
+        );
+    }
+    if c.0.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors {
+            origin: None,
+            errors: c.0,
+        })
+    }
+}
+
+fn backend(c: &mut Collector, key: &str, b: &Backend) {
+    if b.host.is_empty() {
+        c.push(format!("{key}.host"), "must not be empty");
+    }
+    c.range(&format!("{key}.port"), b.port, 1, 65535);
+    if b.database.is_empty() {
+        c.push(format!("{key}.database"), "must not be empty");
+    }
+    if b.user.is_empty() {
+        c.push(format!("{key}.user"), "must not be empty");
+    }
+    if b.connect_timeout_ms == 0 {
+        c.push(format!("{key}.connect_timeout_ms"), "must be above 0");
+    }
+    match (&b.ca, b.tls) {
+        (None, BackendTlsMode::VerifyFull) => c.push(
+            format!("{key}.ca"),
+            "tls = \"verify-full\" needs a CA bundle to verify the server against",
+        ),
+        (Some(ca), _) if !ca.is_file() => {
+            c.push(format!("{key}.ca"), format!("no such file: {}", ca.display()))
+        }
+        _ => {}
+    }
+}
+
+fn is_md5_hash(pw: &str) -> bool {
+    pw.len() == 35 && pw.starts_with("md5") && pw[3..].bytes().all(|b| b.is_ascii_hexdigit())
+}

@@ -1,0 +1,9 @@
+//! turnout's data path: listeners, TLS, authentication, and the protocol
+//! adapters that forward client sessions to the side the routing names.
+
+pub mod pg;
+pub mod server;
+pub mod stream;
+pub mod tls;
+
+pub use server::{Server, ServerError};

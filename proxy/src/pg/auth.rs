@@ -1,0 +1,203 @@
+//! Authenticating clients against the configured users (SCRAM-SHA-256, md5).
+
+use super::codec::{self, Severity};
+use super::scram::{self, Verifier};
+use super::startup::{read_client_frame, SessionError};
+use crate::stream::Stream;
+use bytes::Buf;
+use md5::{Digest, Md5};
+use rand::RngCore;
+use std::collections::HashMap;
+use tokio::io::AsyncWriteExt;
+use turnout_config::{AuthMethod, User};
+
+/// What turnout keeps to check one user's password.
+#[derive(Clone)]
+pub enum Credential {
+    Scram(Verifier),
+    /// `md5(password || user)` in hex, as PostgreSQL stores it.
+    Md5(String),
+}
+
+/// Configured users by name, with their verifiers computed once.
+#[derive(Clone, Default)]
+pub struct UserTable {
+    users: HashMap<String, Credential>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("users[{index}].password: {message}")]
+pub struct UserTableError {
+    pub index: usize,
+    pub message: String,
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    let digest = Md5::digest(data);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl UserTable {
+    pub fn from_config(users: &[User]) -> Result<Self, UserTableError> {
+        let mut table = HashMap::new();
+        for (index, u) in users.iter().enumerate() {
+            let pw = u.password.expose();
+            let cred = match u.auth {
+                AuthMethod::ScramSha256 if pw.starts_with("SCRAM-SHA-256$") => {
+                    Credential::Scram(Verifier::parse(pw).map_err(|e| UserTableError {
+                        index,
+                        message: e.to_string(),
+                    })?)
+                }
+                AuthMethod::ScramSha256 => Credential::Scram(Verifier::from_password(pw)),
+                AuthMethod::Md5 if pw.len() == 35 && pw.starts_with("md5") => {
+                    Credential::Md5(pw[3..].to_ascii_lowercase())
+                }
+                AuthMethod::Md5 => {
+                    let mut data = pw.as_bytes().to_vec();
+                    data.extend_from_slice(u.name.as_bytes());
+                    Credential::Md5(md5_hex(&data))
+                }
+            };
+            table.insert(u.name.clone(), cred);
+        }
+        Ok(UserTable { users: table })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Credential> {
+        self.users.get(name)
+    }
+}
+
+fn auth_failed(user: &str) -> SessionError {
+    SessionError::Client {
+        severity: Severity::Fatal,
+        code: "28P01",
+        message: format!("password authentication failed for user \"{user}\""),
+    }
+}
+
+/// Runs the authentication exchange. On success nothing has been sent after
+/// the final SASL message: the caller sends AuthenticationOk.
+pub async fn authenticate(
+    stream: &mut Stream,
+    users: &UserTable,
+    user: &str,
+    max_message: usize,
+) -> Result<(), SessionError> {
+    // An unknown user goes through a SCRAM exchange that cannot succeed, so a
+    // client cannot tell unknown users from wrong passwords.
+    let unknown;
+    let cred = match users.get(user) {
+        Some(c) => c,
+        None => {
+            let mut random = [0u8; 16];
+            rand::thread_rng().fill_bytes(&mut random);
+            unknown = Credential::Scram(Verifier::derive(
+                &format!("{random:?}"),
+                random.to_vec(),
+                scram::ITERATIONS,
+            ));
+            &unknown
+        }
+    };
+    match cred {
+        Credential::Scram(verifier) => {
+            stream
+                .write_all(&codec::auth_request(10, b"SCRAM-SHA-256\0\0"))
+                .await?;
+            let body = expect_password_message(stream, max_message).await?;
+            let (mechanism, rest) = split_cstr(&body).ok_or_else(malformed)?;
+            if mechanism != b"SCRAM-SHA-256" {
+                return Err(SessionError::Client {
+                    severity: Severity::Fatal,
+                    code: "28000",
+                    message: format!(
+                        "SASL mechanism {:?} is not supported; use SCRAM-SHA-256",
+                        String::from_utf8_lossy(mechanism)
+                    ),
+                });
+            }
+            let mut rest = rest;
+            if rest.len() < 4 {
+                return Err(malformed());
+            }
+            let len = rest.get_i32();
+            if len < 0 || len as usize != rest.len() {
+                return Err(malformed());
+            }
+            let exchange = scram::server_first(verifier, rest).map_err(scram_error)?;
+            stream
+                .write_all(&codec::auth_request(
+                    11,
+                    exchange.server_first_message().as_bytes(),
+                ))
+                .await?;
+            let body = expect_password_message(stream, max_message).await?;
+            let server_final = exchange.finish(verifier, &body).map_err(|e| match e {
+                scram::ScramError::BadProof | scram::ScramError::Nonce => auth_failed(user),
+                other => scram_error(other),
+            })?;
+            if users.get(user).is_none() {
+                return Err(auth_failed(user));
+            }
+            stream
+                .write_all(&codec::auth_request(12, server_final.as_bytes()))
+                .await?;
+            Ok(())
+        }
+        Credential::Md5(inner) => {
+            let mut salt = [0u8; 4];
+            rand::thread_rng().fill_bytes(&mut salt);
+            stream.write_all(&codec::auth_request(5, &salt)).await?;
+            let body = expect_password_message(stream, max_message).await?;
+            let (given, _) = split_cstr(&body).ok_or_else(malformed)?;
+            let mut data = inner.as_bytes().to_vec();
+            data.extend_from_slice(&salt);
+            let expected = format!("md5{}", md5_hex(&data));
+            if given != expected.as_bytes() {
+                return Err(auth_failed(user));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn malformed() -> SessionError {
+    SessionError::Client {
+        severity: Severity::Fatal,
+        code: "08P01",
+        message: "malformed authentication message".into(),
+    }
+}
+
+fn scram_error(e: scram::ScramError) -> SessionError {
+    SessionError::Client {
+        severity: Severity::Fatal,
+        code: "28000",
+        message: e.to_string(),
+    }
+}
+
+fn split_cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let end = b.iter().position(|&c| c == 0)?;
+    Some((&b[..end], &b[end + 1..]))
+}
+
+async fn expect_password_message(
+    stream: &mut Stream,
+    max_message: usize,
+) -> Result<bytes::Bytes, SessionError> {
+    let (tag, body) = read_client_frame(stream, max_message.min(64 * 1024)).await?;
+    if tag != b'p' {
+        return Err(SessionError::Client {
+            severity: Severity::Fatal,
+            code: "08P01",
+            message: format!(
+                "expected a password message, got message type {}",
+                codec::tag_name(tag)
+            ),
+        });
+    }
+    Ok(body)
+}

@@ -1,0 +1,335 @@
+//! PostgreSQL wire framing: startup packets, typed frames, and the few messages
+//! turnout writes itself. Knows nothing of routing.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use std::collections::BTreeMap;
+
+/// PostgreSQL's own cap on a startup packet.
+pub const MAX_STARTUP_PACKET: usize = 10_000;
+/// Frames up to this size are inspected whole; larger ones stream through.
+pub const STREAM_THRESHOLD: usize = 256 * 1024;
+
+pub const PROTOCOL_3_0: u32 = 196_608;
+pub const SSL_REQUEST: u32 = 80_877_103;
+pub const GSSENC_REQUEST: u32 = 80_877_104;
+pub const CANCEL_REQUEST: u32 = 80_877_102;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    #[error("invalid message length {len} for message type {tag}")]
+    BadLength { tag: String, len: u32 },
+    #[error("message of {len} bytes exceeds the limit of {max} bytes (limits.max_message_size)")]
+    TooLarge { len: usize, max: usize },
+    #[error("startup packet of {0} bytes is invalid")]
+    BadStartupLength(u32),
+    #[error("unsupported frontend protocol {major}.{minor}: turnout supports 3.0")]
+    UnsupportedProtocol { major: u16, minor: u16 },
+    #[error("invalid startup packet layout: {0}")]
+    BadStartup(&'static str),
+    #[error("unexpected message type {0} at this point of the protocol")]
+    Unexpected(String),
+    #[error("malformed {0} message")]
+    Malformed(&'static str),
+}
+
+/// Printable name of a message tag for error messages.
+pub fn tag_name(tag: u8) -> String {
+    if tag.is_ascii_graphic() {
+        format!("'{}'", tag as char)
+    } else {
+        format!("0x{tag:02x}")
+    }
+}
+
+/// The first packet of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Startup {
+    Ssl,
+    GssEnc,
+    Cancel { pid: i32, secret: i32 },
+    Protocol {
+        minor: u16,
+        params: BTreeMap<String, String>,
+        /// `_pq_.` options the client asked for; turnout supports none.
+        unsupported: Vec<String>,
+    },
+}
+
+/// Length of the startup packet whose first four bytes are `head`, checked.
+pub fn startup_len(head: [u8; 4]) -> Result<usize, CodecError> {
+    let len = u32::from_be_bytes(head);
+    if !(8..=MAX_STARTUP_PACKET as u32).contains(&len) {
+        return Err(CodecError::BadStartupLength(len));
+    }
+    Ok(len as usize)
+}
+
+/// Parses a whole startup packet body (without its length word).
+pub fn parse_startup(body: &[u8]) -> Result<Startup, CodecError> {
+    if body.len() < 4 {
+        return Err(CodecError::BadStartup("too short"));
+    }
+    let code = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+    let rest = &body[4..];
+    match code {
+        SSL_REQUEST if rest.is_empty() => Ok(Startup::Ssl),
+        GSSENC_REQUEST if rest.is_empty() => Ok(Startup::GssEnc),
+        CANCEL_REQUEST if rest.len() == 8 => Ok(Startup::Cancel {
+            pid: i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]),
+            secret: i32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]),
+        }),
+        SSL_REQUEST | GSSENC_REQUEST | CANCEL_REQUEST => {
+            Err(CodecError::BadStartup("request code with a wrong length"))
+        }
+        _ => {
+            let major = (code >> 16) as u16;
+            let minor = (code & 0xffff) as u16;
+            if major != 3 {
+                return Err(CodecError::UnsupportedProtocol { major, minor });
+            }
+            let mut params = BTreeMap::new();
+            let mut unsupported = Vec::new();
+            let mut fields = rest.split(|&b| b == 0);
+            loop {
+                let key = fields
+                    .next()
+                    .ok_or(CodecError::BadStartup("missing terminator"))?;
+                if key.is_empty() {
+                    break;
+                }
+                let value = fields
+                    .next()
+                    .ok_or(CodecError::BadStartup("parameter without a value"))?;
+                let key = std::str::from_utf8(key)
+                    .map_err(|_| CodecError::BadStartup("parameter name is not UTF-8"))?;
+                let value = std::str::from_utf8(value)
+                    .map_err(|_| CodecError::BadStartup("parameter value is not UTF-8"))?;
+                if key.starts_with("_pq_.") {
+                    unsupported.push(key.to_string());
+                } else {
+                    params.insert(key.to_string(), value.to_string());
+                }
+            }
+            // After the terminating empty name only the final empty slice may remain.
+            if fields.any(|f| !f.is_empty()) || rest.last() != Some(&0) {
+                return Err(CodecError::BadStartup("data after the terminator"));
+            }
+            if !params.contains_key("user") {
+                return Err(CodecError::BadStartup("no user name given"));
+            }
+            Ok(Startup::Protocol {
+                minor,
+                params,
+                unsupported,
+            })
+        }
+    }
+}
+
+/// Builds a startup message for a backend.
+pub fn startup_message(params: &[(&str, &str)]) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_u32(0);
+    b.put_u32(PROTOCOL_3_0);
+    for (k, v) in params {
+        put_cstr(&mut b, k);
+        put_cstr(&mut b, v);
+    }
+    b.put_u8(0);
+    let len = b.len() as u32;
+    b[..4].copy_from_slice(&len.to_be_bytes());
+    b.freeze()
+}
+
+pub fn put_cstr(b: &mut BytesMut, s: &str) {
+    b.put_slice(s.as_bytes());
+    b.put_u8(0);
+}
+
+/// Writes a typed frame: tag, length, body.
+pub fn frame(tag: u8, body: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(5 + body.len());
+    put_frame(&mut b, tag, body);
+    b.freeze()
+}
+
+pub fn put_frame(b: &mut BytesMut, tag: u8, body: &[u8]) {
+    b.put_u8(tag);
+    b.put_u32(body.len() as u32 + 4);
+    b.put_slice(body);
+}
+
+/// Severity of an error turnout reports itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Fatal,
+}
+
+/// An ErrorResponse of turnout's own.
+pub fn error_response(severity: Severity, code: &str, message: &str) -> Bytes {
+    let sev = match severity {
+        Severity::Error => "ERROR",
+        Severity::Fatal => "FATAL",
+    };
+    let mut body = BytesMut::new();
+    for (field, value) in [(b'S', sev), (b'V', sev), (b'C', code), (b'M', message)] {
+        body.put_u8(field);
+        put_cstr(&mut body, value);
+    }
+    body.put_u8(0);
+    frame(b'E', &body)
+}
+
+pub fn auth_request(code: i32, extra: &[u8]) -> Bytes {
+    let mut body = BytesMut::with_capacity(4 + extra.len());
+    body.put_i32(code);
+    body.put_slice(extra);
+    frame(b'R', &body)
+}
+
+pub fn parameter_status(name: &str, value: &str) -> Bytes {
+    let mut body = BytesMut::new();
+    put_cstr(&mut body, name);
+    put_cstr(&mut body, value);
+    frame(b'S', &body)
+}
+
+pub fn backend_key_data(pid: i32, secret: i32) -> Bytes {
+    let mut body = BytesMut::with_capacity(8);
+    body.put_i32(pid);
+    body.put_i32(secret);
+    frame(b'K', &body)
+}
+
+pub fn ready_for_query(status: u8) -> Bytes {
+    frame(b'Z', &[status])
+}
+
+pub fn negotiate_protocol_version(minor: u16, unsupported: &[String]) -> Bytes {
+    let mut body = BytesMut::new();
+    body.put_i32(minor as i32);
+    body.put_i32(unsupported.len() as i32);
+    for o in unsupported {
+        put_cstr(&mut body, o);
+    }
+    frame(b'v', &body)
+}
+
+pub fn cancel_request(pid: i32, secret: i32) -> Bytes {
+    let mut b = BytesMut::with_capacity(16);
+    b.put_u32(16);
+    b.put_u32(CANCEL_REQUEST);
+    b.put_i32(pid);
+    b.put_i32(secret);
+    b.freeze()
+}
+
+pub fn ssl_request() -> Bytes {
+    let mut b = BytesMut::with_capacity(8);
+    b.put_u32(8);
+    b.put_u32(SSL_REQUEST);
+    b.freeze()
+}
+
+/// Fields of an ErrorResponse or NoticeResponse body, by field code.
+pub fn error_fields(body: &[u8]) -> BTreeMap<u8, String> {
+    let mut out = BTreeMap::new();
+    let mut rest = body;
+    while let Some((&code, tail)) = rest.split_first() {
+        if code == 0 {
+            break;
+        }
+        let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+        out.insert(code, String::from_utf8_lossy(&tail[..end]).into_owned());
+        rest = tail.get(end + 1..).unwrap_or(&[]);
+    }
+    out
+}
+
+/// A frame seen by [`FrameScanner`]: its tag, and its body when it is small
+/// enough to be held whole.
+pub struct Seen<'a> {
+    pub tag: u8,
+    pub len: usize,
+    pub body: Option<&'a [u8]>,
+}
+
+/// Finds frame boundaries in a byte stream without copying. Small frames are
+/// handed to the caller whole; a frame larger than [`STREAM_THRESHOLD`] is
+/// announced by its header and then passed through as it arrives, so memory
+/// stays bounded whatever the peer sends.
+#[derive(Debug, Default)]
+pub struct FrameScanner {
+    /// Bytes of a large frame still to pass through.
+    remaining: usize,
+}
+
+impl FrameScanner {
+    /// Scans `buf` and returns how many leading bytes may be forwarded now
+    /// (whole small frames, and any part of a large frame). `max` caps a
+    /// frame's length; `on_frame` sees each frame once and may refuse it.
+    pub fn scan<E>(
+        &mut self,
+        buf: &[u8],
+        max: usize,
+        mut on_frame: impl FnMut(Seen<'_>) -> Result<(), E>,
+    ) -> Result<usize, E>
+    where
+        E: From<CodecError>,
+    {
+        let mut pos = 0;
+        loop {
+            if self.remaining > 0 {
+                let take = self.remaining.min(buf.len() - pos);
+                pos += take;
+                self.remaining -= take;
+                if self.remaining > 0 {
+                    return Ok(pos);
+                }
+            }
+            if buf.len() - pos < 5 {
+                return Ok(pos);
+            }
+            let tag = buf[pos];
+            let len = u32::from_be_bytes([buf[pos + 1], buf[pos + 2], buf[pos + 3], buf[pos + 4]]);
+            if len < 4 {
+                return Err(CodecError::BadLength {
+                    tag: tag_name(tag),
+                    len,
+                }
+                .into());
+            }
+            let total = 1 + len as usize;
+            if total > max {
+                return Err(CodecError::TooLarge { len: total, max }.into());
+            }
+            if total <= STREAM_THRESHOLD {
+                if buf.len() - pos < total {
+                    return Ok(pos);
+                }
+                on_frame(Seen {
+                    tag,
+                    len: total,
+                    body: Some(&buf[pos + 5..pos + total]),
+                })?;
+                pos += total;
+            } else {
+                on_frame(Seen {
+                    tag,
+                    len: total,
+                    body: None,
+                })?;
+                self.remaining = total;
+            }
+        }
+    }
+
+    /// True between frames (nothing of a large frame is pending).
+    pub fn at_boundary(&self) -> bool {
+        self.remaining == 0
+    }
+}
+
+#[cfg(test)]
+mod tests;

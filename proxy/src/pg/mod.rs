@@ -1,0 +1,9 @@
+//! The PostgreSQL protocol adapter.
+
+pub mod auth;
+pub mod backend;
+pub mod codec;
+pub mod pump;
+pub mod scram;
+pub mod session;
+pub mod startup;

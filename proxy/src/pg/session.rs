@@ -1,0 +1,135 @@
+//! One client session of the PostgreSQL adapter, from accept to close.
+
+use super::auth;
+use super::backend::{self, BackendConn};
+use super::codec::{self, Severity};
+use super::pump::{Pump, PumpEnd};
+use super::startup::{self, Opening, SessionError};
+use crate::server::{CancelKey, Shared};
+use crate::stream::Stream;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+/// Serves one accepted connection to its end. Never panics on client input;
+/// every failure that the client can still be told about is sent as an
+/// ErrorResponse.
+pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, over_limit: bool) {
+    let _ = tcp.set_nodelay(true);
+    let auth_timeout = shared.auth_timeout;
+    let opened = tokio::time::timeout(
+        auth_timeout,
+        startup::open(tcp, shared.tls.as_ref(), shared.tls_required),
+    )
+    .await;
+    let (mut stream, params) = match opened {
+        Err(_) => {
+            debug!(%peer, "client did not send a startup packet in time");
+            return;
+        }
+        Ok(Err(e)) => {
+            debug!(%peer, error = %e, "client startup failed");
+            return;
+        }
+        Ok(Ok(Opening::Cancel { pid, secret })) => {
+            shared.cancel(CancelKey { pid, secret }).await;
+            return;
+        }
+        Ok(Ok(Opening::Session { stream, params })) => (stream, params),
+    };
+    if over_limit {
+        let msg = codec::error_response(
+            Severity::Fatal,
+            "53300",
+            "sorry, too many clients already (limits.max_client_connections)",
+        );
+        let _ = stream.write_all(&msg).await;
+        return;
+    }
+    let user = params
+        .iter()
+        .find(|(k, _)| k == "user")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let started = tokio::time::timeout(auth_timeout, start(&shared, &mut stream, &user, &params))
+        .await
+        .unwrap_or(Err(SessionError::Timeout(auth_timeout.as_millis())));
+    let (backend, key) = match started {
+        Ok(started) => started,
+        Err(e) => {
+            match &e {
+                SessionError::Io(_) => debug!(%peer, %user, error = %e, "client left during startup"),
+                _ => warn!(%peer, %user, error = %e, "session refused"),
+            }
+            if let Some(msg) = e.to_client() {
+                let _ = stream.write_all(&msg).await;
+                let _ = stream.flush().await;
+            }
+            return;
+        }
+    };
+    let BackendConn {
+        stream: backend_stream,
+        leftover,
+        ..
+    } = backend;
+    debug!(%peer, %user, "session started");
+    let mut pump = Pump::new(stream, backend_stream, leftover, shared.max_message);
+    let end = pump.run().await;
+    shared.cancels.remove(&key);
+    match end {
+        PumpEnd::Terminated | PumpEnd::ClientClosed => debug!(%peer, %user, "session ended"),
+        PumpEnd::ClientIo(e) => debug!(%peer, %user, error = %e, "client connection lost"),
+        PumpEnd::ClientProtocol(e) => {
+            info!(%peer, %user, error = %e, "client broke the protocol; session closed")
+        }
+        PumpEnd::BackendClosed | PumpEnd::BackendIo(_) | PumpEnd::BackendProtocol(_) => {
+            let side = shared.routing.snapshot().phase.read_target();
+            let detail = match &end {
+                PumpEnd::BackendIo(e) => format!(": {e}"),
+                PumpEnd::BackendProtocol(e) => format!(": {e}"),
+                _ => String::new(),
+            };
+            warn!(%peer, %user, %side, "backend connection lost{detail}");
+            if pump.client_at_boundary() {
+                pump.push_to_client(codec::error_response(
+                    Severity::Fatal,
+                    "08006",
+                    &format!("turnout: backend {side} closed the connection unexpectedly{detail}"),
+                ));
+                pump.flush_client().await;
+            }
+        }
+    }
+    let _ = pump.client.shutdown().await;
+}
+
+/// Authenticates the client, connects the backend and sends the client what a
+/// PostgreSQL server sends before the first ReadyForQuery.
+async fn start(
+    shared: &Shared,
+    stream: &mut Stream,
+    user: &str,
+    params: &[(String, String)],
+) -> Result<(BackendConn, CancelKey), SessionError> {
+    let users = shared.users.load();
+    auth::authenticate(stream, &users, user, shared.max_message).await?;
+    stream.write_all(&codec::auth_request(0, &[])).await?;
+    let side = shared.routing.snapshot().phase.read_target();
+    let backend = backend::connect(shared.target(side), params).await?;
+    let key = shared.register_cancel(side, &backend);
+    let mut hello = bytes::BytesMut::new();
+    for (name, value) in &backend.params {
+        hello.extend_from_slice(&codec::parameter_status(name, value));
+    }
+    // The key the client will cancel with is turnout's own, mapped to the backend's.
+    hello.extend_from_slice(&codec::backend_key_data(key.pid, key.secret));
+    hello.extend_from_slice(&codec::ready_for_query(b'I'));
+    if let Err(e) = stream.write_all(&hello).await {
+        shared.cancels.remove(&key);
+        return Err(e.into());
+    }
+    Ok((backend, key))
+}

@@ -1,0 +1,192 @@
+//! The listener and the state its sessions share.
+
+use crate::pg::auth::{UserTable, UserTableError};
+use crate::pg::backend::{self, BackendConn, BackendTarget};
+use crate::tls::{self, TlsError};
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use rand::Rng;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn};
+use turnout_config::{Config, Protocol};
+use turnout_control::{RoutingState, Side};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("listen.tls: {0}")]
+    ListenTls(TlsError),
+    #[error("backends.{side}: {source}")]
+    BackendTls { side: Side, source: TlsError },
+    #[error(transparent)]
+    Users(#[from] UserTableError),
+    #[error("protocol = \"mysql\" is not available yet in this build")]
+    ProtocolUnavailable,
+}
+
+/// turnout's key for a client session, as the client sees it in BackendKeyData.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CancelKey {
+    pub pid: i32,
+    pub secret: i32,
+}
+
+/// The backend process a cancel key stands for.
+#[derive(Debug, Clone, Copy)]
+pub struct CancelTarget {
+    pub side: Side,
+    pub pid: i32,
+    pub secret: i32,
+}
+
+/// What every session of one listener shares. One owner: the [`Server`].
+pub struct Shared {
+    pub routing: Arc<RoutingState>,
+    pub users: ArcSwap<UserTable>,
+    targets: [BackendTarget; 2],
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls_required: bool,
+    pub cancels: DashMap<CancelKey, CancelTarget>,
+    pub max_message: usize,
+    pub auth_timeout: Duration,
+}
+
+impl Shared {
+    pub fn target(&self, side: Side) -> &BackendTarget {
+        match side {
+            Side::Old => &self.targets[0],
+            Side::New => &self.targets[1],
+        }
+    }
+
+    /// Gives the session a fresh key of turnout's own, mapped to its backend.
+    pub fn register_cancel(&self, side: Side, backend: &BackendConn) -> CancelKey {
+        let mut rng = rand::thread_rng();
+        loop {
+            let key = CancelKey {
+                pid: rng.gen_range(1..i32::MAX),
+                secret: rng.gen(),
+            };
+            if let dashmap::Entry::Vacant(slot) = self.cancels.entry(key) {
+                slot.insert(CancelTarget {
+                    side,
+                    pid: backend.pid,
+                    secret: backend.secret,
+                });
+                return key;
+            }
+        }
+    }
+
+    /// Forwards a client's CancelRequest to the backend process it names.
+    /// Unknown keys are ignored, as PostgreSQL does.
+    pub async fn cancel(&self, key: CancelKey) {
+        let Some(target) = self.cancels.get(&key).map(|t| *t) else {
+            debug!("cancel request with an unknown key ignored");
+            return;
+        };
+        let backend = self.target(target.side);
+        match backend::send_cancel(backend, target.pid, target.secret).await {
+            Ok(()) => info!(side = %target.side, "cancel request forwarded"),
+            Err(e) => warn!(error = %e, "cancel request could not be forwarded"),
+        }
+    }
+}
+
+/// A bound listener, ready to serve.
+pub struct Server {
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    max_clients: usize,
+    active: Arc<AtomicUsize>,
+}
+
+impl Server {
+    /// Binds the listener and prepares TLS and credentials. Must run inside a
+    /// tokio runtime.
+    pub async fn bind(config: &Config, routing: Arc<RoutingState>) -> Result<Server, ServerError> {
+        if config.protocol != Protocol::Postgres {
+            return Err(ServerError::ProtocolUnavailable);
+        }
+        let tls = match &config.listen.tls {
+            Some(t) => Some(tls::server_config(&t.cert, &t.key).map_err(ServerError::ListenTls)?),
+            None => None,
+        };
+        let target = |side: Side| -> Result<BackendTarget, ServerError> {
+            let b = match side {
+                Side::Old => &config.backends.old,
+                Side::New => &config.backends.new,
+            };
+            let tls = tls::backend_config(b.tls, b.ca.as_deref())
+                .map_err(|source| ServerError::BackendTls { side, source })?;
+            Ok(BackendTarget::new(side, b, tls))
+        };
+        let shared = Shared {
+            routing,
+            users: ArcSwap::from_pointee(UserTable::from_config(&config.users)?),
+            targets: [target(Side::Old)?, target(Side::New)?],
+            tls_required: config.listen.tls.as_ref().is_some_and(|t| t.required),
+            tls,
+            cancels: DashMap::new(),
+            max_message: config.limits.max_message_bytes(),
+            auth_timeout: Duration::from_millis(config.limits.auth_timeout_ms),
+        };
+        let listener = TcpListener::bind(&config.listen.address)
+            .await
+            .map_err(|source| ServerError::Bind {
+                address: config.listen.address.clone(),
+                source,
+            })?;
+        Ok(Server {
+            shared: Arc::new(shared),
+            listener,
+            max_clients: config.limits.max_clients(),
+            active: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Accepts clients until `shutdown` completes.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                _ = &mut shutdown => break,
+                a = self.listener.accept() => a,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let over_limit = self.active.fetch_add(1, Ordering::Relaxed) >= self.max_clients;
+            let shared = self.shared.clone();
+            let active = self.active.clone();
+            tokio::spawn(async move {
+                crate::pg::session::serve(shared, tcp, peer, over_limit).await;
+                active.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+        info!("listener stopped");
+    }
+}

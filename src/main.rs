@@ -1,0 +1,141 @@
+//! The `turnout` command: run the proxy, check a config, or start a demo.
+
+mod demo;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use turnout_config::Config;
+use turnout_control::{Phase, RoutingState};
+
+#[derive(Parser)]
+#[command(name = "turnout", version, about = "Wire-protocol proxy for live database cutovers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy with a config file.
+    Run {
+        /// Path of the TOML config.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Parse and validate a config file; print every problem found.
+    CheckConfig {
+        /// Path of the TOML config.
+        file: PathBuf,
+    },
+    /// Start throwaway PostgreSQL instances for `old` and `new`, seed a sample
+    /// schema, and run turnout in front of them until Ctrl-C.
+    Demo {
+        /// Port for turnout's listener (default: a free one).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match turnout_config::load(&file) {
+            Ok(c) => {
+                println!(
+                    "{}: ok (protocol {:?}, listen {}, old {}, new {}, {} user(s))",
+                    file.display(),
+                    c.protocol,
+                    c.listen.address,
+                    c.backends.old.address(),
+                    c.backends.new.address(),
+                    c.users.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config } => {
+            let config = match turnout_config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(&config.log.level);
+            let Some(rt) = runtime(&config) else {
+                return ExitCode::FAILURE;
+            };
+            rt.block_on(run(config))
+        }
+        Command::Demo { port } => {
+            init_logging("warn");
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("turnout: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            rt.block_on(demo::run(port))
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let level = level.parse().unwrap_or(tracing::Level::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn runtime(config: &Config) -> Option<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if config.limits.worker_threads > 0 {
+        b.worker_threads(config.limits.worker_threads as usize);
+    }
+    match b.enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("turnout: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
+/// Serves until SIGINT or SIGTERM.
+async fn run(config: Config) -> ExitCode {
+    let routing = Arc::new(RoutingState::new(Phase::Passthrough, 0));
+    let server = match turnout_proxy::Server::bind(&config, routing).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("turnout: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match server.local_addr() {
+        Ok(addr) => tracing::info!(%addr, "turnout listening (phase passthrough)"),
+        Err(e) => tracing::warn!(error = %e, "listening, address unknown"),
+    }
+    server.serve(shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
+
+pub(crate) async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+    }
+}

@@ -1,0 +1,42 @@
+//! Throwaway database instances for turnout's tests, `turnout demo` and
+//! `bench/`: a PostgreSQL cluster made with initdb in a temporary folder, on a
+//! private port, with SCRAM password authentication, stopped and removed on drop.
+
+mod pg;
+mod tempdir;
+
+pub use pg::{PgInstance, PgOptions};
+pub use tempdir::TempDir;
+
+use std::net::TcpListener;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    #[error("{0} not found: install the PostgreSQL server package (postgresql) or put it on PATH")]
+    NotInstalled(String),
+    #[error("{what} failed: {detail}")]
+    Command { what: String, detail: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("certificate generation failed: {0}")]
+    Cert(#[from] rcgen::Error),
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1, written as PEM
+/// files `name.crt` and `name.key` in `dir`.
+pub fn self_signed_cert(
+    dir: &std::path::Path,
+    name: &str,
+) -> Result<(std::path::PathBuf, std::path::PathBuf), HarnessError> {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])?;
+    let crt = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    std::fs::write(&crt, cert.cert.pem())?;
+    std::fs::write(&key, cert.key_pair.serialize_pem())?;
+    Ok((crt, key))
+}
