@@ -63,10 +63,7 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, over_l
                 SessionError::Io(_) => debug!(%peer, %user, error = %e, "client left during startup"),
                 _ => warn!(%peer, %user, error = %e, "session refused"),
             }
-            if let Some(msg) = e.to_client() {
-                let _ = stream.write_all(&msg).await;
-                let _ = stream.flush().await;
-            }
+            startup::refuse(&mut stream, e).await;
             return;
         }
     };

@@ -114,14 +114,23 @@ pub async fn open(
 ) -> Result<Opening, SessionError> {
     let mut stream = Stream::Plain(tcp);
     loop {
-        match read_startup(&mut stream).await? {
+        let startup = match read_startup(&mut stream).await {
+            Ok(s) => s,
+            Err(e) => return Err(refuse(&mut stream, e).await),
+        };
+        match startup {
             Startup::Ssl => {
-                let Stream::Plain(mut tcp) = stream else {
-                    return Err(SessionError::Client {
-                        severity: Severity::Fatal,
-                        code: "08P01",
-                        message: "SSLRequest on a connection that is already encrypted".into(),
-                    });
+                let mut tcp = match stream {
+                    Stream::Plain(tcp) => tcp,
+                    mut encrypted => {
+                        let e = SessionError::Client {
+                            severity: Severity::Fatal,
+                            code: "08P01",
+                            message: "SSLRequest on a connection that is already encrypted"
+                                .into(),
+                        };
+                        return Err(refuse(&mut encrypted, e).await);
+                    }
                 };
                 stream = match tls {
                     Some(tls) => {
@@ -147,18 +156,20 @@ pub async fn open(
                 unsupported,
             } => {
                 if tls_required && !stream.is_tls() {
-                    return Err(SessionError::Client {
+                    let e = SessionError::Client {
                         severity: Severity::Fatal,
                         code: "28000",
                         message: "turnout requires TLS: connect with sslmode=require".into(),
-                    });
+                    };
+                    return Err(refuse(&mut stream, e).await);
                 }
                 if params.get("replication").is_some_and(|r| r != "false" && r != "0") {
-                    return Err(SessionError::Client {
+                    let e = SessionError::Client {
                         severity: Severity::Fatal,
                         code: "0A000",
                         message: "turnout does not proxy replication connections".into(),
-                    });
+                    };
+                    return Err(refuse(&mut stream, e).await);
                 }
                 if minor > 0 || !unsupported.is_empty() {
                     stream
@@ -172,4 +183,13 @@ pub async fn open(
             }
         }
     }
+}
+
+/// Tells the client why its connection is refused (when it can still be told).
+pub async fn refuse(stream: &mut Stream, e: SessionError) -> SessionError {
+    if let Some(msg) = e.to_client() {
+        let _ = stream.write_all(&msg).await;
+        let _ = stream.flush().await;
+    }
+    e
 }

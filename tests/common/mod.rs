@@ -1,0 +1,216 @@
+//! Shared set-up for the end-to-end tests: a throwaway PostgreSQL cluster, a
+//! config, and the real `turnout` binary in front of it.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use turnout_harness::{free_port, self_signed_cert, PgInstance, PgOptions, TempDir};
+
+pub const APP_PASSWORD: &str = "app-pw";
+pub const MD5_PASSWORD: &str = "md5-pw";
+
+#[derive(Default, Clone)]
+pub struct Options {
+    /// turnout offers TLS to clients.
+    pub client_tls: bool,
+    /// turnout requires TLS from clients.
+    pub client_tls_required: bool,
+    /// The backend serves TLS and turnout verifies it (verify-full).
+    pub backend_tls: bool,
+    pub max_clients: Option<u32>,
+    pub max_message_size: Option<u32>,
+}
+
+pub struct Setup {
+    pub old: PgInstance,
+    pub proxy: Proxy,
+    pub dir: TempDir,
+    pub cert: Option<(PathBuf, PathBuf)>,
+}
+
+pub struct Proxy {
+    child: Child,
+    pub port: u16,
+    pub log: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proxy {
+    /// Whatever turnout wrote to stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+pub fn turnout_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_turnout")
+}
+
+impl Setup {
+    pub fn start(opts: Options) -> Setup {
+        let dir = TempDir::new("turnout-test").expect("temp dir");
+        let cert = (opts.client_tls || opts.backend_tls)
+            .then(|| self_signed_cert(dir.path(), "tls").expect("certificate"));
+        let old = PgInstance::start(PgOptions {
+            tls: if opts.backend_tls { cert.clone() } else { None },
+            ..PgOptions::default()
+        })
+        .expect("start PostgreSQL");
+        old.create_database("app", "app", "backend-pw")
+            .expect("create database");
+        let port = free_port().expect("free port");
+        let mut config = format!(
+            r#"
+[listen]
+address = "127.0.0.1:{port}"
+
+[backends.old]
+host = "127.0.0.1"
+port = {old_port}
+database = "app"
+user = "app"
+password = "backend-pw"
+{backend_tls}
+
+[backends.new]
+host = "127.0.0.1"
+port = 1
+database = "app"
+user = "app"
+password = "backend-pw"
+
+[[users]]
+name = "app"
+password = "{APP_PASSWORD}"
+
+[[users]]
+name = "md5user"
+password = "{MD5_PASSWORD}"
+auth = "md5"
+
+[limits]
+auth_timeout_ms = 3000
+{max_clients}
+{max_message}
+
+[log]
+level = "debug"
+"#,
+            old_port = old.port,
+            backend_tls = match (&cert, opts.backend_tls) {
+                (Some((crt, _)), true) =>
+                    format!("tls = \"verify-full\"\nca = \"{}\"", crt.display()),
+                _ => String::new(),
+            },
+            max_clients = opts
+                .max_clients
+                .map(|n| format!("max_client_connections = {n}"))
+                .unwrap_or_default(),
+            max_message = opts
+                .max_message_size
+                .map(|n| format!("max_message_size = {n}"))
+                .unwrap_or_default(),
+        );
+        if opts.client_tls {
+            let (crt, key) = cert.as_ref().expect("certificate");
+            config.push_str(&format!(
+                "\n[listen.tls]\ncert = \"{}\"\nkey = \"{}\"\nrequired = {}\n",
+                crt.display(),
+                key.display(),
+                opts.client_tls_required
+            ));
+        }
+        let config_path = dir.path().join("turnout.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let proxy = spawn_proxy(&config_path, dir.path().join("turnout.log"), port);
+        Setup {
+            old,
+            proxy,
+            dir,
+            cert,
+        }
+    }
+
+    /// libpq connection string to turnout.
+    pub fn url(&self, user: &str, password: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} dbname=app user={user} password={password} connect_timeout=10",
+            self.proxy.port
+        )
+    }
+
+    pub fn app_url(&self) -> String {
+        self.url("app", APP_PASSWORD)
+    }
+
+    /// libpq connection string straight to the old backend.
+    pub fn direct_url(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} dbname=app user=app password=backend-pw",
+            self.old.port
+        )
+    }
+
+    /// psql through turnout.
+    pub fn psql(&self, url: &str, args: &[&str]) -> Output {
+        psql(url, args, &[])
+    }
+}
+
+pub fn psql(url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new("psql");
+    c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-A", "-t", url]).args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run psql")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_string()
+}
+
+pub fn spawn_proxy(config: &std::path::Path, log: PathBuf, port: u16) -> Proxy {
+    let log_file = std::fs::File::create(&log).expect("log file");
+    let child = Command::new(turnout_bin())
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .expect("spawn turnout");
+    let mut proxy = Proxy {
+        child,
+        port,
+        log,
+        config: config.to_path_buf(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if !proxy.is_running() || Instant::now() > deadline {
+            let mut text = String::new();
+            let _ = std::fs::File::open(&proxy.log).and_then(|mut f| f.read_to_string(&mut text));
+            panic!("turnout did not start listening on {port}:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    proxy
+}
