@@ -5,7 +5,7 @@
 mod pg;
 mod tempdir;
 
-pub use pg::{PgInstance, PgOptions};
+pub use pg::{as_server_user, give_to_server_user, PgInstance, PgOptions};
 pub use tempdir::TempDir;
 
 use std::net::TcpListener;

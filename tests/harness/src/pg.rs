@@ -57,6 +57,21 @@ fn find_bin() -> Result<PathBuf, HarnessError> {
         .ok_or_else(|| HarnessError::NotInstalled("initdb".into()))
 }
 
+/// Makes `cmd` run as the user PostgreSQL's servers run as (`postgres` when
+/// we are root; unchanged otherwise). pgbouncer, too, refuses to run as root.
+pub fn as_server_user(cmd: &mut Command) -> Result<(), HarnessError> {
+    if let Some((uid, gid)) = server_owner()? {
+        cmd.uid(uid).gid(gid);
+    }
+    Ok(())
+}
+
+/// Gives `path` to the server user (see [`as_server_user`]).
+pub fn give_to_server_user(path: &Path) -> Result<(), HarnessError> {
+    chown(path, server_owner()?)?;
+    Ok(())
+}
+
 /// PostgreSQL refuses to run as root: under root, run it as `postgres`.
 fn server_owner() -> Result<Option<(u32, u32)>, HarnessError> {
     if std::fs::metadata("/proc/self")
