@@ -92,3 +92,10 @@ fn garbage_is_a_clear_error() {
     let err = parse("[[[ nonsense", "t.toml").unwrap_err().to_string();
     assert!(err.contains("line 1"), "{err}");
 }
+
+#[test]
+fn example_config_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/turnout.toml");
+    let c = load(std::path::Path::new(path)).expect("example config is valid");
+    assert_eq!(c.users[0].auth, AuthMethod::ScramSha256);
+}

@@ -115,6 +115,7 @@ pub struct User {
 #[serde(rename_all = "kebab-case")]
 pub enum AuthMethod {
     #[default]
+    #[serde(rename = "scram-sha-256")]
     ScramSha256,
     Md5,
 }
