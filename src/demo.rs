@@ -44,7 +44,10 @@ async fn run_inner(port: Option<u16>) -> Result<(), Box<dyn std::error::Error>> 
         let new = PgInstance::start(PgOptions::default())?;
         for inst in [&old, &new] {
             inst.create_database("app", "app", "app")?;
-            let url = format!("dbname=app user=app password=app host=127.0.0.1 port={}", inst.port);
+            let url = format!(
+                "dbname=app user=app password=app host=127.0.0.1 port={}",
+                inst.port
+            );
             let out = std::process::Command::new("psql")
                 .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", &url, "-c", SCHEMA])
                 .output()?;
@@ -55,7 +58,10 @@ async fn run_inner(port: Option<u16>) -> Result<(), Box<dyn std::error::Error>> 
                 });
             }
         }
-        let url = format!("dbname=app user=app password=app host=127.0.0.1 port={}", old.port);
+        let url = format!(
+            "dbname=app user=app password=app host=127.0.0.1 port={}",
+            old.port
+        );
         let out = std::process::Command::new("psql")
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", &url, "-c", SEED])
             .output()?;
@@ -126,9 +132,7 @@ Press Ctrl-C (or send SIGTERM) to stop; both clusters and their files are remove
         new = new.port,
         config = config_path.display(),
     );
-    server
-        .serve(crate::shutdown_signal())
-        .await;
+    server.serve(crate::shutdown_signal()).await;
     println!("\nStopping: removing the throwaway clusters...");
     tokio::task::spawn_blocking(move || {
         drop(old);

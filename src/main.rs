@@ -10,7 +10,11 @@ use turnout_config::Config;
 use turnout_control::{Phase, RoutingState};
 
 #[derive(Parser)]
-#[command(name = "turnout", version, about = "Wire-protocol proxy for live database cutovers")]
+#[command(
+    name = "turnout",
+    version,
+    about = "Wire-protocol proxy for live database cutovers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -75,7 +79,10 @@ fn main() -> ExitCode {
         }
         Command::Demo { port } => {
             init_logging("warn");
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("turnout: cannot start the runtime: {e}");

@@ -86,7 +86,9 @@ fn demo_serves_the_sample_schema_and_cleans_up_on_ctrl_c() {
         let line = line.unwrap();
         println!("demo: {line}");
         if let Some(path) = line.trim().strip_prefix("config:") {
-            config_dir = std::path::Path::new(path.trim()).parent().map(|p| p.to_path_buf());
+            config_dir = std::path::Path::new(path.trim())
+                .parent()
+                .map(|p| p.to_path_buf());
         }
         if line.contains("Press Ctrl-C") || Instant::now() > deadline {
             break;

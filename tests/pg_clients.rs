@@ -18,10 +18,7 @@ fn psql_queries_errors_notices_and_copy() {
     assert_eq!(stdout(&out), "42");
 
     // Errors are relayed verbatim, SQLSTATE included.
-    let out = s.psql(
-        &url,
-        &["-v", "VERBOSITY=verbose", "-c", "SELECT 1/0"],
-    );
+    let out = s.psql(&url, &["-v", "VERBOSITY=verbose", "-c", "SELECT 1/0"]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("ERROR:  22012: division by zero"),
@@ -32,7 +29,10 @@ fn psql_queries_errors_notices_and_copy() {
     // Notices reach the client.
     let out = s.psql(
         &url,
-        &["-c", "DO $$ BEGIN RAISE NOTICE 'hello from the backend'; END $$"],
+        &[
+            "-c",
+            "DO $$ BEGIN RAISE NOTICE 'hello from the backend'; END $$",
+        ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("NOTICE:  hello from the backend"));
@@ -93,7 +93,10 @@ fn wrong_password_and_unknown_user_are_refused_clearly() {
 #[test]
 fn md5_authentication_works() {
     let s = Setup::start(Options::default());
-    let out = s.psql(&s.url("md5user", MD5_PASSWORD), &["-c", "SELECT current_user"]);
+    let out = s.psql(
+        &s.url("md5user", MD5_PASSWORD),
+        &["-c", "SELECT current_user"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     // The backend session runs as the configured backend user.
     assert_eq!(stdout(&out), "app");
@@ -161,7 +164,10 @@ fn tls_to_clients_and_to_the_backend() {
     let url = s.app_url();
     let out = psql(
         &url,
-        &["-c", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"],
+        &[
+            "-c",
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        ],
         &[("PGSSLMODE", "require")],
     );
     assert!(
@@ -176,7 +182,11 @@ fn tls_to_clients_and_to_the_backend() {
     // turnout refuses clients that do not ask for TLS when it is required.
     let out = psql(&url, &["-c", "SELECT 1"], &[("PGSSLMODE", "disable")]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("turnout requires TLS"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("turnout requires TLS"),
+        "{}",
+        stderr(&out)
+    );
 
     pgbench_all_modes(&s, &[("PGSSLMODE", "require")]);
 }
@@ -205,10 +215,16 @@ async fn tokio_postgres_over_tls() {
     .with_root_certificates(roots)
     .with_no_client_auth();
     let tls = tokio_postgres_rustls::MakeRustlsConnect::new(config);
-    let url = format!("{} sslmode=require", s.url("app", APP_PASSWORD)).replace("127.0.0.1", "localhost");
-    let (client, conn) = tokio_postgres::connect(&url, tls).await.expect("connect over TLS");
+    let url =
+        format!("{} sslmode=require", s.url("app", APP_PASSWORD)).replace("127.0.0.1", "localhost");
+    let (client, conn) = tokio_postgres::connect(&url, tls)
+        .await
+        .expect("connect over TLS");
     tokio::spawn(conn);
-    let row = client.query_one("SELECT $1::int + 1", &[&41i32]).await.unwrap();
+    let row = client
+        .query_one("SELECT $1::int + 1", &[&41i32])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, i32>(0), 42);
 }
 
@@ -281,7 +297,11 @@ async fn tokio_postgres_binary_params_transactions_errors_copy_notify() {
     assert_eq!(db.code().code(), "23505");
     assert!(db.message().contains("duplicate key"));
     assert_eq!(
-        client.query_one("SELECT 1::int", &[]).await.unwrap().get::<_, i32>(0),
+        client
+            .query_one("SELECT 1::int", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
         1
     );
 

@@ -51,7 +51,8 @@ fn logged_in(setup: &Setup) -> TcpStream {
     let (tag, body) = read_frame(&mut s);
     assert_eq!((tag, &body[..4]), (b'R', &5i32.to_be_bytes()[..]));
     let salt = [body[4], body[5], body[6], body[7]];
-    let hash = postgres_protocol::authentication::md5_hash(b"md5user", MD5_PASSWORD.as_bytes(), salt);
+    let hash =
+        postgres_protocol::authentication::md5_hash(b"md5user", MD5_PASSWORD.as_bytes(), salt);
     let mut msg = vec![b'p'];
     msg.extend_from_slice(&((hash.len() + 5) as u32).to_be_bytes());
     msg.extend_from_slice(hash.as_bytes());
@@ -67,12 +68,20 @@ fn logged_in(setup: &Setup) -> TcpStream {
 }
 
 fn error_text(bytes: &[u8]) -> String {
-    assert_eq!(bytes.first(), Some(&b'E'), "expected an ErrorResponse, got {bytes:?}");
+    assert_eq!(
+        bytes.first(),
+        Some(&b'E'),
+        "expected an ErrorResponse, got {bytes:?}"
+    );
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn assert_still_serving(s: &mut Setup) {
-    assert!(s.proxy.is_running(), "turnout exited:\n{}", s.proxy.log_text());
+    assert!(
+        s.proxy.is_running(),
+        "turnout exited:\n{}",
+        s.proxy.log_text()
+    );
     let out = s.psql(&s.app_url(), &["-c", "SELECT 'alive'"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "alive");
@@ -94,12 +103,22 @@ fn malformed_startup_packets_get_an_error_and_a_closed_connection() {
         ),
         (
             "protocol 9.9",
-            [&12u32.to_be_bytes()[..], &0x0009_0009u32.to_be_bytes(), b"\0\0\0\0"].concat(),
+            [
+                &12u32.to_be_bytes()[..],
+                &0x0009_0009u32.to_be_bytes(),
+                b"\0\0\0\0",
+            ]
+            .concat(),
             "unsupported frontend protocol 9.9",
         ),
         (
             "no terminator",
-            [&13u32.to_be_bytes()[..], &196_608u32.to_be_bytes(), b"user\0"].concat(),
+            [
+                &13u32.to_be_bytes()[..],
+                &196_608u32.to_be_bytes(),
+                b"user\0",
+            ]
+            .concat(),
             "invalid startup packet layout",
         ),
     ];
@@ -202,7 +221,8 @@ fn random_garbage_never_takes_turnout_down() {
         }
         let _ = c.write_all(&bytes);
         let _ = c.shutdown(std::net::Shutdown::Write);
-        c.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
         let mut sink = [0u8; 4096];
         while let Ok(n) = c.read(&mut sink) {
             if n == 0 {
@@ -271,7 +291,10 @@ async fn cancel_request_reaches_the_right_backend() {
     assert_eq!(err.code().map(|c| c.code()), Some("57014"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(15));
     // The other session was not cancelled.
-    let row = other.query_one("SELECT 'untouched'::text", &[]).await.unwrap();
+    let row = other
+        .query_one("SELECT 'untouched'::text", &[])
+        .await
+        .unwrap();
     assert_eq!(row.get::<_, String>(0), "untouched");
 }
 
@@ -285,7 +308,11 @@ fn connections_over_the_limit_are_refused_with_a_clear_error() {
     let b = logged_in(&s);
     let out = s.psql(&s.app_url(), &["-c", "SELECT 1"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("too many clients"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("too many clients"),
+        "{}",
+        stderr(&out)
+    );
     drop((a, b));
     std::thread::sleep(Duration::from_millis(300));
     let out = s.psql(&s.app_url(), &["-c", "SELECT 1"]);

@@ -8,7 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use turnout_harness::{as_server_user, free_port, give_to_server_user, PgInstance, PgOptions, TempDir};
+use turnout_harness::{
+    as_server_user, free_port, give_to_server_user, PgInstance, PgOptions, TempDir,
+};
 
 struct Args {
     seconds: u32,
@@ -155,7 +157,10 @@ fn start_pgbouncer(dir: &Path, backend_port: u16) -> Result<Option<(Killed, u16)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     as_server_user(&mut cmd).map_err(|e| e.to_string())?;
-    let child = Killed(cmd.spawn().map_err(|e| format!("cannot start pgbouncer: {e}"))?);
+    let child = Killed(
+        cmd.spawn()
+            .map_err(|e| format!("cannot start pgbouncer: {e}"))?,
+    );
     wait_port(port)?;
     Ok(Some((child, port)))
 }
@@ -190,8 +195,11 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn run(args: &Args) -> Result<(), String> {
     let dir = TempDir::new("turnout-bench").map_err(|e| e.to_string())?;
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .map_err(|e| e.to_string())?;
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .map_err(|e| e.to_string())?;
     eprintln!("starting PostgreSQL...");
     let pg = PgInstance::start(PgOptions {
         max_connections: 200,
@@ -209,7 +217,10 @@ fn run(args: &Args) -> Result<(), String> {
         .output()
         .map_err(|e| e.to_string())?;
     if !init.status.success() {
-        return Err(format!("pgbench -i: {}", String::from_utf8_lossy(&init.stderr)));
+        return Err(format!(
+            "pgbench -i: {}",
+            String::from_utf8_lossy(&init.stderr)
+        ));
     }
     let (_turnout, turnout_port) = start_turnout(dir.path(), pg.port)?;
     let bouncer = start_pgbouncer(dir.path(), pg.port)?;
@@ -224,9 +235,14 @@ fn run(args: &Args) -> Result<(), String> {
         args.seconds,
         args.rounds,
         args.scale,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
     );
-    println!("{:<10} {:<10} {:>12} {:>10}", "mode", "target", "median tps", "vs direct");
+    println!(
+        "{:<10} {:<10} {:>12} {:>10}",
+        "mode", "target", "median tps", "vs direct"
+    );
     for mode in ["simple", "prepared"] {
         let mut results: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
         for round in 0..args.rounds {

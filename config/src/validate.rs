@@ -149,7 +149,12 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
         1_000_000,
     );
     c.range("sampling.max_concurrent", s.max_concurrent, 1, 10_000);
-    c.range("mirror.async_queue", config.mirror.async_queue, 1, 10_000_000);
+    c.range(
+        "mirror.async_queue",
+        config.mirror.async_queue,
+        1,
+        10_000_000,
+    );
     if let Some(address) = &config.metrics.address {
         c.address("metrics.address", address);
     }
@@ -160,12 +165,7 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
         1,
         1_000_000,
     );
-    c.range(
-        "limits.max_message_size",
-        l.max_message_size,
-        1024,
-        1 << 30,
-    );
+    c.range("limits.max_message_size", l.max_message_size, 1024, 1 << 30);
     c.range("limits.worker_threads", l.worker_threads, 0, 1024);
     if !matches!(
         config.log.level.as_str(),
@@ -208,9 +208,10 @@ fn backend(c: &mut Collector, key: &str, b: &Backend) {
             format!("{key}.ca"),
             "tls = \"verify-full\" needs a CA bundle to verify the server against",
         ),
-        (Some(ca), _) if !ca.is_file() => {
-            c.push(format!("{key}.ca"), format!("no such file: {}", ca.display()))
-        }
+        (Some(ca), _) if !ca.is_file() => c.push(
+            format!("{key}.ca"),
+            format!("no such file: {}", ca.display()),
+        ),
         _ => {}
     }
 }

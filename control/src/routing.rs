@@ -94,7 +94,9 @@ impl fmt::Display for Phase {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown phase {0:?}: expected one of passthrough, mirror, reads_new, writes_new, finalized")]
+#[error(
+    "unknown phase {0:?}: expected one of passthrough, mirror, reads_new, writes_new, finalized"
+)]
 pub struct PhaseParseError(pub String);
 
 impl FromStr for Phase {

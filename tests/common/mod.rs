@@ -173,7 +173,8 @@ level = "debug"
 
 pub fn psql(url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new("psql");
-    c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-A", "-t", url]).args(args);
+    c.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-A", "-t", url])
+        .args(args);
     for (k, v) in env {
         c.env(k, v);
     }

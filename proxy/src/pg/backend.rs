@@ -223,9 +223,7 @@ async fn connect_inner(
                         Some(password_message(hash.as_bytes()))
                     }
                     10 => {
-                        let offers_scram = b
-                            .split(|&c| c == 0)
-                            .any(|m| m == b"SCRAM-SHA-256");
+                        let offers_scram = b.split(|&c| c == 0).any(|m| m == b"SCRAM-SHA-256");
                         if !offers_scram {
                             return Err(BackendError::Auth {
                                 side,
@@ -367,7 +365,11 @@ async fn read_frame(
 }
 
 /// Sends a CancelRequest for a backend process on a fresh connection.
-pub async fn send_cancel(target: &BackendTarget, pid: i32, secret: i32) -> Result<(), BackendError> {
+pub async fn send_cancel(
+    target: &BackendTarget,
+    pid: i32,
+    secret: i32,
+) -> Result<(), BackendError> {
     let fut = async {
         let mut stream = open_stream(target).await?;
         stream

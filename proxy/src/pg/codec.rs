@@ -46,7 +46,10 @@ pub fn tag_name(tag: u8) -> String {
 pub enum Startup {
     Ssl,
     GssEnc,
-    Cancel { pid: i32, secret: i32 },
+    Cancel {
+        pid: i32,
+        secret: i32,
+    },
     Protocol {
         minor: u16,
         params: BTreeMap<String, String>,

@@ -148,7 +148,12 @@ enum Step {
 }
 
 impl Pump {
-    pub fn new(client: Stream, backend: Stream, backend_leftover: BytesMut, max_message: usize) -> Self {
+    pub fn new(
+        client: Stream,
+        backend: Stream,
+        backend_leftover: BytesMut,
+        max_message: usize,
+    ) -> Self {
         Pump {
             client,
             backend,
@@ -227,13 +232,15 @@ impl Pump {
             Poll::Ready(Ok(0)) => Step::End(PumpEnd::ClientClosed),
             Poll::Ready(Ok(_)) => {
                 let mut terminated = false;
-                let scanned = self.client_scan.scan(&self.client_in, self.max_message, |f| {
-                    if terminated || !frontend_tag_allowed(f.tag) {
-                        return Err(CodecError::Unexpected(tag_name(f.tag)));
-                    }
-                    terminated = f.tag == b'X';
-                    Ok(())
-                });
+                let scanned = self
+                    .client_scan
+                    .scan(&self.client_in, self.max_message, |f| {
+                        if terminated || !frontend_tag_allowed(f.tag) {
+                            return Err(CodecError::Unexpected(tag_name(f.tag)));
+                        }
+                        terminated = f.tag == b'X';
+                        Ok(())
+                    });
                 match scanned {
                     Ok(n) => {
                         let chunk = self.client_in.split_to(n).freeze();

@@ -238,7 +238,13 @@ mod tests {
     #[test]
     fn garbage_messages_are_errors_not_panics() {
         let v = Verifier::derive("pw", b"salt".to_vec(), 16);
-        for m in [&b""[..], b"p=tls-server-end-point,,n=,r=abc", b"n,,", b"\xff\xfe", b"x"] {
+        for m in [
+            &b""[..],
+            b"p=tls-server-end-point,,n=,r=abc",
+            b"n,,",
+            b"\xff\xfe",
+            b"x",
+        ] {
             assert!(server_first(&v, m).is_err());
         }
         let ex = server_first(&v, b"n,,n=,r=abc").unwrap();

@@ -60,7 +60,9 @@ pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, over_l
         Ok(started) => started,
         Err(e) => {
             match &e {
-                SessionError::Io(_) => debug!(%peer, %user, error = %e, "client left during startup"),
+                SessionError::Io(_) => {
+                    debug!(%peer, %user, error = %e, "client left during startup")
+                }
                 _ => warn!(%peer, %user, error = %e, "session refused"),
             }
             startup::refuse(&mut stream, e).await;

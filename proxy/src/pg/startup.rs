@@ -126,8 +126,7 @@ pub async fn open(
                         let e = SessionError::Client {
                             severity: Severity::Fatal,
                             code: "08P01",
-                            message: "SSLRequest on a connection that is already encrypted"
-                                .into(),
+                            message: "SSLRequest on a connection that is already encrypted".into(),
                         };
                         return Err(refuse(&mut encrypted, e).await);
                     }
@@ -163,7 +162,10 @@ pub async fn open(
                     };
                     return Err(refuse(&mut stream, e).await);
                 }
-                if params.get("replication").is_some_and(|r| r != "false" && r != "0") {
+                if params
+                    .get("replication")
+                    .is_some_and(|r| r != "false" && r != "0")
+                {
                     let e = SessionError::Client {
                         severity: Severity::Fatal,
                         code: "0A000",

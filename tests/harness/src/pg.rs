@@ -271,7 +271,16 @@ impl PgInstance {
     /// Runs SQL through psql as the superuser on `database`; returns stdout.
     pub fn psql(&self, database: &str, sql: &str) -> Result<String, HarnessError> {
         let out = Command::new("psql")
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+            ])
             .arg("-p")
             .arg(self.port.to_string())
             .args(["-U", "postgres", "-d", database, "-c", sql])

@@ -35,7 +35,10 @@ fn split(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
     points.push(0);
     points.push(bytes.len());
     points.sort_unstable();
-    points.windows(2).map(|w| bytes[w[0]..w[1]].to_vec()).collect()
+    points
+        .windows(2)
+        .map(|w| bytes[w[0]..w[1]].to_vec())
+        .collect()
 }
 
 proptest! {
@@ -120,11 +123,17 @@ fn oversized_and_short_lengths_are_errors() {
 #[test]
 fn special_requests_are_recognised() {
     assert_eq!(parse_startup(&SSL_REQUEST.to_be_bytes()), Ok(Startup::Ssl));
-    assert_eq!(parse_startup(&GSSENC_REQUEST.to_be_bytes()), Ok(Startup::GssEnc));
+    assert_eq!(
+        parse_startup(&GSSENC_REQUEST.to_be_bytes()),
+        Ok(Startup::GssEnc)
+    );
     let cancel = cancel_request(42, -7);
     assert_eq!(
         parse_startup(&cancel[4..]),
-        Ok(Startup::Cancel { pid: 42, secret: -7 })
+        Ok(Startup::Cancel {
+            pid: 42,
+            secret: -7
+        })
     );
     assert!(startup_len(0x7fff_ffffu32.to_be_bytes()).is_err());
     assert!(startup_len(3u32.to_be_bytes()).is_err());
