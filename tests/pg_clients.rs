@@ -348,3 +348,63 @@ async fn tokio_postgres_binary_params_transactions_errors_copy_notify() {
     drop(client);
     let _ = driver.await;
 }
+
+#[test]
+fn unix_sockets_to_clients_and_to_the_backend() {
+    let s = Setup::start(Options {
+        unix_sockets: true,
+        ..Options::default()
+    });
+    // psql -h <folder> finds turnout's socket as it would PostgreSQL's.
+    let url = format!(
+        "host={} port={} dbname=app user=app password={APP_PASSWORD}",
+        s.dir.path().display(),
+        s.proxy.port
+    );
+    let out = psql(
+        &url,
+        &["-c", "SELECT inet_server_addr() IS NULL, current_user"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // NULL server address: the backend session is on its Unix socket.
+    assert_eq!(stdout(&out), "t|app");
+    let (ok, text) = pgbench(&url, &["-i", "-s", "1", "-q"], &[]);
+    assert!(ok, "{text}");
+    let (ok, text) = pgbench(&url, &["-S", "-M", "prepared", "-c", "4", "-t", "200"], &[]);
+    assert!(ok, "{text}");
+    assert!(text.contains("number of failed transactions: 0"), "{text}");
+    // TCP clients reach the same backend.
+    let out = s.psql(
+        &s.app_url(),
+        &["-c", "SELECT count(*) FROM pgbench_branches"],
+    );
+    assert_eq!(stdout(&out), "1");
+}
+
+#[test]
+fn backend_md5_and_trust_authentication() {
+    for method in ["md5", "trust"] {
+        let s = Setup::start(Options {
+            backend_auth: Some(method),
+            ..Options::default()
+        });
+        // The backend really asks for this method on TCP...
+        let hba = s
+            .old
+            .psql(
+                "postgres",
+                "SELECT auth_method FROM pg_hba_file_rules WHERE type = 'host' LIMIT 1",
+            )
+            .unwrap();
+        assert_eq!(hba, method);
+        // ...and turnout logs in with it.
+        let out = s.psql(
+            &s.app_url(),
+            &["-c", "SELECT 'logged in as ' || current_user"],
+        );
+        assert!(out.status.success(), "{method}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "logged in as app");
+        println!("backend {method}: {}", stdout(&out));
+    }
+}

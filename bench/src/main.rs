@@ -90,13 +90,23 @@ fn turnout_binary() -> Result<PathBuf, String> {
     }
 }
 
-fn start_turnout(dir: &Path, backend_port: u16) -> Result<(Killed, u16), String> {
+/// Starts turnout in front of the backend at `backend_host` (an address, or a
+/// Unix socket folder), also listening on a Unix socket in `socket_dir`.
+fn start_turnout(
+    dir: &Path,
+    name: &str,
+    backend_host: &str,
+    backend_port: u16,
+) -> Result<(Killed, u16, PathBuf), String> {
     let port = free_port().map_err(|e| e.to_string())?;
+    let socket_dir = dir.join(name);
+    std::fs::create_dir_all(&socket_dir).map_err(|e| e.to_string())?;
     let config = format!(
         r#"[listen]
 address = "127.0.0.1:{port}"
+socket_dir = "{socket_dir}"
 [backends.old]
-host = "127.0.0.1"
+host = "{backend_host}"
 port = {backend_port}
 database = "bench"
 user = "bench"
@@ -112,9 +122,10 @@ name = "bench"
 password = "bench"
 [log]
 level = "warn"
-"#
+"#,
+        socket_dir = socket_dir.display()
     );
-    let path = dir.join("turnout.toml");
+    let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config).map_err(|e| e.to_string())?;
     let child = Command::new(turnout_binary()?)
         .args(["run", "--config"])
@@ -125,10 +136,16 @@ level = "warn"
         .map_err(|e| format!("cannot start turnout: {e}"))?;
     let child = Killed(child);
     wait_port(port)?;
-    Ok((child, port))
+    Ok((child, port, socket_dir))
 }
 
-fn start_pgbouncer(dir: &Path, backend_port: u16) -> Result<Option<(Killed, u16)>, String> {
+/// Starts pgbouncer (session pooling, SCRAM) in front of the backend at
+/// `backend_host`, listening on TCP and on a Unix socket folder.
+fn start_pgbouncer(
+    dir: &Path,
+    backend_host: &str,
+    backend_port: u16,
+) -> Result<Option<(Killed, u16, PathBuf)>, String> {
     let Some(bin) = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
         .into_iter()
         .map(PathBuf::from)
@@ -141,8 +158,8 @@ fn start_pgbouncer(dir: &Path, backend_port: u16) -> Result<Option<(Killed, u16)
     std::fs::create_dir_all(&bdir).map_err(|e| e.to_string())?;
     give_to_server_user(&bdir).map_err(|e| e.to_string())?;
     let ini = format!(
-        "[databases]\nbench = host=127.0.0.1 port={backend_port} dbname=bench user=bench password=bench\n\
-         [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+        "[databases]\nbench = host={backend_host} port={backend_port} dbname=bench user=bench password=bench\n\
+         [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir = {dir}\n\
          auth_type = scram-sha-256\nauth_file = {dir}/users.txt\npool_mode = session\n\
          max_client_conn = 200\ndefault_pool_size = 50\nlogfile = {dir}/pgbouncer.log\n",
         dir = bdir.display()
@@ -162,16 +179,26 @@ fn start_pgbouncer(dir: &Path, backend_port: u16) -> Result<Option<(Killed, u16)
             .map_err(|e| format!("cannot start pgbouncer: {e}"))?,
     );
     wait_port(port)?;
-    Ok(Some((child, port)))
+    Ok(Some((child, port, bdir)))
 }
 
-fn pgbench_tps(port: u16, mode: &str, args: &Args) -> Result<f64, String> {
+/// One way for pgbench to reach the database.
+struct Target {
+    name: String,
+    /// `-h`: an address or a Unix socket folder.
+    host: String,
+    port: u16,
+    /// Index of the direct target this one is compared with.
+    baseline: usize,
+}
+
+fn pgbench_tps(t: &Target, mode: &str, args: &Args) -> Result<f64, String> {
     let out = Command::new("pgbench")
         .args(["-n", "-S", "-M", mode, "-j", "2"])
         .arg(format!("-c{}", args.clients))
         .arg(format!("-T{}", args.seconds))
-        .args(["-h", "127.0.0.1", "-U", "bench", "bench"])
-        .arg(format!("-p{port}"))
+        .args(["-h", &t.host, "-U", "bench", "bench"])
+        .arg(format!("-p{}", t.port))
         .env("PGPASSWORD", "bench")
         .output()
         .map_err(|e| format!("cannot run pgbench: {e}"))?;
@@ -182,7 +209,8 @@ fn pgbench_tps(port: u16, mode: &str, args: &Args) -> Result<f64, String> {
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| {
             format!(
-                "pgbench on port {port} gave no tps:\n{text}{}",
+                "pgbench against {} gave no tps:\n{text}{}",
+                t.name,
                 String::from_utf8_lossy(&out.stderr)
             )
         })
@@ -222,15 +250,41 @@ fn run(args: &Args) -> Result<(), String> {
             String::from_utf8_lossy(&init.stderr)
         ));
     }
-    let (_turnout, turnout_port) = start_turnout(dir.path(), pg.port)?;
-    let bouncer = start_pgbouncer(dir.path(), pg.port)?;
-    let mut targets = vec![("direct", pg.port), ("turnout", turnout_port)];
-    match &bouncer {
-        Some((_, port)) => targets.push(("pgbouncer", *port)),
-        None => eprintln!("pgbouncer not installed: skipped"),
+    let pg_sock = pg.dir().display().to_string();
+    let (_t1, t1_port, _) = start_turnout(dir.path(), "turnout-tcp", "127.0.0.1", pg.port)?;
+    let (_t2, t2_port, t2_sock) = start_turnout(dir.path(), "turnout-uds", &pg_sock, pg.port)?;
+    let bouncer_tcp = start_pgbouncer(&dir.path().join("b1"), "127.0.0.1", pg.port)?;
+    let bouncer_uds = start_pgbouncer(&dir.path().join("b2"), &pg_sock, pg.port)?;
+    let t = |name: &str, host: &str, port: u16, baseline: usize| Target {
+        name: name.to_string(),
+        host: host.to_string(),
+        port,
+        baseline,
+    };
+    // Like is compared with like: TCP clients with direct TCP, local-socket
+    // clients with a direct local socket.
+    let mut targets = vec![
+        t("direct tcp", "127.0.0.1", pg.port, 0),
+        t("turnout tcp->tcp", "127.0.0.1", t1_port, 0),
+        t("turnout tcp->uds", "127.0.0.1", t2_port, 0),
+        t("direct uds", &pg_sock, pg.port, 3),
+        t(
+            "turnout uds->uds",
+            &t2_sock.display().to_string(),
+            t2_port,
+            3,
+        ),
+    ];
+    match (&bouncer_tcp, &bouncer_uds) {
+        (Some((_, p1, _)), Some((_, p2, d2))) => {
+            targets.push(t("pgbouncer tcp->tcp", "127.0.0.1", *p1, 0));
+            targets.push(t("pgbouncer tcp->uds", "127.0.0.1", *p2, 0));
+            targets.push(t("pgbouncer uds->uds", &d2.display().to_string(), *p2, 3));
+        }
+        _ => eprintln!("pgbouncer not installed: skipped"),
     }
     println!(
-        "pgbench -S -c {} -j 2, {} s per run, {} rounds, scale {}, alternating targets; {} cores",
+        "pgbench -S -c {} -j 2, {} s per run, {} rounds, scale {}, targets alternating; {} cores",
         args.clients,
         args.seconds,
         args.rounds,
@@ -240,8 +294,8 @@ fn run(args: &Args) -> Result<(), String> {
             .unwrap_or(0)
     );
     println!(
-        "{:<10} {:<10} {:>12} {:>10}",
-        "mode", "target", "median tps", "vs direct"
+        "{:<9} {:<20} {:>11} {:>10} {:>11}",
+        "mode", "target", "median tps", "baseline", "ratio"
     );
     for mode in ["simple", "prepared"] {
         let mut results: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
@@ -249,15 +303,21 @@ fn run(args: &Args) -> Result<(), String> {
             // Rotate the order each round so no target always runs first.
             for k in 0..targets.len() {
                 let i = (k + round as usize) % targets.len();
-                let tps = pgbench_tps(targets[i].1, mode, args)?;
-                eprintln!("  {mode} round {round} {}: {tps:.0} tps", targets[i].0);
+                let tps = pgbench_tps(&targets[i], mode, args)?;
+                eprintln!("  {mode} round {round} {}: {tps:.0} tps", targets[i].name);
                 results[i].push(tps);
             }
         }
-        let direct = median(&mut results[0].clone());
-        for (i, (name, _)) in targets.iter().enumerate() {
-            let m = median(&mut results[i]);
-            println!("{:<10} {:<10} {:>12.0} {:>10.3}", mode, name, m, m / direct);
+        let medians: Vec<f64> = results.iter_mut().map(|r| median(r)).collect();
+        for (i, target) in targets.iter().enumerate() {
+            println!(
+                "{:<9} {:<20} {:>11.0} {:>10} {:>11.3}",
+                mode,
+                target.name,
+                medians[i],
+                targets[target.baseline].name,
+                medians[i] / medians[target.baseline]
+            );
         }
     }
     Ok(())

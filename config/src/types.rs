@@ -44,6 +44,9 @@ pub enum Protocol {
 pub struct Listen {
     /// `host:port` clients connect to.
     pub address: String,
+    /// Also accept local clients on a Unix socket in this folder, named as
+    /// PostgreSQL names it (`.s.PGSQL.<port of address>`), so `psql -h <folder>` works.
+    pub socket_dir: Option<PathBuf>,
     /// TLS offered to clients (SSLRequest / CLIENT_SSL).
     pub tls: Option<ListenTls>,
 }
@@ -309,8 +312,13 @@ impl Backend {
         u16::try_from(self.port).unwrap_or(0)
     }
 
+    /// `host:port`, or the socket file when `host` is a Unix socket folder.
     pub fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        if self.host.starts_with('/') {
+            format!("{}/.s.PGSQL.{}", self.host.trim_end_matches('/'), self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
     }
 }
 

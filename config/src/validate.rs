@@ -92,6 +92,14 @@ impl Collector {
 pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
     let mut c = Collector(Vec::new());
     c.address("listen.address", &config.listen.address);
+    if let Some(dir) = &config.listen.socket_dir {
+        if !dir.is_dir() {
+            c.push(
+                "listen.socket_dir",
+                format!("no such folder: {}", dir.display()),
+            );
+        }
+    }
     if let Some(tls) = &config.listen.tls {
         for (key, path) in [("listen.tls.cert", &tls.cert), ("listen.tls.key", &tls.key)] {
             if !path.is_file() {
@@ -202,6 +210,12 @@ fn backend(c: &mut Collector, key: &str, b: &Backend) {
     }
     if b.connect_timeout_ms == 0 {
         c.push(format!("{key}.connect_timeout_ms"), "must be above 0");
+    }
+    if b.host.starts_with('/') && b.tls != BackendTlsMode::Disable {
+        c.push(
+            format!("{key}.tls"),
+            "TLS is not used over a Unix socket (host is a folder): set tls = \"disable\"",
+        );
     }
     match (&b.ca, b.tls) {
         (None, BackendTlsMode::VerifyFull) => c.push(

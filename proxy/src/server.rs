@@ -2,16 +2,18 @@
 
 use crate::pg::auth::{UserTable, UserTableError};
 use crate::pg::backend::{self, BackendConn, BackendTarget};
+use crate::stream::Stream;
 use crate::tls::{self, TlsError};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use rand::Rng;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tracing::{debug, info, warn};
 use turnout_config::{Config, Protocol};
 use turnout_control::{RoutingState, Side};
@@ -106,6 +108,8 @@ impl Shared {
 pub struct Server {
     shared: Arc<Shared>,
     listener: TcpListener,
+    /// The local socket and its file, removed when the server stops.
+    unix: Option<(UnixListener, PathBuf)>,
     max_clients: usize,
     active: Arc<AtomicUsize>,
 }
@@ -146,9 +150,35 @@ impl Server {
                 address: config.listen.address.clone(),
                 source,
             })?;
+        let unix = match &config.listen.socket_dir {
+            Some(dir) => {
+                let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+                let path = dir.join(format!(".s.PGSQL.{port}"));
+                // A socket file left by a previous run that did not stop cleanly.
+                if std::fs::symlink_metadata(&path)
+                    .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+                    .unwrap_or(false)
+                {
+                    let _ = std::fs::remove_file(&path);
+                }
+                let bind_err = |source| ServerError::Bind {
+                    address: path.display().to_string(),
+                    source,
+                };
+                let l = UnixListener::bind(&path).map_err(bind_err)?;
+                std::fs::set_permissions(
+                    &path,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o777),
+                )
+                .map_err(bind_err)?;
+                Some((l, path))
+            }
+            None => None,
+        };
         Ok(Server {
             shared: Arc::new(shared),
             listener,
+            unix,
             max_clients: config.limits.max_clients(),
             active: Arc::new(AtomicUsize::new(0)),
         })
@@ -168,9 +198,13 @@ impl Server {
         loop {
             let accepted = tokio::select! {
                 _ = &mut shutdown => break,
-                a = self.listener.accept() => a,
+                a = self.listener.accept() => a.map(|(tcp, peer)| {
+                    let _ = tcp.set_nodelay(true);
+                    (Stream::Plain(tcp), peer.to_string())
+                }),
+                a = accept_unix(&self.unix) => a.map(|s| (Stream::Unix(s), "local".to_string())),
             };
-            let (tcp, peer) = match accepted {
+            let (client, peer) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
@@ -183,10 +217,22 @@ impl Server {
             let shared = self.shared.clone();
             let active = self.active.clone();
             tokio::spawn(async move {
-                crate::pg::session::serve(shared, tcp, peer, over_limit).await;
+                crate::pg::session::serve(shared, client, peer, over_limit).await;
                 active.fetch_sub(1, Ordering::Relaxed);
             });
         }
+        if let Some((_, path)) = &self.unix {
+            let _ = std::fs::remove_file(path);
+        }
         info!("listener stopped");
+    }
+}
+
+async fn accept_unix(
+    unix: &Option<(UnixListener, PathBuf)>,
+) -> std::io::Result<tokio::net::UnixStream> {
+    match unix {
+        Some((l, _)) => l.accept().await.map(|(s, _)| s),
+        None => std::future::pending().await,
     }
 }

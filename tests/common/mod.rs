@@ -21,7 +21,12 @@ pub struct Options {
     /// The backend serves TLS and turnout verifies it (verify-full).
     pub backend_tls: bool,
     pub max_clients: Option<u32>,
+    /// turnout reaches the backend through its Unix socket folder, and
+    /// listens on a Unix socket of its own too.
+    pub unix_sockets: bool,
     pub max_message_size: Option<u32>,
+    /// The backend's authentication method for TCP (default scram-sha-256).
+    pub backend_auth: Option<&'static str>,
 }
 
 pub struct Setup {
@@ -67,6 +72,7 @@ impl Setup {
             .then(|| self_signed_cert(dir.path(), "tls").expect("certificate"));
         let old = PgInstance::start(PgOptions {
             tls: if opts.backend_tls { cert.clone() } else { None },
+            auth: opts.backend_auth.unwrap_or("scram-sha-256"),
             ..PgOptions::default()
         })
         .expect("start PostgreSQL");
@@ -78,8 +84,10 @@ impl Setup {
 [listen]
 address = "127.0.0.1:{port}"
 
+{socket_dir}
+
 [backends.old]
-host = "127.0.0.1"
+host = "{old_host}"
 port = {old_port}
 database = "app"
 user = "app"
@@ -111,6 +119,16 @@ auth_timeout_ms = 3000
 level = "debug"
 "#,
             old_port = old.port,
+            old_host = if opts.unix_sockets {
+                old.dir().display().to_string()
+            } else {
+                "127.0.0.1".to_string()
+            },
+            socket_dir = if opts.unix_sockets {
+                format!("socket_dir = \"{}\"", dir.path().display())
+            } else {
+                String::new()
+            },
             backend_tls = match (&cert, opts.backend_tls) {
                 (Some((crt, _)), true) =>
                     format!("tls = \"verify-full\"\nca = \"{}\"", crt.display()),

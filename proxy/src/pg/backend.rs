@@ -11,7 +11,7 @@ use rustls::pki_types::ServerName;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use turnout_config::{Backend, BackendTlsMode, Secret};
 use turnout_control::Side;
 
@@ -44,8 +44,19 @@ impl BackendTarget {
         }
     }
 
+    /// `host:port`, or the socket file when `host` is a Unix socket folder.
     pub fn address(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+        match self.unix_socket() {
+            Some(path) => path,
+            None => format!("{}:{}", self.host, self.port),
+        }
+    }
+
+    /// The socket file, as libpq names it, when `host` is a folder path.
+    pub fn unix_socket(&self) -> Option<String> {
+        self.host
+            .starts_with('/')
+            .then(|| format!("{}/.s.PGSQL.{}", self.host.trim_end_matches('/'), self.port))
     }
 }
 
@@ -123,6 +134,16 @@ pub async fn connect(
 pub async fn open_stream(target: &BackendTarget) -> Result<Stream, BackendError> {
     let side = target.side;
     let addr = target.address();
+    if let Some(path) = target.unix_socket() {
+        let unix = UnixStream::connect(&path)
+            .await
+            .map_err(|source| BackendError::Connect {
+                side,
+                addr: addr.clone(),
+                source,
+            })?;
+        return Ok(Stream::Unix(unix));
+    }
     let tcp = TcpStream::connect((target.host.as_str(), target.port))
         .await
         .map_err(|source| BackendError::Connect {

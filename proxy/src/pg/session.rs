@@ -7,21 +7,18 @@ use super::pump::{Pump, PumpEnd};
 use super::startup::{self, Opening, SessionError};
 use crate::server::{CancelKey, Shared};
 use crate::stream::Stream;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 /// Serves one accepted connection to its end. Never panics on client input;
 /// every failure that the client can still be told about is sent as an
 /// ErrorResponse.
-pub async fn serve(shared: Arc<Shared>, tcp: TcpStream, peer: SocketAddr, over_limit: bool) {
-    let _ = tcp.set_nodelay(true);
+pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit: bool) {
     let auth_timeout = shared.auth_timeout;
     let opened = tokio::time::timeout(
         auth_timeout,
-        startup::open(tcp, shared.tls.as_ref(), shared.tls_required),
+        startup::open(client, shared.tls.as_ref(), shared.tls_required),
     )
     .await;
     let (mut stream, params) = match opened {

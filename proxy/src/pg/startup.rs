@@ -7,7 +7,6 @@ use crate::stream::Stream;
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -108,11 +107,12 @@ pub enum Opening {
 
 /// Negotiates TLS and reads the startup packet.
 pub async fn open(
-    tcp: TcpStream,
+    mut stream: Stream,
     tls: Option<&Arc<rustls::ServerConfig>>,
     tls_required: bool,
 ) -> Result<Opening, SessionError> {
-    let mut stream = Stream::Plain(tcp);
+    // TLS is for TCP; a local socket is as private as the machine.
+    let tls_required = tls_required && matches!(stream, Stream::Plain(_));
     loop {
         let startup = match read_startup(&mut stream).await {
             Ok(s) => s,
@@ -120,9 +120,15 @@ pub async fn open(
         };
         match startup {
             Startup::Ssl => {
-                let mut tcp = match stream {
-                    Stream::Plain(tcp) => tcp,
-                    mut encrypted => {
+                stream = match (stream, tls) {
+                    (Stream::Plain(mut tcp), Some(tls)) => {
+                        tcp.write_all(b"S").await?;
+                        let accepted = tokio_rustls::TlsAcceptor::from(tls.clone())
+                            .accept(tcp)
+                            .await?;
+                        Stream::Server(Box::new(accepted))
+                    }
+                    (mut encrypted @ (Stream::Server(_) | Stream::Client(_)), _) => {
                         let e = SessionError::Client {
                             severity: Severity::Fatal,
                             code: "08P01",
@@ -130,18 +136,9 @@ pub async fn open(
                         };
                         return Err(refuse(&mut encrypted, e).await);
                     }
-                };
-                stream = match tls {
-                    Some(tls) => {
-                        tcp.write_all(b"S").await?;
-                        let accepted = tokio_rustls::TlsAcceptor::from(tls.clone())
-                            .accept(tcp)
-                            .await?;
-                        Stream::Server(Box::new(accepted))
-                    }
-                    None => {
-                        tcp.write_all(b"N").await?;
-                        Stream::Plain(tcp)
+                    (mut other, _) => {
+                        other.write_all(b"N").await?;
+                        other
                     }
                 };
             }

@@ -13,6 +13,9 @@ pub struct PgOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// `max_connections`.
     pub max_connections: u32,
+    /// How the server authenticates TCP clients: `scram-sha-256`, `md5` or
+    /// `trust`. Under `md5`, passwords are also stored as md5 hashes.
+    pub auth: &'static str,
 }
 
 impl Default for PgOptions {
@@ -21,6 +24,7 @@ impl Default for PgOptions {
             superuser_password: "postgres".into(),
             tls: None,
             max_connections: 100,
+            auth: "scram-sha-256",
         }
     }
 }
@@ -141,7 +145,9 @@ impl PgInstance {
             .command("initdb")
             .arg("-D")
             .arg(&data)
-            .args(["-U", "postgres", "--auth=scram-sha-256", "-E", "UTF8"])
+            .args(["-U", "postgres", "-E", "UTF8"])
+            .arg(format!("--auth-host={}", opts.auth))
+            .arg("--auth-local=scram-sha-256")
             .args(["--locale=C", "--no-sync"])
             .arg(format!("--pwfile={}", pwfile.display()))
             .output();
@@ -149,9 +155,15 @@ impl PgInstance {
         let mut conf = format!(
             "\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
              fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
-             max_connections = {}\nshared_buffers = 64MB\nlog_min_messages = warning\n",
+             max_connections = {}\nshared_buffers = 64MB\nlog_min_messages = warning\n\
+             password_encryption = '{}'\n",
             inst.dir.path().display(),
-            opts.max_connections
+            opts.max_connections,
+            if opts.auth == "md5" {
+                "md5"
+            } else {
+                "scram-sha-256"
+            }
         );
         if let Some((crt, key)) = &opts.tls {
             let dcrt = inst.dir.path().join("server.crt");
