@@ -44,33 +44,9 @@ async fn run_inner(port: Option<u16>) -> Result<(), Box<dyn std::error::Error>> 
         let new = PgInstance::start(PgOptions::default())?;
         for inst in [&old, &new] {
             inst.create_database("app", "app", "app")?;
-            let url = format!(
-                "dbname=app user=app password=app host=127.0.0.1 port={}",
-                inst.port
-            );
-            let out = std::process::Command::new("psql")
-                .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", &url, "-c", SCHEMA])
-                .output()?;
-            if !out.status.success() {
-                return Err(turnout_harness::HarnessError::Command {
-                    what: "seeding the schema".into(),
-                    detail: String::from_utf8_lossy(&out.stderr).into_owned(),
-                });
-            }
+            inst.psql_as("app", "app", "app", SCHEMA)?;
         }
-        let url = format!(
-            "dbname=app user=app password=app host=127.0.0.1 port={}",
-            old.port
-        );
-        let out = std::process::Command::new("psql")
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", &url, "-c", SEED])
-            .output()?;
-        if !out.status.success() {
-            return Err(turnout_harness::HarnessError::Command {
-                what: "seeding rows".into(),
-                detail: String::from_utf8_lossy(&out.stderr).into_owned(),
-            });
-        }
+        old.psql_as("app", "app", "app", SEED)?;
         Ok((old, new))
     })
     .await??;

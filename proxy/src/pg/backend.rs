@@ -219,6 +219,11 @@ async fn connect_inner(
     let mut pid = 0;
     let mut secret = 0;
     let mut reported = Vec::new();
+    let scram_failed = |e: std::io::Error| BackendError::Auth {
+        side,
+        method: "SCRAM-SHA-256",
+        detail: e.to_string(),
+    };
     loop {
         let (tag, body) = read_frame(&mut stream, &mut buf, side).await?;
         match tag {
@@ -267,22 +272,14 @@ async fn connect_inner(
                         let s = scram
                             .as_mut()
                             .ok_or_else(|| protocol(side, "SASL continue before SASL start"))?;
-                        s.update(b).map_err(|e| BackendError::Auth {
-                            side,
-                            method: "SCRAM-SHA-256",
-                            detail: e.to_string(),
-                        })?;
+                        s.update(b).map_err(scram_failed)?;
                         Some(codec::frame(b'p', s.message()))
                     }
                     12 => {
                         let s = scram
                             .as_mut()
                             .ok_or_else(|| protocol(side, "SASL final before SASL start"))?;
-                        s.finish(b).map_err(|e| BackendError::Auth {
-                            side,
-                            method: "SCRAM-SHA-256",
-                            detail: e.to_string(),
-                        })?;
+                        s.finish(b).map_err(scram_failed)?;
                         None
                     }
                     other => {

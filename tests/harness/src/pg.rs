@@ -282,6 +282,17 @@ impl PgInstance {
 
     /// Runs SQL through psql as the superuser on `database`; returns stdout.
     pub fn psql(&self, database: &str, sql: &str) -> Result<String, HarnessError> {
+        self.psql_as("postgres", &self.superuser_password, database, sql)
+    }
+
+    /// Runs SQL through psql (over TCP) as `user`; returns stdout.
+    pub fn psql_as(
+        &self,
+        user: &str,
+        password: &str,
+        database: &str,
+        sql: &str,
+    ) -> Result<String, HarnessError> {
         let out = Command::new("psql")
             .args([
                 "-X",
@@ -295,8 +306,8 @@ impl PgInstance {
             ])
             .arg("-p")
             .arg(self.port.to_string())
-            .args(["-U", "postgres", "-d", database, "-c", sql])
-            .env("PGPASSWORD", &self.superuser_password)
+            .args(["-U", user, "-d", database, "-c", sql])
+            .env("PGPASSWORD", password)
             .env("PGCONNECT_TIMEOUT", "10")
             .output();
         check(&format!("psql {sql:?}"), out)
