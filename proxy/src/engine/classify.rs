@@ -1,0 +1,392 @@
+//! What a statement is — read, write, DDL, transaction control, session
+//! setting — decided with a real SQL parser and cached per statement text.
+//!
+//! Anything the parser cannot read, or whose effects are unknown, is a write:
+//! it is mirrored, never silently dropped.
+
+use super::fingerprint::fingerprint;
+use dashmap::DashMap;
+use sqlparser::ast::{visit_expressions, visit_statements, CopySource, Expr, SetExpr, Statement};
+use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect};
+use sqlparser::parser::Parser;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+/// Statements longer than this are not parsed (bounded CPU); they count as writes.
+const MAX_PARSED_LEN: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlDialect {
+    Postgres,
+    Mysql,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxControl {
+    Begin,
+    Commit,
+    Rollback,
+    Savepoint,
+    Release,
+    RollbackTo,
+}
+
+/// The kind of one statement, for routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Reads only: served by the read target.
+    Read,
+    /// A read that takes row locks (`FOR UPDATE`/`FOR SHARE`): the authority's.
+    LockingRead,
+    /// Changes rows (or might: unknown and unparsable statements are here).
+    Write,
+    /// Changes the schema.
+    Ddl,
+    Transaction(TxControl),
+    /// Changes session state (`SET`, `RESET`, `DISCARD`, `PREPARE`, `USE`, ...).
+    Session,
+    /// Neither reads nor writes data (`LISTEN`, `SHOW`, `EXPLAIN` without ANALYZE, ...).
+    Other,
+}
+
+/// One statement of a query text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementClass {
+    pub kind: Kind,
+    /// Why running it again on the mirror may not reproduce its effect.
+    pub unsafe_reason: Option<&'static str>,
+    /// Calls something whose value differs per run (`now()`, `random()`, ...),
+    /// so the mirror must apply the authority's values, not re-evaluate.
+    pub nondeterministic: bool,
+}
+
+/// What a query text (one or more statements) is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classification {
+    pub statements: Vec<StatementClass>,
+    pub fingerprint: String,
+    /// The parser's complaint when the text could not be parsed.
+    pub parse_error: Option<String>,
+}
+
+impl Classification {
+    /// The kind that decides routing for the whole text: a write anywhere makes
+    /// the text a write; DDL beats that; a lone statement keeps its kind.
+    pub fn kind(&self) -> Kind {
+        match self.statements.as_slice() {
+            [] => Kind::Other,
+            [one] => one.kind,
+            many => {
+                if many.iter().any(|s| s.kind == Kind::Ddl) {
+                    Kind::Ddl
+                } else if many
+                    .iter()
+                    .any(|s| matches!(s.kind, Kind::Write | Kind::Transaction(_) | Kind::Session))
+                {
+                    Kind::Write
+                } else if many.iter().any(|s| s.kind == Kind::LockingRead) {
+                    Kind::LockingRead
+                } else {
+                    Kind::Read
+                }
+            }
+        }
+    }
+
+    pub fn unsafe_reason(&self) -> Option<&'static str> {
+        self.statements.iter().find_map(|s| s.unsafe_reason)
+    }
+
+    pub fn nondeterministic(&self) -> bool {
+        self.statements.iter().any(|s| s.nondeterministic)
+    }
+}
+
+/// Functions whose call changes state even inside a SELECT.
+const SIDE_EFFECT_FUNCTIONS: &[&str] = &[
+    "nextval",
+    "setval",
+    "pg_advisory_lock",
+    "pg_advisory_xact_lock",
+    "pg_advisory_lock_shared",
+    "pg_advisory_xact_lock_shared",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_xact_lock",
+    "pg_advisory_unlock",
+    "pg_advisory_unlock_all",
+    "pg_notify",
+    "set_config",
+    "lo_import",
+    "lo_export",
+    "lo_unlink",
+    "lo_create",
+    "txid_current",
+    "pg_current_xact_id",
+    "get_lock",
+    "release_lock",
+    "last_insert_id",
+];
+
+/// Functions whose value differs between the authority's run and the mirror's.
+const NONDETERMINISTIC_FUNCTIONS: &[&str] = &[
+    "now",
+    "current_timestamp",
+    "localtimestamp",
+    "current_time",
+    "current_date",
+    "localtime",
+    "clock_timestamp",
+    "statement_timestamp",
+    "transaction_timestamp",
+    "timeofday",
+    "random",
+    "rand",
+    "gen_random_uuid",
+    "uuid_generate_v4",
+    "uuid",
+    "uuid_short",
+    "sysdate",
+    "utc_timestamp",
+    "unix_timestamp",
+    "nextval",
+];
+
+fn function_name(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Function(f) => f
+            .name
+            .0
+            .last()
+            .map(|part| part.to_string().trim_matches('"').to_lowercase()),
+        _ => None,
+    }
+}
+
+struct Calls {
+    side_effects: bool,
+    nondeterministic: bool,
+}
+
+fn calls(statement: &Statement) -> Calls {
+    let mut c = Calls {
+        side_effects: false,
+        nondeterministic: false,
+    };
+    let _ = visit_expressions(statement, |e: &Expr| {
+        if let Some(name) = function_name(e) {
+            c.side_effects |= SIDE_EFFECT_FUNCTIONS.contains(&name.as_str());
+            c.nondeterministic |= NONDETERMINISTIC_FUNCTIONS.contains(&name.as_str());
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    c
+}
+
+/// A query that contains a data-modifying statement (`WITH x AS (INSERT ...)`).
+fn modifies(statement: &Statement) -> bool {
+    visit_statements(statement, |s: &Statement| {
+        if matches!(
+            s,
+            Statement::Insert(_)
+                | Statement::Update(_)
+                | Statement::Delete(_)
+                | Statement::Merge(_)
+        ) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .is_break()
+}
+
+fn classify_statement(statement: &Statement) -> StatementClass {
+    let c = calls(statement);
+    let mut unsafe_reason = None;
+    let kind = match statement {
+        Statement::Query(q) => {
+            let select_into = matches!(&*q.body, SetExpr::Select(s) if s.into.is_some());
+            if select_into {
+                Kind::Ddl
+            } else if modifies(statement) || c.side_effects {
+                Kind::Write
+            } else if !q.locks.is_empty() {
+                Kind::LockingRead
+            } else {
+                Kind::Read
+            }
+        }
+        Statement::Insert(_)
+        | Statement::Update(_)
+        | Statement::Delete(_)
+        | Statement::Merge(_)
+        | Statement::Truncate(_) => Kind::Write,
+        Statement::Copy { to, source, .. } => {
+            if *to {
+                match source {
+                    CopySource::Query(_) if modifies(statement) => Kind::Write,
+                    _ => Kind::Read,
+                }
+            } else {
+                Kind::Write
+            }
+        }
+        Statement::Call(_) => {
+            unsafe_reason = Some("a procedure call's effects may differ when run again");
+            Kind::Write
+        }
+        Statement::Explain {
+            analyze, statement, ..
+        } => {
+            let inner = classify_statement(statement);
+            if *analyze && matches!(inner.kind, Kind::Write | Kind::Ddl) {
+                inner.kind
+            } else {
+                Kind::Other
+            }
+        }
+        Statement::StartTransaction { .. } => Kind::Transaction(TxControl::Begin),
+        Statement::Commit { .. } => Kind::Transaction(TxControl::Commit),
+        Statement::Rollback { savepoint, .. } => Kind::Transaction(if savepoint.is_some() {
+            TxControl::RollbackTo
+        } else {
+            TxControl::Rollback
+        }),
+        Statement::Savepoint { .. } => Kind::Transaction(TxControl::Savepoint),
+        Statement::ReleaseSavepoint { .. } => Kind::Transaction(TxControl::Release),
+        Statement::Set(_)
+        | Statement::Reset(_)
+        | Statement::Discard { .. }
+        | Statement::Prepare { .. }
+        | Statement::Deallocate { .. }
+        | Statement::Use(_) => Kind::Session,
+        // EXECUTE runs a prepared statement of unknown kind: a write.
+        Statement::Execute { .. } => Kind::Write,
+        Statement::LISTEN { .. }
+        | Statement::UNLISTEN { .. }
+        | Statement::ShowFunctions { .. }
+        | Statement::ShowVariable { .. }
+        | Statement::ShowStatus { .. }
+        | Statement::ShowVariables { .. }
+        | Statement::ShowCreate { .. }
+        | Statement::ShowColumns { .. }
+        | Statement::ShowDatabases { .. }
+        | Statement::ShowSchemas { .. }
+        | Statement::ShowTables { .. }
+        | Statement::ShowViews { .. }
+        | Statement::ShowCollation { .. }
+        | Statement::ExplainTable { .. }
+        | Statement::Fetch { .. }
+        | Statement::Close { .. }
+        | Statement::Declare { .. } => Kind::Other,
+        // NOTIFY and row locks are side effects others can see: mirrored.
+        Statement::NOTIFY { .. } | Statement::Lock(_) | Statement::LockTables { .. } => Kind::Write,
+        Statement::Kill { .. } => Kind::Other,
+        other if is_ddl(other) => Kind::Ddl,
+        _ => Kind::Write,
+    };
+    StatementClass {
+        kind,
+        unsafe_reason,
+        nondeterministic: c.nondeterministic && matches!(kind, Kind::Write | Kind::Ddl),
+    }
+}
+
+fn is_ddl(statement: &Statement) -> bool {
+    // Keyword-level test on the statement's own rendering: CREATE, ALTER, DROP,
+    // COMMENT, GRANT, REVOKE and RENAME are schema changes in both dialects.
+    let text = statement.to_string();
+    let first = text
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    matches!(
+        first.as_str(),
+        "CREATE" | "ALTER" | "DROP" | "COMMENT" | "GRANT" | "REVOKE" | "RENAME"
+    )
+}
+
+/// Classifies statements, remembering each text's answer.
+pub struct Classifier {
+    dialect: SqlDialect,
+    cache: DashMap<Box<str>, Arc<Classification>>,
+    capacity: usize,
+}
+
+impl Classifier {
+    /// `capacity` bounds the cache: past it the cache starts over.
+    pub fn new(dialect: SqlDialect, capacity: usize) -> Self {
+        Classifier {
+            dialect,
+            cache: DashMap::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    pub fn classify(&self, sql: &str) -> Arc<Classification> {
+        if let Some(hit) = self.cache.get(sql) {
+            return hit.clone();
+        }
+        let answer = Arc::new(classify_uncached(self.dialect, sql));
+        if self.cache.len() >= self.capacity {
+            self.cache.clear();
+        }
+        self.cache.insert(sql.into(), answer.clone());
+        answer
+    }
+}
+
+fn dialect_of(d: SqlDialect) -> Box<dyn Dialect> {
+    match d {
+        SqlDialect::Postgres => Box::new(PostgreSqlDialect {}),
+        SqlDialect::Mysql => Box::new(MySqlDialect {}),
+    }
+}
+
+/// Classifies without the cache.
+pub fn classify_uncached(dialect: SqlDialect, sql: &str) -> Classification {
+    let d = dialect_of(dialect);
+    let fingerprint = fingerprint(d.as_ref(), sql);
+    let unparsed = |reason: String| Classification {
+        statements: vec![StatementClass {
+            kind: Kind::Write,
+            unsafe_reason: None,
+            nondeterministic: false,
+        }],
+        fingerprint: fingerprint.clone(),
+        parse_error: Some(reason),
+    };
+    if sql.len() > MAX_PARSED_LEN {
+        return unparsed(format!(
+            "statement of {} bytes is longer than the {MAX_PARSED_LEN} bytes turnout parses",
+            sql.len()
+        ));
+    }
+    // MySQL's `LOCK IN SHARE MODE` is not in the parser's grammar.
+    if dialect == SqlDialect::Mysql {
+        let trimmed = sql.trim_end().trim_end_matches(';').trim_end();
+        let cut = trimmed.len().saturating_sub("lock in share mode".len());
+        if trimmed.is_char_boundary(cut)
+            && trimmed[cut..].eq_ignore_ascii_case("lock in share mode")
+        {
+            let mut c = classify_uncached(dialect, &trimmed[..cut]);
+            if c.kind() == Kind::Read && c.statements.len() == 1 {
+                c.statements[0].kind = Kind::LockingRead;
+                c.fingerprint = fingerprint;
+                return c;
+            }
+        }
+    }
+    match Parser::parse_sql(d.as_ref(), sql) {
+        Ok(statements) => Classification {
+            statements: statements.iter().map(classify_statement).collect(),
+            fingerprint,
+            parse_error: None,
+        },
+        Err(e) => unparsed(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

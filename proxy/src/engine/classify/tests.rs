@@ -1,0 +1,184 @@
+use super::*;
+use proptest::prelude::*;
+
+fn kind(sql: &str) -> Kind {
+    classify_uncached(SqlDialect::Postgres, sql).kind()
+}
+
+fn my_kind(sql: &str) -> Kind {
+    classify_uncached(SqlDialect::Mysql, sql).kind()
+}
+
+#[test]
+fn reads_and_writes() {
+    assert_eq!(
+        kind("SELECT abalance FROM pgbench_accounts WHERE aid = $1"),
+        Kind::Read
+    );
+    assert_eq!(kind("SELECT * FROM t FOR UPDATE"), Kind::LockingRead);
+    assert_eq!(kind("SELECT * FROM t FOR SHARE"), Kind::LockingRead);
+    assert_eq!(kind("UPDATE t SET x = x + 1 WHERE id = 1"), Kind::Write);
+    assert_eq!(
+        kind("INSERT INTO t (a) VALUES (1) RETURNING id"),
+        Kind::Write
+    );
+    assert_eq!(kind("DELETE FROM t WHERE id = 1"), Kind::Write);
+    assert_eq!(kind("TRUNCATE pgbench_history"), Kind::Write);
+    assert_eq!(
+        kind("INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET x = 2"),
+        Kind::Write
+    );
+}
+
+#[test]
+fn selects_with_side_effects_are_writes() {
+    assert_eq!(kind("SELECT nextval('t_id_seq')"), Kind::Write);
+    assert_eq!(kind("SELECT pg_advisory_lock(1)"), Kind::Write);
+    assert_eq!(
+        kind("WITH moved AS (DELETE FROM a RETURNING *) SELECT count(*) FROM moved"),
+        Kind::Write
+    );
+    assert_eq!(kind("SELECT * INTO new_table FROM t"), Kind::Ddl);
+}
+
+#[test]
+fn copy_direction_decides() {
+    assert_eq!(kind("COPY t FROM STDIN WITH (FORMAT csv)"), Kind::Write);
+    assert_eq!(kind("COPY t TO STDOUT"), Kind::Read);
+    assert_eq!(kind("COPY (SELECT * FROM t) TO STDOUT"), Kind::Read);
+}
+
+#[test]
+fn transaction_control() {
+    use TxControl::*;
+    assert_eq!(kind("BEGIN"), Kind::Transaction(Begin));
+    assert_eq!(
+        kind("START TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
+        Kind::Transaction(Begin)
+    );
+    assert_eq!(kind("COMMIT"), Kind::Transaction(Commit));
+    assert_eq!(kind("END"), Kind::Transaction(Commit));
+    assert_eq!(kind("ROLLBACK"), Kind::Transaction(Rollback));
+    assert_eq!(kind("SAVEPOINT s1"), Kind::Transaction(Savepoint));
+    assert_eq!(kind("RELEASE SAVEPOINT s1"), Kind::Transaction(Release));
+    assert_eq!(
+        kind("ROLLBACK TO SAVEPOINT s1"),
+        Kind::Transaction(RollbackTo)
+    );
+}
+
+#[test]
+fn session_ddl_and_other() {
+    assert_eq!(kind("SET search_path TO app, public"), Kind::Session);
+    assert_eq!(kind("SET TIME ZONE 'UTC'"), Kind::Session);
+    assert_eq!(kind("RESET ALL"), Kind::Session);
+    assert_eq!(kind("DISCARD ALL"), Kind::Session);
+    assert_eq!(kind("CREATE TABLE t (id serial PRIMARY KEY)"), Kind::Ddl);
+    assert_eq!(kind("ALTER TABLE t ADD COLUMN x int"), Kind::Ddl);
+    assert_eq!(kind("DROP TABLE t"), Kind::Ddl);
+    assert_eq!(kind("CREATE INDEX ON t (x)"), Kind::Ddl);
+    assert_eq!(kind("LISTEN jobs"), Kind::Other);
+    assert_eq!(kind("NOTIFY jobs, 'x'"), Kind::Write);
+    assert_eq!(kind("EXPLAIN SELECT 1"), Kind::Other);
+    assert_eq!(kind("EXPLAIN ANALYZE DELETE FROM t"), Kind::Write);
+}
+
+#[test]
+fn unparsable_and_unknown_statements_are_writes() {
+    let c = classify_uncached(SqlDialect::Postgres, "FROBNICATE the_table");
+    assert_eq!(c.kind(), Kind::Write);
+    assert!(c.parse_error.is_some());
+    assert_eq!(kind("VACUUM ANALYZE t"), Kind::Write);
+    let c = classify_uncached(SqlDialect::Postgres, "CALL refresh_totals()");
+    assert_eq!(c.kind(), Kind::Write);
+    assert!(c.unsafe_reason().is_some());
+}
+
+#[test]
+fn nondeterministic_writes_are_flagged() {
+    let c = classify_uncached(
+        SqlDialect::Postgres,
+        "INSERT INTO t (id, at, token) VALUES (1, now(), gen_random_uuid())",
+    );
+    assert!(c.nondeterministic());
+    let c = classify_uncached(SqlDialect::Postgres, "UPDATE t SET x = 1 WHERE id = 2");
+    assert!(!c.nondeterministic());
+    // A read's now() needs no care.
+    let c = classify_uncached(SqlDialect::Postgres, "SELECT now()");
+    assert!(!c.nondeterministic());
+}
+
+#[test]
+fn multi_statement_texts_take_the_strongest_kind() {
+    assert_eq!(kind("SELECT 1; SELECT 2"), Kind::Read);
+    assert_eq!(kind("SELECT 1; UPDATE t SET x = 1"), Kind::Write);
+    assert_eq!(kind("BEGIN; UPDATE t SET x = 1; COMMIT"), Kind::Write);
+    assert_eq!(
+        kind("UPDATE t SET x = 1; ALTER TABLE t ADD y int"),
+        Kind::Ddl
+    );
+}
+
+#[test]
+fn mysql_dialect() {
+    assert_eq!(my_kind("SELECT * FROM `t` WHERE id = ?"), Kind::Read);
+    assert_eq!(my_kind("INSERT INTO t (a) VALUES (UUID())"), Kind::Write);
+    assert_eq!(my_kind("USE app"), Kind::Session);
+    assert_eq!(
+        my_kind("SELECT * FROM t LOCK IN SHARE MODE"),
+        Kind::LockingRead
+    );
+    assert!(
+        classify_uncached(SqlDialect::Mysql, "INSERT INTO t VALUES (UUID())").nondeterministic()
+    );
+}
+
+#[test]
+fn the_cache_answers_repeat_texts_and_stays_bounded() {
+    let c = Classifier::new(SqlDialect::Postgres, 3);
+    let a = c.classify("SELECT 1");
+    let b = c.classify("SELECT 1");
+    assert!(Arc::ptr_eq(&a, &b));
+    for i in 0..10 {
+        c.classify(&format!("SELECT {i}"));
+    }
+    assert!(c.cache.len() <= 3);
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_crash() {
+    let sql = format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000));
+    let c = classify_uncached(SqlDialect::Postgres, &sql);
+    assert_eq!(c.kind(), Kind::Write);
+    assert!(c.parse_error.is_some());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn any_text_gets_a_classification(sql in ".{0,300}") {
+        let _ = classify_uncached(SqlDialect::Postgres, &sql);
+        let _ = classify_uncached(SqlDialect::Mysql, &sql);
+    }
+
+    #[test]
+    fn sql_shaped_noise_gets_a_classification(
+        words in proptest::collection::vec(
+            prop_oneof![
+                Just("SELECT"), Just("INSERT"), Just("INTO"), Just("FROM"), Just("WHERE"),
+                Just("("), Just(")"), Just(","), Just("'x'"), Just("$1"), Just("1"),
+                Just("t"), Just("WITH"), Just("AS"), Just("UPDATE"), Just("SET"), Just("="),
+                Just(";"), Just("BEGIN"), Just("COPY"), Just("RETURNING"), Just("*"),
+            ],
+            0..40,
+        )
+    ) {
+        let sql = words.join(" ");
+        let c = classify_uncached(SqlDialect::Postgres, &sql);
+        // Whatever could not be parsed is a write, never dropped.
+        if c.parse_error.is_some() {
+            prop_assert_eq!(c.kind(), Kind::Write);
+        }
+    }
+}

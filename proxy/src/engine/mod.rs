@@ -1,0 +1,7 @@
+//! The protocol-agnostic session engine: what a statement is (classify), and
+//! (in later steps) where it goes, what is mirrored and what is sampled.
+
+pub mod classify;
+pub mod fingerprint;
+
+pub use classify::{Classification, Classifier, Kind, SqlDialect, StatementClass, TxControl};
