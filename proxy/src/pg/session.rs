@@ -10,6 +10,7 @@ use crate::stream::Stream;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, info, warn};
+use turnout_control::Side;
 
 /// Serves one accepted connection to its end. Never panics on client input;
 /// every failure that the client can still be told about is sent as an
@@ -50,9 +51,14 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
         .find(|(k, _)| k == "user")
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
-    let started = tokio::time::timeout(auth_timeout, start(&shared, &mut stream, &user, &params))
-        .await
-        .unwrap_or(Err(SessionError::Timeout(auth_timeout.as_millis())));
+    // In passthrough every statement goes to the read target (old).
+    let side = shared.routing.snapshot().phase.read_target();
+    let started = tokio::time::timeout(
+        auth_timeout,
+        start(&shared, &mut stream, side, &user, &params),
+    )
+    .await
+    .unwrap_or(Err(SessionError::Timeout(auth_timeout.as_millis())));
     let (backend, key) = match started {
         Ok(started) => started,
         Err(e) => {
@@ -82,7 +88,6 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
             info!(%peer, %user, error = %e, "client broke the protocol; session closed")
         }
         PumpEnd::BackendClosed | PumpEnd::BackendIo(_) | PumpEnd::BackendProtocol(_) => {
-            let side = shared.routing.snapshot().phase.read_target();
             let detail = match &end {
                 PumpEnd::BackendIo(e) => format!(": {e}"),
                 PumpEnd::BackendProtocol(e) => format!(": {e}"),
@@ -107,13 +112,13 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
 async fn start(
     shared: &Shared,
     stream: &mut Stream,
+    side: Side,
     user: &str,
     params: &[(String, String)],
 ) -> Result<(BackendConn, CancelKey), SessionError> {
     let users = shared.users.load();
     auth::authenticate(stream, &users, user, shared.max_message).await?;
     stream.write_all(&codec::auth_request(0, &[])).await?;
-    let side = shared.routing.snapshot().phase.read_target();
     let backend = backend::connect(shared.target(side), params).await?;
     let key = shared.register_cancel(side, &backend);
     let mut hello = bytes::BytesMut::new();
