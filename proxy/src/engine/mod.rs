@@ -3,5 +3,6 @@
 
 pub mod classify;
 pub mod fingerprint;
+pub mod pin;
 
 pub use classify::{Classification, Classifier, Kind, SqlDialect, StatementClass, TxControl};
