@@ -119,7 +119,17 @@ fn runtime(config: &Config) -> Option<tokio::runtime::Runtime> {
 
 /// Serves until SIGINT or SIGTERM.
 async fn run(config: Config) -> ExitCode {
-    let routing = Arc::new(RoutingState::new(Phase::Passthrough, 0));
+    // Validation accepted the name, so it parses.
+    let phase = config
+        .state
+        .initial_phase
+        .as_deref()
+        .and_then(|p| p.parse::<Phase>().ok())
+        .unwrap_or(Phase::Passthrough);
+    let routing = Arc::new(RoutingState::new(phase, 0));
+    if phase.mirror().is_some() && config.mirror.divergence_log.is_none() {
+        tracing::warn!("mirroring without mirror.divergence_log: divergences go to this log only");
+    }
     let server = match turnout_proxy::Server::bind(&config, routing).await {
         Ok(s) => s,
         Err(e) => {
@@ -128,7 +138,7 @@ async fn run(config: Config) -> ExitCode {
         }
     };
     match server.local_addr() {
-        Ok(addr) => tracing::info!(%addr, "turnout listening (phase passthrough)"),
+        Ok(addr) => tracing::info!(%addr, %phase, "turnout listening"),
         Err(e) => tracing::warn!(error = %e, "listening, address unknown"),
     }
     server.serve(shutdown_signal()).await;

@@ -231,6 +231,9 @@ pub struct Metrics {
 pub struct State {
     /// File that keeps the phase and epoch across restarts.
     pub file: Option<PathBuf>,
+    /// Phase at start when no state file says otherwise: passthrough (default),
+    /// mirror, reads_new, writes_new or finalized.
+    pub initial_phase: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -146,6 +146,24 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
         );
     }
 
+    if let Some(phase) = &config.state.initial_phase {
+        const PHASES: [&str; 5] = [
+            "passthrough",
+            "mirror",
+            "reads_new",
+            "writes_new",
+            "finalized",
+        ];
+        if !PHASES.contains(&phase.as_str()) {
+            c.push(
+                "state.initial_phase",
+                format!("expected one of {}, got {phase:?}", PHASES.join(", ")),
+            );
+        }
+    }
+    if config.mirror.statement_timeout_ms == 0 {
+        c.push("mirror.statement_timeout_ms", "must be above 0");
+    }
     let s = &config.sampling;
     if !(0.0..=1.0).contains(&s.rate) {
         c.push("sampling.rate", format!("expected 0.0-1.0, got {}", s.rate));

@@ -1,5 +1,6 @@
 //! The listener and the state its sessions share.
 
+use crate::engine::{Classifier, SqlDialect};
 use crate::pg::auth::{UserTable, UserTableError};
 use crate::pg::backend::{self, BackendConn, BackendTarget};
 use crate::stream::Stream;
@@ -10,12 +11,14 @@ use rand::Rng;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 use turnout_config::{Config, Protocol};
+use turnout_config::{DdlPolicy, MirrorErrorPolicy};
+use turnout_control::divergence::{Divergence, DivergenceLog, DivergenceLogError};
 use turnout_control::{RoutingState, Side};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +36,8 @@ pub enum ServerError {
     Users(#[from] UserTableError),
     #[error("protocol = \"mysql\" is not available yet in this build")]
     ProtocolUnavailable,
+    #[error("mirror.divergence_log: {0}")]
+    DivergenceLog(#[from] DivergenceLogError),
 }
 
 /// turnout's key for a client session, as the client sees it in BackendKeyData.
@@ -60,9 +65,42 @@ pub struct Shared {
     pub cancels: DashMap<CancelKey, CancelTarget>,
     pub max_message: usize,
     pub auth_timeout: Duration,
+    pub classifier: Classifier,
+    pub ddl_policy: DdlPolicy,
+    pub mirror_policy: MirrorErrorPolicy,
+    pub mirror_timeout: Duration,
+    divergence_log: Option<DivergenceLog>,
+    mirror_errors: AtomicU64,
+    divergences: AtomicU64,
 }
 
 impl Shared {
+    /// Records a divergence: in the durable log when one is configured, in
+    /// turnout's log always, and in the counters. Never dropped silently.
+    pub fn record_divergence(&self, d: Divergence) {
+        self.divergences.fetch_add(1, Ordering::Relaxed);
+        warn!(kind = ?d.kind, side = %d.side, fingerprint = %d.fingerprint, detail = %d.detail, "divergence recorded");
+        if let Some(log) = &self.divergence_log {
+            if let Err(e) = log.record(&d) {
+                error!(error = %e, "divergence could not be written to the divergence log; it is in this log only");
+            }
+        }
+    }
+
+    pub fn metrics_mirror_error(&self) {
+        self.mirror_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Divergences recorded since start.
+    pub fn divergence_count(&self) -> u64 {
+        self.divergences.load(Ordering::Relaxed)
+    }
+
+    /// Mirror failures since start.
+    pub fn mirror_error_count(&self) -> u64 {
+        self.mirror_errors.load(Ordering::Relaxed)
+    }
+
     pub fn target(&self, side: Side) -> &BackendTarget {
         match side {
             Side::Old => &self.targets[0],
@@ -143,6 +181,16 @@ impl Server {
             cancels: DashMap::new(),
             max_message: config.limits.max_message_bytes(),
             auth_timeout: Duration::from_millis(config.limits.auth_timeout_ms),
+            classifier: Classifier::new(SqlDialect::Postgres, 10_000),
+            ddl_policy: config.mirror.ddl,
+            mirror_policy: config.mirror.on_error,
+            mirror_timeout: Duration::from_millis(config.mirror.statement_timeout_ms),
+            divergence_log: match &config.mirror.divergence_log {
+                Some(path) => Some(DivergenceLog::open(path)?),
+                None => None,
+            },
+            mirror_errors: AtomicU64::new(0),
+            divergences: AtomicU64::new(0),
         };
         let listener = TcpListener::bind(&config.listen.address)
             .await

@@ -27,10 +27,18 @@ pub struct Options {
     pub max_message_size: Option<u32>,
     /// The backend's authentication method for TCP (default scram-sha-256).
     pub backend_auth: Option<&'static str>,
+    /// Start a `new` cluster too and run turnout in this phase (e.g. "mirror").
+    pub phase: Option<&'static str>,
+    /// `mirror.on_error` ("record" by default).
+    pub on_error: Option<&'static str>,
+    /// `mirror.ddl` ("authority_only" by default).
+    pub ddl: Option<&'static str>,
 }
 
 pub struct Setup {
     pub old: PgInstance,
+    /// Started when a phase is given.
+    pub new: Option<PgInstance>,
     pub proxy: Proxy,
     pub dir: TempDir,
     pub cert: Option<(PathBuf, PathBuf)>,
@@ -78,6 +86,13 @@ impl Setup {
         .expect("start PostgreSQL");
         old.create_database("app", "app", "backend-pw")
             .expect("create database");
+        let new = opts.phase.map(|_| {
+            let new = PgInstance::start(PgOptions::default()).expect("start PostgreSQL (new)");
+            new.create_database("app", "app", "backend-pw")
+                .expect("create database (new)");
+            new
+        });
+        let divergence_log = dir.path().join("divergences.jsonl");
         let port = free_port().expect("free port");
         let mut config = format!(
             r#"
@@ -96,7 +111,7 @@ password = "backend-pw"
 
 [backends.new]
 host = "127.0.0.1"
-port = 1
+port = {new_port}
 database = "app"
 user = "app"
 password = "backend-pw"
@@ -110,6 +125,15 @@ name = "md5user"
 password = "{MD5_PASSWORD}"
 auth = "md5"
 
+[mirror]
+on_error = "{on_error}"
+ddl = "{ddl}"
+divergence_log = "{divergence_log}"
+statement_timeout_ms = 5000
+
+[state]
+initial_phase = "{phase}"
+
 [limits]
 auth_timeout_ms = 3000
 {max_clients}
@@ -119,6 +143,11 @@ auth_timeout_ms = 3000
 level = "debug"
 "#,
             old_port = old.port,
+            new_port = new.as_ref().map(|n| n.port).unwrap_or(1),
+            on_error = opts.on_error.unwrap_or("record"),
+            ddl = opts.ddl.unwrap_or("authority_only"),
+            divergence_log = divergence_log.display(),
+            phase = opts.phase.unwrap_or("passthrough"),
             old_host = if opts.unix_sockets {
                 old.dir().display().to_string()
             } else {
@@ -157,6 +186,7 @@ level = "debug"
         let proxy = spawn_proxy(&config_path, dir.path().join("turnout.log"), port);
         Setup {
             old,
+            new,
             proxy,
             dir,
             cert,
@@ -181,6 +211,23 @@ level = "debug"
             "host=127.0.0.1 port={} dbname=app user=app password=backend-pw",
             self.old.port
         )
+    }
+
+    /// libpq connection string straight to the new backend.
+    pub fn direct_new_url(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} dbname=app user=app password=backend-pw",
+            self.new.as_ref().expect("a new cluster").port
+        )
+    }
+
+    /// The divergence log's records, one JSON text each.
+    pub fn divergences(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("divergences.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     /// psql through turnout.

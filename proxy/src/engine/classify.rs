@@ -282,6 +282,8 @@ fn classify_statement(statement: &Statement) -> StatementClass {
         // NOTIFY and row locks are side effects others can see: mirrored.
         Statement::NOTIFY { .. } | Statement::Lock(_) | Statement::LockTables { .. } => Kind::Write,
         Statement::Kill { .. } => Kind::Other,
+        // Maintenance that changes no rows (and cannot run in a transaction block).
+        Statement::Vacuum(_) | Statement::Analyze(_) => Kind::Other,
         other if is_ddl(other) => Kind::Ddl,
         _ => Kind::Write,
     };
@@ -384,7 +386,40 @@ pub fn classify_uncached(dialect: SqlDialect, sql: &str) -> Classification {
             fingerprint,
             parse_error: None,
         },
-        Err(e) => unparsed(e.to_string()),
+        Err(e) => {
+            // Maintenance commands the parser may not know change no rows;
+            // they go to the authority alone (several cannot run in a
+            // transaction block, so wrapping them as writes would break them).
+            let first = sql
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .trim_end_matches(';')
+                .to_ascii_lowercase();
+            let maintenance = [
+                "vacuum",
+                "analyze",
+                "analyse",
+                "checkpoint",
+                "reindex",
+                "cluster",
+            ];
+            if sql.split(';').filter(|s| !s.trim().is_empty()).count() == 1
+                && maintenance.contains(&first.as_str())
+            {
+                Classification {
+                    statements: vec![StatementClass {
+                        kind: Kind::Other,
+                        unsafe_reason: None,
+                        nondeterministic: false,
+                    }],
+                    fingerprint: fingerprint.clone(),
+                    parse_error: Some(e.to_string()),
+                }
+            } else {
+                unparsed(e.to_string())
+            }
+        }
     }
 }
 

@@ -3,6 +3,8 @@
 pub mod auth;
 pub mod backend;
 pub mod codec;
+pub mod framed;
+pub mod mirror;
 pub mod pump;
 pub mod scram;
 pub mod session;

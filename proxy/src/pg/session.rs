@@ -3,10 +3,13 @@
 use super::auth;
 use super::backend::{self, BackendConn};
 use super::codec::{self, Severity};
+use super::framed::Framed;
+use super::mirror::{End as MirrorEnd, MirrorSession};
 use super::pump::{Pump, PumpEnd};
 use super::startup::{self, Opening, SessionError};
 use crate::server::{CancelKey, Shared};
 use crate::stream::Stream;
+use bytes::BytesMut;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, info, warn};
@@ -51,8 +54,10 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
         .find(|(k, _)| k == "user")
         .map(|(_, v)| v.clone())
         .unwrap_or_default();
-    // In passthrough every statement goes to the read target (old).
-    let side = shared.routing.snapshot().phase.read_target();
+    // The session's phase is fixed when it starts (flips come with the
+    // control plane). Its first connection is the authority's.
+    let phase = shared.routing.snapshot().phase;
+    let side = phase.authority();
     let started = tokio::time::timeout(
         auth_timeout,
         start(&shared, &mut stream, side, &user, &params),
@@ -72,6 +77,33 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
             return;
         }
     };
+    if let Some(mirror_side) = phase.mirror() {
+        let mirror = match backend::connect(shared.target(mirror_side), &params).await {
+            Ok(m) => Some(m),
+            Err(e) => {
+                // Writes will try again, and record or fail per mirror.on_error.
+                warn!(%peer, %user, side = %mirror_side, error = %e, "mirror not connected");
+                None
+            }
+        };
+        debug!(%peer, %user, %phase, "mirrored session started");
+        let client = Framed::new(stream, BytesMut::new(), shared.max_message);
+        let end = MirrorSession::new(&shared, client, backend, mirror, mirror_side, params)
+            .run()
+            .await;
+        shared.cancels.remove(&key);
+        match end {
+            MirrorEnd::Terminated => debug!(%peer, %user, "session ended"),
+            MirrorEnd::ClientGone(e) => debug!(%peer, %user, error = %e, "client connection lost"),
+            MirrorEnd::ClientProtocol(e) => {
+                info!(%peer, %user, error = %e, "client broke the protocol; session closed")
+            }
+            MirrorEnd::AuthorityLost(e) => {
+                warn!(%peer, %user, %side, error = %e, "backend connection lost")
+            }
+        }
+        return;
+    }
     let BackendConn {
         stream: backend_stream,
         leftover,

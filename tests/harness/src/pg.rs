@@ -154,7 +154,7 @@ impl PgInstance {
         check("initdb", out)?;
         let mut conf = format!(
             "\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
-             fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
+             fsync = off\nfull_page_writes = off\n\
              max_connections = {}\nshared_buffers = 64MB\nlog_min_messages = warning\n\
              password_encryption = '{}'\n",
             inst.dir.path().display(),

@@ -1,0 +1,325 @@
+//! The extended protocol: Parse/Bind/Execute batches up to Sync (or Flush),
+//! and the mirror's copy of a batch.
+
+use super::*;
+
+impl MirrorSession<'_> {
+    /// Registers what the batch's Parse/Bind/Close messages define, and
+    /// returns the classes of the statements its Executes run.
+    fn register(&mut self, batch: &[Frame]) -> Vec<Arc<Classification>> {
+        let mut executed = Vec::new();
+        for f in batch {
+            let body = f.body();
+            match f.tag {
+                b'P' => {
+                    if let Some((name, rest)) = cstr(body) {
+                        if let Some((sql, types)) = cstr(rest) {
+                            let class = self.shared.classifier.classify(sql);
+                            let name = name.to_string();
+                            self.mirror_prepared.remove(&name);
+                            self.statements.insert(
+                                name,
+                                Prepared {
+                                    sql: sql.into(),
+                                    types: Bytes::copy_from_slice(types),
+                                    class,
+                                },
+                            );
+                        }
+                    }
+                }
+                b'B' => {
+                    if let Some((portal, rest)) = cstr(body) {
+                        if let Some((stmt, _)) = cstr(rest) {
+                            self.portals.insert(portal.to_string(), stmt.to_string());
+                        }
+                    }
+                }
+                b'E' => {
+                    let class = cstr(body)
+                        .and_then(|(portal, _)| self.portals.get(portal))
+                        .and_then(|stmt| self.statements.get(stmt))
+                        .map(|p| p.class.clone());
+                    // A portal turnout cannot trace is treated as a write.
+                    executed.push(class.unwrap_or_else(|| {
+                        Arc::new(Classification {
+                            statements: vec![StatementClass {
+                                kind: Kind::Write,
+                                unsafe_reason: None,
+                                nondeterministic: false,
+                            }],
+                            fingerprint: "(unknown portal)".into(),
+                            parse_error: None,
+                        })
+                    }));
+                }
+                b'C' => {
+                    if let Some((name, _)) = body.get(1..).and_then(cstr) {
+                        if body[0] == b'S' {
+                            self.statements.remove(name);
+                        } else {
+                            self.portals.remove(name);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        executed
+    }
+
+    /// Flush: the messages so far go to the authority now; its answers are
+    /// relayed as they come (counted, since no ReadyForQuery ends them).
+    pub(super) async fn flush_batch(&mut self) -> Step {
+        let batch = std::mem::take(&mut self.batch);
+        let executed = self.register(&batch);
+        for class in &executed {
+            if matches!(
+                classify_route(class, self.shared.ddl_policy),
+                Route::Write | Route::Commit | Route::Unwrapped
+            ) {
+                self.shared.record_divergence(Divergence::new(
+                    DivergenceKind::UnsafeStatement,
+                    self.mirror_side,
+                    &class.fingerprint,
+                    "executed with Flush before Sync: not mirrored",
+                ));
+            }
+        }
+        let mut msgs = BytesMut::new();
+        let mut expected = 0usize;
+        for f in &batch {
+            msgs.extend_from_slice(&f.raw);
+            expected += usize::from(matches!(f.tag, b'P' | b'B' | b'C' | b'D' | b'E'));
+        }
+        msgs.extend_from_slice(&codec::frame(b'H', &[]));
+        self.auth.send(&msgs).await.map_err(Stop::Authority)?;
+        self.flushed = true;
+        while expected > 0 {
+            let f = self.auth.read().await.map_err(Stop::Authority)?;
+            self.queue(&f.raw);
+            match f.tag {
+                // After an error the server skips to Sync: nothing more comes.
+                b'E' => break,
+                b'1' | b'2' | b'3' | b'T' | b'n' | b'C' | b'I' | b's' => expected -= 1,
+                _ => {}
+            }
+        }
+        self.flush_client().await
+    }
+
+    pub(super) async fn sync_batch(&mut self) -> Step {
+        let batch = std::mem::take(&mut self.batch);
+        let executed = self.register(&batch);
+        let raw: BytesMut = batch.iter().fold(BytesMut::new(), |mut b, f| {
+            b.extend_from_slice(&f.raw);
+            b
+        });
+        if std::mem::take(&mut self.flushed) {
+            // Part of this batch already ran: finish it on the authority.
+            self.auth.send(&raw).await.map_err(Stop::Authority)?;
+            self.relay_authority().await?;
+            return Ok(());
+        }
+        let routes: Vec<Route> = executed
+            .iter()
+            .map(|c| classify_route(c, self.shared.ddl_policy))
+            .collect();
+        let route = combine(&routes);
+        let class = executed
+            .iter()
+            .find(|c| classify_route(c, self.shared.ddl_policy) == route)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(empty_class()));
+        let copies = executed.iter().any(|c| sql_is_copy_from(&c.fingerprint));
+        if copies && route == Route::Write {
+            // COPY through the extended protocol: the authority only, recorded.
+            self.shared.record_divergence(Divergence::new(
+                DivergenceKind::UnsafeStatement,
+                self.mirror_side,
+                &class.fingerprint,
+                "COPY FROM STDIN through the extended protocol is not mirrored",
+            ));
+            self.auth.send(&raw).await.map_err(Stop::Authority)?;
+            self.relay_authority().await?;
+            return Ok(());
+        }
+        match route {
+            Route::Authority => {
+                self.auth.send(&raw).await.map_err(Stop::Authority)?;
+                self.relay_authority().await.map(|_| ())
+            }
+            Route::Reject => self.reject(&class).await,
+            Route::Both => {
+                let m = self
+                    .mirror_batch(&batch, None)
+                    .unwrap_or_else(|_| raw.clone().freeze());
+                self.both(&raw, &m, &class).await
+            }
+            Route::Commit => {
+                let m = self
+                    .mirror_batch(&batch, None)
+                    .unwrap_or_else(|_| raw.clone().freeze());
+                self.commit(&raw, &m, &class).await
+            }
+            Route::Unwrapped => {
+                let m = self
+                    .mirror_batch(&batch, None)
+                    .unwrap_or_else(|_| raw.clone().freeze());
+                self.unwrapped(&raw, &m, &class).await
+            }
+            Route::Write => {
+                let time_needed = executed.iter().any(|c| c.nondeterministic());
+                // The mirror's copy is built once the authority's time is known.
+                let mirror_parts = self.mirror_plan(&batch);
+                let result = self
+                    .write(&raw, time_needed, &class, |time| mirror_parts.build(time))
+                    .await;
+                self.mirror_prepared.extend(mirror_parts.prepares_named());
+                result
+            }
+        }
+    }
+
+    /// The batch as the mirror should run it, without time pinning.
+    fn mirror_batch(&mut self, batch: &[Frame], time: Option<&str>) -> Result<Bytes, PinError> {
+        let plan = self.mirror_plan(batch);
+        let out = plan.build(time);
+        self.mirror_prepared.extend(plan.prepares_named());
+        out
+    }
+
+    /// Works out the mirror's messages: Parse lazily for statements the
+    /// mirror lacks, Describe dropped (only the authority answers the client),
+    /// statements that need the authority's time re-parsed unnamed.
+    fn mirror_plan(&self, batch: &[Frame]) -> MirrorPlan {
+        let mut parts = Vec::new();
+        let mut parsed_here: HashSet<String> = HashSet::new();
+        let mut prepared = self.mirror_prepared.clone();
+        for f in batch {
+            let body = f.body();
+            match f.tag {
+                b'P' => {
+                    let Some((name, rest)) = cstr(body) else {
+                        continue;
+                    };
+                    let Some((sql, _)) = cstr(rest) else { continue };
+                    let class = self.shared.classifier.classify(sql);
+                    if class.nondeterministic() {
+                        // Parsed at its Bind, with the time pinned.
+                        continue;
+                    }
+                    parsed_here.insert(name.to_string());
+                    parts.push(Part::Raw(f.raw.clone()));
+                    if !name.is_empty() {
+                        prepared.insert(name.to_string());
+                    }
+                }
+                b'B' => {
+                    let Some((portal, rest)) = cstr(body) else {
+                        continue;
+                    };
+                    let Some((stmt, tail)) = cstr(rest) else {
+                        continue;
+                    };
+                    let Some(p) = self.statements.get(stmt) else {
+                        parts.push(Part::Raw(f.raw.clone()));
+                        continue;
+                    };
+                    if p.class.nondeterministic() {
+                        parts.push(Part::PinnedParse {
+                            sql: p.sql.clone(),
+                            types: p.types.clone(),
+                        });
+                        parts.push(Part::Raw(bind(portal, "", tail)));
+                        continue;
+                    }
+                    let known =
+                        parsed_here.contains(stmt) || (!stmt.is_empty() && prepared.contains(stmt));
+                    if !known {
+                        parts.push(Part::Raw(parse(stmt, &p.sql, &p.types)));
+                        parsed_here.insert(stmt.to_string());
+                        if !stmt.is_empty() {
+                            prepared.insert(stmt.to_string());
+                        }
+                    }
+                    parts.push(Part::Raw(f.raw.clone()));
+                }
+                b'C' => {
+                    let named = body.get(1..).and_then(cstr).map(|(n, _)| n.to_string());
+                    match (body.first(), named) {
+                        (Some(b'S'), Some(n)) if prepared.contains(&n) => {
+                            prepared.remove(&n);
+                            parts.push(Part::Raw(f.raw.clone()));
+                        }
+                        (Some(b'S'), _) => {}
+                        _ => parts.push(Part::Raw(f.raw.clone())),
+                    }
+                }
+                b'D' | b'H' => {}
+                _ => parts.push(Part::Raw(f.raw.clone())),
+            }
+        }
+        MirrorPlan { parts, prepared }
+    }
+
+    pub(super) async fn function_call(&mut self, frame: Frame) -> Step {
+        self.shared.record_divergence(Divergence::new(
+            DivergenceKind::UnsafeStatement,
+            self.mirror_side,
+            "(function call message)",
+            "the FunctionCall protocol message is not mirrored",
+        ));
+        self.auth.send(&frame.raw).await.map_err(Stop::Authority)?;
+        self.relay_authority().await.map(|_| ())
+    }
+}
+
+enum Part {
+    Raw(Bytes),
+    PinnedParse { sql: Arc<str>, types: Bytes },
+}
+
+struct MirrorPlan {
+    parts: Vec<Part>,
+    prepared: HashSet<String>,
+}
+
+impl MirrorPlan {
+    pub(super) fn build(&self, time: Option<&str>) -> Result<Bytes, PinError> {
+        let mut out = BytesMut::new();
+        for part in &self.parts {
+            match part {
+                Part::Raw(b) => out.extend_from_slice(b),
+                Part::PinnedParse { sql, types } => {
+                    let text = match time {
+                        Some(t) => pin_transaction_time(sql, t)?.0,
+                        None => sql.to_string(),
+                    };
+                    out.extend_from_slice(&parse("", &text, types));
+                }
+            }
+        }
+        Ok(out.freeze())
+    }
+
+    pub(super) fn prepares_named(&self) -> impl Iterator<Item = String> + '_ {
+        self.prepared.iter().cloned()
+    }
+}
+
+fn parse(name: &str, sql: &str, types: &[u8]) -> Bytes {
+    let mut body = BytesMut::new();
+    put_cstr(&mut body, name);
+    put_cstr(&mut body, sql);
+    body.put_slice(types);
+    codec::frame(b'P', &body)
+}
+
+fn bind(portal: &str, statement: &str, tail: &[u8]) -> Bytes {
+    let mut body = BytesMut::new();
+    put_cstr(&mut body, portal);
+    put_cstr(&mut body, statement);
+    body.put_slice(tail);
+    codec::frame(b'B', &body)
+}

@@ -1,0 +1,516 @@
+//! The session engine for PostgreSQL in phases with a mirror: every write runs
+//! on the authority first and on the mirror second, each inside a transaction,
+//! and the mirror commits before the authority (DESIGN.md invariant 1). Reads
+//! go to the authority's connection; the client only ever sees the authority's
+//! answers.
+//!
+//! Messages are handled one unit at a time: a simple Query, or an extended
+//! protocol batch up to Sync. A write outside a transaction is wrapped:
+//! `BEGIN`, write, (mirror: `BEGIN`, write, `COMMIT`), `COMMIT`.
+
+use super::backend::{self, BackendConn};
+use super::codec::{self, put_cstr, Severity};
+use super::framed::{Frame, Framed, FramedError};
+use crate::engine::pin::{pin_transaction_time, PinError};
+use crate::engine::{Classification, Kind, StatementClass, TxControl};
+use crate::server::Shared;
+use bytes::{BufMut, Bytes, BytesMut};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use tracing::warn;
+use turnout_config::{DdlPolicy, MirrorErrorPolicy};
+use turnout_control::divergence::{Divergence, DivergenceKind};
+use turnout_control::Side;
+
+mod copy;
+mod extended;
+mod simple;
+
+/// Frames turnout buffers for the client before writing them out.
+const OUT_CHUNK: usize = 64 * 1024;
+/// Session-setting statements kept to replay on a new mirror connection.
+const MAX_REPLAY: usize = 256;
+
+/// How a mirrored session ended.
+#[derive(Debug)]
+pub enum End {
+    Terminated,
+    ClientGone(String),
+    /// The client broke the protocol; it was told.
+    ClientProtocol(String),
+    /// The authority's connection failed; the client was told.
+    AuthorityLost(String),
+}
+
+enum Stop {
+    Client(FramedError),
+    Authority(FramedError),
+}
+
+type Step = Result<(), Stop>;
+
+/// A prepared statement as the client defined it.
+#[derive(Clone)]
+struct Prepared {
+    sql: Arc<str>,
+    /// Parameter type section of the Parse message (count and OIDs).
+    types: Bytes,
+    class: Arc<Classification>,
+}
+
+/// What a unit of client work needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Reads and statements with no effect to copy.
+    Authority,
+    /// Session settings and transaction control other than COMMIT.
+    Both,
+    Commit,
+    Write,
+    /// Several statements with transaction control among them: run on the
+    /// authority, then on the mirror, without wrapping.
+    Unwrapped,
+    Reject,
+}
+
+/// The result of running something on one backend up to ReadyForQuery.
+struct Collected {
+    frames: Vec<Frame>,
+    /// The first ErrorResponse's message, if any.
+    error: Option<String>,
+    status: u8,
+}
+
+impl Collected {
+    fn command_tags(&self) -> impl Iterator<Item = &[u8]> {
+        self.frames
+            .iter()
+            .filter(|f| f.tag == b'C')
+            .map(|f| f.body().split(|&b| b == 0).next().unwrap_or_default())
+    }
+}
+
+fn query(sql: &str) -> Bytes {
+    let mut body = BytesMut::with_capacity(sql.len() + 1);
+    put_cstr(&mut body, sql);
+    codec::frame(b'Q', &body)
+}
+
+fn cstr(b: &[u8]) -> Option<(&str, &[u8])> {
+    let end = b.iter().position(|&c| c == 0)?;
+    Some((std::str::from_utf8(&b[..end]).ok()?, &b[end + 1..]))
+}
+
+fn classify_route(class: &Classification, ddl: DdlPolicy) -> Route {
+    let statements = &class.statements;
+    let has_tx = statements
+        .iter()
+        .any(|s| matches!(s.kind, Kind::Transaction(_)));
+    if statements.len() > 1 && has_tx {
+        return Route::Unwrapped;
+    }
+    match class.kind() {
+        Kind::Read | Kind::LockingRead | Kind::Other => Route::Authority,
+        Kind::Session => Route::Both,
+        Kind::Transaction(TxControl::Commit) => Route::Commit,
+        Kind::Transaction(_) => Route::Both,
+        Kind::Write => Route::Write,
+        Kind::Ddl => match ddl {
+            DdlPolicy::AuthorityOnly => Route::Authority,
+            // Schema changes are not wrapped: some cannot run in a transaction
+            // block (CREATE INDEX CONCURRENTLY), and they take their own locks.
+            DdlPolicy::Both => Route::Unwrapped,
+            DdlPolicy::Reject => Route::Reject,
+        },
+    }
+}
+
+/// The route of several units run as one (an extended-protocol batch).
+fn combine(routes: &[Route]) -> Route {
+    for r in [
+        Route::Reject,
+        Route::Unwrapped,
+        Route::Commit,
+        Route::Write,
+        Route::Both,
+    ] {
+        if routes.contains(&r) {
+            return if r == Route::Commit && routes.len() > 1 {
+                Route::Unwrapped
+            } else {
+                r
+            };
+        }
+    }
+    Route::Authority
+}
+
+pub struct MirrorSession<'a> {
+    shared: &'a Shared,
+    client: Framed,
+    auth: Framed,
+    mirror: Option<Framed>,
+    mirror_side: Side,
+    client_params: Vec<(String, String)>,
+    /// Authority's transaction status from its last ReadyForQuery.
+    status: u8,
+    /// The authority's `now()` for the current transaction, once read.
+    tx_time: Option<String>,
+    statements: HashMap<String, Prepared>,
+    portals: HashMap<String, String>,
+    /// Named statements that exist on the mirror connection.
+    mirror_prepared: HashSet<String>,
+    /// SET/RESET/DISCARD statements, replayed on a new mirror connection.
+    replay: Vec<String>,
+    batch: Vec<Frame>,
+    /// A Flush sent part of the current batch ahead of its Sync.
+    flushed: bool,
+    out: BytesMut,
+}
+
+impl<'a> MirrorSession<'a> {
+    pub fn new(
+        shared: &'a Shared,
+        client: Framed,
+        auth: BackendConn,
+        mirror: Option<BackendConn>,
+        mirror_side: Side,
+        client_params: Vec<(String, String)>,
+    ) -> Self {
+        MirrorSession {
+            shared,
+            client,
+            auth: Framed::new(auth.stream, auth.leftover, usize::MAX),
+            mirror: mirror.map(|m| Framed::new(m.stream, m.leftover, usize::MAX)),
+            mirror_side,
+            client_params,
+            status: b'I',
+            tx_time: None,
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+            mirror_prepared: HashSet::new(),
+            replay: Vec::new(),
+            batch: Vec::new(),
+            flushed: false,
+            out: BytesMut::new(),
+        }
+    }
+
+    pub async fn run(mut self) -> End {
+        loop {
+            let frame = match self.client.read().await {
+                Ok(f) => f,
+                Err(FramedError::Codec(e)) => {
+                    let msg = format!("turnout: protocol violation: {e}");
+                    let _ = self.client_error(Severity::Fatal, "08P01", &msg).await;
+                    return End::ClientProtocol(e.to_string());
+                }
+                Err(e) => return End::ClientGone(e.to_string()),
+            };
+            let step = match frame.tag {
+                b'Q' => self.simple(frame).await,
+                b'P' | b'B' | b'D' | b'E' | b'C' => {
+                    self.batch.push(frame);
+                    Ok(())
+                }
+                b'S' => {
+                    self.batch.push(frame);
+                    self.sync_batch().await
+                }
+                b'H' => self.flush_batch().await,
+                b'F' => self.function_call(frame).await,
+                b'X' => {
+                    let _ = self.auth.send(&frame.raw).await;
+                    if let Some(m) = self.mirror.as_mut() {
+                        let _ = m.send(&frame.raw).await;
+                    }
+                    return End::Terminated;
+                }
+                other => {
+                    let msg = format!(
+                        "turnout: protocol violation: unexpected message type {} at this point of the protocol",
+                        codec::tag_name(other)
+                    );
+                    let _ = self.client_error(Severity::Fatal, "08P01", &msg).await;
+                    return End::ClientProtocol(msg);
+                }
+            };
+            match step {
+                Ok(()) => {}
+                Err(Stop::Client(e)) => return End::ClientGone(e.to_string()),
+                Err(Stop::Authority(e)) => {
+                    let msg = format!(
+                        "turnout: backend {} closed the connection unexpectedly: {e}",
+                        self.auth_side()
+                    );
+                    let _ = self.client_error(Severity::Fatal, "08006", &msg).await;
+                    return End::AuthorityLost(e.to_string());
+                }
+            }
+        }
+    }
+
+    fn auth_side(&self) -> Side {
+        self.mirror_side.other()
+    }
+
+    async fn flush_client(&mut self) -> Step {
+        if !self.out.is_empty() {
+            let out = self.out.split().freeze();
+            self.client.send(&out).await.map_err(Stop::Client)?;
+        }
+        Ok(())
+    }
+
+    fn queue(&mut self, raw: &[u8]) {
+        self.out.extend_from_slice(raw);
+    }
+
+    async fn client_error(&mut self, severity: Severity, code: &str, message: &str) -> Step {
+        self.queue(&codec::error_response(severity, code, message));
+        self.flush_client().await
+    }
+
+    /// Sends collected authority frames to the client, with `status` in the
+    /// final ReadyForQuery (the client's view of its transaction).
+    async fn relay_collected(&mut self, c: &Collected, status: u8) -> Step {
+        for f in &c.frames {
+            if f.tag == b'Z' {
+                self.queue(&codec::ready_for_query(status));
+            } else {
+                self.queue(&f.raw);
+            }
+        }
+        self.flush_client().await
+    }
+
+    fn note_status(&mut self, status: u8) {
+        self.status = status;
+        if status == b'I' {
+            self.tx_time = None;
+        }
+    }
+
+    /// Streams the authority's answer to the client up to ReadyForQuery,
+    /// forwarding COPY data in either direction. Returns the first error seen.
+    async fn relay_authority(&mut self) -> Result<Option<String>, Stop> {
+        let mut error = None;
+        loop {
+            let f = self.auth.read().await.map_err(Stop::Authority)?;
+            match f.tag {
+                b'Z' => {
+                    self.note_status(f.body().first().copied().unwrap_or(b'I'));
+                    self.queue(&f.raw);
+                    self.flush_client().await?;
+                    return Ok(error);
+                }
+                b'E' => {
+                    if error.is_none() {
+                        error = Some(error_message(&f));
+                    }
+                    self.queue(&f.raw);
+                }
+                b'G' => {
+                    self.queue(&f.raw);
+                    self.flush_client().await?;
+                    self.copy_in_authority().await?;
+                }
+                _ => {
+                    self.queue(&f.raw);
+                    if self.out.len() >= OUT_CHUNK {
+                        self.flush_client().await?;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn collect_authority(&mut self) -> Result<Collected, Stop> {
+        let c = collect(&mut self.auth).await.map_err(Stop::Authority)?;
+        self.note_status(c.status);
+        Ok(c)
+    }
+
+    /// Reads the authority's `now()` answer (a RowDescription, one DataRow).
+    async fn collect_time(&mut self) -> Result<(), Stop> {
+        let c = self.collect_authority().await?;
+        self.tx_time = c
+            .frames
+            .iter()
+            .find(|f| f.tag == b'D')
+            .and_then(|f| first_column_text(f.body()));
+        Ok(())
+    }
+
+    /// Runs `msgs` on the mirror and reads `readies` ReadyForQuery answers.
+    /// `Err` carries what went wrong, in words.
+    /// `fresh` says the messages start a new transaction on the mirror, so a
+    /// lost connection may be replaced first.
+    async fn on_mirror(
+        &mut self,
+        msgs: &[u8],
+        readies: usize,
+        fresh: bool,
+    ) -> Result<Collected, String> {
+        if self.mirror.is_none() {
+            if !fresh {
+                return Err(format!(
+                    "no connection to {} in this transaction",
+                    self.mirror_side
+                ));
+            }
+            self.reconnect_mirror().await?;
+        }
+        let Some(m) = self.mirror.as_mut() else {
+            return Err(format!("no connection to {}", self.mirror_side));
+        };
+        let run = async {
+            m.send(msgs).await?;
+            let mut all = Collected {
+                frames: Vec::new(),
+                error: None,
+                status: b'I',
+            };
+            for _ in 0..readies {
+                let c = collect(m).await?;
+                all.error = all.error.or(c.error);
+                all.status = c.status;
+                all.frames.extend(c.frames);
+            }
+            Ok::<_, FramedError>(all)
+        };
+        match tokio::time::timeout(self.shared.mirror_timeout, run).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => {
+                self.mirror = None;
+                self.mirror_prepared.clear();
+                Err(format!("connection to {} lost: {e}", self.mirror_side))
+            }
+            Err(_) => {
+                // Its state is unknown now: drop the connection (the backend
+                // rolls back whatever was open).
+                self.mirror = None;
+                self.mirror_prepared.clear();
+                Err(format!(
+                    "{} did not answer within {} ms (mirror.statement_timeout_ms)",
+                    self.mirror_side,
+                    self.shared.mirror_timeout.as_millis()
+                ))
+            }
+        }
+    }
+
+    async fn reconnect_mirror(&mut self) -> Result<(), String> {
+        let target = self.shared.target(self.mirror_side);
+        let conn = backend::connect(target, &self.client_params)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut m = Framed::new(conn.stream, conn.leftover, usize::MAX);
+        for sql in &self.replay {
+            m.send(&query(sql)).await.map_err(|e| e.to_string())?;
+            collect(&mut m).await.map_err(|e| e.to_string())?;
+        }
+        self.mirror = Some(m);
+        self.mirror_prepared.clear();
+        Ok(())
+    }
+
+    /// Records a mirror failure; under `fail` returns true (the caller fails
+    /// the client's statement and rolls back both sides instead).
+    fn mirror_failed(&self, class: &Classification, detail: &str) -> bool {
+        self.shared.metrics_mirror_error();
+        if self.shared.mirror_policy == MirrorErrorPolicy::Fail {
+            warn!(side = %self.mirror_side, fingerprint = %class.fingerprint, %detail, "mirror failed; statement failed (mirror.on_error = fail)");
+            return true;
+        }
+        self.shared.record_divergence(Divergence::new(
+            DivergenceKind::MirrorError,
+            self.mirror_side,
+            &class.fingerprint,
+            detail,
+        ));
+        false
+    }
+}
+
+fn copy_fail(reason: &str) -> Bytes {
+    let mut body = BytesMut::new();
+    put_cstr(&mut body, reason);
+    codec::frame(b'f', &body)
+}
+
+fn empty_class() -> Classification {
+    Classification {
+        statements: Vec::new(),
+        fingerprint: String::new(),
+        parse_error: None,
+    }
+}
+
+fn sql_is_copy_from(sql: &str) -> bool {
+    let lower = sql.trim_start().to_ascii_lowercase();
+    lower.starts_with("copy") && lower.contains("from") && lower.contains("stdin")
+}
+
+/// The mirror's text for a simple-protocol write: the authority's
+/// transaction time pinned in when known.
+fn mirror_text(sql: &str, class: &Classification, time: Option<&str>) -> Result<String, PinError> {
+    match time {
+        Some(t) if class.nondeterministic() => pin_transaction_time(sql, t).map(|(s, _)| s),
+        _ => Ok(sql.to_string()),
+    }
+}
+
+fn no_error(c: Collected) -> Result<(), String> {
+    match c.error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn error_message(f: &Frame) -> String {
+    let fields = codec::error_fields(f.body());
+    let code = fields.get(&b'C').cloned().unwrap_or_default();
+    let msg = fields.get(&b'M').cloned().unwrap_or_default();
+    format!("{msg} ({code})")
+}
+
+/// The first column of a DataRow, as text.
+fn first_column_text(body: &[u8]) -> Option<String> {
+    if body.len() < 6 {
+        return None;
+    }
+    let len = i32::from_be_bytes([body[2], body[3], body[4], body[5]]);
+    let len = usize::try_from(len).ok()?;
+    let value = body.get(6..6 + len)?;
+    String::from_utf8(value.to_vec()).ok()
+}
+
+/// Reads frames up to ReadyForQuery. A CopyInResponse nobody expected is
+/// answered with CopyFail so the connection cannot hang.
+async fn collect(framed: &mut Framed) -> Result<Collected, FramedError> {
+    let mut c = Collected {
+        frames: Vec::new(),
+        error: None,
+        status: b'I',
+    };
+    loop {
+        let f = framed.read().await?;
+        match f.tag {
+            b'Z' => {
+                c.status = f.body().first().copied().unwrap_or(b'I');
+                c.frames.push(f);
+                return Ok(c);
+            }
+            b'E' if c.error.is_none() => c.error = Some(error_message(&f)),
+            b'G' => {
+                framed
+                    .send(&copy_fail("turnout: COPY FROM STDIN was not expected here"))
+                    .await?;
+                continue;
+            }
+            _ => {}
+        }
+        c.frames.push(f);
+    }
+}
