@@ -36,7 +36,17 @@ fn assert_sides_identical(s: &Setup, tables: &[(&str, &str)]) {
             !old.is_empty() || *table == "pgbench_history",
             "{table} is empty"
         );
-        assert!(old == new, "{table} differs between old and new");
+        if old != new {
+            let first = old
+                .lines()
+                .zip(new.lines())
+                .find(|(a, b)| a != b)
+                .map(|(a, b)| format!("old: {a}\nnew: {b}"))
+                .unwrap_or_else(|| {
+                    format!("{} vs {} rows", old.lines().count(), new.lines().count())
+                });
+            panic!("{table} differs between old and new; first difference:\n{first}");
+        }
         println!(
             "{table}: {} rows identical on both sides",
             old.lines().count()
@@ -242,4 +252,93 @@ fn new_stopped_under_fail_clients_get_errors_and_nothing_is_half_applied() {
     let out = s.psql(&url, &["-c", "INSERT INTO events VALUES (3, 'after')"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_sides_identical(&s, &[("events", "id")]);
+}
+
+#[test]
+fn serial_ids_and_default_now_are_identical_under_concurrent_inserts() {
+    let s = Setup::start(Options {
+        phase: Some("mirror"),
+        ddl: Some("both"),
+        ..Options::default()
+    });
+    let url = s.app_url();
+    let out = s.psql(
+        &url,
+        &[
+            "-c",
+            "CREATE TABLE orders (id bigserial PRIMARY KEY, customer int NOT NULL, \
+                 amount int NOT NULL, placed_at timestamptz NOT NULL DEFAULT now(), \
+                 token uuid NOT NULL DEFAULT gen_random_uuid(), note text DEFAULT 'none')",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Inserts with server-generated values, alone, in batches, in
+    // transactions that commit and that roll back.
+    let script = s.dir.path().join("inserts.sql");
+    std::fs::write(
+        &script,
+        "\\set c random(1, 100)\n\
+         INSERT INTO orders (customer, amount) VALUES (:c, 1);\n\
+         BEGIN;\n\
+         INSERT INTO orders (customer, amount) VALUES (:c, 2), (:c, 3) RETURNING id;\n\
+         INSERT INTO orders (customer, amount, note) VALUES (:c, 4, 'x') RETURNING placed_at;\n\
+         COMMIT;\n\
+         BEGIN;\n\
+         INSERT INTO orders (customer, amount) VALUES (:c, 99);\n\
+         ROLLBACK;\n",
+    )
+    .unwrap();
+    let text = pgbench(
+        &url,
+        &[
+            "-n",
+            "-M",
+            "simple",
+            "-c",
+            "8",
+            "-j",
+            "2",
+            "-t",
+            "50",
+            "-f",
+            &script.display().to_string(),
+        ],
+    );
+    assert!(text.contains("number of failed transactions: 0"), "{text}");
+    assert_sides_identical(&s, &[("orders", "id")]);
+    assert_eq!(
+        count(&s.direct_new_url(), "SELECT count(*) FROM orders"),
+        8 * 50 * 4
+    );
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+}
+
+#[test]
+fn inserts_whose_generated_values_cannot_be_pinned_are_recorded_as_unsafe() {
+    let s = Setup::start(Options {
+        phase: Some("mirror"),
+        ddl: Some("both"),
+        ..Options::default()
+    });
+    let url = s.app_url();
+    let out = s.psql(
+        &url,
+        &[
+            "-c",
+            "CREATE TABLE src (v int)",
+            "-c",
+            "CREATE TABLE dst (id serial PRIMARY KEY, v int)",
+            "-c",
+            "INSERT INTO src VALUES (1), (2)",
+            "-c",
+            "INSERT INTO dst (v) SELECT v FROM src",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = s.divergences();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert!(
+        log[0].contains("\"kind\":\"unsafe_statement\"") && log[0].contains("INSERT ... SELECT"),
+        "{log:?}"
+    );
 }

@@ -2,6 +2,7 @@
 //! (in later steps) where it goes, what is mirrored and what is sampled.
 
 pub mod classify;
+pub mod defaults;
 pub mod fingerprint;
 pub mod pin;
 

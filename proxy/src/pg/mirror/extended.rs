@@ -172,8 +172,15 @@ impl MirrorSession<'_> {
                 let time_needed = executed.iter().any(|c| c.nondeterministic());
                 // The mirror's copy is built once the authority's time is known.
                 let mirror_parts = self.mirror_plan(&batch);
+                self.note_unsafe_inserts(&batch).await?;
                 let result = self
-                    .write(&raw, time_needed, &class, |time| mirror_parts.build(time))
+                    .write(
+                        &raw,
+                        time_needed,
+                        &class,
+                        |time| mirror_parts.build(time),
+                        false,
+                    )
                     .await;
                 self.mirror_prepared.extend(mirror_parts.prepares_named());
                 result
@@ -261,6 +268,44 @@ impl MirrorSession<'_> {
             }
         }
         MirrorPlan { parts, prepared }
+    }
+
+    /// INSERTs through the extended protocol that leave columns to volatile
+    /// defaults are not rewritten yet: each is recorded as unsafe.
+    async fn note_unsafe_inserts(&mut self, batch: &[Frame]) -> Step {
+        let executed: Vec<(Arc<str>, String)> = batch
+            .iter()
+            .filter(|f| f.tag == b'E')
+            .filter_map(|f| cstr(f.body()))
+            .filter_map(|(portal, _)| self.portals.get(portal))
+            .filter_map(|stmt| self.statements.get(stmt))
+            .map(|p| (p.sql.clone(), p.class.fingerprint.clone()))
+            .collect();
+        for (sql, fingerprint) in executed {
+            let Some(table) = defaults::insert_target(&sql) else {
+                continue;
+            };
+            let table_defaults = self.table_defaults(&table).await?;
+            let reason = match defaults::plan(&sql, &table_defaults) {
+                Ok(None) => continue,
+                Ok(Some(plan)) => format!(
+                    "extended-protocol INSERT leaves {} to volatile defaults; their values may differ on the mirror",
+                    plan.missing
+                        .iter()
+                        .map(|d| d.column.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Err(reason) => reason.to_string(),
+            };
+            self.shared.record_divergence(Divergence::new(
+                DivergenceKind::UnsafeStatement,
+                self.mirror_side,
+                &fingerprint,
+                &reason,
+            ));
+        }
+        Ok(())
     }
 
     pub(super) async fn function_call(&mut self, frame: Frame) -> Step {

@@ -11,6 +11,7 @@
 use super::backend::{self, BackendConn};
 use super::codec::{self, put_cstr, Severity};
 use super::framed::{Frame, Framed, FramedError};
+use crate::engine::defaults::{self, TableDefaults};
 use crate::engine::pin::{pin_transaction_time, PinError};
 use crate::engine::{Classification, Kind, StatementClass, TxControl};
 use crate::server::Shared;
@@ -162,6 +163,8 @@ pub struct MirrorSession<'a> {
     mirror_prepared: HashSet<String>,
     /// SET/RESET/DISCARD statements, replayed on a new mirror connection.
     replay: Vec<String>,
+    /// Volatile column defaults per table, from the authority's catalog.
+    table_defaults: HashMap<String, TableDefaults>,
     batch: Vec<Frame>,
     /// A Flush sent part of the current batch ahead of its Sync.
     flushed: bool,
@@ -190,6 +193,7 @@ impl<'a> MirrorSession<'a> {
             portals: HashMap::new(),
             mirror_prepared: HashSet::new(),
             replay: Vec::new(),
+            table_defaults: HashMap::new(),
             batch: Vec::new(),
             flushed: false,
             out: BytesMut::new(),
@@ -332,6 +336,30 @@ impl<'a> MirrorSession<'a> {
     }
 
     /// Reads the authority's `now()` answer (a RowDescription, one DataRow).
+    /// The volatile defaults of `table` (as written in a statement), asked of
+    /// the authority once per session and table.
+    async fn table_defaults(&mut self, table: &str) -> Result<TableDefaults, Stop> {
+        if let Some(d) = self.table_defaults.get(table) {
+            return Ok(d.clone());
+        }
+        self.auth
+            .send(&query(&defaults::catalog_query(table)))
+            .await
+            .map_err(Stop::Authority)?;
+        let c = self.collect_authority().await?;
+        let rows: Vec<Vec<Option<String>>> = c
+            .frames
+            .iter()
+            .filter(|f| f.tag == b'D')
+            .map(|f| data_row_texts(f.body()))
+            .collect();
+        let d = defaults::from_catalog_rows(&rows);
+        if c.error.is_none() {
+            self.table_defaults.insert(table.to_string(), d.clone());
+        }
+        Ok(d)
+    }
+
     async fn collect_time(&mut self) -> Result<(), Stop> {
         let c = self.collect_authority().await?;
         self.tx_time = c
@@ -477,13 +505,36 @@ fn error_message(f: &Frame) -> String {
 
 /// The first column of a DataRow, as text.
 fn first_column_text(body: &[u8]) -> Option<String> {
-    if body.len() < 6 {
-        return None;
+    data_row_texts(body).into_iter().next().flatten()
+}
+
+/// The columns of a DataRow in text format (`None` for NULL). A malformed
+/// row gives the columns read before the fault.
+fn data_row_texts(body: &[u8]) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    let Some(count) = body.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+        return out;
+    };
+    let mut rest = &body[2..];
+    for _ in 0..count {
+        let Some(len) = rest
+            .get(..4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        else {
+            break;
+        };
+        rest = &rest[4..];
+        if len < 0 {
+            out.push(None);
+            continue;
+        }
+        let Some(value) = rest.get(..len as usize) else {
+            break;
+        };
+        out.push(Some(String::from_utf8_lossy(value).into_owned()));
+        rest = &rest[len as usize..];
     }
-    let len = i32::from_be_bytes([body[2], body[3], body[4], body[5]]);
-    let len = usize::try_from(len).ok()?;
-    let value = body.get(6..6 + len)?;
-    String::from_utf8(value.to_vec()).ok()
+    out
 }
 
 /// Reads frames up to ReadyForQuery. A CopyInResponse nobody expected is

@@ -13,6 +13,10 @@ impl MirrorSession<'_> {
             return Ok(());
         };
         let class = self.shared.classifier.classify(&sql);
+        if class.kind() == Kind::Ddl {
+            // Column defaults may have changed.
+            self.table_defaults.clear();
+        }
         let route = classify_route(&class, self.shared.ddl_policy);
         if route == Route::Write && class.statements.len() == 1 && sql_is_copy_from(&sql) {
             return self.copy_statement(&frame.raw, &class).await;
@@ -32,14 +36,7 @@ impl MirrorSession<'_> {
                 Ok(())
             }
             Route::Commit => self.commit(&frame.raw, &frame.raw, &class).await,
-            Route::Write => {
-                let mirror_sql = |time: Option<&str>| mirror_text(&sql, &class, time);
-                let time_needed = class.nondeterministic();
-                self.write(&frame.raw, time_needed, &class, |t| {
-                    mirror_sql(t).map(|s| query(&s))
-                })
-                .await
-            }
+            Route::Write => self.simple_write(&frame.raw, &sql, &class).await,
             Route::Unwrapped => self.unwrapped(&frame.raw, &frame.raw, &class).await,
         }
     }
@@ -148,14 +145,94 @@ impl MirrorSession<'_> {
         Ok(())
     }
 
+    /// A simple-protocol write: an INSERT that leaves columns to volatile
+    /// defaults gets them evaluated on the authority first (see
+    /// `engine::defaults`), then the write runs in lockstep.
+    async fn simple_write(&mut self, raw: &[u8], sql: &str, class: &Classification) -> Step {
+        let mut text = sql.to_string();
+        let mut begun = false;
+        if self.status != b'E' && class.statements.len() == 1 {
+            if let Some(table) = defaults::insert_target(sql) {
+                let table_defaults = self.table_defaults(&table).await?;
+                match defaults::plan(sql, &table_defaults) {
+                    Ok(None) => {}
+                    Err(reason) => self.shared.record_divergence(Divergence::new(
+                        DivergenceKind::UnsafeStatement,
+                        self.mirror_side,
+                        &class.fingerprint,
+                        reason,
+                    )),
+                    Ok(Some(plan)) => {
+                        if self.status == b'I' {
+                            self.auth
+                                .send(&query("BEGIN"))
+                                .await
+                                .map_err(Stop::Authority)?;
+                            self.collect_authority().await?;
+                            begun = true;
+                        }
+                        self.auth
+                            .send(&query(&plan.values_query()))
+                            .await
+                            .map_err(Stop::Authority)?;
+                        let generated = self.collect_authority().await?;
+                        if generated.error.is_some() {
+                            // The INSERT itself would have failed the same way.
+                            if begun {
+                                self.auth
+                                    .send(&query("ROLLBACK"))
+                                    .await
+                                    .map_err(Stop::Authority)?;
+                                self.collect_authority().await?;
+                            }
+                            let status = if begun { b'I' } else { generated.status };
+                            return self.relay_collected(&generated, status).await;
+                        }
+                        let rows: Vec<Vec<Option<String>>> = generated
+                            .frames
+                            .iter()
+                            .filter(|f| f.tag == b'D')
+                            .map(|f| data_row_texts(f.body()))
+                            .collect();
+                        match plan.apply(sql, &rows) {
+                            Ok(rewritten) => text = rewritten,
+                            Err(e) => self.shared.record_divergence(Divergence::new(
+                                DivergenceKind::UnsafeStatement,
+                                self.mirror_side,
+                                &class.fingerprint,
+                                &format!("generated values could not be applied: {e}"),
+                            )),
+                        }
+                    }
+                }
+            }
+        }
+        let unit = if text == sql {
+            Bytes::copy_from_slice(raw)
+        } else {
+            query(&text)
+        };
+        let time_needed = class.nondeterministic();
+        self.write(
+            &unit,
+            time_needed,
+            class,
+            |t| mirror_text(&text, class, t).map(|s| query(&s)),
+            begun,
+        )
+        .await
+    }
+
     /// A write: authority first (its row locks held), then the mirror, which
-    /// commits before the authority does.
+    /// commits before the authority does. `begun`: the caller already opened
+    /// the wrapping transaction on the authority.
     pub(super) async fn write(
         &mut self,
         unit: &[u8],
         time_needed: bool,
         class: &Classification,
         mirror_unit: impl Fn(Option<&str>) -> Result<Bytes, PinError>,
+        begun: bool,
     ) -> Step {
         if self.status == b'E' {
             // The authority refuses it in a failed transaction; nothing to copy.
@@ -163,10 +240,10 @@ impl MirrorSession<'_> {
             self.relay_authority().await?;
             return Ok(());
         }
-        let wrap = self.status == b'I';
+        let wrap = begun || self.status == b'I';
         let fetch_time = time_needed && self.tx_time.is_none();
         let mut msgs = BytesMut::new();
-        if wrap {
+        if wrap && !begun {
             msgs.extend_from_slice(&query("BEGIN"));
         }
         if fetch_time {
@@ -174,7 +251,7 @@ impl MirrorSession<'_> {
         }
         msgs.extend_from_slice(unit);
         self.auth.send(&msgs).await.map_err(Stop::Authority)?;
-        if wrap {
+        if wrap && !begun {
             self.collect_authority().await?;
         }
         if fetch_time {

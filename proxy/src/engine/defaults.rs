@@ -1,0 +1,306 @@
+//! Same values for server-generated columns: an INSERT that leaves a column
+//! to a volatile default (`serial`/identity ids, `DEFAULT now()`,
+//! `DEFAULT gen_random_uuid()`) is rewritten so that the authority evaluates
+//! those defaults first and both sides insert the same explicit values.
+//!
+//! The engine asks the authority's catalog which columns have such defaults
+//! ([`catalog_query`]), evaluates them once per row ([`InsertPlan::values_query`],
+//! inside the write's transaction) and sends both sides [`InsertPlan::apply`]'s text.
+
+use sqlparser::ast::{Expr, Ident, InsertOverriding, ObjectName, SetExpr, Statement, TableObject};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+/// A column whose default must be evaluated once, on the authority.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnDefault {
+    pub column: String,
+    /// The default as SQL (`nextval('t_id_seq'::regclass)`, `now()`, ...).
+    pub expr: String,
+    /// `GENERATED ALWAYS AS IDENTITY`: explicit values need OVERRIDING SYSTEM VALUE.
+    pub identity_always: bool,
+}
+
+/// The catalog's answer for one table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableDefaults {
+    pub volatile: Vec<ColumnDefault>,
+}
+
+const VOLATILE: &[&str] = &[
+    "nextval(",
+    "now()",
+    "current_timestamp",
+    "localtimestamp",
+    "current_date",
+    "current_time",
+    "localtime",
+    "clock_timestamp(",
+    "statement_timestamp(",
+    "transaction_timestamp(",
+    "timeofday(",
+    "random(",
+    "gen_random_uuid(",
+    "uuid_generate_v",
+];
+
+/// True when a default expression gives a different value per call or per
+/// transaction.
+pub fn is_volatile(expr: &str) -> bool {
+    let e = expr.to_ascii_lowercase();
+    VOLATILE.iter().any(|v| e.contains(v))
+}
+
+/// SQL listing `table`'s columns with defaults or identity, as
+/// (name, default expression, attidentity). `table` is the name as written
+/// in the statement.
+pub fn catalog_query(table: &str) -> String {
+    let literal = table.replace('\'', "''");
+    format!(
+        "SELECT a.attname::text, \
+                COALESCE(pg_get_expr(d.adbin, d.adrelid), \
+                         format('nextval(%L::regclass)', pg_get_serial_sequence(a.attrelid::regclass::text, a.attname))), \
+                a.attidentity::text \
+         FROM pg_attribute a \
+         LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+         WHERE a.attrelid = to_regclass('{literal}') AND a.attnum > 0 AND NOT a.attisdropped \
+           AND a.attgenerated = '' AND (d.adbin IS NOT NULL OR a.attidentity <> '') \
+         ORDER BY a.attnum"
+    )
+}
+
+/// Reads the rows of [`catalog_query`].
+pub fn from_catalog_rows(rows: &[Vec<Option<String>>]) -> TableDefaults {
+    let volatile = rows
+        .iter()
+        .filter_map(|r| {
+            let column = r.first()?.clone()?;
+            let expr = r.get(1)?.clone()?;
+            let identity = r.get(2).cloned().flatten().unwrap_or_default();
+            (is_volatile(&expr) || !identity.is_empty()).then_some(ColumnDefault {
+                column,
+                expr,
+                identity_always: identity == "a",
+            })
+        })
+        .collect();
+    TableDefaults { volatile }
+}
+
+fn parse_one(sql: &str) -> Option<Statement> {
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    (statements.len() == 1).then(|| statements.remove(0))
+}
+
+/// The target table of a single INSERT statement, as written.
+pub fn insert_target(sql: &str) -> Option<String> {
+    match parse_one(sql)? {
+        Statement::Insert(insert) => match &insert.table {
+            TableObject::TableName(name) => Some(name.to_string()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// What to evaluate on the authority before an INSERT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InsertPlan {
+    pub missing: Vec<ColumnDefault>,
+    pub rows: usize,
+}
+
+/// Why an INSERT's generated values cannot be made the same on both sides.
+pub const UNSAFE_INSERT_SELECT: &str =
+    "INSERT ... SELECT leaves columns to volatile defaults; their values may differ on the mirror";
+
+/// Plans `sql` (one INSERT) against its table's defaults: `Ok(None)` when no
+/// volatile default is left to the server.
+pub fn plan(sql: &str, defaults: &TableDefaults) -> Result<Option<InsertPlan>, &'static str> {
+    if defaults.volatile.is_empty() {
+        return Ok(None);
+    }
+    let Some(Statement::Insert(insert)) = parse_one(sql) else {
+        return Ok(None);
+    };
+    let named: Vec<String> = insert
+        .columns
+        .iter()
+        .map(|c| c.to_string().trim_matches('"').to_string())
+        .collect();
+    if named.is_empty() {
+        // No column list: every column is given (or DEFAULT VALUES).
+        return if insert.source.is_none() {
+            Err("INSERT ... DEFAULT VALUES leaves columns to volatile defaults; their values may differ on the mirror")
+        } else {
+            Ok(None)
+        };
+    }
+    let missing: Vec<ColumnDefault> = defaults
+        .volatile
+        .iter()
+        .filter(|d| !named.iter().any(|n| n == &d.column))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    match insert.source.as_deref().map(|q| &*q.body) {
+        Some(SetExpr::Values(values)) => Ok(Some(InsertPlan {
+            missing,
+            rows: values.rows.len(),
+        })),
+        _ => Err(UNSAFE_INSERT_SELECT),
+    }
+}
+
+impl InsertPlan {
+    /// Evaluates the missing defaults once per row, in row order.
+    pub fn values_query(&self) -> String {
+        let exprs: Vec<String> = self
+            .missing
+            .iter()
+            .map(|d| format!("({})::text", d.expr))
+            .collect();
+        format!(
+            "SELECT {} FROM generate_series(1, {}) AS turnout_row ORDER BY turnout_row",
+            exprs.join(", "),
+            self.rows
+        )
+    }
+
+    /// The INSERT with the evaluated values as explicit columns.
+    pub fn apply(&self, sql: &str, values: &[Vec<Option<String>>]) -> Result<String, String> {
+        let Some(Statement::Insert(mut insert)) = parse_one(sql) else {
+            return Err("the INSERT no longer parses".into());
+        };
+        if values.len() != self.rows || values.iter().any(|r| r.len() != self.missing.len()) {
+            return Err(format!(
+                "expected {} rows of {} generated values, got {}",
+                self.rows,
+                self.missing.len(),
+                values.len()
+            ));
+        }
+        let dialect = PostgreSqlDialect {};
+        let literal = |v: &Option<String>| -> Result<Expr, String> {
+            let text = match v {
+                Some(s) => format!("'{}'", s.replace('\'', "''")),
+                None => "NULL".to_string(),
+            };
+            Parser::new(&dialect)
+                .try_with_sql(&text)
+                .and_then(|mut p| p.parse_expr())
+                .map_err(|e| e.to_string())
+        };
+        for d in &self.missing {
+            insert.columns.push(ObjectName::from(vec![Ident::with_quote(
+                '"',
+                d.column.clone(),
+            )]));
+        }
+        if self.missing.iter().any(|d| d.identity_always) {
+            insert.overriding = Some(InsertOverriding::System);
+        }
+        let Some(SetExpr::Values(rows)) = insert.source.as_deref_mut().map(|q| &mut *q.body) else {
+            return Err("the INSERT has no VALUES list".into());
+        };
+        for (row, generated) in rows.rows.iter_mut().zip(values) {
+            for v in generated {
+                row.content.push(literal(v)?);
+            }
+        }
+        Ok(Statement::Insert(insert).to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> TableDefaults {
+        from_catalog_rows(&[
+            vec![
+                Some("id".into()),
+                Some("nextval('orders_id_seq'::regclass)".into()),
+                Some("".into()),
+            ],
+            vec![
+                Some("placed_at".into()),
+                Some("now()".into()),
+                Some("".into()),
+            ],
+            vec![
+                Some("status".into()),
+                Some("'new'::text".into()),
+                Some("".into()),
+            ],
+        ])
+    }
+
+    #[test]
+    fn only_volatile_defaults_are_kept() {
+        let d = defaults();
+        let names: Vec<_> = d.volatile.iter().map(|c| c.column.as_str()).collect();
+        assert_eq!(names, vec!["id", "placed_at"]);
+    }
+
+    #[test]
+    fn a_values_insert_gets_the_generated_columns() {
+        let sql = "INSERT INTO orders (customer_id, amount) VALUES (1, 10), (2, 20) RETURNING id";
+        let plan = plan(sql, &defaults()).unwrap().expect("a plan");
+        assert_eq!(plan.rows, 2);
+        assert_eq!(
+            plan.values_query(),
+            "SELECT (nextval('orders_id_seq'::regclass))::text, (now())::text FROM generate_series(1, 2) AS turnout_row ORDER BY turnout_row"
+        );
+        let values = vec![
+            vec![Some("41".into()), Some("2026-11-24 23:00:00+00".into())],
+            vec![Some("42".into()), Some("2026-11-24 23:00:00+00".into())],
+        ];
+        assert_eq!(
+            plan.apply(sql, &values).unwrap(),
+            "INSERT INTO orders (customer_id, amount, \"id\", \"placed_at\") VALUES (1, 10, '41', '2026-11-24 23:00:00+00'), (2, 20, '42', '2026-11-24 23:00:00+00') RETURNING id"
+        );
+    }
+
+    #[test]
+    fn inserts_that_name_every_generated_column_are_left_alone() {
+        let sql = "INSERT INTO orders (id, placed_at, customer_id) VALUES (1, now(), 2)";
+        assert_eq!(plan(sql, &defaults()), Ok(None));
+        assert_eq!(plan(sql, &TableDefaults::default()), Ok(None));
+    }
+
+    #[test]
+    fn insert_select_with_generated_columns_is_unsafe() {
+        let sql = "INSERT INTO orders (customer_id) SELECT id FROM customers";
+        assert_eq!(plan(sql, &defaults()), Err(UNSAFE_INSERT_SELECT));
+    }
+
+    #[test]
+    fn identity_always_gets_overriding_system_value() {
+        let d = from_catalog_rows(&[vec![
+            Some("id".into()),
+            Some("nextval('t_id_seq'::regclass)".into()),
+            Some("a".into()),
+        ]]);
+        let sql = "INSERT INTO t (x) VALUES ('it''s')";
+        let plan = plan(sql, &d).unwrap().unwrap();
+        let out = plan.apply(sql, &[vec![Some("7".into())]]).unwrap();
+        assert_eq!(
+            out,
+            "INSERT INTO t (x, \"id\") OVERRIDING SYSTEM VALUE VALUES ('it''s', '7')"
+        );
+        assert!(plan.apply(sql, &[]).is_err());
+    }
+
+    #[test]
+    fn target_and_catalog_query() {
+        assert_eq!(
+            insert_target("INSERT INTO app.\"Orders\" (a) VALUES (1)").as_deref(),
+            Some("app.\"Orders\"")
+        );
+        assert_eq!(insert_target("UPDATE t SET a = 1"), None);
+        assert!(catalog_query("o'brien").contains("to_regclass('o''brien')"));
+    }
+}
