@@ -147,23 +147,28 @@ fn concurrent_writers_in_and_out_of_transactions_stay_identical() {
     assert!(s.divergences().is_empty(), "{:?}", s.divergences());
 }
 
+/// A proxy in phase `mirror` with DDL applied to both sides, failure policy
+/// `on_error`, and `create` run through it.
+fn mirror_with_table(on_error: Option<&'static str>, create: &str) -> Setup {
+    let s = Setup::start(Options {
+        phase: Some("mirror"),
+        ddl: Some("both"),
+        on_error,
+        ..Options::default()
+    });
+    let out = s.psql(&s.app_url(), &["-c", create]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    s
+}
+
 fn count(url: &str, sql: &str) -> i64 {
     stdout(&psql(url, &["-c", sql], &[])).parse().unwrap_or(-1)
 }
 
 #[test]
 fn new_stopped_under_record_clients_see_no_errors_and_the_log_lists_the_misses() {
-    let mut s = Setup::start(Options {
-        phase: Some("mirror"),
-        ddl: Some("both"),
-        ..Options::default()
-    });
+    let mut s = mirror_with_table(None, "CREATE TABLE events (id int PRIMARY KEY, what text)");
     let url = s.app_url();
-    let out = s.psql(
-        &url,
-        &["-c", "CREATE TABLE events (id int PRIMARY KEY, what text)"],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
     let out = s.psql(&url, &["-c", "INSERT INTO events VALUES (1, 'before')"]);
     assert!(out.status.success(), "{}", stderr(&out));
 
@@ -206,18 +211,11 @@ fn new_stopped_under_record_clients_see_no_errors_and_the_log_lists_the_misses()
 
 #[test]
 fn new_stopped_under_fail_clients_get_errors_and_nothing_is_half_applied() {
-    let mut s = Setup::start(Options {
-        phase: Some("mirror"),
-        ddl: Some("both"),
-        on_error: Some("fail"),
-        ..Options::default()
-    });
-    let url = s.app_url();
-    let out = s.psql(
-        &url,
-        &["-c", "CREATE TABLE events (id int PRIMARY KEY, what text)"],
+    let mut s = mirror_with_table(
+        Some("fail"),
+        "CREATE TABLE events (id int PRIMARY KEY, what text)",
     );
-    assert!(out.status.success(), "{}", stderr(&out));
+    let url = s.app_url();
 
     s.new.as_mut().unwrap().kill().unwrap();
     let out = s.psql(&url, &["-c", "INSERT INTO events VALUES (1, 'autocommit')"]);
@@ -341,4 +339,43 @@ fn inserts_whose_generated_values_cannot_be_pinned_are_recorded_as_unsafe() {
         log[0].contains("\"kind\":\"unsafe_statement\"") && log[0].contains("INSERT ... SELECT"),
         "{log:?}"
     );
+}
+
+#[test]
+fn a_write_the_mirror_refuses_fails_the_transaction_at_commit_under_fail() {
+    let s = mirror_with_table(
+        Some("fail"),
+        "CREATE TABLE items (id int PRIMARY KEY, qty int)",
+    );
+    let url = s.app_url();
+    // new has a rule old lacks: it will refuse negative quantities.
+    let out = psql(
+        &s.direct_new_url(),
+        &["-c", "ALTER TABLE items ADD CHECK (qty >= 0)"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = s.psql(
+        &url,
+        &[
+            "-c",
+            "BEGIN",
+            "-c",
+            "INSERT INTO items VALUES (1, 5)",
+            "-c",
+            "INSERT INTO items VALUES (2, -1)",
+            "-c",
+            "COMMIT",
+        ],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("rolled back on both sides"), "{err}");
+    println!("COMMIT after new refused a write: {err}");
+    assert_eq!(count(&s.direct_url(), "SELECT count(*) FROM items"), 0);
+    assert_eq!(count(&s.direct_new_url(), "SELECT count(*) FROM items"), 0);
+    // An autocommit write the mirror refuses fails at once.
+    let out = s.psql(&url, &["-c", "INSERT INTO items VALUES (3, -1)"]);
+    assert!(!out.status.success());
+    assert_eq!(count(&s.direct_url(), "SELECT count(*) FROM items"), 0);
 }

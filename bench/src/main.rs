@@ -17,6 +17,10 @@ struct Args {
     rounds: u32,
     clients: u32,
     scale: u32,
+    /// Also measure mirrored TPC-B (phase mirror).
+    mirror: bool,
+    /// Skip the passthrough figures.
+    mirror_only: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -25,9 +29,19 @@ fn parse_args() -> Result<Args, String> {
         rounds: 3,
         clients: 8,
         scale: 10,
+        mirror: true,
+        mirror_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--no-mirror" {
+            a.mirror = false;
+            continue;
+        }
+        if flag == "--mirror-only" {
+            a.mirror_only = true;
+            continue;
+        }
         let value = it
             .next()
             .ok_or_else(|| format!("{flag} needs a value"))?
@@ -48,7 +62,7 @@ fn main() {
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("turnout-bench: {e}\nusage: turnout-bench [--seconds N] [--rounds N] [--clients N] [--scale N]");
+            eprintln!("turnout-bench: {e}\nusage: turnout-bench [--seconds N] [--rounds N] [--clients N] [--scale N] [--no-mirror | --mirror-only]");
             std::process::exit(2);
         }
     };
@@ -98,6 +112,26 @@ fn start_turnout(
     backend_host: &str,
     backend_port: u16,
 ) -> Result<(Killed, u16, PathBuf), String> {
+    start_turnout_with(
+        dir,
+        name,
+        backend_host,
+        backend_port,
+        backend_port,
+        "passthrough",
+    )
+}
+
+/// Starts turnout with `old` at `backend_host:old_port`, `new` at
+/// `backend_host:new_port`, in `phase`.
+fn start_turnout_with(
+    dir: &Path,
+    name: &str,
+    backend_host: &str,
+    backend_port: u16,
+    new_port: u16,
+    phase: &str,
+) -> Result<(Killed, u16, PathBuf), String> {
     let port = free_port().map_err(|e| e.to_string())?;
     let socket_dir = dir.join(name);
     std::fs::create_dir_all(&socket_dir).map_err(|e| e.to_string())?;
@@ -112,18 +146,23 @@ database = "bench"
 user = "bench"
 password = "bench"
 [backends.new]
-host = "127.0.0.1"
-port = {backend_port}
+host = "{backend_host}"
+port = {new_port}
 database = "bench"
 user = "bench"
 password = "bench"
 [[users]]
 name = "bench"
 password = "bench"
+[mirror]
+divergence_log = "{divergences}"
+[state]
+initial_phase = "{phase}"
 [log]
 level = "warn"
 "#,
-        socket_dir = socket_dir.display()
+        socket_dir = socket_dir.display(),
+        divergences = dir.join(format!("{name}-divergences.jsonl")).display()
     );
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config).map_err(|e| e.to_string())?;
@@ -193,8 +232,14 @@ struct Target {
 }
 
 fn pgbench_tps(t: &Target, mode: &str, args: &Args) -> Result<f64, String> {
+    pgbench_run(t, &["-S", "-M", mode], args)
+}
+
+/// Runs pgbench with `script_args` (e.g. `-S -M simple`) and returns its tps.
+fn pgbench_run(t: &Target, script_args: &[&str], args: &Args) -> Result<f64, String> {
     let out = Command::new("pgbench")
-        .args(["-n", "-S", "-M", mode, "-j", "2"])
+        .args(["-n", "-j", "2"])
+        .args(script_args)
         .arg(format!("-c{}", args.clients))
         .arg(format!("-T{}", args.seconds))
         .args(["-h", &t.host, "-U", "bench", "bench"])
@@ -216,6 +261,74 @@ fn pgbench_tps(t: &Target, mode: &str, args: &Args) -> Result<f64, String> {
         })
 }
 
+/// Mirrored TPC-B: pgbench's write workload through turnout in phase
+/// `mirror` (every write on old, then on new) against old directly.
+fn mirrored_tpcb(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), String> {
+    eprintln!("starting PostgreSQL (new) for the mirrored run...");
+    let new = bench_instance(args.scale)?;
+    // `old` starts from a fresh pgbench dataset too.
+    pgbench_init(old, args.scale)?;
+    let (_t, port, _) = start_turnout_with(
+        dir.path(),
+        "turnout-mirror",
+        "127.0.0.1",
+        old.port,
+        new.port,
+        "mirror",
+    )?;
+    let targets = [
+        Target {
+            name: "direct tcp".into(),
+            host: "127.0.0.1".into(),
+            port: old.port,
+            baseline: 0,
+        },
+        Target {
+            name: "turnout mirror".into(),
+            host: "127.0.0.1".into(),
+            port,
+            baseline: 0,
+        },
+    ];
+    println!(
+        "\npgbench TPC-B (default script) -c {} -j 2, {} s per run, {} rounds: direct to old vs through turnout in phase mirror (old and new on this machine)",
+        args.clients, args.seconds, args.rounds
+    );
+    println!(
+        "{:<9} {:<20} {:>11} {:>10} {:>11}",
+        "mode", "target", "median tps", "baseline", "ratio"
+    );
+    for mode in ["simple", "prepared"] {
+        let mut results = [Vec::new(), Vec::new()];
+        for round in 0..args.rounds {
+            for k in 0..2 {
+                let i = (k + round as usize) % 2;
+                let tps = pgbench_run(&targets[i], &["-M", mode], args)?;
+                eprintln!(
+                    "  tpcb {mode} round {round} {}: {tps:.0} tps",
+                    targets[i].name
+                );
+                results[i].push(tps);
+            }
+        }
+        let direct = median(&mut results[0]);
+        let mirrored = median(&mut results[1]);
+        println!(
+            "{:<9} {:<20} {:>11.0} {:>10} {:>11.3}",
+            mode, "direct tcp", direct, "direct tcp", 1.0
+        );
+        println!(
+            "{:<9} {:<20} {:>11.0} {:>10} {:>11.3}",
+            mode,
+            "turnout mirror",
+            mirrored,
+            "direct tcp",
+            mirrored / direct
+        );
+    }
+    Ok(())
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -229,26 +342,9 @@ fn run(args: &Args) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     eprintln!("starting PostgreSQL...");
-    let pg = PgInstance::start(PgOptions {
-        max_connections: 200,
-        ..PgOptions::default()
-    })
-    .map_err(|e| e.to_string())?;
-    pg.create_database("bench", "bench", "bench")
-        .map_err(|e| e.to_string())?;
-    let init = Command::new("pgbench")
-        .args(["-i", "-q", "-s"])
-        .arg(args.scale.to_string())
-        .args(["-h", "127.0.0.1", "-U", "bench", "bench"])
-        .arg(format!("-p{}", pg.port))
-        .env("PGPASSWORD", "bench")
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !init.status.success() {
-        return Err(format!(
-            "pgbench -i: {}",
-            String::from_utf8_lossy(&init.stderr)
-        ));
+    let pg = bench_instance(args.scale)?;
+    if args.mirror_only {
+        return mirrored_tpcb(args, &dir, &pg);
     }
     let pg_sock = pg.dir().display().to_string();
     let (_t1, t1_port, _) = start_turnout(dir.path(), "turnout-tcp", "127.0.0.1", pg.port)?;
@@ -320,5 +416,41 @@ fn run(args: &Args) -> Result<(), String> {
             );
         }
     }
+    if args.mirror {
+        mirrored_tpcb(args, &dir, &pg)?;
+    }
     Ok(())
+}
+
+/// A throwaway PostgreSQL with a `bench` database holding pgbench's tables.
+fn bench_instance(scale: u32) -> Result<PgInstance, String> {
+    let pg = PgInstance::start(PgOptions {
+        max_connections: 200,
+        ..PgOptions::default()
+    })
+    .map_err(|e| e.to_string())?;
+    pg.create_database("bench", "bench", "bench")
+        .map_err(|e| e.to_string())?;
+    pgbench_init(&pg, scale)?;
+    Ok(pg)
+}
+
+/// `pgbench -i` at `scale` (drops and recreates pgbench's tables).
+fn pgbench_init(pg: &PgInstance, scale: u32) -> Result<(), String> {
+    let init = Command::new("pgbench")
+        .args(["-i", "-q", "-s"])
+        .arg(scale.to_string())
+        .args(["-h", "127.0.0.1", "-U", "bench", "bench"])
+        .arg(format!("-p{}", pg.port))
+        .env("PGPASSWORD", "bench")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if init.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "pgbench -i: {}",
+            String::from_utf8_lossy(&init.stderr)
+        ))
+    }
 }

@@ -4,9 +4,12 @@
 //! Anything the parser cannot read, or whose effects are unknown, is a write:
 //! it is mirrored, never silently dropped.
 
+use super::cache_key::cache_key;
 use super::fingerprint::fingerprint;
 use dashmap::DashMap;
-use sqlparser::ast::{visit_expressions, visit_statements, CopySource, Expr, SetExpr, Statement};
+use sqlparser::ast::{
+    visit_expressions, visit_statements, CopySource, Expr, SetExpr, Statement, TableObject,
+};
 use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect};
 use sqlparser::parser::Parser;
 use std::ops::ControlFlow;
@@ -67,6 +70,8 @@ pub struct Classification {
     pub fingerprint: String,
     /// The parser's complaint when the text could not be parsed.
     pub parse_error: Option<String>,
+    /// For a text that is one INSERT: its target table, as written.
+    pub insert_table: Option<String>,
 }
 
 impl Classification {
@@ -326,15 +331,18 @@ impl Classifier {
         }
     }
 
+    /// The classification of `sql`, parsed once per statement shape: texts
+    /// that differ only in literal values share one answer.
     pub fn classify(&self, sql: &str) -> Arc<Classification> {
-        if let Some(hit) = self.cache.get(sql) {
+        let key = cache_key(self.dialect, sql);
+        if let Some(hit) = self.cache.get(key.as_str()) {
             return hit.clone();
         }
         let answer = Arc::new(classify_uncached(self.dialect, sql));
         if self.cache.len() >= self.capacity {
             self.cache.clear();
         }
-        self.cache.insert(sql.into(), answer.clone());
+        self.cache.insert(key.into(), answer.clone());
         answer
     }
 }
@@ -358,6 +366,7 @@ pub fn classify_uncached(dialect: SqlDialect, sql: &str) -> Classification {
         }],
         fingerprint: fingerprint.clone(),
         parse_error: Some(reason),
+        insert_table: None,
     };
     if sql.len() > MAX_PARSED_LEN {
         return unparsed(format!(
@@ -385,6 +394,13 @@ pub fn classify_uncached(dialect: SqlDialect, sql: &str) -> Classification {
             statements: statements.iter().map(classify_statement).collect(),
             fingerprint,
             parse_error: None,
+            insert_table: match statements.as_slice() {
+                [Statement::Insert(insert)] => match &insert.table {
+                    TableObject::TableName(name) => Some(name.to_string()),
+                    _ => None,
+                },
+                _ => None,
+            },
         },
         Err(e) => {
             // Maintenance commands the parser may not know change no rows;
@@ -415,6 +431,7 @@ pub fn classify_uncached(dialect: SqlDialect, sql: &str) -> Classification {
                     }],
                     fingerprint: fingerprint.clone(),
                     parse_error: Some(e.to_string()),
+                    insert_table: None,
                 }
             } else {
                 unparsed(e.to_string())

@@ -182,6 +182,8 @@ impl MirrorSession<'_> {
         unit: &[u8],
         wrap: bool,
     ) -> Result<(), String> {
+        // Answers to deferred statements come first on the mirror's connection.
+        self.drain_mirror(true).await;
         if wrap {
             self.on_mirror(&query("BEGIN"), 1, true)
                 .await

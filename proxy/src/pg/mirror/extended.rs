@@ -50,6 +50,7 @@ impl MirrorSession<'_> {
                             }],
                             fingerprint: "(unknown portal)".into(),
                             parse_error: None,
+                            insert_table: None,
                         })
                     }));
                 }
@@ -273,19 +274,19 @@ impl MirrorSession<'_> {
     /// INSERTs through the extended protocol that leave columns to volatile
     /// defaults are not rewritten yet: each is recorded as unsafe.
     async fn note_unsafe_inserts(&mut self, batch: &[Frame]) -> Step {
-        let executed: Vec<(Arc<str>, String)> = batch
+        let executed: Vec<(Arc<str>, Arc<Classification>)> = batch
             .iter()
             .filter(|f| f.tag == b'E')
             .filter_map(|f| cstr(f.body()))
             .filter_map(|(portal, _)| self.portals.get(portal))
             .filter_map(|stmt| self.statements.get(stmt))
-            .map(|p| (p.sql.clone(), p.class.fingerprint.clone()))
+            .map(|p| (p.sql.clone(), p.class.clone()))
             .collect();
-        for (sql, fingerprint) in executed {
-            let Some(table) = defaults::insert_target(&sql) else {
+        for (sql, class) in executed {
+            let Some(table) = class.insert_table.as_deref() else {
                 continue;
             };
-            let table_defaults = self.table_defaults(&table).await?;
+            let table_defaults = self.table_defaults(table).await?;
             let reason = match defaults::plan(&sql, &table_defaults) {
                 Ok(None) => continue,
                 Ok(Some(plan)) => format!(
@@ -301,7 +302,7 @@ impl MirrorSession<'_> {
             self.shared.record_divergence(Divergence::new(
                 DivergenceKind::UnsafeStatement,
                 self.mirror_side,
-                &fingerprint,
+                &class.fingerprint,
                 &reason,
             ));
         }

@@ -16,7 +16,7 @@ use crate::engine::pin::{pin_transaction_time, PinError};
 use crate::engine::{Classification, Kind, StatementClass, TxControl};
 use crate::server::Shared;
 use bytes::{BufMut, Bytes, BytesMut};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tracing::warn;
 use turnout_config::{DdlPolicy, MirrorErrorPolicy};
@@ -29,6 +29,8 @@ mod simple;
 
 /// Frames turnout buffers for the client before writing them out.
 const OUT_CHUNK: usize = 64 * 1024;
+/// Mirror answers left unread before turnout stops to read them.
+const MAX_PENDING: usize = 32;
 /// Session-setting statements kept to replay on a new mirror connection.
 const MAX_REPLAY: usize = 256;
 
@@ -49,6 +51,12 @@ enum Stop {
 }
 
 type Step = Result<(), Stop>;
+
+/// Statements sent to the mirror whose answers are still to be read.
+struct Pending {
+    readies: usize,
+    fingerprint: String,
+}
 
 /// A prepared statement as the client defined it.
 #[derive(Clone)]
@@ -163,6 +171,14 @@ pub struct MirrorSession<'a> {
     mirror_prepared: HashSet<String>,
     /// SET/RESET/DISCARD statements, replayed on a new mirror connection.
     replay: Vec<String>,
+    /// Statements sent to the mirror whose answers are not read yet.
+    mirror_pending: VecDeque<Pending>,
+    pending_readies: usize,
+    /// Deferred statements not yet written to the mirror.
+    mirror_outbox: BytesMut,
+    /// Under `mirror.on_error = fail`: a deferred statement failed on the
+    /// mirror; the transaction fails at COMMIT.
+    deferred_failure: Option<String>,
     /// Volatile column defaults per table, from the authority's catalog.
     table_defaults: HashMap<String, TableDefaults>,
     batch: Vec<Frame>,
@@ -194,6 +210,10 @@ impl<'a> MirrorSession<'a> {
             mirror_prepared: HashSet::new(),
             replay: Vec::new(),
             table_defaults: HashMap::new(),
+            mirror_pending: VecDeque::new(),
+            pending_readies: 0,
+            mirror_outbox: BytesMut::new(),
+            deferred_failure: None,
             batch: Vec::new(),
             flushed: false,
             out: BytesMut::new(),
@@ -381,6 +401,7 @@ impl<'a> MirrorSession<'a> {
         fresh: bool,
     ) -> Result<Collected, String> {
         if self.mirror.is_none() {
+            self.read_pending(true).await;
             if !fresh {
                 return Err(format!(
                     "no connection to {} in this transaction",
@@ -389,11 +410,14 @@ impl<'a> MirrorSession<'a> {
             }
             self.reconnect_mirror().await?;
         }
+        // Deferred statements go first, in the same write.
+        let sent = self.send_outbox(msgs).await;
+        self.read_pending(true).await;
+        sent?;
         let Some(m) = self.mirror.as_mut() else {
             return Err(format!("no connection to {}", self.mirror_side));
         };
         let run = async {
-            m.send(msgs).await?;
             let mut all = Collected {
                 frames: Vec::new(),
                 error: None,
@@ -407,24 +431,128 @@ impl<'a> MirrorSession<'a> {
             }
             Ok::<_, FramedError>(all)
         };
-        match tokio::time::timeout(self.shared.mirror_timeout, run).await {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => {
-                self.mirror = None;
-                self.mirror_prepared.clear();
-                Err(format!("connection to {} lost: {e}", self.mirror_side))
+        let outcome = tokio::time::timeout(self.shared.mirror_timeout, run).await;
+        self.mirror_outcome(outcome)
+    }
+
+    /// The result of a timed read from the mirror. A lost connection or a
+    /// timeout leaves its state unknown: the connection is dropped (the
+    /// backend rolls back whatever was open).
+    fn mirror_outcome<T>(
+        &mut self,
+        outcome: Result<Result<T, FramedError>, tokio::time::error::Elapsed>,
+    ) -> Result<T, String> {
+        let detail = match outcome {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => format!("connection to {} lost: {e}", self.mirror_side),
+            Err(_) => format!(
+                "{} did not answer within {} ms (mirror.statement_timeout_ms)",
+                self.mirror_side,
+                self.shared.mirror_timeout.as_millis()
+            ),
+        };
+        self.mirror = None;
+        self.mirror_prepared.clear();
+        Err(detail)
+    }
+
+    /// Sends `msgs` to the mirror inside an open transaction without waiting
+    /// for its answers: the client goes on with the authority, and the
+    /// answers are read before the next step that needs the mirror in step
+    /// (at the latest the COMMIT, which the mirror makes first; the
+    /// authority's row locks are held until then).
+    async fn mirror_defer(&mut self, msgs: &[u8], readies: usize, class: &Classification) {
+        if self.mirror.is_none() {
+            let detail = format!("no connection to {} in this transaction", self.mirror_side);
+            self.deferred_failed(&class.fingerprint, &detail, true);
+            return;
+        }
+        // Sent with the next message the mirror must answer at once (the
+        // COMMIT, at the latest): one write for the whole transaction.
+        self.mirror_outbox.extend_from_slice(msgs);
+        self.mirror_pending.push_back(Pending {
+            readies,
+            fingerprint: class.fingerprint.clone(),
+        });
+        self.pending_readies += readies;
+        if self.pending_readies > MAX_PENDING || self.mirror_outbox.len() > OUT_CHUNK {
+            self.drain_mirror(true).await;
+        }
+    }
+
+    /// Sends the deferred statements (with `extra` after them) to the mirror.
+    async fn send_outbox(&mut self, extra: &[u8]) -> Result<(), String> {
+        let mut out = std::mem::take(&mut self.mirror_outbox);
+        out.extend_from_slice(extra);
+        if out.is_empty() {
+            return Ok(());
+        }
+        let Some(m) = self.mirror.as_mut() else {
+            return Err(format!("no connection to {}", self.mirror_side));
+        };
+        let sent = match tokio::time::timeout(self.shared.mirror_timeout, m.send(&out)).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => format!("connection to {} lost: {e}", self.mirror_side),
+            Err(_) => format!("{} did not take the statements in time", self.mirror_side),
+        };
+        self.mirror = None;
+        self.mirror_prepared.clear();
+        Err(sent)
+    }
+
+    /// Reads the answers to deferred statements. `record`: failures count
+    /// (false when the transaction is being rolled back on both sides anyway).
+    async fn drain_mirror(&mut self, record: bool) {
+        // A failed send leaves the connection gone: each pending statement
+        // is then accounted for below.
+        let _ = self.send_outbox(&[]).await;
+        self.read_pending(record).await;
+    }
+
+    async fn read_pending(&mut self, record: bool) {
+        while let Some(p) = self.mirror_pending.pop_front() {
+            let outcome = match self.mirror.as_mut() {
+                None => Err(format!("no connection to {}", self.mirror_side)),
+                Some(m) => {
+                    let read = async {
+                        let mut error = None;
+                        for _ in 0..p.readies {
+                            error = error.or(collect(m).await?.error);
+                        }
+                        Ok::<_, FramedError>(error)
+                    };
+                    let outcome = tokio::time::timeout(self.shared.mirror_timeout, read).await;
+                    match self.mirror_outcome(outcome) {
+                        Ok(None) => Ok(()),
+                        Ok(Some(e)) => Err(e),
+                        Err(detail) => Err(detail),
+                    }
+                }
+            };
+            if let Err(detail) = outcome {
+                self.deferred_failed(&p.fingerprint, &detail, record);
             }
-            Err(_) => {
-                // Its state is unknown now: drop the connection (the backend
-                // rolls back whatever was open).
-                self.mirror = None;
-                self.mirror_prepared.clear();
-                Err(format!(
-                    "{} did not answer within {} ms (mirror.statement_timeout_ms)",
-                    self.mirror_side,
-                    self.shared.mirror_timeout.as_millis()
-                ))
-            }
+        }
+        self.pending_readies = 0;
+    }
+
+    /// A deferred mirror statement failed: recorded now under `record`;
+    /// under `fail` the transaction fails at its COMMIT.
+    fn deferred_failed(&mut self, fingerprint: &str, detail: &str, record: bool) {
+        if !record {
+            return;
+        }
+        self.shared.metrics_mirror_error();
+        if self.shared.mirror_policy == MirrorErrorPolicy::Fail {
+            self.deferred_failure
+                .get_or_insert_with(|| detail.to_string());
+        } else {
+            self.shared.record_divergence(Divergence::new(
+                DivergenceKind::MirrorError,
+                self.mirror_side,
+                fingerprint,
+                detail,
+            ));
         }
     }
 
@@ -472,6 +600,7 @@ fn empty_class() -> Classification {
         statements: Vec::new(),
         fingerprint: String::new(),
         parse_error: None,
+        insert_table: None,
     }
 }
 

@@ -61,9 +61,23 @@ impl MirrorSession<'_> {
         class: &Classification,
     ) -> Step {
         let fresh = self.status == b'I';
+        let kind = class.kind();
+        if kind == Kind::Transaction(TxControl::Rollback) {
+            // Whatever failed on the mirror is being undone on both sides.
+            self.drain_mirror(false).await;
+            self.deferred_failure = None;
+        }
         self.auth.send(to_auth).await.map_err(Stop::Authority)?;
         let result = self.collect_authority().await?;
-        if result.error.is_none() {
+        if result.status == b'I' {
+            self.deferred_failure = None;
+        }
+        if result.error.is_none()
+            && kind == Kind::Transaction(TxControl::Begin)
+            && self.mirror.is_some()
+        {
+            self.mirror_defer(to_mirror, 1, class).await;
+        } else if result.error.is_none() {
             if let Err(detail) = self.on_mirror(to_mirror, 1, fresh).await.and_then(no_error) {
                 // A setting the mirror refused is recorded; it fails nothing.
                 self.shared.metrics_mirror_error();
@@ -82,6 +96,19 @@ impl MirrorSession<'_> {
         self.relay_collected(&result, result.status).await
     }
 
+    /// Rolls the authority's transaction back and tells the client why
+    /// (`msg`), ending with ReadyForQuery(idle).
+    async fn roll_back_authority_and_fail(&mut self, msg: &str) -> Step {
+        self.auth
+            .send(&query("ROLLBACK"))
+            .await
+            .map_err(Stop::Authority)?;
+        self.collect_authority().await?;
+        self.queue(&codec::error_response(Severity::Error, "40003", msg));
+        self.queue(&codec::ready_for_query(b'I'));
+        self.flush_client().await
+    }
+
     /// COMMIT: the mirror commits first, then the authority.
     pub(super) async fn commit(
         &mut self,
@@ -90,6 +117,8 @@ impl MirrorSession<'_> {
         class: &Classification,
     ) -> Step {
         if self.status != b'T' {
+            self.drain_mirror(false).await;
+            self.deferred_failure = None;
             // Nothing to commit on the authority (no transaction, or a failed
             // one that COMMIT rolls back): the mirror rolls back too.
             let rollback = query("ROLLBACK");
@@ -105,6 +134,16 @@ impl MirrorSession<'_> {
             }
             return Ok(());
         }
+        self.drain_mirror(true).await;
+        if let Some(detail) = self.deferred_failure.take() {
+            // Under `fail`: a statement of this transaction failed on the mirror.
+            let _ = self.on_mirror(&query("ROLLBACK"), 1, false).await;
+            let msg = format!(
+                "turnout: the transaction was rolled back on both sides because {} refused one of its writes: {detail}",
+                self.mirror_side
+            );
+            return self.roll_back_authority_and_fail(&msg).await;
+        }
         let outcome = self.on_mirror(to_mirror, 1, false).await.and_then(|c| {
             if let Some(e) = c.error {
                 Err(e)
@@ -119,18 +158,11 @@ impl MirrorSession<'_> {
         });
         if let Err(detail) = outcome {
             if self.mirror_failed(class, &detail) {
-                self.auth
-                    .send(&query("ROLLBACK"))
-                    .await
-                    .map_err(Stop::Authority)?;
-                self.collect_authority().await?;
                 let msg = format!(
                     "turnout: the transaction was rolled back on both sides because {} could not commit it: {detail}",
                     self.mirror_side
                 );
-                self.queue(&codec::error_response(Severity::Error, "40003", &msg));
-                self.queue(&codec::ready_for_query(b'I'));
-                return self.flush_client().await;
+                return self.roll_back_authority_and_fail(&msg).await;
             }
         }
         self.auth.send(to_auth).await.map_err(Stop::Authority)?;
@@ -152,8 +184,8 @@ impl MirrorSession<'_> {
         let mut text = sql.to_string();
         let mut begun = false;
         if self.status != b'E' && class.statements.len() == 1 {
-            if let Some(table) = defaults::insert_target(sql) {
-                let table_defaults = self.table_defaults(&table).await?;
+            if let Some(table) = class.insert_table.as_deref() {
+                let table_defaults = self.table_defaults(table).await?;
                 match defaults::plan(sql, &table_defaults) {
                     Ok(None) => {}
                     Err(reason) => self.shared.record_divergence(Divergence::new(
@@ -291,16 +323,17 @@ impl MirrorSession<'_> {
                 reason,
             ));
         }
-        let outcome = if wrap {
-            let mut m = BytesMut::new();
-            m.extend_from_slice(&query("BEGIN"));
-            m.extend_from_slice(&mirrored);
-            m.extend_from_slice(&query("COMMIT"));
-            self.on_mirror(&m, 3, true).await
-        } else {
-            self.on_mirror(&mirrored, 1, false).await
+        if !wrap {
+            // Inside the client's transaction: the mirror's answer is read
+            // later (at the latest before COMMIT, which it makes first).
+            self.mirror_defer(&mirrored, 1, class).await;
+            return self.relay_collected(&result, result.status).await;
         }
-        .and_then(no_error);
+        let mut m = BytesMut::new();
+        m.extend_from_slice(&query("BEGIN"));
+        m.extend_from_slice(&mirrored);
+        m.extend_from_slice(&query("COMMIT"));
+        let outcome = self.on_mirror(&m, 3, true).await.and_then(no_error);
         if let Err(detail) = outcome {
             if self.mirror_failed(class, &detail) {
                 return self.fail_write(wrap, &detail).await;
