@@ -379,3 +379,295 @@ fn a_write_the_mirror_refuses_fails_the_transaction_at_commit_under_fail() {
     assert!(!out.status.success());
     assert_eq!(count(&s.direct_url(), "SELECT count(*) FROM items"), 0);
 }
+
+#[test]
+fn random_and_uuid_calls_in_insert_values_give_the_same_rows_on_both_sides() {
+    let s = mirror_with_table(
+        None,
+        "CREATE TABLE draws (id int PRIMARY KEY, token uuid, r float8, at timestamptz, s bigint)",
+    );
+    let url = s.app_url();
+    let out = s.psql(
+        &url,
+        &[
+            "-c",
+            "CREATE SEQUENCE draw_seq",
+            "-c",
+            "INSERT INTO draws VALUES (1, gen_random_uuid(), random(), clock_timestamp(), nextval('draw_seq')), \
+             (2, gen_random_uuid(), random() * 100, clock_timestamp(), nextval('draw_seq'))",
+            "-c",
+            "BEGIN",
+            "-c",
+            "INSERT INTO draws VALUES (3, md5(random()::text)::uuid, floor(random() * 10), now(), NULL)",
+            "-c",
+            "COMMIT",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_sides_identical(&s, &[("draws", "id")]);
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+    println!("{}", contents(&s.direct_new_url(), "draws", "id"));
+
+    // Per-row values in an UPDATE cannot be carried over: recorded.
+    let out = s.psql(&url, &["-c", "UPDATE draws SET r = random()"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = s.divergences();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert!(
+        log[0].contains("\"kind\":\"unsafe_statement\"") && log[0].contains("random()"),
+        "{log:?}"
+    );
+}
+
+#[test]
+fn on_unsafe_fail_refuses_writes_that_cannot_be_reproduced_before_either_side_runs_them() {
+    let s = Setup::start(Options {
+        phase: Some("mirror"),
+        ddl: Some("both"),
+        mirror_extra: "on_unsafe = \"fail\"",
+        ..Options::default()
+    });
+    let url = s.app_url();
+    let out = s.psql(
+        &url,
+        &[
+            "-c",
+            "CREATE TABLE draws (id int PRIMARY KEY, r float8)",
+            "-c",
+            "CREATE TABLE log (id serial PRIMARY KEY, v int)",
+            "-c",
+            "INSERT INTO draws VALUES (1, 0.5), (2, random())",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = s.psql(&url, &["-c", "UPDATE draws SET r = random()"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("refused because new could not reproduce its effect exactly")
+            && err.contains("mirror.on_unsafe"),
+        "{err}"
+    );
+    println!("refused: {err}");
+    assert_eq!(
+        count(&s.direct_url(), "SELECT count(*) FROM draws WHERE r = 0.5"),
+        1
+    );
+    // In a transaction: the transaction fails, as on any error.
+    let out = s.psql(
+        &url,
+        &[
+            "-c",
+            "BEGIN",
+            "-c",
+            "INSERT INTO log (v) VALUES (1)",
+            "-c",
+            "INSERT INTO log (v) SELECT id FROM draws",
+            "-c",
+            "COMMIT",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("INSERT ... SELECT"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(count(&s.direct_url(), "SELECT count(*) FROM log"), 0);
+    assert_eq!(count(&s.direct_new_url(), "SELECT count(*) FROM log"), 0);
+    assert_sides_identical(&s, &[("draws", "id")]);
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+}
+
+#[test]
+fn rules_route_statements_by_fingerprint() {
+    let s = Setup::start(Options {
+        phase: Some("mirror"),
+        ddl: Some("both"),
+        mirror_extra: r#"
+[[mirror.rules]]
+fingerprint = "insert into audit values (?)"
+action = "never_mirror"
+
+[[mirror.rules]]
+fingerprint = "SELECT count(*) FROM only_on_new"
+action = "new"
+
+[[mirror.rules]]
+fingerprint = "select bump(?)"
+action = "always_mirror"
+"#,
+        ..Options::default()
+    });
+    let url = s.app_url();
+    let out = s.psql(
+        &url,
+        &[
+            "-c",
+            "CREATE TABLE audit (v int)",
+            "-c",
+            "CREATE TABLE hits (id int PRIMARY KEY, n int)",
+            "-c",
+            "INSERT INTO hits VALUES (1, 0)",
+            "-c",
+            "CREATE FUNCTION bump(i int) RETURNS int LANGUAGE sql AS \
+             'UPDATE hits SET n = n + 1 WHERE id = i RETURNING n'",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = psql(
+        &s.direct_new_url(),
+        &[
+            "-c",
+            "CREATE TABLE only_on_new (v int)",
+            "-c",
+            "INSERT INTO only_on_new VALUES (1), (2), (3)",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = s.psql(
+        &url,
+        &[
+            "-c",
+            "INSERT INTO audit VALUES (7)",
+            "-c",
+            "SELECT bump(1)",
+            "-c",
+            "SELECT bump(1)",
+            "-c",
+            "select  count(*)  from only_on_new",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "1\n2\n3");
+    assert_eq!(count(&s.direct_url(), "SELECT count(*) FROM audit"), 1);
+    assert_eq!(count(&s.direct_new_url(), "SELECT count(*) FROM audit"), 0);
+    // A SELECT that writes, mirrored because a rule says so.
+    assert_sides_identical(&s, &[("hits", "id")]);
+    assert_eq!(count(&s.direct_new_url(), "SELECT n FROM hits"), 2);
+    // The same through the extended protocol.
+    let script = s.dir.path().join("rules.sql");
+    std::fs::write(
+        &script,
+        "SELECT count(*) FROM only_on_new;\nSELECT bump(1);\n",
+    )
+    .unwrap();
+    pgbench(
+        &url,
+        &[
+            "-n",
+            "-M",
+            "prepared",
+            "-t",
+            "3",
+            "-f",
+            &script.display().to_string(),
+        ],
+    );
+    assert_eq!(count(&s.direct_new_url(), "SELECT n FROM hits"), 5);
+    assert_sides_identical(&s, &[("hits", "id")]);
+}
+
+/// Waits until `check` holds, up to 30 s.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn async_mode_applies_pgbench_on_new_after_the_clients_finish() {
+    let s = Setup::start(Options {
+        phase: Some("mirror"),
+        ddl: Some("both"),
+        mirror_extra: "mode = \"async\"",
+        ..Options::default()
+    });
+    let url = s.app_url();
+    pgbench(&url, &["-i", "-s", "1", "-q"]);
+    // Queues are per session: order holds within one session, not across
+    // sessions. Let pgbench -i's session reach new before others update its rows.
+    eventually("new has pgbench's accounts", || {
+        count(&s.direct_new_url(), "SELECT count(*) FROM pgbench_accounts") == 100_000
+    });
+    for mode in ["simple", "prepared"] {
+        let text = pgbench(&url, &["-n", "-M", mode, "-c", "8", "-j", "2", "-t", "100"]);
+        assert!(text.contains("number of failed transactions: 0"), "{text}");
+    }
+    let expected = count(&s.direct_url(), "SELECT count(*) FROM pgbench_history");
+    assert_eq!(expected, 2 * 8 * 100);
+    eventually("new has every history row", || {
+        count(&s.direct_new_url(), "SELECT count(*) FROM pgbench_history") == expected
+    });
+    // TPC-B's writes commute across sessions, so the order the session
+    // queues drain in does not matter: both sides end identical.
+    println!("divergence log: {:?}", s.divergences());
+    assert_sides_identical(&s, &PGBENCH_TABLES);
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+}
+
+#[test]
+fn async_mode_does_not_wait_for_a_stalled_new_and_records_what_overflows() {
+    let s = Setup::start(Options {
+        phase: Some("mirror"),
+        ddl: Some("both"),
+        mirror_extra: "mode = \"async\"\nasync_queue = 3",
+        ..Options::default()
+    });
+    let url = s.app_url();
+    let out = s.psql(&url, &["-c", "CREATE TABLE events (id int PRIMARY KEY)"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    eventually("the table exists on new", || {
+        count(&s.direct_new_url(), "SELECT count(*) FROM events") == 0
+    });
+    // Stall new: a session of its own holds the table locked.
+    let mut locker = Command::new("psql")
+        .args(["-X", "-q", &s.direct_new_url()])
+        .args([
+            "-c",
+            "BEGIN",
+            "-c",
+            "LOCK TABLE events",
+            "-c",
+            "SELECT pg_sleep(3)",
+            "-c",
+            "COMMIT",
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // One session, ten autocommit inserts: the client gets every answer
+    // from old while new is stalled (the lock is held until after they return).
+    let mut args = Vec::new();
+    for i in 1..=10 {
+        args.push("-c".to_string());
+        args.push(format!("INSERT INTO events VALUES ({i})"));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = s.psql(&url, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        locker.try_wait().unwrap().is_none(),
+        "new's lock ended before the client finished"
+    );
+    assert_eq!(count(&s.direct_url(), "SELECT count(*) FROM events"), 10);
+    locker.wait().unwrap();
+
+    // One insert waits on the lock, three fill the queue, the rest overflow:
+    // each one that did not reach new is in the log.
+    eventually("new has what was queued", || {
+        let on_new = count(&s.direct_new_url(), "SELECT count(*) FROM events");
+        let overflowed = s
+            .divergences()
+            .iter()
+            .filter(|l| l.contains("\"kind\":\"async_overflow\""))
+            .count() as i64;
+        overflowed > 0 && on_new + overflowed == 10
+    });
+    println!("divergence log:\n{}", s.divergences().join("\n"));
+}

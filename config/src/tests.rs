@@ -99,3 +99,32 @@ fn example_config_is_valid() {
     let c = load(std::path::Path::new(path)).expect("example config is valid");
     assert_eq!(c.users[0].auth, AuthMethod::ScramSha256);
 }
+
+#[test]
+fn mirror_rules_and_policies_parse_and_are_checked() {
+    let text = format!(
+        "{GOOD}\n[mirror]\nmode = \"async\"\non_unsafe = \"fail\"\n\n\
+         [[mirror.rules]]\nfingerprint = \"select bump(?)\"\naction = \"always_mirror\"\n\n\
+         [[mirror.rules]]\nfingerprint = \"SELECT * FROM v2_only\"\naction = \"new\"\n"
+    );
+    let c = parse(&text, "t.toml").expect("valid");
+    assert_eq!(c.mirror.mode, MirrorMode::Async);
+    assert_eq!(c.mirror.on_unsafe, UnsafePolicy::Fail);
+    assert_eq!(c.mirror.rules.len(), 2);
+    assert_eq!(c.mirror.rules[1].action, RuleAction::New);
+
+    let bad_action = text.replace("\"always_mirror\"", "\"sometimes\"");
+    let err = parse(&bad_action, "t.toml").unwrap_err().to_string();
+    assert!(err.contains("mirror.rules[0].action"), "{err}");
+
+    let duplicate = text.replace("SELECT * FROM v2_only", "SELECT bump(?)");
+    let err = parse(&duplicate, "t.toml").unwrap_err().to_string();
+    assert!(err.contains("mirror.rules[1].fingerprint"), "{err}");
+
+    let fail_async = text.replace("on_unsafe = \"fail\"", "on_error = \"fail\"");
+    let err = parse(&fail_async, "t.toml").unwrap_err().to_string();
+    assert!(
+        err.contains("mirror.on_error") && err.contains("mirror.mode"),
+        "{err}"
+    );
+}

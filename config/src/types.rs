@@ -139,6 +139,45 @@ pub struct Mirror {
     pub divergence_log: Option<PathBuf>,
     #[serde(default = "defaults::statement_timeout_ms")]
     pub statement_timeout_ms: u64,
+    /// What to do with a write whose effect the mirror cannot reproduce.
+    #[serde(default)]
+    pub on_unsafe: UnsafePolicy,
+    /// Per-fingerprint overrides of the classifier's routing.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+/// One routing override: statements with this fingerprint get `action`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// The statement's fingerprint as the divergence log shows it, or any
+    /// statement of that shape (literals are normalized away).
+    pub fingerprint: String,
+    pub action: RuleAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleAction {
+    /// Run on `old` only.
+    Old,
+    /// Run on `new` only; the client sees new's answer.
+    New,
+    /// Run on the authority only, whatever the statement is.
+    NeverMirror,
+    /// Mirror it as a write, even when it looks like a read.
+    AlwaysMirror,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnsafePolicy {
+    /// Run it on both sides and write an `unsafe_statement` divergence.
+    #[default]
+    Record,
+    /// Refuse it with an error before either side runs it.
+    Fail,
 }
 
 impl Default for Mirror {
@@ -150,6 +189,8 @@ impl Default for Mirror {
             async_queue: defaults::async_queue(),
             divergence_log: None,
             statement_timeout_ms: defaults::statement_timeout_ms(),
+            on_unsafe: UnsafePolicy::default(),
+            rules: Vec::new(),
         }
     }
 }

@@ -1,4 +1,4 @@
-use crate::{AuthMethod, Backend, BackendTlsMode, Config};
+use crate::{AuthMethod, Backend, BackendTlsMode, Config, MirrorErrorPolicy, MirrorMode};
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
@@ -163,6 +163,23 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
     }
     if config.mirror.statement_timeout_ms == 0 {
         c.push("mirror.statement_timeout_ms", "must be above 0");
+    }
+    if config.mirror.mode == MirrorMode::Async && config.mirror.on_error == MirrorErrorPolicy::Fail
+    {
+        c.push(
+            "mirror.on_error",
+            "\"fail\" needs mirror.mode = \"sync\": in async mode the client does not wait for the mirror, so its failures cannot fail the client's statement",
+        );
+    }
+    let mut seen = HashSet::new();
+    for (i, rule) in config.mirror.rules.iter().enumerate() {
+        let key = format!("mirror.rules[{i}].fingerprint");
+        let text = rule.fingerprint.trim();
+        if text.is_empty() {
+            c.push(&key, "must not be empty");
+        } else if !seen.insert(text.to_ascii_lowercase()) {
+            c.push(&key, format!("{text:?} has a rule already"));
+        }
     }
     let s = &config.sampling;
     if !(0.0..=1.0).contains(&s.rate) {

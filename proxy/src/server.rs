@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tracing::{debug, error, info, warn};
 use turnout_config::{Config, Protocol};
-use turnout_config::{DdlPolicy, MirrorErrorPolicy};
+use turnout_config::{DdlPolicy, MirrorErrorPolicy, MirrorMode, UnsafePolicy};
 use turnout_control::divergence::{Divergence, DivergenceLog, DivergenceLogError};
 use turnout_control::{RoutingState, Side};
 
@@ -68,6 +68,9 @@ pub struct Shared {
     pub classifier: Classifier,
     pub ddl_policy: DdlPolicy,
     pub mirror_policy: MirrorErrorPolicy,
+    pub unsafe_policy: UnsafePolicy,
+    /// `mirror.mode = "async"`: the per-session queue's bound.
+    pub async_queue: Option<usize>,
     pub mirror_timeout: Duration,
     divergence_log: Option<DivergenceLog>,
     mirror_errors: AtomicU64,
@@ -181,9 +184,13 @@ impl Server {
             cancels: DashMap::new(),
             max_message: config.limits.max_message_bytes(),
             auth_timeout: Duration::from_millis(config.limits.auth_timeout_ms),
-            classifier: Classifier::new(SqlDialect::Postgres, 10_000),
+            classifier: Classifier::new(SqlDialect::Postgres, 10_000)
+                .with_rules(&config.mirror.rules),
             ddl_policy: config.mirror.ddl,
             mirror_policy: config.mirror.on_error,
+            unsafe_policy: config.mirror.on_unsafe,
+            async_queue: (config.mirror.mode == MirrorMode::Async)
+                .then_some(config.mirror.async_queue as usize),
             mirror_timeout: Duration::from_millis(config.mirror.statement_timeout_ms),
             divergence_log: match &config.mirror.divergence_log {
                 Some(path) => Some(DivergenceLog::open(path)?),

@@ -33,6 +33,9 @@ pub struct Options {
     pub on_error: Option<&'static str>,
     /// `mirror.ddl` ("authority_only" by default).
     pub ddl: Option<&'static str>,
+    /// More lines at the end of the `[mirror]` section (`mode = "async"`,
+    /// `[[mirror.rules]]` tables, ...).
+    pub mirror_extra: &'static str,
 }
 
 pub struct Setup {
@@ -130,6 +133,7 @@ on_error = "{on_error}"
 ddl = "{ddl}"
 divergence_log = "{divergence_log}"
 statement_timeout_ms = 5000
+{mirror_extra}
 
 [state]
 initial_phase = "{phase}"
@@ -146,6 +150,7 @@ level = "debug"
             new_port = new.as_ref().map(|n| n.port).unwrap_or(1),
             on_error = opts.on_error.unwrap_or("record"),
             ddl = opts.ddl.unwrap_or("authority_only"),
+            mirror_extra = opts.mirror_extra,
             divergence_log = divergence_log.display(),
             phase = opts.phase.unwrap_or("passthrough"),
             old_host = if opts.unix_sockets {

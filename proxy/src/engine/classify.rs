@@ -12,8 +12,10 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect};
 use sqlparser::parser::Parser;
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use turnout_config::{Rule, RuleAction};
 
 /// Statements longer than this are not parsed (bounded CPU); they count as writes.
 const MAX_PARSED_LEN: usize = 1 << 20;
@@ -64,7 +66,7 @@ pub struct StatementClass {
 }
 
 /// What a query text (one or more statements) is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Classification {
     pub statements: Vec<StatementClass>,
     pub fingerprint: String,
@@ -72,6 +74,8 @@ pub struct Classification {
     pub parse_error: Option<String>,
     /// For a text that is one INSERT: its target table, as written.
     pub insert_table: Option<String>,
+    /// The config rule (`mirror.rules`) whose fingerprint this text has.
+    pub rule: Option<RuleAction>,
 }
 
 impl Classification {
@@ -319,6 +323,8 @@ pub struct Classifier {
     dialect: SqlDialect,
     cache: DashMap<Box<str>, Arc<Classification>>,
     capacity: usize,
+    /// Rule actions by fingerprint.
+    rules: HashMap<String, RuleAction>,
 }
 
 impl Classifier {
@@ -328,7 +334,19 @@ impl Classifier {
             dialect,
             cache: DashMap::new(),
             capacity: capacity.max(1),
+            rules: HashMap::new(),
         }
+    }
+
+    /// Adds routing overrides. A rule's text is fingerprinted, so it may be
+    /// written as the fingerprint or as any statement of that shape.
+    pub fn with_rules(mut self, rules: &[Rule]) -> Self {
+        let d = dialect_of(self.dialect);
+        for rule in rules {
+            self.rules
+                .insert(fingerprint(d.as_ref(), &rule.fingerprint), rule.action);
+        }
+        self
     }
 
     /// The classification of `sql`, parsed once per statement shape: texts
@@ -338,7 +356,9 @@ impl Classifier {
         if let Some(hit) = self.cache.get(key.as_str()) {
             return hit.clone();
         }
-        let answer = Arc::new(classify_uncached(self.dialect, sql));
+        let mut answer = classify_uncached(self.dialect, sql);
+        answer.rule = self.rules.get(&answer.fingerprint).copied();
+        let answer = Arc::new(answer);
         if self.cache.len() >= self.capacity {
             self.cache.clear();
         }
@@ -366,7 +386,7 @@ pub fn classify_uncached(dialect: SqlDialect, sql: &str) -> Classification {
         }],
         fingerprint: fingerprint.clone(),
         parse_error: Some(reason),
-        insert_table: None,
+        ..Classification::default()
     };
     if sql.len() > MAX_PARSED_LEN {
         return unparsed(format!(
@@ -401,6 +421,7 @@ pub fn classify_uncached(dialect: SqlDialect, sql: &str) -> Classification {
                 },
                 _ => None,
             },
+            rule: None,
         },
         Err(e) => {
             // Maintenance commands the parser may not know change no rows;
@@ -431,7 +452,7 @@ pub fn classify_uncached(dialect: SqlDialect, sql: &str) -> Classification {
                     }],
                     fingerprint: fingerprint.clone(),
                     parse_error: Some(e.to_string()),
-                    insert_table: None,
+                    ..Classification::default()
                 }
             } else {
                 unparsed(e.to_string())

@@ -9,7 +9,9 @@
 //! `nextval()`) cannot be pinned this way: they are reported so the engine can
 //! take the authority's row images instead, or record the statement as unsafe.
 
-use sqlparser::ast::{visit_expressions_mut, Expr, Statement};
+use sqlparser::ast::{
+    visit_expressions_mut, Expr, Ident, SetExpr, Statement, VisitMut, VisitorMut,
+};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use std::ops::ControlFlow;
@@ -116,6 +118,116 @@ pub fn pin_transaction_time(sql: &str, transaction_time: &str) -> Result<(String
     Ok((text, true))
 }
 
+/// An `INSERT ... VALUES` whose rows call per-call functions (`random()`,
+/// `gen_random_uuid()`, `clock_timestamp()`, `nextval()`, ...): the engine
+/// evaluates each call once on the authority ([`PerCallPlan::values_query`],
+/// inside the write's transaction) and both sides insert those values
+/// ([`PerCallPlan::apply`]). Each call in VALUES runs once per row anyway, so
+/// the authority's rows are what the statement as written would give.
+#[derive(Debug)]
+pub struct PerCallPlan {
+    statement: Statement,
+    /// The calls, as SQL, in the order of their placeholders.
+    calls: Vec<String>,
+}
+
+struct PerCallCollector {
+    calls: Vec<String>,
+}
+
+impl VisitorMut for PerCallCollector {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<()> {
+        if function_name(e).is_some_and(|n| PER_CALL.contains(&n.as_str())) {
+            let i = self.calls.len();
+            self.calls.push(e.to_string());
+            *e = Expr::Identifier(Ident::new(placeholder(i)));
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn placeholder(i: usize) -> String {
+    format!("__turnout_v{i}__")
+}
+
+/// The plan for `sql` when it is one `INSERT ... VALUES` calling per-call
+/// functions in its rows; `None` otherwise (other statements stay as they are).
+pub fn per_call_plan(sql: &str) -> Option<PerCallPlan> {
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    if statements.len() != 1 {
+        return None;
+    }
+    let mut statement = statements.pop()?;
+    let mut collector = PerCallCollector { calls: Vec::new() };
+    {
+        let Statement::Insert(insert) = &mut statement else {
+            return None;
+        };
+        let source = insert.source.as_mut()?;
+        let SetExpr::Values(values) = source.body.as_mut() else {
+            return None;
+        };
+        for row in &mut values.rows {
+            for e in row.iter_mut() {
+                let _ = e.visit(&mut collector);
+            }
+        }
+    }
+    if collector.calls.is_empty() || collector.calls.iter().any(|c| c.contains("__turnout_v")) {
+        return None;
+    }
+    Some(PerCallPlan {
+        statement,
+        calls: collector.calls,
+    })
+}
+
+impl PerCallPlan {
+    /// One row: each call's value as text and its type, evaluated once.
+    pub fn values_query(&self) -> String {
+        let columns: Vec<String> = (0..self.calls.len())
+            .map(|i| format!("v{i}::text, pg_typeof(v{i})::text"))
+            .collect();
+        let calls: Vec<String> = self
+            .calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c} AS v{i}"))
+            .collect();
+        // OFFSET 0 keeps the planner from inlining (and re-evaluating) the calls.
+        format!(
+            "SELECT {} FROM (SELECT {} OFFSET 0) AS turnout_values",
+            columns.join(", "),
+            calls.join(", ")
+        )
+    }
+
+    /// The statement with each call replaced by the authority's value.
+    pub fn apply(&self, row: &[Option<String>]) -> Result<String, String> {
+        if row.len() != 2 * self.calls.len() {
+            return Err(format!(
+                "the authority gave {} values for {} calls",
+                row.len() / 2,
+                self.calls.len()
+            ));
+        }
+        let mut text = self.statement.to_string();
+        for (i, pair) in row.chunks(2).enumerate() {
+            let Some(ty) = pair[1].as_deref() else {
+                return Err("the authority gave no type for a value".into());
+            };
+            let literal = match pair[0].as_deref() {
+                Some(v) => format!("CAST('{}' AS {ty})", v.replace('\'', "''")),
+                None => format!("CAST(NULL AS {ty})"),
+            };
+            text = text.replace(&placeholder(i), &literal);
+        }
+        Ok(text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +280,37 @@ mod tests {
                 Err(PinError::Unpinnable(f.to_string()))
             );
         }
+    }
+
+    #[test]
+    fn per_call_values_in_insert_rows_are_evaluated_once() {
+        let plan = per_call_plan(
+            "INSERT INTO t (id, token, r) VALUES (1, gen_random_uuid(), random() * 10), (2, gen_random_uuid(), 0.5)",
+        )
+        .unwrap();
+        assert_eq!(
+            plan.values_query(),
+            "SELECT v0::text, pg_typeof(v0)::text, v1::text, pg_typeof(v1)::text, v2::text, pg_typeof(v2)::text \
+             FROM (SELECT gen_random_uuid() AS v0, random() AS v1, gen_random_uuid() AS v2 OFFSET 0) AS turnout_values"
+        );
+        let row = [
+            Some("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".to_string()),
+            Some("uuid".to_string()),
+            Some("0.25".to_string()),
+            Some("double precision".to_string()),
+            None,
+            Some("uuid".to_string()),
+        ];
+        assert_eq!(
+            plan.apply(&row).unwrap(),
+            "INSERT INTO t (id, token, r) VALUES (1, CAST('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11' AS uuid), CAST('0.25' AS double precision) * 10), (2, CAST(NULL AS uuid), 0.5)"
+        );
+        assert!(plan.apply(&row[..2]).is_err());
+        // Only INSERT ... VALUES rows are planned.
+        assert!(per_call_plan("UPDATE t SET r = random()").is_none());
+        assert!(per_call_plan("INSERT INTO t SELECT random() FROM s").is_none());
+        assert!(per_call_plan("INSERT INTO t VALUES (1, now())").is_none());
+        assert!(per_call_plan("INSERT INTO").is_none());
     }
 
     #[test]

@@ -101,13 +101,19 @@ impl MirrorSession<'_> {
             self.queue(&f.raw);
         }
         self.flush_client().await?;
-        // Data from the client to both sides.
+        // Data from the client to both sides (to the async queue in chunks).
+        let mut chunk = BytesMut::new();
         loop {
             let f = self.client.read().await.map_err(Stop::Client)?;
             match f.tag {
                 b'd' | b'c' | b'f' => {
                     self.auth.send(&f.raw).await.map_err(Stop::Authority)?;
-                    if mirror_ok.is_ok() {
+                    if mirror_ok.is_ok() && self.async_mirror.is_some() {
+                        chunk.extend_from_slice(&f.raw);
+                        if chunk.len() >= OUT_CHUNK || f.tag != b'd' {
+                            self.enqueue_more(chunk.split().freeze()).await;
+                        }
+                    } else if mirror_ok.is_ok() {
                         if let Some(m) = self.mirror.as_mut() {
                             if let Err(e) = m.send(&f.raw).await {
                                 mirror_ok = Err(format!("connection lost during COPY: {e}"));
@@ -128,7 +134,10 @@ impl MirrorSession<'_> {
                     );
                     let fail = copy_fail(&reason);
                     self.auth.send(&fail).await.map_err(Stop::Authority)?;
-                    if let Some(m) = self.mirror.as_mut() {
+                    if self.async_mirror.is_some() {
+                        chunk.extend_from_slice(&fail);
+                        self.enqueue_more(chunk.split().freeze()).await;
+                    } else if let Some(m) = self.mirror.as_mut() {
                         let _ = m.send(&fail).await;
                     }
                     break;
@@ -188,6 +197,11 @@ impl MirrorSession<'_> {
             self.on_mirror(&query("BEGIN"), 1, true)
                 .await
                 .and_then(no_error)?;
+        }
+        if self.async_mirror.is_some() {
+            // Its answers are read with the COPY's end.
+            self.enqueue(unit, 0, false).await;
+            return Ok(());
         }
         let Some(m) = self.mirror.as_mut() else {
             return Err(format!("no connection to {}", self.mirror_side));

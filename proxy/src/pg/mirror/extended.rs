@@ -49,8 +49,7 @@ impl MirrorSession<'_> {
                                 nondeterministic: false,
                             }],
                             fingerprint: "(unknown portal)".into(),
-                            parse_error: None,
-                            insert_table: None,
+                            ..Classification::default()
                         })
                     }));
                 }
@@ -76,7 +75,7 @@ impl MirrorSession<'_> {
         let executed = self.register(&batch);
         for class in &executed {
             if matches!(
-                classify_route(class, self.shared.ddl_policy),
+                self.route(class),
                 Route::Write | Route::Commit | Route::Unwrapped
             ) {
                 self.shared.record_divergence(Divergence::new(
@@ -122,25 +121,31 @@ impl MirrorSession<'_> {
             self.relay_authority().await?;
             return Ok(());
         }
-        let routes: Vec<Route> = executed
-            .iter()
-            .map(|c| classify_route(c, self.shared.ddl_policy))
-            .collect();
+        let routes: Vec<Route> = executed.iter().map(|c| self.route(c)).collect();
+        let mirror_only = routes.iter().filter(|&&r| r == Route::MirrorOnly).count();
+        if mirror_only > 0 && mirror_only < routes.len() {
+            let msg = "turnout: this batch mixes statements a rule (mirror.rules) sends to one side alone with others; send them in separate batches (each up to its own Sync)";
+            let status = self.status;
+            self.queue(&codec::error_response(Severity::Error, "0A000", msg));
+            self.queue(&codec::ready_for_query(status));
+            return self.flush_client().await;
+        }
         let route = combine(&routes);
         let class = executed
             .iter()
-            .find(|c| classify_route(c, self.shared.ddl_policy) == route)
+            .find(|c| self.route(c) == route)
             .cloned()
-            .unwrap_or_else(|| Arc::new(empty_class()));
+            .unwrap_or_default();
+        self.unit_class = class.clone();
         let copies = executed.iter().any(|c| sql_is_copy_from(&c.fingerprint));
         if copies && route == Route::Write {
             // COPY through the extended protocol: the authority only, recorded.
-            self.shared.record_divergence(Divergence::new(
-                DivergenceKind::UnsafeStatement,
-                self.mirror_side,
+            if let Some(msg) = self.unsafe_write(
                 &class.fingerprint,
                 "COPY FROM STDIN through the extended protocol is not mirrored",
-            ));
+            ) {
+                return self.refuse(&msg, false).await;
+            }
             self.auth.send(&raw).await.map_err(Stop::Authority)?;
             self.relay_authority().await?;
             return Ok(());
@@ -169,11 +174,19 @@ impl MirrorSession<'_> {
                     .unwrap_or_else(|_| raw.clone().freeze());
                 self.unwrapped(&raw, &m, &class).await
             }
+            Route::MirrorOnly => {
+                let plan = self.mirror_plan(&batch, true);
+                let m = plan.build(None).unwrap_or_else(|_| raw.clone().freeze());
+                self.mirror_prepared.extend(plan.prepares_named());
+                self.mirror_only(&m).await
+            }
             Route::Write => {
                 let time_needed = executed.iter().any(|c| c.nondeterministic());
                 // The mirror's copy is built once the authority's time is known.
-                let mirror_parts = self.mirror_plan(&batch);
-                self.note_unsafe_inserts(&batch).await?;
+                let mirror_parts = self.mirror_plan(&batch, false);
+                if let Some(msg) = self.note_unsafe_inserts(&batch).await? {
+                    return self.refuse(&msg, false).await;
+                }
                 let result = self
                     .write(
                         &raw,
@@ -191,16 +204,17 @@ impl MirrorSession<'_> {
 
     /// The batch as the mirror should run it, without time pinning.
     fn mirror_batch(&mut self, batch: &[Frame], time: Option<&str>) -> Result<Bytes, PinError> {
-        let plan = self.mirror_plan(batch);
+        let plan = self.mirror_plan(batch, false);
         let out = plan.build(time);
         self.mirror_prepared.extend(plan.prepares_named());
         out
     }
 
     /// Works out the mirror's messages: Parse lazily for statements the
-    /// mirror lacks, Describe dropped (only the authority answers the client),
-    /// statements that need the authority's time re-parsed unnamed.
-    fn mirror_plan(&self, batch: &[Frame]) -> MirrorPlan {
+    /// mirror lacks, Describe dropped unless `answers` (only the side whose
+    /// answers the client gets describes), statements that need the
+    /// authority's time re-parsed unnamed.
+    fn mirror_plan(&self, batch: &[Frame], answers: bool) -> MirrorPlan {
         let mut parts = Vec::new();
         let mut parsed_here: HashSet<String> = HashSet::new();
         let mut prepared = self.mirror_prepared.clone();
@@ -264,6 +278,7 @@ impl MirrorSession<'_> {
                         _ => parts.push(Part::Raw(f.raw.clone())),
                     }
                 }
+                b'D' if answers => parts.push(Part::Raw(f.raw.clone())),
                 b'D' | b'H' => {}
                 _ => parts.push(Part::Raw(f.raw.clone())),
             }
@@ -272,8 +287,9 @@ impl MirrorSession<'_> {
     }
 
     /// INSERTs through the extended protocol that leave columns to volatile
-    /// defaults are not rewritten yet: each is recorded as unsafe.
-    async fn note_unsafe_inserts(&mut self, batch: &[Frame]) -> Step {
+    /// defaults are not rewritten yet: each is recorded as unsafe (or, under
+    /// `mirror.on_unsafe = fail`, gives the message to refuse the batch with).
+    async fn note_unsafe_inserts(&mut self, batch: &[Frame]) -> Result<Option<String>, Stop> {
         let executed: Vec<(Arc<str>, Arc<Classification>)> = batch
             .iter()
             .filter(|f| f.tag == b'E')
@@ -299,23 +315,20 @@ impl MirrorSession<'_> {
                 ),
                 Err(reason) => reason.to_string(),
             };
-            self.shared.record_divergence(Divergence::new(
-                DivergenceKind::UnsafeStatement,
-                self.mirror_side,
-                &class.fingerprint,
-                &reason,
-            ));
+            if let Some(msg) = self.unsafe_write(&class.fingerprint, &reason) {
+                return Ok(Some(msg));
+            }
         }
-        Ok(())
+        Ok(None)
     }
 
     pub(super) async fn function_call(&mut self, frame: Frame) -> Step {
-        self.shared.record_divergence(Divergence::new(
-            DivergenceKind::UnsafeStatement,
-            self.mirror_side,
+        if let Some(msg) = self.unsafe_write(
             "(function call message)",
             "the FunctionCall protocol message is not mirrored",
-        ));
+        ) {
+            return self.refuse(&msg, false).await;
+        }
         self.auth.send(&frame.raw).await.map_err(Stop::Authority)?;
         self.relay_authority().await.map(|_| ())
     }

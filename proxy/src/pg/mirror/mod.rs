@@ -12,20 +12,23 @@ use super::backend::{self, BackendConn};
 use super::codec::{self, put_cstr, Severity};
 use super::framed::{Frame, Framed, FramedError};
 use crate::engine::defaults::{self, TableDefaults};
-use crate::engine::pin::{pin_transaction_time, PinError};
+use crate::engine::pin::{self, pin_transaction_time, PinError};
 use crate::engine::{Classification, Kind, StatementClass, TxControl};
 use crate::server::Shared;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tracing::warn;
-use turnout_config::{DdlPolicy, MirrorErrorPolicy};
+use turnout_config::{DdlPolicy, MirrorErrorPolicy, RuleAction, UnsafePolicy};
 use turnout_control::divergence::{Divergence, DivergenceKind};
 use turnout_control::Side;
 
 mod copy;
 mod extended;
+mod queue;
 mod simple;
+
+use queue::AsyncMirror;
 
 /// Frames turnout buffers for the client before writing them out.
 const OUT_CHUNK: usize = 64 * 1024;
@@ -33,6 +36,9 @@ const OUT_CHUNK: usize = 64 * 1024;
 const MAX_PENDING: usize = 32;
 /// Session-setting statements kept to replay on a new mirror connection.
 const MAX_REPLAY: usize = 256;
+/// A transaction time to try pinning with, to learn whether a statement
+/// can be pinned before it runs.
+const PROBE_TIME: &str = "2000-01-01 00:00:00+00";
 
 /// How a mirrored session ended.
 #[derive(Debug)]
@@ -80,6 +86,8 @@ enum Route {
     /// authority, then on the mirror, without wrapping.
     Unwrapped,
     Reject,
+    /// A `mirror.rules` entry sends it to the mirror's side alone.
+    MirrorOnly,
 }
 
 /// The result of running something on one backend up to ReadyForQuery.
@@ -110,26 +118,41 @@ fn cstr(b: &[u8]) -> Option<(&str, &[u8])> {
     Some((std::str::from_utf8(&b[..end]).ok()?, &b[end + 1..]))
 }
 
-fn classify_route(class: &Classification, ddl: DdlPolicy) -> Route {
+fn classify_route(class: &Classification, ddl: DdlPolicy, mirror_side: Side) -> Route {
     let statements = &class.statements;
     let has_tx = statements
         .iter()
         .any(|s| matches!(s.kind, Kind::Transaction(_)));
-    if statements.len() > 1 && has_tx {
-        return Route::Unwrapped;
-    }
-    match class.kind() {
-        Kind::Read | Kind::LockingRead | Kind::Other => Route::Authority,
-        Kind::Session => Route::Both,
-        Kind::Transaction(TxControl::Commit) => Route::Commit,
-        Kind::Transaction(_) => Route::Both,
-        Kind::Write => Route::Write,
-        Kind::Ddl => match ddl {
-            DdlPolicy::AuthorityOnly => Route::Authority,
-            // Schema changes are not wrapped: some cannot run in a transaction
-            // block (CREATE INDEX CONCURRENTLY), and they take their own locks.
-            DdlPolicy::Both => Route::Unwrapped,
-            DdlPolicy::Reject => Route::Reject,
+    let kind = class.kind();
+    let route = if statements.len() > 1 && has_tx {
+        Route::Unwrapped
+    } else {
+        match kind {
+            Kind::Read | Kind::LockingRead | Kind::Other => Route::Authority,
+            Kind::Session => Route::Both,
+            Kind::Transaction(TxControl::Commit) => Route::Commit,
+            Kind::Transaction(_) => Route::Both,
+            Kind::Write => Route::Write,
+            Kind::Ddl => match ddl {
+                DdlPolicy::AuthorityOnly => Route::Authority,
+                // Schema changes are not wrapped: some cannot run in a
+                // transaction block (CREATE INDEX CONCURRENTLY), and they
+                // take their own locks.
+                DdlPolicy::Both => Route::Unwrapped,
+                DdlPolicy::Reject => Route::Reject,
+            },
+        }
+    };
+    match class.rule {
+        None => route,
+        Some(RuleAction::NeverMirror) => Route::Authority,
+        Some(RuleAction::Old) if mirror_side == Side::Old => Route::MirrorOnly,
+        Some(RuleAction::New) if mirror_side == Side::New => Route::MirrorOnly,
+        Some(RuleAction::Old | RuleAction::New) => Route::Authority,
+        Some(RuleAction::AlwaysMirror) => match route {
+            Route::Authority | Route::Reject if kind == Kind::Ddl => Route::Unwrapped,
+            Route::Authority => Route::Write,
+            other => other,
         },
     }
 }
@@ -138,6 +161,7 @@ fn classify_route(class: &Classification, ddl: DdlPolicy) -> Route {
 fn combine(routes: &[Route]) -> Route {
     for r in [
         Route::Reject,
+        Route::MirrorOnly,
         Route::Unwrapped,
         Route::Commit,
         Route::Write,
@@ -170,7 +194,13 @@ pub struct MirrorSession<'a> {
     /// Named statements that exist on the mirror connection.
     mirror_prepared: HashSet<String>,
     /// SET/RESET/DISCARD statements, replayed on a new mirror connection.
-    replay: Vec<String>,
+    replay: Arc<Vec<String>>,
+    /// `mirror.mode = "async"`: the queue toward the mirror (which then owns
+    /// the mirror's connection; `mirror` stays `None`).
+    async_mirror: Option<AsyncMirror>,
+    /// The classification of the unit being handled, for the async queue's
+    /// divergence records.
+    unit_class: Arc<Classification>,
     /// Statements sent to the mirror whose answers are not read yet.
     mirror_pending: VecDeque<Pending>,
     pending_readies: usize,
@@ -189,18 +219,30 @@ pub struct MirrorSession<'a> {
 
 impl<'a> MirrorSession<'a> {
     pub fn new(
-        shared: &'a Shared,
+        shared: &'a Arc<Shared>,
         client: Framed,
         auth: BackendConn,
         mirror: Option<BackendConn>,
         mirror_side: Side,
         client_params: Vec<(String, String)>,
     ) -> Self {
+        let mut mirror = mirror.map(|m| Framed::new(m.stream, m.leftover, usize::MAX));
+        let async_mirror = shared.async_queue.map(|bound| {
+            AsyncMirror::start(
+                shared.clone(),
+                mirror_side,
+                client_params.clone(),
+                mirror.take(),
+                bound,
+            )
+        });
         MirrorSession {
             shared,
             client,
             auth: Framed::new(auth.stream, auth.leftover, usize::MAX),
-            mirror: mirror.map(|m| Framed::new(m.stream, m.leftover, usize::MAX)),
+            mirror,
+            async_mirror,
+            unit_class: Arc::default(),
             mirror_side,
             client_params,
             status: b'I',
@@ -208,7 +250,7 @@ impl<'a> MirrorSession<'a> {
             statements: HashMap::new(),
             portals: HashMap::new(),
             mirror_prepared: HashSet::new(),
-            replay: Vec::new(),
+            replay: Arc::default(),
             table_defaults: HashMap::new(),
             mirror_pending: VecDeque::new(),
             pending_readies: 0,
@@ -276,6 +318,10 @@ impl<'a> MirrorSession<'a> {
 
     fn auth_side(&self) -> Side {
         self.mirror_side.other()
+    }
+
+    fn route(&self, class: &Classification) -> Route {
+        classify_route(class, self.shared.ddl_policy, self.mirror_side)
     }
 
     async fn flush_client(&mut self) -> Step {
@@ -400,6 +446,14 @@ impl<'a> MirrorSession<'a> {
         readies: usize,
         fresh: bool,
     ) -> Result<Collected, String> {
+        if self.async_mirror.is_some() {
+            self.enqueue(msgs, readies, fresh).await;
+            return Ok(Collected {
+                frames: Vec::new(),
+                error: None,
+                status: self.status,
+            });
+        }
         if self.mirror.is_none() {
             self.read_pending(true).await;
             if !fresh {
@@ -461,7 +515,17 @@ impl<'a> MirrorSession<'a> {
     /// answers are read before the next step that needs the mirror in step
     /// (at the latest the COMMIT, which the mirror makes first; the
     /// authority's row locks are held until then).
-    async fn mirror_defer(&mut self, msgs: &[u8], readies: usize, class: &Classification) {
+    async fn mirror_defer(
+        &mut self,
+        msgs: &[u8],
+        readies: usize,
+        class: &Classification,
+        fresh: bool,
+    ) {
+        if self.async_mirror.is_some() {
+            self.enqueue(msgs, readies, fresh).await;
+            return;
+        }
         if self.mirror.is_none() {
             let detail = format!("no connection to {} in this transaction", self.mirror_side);
             self.deferred_failed(&class.fingerprint, &detail, true);
@@ -557,15 +621,13 @@ impl<'a> MirrorSession<'a> {
     }
 
     async fn reconnect_mirror(&mut self) -> Result<(), String> {
-        let target = self.shared.target(self.mirror_side);
-        let conn = backend::connect(target, &self.client_params)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut m = Framed::new(conn.stream, conn.leftover, usize::MAX);
-        for sql in &self.replay {
-            m.send(&query(sql)).await.map_err(|e| e.to_string())?;
-            collect(&mut m).await.map_err(|e| e.to_string())?;
-        }
+        let m = queue::connect_mirror(
+            self.shared,
+            self.mirror_side,
+            &self.client_params,
+            &self.replay,
+        )
+        .await?;
         self.mirror = Some(m);
         self.mirror_prepared.clear();
         Ok(())
@@ -593,15 +655,6 @@ fn copy_fail(reason: &str) -> Bytes {
     let mut body = BytesMut::new();
     put_cstr(&mut body, reason);
     codec::frame(b'f', &body)
-}
-
-fn empty_class() -> Classification {
-    Classification {
-        statements: Vec::new(),
-        fingerprint: String::new(),
-        parse_error: None,
-        insert_table: None,
-    }
 }
 
 fn sql_is_copy_from(sql: &str) -> bool {

@@ -13,11 +13,12 @@ impl MirrorSession<'_> {
             return Ok(());
         };
         let class = self.shared.classifier.classify(&sql);
+        self.unit_class = class.clone();
         if class.kind() == Kind::Ddl {
             // Column defaults may have changed.
             self.table_defaults.clear();
         }
-        let route = classify_route(&class, self.shared.ddl_policy);
+        let route = self.route(&class);
         if route == Route::Write && class.statements.len() == 1 && sql_is_copy_from(&sql) {
             return self.copy_statement(&frame.raw, &class).await;
         }
@@ -31,13 +32,38 @@ impl MirrorSession<'_> {
                 let remember = class.kind() == Kind::Session;
                 self.both(&frame.raw, &frame.raw, &class).await?;
                 if remember && self.replay.len() < MAX_REPLAY && self.status == b'I' {
-                    self.replay.push(sql);
+                    Arc::make_mut(&mut self.replay).push(sql);
                 }
                 Ok(())
             }
             Route::Commit => self.commit(&frame.raw, &frame.raw, &class).await,
             Route::Write => self.simple_write(&frame.raw, &sql, &class).await,
             Route::Unwrapped => self.unwrapped(&frame.raw, &frame.raw, &class).await,
+            Route::MirrorOnly => self.mirror_only(&frame.raw).await,
+        }
+    }
+
+    /// A statement a rule sends to the mirror's side alone: the client gets
+    /// that side's answer.
+    pub(super) async fn mirror_only(&mut self, unit: &[u8]) -> Step {
+        let fresh = self.status == b'I';
+        let status = self.status;
+        let answer = if self.async_mirror.is_some() {
+            self.ask_queued(unit, fresh).await
+        } else {
+            self.on_mirror(unit, 1, fresh).await
+        };
+        match answer {
+            Ok(c) => self.relay_collected(&c, status).await,
+            Err(detail) => {
+                let msg = format!(
+                    "turnout: a rule (mirror.rules) sends this statement to {} alone, which could not run it: {detail}",
+                    self.mirror_side
+                );
+                self.queue(&codec::error_response(Severity::Error, "08006", &msg));
+                self.queue(&codec::ready_for_query(status));
+                self.flush_client().await
+            }
         }
     }
 
@@ -74,9 +100,9 @@ impl MirrorSession<'_> {
         }
         if result.error.is_none()
             && kind == Kind::Transaction(TxControl::Begin)
-            && self.mirror.is_some()
+            && (self.mirror.is_some() || self.async_mirror.is_some())
         {
-            self.mirror_defer(to_mirror, 1, class).await;
+            self.mirror_defer(to_mirror, 1, class, fresh).await;
         } else if result.error.is_none() {
             if let Err(detail) = self.on_mirror(to_mirror, 1, fresh).await.and_then(no_error) {
                 // A setting the mirror refused is recorded; it fails nothing.
@@ -177,63 +203,62 @@ impl MirrorSession<'_> {
         Ok(())
     }
 
-    /// A simple-protocol write: an INSERT that leaves columns to volatile
-    /// defaults gets them evaluated on the authority first (see
-    /// `engine::defaults`), then the write runs in lockstep.
+    /// A simple-protocol write. An INSERT whose VALUES call per-call
+    /// functions (`random()`, `gen_random_uuid()`, ...) or that leaves columns
+    /// to volatile defaults gets those values evaluated on the authority
+    /// first (see `engine::pin` and `engine::defaults`); then the write runs
+    /// in lockstep with both sides inserting the same values.
     async fn simple_write(&mut self, raw: &[u8], sql: &str, class: &Classification) -> Step {
         let mut text = sql.to_string();
         let mut begun = false;
-        if self.status != b'E' && class.statements.len() == 1 {
-            if let Some(table) = class.insert_table.as_deref() {
-                let table_defaults = self.table_defaults(table).await?;
-                match defaults::plan(sql, &table_defaults) {
-                    Ok(None) => {}
-                    Err(reason) => self.shared.record_divergence(Divergence::new(
-                        DivergenceKind::UnsafeStatement,
-                        self.mirror_side,
-                        &class.fingerprint,
-                        reason,
-                    )),
-                    Ok(Some(plan)) => {
-                        if self.status == b'I' {
-                            self.auth
-                                .send(&query("BEGIN"))
-                                .await
-                                .map_err(Stop::Authority)?;
-                            self.collect_authority().await?;
-                            begun = true;
+        let single_insert = class.statements.len() == 1 && class.insert_table.is_some();
+        if self.status != b'E' && single_insert && class.nondeterministic() {
+            if let Some(plan) = pin::per_call_plan(&text) {
+                let Some(rows) = self
+                    .authority_values(&plan.values_query(), &mut begun)
+                    .await?
+                else {
+                    return Ok(());
+                };
+                let applied = rows
+                    .first()
+                    .ok_or_else(|| "the authority returned no row".to_string())
+                    .and_then(|row| plan.apply(row));
+                match applied {
+                    Ok(rewritten) => text = rewritten,
+                    Err(e) => {
+                        let reason = format!("per-call values could not be applied: {e}");
+                        if let Some(msg) = self.unsafe_write(&class.fingerprint, &reason) {
+                            return self.refuse(&msg, begun).await;
                         }
-                        self.auth
-                            .send(&query(&plan.values_query()))
-                            .await
-                            .map_err(Stop::Authority)?;
-                        let generated = self.collect_authority().await?;
-                        if generated.error.is_some() {
-                            // The INSERT itself would have failed the same way.
-                            if begun {
-                                self.auth
-                                    .send(&query("ROLLBACK"))
-                                    .await
-                                    .map_err(Stop::Authority)?;
-                                self.collect_authority().await?;
+                    }
+                }
+            }
+        }
+        if self.status != b'E' && single_insert {
+            let table = class.insert_table.as_deref().unwrap_or_default();
+            let table_defaults = self.table_defaults(table).await?;
+            match defaults::plan(&text, &table_defaults) {
+                Ok(None) => {}
+                Err(reason) => {
+                    if let Some(msg) = self.unsafe_write(&class.fingerprint, reason) {
+                        return self.refuse(&msg, begun).await;
+                    }
+                }
+                Ok(Some(plan)) => {
+                    let Some(rows) = self
+                        .authority_values(&plan.values_query(), &mut begun)
+                        .await?
+                    else {
+                        return Ok(());
+                    };
+                    match plan.apply(&text, &rows) {
+                        Ok(rewritten) => text = rewritten,
+                        Err(e) => {
+                            let reason = format!("generated values could not be applied: {e}");
+                            if let Some(msg) = self.unsafe_write(&class.fingerprint, &reason) {
+                                return self.refuse(&msg, begun).await;
                             }
-                            let status = if begun { b'I' } else { generated.status };
-                            return self.relay_collected(&generated, status).await;
-                        }
-                        let rows: Vec<Vec<Option<String>>> = generated
-                            .frames
-                            .iter()
-                            .filter(|f| f.tag == b'D')
-                            .map(|f| data_row_texts(f.body()))
-                            .collect();
-                        match plan.apply(sql, &rows) {
-                            Ok(rewritten) => text = rewritten,
-                            Err(e) => self.shared.record_divergence(Divergence::new(
-                                DivergenceKind::UnsafeStatement,
-                                self.mirror_side,
-                                &class.fingerprint,
-                                &format!("generated values could not be applied: {e}"),
-                            )),
                         }
                     }
                 }
@@ -255,6 +280,49 @@ impl MirrorSession<'_> {
         .await
     }
 
+    /// Runs `sql` (a SELECT of values a write will use) on the authority,
+    /// inside the write's transaction: opened first when the client has none
+    /// (`begun` is then set). An error goes to the client as the write's own
+    /// (the write would have failed the same way) and gives `None`.
+    async fn authority_values(
+        &mut self,
+        sql: &str,
+        begun: &mut bool,
+    ) -> Result<Option<Vec<Vec<Option<String>>>>, Stop> {
+        let mut msgs = BytesMut::new();
+        let opens = self.status == b'I' && !*begun;
+        if opens {
+            msgs.extend_from_slice(&query("BEGIN"));
+        }
+        msgs.extend_from_slice(&query(sql));
+        self.auth.send(&msgs).await.map_err(Stop::Authority)?;
+        if opens {
+            self.collect_authority().await?;
+            *begun = true;
+        }
+        let values = self.collect_authority().await?;
+        if values.error.is_some() {
+            if *begun {
+                self.auth
+                    .send(&query("ROLLBACK"))
+                    .await
+                    .map_err(Stop::Authority)?;
+                self.collect_authority().await?;
+            }
+            let status = if *begun { b'I' } else { values.status };
+            self.relay_collected(&values, status).await?;
+            return Ok(None);
+        }
+        Ok(Some(
+            values
+                .frames
+                .iter()
+                .filter(|f| f.tag == b'D')
+                .map(|f| data_row_texts(f.body()))
+                .collect(),
+        ))
+    }
+
     /// A write: authority first (its row locks held), then the mirror, which
     /// commits before the authority does. `begun`: the caller already opened
     /// the wrapping transaction on the authority.
@@ -272,7 +340,25 @@ impl MirrorSession<'_> {
             self.relay_authority().await?;
             return Ok(());
         }
-        let wrap = begun || self.status == b'I';
+        if self.shared.unsafe_policy == UnsafePolicy::Fail {
+            // Refused before either side runs it.
+            let reason = match class.unsafe_reason() {
+                Some(r) => Some(r.to_string()),
+                None if time_needed => mirror_unit(Some(PROBE_TIME)).err().map(|e| e.to_string()),
+                None => None,
+            };
+            if let Some(reason) = reason {
+                let msg = self
+                    .unsafe_write(&class.fingerprint, &reason)
+                    .unwrap_or_default();
+                return self.refuse(&msg, begun).await;
+            }
+        }
+        let fresh = self.status == b'I';
+        // In async mode an autocommit write needs no wrapping transaction,
+        // unless the authority's transaction time is to be read.
+        let wrap = begun
+            || (fresh && (self.async_mirror.is_none() || (time_needed && self.tx_time.is_none())));
         let fetch_time = time_needed && self.tx_time.is_none();
         let mut msgs = BytesMut::new();
         if wrap && !begun {
@@ -305,28 +391,19 @@ impl MirrorSession<'_> {
         let mirrored = match mirror_unit(self.tx_time.as_deref()) {
             Ok(m) => m,
             Err(e) => {
-                // Run as written: the values may differ; say so.
-                self.shared.record_divergence(Divergence::new(
-                    DivergenceKind::UnsafeStatement,
-                    self.mirror_side,
-                    &class.fingerprint,
-                    &e.to_string(),
-                ));
+                // Run as written: the values may differ; say so. (Under
+                // `on_unsafe = fail` it was refused above.)
+                let _ = self.unsafe_write(&class.fingerprint, &e.to_string());
                 mirror_unit(None).unwrap_or_else(|_| Bytes::copy_from_slice(unit))
             }
         };
         if let Some(reason) = class.unsafe_reason() {
-            self.shared.record_divergence(Divergence::new(
-                DivergenceKind::UnsafeStatement,
-                self.mirror_side,
-                &class.fingerprint,
-                reason,
-            ));
+            let _ = self.unsafe_write(&class.fingerprint, reason);
         }
         if !wrap {
             // Inside the client's transaction: the mirror's answer is read
             // later (at the latest before COMMIT, which it makes first).
-            self.mirror_defer(&mirrored, 1, class).await;
+            self.mirror_defer(&mirrored, 1, class, fresh).await;
             return self.relay_collected(&result, result.status).await;
         }
         let mut m = BytesMut::new();
@@ -366,28 +443,54 @@ impl MirrorSession<'_> {
             "turnout: the write was not applied because {} refused it: {detail}",
             self.mirror_side
         );
-        if wrapped {
+        self.refuse(&msg, wrapped).await
+    }
+
+    /// Fails the client's statement with `msg` as if the authority had:
+    /// `wrapped` (turnout's own transaction around the write) is rolled back;
+    /// the client's own transaction is put into the failed state, as the
+    /// client's failed statement would have put it.
+    pub(super) async fn refuse(&mut self, msg: &str, wrapped: bool) -> Step {
+        let status = if wrapped {
             self.auth
                 .send(&query("ROLLBACK"))
                 .await
                 .map_err(Stop::Authority)?;
             self.collect_authority().await?;
-            self.queue(&codec::error_response(Severity::Error, "XX000", &msg));
-            self.queue(&codec::ready_for_query(b'I'));
-        } else {
-            // Put the authority's transaction into the failed state, as the
-            // client's own failed statement would have.
+            b'I'
+        } else if self.status == b'T' {
             self.auth
                 .send(&query(
-                    "DO $turnout$ BEGIN RAISE EXCEPTION 'turnout: mirror failed'; END $turnout$",
+                    "DO $turnout$ BEGIN RAISE EXCEPTION 'turnout: statement refused'; END $turnout$",
                 ))
                 .await
                 .map_err(Stop::Authority)?;
-            let c = self.collect_authority().await?;
-            self.queue(&codec::error_response(Severity::Error, "XX000", &msg));
-            self.queue(&codec::ready_for_query(c.status));
-        }
+            self.collect_authority().await?.status
+        } else {
+            self.status
+        };
+        self.queue(&codec::error_response(Severity::Error, "XX000", msg));
+        self.queue(&codec::ready_for_query(status));
         self.flush_client().await
+    }
+
+    /// A write whose effect the mirror may not reproduce: recorded as an
+    /// `unsafe_statement` divergence, or under `mirror.on_unsafe = fail`
+    /// the message to refuse it with.
+    pub(super) fn unsafe_write(&self, fingerprint: &str, reason: &str) -> Option<String> {
+        if self.shared.unsafe_policy == UnsafePolicy::Fail {
+            return Some(format!(
+                "turnout: refused because {} could not reproduce its effect exactly (mirror.on_unsafe = \"fail\"): {reason}",
+                self.mirror_side
+            ));
+        }
+        self.shared.record_divergence(Divergence::new(
+            DivergenceKind::UnsafeStatement,
+            self.mirror_side,
+            fingerprint,
+            reason,
+        ));
+        None
     }
 
     /// Several statements with transaction control among them: the authority
