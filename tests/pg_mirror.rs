@@ -184,15 +184,34 @@ fn new_stopped_under_record_clients_see_no_errors_and_the_log_lists_the_misses()
             stderr(&out)
         );
     }
+    let out = s.psql(
+        &url,
+        &["-c", "UPDATE events SET what = 'changed' WHERE id = 1"],
+    );
+    assert!(
+        out.status.success(),
+        "client saw an error: {}",
+        stderr(&out)
+    );
     assert_eq!(count(&s.direct_url(), "SELECT count(*) FROM events"), 6);
     let log = s.divergences();
-    assert_eq!(log.len(), 5, "{log:?}");
+    assert_eq!(log.len(), 6, "{log:?}");
     assert!(
-        log.iter().all(|l| l.contains("\"kind\":\"mirror_error\"")
-            && l.contains("insert into events values (?)")
-            && l.contains("\"side\":\"new\"")),
+        log[..5]
+            .iter()
+            .all(|l| l.contains("\"kind\":\"mirror_error\"")
+                && l.contains("\"table\":\"events\"")
+                && l.contains("insert into events values (?)")
+                && l.contains("\"side\":\"new\"")),
         "{log:?}"
     );
+    // The record names the row: table and key.
+    assert!(
+        log[5].contains("\"table\":\"events\"") && log[5].contains("\"key\":\"id=1\""),
+        "{log:?}"
+    );
+    // Statements themselves stay out of the log unless configured.
+    assert!(log.iter().all(|l| !l.contains("\"statement\"")), "{log:?}");
     println!("divergence log while new was down:\n{}", log.join("\n"));
 
     // Back up: mirroring resumes on the next write.
@@ -206,7 +225,7 @@ fn new_stopped_under_record_clients_see_no_errors_and_the_log_lists_the_misses()
         ),
         2
     );
-    assert_eq!(s.divergences().len(), 5);
+    assert_eq!(s.divergences().len(), 6);
 }
 
 #[test]

@@ -145,6 +145,10 @@ pub struct Mirror {
     /// Per-fingerprint overrides of the classifier's routing.
     #[serde(default)]
     pub rules: Vec<Rule>,
+    /// Divergence records carry the statement text and its parameters
+    /// (off by default: they may hold personal data).
+    #[serde(default)]
+    pub log_statements: bool,
 }
 
 /// One routing override: statements with this fingerprint get `action`.
@@ -191,6 +195,7 @@ impl Default for Mirror {
             statement_timeout_ms: defaults::statement_timeout_ms(),
             on_unsafe: UnsafePolicy::default(),
             rules: Vec::new(),
+            log_statements: false,
         }
     }
 }

@@ -69,6 +69,8 @@ pub struct Shared {
     pub ddl_policy: DdlPolicy,
     pub mirror_policy: MirrorErrorPolicy,
     pub unsafe_policy: UnsafePolicy,
+    /// `mirror.log_statements`: divergence records carry the statement text.
+    pub log_statements: bool,
     /// `mirror.mode = "async"`: the per-session queue's bound.
     pub async_queue: Option<usize>,
     pub mirror_timeout: Duration,
@@ -88,6 +90,18 @@ impl Shared {
                 error!(error = %e, "divergence could not be written to the divergence log; it is in this log only");
             }
         }
+    }
+
+    /// Records `d` with the table, row key and (when `mirror.log_statements`
+    /// is on) the statement found in `sent`, the messages sent to the mirror.
+    pub fn record_located(&self, mut d: Divergence, sent: &[u8]) {
+        let loc = crate::engine::locate::locate(sent);
+        d.table = loc.table;
+        d.key = loc.key;
+        if self.log_statements {
+            d.statement = loc.statement;
+        }
+        self.record_divergence(d);
     }
 
     pub fn metrics_mirror_error(&self) {
@@ -189,6 +203,7 @@ impl Server {
             ddl_policy: config.mirror.ddl,
             mirror_policy: config.mirror.on_error,
             unsafe_policy: config.mirror.on_unsafe,
+            log_statements: config.mirror.log_statements,
             async_queue: (config.mirror.mode == MirrorMode::Async)
                 .then_some(config.mirror.async_queue as usize),
             mirror_timeout: Duration::from_millis(config.mirror.statement_timeout_ms),

@@ -81,9 +81,14 @@ fn last_significant(out: &[(String, bool)], end: usize) -> Option<usize> {
     out[..end].iter().rposition(|(p, _)| p != " ")
 }
 
-fn cap(mut s: String) -> String {
-    if s.len() > MAX_LEN {
-        let mut end = MAX_LEN;
+fn cap(s: String) -> String {
+    cut(s, MAX_LEN)
+}
+
+/// `s` cut to at most `max` bytes (at a character boundary), marked with `…`.
+pub(crate) fn cut(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
         while !s.is_char_boundary(end) {
             end -= 1;
         }

@@ -5,6 +5,7 @@ mod cache_key;
 pub mod classify;
 pub mod defaults;
 pub mod fingerprint;
+pub mod locate;
 pub mod pin;
 
 pub use classify::{Classification, Classifier, Kind, SqlDialect, StatementClass, TxControl};

@@ -87,7 +87,7 @@ impl MirrorSession<'_> {
             let _ = self.on_mirror(&query("ROLLBACK"), 1, false).await;
         }
         if let Err(detail) = &mirror_ok {
-            if self.mirror_failed(class, detail) {
+            if self.mirror_failed(class, detail, unit) {
                 // Abandon the COPY on the authority too.
                 self.auth
                     .send(&copy_fail("turnout: mirror refused the COPY"))
@@ -166,7 +166,7 @@ impl MirrorSession<'_> {
             return self.relay_collected(&result, status).await;
         }
         if let Err(detail) = mirror_result {
-            if self.mirror_failed(class, &detail) {
+            if self.mirror_failed(class, &detail, unit) {
                 return self.fail_write(wrap, &detail).await;
             }
         }

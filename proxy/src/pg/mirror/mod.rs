@@ -62,6 +62,8 @@ type Step = Result<(), Stop>;
 struct Pending {
     readies: usize,
     fingerprint: String,
+    /// What was sent, to locate a failure in the divergence log.
+    sent: Bytes,
 }
 
 /// A prepared statement as the client defined it.
@@ -528,19 +530,25 @@ impl<'a> MirrorSession<'a> {
         }
         if self.mirror.is_none() {
             let detail = format!("no connection to {} in this transaction", self.mirror_side);
-            self.deferred_failed(&class.fingerprint, &detail, true);
+            self.deferred_failed(&class.fingerprint, &detail, true, msgs);
             return;
         }
-        // Sent with the next message the mirror must answer at once (the
-        // COMMIT, at the latest): one write for the whole transaction.
+        // Sent now, so the mirror applies it while the client goes on and
+        // the authority's row locks are not held waiting for it at COMMIT;
+        // a BEGIN waits to go with the statement after it.
         self.mirror_outbox.extend_from_slice(msgs);
         self.mirror_pending.push_back(Pending {
             readies,
             fingerprint: class.fingerprint.clone(),
+            sent: Bytes::copy_from_slice(msgs),
         });
         self.pending_readies += readies;
-        if self.pending_readies > MAX_PENDING || self.mirror_outbox.len() > OUT_CHUNK {
+        if self.pending_readies > MAX_PENDING {
             self.drain_mirror(true).await;
+        } else if class.kind() != Kind::Transaction(TxControl::Begin) {
+            // A failed send drops the connection; the pending answers are
+            // then accounted for as missing when read.
+            let _ = self.send_outbox(&[]).await;
         }
     }
 
@@ -594,7 +602,7 @@ impl<'a> MirrorSession<'a> {
                 }
             };
             if let Err(detail) = outcome {
-                self.deferred_failed(&p.fingerprint, &detail, record);
+                self.deferred_failed(&p.fingerprint, &detail, record, &p.sent);
             }
         }
         self.pending_readies = 0;
@@ -602,22 +610,31 @@ impl<'a> MirrorSession<'a> {
 
     /// A deferred mirror statement failed: recorded now under `record`;
     /// under `fail` the transaction fails at its COMMIT.
-    fn deferred_failed(&mut self, fingerprint: &str, detail: &str, record: bool) {
+    fn deferred_failed(&mut self, fingerprint: &str, detail: &str, record: bool, sent: &[u8]) {
         if !record {
             return;
         }
-        self.shared.metrics_mirror_error();
         if self.shared.mirror_policy == MirrorErrorPolicy::Fail {
+            self.shared.metrics_mirror_error();
             self.deferred_failure
                 .get_or_insert_with(|| detail.to_string());
         } else {
-            self.shared.record_divergence(Divergence::new(
+            self.record_mirror_error(fingerprint, detail, sent);
+        }
+    }
+
+    /// Counts a mirror failure of `sent` and writes it to the divergence log.
+    fn record_mirror_error(&self, fingerprint: &str, detail: &str, sent: &[u8]) {
+        self.shared.metrics_mirror_error();
+        self.shared.record_located(
+            Divergence::new(
                 DivergenceKind::MirrorError,
                 self.mirror_side,
                 fingerprint,
                 detail,
-            ));
-        }
+            ),
+            sent,
+        );
     }
 
     async fn reconnect_mirror(&mut self) -> Result<(), String> {
@@ -633,20 +650,15 @@ impl<'a> MirrorSession<'a> {
         Ok(())
     }
 
-    /// Records a mirror failure; under `fail` returns true (the caller fails
-    /// the client's statement and rolls back both sides instead).
-    fn mirror_failed(&self, class: &Classification, detail: &str) -> bool {
-        self.shared.metrics_mirror_error();
+    /// Records a mirror failure of `sent`; under `fail` returns true (the
+    /// caller fails the client's statement and rolls back both sides instead).
+    fn mirror_failed(&self, class: &Classification, detail: &str, sent: &[u8]) -> bool {
         if self.shared.mirror_policy == MirrorErrorPolicy::Fail {
+            self.shared.metrics_mirror_error();
             warn!(side = %self.mirror_side, fingerprint = %class.fingerprint, %detail, "mirror failed; statement failed (mirror.on_error = fail)");
             return true;
         }
-        self.shared.record_divergence(Divergence::new(
-            DivergenceKind::MirrorError,
-            self.mirror_side,
-            &class.fingerprint,
-            detail,
-        ));
+        self.record_mirror_error(&class.fingerprint, detail, sent);
         false
     }
 }
@@ -682,7 +694,10 @@ fn error_message(f: &Frame) -> String {
     let fields = codec::error_fields(f.body());
     let code = fields.get(&b'C').cloned().unwrap_or_default();
     let msg = fields.get(&b'M').cloned().unwrap_or_default();
-    format!("{msg} ({code})")
+    match fields.get(&b'D') {
+        Some(detail) => format!("{msg} ({code}): {detail}"),
+        None => format!("{msg} ({code})"),
+    }
 }
 
 /// The first column of a DataRow, as text.

@@ -213,12 +213,15 @@ async fn apply(
         };
         if let Some(detail) = detail {
             shared.metrics_mirror_error();
-            shared.record_divergence(Divergence::new(
-                DivergenceKind::MirrorError,
-                side,
-                &job.class.fingerprint,
-                &detail,
-            ));
+            shared.record_located(
+                Divergence::new(
+                    DivergenceKind::MirrorError,
+                    side,
+                    &job.class.fingerprint,
+                    &detail,
+                ),
+                &job.msgs,
+            );
         }
     }
     if let Some(mut m) = conn {

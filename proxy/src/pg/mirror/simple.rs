@@ -106,13 +106,7 @@ impl MirrorSession<'_> {
         } else if result.error.is_none() {
             if let Err(detail) = self.on_mirror(to_mirror, 1, fresh).await.and_then(no_error) {
                 // A setting the mirror refused is recorded; it fails nothing.
-                self.shared.metrics_mirror_error();
-                self.shared.record_divergence(Divergence::new(
-                    DivergenceKind::MirrorError,
-                    self.mirror_side,
-                    &class.fingerprint,
-                    &detail,
-                ));
+                self.record_mirror_error(&class.fingerprint, &detail, to_mirror);
             }
         } else if self.mirror.is_some() {
             // Keep the mirror's transaction state in step with the authority's.
@@ -183,7 +177,7 @@ impl MirrorSession<'_> {
             }
         });
         if let Err(detail) = outcome {
-            if self.mirror_failed(class, &detail) {
+            if self.mirror_failed(class, &detail, to_mirror) {
                 let msg = format!(
                     "turnout: the transaction was rolled back on both sides because {} could not commit it: {detail}",
                     self.mirror_side
@@ -412,7 +406,7 @@ impl MirrorSession<'_> {
         m.extend_from_slice(&query("COMMIT"));
         let outcome = self.on_mirror(&m, 3, true).await.and_then(no_error);
         if let Err(detail) = outcome {
-            if self.mirror_failed(class, &detail) {
+            if self.mirror_failed(class, &detail, &m) {
                 return self.fail_write(wrap, &detail).await;
             }
         }
@@ -519,13 +513,7 @@ impl MirrorSession<'_> {
             None
         };
         if let Some(detail) = detail {
-            self.shared.metrics_mirror_error();
-            self.shared.record_divergence(Divergence::new(
-                DivergenceKind::MirrorError,
-                self.mirror_side,
-                &class.fingerprint,
-                &detail,
-            ));
+            self.record_mirror_error(&class.fingerprint, &detail, to_mirror);
         }
         self.relay_collected(&result, result.status).await
     }
