@@ -1,6 +1,7 @@
 //! The `turnout` command: run the proxy, check a config, or start a demo.
 
 mod demo;
+mod report;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -32,6 +33,17 @@ enum Command {
     CheckConfig {
         /// Path of the TOML config.
         file: PathBuf,
+    },
+    /// Print the read-diff report: per query fingerprint, worst first.
+    Report {
+        /// The `sampling.report` file of the proxy.
+        file: PathBuf,
+        /// table, json, or html (one self-contained page).
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// Write to this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
     /// Start throwaway PostgreSQL instances for `old` and `new`, seed a sample
     /// schema, and run turnout in front of them until Ctrl-C.
@@ -76,6 +88,36 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             };
             rt.block_on(run(config))
+        }
+        Command::Report {
+            file,
+            format,
+            output,
+        } => {
+            let text = format
+                .parse::<report::Format>()
+                .map_err(|e| format!("--format: {e}"))
+                .and_then(|f| report::render(&file, f));
+            let text = match text {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("turnout report: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match output {
+                None => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Some(path) => match std::fs::write(&path, text) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("turnout report: {}: {e}", path.display());
+                        ExitCode::FAILURE
+                    }
+                },
+            }
         }
         Command::Demo { port } => {
             init_logging("warn");

@@ -590,15 +590,6 @@ action = "always_mirror"
     assert_sides_identical(&s, &[("hits", "id")]);
 }
 
-/// Waits until `check` holds, up to 30 s.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !check() {
-        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn async_mode_applies_pgbench_on_new_after_the_clients_finish() {
     let s = Setup::start(Options {
@@ -645,21 +636,7 @@ fn async_mode_does_not_wait_for_a_stalled_new_and_records_what_overflows() {
         count(&s.direct_new_url(), "SELECT count(*) FROM events") == 0
     });
     // Stall new: a session of its own holds the table locked.
-    let mut locker = Command::new("psql")
-        .args(["-X", "-q", &s.direct_new_url()])
-        .args([
-            "-c",
-            "BEGIN",
-            "-c",
-            "LOCK TABLE events",
-            "-c",
-            "SELECT pg_sleep(3)",
-            "-c",
-            "COMMIT",
-        ])
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut locker = hold_lock(&s.direct_new_url(), "events", 3);
     // One session, ten autocommit inserts: the client gets every answer
     // from old while new is stalled (the lock is held until after they return).
     let mut args = Vec::new();

@@ -242,6 +242,23 @@ pub struct Sampling {
     /// Column ignore rules: table -> columns.
     #[serde(default)]
     pub ignore_columns: BTreeMap<String, Vec<String>>,
+    /// Wait before the first re-check of a mismatch (doubled for each of
+    /// up to three re-checks).
+    #[serde(default = "defaults::recheck_delay_ms")]
+    pub recheck_delay_ms: u64,
+    /// Also sample reads in transactions that already wrote.
+    #[serde(default)]
+    pub in_write_transactions: bool,
+    /// Read-diff records carry the statement and its parameters (they may
+    /// hold personal data).
+    #[serde(default)]
+    pub log_statements: bool,
+    /// Report file size bound; past it the file is rotated to `<file>.1`.
+    #[serde(default = "defaults::report_max_bytes")]
+    pub report_max_bytes: i64,
+    /// Results larger than this (bytes) are not compared; the sample is skipped.
+    #[serde(default = "defaults::max_result_bytes")]
+    pub max_result_bytes: i64,
 }
 
 impl Default for Sampling {
@@ -252,6 +269,11 @@ impl Default for Sampling {
             max_concurrent: defaults::max_concurrent(),
             report: None,
             ignore_columns: BTreeMap::new(),
+            recheck_delay_ms: defaults::recheck_delay_ms(),
+            in_write_transactions: false,
+            log_statements: false,
+            report_max_bytes: defaults::report_max_bytes(),
+            max_result_bytes: defaults::max_result_bytes(),
         }
     }
 }
@@ -340,6 +362,15 @@ pub(crate) mod defaults {
     }
     pub fn max_concurrent() -> i64 {
         16
+    }
+    pub fn recheck_delay_ms() -> u64 {
+        250
+    }
+    pub fn report_max_bytes() -> i64 {
+        64 * 1024 * 1024
+    }
+    pub fn max_result_bytes() -> i64 {
+        1024 * 1024
     }
     pub fn max_client_connections() -> i64 {
         1_000

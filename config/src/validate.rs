@@ -193,6 +193,24 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
     );
     c.range("sampling.max_concurrent", s.max_concurrent, 1, 10_000);
     c.range(
+        "sampling.report_max_bytes",
+        s.report_max_bytes,
+        4096,
+        1 << 40,
+    );
+    c.range(
+        "sampling.max_result_bytes",
+        s.max_result_bytes,
+        1024,
+        1 << 30,
+    );
+    if s.recheck_delay_ms > 60_000 {
+        c.push(
+            "sampling.recheck_delay_ms",
+            format!("expected 0-60000, got {}", s.recheck_delay_ms),
+        );
+    }
+    c.range(
         "mirror.async_queue",
         config.mirror.async_queue,
         1,

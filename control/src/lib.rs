@@ -2,6 +2,7 @@
 //! (in later steps) the admin socket, flag file, guards and metrics.
 
 pub mod divergence;
+pub mod readdiff;
 mod routing;
 
 pub use routing::{Phase, PhaseParseError, Routing, RoutingState, Side};

@@ -3,6 +3,7 @@
 use crate::engine::{Classifier, SqlDialect};
 use crate::pg::auth::{UserTable, UserTableError};
 use crate::pg::backend::{self, BackendConn, BackendTarget};
+use crate::pg::shadow::Sampler;
 use crate::stream::Stream;
 use crate::tls::{self, TlsError};
 use arc_swap::ArcSwap;
@@ -19,6 +20,7 @@ use tracing::{debug, error, info, warn};
 use turnout_config::{Config, Protocol};
 use turnout_config::{DdlPolicy, MirrorErrorPolicy, MirrorMode, UnsafePolicy};
 use turnout_control::divergence::{Divergence, DivergenceLog, DivergenceLogError};
+use turnout_control::readdiff::{ReadDiffError, ReadDiffLog};
 use turnout_control::{RoutingState, Side};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,8 @@ pub enum ServerError {
     ProtocolUnavailable,
     #[error("mirror.divergence_log: {0}")]
     DivergenceLog(#[from] DivergenceLogError),
+    #[error("sampling.report: {0}")]
+    ReadDiffs(#[from] ReadDiffError),
 }
 
 /// turnout's key for a client session, as the client sees it in BackendKeyData.
@@ -58,6 +62,8 @@ pub struct CancelTarget {
 /// What every session of one listener shares. One owner: the [`Server`].
 pub struct Shared {
     pub routing: Arc<RoutingState>,
+    /// Shadow reads, when `sampling.rate` is above 0.
+    pub sampler: Option<Sampler>,
     pub users: ArcSwap<UserTable>,
     targets: [BackendTarget; 2],
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -213,7 +219,28 @@ impl Server {
             },
             mirror_errors: AtomicU64::new(0),
             divergences: AtomicU64::new(0),
+            sampler: Sampler::new(
+                &config.sampling,
+                Arc::new(ReadDiffLog::open(
+                    config.sampling.report.as_deref(),
+                    config.sampling.report_max_bytes as u64,
+                )?),
+            ),
         };
+        if let Some(sampler) = &shared.sampler {
+            // The per-fingerprint summary next to the report, kept current.
+            let log = Arc::downgrade(&sampler.log);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(500));
+                loop {
+                    tick.tick().await;
+                    let Some(log) = log.upgrade() else { return };
+                    if let Err(e) = log.write_summary() {
+                        warn!(error = %e, "read-diff summary could not be written");
+                    }
+                }
+            });
+        }
         let listener = TcpListener::bind(&config.listen.address)
             .await
             .map_err(|source| ServerError::Bind {

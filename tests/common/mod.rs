@@ -36,6 +36,9 @@ pub struct Options {
     /// More lines at the end of the `[mirror]` section (`mode = "async"`,
     /// `[[mirror.rules]]` tables, ...).
     pub mirror_extra: &'static str,
+    /// Keys of a `[sampling]` section (shadow reads); its report goes to
+    /// `Setup::read_diffs()`'s file.
+    pub sampling: &'static str,
 }
 
 pub struct Setup {
@@ -135,6 +138,8 @@ divergence_log = "{divergence_log}"
 statement_timeout_ms = 5000
 {mirror_extra}
 
+{sampling}
+
 [state]
 initial_phase = "{phase}"
 
@@ -151,6 +156,15 @@ level = "debug"
             on_error = opts.on_error.unwrap_or("record"),
             ddl = opts.ddl.unwrap_or("authority_only"),
             mirror_extra = opts.mirror_extra,
+            sampling = if opts.sampling.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "[sampling]\n{}\nreport = \"{}\"",
+                    opts.sampling,
+                    dir.path().join("read-diffs.jsonl").display()
+                )
+            },
             divergence_log = divergence_log.display(),
             phase = opts.phase.unwrap_or("passthrough"),
             old_host = if opts.unix_sockets {
@@ -236,6 +250,11 @@ level = "debug"
     }
 
     /// psql through turnout.
+    /// The read-diff report file (`sampling.report`).
+    pub fn read_diffs(&self) -> PathBuf {
+        self.dir.path().join("read-diffs.jsonl")
+    }
+
     pub fn psql(&self, url: &str, args: &[&str]) -> Output {
         psql(url, args, &[])
     }
@@ -284,4 +303,29 @@ pub fn spawn_proxy(config: &std::path::Path, log: PathBuf, port: u16) -> Proxy {
         std::thread::sleep(Duration::from_millis(50));
     }
     proxy
+}
+
+/// Waits until `check` holds, up to 30 s.
+#[allow(dead_code)]
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Stalls a database: a session of its own holds `table` locked for
+/// `seconds` (started in the background; wait on the child to see it end).
+#[allow(dead_code)]
+pub fn hold_lock(url: &str, table: &str, seconds: u32) -> Child {
+    let child = Command::new("psql")
+        .args(["-X", "-q", url])
+        .args(["-c", "BEGIN", "-c", &format!("LOCK TABLE {table}")])
+        .args(["-c", &format!("SELECT pg_sleep({seconds})"), "-c", "COMMIT"])
+        .spawn()
+        .expect("run psql");
+    // Let it take the lock.
+    std::thread::sleep(Duration::from_millis(500));
+    child
 }

@@ -180,6 +180,12 @@ fn first_statement(msgs: &[u8]) -> Option<(String, Vec<Option<String>>)> {
 fn bind_params(body: &[u8]) -> Option<Vec<Option<String>>> {
     let (_, rest) = cstr(body)?;
     let (_, rest) = cstr(rest)?;
+    param_texts(rest)
+}
+
+/// The values of a Bind's parameter section (format codes, count, values)
+/// as text; binary ones are listed by size.
+pub fn param_texts(rest: &[u8]) -> Option<Vec<Option<String>>> {
     let n_formats = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]) as usize;
     let formats: Vec<u16> = (0..n_formats)
         .map(|i| {

@@ -3,6 +3,7 @@
 
 mod cache_key;
 pub mod classify;
+pub mod compare;
 pub mod defaults;
 pub mod fingerprint;
 pub mod locate;

@@ -236,6 +236,46 @@ pub fn ssl_request() -> Bytes {
 }
 
 /// Fields of an ErrorResponse or NoticeResponse body, by field code.
+/// The column values of a DataRow body (`None` for NULL). A malformed row
+/// gives the values read before the fault.
+pub fn data_row_values(body: &[u8]) -> Vec<Option<&[u8]>> {
+    let mut out = Vec::new();
+    let Some(count) = body.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+        return out;
+    };
+    let mut rest = &body[2..];
+    for _ in 0..count {
+        let Some(len) = rest
+            .get(..4)
+            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        else {
+            break;
+        };
+        rest = &rest[4..];
+        if len < 0 {
+            out.push(None);
+            continue;
+        }
+        let Some(value) = rest.get(..len as usize) else {
+            break;
+        };
+        out.push(Some(value));
+        rest = &rest[len as usize..];
+    }
+    out
+}
+
+/// An ErrorResponse in one line: `message (SQLSTATE)[: detail]`.
+pub fn error_text(body: &[u8]) -> String {
+    let fields = error_fields(body);
+    let code = fields.get(&b'C').cloned().unwrap_or_default();
+    let msg = fields.get(&b'M').cloned().unwrap_or_default();
+    match fields.get(&b'D') {
+        Some(detail) => format!("{msg} ({code}): {detail}"),
+        None => format!("{msg} ({code})"),
+    }
+}
+
 pub fn error_fields(body: &[u8]) -> BTreeMap<u8, String> {
     let mut out = BTreeMap::new();
     let mut rest = body;

@@ -8,4 +8,5 @@ pub mod mirror;
 pub mod pump;
 pub mod scram;
 pub mod session;
+pub mod shadow;
 pub mod startup;

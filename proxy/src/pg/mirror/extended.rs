@@ -150,8 +150,18 @@ impl MirrorSession<'_> {
             self.relay_authority().await?;
             return Ok(());
         }
+        if !matches!(route, Route::Authority | Route::Both | Route::Reject) {
+            self.wrote_in_tx = true;
+        }
         match route {
             Route::Authority => {
+                if executed.len() == 1 {
+                    if let Some((query, formats, permit)) = self.sample_batch(&batch, &class) {
+                        return self
+                            .sampled_read(&raw, query, formats, &class, permit)
+                            .await;
+                    }
+                }
                 self.auth.send(&raw).await.map_err(Stop::Authority)?;
                 self.relay_authority().await.map(|_| ())
             }
@@ -200,6 +210,26 @@ impl MirrorSession<'_> {
                 result
             }
         }
+    }
+
+    /// A batch that executes one read, when it is sampled: the query to run
+    /// on the shadow (statement text and the Bind's parameters) and the
+    /// result formats the client asked for.
+    fn sample_batch(
+        &self,
+        batch: &[Frame],
+        class: &Classification,
+    ) -> Option<(ShadowQuery, Vec<u16>, OwnedSemaphorePermit)> {
+        let bind = batch.iter().rev().find(|f| f.tag == b'B')?;
+        let (_, stmt, params, formats) = split_bind(bind.body())?;
+        let prepared = self.statements.get(stmt)?;
+        let permit = self.sample_choice(class)?;
+        let query = ShadowQuery {
+            sql: prepared.sql.clone(),
+            param_types: prepared.types.clone(),
+            params: Some(params),
+        };
+        Some((query, formats, permit))
     }
 
     /// The batch as the mirror should run it, without time pinning.
@@ -381,4 +411,27 @@ fn bind(portal: &str, statement: &str, tail: &[u8]) -> Bytes {
     put_cstr(&mut body, statement);
     body.put_slice(tail);
     codec::frame(b'B', &body)
+}
+
+/// A Bind body as (portal, statement, parameter section, result formats).
+fn split_bind(body: &[u8]) -> Option<(&str, &str, Bytes, Vec<u16>)> {
+    let (portal, rest) = cstr(body)?;
+    let (stmt, rest) = cstr(rest)?;
+    let u16_at = |b: &[u8], i: usize| -> Option<u16> {
+        b.get(i..i + 2).map(|x| u16::from_be_bytes([x[0], x[1]]))
+    };
+    let n_formats = u16_at(rest, 0)? as usize;
+    let mut at = 2 + 2 * n_formats;
+    let n_params = u16_at(rest, at)? as usize;
+    at += 2;
+    for _ in 0..n_params {
+        let len = i32::from_be_bytes(rest.get(at..at + 4)?.try_into().ok()?);
+        at += 4 + len.max(0) as usize;
+    }
+    let params = Bytes::copy_from_slice(rest.get(..at)?);
+    let n_results = u16_at(rest, at)? as usize;
+    let formats = (0..n_results)
+        .map(|i| u16_at(rest, at + 2 + 2 * i))
+        .collect::<Option<Vec<u16>>>()?;
+    Some((portal, stmt, params, formats))
 }

@@ -11,6 +11,7 @@
 use super::backend::{self, BackendConn};
 use super::codec::{self, put_cstr, Severity};
 use super::framed::{Frame, Framed, FramedError};
+use super::shadow::{self, Capture, Sample, ShadowQuery};
 use crate::engine::defaults::{self, TableDefaults};
 use crate::engine::pin::{self, pin_transaction_time, PinError};
 use crate::engine::{Classification, Kind, StatementClass, TxControl};
@@ -18,6 +19,7 @@ use crate::server::Shared;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::warn;
 use turnout_config::{DdlPolicy, MirrorErrorPolicy, RuleAction, UnsafePolicy};
 use turnout_control::divergence::{Divergence, DivergenceKind};
@@ -182,6 +184,11 @@ fn combine(routes: &[Route]) -> Route {
 
 pub struct MirrorSession<'a> {
     shared: &'a Shared,
+    /// The same, owned, for work that outlives a call (shadow reads).
+    shared_arc: Arc<Shared>,
+    /// The current transaction wrote (its reads are not sampled unless
+    /// `sampling.in_write_transactions`).
+    wrote_in_tx: bool,
     client: Framed,
     auth: Framed,
     mirror: Option<Framed>,
@@ -240,6 +247,8 @@ impl<'a> MirrorSession<'a> {
         });
         MirrorSession {
             shared,
+            shared_arc: shared.clone(),
+            wrote_in_tx: false,
             client,
             auth: Framed::new(auth.stream, auth.leftover, usize::MAX),
             mirror,
@@ -326,6 +335,47 @@ impl<'a> MirrorSession<'a> {
         classify_route(class, self.shared.ddl_policy, self.mirror_side)
     }
 
+    /// Whether to compare this read on the shadow side, with the permit to.
+    fn sample_choice(&self, class: &Classification) -> Option<OwnedSemaphorePermit> {
+        let sampler = self.shared.sampler.as_ref()?;
+        if class.kind() != Kind::Read || class.statements.len() != 1 {
+            return None;
+        }
+        if self.wrote_in_tx && !sampler.in_write_transactions {
+            return None;
+        }
+        sampler.choose(&class.fingerprint)
+    }
+
+    /// A sampled read: relayed as usual, its answer captured, then checked
+    /// on the shadow by a task of its own.
+    async fn sampled_read(
+        &mut self,
+        raw: &[u8],
+        query: ShadowQuery,
+        result_formats: Vec<u16>,
+        class: &Classification,
+        permit: OwnedSemaphorePermit,
+    ) -> Step {
+        self.auth.send(raw).await.map_err(Stop::Authority)?;
+        let mut capture = Capture::default();
+        self.relay_authority_capturing(Some(&mut capture)).await?;
+        shadow::spawn(
+            self.shared_arc.clone(),
+            Sample {
+                fingerprint: class.fingerprint.clone(),
+                query,
+                target: self.auth_side(),
+                shadow: self.mirror_side,
+                capture,
+                result_formats,
+                params: self.client_params.clone(),
+            },
+            permit,
+        );
+        Ok(())
+    }
+
     async fn flush_client(&mut self) -> Step {
         if !self.out.is_empty() {
             let out = self.out.split().freeze();
@@ -360,15 +410,34 @@ impl<'a> MirrorSession<'a> {
         self.status = status;
         if status == b'I' {
             self.tx_time = None;
+            self.wrote_in_tx = false;
         }
     }
 
     /// Streams the authority's answer to the client up to ReadyForQuery,
     /// forwarding COPY data in either direction. Returns the first error seen.
     async fn relay_authority(&mut self) -> Result<Option<String>, Stop> {
+        self.relay_authority_capturing(None).await
+    }
+
+    /// [`Self::relay_authority`], keeping a copy of the answer for a shadow
+    /// read's comparison.
+    async fn relay_authority_capturing(
+        &mut self,
+        mut capture: Option<&mut Capture>,
+    ) -> Result<Option<String>, Stop> {
         let mut error = None;
+        let max = self
+            .shared
+            .sampler
+            .as_ref()
+            .map(|s| s.max_result_bytes)
+            .unwrap_or(0);
         loop {
             let f = self.auth.read().await.map_err(Stop::Authority)?;
+            if let Some(c) = capture.as_deref_mut() {
+                c.see(&f, max);
+            }
             match f.tag {
                 b'Z' => {
                     self.note_status(f.body().first().copied().unwrap_or(b'I'));
@@ -691,13 +760,7 @@ fn no_error(c: Collected) -> Result<(), String> {
 }
 
 fn error_message(f: &Frame) -> String {
-    let fields = codec::error_fields(f.body());
-    let code = fields.get(&b'C').cloned().unwrap_or_default();
-    let msg = fields.get(&b'M').cloned().unwrap_or_default();
-    match fields.get(&b'D') {
-        Some(detail) => format!("{msg} ({code}): {detail}"),
-        None => format!("{msg} ({code})"),
-    }
+    codec::error_text(f.body())
 }
 
 /// The first column of a DataRow, as text.
@@ -705,33 +768,12 @@ fn first_column_text(body: &[u8]) -> Option<String> {
     data_row_texts(body).into_iter().next().flatten()
 }
 
-/// The columns of a DataRow in text format (`None` for NULL). A malformed
-/// row gives the columns read before the fault.
+/// The columns of a DataRow in text format (`None` for NULL).
 fn data_row_texts(body: &[u8]) -> Vec<Option<String>> {
-    let mut out = Vec::new();
-    let Some(count) = body.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
-        return out;
-    };
-    let mut rest = &body[2..];
-    for _ in 0..count {
-        let Some(len) = rest
-            .get(..4)
-            .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        else {
-            break;
-        };
-        rest = &rest[4..];
-        if len < 0 {
-            out.push(None);
-            continue;
-        }
-        let Some(value) = rest.get(..len as usize) else {
-            break;
-        };
-        out.push(Some(String::from_utf8_lossy(value).into_owned()));
-        rest = &rest[len as usize..];
-    }
-    out
+    codec::data_row_values(body)
+        .into_iter()
+        .map(|v| v.map(|v| String::from_utf8_lossy(v).into_owned()))
+        .collect()
 }
 
 /// Reads frames up to ReadyForQuery. A CopyInResponse nobody expected is

@@ -22,8 +22,21 @@ impl MirrorSession<'_> {
         if route == Route::Write && class.statements.len() == 1 && sql_is_copy_from(&sql) {
             return self.copy_statement(&frame.raw, &class).await;
         }
+        if !matches!(route, Route::Authority | Route::Both | Route::Reject) {
+            self.wrote_in_tx = true;
+        }
         match route {
             Route::Authority => {
+                if let Some(permit) = self.sample_choice(&class) {
+                    let query = ShadowQuery {
+                        sql: sql.as_str().into(),
+                        param_types: Bytes::new(),
+                        params: None,
+                    };
+                    return self
+                        .sampled_read(&frame.raw, query, Vec::new(), &class, permit)
+                        .await;
+                }
                 self.auth.send(&frame.raw).await.map_err(Stop::Authority)?;
                 self.relay_authority().await.map(|_| ())
             }

@@ -1,0 +1,569 @@
+//! Shadow reads (DESIGN.md invariant 3): a sample of reads also runs on the
+//! shadow side, off the client's path. The client's answer is captured as it
+//! is relayed; a task of its own runs the query on the shadow, compares by
+//! value, re-checks a mismatch on both sides after a delay, and records what
+//! it finds in the read-diff report. Work is bounded: a semaphore caps the
+//! samples in flight and a result cap bounds each one's memory; a sample that
+//! cannot be taken is skipped and counted, never queued.
+
+use super::backend;
+use super::codec::{self, put_cstr};
+use super::framed::{Frame, Framed, FramedError};
+use crate::engine::compare::{self, ResultSet};
+use crate::server::Shared;
+use bytes::{BufMut, Bytes, BytesMut};
+use dashmap::DashMap;
+use rand::Rng;
+use sqlparser::ast::{visit_relations, Statement};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, warn};
+use turnout_config::Sampling;
+use turnout_control::readdiff::{self, DiffStatus, DifferingRow, ReadDiff, ReadDiffLog};
+use turnout_control::Side;
+
+/// Re-checks of a mismatch before it counts as confirmed.
+const RECHECKS: u32 = 3;
+/// Idle shadow connections kept per side.
+const POOL_IDLE: usize = 32;
+
+pub struct Sampler {
+    rate: f64,
+    per_fingerprint_per_sec: u64,
+    /// Per fingerprint: (second, samples taken in it).
+    taken: DashMap<String, (u64, u64)>,
+    permits: Arc<Semaphore>,
+    pub log: Arc<ReadDiffLog>,
+    recheck_delay: Duration,
+    pub in_write_transactions: bool,
+    log_statements: bool,
+    pub max_result_bytes: usize,
+    ignore: BTreeMap<String, Vec<String>>,
+    /// Idle connections for samples, per side (old, new).
+    pools: [Mutex<Vec<Framed>>; 2],
+}
+
+impl Sampler {
+    /// `None` when sampling is off (`sampling.rate = 0`).
+    pub fn new(config: &Sampling, log: Arc<ReadDiffLog>) -> Option<Self> {
+        (config.rate > 0.0).then(|| Sampler {
+            rate: config.rate,
+            per_fingerprint_per_sec: config.per_fingerprint_per_sec.max(0) as u64,
+            taken: DashMap::new(),
+            permits: Arc::new(Semaphore::new(config.max_concurrent.max(1) as usize)),
+            log,
+            recheck_delay: Duration::from_millis(config.recheck_delay_ms),
+            in_write_transactions: config.in_write_transactions,
+            log_statements: config.log_statements,
+            max_result_bytes: config.max_result_bytes.max(1024) as usize,
+            ignore: config.ignore_columns.clone(),
+            pools: [Mutex::new(Vec::new()), Mutex::new(Vec::new())],
+        })
+    }
+
+    /// Whether to sample a read of this fingerprint, and the permit to run
+    /// it. A read chosen when every permit is out is counted as skipped.
+    pub fn choose(&self, fingerprint: &str) -> Option<OwnedSemaphorePermit> {
+        if self.rate < 1.0 && !rand::thread_rng().gen_bool(self.rate) {
+            return None;
+        }
+        if self.per_fingerprint_per_sec > 0 {
+            let second = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let mut entry = self
+                .taken
+                .entry(fingerprint.to_string())
+                .or_insert((second, 0));
+            if entry.0 != second {
+                *entry = (second, 0);
+            }
+            if entry.1 >= self.per_fingerprint_per_sec {
+                return None;
+            }
+            entry.1 += 1;
+        }
+        match self.permits.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                self.log.skipped(fingerprint, "shadow_busy");
+                None
+            }
+        }
+    }
+
+    fn pool(&self, side: Side) -> &Mutex<Vec<Framed>> {
+        &self.pools[usize::from(side == Side::New)]
+    }
+
+    fn take_conn(&self, side: Side) -> Option<Framed> {
+        self.pool(side)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+    }
+
+    fn give_back(&self, side: Side, conn: Framed) {
+        let mut pool = self.pool(side).lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < POOL_IDLE {
+            pool.push(conn);
+        }
+    }
+}
+
+/// The query to run again: its text, and for the extended protocol its
+/// parameter types (Parse) and parameters (Bind).
+#[derive(Clone)]
+pub struct ShadowQuery {
+    pub sql: Arc<str>,
+    /// Parse's parameter type section (count and OIDs); empty for a simple Query.
+    pub param_types: Bytes,
+    /// Bind's parameter section (format codes, count, values); `None` for a
+    /// simple Query.
+    pub params: Option<Bytes>,
+}
+
+impl ShadowQuery {
+    /// The messages that run it with text results and describe them.
+    fn messages(&self) -> Bytes {
+        let mut out = BytesMut::new();
+        let Some(params) = &self.params else {
+            let mut body = BytesMut::new();
+            put_cstr(&mut body, &self.sql);
+            out.extend_from_slice(&codec::frame(b'Q', &body));
+            return out.freeze();
+        };
+        let mut parse = BytesMut::new();
+        put_cstr(&mut parse, "");
+        put_cstr(&mut parse, &self.sql);
+        if self.param_types.is_empty() {
+            parse.put_u16(0);
+        } else {
+            parse.put_slice(&self.param_types);
+        }
+        out.extend_from_slice(&codec::frame(b'P', &parse));
+        let mut bind = BytesMut::new();
+        put_cstr(&mut bind, "");
+        put_cstr(&mut bind, "");
+        bind.put_slice(params);
+        bind.put_u16(0); // all results in text
+        out.extend_from_slice(&codec::frame(b'B', &bind));
+        out.extend_from_slice(&codec::frame(b'D', b"P\0"));
+        let mut exec = BytesMut::new();
+        put_cstr(&mut exec, "");
+        exec.put_u32(0);
+        out.extend_from_slice(&codec::frame(b'E', &exec));
+        out.extend_from_slice(&codec::frame(b'S', &[]));
+        out.freeze()
+    }
+
+    /// The parameter values as text, for a record (binary ones by size).
+    fn param_texts(&self) -> Option<Vec<Option<String>>> {
+        crate::engine::locate::param_texts(self.params.as_ref()?)
+    }
+}
+
+/// The client's answer, captured while it is relayed.
+#[derive(Default)]
+pub struct Capture {
+    pub description: Option<Bytes>,
+    pub rows: Vec<Bytes>,
+    bytes: usize,
+    pub too_large: bool,
+    pub failed: bool,
+}
+
+impl Capture {
+    /// Notes one frame of the answer; past `max` bytes the capture is given up.
+    pub fn see(&mut self, f: &Frame, max: usize) {
+        match f.tag {
+            b'T' => self.description = Some(f.raw.clone()),
+            b'D' if !self.too_large => {
+                self.bytes += f.raw.len();
+                if self.bytes > max {
+                    self.too_large = true;
+                    self.rows = Vec::new();
+                } else {
+                    self.rows.push(f.raw.clone());
+                }
+            }
+            b'E' => self.failed = true,
+            _ => {}
+        }
+    }
+}
+
+/// One sampled read to check.
+pub struct Sample {
+    pub fingerprint: String,
+    pub query: ShadowQuery,
+    pub target: Side,
+    pub shadow: Side,
+    pub capture: Capture,
+    /// Result format codes the client asked for (empty: all text).
+    pub result_formats: Vec<u16>,
+    pub params: Vec<(String, String)>,
+}
+
+/// Runs the check off the client's path; the permit bounds the work in flight.
+pub fn spawn(shared: Arc<Shared>, sample: Sample, permit: OwnedSemaphorePermit) {
+    tokio::spawn(async move {
+        let _permit = permit;
+        let Some(sampler) = shared.sampler.as_ref() else {
+            return;
+        };
+        if sample.capture.too_large {
+            sampler.log.skipped(&sample.fingerprint, "result_too_large");
+            return;
+        }
+        if sample.capture.failed {
+            // The client got an error: nothing to compare.
+            return;
+        }
+        if let Err(e) = check(&shared, sampler, &sample).await {
+            debug!(fingerprint = %sample.fingerprint, reason = %e, "shadow sample skipped");
+            sampler.log.skipped(&sample.fingerprint, skip_reason(&e));
+        }
+    });
+}
+
+fn skip_reason(e: &SampleError) -> &'static str {
+    match e {
+        SampleError::Unavailable(_) => "shadow_unavailable",
+        SampleError::Undecodable(_) => "not_comparable",
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SampleError {
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Undecodable(String),
+}
+
+/// What one side answered.
+struct Answer {
+    description: Option<Bytes>,
+    rows: Vec<Bytes>,
+    error: Option<String>,
+}
+
+async fn check(shared: &Shared, sampler: &Sampler, sample: &Sample) -> Result<(), SampleError> {
+    let on = |side: Side| run(shared, sampler, side, &sample.query, &sample.params);
+    let shadow = on(sample.shadow).await?;
+    // The client's answer has its RowDescription only when it asked to
+    // describe; the shadow's says the same of the same query.
+    let types = describe(
+        sample
+            .capture
+            .description
+            .as_ref()
+            .or(shadow.description.as_ref()),
+    );
+    let target = result_set(&types, &sample.capture.rows, &sample.result_formats)?;
+    let (ordered, ignore) = query_shape(&sample.query.sql, &sampler.ignore);
+    let mut last = outcome(&target, &shadow, ordered, &ignore)?;
+    if last.is_none() {
+        sampler.log.matched(&sample.fingerprint);
+        return Ok(());
+    }
+    let first = last.clone();
+    // Races with concurrent writes clear up: look again, on both sides.
+    let mut delay = sampler.recheck_delay;
+    for _ in 0..RECHECKS {
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+        let t = on(sample.target).await?;
+        let s = on(sample.shadow).await?;
+        if t.error.is_some() {
+            return Err(SampleError::Unavailable(format!(
+                "the read failed on {} at the re-check",
+                sample.target
+            )));
+        }
+        let target = answer_set(&t)?;
+        last = outcome(&target, &s, ordered, &ignore)?;
+        if last.is_none() {
+            break;
+        }
+    }
+    let (status, found) = match last {
+        None => (DiffStatus::Transient, first),
+        Some(_) => (DiffStatus::Confirmed, last),
+    };
+    let Some(found) = found else {
+        return Ok(());
+    };
+    let record = ReadDiff {
+        at: readdiff::now_rfc3339(),
+        status,
+        fingerprint: sample.fingerprint.clone(),
+        target: sample.target.name().to_string(),
+        shadow: sample.shadow.name().to_string(),
+        statement: sampler.log_statements.then(|| sample.query.sql.to_string()),
+        params: if sampler.log_statements {
+            sample.query.param_texts()
+        } else {
+            None
+        },
+        ..found
+    };
+    if status == DiffStatus::Confirmed {
+        warn!(fingerprint = %record.fingerprint, missing = record.missing_count, extra = record.extra_count, differing = record.differing_count, "read differs between sides (confirmed)");
+    }
+    if let Err(e) = sampler.log.mismatch(&record) {
+        warn!(error = %e, "read-diff record could not be written");
+    }
+    Ok(())
+}
+
+/// The mismatch between `target` and the shadow's answer, as a record
+/// without its identity fields; `None` when they match.
+fn outcome(
+    target: &ResultSet,
+    shadow: &Answer,
+    ordered: bool,
+    ignore: &[String],
+) -> Result<Option<ReadDiff>, SampleError> {
+    let blank = |columns: Vec<String>, rows_shadow: usize| ReadDiff {
+        at: String::new(),
+        status: DiffStatus::Confirmed,
+        fingerprint: String::new(),
+        target: String::new(),
+        shadow: String::new(),
+        statement: None,
+        params: None,
+        shadow_error: None,
+        columns,
+        rows_target: target.rows.len(),
+        rows_shadow,
+        missing_count: 0,
+        extra_count: 0,
+        differing_count: 0,
+        missing: Vec::new(),
+        extra: Vec::new(),
+        differing: Vec::new(),
+    };
+    if let Some(e) = &shadow.error {
+        let mut r = blank(target.columns.clone(), 0);
+        r.shadow_error = Some(e.clone());
+        return Ok(Some(r));
+    }
+    let s = answer_set(shadow)?;
+    let d = compare::compare(target, &s, ordered, ignore);
+    if d.is_empty() {
+        return Ok(None);
+    }
+    let mut r = blank(
+        target
+            .columns
+            .iter()
+            .filter(|c| !ignore.contains(c))
+            .cloned()
+            .collect(),
+        s.rows.len(),
+    );
+    r.missing_count = d.missing_count;
+    r.extra_count = d.extra_count;
+    r.differing_count = d.differing_count;
+    r.missing = d.missing;
+    r.extra = d.extra;
+    r.differing = d
+        .differing
+        .into_iter()
+        .map(|x| DifferingRow {
+            target: x.target,
+            shadow: x.shadow,
+            columns: x.columns,
+        })
+        .collect();
+    Ok(Some(r))
+}
+
+/// Whether the query orders its rows, and the columns to ignore for the
+/// tables it reads.
+fn query_shape(sql: &str, ignore: &BTreeMap<String, Vec<String>>) -> (bool, Vec<String>) {
+    let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+        return (false, Vec::new());
+    };
+    let Some(Statement::Query(q)) = statements.first() else {
+        return (false, Vec::new());
+    };
+    let ordered = q.order_by.is_some();
+    let mut columns = Vec::new();
+    if !ignore.is_empty() {
+        let _ = visit_relations(&statements[0], |name| {
+            let full = name.to_string();
+            let last = name
+                .0
+                .last()
+                .map(|p| p.to_string().trim_matches('"').to_string())
+                .unwrap_or_default();
+            for key in [full, last] {
+                if let Some(cols) = ignore.get(&key) {
+                    columns.extend(cols.iter().cloned());
+                }
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+    (ordered, columns)
+}
+
+/// A side's text-format answer as normalized values.
+fn answer_set(a: &Answer) -> Result<ResultSet, SampleError> {
+    result_set(&describe(a.description.as_ref()), &a.rows, &[])
+}
+
+/// Column names and type OIDs of a RowDescription frame.
+fn describe(raw: Option<&Bytes>) -> Vec<(String, u32)> {
+    let Some(raw) = raw else {
+        return Vec::new();
+    };
+    let body = raw.get(5..).unwrap_or_default();
+    let Some(n) = body.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+        return Vec::new();
+    };
+    let mut rest = &body[2..];
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let Some(end) = rest.iter().position(|&c| c == 0) else {
+            break;
+        };
+        let name = String::from_utf8_lossy(&rest[..end]).into_owned();
+        let Some(fixed) = rest.get(end + 1..end + 19) else {
+            break;
+        };
+        let type_oid = u32::from_be_bytes([fixed[6], fixed[7], fixed[8], fixed[9]]);
+        out.push((name, type_oid));
+        rest = &rest[end + 19..];
+    }
+    out
+}
+
+/// DataRow frames as normalized values.
+fn result_set(
+    types: &[(String, u32)],
+    rows: &[Bytes],
+    formats: &[u16],
+) -> Result<ResultSet, SampleError> {
+    let mut out = ResultSet {
+        columns: types.iter().map(|(n, _)| n.clone()).collect(),
+        rows: Vec::with_capacity(rows.len()),
+    };
+    for raw in rows {
+        let values = codec::data_row_values(raw.get(5..).unwrap_or_default());
+        let mut row = Vec::with_capacity(values.len());
+        for (i, v) in values.into_iter().enumerate() {
+            let Some(v) = v else {
+                row.push(None);
+                continue;
+            };
+            let binary = match formats.len() {
+                0 => false,
+                1 => formats[0] == 1,
+                _ => formats.get(i) == Some(&1),
+            };
+            let type_oid = types.get(i).map(|t| t.1).unwrap_or(25);
+            let value =
+                compare::normalize(type_oid, binary, v).map_err(SampleError::Undecodable)?;
+            row.push(Some(value));
+        }
+        out.rows.push(row);
+    }
+    Ok(out)
+}
+
+/// Runs the query on `side` over a pooled connection (time zone UTC, so
+/// timestamps compare with binary ones), bounded by the mirror time limit.
+async fn run(
+    shared: &Shared,
+    sampler: &Sampler,
+    side: Side,
+    query: &ShadowQuery,
+    params: &[(String, String)],
+) -> Result<Answer, SampleError> {
+    let unavailable = |e: String| SampleError::Unavailable(format!("{side}: {e}"));
+    let mut conn = match sampler.take_conn(side) {
+        Some(c) => c,
+        None => {
+            let c = tokio::time::timeout(
+                shared.mirror_timeout,
+                backend::connect(shared.target(side), params),
+            )
+            .await
+            .map_err(|_| unavailable("connect timed out".into()))?
+            .map_err(|e| unavailable(e.to_string()))?;
+            let mut f = Framed::new(c.stream, c.leftover, usize::MAX);
+            let mut set = BytesMut::new();
+            put_cstr(&mut set, "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'");
+            f.send(&codec::frame(b'Q', &set))
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            read_answer(&mut f, usize::MAX)
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            f
+        }
+    };
+    let exchange = async {
+        conn.send(&query.messages()).await?;
+        read_answer(&mut conn, sampler.max_result_bytes).await
+    };
+    match tokio::time::timeout(shared.mirror_timeout, exchange).await {
+        Ok(Ok(Some(a))) => {
+            sampler.give_back(side, conn);
+            Ok(a)
+        }
+        Ok(Ok(None)) => {
+            sampler.give_back(side, conn);
+            Err(SampleError::Unavailable(format!(
+                "{side}: result larger than sampling.max_result_bytes"
+            )))
+        }
+        Ok(Err(e)) => Err(unavailable(e.to_string())),
+        Err(_) => Err(unavailable("no answer in time".into())),
+    }
+}
+
+/// Frames up to ReadyForQuery; `None` when the rows exceed `max` bytes.
+async fn read_answer(f: &mut Framed, max: usize) -> Result<Option<Answer>, FramedError> {
+    let mut a = Answer {
+        description: None,
+        rows: Vec::new(),
+        error: None,
+    };
+    let mut bytes = 0usize;
+    let mut too_large = false;
+    loop {
+        let frame = f.read().await?;
+        match frame.tag {
+            b'Z' => return Ok((!too_large).then_some(a)),
+            b'T' => a.description = Some(frame.raw),
+            b'D' if !too_large => {
+                bytes += frame.raw.len();
+                if bytes > max {
+                    too_large = true;
+                    a.rows = Vec::new();
+                } else {
+                    a.rows.push(frame.raw);
+                }
+            }
+            b'E' if a.error.is_none() => a.error = Some(codec::error_text(frame.body())),
+            b'G' | b'H' => {
+                // A COPY is no read; refuse it.
+                let mut body = BytesMut::new();
+                put_cstr(&mut body, "turnout: not a read");
+                f.send(&codec::frame(b'f', &body)).await?;
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! Shadow reads against two real PostgreSQL clusters in phase `mirror`: a
+//! sample of reads also runs on `new`, off the client's path, and mismatches
+//! land in the read-diff report.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn summary(s: &Setup) -> Value {
+    let mut p = s.read_diffs().into_os_string();
+    p.push(".summary.json");
+    std::fs::read(p)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null)
+}
+
+fn counts(s: &Setup, fingerprint: &str, field: &str) -> u64 {
+    summary(s)["fingerprints"][fingerprint][field]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+fn records(s: &Setup) -> Vec<Value> {
+    std::fs::read_to_string(s.read_diffs())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn turnout(args: &[&str]) -> std::process::Output {
+    Command::new(turnout_bin())
+        .args(args)
+        .output()
+        .expect("run turnout")
+}
+
+const SAMPLE_ALL: &str = "rate = 1.0\nper_fingerprint_per_sec = 0\nrecheck_delay_ms = 50";
+
+fn setup(sampling: &'static str) -> Setup {
+    let s = Setup::start(Options {
+        phase: Some("mirror"),
+        ddl: Some("both"),
+        sampling,
+        ..Options::default()
+    });
+    let out = s.psql(
+        &s.app_url(),
+        &[
+            "-c",
+            "CREATE TABLE accounts (id int PRIMARY KEY, owner text, balance numeric(12,2), \
+             opened timestamptz, score float8)",
+            "-c",
+            "INSERT INTO accounts VALUES \
+             (1, 'ann', 10.50, '2026-01-02 03:04:05.5+00', 0.25), \
+             (2, 'bob', 20.00, '2026-02-03 04:05:06+00', 1.5), \
+             (3, 'cy', 30.25, NULL, NULL)",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    s
+}
+
+/// Renders `page` in headless Chromium and returns the DOM after its script ran.
+fn render_in_chromium(page: &Path) -> String {
+    let profile = page.with_extension("profile");
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium is needed for this test (apt-get install chromium; .ci/run installs it)");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_row_changed_on_new_is_reported_confirmed_with_the_column_named_in_every_format() {
+    let s = setup(SAMPLE_ALL);
+    let url = s.app_url();
+    // The plant: one row changed behind turnout's back.
+    let out = psql(
+        &s.direct_new_url(),
+        &["-c", "UPDATE accounts SET balance = 999 WHERE id = 2"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = s.psql(
+        &url,
+        &[
+            "-c",
+            "SELECT * FROM accounts WHERE id = 2",
+            "-c",
+            "SELECT * FROM accounts WHERE id = 1",
+            "-c",
+            "SELECT owner, balance FROM accounts ORDER BY id",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The client saw old's answer.
+    assert!(stdout(&out).starts_with("2|bob|20.00|"), "{}", stdout(&out));
+
+    // Binary results through the extended protocol compare by value.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        for id in [1, 3] {
+            let rows = client
+                .query(
+                    "SELECT id, owner, opened, score FROM accounts WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap();
+            assert_eq!(rows.len(), 1);
+        }
+    });
+
+    let by_id = "select * from accounts where id = ?";
+    let ordered = "select owner, balance from accounts order by id";
+    let binary = "select id, owner, opened, score from accounts where id = ?";
+    eventually("the planted row is confirmed", || {
+        counts(&s, by_id, "mismatches") == 1 && counts(&s, ordered, "mismatches") == 1
+    });
+    eventually("the binary reads are compared", || {
+        counts(&s, binary, "samples") == 2
+    });
+    assert_eq!(counts(&s, binary, "matches"), 2, "{}", summary(&s));
+    assert_eq!(counts(&s, by_id, "matches"), 1, "{}", summary(&s));
+
+    let recs = records(&s);
+    let planted = recs
+        .iter()
+        .find(|r| r["fingerprint"] == by_id)
+        .expect("a record for the planted row");
+    assert_eq!(planted["status"], "confirmed");
+    assert_eq!(
+        planted["differing"][0]["columns"],
+        serde_json::json!(["balance"])
+    );
+    assert_eq!(planted["differing"][0]["target"][2], "20");
+    assert_eq!(planted["differing"][0]["shadow"][2], "999");
+    // Statements stay out of records unless configured.
+    assert!(planted.get("statement").is_none(), "{planted}");
+    println!("record: {planted}");
+
+    // The terminal table, worst first.
+    let file = s.read_diffs();
+    let out = turnout(&["report", &file.display().to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{table}");
+    let first = table.lines().nth(1).unwrap_or_default();
+    assert!(
+        first.contains("balance") && first.contains("from accounts"),
+        "{table}"
+    );
+
+    let out = turnout(&["report", &file.display().to_string(), "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["fingerprints"][0]["mismatches"], 1);
+
+    let page = s.dir.path().join("report.html");
+    let out = turnout(&[
+        "report",
+        &file.display().to_string(),
+        "--format",
+        "html",
+        "-o",
+        &page.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dom = render_in_chromium(&page);
+    assert!(
+        dom.contains("data-rendered=\"yes\""),
+        "the page's script did not run"
+    );
+    assert!(dom.contains("select * from accounts where id = ?"), "{dom}");
+    assert!(dom.contains("<td class=\"cols\">balance</td>"), "{dom}");
+    assert!(dom.contains("999"), "{dom}");
+
+    // Bad input to the report command is a clear error.
+    let out = turnout(&["report", "/nonexistent/diffs.jsonl"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("/nonexistent/diffs.jsonl"),
+        "{}",
+        stderr(&out)
+    );
+    let out = turnout(&["report", &file.display().to_string(), "--format", "pdf"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--format"), "{}", stderr(&out));
+}
+
+#[test]
+fn concurrent_writes_on_the_sampled_rows_give_no_confirmed_mismatch() {
+    let s = setup("rate = 1.0\nper_fingerprint_per_sec = 0\nrecheck_delay_ms = 100");
+    let script = s.dir.path().join("rw.sql");
+    std::fs::write(
+        &script,
+        "\\set id random(1, 3)\n\
+         UPDATE accounts SET balance = balance + 1 WHERE id = :id;\n\
+         SELECT id, balance FROM accounts WHERE id = :id;\n\
+         SELECT sum(balance) FROM accounts;\n",
+    )
+    .unwrap();
+    let out = Command::new("pgbench")
+        .args(["-n", "-c", "4", "-j", "2", "-t", "200", "-f"])
+        .arg(&script)
+        .arg(s.app_url())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let one = "select id, balance from accounts where id = ?";
+    let sum = "select sum(balance) from accounts";
+    eventually("samples were compared", || {
+        counts(&s, one, "samples") > 20 && counts(&s, sum, "samples") > 20
+    });
+    // Let re-checks in flight finish.
+    std::thread::sleep(Duration::from_secs(2));
+    let sm = summary(&s);
+    println!("{sm:#}");
+    for fp in [one, sum] {
+        assert_eq!(counts(&s, fp, "mismatches"), 0, "{sm}");
+    }
+}
+
+#[test]
+fn a_stalled_or_stopped_shadow_does_not_slow_reads_and_skips_are_counted() {
+    let mut s = setup("rate = 1.0\nper_fingerprint_per_sec = 0\nmax_concurrent = 2");
+    let url = s.app_url();
+    // Stall new: a session of its own holds the table locked.
+    let mut locker = hold_lock(&s.direct_new_url(), "accounts", 4);
+    let mut args = Vec::new();
+    for id in 0..40 {
+        args.push("-c".to_string());
+        args.push(format!(
+            "SELECT owner FROM accounts WHERE id = {}",
+            id % 3 + 1
+        ));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = s.psql(&url, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 40);
+    assert!(
+        locker.try_wait().unwrap().is_none(),
+        "new's lock ended before the reads finished: they waited on it"
+    );
+    eventually("busy skips are counted", || {
+        summary(&s)["skipped"]["shadow_busy"].as_u64().unwrap_or(0) >= 30
+    });
+    locker.wait().unwrap();
+
+    // Stopped: reads go on; the samples that cannot run are counted.
+    s.new.as_mut().unwrap().kill().unwrap();
+    let out = s.psql(&url, &args[..20]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    eventually("unavailable skips are counted", || {
+        summary(&s)["skipped"]["shadow_unavailable"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    });
+    println!("{:#}", summary(&s));
+    assert!(records(&s).iter().all(|r| r["status"] != "confirmed"));
+}
