@@ -21,6 +21,8 @@ struct Args {
     mirror: bool,
     /// Skip the passthrough figures.
     mirror_only: bool,
+    /// Only the shadow-read (sampling) figures.
+    shadow_only: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -31,6 +33,7 @@ fn parse_args() -> Result<Args, String> {
         scale: 10,
         mirror: true,
         mirror_only: false,
+        shadow_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -40,6 +43,10 @@ fn parse_args() -> Result<Args, String> {
         }
         if flag == "--mirror-only" {
             a.mirror_only = true;
+            continue;
+        }
+        if flag == "--shadow-only" {
+            a.shadow_only = true;
             continue;
         }
         let value = it
@@ -62,7 +69,7 @@ fn main() {
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("turnout-bench: {e}\nusage: turnout-bench [--seconds N] [--rounds N] [--clients N] [--scale N] [--no-mirror | --mirror-only]");
+            eprintln!("turnout-bench: {e}\nusage: turnout-bench [--seconds N] [--rounds N] [--clients N] [--scale N] [--no-mirror | --mirror-only | --shadow-only]");
             std::process::exit(2);
         }
     };
@@ -119,6 +126,7 @@ fn start_turnout(
         backend_port,
         backend_port,
         "passthrough",
+        "",
     )
 }
 
@@ -131,6 +139,7 @@ fn start_turnout_with(
     backend_port: u16,
     new_port: u16,
     phase: &str,
+    extra: &str,
 ) -> Result<(Killed, u16, PathBuf), String> {
     let port = free_port().map_err(|e| e.to_string())?;
     let socket_dir = dir.join(name);
@@ -160,6 +169,7 @@ divergence_log = "{divergences}"
 initial_phase = "{phase}"
 [log]
 level = "warn"
+{extra}
 "#,
         socket_dir = socket_dir.display(),
         divergences = dir.join(format!("{name}-divergences.jsonl")).display()
@@ -231,10 +241,6 @@ struct Target {
     baseline: usize,
 }
 
-fn pgbench_tps(t: &Target, mode: &str, args: &Args) -> Result<f64, String> {
-    pgbench_run(t, &["-S", "-M", mode], args)
-}
-
 /// Runs pgbench with `script_args` (e.g. `-S -M simple`) and returns its tps.
 fn pgbench_run(t: &Target, script_args: &[&str], args: &Args) -> Result<f64, String> {
     let out = Command::new("pgbench")
@@ -275,56 +281,98 @@ fn mirrored_tpcb(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), Str
         old.port,
         new.port,
         "mirror",
+        "",
     )?;
     let targets = [
-        Target {
-            name: "direct tcp".into(),
-            host: "127.0.0.1".into(),
-            port: old.port,
-            baseline: 0,
-        },
-        Target {
-            name: "turnout mirror".into(),
-            host: "127.0.0.1".into(),
-            port,
-            baseline: 0,
-        },
+        target("direct tcp", "127.0.0.1", old.port, 0),
+        target("turnout mirror", "127.0.0.1", port, 0),
     ];
     println!(
         "\npgbench TPC-B (default script) -c {} -j 2, {} s per run, {} rounds: direct to old vs through turnout in phase mirror (old and new on this machine)",
         args.clients, args.seconds, args.rounds
     );
+    compare(&targets, &[], args)
+}
+
+/// Shadow reads: pgbench -S through turnout in phase mirror with 0 %, 1 %
+/// and 100 % of reads sampled (compared on new), against direct and against
+/// turnout in passthrough.
+fn shadow_reads(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), String> {
+    eprintln!("starting PostgreSQL (new) for the shadow-read run...");
+    let new = bench_instance(args.scale)?;
+    pgbench_init(old, args.scale)?;
+    let sampled = |name: &str, rate: &str| {
+        start_turnout_with(
+            dir.path(),
+            name,
+            "127.0.0.1",
+            old.port,
+            new.port,
+            "mirror",
+            &format!(
+                "[sampling]\nrate = {rate}\nper_fingerprint_per_sec = 0\nreport = \"{}\"",
+                dir.path().join(format!("{name}-diffs.jsonl")).display()
+            ),
+        )
+    };
+    let (_p, p_port, _) = start_turnout(dir.path(), "shadow-passthrough", "127.0.0.1", old.port)?;
+    let (_m0, m0_port, _) = sampled("shadow-0", "0.0")?;
+    let (_m1, m1_port, _) = sampled("shadow-1", "0.01")?;
+    let (_m100, m100_port, _) = sampled("shadow-100", "1.0")?;
+    let targets = [
+        target("direct tcp", "127.0.0.1", old.port, 0),
+        target("turnout passthrough", "127.0.0.1", p_port, 0),
+        target("mirror, no sampling", "127.0.0.1", m0_port, 1),
+        target("mirror, 1% sampled", "127.0.0.1", m1_port, 1),
+        target("mirror, 100% sampled", "127.0.0.1", m100_port, 0),
+    ];
     println!(
-        "{:<9} {:<20} {:>11} {:>10} {:>11}",
+        "\npgbench -S -c {} -j 2, {} s per run, {} rounds: shadow reads (sampled reads also run on new); ratios against the baseline named",
+        args.clients, args.seconds, args.rounds
+    );
+    compare(&targets, &["-S"], args)
+}
+
+fn target(name: &str, host: &str, port: u16, baseline: usize) -> Target {
+    Target {
+        name: name.to_string(),
+        host: host.to_string(),
+        port,
+        baseline,
+    }
+}
+
+/// Runs pgbench (`script` plus `-M simple` / `-M prepared`) against every
+/// target in turn, rotating the order each round so no target always runs
+/// first, and prints each target's median tps and its ratio to its baseline.
+fn compare(targets: &[Target], script: &[&str], args: &Args) -> Result<(), String> {
+    println!(
+        "{:<9} {:<22} {:>11} {:>22} {:>7}",
         "mode", "target", "median tps", "baseline", "ratio"
     );
     for mode in ["simple", "prepared"] {
-        let mut results = [Vec::new(), Vec::new()];
+        let mut results: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
         for round in 0..args.rounds {
-            for k in 0..2 {
-                let i = (k + round as usize) % 2;
-                let tps = pgbench_run(&targets[i], &["-M", mode], args)?;
-                eprintln!(
-                    "  tpcb {mode} round {round} {}: {tps:.0} tps",
-                    targets[i].name
-                );
+            for k in 0..targets.len() {
+                let i = (k + round as usize) % targets.len();
+                let mut a: Vec<&str> = script.to_vec();
+                a.extend(["-M", mode]);
+                let tps = pgbench_run(&targets[i], &a, args)?;
+                eprintln!("  {mode} round {round} {}: {tps:.0} tps", targets[i].name);
                 results[i].push(tps);
             }
         }
-        let direct = median(&mut results[0]);
-        let mirrored = median(&mut results[1]);
-        println!(
-            "{:<9} {:<20} {:>11.0} {:>10} {:>11.3}",
-            mode, "direct tcp", direct, "direct tcp", 1.0
-        );
-        println!(
-            "{:<9} {:<20} {:>11.0} {:>10} {:>11.3}",
-            mode,
-            "turnout mirror",
-            mirrored,
-            "direct tcp",
-            mirrored / direct
-        );
+        let medians: Vec<f64> = results.iter_mut().map(|r| median(r)).collect();
+        for (i, t) in targets.iter().enumerate() {
+            println!(
+                "{:<9} {:<22} {:>11.0} {:>22} {:>7.3}",
+                mode,
+                t.name,
+                medians[i],
+                targets[t.baseline].name,
+                medians[i] / medians[t.baseline]
+            );
+        }
     }
     Ok(())
 }
@@ -346,17 +394,15 @@ fn run(args: &Args) -> Result<(), String> {
     if args.mirror_only {
         return mirrored_tpcb(args, &dir, &pg);
     }
+    if args.shadow_only {
+        return shadow_reads(args, &dir, &pg);
+    }
     let pg_sock = pg.dir().display().to_string();
     let (_t1, t1_port, _) = start_turnout(dir.path(), "turnout-tcp", "127.0.0.1", pg.port)?;
     let (_t2, t2_port, t2_sock) = start_turnout(dir.path(), "turnout-uds", &pg_sock, pg.port)?;
     let bouncer_tcp = start_pgbouncer(&dir.path().join("b1"), "127.0.0.1", pg.port)?;
     let bouncer_uds = start_pgbouncer(&dir.path().join("b2"), &pg_sock, pg.port)?;
-    let t = |name: &str, host: &str, port: u16, baseline: usize| Target {
-        name: name.to_string(),
-        host: host.to_string(),
-        port,
-        baseline,
-    };
+    let t = target;
     // Like is compared with like: TCP clients with direct TCP, local-socket
     // clients with a direct local socket.
     let mut targets = vec![
@@ -389,35 +435,10 @@ fn run(args: &Args) -> Result<(), String> {
             .map(|n| n.get())
             .unwrap_or(0)
     );
-    println!(
-        "{:<9} {:<20} {:>11} {:>10} {:>11}",
-        "mode", "target", "median tps", "baseline", "ratio"
-    );
-    for mode in ["simple", "prepared"] {
-        let mut results: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
-        for round in 0..args.rounds {
-            // Rotate the order each round so no target always runs first.
-            for k in 0..targets.len() {
-                let i = (k + round as usize) % targets.len();
-                let tps = pgbench_tps(&targets[i], mode, args)?;
-                eprintln!("  {mode} round {round} {}: {tps:.0} tps", targets[i].name);
-                results[i].push(tps);
-            }
-        }
-        let medians: Vec<f64> = results.iter_mut().map(|r| median(r)).collect();
-        for (i, target) in targets.iter().enumerate() {
-            println!(
-                "{:<9} {:<20} {:>11.0} {:>10} {:>11.3}",
-                mode,
-                target.name,
-                medians[i],
-                targets[target.baseline].name,
-                medians[i] / medians[target.baseline]
-            );
-        }
-    }
+    compare(&targets, &["-S"], args)?;
     if args.mirror {
         mirrored_tpcb(args, &dir, &pg)?;
+        shadow_reads(args, &dir, &pg)?;
     }
     Ok(())
 }
