@@ -160,9 +160,9 @@ level = "debug"
                 String::new()
             } else {
                 format!(
-                    "[sampling]\n{}\nreport = \"{}\"",
+                    "[sampling]\nreport = \"{}\"\n{}",
+                    dir.path().join("read-diffs.jsonl").display(),
                     opts.sampling,
-                    dir.path().join("read-diffs.jsonl").display()
                 )
             },
             divergence_log = divergence_log.display(),
