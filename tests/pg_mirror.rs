@@ -621,20 +621,30 @@ fn async_mode_applies_pgbench_on_new_after_the_clients_finish() {
     assert!(s.divergences().is_empty(), "{:?}", s.divergences());
 }
 
-#[test]
-fn async_mode_does_not_wait_for_a_stalled_new_and_records_what_overflows() {
+/// turnout in async mirror mode (`extra` more `[mirror]` keys) with an
+/// `events` table created through it and present on new.
+fn async_with_events(mirror_extra: &'static str) -> Setup {
     let s = Setup::start(Options {
         phase: Some("mirror"),
         ddl: Some("both"),
-        mirror_extra: "mode = \"async\"\nasync_queue = 3",
+        mirror_extra,
         ..Options::default()
     });
-    let url = s.app_url();
-    let out = s.psql(&url, &["-c", "CREATE TABLE events (id int PRIMARY KEY)"]);
+    let out = s.psql(
+        &s.app_url(),
+        &["-c", "CREATE TABLE events (id int PRIMARY KEY)"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     eventually("the table exists on new", || {
         count(&s.direct_new_url(), "SELECT count(*) FROM events") == 0
     });
+    s
+}
+
+#[test]
+fn async_mode_does_not_wait_for_a_stalled_new_and_records_what_overflows() {
+    let s = async_with_events("mode = \"async\"\nasync_queue = 3");
+    let url = s.app_url();
     // Stall new: a session of its own holds the table locked.
     let mut locker = hold_lock(&s.direct_new_url(), "events", 3);
     // One session, ten autocommit inserts: the client gets every answer
@@ -666,4 +676,53 @@ fn async_mode_does_not_wait_for_a_stalled_new_and_records_what_overflows() {
         overflowed > 0 && on_new + overflowed == 10
     });
     println!("divergence log:\n{}", s.divergences().join("\n"));
+}
+
+#[test]
+fn stopping_turnout_lets_open_transactions_and_async_queues_finish() {
+    let mut s = async_with_events("mode = \"async\"");
+    let url = s.app_url();
+    // new is stalled, so what the session writes waits in its queue.
+    let mut locker = hold_lock(&s.direct_new_url(), "events", 2);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (mut client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute("INSERT INTO events VALUES (1)")
+            .await
+            .unwrap();
+        let tx = client.transaction().await.unwrap();
+        tx.batch_execute("INSERT INTO events VALUES (2)")
+            .await
+            .unwrap();
+        // Stop requested mid-transaction: the transaction still commits.
+        s.proxy.terminate();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        tx.batch_execute("INSERT INTO events VALUES (3)")
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        // Then, between transactions, the session is closed with a clear error.
+        let err = client
+            .batch_execute("SELECT 1")
+            .await
+            .expect_err("the session should be closed");
+        let text = err.to_string();
+        assert!(
+            err.code() == Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN)
+                || text.contains("closed"),
+            "{text}"
+        );
+        println!("after the transaction: {text}");
+    });
+    // turnout exits once new has taken the queue (the lock ends after 2 s).
+    let status = s.proxy.wait_exit(std::time::Duration::from_secs(20));
+    assert!(status.is_some(), "turnout did not stop");
+    locker.wait().unwrap();
+    assert_eq!(count(&s.direct_url(), "SELECT count(*) FROM events"), 3);
+    assert_eq!(count(&s.direct_new_url(), "SELECT count(*) FROM events"), 3);
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
 }

@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tracing::{debug, error, info, warn};
 use turnout_config::{Config, Protocol};
 use turnout_config::{DdlPolicy, MirrorErrorPolicy, MirrorMode, UnsafePolicy};
-use turnout_control::divergence::{Divergence, DivergenceLog, DivergenceLogError};
+use turnout_control::divergence::{Divergence, DivergenceKind, DivergenceLog, DivergenceLogError};
 use turnout_control::readdiff::{ReadDiffError, ReadDiffLog};
 use turnout_control::{RoutingState, Side};
 
@@ -44,6 +44,10 @@ pub enum ServerError {
     ReadDiffs(#[from] ReadDiffError),
 }
 
+/// How long a stopping server waits for mirrored sessions to finish their
+/// transactions, and then for async queues to empty.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
 /// turnout's key for a client session, as the client sees it in BackendKeyData.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CancelKey {
@@ -62,6 +66,13 @@ pub struct CancelTarget {
 /// What every session of one listener shares. One owner: the [`Server`].
 pub struct Shared {
     pub routing: Arc<RoutingState>,
+    /// Set when the server stops: mirrored sessions close at their next
+    /// transaction boundary.
+    pub stopping: tokio::sync::watch::Sender<bool>,
+    /// Mirrored sessions running.
+    pub mirror_sessions: AtomicUsize,
+    /// Statements in async mirror queues, not applied yet.
+    pub async_pending: AtomicUsize,
     /// Shadow reads, when `sampling.rate` is above 0.
     pub sampler: Option<Sampler>,
     pub users: ArcSwap<UserTable>,
@@ -197,6 +208,9 @@ impl Server {
         };
         let shared = Shared {
             routing,
+            stopping: tokio::sync::watch::channel(false).0,
+            mirror_sessions: AtomicUsize::new(0),
+            async_pending: AtomicUsize::new(0),
             users: ArcSwap::from_pointee(UserTable::from_config(&config.users)?),
             targets: [target(Side::Old)?, target(Side::New)?],
             tls_required: config.listen.tls.as_ref().is_some_and(|t| t.required),
@@ -322,7 +336,44 @@ impl Server {
             let _ = std::fs::remove_file(path);
         }
         info!("listener stopped");
+        self.drain().await;
     }
+
+    /// Lets mirrored sessions finish the transaction they are in (they close
+    /// at its end), then lets async mirror queues empty, each within
+    /// [`DRAIN_GRACE`]; what is still queued after that is logged as lost.
+    async fn drain(&self) {
+        let shared = &self.shared;
+        shared.stopping.send_replace(true);
+        let sessions = wait_for_zero(&shared.mirror_sessions).await;
+        if sessions > 0 {
+            warn!(sessions, "mirrored sessions still in a transaction after the grace period: closed; their open transactions roll back on both sides");
+        }
+        let queued = wait_for_zero(&shared.async_pending).await;
+        if let Some(sampler) = &shared.sampler {
+            if let Err(e) = sampler.log.write_summary() {
+                warn!(error = %e, "read-diff summary could not be written");
+            }
+        }
+        if queued > 0 {
+            error!(queued, "async mirror queues not empty after the grace period: those statements are not applied on the mirror");
+            shared.record_divergence(Divergence::new(
+                DivergenceKind::AsyncOverflow,
+                Side::New,
+                "(shutdown)",
+                &format!("turnout stopped with {queued} statement(s) still queued for the mirror; they were not applied"),
+            ));
+        }
+    }
+}
+
+/// Waits until `count` is 0 or [`DRAIN_GRACE`] has passed; returns it then.
+async fn wait_for_zero(count: &AtomicUsize) -> usize {
+    let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
+    while count.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    count.load(Ordering::Relaxed)
 }
 
 async fn accept_unix(

@@ -18,6 +18,7 @@ use crate::engine::{Classification, Kind, StatementClass, TxControl};
 use crate::server::Shared;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::warn;
@@ -274,8 +275,31 @@ impl<'a> MirrorSession<'a> {
     }
 
     pub async fn run(mut self) -> End {
+        self.shared.mirror_sessions.fetch_add(1, Ordering::Relaxed);
+        let end = self.serve().await;
+        self.shared.mirror_sessions.fetch_sub(1, Ordering::Relaxed);
+        end
+    }
+
+    async fn serve(&mut self) -> End {
+        let mut stopping = self.shared.stopping.subscribe();
         loop {
-            let frame = match self.client.read().await {
+            if *stopping.borrow() && self.status == b'I' && self.batch.is_empty() {
+                // Between transactions: nothing of the client's is cut.
+                let _ = self
+                    .client_error(
+                        Severity::Fatal,
+                        "57P01",
+                        "turnout is stopping: terminating connection between transactions",
+                    )
+                    .await;
+                return End::Terminated;
+            }
+            let read = tokio::select! {
+                r = self.client.read() => r,
+                _ = stopping.changed(), if !*stopping.borrow() => continue,
+            };
+            let frame = match read {
                 Ok(f) => f,
                 Err(FramedError::Codec(e)) => {
                     let msg = format!("turnout: protocol violation: {e}");

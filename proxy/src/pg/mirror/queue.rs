@@ -5,6 +5,7 @@
 //! log: nothing is dropped silently.
 
 use super::*;
+use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
 
 /// One piece of mirror work, in session order.
@@ -79,6 +80,7 @@ impl MirrorSession<'_> {
             if q.tx.send(rollback).await.is_err() {
                 return;
             }
+            self.shared.async_pending.fetch_add(1, Ordering::Relaxed);
             q.void = false;
         }
         let job = Job {
@@ -89,7 +91,9 @@ impl MirrorSession<'_> {
             replay,
             reply: None,
         };
-        if q.tx.try_send(job).is_err() {
+        if q.tx.try_send(job).is_ok() {
+            self.shared.async_pending.fetch_add(1, Ordering::Relaxed);
+        } else {
             self.shared.metrics_mirror_error();
             let in_transaction = !fresh || self.status != b'I';
             q.void = in_transaction;
@@ -119,8 +123,8 @@ impl MirrorSession<'_> {
             reply: None,
         };
         if let Some(q) = self.async_mirror.as_mut() {
-            if !q.void {
-                let _ = q.tx.send(job).await;
+            if !q.void && q.tx.send(job).await.is_ok() {
+                self.shared.async_pending.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -147,6 +151,7 @@ impl MirrorSession<'_> {
         q.tx.send(job)
             .await
             .map_err(|_| format!("the queue toward {} is closed", self.mirror_side))?;
+        self.shared.async_pending.fetch_add(1, Ordering::Relaxed);
         answer
             .await
             .map_err(|_| format!("the queue toward {} is closed", self.mirror_side))?
@@ -203,6 +208,7 @@ async fn apply(
                 }
             }
         };
+        shared.async_pending.fetch_sub(1, Ordering::Relaxed);
         if let Some(reply) = job.reply {
             let _ = reply.send(outcome);
             continue;
