@@ -71,11 +71,7 @@ fn pgbench(url: &str, args: &[&str]) -> String {
 
 #[test]
 fn pgbench_tpcb_leaves_both_sides_identical_in_every_mode() {
-    let s = Setup::start(Options {
-        phase: Some("mirror"),
-        ddl: Some("both"),
-        ..Options::default()
-    });
+    let s = mirrored();
     let url = s.app_url();
     // Schema and rows through turnout: DDL runs on both, COPY is mirrored.
     pgbench(&url, &["-i", "-s", "1", "-q"]);
@@ -92,11 +88,7 @@ fn pgbench_tpcb_leaves_both_sides_identical_in_every_mode() {
 
 #[test]
 fn concurrent_writers_in_and_out_of_transactions_stay_identical() {
-    let s = Setup::start(Options {
-        phase: Some("mirror"),
-        ddl: Some("both"),
-        ..Options::default()
-    });
+    let s = mirrored();
     let url = s.app_url();
     let out = s.psql(
         &url,
@@ -145,6 +137,15 @@ fn concurrent_writers_in_and_out_of_transactions_stay_identical() {
     }
     assert_sides_identical(&s, &[("counters", "id")]);
     assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+}
+
+/// A proxy in phase `mirror` with DDL applied to both sides.
+fn mirrored() -> Setup {
+    Setup::start(Options {
+        phase: Some("mirror"),
+        ddl: Some("both"),
+        ..Options::default()
+    })
 }
 
 /// A proxy in phase `mirror` with DDL applied to both sides, failure policy
@@ -273,11 +274,7 @@ fn new_stopped_under_fail_clients_get_errors_and_nothing_is_half_applied() {
 
 #[test]
 fn serial_ids_and_default_now_are_identical_under_concurrent_inserts() {
-    let s = Setup::start(Options {
-        phase: Some("mirror"),
-        ddl: Some("both"),
-        ..Options::default()
-    });
+    let s = mirrored();
     let url = s.app_url();
     let out = s.psql(
         &url,
@@ -332,11 +329,7 @@ fn serial_ids_and_default_now_are_identical_under_concurrent_inserts() {
 
 #[test]
 fn inserts_whose_generated_values_cannot_be_pinned_are_recorded_as_unsafe() {
-    let s = Setup::start(Options {
-        phase: Some("mirror"),
-        ddl: Some("both"),
-        ..Options::default()
-    });
+    let s = mirrored();
     let url = s.app_url();
     let out = s.psql(
         &url,

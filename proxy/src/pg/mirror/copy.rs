@@ -67,15 +67,7 @@ impl MirrorSession<'_> {
                         error: Some(String::new()),
                         status: self.status,
                     };
-                    if wrap {
-                        self.auth
-                            .send(&query("ROLLBACK"))
-                            .await
-                            .map_err(Stop::Authority)?;
-                        self.collect_authority().await?;
-                    }
-                    let status = if wrap { b'I' } else { c.status };
-                    return self.relay_collected(&c, status).await;
+                    return self.relay_failure(&c, wrap).await;
                 }
                 _ => early.push(f),
             }
@@ -155,33 +147,14 @@ impl MirrorSession<'_> {
             Err(e) => Err(e),
         };
         if result.error.is_some() {
-            if wrap {
-                self.auth
-                    .send(&query("ROLLBACK"))
-                    .await
-                    .map_err(Stop::Authority)?;
-                self.collect_authority().await?;
-            }
-            let status = if wrap { b'I' } else { result.status };
-            return self.relay_collected(&result, status).await;
+            return self.relay_failure(&result, wrap).await;
         }
         if let Err(detail) = mirror_result {
             if self.mirror_failed(class, &detail, unit) {
                 return self.fail_write(wrap, &detail).await;
             }
         }
-        if wrap {
-            self.auth
-                .send(&query("COMMIT"))
-                .await
-                .map_err(Stop::Authority)?;
-            let commit = self.collect_authority().await?;
-            if commit.error.is_some() {
-                return self.relay_collected(&commit, b'I').await;
-            }
-        }
-        let status = if wrap { b'I' } else { result.status };
-        self.relay_collected(&result, status).await
+        self.finish_write(&result, wrap, class).await
     }
 
     /// Sends `unit` (a COPY FROM STDIN) to the mirror, wrapped when asked, and

@@ -129,6 +129,21 @@ impl MirrorSession<'_> {
         self.relay_collected(&result, result.status).await
     }
 
+    /// The authority failed the client's statement (`result`): turnout's
+    /// own wrapping transaction, if `wrapped`, is rolled back, and the client
+    /// gets the authority's answer.
+    pub(super) async fn relay_failure(&mut self, result: &Collected, wrapped: bool) -> Step {
+        if wrapped {
+            self.auth
+                .send(&query("ROLLBACK"))
+                .await
+                .map_err(Stop::Authority)?;
+            self.collect_authority().await?;
+        }
+        let status = if wrapped { b'I' } else { result.status };
+        self.relay_collected(result, status).await
+    }
+
     /// Rolls the authority's transaction back and tells the client why
     /// (`msg`), ending with ReadyForQuery(idle).
     async fn roll_back_authority_and_fail(&mut self, msg: &str) -> Step {
@@ -309,15 +324,7 @@ impl MirrorSession<'_> {
         }
         let values = self.collect_authority().await?;
         if values.error.is_some() {
-            if *begun {
-                self.auth
-                    .send(&query("ROLLBACK"))
-                    .await
-                    .map_err(Stop::Authority)?;
-                self.collect_authority().await?;
-            }
-            let status = if *begun { b'I' } else { values.status };
-            self.relay_collected(&values, status).await?;
+            self.relay_failure(&values, *begun).await?;
             return Ok(None);
         }
         Ok(Some(
@@ -384,15 +391,7 @@ impl MirrorSession<'_> {
         }
         let result = self.collect_authority().await?;
         if result.error.is_some() {
-            if wrap {
-                self.auth
-                    .send(&query("ROLLBACK"))
-                    .await
-                    .map_err(Stop::Authority)?;
-                self.collect_authority().await?;
-            }
-            let status = if wrap { b'I' } else { result.status };
-            return self.relay_collected(&result, status).await;
+            return self.relay_failure(&result, wrap).await;
         }
 
         let mirrored = match mirror_unit(self.tx_time.as_deref()) {
@@ -423,7 +422,20 @@ impl MirrorSession<'_> {
                 return self.fail_write(wrap, &detail).await;
             }
         }
-        if wrap {
+        self.finish_write(&result, wrap, class).await
+    }
+
+    /// After the mirror applied a write: commits turnout's wrapping
+    /// transaction on the authority, if `wrapped`, and relays the write's
+    /// answer. A failed authority COMMIT (the mirror has committed) is
+    /// recorded as a divergence.
+    pub(super) async fn finish_write(
+        &mut self,
+        result: &Collected,
+        wrapped: bool,
+        class: &Classification,
+    ) -> Step {
+        if wrapped {
             self.auth
                 .send(&query("COMMIT"))
                 .await
@@ -439,8 +451,8 @@ impl MirrorSession<'_> {
                 return self.relay_collected(&commit, b'I').await;
             }
         }
-        let status = if wrap { b'I' } else { result.status };
-        self.relay_collected(&result, status).await
+        let status = if wrapped { b'I' } else { result.status };
+        self.relay_collected(result, status).await
     }
 
     /// Under `mirror.on_error = fail`: undo the write on the authority and
