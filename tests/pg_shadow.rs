@@ -302,3 +302,58 @@ fn a_stalled_or_stopped_shadow_does_not_slow_reads_and_skips_are_counted() {
     println!("{:#}", summary(&s));
     assert!(records(&s).iter().all(|r| r["status"] != "confirmed"));
 }
+
+#[test]
+fn shadow_reads_run_with_the_sessions_settings() {
+    let s = setup(SAMPLE_ALL);
+    let url = s.app_url();
+    // Two tables named `items`, with different rows, identical on both sides.
+    let out = s.psql(
+        &url,
+        &[
+            "-c",
+            "CREATE SCHEMA shop",
+            "-c",
+            "CREATE TABLE shop.items (id int PRIMARY KEY, v text)",
+            "-c",
+            "CREATE TABLE public.items (id int PRIMARY KEY, v text)",
+            "-c",
+            "INSERT INTO shop.items VALUES (1, 'in shop')",
+            "-c",
+            "INSERT INTO public.items VALUES (1, 'in public')",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The session reads through its search_path; the shadow must too.
+    let out = s.psql(
+        &url,
+        &[
+            "-c",
+            "SET search_path = shop",
+            "-c",
+            "SELECT * FROM items",
+            "-c",
+            "RESET search_path",
+            "-c",
+            "SELECT v FROM items WHERE id = 1",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "1|in shop\nin public");
+    eventually("both reads compared", || {
+        counts(&s, "select * from items", "samples") == 1
+            && counts(&s, "select v from items where id = ?", "samples") == 1
+    });
+    assert_eq!(
+        counts(&s, "select * from items", "matches"),
+        1,
+        "{}",
+        summary(&s)
+    );
+    assert_eq!(
+        counts(&s, "select v from items where id = ?", "matches"),
+        1,
+        "{}",
+        summary(&s)
+    );
+}

@@ -45,7 +45,13 @@ pub struct Sampler {
     pub max_result_bytes: usize,
     ignore: BTreeMap<String, Vec<String>>,
     /// Idle connections for samples, per side (old, new).
-    pools: [Mutex<Vec<Framed>>; 2],
+    pools: [Mutex<Vec<Pooled>>; 2],
+}
+
+/// An idle sample connection and the session settings applied on it.
+struct Pooled {
+    conn: Framed,
+    settings: Arc<Vec<String>>,
 }
 
 impl Sampler {
@@ -98,21 +104,24 @@ impl Sampler {
         }
     }
 
-    fn pool(&self, side: Side) -> &Mutex<Vec<Framed>> {
+    fn pool(&self, side: Side) -> &Mutex<Vec<Pooled>> {
         &self.pools[usize::from(side == Side::New)]
     }
 
-    fn take_conn(&self, side: Side) -> Option<Framed> {
-        self.pool(side)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
+    /// An idle connection, preferring one that has `settings` applied.
+    fn take_conn(&self, side: Side, settings: &Arc<Vec<String>>) -> Option<Pooled> {
+        let mut pool = self.pool(side).lock().unwrap_or_else(|p| p.into_inner());
+        let i = pool
+            .iter()
+            .rposition(|p| p.settings == *settings)
+            .or_else(|| pool.len().checked_sub(1))?;
+        Some(pool.swap_remove(i))
     }
 
-    fn give_back(&self, side: Side, conn: Framed) {
+    fn give_back(&self, side: Side, pooled: Pooled) {
         let mut pool = self.pool(side).lock().unwrap_or_else(|p| p.into_inner());
         if pool.len() < POOL_IDLE {
-            pool.push(conn);
+            pool.push(pooled);
         }
     }
 }
@@ -209,6 +218,9 @@ pub struct Sample {
     /// Result format codes the client asked for (empty: all text).
     pub result_formats: Vec<u16>,
     pub params: Vec<(String, String)>,
+    /// The session's settings (`SET search_path ...`), applied on the
+    /// sample's connections so the query means the same there.
+    pub settings: Arc<Vec<String>>,
 }
 
 /// Runs the check off the client's path; the permit bounds the work in flight.
@@ -256,7 +268,16 @@ struct Answer {
 }
 
 async fn check(shared: &Shared, sampler: &Sampler, sample: &Sample) -> Result<(), SampleError> {
-    let on = |side: Side| run(shared, sampler, side, &sample.query, &sample.params);
+    let on = |side: Side| {
+        run(
+            shared,
+            sampler,
+            side,
+            &sample.query,
+            &sample.params,
+            &sample.settings,
+        )
+    };
     let shadow = on(sample.shadow).await?;
     // The client's answer has its RowDescription only when it asked to
     // describe; the shadow's says the same of the same query.
@@ -490,10 +511,11 @@ async fn run(
     side: Side,
     query: &ShadowQuery,
     params: &[(String, String)],
+    settings: &Arc<Vec<String>>,
 ) -> Result<Answer, SampleError> {
     let unavailable = |e: String| SampleError::Unavailable(format!("{side}: {e}"));
-    let mut conn = match sampler.take_conn(side) {
-        Some(c) => c,
+    let pooled = match sampler.take_conn(side, settings) {
+        Some(p) => p,
         None => {
             let c = tokio::time::timeout(
                 shared.mirror_timeout,
@@ -502,29 +524,59 @@ async fn run(
             .await
             .map_err(|_| unavailable("connect timed out".into()))?
             .map_err(|e| unavailable(e.to_string()))?;
-            let mut f = Framed::new(c.stream, c.leftover, usize::MAX);
-            let mut set = BytesMut::new();
-            put_cstr(&mut set, "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'");
-            f.send(&codec::frame(b'Q', &set))
-                .await
-                .map_err(|e| unavailable(e.to_string()))?;
-            read_answer(&mut f, usize::MAX)
-                .await
-                .map_err(|e| unavailable(e.to_string()))?;
-            f
+            Pooled {
+                conn: Framed::new(c.stream, c.leftover, usize::MAX),
+                // Nothing applied yet: the settings go first below.
+                settings: Arc::new(vec!["(new connection)".into()]),
+            }
         }
     };
+    let Pooled {
+        mut conn,
+        settings: applied,
+    } = pooled;
+    // The session's settings, then UTC and ISO dates (timestamps compare
+    // with binary ones), unless this connection has them already.
+    let mut prefix = BytesMut::new();
+    let mut prefix_answers = 0;
+    if applied != *settings {
+        let sqls = std::iter::once("RESET ALL")
+            .chain(settings.iter().map(String::as_str))
+            .chain(std::iter::once(
+                "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'",
+            ));
+        for sql in sqls {
+            let mut body = BytesMut::new();
+            put_cstr(&mut body, sql);
+            prefix.extend_from_slice(&codec::frame(b'Q', &body));
+            prefix_answers += 1;
+        }
+    }
     let exchange = async {
-        conn.send(&query.messages()).await?;
+        prefix.extend_from_slice(&query.messages());
+        conn.send(&prefix).await?;
+        for _ in 0..prefix_answers {
+            read_answer(&mut conn, usize::MAX).await?;
+        }
         read_answer(&mut conn, sampler.max_result_bytes).await
     };
-    match tokio::time::timeout(shared.mirror_timeout, exchange).await {
+    let outcome = tokio::time::timeout(shared.mirror_timeout, exchange).await;
+    let give_back = |conn| {
+        sampler.give_back(
+            side,
+            Pooled {
+                conn,
+                settings: settings.clone(),
+            },
+        )
+    };
+    match outcome {
         Ok(Ok(Some(a))) => {
-            sampler.give_back(side, conn);
+            give_back(conn);
             Ok(a)
         }
         Ok(Ok(None)) => {
-            sampler.give_back(side, conn);
+            give_back(conn);
             Err(SampleError::Unavailable(format!(
                 "{side}: result larger than sampling.max_result_bytes"
             )))

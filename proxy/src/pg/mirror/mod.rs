@@ -394,6 +394,7 @@ impl<'a> MirrorSession<'a> {
                 capture,
                 result_formats,
                 params: self.client_params.clone(),
+                settings: self.replay.clone(),
             },
             permit,
         );
