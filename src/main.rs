@@ -1,5 +1,6 @@
 //! The `turnout` command: run the proxy, check a config, or start a demo.
 
+mod ctl;
 mod demo;
 mod report;
 
@@ -8,7 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use turnout_config::Config;
-use turnout_control::{Phase, RoutingState};
+use turnout_control::controller::Controller;
+use turnout_control::Phase;
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +35,22 @@ enum Command {
     CheckConfig {
         /// Path of the TOML config.
         file: PathBuf,
+    },
+    /// Send a command to a running turnout's admin socket: status,
+    /// flip reads, rollback (changes take --dry-run).
+    Ctl {
+        /// The admin socket (admin.socket of the config).
+        #[arg(long, conflicts_with = "config")]
+        socket: Option<PathBuf>,
+        /// Find the admin socket in this config file.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Print the JSON reply as it is.
+        #[arg(long)]
+        json: bool,
+        /// The command, e.g. `status` or `flip reads --dry-run`.
+        #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+        command: Vec<String>,
     },
     /// Print the read-diff report: per query fingerprint, worst first.
     Report {
@@ -89,6 +107,12 @@ fn main() -> ExitCode {
             };
             rt.block_on(run(config))
         }
+        Command::Ctl {
+            socket,
+            config,
+            json,
+            command,
+        } => ctl::run(socket, config, json, &command.join(" ")),
         Command::Report {
             file,
             format,
@@ -168,16 +192,39 @@ async fn run(config: Config) -> ExitCode {
         .as_deref()
         .and_then(|p| p.parse::<Phase>().ok())
         .unwrap_or(Phase::Passthrough);
-    let routing = Arc::new(RoutingState::new(phase, 0));
+    let controller = match Controller::start(
+        phase,
+        config.state.file.as_deref(),
+        config.admin.audit_log.as_deref(),
+    ) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            eprintln!("turnout: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let phase = controller.routing().snapshot().phase;
     if phase.mirror().is_some() && config.mirror.divergence_log.is_none() {
         tracing::warn!("mirroring without mirror.divergence_log: divergences go to this log only");
     }
-    let server = match turnout_proxy::Server::bind(&config, routing).await {
+    let server = match turnout_proxy::Server::bind(&config, controller.routing().clone()).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("turnout: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    let _admin = match &config.admin.socket {
+        Some(path) => match turnout_proxy::admin::Admin::bind(path) {
+            Ok(admin) => Some(tokio::spawn(
+                admin.serve(server.shared().clone(), controller.clone()),
+            )),
+            Err(e) => {
+                eprintln!("turnout: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
     };
     match server.local_addr() {
         Ok(addr) => tracing::info!(%addr, %phase, "turnout listening"),

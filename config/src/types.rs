@@ -285,6 +285,8 @@ pub struct Admin {
     pub socket: Option<PathBuf>,
     /// Flag file whose content names the desired phase.
     pub flag_file: Option<PathBuf>,
+    /// Where every mutating admin command is recorded (JSON Lines).
+    pub audit_log: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

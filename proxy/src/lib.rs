@@ -1,6 +1,7 @@
 //! turnout's data path: listeners, TLS, authentication, and the protocol
 //! adapters that forward client sessions to the side the routing names.
 
+pub mod admin;
 pub mod engine;
 pub mod pg;
 pub mod server;

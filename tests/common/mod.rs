@@ -39,6 +39,9 @@ pub struct Options {
     /// Keys of a `[sampling]` section (shadow reads); its report goes to
     /// `Setup::read_diffs()`'s file.
     pub sampling: &'static str,
+    /// An admin socket (`Setup::admin_socket()`), an audit log and a state
+    /// file, all in the test's folder.
+    pub admin: bool,
 }
 
 pub struct Setup {
@@ -68,6 +71,13 @@ impl Proxy {
     /// Whatever turnout wrote to stderr so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills turnout outright (SIGKILL), as a crash would.
+    #[allow(dead_code)]
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Asks turnout to stop (SIGTERM), as a service manager would.
@@ -165,6 +175,9 @@ statement_timeout_ms = 5000
 
 [state]
 initial_phase = "{phase}"
+{state_file}
+
+{admin}
 
 [limits]
 auth_timeout_ms = 3000
@@ -179,6 +192,20 @@ level = "debug"
             on_error = opts.on_error.unwrap_or("record"),
             ddl = opts.ddl.unwrap_or("authority_only"),
             mirror_extra = opts.mirror_extra,
+            state_file = if opts.admin {
+                format!("file = \"{}\"", dir.path().join("state.json").display())
+            } else {
+                String::new()
+            },
+            admin = if opts.admin {
+                format!(
+                    "[admin]\nsocket = \"{}\"\naudit_log = \"{}\"",
+                    dir.path().join("admin.sock").display(),
+                    dir.path().join("audit.jsonl").display()
+                )
+            } else {
+                String::new()
+            },
             sampling = if opts.sampling.is_empty() {
                 String::new()
             } else {
@@ -273,6 +300,24 @@ level = "debug"
     }
 
     /// psql through turnout.
+    /// The admin socket (with `Options::admin`).
+    #[allow(dead_code)]
+    pub fn admin_socket(&self) -> PathBuf {
+        self.dir.path().join("admin.sock")
+    }
+
+    /// Runs `turnout ctl --socket <admin socket> <args>`.
+    #[allow(dead_code)]
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(turnout_bin())
+            .arg("ctl")
+            .arg("--socket")
+            .arg(self.admin_socket())
+            .args(args)
+            .output()
+            .expect("run turnout ctl")
+    }
+
     /// The read-diff report file (`sampling.report`).
     pub fn read_diffs(&self) -> PathBuf {
         self.dir.path().join("read-diffs.jsonl")

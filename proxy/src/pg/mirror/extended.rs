@@ -155,6 +155,31 @@ impl MirrorSession<'_> {
         }
         match route {
             Route::Authority => {
+                // Statements defined here must exist on the authority too:
+                // a batch that names or closes one stays there.
+                let defines = batch.iter().any(|f| {
+                    f.tag == b'C' || (f.tag == b'P' && f.body().first().is_some_and(|&b| b != 0))
+                });
+                let reads = !executed.is_empty()
+                    && executed
+                        .iter()
+                        .all(|c| c.kind() == Kind::Read && c.statements.len() == 1);
+                if reads && !defines && self.reads_from_mirror() {
+                    let sample = if executed.len() == 1 {
+                        self.sample_batch(&batch, &class)
+                            .map(|(query, result_formats, permit)| ReadSample {
+                                query,
+                                result_formats,
+                                permit,
+                            })
+                    } else {
+                        None
+                    };
+                    let plan = self.mirror_plan(&batch, true);
+                    let m = plan.build(None).unwrap_or_else(|_| raw.clone().freeze());
+                    self.mirror_prepared.extend(plan.prepares_named());
+                    return self.read_on_mirror(&m, &raw, sample, &class).await;
+                }
                 if executed.len() == 1 {
                     if let Some((query, formats, permit)) = self.sample_batch(&batch, &class) {
                         return self

@@ -24,7 +24,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::warn;
 use turnout_config::{DdlPolicy, MirrorErrorPolicy, RuleAction, UnsafePolicy};
 use turnout_control::divergence::{Divergence, DivergenceKind};
-use turnout_control::Side;
+use turnout_control::{Routing, Side};
 
 mod copy;
 mod extended;
@@ -67,6 +67,13 @@ struct Pending {
     fingerprint: String,
     /// What was sent, to locate a failure in the divergence log.
     sent: Bytes,
+}
+
+/// A read chosen for comparison: what to run on the other side.
+struct ReadSample {
+    query: ShadowQuery,
+    result_formats: Vec<u16>,
+    permit: OwnedSemaphorePermit,
 }
 
 /// A prepared statement as the client defined it.
@@ -190,6 +197,9 @@ pub struct MirrorSession<'a> {
     /// The current transaction wrote (its reads are not sampled unless
     /// `sampling.in_write_transactions`).
     wrote_in_tx: bool,
+    /// The routing this transaction runs by: taken when it starts, kept
+    /// until it ends, so a flip never splits it.
+    routing: Arc<Routing>,
     client: Framed,
     auth: Framed,
     mirror: Option<Framed>,
@@ -250,6 +260,7 @@ impl<'a> MirrorSession<'a> {
             shared,
             shared_arc: shared.clone(),
             wrote_in_tx: false,
+            routing: shared.routing.snapshot(),
             client,
             auth: Framed::new(auth.stream, auth.leftover, usize::MAX),
             mirror,
@@ -300,7 +311,14 @@ impl<'a> MirrorSession<'a> {
                 _ = stopping.changed(), if !*stopping.borrow() => continue,
             };
             let frame = match read {
-                Ok(f) => f,
+                Ok(f) => {
+                    if self.status == b'I' && self.batch.is_empty() {
+                        // A new transaction (or autocommit statement) starts:
+                        // it runs by the routing of now.
+                        self.routing = self.shared.routing.snapshot();
+                    }
+                    f
+                }
                 Err(FramedError::Codec(e)) => {
                     let msg = format!("turnout: protocol violation: {e}");
                     let _ = self.client_error(Severity::Fatal, "08P01", &msg).await;
@@ -384,21 +402,146 @@ impl<'a> MirrorSession<'a> {
         self.auth.send(raw).await.map_err(Stop::Authority)?;
         let mut capture = Capture::default();
         self.relay_authority_capturing(Some(&mut capture)).await?;
+        let sample = ReadSample {
+            query,
+            result_formats,
+            permit,
+        };
+        self.check_sample(sample, class, capture, self.auth_side());
+        Ok(())
+    }
+
+    /// Hands a captured read to the shadow check; `target` served it.
+    fn check_sample(
+        &self,
+        sample: ReadSample,
+        class: &Classification,
+        capture: Capture,
+        target: Side,
+    ) {
         shadow::spawn(
             self.shared_arc.clone(),
             Sample {
                 fingerprint: class.fingerprint.clone(),
-                query,
-                target: self.auth_side(),
-                shadow: self.mirror_side,
+                query: sample.query,
+                target,
+                shadow: target.other(),
                 capture,
-                result_formats,
+                result_formats: sample.result_formats,
                 params: self.client_params.clone(),
                 settings: self.replay.clone(),
             },
-            permit,
+            sample.permit,
         );
+    }
+
+    /// The most bytes of a read's answer kept for its comparison.
+    fn capture_limit(&self) -> usize {
+        self.shared
+            .sampler
+            .as_ref()
+            .map(|s| s.max_result_bytes)
+            .unwrap_or(0)
+    }
+
+    /// Whether reads go to the mirror's side in this transaction
+    /// (phase `reads_new`).
+    fn reads_from_mirror(&self) -> bool {
+        self.routing.phase.read_target() == self.mirror_side
+    }
+
+    /// A read in phase `reads_new`: served by the mirror's side, after the
+    /// answers to this transaction's writes there (so it sees them). When the
+    /// mirror cannot be reached the authority serves it: the client gets an
+    /// answer either way.
+    async fn read_on_mirror(
+        &mut self,
+        unit: &[u8],
+        to_auth: &[u8],
+        sample: Option<ReadSample>,
+        class: &Classification,
+    ) -> Step {
+        let fresh = self.status == b'I';
+        let status = self.status;
+        let mut capture = Capture::default();
+        let max = self.capture_limit();
+        if self.async_mirror.is_some() {
+            match self.ask_queued(unit, fresh).await {
+                Ok(c) => {
+                    for f in &c.frames {
+                        capture.see(f, max);
+                    }
+                    self.relay_collected(&c, status).await?;
+                    if let Some(s) = sample {
+                        self.check_sample(s, class, capture, self.mirror_side);
+                    }
+                    return Ok(());
+                }
+                Err(e) => return self.read_fallback(to_auth, &e).await,
+            }
+        }
+        if self.mirror.is_none() && fresh {
+            let _ = self.reconnect_mirror().await;
+        }
+        self.drain_mirror(true).await;
+        let sent = match self.mirror.as_mut() {
+            None => Err("no connection".to_string()),
+            Some(m) => m.send(unit).await.map_err(|e| e.to_string()),
+        };
+        if let Err(e) = sent {
+            self.mirror = None;
+            return self.read_fallback(to_auth, &e).await;
+        }
+        loop {
+            let read = match self.mirror.as_mut() {
+                Some(m) => m.read().await,
+                None => Err(FramedError::Closed),
+            };
+            let f = match read {
+                Ok(f) => f,
+                Err(e) => {
+                    // Rows may have gone out already: the read fails, clearly.
+                    self.mirror = None;
+                    let msg = format!(
+                        "turnout: connection to {} lost during a read: {e}",
+                        self.mirror_side
+                    );
+                    self.queue(&codec::error_response(Severity::Error, "08006", &msg));
+                    self.queue(&codec::ready_for_query(status));
+                    return self.flush_client().await;
+                }
+            };
+            capture.see(&f, max);
+            match f.tag {
+                b'Z' => {
+                    self.queue(&codec::ready_for_query(status));
+                    self.flush_client().await?;
+                    break;
+                }
+                b'G' => {
+                    // A read does not copy in; refuse it there.
+                    if let Some(m) = self.mirror.as_mut() {
+                        let _ = m.send(&copy_fail("turnout: not a read")).await;
+                    }
+                }
+                _ => {
+                    self.queue(&f.raw);
+                    if self.out.len() >= OUT_CHUNK {
+                        self.flush_client().await?;
+                    }
+                }
+            }
+        }
+        if let Some(s) = sample {
+            self.check_sample(s, class, capture, self.mirror_side);
+        }
         Ok(())
+    }
+
+    async fn read_fallback(&mut self, to_auth: &[u8], why: &str) -> Step {
+        warn!(side = %self.mirror_side, reason = %why, "read served by the authority: the read target cannot be reached");
+        self.auth.send(to_auth).await.map_err(Stop::Authority)?;
+        self.relay_authority().await.map(|_| ())
     }
 
     async fn flush_client(&mut self) -> Step {
@@ -452,12 +595,7 @@ impl<'a> MirrorSession<'a> {
         mut capture: Option<&mut Capture>,
     ) -> Result<Option<String>, Stop> {
         let mut error = None;
-        let max = self
-            .shared
-            .sampler
-            .as_ref()
-            .map(|s| s.max_result_bytes)
-            .unwrap_or(0);
+        let max = self.capture_limit();
         loop {
             let f = self.auth.read().await.map_err(Stop::Authority)?;
             if let Some(c) = capture.as_deref_mut() {

@@ -27,6 +27,23 @@ impl MirrorSession<'_> {
         }
         match route {
             Route::Authority => {
+                if class.kind() == Kind::Read
+                    && class.statements.len() == 1
+                    && self.reads_from_mirror()
+                {
+                    let sample = self.sample_choice(&class).map(|permit| ReadSample {
+                        query: ShadowQuery {
+                            sql: sql.as_str().into(),
+                            param_types: Bytes::new(),
+                            params: None,
+                        },
+                        result_formats: Vec::new(),
+                        permit,
+                    });
+                    return self
+                        .read_on_mirror(&frame.raw, &frame.raw, sample, &class)
+                        .await;
+                }
                 if let Some(permit) = self.sample_choice(&class) {
                     let query = ShadowQuery {
                         sql: sql.as_str().into(),

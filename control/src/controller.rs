@@ -1,0 +1,221 @@
+//! Phase changes: which flips this build can make, persisting each one
+//! before it takes effect, and an audit line for every mutating command.
+
+use crate::routing::{Phase, Routing, RoutingState};
+use crate::state::{Saved, StateError, StateFile};
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// What a flip, rollback or dry run did or would do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    pub from: String,
+    pub to: String,
+    pub epoch: u64,
+    pub dry_run: bool,
+}
+
+pub struct Controller {
+    routing: Arc<RoutingState>,
+    state: Option<StateFile>,
+    /// Earlier phases, oldest first.
+    history: Mutex<Vec<Phase>>,
+    audit: Option<PathBuf>,
+}
+
+impl Controller {
+    /// Starts from the state file when it has a phase (it wins over
+    /// `initial`), else from `initial`, which is then written to the file.
+    pub fn start(
+        initial: Phase,
+        state_file: Option<&Path>,
+        audit: Option<&Path>,
+    ) -> Result<Controller, StateError> {
+        let state = state_file.map(StateFile::new);
+        let saved = match &state {
+            Some(f) => f.load()?,
+            None => None,
+        };
+        let saved = match saved {
+            Some(s) => s,
+            None => {
+                let s = Saved {
+                    routing: Routing {
+                        phase: initial,
+                        epoch: 0,
+                    },
+                    history: Vec::new(),
+                };
+                if let Some(f) = &state {
+                    f.save(&s)?;
+                }
+                s
+            }
+        };
+        Ok(Controller {
+            routing: Arc::new(RoutingState::new(saved.routing.phase, saved.routing.epoch)),
+            state,
+            history: Mutex::new(saved.history),
+            audit: audit.map(Path::to_path_buf),
+        })
+    }
+
+    pub fn routing(&self) -> &Arc<RoutingState> {
+        &self.routing
+    }
+
+    pub fn history(&self) -> Vec<Phase> {
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether this build can move sessions from `from` to `to`.
+    fn supported(from: Phase, to: Phase) -> Result<(), String> {
+        match (from, to) {
+            (Phase::Mirror, Phase::ReadsNew) | (Phase::ReadsNew, Phase::Mirror) => Ok(()),
+            _ => Err(format!(
+                "{from} -> {to} is not available in this build yet (only the reads flip between mirror and reads_new and its rollback are)"
+            )),
+        }
+    }
+
+    /// `flip reads`: mirror -> reads_new.
+    pub fn flip_reads(&self, dry_run: bool, caller: &str) -> Result<Outcome, String> {
+        let from = self.routing.snapshot().phase;
+        let result = if from != Phase::Mirror {
+            Err(format!(
+                "flip reads needs phase mirror; the phase is {from}"
+            ))
+        } else {
+            self.change(from, Phase::ReadsNew, dry_run, true)
+        };
+        self.audit("flip reads", dry_run, caller, &result);
+        result
+    }
+
+    /// `rollback`: back to the phase before this one.
+    pub fn rollback(&self, dry_run: bool, caller: &str) -> Result<Outcome, String> {
+        let from = self.routing.snapshot().phase;
+        let previous = self.history().last().copied();
+        let result = match previous {
+            _ if from == Phase::Finalized => {
+                Err("the phase is finalized: there is no rollback".to_string())
+            }
+            None => Err(format!(
+                "nothing to roll back to: {from} is the first phase"
+            )),
+            Some(to) => self.change(from, to, dry_run, false),
+        };
+        self.audit("rollback", dry_run, caller, &result);
+        result
+    }
+
+    fn change(
+        &self,
+        from: Phase,
+        to: Phase,
+        dry_run: bool,
+        forward: bool,
+    ) -> Result<Outcome, String> {
+        Self::supported(from, to)?;
+        let current = *self.routing.snapshot();
+        if dry_run {
+            return Ok(Outcome {
+                from: from.name().into(),
+                to: to.name().into(),
+                epoch: current.epoch + 1,
+                dry_run,
+            });
+        }
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next_history = history.clone();
+        if forward {
+            next_history.push(from);
+        } else {
+            next_history.pop();
+        }
+        let next = Routing {
+            phase: to,
+            epoch: current.epoch + 1,
+        };
+        // Persisted before it takes effect: a restart never goes back.
+        if let Some(f) = &self.state {
+            f.save(&Saved {
+                routing: next,
+                history: next_history.clone(),
+            })
+            .map_err(|e| format!("not flipped: {e}"))?;
+        }
+        let applied = self.routing.set_phase(to);
+        *history = next_history;
+        Ok(Outcome {
+            from: from.name().into(),
+            to: to.name().into(),
+            epoch: applied.epoch,
+            dry_run,
+        })
+    }
+
+    fn audit(&self, command: &str, dry_run: bool, caller: &str, result: &Result<Outcome, String>) {
+        let line = serde_json::json!({
+            "at": crate::readdiff::now_rfc3339(),
+            "command": command,
+            "dry_run": dry_run,
+            "caller": caller,
+            "outcome": match result {
+                Ok(o) => serde_json::json!({"ok": true, "from": o.from, "to": o.to, "epoch": o.epoch}),
+                Err(e) => serde_json::json!({"ok": false, "error": e}),
+            },
+        });
+        if let Some(path) = &self.audit {
+            let written = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut f| {
+                    writeln!(f, "{line}")?;
+                    f.sync_data()
+                });
+            if let Err(e) = written {
+                eprintln!("turnout: audit log {}: {e}", path.display());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_flip_and_rollback_persist_and_are_audited() {
+        let dir = std::env::temp_dir().join(format!("turnout-ctl-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let state = dir.join("state.json");
+        let audit = dir.join("audit.jsonl");
+        let c = Controller::start(Phase::Mirror, Some(&state), Some(&audit)).unwrap();
+        let dry = c.flip_reads(true, "test").unwrap();
+        assert!(dry.dry_run);
+        assert_eq!(c.routing().snapshot().phase, Phase::Mirror);
+        let o = c.flip_reads(false, "test").unwrap();
+        assert_eq!((o.to.as_str(), o.epoch), ("reads_new", 1));
+        assert!(c.flip_reads(false, "test").is_err());
+        // A restart keeps the phase.
+        let again = Controller::start(Phase::Passthrough, Some(&state), None).unwrap();
+        assert_eq!(again.routing().snapshot().phase, Phase::ReadsNew);
+        let o = c.rollback(false, "test").unwrap();
+        assert_eq!((o.to.as_str(), o.epoch), ("mirror", 2));
+        assert!(c
+            .rollback(false, "test")
+            .unwrap_err()
+            .contains("nothing to roll back"));
+        let lines = std::fs::read_to_string(&audit).unwrap();
+        assert_eq!(lines.lines().count(), 5, "{lines}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,176 @@
+//! The admin socket: a Unix socket (mode 0600), one command per line, one
+//! JSON reply per line. `turnout ctl` is its client.
+//!
+//! Commands: `status`, `flip reads [--dry-run]`, `rollback [--dry-run]`.
+
+use crate::server::Shared;
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tracing::{info, warn};
+use turnout_control::controller::Controller;
+
+/// Longest command line accepted.
+const MAX_LINE: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+#[error("admin.socket {path}: {source}")]
+pub struct AdminError {
+    pub path: String,
+    pub source: std::io::Error,
+}
+
+pub struct Admin {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Admin {
+    /// Binds the socket (replacing a stale one) with mode 0600.
+    pub fn bind(path: &Path) -> Result<Admin, AdminError> {
+        let err = |source| AdminError {
+            path: path.display().to_string(),
+            source,
+        };
+        if std::fs::symlink_metadata(path)
+            .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            .unwrap_or(false)
+        {
+            let _ = std::fs::remove_file(path);
+        }
+        let listener = UnixListener::bind(path).map_err(err)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        Ok(Admin {
+            listener,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Serves commands until the task is dropped.
+    pub async fn serve(self, shared: Arc<Shared>, controller: Arc<Controller>) {
+        loop {
+            let (stream, _) = match self.listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, "admin socket accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let shared = shared.clone();
+            let controller = controller.clone();
+            tokio::spawn(async move {
+                if let Err(e) = connection(stream, &shared, &controller).await {
+                    warn!(error = %e, "admin connection ended");
+                }
+            });
+        }
+    }
+}
+
+async fn connection(
+    stream: UnixStream,
+    shared: &Shared,
+    controller: &Controller,
+) -> std::io::Result<()> {
+    let caller = match stream.peer_cred() {
+        Ok(c) => format!(
+            "uid {} pid {}",
+            c.uid(),
+            c.pid().map(|p| p.to_string()).unwrap_or_else(|| "?".into())
+        ),
+        Err(_) => "unknown".into(),
+    };
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read.take(64 * MAX_LINE as u64)).lines();
+    while let Some(line) = lines.next_line().await? {
+        let reply = if line.len() > MAX_LINE {
+            json!({"ok": false, "error": format!("command longer than {MAX_LINE} bytes")})
+        } else {
+            command(line.trim(), shared, controller, &caller)
+        };
+        let mut text = reply.to_string();
+        text.push('\n');
+        write.write_all(text.as_bytes()).await?;
+    }
+    Ok(())
+}
+
+/// Runs one command line; the JSON reply.
+pub fn command(line: &str, shared: &Shared, controller: &Controller, caller: &str) -> Value {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let dry_run = words.contains(&"--dry-run");
+    let words: Vec<&str> = words.into_iter().filter(|w| *w != "--dry-run").collect();
+    let changed = |r: Result<turnout_control::controller::Outcome, String>, what: &str| match r {
+        Ok(o) => {
+            if !o.dry_run {
+                info!(from = %o.from, to = %o.to, epoch = o.epoch, %caller, "{what}");
+            }
+            json!({"ok": true, "from": o.from, "to": o.to, "epoch": o.epoch, "dry_run": o.dry_run})
+        }
+        Err(e) => {
+            warn!(error = %e, %caller, "{what} refused");
+            json!({"ok": false, "error": e})
+        }
+    };
+    match words.as_slice() {
+        ["status"] => status(shared, controller),
+        ["flip", "reads"] => changed(controller.flip_reads(dry_run, caller), "reads flipped"),
+        ["rollback"] => changed(controller.rollback(dry_run, caller), "rolled back"),
+        ["flip", "writes"] | ["finalize"] => json!({
+            "ok": false,
+            "error": format!("{} is not available in this build yet", words.join(" ")),
+        }),
+        [] => json!({"ok": false, "error": "empty command; try: status"}),
+        _ => json!({
+            "ok": false,
+            "error": format!("unknown command {line:?}; commands: status, flip reads, rollback (each change takes --dry-run)"),
+        }),
+    }
+}
+
+fn status(shared: &Shared, controller: &Controller) -> Value {
+    let routing = controller.routing().snapshot();
+    let sampling = shared.sampler.as_ref().map(|s| {
+        let summary = s.log.summary();
+        let (mut samples, mut matches, mut mismatches, mut transient) = (0, 0, 0, 0);
+        for a in summary.fingerprints.values() {
+            samples += a.samples;
+            matches += a.matches;
+            mismatches += a.mismatches;
+            transient += a.transient;
+        }
+        json!({
+            "samples": samples,
+            "matches": matches,
+            "mismatches": mismatches,
+            "transient": transient,
+            "skipped": summary.skipped,
+        })
+    });
+    json!({
+        "ok": true,
+        "phase": routing.phase.name(),
+        "epoch": routing.epoch,
+        "read_target": routing.phase.read_target().name(),
+        "authority": routing.phase.authority().name(),
+        "history": controller.history().iter().map(|p| p.name()).collect::<Vec<_>>(),
+        "sessions": {
+            "mirrored": shared.mirror_sessions.load(Ordering::Relaxed),
+        },
+        "divergences": shared.divergence_count(),
+        "mirror_errors": shared.mirror_error_count(),
+        "async_pending": shared.async_pending.load(Ordering::Relaxed),
+        "sampling": sampling,
+    })
+}

@@ -1,0 +1,113 @@
+//! `turnout ctl`: the admin socket's client, printing replies for people.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub fn run(
+    socket: Option<PathBuf>,
+    config: Option<PathBuf>,
+    raw_json: bool,
+    command: &str,
+) -> ExitCode {
+    let socket = match (socket, config) {
+        (Some(s), _) => s,
+        (None, Some(c)) => match turnout_config::load(&c) {
+            Ok(cfg) => match cfg.admin.socket {
+                Some(s) => s,
+                None => {
+                    eprintln!("turnout ctl: {} has no admin.socket", c.display());
+                    return ExitCode::from(2);
+                }
+            },
+            Err(e) => {
+                eprintln!("turnout ctl: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => {
+            eprintln!("turnout ctl: say where the admin socket is: --socket PATH or --config FILE");
+            return ExitCode::from(2);
+        }
+    };
+    let reply = match ask(&socket, command) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("turnout ctl: {}: {e}", socket.display());
+            return ExitCode::from(2);
+        }
+    };
+    let ok = reply["ok"].as_bool().unwrap_or(false);
+    if raw_json {
+        println!("{reply}");
+    } else if !ok {
+        eprintln!(
+            "refused: {}",
+            reply["error"].as_str().unwrap_or("no reason given")
+        );
+    } else {
+        print!("{}", human(command, &reply));
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn ask(socket: &PathBuf, command: &str) -> std::io::Result<Value> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    stream.write_all(command.as_bytes())?;
+    stream.write_all(b"\n")?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    serde_json::from_str(&line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+fn human(command: &str, r: &Value) -> String {
+    if command.trim() == "status" {
+        let history: Vec<&str> = r["history"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let mut out = format!(
+            "phase       {} (epoch {})\nreads from  {}\nwrites to   {} first\nhistory     {}\nsessions    {} mirrored\ndivergences {} (mirror errors {})\nasync queue {} statement(s)\n",
+            r["phase"].as_str().unwrap_or("?"),
+            r["epoch"],
+            r["read_target"].as_str().unwrap_or("?"),
+            r["authority"].as_str().unwrap_or("?"),
+            if history.is_empty() {
+                "-".to_string()
+            } else {
+                history.join(" -> ")
+            },
+            r["sessions"]["mirrored"],
+            r["divergences"],
+            r["mirror_errors"],
+            r["async_pending"],
+        );
+        match r["sampling"].as_object() {
+            Some(s) => out.push_str(&format!(
+                "sampling    {} compared: {} matched, {} mismatched (confirmed), {} transient\n",
+                s["samples"], s["matches"], s["mismatches"], s["transient"]
+            )),
+            None => out.push_str("sampling    off\n"),
+        }
+        return out;
+    }
+    let verb = if r["dry_run"].as_bool().unwrap_or(false) {
+        "dry run: would go"
+    } else {
+        "done:"
+    };
+    format!(
+        "{verb} {} -> {} (epoch {})\n",
+        r["from"].as_str().unwrap_or("?"),
+        r["to"].as_str().unwrap_or("?"),
+        r["epoch"]
+    )
+}

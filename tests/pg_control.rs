@@ -1,0 +1,207 @@
+//! The control plane against real PostgreSQL: reads flips and rollbacks
+//! through the admin socket while clients run, the phase surviving a
+//! restart, and clear refusals.
+
+mod common;
+
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn setup() -> Setup {
+    Setup::start(Options {
+        phase: Some("mirror"),
+        ddl: Some("both"),
+        admin: true,
+        ..Options::default()
+    })
+}
+
+fn ctl_ok(s: &Setup, args: &[&str]) -> String {
+    let out = s.ctl(args);
+    assert!(
+        out.status.success(),
+        "turnout ctl {args:?}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+fn value(url: &str) -> String {
+    stdout(&psql(
+        url,
+        &["-c", "SELECT v FROM marker WHERE id = 1"],
+        &[],
+    ))
+}
+
+#[test]
+fn reads_flip_and_roll_back_fifty_times_under_pgbench_without_client_errors() {
+    let s = setup();
+    let url = s.app_url();
+    let out = Command::new("pgbench")
+        .args(["-i", "-s", "1", "-q"])
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A row that differs on purpose, to see which side serves reads.
+    let out = s.psql(
+        &url,
+        &[
+            "-c",
+            "CREATE TABLE marker (id int PRIMARY KEY, v text)",
+            "-c",
+            "INSERT INTO marker VALUES (1, 'old')",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = psql(
+        &s.direct_new_url(),
+        &["-c", "UPDATE marker SET v = 'new' WHERE id = 1"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(value(&url), "old");
+    println!("{}", ctl_ok(&s, &["flip", "reads"]));
+    assert_eq!(value(&url), "new");
+    ctl_ok(&s, &["rollback"]);
+    assert_eq!(value(&url), "old");
+
+    // Writers and readers in every protocol mode while reads flip back and forth.
+    let clients: Vec<_> = [
+        vec!["-M", "simple"],
+        vec!["-M", "extended", "-S"],
+        vec!["-M", "prepared"],
+        vec!["-M", "prepared", "-S"],
+    ]
+    .into_iter()
+    .map(|mode| {
+        Command::new("pgbench")
+            .args(["-n", "-c", "2", "-T", "8"])
+            .args(mode)
+            .arg(&url)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    })
+    .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..50 {
+        ctl_ok(&s, &["flip", "reads"]);
+        std::thread::sleep(Duration::from_millis(40));
+        ctl_ok(&s, &["rollback"]);
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    for c in clients {
+        let out = c.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "pgbench failed:\n{text}");
+        assert!(text.contains("number of failed transactions: 0"), "{text}");
+    }
+    let status = ctl_ok(&s, &["status"]);
+    println!("{status}");
+    assert!(
+        status.contains("phase       mirror (epoch 102)"),
+        "{status}"
+    );
+    // The writes were mirrored all along: pgbench's tables are identical.
+    for (table, order) in [
+        ("pgbench_accounts", "aid"),
+        ("pgbench_tellers", "tid"),
+        ("pgbench_branches", "bid"),
+        ("pgbench_history", "tid, bid, aid, delta, mtime"),
+    ] {
+        let q = format!("COPY (SELECT * FROM {table} ORDER BY {order}) TO STDOUT");
+        let old = stdout(&psql(&s.direct_url(), &["-c", &q], &[]));
+        let new = stdout(&psql(&s.direct_new_url(), &["-c", &q], &[]));
+        assert!(old == new, "{table} differs between old and new");
+    }
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+}
+
+#[test]
+fn ctl_reports_refuses_clearly_audits_and_the_phase_survives_a_restart() {
+    let mut s = setup();
+    let status = ctl_ok(&s, &["status"]);
+    assert!(status.contains("phase       mirror (epoch 0)"), "{status}");
+    assert!(status.contains("reads from  old"), "{status}");
+
+    // A dry run says what would happen and changes nothing.
+    let dry = ctl_ok(&s, &["flip", "reads", "--dry-run"]);
+    assert!(
+        dry.contains("dry run: would go mirror -> reads_new"),
+        "{dry}"
+    );
+    assert!(ctl_ok(&s, &["status"]).contains("phase       mirror (epoch 0)"));
+
+    // Refusals are clear and change nothing.
+    for (args, why) in [
+        (vec!["rollback"], "nothing to roll back to"),
+        (vec!["flip", "writes"], "not available in this build yet"),
+        (vec!["sideways"], "unknown command"),
+    ] {
+        let out = s.ctl(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).contains(why), "{args:?}: {}", stderr(&out));
+    }
+    let out = s.ctl(&["--json", "status"]);
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(json["phase"], "mirror");
+
+    ctl_ok(&s, &["flip", "reads"]);
+    // Killed outright, then started again: the phase is kept.
+    let config = s.proxy.config.clone();
+    let port = s.proxy.port;
+    s.proxy.kill();
+    s.proxy = spawn_proxy(&config, s.dir.path().join("turnout2.log"), port);
+    let status = ctl_ok(&s, &["status"]);
+    assert!(
+        status.contains("phase       reads_new (epoch 1)"),
+        "{status}"
+    );
+    assert!(status.contains("history     mirror"), "{status}");
+    let rolled = ctl_ok(&s, &["rollback"]);
+    assert!(
+        rolled.contains("done: reads_new -> mirror (epoch 2)"),
+        "{rolled}"
+    );
+
+    // Every mutating command, refused or not, is in the audit log.
+    let audit = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    println!("{audit}");
+    assert_eq!(lines.len(), 4, "{audit}");
+    assert_eq!(lines[0]["dry_run"], true);
+    assert_eq!(lines[1]["outcome"]["ok"], false);
+    assert!(lines[2]["caller"].as_str().unwrap().starts_with("uid "));
+    assert_eq!(lines[3]["outcome"]["to"], "mirror");
+
+    // A broken state file stops turnout with a clear error, not a guess.
+    std::fs::write(s.dir.path().join("state.json"), "{\"phase\": \"sideways\"").unwrap();
+    let out = Command::new(turnout_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("state.json") && stderr(&out).contains("fix or remove it"),
+        "{}",
+        stderr(&out)
+    );
+}
