@@ -357,3 +357,48 @@ fn shadow_reads_run_with_the_sessions_settings() {
         summary(&s)
     );
 }
+
+#[test]
+fn after_the_reads_flip_old_is_the_shadow() {
+    let s = Setup::start(Options {
+        phase: Some("mirror"),
+        ddl: Some("both"),
+        sampling: SAMPLE_ALL,
+        admin: true,
+        ..Options::default()
+    });
+    let url = s.app_url();
+    let out = s.psql(
+        &url,
+        &[
+            "-c",
+            "CREATE TABLE marker (id int PRIMARY KEY, v text)",
+            "-c",
+            "INSERT INTO marker VALUES (1, 'same'), (2, 'same')",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = psql(
+        &s.direct_url(),
+        &["-c", "UPDATE marker SET v = 'only old' WHERE id = 2"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = s.ctl(&["flip", "reads"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = s.psql(&url, &["-c", "SELECT v FROM marker WHERE id = 2"]);
+    assert_eq!(stdout(&out), "same", "reads come from new now");
+    let fp = "select v from marker where id = ?";
+    eventually("the read is compared with old", || {
+        counts(&s, fp, "mismatches") == 1
+    });
+    let r = records(&s)
+        .into_iter()
+        .find(|r| r["fingerprint"] == fp)
+        .unwrap();
+    assert_eq!(
+        (r["target"].as_str(), r["shadow"].as_str()),
+        (Some("new"), Some("old"))
+    );
+    assert_eq!(r["differing"][0]["shadow"][0], "only old");
+}
