@@ -214,6 +214,12 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let _flag = config.admin.flag_file.clone().map(|path| {
+        tokio::spawn(turnout_proxy::admin::watch_flag_file(
+            path,
+            controller.clone(),
+        ))
+    });
     let _admin = match &config.admin.socket {
         Some(path) => match turnout_proxy::admin::Admin::bind(path) {
             Ok(admin) => Some(tokio::spawn(

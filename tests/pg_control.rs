@@ -205,3 +205,35 @@ fn ctl_reports_refuses_clearly_audits_and_the_phase_survives_a_restart() {
         stderr(&out)
     );
 }
+
+#[test]
+fn the_flag_file_flips_like_the_admin_command_and_bad_content_changes_nothing() {
+    let s = setup();
+    let flag = s.dir.path().join("phase.flag");
+    let phase = |s: &Setup| {
+        let out = s.ctl(&["--json", "status"]);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap_or_default();
+        v["phase"].as_str().unwrap_or_default().to_string()
+    };
+    std::fs::write(&flag, "reads_new\n").unwrap();
+    eventually("the flag file flips reads", || phase(&s) == "reads_new");
+    std::fs::write(&flag, "sideways").unwrap();
+    eventually("the bad content is refused in the log", || {
+        s.proxy.log_text().contains("flag file refused")
+    });
+    assert_eq!(phase(&s), "reads_new");
+    std::fs::write(&flag, "writes_new").unwrap();
+    eventually("an unavailable flip is refused", || {
+        s.proxy.log_text().matches("flag file refused").count() == 2
+    });
+    assert_eq!(phase(&s), "reads_new");
+    std::fs::write(&flag, "mirror").unwrap();
+    eventually("the flag file rolls back", || phase(&s) == "mirror");
+    let audit = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
+    println!("{audit}");
+    assert_eq!(audit.lines().count(), 4, "{audit}");
+    assert!(
+        audit.lines().all(|l| l.contains("\"caller\":\"flag file ")),
+        "{audit}"
+    );
+}

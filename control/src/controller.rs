@@ -97,6 +97,37 @@ impl Controller {
         result
     }
 
+    /// Moves to `desired` (a flag file's content), as the matching admin
+    /// command would: the reads flip, or a rollback to the phase before.
+    /// `Ok(None)`: already there.
+    pub fn go_to(&self, desired: &str, caller: &str) -> Result<Option<Outcome>, String> {
+        let current = self.routing.snapshot().phase;
+        let to = match desired.parse::<Phase>() {
+            Ok(p) => p,
+            Err(e) => {
+                let result = Err(e.to_string());
+                self.audit("flag file", false, caller, &result);
+                return result.map(|_: Outcome| None);
+            }
+        };
+        if to == current {
+            return Ok(None);
+        }
+        if current == Phase::Mirror && to == Phase::ReadsNew {
+            return self.flip_reads(false, caller).map(Some);
+        }
+        if self.history().last() == Some(&to) {
+            return self.rollback(false, caller).map(Some);
+        }
+        let result = Self::supported(current, to).and_then(|()| {
+            Err(format!(
+                "{current} -> {to} is neither the next flip nor a rollback"
+            ))
+        });
+        self.audit("flag file", false, caller, &result);
+        result.map(|_: Outcome| None)
+    }
+
     /// `rollback`: back to the phase before this one.
     pub fn rollback(&self, dry_run: bool, caller: &str) -> Result<Outcome, String> {
         let from = self.routing.snapshot().phase;

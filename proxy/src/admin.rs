@@ -174,3 +174,39 @@ fn status(shared: &Shared, controller: &Controller) -> Value {
         "sampling": sampling,
     })
 }
+
+/// Watches `admin.flag_file`: when its content (a phase name) changes, the
+/// phase moves there through the same checks and audit as the admin
+/// command. Invalid content is refused with a log line; the phase stays.
+pub async fn watch_flag_file(path: PathBuf, controller: Arc<Controller>) {
+    let caller = format!("flag file {}", path.display());
+    let mut last: Option<String> = None;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t.trim().to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                if last.as_deref() != Some("(unreadable)") {
+                    warn!(file = %path.display(), error = %e, "flag file unreadable; the phase stays");
+                    last = Some("(unreadable)".into());
+                }
+                continue;
+            }
+        };
+        if last.as_deref() == Some(text.as_str()) {
+            continue;
+        }
+        last = Some(text.clone());
+        match controller.go_to(&text, &caller) {
+            Ok(Some(o)) => {
+                info!(from = %o.from, to = %o.to, epoch = o.epoch, file = %path.display(), "phase changed by the flag file")
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!(file = %path.display(), content = %text, error = %e, "flag file refused; the phase stays")
+            }
+        }
+    }
+}

@@ -199,9 +199,10 @@ level = "debug"
             },
             admin = if opts.admin {
                 format!(
-                    "[admin]\nsocket = \"{}\"\naudit_log = \"{}\"",
+                    "[admin]\nsocket = \"{}\"\naudit_log = \"{}\"\nflag_file = \"{}\"",
                     dir.path().join("admin.sock").display(),
-                    dir.path().join("audit.jsonl").display()
+                    dir.path().join("audit.jsonl").display(),
+                    dir.path().join("phase.flag").display()
                 )
             } else {
                 String::new()
