@@ -90,6 +90,23 @@ fn human(command: &str, r: &Value) -> String {
             r["mirror_errors"],
             r["async_pending"],
         );
+        let failures: Vec<&str> = r["guards"]["failures"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let f = &r["guards"]["figures"];
+        out.push_str(&format!(
+            "guards      {} (last {} s: {} compared, {} mismatched, {} mirror errors)\n",
+            if failures.is_empty() {
+                "pass".to_string()
+            } else {
+                format!("refuse: {}", failures.join("; "))
+            },
+            r["guards"]["window_secs"],
+            f["compared"],
+            f["mismatches"],
+            f["mirror_errors"]
+        ));
         match r["sampling"].as_object() {
             Some(s) => out.push_str(&format!(
                 "sampling    {} compared: {} matched, {} mismatched (confirmed), {} transient\n",

@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use turnout_config::Config;
-use turnout_control::controller::Controller;
+use turnout_control::controller::{Controller, GuardLimits};
 use turnout_control::Phase;
+use turnout_proxy::admin::Window;
 
 #[derive(Parser)]
 #[command(
@@ -192,10 +193,18 @@ async fn run(config: Config) -> ExitCode {
         .as_deref()
         .and_then(|p| p.parse::<Phase>().ok())
         .unwrap_or(Phase::Passthrough);
+    let g = &config.guards;
+    let limits = GuardLimits {
+        window_secs: g.window_secs,
+        min_compared_reads: g.min_compared_reads,
+        max_mismatch_rate: g.max_mismatch_rate,
+        max_mirror_errors: g.max_mirror_errors,
+    };
     let controller = match Controller::start(
         phase,
         config.state.file.as_deref(),
         config.admin.audit_log.as_deref(),
+        limits,
     ) {
         Ok(c) => Arc::new(c),
         Err(e) => {
@@ -214,17 +223,23 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let window = Window::new(std::time::Duration::from_secs(g.window_secs));
+    let _window = tokio::spawn(window.clone().track(server.shared().clone()));
     let _flag = config.admin.flag_file.clone().map(|path| {
         tokio::spawn(turnout_proxy::admin::watch_flag_file(
             path,
+            server.shared().clone(),
             controller.clone(),
+            window.clone(),
         ))
     });
     let _admin = match &config.admin.socket {
         Some(path) => match turnout_proxy::admin::Admin::bind(path) {
-            Ok(admin) => Some(tokio::spawn(
-                admin.serve(server.shared().clone(), controller.clone()),
-            )),
+            Ok(admin) => Some(tokio::spawn(admin.serve(
+                server.shared().clone(),
+                controller.clone(),
+                window.clone(),
+            ))),
             Err(e) => {
                 eprintln!("turnout: {e}");
                 return ExitCode::FAILURE;

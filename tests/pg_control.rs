@@ -51,16 +51,10 @@ fn reads_flip_and_roll_back_fifty_times_under_pgbench_without_client_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
     // A row that differs on purpose, to see which side serves reads.
-    let out = s.psql(
-        &url,
-        &[
-            "-c",
-            "CREATE TABLE marker (id int PRIMARY KEY, v text)",
-            "-c",
-            "INSERT INTO marker VALUES (1, 'old')",
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    s.run_ok(&[
+        "CREATE TABLE marker (id int PRIMARY KEY, v text)",
+        "INSERT INTO marker VALUES (1, 'old')",
+    ]);
     let out = psql(
         &s.direct_new_url(),
         &["-c", "UPDATE marker SET v = 'new' WHERE id = 1"],
@@ -236,4 +230,77 @@ fn the_flag_file_flips_like_the_admin_command_and_bad_content_changes_nothing() 
         audit.lines().all(|l| l.contains("\"caller\":\"flag file ")),
         "{audit}"
     );
+}
+
+#[test]
+fn guards_refuse_a_flip_with_every_reason_and_force_overrides_on_the_record() {
+    let s = Setup::start(Options {
+        phase: Some("mirror"),
+        ddl: Some("both"),
+        admin: true,
+        sampling: "rate = 1.0\nper_fingerprint_per_sec = 0\nrecheck_delay_ms = 50\n\
+                   [guards]\nmin_compared_reads = 5",
+        ..Options::default()
+    });
+    let url = s.app_url();
+    s.run_ok(&[
+        "CREATE TABLE marker (id int PRIMARY KEY, v text)",
+        "INSERT INTO marker VALUES (1, 'a'), (2, 'b')",
+    ]);
+    // Too few reads compared yet.
+    let out = s.ctl(&["flip", "reads"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("only 0 read(s) compared") && stderr(&out).contains("--force"),
+        "{}",
+        stderr(&out)
+    );
+    let dry = s.ctl(&["flip", "reads", "--dry-run"]);
+    assert_eq!(
+        dry.status.code(),
+        Some(1),
+        "a dry run says the guards refuse"
+    );
+    for _ in 0..6 {
+        let out = s.psql(&url, &["-c", "SELECT v FROM marker WHERE id = 1"]);
+        assert!(out.status.success());
+    }
+    eventually("six reads compared", || {
+        ctl_ok(&s, &["status"]).contains("6 compared")
+    });
+    // A confirmed mismatch: a second reason.
+    let out = psql(
+        &s.direct_new_url(),
+        &["-c", "UPDATE marker SET v = 'changed' WHERE id = 2"],
+        &[],
+    );
+    assert!(out.status.success());
+    let out = s.psql(&url, &["-c", "SELECT v FROM marker WHERE id = 2"]);
+    assert!(out.status.success());
+    eventually("the mismatch is confirmed", || {
+        ctl_ok(&s, &["status"]).contains("1 mismatched")
+    });
+    let status = ctl_ok(&s, &["status"]);
+    println!("{status}");
+    assert!(
+        status.contains("guards      refuse: 1 confirmed mismatch(es) in 7 compared"),
+        "{status}"
+    );
+    let out = s.ctl(&["flip", "reads"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("guards.max_mismatch_rate"),
+        "{}",
+        stderr(&out)
+    );
+    // --force overrides, and the audit log says what it overrode.
+    let forced = ctl_ok(&s, &["flip", "reads", "--force"]);
+    assert!(forced.contains("mirror -> reads_new"), "{forced}");
+    let audit = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("flip reads --force (overriding: 1 confirmed mismatch(es)"),
+        "{audit}"
+    );
+    // Rolling back is never guarded.
+    ctl_ok(&s, &["rollback"]);
 }

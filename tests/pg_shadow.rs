@@ -368,16 +368,10 @@ fn after_the_reads_flip_old_is_the_shadow() {
         ..Options::default()
     });
     let url = s.app_url();
-    let out = s.psql(
-        &url,
-        &[
-            "-c",
-            "CREATE TABLE marker (id int PRIMARY KEY, v text)",
-            "-c",
-            "INSERT INTO marker VALUES (1, 'same'), (2, 'same')",
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    s.run_ok(&[
+        "CREATE TABLE marker (id int PRIMARY KEY, v text)",
+        "INSERT INTO marker VALUES (1, 'same'), (2, 'same')",
+    ]);
     let out = psql(
         &s.direct_url(),
         &["-c", "UPDATE marker SET v = 'only old' WHERE id = 2"],

@@ -28,7 +28,38 @@ pub struct Config {
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
+    pub guards: Guards,
+    #[serde(default)]
     pub log: Log,
+}
+
+/// What a forward flip needs, over the last `window_secs` seconds; a flip
+/// that fails any of them is refused with every reason (`--force` overrides).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Guards {
+    #[serde(default = "defaults::guard_window_secs")]
+    pub window_secs: u64,
+    /// Reads compared on the shadow at least.
+    #[serde(default)]
+    pub min_compared_reads: u64,
+    /// Confirmed mismatches per compared read at most (0.0: none).
+    #[serde(default)]
+    pub max_mismatch_rate: f64,
+    /// Mirror errors at most.
+    #[serde(default)]
+    pub max_mirror_errors: u64,
+}
+
+impl Default for Guards {
+    fn default() -> Self {
+        Guards {
+            window_secs: defaults::guard_window_secs(),
+            min_compared_reads: 0,
+            max_mismatch_rate: 0.0,
+            max_mirror_errors: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -364,6 +395,9 @@ pub(crate) mod defaults {
     }
     pub fn max_concurrent() -> i64 {
         16
+    }
+    pub fn guard_window_secs() -> u64 {
+        600
     }
     pub fn recheck_delay_ms() -> u64 {
         250

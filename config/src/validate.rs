@@ -181,6 +181,19 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
             c.push(&key, format!("{text:?} has a rule already"));
         }
     }
+    let g = &config.guards;
+    if g.window_secs == 0 || g.window_secs > 86_400 {
+        c.push(
+            "guards.window_secs",
+            format!("expected 1-86400, got {}", g.window_secs),
+        );
+    }
+    if !(0.0..=1.0).contains(&g.max_mismatch_rate) {
+        c.push(
+            "guards.max_mismatch_rate",
+            format!("expected 0.0-1.0, got {}", g.max_mismatch_rate),
+        );
+    }
     let s = &config.sampling;
     if !(0.0..=1.0).contains(&s.rate) {
         c.push("sampling.rate", format!("expected 0.0-1.0, got {}", s.rate));

@@ -17,7 +17,65 @@ pub struct Outcome {
     pub dry_run: bool,
 }
 
+/// What the guards look at: counts over their window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Figures {
+    /// Reads compared on the shadow.
+    pub compared: u64,
+    /// Confirmed mismatches among them.
+    pub mismatches: u64,
+    pub mirror_errors: u64,
+}
+
+/// The guards' limits (config `[guards]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GuardLimits {
+    pub window_secs: u64,
+    pub min_compared_reads: u64,
+    pub max_mismatch_rate: f64,
+    pub max_mirror_errors: u64,
+}
+
+impl GuardLimits {
+    /// Every reason `figures` fail the guards, in words.
+    pub fn failures(&self, f: &Figures) -> Vec<String> {
+        let w = self.window_secs;
+        let mut out = Vec::new();
+        if f.compared < self.min_compared_reads {
+            out.push(format!(
+                "only {} read(s) compared in the last {w} s (guards.min_compared_reads = {})",
+                f.compared, self.min_compared_reads
+            ));
+        }
+        if f.compared > 0 {
+            let rate = f.mismatches as f64 / f.compared as f64;
+            if rate > self.max_mismatch_rate {
+                out.push(format!(
+                    "{} confirmed mismatch(es) in {} compared read(s) in the last {w} s: rate {rate:.4} above guards.max_mismatch_rate = {}",
+                    f.mismatches, f.compared, self.max_mismatch_rate
+                ));
+            }
+        }
+        if f.mirror_errors > self.max_mirror_errors {
+            out.push(format!(
+                "{} mirror error(s) in the last {w} s (guards.max_mirror_errors = {})",
+                f.mirror_errors, self.max_mirror_errors
+            ));
+        }
+        out
+    }
+}
+
+/// A forward flip's request: dry run, `--force`, and the guards' figures.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FlipRequest {
+    pub dry_run: bool,
+    pub force: bool,
+    pub figures: Figures,
+}
+
 pub struct Controller {
+    guards: GuardLimits,
     routing: Arc<RoutingState>,
     state: Option<StateFile>,
     /// Earlier phases, oldest first.
@@ -32,6 +90,7 @@ impl Controller {
         initial: Phase,
         state_file: Option<&Path>,
         audit: Option<&Path>,
+        guards: GuardLimits,
     ) -> Result<Controller, StateError> {
         let state = state_file.map(StateFile::new);
         let saved = match &state {
@@ -55,6 +114,7 @@ impl Controller {
             }
         };
         Ok(Controller {
+            guards,
             routing: Arc::new(RoutingState::new(saved.routing.phase, saved.routing.epoch)),
             state,
             history: Mutex::new(saved.history),
@@ -83,24 +143,44 @@ impl Controller {
         }
     }
 
-    /// `flip reads`: mirror -> reads_new.
-    pub fn flip_reads(&self, dry_run: bool, caller: &str) -> Result<Outcome, String> {
+    pub fn guards(&self) -> &GuardLimits {
+        &self.guards
+    }
+
+    /// `flip reads`: mirror -> reads_new, if the guards pass (or `force`).
+    pub fn flip_reads(&self, req: FlipRequest, caller: &str) -> Result<Outcome, String> {
         let from = self.routing.snapshot().phase;
+        let failures = self.guards.failures(&req.figures);
         let result = if from != Phase::Mirror {
             Err(format!(
                 "flip reads needs phase mirror; the phase is {from}"
             ))
+        } else if !failures.is_empty() && !req.force {
+            Err(format!(
+                "guards refuse the flip: {} (--force overrides)",
+                failures.join("; ")
+            ))
         } else {
-            self.change(from, Phase::ReadsNew, dry_run, true)
+            self.change(from, Phase::ReadsNew, req.dry_run, true)
         };
-        self.audit("flip reads", dry_run, caller, &result);
+        let command = if req.force && !failures.is_empty() {
+            format!("flip reads --force (overriding: {})", failures.join("; "))
+        } else {
+            "flip reads".to_string()
+        };
+        self.audit(&command, req.dry_run, caller, &result);
         result
     }
 
     /// Moves to `desired` (a flag file's content), as the matching admin
     /// command would: the reads flip, or a rollback to the phase before.
     /// `Ok(None)`: already there.
-    pub fn go_to(&self, desired: &str, caller: &str) -> Result<Option<Outcome>, String> {
+    pub fn go_to(
+        &self,
+        desired: &str,
+        caller: &str,
+        figures: Figures,
+    ) -> Result<Option<Outcome>, String> {
         let current = self.routing.snapshot().phase;
         let to = match desired.parse::<Phase>() {
             Ok(p) => p,
@@ -114,7 +194,11 @@ impl Controller {
             return Ok(None);
         }
         if current == Phase::Mirror && to == Phase::ReadsNew {
-            return self.flip_reads(false, caller).map(Some);
+            let req = FlipRequest {
+                figures,
+                ..FlipRequest::default()
+            };
+            return self.flip_reads(req, caller).map(Some);
         }
         if self.history().last() == Some(&to) {
             return self.rollback(false, caller).map(Some);
@@ -229,15 +313,60 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let state = dir.join("state.json");
         let audit = dir.join("audit.jsonl");
-        let c = Controller::start(Phase::Mirror, Some(&state), Some(&audit)).unwrap();
-        let dry = c.flip_reads(true, "test").unwrap();
+        let limits = GuardLimits {
+            window_secs: 60,
+            min_compared_reads: 10,
+            max_mismatch_rate: 0.01,
+            max_mirror_errors: 0,
+        };
+        let c = Controller::start(Phase::Mirror, Some(&state), Some(&audit), limits).unwrap();
+        let bad = Figures {
+            compared: 5,
+            mismatches: 1,
+            mirror_errors: 2,
+        };
+        let refused = c
+            .flip_reads(
+                FlipRequest {
+                    figures: bad,
+                    ..Default::default()
+                },
+                "test",
+            )
+            .unwrap_err();
+        assert!(
+            refused.contains("only 5 read(s)")
+                && refused.contains("rate 0.2000")
+                && refused.contains("2 mirror error(s)"),
+            "{refused}"
+        );
+        let good = Figures {
+            compared: 500,
+            mismatches: 1,
+            mirror_errors: 0,
+        };
+        let dry = c
+            .flip_reads(
+                FlipRequest {
+                    dry_run: true,
+                    figures: good,
+                    ..Default::default()
+                },
+                "test",
+            )
+            .unwrap();
         assert!(dry.dry_run);
         assert_eq!(c.routing().snapshot().phase, Phase::Mirror);
-        let o = c.flip_reads(false, "test").unwrap();
+        let forced = FlipRequest {
+            force: true,
+            figures: bad,
+            ..Default::default()
+        };
+        let o = c.flip_reads(forced, "test").unwrap();
         assert_eq!((o.to.as_str(), o.epoch), ("reads_new", 1));
-        assert!(c.flip_reads(false, "test").is_err());
+        assert!(c.flip_reads(forced, "test").is_err());
         // A restart keeps the phase.
-        let again = Controller::start(Phase::Passthrough, Some(&state), None).unwrap();
+        let again = Controller::start(Phase::Passthrough, Some(&state), None, limits).unwrap();
         assert_eq!(again.routing().snapshot().phase, Phase::ReadsNew);
         let o = c.rollback(false, "test").unwrap();
         assert_eq!((o.to.as_str(), o.epoch), ("mirror", 2));
@@ -246,7 +375,11 @@ mod tests {
             .unwrap_err()
             .contains("nothing to roll back"));
         let lines = std::fs::read_to_string(&audit).unwrap();
-        assert_eq!(lines.lines().count(), 5, "{lines}");
+        assert_eq!(lines.lines().count(), 6, "{lines}");
+        assert!(
+            lines.contains("flip reads --force (overriding: only 5 read(s)"),
+            "{lines}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -108,6 +109,9 @@ pub struct ReadDiffLog {
     path: Option<PathBuf>,
     max_bytes: u64,
     inner: Mutex<Inner>,
+    /// Reads compared since start, and confirmed mismatches among them.
+    compared: AtomicU64,
+    confirmed: AtomicU64,
 }
 
 /// Most distinct fingerprints aggregated; past it, new ones count under `(other)`.
@@ -140,6 +144,8 @@ impl ReadDiffLog {
                 summary: Summary::default(),
                 dirty: true,
             }),
+            compared: AtomicU64::new(0),
+            confirmed: AtomicU64::new(0),
         })
     }
 
@@ -160,6 +166,7 @@ impl ReadDiffLog {
 
     /// A sample that matched.
     pub fn matched(&self, fingerprint: &str) {
+        self.compared.fetch_add(1, Ordering::Relaxed);
         let mut inner = self.lock();
         let a = Self::aggregate(&mut inner.summary, fingerprint);
         a.samples += 1;
@@ -177,6 +184,10 @@ impl ReadDiffLog {
 
     /// A mismatch: counted and appended to the report file.
     pub fn mismatch(&self, d: &ReadDiff) -> Result<(), ReadDiffError> {
+        self.compared.fetch_add(1, Ordering::Relaxed);
+        if d.status == DiffStatus::Confirmed {
+            self.confirmed.fetch_add(1, Ordering::Relaxed);
+        }
         let mut inner = self.lock();
         let a = Self::aggregate(&mut inner.summary, &d.fingerprint);
         a.samples += 1;
@@ -215,6 +226,14 @@ impl ReadDiffLog {
         }
         inner.size += line.len() as u64;
         Ok(())
+    }
+
+    /// Reads compared since start, and confirmed mismatches among them.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.compared.load(Ordering::Relaxed),
+            self.confirmed.load(Ordering::Relaxed),
+        )
     }
 
     /// The aggregates now.

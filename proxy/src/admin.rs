@@ -1,18 +1,21 @@
 //! The admin socket: a Unix socket (mode 0600), one command per line, one
 //! JSON reply per line. `turnout ctl` is its client.
 //!
-//! Commands: `status`, `flip reads [--dry-run]`, `rollback [--dry-run]`.
+//! Commands: `status`, `flip reads [--dry-run] [--force]`, `rollback [--dry-run]`.
 
 use crate::server::Shared;
 use serde_json::{json, Value};
+use std::collections::VecDeque;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{info, warn};
-use turnout_control::controller::Controller;
+use turnout_control::controller::{Controller, Figures, FlipRequest};
 
 /// Longest command line accepted.
 const MAX_LINE: usize = 4096;
@@ -57,7 +60,12 @@ impl Admin {
     }
 
     /// Serves commands until the task is dropped.
-    pub async fn serve(self, shared: Arc<Shared>, controller: Arc<Controller>) {
+    pub async fn serve(
+        self,
+        shared: Arc<Shared>,
+        controller: Arc<Controller>,
+        window: Arc<Window>,
+    ) {
         loop {
             let (stream, _) = match self.listener.accept().await {
                 Ok(s) => s,
@@ -69,8 +77,9 @@ impl Admin {
             };
             let shared = shared.clone();
             let controller = controller.clone();
+            let window = window.clone();
             tokio::spawn(async move {
-                if let Err(e) = connection(stream, &shared, &controller).await {
+                if let Err(e) = connection(stream, &shared, &controller, &window).await {
                     warn!(error = %e, "admin connection ended");
                 }
             });
@@ -82,6 +91,7 @@ async fn connection(
     stream: UnixStream,
     shared: &Shared,
     controller: &Controller,
+    window: &Window,
 ) -> std::io::Result<()> {
     let caller = match stream.peer_cred() {
         Ok(c) => format!(
@@ -97,7 +107,7 @@ async fn connection(
         let reply = if line.len() > MAX_LINE {
             json!({"ok": false, "error": format!("command longer than {MAX_LINE} bytes")})
         } else {
-            command(line.trim(), shared, controller, &caller)
+            command(line.trim(), shared, controller, window, &caller)
         };
         let mut text = reply.to_string();
         text.push('\n');
@@ -107,10 +117,21 @@ async fn connection(
 }
 
 /// Runs one command line; the JSON reply.
-pub fn command(line: &str, shared: &Shared, controller: &Controller, caller: &str) -> Value {
+pub fn command(
+    line: &str,
+    shared: &Shared,
+    controller: &Controller,
+    window: &Window,
+    caller: &str,
+) -> Value {
     let words: Vec<&str> = line.split_whitespace().collect();
     let dry_run = words.contains(&"--dry-run");
-    let words: Vec<&str> = words.into_iter().filter(|w| *w != "--dry-run").collect();
+    let force = words.contains(&"--force");
+    let words: Vec<&str> = words
+        .into_iter()
+        .filter(|w| *w != "--dry-run" && *w != "--force")
+        .collect();
+    let figures = window.figures(shared);
     let changed = |r: Result<turnout_control::controller::Outcome, String>, what: &str| match r {
         Ok(o) => {
             if !o.dry_run {
@@ -124,8 +145,18 @@ pub fn command(line: &str, shared: &Shared, controller: &Controller, caller: &st
         }
     };
     match words.as_slice() {
-        ["status"] => status(shared, controller),
-        ["flip", "reads"] => changed(controller.flip_reads(dry_run, caller), "reads flipped"),
+        ["status"] => status(shared, controller, figures),
+        ["flip", "reads"] => changed(
+            controller.flip_reads(
+                FlipRequest {
+                    dry_run,
+                    force,
+                    figures,
+                },
+                caller,
+            ),
+            "reads flipped",
+        ),
         ["rollback"] => changed(controller.rollback(dry_run, caller), "rolled back"),
         ["flip", "writes"] | ["finalize"] => json!({
             "ok": false,
@@ -134,12 +165,12 @@ pub fn command(line: &str, shared: &Shared, controller: &Controller, caller: &st
         [] => json!({"ok": false, "error": "empty command; try: status"}),
         _ => json!({
             "ok": false,
-            "error": format!("unknown command {line:?}; commands: status, flip reads, rollback (each change takes --dry-run)"),
+            "error": format!("unknown command {line:?}; commands: status, flip reads [--force], rollback (each change takes --dry-run)"),
         }),
     }
 }
 
-fn status(shared: &Shared, controller: &Controller) -> Value {
+fn status(shared: &Shared, controller: &Controller, figures: Figures) -> Value {
     let routing = controller.routing().snapshot();
     let sampling = shared.sampler.as_ref().map(|s| {
         let summary = s.log.summary();
@@ -172,13 +203,23 @@ fn status(shared: &Shared, controller: &Controller) -> Value {
         "mirror_errors": shared.mirror_error_count(),
         "async_pending": shared.async_pending.load(Ordering::Relaxed),
         "sampling": sampling,
+        "guards": {
+            "window_secs": controller.guards().window_secs,
+            "figures": figures,
+            "failures": controller.guards().failures(&figures),
+        },
     })
 }
 
 /// Watches `admin.flag_file`: when its content (a phase name) changes, the
 /// phase moves there through the same checks and audit as the admin
 /// command. Invalid content is refused with a log line; the phase stays.
-pub async fn watch_flag_file(path: PathBuf, controller: Arc<Controller>) {
+pub async fn watch_flag_file(
+    path: PathBuf,
+    shared: Arc<Shared>,
+    controller: Arc<Controller>,
+    window: Arc<Window>,
+) {
     let caller = format!("flag file {}", path.display());
     let mut last: Option<String> = None;
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
@@ -199,7 +240,7 @@ pub async fn watch_flag_file(path: PathBuf, controller: Arc<Controller>) {
             continue;
         }
         last = Some(text.clone());
-        match controller.go_to(&text, &caller) {
+        match controller.go_to(&text, &caller, window.figures(&shared)) {
             Ok(Some(o)) => {
                 info!(from = %o.from, to = %o.to, epoch = o.epoch, file = %path.display(), "phase changed by the flag file")
             }
@@ -208,5 +249,63 @@ pub async fn watch_flag_file(path: PathBuf, controller: Arc<Controller>) {
                 warn!(file = %path.display(), content = %text, error = %e, "flag file refused; the phase stays")
             }
         }
+    }
+}
+
+/// The guards' window: snapshots of the cumulative counts, one a second,
+/// kept for the window's length; figures are now minus the oldest kept.
+pub struct Window {
+    length: Duration,
+    snapshots: Mutex<VecDeque<(Instant, Figures)>>,
+}
+
+impl Window {
+    pub fn new(length: Duration) -> Arc<Window> {
+        Arc::new(Window {
+            length,
+            snapshots: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    /// Takes a snapshot every second while `shared` lives.
+    pub async fn track(self: Arc<Self>, shared: Arc<Shared>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let now = Instant::now();
+            let mut snaps = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+            snaps.push_back((now, totals(&shared)));
+            while snaps
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > self.length)
+            {
+                snaps.pop_front();
+            }
+        }
+    }
+
+    /// Counts over the window (since start, when younger than it).
+    pub fn figures(&self, shared: &Shared) -> Figures {
+        let now = totals(shared);
+        let snaps = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+        let base = snaps.front().map(|(_, f)| *f).unwrap_or_default();
+        Figures {
+            compared: now.compared.saturating_sub(base.compared),
+            mismatches: now.mismatches.saturating_sub(base.mismatches),
+            mirror_errors: now.mirror_errors.saturating_sub(base.mirror_errors),
+        }
+    }
+}
+
+fn totals(shared: &Shared) -> Figures {
+    let (compared, mismatches) = shared
+        .sampler
+        .as_ref()
+        .map(|s| s.log.totals())
+        .unwrap_or((0, 0));
+    Figures {
+        compared,
+        mismatches,
+        mirror_errors: shared.mirror_error_count(),
     }
 }

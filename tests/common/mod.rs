@@ -319,6 +319,18 @@ level = "debug"
             .expect("run turnout ctl")
     }
 
+    /// Runs each statement through turnout (psql, one `-c` each) and
+    /// asserts that all succeeded.
+    #[allow(dead_code)]
+    pub fn run_ok(&self, statements: &[&str]) {
+        let mut args = Vec::new();
+        for sql in statements {
+            args.extend(["-c", *sql]);
+        }
+        let out = self.psql(&self.app_url(), &args);
+        assert!(out.status.success(), "{statements:?}: {}", stderr(&out));
+    }
+
     /// The read-diff report file (`sampling.report`).
     pub fn read_diffs(&self) -> PathBuf {
         self.dir.path().join("read-diffs.jsonl")

@@ -296,8 +296,13 @@ async fn check(shared: &Shared, sampler: &Sampler, sample: &Sample) -> Result<()
         return Ok(());
     }
     let first = last.clone();
-    // Races with concurrent writes clear up: look again, on both sides.
+    // Races with concurrent writes clear up, or at least move: look again,
+    // on both sides. A difference is confirmed when every re-check finds
+    // one and the last two found the same rows: a real divergence stays
+    // put; a race with writers shows different values each time.
     let mut delay = sampler.recheck_delay;
+    let mut previous: Option<ReadDiff> = None;
+    let mut stable = false;
     for _ in 0..RECHECKS {
         tokio::time::sleep(delay).await;
         delay *= 2;
@@ -311,14 +316,20 @@ async fn check(shared: &Shared, sampler: &Sampler, sample: &Sample) -> Result<()
             )));
         }
         let target = answer_set(&t)?;
-        last = outcome(&target, &s, ordered, &ignore)?;
+        let now = outcome(&target, &s, ordered, &ignore)?;
+        stable = match (&previous, &now) {
+            (Some(a), Some(b)) => same_rows(a, b),
+            _ => false,
+        };
+        previous = now.clone();
+        last = now;
         if last.is_none() {
             break;
         }
     }
     let (status, found) = match last {
-        None => (DiffStatus::Transient, first),
-        Some(_) => (DiffStatus::Confirmed, last),
+        Some(_) if stable => (DiffStatus::Confirmed, last),
+        _ => (DiffStatus::Transient, first),
     };
     let Some(found) = found else {
         return Ok(());
@@ -407,6 +418,16 @@ fn outcome(
         })
         .collect();
     Ok(Some(r))
+}
+
+/// Two findings name the same rows with the same values.
+fn same_rows(a: &ReadDiff, b: &ReadDiff) -> bool {
+    a.shadow_error == b.shadow_error
+        && a.missing == b.missing
+        && a.extra == b.extra
+        && a.differing == b.differing
+        && a.rows_target == b.rows_target
+        && a.rows_shadow == b.rows_shadow
 }
 
 /// Whether the query orders its rows, and the columns to ignore for the
