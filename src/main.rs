@@ -223,6 +223,32 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let _metrics = match &config.metrics.address {
+        Some(address) => {
+            let handle = match turnout_proxy::metrics::install() {
+                Ok(h) => h,
+                Err(e) => {
+                    eprintln!("turnout: metrics: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let listener = match tokio::net::TcpListener::bind(address).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("turnout: metrics.address {address}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            Some((
+                tokio::spawn(turnout_proxy::metrics::serve(listener, handle)),
+                tokio::spawn(turnout_proxy::metrics::track(
+                    server.shared().clone(),
+                    controller.routing().clone(),
+                )),
+            ))
+        }
+        None => None,
+    };
     let window = Window::new(std::time::Duration::from_secs(g.window_secs));
     let _window = tokio::spawn(window.clone().track(server.shared().clone()));
     let _flag = config.admin.flag_file.clone().map(|path| {

@@ -304,3 +304,62 @@ fn guards_refuse_a_flip_with_every_reason_and_force_overrides_on_the_record() {
     // Rolling back is never guarded.
     ctl_ok(&s, &["rollback"]);
 }
+
+/// `GET /metrics` from turnout.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[test]
+fn prometheus_metrics_show_phase_queries_flips_and_refusals() {
+    let port = turnout_harness::free_port().unwrap();
+    let s = Setup::start(Options {
+        phase: Some("mirror"),
+        ddl: Some("both"),
+        admin: true,
+        metrics: Some(port),
+        sampling: "rate = 1.0\nper_fingerprint_per_sec = 0\n[guards]\nmin_compared_reads = 1000",
+        ..Options::default()
+    });
+    s.run_ok(&[
+        "CREATE TABLE marker (id int PRIMARY KEY, v text)",
+        "INSERT INTO marker VALUES (1, 'a')",
+        "SELECT v FROM marker WHERE id = 1",
+        "SELECT v FROM marker WHERE id = 1",
+    ]);
+    assert_eq!(s.ctl(&["flip", "reads"]).status.code(), Some(1));
+    ctl_ok(&s, &["flip", "reads", "--force"]);
+    s.run_ok(&["SELECT v FROM marker WHERE id = 1"]);
+    eventually("the figures are scraped", || {
+        let m = scrape(port);
+        m.contains("turnout_phase{phase=\"reads_new\"} 1")
+            && m.contains("turnout_reads_compared_total{result=\"match\"} 3")
+    });
+    let m = scrape(port);
+    println!("{m}");
+    assert!(m.starts_with("HTTP/1.1 200 OK"), "{m}");
+    for expected in [
+        "turnout_epoch 1",
+        "turnout_queries_total{kind=\"read\",side=\"old\"} 2",
+        "turnout_queries_total{kind=\"read\",side=\"new\"} 1",
+        "turnout_queries_total{kind=\"write\",side=\"old\"} 1",
+        "turnout_flips_total{to=\"reads_new\"} 1",
+        "turnout_guard_refusals_total 1",
+        "turnout_query_seconds_bucket{kind=\"read\",side=\"new\"",
+        "turnout_mirror_errors_total 0",
+    ] {
+        assert!(m.contains(expected), "missing {expected}:\n{m}");
+    }
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    use std::io::{Read, Write};
+    c.write_all(b"GET /other HTTP/1.1\r\n\r\n").unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 404"), "{text}");
+}

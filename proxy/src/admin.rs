@@ -136,11 +136,13 @@ pub fn command(
         Ok(o) => {
             if !o.dry_run {
                 info!(from = %o.from, to = %o.to, epoch = o.epoch, %caller, "{what}");
+                count_change(&Ok(o.clone()));
             }
             json!({"ok": true, "from": o.from, "to": o.to, "epoch": o.epoch, "dry_run": o.dry_run})
         }
         Err(e) => {
             warn!(error = %e, %caller, "{what} refused");
+            count_change(&Err(e.clone()));
             json!({"ok": false, "error": e})
         }
     };
@@ -240,7 +242,13 @@ pub async fn watch_flag_file(
             continue;
         }
         last = Some(text.clone());
-        match controller.go_to(&text, &caller, window.figures(&shared)) {
+        let result = controller.go_to(&text, &caller, window.figures(&shared));
+        if let Ok(Some(o)) = &result {
+            count_change(&Ok(o.clone()));
+        } else if let Err(e) = &result {
+            count_change(&Err(e.clone()));
+        }
+        match result {
             Ok(Some(o)) => {
                 info!(from = %o.from, to = %o.to, epoch = o.epoch, file = %path.display(), "phase changed by the flag file")
             }
@@ -307,5 +315,16 @@ fn totals(shared: &Shared) -> Figures {
         compared,
         mismatches,
         mirror_errors: shared.mirror_error_count(),
+    }
+}
+
+/// Counts a phase change, or a guard refusal.
+fn count_change(result: &Result<turnout_control::controller::Outcome, String>) {
+    match result {
+        Ok(o) => metrics::counter!("turnout_flips_total", "to" => o.to.clone()).increment(1),
+        Err(e) if e.starts_with("guards refuse") => {
+            metrics::counter!("turnout_guard_refusals_total").increment(1)
+        }
+        Err(_) => {}
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod engine;
+pub mod metrics;
 pub mod pg;
 pub mod server;
 pub mod stream;

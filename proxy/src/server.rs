@@ -71,6 +71,8 @@ pub struct Shared {
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// Mirrored sessions running.
     pub mirror_sessions: AtomicUsize,
+    /// Client connections open (all phases).
+    pub connections: Arc<AtomicUsize>,
     /// Statements in async mirror queues, not applied yet.
     pub async_pending: AtomicUsize,
     /// Shadow reads, when `sampling.rate` is above 0.
@@ -210,6 +212,7 @@ impl Server {
             routing,
             stopping: tokio::sync::watch::channel(false).0,
             mirror_sessions: AtomicUsize::new(0),
+            connections: Arc::new(AtomicUsize::new(0)),
             async_pending: AtomicUsize::new(0),
             users: ArcSwap::from_pointee(UserTable::from_config(&config.users)?),
             targets: [target(Side::Old)?, target(Side::New)?],
@@ -286,12 +289,13 @@ impl Server {
             }
             None => None,
         };
+        let active = shared.connections.clone();
         Ok(Server {
             shared: Arc::new(shared),
             listener,
             unix,
             max_clients: config.limits.max_clients(),
-            active: Arc::new(AtomicUsize::new(0)),
+            active,
         })
     }
 

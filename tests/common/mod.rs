@@ -42,6 +42,8 @@ pub struct Options {
     /// An admin socket (`Setup::admin_socket()`), an audit log and a state
     /// file, all in the test's folder.
     pub admin: bool,
+    /// Serve Prometheus metrics on this port.
+    pub metrics: Option<u16>,
 }
 
 pub struct Setup {
@@ -179,6 +181,8 @@ initial_phase = "{phase}"
 
 {admin}
 
+{metrics}
+
 [limits]
 auth_timeout_ms = 3000
 {max_clients}
@@ -197,6 +201,10 @@ level = "debug"
             } else {
                 String::new()
             },
+            metrics = opts
+                .metrics
+                .map(|p| format!("[metrics]\naddress = \"127.0.0.1:{p}\""))
+                .unwrap_or_default(),
             admin = if opts.admin {
                 format!(
                     "[admin]\nsocket = \"{}\"\naudit_log = \"{}\"\nflag_file = \"{}\"",

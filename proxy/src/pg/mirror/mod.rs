@@ -20,6 +20,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::warn;
 use turnout_config::{DdlPolicy, MirrorErrorPolicy, RuleAction, UnsafePolicy};
@@ -197,6 +198,8 @@ pub struct MirrorSession<'a> {
     /// The current transaction wrote (its reads are not sampled unless
     /// `sampling.in_write_transactions`).
     wrote_in_tx: bool,
+    /// The side whose answer the client got for the current unit.
+    answered_by: Side,
     /// The routing this transaction runs by: taken when it starts, kept
     /// until it ends, so a flip never splits it.
     routing: Arc<Routing>,
@@ -261,6 +264,7 @@ impl<'a> MirrorSession<'a> {
             shared_arc: shared.clone(),
             wrote_in_tx: false,
             routing: shared.routing.snapshot(),
+            answered_by: mirror_side.other(),
             client,
             auth: Framed::new(auth.stream, auth.leftover, usize::MAX),
             mirror,
@@ -327,14 +331,24 @@ impl<'a> MirrorSession<'a> {
                 Err(e) => return End::ClientGone(e.to_string()),
             };
             let step = match frame.tag {
-                b'Q' => self.simple(frame).await,
+                b'Q' => {
+                    let started = Instant::now();
+                    self.answered_by = self.auth_side();
+                    let step = self.simple(frame).await;
+                    self.record_unit(started);
+                    step
+                }
                 b'P' | b'B' | b'D' | b'E' | b'C' => {
                     self.batch.push(frame);
                     Ok(())
                 }
                 b'S' => {
+                    let started = Instant::now();
+                    self.answered_by = self.auth_side();
                     self.batch.push(frame);
-                    self.sync_batch().await
+                    let step = self.sync_batch().await;
+                    self.record_unit(started);
+                    step
                 }
                 b'H' => self.flush_batch().await,
                 b'F' => self.function_call(frame).await,
@@ -371,6 +385,16 @@ impl<'a> MirrorSession<'a> {
 
     fn auth_side(&self) -> Side {
         self.mirror_side.other()
+    }
+
+    /// Counts the unit just handled by kind and by the side that answered,
+    /// with its time from arrival to the client's answer.
+    fn record_unit(&self, started: Instant) {
+        let kind = kind_name(self.unit_class.kind());
+        let side = self.answered_by.name();
+        metrics::counter!("turnout_queries_total", "kind" => kind, "side" => side).increment(1);
+        metrics::histogram!("turnout_query_seconds", "kind" => kind, "side" => side)
+            .record(started.elapsed().as_secs_f64());
     }
 
     fn route(&self, class: &Classification) -> Route {
@@ -468,6 +492,7 @@ impl<'a> MirrorSession<'a> {
         if self.async_mirror.is_some() {
             match self.ask_queued(unit, fresh).await {
                 Ok(c) => {
+                    self.answered_by = self.mirror_side;
                     for f in &c.frames {
                         capture.see(f, max);
                     }
@@ -492,6 +517,7 @@ impl<'a> MirrorSession<'a> {
             self.mirror = None;
             return self.read_fallback(to_auth, &e).await;
         }
+        self.answered_by = self.mirror_side;
         loop {
             let read = match self.mirror.as_mut() {
                 Some(m) => m.read().await,
@@ -892,6 +918,18 @@ impl<'a> MirrorSession<'a> {
         }
         self.record_mirror_error(&class.fingerprint, detail, sent);
         false
+    }
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Read => "read",
+        Kind::LockingRead => "locking_read",
+        Kind::Write => "write",
+        Kind::Ddl => "ddl",
+        Kind::Transaction(_) => "transaction",
+        Kind::Session => "session",
+        Kind::Other => "other",
     }
 }
 

@@ -84,7 +84,10 @@ impl MirrorSession<'_> {
             self.on_mirror(unit, 1, fresh).await
         };
         match answer {
-            Ok(c) => self.relay_collected(&c, status).await,
+            Ok(c) => {
+                self.answered_by = self.mirror_side;
+                self.relay_collected(&c, status).await
+            }
             Err(detail) => {
                 let msg = format!(
                     "turnout: a rule (mirror.rules) sends this statement to {} alone, which could not run it: {detail}",
