@@ -116,6 +116,32 @@ fn human(command: &str, r: &Value) -> String {
         }
         return out;
     }
+    if command.trim() == "diffs" {
+        let mut out = format!(
+            "sampling rate {}\n{:>10} {:>9} {:>9} {:>9}  fingerprint\n",
+            r["rate"], "mismatches", "transient", "matches", "samples"
+        );
+        for f in r["fingerprints"].as_array().into_iter().flatten() {
+            let n = |k: &str| f[k].as_u64().unwrap_or(0);
+            out.push_str(&format!(
+                "{:>10} {:>9} {:>9} {:>9}  {}\n",
+                n("mismatches"),
+                n("transient"),
+                n("matches"),
+                n("samples"),
+                f["fingerprint"].as_str().unwrap_or("?")
+            ));
+        }
+        return out;
+    }
+    if command.trim().starts_with("sample") {
+        let verb = if r["dry_run"].as_bool().unwrap_or(false) {
+            "dry run: would change"
+        } else {
+            "done:"
+        };
+        return format!("{verb} sampling rate {} -> {}\n", r["from"], r["to"]);
+    }
     let verb = if r["dry_run"].as_bool().unwrap_or(false) {
         "dry run: would go"
     } else {

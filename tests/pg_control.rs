@@ -363,3 +363,41 @@ fn prometheus_metrics_show_phase_queries_flips_and_refusals() {
     c.read_to_string(&mut text).unwrap();
     assert!(text.starts_with("HTTP/1.1 404"), "{text}");
 }
+
+#[test]
+fn the_sampling_rate_changes_live_and_diffs_lists_fingerprints() {
+    let s = Setup::start(Options {
+        phase: Some("mirror"),
+        ddl: Some("both"),
+        admin: true,
+        sampling: "rate = 0.0\nper_fingerprint_per_sec = 0",
+        ..Options::default()
+    });
+    s.run_ok(&[
+        "CREATE TABLE marker (id int PRIMARY KEY, v text)",
+        "INSERT INTO marker VALUES (1, 'a')",
+        "SELECT v FROM marker WHERE id = 1",
+    ]);
+    let out = s.ctl(&["sample", "2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("0.0-1.0"), "{}", stderr(&out));
+    let dry = ctl_ok(&s, &["sample", "1", "--dry-run"]);
+    assert!(
+        dry.contains("dry run: would change sampling rate 0.0 -> 1.0"),
+        "{dry}"
+    );
+    let done = ctl_ok(&s, &["sample", "1"]);
+    assert!(done.contains("done: sampling rate 0.0 -> 1.0"), "{done}");
+    s.run_ok(&[
+        "SELECT v FROM marker WHERE id = 1",
+        "SELECT v FROM marker WHERE id = 1",
+    ]);
+    eventually("the reads after the change are compared", || {
+        ctl_ok(&s, &["diffs"]).contains("         2  select v from marker where id = ?")
+    });
+    let diffs = ctl_ok(&s, &["diffs"]);
+    println!("{diffs}");
+    assert!(diffs.starts_with("sampling rate 1.0"), "{diffs}");
+    let audit = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
+    assert_eq!(audit.matches("\"command\":\"sample ").count(), 3, "{audit}");
+}

@@ -275,7 +275,14 @@ impl Controller {
         })
     }
 
-    fn audit(&self, command: &str, dry_run: bool, caller: &str, result: &Result<Outcome, String>) {
+    /// Writes an audit line for a mutating command.
+    pub fn audit(
+        &self,
+        command: &str,
+        dry_run: bool,
+        caller: &str,
+        result: &Result<Outcome, String>,
+    ) {
         let line = serde_json::json!({
             "at": crate::readdiff::now_rfc3339(),
             "command": command,

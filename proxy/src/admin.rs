@@ -160,6 +160,8 @@ pub fn command(
             "reads flipped",
         ),
         ["rollback"] => changed(controller.rollback(dry_run, caller), "rolled back"),
+        ["sample", rate] => sample(rate, dry_run, shared, controller, caller),
+        ["diffs"] => diffs(shared),
         ["flip", "writes"] | ["finalize"] => json!({
             "ok": false,
             "error": format!("{} is not available in this build yet", words.join(" ")),
@@ -167,7 +169,7 @@ pub fn command(
         [] => json!({"ok": false, "error": "empty command; try: status"}),
         _ => json!({
             "ok": false,
-            "error": format!("unknown command {line:?}; commands: status, flip reads [--force], rollback (each change takes --dry-run)"),
+            "error": format!("unknown command {line:?}; commands: status, diffs, flip reads [--force], rollback, sample RATE (each change takes --dry-run)"),
         }),
     }
 }
@@ -327,4 +329,83 @@ fn count_change(result: &Result<turnout_control::controller::Outcome, String>) {
         }
         Err(_) => {}
     }
+}
+
+/// `sample RATE`: the fraction of reads compared, changed live.
+fn sample(
+    rate: &str,
+    dry_run: bool,
+    shared: &Shared,
+    controller: &Controller,
+    caller: &str,
+) -> Value {
+    let Some(sampler) = shared.sampler.as_ref() else {
+        return json!({"ok": false, "error": "sampling is not set up"});
+    };
+    let before = sampler.rate();
+    let parsed = rate
+        .parse::<f64>()
+        .map_err(|_| format!("sample needs a number 0.0-1.0, got {rate:?}"))
+        .and_then(|r| {
+            if (0.0..=1.0).contains(&r) {
+                Ok(r)
+            } else {
+                Err(format!("sampling rate must be 0.0-1.0, got {r}"))
+            }
+        });
+    let result = parsed.and_then(|r| {
+        if dry_run {
+            Ok(r)
+        } else {
+            sampler.set_rate(r).map(|()| r)
+        }
+    });
+    let outcome = result
+        .clone()
+        .map(|r| turnout_control::controller::Outcome {
+            from: before.to_string(),
+            to: r.to_string(),
+            epoch: controller.routing().snapshot().epoch,
+            dry_run,
+        });
+    controller.audit(&format!("sample {rate}"), dry_run, caller, &outcome);
+    match result {
+        Ok(r) => {
+            if !dry_run {
+                info!(from = before, to = r, %caller, "sampling rate changed");
+            }
+            json!({"ok": true, "from": before, "to": r, "dry_run": dry_run})
+        }
+        Err(e) => json!({"ok": false, "error": e}),
+    }
+}
+
+/// `diffs`: the per-fingerprint read-diff figures, worst first.
+fn diffs(shared: &Shared) -> Value {
+    let Some(sampler) = shared.sampler.as_ref() else {
+        return json!({"ok": false, "error": "sampling is not set up"});
+    };
+    let summary = sampler.log.summary();
+    let mut rows: Vec<_> = summary.fingerprints.into_iter().collect();
+    rows.sort_by(|a, b| {
+        (b.1.mismatches, b.1.transient, b.1.samples).cmp(&(
+            a.1.mismatches,
+            a.1.transient,
+            a.1.samples,
+        ))
+    });
+    json!({
+        "ok": true,
+        "rate": sampler.rate(),
+        "fingerprints": rows.iter().take(50).map(|(fp, a)| json!({
+            "fingerprint": fp,
+            "samples": a.samples,
+            "matches": a.matches,
+            "mismatches": a.mismatches,
+            "transient": a.transient,
+            "skipped": a.skipped,
+            "last_mismatch": a.last_mismatch,
+        })).collect::<Vec<_>>(),
+        "skipped": summary.skipped,
+    })
 }

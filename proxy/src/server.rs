@@ -75,7 +75,7 @@ pub struct Shared {
     pub connections: Arc<AtomicUsize>,
     /// Statements in async mirror queues, not applied yet.
     pub async_pending: AtomicUsize,
-    /// Shadow reads, when `sampling.rate` is above 0.
+    /// Shadow reads (`sampling.rate` may be 0, and changed live).
     pub sampler: Option<Sampler>,
     pub users: ArcSwap<UserTable>,
     targets: [BackendTarget; 2],
@@ -236,13 +236,13 @@ impl Server {
             },
             mirror_errors: AtomicU64::new(0),
             divergences: AtomicU64::new(0),
-            sampler: Sampler::new(
+            sampler: Some(Sampler::new(
                 &config.sampling,
                 Arc::new(ReadDiffLog::open(
                     config.sampling.report.as_deref(),
                     config.sampling.report_max_bytes as u64,
                 )?),
-            ),
+            )),
         };
         if let Some(sampler) = &shared.sampler {
             // The per-fingerprint summary next to the report, kept current.

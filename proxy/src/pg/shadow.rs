@@ -19,6 +19,7 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -33,7 +34,8 @@ const RECHECKS: u32 = 3;
 const POOL_IDLE: usize = 32;
 
 pub struct Sampler {
-    rate: f64,
+    /// Fraction of reads sampled, as f64 bits (changed live by `sample RATE`).
+    rate: AtomicU64,
     per_fingerprint_per_sec: u64,
     /// Per fingerprint: (second, samples taken in it).
     taken: DashMap<String, (u64, u64)>,
@@ -55,10 +57,9 @@ struct Pooled {
 }
 
 impl Sampler {
-    /// `None` when sampling is off (`sampling.rate = 0`).
-    pub fn new(config: &Sampling, log: Arc<ReadDiffLog>) -> Option<Self> {
-        (config.rate > 0.0).then(|| Sampler {
-            rate: config.rate,
+    pub fn new(config: &Sampling, log: Arc<ReadDiffLog>) -> Self {
+        Sampler {
+            rate: AtomicU64::new(config.rate.to_bits()),
             per_fingerprint_per_sec: config.per_fingerprint_per_sec.max(0) as u64,
             taken: DashMap::new(),
             permits: Arc::new(Semaphore::new(config.max_concurrent.max(1) as usize)),
@@ -69,13 +70,14 @@ impl Sampler {
             max_result_bytes: config.max_result_bytes.max(1024) as usize,
             ignore: config.ignore_columns.clone(),
             pools: [Mutex::new(Vec::new()), Mutex::new(Vec::new())],
-        })
+        }
     }
 
     /// Whether to sample a read of this fingerprint, and the permit to run
     /// it. A read chosen when every permit is out is counted as skipped.
     pub fn choose(&self, fingerprint: &str) -> Option<OwnedSemaphorePermit> {
-        if self.rate < 1.0 && !rand::thread_rng().gen_bool(self.rate) {
+        let rate = self.rate();
+        if rate <= 0.0 || (rate < 1.0 && !rand::thread_rng().gen_bool(rate)) {
             return None;
         }
         if self.per_fingerprint_per_sec > 0 {
@@ -102,6 +104,19 @@ impl Sampler {
                 None
             }
         }
+    }
+
+    pub fn rate(&self) -> f64 {
+        f64::from_bits(self.rate.load(Ordering::Relaxed))
+    }
+
+    /// Changes the fraction of reads sampled (0.0 to 1.0), live.
+    pub fn set_rate(&self, rate: f64) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(format!("sampling rate must be 0.0-1.0, got {rate}"));
+        }
+        self.rate.store(rate.to_bits(), Ordering::Relaxed);
+        Ok(())
     }
 
     fn pool(&self, side: Side) -> &Mutex<Vec<Pooled>> {
