@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use turnout_config::Config;
-use turnout_control::controller::{Controller, GuardLimits};
+use turnout_control::controller::Controller;
 use turnout_control::Phase;
 use turnout_proxy::admin::Window;
 
@@ -95,7 +95,8 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => {
-            let config = match turnout_config::load(&config) {
+            let config_path = config;
+            let config = match turnout_config::load(&config_path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
@@ -106,7 +107,7 @@ fn main() -> ExitCode {
             let Some(rt) = runtime(&config) else {
                 return ExitCode::FAILURE;
             };
-            rt.block_on(run(config))
+            rt.block_on(run(config, config_path))
         }
         Command::Ctl {
             socket,
@@ -185,7 +186,7 @@ fn runtime(config: &Config) -> Option<tokio::runtime::Runtime> {
 }
 
 /// Serves until SIGINT or SIGTERM.
-async fn run(config: Config) -> ExitCode {
+async fn run(config: Config, config_path: PathBuf) -> ExitCode {
     // Validation accepted the name, so it parses.
     let phase = config
         .state
@@ -194,12 +195,7 @@ async fn run(config: Config) -> ExitCode {
         .and_then(|p| p.parse::<Phase>().ok())
         .unwrap_or(Phase::Passthrough);
     let g = &config.guards;
-    let limits = GuardLimits {
-        window_secs: g.window_secs,
-        min_compared_reads: g.min_compared_reads,
-        max_mismatch_rate: g.max_mismatch_rate,
-        max_mirror_errors: g.max_mirror_errors,
-    };
+    let limits = turnout_proxy::admin::guard_limits(g);
     let controller = match Controller::start(
         phase,
         config.state.file.as_deref(),
@@ -259,12 +255,35 @@ async fn run(config: Config) -> ExitCode {
             window.clone(),
         ))
     });
+    // SIGHUP reloads the config, as the admin command does.
+    let _hup = {
+        let shared = server.shared().clone();
+        let controller = controller.clone();
+        let window = window.clone();
+        let config_path = config_path.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                let ctx = turnout_proxy::admin::Context {
+                    shared: &shared,
+                    controller: &controller,
+                    window: &window,
+                    config_path: &config_path,
+                };
+                turnout_proxy::admin::reload(&ctx, false, "SIGHUP");
+            }
+        })
+    };
     let _admin = match &config.admin.socket {
         Some(path) => match turnout_proxy::admin::Admin::bind(path) {
             Ok(admin) => Some(tokio::spawn(admin.serve(
                 server.shared().clone(),
                 controller.clone(),
                 window.clone(),
+                config_path.clone(),
             ))),
             Err(e) => {
                 eprintln!("turnout: {e}");

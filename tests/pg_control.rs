@@ -401,3 +401,63 @@ fn the_sampling_rate_changes_live_and_diffs_lists_fingerprints() {
     let audit = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
     assert_eq!(audit.matches("\"command\":\"sample ").count(), 3, "{audit}");
 }
+
+#[test]
+fn reload_changes_users_and_sampling_live_and_refuses_a_broken_config() {
+    let s = Setup::start(Options {
+        phase: Some("mirror"),
+        ddl: Some("both"),
+        admin: true,
+        sampling: "rate = 0.0",
+        ..Options::default()
+    });
+    let config = s.proxy.config.clone();
+    let original = std::fs::read_to_string(&config).unwrap();
+    let with_late = original.replacen(
+        "[[users]]",
+        "[[users]]\nname = \"late\"\npassword = \"late-pw\"\n\n[[users]]",
+        1,
+    );
+    let edited = with_late.replace("rate = 0.0", "rate = 1.0");
+    std::fs::write(&config, &edited).unwrap();
+    let late = s.url("late", "late-pw");
+    let login = |url: &str| psql(url, &["-c", "SELECT 1"], &[]).status.success();
+    assert!(!login(&late), "not reloaded yet");
+
+    let dry = s.ctl(&["reload", "--dry-run"]);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    assert!(!login(&late), "a dry run changes nothing");
+    let out = s.ctl(&["--json", "reload"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(login(&late), "the new user logs in after reload");
+    assert!(ctl_ok(&s, &["diffs"]).starts_with("sampling rate 1.0"));
+
+    // A broken file is refused with its error; the running config stays.
+    std::fs::write(&config, edited.replacen("\nport = ", "\nport = 70000 #", 1)).unwrap();
+    let out = s.ctl(&["reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("config not reloaded") && stderr(&out).contains("expected 1-65535"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(login(&late) && login(&s.app_url()));
+
+    // SIGHUP does the same as the command.
+    std::fs::write(&config, &original).unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &s.proxy.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    eventually("SIGHUP reloads", || {
+        ctl_ok(&s, &["diffs"]).starts_with("sampling rate 0.0")
+    });
+    assert!(!login(&late), "the user removed from the file is gone");
+    let audit = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
+    assert_eq!(
+        audit.matches("\"command\":\"reload\"").count(),
+        4,
+        "{audit}"
+    );
+}

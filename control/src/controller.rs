@@ -75,7 +75,7 @@ pub struct FlipRequest {
 }
 
 pub struct Controller {
-    guards: GuardLimits,
+    guards: Mutex<GuardLimits>,
     routing: Arc<RoutingState>,
     state: Option<StateFile>,
     /// Earlier phases, oldest first.
@@ -114,7 +114,7 @@ impl Controller {
             }
         };
         Ok(Controller {
-            guards,
+            guards: Mutex::new(guards),
             routing: Arc::new(RoutingState::new(saved.routing.phase, saved.routing.epoch)),
             state,
             history: Mutex::new(saved.history),
@@ -143,14 +143,19 @@ impl Controller {
         }
     }
 
-    pub fn guards(&self) -> &GuardLimits {
-        &self.guards
+    pub fn guards(&self) -> GuardLimits {
+        *self.guards.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// New limits, from a reloaded config.
+    pub fn set_guards(&self, limits: GuardLimits) {
+        *self.guards.lock().unwrap_or_else(|p| p.into_inner()) = limits;
     }
 
     /// `flip reads`: mirror -> reads_new, if the guards pass (or `force`).
     pub fn flip_reads(&self, req: FlipRequest, caller: &str) -> Result<Outcome, String> {
         let from = self.routing.snapshot().phase;
-        let failures = self.guards.failures(&req.figures);
+        let failures = self.guards().failures(&req.figures);
         let result = if from != Phase::Mirror {
             Err(format!(
                 "flip reads needs phase mirror; the phase is {from}"

@@ -65,6 +65,7 @@ impl Admin {
         shared: Arc<Shared>,
         controller: Arc<Controller>,
         window: Arc<Window>,
+        config_path: PathBuf,
     ) {
         loop {
             let (stream, _) = match self.listener.accept().await {
@@ -78,8 +79,15 @@ impl Admin {
             let shared = shared.clone();
             let controller = controller.clone();
             let window = window.clone();
+            let config_path = config_path.clone();
             tokio::spawn(async move {
-                if let Err(e) = connection(stream, &shared, &controller, &window).await {
+                let ctx = Context {
+                    shared: &shared,
+                    controller: &controller,
+                    window: &window,
+                    config_path: &config_path,
+                };
+                if let Err(e) = connection(stream, &ctx).await {
                     warn!(error = %e, "admin connection ended");
                 }
             });
@@ -87,12 +95,16 @@ impl Admin {
     }
 }
 
-async fn connection(
-    stream: UnixStream,
-    shared: &Shared,
-    controller: &Controller,
-    window: &Window,
-) -> std::io::Result<()> {
+/// What commands act on.
+pub struct Context<'a> {
+    pub shared: &'a Shared,
+    pub controller: &'a Controller,
+    pub window: &'a Window,
+    /// The config file, read again by `reload`.
+    pub config_path: &'a Path,
+}
+
+async fn connection(stream: UnixStream, ctx: &Context<'_>) -> std::io::Result<()> {
     let caller = match stream.peer_cred() {
         Ok(c) => format!(
             "uid {} pid {}",
@@ -107,7 +119,7 @@ async fn connection(
         let reply = if line.len() > MAX_LINE {
             json!({"ok": false, "error": format!("command longer than {MAX_LINE} bytes")})
         } else {
-            command(line.trim(), shared, controller, window, &caller)
+            command(line.trim(), ctx, &caller)
         };
         let mut text = reply.to_string();
         text.push('\n');
@@ -117,13 +129,8 @@ async fn connection(
 }
 
 /// Runs one command line; the JSON reply.
-pub fn command(
-    line: &str,
-    shared: &Shared,
-    controller: &Controller,
-    window: &Window,
-    caller: &str,
-) -> Value {
+pub fn command(line: &str, ctx: &Context<'_>, caller: &str) -> Value {
+    let (shared, controller, window) = (ctx.shared, ctx.controller, ctx.window);
     let words: Vec<&str> = line.split_whitespace().collect();
     let dry_run = words.contains(&"--dry-run");
     let force = words.contains(&"--force");
@@ -162,6 +169,7 @@ pub fn command(
         ["rollback"] => changed(controller.rollback(dry_run, caller), "rolled back"),
         ["sample", rate] => sample(rate, dry_run, shared, controller, caller),
         ["diffs"] => diffs(shared),
+        ["reload"] => reload(ctx, dry_run, caller),
         ["flip", "writes"] | ["finalize"] => json!({
             "ok": false,
             "error": format!("{} is not available in this build yet", words.join(" ")),
@@ -169,7 +177,7 @@ pub fn command(
         [] => json!({"ok": false, "error": "empty command; try: status"}),
         _ => json!({
             "ok": false,
-            "error": format!("unknown command {line:?}; commands: status, diffs, flip reads [--force], rollback, sample RATE (each change takes --dry-run)"),
+            "error": format!("unknown command {line:?}; commands: status, diffs, flip reads [--force], rollback, sample RATE, reload (each change takes --dry-run)"),
         }),
     }
 }
@@ -408,4 +416,70 @@ fn diffs(shared: &Shared) -> Value {
         })).collect::<Vec<_>>(),
         "skipped": summary.skipped,
     })
+}
+
+/// The guards' limits of a config.
+pub fn guard_limits(g: &turnout_config::Guards) -> turnout_control::controller::GuardLimits {
+    turnout_control::controller::GuardLimits {
+        window_secs: g.window_secs,
+        min_compared_reads: g.min_compared_reads,
+        max_mismatch_rate: g.max_mismatch_rate,
+        max_mirror_errors: g.max_mirror_errors,
+    }
+}
+
+/// `reload` (and SIGHUP): reads the config file again; users, rules, the
+/// sampling rate and the guards' limits change live. An invalid file is
+/// refused with its errors and the running config stays. Everything else
+/// (listeners, backends, modes, the guards' window) needs a restart.
+pub fn reload(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
+    let result = turnout_config::load(ctx.config_path)
+        .map_err(|e| format!("config not reloaded: {e}"))
+        .and_then(|config| {
+            let users = crate::pg::auth::UserTable::from_config(&config.users)
+                .map_err(|e| format!("config not reloaded: {e}"))?;
+            if !dry_run {
+                ctx.shared.users.store(Arc::new(users));
+                ctx.shared.classifier.set_rules(&config.mirror.rules);
+                if let Some(s) = ctx.shared.sampler.as_ref() {
+                    s.set_rate(config.sampling.rate)?;
+                }
+                ctx.controller.set_guards(guard_limits(&config.guards));
+            }
+            Ok(config)
+        });
+    let epoch = ctx.controller.routing().snapshot().epoch;
+    let outcome = result
+        .as_ref()
+        .map(|_| turnout_control::controller::Outcome {
+            from: ctx.config_path.display().to_string(),
+            to: "users, mirror.rules, sampling.rate, guards".into(),
+            epoch,
+            dry_run,
+        });
+    ctx.controller.audit(
+        "reload",
+        dry_run,
+        caller,
+        &outcome.clone().map_err(|e| e.clone()),
+    );
+    match result {
+        Ok(config) => {
+            if !dry_run {
+                info!(file = %ctx.config_path.display(), users = config.users.len(), rules = config.mirror.rules.len(), rate = config.sampling.rate, %caller, "config reloaded");
+            }
+            json!({
+                "ok": true,
+                "dry_run": dry_run,
+                "applied": ["users", "mirror.rules", "sampling.rate", "guards"],
+                "users": config.users.len(),
+                "rules": config.mirror.rules.len(),
+                "sampling_rate": config.sampling.rate,
+            })
+        }
+        Err(e) => {
+            warn!(error = %e, %caller, "reload refused");
+            json!({"ok": false, "error": e})
+        }
+    }
 }

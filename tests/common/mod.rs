@@ -75,6 +75,12 @@ impl Proxy {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// turnout's process id.
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills turnout outright (SIGKILL), as a crash would.
     #[allow(dead_code)]
     pub fn kill(&mut self) {

@@ -6,6 +6,7 @@
 
 use super::cache_key::cache_key;
 use super::fingerprint::fingerprint;
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use sqlparser::ast::{
     visit_expressions, visit_statements, CopySource, Expr, SetExpr, Statement, TableObject,
@@ -323,8 +324,8 @@ pub struct Classifier {
     dialect: SqlDialect,
     cache: DashMap<Box<str>, Arc<Classification>>,
     capacity: usize,
-    /// Rule actions by fingerprint.
-    rules: HashMap<String, RuleAction>,
+    /// Rule actions by fingerprint (replaced whole on reload).
+    rules: ArcSwap<HashMap<String, RuleAction>>,
 }
 
 impl Classifier {
@@ -334,19 +335,27 @@ impl Classifier {
             dialect,
             cache: DashMap::new(),
             capacity: capacity.max(1),
-            rules: HashMap::new(),
+            rules: ArcSwap::from_pointee(HashMap::new()),
         }
     }
 
     /// Adds routing overrides. A rule's text is fingerprinted, so it may be
     /// written as the fingerprint or as any statement of that shape.
-    pub fn with_rules(mut self, rules: &[Rule]) -> Self {
-        let d = dialect_of(self.dialect);
-        for rule in rules {
-            self.rules
-                .insert(fingerprint(d.as_ref(), &rule.fingerprint), rule.action);
-        }
+    pub fn with_rules(self, rules: &[Rule]) -> Self {
+        self.set_rules(rules);
         self
+    }
+
+    /// Replaces the routing overrides; cached answers are dropped so every
+    /// statement is looked up again.
+    pub fn set_rules(&self, rules: &[Rule]) {
+        let d = dialect_of(self.dialect);
+        let map = rules
+            .iter()
+            .map(|r| (fingerprint(d.as_ref(), &r.fingerprint), r.action))
+            .collect();
+        self.rules.store(Arc::new(map));
+        self.cache.clear();
     }
 
     /// The classification of `sql`, parsed once per statement shape: texts
@@ -357,7 +366,7 @@ impl Classifier {
             return hit.clone();
         }
         let mut answer = classify_uncached(self.dialect, sql);
-        answer.rule = self.rules.get(&answer.fingerprint).copied();
+        answer.rule = self.rules.load().get(&answer.fingerprint).copied();
         let answer = Arc::new(answer);
         if self.cache.len() >= self.capacity {
             self.cache.clear();
