@@ -75,7 +75,7 @@ fn human(command: &str, r: &Value) -> String {
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
         let mut out = format!(
-            "phase       {} (epoch {})\nreads from  {}\nwrites to   {} first\nhistory     {}\nsessions    {} mirrored\ndivergences {} (mirror errors {})\nasync queue {} statement(s)\n",
+            "phase       {} (epoch {})\nreads from  {}\nwrites to   {} first\nhistory     {}\nsessions    {} mirrored, {} in a transaction{}\ndivergences {} (mirror errors {})\nasync queue {} statement(s)\n",
             r["phase"].as_str().unwrap_or("?"),
             r["epoch"],
             r["read_target"].as_str().unwrap_or("?"),
@@ -86,6 +86,12 @@ fn human(command: &str, r: &Value) -> String {
                 history.join(" -> ")
             },
             r["sessions"]["mirrored"],
+            r["sessions"]["in_transaction"],
+            if r["paused"].as_bool().unwrap_or(false) {
+                " (PAUSED: new transactions held)"
+            } else {
+                ""
+            },
             r["divergences"],
             r["mirror_errors"],
             r["async_pending"],
@@ -133,6 +139,14 @@ fn human(command: &str, r: &Value) -> String {
             ));
         }
         return out;
+    }
+    let word = command.split_whitespace().next().unwrap_or_default();
+    if word == "pause" || word == "resume" || word == "reload" {
+        return if r["dry_run"].as_bool().unwrap_or(false) {
+            format!("dry run: would {word}\n")
+        } else {
+            format!("done: {word}\n")
+        };
     }
     if command.trim().starts_with("sample") {
         let verb = if r["dry_run"].as_bool().unwrap_or(false) {

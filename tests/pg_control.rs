@@ -461,3 +461,63 @@ fn reload_changes_users_and_sampling_live_and_refuses_a_broken_config() {
         "{audit}"
     );
 }
+
+#[test]
+fn pause_waits_for_open_transactions_and_holds_new_ones_until_resume() {
+    let s = setup();
+    s.run_ok(&["CREATE TABLE t (id int PRIMARY KEY)"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (client, conn) = rt
+        .block_on(tokio_postgres::connect(&s.app_url(), tokio_postgres::NoTls))
+        .unwrap();
+    rt.spawn(conn);
+    rt.block_on(client.batch_execute("BEGIN; INSERT INTO t VALUES (1)"))
+        .unwrap();
+    // pause waits for that transaction.
+    let socket = s.admin_socket();
+    let pause = std::thread::spawn(move || {
+        Command::new(turnout_bin())
+            .args(["ctl", "--socket"])
+            .arg(socket)
+            .arg("pause")
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        !pause.is_finished(),
+        "pause returned with a transaction open"
+    );
+    rt.block_on(client.batch_execute("INSERT INTO t VALUES (2); COMMIT"))
+        .unwrap();
+    let out = pause.join().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status = ctl_ok(&s, &["status"]);
+    assert!(status.contains("PAUSED"), "{status}");
+    // A new transaction is held, not refused.
+    let mut held = Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            &s.app_url(),
+            "-c",
+            "SELECT count(*) FROM t",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        held.try_wait().unwrap().is_none(),
+        "a query ran while paused"
+    );
+    assert!(ctl_ok(&s, &["resume"]).contains("done: resume"));
+    let out = held.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+    let out = s.ctl(&["resume"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not paused"));
+}

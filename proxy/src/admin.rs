@@ -116,8 +116,12 @@ async fn connection(stream: UnixStream, ctx: &Context<'_>) -> std::io::Result<()
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read.take(64 * MAX_LINE as u64)).lines();
     while let Some(line) = lines.next_line().await? {
+        let words: Vec<&str> = line.split_whitespace().collect();
         let reply = if line.len() > MAX_LINE {
             json!({"ok": false, "error": format!("command longer than {MAX_LINE} bytes")})
+        } else if words.first() == Some(&"pause") && words.len() <= 2 {
+            // Waits for transactions in flight: handled here, not inline.
+            pause(ctx, words.contains(&"--dry-run"), &caller).await
         } else {
             command(line.trim(), ctx, &caller)
         };
@@ -170,6 +174,7 @@ pub fn command(line: &str, ctx: &Context<'_>, caller: &str) -> Value {
         ["sample", rate] => sample(rate, dry_run, shared, controller, caller),
         ["diffs"] => diffs(shared),
         ["reload"] => reload(ctx, dry_run, caller),
+        ["resume"] => resume(ctx, dry_run, caller),
         ["flip", "writes"] | ["finalize"] => json!({
             "ok": false,
             "error": format!("{} is not available in this build yet", words.join(" ")),
@@ -177,7 +182,7 @@ pub fn command(line: &str, ctx: &Context<'_>, caller: &str) -> Value {
         [] => json!({"ok": false, "error": "empty command; try: status"}),
         _ => json!({
             "ok": false,
-            "error": format!("unknown command {line:?}; commands: status, diffs, flip reads [--force], rollback, sample RATE, reload (each change takes --dry-run)"),
+            "error": format!("unknown command {line:?}; commands: status, diffs, flip reads [--force], rollback, sample RATE, pause, resume, reload (each change takes --dry-run)"),
         }),
     }
 }
@@ -210,7 +215,10 @@ fn status(shared: &Shared, controller: &Controller, figures: Figures) -> Value {
         "history": controller.history().iter().map(|p| p.name()).collect::<Vec<_>>(),
         "sessions": {
             "mirrored": shared.mirror_sessions.load(Ordering::Relaxed),
+            "in_transaction": shared.busy_sessions.load(Ordering::Relaxed),
+            "connections": shared.connections.load(Ordering::Relaxed),
         },
+        "paused": *shared.paused.borrow(),
         "divergences": shared.divergence_count(),
         "mirror_errors": shared.mirror_error_count(),
         "async_pending": shared.async_pending.load(Ordering::Relaxed),
@@ -481,5 +489,78 @@ pub fn reload(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
             warn!(error = %e, %caller, "reload refused");
             json!({"ok": false, "error": e})
         }
+    }
+}
+
+/// How long `pause` waits for transactions in flight.
+const PAUSE_WAIT: Duration = Duration::from_secs(30);
+
+/// `pause` (pgbouncer's meaning): mirrored sessions hold their next
+/// transaction until `resume`; the reply comes once none is inside one
+/// (bounded by [`PAUSE_WAIT`]; the pause stays either way).
+async fn pause(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
+    let shared = ctx.shared;
+    let busy = || shared.busy_sessions.load(Ordering::Relaxed);
+    if dry_run {
+        let outcome = Ok(change_outcome(ctx, "running", "paused", true));
+        ctx.controller.audit("pause", true, caller, &outcome);
+        return json!({"ok": true, "dry_run": true, "in_transaction": busy()});
+    }
+    let started = Instant::now();
+    shared.paused.send_replace(true);
+    while busy() > 0 && started.elapsed() < PAUSE_WAIT {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let left = busy();
+    let result = if left == 0 {
+        Ok(change_outcome(ctx, "running", "paused", false))
+    } else {
+        Err(format!(
+            "paused, but {left} session(s) still in a transaction after {} s; new transactions are held until resume",
+            PAUSE_WAIT.as_secs()
+        ))
+    };
+    ctx.controller.audit("pause", false, caller, &result);
+    info!(%caller, in_transaction = left, waited_ms = started.elapsed().as_millis() as u64, "paused");
+    match result {
+        Ok(_) => {
+            json!({"ok": true, "dry_run": false, "waited_ms": started.elapsed().as_millis() as u64})
+        }
+        Err(e) => json!({"ok": false, "error": e}),
+    }
+}
+
+/// `resume`: held transactions go on.
+fn resume(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
+    let was = *ctx.shared.paused.borrow();
+    let result = if was {
+        Ok(change_outcome(ctx, "paused", "running", dry_run))
+    } else {
+        Err("not paused".to_string())
+    };
+    ctx.controller.audit("resume", dry_run, caller, &result);
+    match result {
+        Ok(_) => {
+            if !dry_run {
+                ctx.shared.paused.send_replace(false);
+                info!(%caller, "resumed");
+            }
+            json!({"ok": true, "dry_run": dry_run})
+        }
+        Err(e) => json!({"ok": false, "error": e}),
+    }
+}
+
+fn change_outcome(
+    ctx: &Context<'_>,
+    from: &str,
+    to: &str,
+    dry_run: bool,
+) -> turnout_control::controller::Outcome {
+    turnout_control::controller::Outcome {
+        from: from.into(),
+        to: to.into(),
+        epoch: ctx.controller.routing().snapshot().epoch,
+        dry_run,
     }
 }

@@ -71,6 +71,10 @@ pub struct Shared {
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// Mirrored sessions running.
     pub mirror_sessions: AtomicUsize,
+    /// `pause`: mirrored sessions hold new transactions until `resume`.
+    pub paused: tokio::sync::watch::Sender<bool>,
+    /// Mirrored sessions inside a transaction (or a statement) now.
+    pub busy_sessions: AtomicUsize,
     /// Client connections open (all phases).
     pub connections: Arc<AtomicUsize>,
     /// Statements in async mirror queues, not applied yet.
@@ -212,6 +216,8 @@ impl Server {
             routing,
             stopping: tokio::sync::watch::channel(false).0,
             mirror_sessions: AtomicUsize::new(0),
+            paused: tokio::sync::watch::channel(false).0,
+            busy_sessions: AtomicUsize::new(0),
             connections: Arc::new(AtomicUsize::new(0)),
             async_pending: AtomicUsize::new(0),
             users: ArcSwap::from_pointee(UserTable::from_config(&config.users)?),

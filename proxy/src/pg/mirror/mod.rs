@@ -298,7 +298,13 @@ impl<'a> MirrorSession<'a> {
 
     async fn serve(&mut self) -> End {
         let mut stopping = self.shared.stopping.subscribe();
-        loop {
+        let mut paused = self.shared.paused.subscribe();
+        let mut busy = false;
+        let end = loop {
+            if busy && self.status == b'I' && self.batch.is_empty() {
+                busy = false;
+                self.shared.busy_sessions.fetch_sub(1, Ordering::Relaxed);
+            }
             if *stopping.borrow() && self.status == b'I' && self.batch.is_empty() {
                 // Between transactions: nothing of the client's is cut.
                 let _ = self
@@ -308,7 +314,7 @@ impl<'a> MirrorSession<'a> {
                         "turnout is stopping: terminating connection between transactions",
                     )
                     .await;
-                return End::Terminated;
+                break End::Terminated;
             }
             let read = tokio::select! {
                 r = self.client.read() => r,
@@ -316,19 +322,29 @@ impl<'a> MirrorSession<'a> {
             };
             let frame = match read {
                 Ok(f) => {
-                    if self.status == b'I' && self.batch.is_empty() {
+                    if self.status == b'I' && self.batch.is_empty() && f.tag != b'X' {
                         // A new transaction (or autocommit statement) starts:
-                        // it runs by the routing of now.
+                        // held while paused, then run by the routing of now.
+                        while *paused.borrow_and_update() && !*stopping.borrow() {
+                            tokio::select! {
+                                _ = paused.changed() => {}
+                                _ = stopping.changed() => {}
+                            }
+                        }
                         self.routing = self.shared.routing.snapshot();
+                        if !busy {
+                            busy = true;
+                            self.shared.busy_sessions.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     f
                 }
                 Err(FramedError::Codec(e)) => {
                     let msg = format!("turnout: protocol violation: {e}");
                     let _ = self.client_error(Severity::Fatal, "08P01", &msg).await;
-                    return End::ClientProtocol(e.to_string());
+                    break End::ClientProtocol(e.to_string());
                 }
-                Err(e) => return End::ClientGone(e.to_string()),
+                Err(e) => break End::ClientGone(e.to_string()),
             };
             let step = match frame.tag {
                 b'Q' => {
@@ -357,7 +373,7 @@ impl<'a> MirrorSession<'a> {
                     if let Some(m) = self.mirror.as_mut() {
                         let _ = m.send(&frame.raw).await;
                     }
-                    return End::Terminated;
+                    break End::Terminated;
                 }
                 other => {
                     let msg = format!(
@@ -365,22 +381,26 @@ impl<'a> MirrorSession<'a> {
                         codec::tag_name(other)
                     );
                     let _ = self.client_error(Severity::Fatal, "08P01", &msg).await;
-                    return End::ClientProtocol(msg);
+                    break End::ClientProtocol(msg);
                 }
             };
             match step {
                 Ok(()) => {}
-                Err(Stop::Client(e)) => return End::ClientGone(e.to_string()),
+                Err(Stop::Client(e)) => break End::ClientGone(e.to_string()),
                 Err(Stop::Authority(e)) => {
                     let msg = format!(
                         "turnout: backend {} closed the connection unexpectedly: {e}",
                         self.auth_side()
                     );
                     let _ = self.client_error(Severity::Fatal, "08006", &msg).await;
-                    return End::AuthorityLost(e.to_string());
+                    break End::AuthorityLost(e.to_string());
                 }
             }
+        };
+        if busy {
+            self.shared.busy_sessions.fetch_sub(1, Ordering::Relaxed);
         }
+        end
     }
 
     fn auth_side(&self) -> Side {
