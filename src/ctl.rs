@@ -161,8 +161,18 @@ fn human(command: &str, r: &Value) -> String {
     } else {
         "done:"
     };
+    let adopted = match r["adopted_ms"].as_f64() {
+        Some(ms) if r["sessions_behind"].as_u64() == Some(0) => {
+            format!("; every session on the new routing after {ms:.1} ms")
+        }
+        Some(_) => format!(
+            "; {} session(s) still in a transaction on the old routing",
+            r["sessions_behind"]
+        ),
+        None => String::new(),
+    };
     format!(
-        "{verb} {} -> {} (epoch {})\n",
+        "{verb} {} -> {} (epoch {}){adopted}\n",
         r["from"].as_str().unwrap_or("?"),
         r["to"].as_str().unwrap_or("?"),
         r["epoch"]

@@ -23,6 +23,8 @@ struct Args {
     mirror_only: bool,
     /// Only the shadow-read (sampling) figures.
     shadow_only: bool,
+    /// Only the flip-latency figures.
+    flips_only: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -34,6 +36,7 @@ fn parse_args() -> Result<Args, String> {
         mirror: true,
         mirror_only: false,
         shadow_only: false,
+        flips_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -47,6 +50,10 @@ fn parse_args() -> Result<Args, String> {
         }
         if flag == "--shadow-only" {
             a.shadow_only = true;
+            continue;
+        }
+        if flag == "--flips-only" {
+            a.flips_only = true;
             continue;
         }
         let value = it
@@ -69,7 +76,7 @@ fn main() {
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("turnout-bench: {e}\nusage: turnout-bench [--seconds N] [--rounds N] [--clients N] [--scale N] [--no-mirror | --mirror-only | --shadow-only]");
+            eprintln!("turnout-bench: {e}\nusage: turnout-bench [--seconds N] [--rounds N] [--clients N] [--scale N] [--no-mirror | --mirror-only | --shadow-only | --flips-only]");
             std::process::exit(2);
         }
     };
@@ -333,6 +340,93 @@ fn shadow_reads(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), Stri
     compare(&targets, &["-S"], args)
 }
 
+/// Flip latency: with pgbench (TPC-B, the clients of `--clients`) running
+/// through turnout in phase mirror, reads flips and rollbacks in a row; for
+/// each, the time from the command until no session is inside a
+/// transaction on the old routing (turnout measures it and says so in the
+/// reply). Prints p50 / p99 / max and pgbench's failed transactions.
+fn flip_latency(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), String> {
+    eprintln!("starting PostgreSQL (new) for the flip run...");
+    let new = bench_instance(args.scale)?;
+    pgbench_init(old, args.scale)?;
+    let socket = dir.path().join("flips-admin.sock");
+    let (_t, port, _) = start_turnout_with(
+        dir.path(),
+        "turnout-flips",
+        "127.0.0.1",
+        old.port,
+        new.port,
+        "mirror",
+        &format!("[admin]\nsocket = \"{}\"", socket.display()),
+    )?;
+    let seconds = args.seconds.max(5) * 2;
+    let load = Command::new("pgbench")
+        .args(["-n", "-j", "2"])
+        .arg(format!("-c{}", args.clients))
+        .arg(format!("-T{seconds}"))
+        .args(["-h", "127.0.0.1", "-U", "bench", "bench"])
+        .arg(format!("-p{port}"))
+        .env("PGPASSWORD", "bench")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run pgbench: {e}"))?;
+    std::thread::sleep(Duration::from_secs(1));
+    let mut times = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(u64::from(seconds) - 2);
+    let mut forward = true;
+    while Instant::now() < deadline {
+        let command = if forward { "flip reads" } else { "rollback" };
+        forward = !forward;
+        let out = Command::new(turnout_binary()?)
+            .args(["ctl", "--json", "--socket"])
+            .arg(&socket)
+            .args(command.split_whitespace())
+            .output()
+            .map_err(|e| e.to_string())?;
+        let reply = String::from_utf8_lossy(&out.stdout).into_owned();
+        let ms = reply
+            .split("\"adopted_ms\":")
+            .nth(1)
+            .and_then(|r| r.split([',', '}']).next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or_else(|| {
+                format!(
+                    "turnout ctl {command}: {reply}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })?;
+        times.push(ms);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = load.wait_with_output().map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let failed = text
+        .lines()
+        .find(|l| l.starts_with("number of failed transactions"))
+        .unwrap_or("number of failed transactions: ?")
+        .to_string();
+    let tps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .unwrap_or("?")
+        .to_string();
+    times.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "\nflip latency under pgbench TPC-B -c {} ({} flips and rollbacks): time from the command until no session runs a transaction on the old routing",
+        args.clients,
+        times.len()
+    );
+    println!(
+        "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; pgbench: {failed}; tps {tps}",
+        pct(0.5),
+        pct(0.99),
+        times.last().copied().unwrap_or(0.0)
+    );
+    Ok(())
+}
+
 fn target(name: &str, host: &str, port: u16, baseline: usize) -> Target {
     Target {
         name: name.to_string(),
@@ -397,6 +491,9 @@ fn run(args: &Args) -> Result<(), String> {
     if args.shadow_only {
         return shadow_reads(args, &dir, &pg);
     }
+    if args.flips_only {
+        return flip_latency(args, &dir, &pg);
+    }
     let pg_sock = pg.dir().display().to_string();
     let (_t1, t1_port, _) = start_turnout(dir.path(), "turnout-tcp", "127.0.0.1", pg.port)?;
     let (_t2, t2_port, t2_sock) = start_turnout(dir.path(), "turnout-uds", &pg_sock, pg.port)?;
@@ -439,6 +536,7 @@ fn run(args: &Args) -> Result<(), String> {
     if args.mirror {
         mirrored_tpcb(args, &dir, &pg)?;
         shadow_reads(args, &dir, &pg)?;
+        flip_latency(args, &dir, &pg)?;
     }
     Ok(())
 }

@@ -123,7 +123,16 @@ async fn connection(stream: UnixStream, ctx: &Context<'_>) -> std::io::Result<()
             // Waits for transactions in flight: handled here, not inline.
             pause(ctx, words.contains(&"--dry-run"), &caller).await
         } else {
-            command(line.trim(), ctx, &caller)
+            let mut reply = command(line.trim(), ctx, &caller);
+            let changed_phase = matches!(words.first(), Some(&"flip") | Some(&"rollback"));
+            if changed_phase && reply["ok"] == true && reply["dry_run"] == false {
+                if let Some(epoch) = reply["epoch"].as_u64() {
+                    let (ms, behind) = adoption(ctx.shared, epoch).await;
+                    reply["adopted_ms"] = json!(ms);
+                    reply["sessions_behind"] = json!(behind);
+                }
+            }
+            reply
         };
         let mut text = reply.to_string();
         text.push('\n');
@@ -562,5 +571,20 @@ fn change_outcome(
         to: to.into(),
         epoch: ctx.controller.routing().snapshot().epoch,
         dry_run,
+    }
+}
+
+/// Waits (at most 10 s) until no mirrored session is inside a transaction
+/// that runs by an epoch before `epoch`: every transaction from then on runs
+/// by the new routing. Returns the milliseconds it took and the sessions
+/// still behind.
+async fn adoption(shared: &Shared, epoch: u64) -> (f64, usize) {
+    let started = Instant::now();
+    loop {
+        let behind = shared.sessions_behind(epoch);
+        if behind == 0 || started.elapsed() > Duration::from_secs(10) {
+            return (started.elapsed().as_secs_f64() * 1000.0, behind);
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
     }
 }

@@ -75,6 +75,10 @@ pub struct Shared {
     pub paused: tokio::sync::watch::Sender<bool>,
     /// Mirrored sessions inside a transaction (or a statement) now.
     pub busy_sessions: AtomicUsize,
+    /// For each mirrored session inside a transaction: the routing epoch it
+    /// runs by (keyed by a session number).
+    pub in_transaction: DashMap<u64, u64>,
+    pub next_session: AtomicU64,
     /// Client connections open (all phases).
     pub connections: Arc<AtomicUsize>,
     /// Statements in async mirror queues, not applied yet.
@@ -125,6 +129,15 @@ impl Shared {
             d.statement = loc.statement;
         }
         self.record_divergence(d);
+    }
+
+    /// Mirrored sessions still inside a transaction that runs by an epoch
+    /// before `epoch`.
+    pub fn sessions_behind(&self, epoch: u64) -> usize {
+        self.in_transaction
+            .iter()
+            .filter(|e| *e.value() < epoch)
+            .count()
     }
 
     pub fn metrics_mirror_error(&self) {
@@ -218,6 +231,8 @@ impl Server {
             mirror_sessions: AtomicUsize::new(0),
             paused: tokio::sync::watch::channel(false).0,
             busy_sessions: AtomicUsize::new(0),
+            in_transaction: DashMap::new(),
+            next_session: AtomicU64::new(0),
             connections: Arc::new(AtomicUsize::new(0)),
             async_pending: AtomicUsize::new(0),
             users: ArcSwap::from_pointee(UserTable::from_config(&config.users)?),

@@ -300,10 +300,12 @@ impl<'a> MirrorSession<'a> {
         let mut stopping = self.shared.stopping.subscribe();
         let mut paused = self.shared.paused.subscribe();
         let mut busy = false;
+        let id = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
         let end = loop {
             if busy && self.status == b'I' && self.batch.is_empty() {
                 busy = false;
                 self.shared.busy_sessions.fetch_sub(1, Ordering::Relaxed);
+                self.shared.in_transaction.remove(&id);
             }
             if *stopping.borrow() && self.status == b'I' && self.batch.is_empty() {
                 // Between transactions: nothing of the client's is cut.
@@ -335,6 +337,7 @@ impl<'a> MirrorSession<'a> {
                         if !busy {
                             busy = true;
                             self.shared.busy_sessions.fetch_add(1, Ordering::Relaxed);
+                            self.shared.in_transaction.insert(id, self.routing.epoch);
                         }
                     }
                     f
@@ -399,6 +402,7 @@ impl<'a> MirrorSession<'a> {
         };
         if busy {
             self.shared.busy_sessions.fetch_sub(1, Ordering::Relaxed);
+            self.shared.in_transaction.remove(&id);
         }
         end
     }
