@@ -521,3 +521,37 @@ fn pause_waits_for_open_transactions_and_holds_new_ones_until_resume() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not paused"));
 }
+
+#[test]
+fn reads_failing_on_new_after_a_flip_make_turnout_roll_back_by_itself() {
+    let s = Setup::start(Options {
+        phase: Some("mirror"),
+        ddl: Some("both"),
+        admin: true,
+        sampling: "rate = 0.0\n[guards]\nwatch_secs = 20\nabort_errors = 1",
+        ..Options::default()
+    });
+    // A table new lacks: reads of it fail once new serves reads.
+    let out = psql(
+        &s.direct_url(),
+        &["-c", "CREATE TABLE only_old (v int)"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    s.run_ok(&["SELECT count(*) FROM only_old"]);
+    ctl_ok(&s, &["flip", "reads"]);
+    for _ in 0..2 {
+        let out = s.psql(&s.app_url(), &["-c", "SELECT count(*) FROM only_old"]);
+        assert!(!out.status.success(), "new should not have the table");
+    }
+    eventually("turnout rolls back by itself", || {
+        ctl_ok(&s, &["status"]).contains("phase       mirror (epoch 2)")
+    });
+    s.run_ok(&["SELECT count(*) FROM only_old"]);
+    let audit = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("\"caller\":\"watch window: 2 read error(s)"),
+        "{audit}"
+    );
+    assert!(s.proxy.log_text().contains("rolled back by itself"));
+}

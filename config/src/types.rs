@@ -49,6 +49,13 @@ pub struct Guards {
     /// Mirror errors at most.
     #[serde(default)]
     pub max_mirror_errors: u64,
+    /// After a reads flip, watch this long (0: off): when more than
+    /// `abort_errors` reads fail on the newly promoted side, turnout rolls
+    /// back by itself.
+    #[serde(default)]
+    pub watch_secs: u64,
+    #[serde(default)]
+    pub abort_errors: u64,
 }
 
 impl Default for Guards {
@@ -58,6 +65,8 @@ impl Default for Guards {
             min_compared_reads: 0,
             max_mismatch_rate: 0.0,
             max_mirror_errors: 0,
+            watch_secs: 0,
+            abort_errors: 0,
         }
     }
 }

@@ -34,6 +34,10 @@ pub struct GuardLimits {
     pub min_compared_reads: u64,
     pub max_mismatch_rate: f64,
     pub max_mirror_errors: u64,
+    /// After a flip: how long to watch the promoted side (0: off), and how
+    /// many failed reads there make turnout roll back by itself.
+    pub watch_secs: u64,
+    pub abort_errors: u64,
 }
 
 impl GuardLimits {
@@ -330,6 +334,7 @@ mod tests {
             min_compared_reads: 10,
             max_mismatch_rate: 0.01,
             max_mirror_errors: 0,
+            ..GuardLimits::default()
         };
         let c = Controller::start(Phase::Mirror, Some(&state), Some(&audit), limits).unwrap();
         let bad = Figures {

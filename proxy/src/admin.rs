@@ -97,8 +97,8 @@ impl Admin {
 
 /// What commands act on.
 pub struct Context<'a> {
-    pub shared: &'a Shared,
-    pub controller: &'a Controller,
+    pub shared: &'a Arc<Shared>,
+    pub controller: &'a Arc<Controller>,
     pub window: &'a Window,
     /// The config file, read again by `reload`.
     pub config_path: &'a Path,
@@ -130,6 +130,9 @@ async fn connection(stream: UnixStream, ctx: &Context<'_>) -> std::io::Result<()
                     let (ms, behind) = adoption(ctx.shared, epoch).await;
                     reply["adopted_ms"] = json!(ms);
                     reply["sessions_behind"] = json!(behind);
+                }
+                if words.first() == Some(&"flip") {
+                    watch(ctx.shared.clone(), ctx.controller.clone());
                 }
             }
             reply
@@ -442,6 +445,8 @@ pub fn guard_limits(g: &turnout_config::Guards) -> turnout_control::controller::
         min_compared_reads: g.min_compared_reads,
         max_mismatch_rate: g.max_mismatch_rate,
         max_mirror_errors: g.max_mirror_errors,
+        watch_secs: g.watch_secs,
+        abort_errors: g.abort_errors,
     }
 }
 
@@ -587,4 +592,40 @@ async fn adoption(shared: &Shared, epoch: u64) -> (f64, usize) {
         }
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
+}
+
+/// After a reads flip: for `guards.watch_secs`, when more than
+/// `guards.abort_errors` reads fail on the newly promoted side, roll back
+/// by itself, and say so (log and audit).
+fn watch(shared: Arc<Shared>, controller: Arc<Controller>) {
+    let limits = controller.guards();
+    if limits.watch_secs == 0 {
+        return;
+    }
+    let epoch = controller.routing().snapshot().epoch;
+    let base = shared.mirror_read_errors.load(Ordering::Relaxed);
+    tokio::spawn(async move {
+        let until = Instant::now() + Duration::from_secs(limits.watch_secs);
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if controller.routing().snapshot().epoch != epoch {
+                return; // changed again meanwhile: nothing to watch
+            }
+            let errors = shared.mirror_read_errors.load(Ordering::Relaxed) - base;
+            if errors > limits.abort_errors {
+                let caller = format!(
+                    "watch window: {errors} read error(s) on the promoted side within {} s (guards.abort_errors = {})",
+                    limits.watch_secs, limits.abort_errors
+                );
+                match controller.rollback(false, &caller) {
+                    Ok(o) => {
+                        count_change(&Ok(o.clone()));
+                        warn!(from = %o.from, to = %o.to, epoch = o.epoch, errors, "rolled back by itself: reads failed on the promoted side");
+                    }
+                    Err(e) => warn!(error = %e, "watch window could not roll back"),
+                }
+                return;
+            }
+        }
+    });
 }

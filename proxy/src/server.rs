@@ -79,6 +79,9 @@ pub struct Shared {
     /// runs by (keyed by a session number).
     pub in_transaction: DashMap<u64, u64>,
     pub next_session: AtomicU64,
+    /// Reads that failed on the mirror's side when it served them
+    /// (`reads_new`): what the watch window after a reads flip counts.
+    pub mirror_read_errors: AtomicU64,
     /// Client connections open (all phases).
     pub connections: Arc<AtomicUsize>,
     /// Statements in async mirror queues, not applied yet.
@@ -233,6 +236,7 @@ impl Server {
             busy_sessions: AtomicUsize::new(0),
             in_transaction: DashMap::new(),
             next_session: AtomicU64::new(0),
+            mirror_read_errors: AtomicU64::new(0),
             connections: Arc::new(AtomicUsize::new(0)),
             async_pending: AtomicUsize::new(0),
             users: ArcSwap::from_pointee(UserTable::from_config(&config.users)?),

@@ -517,6 +517,11 @@ impl<'a> MirrorSession<'a> {
             match self.ask_queued(unit, fresh).await {
                 Ok(c) => {
                     self.answered_by = self.mirror_side;
+                    if c.error.is_some() {
+                        self.shared
+                            .mirror_read_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
                     for f in &c.frames {
                         capture.see(f, max);
                     }
@@ -562,6 +567,11 @@ impl<'a> MirrorSession<'a> {
                 }
             };
             capture.see(&f, max);
+            if f.tag == b'E' {
+                self.shared
+                    .mirror_read_errors
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             match f.tag {
                 b'Z' => {
                     self.queue(&codec::ready_for_query(status));
