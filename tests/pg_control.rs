@@ -55,12 +55,10 @@ fn reads_flip_and_roll_back_fifty_times_under_pgbench_without_client_errors() {
         "CREATE TABLE marker (id int PRIMARY KEY, v text)",
         "INSERT INTO marker VALUES (1, 'old')",
     ]);
-    let out = psql(
+    run_direct_ok(
         &s.direct_new_url(),
-        &["-c", "UPDATE marker SET v = 'new' WHERE id = 1"],
-        &[],
+        &["UPDATE marker SET v = 'new' WHERE id = 1"],
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(value(&url), "old");
     println!("{}", ctl_ok(&s, &["flip", "reads"]));
     assert_eq!(value(&url), "new");
@@ -532,12 +530,7 @@ fn reads_failing_on_new_after_a_flip_make_turnout_roll_back_by_itself() {
         ..Options::default()
     });
     // A table new lacks: reads of it fail once new serves reads.
-    let out = psql(
-        &s.direct_url(),
-        &["-c", "CREATE TABLE only_old (v int)"],
-        &[],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    run_direct_ok(&s.direct_url(), &["CREATE TABLE only_old (v int)"]);
     s.run_ok(&["SELECT count(*) FROM only_old"]);
     ctl_ok(&s, &["flip", "reads"]);
     for _ in 0..2 {

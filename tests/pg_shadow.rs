@@ -372,12 +372,10 @@ fn after_the_reads_flip_old_is_the_shadow() {
         "CREATE TABLE marker (id int PRIMARY KEY, v text)",
         "INSERT INTO marker VALUES (1, 'same'), (2, 'same')",
     ]);
-    let out = psql(
+    run_direct_ok(
         &s.direct_url(),
-        &["-c", "UPDATE marker SET v = 'only old' WHERE id = 2"],
-        &[],
+        &["UPDATE marker SET v = 'only old' WHERE id = 2"],
     );
-    assert!(out.status.success(), "{}", stderr(&out));
     let out = s.ctl(&["flip", "reads"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = s.psql(&url, &["-c", "SELECT v FROM marker WHERE id = 2"]);

@@ -365,6 +365,18 @@ pub fn psql(url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     c.output().expect("run psql")
 }
 
+/// Runs each statement on `url` directly (psql, one `-c` each) and asserts
+/// that all succeeded.
+#[allow(dead_code)]
+pub fn run_direct_ok(url: &str, statements: &[&str]) {
+    let mut args = Vec::new();
+    for sql in statements {
+        args.extend(["-c", *sql]);
+    }
+    let out = psql(url, &args, &[]);
+    assert!(out.status.success(), "{statements:?}: {}", stderr(&out));
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
