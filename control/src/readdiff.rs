@@ -90,6 +90,21 @@ pub struct Summary {
     pub skipped: BTreeMap<String, u64>,
 }
 
+impl Summary {
+    /// The counts over every fingerprint.
+    pub fn total(&self) -> Aggregate {
+        let mut all = Aggregate::default();
+        for a in self.fingerprints.values() {
+            all.samples += a.samples;
+            all.matches += a.matches;
+            all.mismatches += a.mismatches;
+            all.transient += a.transient;
+            all.skipped += a.skipped;
+        }
+        all
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("read-diff report {path}: {source}")]
 pub struct ReadDiffError {

@@ -201,22 +201,14 @@ pub fn command(line: &str, ctx: &Context<'_>, caller: &str) -> Value {
 
 fn status(shared: &Shared, controller: &Controller, figures: Figures) -> Value {
     let routing = controller.routing().snapshot();
-    let sampling = shared.sampler.as_ref().map(|s| {
-        let summary = s.log.summary();
-        let (mut samples, mut matches, mut mismatches, mut transient) = (0, 0, 0, 0);
-        for a in summary.fingerprints.values() {
-            samples += a.samples;
-            matches += a.matches;
-            mismatches += a.mismatches;
-            transient += a.transient;
-        }
-        json!({
-            "samples": samples,
-            "matches": matches,
-            "mismatches": mismatches,
-            "transient": transient,
-            "skipped": summary.skipped,
-        })
+    let summary = shared.sampler.log.summary();
+    let all = summary.total();
+    let sampling = json!({
+        "samples": all.samples,
+        "matches": all.matches,
+        "mismatches": all.mismatches,
+        "transient": all.transient,
+        "skipped": summary.skipped,
     });
     json!({
         "ok": true,
@@ -336,11 +328,7 @@ impl Window {
 }
 
 fn totals(shared: &Shared) -> Figures {
-    let (compared, mismatches) = shared
-        .sampler
-        .as_ref()
-        .map(|s| s.log.totals())
-        .unwrap_or((0, 0));
+    let (compared, mismatches) = shared.sampler.log.totals();
     Figures {
         compared,
         mismatches,
@@ -367,9 +355,7 @@ fn sample(
     controller: &Controller,
     caller: &str,
 ) -> Value {
-    let Some(sampler) = shared.sampler.as_ref() else {
-        return json!({"ok": false, "error": "sampling is not set up"});
-    };
+    let sampler = &shared.sampler;
     let before = sampler.rate();
     let parsed = rate
         .parse::<f64>()
@@ -410,9 +396,7 @@ fn sample(
 
 /// `diffs`: the per-fingerprint read-diff figures, worst first.
 fn diffs(shared: &Shared) -> Value {
-    let Some(sampler) = shared.sampler.as_ref() else {
-        return json!({"ok": false, "error": "sampling is not set up"});
-    };
+    let sampler = &shared.sampler;
     let summary = sampler.log.summary();
     let mut rows: Vec<_> = summary.fingerprints.into_iter().collect();
     rows.sort_by(|a, b| {
@@ -463,9 +447,7 @@ pub fn reload(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
             if !dry_run {
                 ctx.shared.users.store(Arc::new(users));
                 ctx.shared.classifier.set_rules(&config.mirror.rules);
-                if let Some(s) = ctx.shared.sampler.as_ref() {
-                    s.set_rate(config.sampling.rate)?;
-                }
+                ctx.shared.sampler.set_rate(config.sampling.rate)?;
                 ctx.controller.set_guards(guard_limits(&config.guards));
             }
             Ok(config)

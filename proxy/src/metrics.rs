@@ -85,22 +85,15 @@ pub async fn track(shared: Arc<Shared>, routing: Arc<RoutingState>) {
         gauge!("turnout_async_queued").set(shared.async_pending.load(Ordering::Relaxed) as f64);
         counter!("turnout_divergences_total").absolute(shared.divergence_count());
         counter!("turnout_mirror_errors_total").absolute(shared.mirror_error_count());
-        if let Some(s) = &shared.sampler {
-            let summary = s.log.summary();
-            let (mut matches, mut confirmed, mut transient) = (0, 0, 0);
-            for a in summary.fingerprints.values() {
-                matches += a.matches;
-                confirmed += a.mismatches;
-                transient += a.transient;
-            }
-            counter!("turnout_reads_compared_total", "result" => "match").absolute(matches);
-            counter!("turnout_reads_compared_total", "result" => "confirmed_mismatch")
-                .absolute(confirmed);
-            counter!("turnout_reads_compared_total", "result" => "transient_mismatch")
-                .absolute(transient);
-            for (reason, n) in summary.skipped {
-                counter!("turnout_samples_skipped_total", "reason" => reason).absolute(n);
-            }
+        let summary = shared.sampler.log.summary();
+        let all = summary.total();
+        counter!("turnout_reads_compared_total", "result" => "match").absolute(all.matches);
+        counter!("turnout_reads_compared_total", "result" => "confirmed_mismatch")
+            .absolute(all.mismatches);
+        counter!("turnout_reads_compared_total", "result" => "transient_mismatch")
+            .absolute(all.transient);
+        for (reason, n) in summary.skipped {
+            counter!("turnout_samples_skipped_total", "reason" => reason).absolute(n);
         }
     }
 }

@@ -87,7 +87,7 @@ pub struct Shared {
     /// Statements in async mirror queues, not applied yet.
     pub async_pending: AtomicUsize,
     /// Shadow reads (`sampling.rate` may be 0, and changed live).
-    pub sampler: Option<Sampler>,
+    pub sampler: Sampler,
     pub users: ArcSwap<UserTable>,
     targets: [BackendTarget; 2],
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -261,28 +261,26 @@ impl Server {
             },
             mirror_errors: AtomicU64::new(0),
             divergences: AtomicU64::new(0),
-            sampler: Some(Sampler::new(
+            sampler: Sampler::new(
                 &config.sampling,
                 Arc::new(ReadDiffLog::open(
                     config.sampling.report.as_deref(),
                     config.sampling.report_max_bytes as u64,
                 )?),
-            )),
+            ),
         };
-        if let Some(sampler) = &shared.sampler {
-            // The per-fingerprint summary next to the report, kept current.
-            let log = Arc::downgrade(&sampler.log);
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(500));
-                loop {
-                    tick.tick().await;
-                    let Some(log) = log.upgrade() else { return };
-                    if let Err(e) = log.write_summary() {
-                        warn!(error = %e, "read-diff summary could not be written");
-                    }
+        // The per-fingerprint summary next to the report, kept current.
+        let log = Arc::downgrade(&shared.sampler.log);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let Some(log) = log.upgrade() else { return };
+                if let Err(e) = log.write_summary() {
+                    warn!(error = %e, "read-diff summary could not be written");
                 }
-            });
-        }
+            }
+        });
         let listener = TcpListener::bind(&config.listen.address)
             .await
             .map_err(|source| ServerError::Bind {
@@ -379,10 +377,8 @@ impl Server {
             warn!(sessions, "mirrored sessions still in a transaction after the grace period: closed; their open transactions roll back on both sides");
         }
         let queued = wait_for_zero(&shared.async_pending).await;
-        if let Some(sampler) = &shared.sampler {
-            if let Err(e) = sampler.log.write_summary() {
-                warn!(error = %e, "read-diff summary could not be written");
-            }
+        if let Err(e) = shared.sampler.log.write_summary() {
+            warn!(error = %e, "read-diff summary could not be written");
         }
         if queued > 0 {
             error!(queued, "async mirror queues not empty after the grace period: those statements are not applied on the mirror");

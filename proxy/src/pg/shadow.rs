@@ -242,9 +242,7 @@ pub struct Sample {
 pub fn spawn(shared: Arc<Shared>, sample: Sample, permit: OwnedSemaphorePermit) {
     tokio::spawn(async move {
         let _permit = permit;
-        let Some(sampler) = shared.sampler.as_ref() else {
-            return;
-        };
+        let sampler = &shared.sampler;
         if sample.capture.too_large {
             sampler.log.skipped(&sample.fingerprint, "result_too_large");
             return;

@@ -427,7 +427,7 @@ impl<'a> MirrorSession<'a> {
 
     /// Whether to compare this read on the shadow side, with the permit to.
     fn sample_choice(&self, class: &Classification) -> Option<OwnedSemaphorePermit> {
-        let sampler = self.shared.sampler.as_ref()?;
+        let sampler = &self.shared.sampler;
         if class.kind() != Kind::Read || class.statements.len() != 1 {
             return None;
         }
@@ -485,11 +485,7 @@ impl<'a> MirrorSession<'a> {
 
     /// The most bytes of a read's answer kept for its comparison.
     fn capture_limit(&self) -> usize {
-        self.shared
-            .sampler
-            .as_ref()
-            .map(|s| s.max_result_bytes)
-            .unwrap_or(0)
+        self.shared.sampler.max_result_bytes
     }
 
     /// Whether reads go to the mirror's side in this transaction
