@@ -60,7 +60,8 @@ pub fn run(
 
 fn ask(socket: &PathBuf, command: &str) -> std::io::Result<Value> {
     let mut stream = UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    // A writes flip may hold its barrier up to guards.barrier_ms (10 min at most).
+    stream.set_read_timeout(Some(Duration::from_secs(660)))?;
     stream.write_all(command.as_bytes())?;
     stream.write_all(b"\n")?;
     let mut line = String::new();
@@ -171,10 +172,14 @@ fn human(command: &str, r: &Value) -> String {
         ),
         None => String::new(),
     };
-    format!(
+    let mut out = format!(
         "{verb} {} -> {} (epoch {}){adopted}\n",
         r["from"].as_str().unwrap_or("?"),
         r["to"].as_str().unwrap_or("?"),
         r["epoch"]
-    )
+    );
+    for note in r["notes"].as_array().into_iter().flatten() {
+        out.push_str(&format!("  {}\n", note.as_str().unwrap_or("?")));
+    }
+    out
 }

@@ -17,17 +17,6 @@ fn setup() -> Setup {
     })
 }
 
-fn ctl_ok(s: &Setup, args: &[&str]) -> String {
-    let out = s.ctl(args);
-    assert!(
-        out.status.success(),
-        "turnout ctl {args:?}: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
-}
-
 fn value(url: &str) -> String {
     stdout(&psql(
         url,
@@ -60,9 +49,9 @@ fn reads_flip_and_roll_back_fifty_times_under_pgbench_without_client_errors() {
         &["UPDATE marker SET v = 'new' WHERE id = 1"],
     );
     assert_eq!(value(&url), "old");
-    println!("{}", ctl_ok(&s, &["flip", "reads"]));
+    println!("{}", s.ctl_ok(&["flip", "reads"]));
     assert_eq!(value(&url), "new");
-    ctl_ok(&s, &["rollback"]);
+    s.ctl_ok(&["rollback"]);
     assert_eq!(value(&url), "old");
 
     // Writers and readers in every protocol mode while reads flip back and forth.
@@ -86,9 +75,9 @@ fn reads_flip_and_roll_back_fifty_times_under_pgbench_without_client_errors() {
     .collect();
     std::thread::sleep(Duration::from_millis(500));
     for _ in 0..50 {
-        ctl_ok(&s, &["flip", "reads"]);
+        s.ctl_ok(&["flip", "reads"]);
         std::thread::sleep(Duration::from_millis(40));
-        ctl_ok(&s, &["rollback"]);
+        s.ctl_ok(&["rollback"]);
         std::thread::sleep(Duration::from_millis(40));
     }
     for c in clients {
@@ -101,46 +90,41 @@ fn reads_flip_and_roll_back_fifty_times_under_pgbench_without_client_errors() {
         assert!(out.status.success(), "pgbench failed:\n{text}");
         assert!(text.contains("number of failed transactions: 0"), "{text}");
     }
-    let status = ctl_ok(&s, &["status"]);
+    let status = s.ctl_ok(&["status"]);
     println!("{status}");
     assert!(
         status.contains("phase       mirror (epoch 102)"),
         "{status}"
     );
     // The writes were mirrored all along: pgbench's tables are identical.
-    for (table, order) in [
-        ("pgbench_accounts", "aid"),
-        ("pgbench_tellers", "tid"),
-        ("pgbench_branches", "bid"),
-        ("pgbench_history", "tid, bid, aid, delta, mtime"),
-    ] {
-        let q = format!("COPY (SELECT * FROM {table} ORDER BY {order}) TO STDOUT");
-        let old = stdout(&psql(&s.direct_url(), &["-c", &q], &[]));
-        let new = stdout(&psql(&s.direct_new_url(), &["-c", &q], &[]));
-        assert!(old == new, "{table} differs between old and new");
-    }
+    assert_sides_identical(&s, &PGBENCH_TABLES);
     assert!(s.divergences().is_empty(), "{:?}", s.divergences());
 }
 
 #[test]
 fn ctl_reports_refuses_clearly_audits_and_the_phase_survives_a_restart() {
     let mut s = setup();
-    let status = ctl_ok(&s, &["status"]);
+    let status = s.ctl_ok(&["status"]);
     assert!(status.contains("phase       mirror (epoch 0)"), "{status}");
     assert!(status.contains("reads from  old"), "{status}");
 
     // A dry run says what would happen and changes nothing.
-    let dry = ctl_ok(&s, &["flip", "reads", "--dry-run"]);
+    let dry = s.ctl_ok(&["flip", "reads", "--dry-run"]);
     assert!(
         dry.contains("dry run: would go mirror -> reads_new"),
         "{dry}"
     );
-    assert!(ctl_ok(&s, &["status"]).contains("phase       mirror (epoch 0)"));
+    assert!(s
+        .ctl_ok(&["status"])
+        .contains("phase       mirror (epoch 0)"));
 
     // Refusals are clear and change nothing.
     for (args, why) in [
         (vec!["rollback"], "nothing to roll back to"),
-        (vec!["flip", "writes"], "not available in this build yet"),
+        (
+            vec!["flip", "writes"],
+            "flip writes needs phase reads_new; the phase is mirror",
+        ),
         (vec!["sideways"], "unknown command"),
     ] {
         let out = s.ctl(&args);
@@ -152,19 +136,19 @@ fn ctl_reports_refuses_clearly_audits_and_the_phase_survives_a_restart() {
     let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(json["phase"], "mirror");
 
-    ctl_ok(&s, &["flip", "reads"]);
+    s.ctl_ok(&["flip", "reads"]);
     // Killed outright, then started again: the phase is kept.
     let config = s.proxy.config.clone();
     let port = s.proxy.port;
     s.proxy.kill();
     s.proxy = spawn_proxy(&config, s.dir.path().join("turnout2.log"), port);
-    let status = ctl_ok(&s, &["status"]);
+    let status = s.ctl_ok(&["status"]);
     assert!(
         status.contains("phase       reads_new (epoch 1)"),
         "{status}"
     );
     assert!(status.contains("history     mirror"), "{status}");
-    let rolled = ctl_ok(&s, &["rollback"]);
+    let rolled = s.ctl_ok(&["rollback"]);
     assert!(
         rolled.contains("done: reads_new -> mirror (epoch 2)"),
         "{rolled}"
@@ -177,11 +161,12 @@ fn ctl_reports_refuses_clearly_audits_and_the_phase_survives_a_restart() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     println!("{audit}");
-    assert_eq!(lines.len(), 4, "{audit}");
+    assert_eq!(lines.len(), 5, "{audit}");
     assert_eq!(lines[0]["dry_run"], true);
     assert_eq!(lines[1]["outcome"]["ok"], false);
-    assert!(lines[2]["caller"].as_str().unwrap().starts_with("uid "));
-    assert_eq!(lines[3]["outcome"]["to"], "mirror");
+    assert_eq!(lines[2]["command"], "flip writes");
+    assert!(lines[3]["caller"].as_str().unwrap().starts_with("uid "));
+    assert_eq!(lines[4]["outcome"]["to"], "mirror");
 
     // A broken state file stops turnout with a clear error, not a guess.
     std::fs::write(s.dir.path().join("state.json"), "{\"phase\": \"sideways\"").unwrap();
@@ -202,25 +187,20 @@ fn ctl_reports_refuses_clearly_audits_and_the_phase_survives_a_restart() {
 fn the_flag_file_flips_like_the_admin_command_and_bad_content_changes_nothing() {
     let s = setup();
     let flag = s.dir.path().join("phase.flag");
-    let phase = |s: &Setup| {
-        let out = s.ctl(&["--json", "status"]);
-        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap_or_default();
-        v["phase"].as_str().unwrap_or_default().to_string()
-    };
     std::fs::write(&flag, "reads_new\n").unwrap();
-    eventually("the flag file flips reads", || phase(&s) == "reads_new");
+    eventually("the flag file flips reads", || s.phase() == "reads_new");
     std::fs::write(&flag, "sideways").unwrap();
     eventually("the bad content is refused in the log", || {
         s.proxy.log_text().contains("flag file refused")
     });
-    assert_eq!(phase(&s), "reads_new");
-    std::fs::write(&flag, "writes_new").unwrap();
-    eventually("an unavailable flip is refused", || {
+    assert_eq!(s.phase(), "reads_new");
+    std::fs::write(&flag, "finalized").unwrap();
+    eventually("a phase two steps away is refused", || {
         s.proxy.log_text().matches("flag file refused").count() == 2
     });
-    assert_eq!(phase(&s), "reads_new");
+    assert_eq!(s.phase(), "reads_new");
     std::fs::write(&flag, "mirror").unwrap();
-    eventually("the flag file rolls back", || phase(&s) == "mirror");
+    eventually("the flag file rolls back", || s.phase() == "mirror");
     let audit = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
     println!("{audit}");
     assert_eq!(audit.lines().count(), 4, "{audit}");
@@ -264,7 +244,7 @@ fn guards_refuse_a_flip_with_every_reason_and_force_overrides_on_the_record() {
         assert!(out.status.success());
     }
     eventually("six reads compared", || {
-        ctl_ok(&s, &["status"]).contains("6 compared")
+        s.ctl_ok(&["status"]).contains("6 compared")
     });
     // A confirmed mismatch: a second reason.
     let out = psql(
@@ -276,9 +256,9 @@ fn guards_refuse_a_flip_with_every_reason_and_force_overrides_on_the_record() {
     let out = s.psql(&url, &["-c", "SELECT v FROM marker WHERE id = 2"]);
     assert!(out.status.success());
     eventually("the mismatch is confirmed", || {
-        ctl_ok(&s, &["status"]).contains("1 mismatched")
+        s.ctl_ok(&["status"]).contains("1 mismatched")
     });
-    let status = ctl_ok(&s, &["status"]);
+    let status = s.ctl_ok(&["status"]);
     println!("{status}");
     assert!(
         status.contains("guards      refuse: 1 confirmed mismatch(es) in 7 compared"),
@@ -292,7 +272,7 @@ fn guards_refuse_a_flip_with_every_reason_and_force_overrides_on_the_record() {
         stderr(&out)
     );
     // --force overrides, and the audit log says what it overrode.
-    let forced = ctl_ok(&s, &["flip", "reads", "--force"]);
+    let forced = s.ctl_ok(&["flip", "reads", "--force"]);
     assert!(forced.contains("mirror -> reads_new"), "{forced}");
     let audit = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
     assert!(
@@ -300,7 +280,7 @@ fn guards_refuse_a_flip_with_every_reason_and_force_overrides_on_the_record() {
         "{audit}"
     );
     // Rolling back is never guarded.
-    ctl_ok(&s, &["rollback"]);
+    s.ctl_ok(&["rollback"]);
 }
 
 /// `GET /metrics` from turnout.
@@ -332,7 +312,7 @@ fn prometheus_metrics_show_phase_queries_flips_and_refusals() {
         "SELECT v FROM marker WHERE id = 1",
     ]);
     assert_eq!(s.ctl(&["flip", "reads"]).status.code(), Some(1));
-    ctl_ok(&s, &["flip", "reads", "--force"]);
+    s.ctl_ok(&["flip", "reads", "--force"]);
     s.run_ok(&["SELECT v FROM marker WHERE id = 1"]);
     eventually("the figures are scraped", || {
         let m = scrape(port);
@@ -379,21 +359,22 @@ fn the_sampling_rate_changes_live_and_diffs_lists_fingerprints() {
     let out = s.ctl(&["sample", "2"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("0.0-1.0"), "{}", stderr(&out));
-    let dry = ctl_ok(&s, &["sample", "1", "--dry-run"]);
+    let dry = s.ctl_ok(&["sample", "1", "--dry-run"]);
     assert!(
         dry.contains("dry run: would change sampling rate 0.0 -> 1.0"),
         "{dry}"
     );
-    let done = ctl_ok(&s, &["sample", "1"]);
+    let done = s.ctl_ok(&["sample", "1"]);
     assert!(done.contains("done: sampling rate 0.0 -> 1.0"), "{done}");
     s.run_ok(&[
         "SELECT v FROM marker WHERE id = 1",
         "SELECT v FROM marker WHERE id = 1",
     ]);
     eventually("the reads after the change are compared", || {
-        ctl_ok(&s, &["diffs"]).contains("         2  select v from marker where id = ?")
+        s.ctl_ok(&["diffs"])
+            .contains("         2  select v from marker where id = ?")
     });
-    let diffs = ctl_ok(&s, &["diffs"]);
+    let diffs = s.ctl_ok(&["diffs"]);
     println!("{diffs}");
     assert!(diffs.starts_with("sampling rate 1.0"), "{diffs}");
     let audit = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
@@ -428,7 +409,7 @@ fn reload_changes_users_and_sampling_live_and_refuses_a_broken_config() {
     let out = s.ctl(&["--json", "reload"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(login(&late), "the new user logs in after reload");
-    assert!(ctl_ok(&s, &["diffs"]).starts_with("sampling rate 1.0"));
+    assert!(s.ctl_ok(&["diffs"]).starts_with("sampling rate 1.0"));
 
     // A broken file is refused with its error; the running config stays.
     std::fs::write(&config, edited.replacen("\nport = ", "\nport = 70000 #", 1)).unwrap();
@@ -449,7 +430,7 @@ fn reload_changes_users_and_sampling_live_and_refuses_a_broken_config() {
         .unwrap();
     assert!(status.success());
     eventually("SIGHUP reloads", || {
-        ctl_ok(&s, &["diffs"]).starts_with("sampling rate 0.0")
+        s.ctl_ok(&["diffs"]).starts_with("sampling rate 0.0")
     });
     assert!(!login(&late), "the user removed from the file is gone");
     let audit = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
@@ -490,7 +471,7 @@ fn pause_waits_for_open_transactions_and_holds_new_ones_until_resume() {
         .unwrap();
     let out = pause.join().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let status = ctl_ok(&s, &["status"]);
+    let status = s.ctl_ok(&["status"]);
     assert!(status.contains("PAUSED"), "{status}");
     // A new transaction is held, not refused.
     let mut held = Command::new("psql")
@@ -511,7 +492,7 @@ fn pause_waits_for_open_transactions_and_holds_new_ones_until_resume() {
         held.try_wait().unwrap().is_none(),
         "a query ran while paused"
     );
-    assert!(ctl_ok(&s, &["resume"]).contains("done: resume"));
+    assert!(s.ctl_ok(&["resume"]).contains("done: resume"));
     let out = held.wait_with_output().unwrap();
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
@@ -532,13 +513,14 @@ fn reads_failing_on_new_after_a_flip_make_turnout_roll_back_by_itself() {
     // A table new lacks: reads of it fail once new serves reads.
     run_direct_ok(&s.direct_url(), &["CREATE TABLE only_old (v int)"]);
     s.run_ok(&["SELECT count(*) FROM only_old"]);
-    ctl_ok(&s, &["flip", "reads"]);
+    s.ctl_ok(&["flip", "reads"]);
     for _ in 0..2 {
         let out = s.psql(&s.app_url(), &["-c", "SELECT count(*) FROM only_old"]);
         assert!(!out.status.success(), "new should not have the table");
     }
     eventually("turnout rolls back by itself", || {
-        ctl_ok(&s, &["status"]).contains("phase       mirror (epoch 2)")
+        s.ctl_ok(&["status"])
+            .contains("phase       mirror (epoch 2)")
     });
     s.run_ok(&["SELECT count(*) FROM only_old"]);
     let audit = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();

@@ -7,53 +7,6 @@ mod common;
 use common::*;
 use std::process::Command;
 
-/// Full contents of a table, in a fixed order, as text.
-fn contents(url: &str, table: &str, order: &str) -> String {
-    let out = psql(
-        url,
-        &[
-            "-c",
-            &format!("COPY (SELECT * FROM {table} ORDER BY {order}) TO STDOUT"),
-        ],
-        &[],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-const PGBENCH_TABLES: [(&str, &str); 4] = [
-    ("pgbench_branches", "bid"),
-    ("pgbench_tellers", "tid"),
-    ("pgbench_accounts", "aid"),
-    ("pgbench_history", "tid, bid, aid, delta, mtime"),
-];
-
-fn assert_sides_identical(s: &Setup, tables: &[(&str, &str)]) {
-    for (table, order) in tables {
-        let old = contents(&s.direct_url(), table, order);
-        let new = contents(&s.direct_new_url(), table, order);
-        assert!(
-            !old.is_empty() || *table == "pgbench_history",
-            "{table} is empty"
-        );
-        if old != new {
-            let first = old
-                .lines()
-                .zip(new.lines())
-                .find(|(a, b)| a != b)
-                .map(|(a, b)| format!("old: {a}\nnew: {b}"))
-                .unwrap_or_else(|| {
-                    format!("{} vs {} rows", old.lines().count(), new.lines().count())
-                });
-            panic!("{table} differs between old and new; first difference:\n{first}");
-        }
-        println!(
-            "{table}: {} rows identical on both sides",
-            old.lines().count()
-        );
-    }
-}
-
 fn pgbench(url: &str, args: &[&str]) -> String {
     let out = Command::new("pgbench")
         .args(args)

@@ -372,33 +372,21 @@ fn flip_latency(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), Stri
         .spawn()
         .map_err(|e| format!("cannot run pgbench: {e}"))?;
     std::thread::sleep(Duration::from_secs(1));
-    let mut times = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(u64::from(seconds) - 2);
-    let mut forward = true;
-    while Instant::now() < deadline {
-        let command = if forward { "flip reads" } else { "rollback" };
-        forward = !forward;
-        let out = Command::new(turnout_binary()?)
-            .args(["ctl", "--json", "--socket"])
-            .arg(&socket)
-            .args(command.split_whitespace())
-            .output()
-            .map_err(|e| e.to_string())?;
-        let reply = String::from_utf8_lossy(&out.stdout).into_owned();
-        let ms = reply
-            .split("\"adopted_ms\":")
-            .nth(1)
-            .and_then(|r| r.split([',', '}']).next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .ok_or_else(|| {
-                format!(
-                    "turnout ctl {command}: {reply}{}",
-                    String::from_utf8_lossy(&out.stderr)
-                )
-            })?;
-        times.push(ms);
-        std::thread::sleep(Duration::from_millis(100));
+    let half = Duration::from_secs(u64::from(seconds) / 2 - 1);
+    // Reads flips: the time until no session runs a transaction on the old
+    // routing. They end in reads_new, where the writes flips start.
+    let mut reads = flip_loop(&socket, ["flip reads", "rollback"], half, "\"adopted_ms\":")?;
+    if reads.len() % 2 == 0 {
+        flip_loop(
+            &socket,
+            ["flip reads", "flip reads"],
+            Duration::ZERO,
+            "\"adopted_ms\":",
+        )?;
     }
+    // Writes flips: the time new transactions were held at the barrier
+    // (open ones finishing, sequences moved, the swap).
+    let mut writes = flip_loop(&socket, ["flip writes", "rollback"], half, "traffic held ")?;
     let out = load.wait_with_output().map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out.stdout);
     let failed = text
@@ -411,20 +399,73 @@ fn flip_latency(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), Stri
         .find_map(|l| l.strip_prefix("tps = "))
         .unwrap_or("?")
         .to_string();
-    times.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize];
     println!(
-        "\nflip latency under pgbench TPC-B -c {} ({} flips and rollbacks): time from the command until no session runs a transaction on the old routing",
-        args.clients,
-        times.len()
+        "\nflip latency under pgbench TPC-B -c {} (pgbench: {failed}; tps {tps})",
+        args.clients
     );
     println!(
-        "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; pgbench: {failed}; tps {tps}",
-        pct(0.5),
-        pct(0.99),
-        times.last().copied().unwrap_or(0.0)
+        "reads flips and rollbacks ({}), command until no session runs a transaction on the old routing: {}",
+        reads.len(),
+        percentiles(&mut reads)
+    );
+    println!(
+        "writes flips and rollbacks ({}), traffic held at the barrier: {}",
+        writes.len(),
+        percentiles(&mut writes)
     );
     Ok(())
+}
+
+/// Runs the two commands in turn until `length` has passed (at least
+/// once); for each reply, the number of milliseconds after `key`.
+fn flip_loop(
+    socket: &Path,
+    commands: [&str; 2],
+    length: Duration,
+    key: &str,
+) -> Result<Vec<f64>, String> {
+    let deadline = Instant::now() + length;
+    let mut times = Vec::new();
+    loop {
+        let command = commands[times.len() % 2];
+        let out = Command::new(turnout_binary()?)
+            .args(["ctl", "--json", "--socket"])
+            .arg(socket)
+            .args(command.split_whitespace())
+            .output()
+            .map_err(|e| e.to_string())?;
+        let reply = String::from_utf8_lossy(&out.stdout).into_owned();
+        let ms = reply
+            .split(key)
+            .nth(1)
+            .and_then(|r| r.split([',', '}', ' ']).next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or_else(|| {
+                format!(
+                    "turnout ctl {command}: {reply}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })?;
+        times.push(ms);
+        if Instant::now() >= deadline {
+            return Ok(times);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn percentiles(times: &mut [f64]) -> String {
+    times.sort_by(|a, b| a.total_cmp(b));
+    if times.is_empty() {
+        return "none".into();
+    }
+    let pct = |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize];
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        pct(0.5),
+        pct(0.99),
+        times[times.len() - 1]
+    )
 }
 
 fn target(name: &str, host: &str, port: u16, baseline: usize) -> Target {

@@ -56,6 +56,11 @@ pub struct Guards {
     pub watch_secs: u64,
     #[serde(default)]
     pub abort_errors: u64,
+    /// A writes flip (and its rollback) holds new transactions at most this
+    /// long while the ones in flight finish; past it the flip is abandoned
+    /// and traffic resumes.
+    #[serde(default = "defaults::barrier_ms")]
+    pub barrier_ms: u64,
 }
 
 impl Default for Guards {
@@ -67,6 +72,7 @@ impl Default for Guards {
             max_mirror_errors: 0,
             watch_secs: 0,
             abort_errors: 0,
+            barrier_ms: defaults::barrier_ms(),
         }
     }
 }
@@ -407,6 +413,9 @@ pub(crate) mod defaults {
     }
     pub fn guard_window_secs() -> u64 {
         600
+    }
+    pub fn barrier_ms() -> u64 {
+        5000
     }
     pub fn recheck_delay_ms() -> u64 {
         250

@@ -188,6 +188,12 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
             format!("expected 1-86400, got {}", g.window_secs),
         );
     }
+    if g.barrier_ms == 0 || g.barrier_ms > 600_000 {
+        c.push(
+            "guards.barrier_ms",
+            format!("expected 1-600000, got {}", g.barrier_ms),
+        );
+    }
     if !(0.0..=1.0).contains(&g.max_mismatch_rate) {
         c.push(
             "guards.max_mismatch_rate",

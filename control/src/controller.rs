@@ -15,6 +15,9 @@ pub struct Outcome {
     pub to: String,
     pub epoch: u64,
     pub dry_run: bool,
+    /// What else happened on the way (a barrier's wait, sequences moved).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// What the guards look at: counts over their window.
@@ -38,6 +41,8 @@ pub struct GuardLimits {
     /// many failed reads there make turnout roll back by itself.
     pub watch_secs: u64,
     pub abort_errors: u64,
+    /// How long a change of authority holds new transactions at most.
+    pub barrier_ms: u64,
 }
 
 impl GuardLimits {
@@ -76,6 +81,75 @@ pub struct FlipRequest {
     pub dry_run: bool,
     pub force: bool,
     pub figures: Figures,
+}
+
+/// A phase change an operator (or the flag file) can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// mirror -> reads_new
+    FlipReads,
+    /// reads_new -> writes_new: the authority changes.
+    FlipWrites,
+    /// writes_new -> finalized: the point of no return.
+    Finalize,
+    /// Back to the phase before this one.
+    Rollback,
+}
+
+impl Change {
+    pub fn name(self) -> &'static str {
+        match self {
+            Change::FlipReads => "flip reads",
+            Change::FlipWrites => "flip writes",
+            Change::Finalize => "finalize",
+            Change::Rollback => "rollback",
+        }
+    }
+
+    /// The phase a forward change starts from, and where it goes.
+    fn forward(self) -> Option<(Phase, Phase)> {
+        match self {
+            Change::FlipReads => Some((Phase::Mirror, Phase::ReadsNew)),
+            Change::FlipWrites => Some((Phase::ReadsNew, Phase::WritesNew)),
+            Change::Finalize => Some((Phase::WritesNew, Phase::Finalized)),
+            Change::Rollback => None,
+        }
+    }
+}
+
+/// A change that passed its checks (guards, phase): what it will do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub change: Change,
+    pub from: Phase,
+    pub to: Phase,
+    /// Guard failures `--force` overrode.
+    pub overridden: Vec<String>,
+}
+
+impl Plan {
+    /// The authority changes, and with it the order in which writers take
+    /// locks: sessions must meet at a barrier (no transaction open) first.
+    pub fn needs_barrier(&self) -> bool {
+        self.from.authority() != self.to.authority()
+    }
+
+    /// The command as the audit log names it.
+    pub fn command(&self) -> String {
+        command_text(self.change, &self.overridden)
+    }
+}
+
+fn command_text(change: Change, overridden: &[String]) -> String {
+    if overridden.is_empty() {
+        change.name().to_string()
+    } else {
+        format!(
+            "{} --force (overriding: {})",
+            change.name(),
+            overridden.join("; ")
+        )
+    }
 }
 
 pub struct Controller {
@@ -137,16 +211,6 @@ impl Controller {
             .clone()
     }
 
-    /// Whether this build can move sessions from `from` to `to`.
-    fn supported(from: Phase, to: Phase) -> Result<(), String> {
-        match (from, to) {
-            (Phase::Mirror, Phase::ReadsNew) | (Phase::ReadsNew, Phase::Mirror) => Ok(()),
-            _ => Err(format!(
-                "{from} -> {to} is not available in this build yet (only the reads flip between mirror and reads_new and its rollback are)"
-            )),
-        }
-    }
-
     pub fn guards(&self) -> GuardLimits {
         *self.guards.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -156,117 +220,126 @@ impl Controller {
         *self.guards.lock().unwrap_or_else(|p| p.into_inner()) = limits;
     }
 
-    /// `flip reads`: mirror -> reads_new, if the guards pass (or `force`).
-    pub fn flip_reads(&self, req: FlipRequest, caller: &str) -> Result<Outcome, String> {
-        let from = self.routing.snapshot().phase;
+    /// Checks `change` against the phase and (forward changes) the guards.
+    /// `Err` says every reason it is refused.
+    pub fn plan(&self, change: Change, req: &FlipRequest) -> Result<Plan, String> {
+        let current = self.routing.snapshot().phase;
+        let Some((from, to)) = change.forward() else {
+            return match self.history().last().copied() {
+                _ if current == Phase::Finalized => {
+                    Err("the phase is finalized: there is no rollback".to_string())
+                }
+                None => Err(format!(
+                    "nothing to roll back to: {current} is the first phase"
+                )),
+                Some(Phase::Passthrough) => Err(format!(
+                    "rollback {current} -> passthrough is not available: sessions opened in passthrough cannot mirror"
+                )),
+                Some(to) => Ok(Plan {
+                    change,
+                    from: current,
+                    to,
+                    overridden: Vec::new(),
+                }),
+            };
+        };
+        if current != from {
+            return Err(format!(
+                "{} needs phase {from}; the phase is {current}",
+                change.name()
+            ));
+        }
         let failures = self.guards().failures(&req.figures);
-        let result = if from != Phase::Mirror {
-            Err(format!(
-                "flip reads needs phase mirror; the phase is {from}"
-            ))
-        } else if !failures.is_empty() && !req.force {
-            Err(format!(
+        if !failures.is_empty() && !req.force {
+            return Err(format!(
                 "guards refuse the flip: {} (--force overrides)",
                 failures.join("; ")
-            ))
-        } else {
-            self.change(from, Phase::ReadsNew, req.dry_run, true)
+            ));
+        }
+        Ok(Plan {
+            change,
+            from,
+            to,
+            overridden: failures,
+        })
+    }
+
+    /// What `plan` would do, changing nothing (`--dry-run`).
+    pub fn preview(&self, plan: &Plan) -> Outcome {
+        Outcome {
+            from: plan.from.name().into(),
+            to: plan.to.name().into(),
+            epoch: self.routing.snapshot().epoch + 1,
+            dry_run: true,
+            notes: Vec::new(),
+        }
+    }
+
+    /// The change a flag file asks for by naming `desired`: the next flip,
+    /// or a rollback to the phase before. `Ok(None)`: already there.
+    pub fn change_to(&self, desired: &str) -> Result<Option<Change>, String> {
+        let to = desired.parse::<Phase>().map_err(|e| e.to_string())?;
+        let current = self.routing.snapshot().phase;
+        if to == current {
+            return Ok(None);
+        }
+        if let Some(change) = [Change::FlipReads, Change::FlipWrites, Change::Finalize]
+            .into_iter()
+            .find(|c| c.forward() == Some((current, to)))
+        {
+            return Ok(Some(change));
+        }
+        if self.history().last() == Some(&to) {
+            return Ok(Some(Change::Rollback));
+        }
+        Err(format!(
+            "{current} -> {to} is neither the next flip nor a rollback"
+        ))
+    }
+
+    /// Checks, applies and audits a change that needs no barrier (the
+    /// caller makes sure of that, e.g. a reads flip).
+    pub fn apply(&self, change: Change, req: FlipRequest, caller: &str) -> Result<Outcome, String> {
+        let planned = self.plan(change, &req);
+        let command = match &planned {
+            Ok(p) => p.command(),
+            Err(_) => change.name().to_string(),
         };
-        let command = if req.force && !failures.is_empty() {
-            format!("flip reads --force (overriding: {})", failures.join("; "))
-        } else {
-            "flip reads".to_string()
-        };
+        let result = planned.and_then(|plan| {
+            if req.dry_run {
+                Ok(self.preview(&plan))
+            } else {
+                self.commit(&plan)
+            }
+        });
         self.audit(&command, req.dry_run, caller, &result);
         result
     }
 
-    /// Moves to `desired` (a flag file's content), as the matching admin
-    /// command would: the reads flip, or a rollback to the phase before.
-    /// `Ok(None)`: already there.
-    pub fn go_to(
-        &self,
-        desired: &str,
-        caller: &str,
-        figures: Figures,
-    ) -> Result<Option<Outcome>, String> {
-        let current = self.routing.snapshot().phase;
-        let to = match desired.parse::<Phase>() {
-            Ok(p) => p,
-            Err(e) => {
-                let result = Err(e.to_string());
-                self.audit("flag file", false, caller, &result);
-                return result.map(|_: Outcome| None);
-            }
-        };
-        if to == current {
-            return Ok(None);
-        }
-        if current == Phase::Mirror && to == Phase::ReadsNew {
-            let req = FlipRequest {
-                figures,
-                ..FlipRequest::default()
-            };
-            return self.flip_reads(req, caller).map(Some);
-        }
-        if self.history().last() == Some(&to) {
-            return self.rollback(false, caller).map(Some);
-        }
-        let result = Self::supported(current, to).and_then(|()| {
-            Err(format!(
-                "{current} -> {to} is neither the next flip nor a rollback"
-            ))
-        });
-        self.audit("flag file", false, caller, &result);
-        result.map(|_: Outcome| None)
-    }
-
-    /// `rollback`: back to the phase before this one.
-    pub fn rollback(&self, dry_run: bool, caller: &str) -> Result<Outcome, String> {
-        let from = self.routing.snapshot().phase;
-        let previous = self.history().last().copied();
-        let result = match previous {
-            _ if from == Phase::Finalized => {
-                Err("the phase is finalized: there is no rollback".to_string())
-            }
-            None => Err(format!(
-                "nothing to roll back to: {from} is the first phase"
-            )),
-            Some(to) => self.change(from, to, dry_run, false),
-        };
-        self.audit("rollback", dry_run, caller, &result);
-        result
-    }
-
-    fn change(
-        &self,
-        from: Phase,
-        to: Phase,
-        dry_run: bool,
-        forward: bool,
-    ) -> Result<Outcome, String> {
-        Self::supported(from, to)?;
-        let current = *self.routing.snapshot();
-        if dry_run {
-            return Ok(Outcome {
-                from: from.name().into(),
-                to: to.name().into(),
-                epoch: current.epoch + 1,
-                dry_run,
-            });
-        }
+    /// Makes `plan` the routing: persisted first, then swapped in. Fails
+    /// when the phase moved since the plan was made.
+    pub fn commit(&self, plan: &Plan) -> Result<Outcome, String> {
         let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let current = *self.routing.snapshot();
+        if current.phase != plan.from {
+            return Err(format!(
+                "the phase changed to {} meanwhile; nothing done",
+                current.phase
+            ));
+        }
         let mut next_history = history.clone();
-        if forward {
-            next_history.push(from);
-        } else {
+        if plan.change == Change::Rollback {
             next_history.pop();
+        } else {
+            next_history.push(plan.from);
         }
         let next = Routing {
-            phase: to,
+            phase: plan.to,
             epoch: current.epoch + 1,
         };
-        // Persisted before it takes effect: a restart never goes back.
+        // Persisted before it takes effect: a restart never goes back. Once
+        // `finalized` is saved there is no rollback (see `plan`): the point
+        // of no return.
         if let Some(f) = &self.state {
             f.save(&Saved {
                 routing: next,
@@ -274,13 +347,14 @@ impl Controller {
             })
             .map_err(|e| format!("not flipped: {e}"))?;
         }
-        let applied = self.routing.set_phase(to);
+        let applied = self.routing.set_phase(plan.to);
         *history = next_history;
         Ok(Outcome {
-            from: from.name().into(),
-            to: to.name().into(),
+            from: plan.from.name().into(),
+            to: plan.to.name().into(),
             epoch: applied.epoch,
-            dry_run,
+            dry_run: false,
+            notes: Vec::new(),
         })
     }
 
@@ -343,7 +417,8 @@ mod tests {
             mirror_errors: 2,
         };
         let refused = c
-            .flip_reads(
+            .apply(
+                Change::FlipReads,
                 FlipRequest {
                     figures: bad,
                     ..Default::default()
@@ -363,7 +438,8 @@ mod tests {
             mirror_errors: 0,
         };
         let dry = c
-            .flip_reads(
+            .apply(
+                Change::FlipReads,
                 FlipRequest {
                     dry_run: true,
                     figures: good,
@@ -374,21 +450,22 @@ mod tests {
             .unwrap();
         assert!(dry.dry_run);
         assert_eq!(c.routing().snapshot().phase, Phase::Mirror);
+        let none = FlipRequest::default();
         let forced = FlipRequest {
             force: true,
             figures: bad,
             ..Default::default()
         };
-        let o = c.flip_reads(forced, "test").unwrap();
+        let o = c.apply(Change::FlipReads, forced, "test").unwrap();
         assert_eq!((o.to.as_str(), o.epoch), ("reads_new", 1));
-        assert!(c.flip_reads(forced, "test").is_err());
+        assert!(c.apply(Change::FlipReads, forced, "test").is_err());
         // A restart keeps the phase.
         let again = Controller::start(Phase::Passthrough, Some(&state), None, limits).unwrap();
         assert_eq!(again.routing().snapshot().phase, Phase::ReadsNew);
-        let o = c.rollback(false, "test").unwrap();
+        let o = c.apply(Change::Rollback, none, "test").unwrap();
         assert_eq!((o.to.as_str(), o.epoch), ("mirror", 2));
         assert!(c
-            .rollback(false, "test")
+            .apply(Change::Rollback, none, "test")
             .unwrap_err()
             .contains("nothing to roll back"));
         let lines = std::fs::read_to_string(&audit).unwrap();
@@ -398,5 +475,49 @@ mod tests {
             "{lines}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod phase_tests {
+    use super::*;
+
+    #[test]
+    fn the_flag_file_names_the_next_flip_or_a_rollback_and_finalize_ends_rollbacks() {
+        let c = Controller::start(Phase::Mirror, None, None, GuardLimits::default()).unwrap();
+        let go = |c: &Controller, to: &str| {
+            let change = c.change_to(to).unwrap().unwrap();
+            let plan = c.plan(change, &FlipRequest::default()).unwrap();
+            (plan.needs_barrier(), c.commit(&plan).unwrap())
+        };
+        assert_eq!(c.change_to("mirror"), Ok(None));
+        assert!(c.change_to("writes_new").unwrap_err().contains("neither"));
+        assert!(c
+            .change_to("sideways")
+            .unwrap_err()
+            .contains("unknown phase"));
+        assert!(!go(&c, "reads_new").0);
+        let (barrier, o) = go(&c, "writes_new");
+        assert!(barrier);
+        assert_eq!(
+            (o.from.as_str(), o.to.as_str()),
+            ("reads_new", "writes_new")
+        );
+        assert_eq!(c.routing().snapshot().phase.authority(), crate::Side::New);
+        assert_eq!(c.change_to("reads_new"), Ok(Some(Change::Rollback)));
+        let (barrier, _) = go(&c, "reads_new");
+        assert!(barrier);
+        go(&c, "writes_new");
+        let (barrier, o) = go(&c, "finalized");
+        assert!(!barrier);
+        assert_eq!(o.epoch, 5);
+        let refused = c
+            .plan(Change::Rollback, &FlipRequest::default())
+            .unwrap_err();
+        assert!(refused.contains("finalized"), "{refused}");
+        assert!(c
+            .plan(Change::FlipWrites, &FlipRequest::default())
+            .unwrap_err()
+            .contains("needs phase reads_new"));
     }
 }

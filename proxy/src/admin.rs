@@ -1,8 +1,9 @@
 //! The admin socket: a Unix socket (mode 0600), one command per line, one
 //! JSON reply per line. `turnout ctl` is its client.
 //!
-//! Commands: `status`, `flip reads [--dry-run] [--force]`, `rollback [--dry-run]`.
+//! Commands: see [`turnout_control::command::Command`].
 
+use crate::flip;
 use crate::server::Shared;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -15,7 +16,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{info, warn};
-use turnout_control::controller::{Controller, Figures, FlipRequest};
+use turnout_control::command::Command;
+use turnout_control::controller::{Change, Controller, Figures, FlipRequest, Outcome};
 
 /// Longest command line accepted.
 const MAX_LINE: usize = 4096;
@@ -116,26 +118,10 @@ async fn connection(stream: UnixStream, ctx: &Context<'_>) -> std::io::Result<()
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read.take(64 * MAX_LINE as u64)).lines();
     while let Some(line) = lines.next_line().await? {
-        let words: Vec<&str> = line.split_whitespace().collect();
         let reply = if line.len() > MAX_LINE {
             json!({"ok": false, "error": format!("command longer than {MAX_LINE} bytes")})
-        } else if words.first() == Some(&"pause") && words.len() <= 2 {
-            // Waits for transactions in flight: handled here, not inline.
-            pause(ctx, words.contains(&"--dry-run"), &caller).await
         } else {
-            let mut reply = command(line.trim(), ctx, &caller);
-            let changed_phase = matches!(words.first(), Some(&"flip") | Some(&"rollback"));
-            if changed_phase && reply["ok"] == true && reply["dry_run"] == false {
-                if let Some(epoch) = reply["epoch"].as_u64() {
-                    let (ms, behind) = adoption(ctx.shared, epoch).await;
-                    reply["adopted_ms"] = json!(ms);
-                    reply["sessions_behind"] = json!(behind);
-                }
-                if words.first() == Some(&"flip") {
-                    watch(ctx.shared.clone(), ctx.controller.clone());
-                }
-            }
-            reply
+            execute(&line, ctx, &caller).await
         };
         let mut text = reply.to_string();
         text.push('\n');
@@ -145,57 +131,62 @@ async fn connection(stream: UnixStream, ctx: &Context<'_>) -> std::io::Result<()
 }
 
 /// Runs one command line; the JSON reply.
-pub fn command(line: &str, ctx: &Context<'_>, caller: &str) -> Value {
-    let (shared, controller, window) = (ctx.shared, ctx.controller, ctx.window);
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let dry_run = words.contains(&"--dry-run");
-    let force = words.contains(&"--force");
-    let words: Vec<&str> = words
-        .into_iter()
-        .filter(|w| *w != "--dry-run" && *w != "--force")
-        .collect();
-    let figures = window.figures(shared);
-    let changed = |r: Result<turnout_control::controller::Outcome, String>, what: &str| match r {
-        Ok(o) => {
-            if !o.dry_run {
-                info!(from = %o.from, to = %o.to, epoch = o.epoch, %caller, "{what}");
-                count_change(&Ok(o.clone()));
-            }
-            json!({"ok": true, "from": o.from, "to": o.to, "epoch": o.epoch, "dry_run": o.dry_run})
-        }
+pub async fn execute(line: &str, ctx: &Context<'_>, caller: &str) -> Value {
+    let command = match Command::parse(line) {
+        Ok(c) => c,
         Err(e) => {
-            warn!(error = %e, %caller, "{what} refused");
-            count_change(&Err(e.clone()));
-            json!({"ok": false, "error": e})
+            // A change asked for wrongly is on the record too.
+            if Command::names_a_change(line) {
+                ctx.controller
+                    .audit(line.trim(), false, caller, &Err(e.clone()));
+            }
+            return json!({"ok": false, "error": e});
         }
     };
-    match words.as_slice() {
-        ["status"] => status(shared, controller, figures),
-        ["flip", "reads"] => changed(
-            controller.flip_reads(
-                FlipRequest {
-                    dry_run,
-                    force,
-                    figures,
-                },
-                caller,
-            ),
-            "reads flipped",
-        ),
-        ["rollback"] => changed(controller.rollback(dry_run, caller), "rolled back"),
-        ["sample", rate] => sample(rate, dry_run, shared, controller, caller),
-        ["diffs"] => diffs(shared),
-        ["reload"] => reload(ctx, dry_run, caller),
-        ["resume"] => resume(ctx, dry_run, caller),
-        ["flip", "writes"] | ["finalize"] => json!({
-            "ok": false,
-            "error": format!("{} is not available in this build yet", words.join(" ")),
-        }),
-        [] => json!({"ok": false, "error": "empty command; try: status"}),
-        _ => json!({
-            "ok": false,
-            "error": format!("unknown command {line:?}; commands: status, diffs, flip reads [--force], rollback, sample RATE, pause, resume, reload (each change takes --dry-run)"),
-        }),
+    let (shared, controller) = (ctx.shared, ctx.controller);
+    match command {
+        Command::Status => status(shared, controller, ctx.window.figures(shared)),
+        Command::Diffs => diffs(shared),
+        Command::Phase {
+            change,
+            dry_run,
+            force,
+        } => {
+            let req = FlipRequest {
+                dry_run,
+                force,
+                figures: ctx.window.figures(shared),
+            };
+            phase(ctx, change, req, caller).await
+        }
+        Command::Pause { dry_run } => pause(ctx, dry_run, caller).await,
+        Command::Resume { dry_run } => resume(ctx, dry_run, caller),
+        Command::Sample { rate, dry_run } => sample(rate, dry_run, shared, controller, caller),
+        Command::Reload { dry_run } => reload(ctx, dry_run, caller),
+    }
+}
+
+/// A phase change; once applied, the reply says how long until every
+/// session ran by it.
+async fn phase(ctx: &Context<'_>, change: Change, req: FlipRequest, caller: &str) -> Value {
+    match flip::run(ctx.shared, ctx.controller, change, req, caller).await {
+        Ok(o) => {
+            let mut reply = json!({
+                "ok": true,
+                "from": o.from,
+                "to": o.to,
+                "epoch": o.epoch,
+                "dry_run": o.dry_run,
+                "notes": o.notes,
+            });
+            if !o.dry_run {
+                let (ms, behind) = adoption(ctx.shared, o.epoch).await;
+                reply["adopted_ms"] = json!(ms);
+                reply["sessions_behind"] = json!(behind);
+            }
+            reply
+        }
+        Err(e) => json!({"ok": false, "error": e}),
     }
 }
 
@@ -245,7 +236,15 @@ pub async fn watch_flag_file(
     window: Arc<Window>,
 ) {
     let caller = format!("flag file {}", path.display());
-    let mut last: Option<String> = None;
+    // What the file says when turnout starts is where it was left, not a
+    // request: a restart never moves the phase.
+    let mut last: Option<String> = std::fs::read_to_string(&path)
+        .ok()
+        .map(|t| t.trim().to_string());
+    let phase = controller.routing().snapshot().phase;
+    if let Some(text) = last.as_deref().filter(|t| *t != phase.name()) {
+        warn!(file = %path.display(), content = %text, %phase, "the flag file names another phase than the one kept; nothing done until its content changes");
+    }
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
     loop {
         tick.tick().await;
@@ -264,17 +263,23 @@ pub async fn watch_flag_file(
             continue;
         }
         last = Some(text.clone());
-        let result = controller.go_to(&text, &caller, window.figures(&shared));
-        if let Ok(Some(o)) = &result {
-            count_change(&Ok(o.clone()));
-        } else if let Err(e) = &result {
-            count_change(&Err(e.clone()));
-        }
-        match result {
-            Ok(Some(o)) => {
+        let change = match controller.change_to(&text) {
+            Ok(Some(change)) => change,
+            Ok(None) => continue,
+            Err(e) => {
+                controller.audit("flag file", false, &caller, &Err(e.clone()));
+                warn!(file = %path.display(), content = %text, error = %e, "flag file refused; the phase stays");
+                continue;
+            }
+        };
+        let req = FlipRequest {
+            figures: window.figures(&shared),
+            ..FlipRequest::default()
+        };
+        match flip::run(&shared, &controller, change, req, &caller).await {
+            Ok(o) => {
                 info!(from = %o.from, to = %o.to, epoch = o.epoch, file = %path.display(), "phase changed by the flag file")
             }
-            Ok(None) => {}
             Err(e) => {
                 warn!(file = %path.display(), content = %text, error = %e, "flag file refused; the phase stays")
             }
@@ -336,20 +341,9 @@ fn totals(shared: &Shared) -> Figures {
     }
 }
 
-/// Counts a phase change, or a guard refusal.
-fn count_change(result: &Result<turnout_control::controller::Outcome, String>) {
-    match result {
-        Ok(o) => metrics::counter!("turnout_flips_total", "to" => o.to.clone()).increment(1),
-        Err(e) if e.starts_with("guards refuse") => {
-            metrics::counter!("turnout_guard_refusals_total").increment(1)
-        }
-        Err(_) => {}
-    }
-}
-
 /// `sample RATE`: the fraction of reads compared, changed live.
 fn sample(
-    rate: &str,
+    rate: f64,
     dry_run: bool,
     shared: &Shared,
     controller: &Controller,
@@ -357,31 +351,18 @@ fn sample(
 ) -> Value {
     let sampler = &shared.sampler;
     let before = sampler.rate();
-    let parsed = rate
-        .parse::<f64>()
-        .map_err(|_| format!("sample needs a number 0.0-1.0, got {rate:?}"))
-        .and_then(|r| {
-            if (0.0..=1.0).contains(&r) {
-                Ok(r)
-            } else {
-                Err(format!("sampling rate must be 0.0-1.0, got {r}"))
-            }
-        });
-    let result = parsed.and_then(|r| {
-        if dry_run {
-            Ok(r)
-        } else {
-            sampler.set_rate(r).map(|()| r)
-        }
+    let result = if dry_run {
+        Ok(rate)
+    } else {
+        sampler.set_rate(rate).map(|()| rate)
+    };
+    let outcome = result.clone().map(|r| Outcome {
+        from: before.to_string(),
+        to: r.to_string(),
+        epoch: controller.routing().snapshot().epoch,
+        dry_run,
+        notes: Vec::new(),
     });
-    let outcome = result
-        .clone()
-        .map(|r| turnout_control::controller::Outcome {
-            from: before.to_string(),
-            to: r.to_string(),
-            epoch: controller.routing().snapshot().epoch,
-            dry_run,
-        });
     controller.audit(&format!("sample {rate}"), dry_run, caller, &outcome);
     match result {
         Ok(r) => {
@@ -431,6 +412,7 @@ pub fn guard_limits(g: &turnout_config::Guards) -> turnout_control::controller::
         max_mirror_errors: g.max_mirror_errors,
         watch_secs: g.watch_secs,
         abort_errors: g.abort_errors,
+        barrier_ms: g.barrier_ms,
     }
 }
 
@@ -453,14 +435,13 @@ pub fn reload(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
             Ok(config)
         });
     let epoch = ctx.controller.routing().snapshot().epoch;
-    let outcome = result
-        .as_ref()
-        .map(|_| turnout_control::controller::Outcome {
-            from: ctx.config_path.display().to_string(),
-            to: "users, mirror.rules, sampling.rate, guards".into(),
-            epoch,
-            dry_run,
-        });
+    let outcome = result.as_ref().map(|_| Outcome {
+        from: ctx.config_path.display().to_string(),
+        to: "users, mirror.rules, sampling.rate, guards".into(),
+        epoch,
+        dry_run,
+        notes: Vec::new(),
+    });
     ctx.controller.audit(
         "reload",
         dry_run,
@@ -547,17 +528,13 @@ fn resume(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
     }
 }
 
-fn change_outcome(
-    ctx: &Context<'_>,
-    from: &str,
-    to: &str,
-    dry_run: bool,
-) -> turnout_control::controller::Outcome {
-    turnout_control::controller::Outcome {
+fn change_outcome(ctx: &Context<'_>, from: &str, to: &str, dry_run: bool) -> Outcome {
+    Outcome {
         from: from.into(),
         to: to.into(),
         epoch: ctx.controller.routing().snapshot().epoch,
         dry_run,
+        notes: Vec::new(),
     }
 }
 
@@ -574,40 +551,4 @@ async fn adoption(shared: &Shared, epoch: u64) -> (f64, usize) {
         }
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
-}
-
-/// After a reads flip: for `guards.watch_secs`, when more than
-/// `guards.abort_errors` reads fail on the newly promoted side, roll back
-/// by itself, and say so (log and audit).
-fn watch(shared: Arc<Shared>, controller: Arc<Controller>) {
-    let limits = controller.guards();
-    if limits.watch_secs == 0 {
-        return;
-    }
-    let epoch = controller.routing().snapshot().epoch;
-    let base = shared.mirror_read_errors.load(Ordering::Relaxed);
-    tokio::spawn(async move {
-        let until = Instant::now() + Duration::from_secs(limits.watch_secs);
-        while Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            if controller.routing().snapshot().epoch != epoch {
-                return; // changed again meanwhile: nothing to watch
-            }
-            let errors = shared.mirror_read_errors.load(Ordering::Relaxed) - base;
-            if errors > limits.abort_errors {
-                let caller = format!(
-                    "watch window: {errors} read error(s) on the promoted side within {} s (guards.abort_errors = {})",
-                    limits.watch_secs, limits.abort_errors
-                );
-                match controller.rollback(false, &caller) {
-                    Ok(o) => {
-                        count_change(&Ok(o.clone()));
-                        warn!(from = %o.from, to = %o.to, epoch = o.epoch, errors, "rolled back by itself: reads failed on the promoted side");
-                    }
-                    Err(e) => warn!(error = %e, "watch window could not roll back"),
-                }
-                return;
-            }
-        }
-    });
 }

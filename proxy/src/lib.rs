@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod engine;
+pub mod flip;
 pub mod metrics;
 pub mod pg;
 pub mod server;

@@ -73,6 +73,8 @@ pub struct Shared {
     pub mirror_sessions: AtomicUsize,
     /// `pause`: mirrored sessions hold new transactions until `resume`.
     pub paused: tokio::sync::watch::Sender<bool>,
+    /// Held while a phase change runs: one at a time.
+    pub flip_lock: tokio::sync::Mutex<()>,
     /// Mirrored sessions inside a transaction (or a statement) now.
     pub busy_sessions: AtomicUsize,
     /// For each mirrored session inside a transaction: the routing epoch it
@@ -233,6 +235,7 @@ impl Server {
             stopping: tokio::sync::watch::channel(false).0,
             mirror_sessions: AtomicUsize::new(0),
             paused: tokio::sync::watch::channel(false).0,
+            flip_lock: tokio::sync::Mutex::new(()),
             busy_sessions: AtomicUsize::new(0),
             in_transaction: DashMap::new(),
             next_session: AtomicU64::new(0),

@@ -333,6 +333,27 @@ level = "debug"
             .expect("run turnout ctl")
     }
 
+    /// `turnout ctl <args>`, which must succeed; its output.
+    #[allow(dead_code)]
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "turnout ctl {args:?}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        stdout(&out)
+    }
+
+    /// The phase `turnout ctl status` reports (empty when it cannot).
+    #[allow(dead_code)]
+    pub fn phase(&self) -> String {
+        let out = self.ctl(&["--json", "status"]);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap_or_default();
+        v["phase"].as_str().unwrap_or_default().to_string()
+    }
+
     /// Runs each statement through turnout (psql, one `-c` each) and
     /// asserts that all succeeded.
     #[allow(dead_code)]
@@ -375,6 +396,12 @@ pub fn run_direct_ok(url: &str, statements: &[&str]) {
     }
     let out = psql(url, &args, &[]);
     assert!(out.status.success(), "{statements:?}: {}", stderr(&out));
+}
+
+/// One value: `sql`'s answer on `url`, unaligned.
+#[allow(dead_code)]
+pub fn scalar(url: &str, sql: &str) -> String {
+    stdout(&psql(url, &["-c", sql], &[]))
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -435,4 +462,54 @@ pub fn hold_lock(url: &str, table: &str, seconds: u32) -> Child {
     // Let it take the lock.
     std::thread::sleep(Duration::from_millis(500));
     child
+}
+
+#[allow(dead_code)]
+/// Full contents of a table, in a fixed order, as text.
+pub fn contents(url: &str, table: &str, order: &str) -> String {
+    let out = psql(
+        url,
+        &[
+            "-c",
+            &format!("COPY (SELECT * FROM {table} ORDER BY {order}) TO STDOUT"),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[allow(dead_code)]
+pub const PGBENCH_TABLES: [(&str, &str); 4] = [
+    ("pgbench_branches", "bid"),
+    ("pgbench_tellers", "tid"),
+    ("pgbench_accounts", "aid"),
+    ("pgbench_history", "tid, bid, aid, delta, mtime"),
+];
+
+#[allow(dead_code)]
+pub fn assert_sides_identical(s: &Setup, tables: &[(&str, &str)]) {
+    for (table, order) in tables {
+        let old = contents(&s.direct_url(), table, order);
+        let new = contents(&s.direct_new_url(), table, order);
+        assert!(
+            !old.is_empty() || *table == "pgbench_history",
+            "{table} is empty"
+        );
+        if old != new {
+            let first = old
+                .lines()
+                .zip(new.lines())
+                .find(|(a, b)| a != b)
+                .map(|(a, b)| format!("old: {a}\nnew: {b}"))
+                .unwrap_or_else(|| {
+                    format!("{} vs {} rows", old.lines().count(), new.lines().count())
+                });
+            panic!("{table} differs between old and new; first difference:\n{first}");
+        }
+        println!(
+            "{table}: {} rows identical on both sides",
+            old.lines().count()
+        );
+    }
 }

@@ -7,6 +7,7 @@ pub mod framed;
 pub mod mirror;
 pub mod pump;
 pub mod scram;
+pub mod sequences;
 pub mod session;
 pub mod shadow;
 pub mod startup;

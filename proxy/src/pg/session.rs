@@ -88,7 +88,7 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
         };
         debug!(%peer, %user, %phase, "mirrored session started");
         let client = Framed::new(stream, BytesMut::new(), shared.max_message);
-        let end = MirrorSession::new(&shared, client, backend, mirror, mirror_side, params)
+        let end = MirrorSession::new(&shared, client, (backend, key), mirror, mirror_side, params)
             .run()
             .await;
         shared.cancels.remove(&key);

@@ -15,7 +15,7 @@ use super::shadow::{self, Capture, Sample, ShadowQuery};
 use crate::engine::defaults::{self, TableDefaults};
 use crate::engine::pin::{self, pin_transaction_time, PinError};
 use crate::engine::{Classification, Kind, StatementClass, TxControl};
-use crate::server::Shared;
+use crate::server::{CancelKey, Shared};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -31,6 +31,7 @@ mod copy;
 mod extended;
 mod queue;
 mod simple;
+mod swap;
 
 use queue::AsyncMirror;
 
@@ -61,6 +62,13 @@ enum Stop {
 }
 
 type Step = Result<(), Stop>;
+
+/// A backend process's cancel key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendKey {
+    pub pid: i32,
+    pub secret: i32,
+}
 
 /// Statements sent to the mirror whose answers are still to be read.
 struct Pending {
@@ -207,6 +215,11 @@ pub struct MirrorSession<'a> {
     auth: Framed,
     mirror: Option<Framed>,
     mirror_side: Side,
+    /// The client's cancel key, and the backends' keys behind it: a cancel
+    /// goes to whichever connection is the authority.
+    cancel_key: CancelKey,
+    auth_key: BackendKey,
+    mirror_key: Option<BackendKey>,
     client_params: Vec<(String, String)>,
     /// Authority's transaction status from its last ReadyForQuery.
     status: u8,
@@ -244,11 +257,19 @@ impl<'a> MirrorSession<'a> {
     pub fn new(
         shared: &'a Arc<Shared>,
         client: Framed,
-        auth: BackendConn,
+        (auth, cancel_key): (BackendConn, CancelKey),
         mirror: Option<BackendConn>,
         mirror_side: Side,
         client_params: Vec<(String, String)>,
     ) -> Self {
+        let mirror_key = mirror.as_ref().map(|m| BackendKey {
+            pid: m.pid,
+            secret: m.secret,
+        });
+        let auth_key = BackendKey {
+            pid: auth.pid,
+            secret: auth.secret,
+        };
         let mut mirror = mirror.map(|m| Framed::new(m.stream, m.leftover, usize::MAX));
         let async_mirror = shared.async_queue.map(|bound| {
             AsyncMirror::start(
@@ -268,6 +289,9 @@ impl<'a> MirrorSession<'a> {
             client,
             auth: Framed::new(auth.stream, auth.leftover, usize::MAX),
             mirror,
+            cancel_key,
+            auth_key,
+            mirror_key,
             async_mirror,
             unit_class: Arc::default(),
             mirror_side,
@@ -304,7 +328,7 @@ impl<'a> MirrorSession<'a> {
         let end = loop {
             if busy && self.status == b'I' && self.batch.is_empty() {
                 busy = false;
-                self.shared.busy_sessions.fetch_sub(1, Ordering::Relaxed);
+                self.shared.busy_sessions.fetch_sub(1, Ordering::SeqCst);
                 self.shared.in_transaction.remove(&id);
             }
             if *stopping.borrow() && self.status == b'I' && self.batch.is_empty() {
@@ -327,17 +351,19 @@ impl<'a> MirrorSession<'a> {
                     if self.status == b'I' && self.batch.is_empty() && f.tag != b'X' {
                         // A new transaction (or autocommit statement) starts:
                         // held while paused, then run by the routing of now.
-                        while *paused.borrow_and_update() && !*stopping.borrow() {
-                            tokio::select! {
-                                _ = paused.changed() => {}
-                                _ = stopping.changed() => {}
-                            }
-                        }
-                        self.routing = self.shared.routing.snapshot();
                         if !busy {
+                            self.enter(&mut paused, &mut stopping).await;
                             busy = true;
-                            self.shared.busy_sessions.fetch_add(1, Ordering::Relaxed);
+                            self.routing = self.shared.routing.snapshot();
                             self.shared.in_transaction.insert(id, self.routing.epoch);
+                        }
+                        if let Err(e) = self.adopt_roles().await {
+                            let msg = format!(
+                                "turnout: {} is the authority now and cannot be reached: {e}",
+                                self.routing.phase.authority()
+                            );
+                            let _ = self.client_error(Severity::Fatal, "08006", &msg).await;
+                            break End::AuthorityLost(e);
                         }
                     }
                     f
@@ -401,10 +427,31 @@ impl<'a> MirrorSession<'a> {
             }
         };
         if busy {
-            self.shared.busy_sessions.fetch_sub(1, Ordering::Relaxed);
+            self.shared.busy_sessions.fetch_sub(1, Ordering::SeqCst);
             self.shared.in_transaction.remove(&id);
         }
         end
+    }
+
+    /// Counts this session as inside a transaction, once no pause holds
+    /// it. Counted before the pause is looked at, so a barrier that sets
+    /// the pause and then sees no session counted knows none can start.
+    async fn enter(
+        &self,
+        paused: &mut tokio::sync::watch::Receiver<bool>,
+        stopping: &mut tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            self.shared.busy_sessions.fetch_add(1, Ordering::SeqCst);
+            if !*paused.borrow_and_update() || *stopping.borrow() {
+                return;
+            }
+            self.shared.busy_sessions.fetch_sub(1, Ordering::SeqCst);
+            tokio::select! {
+                _ = paused.changed() => {}
+                _ = stopping.changed() => {}
+            }
+        }
     }
 
     fn auth_side(&self) -> Side {
@@ -422,12 +469,22 @@ impl<'a> MirrorSession<'a> {
     }
 
     fn route(&self, class: &Classification) -> Route {
-        classify_route(class, self.shared.ddl_policy, self.mirror_side)
+        let route = classify_route(class, self.shared.ddl_policy, self.mirror_side);
+        if self.routing.phase.mirror().is_none() {
+            // `finalized`: the authority alone.
+            return match route {
+                Route::Reject => Route::Reject,
+                _ => Route::Authority,
+            };
+        }
+        route
     }
 
     /// Whether to compare this read on the shadow side, with the permit to.
     fn sample_choice(&self, class: &Classification) -> Option<OwnedSemaphorePermit> {
         let sampler = &self.shared.sampler;
+        // No shadow side in a phase without a mirror.
+        self.routing.phase.mirror()?;
         if class.kind() != Kind::Read || class.statements.len() != 1 {
             return None;
         }
@@ -926,7 +983,7 @@ impl<'a> MirrorSession<'a> {
     }
 
     async fn reconnect_mirror(&mut self) -> Result<(), String> {
-        let m = queue::connect_mirror(
+        let (m, key) = queue::connect_mirror(
             self.shared,
             self.mirror_side,
             &self.client_params,
@@ -934,6 +991,7 @@ impl<'a> MirrorSession<'a> {
         )
         .await?;
         self.mirror = Some(m);
+        self.mirror_key = Some(key);
         self.mirror_prepared.clear();
         Ok(())
     }

@@ -170,7 +170,7 @@ async fn apply(
     while let Some(job) = rx.recv().await {
         if conn.is_none() && job.fresh {
             match connect_mirror(&shared, side, &params, &job.replay).await {
-                Ok(m) => conn = Some(m),
+                Ok((m, _)) => conn = Some(m),
                 Err(e) => warn!(%side, error = %e, "async mirror: cannot connect"),
             }
         }
@@ -235,20 +235,25 @@ async fn apply(
     }
 }
 
-/// A new connection to the mirror's side with the session's settings replayed.
+/// A new connection to the mirror's side with the session's settings
+/// replayed, and its backend's cancel key.
 pub(super) async fn connect_mirror(
     shared: &Shared,
     side: Side,
     params: &[(String, String)],
     replay: &[String],
-) -> Result<Framed, String> {
+) -> Result<(Framed, BackendKey), String> {
     let conn = backend::connect(shared.target(side), params)
         .await
         .map_err(|e| e.to_string())?;
+    let key = BackendKey {
+        pid: conn.pid,
+        secret: conn.secret,
+    };
     let mut m = Framed::new(conn.stream, conn.leftover, usize::MAX);
     for sql in replay {
         m.send(&query(sql)).await.map_err(|e| e.to_string())?;
         collect(&mut m).await.map_err(|e| e.to_string())?;
     }
-    Ok(m)
+    Ok((m, key))
 }

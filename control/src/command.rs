@@ -1,0 +1,158 @@
+//! The admin socket's commands: one line each, parsed into one type per
+//! command. Anything else is refused with what was expected.
+
+use crate::controller::Change;
+
+/// A command line, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Status,
+    Diffs,
+    /// `flip reads|writes`, `finalize`, `rollback`.
+    Phase {
+        change: Change,
+        dry_run: bool,
+        force: bool,
+    },
+    Pause {
+        dry_run: bool,
+    },
+    Resume {
+        dry_run: bool,
+    },
+    Sample {
+        rate: f64,
+        dry_run: bool,
+    },
+    Reload {
+        dry_run: bool,
+    },
+}
+
+pub const USAGE: &str = "commands: status, diffs, flip reads|writes [--force], finalize [--force], rollback, pause, resume, sample RATE, reload (each change takes --dry-run)";
+
+impl Command {
+    /// Parses one line: words separated by blanks, flags anywhere after
+    /// the command's name.
+    pub fn parse(line: &str) -> Result<Command, String> {
+        let mut words = Vec::new();
+        let (mut dry_run, mut force) = (false, false);
+        for w in line.split_whitespace() {
+            match w {
+                "--dry-run" => dry_run = true,
+                "--force" => force = true,
+                w if w.starts_with("--") => {
+                    return Err(format!("unknown option {w}; options: --dry-run, --force"))
+                }
+                w => words.push(w),
+            }
+        }
+        let takes_force = matches!(
+            words.as_slice(),
+            ["flip", "reads" | "writes"] | ["finalize"]
+        );
+        if force && !takes_force {
+            return Err(format!(
+                "--force only goes with flip reads, flip writes and finalize, not {:?}",
+                words.join(" ")
+            ));
+        }
+        let read_only = |c: Command| {
+            if dry_run {
+                Err(format!(
+                    "{} changes nothing: it takes no --dry-run",
+                    words.join(" ")
+                ))
+            } else {
+                Ok(c)
+            }
+        };
+        let phase = |change| Command::Phase {
+            change,
+            dry_run,
+            force,
+        };
+        match words.as_slice() {
+            ["status"] => read_only(Command::Status),
+            ["diffs"] => read_only(Command::Diffs),
+            ["flip", "reads"] => Ok(phase(Change::FlipReads)),
+            ["flip", "writes"] => Ok(phase(Change::FlipWrites)),
+            ["flip", other] => Err(format!(
+                "flip what? expected reads or writes, got {other:?}"
+            )),
+            ["flip"] => Err("flip what? expected flip reads or flip writes".into()),
+            ["finalize"] => Ok(phase(Change::Finalize)),
+            ["rollback"] => Ok(phase(Change::Rollback)),
+            ["pause"] => Ok(Command::Pause { dry_run }),
+            ["resume"] => Ok(Command::Resume { dry_run }),
+            ["reload"] => Ok(Command::Reload { dry_run }),
+            ["sample", rate] => {
+                let rate = rate
+                    .parse::<f64>()
+                    .map_err(|_| format!("sample needs a number 0.0-1.0, got {rate:?}"))?;
+                if !(0.0..=1.0).contains(&rate) {
+                    return Err(format!("sampling rate must be 0.0-1.0, got {rate}"));
+                }
+                Ok(Command::Sample { rate, dry_run })
+            }
+            ["sample"] => Err("sample needs a rate 0.0-1.0, e.g. sample 0.05".into()),
+            [] => Err("empty command; try: status".into()),
+            _ => Err(format!("unknown command {:?}; {USAGE}", line.trim())),
+        }
+    }
+
+    /// Whether a line (parsed or not) starts with the name of a command
+    /// that changes something: those are audited even when refused.
+    pub fn names_a_change(line: &str) -> bool {
+        matches!(
+            line.split_whitespace().find(|w| !w.starts_with("--")),
+            Some("flip" | "finalize" | "rollback" | "pause" | "resume" | "sample" | "reload")
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_parse_and_bad_ones_say_why() {
+        assert_eq!(Command::parse(" status "), Ok(Command::Status));
+        assert_eq!(
+            Command::parse("flip writes --dry-run"),
+            Ok(Command::Phase {
+                change: Change::FlipWrites,
+                dry_run: true,
+                force: false
+            })
+        );
+        assert_eq!(
+            Command::parse("--force finalize"),
+            Ok(Command::Phase {
+                change: Change::Finalize,
+                dry_run: false,
+                force: true
+            })
+        );
+        assert_eq!(
+            Command::parse("sample 0.25"),
+            Ok(Command::Sample {
+                rate: 0.25,
+                dry_run: false
+            })
+        );
+        for (line, says) in [
+            ("", "empty command"),
+            ("flip sideways", "expected reads or writes"),
+            ("rollback --force", "--force only goes with"),
+            ("status --dry-run", "takes no --dry-run"),
+            ("sample lots", "needs a number"),
+            ("sample 2", "must be 0.0-1.0"),
+            ("flip reads --yes", "unknown option --yes"),
+            ("drop everything", "unknown command"),
+        ] {
+            let e = Command::parse(line).unwrap_err();
+            assert!(e.contains(says), "{line:?}: {e}");
+        }
+    }
+}

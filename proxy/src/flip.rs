@@ -1,0 +1,179 @@
+//! Phase changes as the admin socket and the flag file run them: the
+//! controller's checks, the barrier a change of authority needs (DESIGN.md
+//! invariant 4), sequence catch-up, the audit line and the metrics.
+
+use crate::pg::sequences;
+use crate::server::Shared;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+use turnout_control::controller::{Change, Controller, FlipRequest, Outcome, Plan};
+
+/// Runs `change` for `caller`: checked, applied (through a barrier when the
+/// authority changes), audited. One change at a time.
+pub async fn run(
+    shared: &Arc<Shared>,
+    controller: &Arc<Controller>,
+    change: Change,
+    req: FlipRequest,
+    caller: &str,
+) -> Result<Outcome, String> {
+    let _one_at_a_time = shared.flip_lock.lock().await;
+    let planned = controller.plan(change, &req);
+    let command = match &planned {
+        Ok(p) => p.command(),
+        Err(_) => change.name().to_string(),
+    };
+    let result = match planned {
+        Err(e) => Err(e),
+        Ok(plan) if req.dry_run => Ok(preview(shared, controller, &plan)),
+        Ok(plan) if plan.needs_barrier() => barrier(shared, controller, &plan).await,
+        Ok(plan) => controller.commit(&plan),
+    };
+    controller.audit(&command, req.dry_run, caller, &result);
+    count_change(&result);
+    match &result {
+        Ok(o) if !o.dry_run => {
+            info!(from = %o.from, to = %o.to, epoch = o.epoch, %caller, notes = ?o.notes, "{}", change.name());
+            if change == Change::FlipReads {
+                watch(shared.clone(), controller.clone());
+            }
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, %caller, "{} refused", change.name()),
+    }
+    result
+}
+
+/// `--dry-run`: what would happen, and whether the guards pass (they did,
+/// or `plan` would have failed).
+fn preview(shared: &Shared, controller: &Controller, plan: &Plan) -> Outcome {
+    let mut o = controller.preview(plan);
+    if plan.needs_barrier() {
+        let (from, to) = (plan.from.authority(), plan.to.authority());
+        o.notes.push(format!(
+            "barrier: new transactions wait up to {} ms for the {} open now to finish; then sequences on {to} are moved past {from}'s values and {to} becomes the authority",
+            controller.guards().barrier_ms,
+            shared.busy_sessions.load(Ordering::SeqCst),
+        ));
+    }
+    if !plan.overridden.is_empty() {
+        o.notes
+            .push(format!("--force overrides: {}", plan.overridden.join("; ")));
+    }
+    o
+}
+
+/// A change of authority: hold new transactions, wait (bounded) for the
+/// open ones and for async mirror queues to finish, move the sequences of
+/// the side taking over past the other's, switch, let traffic go on. Past
+/// the window, or when the catch-up fails, nothing changes and traffic
+/// resumes.
+async fn barrier(
+    shared: &Arc<Shared>,
+    controller: &Controller,
+    plan: &Plan,
+) -> Result<Outcome, String> {
+    let started = Instant::now();
+    let window = Duration::from_millis(controller.guards().barrier_ms);
+    let was_paused = shared.paused.send_replace(true);
+    let release = || {
+        if !was_paused {
+            shared.paused.send_replace(false);
+        }
+    };
+    loop {
+        let open = shared.busy_sessions.load(Ordering::SeqCst);
+        let queued = shared.async_pending.load(Ordering::SeqCst);
+        if open == 0 && queued == 0 {
+            break;
+        }
+        if started.elapsed() >= window {
+            release();
+            return Err(format!(
+                "flip abandoned: {open} session(s) still in a transaction and {queued} async mirror statement(s) not applied after {} ms (guards.barrier_ms); traffic resumed on {}",
+                window.as_millis(),
+                plan.from
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let drained = started.elapsed();
+    let (from, to) = (plan.from.authority(), plan.to.authority());
+    let caught_up = match sequences::catch_up(shared, from, to).await {
+        Ok(c) => c,
+        Err(e) => {
+            release();
+            return Err(format!(
+                "flip abandoned: sequences could not be moved on {to}: {e}; traffic resumed on {}",
+                plan.from
+            ));
+        }
+    };
+    let committed = controller.commit(plan);
+    release();
+    let mut o = committed?;
+    o.notes.push(format!(
+        "barrier: open transactions finished in {:.1} ms; traffic held {:.1} ms in all",
+        drained.as_secs_f64() * 1000.0,
+        started.elapsed().as_secs_f64() * 1000.0
+    ));
+    o.notes.push(caught_up.summary(from, to));
+    Ok(o)
+}
+
+/// Counts a phase change, or a guard refusal.
+pub fn count_change(result: &Result<Outcome, String>) {
+    match result {
+        Ok(o) if o.dry_run => {}
+        Ok(o) => metrics::counter!("turnout_flips_total", "to" => o.to.clone()).increment(1),
+        Err(e) if e.starts_with("guards refuse") => {
+            metrics::counter!("turnout_guard_refusals_total").increment(1)
+        }
+        Err(_) => {}
+    }
+}
+
+/// After a reads flip: for `guards.watch_secs`, when more than
+/// `guards.abort_errors` reads fail on the newly promoted side, roll back
+/// by itself, and say so (log and audit).
+fn watch(shared: Arc<Shared>, controller: Arc<Controller>) {
+    let limits = controller.guards();
+    if limits.watch_secs == 0 {
+        return;
+    }
+    let epoch = controller.routing().snapshot().epoch;
+    let base = shared.mirror_read_errors.load(Ordering::Relaxed);
+    tokio::spawn(async move {
+        let until = Instant::now() + Duration::from_secs(limits.watch_secs);
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if controller.routing().snapshot().epoch != epoch {
+                return; // changed again meanwhile: nothing to watch
+            }
+            let errors = shared.mirror_read_errors.load(Ordering::Relaxed) - base;
+            if errors > limits.abort_errors {
+                let caller = format!(
+                    "watch window: {errors} read error(s) on the promoted side within {} s (guards.abort_errors = {})",
+                    limits.watch_secs, limits.abort_errors
+                );
+                match run(
+                    &shared,
+                    &controller,
+                    Change::Rollback,
+                    FlipRequest::default(),
+                    &caller,
+                )
+                .await
+                {
+                    Ok(o) => {
+                        warn!(from = %o.from, to = %o.to, epoch = o.epoch, errors, "rolled back by itself: reads failed on the promoted side")
+                    }
+                    Err(e) => warn!(error = %e, "watch window could not roll back"),
+                }
+                return;
+            }
+        }
+    });
+}

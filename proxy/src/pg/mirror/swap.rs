@@ -1,0 +1,149 @@
+//! A session's roles follow the phase: at the start of a transaction, when
+//! a writes flip (or its rollback) moved the authority, the mirror's
+//! connection becomes the authority's and the authority's the mirror's; in
+//! a phase without a mirror (`finalized`) the mirror's connection closes.
+//! This only ever runs between transactions, after the barrier let no
+//! transaction stay open across the change.
+
+use super::*;
+
+impl MirrorSession<'_> {
+    /// Makes the session's connections match `self.routing`.
+    pub(super) async fn adopt_roles(&mut self) -> Result<(), String> {
+        if self.routing.phase.authority() != self.auth_side() {
+            self.swap_roles().await?;
+        }
+        if self.routing.phase.mirror().is_none() {
+            self.stop_mirroring().await;
+        }
+        Ok(())
+    }
+
+    /// The authority's side changes: each connection takes the other's role.
+    async fn swap_roles(&mut self) -> Result<(), String> {
+        // Whatever the mirror still owes is read (and recorded) first.
+        self.drain_mirror(true).await;
+        let promoted = self.mirror_side;
+        let demoted = self.auth_side();
+        let reusable = if self.async_mirror.is_none() {
+            self.mirror.take().zip(self.mirror_key)
+        } else {
+            None
+        };
+        // An async queue is empty here (the barrier waited for it); dropped,
+        // its task closes its connection.
+        self.async_mirror = None;
+        let (mut conn, key, prepared) = match reusable {
+            Some((conn, key)) => (conn, key, std::mem::take(&mut self.mirror_prepared)),
+            None => {
+                let (conn, key) =
+                    queue::connect_mirror(self.shared, promoted, &self.client_params, &self.replay)
+                        .await?;
+                (conn, key, HashSet::new())
+            }
+        };
+        self.prepare_missing(&mut conn, &prepared).await?;
+        let old_auth = std::mem::replace(&mut self.auth, conn);
+        let old_key = std::mem::replace(&mut self.auth_key, key);
+        self.mirror_side = demoted;
+        // The demoted side has every statement the client prepared, under
+        // the client's names.
+        self.mirror_prepared = self
+            .statements
+            .keys()
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .collect();
+        match self.shared.async_queue {
+            Some(bound) => {
+                self.async_mirror = Some(AsyncMirror::start(
+                    self.shared_arc.clone(),
+                    demoted,
+                    self.client_params.clone(),
+                    Some(old_auth),
+                    bound,
+                ));
+                self.mirror_key = None;
+            }
+            None => {
+                self.mirror = Some(old_auth);
+                self.mirror_key = Some(old_key);
+            }
+        }
+        // Volatile defaults and the transaction time are the authority's.
+        self.table_defaults.clear();
+        self.tx_time = None;
+        if let Some(mut target) = self.shared.cancels.get_mut(&self.cancel_key) {
+            target.side = promoted;
+            target.pid = self.auth_key.pid;
+            target.secret = self.auth_key.secret;
+        }
+        Ok(())
+    }
+
+    /// Prepares on `conn` (the side becoming the authority) the client's
+    /// statements it does not have yet, so the client's Binds find them.
+    /// A statement the side refuses is logged; the client's Bind on it will
+    /// fail there with the side's own error.
+    async fn prepare_missing(
+        &mut self,
+        conn: &mut Framed,
+        prepared: &HashSet<String>,
+    ) -> Result<(), String> {
+        let mut out = BytesMut::new();
+        let mut names = Vec::new();
+        for (name, p) in &self.statements {
+            if name.is_empty() || !prepared.contains(name) {
+                let mut body = BytesMut::new();
+                put_cstr(&mut body, name);
+                put_cstr(&mut body, &p.sql);
+                body.put_slice(&p.types);
+                out.extend_from_slice(&codec::frame(b'P', &body));
+                // A Sync each, so one refused statement does not void the rest.
+                out.extend_from_slice(&codec::frame(b'S', &[]));
+                names.push(name.clone());
+            }
+        }
+        if names.is_empty() {
+            return Ok(());
+        }
+        let run = async {
+            conn.send(&out).await?;
+            let mut refused = Vec::new();
+            for name in &names {
+                if let Some(e) = collect(conn).await?.error {
+                    refused.push((name, e));
+                }
+            }
+            Ok::<_, FramedError>(refused)
+        };
+        match tokio::time::timeout(self.shared.mirror_timeout, run).await {
+            Ok(Ok(refused)) => {
+                for (name, e) in refused {
+                    warn!(side = %self.mirror_side, statement = %name, error = %e, "prepared statement could not be prepared on the new authority");
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "{} did not answer within {} ms (mirror.statement_timeout_ms)",
+                self.mirror_side,
+                self.shared.mirror_timeout.as_millis()
+            )),
+        }
+    }
+
+    /// `finalized`: the mirror's connection closes after what it owes.
+    async fn stop_mirroring(&mut self) {
+        if self.mirror.is_none() && self.async_mirror.is_none() {
+            return;
+        }
+        self.drain_mirror(true).await;
+        self.async_mirror = None;
+        if let Some(mut m) = self.mirror.take() {
+            let _ = m.send(&codec::frame(b'X', &[])).await;
+        }
+        self.mirror_key = None;
+        self.mirror_prepared.clear();
+    }
+}

@@ -1,0 +1,163 @@
+//! Sequence catch-up for a writes flip. Mirrored writes carry the
+//! authority's generated ids as literals, so the mirror's sequences (serial
+//! and identity columns included) never move. Before the mirror becomes the
+//! authority, each of its sequences is set to the current authority's value
+//! when that is further along, so the next id it hands out is new on both
+//! sides.
+
+use super::backend;
+use super::codec::{self, put_cstr};
+use super::framed::Framed;
+use crate::server::Shared;
+use bytes::BytesMut;
+use std::time::Duration;
+use turnout_control::Side;
+
+/// The longest a catch-up waits for each side's answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a catch-up did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CatchUp {
+    /// Sequences read on the current authority.
+    pub seen: usize,
+    /// Sequences moved on the promoted side, with their new value.
+    pub moved: Vec<(String, String)>,
+    /// Sequences the promoted side does not have.
+    pub missing: Vec<String>,
+}
+
+impl CatchUp {
+    /// A line for the flip's reply and the log.
+    pub fn summary(&self, from: Side, to: Side) -> String {
+        let mut s = format!(
+            "sequences: {} read on {from}, {} moved on {to} past {from}'s values",
+            self.seen,
+            self.moved.len()
+        );
+        if !self.missing.is_empty() {
+            s.push_str(&format!("; missing on {to}: {}", self.missing.join(", ")));
+        }
+        s
+    }
+}
+
+/// Reads every sequence's value on `from` and moves the same-named
+/// sequences of `to` past it (never backwards). Runs while no transaction
+/// is open (inside a writes flip's barrier), so the values are final.
+pub async fn catch_up(shared: &Shared, from: Side, to: Side) -> Result<CatchUp, String> {
+    let mut src = open(shared, from).await?;
+    let rows = run(
+        &mut src,
+        "SELECT format('%I.%I', schemaname, sequencename), last_value::text \
+         FROM pg_sequences WHERE last_value IS NOT NULL ORDER BY 1",
+        from,
+    )
+    .await?;
+    let _ = src.send(&codec::frame(b'X', &[])).await;
+    let values: Vec<(String, String)> = rows
+        .into_iter()
+        .filter_map(|r| match r.as_slice() {
+            [Some(name), Some(value)] => Some((name.clone(), value.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut done = CatchUp {
+        seen: values.len(),
+        ..CatchUp::default()
+    };
+    if values.is_empty() {
+        return Ok(done);
+    }
+    let mut dst = open(shared, to).await?;
+    let rows = run(&mut dst, &move_query(&values), to).await?;
+    let _ = dst.send(&codec::frame(b'X', &[])).await;
+    for r in rows {
+        match r.as_slice() {
+            [Some(name), None] => done.missing.push(name.clone()),
+            [Some(name), Some(value)] => done.moved.push((name.clone(), value.clone())),
+            _ => {}
+        }
+    }
+    Ok(done)
+}
+
+/// One statement that sets each listed sequence that is behind, and names
+/// those that do not exist (NULL value).
+fn move_query(values: &[(String, String)]) -> String {
+    let list: Vec<String> = values
+        .iter()
+        .map(|(name, value)| format!("({}, {}::bigint)", literal(name), literal(value)))
+        .collect();
+    format!(
+        "SELECT t.name, CASE WHEN p.sequencename IS NULL THEN NULL \
+           ELSE setval(t.name::regclass, t.v)::text END \
+         FROM (VALUES {}) AS t(name, v) \
+         LEFT JOIN pg_sequences p ON format('%I.%I', p.schemaname, p.sequencename) = t.name \
+         WHERE p.sequencename IS NULL \
+            OR (p.increment_by > 0 AND t.v > COALESCE(p.last_value, p.start_value - 1)) \
+            OR (p.increment_by < 0 AND t.v < COALESCE(p.last_value, p.start_value + 1)) \
+         ORDER BY 1",
+        list.join(", ")
+    )
+}
+
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+async fn open(shared: &Shared, side: Side) -> Result<Framed, String> {
+    let conn = backend::connect(shared.target(side), &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Framed::new(conn.stream, conn.leftover, usize::MAX))
+}
+
+/// Runs one simple query; its rows as text, or its error.
+async fn run(conn: &mut Framed, sql: &str, side: Side) -> Result<Vec<Vec<Option<String>>>, String> {
+    let mut body = BytesMut::new();
+    put_cstr(&mut body, sql);
+    let exchange = async {
+        conn.send(&codec::frame(b'Q', &body))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            let f = conn.read().await.map_err(|e| e.to_string())?;
+            match f.tag {
+                b'D' => rows.push(
+                    codec::data_row_values(f.body())
+                        .into_iter()
+                        .map(|v| v.map(|v| String::from_utf8_lossy(v).into_owned()))
+                        .collect(),
+                ),
+                b'E' if error.is_none() => error = Some(codec::error_text(f.body())),
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(rows),
+        }
+    };
+    match tokio::time::timeout(ANSWER_TIMEOUT, exchange).await {
+        Ok(r) => r.map_err(|e| format!("on {side}: {e}")),
+        Err(_) => Err(format!(
+            "{side} did not answer within {} s",
+            ANSWER_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_quoted_as_literals() {
+        let q = move_query(&[("public.\"o'dd\"".into(), "42".into())]);
+        assert!(q.contains("('public.\"o''dd\"', '42'::bigint)"), "{q}");
+    }
+}

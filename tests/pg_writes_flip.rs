@@ -1,0 +1,292 @@
+//! The writes flip against real PostgreSQL: `new` becomes the authority
+//! through a barrier while pgbench runs, with sequences moved so ids stay
+//! unique, `old` kept current for rollback, and `finalize` as the end.
+
+mod common;
+
+use common::*;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn setup(extra: &'static str, guards: &'static str) -> Setup {
+    Setup::start(Options {
+        phase: Some("mirror"),
+        ddl: Some("both"),
+        admin: true,
+        mirror_extra: extra,
+        sampling: guards,
+        ..Options::default()
+    })
+}
+
+/// pgbench's tables and the one with a serial id, alike on both sides.
+fn assert_identical(s: &Setup) {
+    assert_sides_identical(s, &PGBENCH_TABLES);
+    assert_sides_identical(s, &[("events", "id")]);
+}
+
+/// pgbench in three protocol modes plus a script that inserts into a
+/// serial-keyed table (ids come from whichever side is the authority).
+fn start_load(s: &Setup, seconds: u32) -> Vec<Child> {
+    let script = s.dir.path().join("events.sql");
+    std::fs::write(
+        &script,
+        "INSERT INTO events (note, at) VALUES ('x', now());\n",
+    )
+    .unwrap();
+    let url = s.app_url();
+    let secs = seconds.to_string();
+    let mut runs: Vec<Vec<String>> = ["simple", "extended", "prepared"]
+        .iter()
+        .map(|m| vec!["-M".to_string(), m.to_string()])
+        .collect();
+    // Simple protocol: extended-protocol INSERTs that leave a serial to its
+    // default are recorded as unsafe (a known limit).
+    runs.push(vec![
+        "-M".into(),
+        "simple".into(),
+        "-f".into(),
+        script.display().to_string(),
+    ]);
+    runs.into_iter()
+        .map(|args| {
+            Command::new("pgbench")
+                .args(["-n", "-c", "2", "-T", &secs])
+                .args(args)
+                .arg(&url)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn assert_no_client_errors(clients: Vec<Child>) {
+    for c in clients {
+        let out = c.wait_with_output().unwrap();
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(out.status.success(), "pgbench failed:\n{text}");
+        assert!(text.contains("number of failed transactions: 0"), "{text}");
+        assert!(!text.contains("ERROR"), "{text}");
+    }
+}
+
+fn prepare(s: &Setup) {
+    let out = Command::new("pgbench")
+        .args(["-i", "-s", "1", "-q"])
+        .arg(s.app_url())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let seed = format!(
+        "INSERT INTO events (note, at) VALUES {}",
+        vec!["('seed', now())"; 100].join(", ")
+    );
+    s.run_ok(&[
+        "CREATE TABLE events (id serial PRIMARY KEY, note text, at timestamptz)",
+        &seed,
+    ]);
+}
+
+#[test]
+fn writes_flip_and_rollback_under_pgbench_have_no_client_errors_and_no_divergence() {
+    let s = setup("", "");
+    prepare(&s);
+    // Mirrored inserts carry old's ids: new's sequence has not moved.
+    let next_on_new = stdout(&psql(
+        &s.direct_new_url(),
+        &["-c", "SELECT last_value FROM events_id_seq"],
+        &[],
+    ));
+    assert_eq!(next_on_new, "1");
+    s.ctl_ok(&["flip", "reads"]);
+
+    let clients = start_load(&s, 10);
+    std::thread::sleep(Duration::from_millis(1500));
+    let dry = s.ctl_ok(&["flip", "writes", "--dry-run"]);
+    assert!(
+        dry.contains("dry run: would go reads_new -> writes_new") && dry.contains("barrier"),
+        "{dry}"
+    );
+    assert_eq!(s.phase(), "reads_new");
+    for _ in 0..3 {
+        let flipped = s.ctl_ok(&["flip", "writes"]);
+        println!("{flipped}");
+        assert!(
+            flipped.contains("done: reads_new -> writes_new"),
+            "{flipped}"
+        );
+        assert!(
+            flipped.contains("moved on new past old's values"),
+            "{flipped}"
+        );
+        std::thread::sleep(Duration::from_millis(1200));
+        let back = s.ctl_ok(&["rollback"]);
+        println!("{back}");
+        assert!(back.contains("done: writes_new -> reads_new"), "{back}");
+        assert!(back.contains("moved on old past new's values"), "{back}");
+        std::thread::sleep(Duration::from_millis(800));
+    }
+    s.ctl_ok(&["flip", "writes"]);
+    assert_no_client_errors(clients);
+
+    // Ids handed out by new after the flip continue old's.
+    let ids = stdout(&psql(
+        &s.app_url(),
+        &[
+            "-c",
+            "SELECT count(*) = count(DISTINCT id) AND min(id) = 1 FROM events",
+        ],
+        &[],
+    ));
+    assert_eq!(ids, "t");
+    assert_identical(&s);
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+    let status = s.ctl_ok(&["status"]);
+    assert!(status.contains("writes to   new first"), "{status}");
+}
+
+#[test]
+fn the_barrier_waits_for_open_transactions_and_gives_up_past_its_window() {
+    let s = setup("", "[guards]\nbarrier_ms = 800");
+    prepare(&s);
+    s.ctl_ok(&["flip", "reads"]);
+    // A transaction left open through turnout keeps the barrier from closing.
+    let open = hold_lock(&s.app_url(), "events", 4);
+    let started = std::time::Instant::now();
+    let out = s.ctl(&["flip", "writes"]);
+    assert_eq!(out.status.code(), Some(1));
+    let why = stderr(&out);
+    assert!(
+        why.contains("flip abandoned: 1 session(s) still in a transaction")
+            && why.contains("guards.barrier_ms")
+            && why.contains("traffic resumed on reads_new"),
+        "{why}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(s.phase(), "reads_new");
+    // Traffic goes on on the old routing.
+    s.run_ok(&["UPDATE pgbench_branches SET bbalance = bbalance + 1 WHERE bid = 1"]);
+    assert!(open.wait_with_output().unwrap().status.success());
+
+    // A transaction that finishes within the window only delays the flip,
+    // and a statement arriving meanwhile waits rather than fails.
+    let short = Command::new("psql")
+        .args(["-X", "-q", &s.app_url()])
+        .args(["-c", "BEGIN", "-c", "SELECT pg_sleep(0.5)", "-c", "COMMIT"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    let during = Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", &s.app_url()])
+        .args([
+            "-c",
+            "INSERT INTO events (note) VALUES ('during the barrier')",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let flipped = s.ctl_ok(&["flip", "writes"]);
+    assert!(
+        flipped.contains("done: reads_new -> writes_new"),
+        "{flipped}"
+    );
+    assert!(short.wait_with_output().unwrap().status.success());
+    let during = during.wait_with_output().unwrap();
+    assert!(during.status.success(), "{}", stderr(&during));
+    s.run_ok(&["INSERT INTO events (note) VALUES ('after')"]);
+    assert_identical(&s);
+    let audit = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
+    assert!(audit.contains("flip abandoned"), "{audit}");
+}
+
+#[test]
+fn the_flag_file_flips_writes_and_finalize_leaves_old_behind_for_good() {
+    let mut s = setup("", "");
+    prepare(&s);
+    let flag = s.dir.path().join("phase.flag");
+    std::fs::write(&flag, "reads_new").unwrap();
+    eventually("the flag file flips reads", || s.phase() == "reads_new");
+    // A session opened before the flip, with a statement prepared on old.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&s.app_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+    });
+    let add = rt
+        .block_on(
+            client.prepare("UPDATE pgbench_branches SET bbalance = bbalance + $1 WHERE bid = 1"),
+        )
+        .unwrap();
+    let run = |n: i32| rt.block_on(client.execute(&add, &[&n])).unwrap();
+    assert_eq!(run(1), 1);
+    std::fs::write(&flag, "writes_new").unwrap();
+    eventually("the flag file flips writes", || s.phase() == "writes_new");
+    // The statement prepared on old runs on new, now the authority.
+    assert_eq!(run(10), 1);
+    s.run_ok(&["INSERT INTO events (note) VALUES ('after the writes flip')"]);
+    assert_identical(&s);
+
+    let dry = s.ctl_ok(&["finalize", "--dry-run"]);
+    assert!(dry.contains("would go writes_new -> finalized"), "{dry}");
+    s.ctl_ok(&["finalize"]);
+    assert_eq!(run(100), 1);
+    drop(client);
+    s.run_ok(&["INSERT INTO events (note) VALUES ('new session after finalize')"]);
+    let balance = |url: &str| scalar(url, "SELECT bbalance FROM pgbench_branches WHERE bid = 1");
+    assert_eq!(balance(&s.direct_new_url()), "111");
+    assert_eq!(
+        balance(&s.direct_url()),
+        "11",
+        "old gets nothing after finalize"
+    );
+    let count = |url: &str| scalar(url, "SELECT count(*) FROM events WHERE note <> 'seed'");
+    assert_eq!(count(&s.direct_new_url()), "2");
+    assert_eq!(count(&s.direct_url()), "1");
+
+    let out = s.ctl(&["rollback"]);
+    assert!(stderr(&out).contains("finalized: there is no rollback"));
+    // Kept across a restart.
+    let config = s.proxy.config.clone();
+    let port = s.proxy.port;
+    s.proxy.kill();
+    s.proxy = spawn_proxy(&config, s.dir.path().join("turnout2.log"), port);
+    assert_eq!(s.phase(), "finalized");
+    assert_eq!(count(&s.app_url()), "2");
+    let audit = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("\"command\":\"flip writes\"")
+                && l.contains("\"caller\":\"flag file")
+                && l.contains("\"ok\":true")),
+        "{audit}"
+    );
+    // The flag file still says writes_new: a restart does not act on it.
+    assert_eq!(audit.matches("there is no rollback").count(), 1, "{audit}");
+}
+
+#[test]
+fn async_mode_writes_flip_drains_the_queue_first() {
+    let s = setup("mode = \"async\"\nasync_queue = 10000", "");
+    prepare(&s);
+    s.ctl_ok(&["flip", "reads"]);
+    let clients = start_load(&s, 6);
+    std::thread::sleep(Duration::from_millis(1500));
+    s.ctl_ok(&["flip", "writes"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    s.ctl_ok(&["rollback"]);
+    std::thread::sleep(Duration::from_millis(800));
+    s.ctl_ok(&["flip", "writes"]);
+    assert_no_client_errors(clients);
+    eventually("the async queues are empty", || {
+        s.ctl_ok(&["status"]).contains("async queue 0 statement(s)")
+    });
+    assert_identical(&s);
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+}
