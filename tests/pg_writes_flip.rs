@@ -229,6 +229,24 @@ fn the_flag_file_flips_writes_and_finalize_leaves_old_behind_for_good() {
     eventually("the flag file flips writes", || s.phase() == "writes_new");
     // The statement prepared on old runs on new, now the authority.
     assert_eq!(run(10), 1);
+    // A cancel reaches the session's backend on new.
+    let cancel = client.cancel_token();
+    let started = std::time::Instant::now();
+    let slept = rt.block_on(async {
+        let sleep = client.simple_query("SELECT pg_sleep(30)");
+        let cancel = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            cancel.cancel_query(tokio_postgres::NoTls).await.unwrap();
+        };
+        tokio::join!(sleep, cancel).0
+    });
+    let e = slept.unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{e}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
     s.run_ok(&["INSERT INTO events (note) VALUES ('after the writes flip')"]);
     assert_identical(&s);
 
@@ -289,4 +307,39 @@ fn async_mode_writes_flip_drains_the_queue_first() {
     });
     assert_identical(&s);
     assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+}
+
+#[test]
+fn new_failing_as_the_authority_makes_turnout_roll_the_writes_flip_back_by_itself() {
+    let mut s = setup("", "[guards]\nwatch_secs = 30\nabort_errors = 0");
+    prepare(&s);
+    s.ctl_ok(&["flip", "reads"]);
+    s.ctl_ok(&["flip", "writes"]);
+    s.run_ok(&["INSERT INTO events (note) VALUES ('on new')"]);
+    // new goes away: sessions on it fail, and turnout goes back to old as
+    // the authority (its sequences moved past the ids in its own rows).
+    s.new.as_mut().unwrap().stop().unwrap();
+    let out = s.psql(
+        &s.app_url(),
+        &["-c", "INSERT INTO events (note) VALUES ('lost')"],
+    );
+    assert!(!out.status.success());
+    eventually("turnout rolls back by itself", || s.phase() == "reads_new");
+    s.run_ok(&["INSERT INTO events (note) VALUES ('on old again')"]);
+    assert_eq!(
+        scalar(
+            &s.direct_url(),
+            "SELECT string_agg(id || ':' || note, ',' ORDER BY id) FROM events WHERE note <> 'seed'"
+        ),
+        "101:on new,102:on old again"
+    );
+    let audit = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("\"caller\":\"watch window: 1 failure(s) of new as the authority"),
+        "{audit}"
+    );
+    assert!(s
+        .proxy
+        .log_text()
+        .contains("moved past the largest id in their column"));
 }

@@ -36,8 +36,8 @@ pub async fn run(
     match &result {
         Ok(o) if !o.dry_run => {
             info!(from = %o.from, to = %o.to, epoch = o.epoch, %caller, notes = ?o.notes, "{}", change.name());
-            if change == Change::FlipReads {
-                watch(shared.clone(), controller.clone());
+            if matches!(change, Change::FlipReads | Change::FlipWrites) {
+                watch(shared.clone(), controller.clone(), change);
             }
         }
         Ok(_) => {}
@@ -135,16 +135,29 @@ pub fn count_change(result: &Result<Outcome, String>) {
     }
 }
 
-/// After a reads flip: for `guards.watch_secs`, when more than
-/// `guards.abort_errors` reads fail on the newly promoted side, roll back
-/// by itself, and say so (log and audit).
-fn watch(shared: Arc<Shared>, controller: Arc<Controller>) {
+/// What the watch window after `change` counts: reads failing on new
+/// once it serves them, or failures of new once it is the authority.
+fn promoted_errors(shared: &Shared, change: Change) -> u64 {
+    match change {
+        Change::FlipWrites => shared.authority_failures[1].load(Ordering::Relaxed),
+        _ => shared.mirror_read_errors.load(Ordering::Relaxed),
+    }
+}
+
+/// After a flip: for `guards.watch_secs`, when more than
+/// `guards.abort_errors` errors happen on the newly promoted side, roll
+/// back by itself, and say so (log and audit).
+fn watch(shared: Arc<Shared>, controller: Arc<Controller>, change: Change) {
     let limits = controller.guards();
     if limits.watch_secs == 0 {
         return;
     }
     let epoch = controller.routing().snapshot().epoch;
-    let base = shared.mirror_read_errors.load(Ordering::Relaxed);
+    let base = promoted_errors(&shared, change);
+    let what = match change {
+        Change::FlipWrites => "failure(s) of new as the authority",
+        _ => "read error(s) on the promoted side",
+    };
     tokio::spawn(async move {
         let until = Instant::now() + Duration::from_secs(limits.watch_secs);
         while Instant::now() < until {
@@ -152,23 +165,23 @@ fn watch(shared: Arc<Shared>, controller: Arc<Controller>) {
             if controller.routing().snapshot().epoch != epoch {
                 return; // changed again meanwhile: nothing to watch
             }
-            let errors = shared.mirror_read_errors.load(Ordering::Relaxed) - base;
+            let errors = promoted_errors(&shared, change) - base;
             if errors > limits.abort_errors {
                 let caller = format!(
-                    "watch window: {errors} read error(s) on the promoted side within {} s (guards.abort_errors = {})",
+                    "watch window: {errors} {what} within {} s (guards.abort_errors = {})",
                     limits.watch_secs, limits.abort_errors
                 );
-                match run(
+                // Boxed: the rollback may itself start a watch.
+                let rollback = Box::pin(run(
                     &shared,
                     &controller,
                     Change::Rollback,
                     FlipRequest::default(),
                     &caller,
-                )
-                .await
-                {
+                ));
+                match rollback.await {
                     Ok(o) => {
-                        warn!(from = %o.from, to = %o.to, epoch = o.epoch, errors, "rolled back by itself: reads failed on the promoted side")
+                        warn!(from = %o.from, to = %o.to, epoch = o.epoch, errors, "rolled back by itself: {what}")
                     }
                     Err(e) => warn!(error = %e, "watch window could not roll back"),
                 }

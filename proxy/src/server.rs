@@ -84,6 +84,10 @@ pub struct Shared {
     /// Reads that failed on the mirror's side when it served them
     /// (`reads_new`): what the watch window after a reads flip counts.
     pub mirror_read_errors: AtomicU64,
+    /// Failures of the authority itself (lost connections, server-side
+    /// errors, not the client's SQL errors) by side (old, new): what the
+    /// watch window after a writes flip counts.
+    pub authority_failures: [AtomicU64; 2],
     /// Client connections open (all phases).
     pub connections: Arc<AtomicUsize>,
     /// Statements in async mirror queues, not applied yet.
@@ -143,6 +147,16 @@ impl Shared {
             .iter()
             .filter(|e| *e.value() < epoch)
             .count()
+    }
+
+    /// Counts a failure of `side` as the authority.
+    pub fn authority_failed(&self, side: Side) {
+        let i = match side {
+            Side::Old => 0,
+            Side::New => 1,
+        };
+        self.authority_failures[i].fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("turnout_authority_failures_total", "side" => side.name()).increment(1);
     }
 
     pub fn metrics_mirror_error(&self) {
@@ -240,6 +254,7 @@ impl Server {
             in_transaction: DashMap::new(),
             next_session: AtomicU64::new(0),
             mirror_read_errors: AtomicU64::new(0),
+            authority_failures: [AtomicU64::new(0), AtomicU64::new(0)],
             connections: Arc::new(AtomicUsize::new(0)),
             async_pending: AtomicUsize::new(0),
             users: ArcSwap::from_pointee(UserTable::from_config(&config.users)?),

@@ -276,6 +276,16 @@ pub fn error_text(body: &[u8]) -> String {
     }
 }
 
+/// Whether an ErrorResponse tells of the server's own trouble rather than
+/// of the client's statement: connection (08), resources (53), operator
+/// intervention (57), system (58) and internal (XX) errors.
+pub fn is_server_failure(body: &[u8]) -> bool {
+    let code = error_fields(body).remove(&b'C').unwrap_or_default();
+    ["08", "53", "57", "58", "XX"]
+        .iter()
+        .any(|class| code.starts_with(class))
+}
+
 pub fn error_fields(body: &[u8]) -> BTreeMap<u8, String> {
     let mut out = BTreeMap::new();
     let mut rest = body;

@@ -11,6 +11,7 @@ use super::framed::Framed;
 use crate::server::Shared;
 use bytes::BytesMut;
 use std::time::Duration;
+use tracing::warn;
 use turnout_control::Side;
 
 /// The longest a catch-up waits for each side's answer.
@@ -25,11 +26,21 @@ pub struct CatchUp {
     pub moved: Vec<(String, String)>,
     /// Sequences the promoted side does not have.
     pub missing: Vec<String>,
+    /// Why the other side's values could not be read, when the catch-up
+    /// went by the promoted side's own rows instead.
+    pub fallback: Option<String>,
 }
 
 impl CatchUp {
     /// A line for the flip's reply and the log.
     pub fn summary(&self, from: Side, to: Side) -> String {
+        if let Some(why) = &self.fallback {
+            return format!(
+                "sequences: {from} could not be read ({why}); {} of {to}'s {} column-owned sequence(s) moved past the largest id in their column",
+                self.moved.len(),
+                self.seen
+            );
+        }
         let mut s = format!(
             "sequences: {} read on {from}, {} moved on {to} past {from}'s values",
             self.seen,
@@ -44,24 +55,20 @@ impl CatchUp {
 
 /// Reads every sequence's value on `from` and moves the same-named
 /// sequences of `to` past it (never backwards). Runs while no transaction
-/// is open (inside a writes flip's barrier), so the values are final.
+/// is open (inside a writes flip's barrier), so the values are final. When
+/// `from` cannot be asked (a rollback because it failed), each sequence of
+/// `to` that a column owns is moved past the largest value in that column
+/// instead: the mirrored rows carry the ids `from` handed out.
 pub async fn catch_up(shared: &Shared, from: Side, to: Side) -> Result<CatchUp, String> {
-    let mut src = open(shared, from).await?;
-    let rows = run(
-        &mut src,
-        "SELECT format('%I.%I', schemaname, sequencename), last_value::text \
-         FROM pg_sequences WHERE last_value IS NOT NULL ORDER BY 1",
-        from,
-    )
-    .await?;
-    let _ = src.send(&codec::frame(b'X', &[])).await;
-    let values: Vec<(String, String)> = rows
-        .into_iter()
-        .filter_map(|r| match r.as_slice() {
-            [Some(name), Some(value)] => Some((name.clone(), value.clone())),
-            _ => None,
-        })
-        .collect();
+    let values = match read_values(shared, from).await {
+        Ok(v) => v,
+        Err(e) => {
+            warn!(side = %from, error = %e, "sequences cannot be read; {to}'s are moved past the ids in its own rows");
+            let mut done = from_own_rows(shared, to).await?;
+            done.fallback = Some(e);
+            return Ok(done);
+        }
+    };
     let mut done = CatchUp {
         seen: values.len(),
         ..CatchUp::default()
@@ -79,6 +86,77 @@ pub async fn catch_up(shared: &Shared, from: Side, to: Side) -> Result<CatchUp, 
             _ => {}
         }
     }
+    Ok(done)
+}
+
+async fn read_values(shared: &Shared, side: Side) -> Result<Vec<(String, String)>, String> {
+    let mut src = open(shared, side).await?;
+    let rows = run(
+        &mut src,
+        "SELECT format('%I.%I', schemaname, sequencename), last_value::text \
+         FROM pg_sequences WHERE last_value IS NOT NULL ORDER BY 1",
+        side,
+    )
+    .await?;
+    let _ = src.send(&codec::frame(b'X', &[])).await;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| match r.as_slice() {
+            [Some(name), Some(value)] => Some((name.clone(), value.clone())),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Moves each sequence of `side` owned by a column (serial, identity) past
+/// the largest value in that column.
+async fn from_own_rows(shared: &Shared, side: Side) -> Result<CatchUp, String> {
+    let mut conn = open(shared, side).await?;
+    let owned = run(
+        &mut conn,
+        "SELECT format('%I.%I', sn.nspname, s.relname), format('%I.%I', tn.nspname, t.relname), \
+                quote_ident(a.attname) \
+         FROM pg_class s \
+         JOIN pg_namespace sn ON sn.oid = s.relnamespace \
+         JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = s.oid \
+              AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') \
+         JOIN pg_class t ON t.oid = d.refobjid \
+         JOIN pg_namespace tn ON tn.oid = t.relnamespace \
+         JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid \
+         WHERE s.relkind = 'S' ORDER BY 1",
+        side,
+    )
+    .await?;
+    let parts: Vec<String> = owned
+        .iter()
+        .filter_map(|r| match r.as_slice() {
+            [Some(seq), Some(table), Some(column)] => Some(format!(
+                "SELECT {lit}::text AS name, (SELECT max({column})::bigint FROM {table}) AS v",
+                lit = literal(seq)
+            )),
+            _ => None,
+        })
+        .collect();
+    let mut done = CatchUp {
+        seen: parts.len(),
+        ..CatchUp::default()
+    };
+    if parts.is_empty() {
+        return Ok(done);
+    }
+    let sql = format!(
+        "SELECT m.name, setval(m.name::regclass, m.v)::text FROM ({}) AS m \
+         JOIN pg_sequences p ON format('%I.%I', p.schemaname, p.sequencename) = m.name \
+         WHERE m.v IS NOT NULL AND p.increment_by > 0 \
+           AND m.v > COALESCE(p.last_value, p.start_value - 1) ORDER BY 1",
+        parts.join(" UNION ALL ")
+    );
+    for r in run(&mut conn, &sql, side).await? {
+        if let [Some(name), Some(value)] = r.as_slice() {
+            done.moved.push((name.clone(), value.clone()));
+        }
+    }
+    let _ = conn.send(&codec::frame(b'X', &[])).await;
     Ok(done)
 }
 

@@ -67,6 +67,9 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
     let (backend, key) = match started {
         Ok(started) => started,
         Err(e) => {
+            if let SessionError::Backend(_) = &e {
+                shared.authority_failed(side);
+            }
             match &e {
                 SessionError::Io(_) => {
                     debug!(%peer, %user, error = %e, "client left during startup")

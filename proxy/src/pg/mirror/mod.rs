@@ -358,6 +358,7 @@ impl<'a> MirrorSession<'a> {
                             self.shared.in_transaction.insert(id, self.routing.epoch);
                         }
                         if let Err(e) = self.adopt_roles().await {
+                            self.shared.authority_failed(self.routing.phase.authority());
                             let msg = format!(
                                 "turnout: {} is the authority now and cannot be reached: {e}",
                                 self.routing.phase.authority()
@@ -417,6 +418,7 @@ impl<'a> MirrorSession<'a> {
                 Ok(()) => {}
                 Err(Stop::Client(e)) => break End::ClientGone(e.to_string()),
                 Err(Stop::Authority(e)) => {
+                    self.shared.authority_failed(self.auth_side());
                     let msg = format!(
                         "turnout: backend {} closed the connection unexpectedly: {e}",
                         self.auth_side()
@@ -725,6 +727,9 @@ impl<'a> MirrorSession<'a> {
                     if error.is_none() {
                         error = Some(error_message(&f));
                     }
+                    if codec::is_server_failure(f.body()) {
+                        self.shared.authority_failed(self.auth_side());
+                    }
                     self.queue(&f.raw);
                 }
                 b'G' => {
@@ -744,6 +749,13 @@ impl<'a> MirrorSession<'a> {
 
     async fn collect_authority(&mut self) -> Result<Collected, Stop> {
         let c = collect(&mut self.auth).await.map_err(Stop::Authority)?;
+        if c.error.is_some()
+            && c.frames
+                .iter()
+                .any(|f| f.tag == b'E' && codec::is_server_failure(f.body()))
+        {
+            self.shared.authority_failed(self.auth_side());
+        }
         self.note_status(c.status);
         Ok(c)
     }
