@@ -424,10 +424,13 @@ pub fn reload(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
     let result = turnout_config::load(ctx.config_path)
         .map_err(|e| format!("config not reloaded: {e}"))
         .and_then(|config| {
-            let users = crate::pg::auth::UserTable::from_config(&config.users)
+            let users = crate::server::users_for(&config)
+                .map_err(|e| format!("config not reloaded: {e}"))?;
+            let mysql_users = crate::server::mysql_users_for(&config)
                 .map_err(|e| format!("config not reloaded: {e}"))?;
             if !dry_run {
                 ctx.shared.users.store(Arc::new(users));
+                ctx.shared.mysql_users.store(Arc::new(mysql_users));
                 ctx.shared.classifier.set_rules(&config.mirror.rules);
                 ctx.shared.sampler.set_rate(config.sampling.rate)?;
                 ctx.controller.set_guards(guard_limits(&config.guards));

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod engine;
 pub mod flip;
 pub mod metrics;
+pub mod mysql;
 pub mod pg;
 pub mod server;
 pub mod stream;

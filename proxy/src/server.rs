@@ -12,7 +12,7 @@ use rand::Rng;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
@@ -36,8 +36,8 @@ pub enum ServerError {
     BackendTls { side: Side, source: TlsError },
     #[error(transparent)]
     Users(#[from] UserTableError),
-    #[error("protocol = \"mysql\" is not available yet in this build")]
-    ProtocolUnavailable,
+    #[error(transparent)]
+    MysqlUsers(#[from] crate::mysql::auth::UsersError),
     #[error("mirror.divergence_log: {0}")]
     DivergenceLog(#[from] DivergenceLogError),
     #[error("sampling.report: {0}")]
@@ -95,6 +95,13 @@ pub struct Shared {
     /// Shadow reads (`sampling.rate` may be 0, and changed live).
     pub sampler: Sampler,
     pub users: ArcSwap<UserTable>,
+    /// The wire protocol of this listener and its backends.
+    pub protocol: Protocol,
+    /// MySQL: the users' password hashes, the connection ids turnout gives
+    /// out, and the server version a backend last reported.
+    pub mysql_users: ArcSwap<crate::mysql::auth::Users>,
+    pub next_mysql_id: AtomicU32,
+    pub mysql_version: ArcSwap<Option<String>>,
     targets: [BackendTarget; 2],
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub tls_required: bool,
@@ -228,9 +235,6 @@ impl Server {
     /// Binds the listener and prepares TLS and credentials. Must run inside a
     /// tokio runtime.
     pub async fn bind(config: &Config, routing: Arc<RoutingState>) -> Result<Server, ServerError> {
-        if config.protocol != Protocol::Postgres {
-            return Err(ServerError::ProtocolUnavailable);
-        }
         let tls = match &config.listen.tls {
             Some(t) => Some(tls::server_config(&t.cert, &t.key).map_err(ServerError::ListenTls)?),
             None => None,
@@ -257,7 +261,11 @@ impl Server {
             authority_failures: [AtomicU64::new(0), AtomicU64::new(0)],
             connections: Arc::new(AtomicUsize::new(0)),
             async_pending: AtomicUsize::new(0),
-            users: ArcSwap::from_pointee(UserTable::from_config(&config.users)?),
+            users: ArcSwap::from_pointee(users_for(config)?),
+            protocol: config.protocol,
+            mysql_users: ArcSwap::from_pointee(mysql_users_for(config)?),
+            next_mysql_id: AtomicU32::new(1),
+            mysql_version: ArcSwap::from_pointee(None),
             targets: [target(Side::Old)?, target(Side::New)?],
             tls_required: config.listen.tls.as_ref().is_some_and(|t| t.required),
             tls,
@@ -373,7 +381,14 @@ impl Server {
             let shared = self.shared.clone();
             let active = self.active.clone();
             tokio::spawn(async move {
-                crate::pg::session::serve(shared, client, peer, over_limit).await;
+                match shared.protocol {
+                    Protocol::Postgres => {
+                        crate::pg::session::serve(shared, client, peer, over_limit).await
+                    }
+                    Protocol::Mysql => {
+                        crate::mysql::session::serve(shared, client, peer, over_limit).await
+                    }
+                }
                 active.fetch_sub(1, Ordering::Relaxed);
             });
         }
@@ -407,6 +422,24 @@ impl Server {
                 &format!("turnout stopped with {queued} statement(s) still queued for the mirror; they were not applied"),
             ));
         }
+    }
+}
+
+/// The PostgreSQL users' verifiers (none for a MySQL listener).
+pub fn users_for(config: &Config) -> Result<UserTable, UserTableError> {
+    match config.protocol {
+        Protocol::Postgres => UserTable::from_config(&config.users),
+        Protocol::Mysql => UserTable::from_config(&[]),
+    }
+}
+
+/// The MySQL users' password hashes (none for a PostgreSQL listener).
+pub fn mysql_users_for(
+    config: &Config,
+) -> Result<crate::mysql::auth::Users, crate::mysql::auth::UsersError> {
+    match config.protocol {
+        Protocol::Mysql => crate::mysql::auth::Users::from_config(&config.users),
+        Protocol::Postgres => Ok(crate::mysql::auth::Users::default()),
     }
 }
 

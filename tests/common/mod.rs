@@ -2,6 +2,8 @@
 //! config, and the real `turnout` binary in front of it.
 #![allow(dead_code)]
 
+pub mod mysql;
+
 use std::io::Read;
 use std::net::TcpStream;
 use std::path::PathBuf;

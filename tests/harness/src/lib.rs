@@ -2,9 +2,11 @@
 //! `bench/`: a PostgreSQL cluster made with initdb in a temporary folder, on a
 //! private port, with SCRAM password authentication, stopped and removed on drop.
 
+mod mariadb;
 mod pg;
 mod tempdir;
 
+pub use mariadb::MariaDbInstance;
 pub use pg::{as_server_user, give_to_server_user, PgInstance, PgOptions};
 pub use tempdir::TempDir;
 
@@ -12,7 +14,7 @@ use std::net::TcpListener;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
-    #[error("{0} not found: install the PostgreSQL server package (postgresql) or put it on PATH")]
+    #[error("{0} not found: install the PostgreSQL server package (postgresql) or MariaDB's (mariadb-server), or put it on PATH")]
     NotInstalled(String),
     #[error("{what} failed: {detail}")]
     Command { what: String, detail: String },

@@ -1,0 +1,141 @@
+//! Client authentication for the MySQL listener: `mysql_native_password`
+//! checked against the configured users.
+
+use sha1::{Digest, Sha1};
+use std::collections::HashMap;
+use turnout_config::User;
+
+/// What turnout keeps to check one user's password: SHA1(SHA1(password)),
+/// as MySQL's `mysql.user` stores it (`*` and 40 hex digits in the config,
+/// or derived from a plain-text password).
+#[derive(Clone)]
+pub struct Credential {
+    stage2: [u8; 20],
+}
+
+#[derive(Default)]
+pub struct Users {
+    by_name: HashMap<String, Credential>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("users[{index}].password: {message}")]
+pub struct UsersError {
+    pub index: usize,
+    pub message: String,
+}
+
+fn sha1(parts: &[&[u8]]) -> [u8; 20] {
+    let mut h = Sha1::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+impl Users {
+    pub fn from_config(users: &[User]) -> Result<Users, UsersError> {
+        let mut by_name = HashMap::new();
+        for (index, u) in users.iter().enumerate() {
+            let pw = u.password.expose();
+            let stage2 = match pw.strip_prefix('*') {
+                Some(hex) if hex.len() == 40 => {
+                    let mut out = [0u8; 20];
+                    for (i, chunk) in hex.as_bytes().chunks(2).enumerate() {
+                        let text = std::str::from_utf8(chunk).unwrap_or("zz");
+                        out[i] = u8::from_str_radix(text, 16).map_err(|_| UsersError {
+                            index,
+                            message: "a MySQL password hash is * and 40 hex digits".into(),
+                        })?;
+                    }
+                    out
+                }
+                _ if pw.starts_with("SCRAM-SHA-256$") || pw.starts_with("md5") && pw.len() == 35 => {
+                    return Err(UsersError {
+                        index,
+                        message: "a PostgreSQL verifier cannot check MySQL logins: give the password in plain text or as MySQL's *hash".into(),
+                    })
+                }
+                _ => sha1(&[&sha1(&[pw.as_bytes()])]),
+            };
+            by_name.insert(u.name.clone(), Credential { stage2 });
+        }
+        Ok(Users { by_name })
+    }
+
+    /// Checks a `mysql_native_password` answer to `nonce`. Unknown users and
+    /// wrong passwords are alike to the caller.
+    pub fn check_native(&self, user: &str, nonce: &[u8], answer: &[u8]) -> bool {
+        let Some(c) = self.by_name.get(user) else {
+            return false;
+        };
+        if answer.len() != 20 {
+            return false;
+        }
+        // answer = SHA1(pw) XOR SHA1(nonce, stage2); SHA1(SHA1(pw)) must be stage2.
+        let mask = sha1(&[nonce, &c.stage2]);
+        let mut stage1 = [0u8; 20];
+        for i in 0..20 {
+            stage1[i] = answer[i] ^ mask[i];
+        }
+        let candidate = sha1(&[&stage1]);
+        // Constant time.
+        candidate
+            .iter()
+            .zip(c.stage2.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+/// A fresh 20-byte nonce of printable characters, as MySQL servers send.
+pub fn nonce() -> [u8; 20] {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let mut out = [0u8; 20];
+    for b in &mut out {
+        *b = rng.gen_range(0x21..0x7F);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use turnout_config::{AuthMethod, Secret};
+
+    fn user(name: &str, pw: &str) -> User {
+        User {
+            name: name.into(),
+            password: Secret::new(pw.into()),
+            auth: AuthMethod::default(),
+        }
+    }
+
+    #[test]
+    fn native_answers_check_against_plain_and_hashed_passwords() {
+        let n = nonce();
+        let answer =
+            mysql_common::auth::plugins::mysql_native_password::scramble_native(&n, b"s3cret")
+                .unwrap();
+        // SELECT PASSWORD('s3cret')
+        let hash = format!(
+            "*{}",
+            sha1(&[&sha1(&[b"s3cret"])])
+                .iter()
+                .map(|b| format!("{b:02X}"))
+                .collect::<String>()
+        );
+        let users = Users::from_config(&[user("a", "s3cret"), user("b", &hash)]).unwrap();
+        assert!(users.check_native("a", &n, &answer));
+        assert!(users.check_native("b", &n, &answer));
+        assert!(!users.check_native("a", &nonce(), &answer));
+        assert!(!users.check_native("nobody", &n, &answer));
+        assert!(!users.check_native("a", &n, &answer[..19]));
+        assert!(
+            Users::from_config(&[user("c", "*XYZ")]).is_ok(),
+            "not a hash: a password"
+        );
+        assert!(Users::from_config(&[user("d", &format!("*{}", "G".repeat(40)))]).is_err());
+    }
+}

@@ -1,0 +1,160 @@
+//! MySQL packets: a 3-byte little-endian payload length, a sequence
+//! number, the payload. A payload of 0xFFFFFF bytes or more is split, and a
+//! packet of exactly 0xFFFFFF bytes says more follows.
+
+use crate::stream::Stream;
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The largest payload one packet carries.
+pub const MAX_PAYLOAD: usize = 0xFF_FFFF;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PacketError {
+    #[error("connection closed")]
+    Closed,
+    #[error("packet of {len} bytes is over the limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Packet framing over a stream, used while turnout itself talks MySQL
+/// (the handshake); afterwards the stream and the bytes read past the last
+/// packet go to the forwarding loop.
+pub struct Packets {
+    pub stream: Stream,
+    pub buf: BytesMut,
+    max: usize,
+}
+
+impl Packets {
+    pub fn new(stream: Stream, max: usize) -> Self {
+        Packets {
+            stream,
+            buf: BytesMut::with_capacity(1024),
+            max,
+        }
+    }
+
+    /// One logical packet (continuations joined): its last sequence number
+    /// and its payload.
+    pub async fn read(&mut self) -> Result<(u8, Vec<u8>), PacketError> {
+        let mut payload = Vec::new();
+        loop {
+            while self.buf.len() < 4 {
+                self.fill().await?;
+            }
+            let len = usize::from(self.buf[0])
+                | usize::from(self.buf[1]) << 8
+                | usize::from(self.buf[2]) << 16;
+            let seq = self.buf[3];
+            if payload.len() + len > self.max {
+                return Err(PacketError::TooLarge {
+                    len: payload.len() + len,
+                    max: self.max,
+                });
+            }
+            while self.buf.len() < 4 + len {
+                self.fill().await?;
+            }
+            self.buf.advance(4);
+            payload.extend_from_slice(&self.buf[..len]);
+            self.buf.advance(len);
+            if len < MAX_PAYLOAD {
+                return Ok((seq, payload));
+            }
+        }
+    }
+
+    async fn fill(&mut self) -> Result<(), PacketError> {
+        if self.stream.read_buf(&mut self.buf).await? == 0 {
+            return Err(PacketError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Writes `payload` as packets starting at sequence `seq`; returns the
+    /// next sequence number.
+    pub async fn write(&mut self, seq: u8, payload: &[u8]) -> Result<u8, PacketError> {
+        let out = encode(seq, payload);
+        self.stream.write_all(&out.0).await?;
+        self.stream.flush().await?;
+        Ok(out.1)
+    }
+}
+
+/// `payload` as packets from sequence `seq`, and the sequence after them.
+pub fn encode(mut seq: u8, payload: &[u8]) -> (Vec<u8>, u8) {
+    let mut out = Vec::with_capacity(payload.len() + 8);
+    let mut rest = payload;
+    loop {
+        let n = rest.len().min(MAX_PAYLOAD);
+        out.extend_from_slice(&[n as u8, (n >> 8) as u8, (n >> 16) as u8, seq]);
+        out.extend_from_slice(&rest[..n]);
+        seq = seq.wrapping_add(1);
+        rest = &rest[n..];
+        if n < MAX_PAYLOAD {
+            return (out, seq);
+        }
+    }
+}
+
+/// An ERR packet's payload (protocol 4.1).
+pub fn err_payload(code: u16, state: &str, message: &str) -> Vec<u8> {
+    let mut p = vec![0xFF];
+    p.extend_from_slice(&code.to_le_bytes());
+    p.push(b'#');
+    let mut state = state.as_bytes().to_vec();
+    state.resize(5, b'0');
+    p.extend_from_slice(&state);
+    p.extend_from_slice(message.as_bytes());
+    p
+}
+
+/// An OK packet's payload: nothing affected, autocommit on.
+pub fn ok_payload() -> Vec<u8> {
+    vec![0x00, 0, 0, 0x02, 0x00, 0, 0]
+}
+
+/// The message of an ERR packet's payload: `message (code, state)`.
+pub fn err_text(payload: &[u8]) -> String {
+    if payload.len() < 3 || payload[0] != 0xFF {
+        return "malformed error packet".into();
+    }
+    let code = u16::from_le_bytes([payload[1], payload[2]]);
+    let rest = &payload[3..];
+    let (state, message) = match rest.split_first() {
+        Some((b'#', tail)) if tail.len() >= 5 => {
+            (String::from_utf8_lossy(&tail[..5]).into_owned(), &tail[5..])
+        }
+        _ => (String::new(), rest),
+    };
+    format!("{} ({code}, {state})", String::from_utf8_lossy(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn big_payloads_split_and_errors_read_back() {
+        let (out, next) = encode(3, &vec![7u8; MAX_PAYLOAD + 10]);
+        assert_eq!(next, 5);
+        assert_eq!(out.len(), MAX_PAYLOAD + 10 + 8);
+        assert_eq!(&out[..4], &[0xFF, 0xFF, 0xFF, 3]);
+        let (exact, next) = encode(0, &vec![1u8; MAX_PAYLOAD]);
+        assert_eq!(next, 2, "an exact multiple ends with an empty packet");
+        assert_eq!(&exact[exact.len() - 4..], &[0, 0, 0, 1]);
+        let e = err_payload(1045, "28000", "Access denied");
+        assert_eq!(err_text(&e), "Access denied (1045, 28000)");
+    }
+
+    proptest! {
+        #[test]
+        fn err_text_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = err_text(&bytes);
+        }
+    }
+}

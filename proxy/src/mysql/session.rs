@@ -1,0 +1,293 @@
+//! One client session of the MySQL adapter: turnout's own handshake with
+//! the client (its connection id, its nonce, the configured users), a
+//! handshake with the backend as the configured backend user, then the
+//! session's bytes forwarded both ways.
+
+use super::auth;
+use super::packet::{err_payload, err_text, ok_payload, PacketError, Packets};
+use crate::pg::backend::{open_stream, BackendTarget};
+use crate::server::Shared;
+use crate::stream::Stream;
+use mysql_common::auth::plugins::mysql_native_password::scramble_native;
+use mysql_common::constants::{CapabilityFlags, StatusFlags};
+use mysql_common::io::ParseBuf;
+use mysql_common::packets::{AuthPlugin, AuthSwitchRequest, HandshakePacket, HandshakeResponse};
+use mysql_common::proto::MySerialize;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tracing::{debug, info, warn};
+
+/// What turnout offers clients. Each is something every MySQL and MariaDB
+/// server supports, so the session's bytes mean the same on both legs.
+/// Not offered: compression, LOCAL INFILE, deprecated EOF, session
+/// tracking, query attributes.
+fn offered() -> CapabilityFlags {
+    CapabilityFlags::CLIENT_LONG_PASSWORD
+        | CapabilityFlags::CLIENT_FOUND_ROWS
+        | CapabilityFlags::CLIENT_LONG_FLAG
+        | CapabilityFlags::CLIENT_CONNECT_WITH_DB
+        | CapabilityFlags::CLIENT_NO_SCHEMA
+        | CapabilityFlags::CLIENT_ODBC
+        | CapabilityFlags::CLIENT_IGNORE_SPACE
+        | CapabilityFlags::CLIENT_PROTOCOL_41
+        | CapabilityFlags::CLIENT_INTERACTIVE
+        | CapabilityFlags::CLIENT_IGNORE_SIGPIPE
+        | CapabilityFlags::CLIENT_TRANSACTIONS
+        | CapabilityFlags::CLIENT_SECURE_CONNECTION
+        | CapabilityFlags::CLIENT_MULTI_STATEMENTS
+        | CapabilityFlags::CLIENT_MULTI_RESULTS
+        | CapabilityFlags::CLIENT_PS_MULTI_RESULTS
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH
+        | CapabilityFlags::CLIENT_CONNECT_ATTRS
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+}
+
+/// utf8mb4_general_ci
+const COLLATION: u8 = 45;
+const NATIVE: &[u8] = b"mysql_native_password";
+/// Reported until a backend has told its own version.
+const DEFAULT_VERSION: &str = "5.5.5-10.11.0-MariaDB-turnout";
+
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    /// Told to the client as an ERR packet: code, SQL state, message.
+    #[error("{2}")]
+    Client(u16, &'static str, String),
+    #[error("client: {0}")]
+    ClientIo(PacketError),
+}
+
+/// Serves one accepted MySQL connection to its end.
+pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit: bool) {
+    let id = shared.next_mysql_id.fetch_add(1, Ordering::Relaxed);
+    let mut client = Packets::new(client, shared.max_message);
+    if over_limit {
+        let e = err_payload(
+            1040,
+            "08004",
+            "Too many connections (limits.max_client_connections)",
+        );
+        let _ = client.write(0, &e).await;
+        return;
+    }
+    let started = tokio::time::timeout(shared.auth_timeout, start(&shared, &mut client, id)).await;
+    let (seq, backend) = match started {
+        Ok(Ok(s)) => s,
+        Ok(Err(StartError::ClientIo(e))) => {
+            debug!(%peer, error = %e, "client left during the handshake");
+            return;
+        }
+        Ok(Err(StartError::Client(code, state, msg))) => {
+            warn!(%peer, %msg, "session refused");
+            let _ = client.write(2, &err_payload(code, state, &msg)).await;
+            return;
+        }
+        Err(_) => {
+            debug!(%peer, "client did not finish the handshake in time");
+            return;
+        }
+    };
+    if client.write(seq, &ok_payload()).await.is_err() {
+        return;
+    }
+    debug!(%peer, id, "mysql session started");
+    let Packets {
+        stream: mut client_stream,
+        buf: early,
+        ..
+    } = client;
+    let Packets {
+        stream: mut backend_stream,
+        buf: backend_early,
+        ..
+    } = backend;
+    if !early.is_empty() && backend_stream.write_all(&early).await.is_err() {
+        return;
+    }
+    if !backend_early.is_empty() && client_stream.write_all(&backend_early).await.is_err() {
+        return;
+    }
+    match tokio::io::copy_bidirectional(&mut client_stream, &mut backend_stream).await {
+        Ok(_) => debug!(%peer, id, "mysql session ended"),
+        Err(e) => debug!(%peer, id, error = %e, "mysql session ended"),
+    }
+}
+
+/// The handshake with the client, then with the backend. Returns the
+/// sequence number of the client's OK packet and the backend connection.
+async fn start(
+    shared: &Shared,
+    client: &mut Packets,
+    id: u32,
+) -> Result<(u8, Packets), StartError> {
+    let nonce = auth::nonce();
+    let version: String =
+        Option::clone(&shared.mysql_version.load()).unwrap_or_else(|| DEFAULT_VERSION.to_string());
+    let mut scramble_2 = nonce[8..].to_vec();
+    scramble_2.push(0);
+    let hello = HandshakePacket::new(
+        10,
+        version.into_bytes(),
+        id,
+        nonce[..8].try_into().unwrap_or_default(),
+        Some(scramble_2),
+        offered(),
+        COLLATION,
+        StatusFlags::SERVER_STATUS_AUTOCOMMIT,
+        Some(NATIVE),
+    );
+    let mut out = Vec::new();
+    hello.serialize(&mut out);
+    client.write(0, &out).await.map_err(StartError::ClientIo)?;
+    let (seq, payload) = client.read().await.map_err(StartError::ClientIo)?;
+    let response: HandshakeResponse<'_> = ParseBuf(&payload).parse(()).map_err(|e| {
+        StartError::Client(
+            1043,
+            "08S01",
+            format!("turnout: bad handshake response: {e}"),
+        )
+    })?;
+    let caps = response.capabilities();
+    if caps.contains(CapabilityFlags::CLIENT_SSL) {
+        return Err(StartError::Client(
+            1043,
+            "08S01",
+            "turnout: TLS is not configured on this listener".into(),
+        ));
+    }
+    if !caps.contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
+        return Err(StartError::Client(
+            1043,
+            "08S01",
+            "turnout: clients older than protocol 4.1 are not supported".into(),
+        ));
+    }
+    let user = String::from_utf8_lossy(response.user()).into_owned();
+    let db = response
+        .db_name()
+        .map(|d| String::from_utf8_lossy(d).into_owned());
+    let plugin = response.auth_plugin().map(|p| p.as_bytes().to_vec());
+    let mut seq = seq.wrapping_add(1);
+    let answer = if plugin.as_deref().unwrap_or(NATIVE) == NATIVE {
+        response.scramble_buf().to_vec()
+    } else {
+        // Another method asked for: switch to the one turnout checks.
+        let mut switch = Vec::new();
+        AuthSwitchRequest::new(NATIVE, nonce.to_vec()).serialize(&mut switch);
+        client
+            .write(seq, &switch)
+            .await
+            .map_err(StartError::ClientIo)?;
+        let (s, data) = client.read().await.map_err(StartError::ClientIo)?;
+        seq = s.wrapping_add(1);
+        data
+    };
+    if !shared
+        .mysql_users
+        .load()
+        .check_native(&user, &nonce, &answer)
+    {
+        return Err(StartError::Client(
+            1045,
+            "28000",
+            format!("Access denied for user '{user}' (turnout: wrong user or password)"),
+        ));
+    }
+    let authority = shared.routing.snapshot().phase.authority();
+    let target = shared.target(authority);
+    let backend = connect(shared, target, caps, response.collation(), db.as_deref())
+        .await
+        .map_err(|e| {
+            StartError::Client(
+                2013,
+                "HY000",
+                format!("turnout: backend {authority} ({}): {e}", target.address()),
+            )
+        })?;
+    info!(%user, id, side = %authority, "mysql client authenticated");
+    Ok((seq, backend))
+}
+
+/// Connects and authenticates to a MySQL backend as its configured user,
+/// with the capabilities the client and the backend share.
+async fn connect(
+    shared: &Shared,
+    target: &BackendTarget,
+    client_caps: CapabilityFlags,
+    collation: u8,
+    db: Option<&str>,
+) -> Result<Packets, String> {
+    let work = async {
+        let stream = open_stream(target).await.map_err(|e| e.to_string())?;
+        let mut b = Packets::new(stream, 1 << 24);
+        let (_, payload) = b.read().await.map_err(|e| e.to_string())?;
+        if payload.first() == Some(&0xFF) {
+            return Err(err_text(&payload));
+        }
+        let hello: HandshakePacket<'_> = ParseBuf(&payload)
+            .parse(())
+            .map_err(|e| format!("bad handshake: {e}"))?;
+        let version = String::from_utf8_lossy(hello.server_version_ref()).into_owned();
+        if shared.mysql_version.load().as_deref() != Some(&version) {
+            shared.mysql_version.store(Arc::new(Some(version)));
+        }
+        let caps = client_caps & offered() & hello.capabilities();
+        let nonce = hello.nonce();
+        let password = target.password.expose().as_bytes();
+        let scrambled = scramble_native(&nonce, password).map(|s| s.to_vec());
+        let response = HandshakeResponse::new(
+            scrambled,
+            (10, 11, 0),
+            Some(target.user.as_bytes()),
+            Some(db.unwrap_or(&target.database).as_bytes()),
+            Some(AuthPlugin::MysqlNativePassword),
+            caps,
+            None,
+            1 << 24,
+        );
+        let mut out = Vec::new();
+        response.serialize(&mut out);
+        // The client's character set, not the default.
+        if out.len() > 8 {
+            out[8] = collation;
+        }
+        let mut seq = b.write(1, &out).await.map_err(|e| e.to_string())?;
+        loop {
+            let (s, reply) = b.read().await.map_err(|e| e.to_string())?;
+            match reply.first() {
+                Some(0x00) => return Ok(b),
+                Some(0xFF) => return Err(err_text(&reply)),
+                Some(0xFE) => {
+                    let switch: AuthSwitchRequest<'_> = ParseBuf(&reply)
+                        .parse(())
+                        .map_err(|e| format!("bad auth switch request: {e}"))?;
+                    if switch.auth_plugin().as_bytes() != NATIVE {
+                        return Err(format!(
+                            "the backend asks for {}; turnout authenticates to backends with mysql_native_password",
+                            String::from_utf8_lossy(switch.auth_plugin().as_bytes())
+                        ));
+                    }
+                    let data = switch.plugin_data();
+                    let data = data.strip_suffix(&[0]).unwrap_or(data);
+                    let answer = scramble_native(data, password)
+                        .map(|s| s.to_vec())
+                        .unwrap_or_default();
+                    seq = b
+                        .write(s.wrapping_add(1), &answer)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                _ => {
+                    return Err(format!(
+                        "unexpected answer to authentication (packet {seq})"
+                    ))
+                }
+            }
+        }
+    };
+    tokio::time::timeout(target.connect_timeout.max(Duration::from_millis(1)), work)
+        .await
+        .map_err(|_| format!("no answer within {} ms", target.connect_timeout.as_millis()))?
+}

@@ -1,0 +1,103 @@
+//! Set-up for the MySQL end-to-end tests: throwaway MariaDB servers for
+//! `old` (and `new`), a config with `protocol = "mysql"`, and the real
+//! `turnout` binary in front.
+
+use super::{spawn_proxy, Proxy};
+use std::process::{Command, Output};
+use turnout_harness::{free_port, MariaDbInstance, TempDir};
+
+pub const MY_PASSWORD: &str = "my-app-pw";
+
+pub struct MySetup {
+    pub old: MariaDbInstance,
+    pub new: MariaDbInstance,
+    pub proxy: Proxy,
+    pub dir: TempDir,
+}
+
+impl MySetup {
+    /// Two MariaDB servers with database `app` (user `app`), and turnout
+    /// in `phase` with `extra` config appended.
+    pub fn start(phase: &str, extra: &str) -> MySetup {
+        let dir = TempDir::new("turnout-mytest").expect("temp dir");
+        let old = MariaDbInstance::start().expect("start MariaDB (old)");
+        let new = MariaDbInstance::start().expect("start MariaDB (new)");
+        for m in [&old, &new] {
+            m.create_database("app", "app", "backend-pw")
+                .expect("create database");
+        }
+        let port = free_port().expect("free port");
+        let config = format!(
+            r#"
+protocol = "mysql"
+
+[listen]
+address = "127.0.0.1:{port}"
+
+[backends.old]
+host = "127.0.0.1"
+port = {old_port}
+database = "app"
+user = "app"
+password = "backend-pw"
+
+[backends.new]
+host = "127.0.0.1"
+port = {new_port}
+database = "app"
+user = "app"
+password = "backend-pw"
+
+[[users]]
+name = "app"
+password = "{MY_PASSWORD}"
+
+[state]
+initial_phase = "{phase}"
+
+[limits]
+auth_timeout_ms = 3000
+
+[log]
+level = "debug"
+
+{extra}
+"#,
+            old_port = old.port,
+            new_port = new.port,
+        );
+        let config_path = dir.path().join("turnout.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let proxy = spawn_proxy(&config_path, dir.path().join("turnout.log"), port);
+        MySetup {
+            old,
+            new,
+            proxy,
+            dir,
+        }
+    }
+
+    /// Runs `sql` with the `mariadb` client through turnout as `user`.
+    pub fn mariadb(&self, user: &str, password: &str, sql: &str, extra: &[&str]) -> Output {
+        Command::new("mariadb")
+            .arg("--no-defaults")
+            .args(["-h", "127.0.0.1", "-P", &self.proxy.port.to_string()])
+            .args(["-u", user, "-D", "app", "-N", "-B"])
+            .arg(format!("--password={password}"))
+            .args(extra)
+            .args(["-e", sql])
+            .output()
+            .expect("run mariadb")
+    }
+
+    /// Runs `sql` through turnout as `app`; asserts it worked; its output.
+    pub fn sql_ok(&self, sql: &str) -> String {
+        let out = self.mariadb("app", MY_PASSWORD, sql, &[]);
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}

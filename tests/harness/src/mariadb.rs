@@ -1,0 +1,275 @@
+//! A throwaway MariaDB server: mariadb-install-db into a temp dir, mariadbd
+//! on a private port with password authentication, killed and removed on drop.
+
+use crate::{free_port, HarnessError, TempDir};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running MariaDB server in a temp dir, on its own port.
+pub struct MariaDbInstance {
+    pub port: u16,
+    pub root_password: String,
+    dir: TempDir,
+    owner: Option<(u32, u32)>,
+    child: Option<Child>,
+}
+
+/// Under root, the server runs as `mysql` (mariadbd refuses root unless told).
+fn server_owner() -> Result<Option<(u32, u32)>, HarnessError> {
+    if std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap_or(1)
+        != 0
+    {
+        return Ok(None);
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd")?;
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&"mysql") && f.len() > 3)
+        .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+        .map(Some)
+        .ok_or_else(|| HarnessError::Command {
+            what: "running MariaDB as root".into(),
+            detail: "no `mysql` system user to run the server as".into(),
+        })
+}
+
+fn check(what: &str, out: std::io::Result<Output>) -> Result<Output, HarnessError> {
+    let out = out?;
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(HarnessError::Command {
+            what: what.to_string(),
+            detail: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        })
+    }
+}
+
+fn find(program: &str) -> Result<PathBuf, HarnessError> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|p| p.join(program))
+        .find(|p| p.is_file())
+        .ok_or_else(|| HarnessError::NotInstalled(program.into()))
+}
+
+impl MariaDbInstance {
+    /// Installs the system tables and starts the server. A few seconds.
+    pub fn start() -> Result<MariaDbInstance, HarnessError> {
+        let owner = server_owner()?;
+        let dir = TempDir::new("turnout-mariadb")?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
+        }
+        let mut inst = MariaDbInstance {
+            port: 0,
+            root_password: "root-pw".into(),
+            dir,
+            owner,
+            child: None,
+        };
+        let mut install = Command::new(find("mariadb-install-db")?);
+        install
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", inst.data_dir().display()))
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+            .arg("--skip-name-resolve");
+        if owner.is_some() {
+            install.arg("--user=mysql");
+        }
+        check("mariadb-install-db", install.output())?;
+        let mut last = None;
+        for _ in 0..5 {
+            inst.port = free_port()?;
+            match inst.launch() {
+                Ok(()) => {
+                    inst.sql_on_socket(
+                        &format!(
+                            "ALTER USER root@localhost IDENTIFIED BY '{}'; \
+                         CREATE OR REPLACE USER root@'127.0.0.1' IDENTIFIED BY '{}'; \
+                         GRANT ALL ON *.* TO root@'127.0.0.1' WITH GRANT OPTION",
+                            inst.root_password, inst.root_password
+                        ),
+                        false,
+                    )?;
+                    return Ok(inst);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| HarnessError::Command {
+            what: "mariadbd".into(),
+            detail: "no attempt made".into(),
+        }))
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("mariadb.sock")
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.path().join("error.log")
+    }
+
+    /// Starts mariadbd and waits until it answers on its socket.
+    fn launch(&mut self) -> Result<(), HarnessError> {
+        let mut cmd = Command::new(find("mariadbd")?);
+        cmd.arg("--no-defaults")
+            .arg(format!("--datadir={}", self.data_dir().display()))
+            .arg(format!("--port={}", self.port))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--socket={}", self.socket().display()))
+            .arg(format!(
+                "--pid-file={}",
+                self.dir.path().join("mariadb.pid").display()
+            ))
+            .arg(format!("--log-error={}", self.log_file().display()))
+            .args([
+                "--skip-name-resolve",
+                "--innodb-buffer-pool-size=64M",
+                "--innodb-flush-log-at-trx-commit=0",
+                "--innodb-doublewrite=0",
+                "--skip-log-bin",
+                "--max-connections=200",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some((uid, gid)) = self.owner {
+            cmd.arg("--user=mysql").uid(uid).gid(gid);
+        }
+        let mut child = cmd.spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Err(HarnessError::Command {
+                    what: "mariadbd".into(),
+                    detail: format!(
+                        "exited with {status}\n{}",
+                        std::fs::read_to_string(self.log_file()).unwrap_or_default()
+                    ),
+                });
+            }
+            if self.sql_on_socket("SELECT 1", false).is_ok()
+                || self.sql_on_socket("SELECT 1", true).is_ok()
+            {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(HarnessError::Command {
+                    what: "mariadbd".into(),
+                    detail: "did not answer within 60 s".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs SQL as root over the Unix socket (before a password is set,
+    /// and as the superuser's back door).
+    fn sql_on_socket(&self, sql: &str, with_password: bool) -> Result<String, HarnessError> {
+        let mut c = Command::new("mariadb");
+        c.arg("--no-defaults")
+            .arg(format!("--socket={}", self.socket().display()))
+            .args(["-u", "root", "-N", "-B", "-e", sql]);
+        if with_password {
+            c.arg(format!("--password={}", self.root_password));
+        }
+        check(&format!("mariadb {sql:?}"), c.output())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_string())
+    }
+
+    /// Runs SQL as root over TCP; returns stdout (tab-separated, no headers).
+    pub fn sql(&self, database: &str, sql: &str) -> Result<String, HarnessError> {
+        let out = Command::new("mariadb")
+            .arg("--no-defaults")
+            .args(["-h", "127.0.0.1", "-P", &self.port.to_string()])
+            .args(["-u", "root", "-N", "-B", "-D", database, "-e", sql])
+            .arg(format!("--password={}", self.root_password))
+            .output();
+        check(&format!("mariadb {sql:?}"), out)
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_string())
+    }
+
+    /// Creates a database and a user (`mysql_native_password`, or the
+    /// `plugin` given) with every right on it.
+    pub fn create_database(
+        &self,
+        database: &str,
+        user: &str,
+        password: &str,
+    ) -> Result<(), HarnessError> {
+        self.sql(
+            "mysql",
+            &format!(
+                "CREATE DATABASE `{database}`; \
+                 CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY '{password}'; \
+                 GRANT ALL ON `{database}`.* TO '{user}'@'%'"
+            ),
+        )?;
+        Ok(())
+    }
+
+    /// Kills the server at once, as a crash would.
+    pub fn kill(&mut self) -> Result<(), HarnessError> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// The folder holding this instance's files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for MariaDbInstance {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throwaway_server_starts_and_takes_password_logins() {
+        let m = MariaDbInstance::start().unwrap();
+        m.create_database("app", "app", "app-pw").unwrap();
+        let out = Command::new("mariadb")
+            .arg("--no-defaults")
+            .args(["-h", "127.0.0.1", "-P", &m.port.to_string()])
+            .args(["-u", "app", "--password=app-pw", "-N", "-B", "-D", "app"])
+            .args(["-e", "SELECT 40 + 2"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+    }
+}

@@ -1,0 +1,51 @@
+//! The MySQL listener against real MariaDB with the `mariadb` client:
+//! turnout's own handshake and users, backend authentication, forwarding.
+
+mod common;
+
+use common::mysql::*;
+use common::stderr;
+
+#[test]
+fn the_mariadb_client_works_through_turnout_and_bad_logins_are_refused() {
+    let s = MySetup::start("passthrough", "");
+    assert_eq!(s.sql_ok("SELECT 40 + 2"), "42");
+    s.sql_ok("CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(20))");
+    s.sql_ok("INSERT INTO t (v) VALUES ('a'), ('b')");
+    assert_eq!(s.sql_ok("SELECT GROUP_CONCAT(v ORDER BY id) FROM t"), "a,b");
+    // The rows are on old.
+    assert_eq!(s.old.sql("app", "SELECT COUNT(*) FROM t").unwrap(), "2");
+    // Errors come back as the server sent them.
+    let out = s.mariadb("app", MY_PASSWORD, "SELECT * FROM nope", &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("ERROR 1146 (42S02)") && stderr(&out).contains("nope"),
+        "{}",
+        stderr(&out)
+    );
+    // Several statements in one call, and the session's database.
+    assert_eq!(
+        s.sql_ok("SET @x = 20; SELECT @x + 1; SELECT DATABASE()"),
+        "21\napp"
+    );
+    for (user, password) in [("app", "wrong"), ("nobody", MY_PASSWORD)] {
+        let out = s.mariadb(user, password, "SELECT 1", &[]);
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("ERROR 1045 (28000)") && stderr(&out).contains("Access denied"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    // Garbage instead of a handshake response: refused, turnout goes on.
+    use std::io::{Read, Write};
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", s.proxy.port)).unwrap();
+    let mut hello = [0u8; 256];
+    let _ = raw.read(&mut hello).unwrap();
+    raw.write_all(&[5, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef, 0x00])
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = raw.read_to_end(&mut answer);
+    assert!(answer.get(4) == Some(&0xFF), "an ERR packet: {answer:?}");
+    assert_eq!(s.sql_ok("SELECT 'still here'"), "still here");
+}
