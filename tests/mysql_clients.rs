@@ -49,3 +49,70 @@ fn the_mariadb_client_works_through_turnout_and_bad_logins_are_refused() {
     assert!(answer.get(4) == Some(&0xFF), "an ERR packet: {answer:?}");
     assert_eq!(s.sql_ok("SELECT 'still here'"), "still here");
 }
+
+const SHA2_USER: &str =
+    "[[users]]\nname = \"sha2user\"\npassword = \"sha2-pw\"\nauth = \"caching_sha2_password\"\n";
+
+#[test]
+fn caching_sha2_password_and_tls_for_clients() {
+    let s = MySetup::start_with("passthrough", SHA2_USER, Some(false));
+    let crt = s.dir.path().join("tls.crt");
+    // TLS, verified against turnout's certificate.
+    let out = s.mariadb(
+        "app",
+        MY_PASSWORD,
+        "status",
+        &[
+            &format!("--ssl-ca={}", crt.display()),
+            "--ssl-verify-server-cert",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stderr(&out),
+        s.proxy.log_text()
+    );
+    let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(status.contains("Cipher in use is TLS"), "{status}");
+    // caching_sha2_password, asked for by the client or switched to by
+    // turnout, with and without TLS.
+    for extra in [
+        vec!["--default-auth=caching_sha2_password"],
+        vec![],
+        vec!["--ssl"],
+    ] {
+        let out = s.mariadb("sha2user", "sha2-pw", "SELECT CURRENT_USER()", &extra);
+        assert!(
+            out.status.success(),
+            "{extra:?}: {}\n{}",
+            stderr(&out),
+            s.proxy.log_text()
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "app@%");
+        let out = s.mariadb("sha2user", "wrong", "SELECT 1", &extra);
+        assert!(
+            stderr(&out).contains("ERROR 1045 (28000)"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let log = s.proxy.log_text();
+    let sha2_logins = log
+        .lines()
+        .filter(|l| l.contains("mysql client authenticated") && l.contains("caching_sha2_password"))
+        .count();
+    assert_eq!(sha2_logins, 3, "{log}");
+
+    // With TLS required, a plain client is turned away clearly.
+    let s = MySetup::start_with("passthrough", "", Some(true));
+    let out = s.mariadb("app", MY_PASSWORD, "SELECT 1", &["--skip-ssl"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("3159") && stderr(&out).contains("insecure transport"),
+        "{}",
+        stderr(&out)
+    );
+    let out = s.mariadb("app", MY_PASSWORD, "SELECT 1", &["--ssl"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -128,3 +128,25 @@ fn mirror_rules_and_policies_parse_and_are_checked() {
         "{err}"
     );
 }
+
+#[test]
+fn auth_methods_must_suit_the_protocol() {
+    let mysql = format!("protocol = \"mysql\"\n{GOOD}");
+    assert!(parse(&mysql, "t.toml").is_ok());
+    let text = format!("{mysql}auth = \"md5\"\n");
+    let err = parse(&text, "t.toml").unwrap_err().to_string();
+    assert!(
+        err.contains("users[0].auth") && err.contains("PostgreSQL method"),
+        "{err}"
+    );
+    let text = format!("{GOOD}auth = \"caching_sha2_password\"\n");
+    let err = parse(&text, "t.toml").unwrap_err().to_string();
+    assert!(
+        err.contains("users[0].auth") && err.contains("are for protocol"),
+        "{err}"
+    );
+    let text = mysql.replace("\"apppw\"", &format!("\"*{}\"", "A".repeat(40)))
+        + "auth = \"caching_sha2_password\"\n";
+    let err = parse(&text, "t.toml").unwrap_err().to_string();
+    assert!(err.contains("needs the plain password"), "{err}");
+}

@@ -167,6 +167,12 @@ pub enum AuthMethod {
     #[serde(rename = "scram-sha-256")]
     ScramSha256,
     Md5,
+    /// MySQL listener: ask the client for this plugin.
+    #[serde(rename = "mysql_native_password")]
+    MysqlNativePassword,
+    /// MySQL listener: ask the client for this plugin (fast path).
+    #[serde(rename = "caching_sha2_password")]
+    CachingSha2Password,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,4 +1,4 @@
-use crate::{AuthMethod, Backend, BackendTlsMode, Config, MirrorErrorPolicy, MirrorMode};
+use crate::{AuthMethod, Backend, BackendTlsMode, Config, MirrorErrorPolicy, MirrorMode, Protocol};
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
@@ -132,7 +132,33 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
                 "md5 authentication needs the plain password or an md5 hash, not a SCRAM verifier",
             );
         }
-        if user.auth == AuthMethod::ScramSha256 && is_md5_hash(pw) {
+        let mysql_method = matches!(
+            user.auth,
+            AuthMethod::MysqlNativePassword | AuthMethod::CachingSha2Password
+        );
+        match config.protocol {
+            Protocol::Postgres if mysql_method => c.push(
+                format!("{key}.auth"),
+                "mysql_native_password and caching_sha2_password are for protocol = \"mysql\"; PostgreSQL takes scram-sha-256 or md5",
+            ),
+            Protocol::Mysql if user.auth == AuthMethod::Md5 => c.push(
+                format!("{key}.auth"),
+                "md5 is a PostgreSQL method; protocol = \"mysql\" takes mysql_native_password or caching_sha2_password",
+            ),
+            Protocol::Mysql
+                if user.auth == AuthMethod::CachingSha2Password && pw.starts_with('*') && pw.len() == 41 =>
+            {
+                c.push(
+                    format!("{key}.password"),
+                    "caching_sha2_password needs the plain password, not a mysql_native_password hash",
+                )
+            }
+            _ => {}
+        }
+        if config.protocol == Protocol::Postgres
+            && user.auth == AuthMethod::ScramSha256
+            && is_md5_hash(pw)
+        {
             c.push(
                 format!("{key}.password"),
                 "scram-sha-256 authentication needs the plain password or a SCRAM verifier, not an md5 hash",

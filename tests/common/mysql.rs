@@ -4,7 +4,7 @@
 
 use super::{spawn_proxy, Proxy};
 use std::process::{Command, Output};
-use turnout_harness::{free_port, MariaDbInstance, TempDir};
+use turnout_harness::{free_port, self_signed_cert, MariaDbInstance, TempDir};
 
 pub const MY_PASSWORD: &str = "my-app-pw";
 
@@ -19,7 +19,23 @@ impl MySetup {
     /// Two MariaDB servers with database `app` (user `app`), and turnout
     /// in `phase` with `extra` config appended.
     pub fn start(phase: &str, extra: &str) -> MySetup {
+        Self::start_with(phase, extra, None)
+    }
+
+    /// [`MySetup::start`], with TLS for clients (`Some(required)`) from a
+    /// self-signed certificate (`dir/tls.crt`).
+    pub fn start_with(phase: &str, extra: &str, tls: Option<bool>) -> MySetup {
         let dir = TempDir::new("turnout-mytest").expect("temp dir");
+        let tls = tls
+            .map(|required| {
+                let (crt, key) = self_signed_cert(dir.path(), "tls").expect("certificate");
+                format!(
+                    "[listen.tls]\ncert = \"{}\"\nkey = \"{}\"\nrequired = {required}\n",
+                    crt.display(),
+                    key.display()
+                )
+            })
+            .unwrap_or_default();
         let old = MariaDbInstance::start().expect("start MariaDB (old)");
         let new = MariaDbInstance::start().expect("start MariaDB (new)");
         for m in [&old, &new] {
@@ -60,6 +76,8 @@ auth_timeout_ms = 3000
 
 [log]
 level = "debug"
+
+{tls}
 
 {extra}
 "#,

@@ -1,16 +1,50 @@
 //! Client authentication for the MySQL listener: `mysql_native_password`
-//! checked against the configured users.
+//! and `caching_sha2_password` (its fast path: turnout always holds the
+//! verifier, so no full authentication is ever needed) checked against the
+//! configured users.
 
 use sha1::{Digest, Sha1};
+use sha2::Sha256;
 use std::collections::HashMap;
-use turnout_config::User;
+use turnout_config::{AuthMethod, User};
+
+pub const NATIVE: &[u8] = b"mysql_native_password";
+pub const CACHING_SHA2: &[u8] = b"caching_sha2_password";
 
 /// What turnout keeps to check one user's password: SHA1(SHA1(password)),
-/// as MySQL's `mysql.user` stores it (`*` and 40 hex digits in the config,
-/// or derived from a plain-text password).
+/// as MySQL's `mysql.user` stores it for `mysql_native_password` (`*` and
+/// 40 hex digits in the config, or derived from a plain-text password),
+/// and SHA256(SHA256(password)) for `caching_sha2_password` (plain text
+/// only).
 #[derive(Clone)]
 pub struct Credential {
     stage2: [u8; 20],
+    sha2: Option<[u8; 32]>,
+    /// The plugin the user is asked for (`users.auth`), when set.
+    preferred: Option<&'static [u8]>,
+}
+
+impl Credential {
+    /// Whether turnout can check an answer made with `plugin`.
+    pub fn accepts(&self, plugin: &[u8]) -> bool {
+        match self.preferred {
+            Some(p) => p == plugin,
+            None => plugin == NATIVE || (plugin == CACHING_SHA2 && self.sha2.is_some()),
+        }
+    }
+
+    /// The plugin to switch a client to when its first answer will not do.
+    pub fn switch_to(&self) -> &'static [u8] {
+        self.preferred.unwrap_or(NATIVE)
+    }
+}
+
+fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
 }
 
 #[derive(Default)]
@@ -38,6 +72,7 @@ impl Users {
         let mut by_name = HashMap::new();
         for (index, u) in users.iter().enumerate() {
             let pw = u.password.expose();
+            let hashed = pw.starts_with('*') && pw.len() == 41;
             let stage2 = match pw.strip_prefix('*') {
                 Some(hex) if hex.len() == 40 => {
                     let mut out = [0u8; 20];
@@ -58,14 +93,66 @@ impl Users {
                 }
                 _ => sha1(&[&sha1(&[pw.as_bytes()])]),
             };
-            by_name.insert(u.name.clone(), Credential { stage2 });
+            let preferred = match u.auth {
+                AuthMethod::MysqlNativePassword => Some(NATIVE),
+                AuthMethod::CachingSha2Password => Some(CACHING_SHA2),
+                _ => None,
+            };
+            let sha2 = (!hashed).then(|| sha256(&[&sha256(&[pw.as_bytes()])]));
+            if preferred == Some(CACHING_SHA2) && sha2.is_none() {
+                return Err(UsersError {
+                    index,
+                    message: "caching_sha2_password needs the plain password".into(),
+                });
+            }
+            by_name.insert(
+                u.name.clone(),
+                Credential {
+                    stage2,
+                    sha2,
+                    preferred,
+                },
+            );
         }
         Ok(Users { by_name })
     }
 
-    /// Checks a `mysql_native_password` answer to `nonce`. Unknown users and
+    pub fn get(&self, user: &str) -> Option<&Credential> {
+        self.by_name.get(user)
+    }
+
+    /// Checks an answer to `nonce` made with `plugin`. Unknown users and
     /// wrong passwords are alike to the caller.
-    pub fn check_native(&self, user: &str, nonce: &[u8], answer: &[u8]) -> bool {
+    pub fn check(&self, user: &str, plugin: &[u8], nonce: &[u8], answer: &[u8]) -> bool {
+        match plugin {
+            NATIVE => self.check_native(user, nonce, answer),
+            CACHING_SHA2 => self.check_sha2(user, nonce, answer),
+            _ => false,
+        }
+    }
+
+    /// `caching_sha2_password`'s fast path: answer = SHA256(pw) XOR
+    /// SHA256(SHA256(SHA256(pw)), nonce); SHA256(SHA256(pw)) must match.
+    fn check_sha2(&self, user: &str, nonce: &[u8], answer: &[u8]) -> bool {
+        let Some(stored) = self.by_name.get(user).and_then(|c| c.sha2) else {
+            return false;
+        };
+        if answer.len() != 32 {
+            return false;
+        }
+        let mask = sha256(&[&stored, nonce]);
+        let mut stage1 = [0u8; 32];
+        for i in 0..32 {
+            stage1[i] = answer[i] ^ mask[i];
+        }
+        sha256(&[&stage1])
+            .iter()
+            .zip(stored.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+
+    fn check_native(&self, user: &str, nonce: &[u8], answer: &[u8]) -> bool {
         let Some(c) = self.by_name.get(user) else {
             return false;
         };
@@ -127,6 +214,15 @@ mod tests {
                 .collect::<String>()
         );
         let users = Users::from_config(&[user("a", "s3cret"), user("b", &hash)]).unwrap();
+        let sha2 =
+            mysql_common::auth::plugins::caching_sha2_password::scramble_sha256(&n, b"s3cret")
+                .unwrap();
+        assert!(users.check("a", CACHING_SHA2, &n, &sha2));
+        assert!(
+            !users.check("b", CACHING_SHA2, &n, &sha2),
+            "no SHA-256 verifier from a hash"
+        );
+        assert!(!users.check("a", b"dialog", &n, &answer));
         assert!(users.check_native("a", &n, &answer));
         assert!(users.check_native("b", &n, &answer));
         assert!(!users.check_native("a", &nonce(), &answer));

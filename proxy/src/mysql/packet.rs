@@ -67,6 +67,23 @@ impl Packets {
         }
     }
 
+    /// One packet, reading no byte past it: what may follow an SSLRequest
+    /// is the client's TLS handshake, which belongs to the TLS layer.
+    pub async fn read_unbuffered(&mut self) -> Result<(u8, Vec<u8>), PacketError> {
+        if !self.buf.is_empty() {
+            return self.read().await;
+        }
+        let mut head = [0u8; 4];
+        self.stream.read_exact(&mut head).await.map_err(eof)?;
+        let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
+        if len > self.max || len >= MAX_PAYLOAD {
+            return Err(PacketError::TooLarge { len, max: self.max });
+        }
+        let mut payload = vec![0u8; len];
+        self.stream.read_exact(&mut payload).await.map_err(eof)?;
+        Ok((head[3], payload))
+    }
+
     async fn fill(&mut self) -> Result<(), PacketError> {
         if self.stream.read_buf(&mut self.buf).await? == 0 {
             return Err(PacketError::Closed);
@@ -81,6 +98,14 @@ impl Packets {
         self.stream.write_all(&out.0).await?;
         self.stream.flush().await?;
         Ok(out.1)
+    }
+}
+
+fn eof(e: std::io::Error) -> PacketError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        PacketError::Closed
+    } else {
+        PacketError::Io(e)
     }
 }
 

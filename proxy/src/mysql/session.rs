@@ -46,7 +46,6 @@ fn offered() -> CapabilityFlags {
 
 /// utf8mb4_general_ci
 const COLLATION: u8 = 45;
-const NATIVE: &[u8] = b"mysql_native_password";
 /// Reported until a backend has told its own version.
 const DEFAULT_VERSION: &str = "5.5.5-10.11.0-MariaDB-turnout";
 
@@ -72,16 +71,21 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
         let _ = client.write(0, &e).await;
         return;
     }
-    let started = tokio::time::timeout(shared.auth_timeout, start(&shared, &mut client, id)).await;
-    let (seq, backend) = match started {
+    let opened = tokio::time::timeout(shared.auth_timeout, open(&shared, client, id)).await;
+    let (client, seq, backend) = match opened {
         Ok(Ok(s)) => s,
-        Ok(Err(StartError::ClientIo(e))) => {
-            debug!(%peer, error = %e, "client left during the handshake");
-            return;
-        }
-        Ok(Err(StartError::Client(code, state, msg))) => {
-            warn!(%peer, %msg, "session refused");
-            let _ = client.write(2, &err_payload(code, state, &msg)).await;
+        Ok(Err(Refused { client, seq, error })) => {
+            match error {
+                StartError::ClientIo(e) => {
+                    debug!(%peer, error = %e, "client left during the handshake")
+                }
+                StartError::Client(code, state, msg) => {
+                    warn!(%peer, %msg, "session refused");
+                    if let Some(mut c) = client {
+                        let _ = c.write(seq, &err_payload(code, state, &msg)).await;
+                    }
+                }
+            }
             return;
         }
         Err(_) => {
@@ -89,6 +93,11 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
             return;
         }
     };
+    forward(client, seq, backend, &peer, id).await;
+}
+
+/// After the handshakes: the client's OK, then bytes both ways.
+async fn forward(mut client: Packets, seq: u8, backend: Packets, peer: &str, id: u32) {
     if client.write(seq, &ok_payload()).await.is_err() {
         return;
     }
@@ -115,98 +124,208 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
     }
 }
 
-/// The handshake with the client, then with the backend. Returns the
-/// sequence number of the client's OK packet and the backend connection.
-async fn start(
+/// A handshake that failed: the client (when it can still be told), the
+/// sequence number for the ERR packet, and why.
+struct Refused {
+    client: Option<Packets>,
+    seq: u8,
+    error: StartError,
+}
+
+fn refused(client: Packets, seq: u8, error: StartError) -> Refused {
+    Refused {
+        client: Some(client),
+        seq,
+        error,
+    }
+}
+
+/// The handshake with the client (TLS when it asks, authentication), then
+/// with the backend. Returns the client, the sequence number of its OK
+/// packet, and the backend connection.
+async fn open(
     shared: &Shared,
-    client: &mut Packets,
+    mut client: Packets,
     id: u32,
-) -> Result<(u8, Packets), StartError> {
+) -> Result<(Packets, u8, Packets), Refused> {
     let nonce = auth::nonce();
     let version: String =
         Option::clone(&shared.mysql_version.load()).unwrap_or_else(|| DEFAULT_VERSION.to_string());
     let mut scramble_2 = nonce[8..].to_vec();
     scramble_2.push(0);
+    let mut caps = offered();
+    if shared.tls.is_some() && matches!(client.stream, Stream::Plain(_)) {
+        caps |= CapabilityFlags::CLIENT_SSL;
+    }
     let hello = HandshakePacket::new(
         10,
         version.into_bytes(),
         id,
         nonce[..8].try_into().unwrap_or_default(),
         Some(scramble_2),
-        offered(),
+        caps,
         COLLATION,
         StatusFlags::SERVER_STATUS_AUTOCOMMIT,
-        Some(NATIVE),
+        Some(auth::NATIVE),
     );
     let mut out = Vec::new();
     hello.serialize(&mut out);
-    client.write(0, &out).await.map_err(StartError::ClientIo)?;
-    let (seq, payload) = client.read().await.map_err(StartError::ClientIo)?;
-    let response: HandshakeResponse<'_> = ParseBuf(&payload).parse(()).map_err(|e| {
-        StartError::Client(
-            1043,
-            "08S01",
-            format!("turnout: bad handshake response: {e}"),
+    if let Err(e) = client.write(0, &out).await {
+        return Err(refused(client, 0, StartError::ClientIo(e)));
+    }
+    let (mut seq, mut payload) = match client.read_unbuffered().await {
+        Ok(p) => p,
+        Err(e) => return Err(refused(client, 0, StartError::ClientIo(e))),
+    };
+    // An SSLRequest: the first 32 bytes of a handshake response, with
+    // CLIENT_SSL, then the TLS handshake, then the full response.
+    let ssl = payload.len() == 32
+        && u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]])
+            & CapabilityFlags::CLIENT_SSL.bits()
+            != 0;
+    if ssl {
+        let max = shared.max_message;
+        let (
+            Some(tls),
+            Packets {
+                stream: Stream::Plain(tcp),
+                ..
+            },
+        ) = (shared.tls.clone(), client)
+        else {
+            return Err(Refused {
+                client: None,
+                seq: 0,
+                error: StartError::ClientIo(PacketError::Closed),
+            });
+        };
+        let accepted = tokio_rustls::TlsAcceptor::from(tls).accept(tcp).await;
+        client = match accepted {
+            Ok(t) => Packets::new(Stream::Server(Box::new(t)), max),
+            Err(e) => {
+                return Err(Refused {
+                    client: None,
+                    seq: 0,
+                    error: StartError::ClientIo(PacketError::Io(e)),
+                })
+            }
+        };
+        (seq, payload) = match client.read().await {
+            Ok(p) => p,
+            Err(e) => return Err(refused(client, 0, StartError::ClientIo(e))),
+        };
+    } else if shared.tls_required && matches!(client.stream, Stream::Plain(_)) {
+        let msg =
+            "Connections using insecure transport are prohibited (turnout: listen.tls.required)";
+        return Err(refused(
+            client,
+            seq.wrapping_add(1),
+            StartError::Client(3159, "HY000", msg.into()),
+        ));
+    }
+    match start(shared, &mut client, id, &nonce, seq, &payload).await {
+        Ok((seq, backend)) => Ok((client, seq, backend)),
+        Err((seq, error)) => Err(refused(client, seq, error)),
+    }
+}
+
+/// Authenticates the client from its handshake response (sequence `seq`)
+/// and connects the backend. `Err` carries the sequence number for the
+/// ERR packet.
+async fn start(
+    shared: &Shared,
+    client: &mut Packets,
+    id: u32,
+    nonce: &[u8; 20],
+    seq: u8,
+    payload: &[u8],
+) -> Result<(u8, Packets), (u8, StartError)> {
+    let mut seq = seq.wrapping_add(1);
+    let response: HandshakeResponse<'_> = ParseBuf(payload).parse(()).map_err(|e| {
+        (
+            seq,
+            StartError::Client(
+                1043,
+                "08S01",
+                format!("turnout: bad handshake response: {e}"),
+            ),
         )
     })?;
     let caps = response.capabilities();
-    if caps.contains(CapabilityFlags::CLIENT_SSL) {
-        return Err(StartError::Client(
-            1043,
-            "08S01",
-            "turnout: TLS is not configured on this listener".into(),
-        ));
-    }
     if !caps.contains(CapabilityFlags::CLIENT_PROTOCOL_41) {
-        return Err(StartError::Client(
-            1043,
-            "08S01",
-            "turnout: clients older than protocol 4.1 are not supported".into(),
+        return Err((
+            seq,
+            StartError::Client(
+                1043,
+                "08S01",
+                "turnout: clients older than protocol 4.1 are not supported".into(),
+            ),
         ));
     }
     let user = String::from_utf8_lossy(response.user()).into_owned();
     let db = response
         .db_name()
         .map(|d| String::from_utf8_lossy(d).into_owned());
-    let plugin = response.auth_plugin().map(|p| p.as_bytes().to_vec());
-    let mut seq = seq.wrapping_add(1);
-    let answer = if plugin.as_deref().unwrap_or(NATIVE) == NATIVE {
-        response.scramble_buf().to_vec()
-    } else {
-        // Another method asked for: switch to the one turnout checks.
+    let users = shared.mysql_users.load();
+    let mut plugin = response
+        .auth_plugin()
+        .map(|p| p.as_bytes().to_vec())
+        .unwrap_or_else(|| auth::NATIVE.to_vec());
+    let mut answer = response.scramble_buf().to_vec();
+    // A client whose plugin is not the one announced may send no answer
+    // and wait to be switched to its own.
+    let wanted = users
+        .get(&user)
+        .map(|c| (c.accepts(&plugin) && !answer.is_empty(), c.switch_to()));
+    if let Some((false, switch_to)) = wanted {
+        // Another method than the one turnout checks for this user: switch.
         let mut switch = Vec::new();
-        AuthSwitchRequest::new(NATIVE, nonce.to_vec()).serialize(&mut switch);
+        AuthSwitchRequest::new(switch_to, [&nonce[..], &[0]].concat()).serialize(&mut switch);
         client
             .write(seq, &switch)
             .await
-            .map_err(StartError::ClientIo)?;
-        let (s, data) = client.read().await.map_err(StartError::ClientIo)?;
+            .map_err(|e| (seq, StartError::ClientIo(e)))?;
+        let (s, data) = client
+            .read()
+            .await
+            .map_err(|e| (seq, StartError::ClientIo(e)))?;
         seq = s.wrapping_add(1);
-        data
-    };
-    if !shared
-        .mysql_users
-        .load()
-        .check_native(&user, &nonce, &answer)
-    {
-        return Err(StartError::Client(
-            1045,
-            "28000",
-            format!("Access denied for user '{user}' (turnout: wrong user or password)"),
+        plugin = switch_to.to_vec();
+        answer = data;
+    }
+    debug!(%user, plugin = %String::from_utf8_lossy(&plugin), answer_len = answer.len(), "mysql client answer");
+    if !users.check(&user, &plugin, nonce, &answer) {
+        return Err((
+            seq,
+            StartError::Client(
+                1045,
+                "28000",
+                format!("Access denied for user '{user}' (turnout: wrong user or password)"),
+            ),
         ));
+    }
+    if plugin == auth::CACHING_SHA2 {
+        // fast_auth_success, then the OK.
+        seq = client
+            .write(seq, &[0x01, 0x03])
+            .await
+            .map_err(|e| (seq, StartError::ClientIo(e)))?;
     }
     let authority = shared.routing.snapshot().phase.authority();
     let target = shared.target(authority);
     let backend = connect(shared, target, caps, response.collation(), db.as_deref())
         .await
         .map_err(|e| {
-            StartError::Client(
-                2013,
-                "HY000",
-                format!("turnout: backend {authority} ({}): {e}", target.address()),
+            (
+                seq,
+                StartError::Client(
+                    2013,
+                    "HY000",
+                    format!("turnout: backend {authority} ({}): {e}", target.address()),
+                ),
             )
         })?;
-    info!(%user, id, side = %authority, "mysql client authenticated");
+    info!(%user, id, side = %authority, plugin = %String::from_utf8_lossy(&plugin), "mysql client authenticated");
     Ok((seq, backend))
 }
 
@@ -263,7 +382,7 @@ async fn connect(
                     let switch: AuthSwitchRequest<'_> = ParseBuf(&reply)
                         .parse(())
                         .map_err(|e| format!("bad auth switch request: {e}"))?;
-                    if switch.auth_plugin().as_bytes() != NATIVE {
+                    if switch.auth_plugin().as_bytes() != auth::NATIVE {
                         return Err(format!(
                             "the backend asks for {}; turnout authenticates to backends with mysql_native_password",
                             String::from_utf8_lossy(switch.auth_plugin().as_bytes())

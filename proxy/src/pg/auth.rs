@@ -58,6 +58,12 @@ impl UserTable {
                     data.extend_from_slice(u.name.as_bytes());
                     Credential::Md5(md5_hex(&data))
                 }
+                AuthMethod::MysqlNativePassword | AuthMethod::CachingSha2Password => {
+                    return Err(UserTableError {
+                        index,
+                        message: "mysql_native_password and caching_sha2_password are for protocol = \"mysql\"".into(),
+                    })
+                }
             };
             table.insert(u.name.clone(), cred);
         }

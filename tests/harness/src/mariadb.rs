@@ -1,11 +1,11 @@
 //! A throwaway MariaDB server: mariadb-install-db into a temp dir, mariadbd
 //! on a private port with password authentication, killed and removed on drop.
 
-use crate::{free_port, HarnessError, TempDir};
+use crate::{check, free_port, HarnessError, TempDir};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running MariaDB server in a temp dir, on its own port.
@@ -19,40 +19,7 @@ pub struct MariaDbInstance {
 
 /// Under root, the server runs as `mysql` (mariadbd refuses root unless told).
 fn server_owner() -> Result<Option<(u32, u32)>, HarnessError> {
-    if std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
-        .unwrap_or(1)
-        != 0
-    {
-        return Ok(None);
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd")?;
-    passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.first() == Some(&"mysql") && f.len() > 3)
-        .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
-        .map(Some)
-        .ok_or_else(|| HarnessError::Command {
-            what: "running MariaDB as root".into(),
-            detail: "no `mysql` system user to run the server as".into(),
-        })
-}
-
-fn check(what: &str, out: std::io::Result<Output>) -> Result<Output, HarnessError> {
-    let out = out?;
-    if out.status.success() {
-        Ok(out)
-    } else {
-        Err(HarnessError::Command {
-            what: what.to_string(),
-            detail: format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        })
-    }
+    crate::owner_under_root("mysql", "MariaDB")
 }
 
 fn find(program: &str) -> Result<PathBuf, HarnessError> {
@@ -80,10 +47,18 @@ impl MariaDbInstance {
             owner,
             child: None,
         };
+        // A temp folder of its own: bootstraps running side by side with a
+        // shared one crash now and then (Aria temporary tables).
+        let tmp = inst.dir.path().join("tmp");
+        std::fs::create_dir(&tmp)?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))?;
+        }
         let mut install = Command::new(find("mariadb-install-db")?);
         install
             .arg("--no-defaults")
             .arg(format!("--datadir={}", inst.data_dir().display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
             .arg("--skip-name-resolve");
         if owner.is_some() {
@@ -140,6 +115,10 @@ impl MariaDbInstance {
                 self.dir.path().join("mariadb.pid").display()
             ))
             .arg(format!("--log-error={}", self.log_file().display()))
+            .arg(format!(
+                "--tmpdir={}",
+                self.dir.path().join("tmp").display()
+            ))
             .args([
                 "--skip-name-resolve",
                 "--innodb-buffer-pool-size=64M",

@@ -1,8 +1,8 @@
-use crate::{free_port, HarnessError, TempDir};
+use crate::{check, free_port, HarnessError, TempDir};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 /// How to set up a throwaway cluster.
 #[derive(Debug, Clone)]
@@ -78,24 +78,7 @@ pub fn give_to_server_user(path: &Path) -> Result<(), HarnessError> {
 
 /// PostgreSQL refuses to run as root: under root, run it as `postgres`.
 fn server_owner() -> Result<Option<(u32, u32)>, HarnessError> {
-    if std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
-        .unwrap_or(1)
-        != 0
-    {
-        return Ok(None);
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd")?;
-    passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.first() == Some(&"postgres") && f.len() > 3)
-        .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
-        .map(Some)
-        .ok_or_else(|| HarnessError::Command {
-            what: "running PostgreSQL as root".into(),
-            detail: "no `postgres` system user to run the server as".into(),
-        })
+    crate::owner_under_root("postgres", "PostgreSQL")
 }
 
 fn chown(path: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
@@ -103,22 +86,6 @@ fn chown(path: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
         std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
     }
     Ok(())
-}
-
-fn check(what: &str, out: std::io::Result<Output>) -> Result<Output, HarnessError> {
-    let out = out?;
-    if out.status.success() {
-        Ok(out)
-    } else {
-        Err(HarnessError::Command {
-            what: what.to_string(),
-            detail: format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        })
-    }
 }
 
 impl PgInstance {
