@@ -272,8 +272,14 @@ impl Server {
             cancels: DashMap::new(),
             max_message: config.limits.max_message_bytes(),
             auth_timeout: Duration::from_millis(config.limits.auth_timeout_ms),
-            classifier: Classifier::new(SqlDialect::Postgres, 10_000)
-                .with_rules(&config.mirror.rules),
+            classifier: Classifier::new(
+                match config.protocol {
+                    Protocol::Postgres => SqlDialect::Postgres,
+                    Protocol::Mysql => SqlDialect::Mysql,
+                },
+                10_000,
+            )
+            .with_rules(&config.mirror.rules),
             ddl_policy: config.mirror.ddl,
             mirror_policy: config.mirror.on_error,
             unsafe_policy: config.mirror.on_unsafe,

@@ -68,6 +68,10 @@ password = "backend-pw"
 name = "app"
 password = "{MY_PASSWORD}"
 
+[mirror]
+ddl = "both"
+divergence_log = "{divergences}"
+
 [state]
 initial_phase = "{phase}"
 
@@ -83,6 +87,7 @@ level = "debug"
 "#,
             old_port = old.port,
             new_port = new.port,
+            divergences = dir.path().join("divergences.jsonl").display(),
         );
         let config_path = dir.path().join("turnout.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -117,5 +122,63 @@ level = "debug"
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl MySetup {
+    /// Asserts that `table` (ordered by `order`) is the same on both sides.
+    pub fn assert_identical(&self, table: &str, order: &str) {
+        let q = format!("SELECT * FROM {table} ORDER BY {order}");
+        let old = self.old.sql("app", &q).expect("read old");
+        let new = self.new.sql("app", &q).expect("read new");
+        if old != new {
+            let first = old
+                .lines()
+                .zip(new.lines())
+                .find(|(a, b)| a != b)
+                .map(|(a, b)| format!("old: {a}\nnew: {b}"))
+                .unwrap_or_else(|| {
+                    format!("{} vs {} rows", old.lines().count(), new.lines().count())
+                });
+            panic!("{table} differs between old and new; first difference:\n{first}");
+        }
+        assert!(!old.is_empty(), "{table} is empty");
+        println!(
+            "{table}: {} rows identical on both sides",
+            old.lines().count()
+        );
+    }
+
+    /// The divergence log's lines (`mirror.divergence_log` must be set to
+    /// `dir/divergences.jsonl`).
+    pub fn divergences(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("divergences.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// sysbench `args` (a test name and its options) through turnout.
+    pub fn sysbench(&self, args: &[&str]) -> String {
+        let out = Command::new("sysbench")
+            .args(args)
+            .args([
+                "--db-driver=mysql",
+                "--mysql-host=127.0.0.1",
+                &format!("--mysql-port={}", self.proxy.port),
+                "--mysql-user=app",
+                &format!("--mysql-password={MY_PASSWORD}"),
+                "--mysql-db=app",
+            ])
+            .output()
+            .expect("run sysbench (apt-get install sysbench; .ci/run installs it)");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "sysbench {args:?} failed:\n{text}");
+        text
     }
 }

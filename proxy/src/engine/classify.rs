@@ -192,6 +192,35 @@ fn calls(statement: &Statement) -> Calls {
     c
 }
 
+/// MySQL functions whose value the mirror cannot be given beforehand (the
+/// time is, with `SET TIMESTAMP`; auto-increment ids with `SET INSERT_ID`).
+const CONTEXT_UNSAFE_FUNCTIONS: &[&str] =
+    &["uuid", "uuid_short", "sysdate", "rand", "random_bytes"];
+
+/// Why a MySQL write cannot be replayed from the statement and its
+/// context (what statement-based replication calls unsafe), if it cannot.
+fn statement_context_unsafe(statement: &Statement) -> Option<&'static str> {
+    let limited = match statement {
+        Statement::Update(u) => u.limit.is_some() && u.order_by.is_empty(),
+        Statement::Delete(d) => d.limit.is_some() && d.order_by.is_empty(),
+        _ => false,
+    };
+    if limited {
+        return Some("LIMIT without ORDER BY may pick other rows on the mirror");
+    }
+    let mut found = None;
+    let _ = visit_expressions(statement, |e: &Expr| match function_name(e) {
+        Some(name) if CONTEXT_UNSAFE_FUNCTIONS.contains(&name.as_str()) => {
+            found = Some(
+                    "calls UUID(), UUID_SHORT(), SYSDATE(), RAND() or RANDOM_BYTES(), whose values differ on the mirror",
+                );
+            ControlFlow::Break(())
+        }
+        _ => ControlFlow::Continue(()),
+    });
+    found
+}
+
 /// A query that contains a data-modifying statement (`WITH x AS (INSERT ...)`).
 fn modifies(statement: &Statement) -> bool {
     visit_statements(statement, |s: &Statement| {
@@ -420,7 +449,19 @@ pub fn classify_uncached(dialect: SqlDialect, sql: &str) -> Classification {
     }
     match Parser::parse_sql(d.as_ref(), sql) {
         Ok(statements) => Classification {
-            statements: statements.iter().map(classify_statement).collect(),
+            statements: statements
+                .iter()
+                .map(|s| {
+                    let mut c = classify_statement(s);
+                    if dialect == SqlDialect::Mysql
+                        && matches!(c.kind, Kind::Write | Kind::Ddl)
+                        && c.unsafe_reason.is_none()
+                    {
+                        c.unsafe_reason = statement_context_unsafe(s);
+                    }
+                    c
+                })
+                .collect(),
             fingerprint,
             parse_error: None,
             insert_table: match statements.as_slice() {

@@ -194,7 +194,7 @@ mod tests {
     fn user(name: &str, pw: &str) -> User {
         User {
             name: name.into(),
-            password: Secret::new(pw.into()),
+            password: Secret::new(pw),
             auth: AuthMethod::default(),
         }
     }

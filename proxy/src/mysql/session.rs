@@ -4,6 +4,7 @@
 //! session's bytes forwarded both ways.
 
 use super::auth;
+use super::mirror::{End as MirrorEnd, MyMirror};
 use super::packet::{err_payload, err_text, ok_payload, PacketError, Packets};
 use crate::pg::backend::{open_stream, BackendTarget};
 use crate::server::Shared;
@@ -23,7 +24,7 @@ use tracing::{debug, info, warn};
 /// server supports, so the session's bytes mean the same on both legs.
 /// Not offered: compression, LOCAL INFILE, deprecated EOF, session
 /// tracking, query attributes.
-fn offered() -> CapabilityFlags {
+pub(super) fn offered() -> CapabilityFlags {
     CapabilityFlags::CLIENT_LONG_PASSWORD
         | CapabilityFlags::CLIENT_FOUND_ROWS
         | CapabilityFlags::CLIENT_LONG_FLAG
@@ -93,7 +94,33 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
             return;
         }
     };
-    forward(client, seq, backend, &peer, id).await;
+    let phase = shared.routing.snapshot().phase;
+    let Some(mirror_side) = phase.mirror() else {
+        forward(client, seq, backend, &peer, id).await;
+        return;
+    };
+    let mut client = client;
+    if client.write(seq, &ok_payload()).await.is_err() {
+        return;
+    }
+    let target = shared.target(mirror_side);
+    let mirror = match connect(&shared, target, offered(), COLLATION, None).await {
+        Ok(m) => Some(m),
+        Err(e) => {
+            // Writes will try again, and record or fail per mirror.on_error.
+            warn!(%peer, side = %mirror_side, error = %e, "mirror not connected");
+            None
+        }
+    };
+    debug!(%peer, id, %phase, "mirrored mysql session started");
+    let end = MyMirror::new(&shared, client, backend, mirror, mirror_side)
+        .run()
+        .await;
+    match end {
+        MirrorEnd::Quit => debug!(%peer, id, "mysql session ended"),
+        MirrorEnd::ClientGone(e) => debug!(%peer, id, error = %e, "client connection lost"),
+        MirrorEnd::AuthorityLost(e) => warn!(%peer, id, error = %e, "backend connection lost"),
+    }
 }
 
 /// After the handshakes: the client's OK, then bytes both ways.
@@ -331,7 +358,7 @@ async fn start(
 
 /// Connects and authenticates to a MySQL backend as its configured user,
 /// with the capabilities the client and the backend share.
-async fn connect(
+pub(super) async fn connect(
     shared: &Shared,
     target: &BackendTarget,
     client_caps: CapabilityFlags,

@@ -182,3 +182,27 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn mysql_writes_that_statement_context_cannot_replay_are_unsafe() {
+    let c = |sql| classify_uncached(SqlDialect::Mysql, sql);
+    assert!(c("INSERT INTO t (id, v) VALUES (UUID(), 1)")
+        .unsafe_reason()
+        .is_some());
+    assert!(c("UPDATE t SET v = RAND() WHERE id = 1")
+        .unsafe_reason()
+        .is_some());
+    assert!(c("DELETE FROM t WHERE v > 1 LIMIT 10")
+        .unsafe_reason()
+        .is_some());
+    assert!(c("DELETE FROM t WHERE v > 1 ORDER BY id LIMIT 10")
+        .unsafe_reason()
+        .is_none());
+    assert!(c("INSERT INTO t (v, at) VALUES (1, NOW())")
+        .unsafe_reason()
+        .is_none());
+    assert!(
+        c("SELECT UUID()").unsafe_reason().is_none(),
+        "reads are not mirrored"
+    );
+}

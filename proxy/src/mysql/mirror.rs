@@ -1,0 +1,792 @@
+//! The session engine for MySQL in phases with a mirror (DESIGN.md
+//! invariants 1 and 2, the MySQL way). A write runs on the authority first,
+//! inside a transaction, with the time fixed by `SET TIMESTAMP`; then on
+//! the mirror with the same time and the authority's first generated id
+//! (`SET INSERT_ID`), as statement-based replication does; the mirror
+//! commits before the authority. Reads and everything else go to the
+//! authority; session settings go to both.
+
+use super::packet::{encode, err_payload, PacketError, Packets};
+use super::response::{self, Answer, Expect, IN_TRANS};
+use crate::engine::{Classification, Kind, TxControl};
+use crate::server::Shared;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::{debug, warn};
+use turnout_config::{DdlPolicy, MirrorErrorPolicy, UnsafePolicy};
+use turnout_control::divergence::{Divergence, DivergenceKind};
+use turnout_control::{Routing, Side};
+
+const COM_QUIT: u8 = 0x01;
+const COM_INIT_DB: u8 = 0x02;
+const COM_QUERY: u8 = 0x03;
+const COM_STMT_PREPARE: u8 = 0x16;
+const COM_STMT_EXECUTE: u8 = 0x17;
+const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
+const COM_STMT_CLOSE: u8 = 0x19;
+const COM_STMT_RESET: u8 = 0x1A;
+const COM_CHANGE_USER: u8 = 0x11;
+const COM_RESET_CONNECTION: u8 = 0x1F;
+
+/// Session statements kept to replay on a new mirror connection.
+const MAX_REPLAY: usize = 256;
+
+/// How the session ended.
+#[derive(Debug)]
+pub enum End {
+    Quit,
+    ClientGone(String),
+    AuthorityLost(String),
+}
+
+enum Stop {
+    Client(PacketError),
+    Authority(PacketError),
+}
+
+type Step = Result<(), Stop>;
+
+/// What a unit of client work needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Authority,
+    Both,
+    Commit,
+    Write,
+    /// Several statements, or a schema change: on the authority, then on
+    /// the mirror, as they are.
+    Unwrapped,
+    Reject,
+}
+
+/// A statement the client prepared; it knows it by the authority's id.
+struct Prepared {
+    sql: String,
+    class: Arc<Classification>,
+    params: u16,
+    /// Its id on the mirror, once prepared there.
+    mirror_id: Option<u32>,
+    /// The parameter types of the last execute that sent them.
+    types: Option<Vec<u8>>,
+}
+
+pub struct MyMirror<'a> {
+    shared: &'a Shared,
+    client: Packets,
+    auth: Packets,
+    mirror: Option<Packets>,
+    mirror_side: Side,
+    routing: Arc<Routing>,
+    /// The client's transaction is open (by the authority's status).
+    in_tx: bool,
+    replay: Vec<Vec<u8>>,
+    statements: HashMap<u32, Prepared>,
+}
+
+fn query(sql: &str) -> Vec<u8> {
+    let mut p = vec![COM_QUERY];
+    p.extend_from_slice(sql.as_bytes());
+    p
+}
+
+/// Commands as sent on a connection: each its own exchange from sequence 0.
+fn commands(list: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in list {
+        out.extend_from_slice(&encode(0, c).0);
+    }
+    out
+}
+
+/// Now, as `SET TIMESTAMP` takes it (seconds, microseconds).
+fn now_timestamp() -> String {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{:06}", d.as_secs(), d.subsec_micros())
+}
+
+impl<'a> MyMirror<'a> {
+    pub fn new(
+        shared: &'a Shared,
+        client: Packets,
+        auth: Packets,
+        mirror: Option<Packets>,
+        mirror_side: Side,
+    ) -> Self {
+        MyMirror {
+            shared,
+            client,
+            auth,
+            mirror,
+            mirror_side,
+            routing: shared.routing.snapshot(),
+            in_tx: false,
+            replay: Vec::new(),
+            statements: HashMap::new(),
+        }
+    }
+
+    pub async fn run(mut self) -> End {
+        self.shared.mirror_sessions.fetch_add(1, Ordering::Relaxed);
+        let end = self.serve().await;
+        self.shared.mirror_sessions.fetch_sub(1, Ordering::Relaxed);
+        end
+    }
+
+    async fn serve(&mut self) -> End {
+        loop {
+            let (_, packet) = match self.client.read().await {
+                Ok(p) => p,
+                Err(e) => return End::ClientGone(e.to_string()),
+            };
+            if !self.in_tx {
+                self.routing = self.shared.routing.snapshot();
+            }
+            let Some(&command) = packet.first() else {
+                let _ = self
+                    .client
+                    .write(
+                        1,
+                        &err_payload(1047, "08S01", "turnout: empty command packet"),
+                    )
+                    .await;
+                continue;
+            };
+            let step = match command {
+                COM_QUIT => {
+                    let _ = self.auth.write(0, &packet).await;
+                    if let Some(m) = self.mirror.as_mut() {
+                        let _ = m.write(0, &packet).await;
+                    }
+                    return End::Quit;
+                }
+                COM_QUERY => {
+                    let sql = String::from_utf8_lossy(&packet[1..]).into_owned();
+                    let class = self.shared.classifier.classify(&sql);
+                    self.statement(&packet, &class, &sql).await
+                }
+                COM_INIT_DB => self.both(&packet, true).await,
+                COM_STMT_PREPARE => self.prepare(&packet).await,
+                COM_STMT_EXECUTE => self.execute(&packet).await,
+                COM_STMT_SEND_LONG_DATA | COM_STMT_CLOSE => self.no_answer(&packet).await,
+                COM_STMT_RESET => self.reset(&packet).await,
+                COM_CHANGE_USER | COM_RESET_CONNECTION => {
+                    let msg = "turnout: COM_CHANGE_USER and COM_RESET_CONNECTION are not supported while writes are mirrored; reconnect instead";
+                    self.client
+                        .write(1, &err_payload(1047, "08S01", msg))
+                        .await
+                        .map(|_| ())
+                        .map_err(Stop::Client)
+                }
+                _ => self.authority(&packet).await,
+            };
+            match step {
+                Ok(()) => {}
+                Err(Stop::Client(e)) => return End::ClientGone(e.to_string()),
+                Err(Stop::Authority(e)) => {
+                    let msg = format!(
+                        "turnout: backend {} closed the connection unexpectedly: {e}",
+                        self.mirror_side.other()
+                    );
+                    let _ = self
+                        .client
+                        .write(1, &err_payload(2013, "HY000", &msg))
+                        .await;
+                    return End::AuthorityLost(e.to_string());
+                }
+            }
+        }
+    }
+
+    fn route(&self, class: &Classification) -> Route {
+        let has_tx = class
+            .statements
+            .iter()
+            .any(|s| matches!(s.kind, Kind::Transaction(_)));
+        if class.statements.len() > 1 && (has_tx || class.kind() == Kind::Write) {
+            return Route::Unwrapped;
+        }
+        match class.kind() {
+            Kind::Read | Kind::LockingRead | Kind::Other => Route::Authority,
+            Kind::Session => Route::Both,
+            Kind::Transaction(TxControl::Commit) => Route::Commit,
+            Kind::Transaction(_) => Route::Both,
+            Kind::Write => Route::Write,
+            Kind::Ddl => match self.shared.ddl_policy {
+                DdlPolicy::AuthorityOnly => Route::Authority,
+                DdlPolicy::Both => Route::Unwrapped,
+                DdlPolicy::Reject => Route::Reject,
+            },
+        }
+    }
+
+    /// A COM_QUERY, or an execute (`packet`) of a prepared statement.
+    async fn statement(&mut self, packet: &[u8], class: &Classification, sql: &str) -> Step {
+        let route = self.route(class);
+        if matches!(route, Route::Write | Route::Unwrapped) {
+            if let Some(reason) = class.unsafe_reason() {
+                if self.shared.unsafe_policy == UnsafePolicy::Fail {
+                    let msg = format!(
+                        "turnout: refused, not safe to mirror: {reason} (mirror.on_unsafe = fail)"
+                    );
+                    return self.tell(&err_payload(1290, "HY000", &msg)).await;
+                }
+                self.record(DivergenceKind::UnsafeStatement, class, reason, sql);
+            }
+        }
+        match route {
+            Route::Authority => self.authority(packet).await,
+            Route::Both => self.both(packet, !self.in_tx).await,
+            Route::Commit => self.commit(packet).await,
+            Route::Write => self.write(packet, class, sql).await,
+            Route::Unwrapped => self.unwrapped(packet, class, sql).await,
+            Route::Reject => {
+                let msg = "turnout: schema changes are refused while writes are mirrored (mirror.ddl = reject)";
+                self.tell(&err_payload(1290, "HY000", msg)).await
+            }
+        }
+    }
+
+    /// Sends the client ERR/OK `payload` as the answer to its command.
+    async fn tell(&mut self, payload: &[u8]) -> Step {
+        self.client
+            .write(1, payload)
+            .await
+            .map(|_| ())
+            .map_err(Stop::Client)
+    }
+
+    async fn relay(&mut self, answer: &Answer) -> Step {
+        use tokio::io::AsyncWriteExt;
+        let out = answer.encode();
+        self.client
+            .stream
+            .write_all(&out)
+            .await
+            .map_err(|e| Stop::Client(e.into()))?;
+        self.client
+            .stream
+            .flush()
+            .await
+            .map_err(|e| Stop::Client(e.into()))
+    }
+
+    async fn on_auth(&mut self, bytes: &[u8], expect: Expect) -> Result<Answer, Stop> {
+        use tokio::io::AsyncWriteExt;
+        self.auth
+            .stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| Stop::Authority(e.into()))?;
+        let a = response::read(&mut self.auth, expect)
+            .await
+            .map_err(Stop::Authority)?;
+        self.in_tx = a.status & IN_TRANS != 0;
+        Ok(a)
+    }
+
+    /// Reads `n` answers from the authority after sending `bytes`.
+    async fn on_auth_n(&mut self, bytes: &[u8], n: usize) -> Result<Vec<Answer>, Stop> {
+        use tokio::io::AsyncWriteExt;
+        self.auth
+            .stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| Stop::Authority(e.into()))?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let a = response::read(&mut self.auth, Expect::Result)
+                .await
+                .map_err(Stop::Authority)?;
+            self.in_tx = a.status & IN_TRANS != 0;
+            out.push(a);
+        }
+        Ok(out)
+    }
+
+    /// The authority alone answers.
+    async fn authority(&mut self, packet: &[u8]) -> Step {
+        let expect = if packet.first() == Some(&COM_STMT_PREPARE) {
+            Expect::Prepare
+        } else {
+            Expect::Result
+        };
+        let a = self.on_auth(&encode(0, packet).0, expect).await?;
+        self.relay(&a).await
+    }
+
+    /// Runs `bytes` (whole commands) on the mirror and reads `n` answers.
+    /// `Err`: what went wrong, in words (the connection is dropped when
+    /// its state is unknown).
+    async fn on_mirror(
+        &mut self,
+        bytes: &[u8],
+        n: usize,
+        fresh: bool,
+    ) -> Result<Vec<Answer>, String> {
+        use tokio::io::AsyncWriteExt;
+        if self.mirror.is_none() {
+            if !fresh {
+                return Err(format!(
+                    "no connection to {} in this transaction",
+                    self.mirror_side
+                ));
+            }
+            self.reconnect_mirror().await?;
+        }
+        let Some(m) = self.mirror.as_mut() else {
+            return Err(format!("no connection to {}", self.mirror_side));
+        };
+        let run = async {
+            m.stream.write_all(bytes).await?;
+            let mut out = Vec::with_capacity(n);
+            for _ in 0..n {
+                out.push(response::read(m, Expect::Result).await?);
+            }
+            Ok::<_, PacketError>(out)
+        };
+        match tokio::time::timeout(self.shared.mirror_timeout, run).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                self.mirror = None;
+                Err(format!("connection to {} lost: {e}", self.mirror_side))
+            }
+            Err(_) => {
+                self.mirror = None;
+                Err(format!(
+                    "{} did not answer within {} ms (mirror.statement_timeout_ms)",
+                    self.mirror_side,
+                    self.shared.mirror_timeout.as_millis()
+                ))
+            }
+        }
+    }
+
+    async fn reconnect_mirror(&mut self) -> Result<(), String> {
+        let target = self.shared.target(self.mirror_side);
+        let caps = super::session::offered();
+        let mut m = super::session::connect(self.shared, target, caps, 45, None).await?;
+        for p in &self.replay {
+            m.write(0, p).await.map_err(|e| e.to_string())?;
+            response::read(&mut m, Expect::Result)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        for s in self.statements.values_mut() {
+            s.mirror_id = None;
+        }
+        self.mirror = Some(m);
+        Ok(())
+    }
+
+    /// Session settings and transaction control: the authority answers,
+    /// the mirror follows. `keep`: replayed on a new mirror connection.
+    async fn both(&mut self, packet: &[u8], keep: bool) -> Step {
+        let fresh = !self.in_tx;
+        let a = self.on_auth(&encode(0, packet).0, Expect::Result).await?;
+        if a.error.is_none() {
+            let is_setting = packet.first() == Some(&COM_INIT_DB)
+                || self
+                    .shared
+                    .classifier
+                    .classify(&String::from_utf8_lossy(&packet[1..]))
+                    .kind()
+                    == Kind::Session;
+            if keep && is_setting && self.replay.len() < MAX_REPLAY {
+                self.replay.push(packet.to_vec());
+            }
+            if let Err(e) = self.mirror_once(packet, fresh).await {
+                self.mirror_failed(packet, &e);
+            }
+        }
+        self.relay(&a).await
+    }
+
+    /// Runs the client's command `packet` on the mirror (an execute under
+    /// the mirror's statement id) and reads its answer.
+    async fn mirror_once(&mut self, packet: &[u8], fresh: bool) -> Result<(), String> {
+        if self.mirror.is_none() && fresh {
+            self.reconnect_mirror().await?;
+        }
+        let p = self.mirror_packet(packet).await?;
+        self.on_mirror(&encode(0, &p).0, 1, fresh)
+            .await
+            .and_then(first_error)
+    }
+
+    /// COMMIT: the mirror commits first, then the authority.
+    async fn commit(&mut self, packet: &[u8]) -> Step {
+        let mirrored = self.mirror_once(packet, false).await;
+        if let Err(e) = mirrored {
+            if self.fails(packet, &e) {
+                let rollback = self
+                    .on_auth(&encode(0, &query("ROLLBACK")).0, Expect::Result)
+                    .await?;
+                drop(rollback);
+                let msg = format!("turnout: the mirror ({}) could not commit: {e}; the transaction was rolled back on both sides (mirror.on_error = fail)", self.mirror_side);
+                return self.tell(&err_payload(1180, "HY000", &msg)).await;
+            }
+        }
+        let a = self.on_auth(&encode(0, packet).0, Expect::Result).await?;
+        if let Some(e) = &a.error {
+            self.record_text(DivergenceKind::AuthorityCommitFailed, "COMMIT", e);
+        }
+        self.relay(&a).await
+    }
+
+    /// A write: on the authority in a transaction with the time fixed, then
+    /// on the mirror with the same time and first generated id.
+    async fn write(&mut self, packet: &[u8], class: &Classification, sql: &str) -> Step {
+        let wrap = !self.in_tx;
+        let ts = now_timestamp();
+        let set_ts = query(&format!("SET TIMESTAMP = {ts}"));
+        let reset_ts = query("SET TIMESTAMP = DEFAULT");
+        let begin = query("BEGIN");
+        let mut list: Vec<&[u8]> = Vec::new();
+        if wrap {
+            list.push(&begin);
+        }
+        list.extend([&set_ts[..], packet, &reset_ts[..]]);
+        let mut answers = self.on_auth_n(&commands(&list), list.len()).await?;
+        let mut answer = answers.remove(answers.len() - 2);
+        if answer.error.is_some() {
+            if wrap {
+                self.on_auth(&encode(0, &query("ROLLBACK")).0, Expect::Result)
+                    .await?;
+                answer.outside_transaction();
+            }
+            return self.relay(&answer).await;
+        }
+        let packet = match self.mirror_packet(packet).await {
+            Ok(p) => p,
+            Err(e) => {
+                return self.after_mirror(Err(e), wrap, answer, sql).await;
+            }
+        };
+        let mut context = format!("SET TIMESTAMP = {ts}");
+        if answer.insert_id > 0 {
+            context.push_str(&format!(", INSERT_ID = {}", answer.insert_id));
+        }
+        let set_context = query(&context);
+        let commit = query("COMMIT");
+        let mut list: Vec<&[u8]> = Vec::new();
+        if wrap {
+            list.push(&begin);
+        }
+        list.extend([&set_context[..], &packet[..], &reset_ts[..]]);
+        if wrap {
+            list.push(&commit);
+        }
+        let mirrored = self
+            .on_mirror(&commands(&list), list.len(), wrap)
+            .await
+            .and_then(first_error);
+        let _ = class;
+        self.after_mirror(mirrored, wrap, answer, sql).await
+    }
+
+    /// The mirror's outcome decides: on success (or under `record`) the
+    /// authority commits (when turnout wrapped the write) and the client
+    /// gets its answer; under `fail` both roll back and the client gets
+    /// an error.
+    async fn after_mirror(
+        &mut self,
+        mirrored: Result<(), String>,
+        wrap: bool,
+        mut answer: Answer,
+        sql: &str,
+    ) -> Step {
+        if let Err(e) = mirrored {
+            if self.fails(sql.as_bytes(), &e) {
+                self.on_auth(&encode(0, &query("ROLLBACK")).0, Expect::Result)
+                    .await?;
+                if !wrap {
+                    if let Some(m) = self.mirror.as_mut() {
+                        let _ = m.write(0, &query("ROLLBACK")).await;
+                        let _ = response::read(m, Expect::Result).await;
+                    }
+                }
+                let msg = format!("turnout: the write failed on the mirror ({}): {e}; rolled back on both sides (mirror.on_error = fail)", self.mirror_side);
+                return self.tell(&err_payload(1180, "HY000", &msg)).await;
+            }
+        }
+        if wrap {
+            let c = self
+                .on_auth(&encode(0, &query("COMMIT")).0, Expect::Result)
+                .await?;
+            if let Some(e) = &c.error {
+                self.record_text(DivergenceKind::AuthorityCommitFailed, sql, e);
+                return self.relay(&c).await;
+            }
+            answer.outside_transaction();
+        }
+        self.relay(&answer).await
+    }
+
+    /// Several statements (or DDL under `mirror.ddl = both`): the
+    /// authority, then the mirror, as they are.
+    async fn unwrapped(&mut self, packet: &[u8], class: &Classification, sql: &str) -> Step {
+        let fresh = !self.in_tx;
+        let a = self.on_auth(&encode(0, packet).0, Expect::Result).await?;
+        if a.error.is_none() {
+            if let Err(e) = self.mirror_once(packet, fresh).await {
+                self.mirror_failed(packet, &e);
+            }
+        }
+        let _ = (class, sql);
+        self.relay(&a).await
+    }
+
+    /// What the mirror runs for the client's `packet`: an execute is given
+    /// the mirror's statement id (preparing it there first) and its types.
+    async fn mirror_packet(&mut self, packet: &[u8]) -> Result<Vec<u8>, String> {
+        if packet.first() != Some(&COM_STMT_EXECUTE)
+            && packet.first() != Some(&COM_STMT_SEND_LONG_DATA)
+        {
+            return Ok(packet.to_vec());
+        }
+        let id = statement_id(packet).ok_or("malformed statement command")?;
+        let mirror_id = self.mirror_statement(id).await?;
+        let mut out = packet.to_vec();
+        out[1..5].copy_from_slice(&mirror_id.to_le_bytes());
+        if packet[0] == COM_STMT_EXECUTE {
+            let s = self.statements.get(&id).ok_or("unknown statement")?;
+            out = with_types(&out, s.params, s.types.as_deref());
+        }
+        Ok(out)
+    }
+
+    /// The mirror's id for the client's statement `id`, preparing it there.
+    async fn mirror_statement(&mut self, id: u32) -> Result<u32, String> {
+        let (sql, known) = match self.statements.get(&id) {
+            Some(s) => (s.sql.clone(), s.mirror_id),
+            None => return Err(format!("statement {id} is unknown to turnout")),
+        };
+        if let Some(m) = known {
+            return Ok(m);
+        }
+        if self.mirror.is_none() {
+            self.reconnect_mirror().await?;
+        }
+        let Some(m) = self.mirror.as_mut() else {
+            return Err(format!("no connection to {}", self.mirror_side));
+        };
+        let mut p = vec![COM_STMT_PREPARE];
+        p.extend_from_slice(sql.as_bytes());
+        m.write(0, &p).await.map_err(|e| e.to_string())?;
+        let a = response::read(m, Expect::Prepare)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(e) = a.error {
+            return Err(e);
+        }
+        let (mirror_id, _) = a.statement.ok_or("no statement id in the answer")?;
+        if let Some(s) = self.statements.get_mut(&id) {
+            s.mirror_id = Some(mirror_id);
+        }
+        Ok(mirror_id)
+    }
+
+    async fn prepare(&mut self, packet: &[u8]) -> Step {
+        let sql = String::from_utf8_lossy(&packet[1..]).into_owned();
+        let a = self.on_auth(&encode(0, packet).0, Expect::Prepare).await?;
+        if let Some((id, params)) = a.statement {
+            let class = self.shared.classifier.classify(&sql);
+            self.statements.insert(
+                id,
+                Prepared {
+                    sql,
+                    class,
+                    params,
+                    mirror_id: None,
+                    types: None,
+                },
+            );
+        }
+        self.relay(&a).await
+    }
+
+    async fn execute(&mut self, packet: &[u8]) -> Step {
+        let Some(id) = statement_id(packet) else {
+            return self.authority(packet).await;
+        };
+        let Some(s) = self.statements.get_mut(&id) else {
+            return self.authority(packet).await;
+        };
+        if let Some(t) = types_of(packet, s.params) {
+            s.types = Some(t);
+        }
+        let class = s.class.clone();
+        let sql = s.sql.clone();
+        self.statement(packet, &class, &sql).await
+    }
+
+    /// COM_STMT_CLOSE and COM_STMT_SEND_LONG_DATA: no answer; a write's
+    /// go to the mirror too.
+    async fn no_answer(&mut self, packet: &[u8]) -> Step {
+        use tokio::io::AsyncWriteExt;
+        self.auth
+            .stream
+            .write_all(&encode(0, packet).0)
+            .await
+            .map_err(|e| Stop::Authority(e.into()))?;
+        let Some(id) = statement_id(packet) else {
+            return Ok(());
+        };
+        let mirrored = self.statements.get(&id).and_then(|s| s.mirror_id);
+        if packet[0] == COM_STMT_CLOSE {
+            self.statements.remove(&id);
+            if let (Some(mid), Some(m)) = (mirrored, self.mirror.as_mut()) {
+                let mut p = packet.to_vec();
+                p[1..5].copy_from_slice(&mid.to_le_bytes());
+                let _ = m.write(0, &p).await;
+            }
+            return Ok(());
+        }
+        let write = self
+            .statements
+            .get(&id)
+            .is_some_and(|s| matches!(self.route(&s.class), Route::Write | Route::Unwrapped));
+        if write {
+            match self.mirror_packet(packet).await {
+                Ok(p) => {
+                    if let Some(m) = self.mirror.as_mut() {
+                        let _ = m.write(0, &p).await;
+                    }
+                }
+                Err(e) => self.mirror_failed(packet, &e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn reset(&mut self, packet: &[u8]) -> Step {
+        let a = self.on_auth(&encode(0, packet).0, Expect::Result).await?;
+        if let Some(mid) = statement_id(packet)
+            .and_then(|id| self.statements.get(&id))
+            .and_then(|s| s.mirror_id)
+        {
+            let mut p = packet.to_vec();
+            p[1..5].copy_from_slice(&mid.to_le_bytes());
+            let _ = self.on_mirror(&encode(0, &p).0, 1, false).await;
+        }
+        self.relay(&a).await
+    }
+
+    /// Under `mirror.on_error = fail`: true (the caller fails the
+    /// statement). Under `record`: the divergence is written; false.
+    fn fails(&self, sent: &[u8], detail: &str) -> bool {
+        if self.shared.mirror_policy == MirrorErrorPolicy::Fail {
+            self.shared.metrics_mirror_error();
+            warn!(side = %self.mirror_side, %detail, "mirror failed; statement failed (mirror.on_error = fail)");
+            return true;
+        }
+        self.mirror_failed(sent, detail);
+        false
+    }
+
+    fn mirror_failed(&self, sent: &[u8], detail: &str) {
+        self.shared.metrics_mirror_error();
+        let sql = match sent.first() {
+            Some(&COM_QUERY) | Some(&COM_INIT_DB) => {
+                String::from_utf8_lossy(&sent[1..]).into_owned()
+            }
+            _ => statement_id(sent)
+                .and_then(|id| self.statements.get(&id))
+                .map(|s| s.sql.clone())
+                .unwrap_or_else(|| {
+                    format!("(command 0x{:02x})", sent.first().copied().unwrap_or(0))
+                }),
+        };
+        self.record_text(DivergenceKind::MirrorError, &sql, detail);
+    }
+
+    fn record(&self, kind: DivergenceKind, class: &Classification, detail: &str, sql: &str) {
+        let mut d = Divergence::new(kind, self.mirror_side, &class.fingerprint, detail);
+        d.table = class.insert_table.clone();
+        if self.shared.log_statements {
+            d.statement = Some(sql.to_string());
+        }
+        self.shared.record_divergence(d);
+    }
+
+    fn record_text(&self, kind: DivergenceKind, sql: &str, detail: &str) {
+        let class = self.shared.classifier.classify(sql);
+        if kind != DivergenceKind::UnsafeStatement {
+            debug!(%sql, %detail, "mysql divergence");
+        }
+        self.record(kind, &class, detail, sql);
+    }
+}
+
+fn first_error(answers: Vec<Answer>) -> Result<(), String> {
+    match answers.into_iter().find_map(|a| a.error) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn statement_id(packet: &[u8]) -> Option<u32> {
+    let b = packet.get(1..5)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// The parameter types an execute sends (when its new-params-bound flag
+/// is set).
+fn types_of(packet: &[u8], params: u16) -> Option<Vec<u8>> {
+    let n = usize::from(params);
+    if n == 0 {
+        return None;
+    }
+    let at = 10 + n.div_ceil(8);
+    if packet.get(at) != Some(&1) {
+        return None;
+    }
+    packet.get(at + 1..at + 1 + 2 * n).map(<[u8]>::to_vec)
+}
+
+/// An execute that leans on types sent earlier, with them written in (the
+/// mirror may not have seen the earlier execute).
+fn with_types(packet: &[u8], params: u16, types: Option<&[u8]>) -> Vec<u8> {
+    let n = usize::from(params);
+    let at = 10 + n.div_ceil(8);
+    match (types, packet.get(at)) {
+        (Some(t), Some(&0)) if n > 0 => {
+            let mut out = packet[..at].to_vec();
+            out.push(1);
+            out.extend_from_slice(t);
+            out.extend_from_slice(&packet[at + 1..]);
+            out
+        }
+        _ => packet.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executes_get_their_types_back() {
+        // COM_STMT_EXECUTE, id 7, flags 0, iterations 1, 2 params: null
+        // bitmap, bound flag, types, values.
+        let mut first = vec![COM_STMT_EXECUTE, 7, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1];
+        first.extend_from_slice(&[3, 0, 253, 0]);
+        first.extend_from_slice(&[1, 0, 0, 0, 1, b'x']);
+        assert_eq!(types_of(&first, 2), Some(vec![3, 0, 253, 0]));
+        let mut later = vec![COM_STMT_EXECUTE, 7, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0];
+        later.extend_from_slice(&[2, 0, 0, 0, 1, b'y']);
+        assert_eq!(types_of(&later, 2), None);
+        let fixed = with_types(&later, 2, Some(&[3, 0, 253, 0]));
+        assert_eq!(fixed[11], 1);
+        assert_eq!(&fixed[12..16], &[3, 0, 253, 0]);
+        assert_eq!(&fixed[16..], &[2, 0, 0, 0, 1, b'y']);
+        assert_eq!(
+            with_types(&[COM_STMT_EXECUTE], 2, None),
+            vec![COM_STMT_EXECUTE]
+        );
+    }
+}
