@@ -116,3 +116,60 @@ fn caching_sha2_password_and_tls_for_clients() {
     let out = s.mariadb("app", MY_PASSWORD, "SELECT 1", &["--ssl"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn mysql_async_with_prepared_statements_in_phase_mirror() {
+    use mysql_async::prelude::*;
+    let s = MySetup::start("mirror", SHA2_USER);
+    s.sql_ok(
+        "CREATE TABLE items (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(40), \
+         price DECIMAL(10,2), added DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), note TEXT)",
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for (user, password) in [("app", MY_PASSWORD), ("sha2user", "sha2-pw")] {
+            let url = format!("mysql://{user}:{password}@127.0.0.1:{}/app", s.proxy.port);
+            let mut conn = mysql_async::Conn::new(mysql_async::Opts::from_url(&url).unwrap())
+                .await
+                .unwrap_or_else(|e| panic!("{user}: {e}"));
+            let insert = conn
+                .prep("INSERT INTO items (name, price, note) VALUES (?, ?, ?)")
+                .await
+                .unwrap();
+            for i in 0..20 {
+                let note: Option<String> = (i % 3 != 0).then(|| "x".repeat(i * 10));
+                conn.exec_drop(&insert, (format!("{user}-{i}"), format!("{i}.25"), note))
+                    .await
+                    .unwrap();
+            }
+            let mut tx = conn
+                .start_transaction(mysql_async::TxOpts::default())
+                .await
+                .unwrap();
+            tx.exec_drop(
+                "UPDATE items SET price = price * ? WHERE name LIKE ?",
+                (2, format!("{user}-1%")),
+            )
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+            let rows: Vec<(i32, String, String)> = conn
+                .exec(
+                    "SELECT id, name, CAST(price AS CHAR) FROM items WHERE name = ? OR id < ?",
+                    (format!("{user}-12"), 3),
+                )
+                .await
+                .unwrap();
+            assert!(
+                rows.iter()
+                    .any(|r| r.1 == format!("{user}-12") && r.2 == "24.50"),
+                "{rows:?}"
+            );
+            let err = conn.query_drop("SELECT * FROM nope").await.unwrap_err();
+            assert!(err.to_string().contains("nope"), "{err}");
+            conn.disconnect().await.unwrap();
+        }
+    });
+    s.assert_identical("items", "id");
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+}

@@ -59,6 +59,15 @@ fn concurrent_auto_increment_inserts_with_default_timestamps_are_identical() {
     assert!(s.divergences().is_empty(), "{:?}", s.divergences());
 }
 
+/// The line of sysbench's report that says `what`.
+fn line(out: &str, what: &str) -> String {
+    out.lines()
+        .find(|l| l.contains(what))
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
 fn assert_no_divergence(s: &MySetup) {
     let d = s.divergences();
     assert!(
@@ -84,21 +93,74 @@ fn sysbench_oltp_read_write_leaves_the_tables_identical() {
         );
         // sysbench stops at any error but deadlocks (retried, as they
         // would be against the database itself).
-        let line = |what: &str| {
-            out.lines()
-                .find(|l| l.contains(what))
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        };
         println!(
             "{ps}: {}; {}",
-            line("transactions:"),
-            line("ignored errors:")
+            line(&out, "transactions:"),
+            line(&out, "ignored errors:")
         );
     }
     for t in ["sbtest1", "sbtest2"] {
         s.assert_identical(t, "id");
     }
+    assert_no_divergence(&s);
+}
+
+#[test]
+fn reads_and_writes_flips_under_sysbench_have_no_client_errors() {
+    let s = MySetup::start("mirror", "");
+    let common = ["--tables=2", "--table-size=10000"];
+    s.sysbench(&[&["oltp_read_write", "prepare"][..], &common].concat());
+    // A row that differs on purpose, to see which side serves reads.
+    s.sql_ok("CREATE TABLE marker (id INT PRIMARY KEY, v VARCHAR(10))");
+    s.sql_ok("INSERT INTO marker VALUES (1, 'old')");
+    s.new
+        .sql("app", "UPDATE marker SET v = 'new' WHERE id = 1")
+        .unwrap();
+    s.sql_ok("CREATE TABLE ids (id INT AUTO_INCREMENT PRIMARY KEY, v INT)");
+    let load = std::thread::scope(|scope| {
+        let runs: Vec<_> = ["--db-ps-mode=disable", "--db-ps-mode=auto"]
+            .into_iter()
+            .map(|ps| {
+                let s = &s;
+                scope.spawn(move || {
+                    s.sysbench(
+                        &[
+                            &["oltp_read_write", "run", "--threads=4", "--time=10", ps][..],
+                            &common,
+                        ]
+                        .concat(),
+                    )
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        for _ in 0..3 {
+            println!("{}", s.ctl_ok(&["flip", "reads"]));
+            assert_eq!(s.sql_ok("SELECT v FROM marker WHERE id = 1"), "new");
+            s.sql_ok("INSERT INTO ids (v) VALUES (1)");
+            println!("{}", s.ctl_ok(&["flip", "writes"]));
+            s.sql_ok("INSERT INTO ids (v) VALUES (2)");
+            std::thread::sleep(std::time::Duration::from_millis(700));
+            println!("{}", s.ctl_ok(&["rollback"]));
+            s.sql_ok("INSERT INTO ids (v) VALUES (3)");
+            println!("{}", s.ctl_ok(&["rollback"]));
+            assert_eq!(s.sql_ok("SELECT v FROM marker WHERE id = 1"), "old");
+            std::thread::sleep(std::time::Duration::from_millis(400));
+        }
+        runs.into_iter()
+            .map(|r| r.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    for out in load {
+        println!(
+            "{}; {}",
+            line(&out, "transactions:"),
+            line(&out, "ignored errors:")
+        );
+    }
+    for t in ["sbtest1", "sbtest2", "ids"] {
+        s.assert_identical(t, "id");
+    }
+    assert_eq!(s.sql_ok("SELECT COUNT(DISTINCT id) FROM ids"), "9");
     assert_no_divergence(&s);
 }

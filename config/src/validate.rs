@@ -190,6 +190,29 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
     if config.mirror.statement_timeout_ms == 0 {
         c.push("mirror.statement_timeout_ms", "must be above 0");
     }
+    if config.protocol == Protocol::Mysql {
+        // Not built for MySQL yet: refused rather than silently ignored.
+        if config.mirror.mode == MirrorMode::Async {
+            c.push(
+                "mirror.mode",
+                "\"async\" is not available for protocol = \"mysql\" yet; use \"sync\"",
+            );
+        }
+        if config.sampling.rate > 0.0 {
+            c.push(
+                "sampling.rate",
+                "shadow reads are not available for protocol = \"mysql\" yet; set 0.0",
+            );
+        }
+        for (i, rule) in config.mirror.rules.iter().enumerate() {
+            if matches!(rule.action, crate::RuleAction::Old | crate::RuleAction::New) {
+                c.push(
+                    format!("mirror.rules[{i}].action"),
+                    "\"old\" and \"new\" are not available for protocol = \"mysql\" yet (never_mirror and always_mirror are)",
+                );
+            }
+        }
+    }
     if config.mirror.mode == MirrorMode::Async && config.mirror.on_error == MirrorErrorPolicy::Fail
     {
         c.push(

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
+use turnout_config::Protocol;
 use turnout_control::controller::{Change, Controller, FlipRequest, Outcome, Plan};
 
 /// Runs `change` for `caller`: checked, applied (through a barrier when the
@@ -101,7 +102,11 @@ async fn barrier(
     }
     let drained = started.elapsed();
     let (from, to) = (plan.from.authority(), plan.to.authority());
-    let caught_up = match sequences::catch_up(shared, from, to).await {
+    let caught_up = match shared.protocol {
+        Protocol::Postgres => sequences::catch_up(shared, from, to).await,
+        Protocol::Mysql => crate::mysql::counters::catch_up(shared, from, to).await,
+    };
+    let caught_up = match caught_up {
         Ok(c) => c,
         Err(e) => {
             release();

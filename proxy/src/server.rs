@@ -21,7 +21,7 @@ use turnout_config::{Config, Protocol};
 use turnout_config::{DdlPolicy, MirrorErrorPolicy, MirrorMode, UnsafePolicy};
 use turnout_control::divergence::{Divergence, DivergenceKind, DivergenceLog, DivergenceLogError};
 use turnout_control::readdiff::{ReadDiffError, ReadDiffLog};
-use turnout_control::{RoutingState, Side};
+use turnout_control::{Routing, RoutingState, Side};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -156,6 +156,52 @@ impl Shared {
             .count()
     }
 
+    /// A mirrored session starts a transaction (or an autocommit
+    /// statement): held while paused, then counted, and given the routing
+    /// it runs by until it ends. Counted before the pause is looked at, so
+    /// a barrier that sets the pause and then sees no session counted knows
+    /// none can start.
+    pub async fn enter_transaction(
+        &self,
+        session: u64,
+        paused: &mut tokio::sync::watch::Receiver<bool>,
+        stopping: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Arc<Routing> {
+        loop {
+            self.busy_sessions.fetch_add(1, Ordering::SeqCst);
+            if !*paused.borrow_and_update() || *stopping.borrow() {
+                break;
+            }
+            self.busy_sessions.fetch_sub(1, Ordering::SeqCst);
+            tokio::select! {
+                _ = paused.changed() => {}
+                _ = stopping.changed() => {}
+            }
+        }
+        let routing = self.routing.snapshot();
+        self.in_transaction.insert(session, routing.epoch);
+        routing
+    }
+
+    /// The transaction [`Shared::enter_transaction`] counted has ended.
+    pub fn leave_transaction(&self, session: u64) {
+        self.busy_sessions.fetch_sub(1, Ordering::SeqCst);
+        self.in_transaction.remove(&session);
+    }
+
+    /// Counts a mirrored session while the guard lives.
+    pub fn mirrored_session(&self) -> MirroredSession<'_> {
+        self.mirror_sessions.fetch_add(1, Ordering::Relaxed);
+        MirroredSession(self)
+    }
+
+    /// A session cannot reach `side`, which a flip made the authority:
+    /// counted, and the message for the client.
+    pub fn authority_unreachable(&self, side: Side, error: &str) -> String {
+        self.authority_failed(side);
+        format!("turnout: {side} is the authority now and cannot be reached: {error}")
+    }
+
     /// Counts a failure of `side` as the authority.
     pub fn authority_failed(&self, side: Side) {
         let i = match side {
@@ -218,6 +264,15 @@ impl Shared {
             Ok(()) => info!(side = %target.side, "cancel request forwarded"),
             Err(e) => warn!(error = %e, "cancel request could not be forwarded"),
         }
+    }
+}
+
+/// Counts one mirrored session until dropped.
+pub struct MirroredSession<'a>(&'a Shared);
+
+impl Drop for MirroredSession<'_> {
+    fn drop(&mut self) {
+        self.0.mirror_sessions.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -74,6 +74,11 @@ divergence_log = "{divergences}"
 
 [state]
 initial_phase = "{phase}"
+file = "{state}"
+
+[admin]
+socket = "{socket}"
+audit_log = "{audit}"
 
 [limits]
 auth_timeout_ms = 3000
@@ -88,6 +93,9 @@ level = "debug"
             old_port = old.port,
             new_port = new.port,
             divergences = dir.path().join("divergences.jsonl").display(),
+            state = dir.path().join("state.json").display(),
+            socket = dir.path().join("admin.sock").display(),
+            audit = dir.path().join("audit.jsonl").display(),
         );
         let config_path = dir.path().join("turnout.toml");
         std::fs::write(&config_path, config).expect("write config");
@@ -147,6 +155,25 @@ impl MySetup {
             "{table}: {} rows identical on both sides",
             old.lines().count()
         );
+    }
+
+    /// `turnout ctl <args>` on this proxy's admin socket, which must
+    /// succeed; its output.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = Command::new(super::turnout_bin())
+            .arg("ctl")
+            .arg("--socket")
+            .arg(self.dir.path().join("admin.sock"))
+            .args(args)
+            .output()
+            .expect("run turnout ctl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "turnout ctl {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
     }
 
     /// The divergence log's lines (`mirror.divergence_log` must be set to

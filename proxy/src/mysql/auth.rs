@@ -202,9 +202,7 @@ mod tests {
     #[test]
     fn native_answers_check_against_plain_and_hashed_passwords() {
         let n = nonce();
-        let answer =
-            mysql_common::auth::plugins::mysql_native_password::scramble_native(&n, b"s3cret")
-                .unwrap();
+        let answer = mysql_common::scramble::scramble_native(&n, b"s3cret").unwrap();
         // SELECT PASSWORD('s3cret')
         let hash = format!(
             "*{}",
@@ -214,9 +212,7 @@ mod tests {
                 .collect::<String>()
         );
         let users = Users::from_config(&[user("a", "s3cret"), user("b", &hash)]).unwrap();
-        let sha2 =
-            mysql_common::auth::plugins::caching_sha2_password::scramble_sha256(&n, b"s3cret")
-                .unwrap();
+        let sha2 = mysql_common::scramble::scramble_sha256(&n, b"s3cret").unwrap();
         assert!(users.check("a", CACHING_SHA2, &n, &sha2));
         assert!(
             !users.check("b", CACHING_SHA2, &n, &sha2),

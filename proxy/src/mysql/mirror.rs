@@ -8,6 +8,7 @@
 
 use super::packet::{encode, err_payload, PacketError, Packets};
 use super::response::{self, Answer, Expect, IN_TRANS};
+use super::session::Legs;
 use crate::engine::{Classification, Kind, TxControl};
 use crate::server::Shared;
 use std::collections::HashMap;
@@ -15,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::{debug, warn};
-use turnout_config::{DdlPolicy, MirrorErrorPolicy, UnsafePolicy};
+use turnout_config::{DdlPolicy, MirrorErrorPolicy, RuleAction, UnsafePolicy};
 use turnout_control::divergence::{Divergence, DivergenceKind};
 use turnout_control::{Routing, Side};
 
@@ -63,6 +64,8 @@ enum Route {
 
 /// A statement the client prepared; it knows it by the authority's id.
 struct Prepared {
+    /// Its id on the authority (the client's id until a writes flip).
+    auth_id: u32,
     sql: String,
     class: Arc<Classification>,
     params: u16,
@@ -83,6 +86,8 @@ pub struct MyMirror<'a> {
     in_tx: bool,
     replay: Vec<Vec<u8>>,
     statements: HashMap<u32, Prepared>,
+    /// How the session's backend connections are opened.
+    legs: Legs,
 }
 
 fn query(sql: &str) -> Vec<u8> {
@@ -115,6 +120,7 @@ impl<'a> MyMirror<'a> {
         auth: Packets,
         mirror: Option<Packets>,
         mirror_side: Side,
+        legs: Legs,
     ) -> Self {
         MyMirror {
             shared,
@@ -126,82 +132,132 @@ impl<'a> MyMirror<'a> {
             in_tx: false,
             replay: Vec::new(),
             statements: HashMap::new(),
+            legs,
         }
     }
 
     pub async fn run(mut self) -> End {
-        self.shared.mirror_sessions.fetch_add(1, Ordering::Relaxed);
-        let end = self.serve().await;
-        self.shared.mirror_sessions.fetch_sub(1, Ordering::Relaxed);
-        end
-    }
-
-    async fn serve(&mut self) -> End {
-        loop {
-            let (_, packet) = match self.client.read().await {
-                Ok(p) => p,
-                Err(e) => return End::ClientGone(e.to_string()),
-            };
-            if !self.in_tx {
-                self.routing = self.shared.routing.snapshot();
+        let _counted = self.shared.mirrored_session();
+        let mut paused = self.shared.paused.subscribe();
+        let mut stopping = self.shared.stopping.subscribe();
+        let id = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
+        let mut busy = false;
+        let end = loop {
+            if busy && !self.in_tx {
+                busy = false;
+                self.shared.leave_transaction(id);
             }
-            let Some(&command) = packet.first() else {
-                let _ = self
-                    .client
-                    .write(
-                        1,
-                        &err_payload(1047, "08S01", "turnout: empty command packet"),
-                    )
+            if *stopping.borrow() && !self.in_tx {
+                // Between transactions: nothing of the client's is cut.
+                break End::Quit;
+            }
+            let read = tokio::select! {
+                r = self.client.read() => r,
+                _ = stopping.changed(), if !*stopping.borrow() => continue,
+            };
+            let packet = match read {
+                Ok((_, p)) => p,
+                Err(e) => break End::ClientGone(e.to_string()),
+            };
+            if !busy {
+                // A transaction (or autocommit statement) starts: held while
+                // paused, then run by the routing of now to its end.
+                self.routing = self
+                    .shared
+                    .enter_transaction(id, &mut paused, &mut stopping)
                     .await;
-                continue;
-            };
-            let step = match command {
-                COM_QUIT => {
-                    let _ = self.auth.write(0, &packet).await;
-                    if let Some(m) = self.mirror.as_mut() {
-                        let _ = m.write(0, &packet).await;
-                    }
-                    return End::Quit;
-                }
-                COM_QUERY => {
-                    let sql = String::from_utf8_lossy(&packet[1..]).into_owned();
-                    let class = self.shared.classifier.classify(&sql);
-                    self.statement(&packet, &class, &sql).await
-                }
-                COM_INIT_DB => self.both(&packet, true).await,
-                COM_STMT_PREPARE => self.prepare(&packet).await,
-                COM_STMT_EXECUTE => self.execute(&packet).await,
-                COM_STMT_SEND_LONG_DATA | COM_STMT_CLOSE => self.no_answer(&packet).await,
-                COM_STMT_RESET => self.reset(&packet).await,
-                COM_CHANGE_USER | COM_RESET_CONNECTION => {
-                    let msg = "turnout: COM_CHANGE_USER and COM_RESET_CONNECTION are not supported while writes are mirrored; reconnect instead";
-                    self.client
-                        .write(1, &err_payload(1047, "08S01", msg))
-                        .await
-                        .map(|_| ())
-                        .map_err(Stop::Client)
-                }
-                _ => self.authority(&packet).await,
-            };
-            match step {
-                Ok(()) => {}
-                Err(Stop::Client(e)) => return End::ClientGone(e.to_string()),
-                Err(Stop::Authority(e)) => {
-                    let msg = format!(
-                        "turnout: backend {} closed the connection unexpectedly: {e}",
-                        self.mirror_side.other()
-                    );
+                busy = true;
+                if let Err(e) = self.adopt_roles().await {
+                    let side = self.routing.phase.authority();
+                    let msg = self.shared.authority_unreachable(side, &e);
                     let _ = self
                         .client
                         .write(1, &err_payload(2013, "HY000", &msg))
                         .await;
-                    return End::AuthorityLost(e.to_string());
+                    break End::AuthorityLost(e);
                 }
+            }
+            if let Some(end) = self.command(packet).await {
+                break end;
+            }
+        };
+        if busy {
+            self.shared.leave_transaction(id);
+        }
+        end
+    }
+
+    /// Handles one client command; `Some` when the session ends.
+    async fn command(&mut self, packet: Vec<u8>) -> Option<End> {
+        let Some(&command) = packet.first() else {
+            let e = err_payload(1047, "08S01", "turnout: empty command packet");
+            let _ = self.client.write(1, &e).await;
+            return None;
+        };
+        let step = match command {
+            COM_QUIT => {
+                let _ = self.auth.write(0, &packet).await;
+                if let Some(m) = self.mirror.as_mut() {
+                    let _ = m.write(0, &packet).await;
+                }
+                return Some(End::Quit);
+            }
+            COM_QUERY => {
+                let sql = String::from_utf8_lossy(&packet[1..]).into_owned();
+                let class = self.shared.classifier.classify(&sql);
+                self.statement(&packet, &class, &sql).await
+            }
+            COM_INIT_DB => self.both(&packet, true).await,
+            COM_STMT_PREPARE => self.prepare(&packet).await,
+            COM_STMT_EXECUTE => self.execute(&packet).await,
+            COM_STMT_SEND_LONG_DATA | COM_STMT_CLOSE => self.no_answer(&packet).await,
+            COM_STMT_RESET => self.reset(&packet).await,
+            COM_CHANGE_USER | COM_RESET_CONNECTION => {
+                let msg = "turnout: COM_CHANGE_USER and COM_RESET_CONNECTION are not supported while writes are mirrored; reconnect instead";
+                self.tell(&err_payload(1047, "08S01", msg)).await
+            }
+            _ => self.authority(&packet).await,
+        };
+        match step {
+            Ok(()) => None,
+            Err(Stop::Client(e)) => Some(End::ClientGone(e.to_string())),
+            Err(Stop::Authority(e)) => {
+                let side = self.mirror_side.other();
+                let msg =
+                    format!("turnout: backend {side} closed the connection unexpectedly: {e}");
+                let _ = self
+                    .client
+                    .write(1, &err_payload(2013, "HY000", &msg))
+                    .await;
+                self.shared.authority_failed(side);
+                Some(End::AuthorityLost(e.to_string()))
             }
         }
     }
 
     fn route(&self, class: &Classification) -> Route {
+        let route = self.route_with_mirror(class);
+        if self.routing.phase.mirror().is_none() {
+            // `finalized`: the authority alone.
+            return match route {
+                Route::Reject => Route::Reject,
+                _ => Route::Authority,
+            };
+        }
+        match class.rule {
+            None => route,
+            Some(RuleAction::NeverMirror) => Route::Authority,
+            Some(RuleAction::AlwaysMirror) => match route {
+                Route::Authority | Route::Reject if class.kind() == Kind::Ddl => Route::Unwrapped,
+                Route::Authority => Route::Write,
+                other => other,
+            },
+            // Refused by the config check for MySQL.
+            Some(RuleAction::Old | RuleAction::New) => route,
+        }
+    }
+
+    fn route_with_mirror(&self, class: &Classification) -> Route {
         let has_tx = class
             .statements
             .iter()
@@ -237,6 +293,11 @@ impl<'a> MyMirror<'a> {
                 self.record(DivergenceKind::UnsafeStatement, class, reason, sql);
             }
         }
+        let read = matches!(class.kind(), Kind::Read) && class.statements.len() == 1;
+        if route == Route::Authority && read && self.routing.phase.read_target() == self.mirror_side
+        {
+            return self.read_on_mirror(packet).await;
+        }
         match route {
             Route::Authority => self.authority(packet).await,
             Route::Both => self.both(packet, !self.in_tx).await,
@@ -246,6 +307,32 @@ impl<'a> MyMirror<'a> {
             Route::Reject => {
                 let msg = "turnout: schema changes are refused while writes are mirrored (mirror.ddl = reject)";
                 self.tell(&err_payload(1290, "HY000", msg)).await
+            }
+        }
+    }
+
+    /// A read in phase `reads_new`: served by the mirror's side (inside the
+    /// same transaction there, so it sees this session's writes). When the
+    /// mirror cannot be reached the authority serves it.
+    async fn read_on_mirror(&mut self, packet: &[u8]) -> Step {
+        let fresh = !self.in_tx;
+        let served = match self.mirror_packet(packet).await {
+            Ok(p) => self.on_mirror(&encode(0, &p).0, 1, fresh).await,
+            Err(e) => Err(e),
+        };
+        match served {
+            Ok(mut answers) => {
+                let a = answers.remove(0);
+                if a.error.is_some() {
+                    self.shared
+                        .mirror_read_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                self.relay(&a).await
+            }
+            Err(e) => {
+                warn!(side = %self.mirror_side, reason = %e, "read served by the authority: the read target cannot be reached");
+                self.authority(packet).await
             }
         }
     }
@@ -314,8 +401,92 @@ impl<'a> MyMirror<'a> {
         } else {
             Expect::Result
         };
-        let a = self.on_auth(&encode(0, packet).0, expect).await?;
+        let a = self
+            .on_auth(&encode(0, &self.for_auth(packet)).0, expect)
+            .await?;
         self.relay(&a).await
+    }
+
+    /// The client's command as the authority knows it: a statement command
+    /// under the authority's id for the statement.
+    fn for_auth(&self, packet: &[u8]) -> Vec<u8> {
+        let mut out = packet.to_vec();
+        let stmt_command = matches!(
+            packet.first(),
+            Some(
+                &(COM_STMT_EXECUTE
+                    | COM_STMT_SEND_LONG_DATA
+                    | COM_STMT_CLOSE
+                    | COM_STMT_RESET
+                    | 0x1C)
+            )
+        );
+        if stmt_command {
+            if let Some(s) = statement_id(packet).and_then(|id| self.statements.get(&id)) {
+                out[1..5].copy_from_slice(&s.auth_id.to_le_bytes());
+                if packet[0] == COM_STMT_EXECUTE {
+                    // A side that became the authority may not have seen
+                    // the types an earlier execute sent.
+                    out = with_types(&out, s.params, s.types.as_deref());
+                }
+            }
+        }
+        out
+    }
+
+    /// Between transactions, makes the connections' roles match the
+    /// routing: after a writes flip (or its rollback) the mirror's
+    /// connection is the authority's and the other way round; in a phase
+    /// without a mirror (`finalized`) the mirror's connection closes.
+    async fn adopt_roles(&mut self) -> Result<(), String> {
+        let phase = self.routing.phase;
+        if phase.authority() != self.mirror_side.other() {
+            if self.mirror.is_none() {
+                self.reconnect_mirror().await?;
+            }
+            let promoted = self.mirror.take().ok_or("no connection")?;
+            let demoted = std::mem::replace(&mut self.auth, promoted);
+            self.mirror = Some(demoted);
+            self.mirror_side = self.mirror_side.other();
+            // The promoted side knows each statement by its mirror id, or
+            // gets it prepared now.
+            let ids: Vec<u32> = self.statements.keys().copied().collect();
+            for id in ids {
+                let Some(s) = self.statements.get(&id) else {
+                    continue;
+                };
+                let (old_auth, known, sql) = (s.auth_id, s.mirror_id, s.sql.clone());
+                let new_auth = match known {
+                    Some(m) => m,
+                    None => {
+                        let mut p = vec![COM_STMT_PREPARE];
+                        p.extend_from_slice(sql.as_bytes());
+                        self.auth.write(0, &p).await.map_err(|e| e.to_string())?;
+                        let a = response::read(&mut self.auth, Expect::Prepare)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        match a.statement {
+                            Some((m, _)) => m,
+                            None => {
+                                warn!(statement = %sql, error = ?a.error, "prepared statement could not be prepared on the new authority");
+                                u32::MAX
+                            }
+                        }
+                    }
+                };
+                if let Some(s) = self.statements.get_mut(&id) {
+                    s.auth_id = new_auth;
+                    s.mirror_id = Some(old_auth);
+                    // The demoted side saw the types of earlier executes.
+                }
+            }
+        }
+        if phase.mirror().is_none() {
+            if let Some(mut m) = self.mirror.take() {
+                let _ = m.write(0, &[COM_QUIT]).await;
+            }
+        }
+        Ok(())
     }
 
     /// Runs `bytes` (whole commands) on the mirror and reads `n` answers.
@@ -367,8 +538,15 @@ impl<'a> MyMirror<'a> {
 
     async fn reconnect_mirror(&mut self) -> Result<(), String> {
         let target = self.shared.target(self.mirror_side);
-        let caps = super::session::offered();
-        let mut m = super::session::connect(self.shared, target, caps, 45, None).await?;
+        let legs = &self.legs;
+        let mut m = super::session::connect(
+            self.shared,
+            target,
+            legs.caps,
+            legs.collation,
+            legs.db.as_deref(),
+        )
+        .await?;
         for p in &self.replay {
             m.write(0, p).await.map_err(|e| e.to_string())?;
             response::read(&mut m, Expect::Result)
@@ -385,8 +563,13 @@ impl<'a> MyMirror<'a> {
     /// Session settings and transaction control: the authority answers,
     /// the mirror follows. `keep`: replayed on a new mirror connection.
     async fn both(&mut self, packet: &[u8], keep: bool) -> Step {
+        if self.routing.phase.mirror().is_none() {
+            return self.authority(packet).await;
+        }
         let fresh = !self.in_tx;
-        let a = self.on_auth(&encode(0, packet).0, Expect::Result).await?;
+        let a = self
+            .on_auth(&encode(0, &self.for_auth(packet)).0, Expect::Result)
+            .await?;
         if a.error.is_none() {
             let is_setting = packet.first() == Some(&COM_INIT_DB)
                 || self
@@ -430,7 +613,9 @@ impl<'a> MyMirror<'a> {
                 return self.tell(&err_payload(1180, "HY000", &msg)).await;
             }
         }
-        let a = self.on_auth(&encode(0, packet).0, Expect::Result).await?;
+        let a = self
+            .on_auth(&encode(0, &self.for_auth(packet)).0, Expect::Result)
+            .await?;
         if let Some(e) = &a.error {
             self.record_text(DivergenceKind::AuthorityCommitFailed, "COMMIT", e);
         }
@@ -449,7 +634,8 @@ impl<'a> MyMirror<'a> {
         if wrap {
             list.push(&begin);
         }
-        list.extend([&set_ts[..], packet, &reset_ts[..]]);
+        let to_auth = self.for_auth(packet);
+        list.extend([&set_ts[..], &to_auth[..], &reset_ts[..]]);
         let mut answers = self.on_auth_n(&commands(&list), list.len()).await?;
         let mut answer = answers.remove(answers.len() - 2);
         if answer.error.is_some() {
@@ -530,7 +716,9 @@ impl<'a> MyMirror<'a> {
     /// authority, then the mirror, as they are.
     async fn unwrapped(&mut self, packet: &[u8], class: &Classification, sql: &str) -> Step {
         let fresh = !self.in_tx;
-        let a = self.on_auth(&encode(0, packet).0, Expect::Result).await?;
+        let a = self
+            .on_auth(&encode(0, &self.for_auth(packet)).0, Expect::Result)
+            .await?;
         if a.error.is_none() {
             if let Err(e) = self.mirror_once(packet, fresh).await {
                 self.mirror_failed(packet, &e);
@@ -598,6 +786,7 @@ impl<'a> MyMirror<'a> {
             self.statements.insert(
                 id,
                 Prepared {
+                    auth_id: id,
                     sql,
                     class,
                     params,
@@ -630,7 +819,7 @@ impl<'a> MyMirror<'a> {
         use tokio::io::AsyncWriteExt;
         self.auth
             .stream
-            .write_all(&encode(0, packet).0)
+            .write_all(&encode(0, &self.for_auth(packet)).0)
             .await
             .map_err(|e| Stop::Authority(e.into()))?;
         let Some(id) = statement_id(packet) else {
@@ -664,7 +853,9 @@ impl<'a> MyMirror<'a> {
     }
 
     async fn reset(&mut self, packet: &[u8]) -> Step {
-        let a = self.on_auth(&encode(0, packet).0, Expect::Result).await?;
+        let a = self
+            .on_auth(&encode(0, &self.for_auth(packet)).0, Expect::Result)
+            .await?;
         if let Some(mid) = statement_id(packet)
             .and_then(|id| self.statements.get(&id))
             .and_then(|s| s.mirror_id)

@@ -2,6 +2,7 @@
 //! authentication with clients, backend authentication, and forwarding.
 
 pub mod auth;
+pub mod counters;
 pub mod mirror;
 pub mod packet;
 pub mod response;

@@ -9,11 +9,11 @@ use super::packet::{err_payload, err_text, ok_payload, PacketError, Packets};
 use crate::pg::backend::{open_stream, BackendTarget};
 use crate::server::Shared;
 use crate::stream::Stream;
-use mysql_common::auth::plugins::mysql_native_password::scramble_native;
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::{AuthPlugin, AuthSwitchRequest, HandshakePacket, HandshakeResponse};
 use mysql_common::proto::MySerialize;
+use mysql_common::scramble::scramble_native;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +50,26 @@ const COLLATION: u8 = 45;
 /// Reported until a backend has told its own version.
 const DEFAULT_VERSION: &str = "5.5.5-10.11.0-MariaDB-turnout";
 
+/// What a backend connection of the session is opened with: the client's
+/// capabilities, character set and database.
+#[derive(Debug, Clone)]
+pub struct Legs {
+    pub caps: CapabilityFlags,
+    pub collation: u8,
+    pub db: Option<String>,
+}
+
+/// The capabilities of turnout's own connections (catch-up at a writes
+/// flip): no `db.table` quirks (CLIENT_NO_SCHEMA) or client-side modes.
+pub(super) fn own_caps() -> CapabilityFlags {
+    offered()
+        - CapabilityFlags::CLIENT_NO_SCHEMA
+        - CapabilityFlags::CLIENT_ODBC
+        - CapabilityFlags::CLIENT_IGNORE_SPACE
+        - CapabilityFlags::CLIENT_FOUND_ROWS
+        - CapabilityFlags::CLIENT_INTERACTIVE
+}
+
 #[derive(Debug, thiserror::Error)]
 enum StartError {
     /// Told to the client as an ERR packet: code, SQL state, message.
@@ -73,7 +93,7 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
         return;
     }
     let opened = tokio::time::timeout(shared.auth_timeout, open(&shared, client, id)).await;
-    let (client, seq, backend) = match opened {
+    let (client, seq, backend, legs) = match opened {
         Ok(Ok(s)) => s,
         Ok(Err(Refused { client, seq, error })) => {
             match error {
@@ -104,7 +124,15 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
         return;
     }
     let target = shared.target(mirror_side);
-    let mirror = match connect(&shared, target, offered(), COLLATION, None).await {
+    let mirror = match connect(
+        &shared,
+        target,
+        legs.caps,
+        legs.collation,
+        legs.db.as_deref(),
+    )
+    .await
+    {
         Ok(m) => Some(m),
         Err(e) => {
             // Writes will try again, and record or fail per mirror.on_error.
@@ -113,7 +141,7 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
         }
     };
     debug!(%peer, id, %phase, "mirrored mysql session started");
-    let end = MyMirror::new(&shared, client, backend, mirror, mirror_side)
+    let end = MyMirror::new(&shared, client, backend, mirror, mirror_side, legs)
         .run()
         .await;
     match end {
@@ -174,7 +202,7 @@ async fn open(
     shared: &Shared,
     mut client: Packets,
     id: u32,
-) -> Result<(Packets, u8, Packets), Refused> {
+) -> Result<(Packets, u8, Packets, Legs), Refused> {
     let nonce = auth::nonce();
     let version: String =
         Option::clone(&shared.mysql_version.load()).unwrap_or_else(|| DEFAULT_VERSION.to_string());
@@ -251,7 +279,7 @@ async fn open(
         ));
     }
     match start(shared, &mut client, id, &nonce, seq, &payload).await {
-        Ok((seq, backend)) => Ok((client, seq, backend)),
+        Ok((seq, backend, legs)) => Ok((client, seq, backend, legs)),
         Err((seq, error)) => Err(refused(client, seq, error)),
     }
 }
@@ -266,7 +294,7 @@ async fn start(
     nonce: &[u8; 20],
     seq: u8,
     payload: &[u8],
-) -> Result<(u8, Packets), (u8, StartError)> {
+) -> Result<(u8, Packets, Legs), (u8, StartError)> {
     let mut seq = seq.wrapping_add(1);
     let response: HandshakeResponse<'_> = ParseBuf(payload).parse(()).map_err(|e| {
         (
@@ -353,7 +381,12 @@ async fn start(
             )
         })?;
     info!(%user, id, side = %authority, plugin = %String::from_utf8_lossy(&plugin), "mysql client authenticated");
-    Ok((seq, backend))
+    let legs = Legs {
+        caps,
+        collation: response.collation(),
+        db,
+    };
+    Ok((seq, backend, legs))
 }
 
 /// Connects and authenticates to a MySQL backend as its configured user,

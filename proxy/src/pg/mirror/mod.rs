@@ -314,10 +314,8 @@ impl<'a> MirrorSession<'a> {
     }
 
     pub async fn run(mut self) -> End {
-        self.shared.mirror_sessions.fetch_add(1, Ordering::Relaxed);
-        let end = self.serve().await;
-        self.shared.mirror_sessions.fetch_sub(1, Ordering::Relaxed);
-        end
+        let _counted = self.shared.mirrored_session();
+        self.serve().await
     }
 
     async fn serve(&mut self) -> End {
@@ -328,8 +326,7 @@ impl<'a> MirrorSession<'a> {
         let end = loop {
             if busy && self.status == b'I' && self.batch.is_empty() {
                 busy = false;
-                self.shared.busy_sessions.fetch_sub(1, Ordering::SeqCst);
-                self.shared.in_transaction.remove(&id);
+                self.shared.leave_transaction(id);
             }
             if *stopping.borrow() && self.status == b'I' && self.batch.is_empty() {
                 // Between transactions: nothing of the client's is cut.
@@ -352,17 +349,15 @@ impl<'a> MirrorSession<'a> {
                         // A new transaction (or autocommit statement) starts:
                         // held while paused, then run by the routing of now.
                         if !busy {
-                            self.enter(&mut paused, &mut stopping).await;
+                            self.routing = self
+                                .shared
+                                .enter_transaction(id, &mut paused, &mut stopping)
+                                .await;
                             busy = true;
-                            self.routing = self.shared.routing.snapshot();
-                            self.shared.in_transaction.insert(id, self.routing.epoch);
                         }
                         if let Err(e) = self.adopt_roles().await {
-                            self.shared.authority_failed(self.routing.phase.authority());
-                            let msg = format!(
-                                "turnout: {} is the authority now and cannot be reached: {e}",
-                                self.routing.phase.authority()
-                            );
+                            let side = self.routing.phase.authority();
+                            let msg = self.shared.authority_unreachable(side, &e);
                             let _ = self.client_error(Severity::Fatal, "08006", &msg).await;
                             break End::AuthorityLost(e);
                         }
@@ -429,31 +424,9 @@ impl<'a> MirrorSession<'a> {
             }
         };
         if busy {
-            self.shared.busy_sessions.fetch_sub(1, Ordering::SeqCst);
-            self.shared.in_transaction.remove(&id);
+            self.shared.leave_transaction(id);
         }
         end
-    }
-
-    /// Counts this session as inside a transaction, once no pause holds
-    /// it. Counted before the pause is looked at, so a barrier that sets
-    /// the pause and then sees no session counted knows none can start.
-    async fn enter(
-        &self,
-        paused: &mut tokio::sync::watch::Receiver<bool>,
-        stopping: &mut tokio::sync::watch::Receiver<bool>,
-    ) {
-        loop {
-            self.shared.busy_sessions.fetch_add(1, Ordering::SeqCst);
-            if !*paused.borrow_and_update() || *stopping.borrow() {
-                return;
-            }
-            self.shared.busy_sessions.fetch_sub(1, Ordering::SeqCst);
-            tokio::select! {
-                _ = paused.changed() => {}
-                _ = stopping.changed() => {}
-            }
-        }
     }
 
     fn auth_side(&self) -> Side {
