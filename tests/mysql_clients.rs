@@ -173,3 +173,44 @@ fn mysql_async_with_prepared_statements_in_phase_mirror() {
     s.assert_identical("items", "id");
     assert!(s.divergences().is_empty(), "{:?}", s.divergences());
 }
+
+#[test]
+fn kill_query_by_turnouts_connection_id_reaches_the_backend() {
+    use mysql_async::prelude::*;
+    for phase in ["passthrough", "mirror"] {
+        let s = MySetup::start(phase, "");
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let url = format!("mysql://app:{MY_PASSWORD}@127.0.0.1:{}/app", s.proxy.port);
+            let opts = mysql_async::Opts::from_url(&url).unwrap();
+            let mut sleeper = mysql_async::Conn::new(opts.clone()).await.unwrap();
+            let mut killer = mysql_async::Conn::new(opts).await.unwrap();
+            let id = sleeper.id();
+            assert_ne!(id, killer.id());
+            let started = std::time::Instant::now();
+            let sleeping = tokio::spawn(async move {
+                let r: Result<Option<i64>, _> = sleeper.query_first("SELECT SLEEP(30)").await;
+                r
+            });
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            killer.query_drop(format!("KILL QUERY {id}")).await.unwrap();
+            let slept = sleeping.await.unwrap();
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "{phase}: the query was not interrupted: {slept:?}"
+            );
+            match slept {
+                Ok(v) => assert_eq!(v, Some(1), "{phase}: SLEEP reports the interruption"),
+                Err(e) => assert!(e.to_string().contains("interrupted"), "{phase}: {e}"),
+            }
+            let e = killer.query_drop("KILL QUERY 999999").await.unwrap_err();
+            assert!(
+                e.to_string().contains("Unknown thread id: 999999"),
+                "{phase}: {e}"
+            );
+            // The killer's own session goes on.
+            let v: Option<i64> = killer.query_first("SELECT 41 + 1").await.unwrap();
+            assert_eq!(v, Some(42));
+        });
+    }
+}

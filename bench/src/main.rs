@@ -5,6 +5,7 @@
 //!
 //! Usage: cargo build --release && target/release/turnout-bench [--seconds N] [--rounds N] [--clients N]
 
+mod mysql;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,6 +26,8 @@ struct Args {
     shadow_only: bool,
     /// Only the flip-latency figures.
     flips_only: bool,
+    /// Only the MySQL (MariaDB) figures.
+    mysql_only: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -37,6 +40,7 @@ fn parse_args() -> Result<Args, String> {
         mirror_only: false,
         shadow_only: false,
         flips_only: false,
+        mysql_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -54,6 +58,10 @@ fn parse_args() -> Result<Args, String> {
         }
         if flag == "--flips-only" {
             a.flips_only = true;
+            continue;
+        }
+        if flag == "--mysql-only" {
+            a.mysql_only = true;
             continue;
         }
         let value = it
@@ -76,7 +84,7 @@ fn main() {
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("turnout-bench: {e}\nusage: turnout-bench [--seconds N] [--rounds N] [--clients N] [--scale N] [--no-mirror | --mirror-only | --shadow-only | --flips-only]");
+            eprintln!("turnout-bench: {e}\nusage: turnout-bench [--seconds N] [--rounds N] [--clients N] [--scale N] [--no-mirror | --mirror-only | --shadow-only | --flips-only | --mysql-only]");
             std::process::exit(2);
         }
     };
@@ -524,6 +532,9 @@ fn run(args: &Args) -> Result<(), String> {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .map_err(|e| e.to_string())?;
+    if args.mysql_only {
+        return mysql::bench(args, &dir);
+    }
     eprintln!("starting PostgreSQL...");
     let pg = bench_instance(args.scale)?;
     if args.mirror_only {

@@ -101,6 +101,9 @@ pub struct Shared {
     /// out, and the server version a backend last reported.
     pub mysql_users: ArcSwap<crate::mysql::auth::Users>,
     pub next_mysql_id: AtomicU32,
+    /// MySQL sessions by turnout's connection id: whose they are and the
+    /// backend thread a KILL naming them must reach.
+    pub mysql_sessions: DashMap<u32, crate::mysql::kill::Registered>,
     pub mysql_version: ArcSwap<Option<String>>,
     targets: [BackendTarget; 2],
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -320,6 +323,7 @@ impl Server {
             protocol: config.protocol,
             mysql_users: ArcSwap::from_pointee(mysql_users_for(config)?),
             next_mysql_id: AtomicU32::new(1),
+            mysql_sessions: DashMap::new(),
             mysql_version: ArcSwap::from_pointee(None),
             targets: [target(Side::Old)?, target(Side::New)?],
             tls_required: config.listen.tls.as_ref().is_some_and(|t| t.required),

@@ -60,6 +60,7 @@ pub async fn catch_up(shared: &Shared, from: Side, to: Side) -> Result<CatchUp, 
 async fn open(shared: &Shared, side: Side) -> Result<Packets, String> {
     connect(shared, shared.target(side), own_caps(), COLLATION, None)
         .await
+        .map(|(conn, _)| conn)
         .map_err(|e| format!("{side}: {e}"))
 }
 

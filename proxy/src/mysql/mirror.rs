@@ -88,6 +88,10 @@ pub struct MyMirror<'a> {
     statements: HashMap<u32, Prepared>,
     /// How the session's backend connections are opened.
     legs: Legs,
+    /// turnout's connection id for the session (what KILL names).
+    id: u32,
+    /// The mirror connection's backend thread.
+    mirror_thread: Option<u32>,
 }
 
 fn query(sql: &str) -> Vec<u8> {
@@ -118,10 +122,15 @@ impl<'a> MyMirror<'a> {
         shared: &'a Shared,
         client: Packets,
         auth: Packets,
-        mirror: Option<Packets>,
+        mirror: Option<(Packets, u32)>,
         mirror_side: Side,
         legs: Legs,
+        id: u32,
     ) -> Self {
+        let (mirror, mirror_thread) = match mirror {
+            Some((m, t)) => (Some(m), Some(t)),
+            None => (None, None),
+        };
         MyMirror {
             shared,
             client,
@@ -133,6 +142,8 @@ impl<'a> MyMirror<'a> {
             replay: Vec::new(),
             statements: HashMap::new(),
             legs,
+            id,
+            mirror_thread,
         }
     }
 
@@ -204,6 +215,13 @@ impl<'a> MyMirror<'a> {
             }
             COM_QUERY => {
                 let sql = String::from_utf8_lossy(&packet[1..]).into_owned();
+                if let Some(kill) = super::kill::parse(&sql) {
+                    let answer = super::kill::run(self.shared, &self.legs.user, kill).await;
+                    return match self.tell(&answer).await {
+                        Ok(()) => None,
+                        Err(_) => Some(End::ClientGone("client connection lost".into())),
+                    };
+                }
                 let class = self.shared.classifier.classify(&sql);
                 self.statement(&packet, &class, &sql).await
             }
@@ -448,6 +466,13 @@ impl<'a> MyMirror<'a> {
             let demoted = std::mem::replace(&mut self.auth, promoted);
             self.mirror = Some(demoted);
             self.mirror_side = self.mirror_side.other();
+            // KILL now reaches the promoted side's thread.
+            if let Some(mut r) = self.shared.mysql_sessions.get_mut(&self.id) {
+                let promoted_thread = self.mirror_thread.unwrap_or(0);
+                self.mirror_thread = Some(r.thread);
+                r.thread = promoted_thread;
+                r.side = self.mirror_side.other();
+            }
             // The promoted side knows each statement by its mirror id, or
             // gets it prepared now.
             let ids: Vec<u32> = self.statements.keys().copied().collect();
@@ -539,7 +564,7 @@ impl<'a> MyMirror<'a> {
     async fn reconnect_mirror(&mut self) -> Result<(), String> {
         let target = self.shared.target(self.mirror_side);
         let legs = &self.legs;
-        let mut m = super::session::connect(
+        let (mut m, thread) = super::session::connect(
             self.shared,
             target,
             legs.caps,
@@ -547,6 +572,7 @@ impl<'a> MyMirror<'a> {
             legs.db.as_deref(),
         )
         .await?;
+        self.mirror_thread = Some(thread);
         for p in &self.replay {
             m.write(0, p).await.map_err(|e| e.to_string())?;
             response::read(&mut m, Expect::Result)

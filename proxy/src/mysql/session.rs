@@ -4,6 +4,7 @@
 //! session's bytes forwarded both ways.
 
 use super::auth;
+use super::kill::Registered;
 use super::mirror::{End as MirrorEnd, MyMirror};
 use super::packet::{err_payload, err_text, ok_payload, PacketError, Packets};
 use crate::pg::backend::{open_stream, BackendTarget};
@@ -54,6 +55,8 @@ const DEFAULT_VERSION: &str = "5.5.5-10.11.0-MariaDB-turnout";
 /// capabilities, character set and database.
 #[derive(Debug, Clone)]
 pub struct Legs {
+    /// The client's user name (turnout's, not the backend's).
+    pub user: String,
     pub caps: CapabilityFlags,
     pub collation: u8,
     pub db: Option<String>,
@@ -114,25 +117,35 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
             return;
         }
     };
-    let phase = shared.routing.snapshot().phase;
-    let Some(mirror_side) = phase.mirror() else {
-        forward(client, seq, backend, &peer, id).await;
-        return;
-    };
-    let mut client = client;
+    run_session(&shared, client, seq, backend, legs, &peer, id).await;
+    shared.mysql_sessions.remove(&id);
+}
+
+/// After the handshakes: forwarding (passthrough) or the mirror engine.
+async fn run_session(
+    shared: &Shared,
+    mut client: Packets,
+    seq: u8,
+    backend: Packets,
+    legs: Legs,
+    peer: &str,
+    id: u32,
+) {
     if client.write(seq, &ok_payload()).await.is_err() {
         return;
     }
+    let phase = shared.routing.snapshot().phase;
+    let Some(mirror_side) = phase.mirror() else {
+        debug!(%peer, id, "mysql session started");
+        match forward(shared, client, backend, &legs.user).await {
+            Ok(()) => debug!(%peer, id, "mysql session ended"),
+            Err(e) => debug!(%peer, id, error = %e, "mysql session ended"),
+        }
+        return;
+    };
     let target = shared.target(mirror_side);
-    let mirror = match connect(
-        &shared,
-        target,
-        legs.caps,
-        legs.collation,
-        legs.db.as_deref(),
-    )
-    .await
-    {
+    let (caps, collation, db) = (legs.caps, legs.collation, legs.db.as_deref());
+    let mirror = match connect(shared, target, caps, collation, db).await {
         Ok(m) => Some(m),
         Err(e) => {
             // Writes will try again, and record or fail per mirror.on_error.
@@ -141,7 +154,7 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
         }
     };
     debug!(%peer, id, %phase, "mirrored mysql session started");
-    let end = MyMirror::new(&shared, client, backend, mirror, mirror_side, legs)
+    let end = MyMirror::new(shared, client, backend, mirror, mirror_side, legs, id)
         .run()
         .await;
     match end {
@@ -151,31 +164,94 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
     }
 }
 
-/// After the handshakes: the client's OK, then bytes both ways.
-async fn forward(mut client: Packets, seq: u8, backend: Packets, peer: &str, id: u32) {
-    if client.write(seq, &ok_payload()).await.is_err() {
-        return;
-    }
-    debug!(%peer, id, "mysql session started");
+/// Passthrough: the backend's bytes go to the client as they come; the
+/// client's go to the backend packet by packet, so that a `KILL` naming
+/// one of turnout's connection ids is carried out by turnout. A large
+/// packet streams through without being held whole.
+async fn forward(
+    shared: &Shared,
+    client: Packets,
+    backend: Packets,
+    user: &str,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    /// Packets up to this size are looked at whole; larger ones stream.
+    const LOOK: usize = 4096;
     let Packets {
-        stream: mut client_stream,
-        buf: early,
+        stream: client_stream,
+        buf: mut pending,
         ..
     } = client;
     let Packets {
-        stream: mut backend_stream,
+        stream: backend_stream,
         buf: backend_early,
         ..
     } = backend;
-    if !early.is_empty() && backend_stream.write_all(&early).await.is_err() {
-        return;
+    let (mut cr, mut cw) = tokio::io::split(client_stream);
+    let (mut br, mut bw) = tokio::io::split(backend_stream);
+    if !backend_early.is_empty() {
+        cw.write_all(&backend_early).await?;
     }
-    if !backend_early.is_empty() && client_stream.write_all(&backend_early).await.is_err() {
-        return;
-    }
-    match tokio::io::copy_bidirectional(&mut client_stream, &mut backend_stream).await {
-        Ok(_) => debug!(%peer, id, "mysql session ended"),
-        Err(e) => debug!(%peer, id, error = %e, "mysql session ended"),
+    let mut from_backend = vec![0u8; 32 * 1024];
+    // Bytes of a large packet still to pass through unlooked-at.
+    let mut streaming = 0usize;
+    loop {
+        // What of the client's bytes can go now.
+        loop {
+            if streaming > 0 {
+                let n = streaming.min(pending.len());
+                if n == 0 {
+                    break;
+                }
+                bw.write_all(&pending.split_to(n)).await?;
+                bw.flush().await?;
+                streaming -= n;
+                continue;
+            }
+            if pending.len() < 4 {
+                break;
+            }
+            let len = usize::from(pending[0])
+                | usize::from(pending[1]) << 8
+                | usize::from(pending[2]) << 16;
+            if len > LOOK {
+                streaming = 4 + len;
+                continue;
+            }
+            if pending.len() < 4 + len {
+                break;
+            }
+            let packet = pending.split_to(4 + len);
+            let kill = (packet[3] == 0 && packet.get(4) == Some(&0x03))
+                .then(|| super::kill::parse(&String::from_utf8_lossy(&packet[5..])))
+                .flatten();
+            match kill {
+                Some(k) => {
+                    let answer = super::kill::run(shared, user, k).await;
+                    cw.write_all(&super::packet::encode(1, &answer).0).await?;
+                    cw.flush().await?;
+                }
+                None => {
+                    bw.write_all(&packet).await?;
+                    bw.flush().await?;
+                }
+            }
+        }
+        tokio::select! {
+            n = cr.read_buf(&mut pending) => {
+                if n? == 0 {
+                    return Ok(());
+                }
+            }
+            n = br.read(&mut from_backend) => {
+                let n = n?;
+                if n == 0 {
+                    return Ok(());
+                }
+                cw.write_all(&from_backend[..n]).await?;
+                cw.flush().await?;
+            }
+        }
     }
 }
 
@@ -368,7 +444,7 @@ async fn start(
     }
     let authority = shared.routing.snapshot().phase.authority();
     let target = shared.target(authority);
-    let backend = connect(shared, target, caps, response.collation(), db.as_deref())
+    let (backend, thread) = connect(shared, target, caps, response.collation(), db.as_deref())
         .await
         .map_err(|e| {
             (
@@ -381,7 +457,16 @@ async fn start(
             )
         })?;
     info!(%user, id, side = %authority, plugin = %String::from_utf8_lossy(&plugin), "mysql client authenticated");
+    shared.mysql_sessions.insert(
+        id,
+        Registered {
+            user: user.clone(),
+            side: authority,
+            thread,
+        },
+    );
     let legs = Legs {
+        user,
         caps,
         collation: response.collation(),
         db,
@@ -397,7 +482,7 @@ pub(super) async fn connect(
     client_caps: CapabilityFlags,
     collation: u8,
     db: Option<&str>,
-) -> Result<Packets, String> {
+) -> Result<(Packets, u32), String> {
     let work = async {
         let stream = open_stream(target).await.map_err(|e| e.to_string())?;
         let mut b = Packets::new(stream, 1 << 24);
@@ -408,6 +493,7 @@ pub(super) async fn connect(
         let hello: HandshakePacket<'_> = ParseBuf(&payload)
             .parse(())
             .map_err(|e| format!("bad handshake: {e}"))?;
+        let thread = hello.connection_id();
         let version = String::from_utf8_lossy(hello.server_version_ref()).into_owned();
         if shared.mysql_version.load().as_deref() != Some(&version) {
             shared.mysql_version.store(Arc::new(Some(version)));
@@ -436,7 +522,7 @@ pub(super) async fn connect(
         loop {
             let (s, reply) = b.read().await.map_err(|e| e.to_string())?;
             match reply.first() {
-                Some(0x00) => return Ok(b),
+                Some(0x00) => return Ok((b, thread)),
                 Some(0xFF) => return Err(err_text(&reply)),
                 Some(0xFE) => {
                     let switch: AuthSwitchRequest<'_> = ParseBuf(&reply)
