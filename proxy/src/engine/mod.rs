@@ -8,5 +8,6 @@ pub mod defaults;
 pub mod fingerprint;
 pub mod locate;
 pub mod pin;
+pub mod shadowcheck;
 
 pub use classify::{Classification, Classifier, Kind, SqlDialect, StatementClass, TxControl};

@@ -10,26 +10,22 @@ use super::backend;
 use super::codec::{self, put_cstr};
 use super::framed::{Frame, Framed, FramedError};
 use crate::engine::compare::{self, ResultSet};
+use crate::engine::shadowcheck::{self, Answered, Found, SampleError};
+use crate::engine::SqlDialect;
 use crate::server::Shared;
 use bytes::{BufMut, Bytes, BytesMut};
 use dashmap::DashMap;
 use rand::Rng;
-use sqlparser::ast::{visit_relations, Statement};
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
 use std::collections::BTreeMap;
-use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::{debug, warn};
+use tracing::debug;
 use turnout_config::Sampling;
-use turnout_control::readdiff::{self, DiffStatus, DifferingRow, ReadDiff, ReadDiffLog};
+use turnout_control::readdiff::ReadDiffLog;
 use turnout_control::Side;
 
-/// Re-checks of a mismatch before it counts as confirmed.
-const RECHECKS: u32 = 3;
 /// Idle shadow connections kept per side.
 const POOL_IDLE: usize = 32;
 
@@ -253,24 +249,9 @@ pub fn spawn(shared: Arc<Shared>, sample: Sample, permit: OwnedSemaphorePermit) 
         }
         if let Err(e) = check(&shared, sampler, &sample).await {
             debug!(fingerprint = %sample.fingerprint, reason = %e, "shadow sample skipped");
-            sampler.log.skipped(&sample.fingerprint, skip_reason(&e));
+            sampler.log.skipped(&sample.fingerprint, e.skip_reason());
         }
     });
-}
-
-fn skip_reason(e: &SampleError) -> &'static str {
-    match e {
-        SampleError::Unavailable(_) => "shadow_unavailable",
-        SampleError::Undecodable(_) => "not_comparable",
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum SampleError {
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    Undecodable(String),
 }
 
 /// What one side answered.
@@ -281,8 +262,8 @@ struct Answer {
 }
 
 async fn check(shared: &Shared, sampler: &Sampler, sample: &Sample) -> Result<(), SampleError> {
-    let on = |side: Side| {
-        run(
+    let on = |side: Side| async move {
+        let a = run(
             shared,
             sampler,
             side,
@@ -290,8 +271,10 @@ async fn check(shared: &Shared, sampler: &Sampler, sample: &Sample) -> Result<()
             &sample.params,
             &sample.settings,
         )
+        .await?;
+        Ok::<_, SampleError>((answer_set(&a)?, a.error, a.description))
     };
-    let shadow = on(sample.shadow).await?;
+    let (shadow, shadow_error, shadow_description) = on(sample.shadow).await?;
     // The client's answer has its RowDescription only when it asked to
     // describe; the shadow's says the same of the same query.
     let types = describe(
@@ -299,178 +282,42 @@ async fn check(shared: &Shared, sampler: &Sampler, sample: &Sample) -> Result<()
             .capture
             .description
             .as_ref()
-            .or(shadow.description.as_ref()),
+            .or(shadow_description.as_ref()),
     );
     let target = result_set(&types, &sample.capture.rows, &sample.result_formats)?;
-    let (ordered, ignore) = query_shape(&sample.query.sql, &sampler.ignore);
-    let mut last = outcome(&target, &shadow, ordered, &ignore)?;
-    if last.is_none() {
-        sampler.log.matched(&sample.fingerprint);
-        return Ok(());
-    }
-    let first = last.clone();
-    // Races with concurrent writes clear up, or at least move: look again,
-    // on both sides. A difference is confirmed when every re-check finds
-    // one and the last two found the same rows: a real divergence stays
-    // put; a race with writers shows different values each time.
-    let mut delay = sampler.recheck_delay;
-    let mut previous: Option<ReadDiff> = None;
-    let mut stable = false;
-    for _ in 0..RECHECKS {
-        tokio::time::sleep(delay).await;
-        delay *= 2;
-        // Both at once: the smaller the gap, the fewer writes fall in it.
-        let (t, s) = tokio::join!(on(sample.target), on(sample.shadow));
-        let (t, s) = (t?, s?);
-        if t.error.is_some() {
-            return Err(SampleError::Unavailable(format!(
-                "the read failed on {} at the re-check",
-                sample.target
-            )));
-        }
-        let target = answer_set(&t)?;
-        let now = outcome(&target, &s, ordered, &ignore)?;
-        stable = match (&previous, &now) {
-            (Some(a), Some(b)) => same_rows(a, b),
-            _ => false,
-        };
-        previous = now.clone();
-        last = now;
-        if last.is_none() {
-            break;
-        }
-    }
-    let (status, found) = match last {
-        Some(_) if stable => (DiffStatus::Confirmed, last),
-        _ => (DiffStatus::Transient, first),
+    let runner = |side: Side| async move {
+        let (set, error, _) = on(side).await?;
+        Ok(Answered { set, error })
     };
-    let Some(found) = found else {
-        return Ok(());
+    let found = Found {
+        fingerprint: &sample.fingerprint,
+        sql: &sample.query.sql,
+        params: sample.query.param_texts(),
+        target: sample.target,
+        shadow: sample.shadow,
     };
-    let record = ReadDiff {
-        at: readdiff::now_rfc3339(),
-        status,
-        fingerprint: sample.fingerprint.clone(),
-        target: sample.target.name().to_string(),
-        shadow: sample.shadow.name().to_string(),
-        statement: sampler.log_statements.then(|| sample.query.sql.to_string()),
-        params: if sampler.log_statements {
-            sample.query.param_texts()
-        } else {
-            None
+    shadowcheck::settle(
+        sampler_view(sampler),
+        found,
+        target,
+        Answered {
+            set: shadow,
+            error: shadow_error,
         },
-        ..found
-    };
-    if status == DiffStatus::Confirmed {
-        warn!(fingerprint = %record.fingerprint, missing = record.missing_count, extra = record.extra_count, differing = record.differing_count, "read differs between sides (confirmed)");
-    }
-    if let Err(e) = sampler.log.mismatch(&record) {
-        warn!(error = %e, "read-diff record could not be written");
-    }
-    Ok(())
+        SqlDialect::Postgres,
+        runner,
+    )
+    .await
 }
 
-/// The mismatch between `target` and the shadow's answer, as a record
-/// without its identity fields; `None` when they match.
-fn outcome(
-    target: &ResultSet,
-    shadow: &Answer,
-    ordered: bool,
-    ignore: &[String],
-) -> Result<Option<ReadDiff>, SampleError> {
-    let blank = |columns: Vec<String>, rows_shadow: usize| ReadDiff {
-        at: String::new(),
-        status: DiffStatus::Confirmed,
-        fingerprint: String::new(),
-        target: String::new(),
-        shadow: String::new(),
-        statement: None,
-        params: None,
-        shadow_error: None,
-        columns,
-        rows_target: target.rows.len(),
-        rows_shadow,
-        missing_count: 0,
-        extra_count: 0,
-        differing_count: 0,
-        missing: Vec::new(),
-        extra: Vec::new(),
-        differing: Vec::new(),
-    };
-    if let Some(e) = &shadow.error {
-        let mut r = blank(target.columns.clone(), 0);
-        r.shadow_error = Some(e.clone());
-        return Ok(Some(r));
+/// What the protocol-agnostic check needs of the sampler.
+pub(crate) fn sampler_view(sampler: &Sampler) -> shadowcheck::Settings<'_> {
+    shadowcheck::Settings {
+        log: &sampler.log,
+        recheck_delay: sampler.recheck_delay,
+        log_statements: sampler.log_statements,
+        ignore: &sampler.ignore,
     }
-    let s = answer_set(shadow)?;
-    let d = compare::compare(target, &s, ordered, ignore);
-    if d.is_empty() {
-        return Ok(None);
-    }
-    let mut r = blank(
-        target
-            .columns
-            .iter()
-            .filter(|c| !ignore.contains(c))
-            .cloned()
-            .collect(),
-        s.rows.len(),
-    );
-    r.missing_count = d.missing_count;
-    r.extra_count = d.extra_count;
-    r.differing_count = d.differing_count;
-    r.missing = d.missing;
-    r.extra = d.extra;
-    r.differing = d
-        .differing
-        .into_iter()
-        .map(|x| DifferingRow {
-            target: x.target,
-            shadow: x.shadow,
-            columns: x.columns,
-        })
-        .collect();
-    Ok(Some(r))
-}
-
-/// Two findings name the same rows with the same values.
-fn same_rows(a: &ReadDiff, b: &ReadDiff) -> bool {
-    a.shadow_error == b.shadow_error
-        && a.missing == b.missing
-        && a.extra == b.extra
-        && a.differing == b.differing
-        && a.rows_target == b.rows_target
-        && a.rows_shadow == b.rows_shadow
-}
-
-/// Whether the query orders its rows, and the columns to ignore for the
-/// tables it reads.
-fn query_shape(sql: &str, ignore: &BTreeMap<String, Vec<String>>) -> (bool, Vec<String>) {
-    let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
-        return (false, Vec::new());
-    };
-    let Some(Statement::Query(q)) = statements.first() else {
-        return (false, Vec::new());
-    };
-    let ordered = q.order_by.is_some();
-    let mut columns = Vec::new();
-    if !ignore.is_empty() {
-        let _ = visit_relations(&statements[0], |name| {
-            let full = name.to_string();
-            let last = name
-                .0
-                .last()
-                .map(|p| p.to_string().trim_matches('"').to_string())
-                .unwrap_or_default();
-            for key in [full, last] {
-                if let Some(cols) = ignore.get(&key) {
-                    columns.extend(cols.iter().cloned());
-                }
-            }
-            ControlFlow::<()>::Continue(())
-        });
-    }
-    (ordered, columns)
 }
 
 /// A side's text-format answer as normalized values.
