@@ -55,7 +55,7 @@ const SHA2_USER: &str =
 
 #[test]
 fn caching_sha2_password_and_tls_for_clients() {
-    let s = MySetup::start_with("passthrough", SHA2_USER, Some(false));
+    let s = MySetup::start_with("passthrough", SHA2_USER, Some(false), "");
     let crt = s.dir.path().join("tls.crt");
     // TLS, verified against turnout's certificate.
     let out = s.mariadb(
@@ -105,7 +105,7 @@ fn caching_sha2_password_and_tls_for_clients() {
     assert_eq!(sha2_logins, 3, "{log}");
 
     // With TLS required, a plain client is turned away clearly.
-    let s = MySetup::start_with("passthrough", "", Some(true));
+    let s = MySetup::start_with("passthrough", "", Some(true), "");
     let out = s.mariadb("app", MY_PASSWORD, "SELECT 1", &["--skip-ssl"]);
     assert!(!out.status.success());
     assert!(

@@ -80,7 +80,8 @@ fn assert_no_divergence(s: &MySetup) {
 
 #[test]
 fn sysbench_oltp_read_write_leaves_the_tables_identical() {
-    let s = MySetup::start("mirror", "");
+    // A fifth of the text-protocol reads compared on new meanwhile.
+    let s = MySetup::start_with("mirror", "", None, "rate = 0.2\nrecheck_delay_ms = 20");
     let common = ["--tables=2", "--table-size=10000"];
     s.sysbench(&[&["oltp_read_write", "prepare"][..], &common].concat());
     for ps in ["--db-ps-mode=disable", "--db-ps-mode=auto"] {
@@ -103,6 +104,14 @@ fn sysbench_oltp_read_write_leaves_the_tables_identical() {
         s.assert_identical(t, "id");
     }
     assert_no_divergence(&s);
+    // Reads raced with writers at most: no difference is confirmed.
+    let status: serde_json::Value = serde_json::from_str(&s.ctl_ok(&["--json", "status"])).unwrap();
+    println!("sampling: {}", status["sampling"]);
+    assert!(
+        status["sampling"]["samples"].as_u64().unwrap_or(0) > 100,
+        "{status}"
+    );
+    assert_eq!(status["sampling"]["mismatches"], 0, "{status}");
 }
 
 #[test]
@@ -163,4 +172,53 @@ fn reads_and_writes_flips_under_sysbench_have_no_client_errors() {
     }
     assert_eq!(s.sql_ok("SELECT COUNT(DISTINCT id) FROM ids"), "9");
     assert_no_divergence(&s);
+}
+
+#[test]
+fn a_planted_divergence_shows_in_the_read_diff_report() {
+    let s = MySetup::start_with(
+        "mirror",
+        "",
+        None,
+        "rate = 1.0\nper_fingerprint_per_sec = 0\nrecheck_delay_ms = 50",
+    );
+    s.sql_ok(
+        "CREATE TABLE accounts (id INT PRIMARY KEY, owner VARCHAR(20), balance DECIMAL(10,2), \
+         opened DATETIME(3))",
+    );
+    s.sql_ok(
+        "INSERT INTO accounts VALUES (1, 'ann', 10.50, '2026-01-02 03:04:05.500'), \
+         (2, 'bob', 20.00, NULL), (3, 'cy', 30.25, '2026-02-03 04:05:06')",
+    );
+    // Reads that match, and one row changed behind turnout's back on new.
+    for _ in 0..3 {
+        s.sql_ok("SELECT id, owner, balance, opened FROM accounts ORDER BY id");
+    }
+    s.new
+        .sql("app", "UPDATE accounts SET balance = 99.99 WHERE id = 2")
+        .unwrap();
+    assert_eq!(
+        s.sql_ok("SELECT balance FROM accounts WHERE id = 2"),
+        "20.00"
+    );
+    let report = s.dir.path().join("read-diffs.jsonl");
+    common::eventually("the mismatch is confirmed", || {
+        std::fs::read_to_string(&report)
+            .unwrap_or_default()
+            .contains("\"status\":\"confirmed\"")
+    });
+    let out = std::process::Command::new(common::turnout_bin())
+        .arg("report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{text}");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.contains("select balance from accounts where id = ?") && text.contains("balance"),
+        "{text}"
+    );
+    let status = s.ctl_ok(&["status"]);
+    assert!(status.contains("1 mismatched"), "{status}");
 }

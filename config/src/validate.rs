@@ -198,12 +198,6 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
                 "\"async\" is not available for protocol = \"mysql\" yet; use \"sync\"",
             );
         }
-        if config.sampling.rate > 0.0 {
-            c.push(
-                "sampling.rate",
-                "shadow reads are not available for protocol = \"mysql\" yet; set 0.0",
-            );
-        }
         for (i, rule) in config.mirror.rules.iter().enumerate() {
             if matches!(rule.action, crate::RuleAction::Old | crate::RuleAction::New) {
                 c.push(

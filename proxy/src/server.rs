@@ -104,6 +104,8 @@ pub struct Shared {
     /// MySQL sessions by turnout's connection id: whose they are and the
     /// backend thread a KILL naming them must reach.
     pub mysql_sessions: DashMap<u32, crate::mysql::kill::Registered>,
+    /// Idle MySQL connections for shadow reads.
+    pub mysql_pool: crate::mysql::shadow::Pool,
     pub mysql_version: ArcSwap<Option<String>>,
     targets: [BackendTarget; 2],
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -324,6 +326,7 @@ impl Server {
             mysql_users: ArcSwap::from_pointee(mysql_users_for(config)?),
             next_mysql_id: AtomicU32::new(1),
             mysql_sessions: DashMap::new(),
+            mysql_pool: crate::mysql::shadow::Pool::default(),
             mysql_version: ArcSwap::from_pointee(None),
             targets: [target(Side::Old)?, target(Side::New)?],
             tls_required: config.listen.tls.as_ref().is_some_and(|t| t.required),

@@ -19,12 +19,14 @@ impl MySetup {
     /// Two MariaDB servers with database `app` (user `app`), and turnout
     /// in `phase` with `extra` config appended.
     pub fn start(phase: &str, extra: &str) -> MySetup {
-        Self::start_with(phase, extra, None)
+        Self::start_with(phase, extra, None, "")
     }
 
     /// [`MySetup::start`], with TLS for clients (`Some(required)`) from a
     /// self-signed certificate (`dir/tls.crt`).
-    pub fn start_with(phase: &str, extra: &str, tls: Option<bool>) -> MySetup {
+    /// `sampling`: lines for the `[sampling]` section (its report is
+    /// `dir/read-diffs.jsonl`).
+    pub fn start_with(phase: &str, extra: &str, tls: Option<bool>, sampling: &str) -> MySetup {
         let dir = TempDir::new("turnout-mytest").expect("temp dir");
         let tls = tls
             .map(|required| {
@@ -72,6 +74,10 @@ password = "{MY_PASSWORD}"
 ddl = "both"
 divergence_log = "{divergences}"
 
+[sampling]
+report = "{report}"
+{sampling}
+
 [state]
 initial_phase = "{phase}"
 file = "{state}"
@@ -94,6 +100,7 @@ level = "debug"
             new_port = new.port,
             divergences = dir.path().join("divergences.jsonl").display(),
             state = dir.path().join("state.json").display(),
+            report = dir.path().join("read-diffs.jsonl").display(),
             socket = dir.path().join("admin.sock").display(),
             audit = dir.path().join("audit.jsonl").display(),
         );

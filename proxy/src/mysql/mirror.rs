@@ -92,6 +92,11 @@ pub struct MyMirror<'a> {
     id: u32,
     /// The mirror connection's backend thread.
     mirror_thread: Option<u32>,
+    /// The current transaction wrote (its reads are not sampled unless
+    /// `sampling.in_write_transactions`).
+    wrote: bool,
+    /// The same as `shared`, owned, for work that outlives a command.
+    shared_arc: Arc<Shared>,
 }
 
 fn query(sql: &str) -> Vec<u8> {
@@ -119,7 +124,7 @@ fn now_timestamp() -> String {
 
 impl<'a> MyMirror<'a> {
     pub fn new(
-        shared: &'a Shared,
+        shared: &'a Arc<Shared>,
         client: Packets,
         auth: Packets,
         mirror: Option<(Packets, u32)>,
@@ -144,6 +149,8 @@ impl<'a> MyMirror<'a> {
             legs,
             id,
             mirror_thread,
+            wrote: false,
+            shared_arc: shared.clone(),
         }
     }
 
@@ -156,6 +163,7 @@ impl<'a> MyMirror<'a> {
         let end = loop {
             if busy && !self.in_tx {
                 busy = false;
+                self.wrote = false;
                 self.shared.leave_transaction(id);
             }
             if *stopping.borrow() && !self.in_tx {
@@ -312,9 +320,22 @@ impl<'a> MyMirror<'a> {
             }
         }
         let read = matches!(class.kind(), Kind::Read) && class.statements.len() == 1;
-        if route == Route::Authority && read && self.routing.phase.read_target() == self.mirror_side
-        {
-            return self.read_on_mirror(packet).await;
+        if route == Route::Authority && read {
+            let from_mirror = self.routing.phase.read_target() == self.mirror_side;
+            let (answer, side) = if from_mirror {
+                self.read_on_mirror(packet).await?
+            } else {
+                let a = self
+                    .on_auth(&encode(0, &self.for_auth(packet)).0, Expect::Result)
+                    .await?;
+                (a, self.mirror_side.other())
+            };
+            self.relay(&answer).await?;
+            self.sample(packet, class, sql, &answer, side);
+            return Ok(());
+        }
+        if matches!(route, Route::Write | Route::Unwrapped) {
+            self.wrote = true;
         }
         match route {
             Route::Authority => self.authority(packet).await,
@@ -332,7 +353,7 @@ impl<'a> MyMirror<'a> {
     /// A read in phase `reads_new`: served by the mirror's side (inside the
     /// same transaction there, so it sees this session's writes). When the
     /// mirror cannot be reached the authority serves it.
-    async fn read_on_mirror(&mut self, packet: &[u8]) -> Step {
+    async fn read_on_mirror(&mut self, packet: &[u8]) -> Result<(Answer, Side), Stop> {
         let fresh = !self.in_tx;
         let served = match self.mirror_packet(packet).await {
             Ok(p) => self.on_mirror(&encode(0, &p).0, 1, fresh).await,
@@ -346,13 +367,65 @@ impl<'a> MyMirror<'a> {
                         .mirror_read_errors
                         .fetch_add(1, Ordering::Relaxed);
                 }
-                self.relay(&a).await
+                Ok((a, self.mirror_side))
             }
             Err(e) => {
                 warn!(side = %self.mirror_side, reason = %e, "read served by the authority: the read target cannot be reached");
-                self.authority(packet).await
+                let a = self
+                    .on_auth(&encode(0, &self.for_auth(packet)).0, Expect::Result)
+                    .await?;
+                Ok((a, self.mirror_side.other()))
             }
         }
+    }
+
+    /// A read the client got from `target`: compared on the other side
+    /// when sampled (text-protocol reads of one result set; reads in a
+    /// transaction that wrote only with `sampling.in_write_transactions`).
+    fn sample(
+        &self,
+        packet: &[u8],
+        class: &Classification,
+        sql: &str,
+        answer: &Answer,
+        target: Side,
+    ) {
+        let sampler = &self.shared.sampler;
+        if self.routing.phase.mirror().is_none()
+            || packet.first() != Some(&COM_QUERY)
+            || answer.error.is_some()
+            || (self.wrote && !sampler.in_write_transactions)
+        {
+            return;
+        }
+        let Some(permit) = sampler.choose(&class.fingerprint) else {
+            return;
+        };
+        let size: usize = answer.packets.iter().map(|(_, p)| p.len()).sum();
+        if size > sampler.max_result_bytes {
+            sampler.log.skipped(&class.fingerprint, "result_too_large");
+            return;
+        }
+        let rows = match super::shadow::result_set(answer) {
+            Ok(r) => r,
+            Err(e) => {
+                sampler.log.skipped(&class.fingerprint, e.skip_reason());
+                return;
+            }
+        };
+        super::shadow::spawn(
+            self.shared_arc.clone(),
+            super::shadow::Sample {
+                fingerprint: class.fingerprint.clone(),
+                sql: sql.to_string(),
+                target,
+                shadow: target.other(),
+                rows,
+                legs: self.legs.clone(),
+                settings: Arc::new(self.replay.clone()),
+            },
+            permit,
+        );
     }
 
     /// Sends the client ERR/OK `payload` as the answer to its command.

@@ -8,3 +8,4 @@ pub mod mirror;
 pub mod packet;
 pub mod response;
 pub mod session;
+pub mod shadow;

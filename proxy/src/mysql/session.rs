@@ -123,7 +123,7 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
 
 /// After the handshakes: forwarding (passthrough) or the mirror engine.
 async fn run_session(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     mut client: Packets,
     seq: u8,
     backend: Packets,

@@ -1,0 +1,239 @@
+//! Shadow reads over MySQL: a sampled text-protocol read (COM_QUERY) is
+//! captured as it is relayed, run again on the shadow side over a pooled
+//! connection with the session's settings, and compared by value through
+//! the protocol-agnostic check (`engine::shadowcheck`).
+
+use super::packet::Packets;
+use super::response::{self, lenenc, Answer, Expect};
+use super::session::{connect, Legs};
+use crate::engine::compare::{self, ResultSet};
+use crate::engine::shadowcheck::{self, Answered, Found, SampleError};
+use crate::engine::SqlDialect;
+use crate::server::Shared;
+use std::sync::{Arc, Mutex};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::debug;
+use turnout_control::Side;
+
+/// Idle shadow connections kept per side.
+const POOL_IDLE: usize = 16;
+
+/// Session settings: the commands (`USE`, `SET ...`) applied on a connection.
+type Settings = Arc<Vec<Vec<u8>>>;
+/// Idle connections of one side, each with the settings applied on it.
+type Idle = Mutex<Vec<(Packets, Settings)>>;
+
+/// Idle connections for samples, per side (old, new).
+#[derive(Default)]
+pub struct Pool {
+    idle: [Idle; 2],
+}
+
+impl Pool {
+    fn slot(&self, side: Side) -> &Idle {
+        &self.idle[usize::from(side == Side::New)]
+    }
+
+    fn take(
+        &self,
+        side: Side,
+        settings: &Arc<Vec<Vec<u8>>>,
+    ) -> Option<(Packets, Arc<Vec<Vec<u8>>>)> {
+        let mut idle = self.slot(side).lock().unwrap_or_else(|p| p.into_inner());
+        let i = idle
+            .iter()
+            .rposition(|(_, s)| s == settings)
+            .or_else(|| idle.len().checked_sub(1))?;
+        Some(idle.swap_remove(i))
+    }
+
+    fn give_back(&self, side: Side, conn: Packets, settings: Settings) {
+        let mut idle = self.slot(side).lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < POOL_IDLE {
+            idle.push((conn, settings));
+        }
+    }
+}
+
+/// One sampled read to check.
+pub struct Sample {
+    pub fingerprint: String,
+    pub sql: String,
+    pub target: Side,
+    pub shadow: Side,
+    /// The client's answer, as values.
+    pub rows: ResultSet,
+    pub legs: Legs,
+    /// The session's settings (`USE`, `SET ...` commands), applied on the
+    /// sample's connections so the query means the same there.
+    pub settings: Settings,
+}
+
+/// The values of a single text result set; `Err` when the answer is not
+/// one (several result sets, no rows, an error).
+pub fn result_set(a: &Answer) -> Result<ResultSet, SampleError> {
+    let undecodable = |why: &str| Err(SampleError::Undecodable(why.to_string()));
+    let Some((_, first)) = a.packets.first() else {
+        return undecodable("empty answer");
+    };
+    if matches!(first.first(), Some(0x00 | 0xFF)) {
+        return undecodable("not a result set");
+    }
+    let Some((columns, _)) = lenenc(first) else {
+        return undecodable("bad column count");
+    };
+    let columns = columns as usize;
+    let definitions = a.packets.get(1..1 + columns).unwrap_or_default();
+    let types: Vec<(String, u32)> = definitions.iter().map(|(_, d)| column(d)).collect();
+    // Column count, definitions, EOF, rows..., EOF: exactly one result set.
+    let rows = a
+        .packets
+        .get(columns + 2..a.packets.len().saturating_sub(1))
+        .unwrap_or_default();
+    let mut out = ResultSet {
+        columns: types.iter().map(|t| t.0.clone()).collect(),
+        rows: Vec::with_capacity(rows.len()),
+    };
+    for (_, raw) in rows {
+        if raw.first() == Some(&0xFE) && raw.len() < 9 {
+            return undecodable("several result sets");
+        }
+        let mut row = Vec::with_capacity(columns);
+        let mut rest = &raw[..];
+        for (_, type_oid) in types.iter().take(columns) {
+            if rest.first() == Some(&0xFB) {
+                row.push(None);
+                rest = &rest[1..];
+                continue;
+            }
+            let Some((len, n)) = lenenc(rest) else {
+                return undecodable("short row");
+            };
+            let end = n + len as usize;
+            let Some(value) = rest.get(n..end) else {
+                return undecodable("short row");
+            };
+            let text =
+                compare::normalize(*type_oid, false, value).map_err(SampleError::Undecodable)?;
+            row.push(Some(text));
+            rest = &rest[end..];
+        }
+        out.rows.push(row);
+    }
+    Ok(out)
+}
+
+/// A column definition's name, and the PostgreSQL type whose text form
+/// normalizes its values the same way.
+fn column(def: &[u8]) -> (String, u32) {
+    let mut rest = def;
+    let mut name = String::new();
+    // catalog, schema, table, org_table, name, org_name
+    for i in 0..6 {
+        let Some((len, n)) = lenenc(rest) else {
+            return (name, 25);
+        };
+        let end = (n + len as usize).min(rest.len());
+        if i == 4 {
+            name = String::from_utf8_lossy(&rest[n..end]).into_owned();
+        }
+        rest = &rest[end..];
+    }
+    // 0x0c, charset (2), length (4), type (1)
+    let type_oid = match rest.get(7) {
+        Some(0 | 246) => 1700,              // DECIMAL, NEWDECIMAL -> numeric
+        Some(1 | 2 | 3 | 8 | 9 | 13) => 20, // integers, YEAR -> int8
+        Some(4 | 5) => 701,                 // FLOAT, DOUBLE -> float8
+        Some(10 | 14) => 1082,              // DATE
+        Some(7 | 12) => 1114,               // TIMESTAMP, DATETIME
+        _ => 25,
+    };
+    (name, type_oid)
+}
+
+/// Runs the check off the client's path; the permit bounds the work.
+pub fn spawn(shared: Arc<Shared>, sample: Sample, permit: OwnedSemaphorePermit) {
+    tokio::spawn(async move {
+        let _permit = permit;
+        if let Err(e) = check(&shared, &sample).await {
+            debug!(fingerprint = %sample.fingerprint, reason = %e, "shadow sample skipped");
+            shared
+                .sampler
+                .log
+                .skipped(&sample.fingerprint, e.skip_reason());
+        }
+    });
+}
+
+async fn check(shared: &Shared, sample: &Sample) -> Result<(), SampleError> {
+    let first = run(shared, sample.shadow, sample).await?;
+    let found = Found {
+        fingerprint: &sample.fingerprint,
+        sql: &sample.sql,
+        params: None,
+        target: sample.target,
+        shadow: sample.shadow,
+    };
+    shadowcheck::settle(
+        crate::pg::shadow::sampler_view(&shared.sampler),
+        found,
+        sample.rows.clone(),
+        first,
+        SqlDialect::Mysql,
+        |side| run(shared, side, sample),
+    )
+    .await
+}
+
+/// Runs the sample's query on `side`, bounded by the mirror time limit.
+async fn run(shared: &Shared, side: Side, sample: &Sample) -> Result<Answered, SampleError> {
+    let unavailable = |e: String| SampleError::Unavailable(format!("{side}: {e}"));
+    let pool = &shared.mysql_pool;
+    let exchange = async {
+        let (mut conn, applied) = match pool.take(side, &sample.settings) {
+            Some(c) => c,
+            None => {
+                let legs = &sample.legs;
+                let (c, _) = connect(
+                    shared,
+                    shared.target(side),
+                    legs.caps,
+                    legs.collation,
+                    legs.db.as_deref(),
+                )
+                .await?;
+                (c, Arc::new(Vec::new()))
+            }
+        };
+        if applied != sample.settings {
+            for p in sample.settings.iter() {
+                conn.write(0, p).await.map_err(|e| e.to_string())?;
+                response::read(&mut conn, Expect::Result)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        let mut p = vec![0x03];
+        p.extend_from_slice(sample.sql.as_bytes());
+        conn.write(0, &p).await.map_err(|e| e.to_string())?;
+        let a = response::read(&mut conn, Expect::Result)
+            .await
+            .map_err(|e| e.to_string())?;
+        pool.give_back(side, conn, sample.settings.clone());
+        Ok::<_, String>(a)
+    };
+    let a = tokio::time::timeout(shared.mirror_timeout, exchange)
+        .await
+        .map_err(|_| unavailable("no answer in time".into()))?
+        .map_err(unavailable)?;
+    if let Some(e) = a.error {
+        return Ok(Answered {
+            set: ResultSet::default(),
+            error: Some(e),
+        });
+    }
+    Ok(Answered {
+        set: result_set(&a)?,
+        error: None,
+    })
+}
