@@ -167,6 +167,17 @@ fn mysql_async_with_prepared_statements_in_phase_mirror() {
             );
             let err = conn.query_drop("SELECT * FROM nope").await.unwrap_err();
             assert!(err.to_string().contains("nope"), "{err}");
+            // COM_RESET_CONNECTION: a clean session on both sides, and on.
+            conn.query_drop("SET @note = 'kept?'").await.unwrap();
+            conn.reset().await.unwrap();
+            let note: Option<Option<String>> = conn.query_first("SELECT @note").await.unwrap();
+            assert_eq!(note, Some(None));
+            conn.exec_drop(
+                "INSERT INTO items (name, price) VALUES (?, ?)",
+                (format!("{user}-after-reset"), "1.00"),
+            )
+            .await
+            .unwrap();
             conn.disconnect().await.unwrap();
         }
     });
@@ -213,4 +224,69 @@ fn kill_query_by_turnouts_connection_id_reaches_the_backend() {
             assert_eq!(v, Some(42));
         });
     }
+}
+
+#[test]
+fn tls_to_backends_and_sysbench_with_caching_sha2_over_tls() {
+    let s = MySetup::start_opts("mirror", SHA2_USER, Some(false), "", true);
+    // turnout's own connections to the backends are encrypted.
+    let out = s.mariadb(
+        "app",
+        MY_PASSWORD,
+        "SHOW SESSION STATUS LIKE 'Ssl_cipher'",
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stderr(&out),
+        s.proxy.log_text()
+    );
+    let cipher = common::stdout(&out);
+    assert!(cipher.starts_with("Ssl_cipher\tTLS_"), "{cipher:?}");
+    let base = [
+        "--db-driver=mysql".to_string(),
+        "--mysql-host=127.0.0.1".to_string(),
+        format!("--mysql-port={}", s.proxy.port),
+        "--mysql-user=sha2user".to_string(),
+        "--mysql-password=sha2-pw".to_string(),
+        "--mysql-db=app".to_string(),
+        "--mysql-ssl=on".to_string(),
+        "--tables=1".to_string(),
+        "--table-size=1000".to_string(),
+    ];
+    // sysbench 1.0 reads its TLS files from the working folder by these
+    // names; turnout's self-signed certificate serves as all of them.
+    let work = s.dir.path().join("sysbench");
+    std::fs::create_dir_all(&work).unwrap();
+    let (crt, key) = (s.dir.path().join("tls.crt"), s.dir.path().join("tls.key"));
+    for (from, to) in [
+        (&crt, "cacert.pem"),
+        (&crt, "client-cert.pem"),
+        (&key, "client-key.pem"),
+    ] {
+        std::fs::copy(from, work.join(to)).unwrap();
+    }
+    for step in [
+        vec!["oltp_point_select", "prepare"],
+        vec!["oltp_point_select", "run", "--threads=4", "--time=3"],
+        vec!["oltp_write_only", "run", "--threads=4", "--time=3"],
+    ] {
+        let out = std::process::Command::new("sysbench")
+            .current_dir(&work)
+            .args(&step)
+            .args(&base)
+            .output()
+            .expect("run sysbench");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{step:?}: {text}{}", stderr(&out));
+    }
+    s.assert_identical("sbtest1", "id");
+    let log = s.proxy.log_text();
+    assert!(
+        log.lines().any(
+            |l| l.contains("mysql client authenticated") && l.contains("caching_sha2_password")
+        ),
+        "{log}"
+    );
 }

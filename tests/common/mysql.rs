@@ -22,15 +22,33 @@ impl MySetup {
         Self::start_with(phase, extra, None, "")
     }
 
+    /// [`MySetup::start_with`], with the backends serving TLS and turnout
+    /// verifying them (`tls = "verify-full"`).
+    pub fn start_backend_tls(phase: &str, extra: &str) -> MySetup {
+        Self::start_opts(phase, extra, None, "", true)
+    }
+
     /// [`MySetup::start`], with TLS for clients (`Some(required)`) from a
     /// self-signed certificate (`dir/tls.crt`).
     /// `sampling`: lines for the `[sampling]` section (its report is
     /// `dir/read-diffs.jsonl`).
     pub fn start_with(phase: &str, extra: &str, tls: Option<bool>, sampling: &str) -> MySetup {
+        Self::start_opts(phase, extra, tls, sampling, false)
+    }
+
+    pub fn start_opts(
+        phase: &str,
+        extra: &str,
+        tls: Option<bool>,
+        sampling: &str,
+        backend_tls: bool,
+    ) -> MySetup {
         let dir = TempDir::new("turnout-mytest").expect("temp dir");
+        let cert = (tls.is_some() || backend_tls)
+            .then(|| self_signed_cert(dir.path(), "tls").expect("certificate"));
         let tls = tls
             .map(|required| {
-                let (crt, key) = self_signed_cert(dir.path(), "tls").expect("certificate");
+                let (crt, key) = cert.clone().expect("certificate");
                 format!(
                     "[listen.tls]\ncert = \"{}\"\nkey = \"{}\"\nrequired = {required}\n",
                     crt.display(),
@@ -38,8 +56,15 @@ impl MySetup {
                 )
             })
             .unwrap_or_default();
-        let old = MariaDbInstance::start().expect("start MariaDB (old)");
-        let new = MariaDbInstance::start().expect("start MariaDB (new)");
+        let server_tls = cert.clone().filter(|_| backend_tls);
+        let old = MariaDbInstance::start_with_tls(server_tls.clone()).expect("start MariaDB (old)");
+        let new = MariaDbInstance::start_with_tls(server_tls).expect("start MariaDB (new)");
+        let backend_tls = match (&cert, backend_tls) {
+            (Some((crt, _)), true) => {
+                format!("tls = \"verify-full\"\nca = \"{}\"", crt.display())
+            }
+            _ => String::new(),
+        };
         for m in [&old, &new] {
             m.create_database("app", "app", "backend-pw")
                 .expect("create database");
@@ -53,18 +78,20 @@ protocol = "mysql"
 address = "127.0.0.1:{port}"
 
 [backends.old]
-host = "127.0.0.1"
+host = "{host}"
 port = {old_port}
 database = "app"
 user = "app"
 password = "backend-pw"
+{backend_tls}
 
 [backends.new]
-host = "127.0.0.1"
+host = "{host}"
 port = {new_port}
 database = "app"
 user = "app"
 password = "backend-pw"
+{backend_tls}
 
 [[users]]
 name = "app"
@@ -98,6 +125,8 @@ level = "debug"
 "#,
             old_port = old.port,
             new_port = new.port,
+            // The certificate names localhost and 127.0.0.1.
+            host = "127.0.0.1",
             divergences = dir.path().join("divergences.jsonl").display(),
             state = dir.path().join("state.json").display(),
             report = dir.path().join("read-diffs.jsonl").display(),

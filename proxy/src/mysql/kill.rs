@@ -81,7 +81,7 @@ pub async fn run(shared: &Shared, user: &str, kill: Kill) -> Vec<u8> {
             ok_payload()
         }
         Err(e) => err_payload(
-            2013,
+            1105,
             "HY000",
             &format!("turnout: KILL could not reach {}: {e}", target.side),
         ),

@@ -191,7 +191,7 @@ impl<'a> MyMirror<'a> {
                     let msg = self.shared.authority_unreachable(side, &e);
                     let _ = self
                         .client
-                        .write(1, &err_payload(2013, "HY000", &msg))
+                        .write(1, &err_payload(1105, "HY000", &msg))
                         .await;
                     break End::AuthorityLost(e);
                 }
@@ -238,8 +238,9 @@ impl<'a> MyMirror<'a> {
             COM_STMT_EXECUTE => self.execute(&packet).await,
             COM_STMT_SEND_LONG_DATA | COM_STMT_CLOSE => self.no_answer(&packet).await,
             COM_STMT_RESET => self.reset(&packet).await,
-            COM_CHANGE_USER | COM_RESET_CONNECTION => {
-                let msg = "turnout: COM_CHANGE_USER and COM_RESET_CONNECTION are not supported while writes are mirrored; reconnect instead";
+            COM_RESET_CONNECTION => self.reset_connection(&packet).await,
+            COM_CHANGE_USER => {
+                let msg = "turnout: COM_CHANGE_USER is not supported while writes are mirrored; reconnect as the other user instead";
                 self.tell(&err_payload(1047, "08S01", msg)).await
             }
             _ => self.authority(&packet).await,
@@ -253,7 +254,7 @@ impl<'a> MyMirror<'a> {
                     format!("turnout: backend {side} closed the connection unexpectedly: {e}");
                 let _ = self
                     .client
-                    .write(1, &err_payload(2013, "HY000", &msg))
+                    .write(1, &err_payload(1105, "HY000", &msg))
                     .await;
                 self.shared.authority_failed(side);
                 Some(End::AuthorityLost(e.to_string()))
@@ -963,6 +964,27 @@ impl<'a> MyMirror<'a> {
             p[1..5].copy_from_slice(&mid.to_le_bytes());
             let _ = self.on_mirror(&encode(0, &p).0, 1, false).await;
         }
+        self.relay(&a).await
+    }
+
+    /// COM_RESET_CONNECTION: both sides drop the session's state (open
+    /// transaction, settings, prepared statements); so does turnout.
+    async fn reset_connection(&mut self, packet: &[u8]) -> Step {
+        let a = self.on_auth(&encode(0, packet).0, Expect::Result).await?;
+        if self.mirror.is_some() {
+            if let Err(e) = self
+                .on_mirror(&encode(0, packet).0, 1, false)
+                .await
+                .and_then(first_error)
+            {
+                // The mirror's session state is unknown now: start afresh.
+                warn!(side = %self.mirror_side, error = %e, "mirror connection reset failed; reconnecting");
+                self.mirror = None;
+            }
+        }
+        self.replay.clear();
+        self.statements.clear();
+        self.in_tx = false;
         self.relay(&a).await
     }
 

@@ -7,12 +7,14 @@ use super::auth;
 use super::kill::Registered;
 use super::mirror::{End as MirrorEnd, MyMirror};
 use super::packet::{err_payload, err_text, ok_payload, PacketError, Packets};
-use crate::pg::backend::{open_stream, BackendTarget};
+use crate::pg::backend::{open_plain, tls_client, BackendTarget};
 use crate::server::Shared;
 use crate::stream::Stream;
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use mysql_common::io::ParseBuf;
-use mysql_common::packets::{AuthPlugin, AuthSwitchRequest, HandshakePacket, HandshakeResponse};
+use mysql_common::packets::{
+    AuthPlugin, AuthSwitchRequest, HandshakePacket, HandshakeResponse, SslRequest,
+};
 use mysql_common::proto::MySerialize;
 use mysql_common::scramble::scramble_native;
 use std::sync::atomic::Ordering;
@@ -20,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, info, warn};
+use turnout_config::BackendTlsMode;
 
 /// What turnout offers clients. Each is something every MySQL and MariaDB
 /// server supports, so the session's bytes mean the same on both legs.
@@ -450,7 +453,7 @@ async fn start(
             (
                 seq,
                 StartError::Client(
-                    2013,
+                    1105,
                     "HY000",
                     format!("turnout: backend {authority} ({}): {e}", target.address()),
                 ),
@@ -484,7 +487,7 @@ pub(super) async fn connect(
     db: Option<&str>,
 ) -> Result<(Packets, u32), String> {
     let work = async {
-        let stream = open_stream(target).await.map_err(|e| e.to_string())?;
+        let stream = open_plain(target).await.map_err(|e| e.to_string())?;
         let mut b = Packets::new(stream, 1 << 24);
         let (_, payload) = b.read().await.map_err(|e| e.to_string())?;
         if payload.first() == Some(&0xFF) {
@@ -498,7 +501,36 @@ pub(super) async fn connect(
         if shared.mysql_version.load().as_deref() != Some(&version) {
             shared.mysql_version.store(Arc::new(Some(version)));
         }
-        let caps = client_caps & offered() & hello.capabilities();
+        let mut caps = client_caps & offered() & hello.capabilities();
+        // As the response will have them (a database and a plugin named,
+        // no attributes): an SSLRequest must announce the same.
+        caps |= CapabilityFlags::CLIENT_CONNECT_WITH_DB | CapabilityFlags::CLIENT_PLUGIN_AUTH;
+        caps -= CapabilityFlags::CLIENT_CONNECT_ATTRS;
+        let mut seq = 1;
+        if let Some(tls) = &target.tls {
+            if hello.capabilities().contains(CapabilityFlags::CLIENT_SSL) {
+                // SSLRequest, the TLS handshake, then the response over TLS.
+                caps |= CapabilityFlags::CLIENT_SSL;
+                let mut ssl = Vec::new();
+                SslRequest::new(caps, 1 << 24, collation).serialize(&mut ssl);
+                seq = b.write(seq, &ssl).await.map_err(|e| e.to_string())?;
+                let Packets {
+                    stream: Stream::Plain(tcp),
+                    ..
+                } = b
+                else {
+                    return Err("TLS is for TCP connections, not local sockets".into());
+                };
+                let upgraded = tls_client(target, tls.clone(), tcp)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                b = Packets::new(upgraded, 1 << 24);
+            } else if target.tls_mode != BackendTlsMode::Prefer {
+                return Err(
+                    "the backend does not offer TLS, and backends.*.tls asks for it".into(),
+                );
+            }
+        }
         let nonce = hello.nonce();
         let password = target.password.expose().as_bytes();
         let scrambled = scramble_native(&nonce, password).map(|s| s.to_vec());
@@ -518,7 +550,7 @@ pub(super) async fn connect(
         if out.len() > 8 {
             out[8] = collation;
         }
-        let mut seq = b.write(1, &out).await.map_err(|e| e.to_string())?;
+        seq = b.write(seq, &out).await.map_err(|e| e.to_string())?;
         loop {
             let (s, reply) = b.read().await.map_err(|e| e.to_string())?;
             match reply.first() {

@@ -130,8 +130,8 @@ pub async fn connect(
         .map_err(|_| timed_out())?
 }
 
-/// Opens the TCP connection and upgrades it to TLS as configured.
-pub async fn open_stream(target: &BackendTarget) -> Result<Stream, BackendError> {
+/// Opens the TCP connection (or the Unix socket), without TLS.
+pub async fn open_plain(target: &BackendTarget) -> Result<Stream, BackendError> {
     let side = target.side;
     let addr = target.address();
     if let Some(path) = target.unix_socket() {
@@ -146,12 +146,40 @@ pub async fn open_stream(target: &BackendTarget) -> Result<Stream, BackendError>
     }
     let tcp = TcpStream::connect((target.host.as_str(), target.port))
         .await
-        .map_err(|source| BackendError::Connect {
-            side,
-            addr: addr.clone(),
-            source,
-        })?;
+        .map_err(|source| BackendError::Connect { side, addr, source })?;
     let _ = tcp.set_nodelay(true);
+    Ok(Stream::Plain(tcp))
+}
+
+/// Upgrades a backend connection to TLS under `tls`, checking the
+/// certificate against the configured host name.
+pub async fn tls_client(
+    target: &BackendTarget,
+    tls: Arc<rustls::ClientConfig>,
+    tcp: TcpStream,
+) -> Result<Stream, BackendError> {
+    let side = target.side;
+    let addr = target.address();
+    let name = ServerName::try_from(target.host.clone()).map_err(|e| BackendError::Tls {
+        side,
+        addr: addr.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+    })?;
+    let stream = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(|source| BackendError::Tls { side, addr, source })?;
+    Ok(Stream::Client(Box::new(stream)))
+}
+
+/// Opens the TCP connection and upgrades it to TLS as configured.
+pub async fn open_stream(target: &BackendTarget) -> Result<Stream, BackendError> {
+    let side = target.side;
+    let addr = target.address();
+    let tcp = match open_plain(target).await? {
+        Stream::Plain(tcp) if target.tls.is_some() => tcp,
+        other => return Ok(other),
+    };
     let Some(tls) = &target.tls else {
         return Ok(Stream::Plain(tcp));
     };
@@ -180,17 +208,7 @@ pub async fn open_stream(target: &BackendTarget) -> Result<Stream, BackendError>
             })
         }
     }
-    let name = ServerName::try_from(target.host.clone()).map_err(|e| BackendError::Tls {
-        side,
-        addr: addr.clone(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
-    })?;
-    let connector = tokio_rustls::TlsConnector::from(tls.clone());
-    let stream = connector
-        .connect(name, tcp)
-        .await
-        .map_err(|source| BackendError::Tls { side, addr, source })?;
-    Ok(Stream::Client(Box::new(stream)))
+    tls_client(target, tls.clone(), tcp).await
 }
 
 async fn connect_inner(

@@ -15,6 +15,8 @@ pub struct MariaDbInstance {
     dir: TempDir,
     owner: Option<(u32, u32)>,
     child: Option<Child>,
+    /// Certificate and key the server presents, when it serves TLS.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Under root, the server runs as `mysql` (mariadbd refuses root unless told).
@@ -34,6 +36,14 @@ fn find(program: &str) -> Result<PathBuf, HarnessError> {
 impl MariaDbInstance {
     /// Installs the system tables and starts the server. A few seconds.
     pub fn start() -> Result<MariaDbInstance, HarnessError> {
+        Self::start_with_tls(None)
+    }
+
+    /// [`MariaDbInstance::start`], serving TLS with this certificate and
+    /// key (PEM files) when given.
+    pub fn start_with_tls(
+        tls: Option<(PathBuf, PathBuf)>,
+    ) -> Result<MariaDbInstance, HarnessError> {
         let owner = server_owner()?;
         let dir = TempDir::new("turnout-mariadb")?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
@@ -46,7 +56,19 @@ impl MariaDbInstance {
             dir,
             owner,
             child: None,
+            tls: None,
         };
+        if let Some((crt, key)) = tls {
+            let dcrt = inst.dir.path().join("server.crt");
+            let dkey = inst.dir.path().join("server.key");
+            std::fs::copy(crt, &dcrt)?;
+            std::fs::copy(key, &dkey)?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(&dcrt, Some(uid), Some(gid))?;
+                std::os::unix::fs::chown(&dkey, Some(uid), Some(gid))?;
+            }
+            inst.tls = Some((dcrt, dkey));
+        }
         // A temp folder of its own: bootstraps running side by side with a
         // shared one crash now and then (Aria temporary tables).
         let tmp = inst.dir.path().join("tmp");
@@ -132,6 +154,10 @@ impl MariaDbInstance {
             .stderr(Stdio::null());
         if let Some((uid, gid)) = self.owner {
             cmd.arg("--user=mysql").uid(uid).gid(gid);
+        }
+        if let Some((crt, key)) = &self.tls {
+            cmd.arg(format!("--ssl-cert={}", crt.display()))
+                .arg(format!("--ssl-key={}", key.display()));
         }
         let mut child = cmd.spawn()?;
         let deadline = Instant::now() + Duration::from_secs(60);
