@@ -222,3 +222,64 @@ fn a_planted_divergence_shows_in_the_read_diff_report() {
     let status = s.ctl_ok(&["status"]);
     assert!(status.contains("1 mismatched"), "{status}");
 }
+
+#[test]
+fn errors_inside_transactions_keep_the_transaction_and_deadlock_victims_are_rolled_back_on_the_mirror(
+) {
+    use mysql_async::prelude::*;
+    let s = MySetup::start("mirror", "");
+    s.sql_ok("CREATE TABLE t (id INT PRIMARY KEY, v INT)");
+    s.sql_ok("INSERT INTO t VALUES (1, 0), (2, 0)");
+    // A failed statement leaves the transaction open: the next write is
+    // part of it and the ROLLBACK takes everything back, on both sides.
+    let out = s.mariadb(
+        "app",
+        MY_PASSWORD,
+        "BEGIN; INSERT INTO t VALUES (3, 0); INSERT INTO t VALUES (3, 1); \
+         INSERT INTO t VALUES (4, 0); ROLLBACK;",
+        &["--force"],
+    );
+    assert!(stderr(&out).contains("Duplicate entry"), "{}", stderr(&out));
+    assert_eq!(s.sql_ok("SELECT COUNT(*) FROM t"), "2");
+    s.assert_identical("t", "id");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!("mysql://app:{MY_PASSWORD}@127.0.0.1:{}/app", s.proxy.port);
+        let opts = mysql_async::Opts::from_url(&url).unwrap();
+        let mut a = mysql_async::Conn::new(opts.clone()).await.unwrap();
+        let mut b = mysql_async::Conn::new(opts).await.unwrap();
+        a.query_drop("BEGIN").await.unwrap();
+        a.query_drop("UPDATE t SET v = v + 1 WHERE id = 1")
+            .await
+            .unwrap();
+        b.query_drop("BEGIN").await.unwrap();
+        b.query_drop("UPDATE t SET v = v + 10 WHERE id = 2")
+            .await
+            .unwrap();
+        let blocked = tokio::spawn(async move {
+            let r = a.query_drop("UPDATE t SET v = v + 1 WHERE id = 2").await;
+            (a, r)
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let second = b.query_drop("UPDATE t SET v = v + 10 WHERE id = 1").await;
+        let (mut a, first) = blocked.await.unwrap();
+        // One of the two is the deadlock's victim; each then goes on
+        // without a ROLLBACK: the victim's BEGIN must not commit leftovers.
+        for (conn, r) in [(&mut a, first), (&mut b, second)] {
+            match r {
+                Ok(()) => conn.query_drop("COMMIT").await.unwrap(),
+                Err(e) => {
+                    assert!(e.to_string().contains("Deadlock"), "{e}");
+                    conn.query_drop("BEGIN").await.unwrap();
+                    conn.query_drop("UPDATE t SET v = v + 100 WHERE id = 2")
+                        .await
+                        .unwrap();
+                    conn.query_drop("COMMIT").await.unwrap();
+                }
+            }
+        }
+    });
+    s.assert_identical("t", "id");
+    assert_no_divergence(&s);
+}

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn};
 use turnout_config::{DdlPolicy, MirrorErrorPolicy, RuleAction, UnsafePolicy};
 use turnout_control::divergence::{Divergence, DivergenceKind};
@@ -30,6 +31,8 @@ const COM_STMT_CLOSE: u8 = 0x19;
 const COM_STMT_RESET: u8 = 0x1A;
 const COM_CHANGE_USER: u8 = 0x11;
 const COM_RESET_CONNECTION: u8 = 0x1F;
+/// The server rolled the whole transaction back.
+const ER_LOCK_DEADLOCK: u16 = 1213;
 
 /// Session statements kept to replay on a new mirror connection.
 const MAX_REPLAY: usize = 256;
@@ -45,6 +48,8 @@ pub enum End {
 enum Stop {
     Client(PacketError),
     Authority(PacketError),
+    /// The read target failed partway through a read's answer.
+    ReadTarget(PacketError),
 }
 
 type Step = Result<(), Stop>;
@@ -248,6 +253,12 @@ impl<'a> MyMirror<'a> {
         match step {
             Ok(()) => None,
             Err(Stop::Client(e)) => Some(End::ClientGone(e.to_string())),
+            Err(Stop::ReadTarget(e)) => {
+                // Part of the answer went out: the client cannot be told
+                // cleanly, so its connection ends.
+                warn!(side = %self.mirror_side, error = %e, "read target lost partway through a read; session closed");
+                Some(End::AuthorityLost(e.to_string()))
+            }
             Err(Stop::Authority(e)) => {
                 let side = self.mirror_side.other();
                 let msg =
@@ -323,16 +334,20 @@ impl<'a> MyMirror<'a> {
         let read = matches!(class.kind(), Kind::Read) && class.statements.len() == 1;
         if route == Route::Authority && read {
             let from_mirror = self.routing.phase.read_target() == self.mirror_side;
+            let permit = self.sample_permit(packet, class);
+            let keep = match permit {
+                Some(_) => self.shared.sampler.max_result_bytes,
+                None => 0,
+            };
             let (answer, side) = if from_mirror {
-                self.read_on_mirror(packet).await?
+                self.read_on_mirror(packet, keep).await?
             } else {
-                let a = self
-                    .on_auth(&encode(0, &self.for_auth(packet)).0, Expect::Result)
-                    .await?;
+                let a = self.stream_from_auth(packet, keep).await?;
                 (a, self.mirror_side.other())
             };
-            self.relay(&answer).await?;
-            self.sample(packet, class, sql, &answer, side);
+            if let Some(permit) = permit {
+                self.sample(class, sql, &answer, side, permit);
+            }
             return Ok(());
         }
         if matches!(route, Route::Write | Route::Unwrapped) {
@@ -354,15 +369,32 @@ impl<'a> MyMirror<'a> {
     /// A read in phase `reads_new`: served by the mirror's side (inside the
     /// same transaction there, so it sees this session's writes). When the
     /// mirror cannot be reached the authority serves it.
-    async fn read_on_mirror(&mut self, packet: &[u8]) -> Result<(Answer, Side), Stop> {
+    async fn read_on_mirror(&mut self, packet: &[u8], keep: usize) -> Result<(Answer, Side), Stop> {
+        use tokio::io::AsyncWriteExt;
         let fresh = !self.in_tx;
-        let served = match self.mirror_packet(packet).await {
-            Ok(p) => self.on_mirror(&encode(0, &p).0, 1, fresh).await,
-            Err(e) => Err(e),
+        let sent: Result<(), String> = async {
+            if self.mirror.is_none() && fresh {
+                self.reconnect_mirror().await?;
+            }
+            let p = self.mirror_packet(packet).await?;
+            let m = self.mirror.as_mut().ok_or("no connection")?;
+            m.stream
+                .write_all(&encode(0, &p).0)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        if let Err(e) = sent {
+            self.mirror = None;
+            warn!(side = %self.mirror_side, reason = %e, "read served by the authority: the read target cannot be reached");
+            let a = self.stream_from_auth(packet, keep).await?;
+            return Ok((a, self.mirror_side.other()));
+        }
+        let Some(m) = self.mirror.as_mut() else {
+            return Err(Stop::ReadTarget(PacketError::Closed));
         };
-        match served {
-            Ok(mut answers) => {
-                let a = answers.remove(0);
+        match response::stream(m, Expect::Result, &mut self.client.stream, keep).await {
+            Ok(a) => {
                 if a.error.is_some() {
                     self.shared
                         .mirror_read_errors
@@ -370,40 +402,48 @@ impl<'a> MyMirror<'a> {
                 }
                 Ok((a, self.mirror_side))
             }
-            Err(e) => {
-                warn!(side = %self.mirror_side, reason = %e, "read served by the authority: the read target cannot be reached");
-                let a = self
-                    .on_auth(&encode(0, &self.for_auth(packet)).0, Expect::Result)
-                    .await?;
+            Err(response::StreamError::Sink(e)) => Err(Stop::Client(e.into())),
+            Err(response::StreamError::Source { error, sent }) => {
+                self.mirror = None;
+                if sent {
+                    return Err(Stop::ReadTarget(error));
+                }
+                warn!(side = %self.mirror_side, reason = %error, "read served by the authority: the read target failed");
+                let a = self.stream_from_auth(packet, keep).await?;
                 Ok((a, self.mirror_side.other()))
             }
         }
     }
 
-    /// A read the client got from `target`: compared on the other side
-    /// when sampled (text-protocol reads of one result set; reads in a
-    /// transaction that wrote only with `sampling.in_write_transactions`).
+    /// A permit to compare this read on the other side, when it is sampled
+    /// (text-protocol reads; reads in a transaction that wrote only with
+    /// `sampling.in_write_transactions`).
+    fn sample_permit(&self, packet: &[u8], class: &Classification) -> Option<OwnedSemaphorePermit> {
+        let sampler = &self.shared.sampler;
+        if self.routing.phase.mirror().is_none()
+            || packet.first() != Some(&COM_QUERY)
+            || (self.wrote && !sampler.in_write_transactions)
+        {
+            return None;
+        }
+        sampler.choose(&class.fingerprint)
+    }
+
+    /// A sampled read the client got from `target`: compared on the other
+    /// side off the client's path.
     fn sample(
         &self,
-        packet: &[u8],
         class: &Classification,
         sql: &str,
         answer: &Answer,
         target: Side,
+        permit: OwnedSemaphorePermit,
     ) {
         let sampler = &self.shared.sampler;
-        if self.routing.phase.mirror().is_none()
-            || packet.first() != Some(&COM_QUERY)
-            || answer.error.is_some()
-            || (self.wrote && !sampler.in_write_transactions)
-        {
+        if answer.error.is_some() {
             return;
         }
-        let Some(permit) = sampler.choose(&class.fingerprint) else {
-            return;
-        };
-        let size: usize = answer.packets.iter().map(|(_, p)| p.len()).sum();
-        if size > sampler.max_result_bytes {
+        if answer.packets.is_empty() {
             sampler.log.skipped(&class.fingerprint, "result_too_large");
             return;
         }
@@ -463,8 +503,34 @@ impl<'a> MyMirror<'a> {
         let a = response::read(&mut self.auth, expect)
             .await
             .map_err(Stop::Authority)?;
-        self.in_tx = a.status & IN_TRANS != 0;
+        self.note_auth(&a).await;
         Ok(a)
+    }
+
+    /// Follows the authority's transaction state from its answer. An ERR
+    /// says nothing of it, except a deadlock: the server rolled the whole
+    /// transaction back, so the mirror's part of it goes too (or a later
+    /// BEGIN would commit it there).
+    async fn note_auth(&mut self, a: &Answer) {
+        if a.status_known {
+            self.in_tx = a.status & IN_TRANS != 0;
+            return;
+        }
+        if a.error_code == Some(ER_LOCK_DEADLOCK) && self.in_tx {
+            self.in_tx = false;
+            if let Some(m) = self.mirror.as_mut() {
+                let rollback = async {
+                    m.write(0, &query("ROLLBACK")).await?;
+                    response::read(m, Expect::Result).await
+                };
+                if tokio::time::timeout(self.shared.mirror_timeout, rollback)
+                    .await
+                    .map_or(true, |r| r.is_err())
+                {
+                    self.mirror = None;
+                }
+            }
+        }
     }
 
     /// Reads `n` answers from the authority after sending `bytes`.
@@ -480,7 +546,7 @@ impl<'a> MyMirror<'a> {
             let a = response::read(&mut self.auth, Expect::Result)
                 .await
                 .map_err(Stop::Authority)?;
-            self.in_tx = a.status & IN_TRANS != 0;
+            self.note_auth(&a).await;
             out.push(a);
         }
         Ok(out)
@@ -493,10 +559,37 @@ impl<'a> MyMirror<'a> {
         } else {
             Expect::Result
         };
-        let a = self
-            .on_auth(&encode(0, &self.for_auth(packet)).0, expect)
-            .await?;
-        self.relay(&a).await
+        if expect == Expect::Prepare {
+            let a = self
+                .on_auth(&encode(0, &self.for_auth(packet)).0, expect)
+                .await?;
+            return self.relay(&a).await;
+        }
+        self.stream_from_auth(packet, 0).await.map(|_| ())
+    }
+
+    /// Runs `packet` on the authority and streams its answer to the client;
+    /// the answer's packets are kept when they fit in `keep` bytes.
+    async fn stream_from_auth(&mut self, packet: &[u8], keep: usize) -> Result<Answer, Stop> {
+        use tokio::io::AsyncWriteExt;
+        self.auth
+            .stream
+            .write_all(&encode(0, &self.for_auth(packet)).0)
+            .await
+            .map_err(|e| Stop::Authority(e.into()))?;
+        let a = response::stream(
+            &mut self.auth,
+            Expect::Result,
+            &mut self.client.stream,
+            keep,
+        )
+        .await
+        .map_err(|e| match e {
+            response::StreamError::Source { error, .. } => Stop::Authority(error),
+            response::StreamError::Sink(e) => Stop::Client(e.into()),
+        })?;
+        self.note_auth(&a).await;
+        Ok(a)
     }
 
     /// The client's command as the authority knows it: a statement command

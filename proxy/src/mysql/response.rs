@@ -28,6 +28,10 @@ pub struct Answer {
     pub packets: Vec<(u8, Vec<u8>)>,
     /// The first ERR's text.
     pub error: Option<String>,
+    /// The first ERR's error code.
+    pub error_code: Option<u16>,
+    /// An OK or EOF told the server's status (an ERR alone does not).
+    pub status_known: bool,
     /// Server status flags of the last OK or EOF.
     pub status: u16,
     pub affected: u64,
@@ -39,6 +43,13 @@ pub struct Answer {
 }
 
 impl Answer {
+    fn note_error(&mut self, p: &[u8]) {
+        if self.error.is_none() {
+            self.error = Some(err_text(p));
+            self.error_code = p.get(1..3).map(|b| u16::from_le_bytes([b[0], b[1]]));
+        }
+    }
+
     /// The packets as bytes, ready to relay.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -98,98 +109,250 @@ fn eof_status(p: &[u8]) -> u16 {
     }
 }
 
-/// Reads one whole answer of the `expect` kind.
-pub async fn read(src: &mut Packets, expect: Expect) -> Result<Answer, PacketError> {
-    let mut a = Answer::default();
-    loop {
-        let (seq, first) = src.read().await?;
-        let tag = first.first().copied();
-        match tag {
-            Some(0xFF) => {
-                a.error.get_or_insert_with(|| err_text(&first));
-                a.packets.push((seq, first));
-                return Ok(a);
-            }
-            Some(0x00) if expect == Expect::Prepare => {
-                let id = first
-                    .get(1..5)
-                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .unwrap_or(0);
-                let cols = first
-                    .get(5..7)
-                    .map(|b| u16::from_le_bytes([b[0], b[1]]))
-                    .unwrap_or(0);
-                let params = first
-                    .get(7..9)
-                    .map(|b| u16::from_le_bytes([b[0], b[1]]))
-                    .unwrap_or(0);
-                a.statement = Some((id, params));
-                a.packets.push((seq, first));
-                for count in [params, cols] {
-                    if count > 0 {
-                        for _ in 0..=count {
-                            a.packets.push(src.read().await?);
+/// Where a reader is in an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// The first packet of an answer (or of the next result set).
+    First,
+    /// COM_STMT_PREPARE: parameter and column definitions (with their
+    /// EOFs) still to come.
+    Definitions(u32),
+    /// Column definitions still to come.
+    Columns(u64),
+    /// The EOF after the column definitions.
+    ColumnsEof,
+    Rows,
+}
+
+/// What a packet meant to the reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fed {
+    More,
+    Done,
+    /// The server asks for a LOCAL INFILE: it is answered with an empty file.
+    LocalInfile,
+}
+
+/// Follows an answer packet by packet, noting what the caller needs.
+struct Reader {
+    expect: Expect,
+    stage: Stage,
+    meta: Answer,
+}
+
+impl Reader {
+    fn new(expect: Expect) -> Self {
+        Reader {
+            expect,
+            stage: Stage::First,
+            meta: Answer::default(),
+        }
+    }
+
+    /// Takes the packet at `index` of the answer.
+    fn feed(&mut self, p: &[u8], index: usize) -> Fed {
+        let m = &mut self.meta;
+        match self.stage {
+            Stage::First => match p.first() {
+                Some(0xFF) => {
+                    m.note_error(p);
+                    Fed::Done
+                }
+                Some(0x00) if self.expect == Expect::Prepare => {
+                    let u16_at = |i: usize| {
+                        p.get(i..i + 2)
+                            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                            .unwrap_or(0)
+                    };
+                    let id = p
+                        .get(1..5)
+                        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .unwrap_or(0);
+                    let (cols, params) = (u16_at(5), u16_at(7));
+                    m.statement = Some((id, params));
+                    let follow = [params, cols]
+                        .iter()
+                        .filter(|&&n| n > 0)
+                        .map(|&n| u32::from(n) + 1)
+                        .sum();
+                    if follow == 0 {
+                        return Fed::Done;
+                    }
+                    self.stage = Stage::Definitions(follow);
+                    Fed::More
+                }
+                Some(0x00) => {
+                    let body = &p[1..];
+                    if let Some((affected, n)) = lenenc(body) {
+                        m.affected = affected;
+                        if let Some((id, _)) = lenenc(&body[n..]) {
+                            m.insert_id = id;
                         }
                     }
-                }
-                return Ok(a);
-            }
-            Some(0x00) => {
-                let body = &first[1..];
-                if let Some((affected, n)) = lenenc(body) {
-                    a.affected = affected;
-                    if let Some((id, _)) = lenenc(&body[n..]) {
-                        a.insert_id = id;
+                    if let Some(at) = ok_status_offset(p) {
+                        m.status = u16::from_le_bytes([p[at], p[at + 1]]);
+                        m.status_known = true;
+                    }
+                    m.ok_at = Some(index);
+                    if m.status & MORE_RESULTS == 0 {
+                        Fed::Done
+                    } else {
+                        Fed::More
                     }
                 }
-                a.status = ok_status_offset(&first)
-                    .map(|at| u16::from_le_bytes([first[at], first[at + 1]]))
-                    .unwrap_or(0);
-                a.ok_at = Some(a.packets.len());
-                a.packets.push((seq, first));
-                if a.status & MORE_RESULTS == 0 {
-                    return Ok(a);
+                Some(0xFB) => {
+                    m.error.get_or_insert_with(|| {
+                        "LOCAL INFILE is not available through turnout".into()
+                    });
+                    Fed::LocalInfile
                 }
+                _ => {
+                    let (columns, _) = lenenc(p).unwrap_or((0, 1));
+                    self.stage = if columns == 0 {
+                        Stage::ColumnsEof
+                    } else {
+                        Stage::Columns(columns)
+                    };
+                    Fed::More
+                }
+            },
+            Stage::Definitions(n) => {
+                if n <= 1 {
+                    return Fed::Done;
+                }
+                self.stage = Stage::Definitions(n - 1);
+                Fed::More
             }
-            Some(0xFB) => {
-                // LOCAL INFILE is never offered; a server asking anyway is
-                // answered with an empty file.
-                a.error
-                    .get_or_insert_with(|| "LOCAL INFILE is not available through turnout".into());
-                a.packets.push((seq, first));
+            Stage::Columns(n) => {
+                self.stage = if n <= 1 {
+                    Stage::ColumnsEof
+                } else {
+                    Stage::Columns(n - 1)
+                };
+                Fed::More
+            }
+            Stage::ColumnsEof => {
+                let status = eof_status(p);
+                if status & CURSOR_EXISTS != 0 {
+                    m.status = status;
+                    m.status_known = true;
+                    return Fed::Done;
+                }
+                self.stage = Stage::Rows;
+                Fed::More
+            }
+            Stage::Rows => {
+                if p.first() == Some(&0xFF) {
+                    m.note_error(p);
+                    return Fed::Done;
+                }
+                if !is_eof(p) {
+                    return Fed::More;
+                }
+                m.status = eof_status(p);
+                m.status_known = true;
+                if m.status & MORE_RESULTS == 0 {
+                    return Fed::Done;
+                }
+                self.stage = Stage::First;
+                Fed::More
+            }
+        }
+    }
+}
+
+/// Reads one whole answer of the `expect` kind.
+pub async fn read(src: &mut Packets, expect: Expect) -> Result<Answer, PacketError> {
+    let mut r = Reader::new(expect);
+    let mut packets = Vec::new();
+    loop {
+        let (seq, p) = src.read().await?;
+        let fed = r.feed(&p, packets.len());
+        packets.push((seq, p));
+        match fed {
+            Fed::Done => break,
+            Fed::LocalInfile => {
                 src.write(seq.wrapping_add(1), &[]).await?;
             }
-            _ => {
-                let (columns, _) = lenenc(&first).unwrap_or((0, 1));
-                a.packets.push((seq, first));
-                for _ in 0..columns {
-                    a.packets.push(src.read().await?);
-                }
-                let (s, eof) = src.read().await?;
-                let status = eof_status(&eof);
-                a.packets.push((s, eof));
-                if status & CURSOR_EXISTS != 0 {
-                    a.status = status;
-                    return Ok(a);
-                }
-                loop {
-                    let (s, row) = src.read().await?;
-                    if row.first() == Some(&0xFF) {
-                        a.error.get_or_insert_with(|| err_text(&row));
-                        a.packets.push((s, row));
-                        return Ok(a);
-                    }
-                    if is_eof(&row) {
-                        a.status = eof_status(&row);
-                        a.packets.push((s, row));
-                        break;
-                    }
-                    a.packets.push((s, row));
-                }
-                if a.status & MORE_RESULTS == 0 {
-                    return Ok(a);
-                }
+            Fed::More => {}
+        }
+    }
+    let mut a = r.meta;
+    a.packets = packets;
+    Ok(a)
+}
+
+/// Bytes of an answer gathered before they are written to the client.
+const OUT_CHUNK: usize = 64 * 1024;
+
+/// Why streaming an answer stopped.
+#[derive(Debug)]
+pub enum StreamError {
+    /// The source failed; `sent` says whether part of the answer reached
+    /// the client already.
+    Source {
+        error: PacketError,
+        sent: bool,
+    },
+    Sink(std::io::Error),
+}
+
+/// Relays one answer from `src` to `out` as it comes, in chunks, without
+/// holding it whole. The answer's packets are kept (for a comparison) only
+/// while they add up to `keep` bytes at most; `Answer::packets` is empty
+/// when they did not fit (or `keep` is 0).
+pub async fn stream<W>(
+    src: &mut Packets,
+    expect: Expect,
+    out: &mut W,
+    keep: usize,
+) -> Result<Answer, StreamError>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let mut r = Reader::new(expect);
+    let mut kept = Vec::new();
+    let mut kept_bytes = 0usize;
+    let mut keeping = keep > 0;
+    let mut buf: Vec<u8> = Vec::with_capacity(OUT_CHUNK);
+    let mut sent = false;
+    let mut index = 0;
+    loop {
+        let (seq, p) = match src.read().await {
+            Ok(x) => x,
+            Err(error) => return Err(StreamError::Source { error, sent }),
+        };
+        let fed = r.feed(&p, index);
+        index += 1;
+        buf.extend_from_slice(&super::packet::encode(seq, &p).0);
+        if keeping {
+            kept_bytes += p.len();
+            if kept_bytes > keep {
+                keeping = false;
+                kept = Vec::new();
+            } else {
+                kept.push((seq, p));
             }
+        }
+        if fed == Fed::LocalInfile {
+            if let Err(error) = src.write(seq.wrapping_add(1), &[]).await {
+                return Err(StreamError::Source { error, sent });
+            }
+        }
+        if fed == Fed::Done || buf.len() >= OUT_CHUNK {
+            out.write_all(&buf).await.map_err(StreamError::Sink)?;
+            buf.clear();
+            sent = true;
+        }
+        if fed == Fed::Done {
+            out.flush().await.map_err(StreamError::Sink)?;
+            let mut a = r.meta;
+            a.packets = kept;
+            if !keeping {
+                a.ok_at = None;
+            }
+            return Ok(a);
         }
     }
 }
