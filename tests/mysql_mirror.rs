@@ -242,6 +242,17 @@ fn errors_inside_transactions_keep_the_transaction_and_deadlock_victims_are_roll
     assert!(stderr(&out).contains("Duplicate entry"), "{}", stderr(&out));
     assert_eq!(s.sql_ok("SELECT COUNT(*) FROM t"), "2");
     s.assert_identical("t", "id");
+    // ANALYZE TABLE commits implicitly; the ROLLBACK after it has nothing
+    // to take back, on either side.
+    s.sql_ok("BEGIN; INSERT INTO t VALUES (5, 0); ANALYZE TABLE t; ROLLBACK");
+    // With autocommit off, the client's COMMIT or ROLLBACK decides.
+    s.sql_ok("SET autocommit = 0; INSERT INTO t VALUES (6, 0); ROLLBACK");
+    s.sql_ok("SET autocommit = 0; INSERT INTO t VALUES (7, 0); COMMIT");
+    assert_eq!(
+        s.sql_ok("SELECT GROUP_CONCAT(id ORDER BY id) FROM t"),
+        "1,2,5,7"
+    );
+    s.assert_identical("t", "id");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {

@@ -7,7 +7,7 @@
 //! authority; session settings go to both.
 
 use super::packet::{encode, err_payload, PacketError, Packets};
-use super::response::{self, Answer, Expect, IN_TRANS};
+use super::response::{self, Answer, Expect, AUTOCOMMIT, IN_TRANS};
 use super::session::Legs;
 use crate::engine::{Classification, Kind, TxControl};
 use crate::server::Shared;
@@ -89,6 +89,8 @@ pub struct MyMirror<'a> {
     routing: Arc<Routing>,
     /// The client's transaction is open (by the authority's status).
     in_tx: bool,
+    /// The session's autocommit, by the authority's status.
+    autocommit: bool,
     replay: Vec<Vec<u8>>,
     statements: HashMap<u32, Prepared>,
     /// How the session's backend connections are opened.
@@ -149,6 +151,7 @@ impl<'a> MyMirror<'a> {
             mirror_side,
             routing: shared.routing.snapshot(),
             in_tx: false,
+            autocommit: true,
             replay: Vec::new(),
             statements: HashMap::new(),
             legs,
@@ -353,6 +356,14 @@ impl<'a> MyMirror<'a> {
         if matches!(route, Route::Write | Route::Unwrapped) {
             self.wrote = true;
         }
+        if route == Route::Authority {
+            let was_in_tx = self.in_tx;
+            self.authority(packet).await?;
+            if was_in_tx && !self.in_tx {
+                self.implicit_commit().await;
+            }
+            return Ok(());
+        }
         match route {
             Route::Authority => self.authority(packet).await,
             Route::Both => self.both(packet, !self.in_tx).await,
@@ -514,6 +525,7 @@ impl<'a> MyMirror<'a> {
     async fn note_auth(&mut self, a: &Answer) {
         if a.status_known {
             self.in_tx = a.status & IN_TRANS != 0;
+            self.autocommit = a.status & AUTOCOMMIT != 0;
             return;
         }
         if a.error_code == Some(ER_LOCK_DEADLOCK) && self.in_tx {
@@ -530,6 +542,22 @@ impl<'a> MyMirror<'a> {
                     self.mirror = None;
                 }
             }
+        }
+    }
+
+    /// A statement the mirror did not run ended the authority's transaction
+    /// (MySQL commits implicitly before `ANALYZE TABLE`, schema changes and
+    /// the like): the mirror commits its part too.
+    async fn implicit_commit(&mut self) {
+        if self.mirror.is_none() {
+            return;
+        }
+        let committed = self
+            .on_mirror(&encode(0, &query("COMMIT")).0, 1, false)
+            .await
+            .and_then(first_error);
+        if let Err(e) = committed {
+            self.mirror_failed(&query("COMMIT"), &e);
         }
     }
 
@@ -818,7 +846,9 @@ impl<'a> MyMirror<'a> {
     /// A write: on the authority in a transaction with the time fixed, then
     /// on the mirror with the same time and first generated id.
     async fn write(&mut self, packet: &[u8], class: &Classification, sql: &str) -> Step {
-        let wrap = !self.in_tx;
+        // With autocommit off the server opens the transaction itself and
+        // the client ends it.
+        let wrap = !self.in_tx && self.autocommit;
         let ts = now_timestamp();
         let set_ts = query(&format!("SET TIMESTAMP = {ts}"));
         let reset_ts = query("SET TIMESTAMP = DEFAULT");
@@ -1078,6 +1108,7 @@ impl<'a> MyMirror<'a> {
         self.replay.clear();
         self.statements.clear();
         self.in_tx = false;
+        self.autocommit = true;
         self.relay(&a).await
     }
 

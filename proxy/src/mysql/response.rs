@@ -11,6 +11,8 @@ const MORE_RESULTS: u16 = 0x0008;
 const CURSOR_EXISTS: u16 = 0x0040;
 /// The session is inside a transaction.
 pub const IN_TRANS: u16 = 0x0001;
+/// The session commits each statement by itself.
+pub const AUTOCOMMIT: u16 = 0x0002;
 
 /// What kind of answer a command gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
