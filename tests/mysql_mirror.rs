@@ -112,6 +112,14 @@ fn sysbench_oltp_read_write_leaves_the_tables_identical() {
         "{status}"
     );
     assert_eq!(status["sampling"]["mismatches"], 0, "{status}");
+    let metrics = s.metrics();
+    for line in [
+        "turnout_queries_total{kind=\"write\",side=\"old\"}",
+        "turnout_queries_total{kind=\"read\",side=\"old\"}",
+        "turnout_phase{phase=\"mirror\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
 }
 
 #[test]

@@ -9,6 +9,8 @@ use turnout_harness::{free_port, self_signed_cert, MariaDbInstance, TempDir};
 pub const MY_PASSWORD: &str = "my-app-pw";
 
 pub struct MySetup {
+    /// Where turnout serves Prometheus metrics.
+    pub metrics_port: u16,
     pub old: MariaDbInstance,
     pub new: MariaDbInstance,
     pub proxy: Proxy,
@@ -70,6 +72,7 @@ impl MySetup {
                 .expect("create database");
         }
         let port = free_port().expect("free port");
+        let metrics_port = free_port().expect("free port");
         let config = format!(
             r#"
 protocol = "mysql"
@@ -109,6 +112,9 @@ report = "{report}"
 initial_phase = "{phase}"
 file = "{state}"
 
+[metrics]
+address = "127.0.0.1:{metrics_port}"
+
 [admin]
 socket = "{socket}"
 audit_log = "{audit}"
@@ -137,6 +143,7 @@ level = "debug"
         std::fs::write(&config_path, config).expect("write config");
         let proxy = spawn_proxy(&config_path, dir.path().join("turnout.log"), port);
         MySetup {
+            metrics_port,
             old,
             new,
             proxy,
@@ -209,6 +216,17 @@ impl MySetup {
             "turnout ctl {args:?}: {text}{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        text
+    }
+
+    /// turnout's Prometheus metrics text.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut c =
+            std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).expect("metrics");
+        c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        let _ = c.read_to_string(&mut text);
         text
     }
 

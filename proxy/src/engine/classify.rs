@@ -79,6 +79,21 @@ pub struct Classification {
     pub rule: Option<RuleAction>,
 }
 
+impl Kind {
+    /// The kind's name, as metrics label it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Read => "read",
+            Kind::LockingRead => "locking_read",
+            Kind::Write => "write",
+            Kind::Ddl => "ddl",
+            Kind::Transaction(_) => "transaction",
+            Kind::Session => "session",
+            Kind::Other => "other",
+        }
+    }
+}
+
 impl Classification {
     /// The kind that decides routing for the whole text: a write anywhere makes
     /// the text a write; DDL beats that; a lone statement keeps its kind.

@@ -89,6 +89,8 @@ pub struct MyMirror<'a> {
     routing: Arc<Routing>,
     /// The client's transaction is open (by the authority's status).
     in_tx: bool,
+    /// The side whose answer the client got for the current statement.
+    answered_by: Side,
     /// The session's autocommit, by the authority's status.
     autocommit: bool,
     replay: Vec<Vec<u8>>,
@@ -152,6 +154,7 @@ impl<'a> MyMirror<'a> {
             routing: shared.routing.snapshot(),
             in_tx: false,
             autocommit: true,
+            answered_by: mirror_side.other(),
             replay: Vec::new(),
             statements: HashMap::new(),
             legs,
@@ -322,6 +325,17 @@ impl<'a> MyMirror<'a> {
 
     /// A COM_QUERY, or an execute (`packet`) of a prepared statement.
     async fn statement(&mut self, packet: &[u8], class: &Classification, sql: &str) -> Step {
+        let started = std::time::Instant::now();
+        self.answered_by = self.mirror_side.other();
+        let step = self.run_statement(packet, class, sql).await;
+        let (kind, side) = (class.kind().name(), self.answered_by.name());
+        metrics::counter!("turnout_queries_total", "kind" => kind, "side" => side).increment(1);
+        metrics::histogram!("turnout_query_seconds", "kind" => kind, "side" => side)
+            .record(started.elapsed().as_secs_f64());
+        step
+    }
+
+    async fn run_statement(&mut self, packet: &[u8], class: &Classification, sql: &str) -> Step {
         let route = self.route(class);
         if matches!(route, Route::Write | Route::Unwrapped) {
             if let Some(reason) = class.unsafe_reason() {
@@ -348,6 +362,7 @@ impl<'a> MyMirror<'a> {
                 let a = self.stream_from_auth(packet, keep).await?;
                 (a, self.mirror_side.other())
             };
+            self.answered_by = side;
             if let Some(permit) = permit {
                 self.sample(class, sql, &answer, side, permit);
             }

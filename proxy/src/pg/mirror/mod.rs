@@ -436,7 +436,7 @@ impl<'a> MirrorSession<'a> {
     /// Counts the unit just handled by kind and by the side that answered,
     /// with its time from arrival to the client's answer.
     fn record_unit(&self, started: Instant) {
-        let kind = kind_name(self.unit_class.kind());
+        let kind = self.unit_class.kind().name();
         let side = self.answered_by.name();
         metrics::counter!("turnout_queries_total", "kind" => kind, "side" => side).increment(1);
         metrics::histogram!("turnout_query_seconds", "kind" => kind, "side" => side)
@@ -991,18 +991,6 @@ impl<'a> MirrorSession<'a> {
         }
         self.record_mirror_error(&class.fingerprint, detail, sent);
         false
-    }
-}
-
-fn kind_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Read => "read",
-        Kind::LockingRead => "locking_read",
-        Kind::Write => "write",
-        Kind::Ddl => "ddl",
-        Kind::Transaction(_) => "transaction",
-        Kind::Session => "session",
-        Kind::Other => "other",
     }
 }
 
