@@ -219,6 +219,21 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // A schema mapping is checked against both catalogs before any write
+    // is mirrored through it.
+    if phase.mirror().is_some() && !config.mapping.tables.is_empty() {
+        let problems =
+            turnout_proxy::mapping::catalog::check(server.shared(), &config.mapping).await;
+        if !problems.is_empty() {
+            eprintln!(
+                "turnout: the schema mapping does not match the databases; turnout does not enter {phase} until it does:"
+            );
+            for p in &problems {
+                eprintln!("  - {p}");
+            }
+            return ExitCode::from(2);
+        }
+    }
     let _metrics = match &config.metrics.address {
         Some(address) => {
             let handle = match turnout_proxy::metrics::install() {
@@ -273,7 +288,7 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
                     window: &window,
                     config_path: &config_path,
                 };
-                turnout_proxy::admin::reload(&ctx, false, "SIGHUP");
+                turnout_proxy::admin::reload(&ctx, false, "SIGHUP").await;
             }
         })
     };

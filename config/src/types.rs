@@ -29,8 +29,48 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub guards: Guards,
+    /// How `old`'s tables and columns are named and shaped in `new`
+    /// (identity when absent).
+    #[serde(default)]
+    pub mapping: Mapping,
     #[serde(default)]
     pub log: Log,
+}
+
+/// The schema mapping: one entry per table that differs between the sides.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mapping {
+    #[serde(default)]
+    pub tables: Vec<TableMapping>,
+}
+
+/// One table of `old` and its counterpart in `new`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableMapping {
+    /// The table's name on `old`.
+    pub old: String,
+    /// Its name on `new` (the same when absent).
+    #[serde(default)]
+    pub new: Option<String>,
+    /// Renamed columns: old name -> new name.
+    #[serde(default)]
+    pub columns: std::collections::BTreeMap<String, String>,
+    /// Columns of `old` that `new` does not have.
+    #[serde(default)]
+    pub drop: Vec<String>,
+    /// Columns of `new` that `old` does not have, with their value as an
+    /// SQL expression over the old row's columns (in `new`'s dialect).
+    #[serde(default)]
+    pub computed: std::collections::BTreeMap<String, String>,
+}
+
+impl TableMapping {
+    /// The table's name on `new`.
+    pub fn new_name(&self) -> &str {
+        self.new.as_deref().unwrap_or(&self.old)
+    }
 }
 
 /// What a forward flip needs, over the last `window_secs` seconds; a flip

@@ -224,6 +224,58 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
             c.push(&key, format!("{text:?} has a rule already"));
         }
     }
+    let mut tables = HashSet::new();
+    for (i, t) in config.mapping.tables.iter().enumerate() {
+        let key = format!("mapping.tables[{i}]");
+        if t.old.trim().is_empty() {
+            c.push(format!("{key}.old"), "must name the table on old");
+        } else if !tables.insert(t.old.to_ascii_lowercase()) {
+            c.push(
+                format!("{key}.old"),
+                format!("table {:?} is mapped twice", t.old),
+            );
+        }
+        if t.new.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            c.push(
+                format!("{key}.new"),
+                "must not be empty (leave it out to keep the name)",
+            );
+        }
+        for (from, to) in &t.columns {
+            if from.trim().is_empty() || to.trim().is_empty() {
+                c.push(format!("{key}.columns"), "column names must not be empty");
+            }
+            if t.drop.contains(from) {
+                c.push(
+                    format!("{key}.columns.{from}"),
+                    "is both renamed and dropped",
+                );
+            }
+            if t.computed.contains_key(to) {
+                c.push(
+                    format!("{key}.computed.{to}"),
+                    format!("{to} is already the new name of {from}"),
+                );
+            }
+        }
+        let mut targets = HashSet::new();
+        for to in t.columns.values() {
+            if !targets.insert(to) {
+                c.push(
+                    format!("{key}.columns"),
+                    format!("two columns are renamed to {to}"),
+                );
+            }
+        }
+        for (column, expr) in &t.computed {
+            if expr.trim().is_empty() {
+                c.push(
+                    format!("{key}.computed.{column}"),
+                    "needs an SQL expression",
+                );
+            }
+        }
+    }
     let g = &config.guards;
     if g.window_secs == 0 || g.window_secs > 86_400 {
         c.push(

@@ -162,7 +162,7 @@ pub async fn execute(line: &str, ctx: &Context<'_>, caller: &str) -> Value {
         Command::Pause { dry_run } => pause(ctx, dry_run, caller).await,
         Command::Resume { dry_run } => resume(ctx, dry_run, caller),
         Command::Sample { rate, dry_run } => sample(rate, dry_run, shared, controller, caller),
-        Command::Reload { dry_run } => reload(ctx, dry_run, caller),
+        Command::Reload { dry_run } => reload(ctx, dry_run, caller).await,
     }
 }
 
@@ -420,27 +420,48 @@ pub fn guard_limits(g: &turnout_config::Guards) -> turnout_control::controller::
 /// sampling rate and the guards' limits change live. An invalid file is
 /// refused with its errors and the running config stays. Everything else
 /// (listeners, backends, modes, the guards' window) needs a restart.
-pub fn reload(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
-    let result = turnout_config::load(ctx.config_path)
-        .map_err(|e| format!("config not reloaded: {e}"))
-        .and_then(|config| {
-            let users = crate::server::users_for(&config)
-                .map_err(|e| format!("config not reloaded: {e}"))?;
-            let mysql_users = crate::server::mysql_users_for(&config)
-                .map_err(|e| format!("config not reloaded: {e}"))?;
-            if !dry_run {
-                ctx.shared.users.store(Arc::new(users));
-                ctx.shared.mysql_users.store(Arc::new(mysql_users));
-                ctx.shared.classifier.set_rules(&config.mirror.rules);
-                ctx.shared.sampler.set_rate(config.sampling.rate)?;
-                ctx.controller.set_guards(guard_limits(&config.guards));
+pub async fn reload(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
+    let loaded =
+        turnout_config::load(ctx.config_path).map_err(|e| format!("config not reloaded: {e}"));
+    // A new schema mapping must match both catalogs before it is used.
+    let loaded = match loaded {
+        Ok(config)
+            if !config.mapping.tables.is_empty()
+                && ctx.controller.routing().snapshot().phase.mirror().is_some() =>
+        {
+            let problems = crate::mapping::catalog::check(ctx.shared, &config.mapping).await;
+            if problems.is_empty() {
+                Ok(config)
+            } else {
+                Err(format!(
+                    "config not reloaded: the schema mapping does not match the databases: {}",
+                    problems.join("; ")
+                ))
             }
-            Ok(config)
-        });
+        }
+        other => other,
+    };
+    let result = loaded.and_then(|config| {
+        let users =
+            crate::server::users_for(&config).map_err(|e| format!("config not reloaded: {e}"))?;
+        let mysql_users = crate::server::mysql_users_for(&config)
+            .map_err(|e| format!("config not reloaded: {e}"))?;
+        let mapping = crate::server::mapping_for(&config)
+            .map_err(|e| format!("config not reloaded: {}", e.join("; ")))?;
+        if !dry_run {
+            ctx.shared.users.store(Arc::new(users));
+            ctx.shared.mysql_users.store(Arc::new(mysql_users));
+            ctx.shared.mapping.store(Arc::new(mapping));
+            ctx.shared.classifier.set_rules(&config.mirror.rules);
+            ctx.shared.sampler.set_rate(config.sampling.rate)?;
+            ctx.controller.set_guards(guard_limits(&config.guards));
+        }
+        Ok(config)
+    });
     let epoch = ctx.controller.routing().snapshot().epoch;
     let outcome = result.as_ref().map(|_| Outcome {
         from: ctx.config_path.display().to_string(),
-        to: "users, mirror.rules, sampling.rate, guards".into(),
+        to: "users, mirror.rules, sampling.rate, guards, mapping".into(),
         epoch,
         dry_run,
         notes: Vec::new(),
@@ -459,7 +480,7 @@ pub fn reload(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
             json!({
                 "ok": true,
                 "dry_run": dry_run,
-                "applied": ["users", "mirror.rules", "sampling.rate", "guards"],
+                "applied": ["users", "mirror.rules", "sampling.rate", "guards", "mapping"],
                 "users": config.users.len(),
                 "rules": config.mirror.rules.len(),
                 "sampling_rate": config.sampling.rate,

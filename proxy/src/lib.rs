@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod engine;
 pub mod flip;
+pub mod mapping;
 pub mod metrics;
 pub mod mysql;
 pub mod pg;

@@ -38,6 +38,8 @@ pub enum ServerError {
     Users(#[from] UserTableError),
     #[error(transparent)]
     MysqlUsers(#[from] crate::mysql::auth::UsersError),
+    #[error("{}", .0.join("; "))]
+    Mapping(Vec<String>),
     #[error("mirror.divergence_log: {0}")]
     DivergenceLog(#[from] DivergenceLogError),
     #[error("sampling.report: {0}")]
@@ -95,6 +97,8 @@ pub struct Shared {
     /// Shadow reads (`sampling.rate` may be 0, and changed live).
     pub sampler: Sampler,
     pub users: ArcSwap<UserTable>,
+    /// The schema mapping (`[mapping]`), parsed; replaced by a reload.
+    pub mapping: ArcSwap<crate::mapping::SchemaMap>,
     /// The wire protocol of this listener and its backends.
     pub protocol: Protocol,
     /// MySQL: the users' password hashes, the connection ids turnout gives
@@ -322,6 +326,7 @@ impl Server {
             connections: Arc::new(AtomicUsize::new(0)),
             async_pending: AtomicUsize::new(0),
             users: ArcSwap::from_pointee(users_for(config)?),
+            mapping: ArcSwap::from_pointee(mapping_for(config).map_err(ServerError::Mapping)?),
             protocol: config.protocol,
             mysql_users: ArcSwap::from_pointee(mysql_users_for(config)?),
             next_mysql_id: AtomicU32::new(1),
@@ -491,6 +496,15 @@ impl Server {
             ));
         }
     }
+}
+
+/// The config's schema mapping, parsed in the listener's SQL dialect.
+pub fn mapping_for(config: &Config) -> Result<crate::mapping::SchemaMap, Vec<String>> {
+    let dialect = match config.protocol {
+        Protocol::Postgres => SqlDialect::Postgres,
+        Protocol::Mysql => SqlDialect::Mysql,
+    };
+    crate::mapping::SchemaMap::new(&config.mapping, dialect)
 }
 
 /// The PostgreSQL users' verifiers (none for a MySQL listener).

@@ -57,7 +57,7 @@ pub async fn catch_up(shared: &Shared, from: Side, to: Side) -> Result<CatchUp, 
     Ok(done)
 }
 
-async fn open(shared: &Shared, side: Side) -> Result<Packets, String> {
+pub(crate) async fn open(shared: &Shared, side: Side) -> Result<Packets, String> {
     connect(shared, shared.target(side), own_caps(), COLLATION, None)
         .await
         .map(|(conn, _)| conn)
@@ -65,7 +65,10 @@ async fn open(shared: &Shared, side: Side) -> Result<Packets, String> {
 }
 
 /// Runs `sql`; its rows as text (`None` for NULL), or its error.
-async fn rows(conn: &mut Packets, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+pub(crate) async fn rows(
+    conn: &mut Packets,
+    sql: &str,
+) -> Result<Vec<Vec<Option<String>>>, String> {
     let mut p = vec![0x03];
     p.extend_from_slice(sql.as_bytes());
     conn.write(0, &p).await.map_err(|e| e.to_string())?;

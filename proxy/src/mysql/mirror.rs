@@ -10,6 +10,7 @@ use super::packet::{encode, err_payload, PacketError, Packets};
 use super::response::{self, Answer, Expect, AUTOCOMMIT, IN_TRANS};
 use super::session::Legs;
 use crate::engine::{Classification, Kind, TxControl};
+use crate::mapping::Translation;
 use crate::server::Shared;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -346,6 +347,21 @@ impl<'a> MyMirror<'a> {
                     return self.tell(&err_payload(1290, "HY000", &msg)).await;
                 }
                 self.record(DivergenceKind::UnsafeStatement, class, reason, sql);
+            }
+            // Through the schema mapping: what cannot be translated runs on
+            // the authority alone, recorded (or refused).
+            match self.shared.mapping.load().translate(sql) {
+                Err(reason) => {
+                    let reason = format!("mapping: {reason}");
+                    if self.shared.unsafe_policy == UnsafePolicy::Fail {
+                        let msg = format!("turnout: refused: {reason} (mirror.on_unsafe = fail)");
+                        return self.tell(&err_payload(1290, "HY000", &msg)).await;
+                    }
+                    self.record(DivergenceKind::UnsafeStatement, class, &reason, sql);
+                    return self.authority(packet).await;
+                }
+                Ok(Translation::Skip) => return self.authority(packet).await,
+                Ok(_) => {}
             }
         }
         let read = matches!(class.kind(), Kind::Read) && class.statements.len() == 1;
@@ -969,6 +985,14 @@ impl<'a> MyMirror<'a> {
     /// What the mirror runs for the client's `packet`: an execute is given
     /// the mirror's statement id (preparing it there first) and its types.
     async fn mirror_packet(&mut self, packet: &[u8]) -> Result<Vec<u8>, String> {
+        if packet.first() == Some(&COM_QUERY) {
+            let sql = String::from_utf8_lossy(&packet[1..]);
+            return match self.shared.mapping.load().translate(&sql) {
+                Ok(Translation::Sql(mapped)) => Ok(query(&mapped)),
+                Ok(_) => Ok(packet.to_vec()),
+                Err(e) => Err(format!("mapping: {e}")),
+            };
+        }
         if packet.first() != Some(&COM_STMT_EXECUTE)
             && packet.first() != Some(&COM_STMT_SEND_LONG_DATA)
         {
@@ -997,6 +1021,17 @@ impl<'a> MyMirror<'a> {
         if self.mirror.is_none() {
             self.reconnect_mirror().await?;
         }
+        let sql = match self.shared.mapping.load().translate(&sql) {
+            Ok(Translation::Sql(mapped)) if placeholders(&mapped) == placeholders(&sql) => mapped,
+            Ok(Translation::Unchanged) => sql,
+            Ok(_) => {
+                return Err(
+                    "mapping: this prepared statement changes shape for new (values dropped or added); not translated"
+                        .into(),
+                )
+            }
+            Err(e) => return Err(format!("mapping: {e}")),
+        };
         let Some(m) = self.mirror.as_mut() else {
             return Err(format!("no connection to {}", self.mirror_side));
         };
@@ -1178,6 +1213,21 @@ fn first_error(answers: Vec<Answer>) -> Result<(), String> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// How many `?` placeholders a statement has (outside quotes, roughly).
+fn placeholders(sql: &str) -> usize {
+    let mut n = 0;
+    let mut quote: Option<char> = None;
+    for c in sql.chars() {
+        match (quote, c) {
+            (None, '\'' | '"' | '`') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '?') => n += 1,
+            _ => {}
+        }
+    }
+    n
 }
 
 fn statement_id(packet: &[u8]) -> Option<u32> {

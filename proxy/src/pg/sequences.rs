@@ -180,11 +180,11 @@ fn move_query(values: &[(String, String)]) -> String {
     )
 }
 
-fn literal(s: &str) -> String {
+pub(crate) fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-async fn open(shared: &Shared, side: Side) -> Result<Framed, String> {
+pub(crate) async fn open(shared: &Shared, side: Side) -> Result<Framed, String> {
     let conn = backend::connect(shared.target(side), &[])
         .await
         .map_err(|e| e.to_string())?;
@@ -192,7 +192,11 @@ async fn open(shared: &Shared, side: Side) -> Result<Framed, String> {
 }
 
 /// Runs one simple query; its rows as text, or its error.
-async fn run(conn: &mut Framed, sql: &str, side: Side) -> Result<Vec<Vec<Option<String>>>, String> {
+pub(crate) async fn run(
+    conn: &mut Framed,
+    sql: &str,
+    side: Side,
+) -> Result<Vec<Vec<Option<String>>>, String> {
     let mut body = BytesMut::new();
     put_cstr(&mut body, sql);
     let exchange = async {

@@ -2,6 +2,7 @@
 //! reads, settings, COMMIT, writes.
 
 use super::*;
+use crate::mapping::{SchemaMap, Translation};
 
 impl MirrorSession<'_> {
     pub(super) async fn simple(&mut self, frame: Frame) -> Step {
@@ -251,6 +252,24 @@ impl MirrorSession<'_> {
     /// first (see `engine::pin` and `engine::defaults`); then the write runs
     /// in lockstep with both sides inserting the same values.
     async fn simple_write(&mut self, raw: &[u8], sql: &str, class: &Classification) -> Step {
+        // Through the schema mapping (`[mapping]`) first: what cannot be
+        // translated runs on the authority alone, recorded (or refused).
+        let mapping = self.shared.mapping.load_full();
+        match mapping.translate(sql) {
+            Err(reason) => {
+                let reason = format!("mapping: {reason}");
+                if let Some(msg) = self.unsafe_write(&class.fingerprint, &reason) {
+                    return self.refuse(&msg, false).await;
+                }
+                self.auth.send(raw).await.map_err(Stop::Authority)?;
+                return self.relay_authority().await.map(|_| ());
+            }
+            Ok(Translation::Skip) => {
+                self.auth.send(raw).await.map_err(Stop::Authority)?;
+                return self.relay_authority().await.map(|_| ());
+            }
+            Ok(_) => {}
+        }
         let mut text = sql.to_string();
         let mut begun = false;
         let single_insert = class.statements.len() == 1 && class.insert_table.is_some();
@@ -316,7 +335,7 @@ impl MirrorSession<'_> {
             &unit,
             time_needed,
             class,
-            |t| mirror_text(&text, class, t).map(|s| query(&s)),
+            |t| mirror_text(&text, class, t).map(|s| query(&mapped(&mapping, s))),
             begun,
         )
         .await
@@ -561,5 +580,13 @@ impl MirrorSession<'_> {
             self.record_mirror_error(&class.fingerprint, &detail, to_mirror);
         }
         self.relay_collected(&result, result.status).await
+    }
+}
+
+/// `sql` for the mirror through the mapping (checked translatable before).
+fn mapped(mapping: &SchemaMap, sql: String) -> String {
+    match mapping.translate(&sql) {
+        Ok(Translation::Sql(s)) => s,
+        _ => sql,
     }
 }

@@ -1,0 +1,337 @@
+//! The mapping checked against both live catalogs: every table and column
+//! it names exists, mapped columns have compatible types, nothing of `old`
+//! is left without a counterpart, and the tables have primary keys. Each
+//! problem names its table and column; turnout does not mirror while any
+//! remain.
+
+use crate::server::Shared;
+use std::collections::{BTreeMap, HashMap};
+use turnout_config::{Mapping, Protocol};
+use turnout_control::Side;
+
+/// One column as a catalog describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    pub data_type: String,
+    pub nullable: bool,
+    pub has_default: bool,
+}
+
+/// The tables of one side that the mapping names: columns in order, and
+/// whether a primary key exists.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub tables: HashMap<String, (Vec<Column>, bool)>,
+}
+
+/// Reads what `names` are on `side`.
+pub async fn read(shared: &Shared, side: Side, names: &[String]) -> Result<Catalog, String> {
+    if names.is_empty() {
+        return Ok(Catalog::default());
+    }
+    let list = names
+        .iter()
+        .map(|n| crate::pg::sequences::literal(n))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (columns_sql, keys_sql) = match shared.protocol {
+        Protocol::Postgres => (
+            format!(
+                "SELECT table_name, column_name, data_type, is_nullable, \
+                 CASE WHEN column_default IS NULL AND is_identity = 'NO' THEN 'NO' ELSE 'YES' END \
+                 FROM information_schema.columns \
+                 WHERE table_schema = ANY (current_schemas(false)) AND table_name IN ({list}) \
+                 ORDER BY table_name, ordinal_position"
+            ),
+            format!(
+                "SELECT table_name FROM information_schema.table_constraints \
+                 WHERE constraint_type = 'PRIMARY KEY' AND table_schema = ANY (current_schemas(false)) \
+                 AND table_name IN ({list})"
+            ),
+        ),
+        Protocol::Mysql => (
+            format!(
+                "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, IS_NULLABLE, \
+                 CASE WHEN COLUMN_DEFAULT IS NULL AND EXTRA NOT LIKE '%auto_increment%' THEN 'NO' ELSE 'YES' END \
+                 FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ({list}) \
+                 ORDER BY TABLE_NAME, ORDINAL_POSITION"
+            ),
+            format!(
+                "SELECT TABLE_NAME FROM information_schema.TABLE_CONSTRAINTS \
+                 WHERE CONSTRAINT_TYPE = 'PRIMARY KEY' AND TABLE_SCHEMA = DATABASE() \
+                 AND TABLE_NAME IN ({list})"
+            ),
+        ),
+    };
+    let (columns, keys) = match shared.protocol {
+        Protocol::Postgres => {
+            let mut conn = crate::pg::sequences::open(shared, side).await?;
+            let c = crate::pg::sequences::run(&mut conn, &columns_sql, side).await?;
+            let k = crate::pg::sequences::run(&mut conn, &keys_sql, side).await?;
+            (c, k)
+        }
+        Protocol::Mysql => {
+            let mut conn = crate::mysql::counters::open(shared, side).await?;
+            let c = crate::mysql::counters::rows(&mut conn, &columns_sql)
+                .await
+                .map_err(|e| format!("on {side}: {e}"))?;
+            let k = crate::mysql::counters::rows(&mut conn, &keys_sql)
+                .await
+                .map_err(|e| format!("on {side}: {e}"))?;
+            (c, k)
+        }
+    };
+    let mut catalog = Catalog::default();
+    for row in columns {
+        let text = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+        let entry = catalog.tables.entry(text(0)).or_default();
+        entry.0.push(Column {
+            name: text(1),
+            data_type: text(2).to_ascii_lowercase(),
+            nullable: text(3) == "YES",
+            has_default: text(4) == "YES",
+        });
+    }
+    for row in keys {
+        if let Some(Some(table)) = row.first() {
+            if let Some(t) = catalog.tables.get_mut(table) {
+                t.1 = true;
+            }
+        }
+    }
+    Ok(catalog)
+}
+
+/// The type family a column's type belongs to: mapped columns must share
+/// one, so a value written on one side means the same on the other.
+fn family(data_type: &str) -> &'static str {
+    let t = data_type.to_ascii_lowercase();
+    let t = t.as_str();
+    match t {
+        "smallint" | "integer" | "bigint" | "int" | "tinyint" | "mediumint" | "int2" | "int4"
+        | "int8" => "integer",
+        "numeric" | "decimal" => "numeric",
+        "real" | "double precision" | "double" | "float" | "float4" | "float8" => "float",
+        "text" | "character varying" | "character" | "varchar" | "char" | "tinytext"
+        | "mediumtext" | "longtext" | "citext" | "name" => "text",
+        "boolean" | "bool" => "boolean",
+        "date" => "date",
+        "timestamp without time zone" | "datetime" | "timestamp" => "timestamp",
+        "timestamp with time zone" => "timestamptz",
+        "uuid" => "uuid",
+        "json" | "jsonb" => "json",
+        "bytea" | "blob" | "binary" | "varbinary" | "longblob" | "mediumblob" | "tinyblob" => {
+            "binary"
+        }
+        _ => "other",
+    }
+}
+
+/// Every problem of `mapping` against the two catalogs, in words.
+pub fn problems(mapping: &Mapping, old: &Catalog, new: &Catalog) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in &mapping.tables {
+        let new_name = t.new_name();
+        let o = old.tables.get(&t.old);
+        let n = new.tables.get(new_name);
+        if o.is_none() {
+            out.push(format!("table {} does not exist on old", t.old));
+        }
+        if n.is_none() {
+            out.push(format!(
+                "table {new_name} does not exist on new (mapped from old {})",
+                t.old
+            ));
+        }
+        let (Some((old_cols, old_key)), Some((new_cols, new_key))) = (o, n) else {
+            continue;
+        };
+        if !old_key {
+            out.push(format!(
+                "table {} on old has no primary key (backfill and verify need one)",
+                t.old
+            ));
+        }
+        if !new_key {
+            out.push(format!(
+                "table {new_name} on new has no primary key (backfill and verify need one)"
+            ));
+        }
+        let find = |cols: &Vec<Column>, name: &str| cols.iter().find(|c| c.name == name).cloned();
+        for (from, to) in &t.columns {
+            if find(old_cols, from).is_none() {
+                out.push(format!(
+                    "column {}.{from} does not exist on old (mapping.columns)",
+                    t.old
+                ));
+            }
+            if find(new_cols, to).is_none() {
+                out.push(format!(
+                    "column {new_name}.{to} does not exist on new (mapped from {}.{from})",
+                    t.old
+                ));
+            }
+        }
+        for d in &t.drop {
+            if find(old_cols, d).is_none() {
+                out.push(format!(
+                    "column {}.{d} does not exist on old (mapping.drop)",
+                    t.old
+                ));
+            }
+        }
+        for c in t.computed.keys() {
+            if find(new_cols, c).is_none() {
+                out.push(format!(
+                    "column {new_name}.{c} does not exist on new (mapping.computed)"
+                ));
+            }
+        }
+        // Each old column: where it goes, and whether the types agree.
+        let mut mapped_new: BTreeMap<String, ()> = BTreeMap::new();
+        for col in old_cols {
+            if t.drop.contains(&col.name) {
+                continue;
+            }
+            let target = t.columns.get(&col.name).unwrap_or(&col.name);
+            match find(new_cols, target) {
+                None if !t.columns.contains_key(&col.name) => out.push(format!(
+                    "column {}.{} has no counterpart in {new_name} (rename it in mapping.columns or list it in mapping.drop)",
+                    t.old, col.name
+                )),
+                None => {}
+                Some(nc) => {
+                    mapped_new.insert(nc.name.clone(), ());
+                    let (a, b) = (family(&col.data_type), family(&nc.data_type));
+                    if a != b {
+                        out.push(format!(
+                            "type clash: {}.{} ({}) -> {new_name}.{} ({})",
+                            t.old, col.name, col.data_type, nc.name, nc.data_type
+                        ));
+                    }
+                }
+            }
+        }
+        for nc in new_cols {
+            let fed = mapped_new.contains_key(&nc.name) || t.computed.contains_key(&nc.name);
+            if !fed && !nc.nullable && !nc.has_default {
+                out.push(format!(
+                    "column {new_name}.{} is NOT NULL without a default and nothing maps to it (add it to mapping.computed)",
+                    nc.name
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Reads both catalogs and checks `mapping` against them.
+pub async fn check(shared: &Shared, mapping: &Mapping) -> Vec<String> {
+    let old_names: Vec<String> = mapping.tables.iter().map(|t| t.old.clone()).collect();
+    let new_names: Vec<String> = mapping
+        .tables
+        .iter()
+        .map(|t| t.new_name().to_string())
+        .collect();
+    let (old, new) = tokio::join!(
+        read(shared, Side::Old, &old_names),
+        read(shared, Side::New, &new_names)
+    );
+    match (old, new) {
+        (Ok(o), Ok(n)) => problems(mapping, &o, &n),
+        (o, n) => [o.err(), n.err()]
+            .into_iter()
+            .flatten()
+            .map(|e| format!("catalog could not be read: {e}"))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use turnout_config::TableMapping;
+
+    fn col(name: &str, t: &str, nullable: bool) -> Column {
+        Column {
+            name: name.into(),
+            data_type: t.into(),
+            nullable,
+            has_default: false,
+        }
+    }
+
+    #[test]
+    fn each_problem_is_named() {
+        let mut old = Catalog::default();
+        old.tables.insert(
+            "users".into(),
+            (
+                vec![
+                    col("id", "integer", false),
+                    col("name", "text", true),
+                    col("email", "text", true),
+                    col("age", "integer", true),
+                ],
+                true,
+            ),
+        );
+        old.tables
+            .insert("logs".into(), (vec![col("line", "text", true)], false));
+        let mut new = Catalog::default();
+        new.tables.insert(
+            "accounts".into(),
+            (
+                vec![
+                    col("id", "bigint", false),
+                    col("full_name", "text", true),
+                    col("email_address", "integer", true),
+                    col("created_at", "timestamp with time zone", false),
+                ],
+                true,
+            ),
+        );
+        let mapping = Mapping {
+            tables: vec![
+                TableMapping {
+                    old: "users".into(),
+                    new: Some("accounts".into()),
+                    columns: [
+                        ("name", "full_name"),
+                        ("email", "email_address"),
+                        ("nmae", "x"),
+                    ]
+                    .into_iter()
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .collect(),
+                    drop: vec![],
+                    computed: Default::default(),
+                },
+                TableMapping {
+                    old: "logs".into(),
+                    new: Some("log_lines".into()),
+                    columns: Default::default(),
+                    drop: vec![],
+                    computed: Default::default(),
+                },
+            ],
+        };
+        let p = problems(&mapping, &old, &new).join("\n");
+        for expected in [
+            "column users.nmae does not exist on old",
+            "column accounts.x does not exist on new",
+            "type clash: users.email (text) -> accounts.email_address (integer)",
+            "column users.age has no counterpart in accounts",
+            "column accounts.created_at is NOT NULL without a default",
+            "table log_lines does not exist on new",
+        ] {
+            assert!(p.contains(expected), "{expected:?} not in:\n{p}");
+        }
+        assert!(
+            !p.contains("users.id"),
+            "integer -> bigint is one family:\n{p}"
+        );
+    }
+}

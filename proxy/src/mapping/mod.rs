@@ -1,0 +1,497 @@
+//! Old and new schemas (`[mapping]`): a mirrored write on a mapped table is
+//! rewritten for `new` through its syntax tree — the table renamed, columns
+//! renamed, dropped columns left out, computed columns added from the old
+//! row's values. A statement the mapping cannot translate is never run
+//! wrong on the mirror: the caller records it (or refuses it under
+//! `mirror.on_unsafe = "fail"`) and runs it on the authority alone.
+
+pub mod catalog;
+
+use crate::engine::SqlDialect;
+use sqlparser::ast::{
+    AssignmentTarget, ConflictTarget, Expr, Ident, ObjectName, ObjectNamePart, OnConflictAction,
+    OnInsert, SetExpr, Statement, TableObject,
+};
+use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect};
+use sqlparser::parser::Parser;
+use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
+use turnout_config::Mapping;
+
+/// One mapped table, ready to rewrite with.
+#[derive(Debug, Clone)]
+struct Table {
+    new: String,
+    renames: HashMap<String, String>,
+    dropped: HashSet<String>,
+    /// New columns and their value, an expression over old columns.
+    computed: Vec<(String, Expr)>,
+}
+
+/// The mapping, parsed.
+#[derive(Debug, Clone, Default)]
+pub struct SchemaMap {
+    /// By old table name, lower-case.
+    tables: HashMap<String, Table>,
+    dialect: Option<SqlDialect>,
+}
+
+/// What the mirror runs for a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Translation {
+    /// No mapped table: the statement as it is.
+    Unchanged,
+    /// The statement for `new`.
+    Sql(String),
+    /// Nothing to do on `new` (an UPDATE of dropped columns only).
+    Skip,
+}
+
+fn dialect_of(d: SqlDialect) -> Box<dyn Dialect> {
+    match d {
+        SqlDialect::Postgres => Box::new(PostgreSqlDialect {}),
+        SqlDialect::Mysql => Box::new(MySqlDialect {}),
+    }
+}
+
+fn last_part(name: &ObjectName) -> Option<&Ident> {
+    match name.0.last()? {
+        ObjectNamePart::Identifier(i) => Some(i),
+        _ => None,
+    }
+}
+
+fn last_part_mut(name: &mut ObjectName) -> Option<&mut Ident> {
+    match name.0.last_mut()? {
+        ObjectNamePart::Identifier(i) => Some(i),
+        _ => None,
+    }
+}
+
+/// How an identifier is compared: unquoted names fold to lower case.
+fn key(i: &Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_lowercase()
+    }
+}
+
+impl SchemaMap {
+    /// Parses the config's mapping (computed expressions in `dialect`).
+    pub fn new(mapping: &Mapping, dialect: SqlDialect) -> Result<SchemaMap, Vec<String>> {
+        let d = dialect_of(dialect);
+        let mut tables = HashMap::new();
+        let mut errors = Vec::new();
+        for (i, t) in mapping.tables.iter().enumerate() {
+            let mut computed = Vec::new();
+            for (column, text) in &t.computed {
+                match Parser::new(d.as_ref())
+                    .try_with_sql(text)
+                    .and_then(|mut p| p.parse_expr())
+                {
+                    Ok(e) => computed.push((column.clone(), e)),
+                    Err(e) => errors.push(format!(
+                        "mapping.tables[{i}].computed.{column}: not an SQL expression: {e}"
+                    )),
+                }
+            }
+            tables.insert(
+                t.old.to_lowercase(),
+                Table {
+                    new: t.new_name().to_string(),
+                    renames: t
+                        .columns
+                        .iter()
+                        .map(|(a, b)| (a.to_lowercase(), b.clone()))
+                        .collect(),
+                    dropped: t.drop.iter().map(|c| c.to_lowercase()).collect(),
+                    computed,
+                },
+            );
+        }
+        if errors.is_empty() {
+            Ok(SchemaMap {
+                tables,
+                dialect: Some(dialect),
+            })
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn is_identity(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    /// The statement(s) of `sql` rewritten for `new`. `Err`: why they
+    /// cannot be.
+    pub fn translate(&self, sql: &str) -> Result<Translation, String> {
+        let Some(dialect) = self.dialect.filter(|_| !self.is_identity()) else {
+            return Ok(Translation::Unchanged);
+        };
+        let mut statements = Parser::parse_sql(dialect_of(dialect).as_ref(), sql)
+            .map_err(|e| format!("the statement could not be parsed to map it: {e}"))?;
+        let mut changed = false;
+        let mut kept = Vec::new();
+        for mut s in statements.drain(..) {
+            match self.rewrite(&mut s)? {
+                Some(true) => {
+                    changed = true;
+                    kept.push(s);
+                }
+                Some(false) => kept.push(s),
+                None => changed = true, // nothing of it on new
+            }
+        }
+        if !changed {
+            return Ok(Translation::Unchanged);
+        }
+        if kept.is_empty() {
+            return Ok(Translation::Skip);
+        }
+        Ok(Translation::Sql(
+            kept.iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ))
+    }
+
+    /// The mapped table `s` names, if it names exactly one.
+    fn mapped_table(&self, s: &Statement) -> Result<Option<(String, &Table)>, String> {
+        let mut found: Vec<String> = Vec::new();
+        let _ = sqlparser::ast::visit_relations(s, |name| {
+            if let Some(i) = last_part(name) {
+                let k = key(i);
+                if self.tables.contains_key(&k) && !found.contains(&k) {
+                    found.push(k);
+                }
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        match found.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(self.tables.get(one).map(|t| (one.clone(), t))),
+            _ => Err(format!(
+                "the statement touches several mapped tables ({}); not translated",
+                found.join(", ")
+            )),
+        }
+    }
+
+    /// Rewrites one statement: `Some(changed)`, or `None` when nothing of
+    /// it remains for `new`.
+    fn rewrite(&self, s: &mut Statement) -> Result<Option<bool>, String> {
+        let Some((old_name, table)) = self.mapped_table(s)? else {
+            return Ok(Some(false));
+        };
+        let table = table.clone();
+        // Columns in expressions (WHERE, SET values, RETURNING, ...).
+        let mut bad = None;
+        let _ = sqlparser::ast::visit_expressions_mut(s, |e| {
+            let ident = match e {
+                Expr::Identifier(i) => Some(i),
+                Expr::CompoundIdentifier(parts) => parts.last_mut(),
+                _ => None,
+            };
+            if let Some(i) = ident {
+                let k = key(i);
+                if table.dropped.contains(&k) {
+                    bad = Some(format!(
+                        "uses column {old_name}.{}, which new does not have",
+                        i.value
+                    ));
+                    return ControlFlow::Break(());
+                }
+                if let Some(n) = table.renames.get(&k) {
+                    i.value = n.clone();
+                }
+            }
+            ControlFlow::Continue(())
+        });
+        // The table itself.
+        let _ = sqlparser::ast::visit_relations_mut(s, |name| {
+            if let Some(i) = last_part_mut(name) {
+                if key(i) == old_name {
+                    i.value = table.new.clone();
+                }
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        match s {
+            Statement::Insert(insert) => {
+                if !matches!(insert.table, TableObject::TableName(_)) {
+                    return Err("INSERT into a table function cannot be mapped".into());
+                }
+                insert_columns(insert, &table, &old_name, bad.take())?;
+            }
+            Statement::Update(update) => {
+                if let Some(b) = bad {
+                    return Err(b);
+                }
+                let before = update.assignments.len();
+                assignments(&mut update.assignments, &table)?;
+                if update.assignments.is_empty() && before > 0 {
+                    return Ok(None);
+                }
+            }
+            _ => {
+                if let Some(b) = bad {
+                    return Err(b);
+                }
+            }
+        }
+        Ok(Some(true))
+    }
+}
+
+/// An INSERT's column list and rows through the mapping.
+fn insert_columns(
+    insert: &mut sqlparser::ast::Insert,
+    table: &Table,
+    old_name: &str,
+    bad: Option<String>,
+) -> Result<(), String> {
+    let names: Vec<String> = insert
+        .columns
+        .iter()
+        .map(|c| last_part(c).map(key).unwrap_or_default())
+        .collect();
+    let changes_shape = !table.dropped.is_empty() || !table.computed.is_empty();
+    if names.is_empty() && (changes_shape || !table.renames.is_empty()) {
+        return Err(format!(
+            "INSERT INTO {old_name} without a column list cannot be mapped; name the columns"
+        ));
+    }
+    // Which positions stay, and the computed columns' values per row.
+    let keep: Vec<bool> = names.iter().map(|n| !table.dropped.contains(n)).collect();
+    let rows: Option<&mut Vec<sqlparser::ast::Parens<Vec<Expr>>>> =
+        match insert.source.as_deref_mut().map(|q| q.body.as_mut()) {
+            Some(SetExpr::Values(v)) => Some(&mut v.rows),
+            _ => None,
+        };
+    match rows {
+        None if changes_shape => {
+            return Err(format!(
+                "INSERT INTO {old_name} ... SELECT cannot be mapped when columns are dropped or computed"
+            ))
+        }
+        None => {}
+        Some(rows) => {
+            for row in rows.iter_mut() {
+                let values = &mut row.content;
+                if values.len() != names.len() {
+                    return Err("an INSERT row has another number of values than columns".into());
+                }
+                let mut extra = Vec::new();
+                for (column, expr) in &table.computed {
+                    extra.push((column.clone(), substitute(expr, &names, values, old_name)?));
+                }
+                let mut i = 0;
+                values.retain(|_| {
+                    let k = keep[i];
+                    i += 1;
+                    k
+                });
+                values.extend(extra.into_iter().map(|(_, v)| v));
+            }
+        }
+    }
+    // The dropped columns' values had identifiers renamed above only if
+    // they were expressions; a dropped column in the list is fine, its
+    // values are gone.
+    if let Some(b) = bad {
+        if !names.iter().any(|n| table.dropped.contains(n)) {
+            return Err(b);
+        }
+    }
+    let mut i = 0;
+    insert.columns.retain(|_| {
+        let k = keep[i];
+        i += 1;
+        k
+    });
+    for c in insert.columns.iter_mut() {
+        if let Some(id) = last_part_mut(c) {
+            if let Some(n) = table.renames.get(&key(id)) {
+                id.value = n.clone();
+            }
+        }
+    }
+    for (column, _) in &table.computed {
+        insert
+            .columns
+            .push(ObjectName::from(vec![Ident::new(column.clone())]));
+    }
+    if let Some(OnInsert::OnConflict(c)) = &mut insert.on {
+        if let Some(ConflictTarget::Columns { columns, .. }) = &mut c.conflict_target {
+            for id in columns.iter_mut() {
+                if let Some(n) = table.renames.get(&key(id)) {
+                    id.value = n.clone();
+                }
+            }
+        }
+        if let OnConflictAction::DoUpdate(u) = &mut c.action {
+            assignments(&mut u.assignments, table)?;
+        }
+    }
+    if let Some(OnInsert::DuplicateKeyUpdate(a)) = &mut insert.on {
+        assignments(a, table)?;
+    }
+    Ok(())
+}
+
+/// SET targets through the mapping: renamed, dropped ones left out.
+fn assignments(list: &mut Vec<sqlparser::ast::Assignment>, table: &Table) -> Result<(), String> {
+    let mut out = Vec::with_capacity(list.len());
+    for mut a in list.drain(..) {
+        match &mut a.target {
+            AssignmentTarget::ColumnName(name) => {
+                let Some(id) = last_part_mut(name) else {
+                    out.push(a);
+                    continue;
+                };
+                let k = key(id);
+                if table.dropped.contains(&k) {
+                    continue;
+                }
+                if let Some(n) = table.renames.get(&k) {
+                    id.value = n.clone();
+                }
+                out.push(a);
+            }
+            AssignmentTarget::Tuple(_) => {
+                return Err("a tuple assignment cannot be mapped".into());
+            }
+        }
+    }
+    if !table.computed.is_empty() && !out.is_empty() {
+        return Err(
+            "an UPDATE of a table with computed columns cannot be mapped yet (their value may change)"
+                .into(),
+        );
+    }
+    *list = out;
+    Ok(())
+}
+
+/// `expr` with each old column replaced by that column's value in the row.
+fn substitute(expr: &Expr, names: &[String], values: &[Expr], table: &str) -> Result<Expr, String> {
+    let mut e = expr.clone();
+    let mut missing = None;
+    let _ = sqlparser::ast::visit_expressions_mut(&mut e, |x| {
+        if let Expr::Identifier(i) = x {
+            match names.iter().position(|n| *n == key(i)) {
+                Some(p) => *x = Expr::Nested(Box::new(values[p].clone())),
+                None => {
+                    missing = Some(i.value.clone());
+                    return ControlFlow::Break(());
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    match missing {
+        Some(m) => Err(format!(
+            "a computed column needs {table}.{m}, which the INSERT does not set"
+        )),
+        None => Ok(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use turnout_config::TableMapping;
+
+    fn users_to_accounts(dialect: SqlDialect) -> SchemaMap {
+        let mapping = Mapping {
+            tables: vec![TableMapping {
+                old: "users".into(),
+                new: Some("accounts".into()),
+                columns: [("name", "full_name"), ("email", "email_address")]
+                    .into_iter()
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .collect(),
+                drop: vec!["legacy".into()],
+                computed: [("email_domain".to_string(), "lower(email)".to_string())]
+                    .into_iter()
+                    .collect(),
+            }],
+        };
+        SchemaMap::new(&mapping, dialect).unwrap()
+    }
+
+    fn sql(t: Translation) -> String {
+        match t {
+            Translation::Sql(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn writes_are_rewritten_for_the_new_schema() {
+        let m = users_to_accounts(SqlDialect::Postgres);
+        assert_eq!(
+            sql(m.translate("INSERT INTO users (id, name, email, legacy) VALUES (1, 'Ann', 'A@X', 7), (2, 'Bo', 'b@y', 8)").unwrap()),
+            "INSERT INTO accounts (id, full_name, email_address, email_domain) VALUES (1, 'Ann', 'A@X', lower(('A@X'))), (2, 'Bo', 'b@y', lower(('b@y')))"
+        );
+        let m = users_to_accounts(SqlDialect::Postgres);
+        assert_eq!(
+            sql(m
+                .translate("DELETE FROM users WHERE name = 'Ann' RETURNING id")
+                .unwrap()),
+            "DELETE FROM accounts WHERE full_name = 'Ann' RETURNING id"
+        );
+        assert_eq!(m.translate("SELECT 1").unwrap(), Translation::Unchanged);
+        assert!(m
+            .translate("INSERT INTO users VALUES (1, 'a', 'b', 2)")
+            .unwrap_err()
+            .contains("without a column list"));
+        assert!(m
+            .translate("DELETE FROM users WHERE legacy = 1")
+            .unwrap_err()
+            .contains("users.legacy"));
+        assert!(m
+            .translate("INSERT INTO users (id, name) VALUES (1, 'a')")
+            .unwrap_err()
+            .contains("needs users.email"));
+    }
+
+    #[test]
+    fn renames_only_and_upserts() {
+        let mapping = Mapping {
+            tables: vec![TableMapping {
+                old: "users".into(),
+                new: Some("accounts".into()),
+                columns: [("name".to_string(), "full_name".to_string())]
+                    .into_iter()
+                    .collect(),
+                drop: vec!["legacy".into()],
+                computed: Default::default(),
+            }],
+        };
+        let m = SchemaMap::new(&mapping, SqlDialect::Postgres).unwrap();
+        assert_eq!(
+            sql(m
+                .translate("UPDATE users SET name = 'x', legacy = 2 WHERE id = 1")
+                .unwrap()),
+            "UPDATE accounts SET full_name = 'x' WHERE id = 1"
+        );
+        assert_eq!(
+            m.translate("UPDATE users SET legacy = 2 WHERE id = 1")
+                .unwrap(),
+            Translation::Skip
+        );
+        assert_eq!(
+            sql(m.translate("INSERT INTO users (id, name) VALUES (1, 'a') ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name").unwrap()),
+            "INSERT INTO accounts (id, full_name) VALUES (1, 'a') ON CONFLICT(id) DO UPDATE SET full_name = EXCLUDED.full_name"
+        );
+        let my = SchemaMap::new(&mapping, SqlDialect::Mysql).unwrap();
+        assert_eq!(
+            sql(my.translate("INSERT INTO users (id, name) VALUES (1, 'a') ON DUPLICATE KEY UPDATE name = VALUES(name)").unwrap()),
+            "INSERT INTO accounts (id, full_name) VALUES (1, 'a') ON DUPLICATE KEY UPDATE full_name = VALUES(full_name)"
+        );
+    }
+}

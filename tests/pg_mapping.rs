@@ -1,0 +1,152 @@
+//! Old and new schemas over PostgreSQL: old `users(id, name, email, legacy)`
+//! and new `accounts(id, full_name, email_address, created_at)`; writes
+//! through turnout land on both, translated through `[mapping]`, and a
+//! mapping that does not match the catalogs is refused with names.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+const MAPPING: &str = r#"
+[[mapping.tables]]
+old = "users"
+new = "accounts"
+drop = ["legacy"]
+[mapping.tables.columns]
+name = "full_name"
+email = "email_address"
+"#;
+
+fn setup() -> Setup {
+    let s = Setup::start(Options {
+        phase: Some("mirror"),
+        admin: true,
+        ..Options::default()
+    });
+    run_direct_ok(
+        &s.direct_url(),
+        &["CREATE TABLE users (id int PRIMARY KEY, name text, email text, legacy int)"],
+    );
+    run_direct_ok(
+        &s.direct_new_url(),
+        &[
+            "CREATE TABLE accounts (id int PRIMARY KEY, full_name text, email_address text, \
+           created_at timestamptz NOT NULL DEFAULT now())",
+        ],
+    );
+    s
+}
+
+/// The running config with `extra` appended, written where turnout reads it.
+fn with_config(s: &Setup, extra: &str) {
+    let base = std::fs::read_to_string(s.dir.path().join("turnout.toml.base"))
+        .or_else(|_| {
+            let text = std::fs::read_to_string(&s.proxy.config)?;
+            std::fs::write(s.dir.path().join("turnout.toml.base"), &text)?;
+            Ok::<_, std::io::Error>(text)
+        })
+        .unwrap();
+    std::fs::write(&s.proxy.config, format!("{base}\n{extra}")).unwrap();
+}
+
+#[test]
+fn writes_land_on_both_schemas_through_the_mapping() {
+    let s = setup();
+    with_config(&s, MAPPING);
+    let reloaded = s.ctl_ok(&["reload"]);
+    assert!(reloaded.contains("done: reload"), "{reloaded}");
+    s.run_ok(&[
+        "INSERT INTO users (id, name, email, legacy) VALUES (1, 'Ann', 'ann@x', 7), (2, 'Bo', 'bo@y', 8), (3, 'Cy', 'cy@z', 9)",
+        "UPDATE users SET email = 'ann@new', legacy = 70 WHERE id = 1",
+        "UPDATE users SET legacy = 80 WHERE id = 2",
+        "DELETE FROM users WHERE id = 3",
+        "INSERT INTO users (id, name, email) VALUES (2, 'Bob', 'bo@y') ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name",
+        "BEGIN",
+        "INSERT INTO users (id, name, email) VALUES (4, 'Di', 'di@w')",
+        "COMMIT",
+    ]);
+    let old = scalar(
+        &s.direct_url(),
+        "SELECT string_agg(id || ':' || name || ':' || email, ',' ORDER BY id) FROM users",
+    );
+    let new = scalar(
+        &s.direct_new_url(),
+        "SELECT string_agg(id || ':' || full_name || ':' || email_address, ',' ORDER BY id) FROM accounts",
+    );
+    assert_eq!(old, "1:Ann:ann@new,2:Bob:bo@y,4:Di:di@w");
+    assert_eq!(new, old);
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+
+    // A statement the mapping cannot translate: the authority alone,
+    // recorded with the reason; the client sees no error.
+    s.run_ok(&["DELETE FROM users WHERE legacy = 70"]);
+    assert_eq!(scalar(&s.direct_url(), "SELECT count(*) FROM users"), "2");
+    assert_eq!(
+        scalar(&s.direct_new_url(), "SELECT count(*) FROM accounts"),
+        "3"
+    );
+    let d = s.divergences();
+    assert!(
+        d.len() == 1 && d[0].contains("mapping: uses column users.legacy"),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn mapping_errors_are_named_and_turnout_does_not_mirror_through_them() {
+    let s = setup();
+    run_direct_ok(&s.direct_url(), &["CREATE TABLE notes (body text)"]);
+    run_direct_ok(&s.direct_new_url(), &["CREATE TABLE notes (body int)"]);
+    let bad = r#"
+[[mapping.tables]]
+old = "users"
+new = "accounts"
+[mapping.tables.columns]
+nmae = "full_name"
+email = "email_address"
+
+[[mapping.tables]]
+old = "notes"
+
+[[mapping.tables]]
+old = "orders"
+"#;
+    with_config(&s, bad);
+    let out = s.ctl(&["reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    let why = stderr(&out);
+    for expected in [
+        "column users.nmae does not exist on old",
+        "column users.name has no counterpart in accounts",
+        "type clash: notes.body (text) -> notes.body (integer)",
+        "table notes on old has no primary key",
+        "table orders does not exist on old",
+    ] {
+        assert!(why.contains(expected), "{expected:?} not in: {why}");
+    }
+    // The running (identity) config stays: writes go on.
+    s.run_ok(&["INSERT INTO notes VALUES ('x')"]);
+
+    // Started with it, turnout refuses to enter mirror and says why.
+    let config = std::fs::read_to_string(&s.proxy.config).unwrap();
+    let port = turnout_harness::free_port().unwrap();
+    let other = s.dir.path().join("other.toml");
+    std::fs::write(
+        &other,
+        config.replace(&format!(":{}\"", s.proxy.port), &format!(":{port}\"")),
+    )
+    .unwrap();
+    let out = Command::new(turnout_bin())
+        .args(["run", "--config"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not enter mirror")
+            && stderr(&out).contains("column users.nmae does not exist on old"),
+        "{}",
+        stderr(&out)
+    );
+}
