@@ -221,6 +221,12 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
     };
     // A schema mapping is checked against both catalogs before any write
     // is mirrored through it.
+    if phase.read_target() == turnout_control::Side::New && !config.mapping.tables.is_empty() {
+        eprintln!(
+            "turnout: phase {phase} is not available with a schema mapping ([mapping]) yet: only phase mirror translates"
+        );
+        return ExitCode::from(2);
+    }
     if phase.mirror().is_some() && !config.mapping.tables.is_empty() {
         let problems =
             turnout_proxy::mapping::catalog::check(server.shared(), &config.mapping).await;

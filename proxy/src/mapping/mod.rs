@@ -10,7 +10,7 @@ pub mod catalog;
 use crate::engine::SqlDialect;
 use sqlparser::ast::{
     AssignmentTarget, ConflictTarget, Expr, Ident, ObjectName, ObjectNamePart, OnConflictAction,
-    OnInsert, SetExpr, Statement, TableObject,
+    OnInsert, SelectItem, SetExpr, Statement, TableObject,
 };
 use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect};
 use sqlparser::parser::Parser;
@@ -187,6 +187,9 @@ impl SchemaMap {
             return Ok(Some(false));
         };
         let table = table.clone();
+        if let Statement::Query(q) = s {
+            keep_column_names(q, &table)?;
+        }
         // Columns in expressions (WHERE, SET values, RETURNING, ...).
         let mut bad = None;
         let _ = sqlparser::ast::visit_expressions_mut(s, |e| {
@@ -244,6 +247,37 @@ impl SchemaMap {
         }
         Ok(Some(true))
     }
+}
+
+/// A read's result columns keep their old names on `new` (a renamed
+/// column is selected under its old name), so the two sides' answers
+/// compare column by column. `SELECT *` cannot keep them.
+fn keep_column_names(q: &mut sqlparser::ast::Query, table: &Table) -> Result<(), String> {
+    let SetExpr::Select(select) = q.body.as_mut() else {
+        return Err("a set operation (UNION, ...) on a mapped table is not translated".into());
+    };
+    for item in select.projection.iter_mut() {
+        match item {
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
+                return Err("SELECT * on a mapped table cannot be compared column by column; name the columns".into());
+            }
+            SelectItem::UnnamedExpr(e) => {
+                let ident = match e {
+                    Expr::Identifier(i) => Some(i.clone()),
+                    Expr::CompoundIdentifier(parts) => parts.last().cloned(),
+                    _ => None,
+                };
+                if let Some(i) = ident.filter(|i| table.renames.contains_key(&key(i))) {
+                    *item = SelectItem::ExprWithAlias {
+                        expr: e.clone(),
+                        alias: i,
+                    };
+                }
+            }
+            SelectItem::ExprWithAlias { .. } | SelectItem::ExprWithAliases { .. } => {}
+        }
+    }
+    Ok(())
 }
 
 /// An INSERT's column list and rows through the mapping.

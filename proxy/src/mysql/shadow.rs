@@ -188,6 +188,16 @@ async fn check(shared: &Shared, sample: &Sample) -> Result<(), SampleError> {
 /// Runs the sample's query on `side`, bounded by the mirror time limit.
 async fn run(shared: &Shared, side: Side, sample: &Sample) -> Result<Answered, SampleError> {
     let unavailable = |e: String| SampleError::Unavailable(format!("{side}: {e}"));
+    // On `new` the read runs through the schema mapping.
+    let sql = match side {
+        Side::New => match shared.mapping.load().translate(&sample.sql) {
+            Ok(crate::mapping::Translation::Sql(sql)) => sql,
+            Ok(_) => sample.sql.clone(),
+            Err(e) => return Err(SampleError::Undecodable(format!("mapping: {e}"))),
+        },
+        Side::Old => sample.sql.clone(),
+    };
+    let sql = &sql;
     let pool = &shared.mysql_pool;
     let exchange = async {
         let (mut conn, applied) = match pool.take(side, &sample.settings) {
@@ -214,7 +224,7 @@ async fn run(shared: &Shared, side: Side, sample: &Sample) -> Result<Answered, S
             }
         }
         let mut p = vec![0x03];
-        p.extend_from_slice(sample.sql.as_bytes());
+        p.extend_from_slice(sql.as_bytes());
         conn.write(0, &p).await.map_err(|e| e.to_string())?;
         let a = response::read(&mut conn, Expect::Result)
             .await

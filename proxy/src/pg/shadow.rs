@@ -262,12 +262,27 @@ struct Answer {
 }
 
 async fn check(shared: &Shared, sampler: &Sampler, sample: &Sample) -> Result<(), SampleError> {
+    // On `new` the read runs through the schema mapping.
+    let on_new = match shared.mapping.load().translate(&sample.query.sql) {
+        Ok(crate::mapping::Translation::Sql(sql)) => ShadowQuery {
+            sql: sql.into(),
+            ..sample.query.clone()
+        },
+        Ok(_) => sample.query.clone(),
+        Err(e) => return Err(SampleError::Undecodable(format!("mapping: {e}"))),
+    };
+    let on_new = &on_new;
     let on = |side: Side| async move {
+        let query = if side == Side::New {
+            on_new
+        } else {
+            &sample.query
+        };
         let a = run(
             shared,
             sampler,
             side,
-            &sample.query,
+            query,
             &sample.params,
             &sample.settings,
         )
