@@ -79,6 +79,39 @@ fn writes_land_on_both_schemas_through_the_mapping() {
     assert_eq!(new, old);
     assert!(s.divergences().is_empty(), "{:?}", s.divergences());
 
+    // The extended protocol (a driver's prepared statements) too.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&s.app_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .execute(
+                "INSERT INTO users (id, name, email) VALUES ($1, $2, $3)",
+                &[&5i32, &"Ed", &"ed@v"],
+            )
+            .await
+            .unwrap();
+        let update = client
+            .prepare("UPDATE users SET name = $1 WHERE id = $2")
+            .await
+            .unwrap();
+        client.execute(&update, &[&"Eddie", &5i32]).await.unwrap();
+        client.execute(&update, &[&"Edward", &5i32]).await.unwrap();
+    });
+    let pick = |url: &str, sql: &str| scalar(url, sql);
+    assert_eq!(
+        pick(
+            &s.direct_new_url(),
+            "SELECT full_name || ':' || email_address FROM accounts WHERE id = 5"
+        ),
+        "Edward:ed@v"
+    );
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+    run_direct_ok(&s.direct_url(), &["DELETE FROM users WHERE id = 5"]);
+    run_direct_ok(&s.direct_new_url(), &["DELETE FROM accounts WHERE id = 5"]);
+
     // Old-style reads compare equal on the new schema (columns selected
     // under their old names); a row changed on new alone is found.
     for _ in 0..3 {

@@ -2,6 +2,7 @@
 //! and the mirror's copy of a batch.
 
 use super::*;
+use crate::mapping::Translation;
 
 impl MirrorSession<'_> {
     /// Registers what the batch's Parse/Bind/Close messages define, and
@@ -68,24 +69,42 @@ impl MirrorSession<'_> {
         executed
     }
 
-    /// Whether a statement the batch binds names a table the schema
-    /// mapping renames or reshapes.
-    fn touches_mapped(&self, batch: &[Frame]) -> bool {
+    /// What the schema mapping makes of the statements the batch binds:
+    /// all mirrored (translated where needed), `Ok(false)` when there is
+    /// nothing of them for `new`, `Err` when one cannot be translated.
+    fn mapping_verdict(&self, batch: &[Frame]) -> Result<bool, String> {
         let mapping = self.shared.mapping.load();
         if mapping.is_identity() {
-            return false;
+            return Ok(true);
         }
-        batch
+        let mut mirrored = false;
+        for p in batch
             .iter()
             .filter(|f| f.tag == b'B')
             .filter_map(|f| cstr(f.body()).and_then(|(_, rest)| cstr(rest)))
             .filter_map(|(stmt, _)| self.statements.get(stmt))
-            .any(|p| {
-                !matches!(
-                    mapping.translate(&p.sql),
-                    Ok(crate::mapping::Translation::Unchanged)
-                )
-            })
+        {
+            match mapping.translate(&p.sql)? {
+                Translation::Skip => {}
+                Translation::Unchanged => mirrored = true,
+                Translation::Sql(mapped) => {
+                    if pg_params(&mapped) != pg_params(&p.sql) {
+                        return Err("the statement's parameters would change for new (a dropped or computed column takes one); not translated".into());
+                    }
+                    mirrored = true;
+                }
+            }
+        }
+        Ok(mirrored)
+    }
+
+    /// `sql` as the mirror runs it: through the schema mapping (checked
+    /// translatable by [`Self::mapping_verdict`] first).
+    fn mirror_sql(&self, sql: &str) -> String {
+        match self.shared.mapping.load().translate(sql) {
+            Ok(Translation::Sql(mapped)) => mapped,
+            _ => sql.to_string(),
+        }
     }
 
     /// Flush: the messages so far go to the authority now; its answers are
@@ -158,17 +177,27 @@ impl MirrorSession<'_> {
             .unwrap_or_default();
         self.unit_class = class.clone();
         let copies = executed.iter().any(|c| sql_is_copy_from(&c.fingerprint));
-        let not_mirrored = if copies && route == Route::Write {
-            Some("COPY FROM STDIN through the extended protocol is not mirrored")
-        } else if matches!(route, Route::Write | Route::Unwrapped) && self.touches_mapped(&batch) {
-            // Never run wrong on the mirror.
-            Some("mapping: writes to mapped tables through the extended protocol are not translated yet")
+        let writes = matches!(route, Route::Write | Route::Unwrapped);
+        let verdict = if writes {
+            self.mapping_verdict(&batch)
         } else {
-            None
+            Ok(true)
+        };
+        if verdict == Ok(false) {
+            // Nothing of it for new (an UPDATE of dropped columns only).
+            self.auth.send(&raw).await.map_err(Stop::Authority)?;
+            self.relay_authority().await?;
+            return Ok(());
+        }
+        let not_mirrored = if copies && route == Route::Write {
+            Some("COPY FROM STDIN through the extended protocol is not mirrored".to_string())
+        } else {
+            // Never run wrong on the mirror.
+            verdict.err().map(|e| format!("mapping: {e}"))
         };
         if let Some(reason) = not_mirrored {
             // The authority alone, recorded (or refused).
-            if let Some(msg) = self.unsafe_write(&class.fingerprint, reason) {
+            if let Some(msg) = self.unsafe_write(&class.fingerprint, &reason) {
                 return self.refuse(&msg, false).await;
             }
             self.auth.send(&raw).await.map_err(Stop::Authority)?;
@@ -305,14 +334,21 @@ impl MirrorSession<'_> {
                     let Some((name, rest)) = cstr(body) else {
                         continue;
                     };
-                    let Some((sql, _)) = cstr(rest) else { continue };
+                    let Some((sql, types)) = cstr(rest) else {
+                        continue;
+                    };
                     let class = self.shared.classifier.classify(sql);
                     if class.nondeterministic() {
                         // Parsed at its Bind, with the time pinned.
                         continue;
                     }
                     parsed_here.insert(name.to_string());
-                    parts.push(Part::Raw(f.raw.clone()));
+                    let mapped = self.mirror_sql(sql);
+                    if mapped == sql {
+                        parts.push(Part::Raw(f.raw.clone()));
+                    } else {
+                        parts.push(Part::Raw(parse(name, &mapped, types)));
+                    }
                     if !name.is_empty() {
                         prepared.insert(name.to_string());
                     }
@@ -330,7 +366,7 @@ impl MirrorSession<'_> {
                     };
                     if p.class.nondeterministic() {
                         parts.push(Part::PinnedParse {
-                            sql: p.sql.clone(),
+                            sql: self.mirror_sql(&p.sql).into(),
                             types: p.types.clone(),
                         });
                         parts.push(Part::Raw(bind(portal, "", tail)));
@@ -339,7 +375,7 @@ impl MirrorSession<'_> {
                     let known =
                         parsed_here.contains(stmt) || (!stmt.is_empty() && prepared.contains(stmt));
                     if !known {
-                        parts.push(Part::Raw(parse(stmt, &p.sql, &p.types)));
+                        parts.push(Part::Raw(parse(stmt, &self.mirror_sql(&p.sql), &p.types)));
                         parsed_here.insert(stmt.to_string());
                         if !stmt.is_empty() {
                             prepared.insert(stmt.to_string());
@@ -484,4 +520,29 @@ fn split_bind(body: &[u8]) -> Option<(&str, &str, Bytes, Vec<u16>)> {
         .map(|i| u16_at(rest, at + 2 + 2 * i))
         .collect::<Option<Vec<u16>>>()?;
     Some((portal, stmt, params, formats))
+}
+
+/// The `$n` parameters a statement refers to (outside quotes).
+fn pg_params(sql: &str) -> std::collections::BTreeSet<u32> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut quote: Option<char> = None;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '$') => {
+                let mut n = String::new();
+                while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                    n.push(*d);
+                    chars.next();
+                }
+                if let Ok(v) = n.parse() {
+                    out.insert(v);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
