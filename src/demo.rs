@@ -1,8 +1,6 @@
 //! `turnout demo`: two throwaway PostgreSQL clusters and turnout in front.
 
 use std::process::ExitCode;
-use std::sync::Arc;
-use turnout_control::{Phase, RoutingState};
 use turnout_harness::{free_port, PgInstance, PgOptions, TempDir};
 
 const SCHEMA: &str = "
@@ -78,37 +76,54 @@ password = "app"
 [[users]]
 name = "app"
 password = "app"
+
+[mirror]
+divergence_log = "{dir}/divergences.jsonl"
+
+[sampling]
+report = "{dir}/read-diffs.jsonl"
+
+[state]
+initial_phase = "mirror"
+file = "{dir}/state.json"
+
+[admin]
+socket = "{dir}/admin.sock"
+audit_log = "{dir}/audit.jsonl"
 "#,
         old = old.port,
         new = new.port,
+        dir = dir.path().display(),
     );
     let config_path = dir.path().join("turnout.toml");
     std::fs::write(&config_path, &config_text)?;
     let config = turnout_config::load(&config_path)?;
-    let routing = Arc::new(RoutingState::new(Phase::Passthrough, 0));
-    let server = turnout_proxy::Server::bind(&config, routing).await?;
-    let addr = server.local_addr()?;
-
     println!(
         "
-turnout is running in phase passthrough.
+turnout is starting in phase mirror: writes go to old and, in step, to new.
+new has the schema and no rows yet (rows that predate mirroring need a
+backfill, which comes later); old is seeded.
 
   old:      postgres://app:app@127.0.0.1:{old}/app   (seeded: customers, orders)
   new:      postgres://app:app@127.0.0.1:{new}/app   (same schema, empty)
-  turnout:  postgres://app:app@{addr}/app
+  turnout:  postgres://app:app@127.0.0.1:{listen_port}/app
   config:   {config}
 
 Try:
-  psql postgres://app:app@{addr}/app -c 'SELECT count(*) FROM orders'
-  pgbench -i -s 1 postgres://app:app@{addr}/app
-  pgbench -S -c 4 -T 10 postgres://app:app@{addr}/app
+  psql postgres://app:app@127.0.0.1:{listen_port}/app -c \"INSERT INTO customers (name, email) VALUES ('Ann', 'ann@example.com')\"
+  psql postgres://app:app@127.0.0.1:{new}/app -c 'SELECT * FROM customers'
+  turnout plan --config {config}
+  turnout ctl --config {config} status
 
 Press Ctrl-C (or send SIGTERM) to stop; both clusters and their files are removed.",
         old = old.port,
         new = new.port,
         config = config_path.display(),
     );
-    server.serve(crate::shutdown_signal()).await;
+    let code = crate::run(config, config_path.clone()).await;
+    if code != ExitCode::SUCCESS {
+        eprintln!("turnout demo: turnout stopped with an error");
+    }
     println!("\nStopping: removing the throwaway clusters...");
     tokio::task::spawn_blocking(move || {
         drop(old);

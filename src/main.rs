@@ -2,6 +2,7 @@
 
 mod ctl;
 mod demo;
+mod plan;
 mod report;
 
 use clap::{Parser, Subcommand};
@@ -63,6 +64,16 @@ enum Command {
         /// Write to this file instead of standard output.
         #[arg(short, long)]
         output: Option<PathBuf>,
+    },
+    /// Read both catalogs and the config; print the migration's runbook:
+    /// schema difference, risks, phases with their commands, what to watch.
+    Plan {
+        /// Path of the TOML config.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// text or json.
+        #[arg(long, default_value = "text")]
+        format: String,
     },
     /// Start throwaway PostgreSQL instances for `old` and `new`, seed a sample
     /// schema, and run turnout in front of them until Ctrl-C.
@@ -145,6 +156,7 @@ fn main() -> ExitCode {
                 },
             }
         }
+        Command::Plan { config, format } => plan::run(&config, &format),
         Command::Demo { port } => {
             init_logging("warn");
             let rt = match tokio::runtime::Builder::new_multi_thread()

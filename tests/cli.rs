@@ -96,9 +96,64 @@ fn demo_serves_the_sample_schema_and_cleans_up_on_ctrl_c() {
     }
     let config_dir = config_dir.expect("demo printed its config path");
     let url = format!("postgres://app:app@127.0.0.1:{port}/app");
+    common::eventually("the demo serves", || {
+        common::psql(&url, &["-c", "SELECT 1"], &[])
+            .status
+            .success()
+    });
     let out = common::psql(&url, &["-c", "SELECT count(*) FROM orders"], &[]);
     assert!(out.status.success(), "{}", common::stderr(&out));
     assert_eq!(common::stdout(&out), "1000");
+
+    // `turnout plan` on the demo: its risks, and a runbook whose commands
+    // run as written, one after the other, to the end.
+    let config = config_dir.join("turnout.toml");
+    let out = Command::new(turnout_bin())
+        .args(["plan", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let plan = common::stdout(&out);
+    println!("{plan}");
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    for expected in [
+        "== Schema difference (old -> new) ==",
+        "-- none: new has old's tables and columns",
+        "foreign key orders.customer_id -> customers",
+        "customers.id takes ids from a sequence",
+        "customers.created_at defaults to now()",
+        "== Runbook ==",
+    ] {
+        assert!(plan.contains(expected), "{expected:?} missing");
+    }
+    let commands: Vec<&str> = plan
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("$ turnout "))
+        .collect();
+    assert!(
+        commands.iter().any(|c| c.ends_with("finalize")),
+        "{commands:?}"
+    );
+    for c in commands {
+        let out = Command::new(turnout_bin())
+            .args(c.split_whitespace())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "turnout {c}: {}{}",
+            common::stdout(&out),
+            common::stderr(&out)
+        );
+    }
+    let json = Command::new(turnout_bin())
+        .args(["plan", "--format", "json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["phase"], "finalized");
+    assert_eq!(v["steps"].as_array().map(Vec::len), Some(4));
 
     // Ctrl-C: everything the demo made is removed.
     let pid = child.id().to_string();

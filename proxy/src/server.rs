@@ -132,6 +132,81 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// What the sessions of a listener share, from the config: backends,
+    /// users, logs, policies. Binds nothing (`turnout plan` uses it too).
+    pub fn new(config: &Config, routing: Arc<RoutingState>) -> Result<Shared, ServerError> {
+        let tls = match &config.listen.tls {
+            Some(t) => Some(tls::server_config(&t.cert, &t.key).map_err(ServerError::ListenTls)?),
+            None => None,
+        };
+        let target = |side: Side| -> Result<BackendTarget, ServerError> {
+            let b = match side {
+                Side::Old => &config.backends.old,
+                Side::New => &config.backends.new,
+            };
+            let tls = tls::backend_config(b.tls, b.ca.as_deref())
+                .map_err(|source| ServerError::BackendTls { side, source })?;
+            Ok(BackendTarget::new(side, b, tls))
+        };
+        let shared = Shared {
+            routing,
+            stopping: tokio::sync::watch::channel(false).0,
+            mirror_sessions: AtomicUsize::new(0),
+            paused: tokio::sync::watch::channel(false).0,
+            flip_lock: tokio::sync::Mutex::new(()),
+            busy_sessions: AtomicUsize::new(0),
+            in_transaction: DashMap::new(),
+            next_session: AtomicU64::new(0),
+            mirror_read_errors: AtomicU64::new(0),
+            authority_failures: [AtomicU64::new(0), AtomicU64::new(0)],
+            connections: Arc::new(AtomicUsize::new(0)),
+            async_pending: AtomicUsize::new(0),
+            users: ArcSwap::from_pointee(users_for(config)?),
+            mapping: ArcSwap::from_pointee(mapping_for(config).map_err(ServerError::Mapping)?),
+            protocol: config.protocol,
+            mysql_users: ArcSwap::from_pointee(mysql_users_for(config)?),
+            next_mysql_id: AtomicU32::new(1),
+            mysql_sessions: DashMap::new(),
+            mysql_pool: crate::mysql::shadow::Pool::default(),
+            mysql_version: ArcSwap::from_pointee(None),
+            targets: [target(Side::Old)?, target(Side::New)?],
+            tls_required: config.listen.tls.as_ref().is_some_and(|t| t.required),
+            tls,
+            cancels: DashMap::new(),
+            max_message: config.limits.max_message_bytes(),
+            auth_timeout: Duration::from_millis(config.limits.auth_timeout_ms),
+            classifier: Classifier::new(
+                match config.protocol {
+                    Protocol::Postgres => SqlDialect::Postgres,
+                    Protocol::Mysql => SqlDialect::Mysql,
+                },
+                10_000,
+            )
+            .with_rules(&config.mirror.rules),
+            ddl_policy: config.mirror.ddl,
+            mirror_policy: config.mirror.on_error,
+            unsafe_policy: config.mirror.on_unsafe,
+            log_statements: config.mirror.log_statements,
+            async_queue: (config.mirror.mode == MirrorMode::Async)
+                .then_some(config.mirror.async_queue as usize),
+            mirror_timeout: Duration::from_millis(config.mirror.statement_timeout_ms),
+            divergence_log: match &config.mirror.divergence_log {
+                Some(path) => Some(DivergenceLog::open(path)?),
+                None => None,
+            },
+            mirror_errors: AtomicU64::new(0),
+            divergences: AtomicU64::new(0),
+            sampler: Sampler::new(
+                &config.sampling,
+                Arc::new(ReadDiffLog::open(
+                    config.sampling.report.as_deref(),
+                    config.sampling.report_max_bytes as u64,
+                )?),
+            ),
+        };
+        Ok(shared)
+    }
+
     /// Records a divergence: in the durable log when one is configured, in
     /// turnout's log always, and in the counters. Never dropped silently.
     pub fn record_divergence(&self, d: Divergence) {
@@ -299,75 +374,7 @@ impl Server {
     /// Binds the listener and prepares TLS and credentials. Must run inside a
     /// tokio runtime.
     pub async fn bind(config: &Config, routing: Arc<RoutingState>) -> Result<Server, ServerError> {
-        let tls = match &config.listen.tls {
-            Some(t) => Some(tls::server_config(&t.cert, &t.key).map_err(ServerError::ListenTls)?),
-            None => None,
-        };
-        let target = |side: Side| -> Result<BackendTarget, ServerError> {
-            let b = match side {
-                Side::Old => &config.backends.old,
-                Side::New => &config.backends.new,
-            };
-            let tls = tls::backend_config(b.tls, b.ca.as_deref())
-                .map_err(|source| ServerError::BackendTls { side, source })?;
-            Ok(BackendTarget::new(side, b, tls))
-        };
-        let shared = Shared {
-            routing,
-            stopping: tokio::sync::watch::channel(false).0,
-            mirror_sessions: AtomicUsize::new(0),
-            paused: tokio::sync::watch::channel(false).0,
-            flip_lock: tokio::sync::Mutex::new(()),
-            busy_sessions: AtomicUsize::new(0),
-            in_transaction: DashMap::new(),
-            next_session: AtomicU64::new(0),
-            mirror_read_errors: AtomicU64::new(0),
-            authority_failures: [AtomicU64::new(0), AtomicU64::new(0)],
-            connections: Arc::new(AtomicUsize::new(0)),
-            async_pending: AtomicUsize::new(0),
-            users: ArcSwap::from_pointee(users_for(config)?),
-            mapping: ArcSwap::from_pointee(mapping_for(config).map_err(ServerError::Mapping)?),
-            protocol: config.protocol,
-            mysql_users: ArcSwap::from_pointee(mysql_users_for(config)?),
-            next_mysql_id: AtomicU32::new(1),
-            mysql_sessions: DashMap::new(),
-            mysql_pool: crate::mysql::shadow::Pool::default(),
-            mysql_version: ArcSwap::from_pointee(None),
-            targets: [target(Side::Old)?, target(Side::New)?],
-            tls_required: config.listen.tls.as_ref().is_some_and(|t| t.required),
-            tls,
-            cancels: DashMap::new(),
-            max_message: config.limits.max_message_bytes(),
-            auth_timeout: Duration::from_millis(config.limits.auth_timeout_ms),
-            classifier: Classifier::new(
-                match config.protocol {
-                    Protocol::Postgres => SqlDialect::Postgres,
-                    Protocol::Mysql => SqlDialect::Mysql,
-                },
-                10_000,
-            )
-            .with_rules(&config.mirror.rules),
-            ddl_policy: config.mirror.ddl,
-            mirror_policy: config.mirror.on_error,
-            unsafe_policy: config.mirror.on_unsafe,
-            log_statements: config.mirror.log_statements,
-            async_queue: (config.mirror.mode == MirrorMode::Async)
-                .then_some(config.mirror.async_queue as usize),
-            mirror_timeout: Duration::from_millis(config.mirror.statement_timeout_ms),
-            divergence_log: match &config.mirror.divergence_log {
-                Some(path) => Some(DivergenceLog::open(path)?),
-                None => None,
-            },
-            mirror_errors: AtomicU64::new(0),
-            divergences: AtomicU64::new(0),
-            sampler: Sampler::new(
-                &config.sampling,
-                Arc::new(ReadDiffLog::open(
-                    config.sampling.report.as_deref(),
-                    config.sampling.report_max_bytes as u64,
-                )?),
-            ),
-        };
+        let shared = Shared::new(config, routing)?;
         // The per-fingerprint summary next to the report, kept current.
         let log = Arc::downgrade(&shared.sampler.log);
         tokio::spawn(async move {

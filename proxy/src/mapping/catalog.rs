@@ -16,6 +16,8 @@ pub struct Column {
     pub data_type: String,
     pub nullable: bool,
     pub has_default: bool,
+    /// The default's text, when there is one.
+    pub default: Option<String>,
 }
 
 /// The tables of one side that the mapping names: columns in order, and
@@ -23,6 +25,10 @@ pub struct Column {
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     pub tables: HashMap<String, (Vec<Column>, bool)>,
+    /// Estimated rows per table (only when read whole).
+    pub rows: HashMap<String, i64>,
+    /// Foreign keys: table, column, referenced table (only when read whole).
+    pub foreign_keys: Vec<(String, String, String)>,
 }
 
 /// Reads what `names` are on `side`.
@@ -30,38 +36,119 @@ pub async fn read(shared: &Shared, side: Side, names: &[String]) -> Result<Catal
     if names.is_empty() {
         return Ok(Catalog::default());
     }
+    read_filtered(shared, side, Some(names)).await
+}
+
+/// Reads every table of `side` (its search path, or its database), with
+/// estimated sizes and foreign keys.
+pub async fn read_all(shared: &Shared, side: Side) -> Result<Catalog, String> {
+    let mut catalog = read_filtered(shared, side, None).await?;
+    let (rows_sql, fk_sql) = match shared.protocol {
+        Protocol::Postgres => (
+            "SELECT c.relname, c.reltuples::bigint::text FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'r' AND n.nspname = ANY (current_schemas(false))",
+            "SELECT kcu.table_name, kcu.column_name, ccu.table_name \
+             FROM information_schema.table_constraints tc \
+             JOIN information_schema.key_column_usage kcu ON kcu.constraint_name = tc.constraint_name \
+               AND kcu.table_schema = tc.table_schema \
+             JOIN information_schema.constraint_column_usage ccu ON ccu.constraint_name = tc.constraint_name \
+               AND ccu.table_schema = tc.table_schema \
+             WHERE tc.constraint_type = 'FOREIGN KEY' AND tc.table_schema = ANY (current_schemas(false)) \
+             ORDER BY 1, 2",
+        ),
+        Protocol::Mysql => (
+            "SELECT TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE'",
+            "SELECT TABLE_NAME, COLUMN_NAME, REFERENCED_TABLE_NAME \
+             FROM information_schema.KEY_COLUMN_USAGE \
+             WHERE TABLE_SCHEMA = DATABASE() AND REFERENCED_TABLE_NAME IS NOT NULL ORDER BY 1, 2",
+        ),
+    };
+    let (rows, fks) = (
+        query(shared, side, rows_sql).await?,
+        query(shared, side, fk_sql).await?,
+    );
+    for r in rows {
+        if let (Some(Some(t)), Some(Some(n))) = (r.first(), r.get(1)) {
+            catalog.rows.insert(t.clone(), n.parse().unwrap_or(0));
+        }
+    }
+    for r in fks {
+        if let (Some(Some(t)), Some(Some(c)), Some(Some(to))) = (r.first(), r.get(1), r.get(2)) {
+            catalog
+                .foreign_keys
+                .push((t.clone(), c.clone(), to.clone()));
+        }
+    }
+    Ok(catalog)
+}
+
+/// Runs one catalog query on `side`; its rows as text.
+async fn query(shared: &Shared, side: Side, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+    match shared.protocol {
+        Protocol::Postgres => {
+            let mut conn = crate::pg::sequences::open(shared, side).await?;
+            crate::pg::sequences::run(&mut conn, sql, side).await
+        }
+        Protocol::Mysql => {
+            let mut conn = crate::mysql::counters::open(shared, side).await?;
+            crate::mysql::counters::rows(&mut conn, sql)
+                .await
+                .map_err(|e| format!("on {side}: {e}"))
+        }
+    }
+}
+
+async fn read_filtered(
+    shared: &Shared,
+    side: Side,
+    names: Option<&[String]>,
+) -> Result<Catalog, String> {
     let list = names
+        .unwrap_or_default()
         .iter()
         .map(|n| crate::pg::sequences::literal(n))
         .collect::<Vec<_>>()
         .join(", ");
+    let (pg_filter, my_filter) = match names {
+        Some(_) => (
+            format!("AND table_name IN ({list})"),
+            format!("AND TABLE_NAME IN ({list})"),
+        ),
+        None => (String::new(), String::new()),
+    };
     let (columns_sql, keys_sql) = match shared.protocol {
         Protocol::Postgres => (
             format!(
                 "SELECT table_name, column_name, data_type, is_nullable, \
-                 CASE WHEN column_default IS NULL AND is_identity = 'NO' THEN 'NO' ELSE 'YES' END \
+                 CASE WHEN column_default IS NULL AND is_identity = 'NO' THEN 'NO' ELSE 'YES' END, \
+                 column_default \
                  FROM information_schema.columns \
-                 WHERE table_schema = ANY (current_schemas(false)) AND table_name IN ({list}) \
+                 WHERE table_schema = ANY (current_schemas(false)) {pg_filter} \
+                 AND table_name IN (SELECT table_name FROM information_schema.tables \
+                   WHERE table_schema = ANY (current_schemas(false)) AND table_type = 'BASE TABLE') \
                  ORDER BY table_name, ordinal_position"
             ),
             format!(
                 "SELECT table_name FROM information_schema.table_constraints \
                  WHERE constraint_type = 'PRIMARY KEY' AND table_schema = ANY (current_schemas(false)) \
-                 AND table_name IN ({list})"
+                 {pg_filter}"
             ),
         ),
         Protocol::Mysql => (
             format!(
                 "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, IS_NULLABLE, \
-                 CASE WHEN COLUMN_DEFAULT IS NULL AND EXTRA NOT LIKE '%auto_increment%' THEN 'NO' ELSE 'YES' END \
+                 CASE WHEN COLUMN_DEFAULT IS NULL AND EXTRA NOT LIKE '%auto_increment%' THEN 'NO' ELSE 'YES' END, \
+                 COLUMN_DEFAULT \
                  FROM information_schema.COLUMNS \
-                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ({list}) \
+                 WHERE TABLE_SCHEMA = DATABASE() {my_filter} \
                  ORDER BY TABLE_NAME, ORDINAL_POSITION"
             ),
             format!(
                 "SELECT TABLE_NAME FROM information_schema.TABLE_CONSTRAINTS \
                  WHERE CONSTRAINT_TYPE = 'PRIMARY KEY' AND TABLE_SCHEMA = DATABASE() \
-                 AND TABLE_NAME IN ({list})"
+                 {my_filter}"
             ),
         ),
     };
@@ -92,6 +179,7 @@ pub async fn read(shared: &Shared, side: Side, names: &[String]) -> Result<Catal
             data_type: text(2).to_ascii_lowercase(),
             nullable: text(3) == "YES",
             has_default: text(4) == "YES",
+            default: row.get(5).cloned().flatten(),
         });
     }
     for row in keys {
@@ -260,6 +348,7 @@ mod tests {
             data_type: t.into(),
             nullable,
             has_default: false,
+            default: None,
         }
     }
 
