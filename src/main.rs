@@ -233,9 +233,9 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
     };
     // A schema mapping is checked against both catalogs before any write
     // is mirrored through it.
-    if phase.read_target() == turnout_control::Side::New && !config.mapping.tables.is_empty() {
+    if phase.authority() == turnout_control::Side::New && !config.mapping.tables.is_empty() {
         eprintln!(
-            "turnout: phase {phase} is not available with a schema mapping ([mapping]) yet: only phase mirror translates"
+            "turnout: phase {phase} is not available with a schema mapping ([mapping]) yet: writes would have to be translated for new as the authority"
         );
         return ExitCode::from(2);
     }

@@ -51,6 +51,28 @@ fn reads_flip_and_roll_back_fifty_times_under_pgbench_without_client_errors() {
     assert_eq!(value(&url), "old");
     println!("{}", s.ctl_ok(&["flip", "reads"]));
     assert_eq!(value(&url), "new");
+    // A strict driver (prepared once, bound again) gets exactly its own
+    // answers from new too.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let stmt = client
+            .prepare("SELECT v FROM marker WHERE id = $1")
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            let row = client.query_one(&stmt, &[&1i32]).await.unwrap();
+            assert_eq!(row.get::<_, String>(0), "new");
+        }
+        let row = client
+            .query_one("SELECT v FROM marker WHERE id = $1", &[&1i32])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "new");
+    });
     s.ctl_ok(&["rollback"]);
     assert_eq!(value(&url), "old");
 

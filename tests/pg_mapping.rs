@@ -139,14 +139,38 @@ fn writes_land_on_both_schemas_through_the_mapping() {
         status["sampling"]["matches"].as_u64().unwrap() >= 6,
         "{status}"
     );
-    // Reads on new need old-style statements translated on the client's
-    // path: refused with a mapping, for now.
-    let out = s.ctl(&["flip", "reads", "--force"]);
+    // After the reads flip, old-style reads are translated for new on the
+    // client's path (simple and extended protocol); SELECT * cannot be,
+    // and old serves it.
+    s.ctl_ok(&["flip", "reads", "--force"]);
+    assert_eq!(
+        scalar(&s.app_url(), "SELECT name FROM users WHERE id = 4"),
+        "Dee"
+    );
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&s.app_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let row = client
+            .query_one("SELECT name, email FROM users WHERE id = $1", &[&4i32])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>("name"), "Dee");
+        assert_eq!(row.get::<_, String>(1), "di@w");
+    });
+    assert_eq!(
+        scalar(&s.app_url(), "SELECT * FROM users WHERE id = 4"),
+        "4|Di|di@w|"
+    );
+    // The writes flip would need writes translated for new as the authority.
+    let out = s.ctl(&["flip", "writes", "--force"]);
     assert!(
         stderr(&out).contains("not available with a schema mapping"),
         "{}",
         stderr(&out)
     );
+    s.ctl_ok(&["rollback"]);
     run_direct_ok(
         &s.direct_new_url(),
         &["UPDATE accounts SET full_name = 'Di' WHERE id = 4"],

@@ -24,9 +24,11 @@ pub async fn run(
     let planned = controller.plan(change, &req).and_then(|plan| {
         // Reads and writes on `new` would need old-style statements
         // translated on the client's path: not built yet.
-        if plan.to.read_target() == turnout_control::Side::New && !shared.mapping.load().is_identity() {
+        if plan.to.authority() == turnout_control::Side::New
+            && !shared.mapping.load().is_identity()
+        {
             return Err(format!(
-                "{} is not available with a schema mapping ([mapping]) yet: only phase mirror translates (writes to new, shadow reads)",
+                "{} is not available with a schema mapping ([mapping]) yet: writes would have to be translated for new as the authority",
                 plan.to
             ));
         }

@@ -218,7 +218,11 @@ impl MirrorSession<'_> {
                     && executed
                         .iter()
                         .all(|c| c.kind() == Kind::Read && c.statements.len() == 1);
-                if reads && !defines && self.reads_from_mirror() {
+                if reads
+                    && !defines
+                    && self.reads_from_mirror()
+                    && self.mapping_verdict(&batch).is_ok()
+                {
                     let sample = if executed.len() == 1 {
                         self.sample_batch(&batch, &class)
                             .map(|(query, result_formats, permit)| ReadSample {
@@ -232,6 +236,8 @@ impl MirrorSession<'_> {
                     let plan = self.mirror_plan(&batch, true);
                     let m = plan.build(None).unwrap_or_else(|_| raw.clone().freeze());
                     self.mirror_prepared.extend(plan.prepares_named());
+                    // ParseCompletes of Parses turnout added are not the client's.
+                    self.added_parses = plan.parses.clone();
                     return self.read_on_mirror(&m, &raw, sample, &class).await;
                 }
                 if executed.len() == 1 {
@@ -327,6 +333,7 @@ impl MirrorSession<'_> {
         let mut parts = Vec::new();
         let mut parsed_here: HashSet<String> = HashSet::new();
         let mut prepared = self.mirror_prepared.clone();
+        let mut parses = VecDeque::new();
         for f in batch {
             let body = f.body();
             match f.tag {
@@ -343,6 +350,7 @@ impl MirrorSession<'_> {
                         continue;
                     }
                     parsed_here.insert(name.to_string());
+                    parses.push_back(false);
                     let mapped = self.mirror_sql(sql);
                     if mapped == sql {
                         parts.push(Part::Raw(f.raw.clone()));
@@ -369,12 +377,14 @@ impl MirrorSession<'_> {
                             sql: self.mirror_sql(&p.sql).into(),
                             types: p.types.clone(),
                         });
+                        parses.push_back(true);
                         parts.push(Part::Raw(bind(portal, "", tail)));
                         continue;
                     }
                     let known =
                         parsed_here.contains(stmt) || (!stmt.is_empty() && prepared.contains(stmt));
                     if !known {
+                        parses.push_back(true);
                         parts.push(Part::Raw(parse(stmt, &self.mirror_sql(&p.sql), &p.types)));
                         parsed_here.insert(stmt.to_string());
                         if !stmt.is_empty() {
@@ -399,7 +409,11 @@ impl MirrorSession<'_> {
                 _ => parts.push(Part::Raw(f.raw.clone())),
             }
         }
-        MirrorPlan { parts, prepared }
+        MirrorPlan {
+            parts,
+            prepared,
+            parses,
+        }
     }
 
     /// INSERTs through the extended protocol that leave columns to volatile
@@ -458,6 +472,9 @@ enum Part {
 struct MirrorPlan {
     parts: Vec<Part>,
     prepared: HashSet<String>,
+    /// For each Parse sent, in order: whether turnout added it (its
+    /// ParseComplete is not the client's).
+    parses: VecDeque<bool>,
 }
 
 impl MirrorPlan {

@@ -250,6 +250,9 @@ pub struct MirrorSession<'a> {
     batch: Vec<Frame>,
     /// A Flush sent part of the current batch ahead of its Sync.
     flushed: bool,
+    /// For a read the mirror's side serves: per Parse sent there, whether
+    /// turnout added it (its ParseComplete is dropped, not relayed).
+    added_parses: VecDeque<bool>,
     out: BytesMut,
 }
 
@@ -309,6 +312,7 @@ impl<'a> MirrorSession<'a> {
             deferred_failure: None,
             batch: Vec::new(),
             flushed: false,
+            added_parses: VecDeque::new(),
             out: BytesMut::new(),
         }
     }
@@ -541,6 +545,7 @@ impl<'a> MirrorSession<'a> {
         let status = self.status;
         let mut capture = Capture::default();
         let max = self.capture_limit();
+        let mut added = std::mem::take(&mut self.added_parses);
         if self.async_mirror.is_some() {
             match self.ask_queued(unit, fresh).await {
                 Ok(c) => {
@@ -550,6 +555,7 @@ impl<'a> MirrorSession<'a> {
                             .mirror_read_errors
                             .fetch_add(1, Ordering::Relaxed);
                     }
+                    let c = without_added_parses(c, std::mem::take(&mut added));
                     for f in &c.frames {
                         capture.see(f, max);
                     }
@@ -594,6 +600,9 @@ impl<'a> MirrorSession<'a> {
                     return self.flush_client().await;
                 }
             };
+            if f.tag == b'1' && added.pop_front() == Some(true) {
+                continue;
+            }
             capture.see(&f, max);
             if f.tag == b'E' {
                 self.shared
@@ -1036,6 +1045,14 @@ fn data_row_texts(body: &[u8]) -> Vec<Option<String>> {
         .into_iter()
         .map(|v| v.map(|v| String::from_utf8_lossy(v).into_owned()))
         .collect()
+}
+
+/// `c` without the ParseCompletes of Parses turnout added (`added`, per
+/// Parse in order).
+fn without_added_parses(mut c: Collected, mut added: VecDeque<bool>) -> Collected {
+    c.frames
+        .retain(|f| !(f.tag == b'1' && added.pop_front() == Some(true)));
+    c
 }
 
 /// Reads frames up to ReadyForQuery. A CopyInResponse nobody expected is

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::mapping::{SchemaMap, Translation};
+use tracing::debug;
 
 impl MirrorSession<'_> {
     pub(super) async fn simple(&mut self, frame: Frame) -> Step {
@@ -41,8 +42,19 @@ impl MirrorSession<'_> {
                         result_formats: Vec::new(),
                         permit,
                     });
+                    // Through the schema mapping; a read it cannot translate
+                    // is served by old (written in step, so it is current).
+                    let on_new = match self.shared.mapping.load().translate(&sql) {
+                        Ok(Translation::Sql(mapped)) => query(&mapped),
+                        Ok(_) => Bytes::copy_from_slice(&frame.raw),
+                        Err(e) => {
+                            debug!(reason = %e, "read served by the authority: not translated for the read target");
+                            self.auth.send(&frame.raw).await.map_err(Stop::Authority)?;
+                            return self.relay_authority().await.map(|_| ());
+                        }
+                    };
                     return self
-                        .read_on_mirror(&frame.raw, &frame.raw, sample, &class)
+                        .read_on_mirror(&on_new, &frame.raw, sample, &class)
                         .await;
                 }
                 if let Some(permit) = self.sample_choice(&class) {
