@@ -55,10 +55,7 @@ fn reads_flip_and_roll_back_fifty_times_under_pgbench_without_client_errors() {
     // answers from new too.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let client = pg_client(&url).await;
         let stmt = client
             .prepare("SELECT v FROM marker WHERE id = $1")
             .await

@@ -82,10 +82,7 @@ fn writes_land_on_both_schemas_through_the_mapping() {
     // The extended protocol (a driver's prepared statements) too.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(&s.app_url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let client = pg_client(&s.app_url()).await;
         client
             .execute(
                 "INSERT INTO users (id, name, email) VALUES ($1, $2, $3)",
@@ -148,10 +145,7 @@ fn writes_land_on_both_schemas_through_the_mapping() {
         "Dee"
     );
     rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(&s.app_url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let client = pg_client(&s.app_url()).await;
         let row = client
             .query_one("SELECT name, email FROM users WHERE id = $1", &[&4i32])
             .await

@@ -400,6 +400,16 @@ pub fn run_direct_ok(url: &str, statements: &[&str]) {
     assert!(out.status.success(), "{statements:?}: {}", stderr(&out));
 }
 
+/// A tokio-postgres client on `url` (no TLS), its connection driven by a
+/// task of its own.
+pub async fn pg_client(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect with tokio-postgres");
+    tokio::spawn(conn);
+    client
+}
+
 /// One value: `sql`'s answer on `url`, unaligned.
 #[allow(dead_code)]
 pub fn scalar(url: &str, sql: &str) -> String {
