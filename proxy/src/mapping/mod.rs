@@ -376,8 +376,19 @@ fn insert_columns(
     Ok(())
 }
 
-/// SET targets through the mapping: renamed, dropped ones left out.
+/// SET targets through the mapping: renamed, dropped ones left out, and a
+/// computed column set again when a column it is computed from changes.
 fn assignments(list: &mut Vec<sqlparser::ast::Assignment>, table: &Table) -> Result<(), String> {
+    // What this statement assigns, by old column name (values are already
+    // in new's terms).
+    let mut assigned: HashMap<String, Expr> = HashMap::new();
+    for a in list.iter() {
+        if let AssignmentTarget::ColumnName(name) = &a.target {
+            if let Some(id) = last_part(name) {
+                assigned.insert(key(id), a.value.clone());
+            }
+        }
+    }
     let mut out = Vec::with_capacity(list.len());
     for mut a in list.drain(..) {
         match &mut a.target {
@@ -400,11 +411,45 @@ fn assignments(list: &mut Vec<sqlparser::ast::Assignment>, table: &Table) -> Res
             }
         }
     }
-    if !table.computed.is_empty() && !out.is_empty() {
-        return Err(
-            "an UPDATE of a table with computed columns cannot be mapped yet (their value may change)"
-                .into(),
-        );
+    for (column, expr) in &table.computed {
+        let mut inputs = Vec::new();
+        let _ = sqlparser::ast::visit_expressions(expr, |e| {
+            if let Expr::Identifier(i) = e {
+                inputs.push(key(i));
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        if !inputs.iter().any(|i| assigned.contains_key(i)) {
+            continue;
+        }
+        // The new value from what is assigned, the rest from the row on new.
+        let mut value = expr.clone();
+        let mut missing = None;
+        let _ = sqlparser::ast::visit_expressions_mut(&mut value, |e| {
+            if let Expr::Identifier(i) = e {
+                let k = key(i);
+                if let Some(v) = assigned.get(&k) {
+                    *e = Expr::Nested(Box::new(v.clone()));
+                } else if table.dropped.contains(&k) {
+                    missing = Some(i.value.clone());
+                    return ControlFlow::Break(());
+                } else if let Some(n) = table.renames.get(&k) {
+                    i.value = n.clone();
+                }
+            }
+            ControlFlow::Continue(())
+        });
+        if let Some(m) = missing {
+            return Err(format!(
+                "computed column {column} needs {m}, which new does not have and the statement does not set"
+            ));
+        }
+        out.push(sqlparser::ast::Assignment {
+            target: AssignmentTarget::ColumnName(ObjectName::from(vec![Ident::new(
+                column.clone(),
+            )])),
+            value,
+        });
     }
     *list = out;
     Ok(())
@@ -491,6 +536,19 @@ mod tests {
             .translate("INSERT INTO users (id, name) VALUES (1, 'a')")
             .unwrap_err()
             .contains("needs users.email"));
+        // A computed column follows the columns it is computed from.
+        assert_eq!(
+            sql(m
+                .translate("UPDATE users SET email = 'X@Y' WHERE id = 1")
+                .unwrap()),
+            "UPDATE accounts SET email_address = 'X@Y', email_domain = lower(('X@Y')) WHERE id = 1"
+        );
+        assert_eq!(
+            sql(m
+                .translate("UPDATE users SET name = 'Z' WHERE id = 1")
+                .unwrap()),
+            "UPDATE accounts SET full_name = 'Z' WHERE id = 1"
+        );
     }
 
     #[test]
