@@ -217,6 +217,13 @@ fn family(data_type: &str) -> &'static str {
     }
 }
 
+/// Whether a column's values come from a sequence or an auto-increment
+/// counter (serial, identity, AUTO_INCREMENT).
+fn generates_ids(c: &Column) -> bool {
+    let d = c.default.as_deref().unwrap_or_default().to_lowercase();
+    d.contains("nextval(") || (c.has_default && c.default.is_none() && !c.nullable)
+}
+
 /// Every problem of `mapping` against the two catalogs, in words.
 pub fn problems(mapping: &Mapping, old: &Catalog, new: &Catalog) -> Vec<String> {
     let mut out = Vec::new();
@@ -292,6 +299,12 @@ pub fn problems(mapping: &Mapping, old: &Catalog, new: &Catalog) -> Vec<String> 
                 None => {}
                 Some(nc) => {
                     mapped_new.insert(nc.name.clone(), ());
+                    if generates_ids(&col) && !nc.has_default {
+                        out.push(format!(
+                            "{}.{} takes ids from a sequence or auto-increment but {new_name}.{} has none: ids generated on new after the writes flip would have nothing to come from",
+                            t.old, col.name, nc.name
+                        ));
+                    }
                     let (a, b) = (family(&col.data_type), family(&nc.data_type));
                     if a != b {
                         out.push(format!(
@@ -359,7 +372,11 @@ mod tests {
             "users".into(),
             (
                 vec![
-                    col("id", "integer", false),
+                    Column {
+                        default: Some("nextval('users_id_seq'::regclass)".into()),
+                        has_default: true,
+                        ..col("id", "integer", false)
+                    },
                     col("name", "text", true),
                     col("email", "text", true),
                     col("age", "integer", true),
@@ -415,11 +432,12 @@ mod tests {
             "column users.age has no counterpart in accounts",
             "column accounts.created_at is NOT NULL without a default",
             "table log_lines does not exist on new",
+            "users.id takes ids from a sequence or auto-increment but accounts.id has none",
         ] {
             assert!(p.contains(expected), "{expected:?} not in:\n{p}");
         }
         assert!(
-            !p.contains("users.id"),
+            !p.contains("type clash: users.id"),
             "integer -> bigint is one family:\n{p}"
         );
     }
