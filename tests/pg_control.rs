@@ -549,3 +549,84 @@ fn reads_failing_on_new_after_a_flip_make_turnout_roll_back_by_itself() {
     );
     assert!(s.proxy.log_text().contains("rolled back by itself"));
 }
+
+#[test]
+fn passwords_never_show_and_the_admin_socket_refuses_other_users() {
+    let port = turnout_harness::free_port().unwrap();
+    let s = Setup::start(Options {
+        phase: Some("mirror"),
+        ddl: Some("both"),
+        admin: true,
+        metrics: Some(port),
+        sampling: "rate = 1.0\nper_fingerprint_per_sec = 0\nlog_statements = true",
+        mirror_extra: "log_statements = true",
+        ..Options::default()
+    });
+    s.run_ok(&[
+        "CREATE TABLE marker (id int PRIMARY KEY, v text)",
+        "INSERT INTO marker VALUES (1, 'a')",
+        "SELECT v FROM marker WHERE id = 1",
+    ]);
+    // A diverging row and a failing mirror write, so every log has lines.
+    run_direct_ok(
+        &s.direct_new_url(),
+        &["UPDATE marker SET v = 'b' WHERE id = 1"],
+    );
+    run_direct_ok(
+        &s.direct_new_url(),
+        &["CREATE TABLE only_old_side (id int)"],
+    );
+    s.run_ok(&["SELECT v FROM marker WHERE id = 1"]);
+    run_direct_ok(&s.direct_url(), &["CREATE TABLE gone (id int)"]);
+    s.run_ok(&["INSERT INTO gone VALUES (1)"]);
+    // A wrong password.
+    let bad = s.psql(&s.url("app", "not-the-password"), &["-c", "SELECT 1"]);
+    assert!(!bad.status.success());
+    eventually("the mismatch is recorded", || {
+        std::fs::read_to_string(s.read_diffs())
+            .unwrap_or_default()
+            .contains("confirmed")
+    });
+    let mut seen = vec![
+        stdout(&s.ctl(&["--json", "status"])),
+        stdout(&s.ctl(&["--json", "diffs"])),
+        scrape(port),
+    ];
+    for entry in std::fs::read_dir(s.dir.path()).unwrap().flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "toml") || path.is_dir() {
+            continue; // the config holds them by design
+        }
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            seen.push(format!("{}:\n{text}", path.display()));
+        }
+    }
+    let all = seen.join("\n");
+    assert!(
+        all.contains("divergence") || all.contains("mirror_error"),
+        "logs were written"
+    );
+    for secret in [APP_PASSWORD, MD5_PASSWORD, "backend-pw"] {
+        assert!(!all.contains(secret), "{secret:?} appears in:\n{all}");
+    }
+
+    // The admin socket is its owner's (mode 0600): another user is refused.
+    let mut as_other = Command::new(turnout_bin());
+    as_other
+        .args(["ctl", "--socket"])
+        .arg(s.admin_socket())
+        .arg("status");
+    turnout_harness::as_server_user(&mut as_other).unwrap();
+    let out = as_other.output().unwrap();
+    if std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+    {
+        assert!(!out.status.success(), "another user was let in");
+        assert!(
+            stderr(&out).contains("ermission denied"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
