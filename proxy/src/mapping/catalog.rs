@@ -299,7 +299,7 @@ pub fn problems(mapping: &Mapping, old: &Catalog, new: &Catalog) -> Vec<String> 
                 None => {}
                 Some(nc) => {
                     mapped_new.insert(nc.name.clone(), ());
-                    if generates_ids(&col) && !nc.has_default {
+                    if generates_ids(col) && !nc.has_default {
                         out.push(format!(
                             "{}.{} takes ids from a sequence or auto-increment but {new_name}.{} has none: ids generated on new after the writes flip would have nothing to come from",
                             t.old, col.name, nc.name
