@@ -269,8 +269,11 @@ fn tls_to_backends_and_sysbench_with_caching_sha2_over_tls() {
     }
     for step in [
         vec!["oltp_point_select", "prepare"],
-        vec!["oltp_point_select", "run", "--threads=4", "--time=3"],
-        vec!["oltp_write_only", "run", "--threads=4", "--time=3"],
+        // One thread: MariaDB's client library loads the caching_sha2_password
+        // plugin lazily, and threads doing it at once race ("it is already
+        // loaded"), whatever the server.
+        vec!["oltp_point_select", "run", "--threads=1", "--time=3"],
+        vec!["oltp_write_only", "run", "--threads=1", "--time=3"],
     ] {
         let out = std::process::Command::new("sysbench")
             .current_dir(&work)
