@@ -375,4 +375,21 @@ fn writes_and_shadow_reads_go_through_the_schema_mapping() {
         "{status}"
     );
     assert_eq!(status["sampling"]["mismatches"], 0, "{status}");
+    // `turnout plan` reads MariaDB's catalogs too.
+    let out = std::process::Command::new(common::turnout_bin())
+        .args(["plan", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let plan = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for expected in [
+        "mysql: old",
+        "ALTER TABLE users RENAME TO accounts;",
+        "ALTER TABLE accounts RENAME COLUMN name TO full_name;",
+        "ALTER TABLE accounts ADD COLUMN created_at datetime",
+        "== Runbook ==",
+    ] {
+        assert!(plan.contains(expected), "{expected:?} missing:\n{plan}");
+    }
 }
