@@ -150,3 +150,46 @@ fn auth_methods_must_suit_the_protocol() {
     let err = parse(&text, "t.toml").unwrap_err().to_string();
     assert!(err.contains("needs the plain password"), "{err}");
 }
+
+#[test]
+fn any_text_is_a_config_or_a_clear_error() {
+    // A fixed pseudo-random walk over config-shaped text: parse never panics.
+    let pieces = [
+        "[listen]\n",
+        "address = \"127.0.0.1:1\"\n",
+        "[backends.old]\n",
+        "[backends.new]\n",
+        "host = \"h\"\n",
+        "port = 70000\n",
+        "port = \"x\"\n",
+        "[[users]]\n",
+        "name = \"\"\n",
+        "password = \"p\"\n",
+        "[[mapping.tables]]\n",
+        "old = \"t\"\n",
+        "drop = [\"a\"]\n",
+        "[mapping.tables.columns]\n",
+        "a = \"b\"\n",
+        "protocol = \"mysql\"\n",
+        "rate = 2.0\n",
+        "[sampling]\n",
+        "]\n",
+        "= =\n",
+        "\u{0}\n",
+        "[guards]\n",
+        "barrier_ms = 0\n",
+    ];
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    for _ in 0..2000 {
+        let mut text = String::new();
+        let n = (state % 12) as usize;
+        for _ in 0..n {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            text.push_str(pieces[(state % pieces.len() as u64) as usize]);
+        }
+        let _ = parse(&text, "fuzz.toml");
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    }
+}

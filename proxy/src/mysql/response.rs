@@ -380,3 +380,41 @@ mod tests {
         assert_eq!(a.status, 2);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any packets a server might send are followed without a panic,
+        /// and the values of any answer decode or are refused.
+        #[test]
+        fn any_answer_is_followed_and_decoded_or_refused(
+            packets in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..24), 1..12),
+            prepare in any::<bool>(),
+        ) {
+            let expect = if prepare { Expect::Prepare } else { Expect::Result };
+            let mut r = Reader::new(expect);
+            let mut a = Answer::default();
+            for (i, p) in packets.iter().enumerate() {
+                let fed = r.feed(p, i);
+                a.packets.push((i as u8, p.clone()));
+                if fed == Fed::Done {
+                    break;
+                }
+            }
+            let _ = crate::mysql::shadow::result_set(&a);
+            a.outside_transaction();
+        }
+
+        #[test]
+        fn handshake_responses_parse_or_fail(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let _ = mysql_common::io::ParseBuf(&bytes)
+                .parse::<mysql_common::packets::HandshakeResponse<'_>>(());
+            let _ = crate::mysql::kill::parse(&String::from_utf8_lossy(&bytes));
+        }
+    }
+}
