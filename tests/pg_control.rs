@@ -158,9 +158,7 @@ fn ctl_reports_refuses_clearly_audits_and_the_phase_survives_a_restart() {
     s.ctl_ok(&["flip", "reads"]);
     // Killed outright, then started again: the phase is kept.
     let config = s.proxy.config.clone();
-    let port = s.proxy.port;
-    s.proxy.kill();
-    s.proxy = spawn_proxy(&config, s.dir.path().join("turnout2.log"), port);
+    s.restart_proxy("turnout2.log");
     let status = s.ctl_ok(&["status"]);
     assert!(
         status.contains("phase       reads_new (epoch 1)"),

@@ -270,10 +270,7 @@ fn the_flag_file_flips_writes_and_finalize_leaves_old_behind_for_good() {
     let out = s.ctl(&["rollback"]);
     assert!(stderr(&out).contains("finalized: there is no rollback"));
     // Kept across a restart.
-    let config = s.proxy.config.clone();
-    let port = s.proxy.port;
-    s.proxy.kill();
-    s.proxy = spawn_proxy(&config, s.dir.path().join("turnout2.log"), port);
+    s.restart_proxy("turnout2.log");
     assert_eq!(s.phase(), "finalized");
     assert_eq!(count(&s.app_url()), "2");
     let audit = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();

@@ -270,6 +270,12 @@ level = "debug"
         let config_path = dir.path().join("turnout.toml");
         std::fs::write(&config_path, config).expect("write config");
         let proxy = spawn_proxy(&config_path, dir.path().join("turnout.log"), port);
+        if opts.admin {
+            // The admin socket comes up just after the listener.
+            eventually("the admin socket is up", || {
+                dir.path().join("admin.sock").exists()
+            });
+        }
         Setup {
             old,
             new,
@@ -333,6 +339,20 @@ level = "debug"
             .args(args)
             .output()
             .expect("run turnout ctl")
+    }
+
+    /// Kills turnout and starts it again on the same port and config,
+    /// logging to `log` (a file in the test's folder); waits for its admin
+    /// socket.
+    #[allow(dead_code)]
+    pub fn restart_proxy(&mut self, log: &str) {
+        let config = self.proxy.config.clone();
+        let port = self.proxy.port;
+        self.proxy.kill();
+        let _ = std::fs::remove_file(self.admin_socket());
+        self.proxy = spawn_proxy(&config, self.dir.path().join(log), port);
+        let socket = self.admin_socket();
+        eventually("the admin socket is up again", || socket.exists());
     }
 
     /// `turnout ctl <args>`, which must succeed; its output.

@@ -142,6 +142,10 @@ level = "debug"
         let config_path = dir.path().join("turnout.toml");
         std::fs::write(&config_path, config).expect("write config");
         let proxy = spawn_proxy(&config_path, dir.path().join("turnout.log"), port);
+        // The admin socket comes up just after the listener.
+        super::eventually("the admin socket is up", || {
+            dir.path().join("admin.sock").exists()
+        });
         MySetup {
             metrics_port,
             old,
