@@ -224,6 +224,18 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
     if phase.mirror().is_some() && config.mirror.divergence_log.is_none() {
         tracing::warn!("mirroring without mirror.divergence_log: divergences go to this log only");
     }
+    // The admin socket is bound before the listener: once clients can
+    // connect, `turnout ctl` can too (commands wait until it serves).
+    let admin = match &config.admin.socket {
+        Some(path) => match turnout_proxy::admin::Admin::bind(path) {
+            Ok(admin) => Some(admin),
+            Err(e) => {
+                eprintln!("turnout: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let server = match turnout_proxy::Server::bind(&config, controller.routing().clone()).await {
         Ok(s) => s,
         Err(e) => {
@@ -310,21 +322,14 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
             }
         })
     };
-    let _admin = match &config.admin.socket {
-        Some(path) => match turnout_proxy::admin::Admin::bind(path) {
-            Ok(admin) => Some(tokio::spawn(admin.serve(
-                server.shared().clone(),
-                controller.clone(),
-                window.clone(),
-                config_path.clone(),
-            ))),
-            Err(e) => {
-                eprintln!("turnout: {e}");
-                return ExitCode::FAILURE;
-            }
-        },
-        None => None,
-    };
+    let _admin = admin.map(|admin| {
+        tokio::spawn(admin.serve(
+            server.shared().clone(),
+            controller.clone(),
+            window.clone(),
+            config_path.clone(),
+        ))
+    });
     match server.local_addr() {
         Ok(addr) => tracing::info!(%addr, %phase, "turnout listening"),
         Err(e) => tracing::warn!(error = %e, "listening, address unknown"),

@@ -234,6 +234,26 @@ old = "orders"
         .arg(&other)
         .output()
         .unwrap();
+    // Its admin socket is the running turnout's: refused, never taken over.
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("in use by a running turnout"),
+        "{}",
+        stderr(&out)
+    );
+    s.ctl_ok(&["status"]);
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&other)
+            .unwrap()
+            .replace("admin.sock", "admin2.sock"),
+    )
+    .unwrap();
+    let out = Command::new(turnout_bin())
+        .args(["run", "--config"])
+        .arg(&other)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("does not enter mirror")

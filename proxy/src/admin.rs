@@ -51,6 +51,13 @@ impl Admin {
             .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
             .unwrap_or(false)
         {
+            // A live socket is another turnout's: never taken over.
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "in use by a running turnout",
+                )));
+            }
             let _ = std::fs::remove_file(path);
         }
         let listener = UnixListener::bind(path).map_err(err)?;
