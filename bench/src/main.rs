@@ -126,6 +126,23 @@ fn turnout_binary() -> Result<PathBuf, String> {
     }
 }
 
+/// Writes `config` as `dir/name.toml`, runs turnout with it, and waits
+/// until it listens on `port`.
+fn spawn_turnout(dir: &Path, name: &str, config: &str, port: u16) -> Result<Killed, String> {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    let child = Command::new(turnout_binary()?)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start turnout: {e}"))?;
+    let child = Killed(child);
+    wait_port(port)?;
+    Ok(child)
+}
+
 /// Starts turnout in front of the backend at `backend_host` (an address, or a
 /// Unix socket folder), also listening on a Unix socket in `socket_dir`.
 fn start_turnout(
@@ -189,17 +206,7 @@ level = "warn"
         socket_dir = socket_dir.display(),
         divergences = dir.join(format!("{name}-divergences.jsonl")).display()
     );
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, config).map_err(|e| e.to_string())?;
-    let child = Command::new(turnout_binary()?)
-        .args(["run", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("cannot start turnout: {e}"))?;
-    let child = Killed(child);
-    wait_port(port)?;
+    let child = spawn_turnout(dir, name, &config, port)?;
     Ok((child, port, socket_dir))
 }
 

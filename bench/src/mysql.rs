@@ -3,9 +3,9 @@
 //! turnout, and `oltp_write_only` through a turnout in phase `mirror`
 //! (every write applied on a second MariaDB server in lockstep).
 
-use super::{turnout_binary, wait_port, Args, Killed};
+use super::{Args, Killed};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use turnout_harness::{free_port, MariaDbInstance, TempDir};
 
 fn server() -> Result<MariaDbInstance, String> {
@@ -52,18 +52,7 @@ level = "warn"
 "#,
         divergences = dir.join(format!("{name}-divergences.jsonl")).display()
     );
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, config).map_err(|e| e.to_string())?;
-    let child = Command::new(turnout_binary()?)
-        .args(["run", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("cannot start turnout: {e}"))?;
-    let child = Killed(child);
-    wait_port(port)?;
-    Ok((child, port))
+    Ok((super::spawn_turnout(dir, name, &config, port)?, port))
 }
 
 /// sysbench `test` `command` against 127.0.0.1:`port`; transactions per

@@ -186,17 +186,7 @@ impl MySetup {
         let q = format!("SELECT * FROM {table} ORDER BY {order}");
         let old = self.old.sql("app", &q).expect("read old");
         let new = self.new.sql("app", &q).expect("read new");
-        if old != new {
-            let first = old
-                .lines()
-                .zip(new.lines())
-                .find(|(a, b)| a != b)
-                .map(|(a, b)| format!("old: {a}\nnew: {b}"))
-                .unwrap_or_else(|| {
-                    format!("{} vs {} rows", old.lines().count(), new.lines().count())
-                });
-            panic!("{table} differs between old and new; first difference:\n{first}");
-        }
+        super::assert_same_rows(table, &old, &new);
         assert!(!old.is_empty(), "{table} is empty");
         println!(
             "{table}: {} rows identical on both sides",
