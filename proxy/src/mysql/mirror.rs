@@ -397,10 +397,13 @@ impl<'a> MyMirror<'a> {
         }
         match route {
             Route::Authority => self.authority(packet).await,
-            Route::Both => self.both(packet, !self.in_tx).await,
+            Route::Both => {
+                let keep = class.kind() == Kind::Session && !self.in_tx;
+                self.both(packet, keep).await
+            }
             Route::Commit => self.commit(packet).await,
-            Route::Write => self.write(packet, class, sql).await,
-            Route::Unwrapped => self.unwrapped(packet, class, sql).await,
+            Route::Write => self.write(packet, sql).await,
+            Route::Unwrapped => self.unwrapped(packet).await,
             Route::Reject => {
                 let msg = "turnout: schema changes are refused while writes are mirrored (mirror.ddl = reject)";
                 self.tell(&err_payload(1290, "HY000", msg)).await
@@ -813,7 +816,8 @@ impl<'a> MyMirror<'a> {
     }
 
     /// Session settings and transaction control: the authority answers,
-    /// the mirror follows. `keep`: replayed on a new mirror connection.
+    /// the mirror follows. `keep`: a setting, replayed on a new mirror
+    /// connection.
     async fn both(&mut self, packet: &[u8], keep: bool) -> Step {
         if self.routing.phase.mirror().is_none() {
             return self.authority(packet).await;
@@ -823,14 +827,7 @@ impl<'a> MyMirror<'a> {
             .on_auth(&encode(0, &self.for_auth(packet)).0, Expect::Result)
             .await?;
         if a.error.is_none() {
-            let is_setting = packet.first() == Some(&COM_INIT_DB)
-                || self
-                    .shared
-                    .classifier
-                    .classify(&String::from_utf8_lossy(&packet[1..]))
-                    .kind()
-                    == Kind::Session;
-            if keep && is_setting && self.replay.len() < MAX_REPLAY {
+            if keep && self.replay.len() < MAX_REPLAY {
                 self.replay.push(packet.to_vec());
             }
             if let Err(e) = self.mirror_once(packet, fresh).await {
@@ -857,10 +854,8 @@ impl<'a> MyMirror<'a> {
         let mirrored = self.mirror_once(packet, false).await;
         if let Err(e) = mirrored {
             if self.fails(packet, &e) {
-                let rollback = self
-                    .on_auth(&encode(0, &query("ROLLBACK")).0, Expect::Result)
+                self.on_auth(&encode(0, &query("ROLLBACK")).0, Expect::Result)
                     .await?;
-                drop(rollback);
                 let msg = format!("turnout: the mirror ({}) could not commit: {e}; the transaction was rolled back on both sides (mirror.on_error = fail)", self.mirror_side);
                 return self.tell(&err_payload(1180, "HY000", &msg)).await;
             }
@@ -876,7 +871,7 @@ impl<'a> MyMirror<'a> {
 
     /// A write: on the authority in a transaction with the time fixed, then
     /// on the mirror with the same time and first generated id.
-    async fn write(&mut self, packet: &[u8], class: &Classification, sql: &str) -> Step {
+    async fn write(&mut self, packet: &[u8], sql: &str) -> Step {
         // With autocommit off the server opens the transaction itself and
         // the client ends it.
         let wrap = !self.in_tx && self.autocommit;
@@ -924,7 +919,6 @@ impl<'a> MyMirror<'a> {
             .on_mirror(&commands(&list), list.len(), wrap)
             .await
             .and_then(first_error);
-        let _ = class;
         self.after_mirror(mirrored, wrap, answer, sql).await
     }
 
@@ -968,7 +962,7 @@ impl<'a> MyMirror<'a> {
 
     /// Several statements (or DDL under `mirror.ddl = both`): the
     /// authority, then the mirror, as they are.
-    async fn unwrapped(&mut self, packet: &[u8], class: &Classification, sql: &str) -> Step {
+    async fn unwrapped(&mut self, packet: &[u8]) -> Step {
         let fresh = !self.in_tx;
         let a = self
             .on_auth(&encode(0, &self.for_auth(packet)).0, Expect::Result)
@@ -978,7 +972,6 @@ impl<'a> MyMirror<'a> {
                 self.mirror_failed(packet, &e);
             }
         }
-        let _ = (class, sql);
         self.relay(&a).await
     }
 
