@@ -158,6 +158,48 @@ impl SchemaMap {
         ))
     }
 
+    /// [`Self::translate`] for a prepared statement, whose values the
+    /// client binds by position: its parameters must stay the same (a
+    /// dropped or computed column must not take one away or add one).
+    pub fn translate_prepared(&self, sql: &str) -> Result<Translation, String> {
+        let t = self.translate(sql)?;
+        if let Translation::Sql(mapped) = &t {
+            if self.parameters(mapped) != self.parameters(sql) {
+                return Err("the statement's parameters would change for new (a dropped or computed column takes one); not translated".into());
+            }
+        }
+        Ok(t)
+    }
+
+    /// `sql` as `new` runs it: translated, or as it is (for statements
+    /// already found translatable).
+    pub fn translated_or_same(&self, sql: &str) -> String {
+        match self.translate(sql) {
+            Ok(Translation::Sql(mapped)) => mapped,
+            _ => sql.to_string(),
+        }
+    }
+
+    /// The parameter placeholders (`$1`, `?`) of `sql`, sorted.
+    fn parameters(&self, sql: &str) -> Vec<String> {
+        let Some(dialect) = self.dialect else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if let Ok(statements) = Parser::parse_sql(dialect_of(dialect).as_ref(), sql) {
+            let _ = sqlparser::ast::visit_expressions(&statements, |e| {
+                if let Expr::Value(v) = e {
+                    if let sqlparser::ast::Value::Placeholder(p) = &v.value {
+                        out.push(p.clone());
+                    }
+                }
+                ControlFlow::<()>::Continue(())
+            });
+        }
+        out.sort();
+        out
+    }
+
     /// The mapped table `s` names, if it names exactly one.
     fn mapped_table(&self, s: &Statement) -> Result<Option<(String, &Table)>, String> {
         let mut found: Vec<String> = Vec::new();

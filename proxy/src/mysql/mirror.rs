@@ -1014,8 +1014,8 @@ impl<'a> MyMirror<'a> {
         if self.mirror.is_none() {
             self.reconnect_mirror().await?;
         }
-        let sql = match self.shared.mapping.load().translate(&sql) {
-            Ok(Translation::Sql(mapped)) if placeholders(&mapped) == placeholders(&sql) => mapped,
+        let sql = match self.shared.mapping.load().translate_prepared(&sql) {
+            Ok(Translation::Sql(mapped)) => mapped,
             Ok(Translation::Unchanged) => sql,
             Ok(_) => {
                 return Err(
@@ -1206,21 +1206,6 @@ fn first_error(answers: Vec<Answer>) -> Result<(), String> {
         Some(e) => Err(e),
         None => Ok(()),
     }
-}
-
-/// How many `?` placeholders a statement has (outside quotes, roughly).
-fn placeholders(sql: &str) -> usize {
-    let mut n = 0;
-    let mut quote: Option<char> = None;
-    for c in sql.chars() {
-        match (quote, c) {
-            (None, '\'' | '"' | '`') => quote = Some(c),
-            (Some(q), c) if c == q => quote = None,
-            (None, '?') => n += 1,
-            _ => {}
-        }
-    }
-    n
 }
 
 fn statement_id(packet: &[u8]) -> Option<u32> {

@@ -84,15 +84,9 @@ impl MirrorSession<'_> {
             .filter_map(|f| cstr(f.body()).and_then(|(_, rest)| cstr(rest)))
             .filter_map(|(stmt, _)| self.statements.get(stmt))
         {
-            match mapping.translate(&p.sql)? {
+            match mapping.translate_prepared(&p.sql)? {
                 Translation::Skip => {}
-                Translation::Unchanged => mirrored = true,
-                Translation::Sql(mapped) => {
-                    if pg_params(&mapped) != pg_params(&p.sql) {
-                        return Err("the statement's parameters would change for new (a dropped or computed column takes one); not translated".into());
-                    }
-                    mirrored = true;
-                }
+                Translation::Unchanged | Translation::Sql(_) => mirrored = true,
             }
         }
         Ok(mirrored)
@@ -101,10 +95,7 @@ impl MirrorSession<'_> {
     /// `sql` as the mirror runs it: through the schema mapping (checked
     /// translatable by [`Self::mapping_verdict`] first).
     fn mirror_sql(&self, sql: &str) -> String {
-        match self.shared.mapping.load().translate(sql) {
-            Ok(Translation::Sql(mapped)) => mapped,
-            _ => sql.to_string(),
-        }
+        self.shared.mapping.load().translated_or_same(sql)
     }
 
     /// Flush: the messages so far go to the authority now; its answers are
@@ -537,29 +528,4 @@ fn split_bind(body: &[u8]) -> Option<(&str, &str, Bytes, Vec<u16>)> {
         .map(|i| u16_at(rest, at + 2 + 2 * i))
         .collect::<Option<Vec<u16>>>()?;
     Some((portal, stmt, params, formats))
-}
-
-/// The `$n` parameters a statement refers to (outside quotes).
-fn pg_params(sql: &str) -> std::collections::BTreeSet<u32> {
-    let mut out = std::collections::BTreeSet::new();
-    let mut quote: Option<char> = None;
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (None, '\'' | '"') => quote = Some(c),
-            (Some(q), c) if c == q => quote = None,
-            (None, '$') => {
-                let mut n = String::new();
-                while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
-                    n.push(*d);
-                    chars.next();
-                }
-                if let Ok(v) = n.parse() {
-                    out.insert(v);
-                }
-            }
-            _ => {}
-        }
-    }
-    out
 }

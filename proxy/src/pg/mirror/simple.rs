@@ -2,7 +2,7 @@
 //! reads, settings, COMMIT, writes.
 
 use super::*;
-use crate::mapping::{SchemaMap, Translation};
+use crate::mapping::Translation;
 use tracing::debug;
 
 impl MirrorSession<'_> {
@@ -347,7 +347,7 @@ impl MirrorSession<'_> {
             &unit,
             time_needed,
             class,
-            |t| mirror_text(&text, class, t).map(|s| query(&mapped(&mapping, s))),
+            |t| mirror_text(&text, class, t).map(|s| query(&mapping.translated_or_same(&s))),
             begun,
         )
         .await
@@ -592,13 +592,5 @@ impl MirrorSession<'_> {
             self.record_mirror_error(&class.fingerprint, &detail, to_mirror);
         }
         self.relay_collected(&result, result.status).await
-    }
-}
-
-/// `sql` for the mirror through the mapping (checked translatable before).
-fn mapped(mapping: &SchemaMap, sql: String) -> String {
-    match mapping.translate(&sql) {
-        Ok(Translation::Sql(s)) => s,
-        _ => sql,
     }
 }
