@@ -297,25 +297,6 @@ impl Controller {
         ))
     }
 
-    /// Checks, applies and audits a change that needs no barrier (the
-    /// caller makes sure of that, e.g. a reads flip).
-    pub fn apply(&self, change: Change, req: FlipRequest, caller: &str) -> Result<Outcome, String> {
-        let planned = self.plan(change, &req);
-        let command = match &planned {
-            Ok(p) => p.command(),
-            Err(_) => change.name().to_string(),
-        };
-        let result = planned.and_then(|plan| {
-            if req.dry_run {
-                Ok(self.preview(&plan))
-            } else {
-                self.commit(&plan)
-            }
-        });
-        self.audit(&command, req.dry_run, caller, &result);
-        result
-    }
-
     /// Makes `plan` the routing: persisted first, then swapped in. Fails
     /// when the phase moved since the plan was made.
     pub fn commit(&self, plan: &Plan) -> Result<Outcome, String> {
@@ -395,6 +376,32 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `turnout_proxy::flip::run` does for a change without a barrier:
+    /// checked, applied (or previewed), audited.
+    impl Controller {
+        pub fn apply(
+            &self,
+            change: Change,
+            req: FlipRequest,
+            caller: &str,
+        ) -> Result<Outcome, String> {
+            let planned = self.plan(change, &req);
+            let command = match &planned {
+                Ok(p) => p.command(),
+                Err(_) => change.name().to_string(),
+            };
+            let result = planned.and_then(|plan| {
+                if req.dry_run {
+                    Ok(self.preview(&plan))
+                } else {
+                    self.commit(&plan)
+                }
+            });
+            self.audit(&command, req.dry_run, caller, &result);
+            result
+        }
+    }
 
     #[test]
     fn reads_flip_and_rollback_persist_and_are_audited() {
