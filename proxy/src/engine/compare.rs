@@ -9,7 +9,7 @@ use std::collections::HashMap;
 pub const MAX_SAMPLE_ROWS: usize = 5;
 
 /// Well-known PostgreSQL type OIDs.
-mod oid {
+pub(crate) mod oid {
     pub const BOOL: u32 = 16;
     pub const INT8: u32 = 20;
     pub const INT2: u32 = 21;

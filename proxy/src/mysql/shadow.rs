@@ -6,7 +6,7 @@
 use super::packet::Packets;
 use super::response::{self, lenenc, Answer, Expect};
 use super::session::{connect, Legs};
-use crate::engine::compare::{self, ResultSet};
+use crate::engine::compare::{self, oid, ResultSet};
 use crate::engine::shadowcheck::{self, Answered, Found, SampleError};
 use crate::engine::SqlDialect;
 use crate::server::Shared;
@@ -131,7 +131,7 @@ fn column(def: &[u8]) -> (String, u32) {
     // catalog, schema, table, org_table, name, org_name
     for i in 0..6 {
         let Some((len, n)) = lenenc(rest) else {
-            return (name, 25);
+            return (name, oid::TEXT);
         };
         let end = (n + len as usize).min(rest.len());
         if i == 4 {
@@ -141,12 +141,12 @@ fn column(def: &[u8]) -> (String, u32) {
     }
     // 0x0c, charset (2), length (4), type (1)
     let type_oid = match rest.get(7) {
-        Some(0 | 246) => 1700,              // DECIMAL, NEWDECIMAL -> numeric
-        Some(1 | 2 | 3 | 8 | 9 | 13) => 20, // integers, YEAR -> int8
-        Some(4 | 5) => 701,                 // FLOAT, DOUBLE -> float8
-        Some(10 | 14) => 1082,              // DATE
-        Some(7 | 12) => 1114,               // TIMESTAMP, DATETIME
-        _ => 25,
+        Some(0 | 246) => oid::NUMERIC,             // DECIMAL, NEWDECIMAL
+        Some(1 | 2 | 3 | 8 | 9 | 13) => oid::INT8, // integers, YEAR
+        Some(4 | 5) => oid::FLOAT8,                // FLOAT, DOUBLE
+        Some(10 | 14) => oid::DATE,                // DATE, NEWDATE
+        Some(7 | 12) => oid::TIMESTAMP,            // TIMESTAMP, DATETIME
+        _ => oid::TEXT,
     };
     (name, type_oid)
 }
