@@ -65,9 +65,12 @@ pub async fn read_all(shared: &Shared, side: Side) -> Result<Catalog, String> {
              WHERE TABLE_SCHEMA = DATABASE() AND REFERENCED_TABLE_NAME IS NOT NULL ORDER BY 1, 2",
         ),
     };
+    let mut answers = queries(shared, side, &[rows_sql, fk_sql])
+        .await?
+        .into_iter();
     let (rows, fks) = (
-        query(shared, side, rows_sql).await?,
-        query(shared, side, fk_sql).await?,
+        answers.next().unwrap_or_default(),
+        answers.next().unwrap_or_default(),
     );
     for r in rows {
         if let (Some(Some(t)), Some(Some(n))) = (r.first(), r.get(1)) {
@@ -84,20 +87,31 @@ pub async fn read_all(shared: &Shared, side: Side) -> Result<Catalog, String> {
     Ok(catalog)
 }
 
-/// Runs one catalog query on `side`; its rows as text.
-async fn query(shared: &Shared, side: Side, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+/// Rows as text, one per query.
+type Answers = Vec<Vec<Vec<Option<String>>>>;
+
+/// Runs catalog queries on `side` over one connection; their rows as text.
+async fn queries(shared: &Shared, side: Side, sqls: &[&str]) -> Result<Answers, String> {
+    let mut out = Vec::with_capacity(sqls.len());
     match shared.protocol {
         Protocol::Postgres => {
             let mut conn = crate::pg::sequences::open(shared, side).await?;
-            crate::pg::sequences::run(&mut conn, sql, side).await
+            for sql in sqls {
+                out.push(crate::pg::sequences::run(&mut conn, sql, side).await?);
+            }
         }
         Protocol::Mysql => {
             let mut conn = crate::mysql::counters::open(shared, side).await?;
-            crate::mysql::counters::rows(&mut conn, sql)
-                .await
-                .map_err(|e| format!("on {side}: {e}"))
+            for sql in sqls {
+                out.push(
+                    crate::mysql::counters::rows(&mut conn, sql)
+                        .await
+                        .map_err(|e| format!("on {side}: {e}"))?,
+                );
+            }
         }
     }
+    Ok(out)
 }
 
 async fn read_filtered(
@@ -152,24 +166,13 @@ async fn read_filtered(
             ),
         ),
     };
-    let (columns, keys) = match shared.protocol {
-        Protocol::Postgres => {
-            let mut conn = crate::pg::sequences::open(shared, side).await?;
-            let c = crate::pg::sequences::run(&mut conn, &columns_sql, side).await?;
-            let k = crate::pg::sequences::run(&mut conn, &keys_sql, side).await?;
-            (c, k)
-        }
-        Protocol::Mysql => {
-            let mut conn = crate::mysql::counters::open(shared, side).await?;
-            let c = crate::mysql::counters::rows(&mut conn, &columns_sql)
-                .await
-                .map_err(|e| format!("on {side}: {e}"))?;
-            let k = crate::mysql::counters::rows(&mut conn, &keys_sql)
-                .await
-                .map_err(|e| format!("on {side}: {e}"))?;
-            (c, k)
-        }
-    };
+    let mut answers = queries(shared, side, &[&columns_sql, &keys_sql])
+        .await?
+        .into_iter();
+    let (columns, keys) = (
+        answers.next().unwrap_or_default(),
+        answers.next().unwrap_or_default(),
+    );
     let mut catalog = Catalog::default();
     for row in columns {
         let text = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
