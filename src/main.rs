@@ -245,16 +245,16 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
     };
     // A schema mapping is checked against both catalogs before any write
     // is mirrored through it.
-    if phase.authority() == turnout_control::Side::New && !config.mapping.tables.is_empty() {
-        eprintln!(
-            "turnout: phase {phase} is not available with a schema mapping ([mapping]) yet: writes would have to be translated for new as the authority"
-        );
-        return ExitCode::from(2);
-    }
     if phase.mirror().is_some() && !config.mapping.tables.is_empty() {
-        let problems =
-            turnout_proxy::mapping::catalog::check(server.shared(), &config.mapping).await;
-        if !problems.is_empty() {
+        let shared = server.shared();
+        let checked = turnout_proxy::mapping::catalog::check(shared, &config.mapping).await;
+        if let Ok(columns) = &checked {
+            let known = (**shared.mapping.load()).clone();
+            shared
+                .mapping
+                .store(Arc::new(known.with_old_columns(columns.clone())));
+        }
+        if let Err(problems) = checked {
             eprintln!(
                 "turnout: the schema mapping does not match the databases; turnout does not enter {phase} until it does:"
             );

@@ -392,4 +392,72 @@ fn writes_and_shadow_reads_go_through_the_schema_mapping() {
     ] {
         assert!(plan.contains(expected), "{expected:?} missing:\n{plan}");
     }
+
+    // The writes flip: old-style statements are translated for new as the
+    // authority; its AUTO_INCREMENT was moved past old's.
+    s.ctl_ok(&["flip", "reads", "--force"]);
+    let flipped = s.ctl_ok(&["flip", "writes", "--force"]);
+    assert!(
+        flipped.contains("done: reads_new -> writes_new"),
+        "{flipped}"
+    );
+    s.sql_ok("INSERT INTO users (name, email) VALUES ('Di', 'di@v')");
+    rt.block_on(async {
+        let url = format!("mysql://app:{MY_PASSWORD}@127.0.0.1:{}/app", s.proxy.port);
+        let mut c = mysql_async::Conn::new(mysql_async::Opts::from_url(&url).unwrap())
+            .await
+            .unwrap();
+        c.exec_drop(
+            "INSERT INTO users (name, email) VALUES (?, ?)",
+            ("Ed", "ed@u"),
+        )
+        .await
+        .unwrap();
+        c.exec_drop(
+            "UPDATE users SET email = ? WHERE name = ?",
+            ("ann@q", "Ann"),
+        )
+        .await
+        .unwrap();
+        let row: Option<(String, String)> = c
+            .exec_first("SELECT name, email FROM users WHERE name = ?", ("Ed",))
+            .await
+            .unwrap();
+        assert_eq!(row, Some(("Ed".to_string(), "ed@u".to_string())));
+    });
+    // SELECT * has no translation: old serves it.
+    assert_eq!(
+        s.sql_ok("SELECT * FROM users WHERE name = 'Di'").trim(),
+        "4\tDi\tdi@v"
+    );
+    let refused = s.mariadb(
+        "app",
+        MY_PASSWORD,
+        "INSERT INTO users VALUES (9, 'x', 'y')",
+        &[],
+    );
+    assert!(
+        stderr(&refused).contains("cannot be translated for new"),
+        "{}",
+        stderr(&refused)
+    );
+    s.ctl_ok(&["rollback"]);
+    s.sql_ok("INSERT INTO users (name, email) VALUES ('Flo', 'flo@t')");
+    let old = s
+        .old
+        .sql("app", "SELECT id, name, email FROM users ORDER BY id")
+        .unwrap();
+    let new = s
+        .new
+        .sql(
+            "app",
+            "SELECT id, full_name, email_address FROM accounts ORDER BY id",
+        )
+        .unwrap();
+    assert_eq!(
+        old,
+        "1\tAnn\tann@q\n3\tCy\tcy@w\n4\tDi\tdi@v\n5\tEd\ted@u\n6\tFlo\tflo@t"
+    );
+    assert_eq!(new, old);
+    assert_no_divergence(&s);
 }

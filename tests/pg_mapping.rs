@@ -6,7 +6,8 @@
 mod common;
 
 use common::*;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 const MAPPING: &str = r#"
 [[mapping.tables]]
@@ -157,13 +158,6 @@ fn writes_land_on_both_schemas_through_the_mapping() {
         scalar(&s.app_url(), "SELECT * FROM users WHERE id = 4"),
         "4|Di|di@w|"
     );
-    // The writes flip would need writes translated for new as the authority.
-    let out = s.ctl(&["flip", "writes", "--force"]);
-    assert!(
-        stderr(&out).contains("not available with a schema mapping"),
-        "{}",
-        stderr(&out)
-    );
     s.ctl_ok(&["rollback"]);
     run_direct_ok(
         &s.direct_new_url(),
@@ -181,6 +175,21 @@ fn writes_land_on_both_schemas_through_the_mapping() {
     let d = s.divergences();
     assert!(
         d.len() == 1 && d[0].contains("mapping: uses column users.legacy"),
+        "{d:?}"
+    );
+    // COPY's rows are in old's layout: old alone, recorded.
+    let rows = s.dir.path().join("rows.tsv");
+    std::fs::write(&rows, "6\tFay\tfay@u\n").unwrap();
+    let copy = format!("\\copy users (id, name, email) FROM '{}'", rows.display());
+    let out = s.psql(&s.app_url(), &["-c", &copy]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        scalar(&s.direct_url(), "SELECT name FROM users WHERE id = 6"),
+        "Fay"
+    );
+    let d = s.divergences();
+    assert!(
+        d.len() == 2 && d[1].contains("COPY on the mapped table users"),
         "{d:?}"
     );
 }
@@ -261,4 +270,166 @@ old = "orders"
         "{}",
         stderr(&out)
     );
+}
+
+/// Old's rows and new's, each as `id|name|email` lines in id order.
+fn both_sides(s: &Setup) -> (String, String) {
+    let rows = |url: &str, sql: &str| {
+        let out = psql(url, &["-c", &format!("COPY ({sql}) TO STDOUT")], &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    (
+        rows(
+            &s.direct_url(),
+            "SELECT id, name, email FROM users ORDER BY id",
+        ),
+        rows(
+            &s.direct_new_url(),
+            "SELECT id, full_name, email_address FROM accounts ORDER BY id",
+        ),
+    )
+}
+
+#[test]
+fn writes_flip_through_the_mapping_under_load() {
+    let s = Setup::start(Options {
+        phase: Some("mirror"),
+        admin: true,
+        ..Options::default()
+    });
+    run_direct_ok(
+        &s.direct_url(),
+        &["CREATE TABLE users (id serial PRIMARY KEY, name text, email text, legacy int)"],
+    );
+    run_direct_ok(
+        &s.direct_new_url(),
+        &[
+            "CREATE TABLE accounts (id serial PRIMARY KEY, full_name text, email_address text, \
+           created_at timestamptz NOT NULL DEFAULT now())",
+        ],
+    );
+    with_config(&s, MAPPING);
+    let reloaded = s.ctl_ok(&["reload"]);
+    assert!(reloaded.contains("done: reload"), "{reloaded}");
+    let seed = format!(
+        "INSERT INTO users (name, email) VALUES {}",
+        (1..=20)
+            .map(|i| format!("('n{i}', 'e{i}@x')"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    s.run_ok(&[&seed]);
+    s.ctl_ok(&["flip", "reads", "--force"]);
+
+    // Old-style writes from pgbench while the writes flip, roll back and
+    // flip again: ids come from whichever side is the authority.
+    let script = s.dir.path().join("users.sql");
+    std::fs::write(
+        &script,
+        "\\set r random(1, 20)\n\
+         INSERT INTO users (name, email) VALUES ('p', 'p@x');\n\
+         UPDATE users SET email = 'u' || :r WHERE id = :r;\n\
+         SELECT name, email FROM users WHERE id = :r;\n",
+    )
+    .unwrap();
+    let load = Command::new("pgbench")
+        .args(["-n", "-c", "3", "-T", "8", "-M", "simple", "-f"])
+        .arg(&script)
+        .arg(s.app_url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let flipped = s.ctl_ok(&["flip", "writes", "--force"]);
+    println!("{flipped}");
+    assert!(
+        flipped.contains("done: reads_new -> writes_new"),
+        "{flipped}"
+    );
+    std::thread::sleep(Duration::from_millis(2000));
+    let back = s.ctl_ok(&["rollback"]);
+    println!("{back}");
+    std::thread::sleep(Duration::from_millis(1500));
+    s.ctl_ok(&["flip", "writes", "--force"]);
+    let out = load.wait_with_output().unwrap();
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    println!("{text}");
+    assert!(out.status.success(), "pgbench failed:\n{text}");
+    assert!(text.contains("number of failed transactions: 0"), "{text}");
+
+    // With new the authority: old-style statements are translated for it,
+    // RETURNING answers under old's names, and ids are new's, past old's.
+    let (old, new) = both_sides(&s);
+    let before = old.lines().count();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let id = rt.block_on(async {
+        let client = pg_client(&s.app_url()).await;
+        // (Simple protocol: an extended-protocol INSERT that leaves a serial
+        // to its default is not mirrored, a known limit.)
+        let answer = client
+            .simple_query(
+                "INSERT INTO users (name, email) VALUES ('After', 'after@x') RETURNING id, name",
+            )
+            .await
+            .unwrap();
+        let row = answer
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(row.get("name"), Some("After"));
+        let id: i32 = row.get("id").unwrap().parse().unwrap();
+        let update = client
+            .prepare("UPDATE users SET email = $1 WHERE id = $2")
+            .await
+            .unwrap();
+        client.execute(&update, &[&"later@x", &id]).await.unwrap();
+        let back = client
+            .query_one("SELECT name, email FROM users WHERE id = $1", &[&id])
+            .await
+            .unwrap();
+        assert_eq!(back.get::<_, String>("email"), "later@x");
+        id
+    });
+    assert_eq!(old, new, "sides differ after the load");
+    assert_eq!(id as usize, before + 1, "the next id continues old's");
+    assert_eq!(
+        scalar(
+            &s.direct_new_url(),
+            &format!("SELECT full_name || ':' || email_address FROM accounts WHERE id = {id}")
+        ),
+        "After:later@x"
+    );
+    // SELECT * has no translation: old, written in step, serves it.
+    assert_eq!(
+        scalar(
+            &s.app_url(),
+            &format!("SELECT * FROM users WHERE id = {id}")
+        ),
+        format!("{id}|After|later@x|")
+    );
+    // A write new cannot take is refused with the reason.
+    let out = s.psql(&s.app_url(), &["-c", "DELETE FROM users WHERE legacy = 7"]);
+    assert!(
+        stderr(&out).contains("cannot be translated for new, which is the authority now"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Back to old as the authority: its sequence was moved past new's ids.
+    s.ctl_ok(&["rollback"]);
+    s.run_ok(&["INSERT INTO users (name, email) VALUES ('Back', 'back@x')"]);
+    let (old, new) = both_sides(&s);
+    assert_eq!(old, new);
+    assert_eq!(old.lines().count(), before + 2);
+    assert!(old
+        .lines()
+        .last()
+        .unwrap()
+        .starts_with(&format!("{}\tBack", id + 1)));
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
 }

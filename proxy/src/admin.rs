@@ -436,25 +436,24 @@ pub async fn reload(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
             if !config.mapping.tables.is_empty()
                 && ctx.controller.routing().snapshot().phase.mirror().is_some() =>
         {
-            let problems = crate::mapping::catalog::check(ctx.shared, &config.mapping).await;
-            if problems.is_empty() {
-                Ok(config)
-            } else {
-                Err(format!(
+            match crate::mapping::catalog::check(ctx.shared, &config.mapping).await {
+                Ok(columns) => Ok((config, columns)),
+                Err(problems) => Err(format!(
                     "config not reloaded: the schema mapping does not match the databases: {}",
                     problems.join("; ")
-                ))
+                )),
             }
         }
-        other => other,
+        other => other.map(|config| (config, Default::default())),
     };
-    let result = loaded.and_then(|config| {
+    let result = loaded.and_then(|(config, old_columns)| {
         let users =
             crate::server::users_for(&config).map_err(|e| format!("config not reloaded: {e}"))?;
         let mysql_users = crate::server::mysql_users_for(&config)
             .map_err(|e| format!("config not reloaded: {e}"))?;
         let mapping = crate::server::mapping_for(&config)
-            .map_err(|e| format!("config not reloaded: {}", e.join("; ")))?;
+            .map_err(|e| format!("config not reloaded: {}", e.join("; ")))?
+            .with_old_columns(old_columns);
         if !dry_run {
             ctx.shared.users.store(Arc::new(users));
             ctx.shared.mysql_users.store(Arc::new(mysql_users));

@@ -5,7 +5,7 @@
 //! remain.
 
 use crate::server::Shared;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use turnout_config::{Mapping, Protocol};
 use turnout_control::Side;
 
@@ -331,8 +331,13 @@ pub fn problems(mapping: &Mapping, old: &Catalog, new: &Catalog) -> Vec<String> 
     out
 }
 
-/// Reads both catalogs and checks `mapping` against them.
-pub async fn check(shared: &Shared, mapping: &Mapping) -> Vec<String> {
+/// The columns each mapped table has on old (names lower-case, by old's
+/// table name lower-case): what a write run on old may name.
+pub type OldColumns = HashMap<String, HashSet<String>>;
+
+/// Reads both catalogs and checks `mapping` against them: old's columns
+/// of the mapped tables, or every problem found.
+pub async fn check(shared: &Shared, mapping: &Mapping) -> Result<OldColumns, Vec<String>> {
     let old_names: Vec<String> = mapping.tables.iter().map(|t| t.old.clone()).collect();
     let new_names: Vec<String> = mapping
         .tables
@@ -344,12 +349,24 @@ pub async fn check(shared: &Shared, mapping: &Mapping) -> Vec<String> {
         read(shared, Side::New, &new_names)
     );
     match (old, new) {
-        (Ok(o), Ok(n)) => problems(mapping, &o, &n),
-        (o, n) => [o.err(), n.err()]
+        (Ok(o), Ok(n)) => {
+            let found = problems(mapping, &o, &n);
+            if !found.is_empty() {
+                return Err(found);
+            }
+            Ok(o.tables
+                .iter()
+                .map(|(table, (cols, _))| {
+                    let names = cols.iter().map(|c| c.name.to_lowercase()).collect();
+                    (table.to_lowercase(), names)
+                })
+                .collect())
+        }
+        (o, n) => Err([o.err(), n.err()]
             .into_iter()
             .flatten()
             .map(|e| format!("catalog could not be read: {e}"))
-            .collect(),
+            .collect()),
     }
 }
 

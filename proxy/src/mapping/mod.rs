@@ -16,7 +16,9 @@ use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect};
 use sqlparser::parser::Parser;
 use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
+use std::sync::LazyLock;
 use turnout_config::Mapping;
+use turnout_control::Side;
 
 /// One mapped table, ready to rewrite with.
 #[derive(Debug, Clone)]
@@ -34,6 +36,37 @@ pub struct SchemaMap {
     /// By old table name, lower-case.
     tables: HashMap<String, Table>,
     dialect: Option<SqlDialect>,
+    /// Old's columns of the mapped tables, once checked against old's
+    /// catalog ([`catalog::check`]).
+    old_columns: catalog::OldColumns,
+}
+
+/// New's column names of one table, back to old's.
+#[derive(Debug, Clone, Default)]
+pub struct ColumnsBack {
+    renamed: HashMap<String, String>,
+    new_only: HashSet<String>,
+    /// Old's columns, when known.
+    old: Option<HashSet<String>>,
+}
+
+impl ColumnsBack {
+    /// Old's name of new's `column`; `None` when old has no such column.
+    pub fn old_name(&self, column: &str) -> Option<String> {
+        let k = column.to_lowercase();
+        if self.new_only.contains(&k) {
+            return None;
+        }
+        let name = self
+            .renamed
+            .get(&k)
+            .cloned()
+            .unwrap_or_else(|| column.to_string());
+        match &self.old {
+            Some(old) if !old.contains(&name.to_lowercase()) => None,
+            _ => Some(name),
+        }
+    }
 }
 
 /// What the mirror runs for a write.
@@ -114,6 +147,7 @@ impl SchemaMap {
             Ok(SchemaMap {
                 tables,
                 dialect: Some(dialect),
+                old_columns: Default::default(),
             })
         } else {
             Err(errors)
@@ -122,6 +156,71 @@ impl SchemaMap {
 
     pub fn is_identity(&self) -> bool {
         self.tables.is_empty()
+    }
+
+    /// This mapping, knowing old's columns of its tables (from
+    /// [`catalog::check`]).
+    pub fn with_old_columns(mut self, columns: catalog::OldColumns) -> SchemaMap {
+        self.old_columns = columns;
+        self
+    }
+
+    /// The mapping toward `side`. Clients write for `old`, so toward `old`
+    /// nothing is translated; toward `new`, this mapping.
+    pub fn toward(&self, side: Side) -> &SchemaMap {
+        static IDENTITY: LazyLock<SchemaMap> = LazyLock::new(SchemaMap::default);
+        match side {
+            Side::New => self,
+            Side::Old => &IDENTITY,
+        }
+    }
+
+    /// The name on the other side of the table called `table` (unqualified)
+    /// on `side`: the same when it is not mapped.
+    pub fn counterpart(&self, table: &str, side: Side) -> String {
+        let found = match side {
+            Side::Old => self
+                .tables
+                .get(&table.to_lowercase())
+                .map(|t| t.new.clone()),
+            Side::New => self
+                .tables
+                .iter()
+                .find(|(_, t)| t.new.eq_ignore_ascii_case(table))
+                .map(|(old, _)| old.clone()),
+        };
+        found.unwrap_or_else(|| table.to_string())
+    }
+
+    /// What `table` (named as a client names it, perhaps schema-qualified)
+    /// is called on `new`, with each of new's column names mapped to old's
+    /// (`None` for the columns new alone has). `None` when not mapped.
+    pub fn table_on_new(&self, table: &str) -> Option<(String, ColumnsBack)> {
+        let (schema, name) = match table.rsplit_once('.') {
+            Some((s, n)) => (Some(s), n),
+            None => (None, table),
+        };
+        let unquoted = name.trim_matches('"').trim_matches('`');
+        let k = if name != unquoted {
+            unquoted.to_string()
+        } else {
+            unquoted.to_lowercase()
+        };
+        let t = self.tables.get(&k)?;
+        let new = match schema {
+            Some(s) => format!("{s}.{}", t.new),
+            None => t.new.clone(),
+        };
+        let back = ColumnsBack {
+            renamed: t
+                .renames
+                .iter()
+                .map(|(old, new)| (new.to_lowercase(), old.clone()))
+                .collect(),
+            new_only: t.computed.iter().map(|(c, _)| c.to_lowercase()).collect(),
+            old: self.old_columns.get(&k).cloned(),
+        };
+        Some((new, back))
     }
 
     /// The statement(s) of `sql` rewritten for `new`. `Err`: why they
@@ -225,12 +324,38 @@ impl SchemaMap {
     /// Rewrites one statement: `Some(changed)`, or `None` when nothing of
     /// it remains for `new`.
     fn rewrite(&self, s: &mut Statement) -> Result<Option<bool>, String> {
+        if let Statement::Copy {
+            source: sqlparser::ast::CopySource::Table { table_name, .. },
+            ..
+        } = s
+        {
+            if let Some(k) = last_part(table_name).map(key) {
+                if self.tables.contains_key(&k) {
+                    return Err(format!(
+                        "COPY on the mapped table {k} is not translated (its rows are in old's column layout)"
+                    ));
+                }
+            }
+        }
         let Some((old_name, table)) = self.mapped_table(s)? else {
             return Ok(Some(false));
         };
         let table = table.clone();
-        if let Statement::Query(q) = s {
-            keep_column_names(q, &table)?;
+        match s {
+            Statement::Query(q) => keep_column_names(q, &table)?,
+            // RETURNING answers the client under its own column names.
+            Statement::Insert(sqlparser::ast::Insert {
+                returning: Some(r), ..
+            })
+            | Statement::Update(sqlparser::ast::Update {
+                returning: Some(r), ..
+            })
+            | Statement::Delete(sqlparser::ast::Delete {
+                returning: Some(r), ..
+            }) => {
+                alias_renamed(r, &table);
+            }
+            _ => {}
         }
         // Columns in expressions (WHERE, SET values, RETURNING, ...).
         let mut bad = None;
@@ -298,11 +423,23 @@ fn keep_column_names(q: &mut sqlparser::ast::Query, table: &Table) -> Result<(),
     let SetExpr::Select(select) = q.body.as_mut() else {
         return Err("a set operation (UNION, ...) on a mapped table is not translated".into());
     };
-    for item in select.projection.iter_mut() {
+    if alias_renamed(&mut select.projection, table) {
+        return Err(
+            "SELECT * on a mapped table cannot be compared column by column; name the columns"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Gives each renamed column of `items` its old name as an alias, so the
+/// answer's column names stay the client's. `true` when `items` has a `*`
+/// (whose columns are new's own).
+fn alias_renamed(items: &mut [SelectItem], table: &Table) -> bool {
+    let mut wildcard = false;
+    for item in items.iter_mut() {
         match item {
-            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
-                return Err("SELECT * on a mapped table cannot be compared column by column; name the columns".into());
-            }
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => wildcard = true,
             SelectItem::UnnamedExpr(e) => {
                 let ident = match e {
                     Expr::Identifier(i) => Some(i.clone()),
@@ -319,7 +456,7 @@ fn keep_column_names(q: &mut sqlparser::ast::Query, table: &Table) -> Result<(),
             SelectItem::ExprWithAlias { .. } | SelectItem::ExprWithAliases { .. } => {}
         }
     }
-    Ok(())
+    wildcard
 }
 
 /// An INSERT's column list and rows through the mapping.
@@ -549,6 +686,51 @@ mod tests {
             Translation::Sql(s) => s,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn returning_keeps_old_names_and_the_other_direction_is_named() {
+        let m = users_to_accounts(SqlDialect::Postgres);
+        assert_eq!(
+            sql(m
+                .translate("UPDATE users SET email = 'x' WHERE id = 1 RETURNING id, name")
+                .unwrap()),
+            "UPDATE accounts SET email_address = 'x', email_domain = lower(('x')) WHERE id = 1 RETURNING id, full_name AS name"
+        );
+        // Toward old nothing is translated: clients write for old.
+        assert_eq!(
+            m.toward(Side::Old)
+                .translate("UPDATE users SET name = 'x'")
+                .unwrap(),
+            Translation::Unchanged
+        );
+        assert!(m
+            .translate("COPY users FROM STDIN")
+            .unwrap_err()
+            .contains("COPY on the mapped table users"));
+        assert_eq!(m.counterpart("USERS", Side::Old), "accounts");
+        assert_eq!(m.counterpart("accounts", Side::New), "users");
+        assert_eq!(m.counterpart("orders", Side::New), "orders");
+        let (table, back) = m.table_on_new("public.users").unwrap();
+        assert_eq!(table, "public.accounts");
+        assert_eq!(back.old_name("full_name").as_deref(), Some("name"));
+        assert_eq!(back.old_name("email_domain"), None);
+        // Until old's catalog is known, a column of new's own name is
+        // taken to be old's too; once known, only old's columns are.
+        assert_eq!(back.old_name("created_at").as_deref(), Some("created_at"));
+        let known: catalog::OldColumns = [(
+            "users".to_string(),
+            ["id", "name", "email", "legacy"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        )]
+        .into_iter()
+        .collect();
+        let m = m.with_old_columns(known);
+        let (_, back) = m.table_on_new("users").unwrap();
+        assert_eq!(back.old_name("created_at"), None);
+        assert_eq!(back.old_name("id").as_deref(), Some("id"));
     }
 
     #[test]

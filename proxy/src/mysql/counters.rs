@@ -32,6 +32,7 @@ pub async fn catch_up(shared: &Shared, from: Side, to: Side) -> Result<CatchUp, 
         seen: theirs.len(),
         ..CatchUp::default()
     };
+    let mapping = shared.mapping.load();
     for r in theirs {
         let (Some(Some(table)), Some(Some(value))) = (r.first(), r.get(1)) else {
             continue;
@@ -39,6 +40,8 @@ pub async fn catch_up(shared: &Shared, from: Side, to: Side) -> Result<CatchUp, 
         let Ok(value) = value.parse::<u64>() else {
             continue;
         };
+        // A renamed table's counter is the same counter under new's name.
+        let table = &mapping.counterpart(table, from);
         match ours.get(table) {
             None => done.missing.push(table.clone()),
             Some(&mine) if mine < value => {

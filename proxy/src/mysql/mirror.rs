@@ -336,7 +336,40 @@ impl<'a> MyMirror<'a> {
         step
     }
 
+    /// Why `sql` (a client's statement, written for old) cannot run on the
+    /// authority when that is new; `None` when it can.
+    fn not_for_authority(&self, sql: &str, prepared: bool) -> Option<String> {
+        if self.mirror_side == Side::New {
+            return None;
+        }
+        let mapping = self.shared.mapping.load();
+        let t = if prepared {
+            mapping.translate_prepared(sql)
+        } else {
+            mapping.translate(sql)
+        };
+        match t {
+            Ok(Translation::Skip) => Some("it only names columns new does not have".into()),
+            Ok(_) => None,
+            Err(e) => Some(e),
+        }
+    }
+
     async fn run_statement(&mut self, packet: &[u8], class: &Classification, sql: &str) -> Step {
+        let prepared = packet.first() == Some(&COM_STMT_EXECUTE);
+        if let Some(reason) = self.not_for_authority(sql, prepared) {
+            // A read is served by old, which mirroring keeps current.
+            let read = matches!(class.kind(), Kind::Read) && class.statements.len() == 1;
+            if read && self.mirror.is_some() && !prepared {
+                let (_, side) = self.read_on_mirror(packet, 0).await?;
+                self.answered_by = side;
+                return Ok(());
+            }
+            let msg = format!(
+                "turnout: this statement cannot be translated for new, which is the authority now: {reason}"
+            );
+            return self.tell(&err_payload(1235, "42000", &msg)).await;
+        }
         let route = self.route(class);
         if matches!(route, Route::Write | Route::Unwrapped) {
             if let Some(reason) = class.unsafe_reason() {
@@ -350,7 +383,13 @@ impl<'a> MyMirror<'a> {
             }
             // Through the schema mapping: what cannot be translated runs on
             // the authority alone, recorded (or refused).
-            match self.shared.mapping.load().translate(sql) {
+            match self
+                .shared
+                .mapping
+                .load()
+                .toward(self.mirror_side)
+                .translate(sql)
+            {
                 Err(reason) => {
                     let reason = format!("mapping: {reason}");
                     if self.shared.unsafe_policy == UnsafePolicy::Fail {
@@ -657,6 +696,19 @@ impl<'a> MyMirror<'a> {
     /// The client's command as the authority knows it: a statement command
     /// under the authority's id for the statement.
     fn for_auth(&self, packet: &[u8]) -> Vec<u8> {
+        // Clients write for old: when new is the authority, statements go
+        // through the schema mapping (found translatable first, by
+        // `not_for_authority`).
+        if matches!(packet.first(), Some(&(COM_QUERY | COM_STMT_PREPARE)))
+            && self.mirror_side == Side::Old
+        {
+            let sql = String::from_utf8_lossy(&packet[1..]);
+            if let Ok(Translation::Sql(mapped)) = self.shared.mapping.load().translate(&sql) {
+                let mut out = vec![packet[0]];
+                out.extend_from_slice(mapped.as_bytes());
+                return out;
+            }
+        }
         let mut out = packet.to_vec();
         let stmt_command = matches!(
             packet.first(),
@@ -715,6 +767,8 @@ impl<'a> MyMirror<'a> {
                     None => {
                         let mut p = vec![COM_STMT_PREPARE];
                         p.extend_from_slice(sql.as_bytes());
+                        // Written for old; translated when new takes over.
+                        let p = self.for_auth(&p);
                         self.auth.write(0, &p).await.map_err(|e| e.to_string())?;
                         let a = response::read(&mut self.auth, Expect::Prepare)
                             .await
@@ -980,7 +1034,8 @@ impl<'a> MyMirror<'a> {
     async fn mirror_packet(&mut self, packet: &[u8]) -> Result<Vec<u8>, String> {
         if packet.first() == Some(&COM_QUERY) {
             let sql = String::from_utf8_lossy(&packet[1..]);
-            return match self.shared.mapping.load().translate(&sql) {
+            let mapping = self.shared.mapping.load();
+            return match mapping.toward(self.mirror_side).translate(&sql) {
                 Ok(Translation::Sql(mapped)) => Ok(query(&mapped)),
                 Ok(_) => Ok(packet.to_vec()),
                 Err(e) => Err(format!("mapping: {e}")),
@@ -1014,7 +1069,8 @@ impl<'a> MyMirror<'a> {
         if self.mirror.is_none() {
             self.reconnect_mirror().await?;
         }
-        let sql = match self.shared.mapping.load().translate_prepared(&sql) {
+        let mapping = self.shared.mapping.load();
+        let sql = match mapping.toward(self.mirror_side).translate_prepared(&sql) {
             Ok(Translation::Sql(mapped)) => mapped,
             Ok(Translation::Unchanged) => sql,
             Ok(_) => {
@@ -1046,7 +1102,15 @@ impl<'a> MyMirror<'a> {
 
     async fn prepare(&mut self, packet: &[u8]) -> Step {
         let sql = String::from_utf8_lossy(&packet[1..]).into_owned();
-        let a = self.on_auth(&encode(0, packet).0, Expect::Prepare).await?;
+        if let Some(reason) = self.not_for_authority(&sql, true) {
+            let msg = format!(
+                "turnout: this statement cannot be translated for new, which is the authority now: {reason}"
+            );
+            return self.tell(&err_payload(1235, "42000", &msg)).await;
+        }
+        let a = self
+            .on_auth(&encode(0, &self.for_auth(packet)).0, Expect::Prepare)
+            .await?;
         if let Some((id, params)) = a.statement {
             let class = self.shared.classifier.classify(&sql);
             self.statements.insert(

@@ -10,7 +10,7 @@ impl MirrorSession<'_> {
             let f = self.client.read().await.map_err(Stop::Client)?;
             match f.tag {
                 b'd' | b'c' | b'f' => {
-                    self.auth.send(&f.raw).await.map_err(Stop::Authority)?;
+                    self.send_auth(&f.raw).await.map_err(Stop::Authority)?;
                     if f.tag != b'd' {
                         return Ok(());
                     }
@@ -35,7 +35,7 @@ impl MirrorSession<'_> {
     /// usual commit order.
     pub(super) async fn copy_statement(&mut self, unit: &[u8], class: &Classification) -> Step {
         if self.status == b'E' {
-            self.auth.send(unit).await.map_err(Stop::Authority)?;
+            self.send_auth(unit).await.map_err(Stop::Authority)?;
             self.relay_authority().await?;
             return Ok(());
         }
@@ -46,7 +46,7 @@ impl MirrorSession<'_> {
             msgs.extend_from_slice(&begin);
         }
         msgs.extend_from_slice(unit);
-        self.auth.send(&msgs).await.map_err(Stop::Authority)?;
+        self.send_auth(&msgs).await.map_err(Stop::Authority)?;
         if wrap {
             self.collect_authority().await?;
         }
@@ -99,7 +99,7 @@ impl MirrorSession<'_> {
             let f = self.client.read().await.map_err(Stop::Client)?;
             match f.tag {
                 b'd' | b'c' | b'f' => {
-                    self.auth.send(&f.raw).await.map_err(Stop::Authority)?;
+                    self.send_auth(&f.raw).await.map_err(Stop::Authority)?;
                     if mirror_ok.is_ok() && self.async_mirror.is_some() {
                         chunk.extend_from_slice(&f.raw);
                         if chunk.len() >= OUT_CHUNK || f.tag != b'd' {
@@ -125,7 +125,7 @@ impl MirrorSession<'_> {
                         codec::tag_name(other)
                     );
                     let fail = copy_fail(&reason);
-                    self.auth.send(&fail).await.map_err(Stop::Authority)?;
+                    self.send_auth(&fail).await.map_err(Stop::Authority)?;
                     if self.async_mirror.is_some() {
                         chunk.extend_from_slice(&fail);
                         self.enqueue_more(chunk.split().freeze()).await;

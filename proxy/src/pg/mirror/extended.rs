@@ -74,6 +74,7 @@ impl MirrorSession<'_> {
     /// nothing of them for `new`, `Err` when one cannot be translated.
     fn mapping_verdict(&self, batch: &[Frame]) -> Result<bool, String> {
         let mapping = self.shared.mapping.load();
+        let mapping = mapping.toward(self.mirror_side);
         if mapping.is_identity() {
             return Ok(true);
         }
@@ -92,10 +93,36 @@ impl MirrorSession<'_> {
         Ok(mirrored)
     }
 
+    /// Why a statement the batch parses or binds cannot run on the
+    /// authority (new, through the schema mapping); `None` when all can.
+    fn batch_not_for_authority(&self, batch: &[Frame]) -> Option<String> {
+        if self.auth_side() == Side::Old {
+            return None;
+        }
+        batch.iter().find_map(|f| {
+            let body = f.body();
+            let sql = match f.tag {
+                b'P' => cstr(body)
+                    .and_then(|(_, rest)| cstr(rest))
+                    .map(|(sql, _)| sql),
+                b'B' => cstr(body)
+                    .and_then(|(_, rest)| cstr(rest))
+                    .and_then(|(stmt, _)| self.statements.get(stmt))
+                    .map(|p| &*p.sql),
+                _ => None,
+            }?;
+            self.not_for_authority(sql, true)
+        })
+    }
+
     /// `sql` as the mirror runs it: through the schema mapping (checked
     /// translatable by [`Self::mapping_verdict`] first).
     fn mirror_sql(&self, sql: &str) -> String {
-        self.shared.mapping.load().translated_or_same(sql)
+        self.shared
+            .mapping
+            .load()
+            .toward(self.mirror_side)
+            .translated_or_same(sql)
     }
 
     /// Flush: the messages so far go to the authority now; its answers are
@@ -123,7 +150,7 @@ impl MirrorSession<'_> {
             expected += usize::from(matches!(f.tag, b'P' | b'B' | b'C' | b'D' | b'E'));
         }
         msgs.extend_from_slice(&codec::frame(b'H', &[]));
-        self.auth.send(&msgs).await.map_err(Stop::Authority)?;
+        self.send_auth(&msgs).await.map_err(Stop::Authority)?;
         self.flushed = true;
         while expected > 0 {
             let f = self.auth.read().await.map_err(Stop::Authority)?;
@@ -147,7 +174,7 @@ impl MirrorSession<'_> {
         });
         if std::mem::take(&mut self.flushed) {
             // Part of this batch already ran: finish it on the authority.
-            self.auth.send(&raw).await.map_err(Stop::Authority)?;
+            self.send_auth(&raw).await.map_err(Stop::Authority)?;
             self.relay_authority().await?;
             return Ok(());
         }
@@ -167,6 +194,15 @@ impl MirrorSession<'_> {
             .cloned()
             .unwrap_or_default();
         self.unit_class = class.clone();
+        if let Some(reason) = self.batch_not_for_authority(&batch) {
+            let plan = self.mirror_plan(&batch, true);
+            let m = plan.build(None).unwrap_or_else(|_| raw.clone().freeze());
+            if executed.len() == 1 && class.kind() == Kind::Read {
+                self.mirror_prepared.extend(plan.prepares_named());
+                self.added_parses = plan.parses.clone();
+            }
+            return self.untranslatable(&raw, &m, &class, &reason).await;
+        }
         let copies = executed.iter().any(|c| sql_is_copy_from(&c.fingerprint));
         let writes = matches!(route, Route::Write | Route::Unwrapped);
         let verdict = if writes {
@@ -176,7 +212,7 @@ impl MirrorSession<'_> {
         };
         if verdict == Ok(false) {
             // Nothing of it for new (an UPDATE of dropped columns only).
-            self.auth.send(&raw).await.map_err(Stop::Authority)?;
+            self.send_auth(&raw).await.map_err(Stop::Authority)?;
             self.relay_authority().await?;
             return Ok(());
         }
@@ -191,7 +227,7 @@ impl MirrorSession<'_> {
             if let Some(msg) = self.unsafe_write(&class.fingerprint, &reason) {
                 return self.refuse(&msg, false).await;
             }
-            self.auth.send(&raw).await.map_err(Stop::Authority)?;
+            self.send_auth(&raw).await.map_err(Stop::Authority)?;
             self.relay_authority().await?;
             return Ok(());
         }
@@ -238,7 +274,7 @@ impl MirrorSession<'_> {
                             .await;
                     }
                 }
-                self.auth.send(&raw).await.map_err(Stop::Authority)?;
+                self.send_auth(&raw).await.map_err(Stop::Authority)?;
                 self.relay_authority().await.map(|_| ())
             }
             Route::Reject => self.reject(&class).await,
@@ -450,7 +486,7 @@ impl MirrorSession<'_> {
         ) {
             return self.refuse(&msg, false).await;
         }
-        self.auth.send(&frame.raw).await.map_err(Stop::Authority)?;
+        self.send_auth(&frame.raw).await.map_err(Stop::Authority)?;
         self.relay_authority().await.map(|_| ())
     }
 }

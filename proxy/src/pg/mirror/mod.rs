@@ -398,7 +398,7 @@ impl<'a> MirrorSession<'a> {
                 b'H' => self.flush_batch().await,
                 b'F' => self.function_call(frame).await,
                 b'X' => {
-                    let _ = self.auth.send(&frame.raw).await;
+                    let _ = self.send_auth(&frame.raw).await;
                     if let Some(m) = self.mirror.as_mut() {
                         let _ = m.send(&frame.raw).await;
                     }
@@ -435,6 +435,68 @@ impl<'a> MirrorSession<'a> {
 
     fn auth_side(&self) -> Side {
         self.mirror_side.other()
+    }
+
+    /// Sends `msgs` to the authority. Clients write for old: when new is
+    /// the authority, each statement goes through the schema mapping
+    /// (found translatable first, by [`Self::not_for_authority`]).
+    async fn send_auth(&mut self, msgs: &[u8]) -> Result<(), FramedError> {
+        if self.auth_side() == Side::Old {
+            return self.auth.send(msgs).await;
+        }
+        let mapping = self.shared.mapping.load_full();
+        if mapping.is_identity() {
+            return self.auth.send(msgs).await;
+        }
+        let msgs = rewrite_statements(msgs, |sql| match mapping.translate(sql) {
+            Ok(crate::mapping::Translation::Sql(mapped)) => Some(mapped),
+            _ => None,
+        });
+        self.auth.send(&msgs).await
+    }
+
+    /// Why `sql` (a client's statement, written for old) cannot run on the
+    /// authority when that is new; `None` when it can.
+    fn not_for_authority(&self, sql: &str, prepared: bool) -> Option<String> {
+        if self.auth_side() == Side::Old {
+            return None;
+        }
+        let mapping = self.shared.mapping.load();
+        let t = if prepared {
+            mapping.translate_prepared(sql)
+        } else {
+            mapping.translate(sql)
+        };
+        match t {
+            Ok(crate::mapping::Translation::Skip) => {
+                Some("it only names columns new does not have".into())
+            }
+            Ok(_) => None,
+            Err(e) => Some(e),
+        }
+    }
+
+    /// A unit new (the authority) cannot run through the schema mapping:
+    /// a read is served by old, which mirroring keeps current; anything
+    /// else is refused with the reason.
+    async fn untranslatable(
+        &mut self,
+        raw: &[u8],
+        to_old: &[u8],
+        class: &Classification,
+        reason: &str,
+    ) -> Step {
+        let read = class.kind() == Kind::Read && class.statements.len() == 1;
+        if read && (self.mirror.is_some() || self.async_mirror.is_some()) {
+            return self.read_on_mirror(to_old, raw, None, class).await;
+        }
+        let msg = format!(
+            "turnout: this statement cannot be translated for new, which is the authority now: {reason}"
+        );
+        let status = self.status;
+        self.queue(&codec::error_response(Severity::Error, "0A000", &msg));
+        self.queue(&codec::ready_for_query(status));
+        self.flush_client().await
     }
 
     /// Counts the unit just handled by kind and by the side that answered,
@@ -483,7 +545,7 @@ impl<'a> MirrorSession<'a> {
         class: &Classification,
         permit: OwnedSemaphorePermit,
     ) -> Step {
-        self.auth.send(raw).await.map_err(Stop::Authority)?;
+        self.send_auth(raw).await.map_err(Stop::Authority)?;
         let mut capture = Capture::default();
         self.relay_authority_capturing(Some(&mut capture)).await?;
         let sample = ReadSample {
@@ -637,7 +699,7 @@ impl<'a> MirrorSession<'a> {
 
     async fn read_fallback(&mut self, to_auth: &[u8], why: &str) -> Step {
         warn!(side = %self.mirror_side, reason = %why, "read served by the authority: the read target cannot be reached");
-        self.auth.send(to_auth).await.map_err(Stop::Authority)?;
+        self.send_auth(to_auth).await.map_err(Stop::Authority)?;
         self.relay_authority().await.map(|_| ())
     }
 
@@ -749,8 +811,16 @@ impl<'a> MirrorSession<'a> {
         if let Some(d) = self.table_defaults.get(table) {
             return Ok(d.clone());
         }
+        // When new is the authority, a mapped table's defaults are new's,
+        // under old's column names (the statement is the client's, for
+        // old); the columns old does not have are not the mirror's concern.
+        let mapped = match self.auth_side() {
+            Side::New => self.shared.mapping.load().table_on_new(table),
+            Side::Old => None,
+        };
+        let on_authority = mapped.as_ref().map_or(table, |(t, _)| t.as_str());
         self.auth
-            .send(&query(&defaults::catalog_query(table)))
+            .send(&query(&defaults::catalog_query(on_authority)))
             .await
             .map_err(Stop::Authority)?;
         let c = self.collect_authority().await?;
@@ -759,6 +829,13 @@ impl<'a> MirrorSession<'a> {
             .iter()
             .filter(|f| f.tag == b'D')
             .map(|f| data_row_texts(f.body()))
+            .filter_map(|mut row| {
+                if let Some((_, back)) = &mapped {
+                    let column = row.first_mut()?;
+                    *column = Some(back.old_name(column.as_deref()?)?);
+                }
+                Some(row)
+            })
             .collect();
         let d = defaults::from_catalog_rows(&rows);
         if c.error.is_none() {
@@ -1014,6 +1091,67 @@ fn sql_is_copy_from(sql: &str) -> bool {
     lower.starts_with("copy") && lower.contains("from") && lower.contains("stdin")
 }
 
+/// `msgs` (whole frontend messages) with the SQL of each Query and Parse
+/// replaced by `map`'s answer, when it has one.
+fn rewrite_statements<'a>(
+    msgs: &'a [u8],
+    map: impl Fn(&str) -> Option<String>,
+) -> std::borrow::Cow<'a, [u8]> {
+    let mut out: Option<BytesMut> = None;
+    let mut at = 0;
+    while let Some(len) = msgs
+        .get(at + 1..at + 5)
+        .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize)
+    {
+        let end = (at + 1 + len).min(msgs.len());
+        let tag = msgs[at];
+        let body = msgs.get(at + 5..end).unwrap_or_default();
+        let replaced = match tag {
+            b'Q' => cstr(body).and_then(|(sql, _)| map(sql)).map(|sql| {
+                let mut b = BytesMut::new();
+                put_cstr(&mut b, &sql);
+                codec::frame(b'Q', &b)
+            }),
+            b'P' => cstr(body)
+                .and_then(|(name, rest)| cstr(rest).map(|(sql, types)| (name, sql, types)))
+                .and_then(|(name, sql, types)| {
+                    map(sql).map(|sql| {
+                        let mut b = BytesMut::new();
+                        put_cstr(&mut b, name);
+                        put_cstr(&mut b, &sql);
+                        b.put_slice(types);
+                        codec::frame(b'P', &b)
+                    })
+                }),
+            _ => None,
+        };
+        match replaced {
+            Some(f) => out
+                .get_or_insert_with(|| BytesMut::from(&msgs[..at]))
+                .extend_from_slice(&f),
+            None => {
+                if let Some(o) = out.as_mut() {
+                    o.extend_from_slice(&msgs[at..end]);
+                }
+            }
+        }
+        let stuck = end <= at + 1;
+        at = end;
+        if stuck {
+            break;
+        }
+    }
+    match out {
+        Some(mut o) => {
+            if at < msgs.len() {
+                o.extend_from_slice(&msgs[at..]);
+            }
+            std::borrow::Cow::Owned(o.to_vec())
+        }
+        None => std::borrow::Cow::Borrowed(msgs),
+    }
+}
+
 /// The mirror's text for a simple-protocol write: the authority's
 /// transaction time pinned in when known.
 fn mirror_text(sql: &str, class: &Classification, time: Option<&str>) -> Result<String, PinError> {
@@ -1081,5 +1219,51 @@ async fn collect(framed: &mut Framed) -> Result<Collected, FramedError> {
             _ => {}
         }
         c.frames.push(f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(name: &str, sql: &str) -> Bytes {
+        let mut b = BytesMut::new();
+        put_cstr(&mut b, name);
+        put_cstr(&mut b, sql);
+        b.put_u16(0);
+        codec::frame(b'P', &b)
+    }
+
+    #[test]
+    fn statements_are_rewritten_in_place_and_the_rest_kept() {
+        let map =
+            |sql: &str| (sql == "SELECT a FROM t").then(|| "SELECT b AS a FROM u".to_string());
+        let mut msgs = BytesMut::new();
+        msgs.extend_from_slice(&parse("s1", "SELECT a FROM t"));
+        msgs.extend_from_slice(&codec::frame(b'B', b"\0s1\0\0\0\0\0\0\0"));
+        msgs.extend_from_slice(&query("SELECT a FROM t"));
+        msgs.extend_from_slice(&codec::frame(b'S', &[]));
+        let out = rewrite_statements(&msgs, map);
+        let mut expected = BytesMut::new();
+        expected.extend_from_slice(&parse("s1", "SELECT b AS a FROM u"));
+        expected.extend_from_slice(&codec::frame(b'B', b"\0s1\0\0\0\0\0\0\0"));
+        expected.extend_from_slice(&query("SELECT b AS a FROM u"));
+        expected.extend_from_slice(&codec::frame(b'S', &[]));
+        assert_eq!(&out[..], &expected[..]);
+        // Nothing to change: the very same bytes, not a copy.
+        let same = query("SELECT 1");
+        assert!(matches!(
+            rewrite_statements(&same, map),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        // Cut or lying lengths are passed on as they are, never a panic.
+        for cut in [
+            &msgs[..3],
+            &msgs[..9],
+            b"Q\0\0\0\x01".as_slice(),
+            b"Q\xff\xff\xff\xff",
+        ] {
+            let _ = rewrite_statements(cut, map);
+        }
     }
 }

@@ -10,7 +10,7 @@ impl MirrorSession<'_> {
         let sql = cstr(frame.body()).map(|(s, _)| s.to_string());
         let Some(sql) = sql else {
             // Not valid text: the authority gives its own error; nothing to copy.
-            self.auth.send(&frame.raw).await.map_err(Stop::Authority)?;
+            self.send_auth(&frame.raw).await.map_err(Stop::Authority)?;
             self.relay_authority().await?;
             return Ok(());
         };
@@ -20,8 +20,23 @@ impl MirrorSession<'_> {
             // Column defaults may have changed.
             self.table_defaults.clear();
         }
+        if let Some(reason) = self.not_for_authority(&sql, false) {
+            return self
+                .untranslatable(&frame.raw, &frame.raw, &class, &reason)
+                .await;
+        }
         let route = self.route(&class);
         if route == Route::Write && class.statements.len() == 1 && sql_is_copy_from(&sql) {
+            let mapped = self.shared.mapping.load();
+            if let Err(reason) = mapped.toward(self.mirror_side).translate(&sql) {
+                // Rows in old's layout: the authority alone, recorded (or refused).
+                let reason = format!("mapping: {reason}");
+                if let Some(msg) = self.unsafe_write(&class.fingerprint, &reason) {
+                    return self.refuse(&msg, false).await;
+                }
+                self.send_auth(&frame.raw).await.map_err(Stop::Authority)?;
+                return self.relay_authority().await.map(|_| ());
+            }
             return self.copy_statement(&frame.raw, &class).await;
         }
         if !matches!(route, Route::Authority | Route::Both | Route::Reject) {
@@ -44,12 +59,13 @@ impl MirrorSession<'_> {
                     });
                     // Through the schema mapping; a read it cannot translate
                     // is served by old (written in step, so it is current).
-                    let on_new = match self.shared.mapping.load().translate(&sql) {
+                    let mapping = self.shared.mapping.load();
+                    let on_new = match mapping.toward(self.mirror_side).translate(&sql) {
                         Ok(Translation::Sql(mapped)) => query(&mapped),
                         Ok(_) => Bytes::copy_from_slice(&frame.raw),
                         Err(e) => {
                             debug!(reason = %e, "read served by the authority: not translated for the read target");
-                            self.auth.send(&frame.raw).await.map_err(Stop::Authority)?;
+                            self.send_auth(&frame.raw).await.map_err(Stop::Authority)?;
                             return self.relay_authority().await.map(|_| ());
                         }
                     };
@@ -67,7 +83,7 @@ impl MirrorSession<'_> {
                         .sampled_read(&frame.raw, query, Vec::new(), &class, permit)
                         .await;
                 }
-                self.auth.send(&frame.raw).await.map_err(Stop::Authority)?;
+                self.send_auth(&frame.raw).await.map_err(Stop::Authority)?;
                 self.relay_authority().await.map(|_| ())
             }
             Route::Reject => self.reject(&class).await,
@@ -139,7 +155,7 @@ impl MirrorSession<'_> {
             self.drain_mirror(false).await;
             self.deferred_failure = None;
         }
-        self.auth.send(to_auth).await.map_err(Stop::Authority)?;
+        self.send_auth(to_auth).await.map_err(Stop::Authority)?;
         let result = self.collect_authority().await?;
         if result.status == b'I' {
             self.deferred_failure = None;
@@ -208,7 +224,7 @@ impl MirrorSession<'_> {
             } else {
                 to_mirror
             };
-            self.auth.send(to_auth).await.map_err(Stop::Authority)?;
+            self.send_auth(to_auth).await.map_err(Stop::Authority)?;
             self.relay_authority().await?;
             if self.mirror.is_some() {
                 let _ = self.on_mirror(to_mirror, 1, false).await;
@@ -246,7 +262,7 @@ impl MirrorSession<'_> {
                 return self.roll_back_authority_and_fail(&msg).await;
             }
         }
-        self.auth.send(to_auth).await.map_err(Stop::Authority)?;
+        self.send_auth(to_auth).await.map_err(Stop::Authority)?;
         if let Some(err) = self.relay_authority().await? {
             self.shared.record_divergence(Divergence::new(
                 DivergenceKind::AuthorityCommitFailed,
@@ -267,17 +283,18 @@ impl MirrorSession<'_> {
         // Through the schema mapping (`[mapping]`) first: what cannot be
         // translated runs on the authority alone, recorded (or refused).
         let mapping = self.shared.mapping.load_full();
+        let mapping = mapping.toward(self.mirror_side);
         match mapping.translate(sql) {
             Err(reason) => {
                 let reason = format!("mapping: {reason}");
                 if let Some(msg) = self.unsafe_write(&class.fingerprint, &reason) {
                     return self.refuse(&msg, false).await;
                 }
-                self.auth.send(raw).await.map_err(Stop::Authority)?;
+                self.send_auth(raw).await.map_err(Stop::Authority)?;
                 return self.relay_authority().await.map(|_| ());
             }
             Ok(Translation::Skip) => {
-                self.auth.send(raw).await.map_err(Stop::Authority)?;
+                self.send_auth(raw).await.map_err(Stop::Authority)?;
                 return self.relay_authority().await.map(|_| ());
             }
             Ok(_) => {}
@@ -368,7 +385,7 @@ impl MirrorSession<'_> {
             msgs.extend_from_slice(&query("BEGIN"));
         }
         msgs.extend_from_slice(&query(sql));
-        self.auth.send(&msgs).await.map_err(Stop::Authority)?;
+        self.send_auth(&msgs).await.map_err(Stop::Authority)?;
         if opens {
             self.collect_authority().await?;
             *begun = true;
@@ -401,7 +418,7 @@ impl MirrorSession<'_> {
     ) -> Step {
         if self.status == b'E' {
             // The authority refuses it in a failed transaction; nothing to copy.
-            self.auth.send(unit).await.map_err(Stop::Authority)?;
+            self.send_auth(unit).await.map_err(Stop::Authority)?;
             self.relay_authority().await?;
             return Ok(());
         }
@@ -433,7 +450,7 @@ impl MirrorSession<'_> {
             msgs.extend_from_slice(&query("SELECT now()::text"));
         }
         msgs.extend_from_slice(unit);
-        self.auth.send(&msgs).await.map_err(Stop::Authority)?;
+        self.send_auth(&msgs).await.map_err(Stop::Authority)?;
         if wrap && !begun {
             self.collect_authority().await?;
         }
@@ -572,7 +589,7 @@ impl MirrorSession<'_> {
         class: &Classification,
     ) -> Step {
         let fresh = self.status == b'I';
-        self.auth.send(to_auth).await.map_err(Stop::Authority)?;
+        self.send_auth(to_auth).await.map_err(Stop::Authority)?;
         let result = self.collect_authority().await?;
         let detail = if result.error.is_none() {
             self.on_mirror(to_mirror, 1, fresh)

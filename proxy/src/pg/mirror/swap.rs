@@ -92,11 +92,14 @@ impl MirrorSession<'_> {
     ) -> Result<(), String> {
         let mut out = BytesMut::new();
         let mut names = Vec::new();
+        // The client's statements are written for old.
+        let mapping = self.shared.mapping.load();
+        let mapping = mapping.toward(self.mirror_side);
         for (name, p) in &self.statements {
             if name.is_empty() || !prepared.contains(name) {
                 let mut body = BytesMut::new();
                 put_cstr(&mut body, name);
-                put_cstr(&mut body, &p.sql);
+                put_cstr(&mut body, &mapping.translated_or_same(&p.sql));
                 body.put_slice(&p.types);
                 out.extend_from_slice(&codec::frame(b'P', &body));
                 // A Sync each, so one refused statement does not void the rest.
