@@ -33,6 +33,15 @@ pub fn run(
             return ExitCode::from(2);
         }
     };
+    let words: Vec<&str> = command.split_whitespace().collect();
+    if words.contains(&"--watch") {
+        let rest: Vec<&str> = words.iter().copied().filter(|w| *w != "--watch").collect();
+        if !matches!(rest.as_slice(), ["backfill" | "verify", "status", ..]) {
+            eprintln!("turnout ctl: --watch goes with backfill status and verify status");
+            return ExitCode::from(2);
+        }
+        return watch(&socket, &rest.join(" "));
+    }
     let reply = match ask(&socket, command) {
         Ok(r) => r,
         Err(e) => {
@@ -56,6 +65,75 @@ pub fn run(
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// `backfill status --watch` (and verify's): the progress, again every
+/// second, until the job is no longer running.
+fn watch(socket: &PathBuf, command: &str) -> ExitCode {
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    loop {
+        let reply = match ask(socket, command) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("\nturnout ctl: {}: {e}", socket.display());
+                return ExitCode::from(2);
+            }
+        };
+        if !reply["ok"].as_bool().unwrap_or(false) {
+            eprintln!("refused: {}", reply["error"].as_str().unwrap_or("?"));
+            return ExitCode::FAILURE;
+        }
+        let line = progress_line(command, &reply);
+        if tty {
+            print!("\r\x1b[2K{line}");
+        } else {
+            println!("{line}");
+        }
+        let _ = std::io::stdout().flush();
+        let state = reply["state"].as_str().unwrap_or("?");
+        if state != "running" && state != "paused" {
+            if tty {
+                println!();
+            }
+            print!("{}", human(command, &reply));
+            return if state == "failed" {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// One line of a job's progress: a bar for the backfill, counts for verify.
+fn progress_line(command: &str, r: &Value) -> String {
+    let state = r["state"].as_str().unwrap_or("?");
+    if command.starts_with("verify") {
+        return format!(
+            "verify {state}: {} rows compared, {} missing, {} extra, {} differing, {} repaired",
+            r["rows"], r["missing"], r["extra"], r["differing"], r["repaired"]
+        );
+    }
+    let percent = r["percent"].as_f64().unwrap_or(0.0);
+    let filled = ((percent / 100.0) * 30.0).round().clamp(0.0, 30.0) as usize;
+    let eta = match r["eta_secs"].as_f64() {
+        Some(s) => format!(", ETA {}m{:02}s", (s as u64) / 60, (s as u64) % 60),
+        None => String::new(),
+    };
+    format!(
+        "backfill {state} [{}{}] {percent:.1}% {} / ~{} rows, {} rows/s{eta}{}",
+        "#".repeat(filled),
+        "-".repeat(30 - filled),
+        r["rows"],
+        r["estimated"],
+        r["rate_per_sec"],
+        if r["throttled"].as_bool().unwrap_or(false) {
+            " (throttled: clients slower)"
+        } else {
+            ""
+        }
+    )
 }
 
 fn ask(socket: &PathBuf, command: &str) -> std::io::Result<Value> {
@@ -141,7 +219,60 @@ fn human(command: &str, r: &Value) -> String {
         }
         return out;
     }
-    let word = command.split_whitespace().next().unwrap_or_default();
+    let words: Vec<&str> = command.split_whitespace().collect();
+    if matches!(words.as_slice(), ["backfill" | "verify", "status", ..]) {
+        let mut out = format!("{}\n", progress_line(command, r));
+        if let Some(e) = r["error"].as_str() {
+            out.push_str(&format!("error: {e}\n"));
+        }
+        for t in r["tables"].as_array().into_iter().flatten() {
+            let name = t["table"].as_str().unwrap_or("?");
+            if words[0] == "backfill" {
+                out.push_str(&format!(
+                    "  {name}: {} rows{}{}\n",
+                    t["rows"],
+                    if t["done"].as_bool().unwrap_or(false) {
+                        ", done"
+                    } else {
+                        ""
+                    },
+                    t["skipped"]
+                        .as_str()
+                        .map(|s| format!(" (skipped: {s})"))
+                        .unwrap_or_default()
+                ));
+            } else {
+                out.push_str(&format!(
+                    "  {name}: {} rows in {} ranges, {} missing, {} extra, {} differing, {} repaired\n",
+                    t["rows"], t["ranges"], t["missing"], t["extra"], t["differing"], t["repaired"]
+                ));
+                if let Some(why) = t["skipped"].as_str() {
+                    out.push_str(&format!("    not verified: {why}\n"));
+                }
+                for row in t["rows_named"].as_array().into_iter().flatten() {
+                    out.push_str(&format!("    {}\n", row.as_str().unwrap_or("?")));
+                }
+            }
+        }
+        if words[0] == "verify" && r["state"] == "done" {
+            out.push_str(if r["last_clean"].as_bool().unwrap_or(false) {
+                "both sides equal\n"
+            } else if r["missing"].as_u64().unwrap_or(0)
+                + r["extra"].as_u64().unwrap_or(0)
+                + r["differing"].as_u64().unwrap_or(0)
+                > r["repaired"].as_u64().unwrap_or(0)
+            {
+                "differences found\n"
+            } else {
+                "not proven equal (see above)\n"
+            });
+        }
+        return out;
+    }
+    if matches!(words.as_slice(), ["backfill" | "verify", ..]) {
+        return format!("done: {}\n", r["done"].as_str().unwrap_or("?"));
+    }
+    let word = words.first().copied().unwrap_or_default();
     if word == "pause" || word == "resume" || word == "reload" {
         return if r["dry_run"].as_bool().unwrap_or(false) {
             format!("dry run: would {word}\n")

@@ -292,6 +292,8 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
     };
     let window = Window::new(std::time::Duration::from_secs(g.window_secs));
     let _window = tokio::spawn(window.clone().track(server.shared().clone()));
+    // A backfill the last run left running goes on from its checkpoint.
+    server.shared().backfill.resume_at_start(server.shared());
     let _flag = config.admin.flag_file.clone().map(|path| {
         tokio::spawn(turnout_proxy::admin::watch_flag_file(
             path,

@@ -342,15 +342,26 @@ fn steps(config: &Config, path: &str, phase: Phase) -> Vec<Step> {
     }
     steps.push(Step {
         title: "Mirror and compare".into(),
-        about: "Copy the rows that predate mirroring to new (backfill), then compare a sample of reads on new and watch the read diffs fall to zero.".into(),
+        about: "Copy the rows that predate mirroring to new (backfill, under a shared row lock per batch, resumable), prove both sides equal (verify by key-range checksums; --repair copies differing rows again), then compare a sample of reads on new and watch the read diffs fall to zero.".into(),
         commands: vec![
             ctl("status"),
+            ctl("backfill start"),
+            ctl("backfill status --watch"),
+            ctl("verify start"),
+            ctl("verify status --watch"),
             ctl("sample 0.05"),
             ctl("diffs"),
             format!("turnout report {}", config.sampling.report.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "<sampling.report>".into())),
         ],
-        go_on_when: guards.clone(),
-        rollback: "nothing to undo: old stays the authority and the read target".into(),
+        go_on_when: format!(
+            "{guards}; backfill done and the last verify found both sides equal{}",
+            if config.backfill.required {
+                " (the flip checks this: backfill.required)"
+            } else {
+                ""
+            }
+        ),
+        rollback: "nothing to undo: old stays the authority and the read target (backfill pause stops the copy)".into(),
     });
     steps.push(Step {
         title: "Flip reads".into(),

@@ -28,6 +28,8 @@ struct Args {
     flips_only: bool,
     /// Only the MySQL (MariaDB) figures.
     mysql_only: bool,
+    /// Only the backfill figures.
+    backfill_only: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -41,6 +43,7 @@ fn parse_args() -> Result<Args, String> {
         shadow_only: false,
         flips_only: false,
         mysql_only: false,
+        backfill_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -64,6 +67,10 @@ fn parse_args() -> Result<Args, String> {
             a.mysql_only = true;
             continue;
         }
+        if flag == "--backfill-only" {
+            a.backfill_only = true;
+            continue;
+        }
         let value = it
             .next()
             .ok_or_else(|| format!("{flag} needs a value"))?
@@ -84,7 +91,7 @@ fn main() {
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("turnout-bench: {e}\nusage: turnout-bench [--seconds N] [--rounds N] [--clients N] [--scale N] [--no-mirror | --mirror-only | --shadow-only | --flips-only | --mysql-only]");
+            eprintln!("turnout-bench: {e}\nusage: turnout-bench [--seconds N] [--rounds N] [--clients N] [--scale N] [--no-mirror | --mirror-only | --shadow-only | --flips-only | --mysql-only | --backfill-only]");
             std::process::exit(2);
         }
     };
@@ -372,7 +379,10 @@ fn flip_latency(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), Stri
         old.port,
         new.port,
         "mirror",
-        &format!("[admin]\nsocket = \"{}\"", socket.display()),
+        &format!(
+            "[admin]\nsocket = \"{}\"\n[backfill]\nrequired = false",
+            socket.display()
+        ),
     )?;
     let seconds = args.seconds.max(5) * 2;
     let load = Command::new("pgbench")
@@ -553,6 +563,9 @@ fn run(args: &Args) -> Result<(), String> {
     if args.flips_only {
         return flip_latency(args, &dir, &pg);
     }
+    if args.backfill_only {
+        return backfill(args, &dir, &pg);
+    }
     let pg_sock = pg.dir().display().to_string();
     let (_t1, t1_port, _) = start_turnout(dir.path(), "turnout-tcp", "127.0.0.1", pg.port)?;
     let (_t2, t2_port, t2_sock) = start_turnout(dir.path(), "turnout-uds", &pg_sock, pg.port)?;
@@ -596,7 +609,122 @@ fn run(args: &Args) -> Result<(), String> {
         mirrored_tpcb(args, &dir, &pg)?;
         shadow_reads(args, &dir, &pg)?;
         flip_latency(args, &dir, &pg)?;
+        backfill(args, &dir, &pg)?;
     }
+    Ok(())
+}
+
+/// `turnout ctl --json ARGS` on `socket`: the reply.
+fn ctl(socket: &Path, command: &str) -> Result<serde_json::Value, String> {
+    let out = Command::new(turnout_binary()?)
+        .args(["ctl", "--json", "--socket"])
+        .arg(socket)
+        .args(command.split_whitespace())
+        .output()
+        .map_err(|e| e.to_string())?;
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "turnout ctl {command}: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Runs a backfill of pgbench_accounts to its end: (rows, seconds).
+fn backfill_run(socket: &Path) -> Result<(u64, f64), String> {
+    let started = Instant::now();
+    let r = ctl(socket, "backfill start pgbench_accounts")?;
+    if r["ok"] != true {
+        return Err(format!("backfill start: {r}"));
+    }
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let st = ctl(socket, "backfill status")?;
+        match st["state"].as_str() {
+            Some("done") => {
+                return Ok((
+                    st["rows"].as_u64().unwrap_or(0),
+                    started.elapsed().as_secs_f64(),
+                ))
+            }
+            Some("running") => {}
+            _ => return Err(format!("backfill: {st}")),
+        }
+    }
+}
+
+/// Backfill: rows per second copying pgbench_accounts (100 000 rows per
+/// scale) from old to an empty new, alone and under pgbench -N through
+/// turnout; and what the running backfill costs those clients.
+fn backfill(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), String> {
+    eprintln!("starting PostgreSQL (new) for the backfill run...");
+    let new = bench_instance(1)?;
+    pgbench_init(old, args.scale)?;
+    let empty = || {
+        new.psql("bench", "TRUNCATE pgbench_accounts")
+            .map_err(|e| e.to_string())
+    };
+    let socket = dir.path().join("backfill-admin.sock");
+    let (_t, port, _) = start_turnout_with(
+        dir.path(),
+        "turnout-backfill",
+        "127.0.0.1",
+        old.port,
+        new.port,
+        "mirror",
+        &format!(
+            "[admin]\nsocket = \"{}\"\n[backfill]\nrequired = false",
+            socket.display()
+        ),
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    empty()?;
+    let (rows, secs) = backfill_run(&socket)?;
+    let alone = rows as f64 / secs;
+    println!(
+        "\nbackfill of pgbench_accounts (scale {}, batches of 1000), no client load: {rows} rows in {secs:.1} s = {alone:.0} rows/s",
+        args.scale
+    );
+    let pgbench = |seconds: u32| {
+        Command::new("pgbench")
+            .args(["-n", "-N", "-j", "2"])
+            .arg(format!("-c{}", args.clients))
+            .arg(format!("-T{seconds}"))
+            .args(["-h", "127.0.0.1", "-U", "bench", "bench"])
+            .arg(format!("-p{port}"))
+            .env("PGPASSWORD", "bench")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run pgbench: {e}"))
+    };
+    let tps = |c: Child| -> Result<f64, String> {
+        let out = c.wait_with_output().map_err(|e| e.to_string())?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("tps = "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("pgbench: {}", String::from_utf8_lossy(&out.stderr)))
+    };
+    // Clients alone, then clients with a backfill running beside them.
+    let base = tps(pgbench(args.seconds)?)?;
+    empty()?;
+    let load = pgbench(args.seconds.max(5) * 3)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let (rows, secs) = backfill_run(&socket)?;
+    let loaded = tps(load)?;
+    println!(
+        "backfill under pgbench -N -c {} through turnout: {rows} rows in {secs:.1} s = {:.0} rows/s ({:.2} of the rate without load)",
+        args.clients,
+        rows as f64 / secs,
+        rows as f64 / secs / alone
+    );
+    println!(
+        "pgbench -N through turnout: {base:.0} tps alone, {loaded:.0} tps over a run that held the backfill ({:.2}); the backfill took {secs:.1} s of its {} s",
+        loaded / base,
+        args.seconds.max(5) * 3
+    );
     Ok(())
 }
 

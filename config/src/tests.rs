@@ -193,3 +193,20 @@ fn any_text_is_a_config_or_a_clear_error() {
         state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
     }
 }
+
+#[test]
+fn backfill_settings_default_and_are_checked() {
+    let c = parse(GOOD, "t.toml").expect("valid");
+    assert_eq!(c.backfill.batch_size, 1000);
+    assert!(c.backfill.required);
+    let text = format!("{GOOD}\n[backfill]\nbatch_size = 0\nmax_latency_factor = 0.5\n");
+    let err = parse(&text, "t.toml").unwrap_err().to_string();
+    assert!(
+        err.contains("backfill.batch_size: expected 1-1000000, got 0"),
+        "{err}"
+    );
+    assert!(
+        err.contains("backfill.max_latency_factor: must be 1.0 or more"),
+        "{err}"
+    );
+}

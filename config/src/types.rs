@@ -29,6 +29,8 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub guards: Guards,
+    #[serde(default)]
+    pub backfill: Backfill,
     /// How `old`'s tables and columns are named and shaped in `new`
     /// (identity when absent).
     #[serde(default)]
@@ -398,6 +400,42 @@ pub struct State {
     pub initial_phase: Option<String>,
 }
 
+/// Copying the rows that predate mirroring, and verifying both sides.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backfill {
+    /// Rows per batch (and per verify range).
+    #[serde(default = "defaults::batch_size")]
+    pub batch_size: i64,
+    /// The most rows copied per second; 0 for no limit.
+    #[serde(default)]
+    pub rows_per_sec: i64,
+    /// Back off while the clients' mean statement time through turnout is
+    /// above this many times what it was when the backfill started.
+    #[serde(default = "defaults::max_latency_factor")]
+    pub max_latency_factor: f64,
+    /// Where progress is checkpointed after every batch (default: the
+    /// state file's path with `.backfill.json` added; none: not kept).
+    #[serde(default)]
+    pub checkpoint: Option<PathBuf>,
+    /// Refuse the reads flip (without --force) until every table was
+    /// backfilled and the last verify found no difference.
+    #[serde(default = "defaults::yes")]
+    pub required: bool,
+}
+
+impl Default for Backfill {
+    fn default() -> Self {
+        Backfill {
+            batch_size: defaults::batch_size(),
+            rows_per_sec: 0,
+            max_latency_factor: defaults::max_latency_factor(),
+            checkpoint: None,
+            required: true,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
@@ -471,6 +509,15 @@ pub(crate) mod defaults {
     }
     pub fn max_result_bytes() -> i64 {
         1024 * 1024
+    }
+    pub fn batch_size() -> i64 {
+        1_000
+    }
+    pub fn max_latency_factor() -> f64 {
+        2.0
+    }
+    pub fn yes() -> bool {
+        true
     }
     pub fn max_client_connections() -> i64 {
         1_000

@@ -333,6 +333,15 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
     if let Some(address) = &config.metrics.address {
         c.address("metrics.address", address);
     }
+    let b = &config.backfill;
+    c.range("backfill.batch_size", b.batch_size, 1, 1_000_000);
+    c.range("backfill.rows_per_sec", b.rows_per_sec, 0, 1_000_000_000);
+    if !(b.max_latency_factor >= 1.0 && b.max_latency_factor.is_finite()) {
+        c.push(
+            "backfill.max_latency_factor",
+            format!("must be 1.0 or more, got {}", b.max_latency_factor),
+        );
+    }
     let l = &config.limits;
     c.range(
         "limits.max_client_connections",

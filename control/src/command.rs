@@ -27,25 +27,91 @@ pub enum Command {
     Reload {
         dry_run: bool,
     },
+    /// `backfill start|pause|resume|status [TABLE]`.
+    Backfill {
+        action: JobAction,
+        table: Option<String>,
+    },
+    /// `verify start|status [TABLE] [--repair]`.
+    Verify {
+        action: JobAction,
+        table: Option<String>,
+        repair: bool,
+    },
 }
 
-pub const USAGE: &str = "commands: status, diffs, flip reads|writes [--force], finalize [--force], rollback, pause, resume, sample RATE, reload (each change takes --dry-run)";
+/// What to do with a backfill or a verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobAction {
+    Start,
+    Pause,
+    Resume,
+    Status,
+}
+
+pub const USAGE: &str = "commands: status, diffs, flip reads|writes [--force], finalize [--force], rollback, pause, resume, sample RATE, reload (each change takes --dry-run), backfill start|pause|resume|status [TABLE], verify start|status [TABLE] [--repair]";
 
 impl Command {
     /// Parses one line: words separated by blanks, flags anywhere after
     /// the command's name.
     pub fn parse(line: &str) -> Result<Command, String> {
         let mut words = Vec::new();
-        let (mut dry_run, mut force) = (false, false);
+        let (mut dry_run, mut force, mut repair) = (false, false, false);
         for w in line.split_whitespace() {
             match w {
                 "--dry-run" => dry_run = true,
                 "--force" => force = true,
+                "--repair" => repair = true,
                 w if w.starts_with("--") => {
-                    return Err(format!("unknown option {w}; options: --dry-run, --force"))
+                    return Err(format!(
+                        "unknown option {w}; options: --dry-run, --force, --repair"
+                    ))
                 }
                 w => words.push(w),
             }
+        }
+        if repair && !matches!(words.as_slice(), ["verify", "start", ..]) {
+            return Err("--repair only goes with verify start".into());
+        }
+        if let ["backfill" | "verify", ..] = words.as_slice() {
+            if dry_run || force {
+                return Err(format!("{} takes no --dry-run or --force", words.join(" ")));
+            }
+            let action = match words.get(1).copied() {
+                Some("start") => JobAction::Start,
+                Some("pause") if words[0] == "backfill" => JobAction::Pause,
+                Some("resume") if words[0] == "backfill" => JobAction::Resume,
+                Some("status") => JobAction::Status,
+                other => {
+                    return Err(format!(
+                        "{} what? expected {}, got {:?}",
+                        words[0],
+                        if words[0] == "backfill" {
+                            "start, pause, resume or status"
+                        } else {
+                            "start or status"
+                        },
+                        other.unwrap_or("nothing")
+                    ))
+                }
+            };
+            let table = match words.get(2..).unwrap_or_default() {
+                [] => None,
+                [t] if matches!(action, JobAction::Start | JobAction::Status) => {
+                    Some(t.to_string())
+                }
+                [_] => return Err(format!("{} {} takes no table", words[0], words[1])),
+                more => return Err(format!("one table at most, got {}", more.join(" "))),
+            };
+            return Ok(if words[0] == "backfill" {
+                Command::Backfill { action, table }
+            } else {
+                Command::Verify {
+                    action,
+                    table,
+                    repair,
+                }
+            });
         }
         let takes_force = matches!(
             words.as_slice(),
@@ -106,7 +172,17 @@ impl Command {
     pub fn names_a_change(line: &str) -> bool {
         matches!(
             line.split_whitespace().find(|w| !w.starts_with("--")),
-            Some("flip" | "finalize" | "rollback" | "pause" | "resume" | "sample" | "reload")
+            Some(
+                "flip"
+                    | "finalize"
+                    | "rollback"
+                    | "pause"
+                    | "resume"
+                    | "sample"
+                    | "reload"
+                    | "backfill"
+                    | "verify"
+            )
         )
     }
 }
@@ -114,6 +190,40 @@ impl Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backfill_and_verify_commands() {
+        assert_eq!(
+            Command::parse("backfill start users"),
+            Ok(Command::Backfill {
+                action: JobAction::Start,
+                table: Some("users".into())
+            })
+        );
+        assert_eq!(
+            Command::parse("verify start --repair"),
+            Ok(Command::Verify {
+                action: JobAction::Start,
+                table: None,
+                repair: true
+            })
+        );
+        assert!(Command::parse("backfill")
+            .unwrap_err()
+            .contains("backfill what?"));
+        assert!(Command::parse("verify pause")
+            .unwrap_err()
+            .contains("start or status"));
+        assert!(Command::parse("backfill pause users")
+            .unwrap_err()
+            .contains("takes no table"));
+        assert!(Command::parse("backfill status --repair")
+            .unwrap_err()
+            .contains("--repair only"));
+        assert!(Command::parse("backfill start a b")
+            .unwrap_err()
+            .contains("one table at most"));
+    }
 
     #[test]
     fn commands_parse_and_bad_ones_say_why() {

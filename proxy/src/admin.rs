@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{info, warn};
-use turnout_control::command::Command;
+use turnout_control::command::{Command, JobAction};
 use turnout_control::controller::{Change, Controller, Figures, FlipRequest, Outcome};
 
 /// Longest command line accepted.
@@ -170,6 +170,53 @@ pub async fn execute(line: &str, ctx: &Context<'_>, caller: &str) -> Value {
         Command::Resume { dry_run } => resume(ctx, dry_run, caller),
         Command::Sample { rate, dry_run } => sample(rate, dry_run, shared, controller, caller),
         Command::Reload { dry_run } => reload(ctx, dry_run, caller).await,
+        Command::Backfill { action, table } => backfill(shared, action, table, caller),
+        Command::Verify {
+            action,
+            table,
+            repair,
+        } => verify(shared, action, table, repair, caller),
+    }
+}
+
+/// `backfill start|pause|resume|status [TABLE]`.
+fn backfill(shared: &Arc<Shared>, action: JobAction, table: Option<String>, caller: &str) -> Value {
+    let b = &shared.backfill;
+    let result = match action {
+        JobAction::Status => return b.status(table.as_deref()),
+        JobAction::Start => b.start(shared, table),
+        JobAction::Pause => b.pause(),
+        JobAction::Resume => b.resume(shared),
+    };
+    job_reply(result, "backfill", caller)
+}
+
+/// `verify start|status [TABLE] [--repair]`.
+fn verify(
+    shared: &Arc<Shared>,
+    action: JobAction,
+    table: Option<String>,
+    repair: bool,
+    caller: &str,
+) -> Value {
+    let v = &shared.backfill.verify;
+    let result = match action {
+        JobAction::Start => v.start(shared, table, repair),
+        _ => return v.status(table.as_deref()),
+    };
+    job_reply(result, "verify", caller)
+}
+
+fn job_reply(result: Result<String, String>, what: &str, caller: &str) -> Value {
+    match result {
+        Ok(done) => {
+            info!(%caller, "{done}");
+            json!({"ok": true, "done": done})
+        }
+        Err(e) => {
+            warn!(%caller, error = %e, "{what} refused");
+            json!({"ok": false, "error": e})
+        }
     }
 }
 

@@ -21,7 +21,28 @@ pub async fn run(
     caller: &str,
 ) -> Result<Outcome, String> {
     let _one_at_a_time = shared.flip_lock.lock().await;
-    let planned = controller.plan(change, &req);
+    let planned = controller.plan(change, &req).and_then(|plan| {
+        // Rows that predate mirroring must be on new, and proven so, before
+        // reads go there (`backfill.required`; --force overrides).
+        if change != Change::FlipReads || req.force || !shared.backfill.required {
+            return Ok(plan);
+        }
+        let mut missing = Vec::new();
+        if !shared.backfill.complete() {
+            missing.push("the backfill of every table is not complete (turnout ctl backfill start)");
+        }
+        if !shared.backfill.verify.clean() {
+            missing.push("no verify of every table has found both sides equal yet (turnout ctl verify start)");
+        }
+        if missing.is_empty() {
+            Ok(plan)
+        } else {
+            Err(format!(
+                "flip refused: {} (--force overrides; backfill.required = false turns this guard off)",
+                missing.join("; ")
+            ))
+        }
+    });
     let command = match &planned {
         Ok(p) => p.command(),
         Err(_) => change.name().to_string(),

@@ -127,6 +127,11 @@ pub struct Shared {
     pub async_queue: Option<usize>,
     pub mirror_timeout: Duration,
     divergence_log: Option<DivergenceLog>,
+    /// Backfill and verify (`turnout ctl backfill ...`, `verify ...`).
+    pub backfill: crate::backfill::Backfill,
+    /// Tables named by divergences recorded since start, with their count:
+    /// verify checks them first.
+    pub divergent_tables: DashMap<String, u64>,
     mirror_errors: AtomicU64,
     divergences: AtomicU64,
 }
@@ -194,6 +199,8 @@ impl Shared {
                 Some(path) => Some(DivergenceLog::open(path)?),
                 None => None,
             },
+            backfill: crate::backfill::Backfill::new(config),
+            divergent_tables: DashMap::new(),
             mirror_errors: AtomicU64::new(0),
             divergences: AtomicU64::new(0),
             sampler: Sampler::new(
@@ -211,6 +218,9 @@ impl Shared {
     /// turnout's log always, and in the counters. Never dropped silently.
     pub fn record_divergence(&self, d: Divergence) {
         self.divergences.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = &d.table {
+            *self.divergent_tables.entry(t.clone()).or_insert(0) += 1;
+        }
         warn!(kind = ?d.kind, side = %d.side, fingerprint = %d.fingerprint, detail = %d.detail, "divergence recorded");
         if let Some(log) = &self.divergence_log {
             if let Err(e) = log.record(&d) {

@@ -44,6 +44,9 @@ pub struct Options {
     /// An admin socket (`Setup::admin_socket()`), an audit log and a state
     /// file, all in the test's folder.
     pub admin: bool,
+    /// Keep `backfill.required` on: the reads flip waits for a backfill and
+    /// a clean verify.
+    pub backfill_guard: bool,
     /// Serve Prometheus metrics on this port.
     pub metrics: Option<u16>,
 }
@@ -266,6 +269,11 @@ level = "debug"
                 key.display(),
                 opts.client_tls_required
             ));
+        }
+        if !opts.backfill_guard {
+            // The reads flip waits for backfill and verify only where a
+            // test asks for it (tests/backfill.rs).
+            config.push_str("\n[backfill]\nrequired = false\n");
         }
         let config_path = dir.path().join("turnout.toml");
         std::fs::write(&config_path, config).expect("write config");

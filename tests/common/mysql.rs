@@ -122,6 +122,10 @@ audit_log = "{audit}"
 [limits]
 auth_timeout_ms = 3000
 
+# The reads flip's backfill guard is tested on its own (tests/backfill.rs).
+[backfill]
+required = false
+
 [log]
 level = "debug"
 

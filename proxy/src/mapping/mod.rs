@@ -175,6 +175,29 @@ impl SchemaMap {
         }
     }
 
+    /// Old's table `table` with `columns` as new has it: new's table name,
+    /// the columns both sides have (old's names) and their names on new.
+    pub fn compared(&self, table: &str, columns: &[String]) -> (String, Vec<String>, Vec<String>) {
+        let Some(t) = self.tables.get(&table.to_lowercase()) else {
+            return (table.to_string(), columns.to_vec(), columns.to_vec());
+        };
+        let kept: Vec<String> = columns
+            .iter()
+            .filter(|c| !t.dropped.contains(&c.to_lowercase()))
+            .cloned()
+            .collect();
+        let on_new = kept
+            .iter()
+            .map(|c| {
+                t.renames
+                    .get(&c.to_lowercase())
+                    .cloned()
+                    .unwrap_or_else(|| c.clone())
+            })
+            .collect();
+        (t.new.clone(), kept, on_new)
+    }
+
     /// The name on the other side of the table called `table` (unqualified)
     /// on `side`: the same when it is not mapped.
     pub fn counterpart(&self, table: &str, side: Side) -> String {

@@ -502,6 +502,7 @@ impl<'a> MirrorSession<'a> {
     /// Counts the unit just handled by kind and by the side that answered,
     /// with its time from arrival to the client's answer.
     fn record_unit(&self, started: Instant) {
+        self.shared.backfill.latency.record(started.elapsed());
         let kind = self.unit_class.kind().name();
         let side = self.answered_by.name();
         metrics::counter!("turnout_queries_total", "kind" => kind, "side" => side).increment(1);

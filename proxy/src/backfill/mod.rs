@@ -1,0 +1,585 @@
+//! Backfill: copies the rows that predate mirroring from the authority to
+//! the other side, table by table in primary-key order, in batches. Each
+//! batch is read under a shared row lock on the authority and upserted on
+//! the other side (through the schema mapping) before that lock is let go,
+//! so a mirrored write to one of its rows, which must wait for the lock,
+//! always lands after the copy and never under it. Progress is checkpointed
+//! after every batch; a restart resumes from the checkpoint (a batch done
+//! twice leaves the same rows). Driven by `turnout ctl backfill ...`.
+
+pub mod sql;
+pub mod verify;
+
+use crate::mapping::Translation;
+use crate::server::Shared;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sql::{Conn, Dialect, TableShape};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+use turnout_control::Side;
+
+/// Attempts at one batch before the backfill stops with the error.
+const ATTEMPTS: u32 = 5;
+/// The longest pause the adaptive throttle puts between batches.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// The clients' mean statement time through turnout (exponentially
+/// weighted, in microseconds): what the adaptive throttle watches.
+#[derive(Debug, Default)]
+pub struct Latency(AtomicU64);
+
+impl Latency {
+    pub fn record(&self, d: Duration) {
+        let us = d.as_micros().min(u64::MAX as u128) as u64;
+        let old = self.0.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            us
+        } else {
+            old - old / 16 + us / 16
+        };
+        self.0.store(new.max(1), Ordering::Relaxed);
+    }
+
+    pub fn micros(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One table's progress, as checkpointed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TableProgress {
+    pub rows: u64,
+    pub estimated: i64,
+    /// The key of the last row copied.
+    pub last_key: Option<Vec<Option<String>>>,
+    pub done: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+/// What the checkpoint file holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// idle, running, paused, done, failed.
+    pub state: String,
+    /// The one table asked for, when one was.
+    pub only: Option<String>,
+    pub tables: BTreeMap<String, TableProgress>,
+    /// Every table old had at the last run.
+    #[serde(default)]
+    pub all: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+struct Inner {
+    cp: Checkpoint,
+    /// A backfill task is alive.
+    running: bool,
+    started: Option<Instant>,
+    rows_at_start: u64,
+    throttled: bool,
+}
+
+/// The backfill's settings and progress; one per listener, in [`Shared`].
+pub struct Backfill {
+    batch: usize,
+    rows_per_sec: u64,
+    factor: f64,
+    checkpoint: Option<PathBuf>,
+    /// `backfill.required`: the reads flip waits for a backfill and a clean verify.
+    pub required: bool,
+    inner: Mutex<Inner>,
+    paused: tokio::sync::watch::Sender<bool>,
+    pub latency: Latency,
+    pub verify: verify::Verify,
+}
+
+impl Backfill {
+    pub fn new(config: &turnout_config::Config) -> Backfill {
+        let b = &config.backfill;
+        let checkpoint = b.checkpoint.clone().or_else(|| {
+            config.state.file.as_ref().map(|f| {
+                let mut p = f.clone().into_os_string();
+                p.push(".backfill.json");
+                PathBuf::from(p)
+            })
+        });
+        let cp = checkpoint
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| match serde_json::from_str::<Checkpoint>(&t) {
+                Ok(cp) => Some(cp),
+                Err(e) => {
+                    warn!(error = %e, "backfill checkpoint unreadable; starting without it");
+                    None
+                }
+            })
+            .unwrap_or_else(|| Checkpoint {
+                state: "idle".into(),
+                ..Checkpoint::default()
+            });
+        Backfill {
+            batch: b.batch_size.max(1) as usize,
+            rows_per_sec: b.rows_per_sec.max(0) as u64,
+            factor: b.max_latency_factor,
+            checkpoint,
+            required: b.required,
+            inner: Mutex::new(Inner {
+                cp,
+                running: false,
+                started: None,
+                rows_at_start: 0,
+                throttled: false,
+            }),
+            paused: tokio::sync::watch::channel(false).0,
+            latency: Latency::default(),
+            verify: verify::Verify::default(),
+        }
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.batch
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the checkpoint (atomically: a new file renamed over the old).
+    fn save(&self, cp: &Checkpoint) {
+        let Some(path) = &self.checkpoint else {
+            return;
+        };
+        let write = || -> std::io::Result<()> {
+            let tmp = path.with_extension("tmp");
+            let text = serde_json::to_vec_pretty(cp).map_err(std::io::Error::other)?;
+            {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&text)?;
+                f.sync_all()?;
+            }
+            std::fs::rename(&tmp, path)
+        };
+        if let Err(e) = write() {
+            warn!(path = %path.display(), error = %e, "backfill checkpoint not written");
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Checkpoint)) {
+        let cp = {
+            let mut inner = self.lock();
+            f(&mut inner.cp);
+            inner.cp.clone()
+        };
+        self.save(&cp);
+    }
+
+    /// Whether every table was copied (the reads flip's guard).
+    pub fn complete(&self) -> bool {
+        let inner = self.lock();
+        let cp = &inner.cp;
+        cp.state == "done"
+            && !cp.all.is_empty()
+            && cp.all.iter().all(|t| {
+                cp.tables
+                    .get(t)
+                    .is_some_and(|p| p.done && p.skipped.is_none())
+            })
+    }
+
+    /// `backfill start [TABLE]`: from the beginning (of TABLE, or of every
+    /// table).
+    pub fn start(&self, shared: &Arc<Shared>, only: Option<String>) -> Result<String, String> {
+        can_run(shared)?;
+        {
+            let mut inner = self.lock();
+            if inner.running {
+                return Err(format!(
+                    "a backfill is already {}; pause, resume or watch it with backfill status",
+                    inner.cp.state
+                ));
+            }
+            // Started again: from the beginning of the table(s) named; the
+            // other tables keep what was copied.
+            let mut tables = std::mem::take(&mut inner.cp.tables);
+            match &only {
+                Some(t) => {
+                    tables.remove(t);
+                }
+                None => tables.clear(),
+            }
+            inner.cp = Checkpoint {
+                state: "running".into(),
+                only: only.clone(),
+                tables,
+                all: std::mem::take(&mut inner.cp.all),
+                error: None,
+            };
+        }
+        let cp = self.lock().cp.clone();
+        self.save(&cp);
+        self.spawn(shared);
+        Ok(match only {
+            Some(t) => format!("backfill of {t} started"),
+            None => "backfill of every table started".into(),
+        })
+    }
+
+    /// `backfill pause`: the running batch finishes; no more start.
+    pub fn pause(&self) -> Result<String, String> {
+        if !self.lock().running {
+            return Err("no backfill is running".into());
+        }
+        self.paused.send_replace(true);
+        self.update(|cp| cp.state = "paused".into());
+        Ok("backfill paused after its current batch".into())
+    }
+
+    /// `backfill resume`: a paused backfill goes on; one a restart or an
+    /// error stopped starts again from its checkpoint.
+    pub fn resume(&self, shared: &Arc<Shared>) -> Result<String, String> {
+        let (running, state) = {
+            let i = self.lock();
+            (i.running, i.cp.state.clone())
+        };
+        if running {
+            self.paused.send_replace(false);
+            self.update(|cp| cp.state = "running".into());
+            return Ok("backfill resumed".into());
+        }
+        if state == "done" || state == "idle" {
+            return Err(format!(
+                "nothing to resume (backfill {state}); start one with backfill start"
+            ));
+        }
+        can_run(shared)?;
+        self.paused.send_replace(false);
+        self.update(|cp| {
+            cp.state = "running".into();
+            cp.error = None;
+        });
+        self.spawn(shared);
+        Ok("backfill resumed from its checkpoint".into())
+    }
+
+    /// At start: a backfill the last run left running goes on.
+    pub fn resume_at_start(&self, shared: &Arc<Shared>) {
+        let state = self.lock().cp.state.clone();
+        if state != "running" {
+            return;
+        }
+        match can_run(shared) {
+            Ok(()) => {
+                info!("backfill resumes from its checkpoint");
+                self.spawn(shared);
+            }
+            Err(e) => warn!(reason = %e, "backfill checkpoint left running, not resumed"),
+        }
+    }
+
+    fn spawn(&self, shared: &Arc<Shared>) {
+        {
+            let mut inner = self.lock();
+            inner.running = true;
+            inner.started = Some(Instant::now());
+            inner.rows_at_start = inner.cp.tables.values().map(|t| t.rows).sum();
+        }
+        self.paused.send_replace(false);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let result = run(&shared).await;
+            let b = &shared.backfill;
+            b.lock().running = false;
+            match result {
+                Ok(()) => {
+                    info!("backfill done");
+                    b.update(|cp| cp.state = "done".into());
+                    metrics::gauge!("turnout_backfill_progress_percent").set(100.0);
+                }
+                Err(e) => {
+                    warn!(error = %e, "backfill stopped");
+                    b.update(|cp| {
+                        cp.state = "failed".into();
+                        cp.error = Some(e);
+                    });
+                }
+            }
+            metrics::gauge!("turnout_backfill_running").set(0.0);
+        });
+    }
+
+    /// `backfill status [TABLE]`.
+    pub fn status(&self, table: Option<&str>) -> Value {
+        let inner = self.lock();
+        let cp = &inner.cp;
+        let rows: u64 = cp.tables.values().map(|t| t.rows).sum();
+        let estimated: i64 = cp
+            .tables
+            .values()
+            .map(|t| t.estimated.max(t.rows as i64))
+            .sum();
+        let elapsed = inner.started.map(|s| s.elapsed().as_secs_f64());
+        let rate = match elapsed {
+            Some(e) if e > 0.5 && inner.running => {
+                (rows.saturating_sub(inner.rows_at_start)) as f64 / e
+            }
+            _ => 0.0,
+        };
+        let left = (estimated - rows as i64).max(0) as f64;
+        let eta = (rate > 0.0 && cp.state != "done").then(|| (left / rate).round());
+        let percent = if cp.state == "done" {
+            100.0
+        } else if estimated > 0 {
+            (rows as f64 * 100.0 / estimated as f64).min(99.9)
+        } else {
+            0.0
+        };
+        let tables: Vec<Value> = cp
+            .tables
+            .iter()
+            .filter(|(name, _)| table.is_none_or(|t| t == name.as_str()))
+            .map(|(name, t)| {
+                json!({
+                    "table": name,
+                    "rows": t.rows,
+                    "estimated": t.estimated,
+                    "done": t.done,
+                    "skipped": t.skipped,
+                })
+            })
+            .collect();
+        json!({
+            "ok": true,
+            "state": cp.state,
+            "rows": rows,
+            "estimated": estimated,
+            "percent": (percent * 10.0).round() / 10.0,
+            "rate_per_sec": rate.round(),
+            "eta_secs": eta,
+            "throttled": inner.throttled,
+            "error": cp.error,
+            "tables": tables,
+        })
+    }
+}
+
+/// Backfill needs old as the authority, something to copy to, and
+/// synchronous mirroring (a queued write applied after a copy of its row
+/// would be applied twice).
+fn can_run(shared: &Shared) -> Result<(), String> {
+    let phase = shared.routing.snapshot().phase;
+    if phase.mirror() != Some(Side::New) {
+        return Err(format!(
+            "backfill copies old to new while writes are mirrored there; the phase is {phase} (it runs in mirror and reads_new)"
+        ));
+    }
+    if shared.async_queue.is_some() {
+        return Err("backfill needs mirror.mode = \"sync\": a queued write could land before the copy of its row".into());
+    }
+    Ok(())
+}
+
+/// The tables of the authority, as the backfill and verify see them.
+pub async fn tables(
+    shared: &Shared,
+    conn: &mut Conn,
+    side: Side,
+) -> Result<Vec<TableShape>, String> {
+    let d = Dialect::of(shared.protocol);
+    Ok(sql::shapes(&conn.rows(d.tables_query(), side).await?))
+}
+
+async fn run(shared: &Arc<Shared>) -> Result<(), String> {
+    let b = &shared.backfill;
+    metrics::gauge!("turnout_backfill_running").set(1.0);
+    let mut src = Conn::open(shared, Side::Old).await?;
+    let all = tables(shared, &mut src, Side::Old).await?;
+    let only = b.lock().cp.only.clone();
+    if let Some(o) = &only {
+        if !all.iter().any(|t| &t.name == o) {
+            return Err(format!("table {o} does not exist on old"));
+        }
+    }
+    let all_names: Vec<String> = all.iter().map(|t| t.name.clone()).collect();
+    let chosen: Vec<TableShape> = all
+        .into_iter()
+        .filter(|t| only.as_ref().is_none_or(|o| o == &t.name))
+        .collect();
+    b.update(|cp| {
+        cp.all = all_names;
+        for t in &chosen {
+            let p = cp.tables.entry(t.name.clone()).or_default();
+            p.estimated = t.estimated_rows;
+            if t.key.is_empty() {
+                p.skipped = Some("no primary key: rows cannot be copied safely in order".into());
+                p.done = true;
+            }
+        }
+    });
+    let mut dst = Conn::open(shared, Side::New).await?;
+    let baseline = b.latency.micros();
+    for t in chosen.iter().filter(|t| !t.key.is_empty()) {
+        if b.lock().cp.tables.get(&t.name).is_some_and(|p| p.done) {
+            continue;
+        }
+        info!(table = %t.name, "backfill of table starts");
+        copy_table(shared, t, &mut src, &mut dst, baseline).await?;
+    }
+    Ok(())
+}
+
+/// Copies `t` from its checkpoint to its end.
+async fn copy_table(
+    shared: &Arc<Shared>,
+    t: &TableShape,
+    src: &mut Conn,
+    dst: &mut Conn,
+    baseline: u64,
+) -> Result<(), String> {
+    let b = &shared.backfill;
+    let d = Dialect::of(shared.protocol);
+    let key_at: Vec<usize> = t
+        .key
+        .iter()
+        .filter_map(|k| t.columns.iter().position(|c| c == k))
+        .collect();
+    let mut backoff = Duration::ZERO;
+    let mut paused = b.paused.subscribe();
+    loop {
+        // Paused: wait for resume (the task stays, holding no lock).
+        while *paused.borrow_and_update() {
+            if paused.changed().await.is_err() {
+                return Ok(());
+            }
+        }
+        if *shared.stopping.borrow() {
+            return Err("turnout is stopping; resumes from the checkpoint".into());
+        }
+        // The adaptive throttle: clients slower than `factor` times their
+        // time at the start make the batches wait, more each time.
+        let now = b.latency.micros();
+        let slow = baseline > 0 && now as f64 > baseline as f64 * b.factor;
+        backoff = if slow {
+            (backoff * 2).clamp(Duration::from_millis(50), MAX_BACKOFF)
+        } else {
+            backoff / 2
+        };
+        b.lock().throttled = slow;
+        metrics::gauge!("turnout_backfill_throttled").set(if slow { 1.0 } else { 0.0 });
+        if !backoff.is_zero() {
+            tokio::time::sleep(backoff).await;
+        }
+        let started = Instant::now();
+        let after = b
+            .lock()
+            .cp
+            .tables
+            .get(&t.name)
+            .and_then(|p| p.last_key.clone());
+        let mut attempt = 0;
+        let copied = loop {
+            attempt += 1;
+            match batch(shared, d, t, after.as_deref(), src, dst).await {
+                Ok(rows) => break rows,
+                Err(e) if attempt < ATTEMPTS => {
+                    warn!(table = %t.name, attempt, error = %e, "backfill batch failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                    // The connections may be gone: new ones.
+                    *src = Conn::open(shared, Side::Old).await?;
+                    *dst = Conn::open(shared, Side::New).await?;
+                }
+                Err(e) => return Err(format!("table {}: {e}", t.name)),
+            }
+        };
+        let Some(last) = copied.last() else {
+            b.update(|cp| {
+                if let Some(p) = cp.tables.get_mut(&t.name) {
+                    p.done = true;
+                }
+            });
+            info!(table = %t.name, "backfill of table done");
+            return Ok(());
+        };
+        let key: Vec<Option<String>> = key_at
+            .iter()
+            .map(|&i| last.get(i).cloned().flatten())
+            .collect();
+        let n = copied.len() as u64;
+        b.update(|cp| {
+            if let Some(p) = cp.tables.get_mut(&t.name) {
+                p.rows += n;
+                p.last_key = Some(key);
+            }
+        });
+        metrics::counter!("turnout_backfill_rows_total").increment(n);
+        metrics::counter!("turnout_backfill_batches_total").increment(1);
+        let status = b.status(None);
+        metrics::gauge!("turnout_backfill_progress_percent")
+            .set(status["percent"].as_f64().unwrap_or(0.0));
+        // The rate limit: a batch of n rows takes at least n / rate seconds.
+        if b.rows_per_sec > 0 {
+            let least = Duration::from_secs_f64(n as f64 / b.rows_per_sec as f64);
+            if let Some(rest) = least.checked_sub(started.elapsed()) {
+                tokio::time::sleep(rest).await;
+            }
+        }
+    }
+}
+
+/// One batch: read under a shared lock on old, upserted on new, then the
+/// lock let go. The rows copied (none: the table is done).
+async fn batch(
+    shared: &Shared,
+    d: Dialect,
+    t: &TableShape,
+    after: Option<&[Option<String>]>,
+    src: &mut Conn,
+    dst: &mut Conn,
+) -> Result<sql::Rows, String> {
+    src.rows("BEGIN", Side::Old).await?;
+    let result = async {
+        let rows = src
+            .rows(&d.batch(t, after, shared.backfill.batch), Side::Old)
+            .await?;
+        if !rows.is_empty() {
+            upsert(shared, d, t, &rows, dst).await?;
+        }
+        Ok::<_, String>(rows)
+    }
+    .await;
+    match result {
+        Ok(rows) => {
+            src.rows("COMMIT", Side::Old).await?;
+            Ok(rows)
+        }
+        Err(e) => {
+            let _ = src.rows("ROLLBACK", Side::Old).await;
+            Err(e)
+        }
+    }
+}
+
+/// Writes `rows` (of old's `t`) on new through the schema mapping.
+pub(crate) async fn upsert(
+    shared: &Shared,
+    d: Dialect,
+    t: &TableShape,
+    rows: &sql::Rows,
+    dst: &mut Conn,
+) -> Result<(), String> {
+    let statement = d.upsert(t, rows);
+    let statement = match shared.mapping.load().translate(&statement) {
+        Ok(Translation::Sql(s)) => s,
+        Ok(Translation::Unchanged) => statement,
+        Ok(Translation::Skip) => return Ok(()),
+        Err(e) => return Err(format!("mapping: {e}")),
+    };
+    dst.rows(&statement, Side::New).await.map(|_| ())
+}
