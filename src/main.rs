@@ -336,18 +336,57 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
         Ok(addr) => tracing::info!(%addr, %phase, "turnout listening"),
         Err(e) => tracing::warn!(error = %e, "listening, address unknown"),
     }
-    server.serve(shutdown_signal()).await;
-    ExitCode::SUCCESS
+    let signal = std::sync::Arc::new(std::sync::Mutex::new(Stop::Term));
+    let seen = signal.clone();
+    let drained = server
+        .serve(async move {
+            let s = shutdown_signal().await;
+            *seen.lock().unwrap_or_else(|p| p.into_inner()) = s;
+        })
+        .await;
+    let by = *signal.lock().unwrap_or_else(|p| p.into_inner());
+    exit_code(by, &drained)
 }
 
-pub(crate) async fn shutdown_signal() {
+/// What stopped turnout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    Term,
+    Int,
+}
+
+/// The exit code of a stop: 0 after SIGTERM, 130 after SIGINT (128 + 2, as
+/// shells report it), 3 when either had to cut sessions or queued mirror
+/// statements short at the deadline (logged and in the divergence log).
+fn exit_code(by: Stop, drained: &turnout_proxy::server::Drained) -> ExitCode {
+    if !drained.clean() {
+        tracing::warn!(
+            sessions_cut = drained.sessions_cut,
+            queued_lost = drained.queued_lost,
+            "stopped after cutting work short at the deadline (exit code 3)"
+        );
+        return ExitCode::from(3);
+    }
+    match by {
+        Stop::Term => ExitCode::SUCCESS,
+        Stop::Int => ExitCode::from(130),
+    }
+}
+
+pub(crate) async fn shutdown_signal() -> Stop {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut term) = signal(SignalKind::terminate()) else {
         let _ = tokio::signal::ctrl_c().await;
-        return;
+        return Stop::Int;
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => {
+            tracing::info!("SIGINT: stopping");
+            Stop::Int
+        }
+        _ = term.recv() => {
+            tracing::info!("SIGTERM: stopping");
+            Stop::Term
+        }
     }
 }

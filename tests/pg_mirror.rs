@@ -667,6 +667,8 @@ fn stopping_turnout_lets_open_transactions_and_async_queues_finish() {
     // turnout exits once new has taken the queue (the lock ends after 2 s).
     let status = s.proxy.wait_exit(std::time::Duration::from_secs(20));
     assert!(status.is_some(), "turnout did not stop");
+    // SIGTERM, and nothing cut short: exit code 0.
+    assert_eq!(status.unwrap().code(), Some(0));
     locker.wait().unwrap();
     assert_eq!(count(&s.direct_url(), "SELECT count(*) FROM events"), 3);
     assert_eq!(count(&s.direct_new_url(), "SELECT count(*) FROM events"), 3);

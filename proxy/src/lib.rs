@@ -5,6 +5,8 @@ pub mod admin;
 pub mod backfill;
 pub mod engine;
 pub mod flip;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mapping;
 pub mod metrics;
 pub mod mysql;

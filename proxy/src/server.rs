@@ -447,7 +447,9 @@ impl Server {
     }
 
     /// Accepts clients until `shutdown` completes.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+    /// Serves until `shutdown` resolves, then drains ([`Self::drain`]):
+    /// what had to be cut short at the deadline.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Drained {
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
@@ -486,13 +488,13 @@ impl Server {
             let _ = std::fs::remove_file(path);
         }
         info!("listener stopped");
-        self.drain().await;
+        self.drain().await
     }
 
     /// Lets mirrored sessions finish the transaction they are in (they close
     /// at its end), then lets async mirror queues empty, each within
     /// [`DRAIN_GRACE`]; what is still queued after that is logged as lost.
-    async fn drain(&self) {
+    async fn drain(&self) -> Drained {
         let shared = &self.shared;
         shared.stopping.send_replace(true);
         let sessions = wait_for_zero(&shared.mirror_sessions).await;
@@ -512,6 +514,25 @@ impl Server {
                 &format!("turnout stopped with {queued} statement(s) still queued for the mirror; they were not applied"),
             ));
         }
+        Drained {
+            sessions_cut: sessions,
+            queued_lost: queued,
+        }
+    }
+}
+
+/// What a stop had to cut short at its deadline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Mirrored sessions still in a transaction (rolled back on both sides).
+    pub sessions_cut: usize,
+    /// Statements still queued for an async mirror (recorded as divergences).
+    pub queued_lost: usize,
+}
+
+impl Drained {
+    pub fn clean(&self) -> bool {
+        self.sessions_cut == 0 && self.queued_lost == 0
     }
 }
 

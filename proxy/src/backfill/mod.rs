@@ -29,24 +29,49 @@ const ATTEMPTS: u32 = 5;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// The clients' mean statement time through turnout (exponentially
-/// weighted, in microseconds): what the adaptive throttle watches.
-#[derive(Debug, Default)]
-pub struct Latency(AtomicU64);
+/// weighted, in microseconds): what the adaptive throttle watches. With no
+/// statement in the last second there is no client load to protect.
+#[derive(Debug)]
+pub struct Latency {
+    mean: AtomicU64,
+    /// When the last statement finished, in ms since `since`.
+    last: AtomicU64,
+    since: Instant,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency {
+            mean: AtomicU64::new(0),
+            last: AtomicU64::new(0),
+            since: Instant::now(),
+        }
+    }
+}
 
 impl Latency {
     pub fn record(&self, d: Duration) {
         let us = d.as_micros().min(u64::MAX as u128) as u64;
-        let old = self.0.load(Ordering::Relaxed);
+        let old = self.mean.load(Ordering::Relaxed);
         let new = if old == 0 {
             us
         } else {
             old - old / 16 + us / 16
         };
-        self.0.store(new.max(1), Ordering::Relaxed);
+        self.mean.store(new.max(1), Ordering::Relaxed);
+        self.last
+            .store(self.since.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
+    /// The mean statement time now; 0 when clients are idle.
     pub fn micros(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        let idle = (self.since.elapsed().as_millis() as u64)
+            .saturating_sub(self.last.load(Ordering::Relaxed));
+        if idle > 1000 {
+            0
+        } else {
+            self.mean.load(Ordering::Relaxed)
+        }
     }
 }
 
@@ -424,13 +449,13 @@ async fn run(shared: &Arc<Shared>) -> Result<(), String> {
         }
     });
     let mut dst = Conn::open(shared, Side::New).await?;
-    let baseline = b.latency.micros();
+    let mut baseline = b.latency.micros();
     for t in chosen.iter().filter(|t| !t.key.is_empty()) {
         if b.lock().cp.tables.get(&t.name).is_some_and(|p| p.done) {
             continue;
         }
         info!(table = %t.name, "backfill of table starts");
-        copy_table(shared, t, &mut src, &mut dst, baseline).await?;
+        copy_table(shared, t, &mut src, &mut dst, &mut baseline).await?;
     }
     Ok(())
 }
@@ -441,7 +466,7 @@ async fn copy_table(
     t: &TableShape,
     src: &mut Conn,
     dst: &mut Conn,
-    baseline: u64,
+    baseline: &mut u64,
 ) -> Result<(), String> {
     let b = &shared.backfill;
     let d = Dialect::of(shared.protocol);
@@ -465,7 +490,11 @@ async fn copy_table(
         // The adaptive throttle: clients slower than `factor` times their
         // time at the start make the batches wait, more each time.
         let now = b.latency.micros();
-        let slow = baseline > 0 && now as f64 > baseline as f64 * b.factor;
+        if *baseline == 0 {
+            // The first clients seen set the yardstick.
+            *baseline = now;
+        }
+        let slow = *baseline > 0 && now as f64 > *baseline as f64 * b.factor;
         backoff = if slow {
             (backoff * 2).clamp(Duration::from_millis(50), MAX_BACKOFF)
         } else {
@@ -582,4 +611,23 @@ pub(crate) async fn upsert(
         Err(e) => return Err(format!("mapping: {e}")),
     };
     dst.rows(&statement, Side::New).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_is_a_running_mean_and_idle_clients_count_as_none() {
+        let l = Latency::default();
+        assert_eq!(l.micros(), 0);
+        l.record(Duration::from_micros(1600));
+        assert_eq!(l.micros(), 1600);
+        for _ in 0..200 {
+            l.record(Duration::from_micros(160));
+        }
+        assert!(l.micros() < 200, "{}", l.micros());
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(l.micros(), 0);
+    }
 }

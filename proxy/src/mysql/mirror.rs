@@ -917,11 +917,25 @@ impl<'a> MyMirror<'a> {
         }
         let a = self
             .on_auth(&encode(0, &self.for_auth(packet)).0, Expect::Result)
-            .await?;
+            .await
+            .inspect_err(|e| self.authority_lost_at_commit("COMMIT", e))?;
         if let Some(e) = &a.error {
             self.record_text(DivergenceKind::AuthorityCommitFailed, "COMMIT", e);
         }
         self.relay(&a).await
+    }
+
+    /// The authority's connection was lost during a COMMIT the mirror had
+    /// already made: the transaction may be on the mirror's side alone.
+    fn authority_lost_at_commit(&self, sql: &str, e: &Stop) {
+        if let Stop::Authority(e) = e {
+            let side = self.mirror_side;
+            self.record_text(
+                DivergenceKind::AuthorityCommitFailed,
+                sql,
+                &format!("the connection to the authority was lost during its COMMIT, after {side} committed: the transaction may be on {side} only ({e}); verify finds it"),
+            );
+        }
     }
 
     /// A write: on the authority in a transaction with the time fixed, then
@@ -1005,7 +1019,8 @@ impl<'a> MyMirror<'a> {
         if wrap {
             let c = self
                 .on_auth(&encode(0, &query("COMMIT")).0, Expect::Result)
-                .await?;
+                .await
+                .inspect_err(|e| self.authority_lost_at_commit(sql, e))?;
             if let Some(e) = &c.error {
                 self.record_text(DivergenceKind::AuthorityCommitFailed, sql, e);
                 return self.relay(&c).await;

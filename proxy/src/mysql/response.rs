@@ -126,6 +126,28 @@ enum Stage {
     Rows,
 }
 
+/// Follows `packets` as a server's answer and decodes what it can (for the
+/// fuzz targets: whatever the bytes, no panic).
+#[doc(hidden)]
+pub fn follow_any(packets: &[&[u8]], prepare: bool) {
+    let expect = if prepare {
+        Expect::Prepare
+    } else {
+        Expect::Result
+    };
+    let mut r = Reader::new(expect);
+    let mut a = Answer::default();
+    for (i, p) in packets.iter().enumerate() {
+        let fed = r.feed(p, i);
+        a.packets.push((i as u8, p.to_vec()));
+        if fed == Fed::Done {
+            break;
+        }
+    }
+    let _ = crate::mysql::shadow::result_set(&a);
+    a.outside_transaction();
+}
+
 /// What a packet meant to the reader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fed {

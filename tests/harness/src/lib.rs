@@ -4,10 +4,12 @@
 
 mod mariadb;
 mod pg;
+mod relay;
 mod tempdir;
 
 pub use mariadb::MariaDbInstance;
 pub use pg::{as_server_user, give_to_server_user, PgInstance, PgOptions};
+pub use relay::{Fault, FaultRelay};
 pub use tempdir::TempDir;
 
 use std::net::TcpListener;

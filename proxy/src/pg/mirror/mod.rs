@@ -1092,6 +1092,13 @@ fn sql_is_copy_from(sql: &str) -> bool {
     lower.starts_with("copy") && lower.contains("from") && lower.contains("stdin")
 }
 
+/// [`rewrite_statements`] with a mapping that changes every statement (for
+/// the fuzz targets).
+#[doc(hidden)]
+pub fn rewrite_for_fuzzing(msgs: &[u8]) -> usize {
+    rewrite_statements(msgs, |sql| Some(format!("{sql} "))).len()
+}
+
 /// `msgs` (whole frontend messages) with the SQL of each Query and Parse
 /// replaced by `map`'s answer, when it has one.
 fn rewrite_statements<'a>(

@@ -262,16 +262,39 @@ impl MirrorSession<'_> {
                 return self.roll_back_authority_and_fail(&msg).await;
             }
         }
-        self.send_auth(to_auth).await.map_err(Stop::Authority)?;
-        if let Some(err) = self.relay_authority().await? {
-            self.shared.record_divergence(Divergence::new(
+        let committed = match self.send_auth(to_auth).await {
+            Ok(()) => self.relay_authority().await,
+            Err(e) => Err(Stop::Authority(e)),
+        };
+        match committed {
+            Ok(Some(err)) => self.shared.record_divergence(Divergence::new(
                 DivergenceKind::AuthorityCommitFailed,
                 self.mirror_side,
                 &class.fingerprint,
                 &format!("the authority's COMMIT failed after the mirror committed: {err}"),
-            ));
+            )),
+            Ok(None) => {}
+            Err(Stop::Authority(e)) => {
+                self.authority_lost_at_commit(class, &e.to_string());
+                return Err(Stop::Authority(e));
+            }
+            Err(other) => return Err(other),
         }
         Ok(())
+    }
+
+    /// The authority's connection was lost during a COMMIT the mirror had
+    /// already made: the transaction may be on the mirror's side alone.
+    pub(super) fn authority_lost_at_commit(&self, class: &Classification, error: &str) {
+        self.shared.record_divergence(Divergence::new(
+            DivergenceKind::AuthorityCommitFailed,
+            self.mirror_side,
+            &class.fingerprint,
+            &format!(
+                "the connection to the authority was lost during its COMMIT, after {} committed: the transaction may be on {} only ({error}); verify finds it",
+                self.mirror_side, self.mirror_side
+            ),
+        ));
     }
 
     /// A simple-protocol write. An INSERT whose VALUES call per-call
@@ -504,11 +527,17 @@ impl MirrorSession<'_> {
         class: &Classification,
     ) -> Step {
         if wrapped {
-            self.auth
-                .send(&query("COMMIT"))
-                .await
-                .map_err(Stop::Authority)?;
-            let commit = self.collect_authority().await?;
+            let commit = match self.auth.send(&query("COMMIT")).await {
+                Ok(()) => self.collect_authority().await,
+                Err(e) => Err(Stop::Authority(e)),
+            };
+            let commit = match commit {
+                Err(Stop::Authority(e)) => {
+                    self.authority_lost_at_commit(class, &e.to_string());
+                    return Err(Stop::Authority(e));
+                }
+                other => other?,
+            };
             if let Some(err) = &commit.error {
                 self.shared.record_divergence(Divergence::new(
                     DivergenceKind::AuthorityCommitFailed,

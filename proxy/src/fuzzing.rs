@@ -1,0 +1,74 @@
+//! Entry points of the fuzz targets (`fuzz/`, run with cargo fuzz): each
+//! takes any bytes and must never panic. Not an API.
+
+use crate::engine::{classify::classify_uncached, SqlDialect};
+use crate::pg::codec::{self, CodecError, FrameScanner};
+
+/// A client's bytes as turnout reads them: a startup packet, then frames
+/// found by the scanner (in two pieces), their bodies decoded.
+pub fn pg_frontend(data: &[u8]) {
+    let _ = codec::parse_startup(data);
+    if data.len() >= 4 {
+        let _ = codec::startup_len([data[0], data[1], data[2], data[3]]);
+    }
+    let cut = data
+        .first()
+        .map_or(0, |&b| usize::from(b) % (data.len() + 1));
+    let mut scanner = FrameScanner::default();
+    let mut look = |seen: codec::Seen<'_>| -> Result<(), CodecError> {
+        if let Some(body) = seen.body {
+            let _ = codec::data_row_values(body);
+            let _ = codec::error_fields(body);
+            let _ = codec::error_text(body);
+            let _ = codec::is_server_failure(body);
+        }
+        Ok(())
+    };
+    if let Ok(n) = scanner.scan(&data[..cut], 1 << 20, &mut look) {
+        let _ = scanner.scan(&data[n.min(cut)..], 1 << 20, &mut look);
+    }
+    let _ = crate::pg::mirror::rewrite_for_fuzzing(data);
+}
+
+/// A MySQL server's answer (packets split by their first byte as length),
+/// a client's handshake response and a KILL statement.
+pub fn mysql(data: &[u8]) {
+    let mut packets = Vec::new();
+    let mut rest = data.get(1..).unwrap_or_default();
+    while let Some((&len, tail)) = rest.split_first() {
+        let len = usize::from(len).min(tail.len());
+        packets.push(&tail[..len]);
+        rest = &tail[len..];
+    }
+    crate::mysql::response::follow_any(&packets, data.first().is_some_and(|b| b & 1 == 1));
+    let _ =
+        mysql_common::io::ParseBuf(data).parse::<mysql_common::packets::HandshakeResponse<'_>>(());
+    let _ = crate::mysql::kill::parse(&String::from_utf8_lossy(data));
+    let _ = crate::mysql::packet::err_text(data);
+}
+
+/// Any text as SQL: classified in both dialects, and translated through a
+/// schema mapping with renames, a dropped and a computed column.
+pub fn sql(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    for dialect in [SqlDialect::Postgres, SqlDialect::Mysql] {
+        let _ = classify_uncached(dialect, &text);
+        let mapping = turnout_config::Mapping {
+            tables: vec![turnout_config::TableMapping {
+                old: "users".into(),
+                new: Some("accounts".into()),
+                columns: [("name".to_string(), "full_name".to_string())]
+                    .into_iter()
+                    .collect(),
+                drop: vec!["legacy".into()],
+                computed: [("domain".to_string(), "lower(email)".to_string())]
+                    .into_iter()
+                    .collect(),
+            }],
+        };
+        if let Ok(m) = crate::mapping::SchemaMap::new(&mapping, dialect) {
+            let _ = m.translate(&text);
+            let _ = m.translate_prepared(&text);
+        }
+    }
+}
