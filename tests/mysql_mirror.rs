@@ -374,7 +374,12 @@ fn writes_and_shadow_reads_go_through_the_schema_mapping() {
         status["sampling"]["matches"].as_u64().unwrap() >= 3,
         "{status}"
     );
-    assert_eq!(status["sampling"]["mismatches"], 0, "{status}");
+    assert_eq!(
+        status["sampling"]["mismatches"],
+        0,
+        "{status}\n{}",
+        std::fs::read_to_string(s.dir.path().join("read-diffs.jsonl")).unwrap_or_default()
+    );
     // `turnout plan` reads MariaDB's catalogs too.
     let out = std::process::Command::new(common::turnout_bin())
         .args(["plan", "--config"])

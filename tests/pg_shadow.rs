@@ -42,6 +42,11 @@ fn turnout(args: &[&str]) -> std::process::Output {
 
 const SAMPLE_ALL: &str = "rate = 1.0\nper_fingerprint_per_sec = 0\nrecheck_delay_ms = 50\n\
                           [sampling.ignore_columns]\naccounts = [\"score\"]";
+/// [`SAMPLE_ALL`] with row values in the records (`log_values`).
+const SAMPLE_ALL_WITH_VALUES: &str =
+    "rate = 1.0\nper_fingerprint_per_sec = 0\nrecheck_delay_ms = 50\n\
+                          log_values = true\n\
+                          [sampling.ignore_columns]\naccounts = [\"score\"]";
 
 fn setup(sampling: &'static str) -> Setup {
     let s = Setup::start(Options {
@@ -96,7 +101,7 @@ fn render_in_chromium(page: &Path) -> String {
 
 #[test]
 fn a_row_changed_on_new_is_reported_confirmed_with_the_column_named_in_every_format() {
-    let s = setup(SAMPLE_ALL);
+    let s = setup(SAMPLE_ALL_WITH_VALUES);
     let url = s.app_url();
     // The plant: one row changed behind turnout's back; and noise in a
     // column the config says to ignore.
@@ -392,5 +397,7 @@ fn after_the_reads_flip_old_is_the_shadow() {
         (r["target"].as_str(), r["shadow"].as_str()),
         (Some("new"), Some("old"))
     );
-    assert_eq!(r["differing"][0]["shadow"][0], "only old");
+    // Row values stay out of records unless configured (log_values).
+    assert_eq!(r["differing"][0]["shadow"][0], "<redacted: 8 bytes>");
+    assert_eq!(r["differing"][0]["columns"], serde_json::json!(["v"]));
 }

@@ -347,6 +347,10 @@ pub struct Sampling {
     /// hold personal data).
     #[serde(default)]
     pub log_statements: bool,
+    /// Read-diff records carry the rows' values (they may hold personal
+    /// data); otherwise each value is replaced by its length.
+    #[serde(default)]
+    pub log_values: bool,
     /// Report file size bound; past it the file is rotated to `<file>.1`.
     #[serde(default = "defaults::report_max_bytes")]
     pub report_max_bytes: i64,
@@ -366,6 +370,7 @@ impl Default for Sampling {
             recheck_delay_ms: defaults::recheck_delay_ms(),
             in_write_transactions: false,
             log_statements: false,
+            log_values: false,
             report_max_bytes: defaults::report_max_bytes(),
             max_result_bytes: defaults::max_result_bytes(),
         }

@@ -6,6 +6,9 @@ use crate::server::Shared;
 use turnout_config::Protocol;
 use turnout_control::Side;
 
+/// The longest one statement of backfill or verify waits for its answer.
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Rows as text (`None` for NULL).
 pub type Rows = Vec<Vec<Option<String>>>;
 
@@ -28,14 +31,26 @@ impl Conn {
         }
     }
 
-    /// Runs one statement; its rows, or its error naming `side`.
+    /// Runs one statement; its rows, or its error naming `side`. A side
+    /// that does not answer within [`ANSWER_TIMEOUT`] is an error (the
+    /// connection is then replaced by the caller).
     pub async fn rows(&mut self, sql: &str, side: Side) -> Result<Rows, String> {
-        match self {
-            Conn::Pg(c) => crate::pg::sequences::run(c, sql, side).await,
-            Conn::My(c) => crate::mysql::counters::rows(c, sql)
-                .await
-                .map_err(|e| format!("on {side}: {e}")),
-        }
+        let run = async {
+            match self {
+                Conn::Pg(c) => crate::pg::sequences::run(c, sql, side).await,
+                Conn::My(c) => crate::mysql::counters::rows(c, sql)
+                    .await
+                    .map_err(|e| format!("on {side}: {e}")),
+            }
+        };
+        tokio::time::timeout(ANSWER_TIMEOUT, run)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "{side} did not answer within {} s",
+                    ANSWER_TIMEOUT.as_secs()
+                ))
+            })
     }
 }
 

@@ -77,6 +77,9 @@ pub struct Classification {
     pub insert_table: Option<String>,
     /// The config rule (`mirror.rules`) whose fingerprint this text has.
     pub rule: Option<RuleAction>,
+    /// The text parsed and names no table (`SELECT 1`, `SELECT @@socket`,
+    /// `SELECT now()`): no data to compare between the sides.
+    pub no_tables: bool,
 }
 
 impl Kind {
@@ -487,6 +490,14 @@ pub fn classify_uncached(dialect: SqlDialect, sql: &str) -> Classification {
                 _ => None,
             },
             rule: None,
+            no_tables: {
+                let mut named = false;
+                let _ = sqlparser::ast::visit_relations(&statements, |_| {
+                    named = true;
+                    std::ops::ControlFlow::<()>::Break(())
+                });
+                !named
+            },
         },
         Err(e) => {
             // Maintenance commands the parser may not know change no rows;

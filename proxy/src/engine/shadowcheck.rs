@@ -58,6 +58,9 @@ pub struct Settings<'a> {
     pub log: &'a ReadDiffLog,
     pub recheck_delay: Duration,
     pub log_statements: bool,
+    /// Records carry row values (`sampling.log_values`); otherwise each
+    /// value is replaced by its length.
+    pub log_values: bool,
     /// Per table: columns to leave out of the comparison.
     pub ignore: &'a BTreeMap<String, Vec<String>>,
 }
@@ -121,7 +124,7 @@ where
     let Some(record) = record else {
         return Ok(());
     };
-    let record = ReadDiff {
+    let mut record = ReadDiff {
         at: readdiff::now_rfc3339(),
         status,
         fingerprint: found.fingerprint.to_string(),
@@ -135,6 +138,9 @@ where
         },
         ..record
     };
+    if !settings.log_values {
+        redact(&mut record);
+    }
     if status == DiffStatus::Confirmed {
         warn!(fingerprint = %record.fingerprint, missing = record.missing_count, extra = record.extra_count, differing = record.differing_count, "read differs between sides (confirmed)");
     }
@@ -142,6 +148,22 @@ where
         warn!(error = %e, "read-diff record could not be written");
     }
     Ok(())
+}
+
+/// Replaces each row value of `record` by its length (NULL stays NULL):
+/// which rows and columns differ is kept, what they hold is not.
+fn redact(record: &mut ReadDiff) {
+    let hide = |row: &mut readdiff::Row| {
+        for v in row.iter_mut().flatten() {
+            *v = format!("<redacted: {} bytes>", v.len());
+        }
+    };
+    record.missing.iter_mut().for_each(hide);
+    record.extra.iter_mut().for_each(hide);
+    for d in record.differing.iter_mut() {
+        hide(&mut d.target);
+        hide(&mut d.shadow);
+    }
 }
 
 /// The mismatch between `target` and the shadow's answer, as a record

@@ -508,7 +508,10 @@ impl<'a> MyMirror<'a> {
         if self.routing.phase.mirror().is_none()
             || packet.first() != Some(&COM_QUERY)
             || (self.wrote && !sampler.in_write_transactions)
+            || class.no_tables
         {
+            // (A read of no table, such as a driver's `SELECT @@socket`, has
+            // no data to compare: servers answer it differently by design.)
             return None;
         }
         sampler.choose(&class.fingerprint)

@@ -40,6 +40,7 @@ pub struct Sampler {
     recheck_delay: Duration,
     pub in_write_transactions: bool,
     log_statements: bool,
+    log_values: bool,
     pub max_result_bytes: usize,
     ignore: BTreeMap<String, Vec<String>>,
     /// Idle connections for samples, per side (old, new).
@@ -63,6 +64,7 @@ impl Sampler {
             recheck_delay: Duration::from_millis(config.recheck_delay_ms),
             in_write_transactions: config.in_write_transactions,
             log_statements: config.log_statements,
+            log_values: config.log_values,
             max_result_bytes: config.max_result_bytes.max(1024) as usize,
             ignore: config.ignore_columns.clone(),
             pools: [Mutex::new(Vec::new()), Mutex::new(Vec::new())],
@@ -331,6 +333,7 @@ pub(crate) fn sampler_view(sampler: &Sampler) -> shadowcheck::Settings<'_> {
         log: &sampler.log,
         recheck_delay: sampler.recheck_delay,
         log_statements: sampler.log_statements,
+        log_values: sampler.log_values,
         ignore: &sampler.ignore,
     }
 }

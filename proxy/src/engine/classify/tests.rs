@@ -206,3 +206,13 @@ fn mysql_writes_that_statement_context_cannot_replay_are_unsafe() {
         "reads are not mirrored"
     );
 }
+
+#[test]
+fn reads_of_no_table_are_told_apart() {
+    assert!(
+        classify_uncached(SqlDialect::Mysql, "SELECT @@max_allowed_packet, @@socket").no_tables
+    );
+    assert!(classify_uncached(SqlDialect::Postgres, "SELECT now()").no_tables);
+    assert!(!classify_uncached(SqlDialect::Postgres, "SELECT id FROM users").no_tables);
+    assert!(!classify_uncached(SqlDialect::Postgres, "SELECT (SELECT 1 FROM t)").no_tables);
+}

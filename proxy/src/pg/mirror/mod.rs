@@ -527,7 +527,9 @@ impl<'a> MirrorSession<'a> {
         let sampler = &self.shared.sampler;
         // No shadow side in a phase without a mirror.
         self.routing.phase.mirror()?;
-        if class.kind() != Kind::Read || class.statements.len() != 1 {
+        // A read of no table (server settings, functions) has no data to
+        // compare: servers answer it differently by design.
+        if class.kind() != Kind::Read || class.statements.len() != 1 || class.no_tables {
             return None;
         }
         if self.wrote_in_tx && !sampler.in_write_transactions {
