@@ -243,6 +243,14 @@ impl MariaDbInstance {
         Ok(())
     }
 
+    /// Starts a killed server again on the same port.
+    pub fn restart(&mut self) -> Result<(), HarnessError> {
+        if self.child.is_none() {
+            self.launch()?;
+        }
+        Ok(())
+    }
+
     /// The folder holding this instance's files.
     pub fn dir(&self) -> &Path {
         self.dir.path()
