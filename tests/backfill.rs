@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 fn setup(rows: u32, backfill: &str) -> Setup {
@@ -56,14 +56,7 @@ fn writers(s: &Setup, rows: u32, seconds: u32) -> Child {
         ),
     )
     .unwrap();
-    Command::new("pgbench")
-        .args(["-n", "-c", "4", "-T", &seconds.to_string(), "-f"])
-        .arg(&script)
-        .arg(s.app_url())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    pgbench_script(s, &script, 4, seconds)
 }
 
 fn no_client_errors(c: Child) -> String {
@@ -72,27 +65,6 @@ fn no_client_errors(c: Child) -> String {
     assert!(out.status.success(), "pgbench failed:\n{text}");
     assert!(text.contains("number of failed transactions: 0"), "{text}");
     text
-}
-
-fn status(s: &Setup, what: &str) -> serde_json::Value {
-    serde_json::from_str(&s.ctl_ok(&["--json", what, "status"])).unwrap()
-}
-
-fn wait_done(s: &Setup, what: &str, limit: Duration) -> serde_json::Value {
-    let started = Instant::now();
-    loop {
-        let st = status(s, what);
-        match st["state"].as_str() {
-            Some("done") => return st,
-            Some("failed") => panic!("{what} failed: {st}"),
-            _ => {}
-        }
-        assert!(
-            started.elapsed() < limit,
-            "{what} not done in {limit:?}: {st}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
 }
 
 #[test]
@@ -112,7 +84,7 @@ fn a_million_rows_are_backfilled_under_writers_and_verify_finds_no_difference() 
     println!("{}", s.ctl_ok(&["backfill", "start"]));
     let watched = s.ctl_ok(&["backfill", "status", "--watch"]);
     println!("{}", watched.lines().last().unwrap_or_default());
-    let st = wait_done(&s, "backfill", Duration::from_secs(600));
+    let st = wait_job(&s, "backfill", Duration::from_secs(600));
     println!(
         "backfill of {rows} rows under load: {:.1} s, {}",
         started.elapsed().as_secs_f64(),
@@ -129,7 +101,7 @@ fn a_million_rows_are_backfilled_under_writers_and_verify_finds_no_difference() 
     );
 
     s.ctl_ok(&["verify", "start"]);
-    let v = wait_done(&s, "verify", Duration::from_secs(600));
+    let v = wait_job(&s, "verify", Duration::from_secs(600));
     println!("verify: {v}");
     for k in ["missing", "extra", "differing"] {
         assert_eq!(v[k], 0, "{v}");
@@ -159,7 +131,7 @@ fn a_killed_turnout_resumes_its_backfill_from_the_checkpoint() {
     let _ = load.wait_with_output();
     s.restart_proxy("turnout2.log");
     // It goes on by itself, from where it stopped.
-    let st = wait_done(&s, "backfill", Duration::from_secs(120));
+    let st = wait_job(&s, "backfill", Duration::from_secs(120));
     println!("after the restart: {st}");
     let total = st["rows"].as_u64().unwrap();
     assert!(
@@ -171,7 +143,7 @@ fn a_killed_turnout_resumes_its_backfill_from_the_checkpoint() {
         .log_text()
         .contains("backfill resumes from its checkpoint"));
     s.ctl_ok(&["verify", "start"]);
-    let v = wait_done(&s, "verify", Duration::from_secs(120));
+    let v = wait_job(&s, "verify", Duration::from_secs(120));
     assert_eq!(v["last_clean"], true, "{v}");
     assert_sides_identical(&s, &[("items", "id")]);
 }
@@ -180,7 +152,7 @@ fn a_killed_turnout_resumes_its_backfill_from_the_checkpoint() {
 fn verify_names_rows_changed_on_new_and_repair_fixes_them() {
     let s = setup(5_000, "");
     s.ctl_ok(&["backfill", "start", "items"]);
-    wait_done(&s, "backfill", Duration::from_secs(60));
+    wait_job(&s, "backfill", Duration::from_secs(60));
     run_direct_ok(
         &s.direct_new_url(),
         &[
@@ -190,7 +162,7 @@ fn verify_names_rows_changed_on_new_and_repair_fixes_them() {
         ],
     );
     s.ctl_ok(&["verify", "start"]);
-    wait_done(&s, "verify", Duration::from_secs(60));
+    wait_job(&s, "verify", Duration::from_secs(60));
     let report = s.ctl_ok(&["verify", "status"]);
     println!("{report}");
     for expected in [
@@ -209,11 +181,11 @@ fn verify_names_rows_changed_on_new_and_repair_fixes_them() {
         stderr(&refused)
     );
     s.ctl_ok(&["verify", "start", "--repair"]);
-    let v = wait_done(&s, "verify", Duration::from_secs(60));
+    let v = wait_job(&s, "verify", Duration::from_secs(60));
     assert_eq!(v["repaired"], 3, "{v}");
     assert_sides_identical(&s, &[("items", "id")]);
     s.ctl_ok(&["verify", "start"]);
-    let v = wait_done(&s, "verify", Duration::from_secs(60));
+    let v = wait_job(&s, "verify", Duration::from_secs(60));
     assert_eq!(v["last_clean"], true, "{v}");
     assert!(s.ctl_ok(&["verify", "status"]).contains("both sides equal"));
     s.ctl_ok(&["flip", "reads"]);
@@ -249,7 +221,7 @@ fn backfill_and_verify_go_through_the_schema_mapping() {
     std::fs::write(&s.proxy.config, text).unwrap();
     s.ctl_ok(&["reload"]);
     s.ctl_ok(&["backfill", "start"]);
-    wait_done(&s, "backfill", Duration::from_secs(60));
+    wait_job(&s, "backfill", Duration::from_secs(60));
     let rows = |url: &str, sql: &str| {
         let out = psql(url, &["-c", &format!("COPY ({sql}) TO STDOUT")], &[]);
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -269,7 +241,7 @@ fn backfill_and_verify_go_through_the_schema_mapping() {
         &["UPDATE accounts SET full_name = 'x' WHERE id = 42"],
     );
     s.ctl_ok(&["verify", "start", "--repair"]);
-    let v = wait_done(&s, "verify", Duration::from_secs(60));
+    let v = wait_job(&s, "verify", Duration::from_secs(60));
     assert_eq!(v["differing"], 1, "{v}");
     assert_eq!(v["repaired"], 1, "{v}");
     assert_eq!(

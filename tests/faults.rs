@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use turnout_harness::{Fault, FaultRelay};
 
@@ -63,21 +63,7 @@ fn load(s: &Setup, clients: u32, seconds: u32) -> Child {
     )
     .unwrap();
     s.run_ok(&["INSERT INTO ledger SELECT g, 0, now() FROM generate_series(1, 200) g ON CONFLICT DO NOTHING"]);
-    Command::new("pgbench")
-        .args([
-            "-n",
-            "-c",
-            &clients.to_string(),
-            "-T",
-            &seconds.to_string(),
-            "-f",
-        ])
-        .arg(&script)
-        .arg(s.app_url())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    pgbench_script(s, &script, clients, seconds)
 }
 
 /// pgbench's summary lines and its errors, as the clients saw them.
@@ -98,33 +84,24 @@ fn clients_saw(c: Child) -> (bool, String) {
     (out.status.success(), summary.join("\n"))
 }
 
-fn wait_done(s: &Setup, what: &str) -> serde_json::Value {
-    let started = Instant::now();
-    loop {
-        let st: serde_json::Value =
-            serde_json::from_str(&s.ctl_ok(&["--json", what, "status"])).unwrap();
-        match st["state"].as_str() {
-            Some("done") => return st,
-            Some("failed") => panic!("{what} failed: {st}"),
-            _ => {}
-        }
-        assert!(started.elapsed() < Duration::from_secs(120), "{st}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+/// After a fault of the mirror: other sessions work, on both sides; then
+/// verify --repair makes the sides equal.
+fn others_work_then_repair(s: &Setup) {
+    s.run_ok(&["INSERT INTO ledger VALUES (0, 0, now())"]);
+    assert_eq!(
+        scalar(
+            &s.direct_new_url(),
+            "SELECT count(*) FROM ledger WHERE id = 0"
+        ),
+        "1"
+    );
+    repair_and_prove_equal(s);
 }
 
 /// Repairs what the faults left with verify --repair, then proves both
 /// sides equal.
 fn repair_and_prove_equal(s: &Setup) {
-    s.ctl_ok(&["verify", "start", "--repair"]);
-    let v = wait_done(s, "verify");
-    println!(
-        "verify --repair: {} missing, {} extra, {} differing on new, {} repaired",
-        v["missing"], v["extra"], v["differing"], v["repaired"]
-    );
-    s.ctl_ok(&["verify", "start"]);
-    let v = wait_done(s, "verify");
-    assert_eq!(v["last_clean"], true, "{v}");
+    repair_then_verify_clean(s);
     assert_sides_identical(s, &[("ledger", "id")]);
 }
 
@@ -168,16 +145,7 @@ fn the_mirror_delayed_stalled_cut_and_reset_under_load() {
         println!("  {l}");
     }
     assert!(named > 0, "{d:?}");
-    // Other sessions keep working, on both sides.
-    s.run_ok(&["INSERT INTO ledger VALUES (0, 0, now())"]);
-    assert_eq!(
-        scalar(
-            &s.direct_new_url(),
-            "SELECT count(*) FROM ledger WHERE id = 0"
-        ),
-        "1"
-    );
-    repair_and_prove_equal(&s);
+    others_work_then_repair(&s);
 }
 
 #[test]
@@ -198,15 +166,7 @@ fn the_mirror_killed_and_restarted_under_load() {
     let d = s.divergences();
     println!("divergences recorded: {}", d.len());
     assert!(!d.is_empty());
-    s.run_ok(&["INSERT INTO ledger VALUES (0, 0, now())"]);
-    assert_eq!(
-        scalar(
-            &s.direct_new_url(),
-            "SELECT count(*) FROM ledger WHERE id = 0"
-        ),
-        "1"
-    );
-    repair_and_prove_equal(&s);
+    others_work_then_repair(&s);
 }
 
 #[test]

@@ -5,28 +5,8 @@
 mod common;
 
 use common::mysql::*;
+use common::wait_job;
 use std::time::{Duration, Instant};
-
-fn status(s: &MySetup, what: &str) -> serde_json::Value {
-    serde_json::from_str(&s.ctl_ok(&["--json", what, "status"])).unwrap()
-}
-
-fn wait_done(s: &MySetup, what: &str, limit: Duration) -> serde_json::Value {
-    let started = Instant::now();
-    loop {
-        let st = status(s, what);
-        match st["state"].as_str() {
-            Some("done") => return st,
-            Some("failed") => panic!("{what} failed: {st}"),
-            _ => {}
-        }
-        assert!(
-            started.elapsed() < limit,
-            "{what} not done in {limit:?}: {st}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
 
 #[test]
 fn backfill_under_writers_then_verify_and_repair_over_mariadb() {
@@ -86,7 +66,7 @@ fn backfill_under_writers_then_verify_and_repair_over_mariadb() {
     std::thread::sleep(Duration::from_millis(500));
     let started = Instant::now();
     s.ctl_ok(&["backfill", "start"]);
-    let st = wait_done(&s, "backfill", Duration::from_secs(300));
+    let st = wait_job(&s, "backfill", Duration::from_secs(300));
     println!(
         "backfill under writers: {:.1} s, {st}",
         started.elapsed().as_secs_f64()
@@ -102,7 +82,7 @@ fn backfill_under_writers_then_verify_and_repair_over_mariadb() {
     println!("writers ran {statements} rounds without an error");
 
     s.ctl_ok(&["verify", "start"]);
-    let v = wait_done(&s, "verify", Duration::from_secs(300));
+    let v = wait_job(&s, "verify", Duration::from_secs(300));
     println!("verify: {v}");
     assert_eq!(v["last_clean"], true, "{v}");
     s.assert_identical("items", "id");
@@ -116,7 +96,7 @@ fn backfill_under_writers_then_verify_and_repair_over_mariadb() {
         s.new.sql("app", sql).unwrap();
     }
     s.ctl_ok(&["verify", "start"]);
-    wait_done(&s, "verify", Duration::from_secs(300));
+    wait_job(&s, "verify", Duration::from_secs(300));
     let report = s.ctl_ok(&["verify", "status"]);
     println!("{report}");
     for expected in [
@@ -129,9 +109,9 @@ fn backfill_under_writers_then_verify_and_repair_over_mariadb() {
     // id 50000 may have been deleted by a writer already: then it is not
     // missing.
     s.ctl_ok(&["verify", "start", "--repair"]);
-    wait_done(&s, "verify", Duration::from_secs(300));
+    wait_job(&s, "verify", Duration::from_secs(300));
     s.ctl_ok(&["verify", "start"]);
-    let v = wait_done(&s, "verify", Duration::from_secs(300));
+    let v = wait_job(&s, "verify", Duration::from_secs(300));
     assert_eq!(v["last_clean"], true, "{v}");
     s.assert_identical("items", "id");
 }

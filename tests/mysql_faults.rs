@@ -8,22 +8,7 @@ mod common;
 use common::mysql::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-fn wait_done(s: &MySetup, what: &str) -> serde_json::Value {
-    let started = Instant::now();
-    loop {
-        let st: serde_json::Value =
-            serde_json::from_str(&s.ctl_ok(&["--json", what, "status"])).unwrap();
-        match st["state"].as_str() {
-            Some("done") => return st,
-            Some("failed") => panic!("{what} failed: {st}"),
-            _ => {}
-        }
-        assert!(started.elapsed() < Duration::from_secs(120), "{st}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+use std::time::Duration;
 
 /// Writers through turnout until `stop`: (rounds that succeeded, errors
 /// seen, the first error's text).
@@ -97,15 +82,7 @@ fn setup() -> MySetup {
 }
 
 fn repair_and_prove_equal(s: &MySetup) {
-    s.ctl_ok(&["verify", "start", "--repair"]);
-    let v = wait_done(s, "verify");
-    println!(
-        "verify --repair: {} missing, {} extra, {} differing on new, {} repaired",
-        v["missing"], v["extra"], v["differing"], v["repaired"]
-    );
-    s.ctl_ok(&["verify", "start"]);
-    let v = wait_done(s, "verify");
-    assert_eq!(v["last_clean"], true, "{v}");
+    common::repair_then_verify_clean(s);
     s.assert_identical("ledger", "id");
 }
 

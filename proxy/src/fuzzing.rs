@@ -72,3 +72,32 @@ pub fn sql(data: &[u8]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every input a fuzz run ever crashed on (`fuzz/regressions/<target>/`)
+    /// goes through its target again without a panic.
+    #[test]
+    fn crashes_found_by_fuzzing_stay_fixed() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions");
+        let mut seen = 0;
+        for (target, run) in [
+            ("pg_frontend", super::pg_frontend as fn(&[u8])),
+            ("mysql_packets", super::mysql),
+            ("sql", super::sql),
+        ] {
+            let Ok(dir) = std::fs::read_dir(root.join(target)) else {
+                continue;
+            };
+            for f in dir.flatten() {
+                run(&std::fs::read(f.path()).unwrap());
+                seen += 1;
+            }
+        }
+        assert!(
+            seen > 0,
+            "no regression inputs found under {}",
+            root.display()
+        );
+    }
+}

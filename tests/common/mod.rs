@@ -558,3 +558,79 @@ pub fn assert_same_rows(table: &str, old: &str, new: &str) {
         panic!("{table} differs between old and new; first difference:\n{first}");
     }
 }
+
+/// A turnout with an admin socket (PostgreSQL's [`Setup`], MySQL's
+/// `MySetup`).
+#[allow(dead_code)]
+pub trait Admin {
+    /// `turnout ctl <args>`, which must succeed; its output.
+    fn admin(&self, args: &[&str]) -> String;
+}
+
+impl Admin for Setup {
+    fn admin(&self, args: &[&str]) -> String {
+        self.ctl_ok(args)
+    }
+}
+
+/// The status of `what` (backfill or verify), as JSON.
+#[allow(dead_code)]
+pub fn job_status(s: &impl Admin, what: &str) -> serde_json::Value {
+    serde_json::from_str(&s.admin(&["--json", what, "status"])).unwrap()
+}
+
+/// Waits until `what` (backfill or verify) is done: its status. Panics when
+/// it failed or took longer than `limit`.
+#[allow(dead_code)]
+pub fn wait_job(s: &impl Admin, what: &str, limit: Duration) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let st = job_status(s, what);
+        match st["state"].as_str() {
+            Some("done") => return st,
+            Some("failed") => panic!("{what} failed: {st}"),
+            _ => {}
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{what} not done in {limit:?}: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `verify start --repair` (what it found is printed), then a verify that
+/// must find both sides equal.
+#[allow(dead_code)]
+pub fn repair_then_verify_clean(s: &impl Admin) {
+    s.admin(&["verify", "start", "--repair"]);
+    let v = wait_job(s, "verify", Duration::from_secs(120));
+    println!(
+        "verify --repair: {} missing, {} extra, {} differing on new, {} repaired",
+        v["missing"], v["extra"], v["differing"], v["repaired"]
+    );
+    s.admin(&["verify", "start"]);
+    let v = wait_job(s, "verify", Duration::from_secs(120));
+    assert_eq!(v["last_clean"], true, "{v}");
+}
+
+/// pgbench running `script` (a file of its custom-script syntax) through
+/// turnout with `clients` clients for `seconds`, its output piped.
+#[allow(dead_code)]
+pub fn pgbench_script(s: &Setup, script: &std::path::Path, clients: u32, seconds: u32) -> Child {
+    Command::new("pgbench")
+        .args([
+            "-n",
+            "-c",
+            &clients.to_string(),
+            "-T",
+            &seconds.to_string(),
+            "-f",
+        ])
+        .arg(script)
+        .arg(s.app_url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}

@@ -261,3 +261,9 @@ impl MySetup {
         text
     }
 }
+
+impl super::Admin for MySetup {
+    fn admin(&self, args: &[&str]) -> String {
+        self.ctl_ok(args)
+    }
+}

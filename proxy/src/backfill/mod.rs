@@ -411,6 +411,19 @@ fn can_run(shared: &Shared) -> Result<(), String> {
     Ok(())
 }
 
+/// The table named `only` of `all` (which must have it), or all of them.
+fn chosen(all: Vec<TableShape>, only: Option<&str>) -> Result<Vec<TableShape>, String> {
+    if let Some(o) = only {
+        if !all.iter().any(|t| t.name == o) {
+            return Err(format!("table {o} does not exist on old"));
+        }
+    }
+    Ok(all
+        .into_iter()
+        .filter(|t| only.is_none_or(|o| o == t.name))
+        .collect())
+}
+
 /// The tables of the authority, as the backfill and verify see them.
 pub async fn tables(
     shared: &Shared,
@@ -427,16 +440,8 @@ async fn run(shared: &Arc<Shared>) -> Result<(), String> {
     let mut src = Conn::open(shared, Side::Old).await?;
     let all = tables(shared, &mut src, Side::Old).await?;
     let only = b.lock().cp.only.clone();
-    if let Some(o) = &only {
-        if !all.iter().any(|t| &t.name == o) {
-            return Err(format!("table {o} does not exist on old"));
-        }
-    }
     let all_names: Vec<String> = all.iter().map(|t| t.name.clone()).collect();
-    let chosen: Vec<TableShape> = all
-        .into_iter()
-        .filter(|t| only.as_ref().is_none_or(|o| o == &t.name))
-        .collect();
+    let chosen = chosen(all, only.as_deref())?;
     b.update(|cp| {
         cp.all = all_names;
         for t in &chosen {

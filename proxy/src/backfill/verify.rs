@@ -197,18 +197,10 @@ async fn run(shared: &Arc<Shared>, only: Option<String>, repair: bool) -> Result
     let mut src = Conn::open(shared, Side::Old).await?;
     let mut dst = Conn::open(shared, Side::New).await?;
     let all = super::tables(shared, &mut src, Side::Old).await?;
-    if let Some(o) = &only {
-        if !all.iter().any(|t| &t.name == o) {
-            return Err(format!("table {o} does not exist on old"));
-        }
-    }
+    let mut chosen = super::chosen(all, only.as_deref())?;
     // Tables mirroring recorded divergences for go first.
-    let mut chosen: Vec<&TableShape> = all
-        .iter()
-        .filter(|t| only.as_ref().is_none_or(|o| o == &t.name))
-        .collect();
     chosen.sort_by_key(|t| !shared.divergent_tables.contains_key(&t.name));
-    for t in chosen {
+    for t in &chosen {
         if t.key.is_empty() {
             v.with_table(&t.name, |r| {
                 r.skipped = Some("no primary key: rows cannot be compared by key".into());

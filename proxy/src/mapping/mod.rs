@@ -280,6 +280,22 @@ impl SchemaMap {
         ))
     }
 
+    /// Why `new` cannot run the client's `sql` (written for old) through
+    /// this mapping; `None` when it can. `prepared`: its parameters must
+    /// stay as they are ([`Self::translate_prepared`]).
+    pub fn not_for_new(&self, sql: &str, prepared: bool) -> Option<String> {
+        let t = if prepared {
+            self.translate_prepared(sql)
+        } else {
+            self.translate(sql)
+        };
+        match t {
+            Ok(Translation::Skip) => Some("it only names columns new does not have".into()),
+            Ok(_) => None,
+            Err(e) => Some(e),
+        }
+    }
+
     /// [`Self::translate`] for a prepared statement, whose values the
     /// client binds by position: its parameters must stay the same (a
     /// dropped or computed column must not take one away or add one).

@@ -88,7 +88,13 @@ pub(crate) async fn rows(
     if first.first() == Some(&0x00) {
         return Ok(Vec::new());
     }
-    let columns = lenenc(first).map(|(n, _)| n as usize).unwrap_or(0);
+    // A count the answer does not hold is refused, not trusted.
+    let columns = lenenc(first)
+        .and_then(|(n, _)| usize::try_from(n).ok())
+        .unwrap_or(0);
+    if columns >= a.packets.len() {
+        return Err("more columns announced than the answer holds".into());
+    }
     let body = a
         .packets
         .get(columns + 2..a.packets.len().saturating_sub(1))
@@ -105,7 +111,10 @@ fn text_row(mut row: &[u8], columns: usize) -> Vec<Option<String>> {
             continue;
         }
         let Some((len, n)) = lenenc(row) else { break };
-        let end = (n + len as usize).min(row.len());
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| n.checked_add(l))
+            .map_or(row.len(), |e| e.min(row.len()));
         out.push(Some(String::from_utf8_lossy(&row[n..end]).into_owned()));
         row = &row[end..];
     }

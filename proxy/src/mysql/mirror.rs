@@ -343,17 +343,7 @@ impl<'a> MyMirror<'a> {
         if self.mirror_side == Side::New {
             return None;
         }
-        let mapping = self.shared.mapping.load();
-        let t = if prepared {
-            mapping.translate_prepared(sql)
-        } else {
-            mapping.translate(sql)
-        };
-        match t {
-            Ok(Translation::Skip) => Some("it only names columns new does not have".into()),
-            Ok(_) => None,
-            Err(e) => Some(e),
-        }
+        self.shared.mapping.load().not_for_new(sql, prepared)
     }
 
     async fn run_statement(&mut self, packet: &[u8], class: &Classification, sql: &str) -> Step {

@@ -418,18 +418,8 @@ mod fuzz {
             packets in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..24), 1..12),
             prepare in any::<bool>(),
         ) {
-            let expect = if prepare { Expect::Prepare } else { Expect::Result };
-            let mut r = Reader::new(expect);
-            let mut a = Answer::default();
-            for (i, p) in packets.iter().enumerate() {
-                let fed = r.feed(p, i);
-                a.packets.push((i as u8, p.clone()));
-                if fed == Fed::Done {
-                    break;
-                }
-            }
-            let _ = crate::mysql::shadow::result_set(&a);
-            a.outside_transaction();
+            let packets: Vec<&[u8]> = packets.iter().map(Vec::as_slice).collect();
+            follow_any(&packets, prepare);
         }
 
         #[test]

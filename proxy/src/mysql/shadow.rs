@@ -82,7 +82,11 @@ pub fn result_set(a: &Answer) -> Result<ResultSet, SampleError> {
     let Some((columns, _)) = lenenc(first) else {
         return undecodable("bad column count");
     };
-    let columns = columns as usize;
+    // A count the answer does not hold is refused, not trusted.
+    let columns = usize::try_from(columns).unwrap_or(usize::MAX);
+    if columns >= a.packets.len() {
+        return undecodable("more columns announced than the answer holds");
+    }
     let definitions = a.packets.get(1..1 + columns).unwrap_or_default();
     let types: Vec<(String, u32)> = definitions.iter().map(|(_, d)| column(d)).collect();
     // Column count, definitions, EOF, rows..., EOF: exactly one result set.
@@ -98,7 +102,7 @@ pub fn result_set(a: &Answer) -> Result<ResultSet, SampleError> {
         if raw.first() == Some(&0xFE) && raw.len() < 9 {
             return undecodable("several result sets");
         }
-        let mut row = Vec::with_capacity(columns);
+        let mut row = Vec::with_capacity(types.len());
         let mut rest = &raw[..];
         for (_, type_oid) in types.iter().take(columns) {
             if rest.first() == Some(&0xFB) {
@@ -109,7 +113,9 @@ pub fn result_set(a: &Answer) -> Result<ResultSet, SampleError> {
             let Some((len, n)) = lenenc(rest) else {
                 return undecodable("short row");
             };
-            let end = n + len as usize;
+            let Some(end) = usize::try_from(len).ok().and_then(|l| n.checked_add(l)) else {
+                return undecodable("short row");
+            };
             let Some(value) = rest.get(n..end) else {
                 return undecodable("short row");
             };
@@ -133,9 +139,12 @@ fn column(def: &[u8]) -> (String, u32) {
         let Some((len, n)) = lenenc(rest) else {
             return (name, oid::TEXT);
         };
-        let end = (n + len as usize).min(rest.len());
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| n.checked_add(l))
+            .map_or(rest.len(), |e| e.min(rest.len()));
         if i == 4 {
-            name = String::from_utf8_lossy(&rest[n..end]).into_owned();
+            name = String::from_utf8_lossy(rest.get(n..end).unwrap_or_default()).into_owned();
         }
         rest = &rest[end..];
     }

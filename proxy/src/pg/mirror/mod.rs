@@ -461,19 +461,7 @@ impl<'a> MirrorSession<'a> {
         if self.auth_side() == Side::Old {
             return None;
         }
-        let mapping = self.shared.mapping.load();
-        let t = if prepared {
-            mapping.translate_prepared(sql)
-        } else {
-            mapping.translate(sql)
-        };
-        match t {
-            Ok(crate::mapping::Translation::Skip) => {
-                Some("it only names columns new does not have".into())
-            }
-            Ok(_) => None,
-            Err(e) => Some(e),
-        }
+        self.shared.mapping.load().not_for_new(sql, prepared)
     }
 
     /// A unit new (the authority) cannot run through the schema mapping:
