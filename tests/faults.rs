@@ -84,6 +84,21 @@ fn clients_saw(c: Child) -> (bool, String) {
     (out.status.success(), summary.join("\n"))
 }
 
+/// After a fault of the mirror: the clients saw no error, and what new
+/// missed is in the divergence log (its records).
+fn no_client_error_and_on_the_record(s: &Setup, clients: Child) -> Vec<String> {
+    let (ok, saw) = clients_saw(clients);
+    println!("clients saw:\n{saw}");
+    assert!(
+        ok && saw.contains("number of failed transactions: 0"),
+        "{saw}"
+    );
+    let d = s.divergences();
+    println!("divergences recorded: {}", d.len());
+    assert!(!d.is_empty());
+    d
+}
+
 /// After a fault of the mirror: other sessions work, on both sides; then
 /// verify --repair makes the sides equal.
 fn others_work_then_repair(s: &Setup) {
@@ -126,16 +141,8 @@ fn the_mirror_delayed_stalled_cut_and_reset_under_load() {
     std::thread::sleep(Duration::from_secs(2));
     println!("injected: every connection to new reset (RST)");
     relay.reset();
-    let (ok, saw) = clients_saw(clients);
-    println!("clients saw:\n{saw}");
-    assert!(
-        ok && saw.contains("number of failed transactions: 0"),
-        "{saw}"
-    );
     // Each write new missed is on the record, with its table.
-    let d = s.divergences();
-    println!("divergences recorded: {}", d.len());
-    assert!(!d.is_empty());
+    let d = no_client_error_and_on_the_record(&s, clients);
     let named = d
         .iter()
         .filter(|l| l.contains("\"table\":\"ledger\""))
@@ -157,15 +164,7 @@ fn the_mirror_killed_and_restarted_under_load() {
     s.new.as_mut().unwrap().kill().unwrap();
     std::thread::sleep(Duration::from_secs(3));
     s.new.as_mut().unwrap().restart().unwrap();
-    let (ok, saw) = clients_saw(clients);
-    println!("clients saw:\n{saw}");
-    assert!(
-        ok && saw.contains("number of failed transactions: 0"),
-        "{saw}"
-    );
-    let d = s.divergences();
-    println!("divergences recorded: {}", d.len());
-    assert!(!d.is_empty());
+    no_client_error_and_on_the_record(&s, clients);
     others_work_then_repair(&s);
 }
 
