@@ -211,7 +211,6 @@ impl Backfill {
         let inner = self.lock();
         let cp = &inner.cp;
         cp.state == "done"
-            && !cp.all.is_empty()
             && cp.all.iter().all(|t| {
                 cp.tables
                     .get(t)
