@@ -303,6 +303,23 @@ fn errors_inside_transactions_keep_the_transaction_and_deadlock_victims_are_roll
     assert_no_divergence(&s);
 }
 
+/// Old's `users` and new's `accounts` (the mapped table), each as
+/// `id name email` lines in id order.
+fn users_on_both(s: &MySetup) -> (String, String) {
+    let old = s
+        .old
+        .sql("app", "SELECT id, name, email FROM users ORDER BY id")
+        .unwrap();
+    let new = s
+        .new
+        .sql(
+            "app",
+            "SELECT id, full_name, email_address FROM accounts ORDER BY id",
+        )
+        .unwrap();
+    (old, new)
+}
+
 #[test]
 fn writes_and_shadow_reads_go_through_the_schema_mapping() {
     use mysql_async::prelude::*;
@@ -355,17 +372,7 @@ fn writes_and_shadow_reads_go_through_the_schema_mapping() {
     for _ in 0..3 {
         s.sql_ok("SELECT id, name, email FROM users ORDER BY id");
     }
-    let old = s
-        .old
-        .sql("app", "SELECT id, name, email FROM users ORDER BY id")
-        .unwrap();
-    let new = s
-        .new
-        .sql(
-            "app",
-            "SELECT id, full_name, email_address FROM accounts ORDER BY id",
-        )
-        .unwrap();
+    let (old, new) = users_on_both(&s);
     assert_eq!(old, "1\tAnn\tann@z\n3\tCy\tcy@w");
     assert_eq!(new, old);
     assert_no_divergence(&s);
@@ -448,17 +455,7 @@ fn writes_and_shadow_reads_go_through_the_schema_mapping() {
     );
     s.ctl_ok(&["rollback"]);
     s.sql_ok("INSERT INTO users (name, email) VALUES ('Flo', 'flo@t')");
-    let old = s
-        .old
-        .sql("app", "SELECT id, name, email FROM users ORDER BY id")
-        .unwrap();
-    let new = s
-        .new
-        .sql(
-            "app",
-            "SELECT id, full_name, email_address FROM accounts ORDER BY id",
-        )
-        .unwrap();
+    let (old, new) = users_on_both(&s);
     assert_eq!(
         old,
         "1\tAnn\tann@q\n3\tCy\tcy@w\n4\tDi\tdi@v\n5\tEd\ted@u\n6\tFlo\tflo@t"

@@ -20,22 +20,33 @@ email = "email_address"
 "#;
 
 fn setup() -> Setup {
+    setup_with(
+        "int",
+        "rate = 1.0\nper_fingerprint_per_sec = 0\nrecheck_delay_ms = 20",
+    )
+}
+
+/// turnout in phase mirror with old's `users` and new's `accounts`, their
+/// ids of type `id` (`int`, `serial`), and `sampling`'s keys.
+fn setup_with(id: &str, sampling: &'static str) -> Setup {
     let s = Setup::start(Options {
         phase: Some("mirror"),
         admin: true,
-        sampling: "rate = 1.0\nper_fingerprint_per_sec = 0\nrecheck_delay_ms = 20",
+        sampling,
         ..Options::default()
     });
     run_direct_ok(
         &s.direct_url(),
-        &["CREATE TABLE users (id int PRIMARY KEY, name text, email text, legacy int)"],
+        &[&format!(
+            "CREATE TABLE users (id {id} PRIMARY KEY, name text, email text, legacy int)"
+        )],
     );
     run_direct_ok(
         &s.direct_new_url(),
-        &[
-            "CREATE TABLE accounts (id int PRIMARY KEY, full_name text, email_address text, \
-           created_at timestamptz NOT NULL DEFAULT now())",
-        ],
+        &[&format!(
+            "CREATE TABLE accounts (id {id} PRIMARY KEY, full_name text, email_address text, \
+             created_at timestamptz NOT NULL DEFAULT now())"
+        )],
     );
     s
 }
@@ -293,22 +304,7 @@ fn both_sides(s: &Setup) -> (String, String) {
 
 #[test]
 fn writes_flip_through_the_mapping_under_load() {
-    let s = Setup::start(Options {
-        phase: Some("mirror"),
-        admin: true,
-        ..Options::default()
-    });
-    run_direct_ok(
-        &s.direct_url(),
-        &["CREATE TABLE users (id serial PRIMARY KEY, name text, email text, legacy int)"],
-    );
-    run_direct_ok(
-        &s.direct_new_url(),
-        &[
-            "CREATE TABLE accounts (id serial PRIMARY KEY, full_name text, email_address text, \
-           created_at timestamptz NOT NULL DEFAULT now())",
-        ],
-    );
+    let s = setup_with("serial", "");
     with_config(&s, MAPPING);
     let reloaded = s.ctl_ok(&["reload"]);
     assert!(reloaded.contains("done: reload"), "{reloaded}");
