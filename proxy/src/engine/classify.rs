@@ -366,6 +366,83 @@ fn is_ddl(statement: &Statement) -> bool {
     )
 }
 
+/// A schema change by its leading keyword, as [`is_ddl`] tells a parsed
+/// one: one statement (a stored program's body, `BEGIN ... END` with its own
+/// semicolons, counts as one).
+fn is_unparsed_ddl(sql: &str) -> bool {
+    let words: Vec<String> = sql
+        .split_whitespace()
+        .take(6)
+        .map(|w| w.trim_end_matches(';').to_ascii_uppercase())
+        .collect();
+    let Some(first) = words.first() else {
+        return false;
+    };
+    if !matches!(
+        first.as_str(),
+        "CREATE" | "ALTER" | "DROP" | "COMMENT" | "GRANT" | "REVOKE" | "RENAME"
+    ) {
+        return false;
+    }
+    let stored_program = first == "CREATE"
+        && words.iter().any(|w| {
+            matches!(
+                w.as_str(),
+                "PROCEDURE" | "FUNCTION" | "TRIGGER" | "EVENT" | "PACKAGE"
+            )
+        });
+    stored_program || sql.trim().trim_end_matches(';').matches(';').count() == 0
+}
+
+/// The transaction control a single statement the parser could not read
+/// is, by its leading keywords (`BEGIN ... DEFERRABLE`).
+fn transaction_keyword(dialect: SqlDialect, sql: &str) -> Option<TxControl> {
+    let text = sql.trim().trim_end_matches(';');
+    if text.contains(';') || text.contains("--") || text.contains("/*") {
+        return None;
+    }
+    let words: Vec<String> = text
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_ascii_lowercase())
+        .collect();
+    // Only the words of transaction modes may follow: anything else is left
+    // to the "unparsed is a write" rule.
+    const MODES: &[&str] = &[
+        "work",
+        "transaction",
+        "isolation",
+        "level",
+        "serializable",
+        "repeatable",
+        "read",
+        "committed",
+        "uncommitted",
+        "only",
+        "write",
+        "not",
+        "deferrable",
+        "with",
+        "consistent",
+        "snapshot",
+        "and",
+        "no",
+        "chain",
+    ];
+    let (first, rest) = words.split_first()?;
+    if !rest.iter().all(|w| MODES.contains(&w.as_str())) {
+        return None;
+    }
+    match first.as_str() {
+        "begin" if dialect == SqlDialect::Mysql && rest.first().is_some_and(|w| w == "not") => None,
+        "begin" => Some(TxControl::Begin),
+        "start" if rest.first().is_some_and(|w| w == "transaction") => Some(TxControl::Begin),
+        "commit" | "end" => Some(TxControl::Commit),
+        "rollback" | "abort" => Some(TxControl::Rollback),
+        _ => None,
+    }
+}
+
 /// Classifies statements, remembering each text's answer.
 pub struct Classifier {
     dialect: SqlDialect,
@@ -500,6 +577,36 @@ pub fn classify_uncached(dialect: SqlDialect, sql: &str) -> Classification {
             },
         },
         Err(e) => {
+            if let Some(tx) = transaction_keyword(dialect, sql) {
+                // Modes the parser does not know (`DEFERRABLE`, `WITH
+                // CONSISTENT SNAPSHOT`) keep a BEGIN a BEGIN: taken for a
+                // write, it would be wrapped in a transaction of turnout's.
+                return Classification {
+                    statements: vec![StatementClass {
+                        kind: Kind::Transaction(tx),
+                        unsafe_reason: None,
+                        nondeterministic: false,
+                    }],
+                    fingerprint: fingerprint.clone(),
+                    parse_error: Some(e.to_string()),
+                    ..Classification::default()
+                };
+            }
+            if is_unparsed_ddl(sql) {
+                // DDL the parser does not know (MySQL's `LONG VARBINARY`
+                // columns, procedure bodies) follows `mirror.ddl` like the
+                // DDL it knows, never the write path.
+                return Classification {
+                    statements: vec![StatementClass {
+                        kind: Kind::Ddl,
+                        unsafe_reason: None,
+                        nondeterministic: false,
+                    }],
+                    fingerprint: fingerprint.clone(),
+                    parse_error: Some(e.to_string()),
+                    ..Classification::default()
+                };
+            }
             // Maintenance commands the parser may not know change no rows;
             // they go to the authority alone (several cannot run in a
             // transaction block, so wrapping them as writes would break them).

@@ -153,6 +153,7 @@ async fn start(
 ) -> Result<(BackendConn, CancelKey), SessionError> {
     let users = shared.users.load();
     auth::authenticate(stream, &users, user, shared.max_message).await?;
+    check_database(shared, params)?;
     stream.write_all(&codec::auth_request(0, &[])).await?;
     let backend = backend::connect(shared.target(side), params).await?;
     let key = shared.register_cancel(side, &backend);
@@ -168,4 +169,28 @@ async fn start(
         return Err(e.into());
     }
     Ok((backend, key))
+}
+
+/// The client's `dbname` must be a database turnout serves: the one
+/// configured for either side (a client that names none gets it). Any other
+/// is refused as PostgreSQL refuses an unknown database, rather than served
+/// from another.
+fn check_database(shared: &Shared, params: &[(String, String)]) -> Result<(), SessionError> {
+    let Some((_, wanted)) = params.iter().find(|(k, _)| k == "database") else {
+        return Ok(());
+    };
+    let served = [Side::Old, Side::New].map(|side| shared.target(side).database.as_str());
+    if wanted.is_empty() || served.contains(&wanted.as_str()) {
+        return Ok(());
+    }
+    Err(SessionError::Client {
+        severity: Severity::Fatal,
+        code: "3D000",
+        // Debug quoting, as PostgreSQL quotes it, with control characters
+        // escaped.
+        message: format!(
+            "database {wanted:?} does not exist (turnout serves {:?})",
+            served[0]
+        ),
+    })
 }

@@ -216,3 +216,91 @@ fn reads_of_no_table_are_told_apart() {
     assert!(!classify_uncached(SqlDialect::Postgres, "SELECT id FROM users").no_tables);
     assert!(!classify_uncached(SqlDialect::Postgres, "SELECT (SELECT 1 FROM t)").no_tables);
 }
+
+#[test]
+fn transaction_control_the_parser_cannot_read_keeps_its_kind() {
+    use TxControl::*;
+    for (sql, tx) in [
+        (
+            "BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY DEFERRABLE",
+            Begin,
+        ),
+        (
+            "start transaction isolation level serializable, read only, deferrable",
+            Begin,
+        ),
+        ("BEGIN NOT DEFERRABLE", Begin),
+        ("BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ", Begin),
+        ("START TRANSACTION WITH CONSISTENT SNAPSHOT", Begin),
+        ("COMMIT AND CHAIN", Commit),
+        ("END", Commit),
+        ("ABORT", Rollback),
+        ("ROLLBACK TO SAVEPOINT a", RollbackTo),
+        ("ROLLBACK AND NO CHAIN", Rollback),
+    ] {
+        assert_eq!(kind(sql), Kind::Transaction(tx), "{sql}");
+    }
+    assert_eq!(
+        my_kind("START TRANSACTION WITH CONSISTENT SNAPSHOT"),
+        Kind::Transaction(Begin)
+    );
+    // Two-phase commit and MariaDB's anonymous blocks are not transaction
+    // control of the session: they stay writes.
+    assert_eq!(kind("COMMIT PREPARED 'x'"), Kind::Write);
+    assert_eq!(kind("PREPARE TRANSACTION 'x'"), Kind::Write);
+    assert_eq!(
+        my_kind("BEGIN NOT ATOMIC UPDATE t SET a = 1; END"),
+        Kind::Write
+    );
+    // A transaction keyword followed by another statement is not one.
+    assert_eq!(kind("BEGIN DEFERRABLE; DELETE FROM t"), Kind::Write);
+    assert_eq!(kind("BEGIN SELECT"), Kind::Write);
+}
+
+#[test]
+fn ddl_is_ddl_whether_the_parser_reads_it_or_not() {
+    // MySQL/MariaDB: every spelling of a column type, stored programs,
+    // views, triggers, indexes; creating and dropping alike.
+    for sql in [
+        "CREATE TABLE t (a INT PRIMARY KEY, b LONG BYTE)",
+        "CREATE TABLE t (b LONG VARBINARY, c LONG VARCHAR, d MEDIUMBLOB, e TINYTEXT)",
+        "CREATE TABLE t (a INT) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+        "DROP TABLE t",
+        "DROP TABLE IF EXISTS t, u",
+        "CREATE PROCEDURE p() BEGIN UPDATE t SET a = 1; DELETE FROM u; END",
+        "CREATE DEFINER = CURRENT_USER PROCEDURE p(IN x INT) BEGIN SELECT x; END",
+        "DROP PROCEDURE p",
+        "DROP PROCEDURE IF EXISTS p",
+        "CREATE FUNCTION f(x INT) RETURNS INT DETERMINISTIC RETURN x + 1",
+        "DROP FUNCTION f",
+        "CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET NEW.a = 1",
+        "DROP TRIGGER tr",
+        "CREATE VIEW v AS SELECT a FROM t",
+        "CREATE OR REPLACE VIEW v AS SELECT a FROM t",
+        "DROP VIEW v",
+        "CREATE INDEX i ON t (a)",
+        "DROP INDEX i ON t",
+        "ALTER TABLE t ADD COLUMN c LONG BYTE",
+        "RENAME TABLE t TO u",
+    ] {
+        assert_eq!(my_kind(sql), Kind::Ddl, "{sql}");
+    }
+    for sql in [
+        "CREATE TABLE t (a int PRIMARY KEY, b bytea)",
+        "DROP TABLE t",
+        "CREATE OR REPLACE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$",
+        "DROP FUNCTION f()",
+        "CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()",
+        "CREATE INDEX CONCURRENTLY i ON t (a)",
+        "DROP INDEX i",
+        "CREATE VIEW v AS SELECT a FROM t",
+        "ALTER TABLE t ADD COLUMN c text",
+    ] {
+        assert_eq!(kind(sql), Kind::Ddl, "{sql}");
+    }
+    // A DDL keyword ahead of another statement is not taken on its word.
+    assert_eq!(
+        my_kind("DROP TABLE t LONG BYTE; DELETE FROM u"),
+        Kind::Write
+    );
+}

@@ -5,74 +5,102 @@ use super::*;
 use crate::mapping::Translation;
 
 impl MirrorSession<'_> {
-    /// Registers what the batch's Parse/Bind/Close messages define, and
-    /// returns the classes of the statements its Executes run.
-    fn register(&mut self, batch: &[Frame]) -> Vec<Arc<Classification>> {
-        let mut executed = Vec::new();
-        for f in batch {
-            let body = f.body();
-            match f.tag {
-                b'P' => {
-                    if let Some((name, rest)) = cstr(body) {
-                        if let Some((sql, types)) = cstr(rest) {
-                            let class = self.shared.classifier.classify(sql);
-                            let name = name.to_string();
-                            self.mirror_prepared.remove(&name);
-                            self.statements.insert(
-                                name,
-                                Prepared {
-                                    sql: sql.into(),
-                                    types: Bytes::copy_from_slice(types),
-                                    class,
-                                },
-                            );
-                        }
-                    }
+    /// Takes a Parse/Bind/Describe/Execute/Close into the batch, resolving
+    /// the names it uses as they stand now.
+    pub(super) fn arrive(&mut self, frame: Frame) -> Msg {
+        let body = frame.body();
+        let mut stmt = None;
+        let mut undo = None;
+        match frame.tag {
+            b'P' => {
+                if let Some((name, (sql, types))) =
+                    cstr(body).and_then(|(name, rest)| Some((name, cstr(rest)?)))
+                {
+                    let class = self.shared.classifier.classify(sql);
+                    let before = self.statements.insert(
+                        name.to_string(),
+                        Prepared {
+                            sql: sql.into(),
+                            types: Bytes::copy_from_slice(types),
+                            class,
+                        },
+                    );
+                    undo = Some(Undo::Statement(name.to_string(), before));
                 }
-                b'B' => {
-                    if let Some((portal, rest)) = cstr(body) {
-                        if let Some((stmt, _)) = cstr(rest) {
-                            self.portals.insert(portal.to_string(), stmt.to_string());
-                        }
-                    }
+            }
+            b'B' => {
+                if let Some((portal, (name, _))) =
+                    cstr(body).and_then(|(portal, rest)| Some((portal, cstr(rest)?)))
+                {
+                    stmt = self.statements.get(name).cloned();
+                    let before = match &stmt {
+                        Some(p) => self.portals.insert(portal.to_string(), p.clone()),
+                        None => self.portals.remove(portal),
+                    };
+                    undo = Some(Undo::Portal(portal.to_string(), before));
                 }
-                b'E' => {
-                    let class = cstr(body)
-                        .and_then(|(portal, _)| self.portals.get(portal))
-                        .and_then(|stmt| self.statements.get(stmt))
-                        .map(|p| p.class.clone());
-                    // A portal turnout cannot trace is treated as a write.
-                    executed.push(class.unwrap_or_else(|| {
-                        Arc::new(Classification {
-                            statements: vec![StatementClass {
-                                kind: Kind::Write,
-                                unsafe_reason: None,
-                                nondeterministic: false,
-                            }],
-                            fingerprint: "(unknown portal)".into(),
-                            ..Classification::default()
-                        })
-                    }));
+            }
+            b'E' => {
+                stmt = cstr(body).and_then(|(portal, _)| self.portals.get(portal).cloned());
+            }
+            b'C' => {
+                if let Some((name, _)) = body.get(1..).and_then(cstr) {
+                    undo = Some(if body[0] == b'S' {
+                        Undo::Statement(name.to_string(), self.statements.remove(name))
+                    } else {
+                        Undo::Portal(name.to_string(), self.portals.remove(name))
+                    });
                 }
-                b'C' => {
-                    if let Some((name, _)) = body.get(1..).and_then(cstr) {
-                        if body[0] == b'S' {
-                            self.statements.remove(name);
-                        } else {
-                            self.portals.remove(name);
-                        }
-                    }
+            }
+            _ => {}
+        }
+        Msg { frame, stmt, undo }
+    }
+
+    /// The backend did not run `msgs` (the last messages of the batch): the
+    /// names they defined or closed are as they were before them.
+    pub(super) fn not_run(&mut self, msgs: &mut [Msg]) {
+        for m in msgs.iter_mut().rev() {
+            let parsed = m.frame.tag == b'P';
+            match m.undo.take() {
+                // A statement a rule sends to the mirror's side alone lives
+                // there (prepared when first run): the authority refusing
+                // its Parse does not undo it.
+                Some(Undo::Statement(name, _))
+                    if parsed
+                        && self
+                            .statements
+                            .get(&name)
+                            .is_some_and(|p| self.route(&p.class) == Route::MirrorOnly) => {}
+                Some(Undo::Statement(name, Some(p))) => {
+                    self.statements.insert(name, p);
                 }
-                _ => {}
+                Some(Undo::Statement(name, None)) => {
+                    self.statements.remove(&name);
+                }
+                Some(Undo::Portal(name, Some(p))) => {
+                    self.portals.insert(name, p);
+                }
+                Some(Undo::Portal(name, None)) => {
+                    self.portals.remove(&name);
+                }
+                None => {}
             }
         }
-        executed
+    }
+
+    /// The classes of the statements the messages execute, in order.
+    fn executed(msgs: &[Msg]) -> Vec<Arc<Classification>> {
+        msgs.iter()
+            .filter(|m| m.frame.tag == b'E')
+            .map(exec_class)
+            .collect()
     }
 
     /// What the schema mapping makes of the statements the batch binds:
     /// all mirrored (translated where needed), `Ok(false)` when there is
     /// nothing of them for `new`, `Err` when one cannot be translated.
-    fn mapping_verdict(&self, batch: &[Frame]) -> Result<bool, String> {
+    fn mapping_verdict(&self, batch: &[Msg]) -> Result<bool, String> {
         let mapping = self.shared.mapping.load();
         let mapping = mapping.toward(self.mirror_side);
         if mapping.is_identity() {
@@ -81,9 +109,8 @@ impl MirrorSession<'_> {
         let mut mirrored = false;
         for p in batch
             .iter()
-            .filter(|f| f.tag == b'B')
-            .filter_map(|f| cstr(f.body()).and_then(|(_, rest)| cstr(rest)))
-            .filter_map(|(stmt, _)| self.statements.get(stmt))
+            .filter(|m| m.frame.tag == b'B')
+            .filter_map(|m| m.stmt.as_ref())
         {
             match mapping.translate_prepared(&p.sql)? {
                 Translation::Skip => {}
@@ -95,20 +122,16 @@ impl MirrorSession<'_> {
 
     /// Why a statement the batch parses or binds cannot run on the
     /// authority (new, through the schema mapping); `None` when all can.
-    fn batch_not_for_authority(&self, batch: &[Frame]) -> Option<String> {
+    fn batch_not_for_authority(&self, batch: &[Msg]) -> Option<String> {
         if self.auth_side() == Side::Old {
             return None;
         }
-        batch.iter().find_map(|f| {
-            let body = f.body();
-            let sql = match f.tag {
-                b'P' => cstr(body)
+        batch.iter().find_map(|m| {
+            let sql = match m.frame.tag {
+                b'P' => cstr(m.frame.body())
                     .and_then(|(_, rest)| cstr(rest))
                     .map(|(sql, _)| sql),
-                b'B' => cstr(body)
-                    .and_then(|(_, rest)| cstr(rest))
-                    .and_then(|(stmt, _)| self.statements.get(stmt))
-                    .map(|p| &*p.sql),
+                b'B' => m.stmt.as_ref().map(|p| &*p.sql),
                 _ => None,
             }?;
             self.not_for_authority(sql, true)
@@ -125,62 +148,66 @@ impl MirrorSession<'_> {
             .translated_or_same(sql)
     }
 
-    /// Flush: the messages so far go to the authority now; its answers are
-    /// relayed as they come (counted, since no ReadyForQuery ends them).
-    pub(super) async fn flush_batch(&mut self) -> Step {
-        let batch = std::mem::take(&mut self.batch);
-        let executed = self.register(&batch);
-        for class in &executed {
-            if matches!(
-                self.route(class),
-                Route::Write | Route::Commit | Route::Unwrapped
-            ) {
-                self.shared.record_divergence(Divergence::new(
-                    DivergenceKind::UnsafeStatement,
-                    self.mirror_side,
-                    &class.fingerprint,
-                    "executed with Flush before Sync: not mirrored",
-                ));
-            }
-        }
-        let mut msgs = BytesMut::new();
-        let mut expected = 0usize;
-        for f in &batch {
-            msgs.extend_from_slice(&f.raw);
-            expected += usize::from(matches!(f.tag, b'P' | b'B' | b'C' | b'D' | b'E'));
-        }
-        msgs.extend_from_slice(&codec::frame(b'H', &[]));
-        self.send_auth(&msgs).await.map_err(Stop::Authority)?;
-        self.flushed = true;
-        while expected > 0 {
-            let f = self.auth.read().await.map_err(Stop::Authority)?;
-            self.queue(&f.raw);
-            match f.tag {
-                // After an error the server skips to Sync: nothing more comes.
-                b'E' => break,
-                b'1' | b'2' | b'3' | b'T' | b'n' | b'C' | b'I' | b's' => expected -= 1,
-                _ => {}
-            }
-        }
-        self.flush_client().await
+    /// Why the batch must run whole on one side, the way [`Self::sync_batch`]
+    /// decides for a batch that arrives whole: a rule sends a statement to
+    /// one side, DDL is refused, a statement cannot be translated, COPY.
+    /// Such a batch is not run piecewise at a Flush.
+    fn needs_whole_batch(&self, batch: &[Msg]) -> bool {
+        let executed = Self::executed(batch);
+        executed
+            .iter()
+            .any(|c| matches!(self.route(c), Route::Reject | Route::MirrorOnly))
+            || executed.iter().any(|c| sql_is_copy_from(&c.fingerprint))
+            || self.batch_not_for_authority(batch).is_some()
+            || (executed.iter().any(|c| self.route(c) == Route::Write)
+                && self.mapping_verdict(batch) != Ok(true))
     }
 
-    pub(super) async fn sync_batch(&mut self) -> Step {
-        let batch = std::mem::take(&mut self.batch);
-        let executed = self.register(&batch);
-        let raw: BytesMut = batch.iter().fold(BytesMut::new(), |mut b, f| {
-            b.extend_from_slice(&f.raw);
-            b
-        });
-        if std::mem::take(&mut self.flushed) {
-            // Part of this batch already ran: finish it on the authority.
-            self.send_auth(&raw).await.map_err(Stop::Authority)?;
-            self.relay_authority().await?;
+    /// Flush: what the client sent so far runs on the authority now and its
+    /// answers are relayed; the batch goes on to its Sync as one.
+    pub(super) async fn flush_batch(&mut self) -> Step {
+        if self.run.skipping || self.batch.len() == self.run.sent {
+            // Nothing new: every answer so far was relayed already.
             return Ok(());
         }
+        if !self.run.whole_on_authority && self.needs_whole_batch(&self.batch[self.run.sent..]) {
+            self.run.whole_on_authority = true;
+            for class in Self::executed(&self.batch[self.run.sent..]) {
+                if matches!(
+                    self.route(&class),
+                    Route::Write | Route::Commit | Route::Unwrapped | Route::MirrorOnly
+                ) {
+                    self.shared.record_divergence(Divergence::new(
+                        DivergenceKind::UnsafeStatement,
+                        self.mirror_side,
+                        &class.fingerprint,
+                        "executed with Flush before Sync in a batch that must run whole on one side (a rule, COPY or the schema mapping): not mirrored",
+                    ));
+                }
+            }
+        }
+        self.advance(None).await
+    }
+
+    pub(super) async fn sync_batch(&mut self, sync: Frame) -> Step {
+        if self.run.sent > 0 || self.run.skipping {
+            // Part of the batch ran at a Flush: it ends the same way.
+            return self.advance(Some(sync)).await;
+        }
+        let executed = Self::executed(&self.batch);
+        let raw: BytesMut =
+            self.batch
+                .iter()
+                .map(|m| &m.frame)
+                .chain([&sync])
+                .fold(BytesMut::new(), |mut b, f| {
+                    b.extend_from_slice(&f.raw);
+                    b
+                });
         let routes: Vec<Route> = executed.iter().map(|c| self.route(c)).collect();
         let mirror_only = routes.iter().filter(|&&r| r == Route::MirrorOnly).count();
         if mirror_only > 0 && mirror_only < routes.len() {
+            self.not_run_from(0);
             let msg = "turnout: this batch mixes statements a rule (mirror.rules) sends to one side alone with others; send them in separate batches (each up to its own Sync)";
             let status = self.status;
             self.queue(&codec::error_response(Severity::Error, "0A000", msg));
@@ -194,13 +221,42 @@ impl MirrorSession<'_> {
             .cloned()
             .unwrap_or_default();
         self.unit_class = class.clone();
+        let batch = std::mem::take(&mut self.batch);
+        self.sync_whole(batch, raw.freeze(), sync, &executed, route, class)
+            .await
+    }
+
+    /// The batch runs on the authority alone, nothing of it mirrored.
+    async fn on_authority_alone(&mut self, batch: Vec<Msg>, sync: Frame) -> Step {
+        self.batch = batch;
+        self.run.whole_on_authority = true;
+        self.advance(Some(sync)).await
+    }
+
+    /// Nothing of the batch runs on the authority (it is refused, or the
+    /// mirror's side serves it): its names stay as they were there.
+    fn none_on_authority(&mut self, mut batch: Vec<Msg>) {
+        self.not_run(&mut batch);
+    }
+
+    /// A batch that arrived whole, up to its Sync (`raw` ends with it).
+    async fn sync_whole(
+        &mut self,
+        batch: Vec<Msg>,
+        raw: Bytes,
+        sync: Frame,
+        executed: &[Arc<Classification>],
+        route: Route,
+        class: Arc<Classification>,
+    ) -> Step {
         if let Some(reason) = self.batch_not_for_authority(&batch) {
             let plan = self.mirror_plan(&batch, true);
-            let m = plan.build(None).unwrap_or_else(|_| raw.clone().freeze());
+            let m = with_sync(plan.build(None), &raw, &sync);
             if executed.len() == 1 && class.kind() == Kind::Read {
                 self.mirror_prepared.extend(plan.prepares_named());
                 self.added_parses = plan.parses.clone();
             }
+            self.none_on_authority(batch);
             return self.untranslatable(&raw, &m, &class, &reason).await;
         }
         let copies = executed.iter().any(|c| sql_is_copy_from(&c.fingerprint));
@@ -212,9 +268,7 @@ impl MirrorSession<'_> {
         };
         if verdict == Ok(false) {
             // Nothing of it for new (an UPDATE of dropped columns only).
-            self.send_auth(&raw).await.map_err(Stop::Authority)?;
-            self.relay_authority().await?;
-            return Ok(());
+            return self.on_authority_alone(batch, sync).await;
         }
         let not_mirrored = if copies && route == Route::Write {
             Some("COPY FROM STDIN through the extended protocol is not mirrored".to_string())
@@ -224,22 +278,19 @@ impl MirrorSession<'_> {
         };
         if let Some(reason) = not_mirrored {
             // The authority alone, recorded (or refused).
-            if let Some(msg) = self.unsafe_write(&class.fingerprint, &reason) {
+            if let Some(msg) = self.unsafe_write(&class.fingerprint, &reason, &raw) {
+                self.none_on_authority(batch);
                 return self.refuse(&msg, false).await;
             }
-            self.send_auth(&raw).await.map_err(Stop::Authority)?;
-            self.relay_authority().await?;
-            return Ok(());
-        }
-        if !matches!(route, Route::Authority | Route::Both | Route::Reject) {
-            self.wrote_in_tx = true;
+            return self.on_authority_alone(batch, sync).await;
         }
         match route {
             Route::Authority => {
                 // Statements defined here must exist on the authority too:
                 // a batch that names or closes one stays there.
-                let defines = batch.iter().any(|f| {
-                    f.tag == b'C' || (f.tag == b'P' && f.body().first().is_some_and(|&b| b != 0))
+                let defines = batch.iter().any(|m| {
+                    m.frame.tag == b'C'
+                        || (m.frame.tag == b'P' && m.frame.body().first().is_some_and(|&b| b != 0))
                 });
                 let reads = !executed.is_empty()
                     && executed
@@ -261,7 +312,7 @@ impl MirrorSession<'_> {
                         None
                     };
                     let plan = self.mirror_plan(&batch, true);
-                    let m = plan.build(None).unwrap_or_else(|_| raw.clone().freeze());
+                    let m = with_sync(plan.build(None), &raw, &sync);
                     self.mirror_prepared.extend(plan.prepares_named());
                     // ParseCompletes of Parses turnout added are not the client's.
                     self.added_parses = plan.parses.clone();
@@ -274,54 +325,57 @@ impl MirrorSession<'_> {
                             .await;
                     }
                 }
-                self.send_auth(&raw).await.map_err(Stop::Authority)?;
-                self.relay_authority().await.map(|_| ())
+                self.on_authority_alone(batch, sync).await
             }
-            Route::Reject => self.reject(&class).await,
-            Route::Both => {
-                let m = self
-                    .mirror_batch(&batch, None)
-                    .unwrap_or_else(|_| raw.clone().freeze());
-                self.both(&raw, &m, &class).await
-            }
-            Route::Commit => {
-                let m = self
-                    .mirror_batch(&batch, None)
-                    .unwrap_or_else(|_| raw.clone().freeze());
-                self.commit(&raw, &m, &class).await
-            }
-            Route::Unwrapped => {
-                let m = self
-                    .mirror_batch(&batch, None)
-                    .unwrap_or_else(|_| raw.clone().freeze());
-                self.unwrapped(&raw, &m, &class).await
+            Route::Reject => {
+                self.none_on_authority(batch);
+                self.reject(&class).await
             }
             Route::MirrorOnly => {
                 let plan = self.mirror_plan(&batch, true);
-                let m = plan.build(None).unwrap_or_else(|_| raw.clone().freeze());
+                let m = with_sync(plan.build(None), &raw, &sync);
                 self.mirror_prepared.extend(plan.prepares_named());
+                self.none_on_authority(batch);
                 self.mirror_only(&m).await
             }
-            Route::Write => {
-                let time_needed = executed.iter().any(|c| c.nondeterministic());
-                // The mirror's copy is built once the authority's time is known.
-                let mirror_parts = self.mirror_plan(&batch, false);
-                if let Some(msg) = self.note_unsafe_inserts(&batch).await? {
+            Route::Both | Route::Commit | Route::Unwrapped | Route::Write => {
+                if let Some(msg) = self.refusal(&batch, executed).await? {
+                    self.none_on_authority(batch);
                     return self.refuse(&msg, false).await;
                 }
-                let result = self
-                    .write(
-                        &raw,
-                        time_needed,
-                        &class,
-                        |time| mirror_parts.build(time),
-                        false,
-                    )
-                    .await;
-                self.mirror_prepared.extend(mirror_parts.prepares_named());
-                result
+                self.batch = batch;
+                self.advance(Some(sync)).await
             }
         }
+    }
+
+    /// Before a batch with writes runs: each write the mirror may not
+    /// reproduce is recorded as unsafe, or under `mirror.on_unsafe = "fail"`
+    /// gives the message the batch is refused with before either side runs it.
+    async fn refusal(
+        &mut self,
+        batch: &[Msg],
+        executed: &[Arc<Classification>],
+    ) -> Result<Option<String>, Stop> {
+        for class in executed.iter().filter(|c| self.route(c) == Route::Write) {
+            let reason = match class.unsafe_reason() {
+                Some(r) => Some(r.to_string()),
+                None if class.nondeterministic()
+                    && self.shared.unsafe_policy == UnsafePolicy::Fail =>
+                {
+                    // Whether the authority's time can be pinned in.
+                    let plan = self.mirror_plan(batch, false);
+                    plan.build(Some(PROBE_TIME)).err().map(|e| e.to_string())
+                }
+                None => None,
+            };
+            if let Some(reason) = reason {
+                if let Some(msg) = self.unsafe_write(&class.fingerprint, &reason, &raw_of(batch)) {
+                    return Ok(Some(msg));
+                }
+            }
+        }
+        self.note_unsafe_inserts(batch).await
     }
 
     /// A batch that executes one read, when it is sampled: the query to run
@@ -329,12 +383,12 @@ impl MirrorSession<'_> {
     /// result formats the client asked for.
     fn sample_batch(
         &self,
-        batch: &[Frame],
+        batch: &[Msg],
         class: &Classification,
     ) -> Option<(ShadowQuery, Vec<u16>, OwnedSemaphorePermit)> {
-        let bind = batch.iter().rev().find(|f| f.tag == b'B')?;
-        let (_, stmt, params, formats) = split_bind(bind.body())?;
-        let prepared = self.statements.get(stmt)?;
+        let bind = batch.iter().rev().find(|m| m.frame.tag == b'B')?;
+        let (_, _, params, formats) = split_bind(bind.frame.body())?;
+        let prepared = bind.stmt.as_ref()?;
         let permit = self.sample_choice(class)?;
         let query = ShadowQuery {
             sql: prepared.sql.clone(),
@@ -344,24 +398,17 @@ impl MirrorSession<'_> {
         Some((query, formats, permit))
     }
 
-    /// The batch as the mirror should run it, without time pinning.
-    fn mirror_batch(&mut self, batch: &[Frame], time: Option<&str>) -> Result<Bytes, PinError> {
-        let plan = self.mirror_plan(batch, false);
-        let out = plan.build(time);
-        self.mirror_prepared.extend(plan.prepares_named());
-        out
-    }
-
     /// Works out the mirror's messages: Parse lazily for statements the
     /// mirror lacks, Describe dropped unless `answers` (only the side whose
     /// answers the client gets describes), statements that need the
     /// authority's time re-parsed unnamed.
-    fn mirror_plan(&self, batch: &[Frame], answers: bool) -> MirrorPlan {
+    pub(super) fn mirror_plan(&self, batch: &[Msg], answers: bool) -> MirrorPlan {
         let mut parts = Vec::new();
         let mut parsed_here: HashSet<String> = HashSet::new();
         let mut prepared = self.mirror_prepared.clone();
         let mut parses = VecDeque::new();
-        for f in batch {
+        for m in batch {
+            let f = &m.frame;
             let body = f.body();
             match f.tag {
                 b'P' => {
@@ -375,6 +422,12 @@ impl MirrorSession<'_> {
                     if class.nondeterministic() {
                         // Parsed at its Bind, with the time pinned.
                         continue;
+                    }
+                    if !answers && !name.is_empty() && prepared.contains(name) {
+                        // The mirror still has an older statement of this
+                        // name: the client closed it where the mirror was
+                        // not sent the Close.
+                        parts.push(Part::Raw(close(b'S', name)));
                     }
                     parsed_here.insert(name.to_string());
                     parses.push_back(false);
@@ -395,7 +448,7 @@ impl MirrorSession<'_> {
                     let Some((stmt, tail)) = cstr(rest) else {
                         continue;
                     };
-                    let Some(p) = self.statements.get(stmt) else {
+                    let Some(p) = m.stmt.as_ref() else {
                         parts.push(Part::Raw(f.raw.clone()));
                         continue;
                     };
@@ -406,6 +459,8 @@ impl MirrorSession<'_> {
                         });
                         parses.push_back(true);
                         parts.push(Part::Raw(bind(portal, "", tail)));
+                        // The mirror's unnamed statement is this one now.
+                        parsed_here.remove("");
                         continue;
                     }
                     let known =
@@ -446,16 +501,25 @@ impl MirrorSession<'_> {
     /// INSERTs through the extended protocol that leave columns to volatile
     /// defaults are not rewritten yet: each is recorded as unsafe (or, under
     /// `mirror.on_unsafe = fail`, gives the message to refuse the batch with).
-    async fn note_unsafe_inserts(&mut self, batch: &[Frame]) -> Result<Option<String>, Stop> {
-        let executed: Vec<(Arc<str>, Arc<Classification>)> = batch
-            .iter()
-            .filter(|f| f.tag == b'E')
-            .filter_map(|f| cstr(f.body()))
-            .filter_map(|(portal, _)| self.portals.get(portal))
-            .filter_map(|stmt| self.statements.get(stmt))
-            .map(|p| (p.sql.clone(), p.class.clone()))
-            .collect();
-        for (sql, class) in executed {
+    pub(super) async fn note_unsafe_inserts(
+        &mut self,
+        batch: &[Msg],
+    ) -> Result<Option<String>, Stop> {
+        // Each executed write with the Bind that gave its parameters.
+        let mut bound = None;
+        let mut executed = Vec::new();
+        for m in batch {
+            match (m.frame.tag, &m.stmt) {
+                (b'B', _) => bound = Some(&m.frame.raw),
+                (b'E', Some(p)) if self.route(&p.class) == Route::Write => {
+                    let mut sent = BytesMut::from(&parse("", &p.sql, &p.types)[..]);
+                    sent.extend_from_slice(bound.map_or(&[][..], |b| &b[..]));
+                    executed.push((p.sql.clone(), p.class.clone(), sent));
+                }
+                _ => {}
+            }
+        }
+        for (sql, class, sent) in executed {
             let Some(table) = class.insert_table.as_deref() else {
                 continue;
             };
@@ -472,7 +536,7 @@ impl MirrorSession<'_> {
                 ),
                 Err(reason) => reason.to_string(),
             };
-            if let Some(msg) = self.unsafe_write(&class.fingerprint, &reason) {
+            if let Some(msg) = self.unsafe_write(&class.fingerprint, &reason, &sent) {
                 return Ok(Some(msg));
             }
         }
@@ -483,6 +547,7 @@ impl MirrorSession<'_> {
         if let Some(msg) = self.unsafe_write(
             "(function call message)",
             "the FunctionCall protocol message is not mirrored",
+            &frame.raw,
         ) {
             return self.refuse(&msg, false).await;
         }
@@ -491,12 +556,12 @@ impl MirrorSession<'_> {
     }
 }
 
-enum Part {
+pub(super) enum Part {
     Raw(Bytes),
     PinnedParse { sql: Arc<str>, types: Bytes },
 }
 
-struct MirrorPlan {
+pub(super) struct MirrorPlan {
     parts: Vec<Part>,
     prepared: HashSet<String>,
     /// For each Parse sent, in order: whether turnout added it (its
@@ -527,7 +592,7 @@ impl MirrorPlan {
     }
 }
 
-fn parse(name: &str, sql: &str, types: &[u8]) -> Bytes {
+pub(super) fn parse(name: &str, sql: &str, types: &[u8]) -> Bytes {
     let mut body = BytesMut::new();
     put_cstr(&mut body, name);
     put_cstr(&mut body, sql);
@@ -535,7 +600,52 @@ fn parse(name: &str, sql: &str, types: &[u8]) -> Bytes {
     codec::frame(b'P', &body)
 }
 
-fn bind(portal: &str, statement: &str, tail: &[u8]) -> Bytes {
+pub(super) fn close(what: u8, name: &str) -> Bytes {
+    let mut body = BytesMut::new();
+    body.put_u8(what);
+    put_cstr(&mut body, name);
+    codec::frame(b'C', &body)
+}
+
+/// A plan's messages for the mirror's side, ended by the client's Sync
+/// (or, if the plan could not be built, the client's own messages).
+fn with_sync(built: Result<Bytes, PinError>, raw: &Bytes, sync: &Frame) -> Bytes {
+    match built {
+        Ok(b) => {
+            let mut out = BytesMut::from(&b[..]);
+            out.extend_from_slice(&sync.raw);
+            out.freeze()
+        }
+        Err(_) => raw.clone(),
+    }
+}
+
+/// The messages as sent, one after the other.
+pub(super) fn raw_of(msgs: &[Msg]) -> BytesMut {
+    msgs.iter().fold(BytesMut::new(), |mut b, m| {
+        b.extend_from_slice(&m.frame.raw);
+        b
+    })
+}
+
+/// The class of the statement an Execute runs; a portal turnout cannot
+/// trace counts as a write.
+pub(super) fn exec_class(m: &Msg) -> Arc<Classification> {
+    match &m.stmt {
+        Some(p) => p.class.clone(),
+        None => Arc::new(Classification {
+            statements: vec![StatementClass {
+                kind: Kind::Write,
+                unsafe_reason: None,
+                nondeterministic: false,
+            }],
+            fingerprint: "(unknown portal)".into(),
+            ..Classification::default()
+        }),
+    }
+}
+
+pub(super) fn bind(portal: &str, statement: &str, tail: &[u8]) -> Bytes {
     let mut body = BytesMut::new();
     put_cstr(&mut body, portal);
     put_cstr(&mut body, statement);

@@ -27,6 +27,8 @@ use turnout_config::{DdlPolicy, MirrorErrorPolicy, RuleAction, UnsafePolicy};
 use turnout_control::divergence::{Divergence, DivergenceKind};
 use turnout_control::{Routing, Side};
 
+mod batch;
+mod block;
 mod copy;
 mod extended;
 mod queue;
@@ -61,6 +63,9 @@ enum Stop {
     Authority(FramedError),
 }
 
+/// What the authority sent while turnout waited for the client.
+struct Unprompted(Result<Frame, FramedError>);
+
 type Step = Result<(), Stop>;
 
 /// A backend process's cancel key.
@@ -83,6 +88,28 @@ struct ReadSample {
     query: ShadowQuery,
     result_formats: Vec<u16>,
     permit: OwnedSemaphorePermit,
+}
+
+/// One message of the current extended-protocol batch, with the statement
+/// it refers to as it was when the message came (a later Parse of the same
+/// name in the batch does not change what an earlier Bind bound).
+#[derive(Clone)]
+struct Msg {
+    frame: Frame,
+    /// A Bind's statement; an Execute's (through its portal). `None`: a
+    /// name turnout does not know.
+    stmt: Option<Prepared>,
+    /// What the message's Parse, Bind or Close replaced in the session's
+    /// names: put back when the backend did not run the message (it skipped
+    /// to the Sync after an error).
+    undo: Option<Undo>,
+}
+
+/// A name's definition before a message changed it.
+#[derive(Clone)]
+enum Undo {
+    Statement(String, Option<Prepared>),
+    Portal(String, Option<Prepared>),
 }
 
 /// A prepared statement as the client defined it.
@@ -226,7 +253,8 @@ pub struct MirrorSession<'a> {
     /// The authority's `now()` for the current transaction, once read.
     tx_time: Option<String>,
     statements: HashMap<String, Prepared>,
-    portals: HashMap<String, String>,
+    /// Each portal's statement, as it was when the portal was bound.
+    portals: HashMap<String, Prepared>,
     /// Named statements that exist on the mirror connection.
     mirror_prepared: HashSet<String>,
     /// SET/RESET/DISCARD statements, replayed on a new mirror connection.
@@ -247,9 +275,10 @@ pub struct MirrorSession<'a> {
     deferred_failure: Option<String>,
     /// Volatile column defaults per table, from the authority's catalog.
     table_defaults: HashMap<String, TableDefaults>,
-    batch: Vec<Frame>,
-    /// A Flush sent part of the current batch ahead of its Sync.
-    flushed: bool,
+    /// The extended-protocol messages since the last Sync.
+    batch: Vec<Msg>,
+    /// How far the current batch has run on each side.
+    run: batch::Run,
     /// For a read the mirror's side serves: per Parse sent there, whether
     /// turnout added it (its ParseComplete is dropped, not relayed).
     added_parses: VecDeque<bool>,
@@ -311,7 +340,7 @@ impl<'a> MirrorSession<'a> {
             mirror_outbox: BytesMut::new(),
             deferred_failure: None,
             batch: Vec::new(),
-            flushed: false,
+            run: batch::Run::default(),
             added_parses: VecDeque::new(),
             out: BytesMut::new(),
         }
@@ -343,9 +372,33 @@ impl<'a> MirrorSession<'a> {
                     .await;
                 break End::Terminated;
             }
-            let read = tokio::select! {
-                r = self.client.read() => r,
-                _ = stopping.changed(), if !*stopping.borrow() => continue,
+            let read = {
+                let (client, auth) = (&mut self.client, &mut self.auth);
+                tokio::select! {
+                    r = client.read() => Ok(r),
+                    // Between the client's messages the authority may speak
+                    // on its own: notifications, notices, a termination.
+                    a = auth.read() => Err(Unprompted(a)),
+                    _ = stopping.changed(), if !*stopping.borrow() => continue,
+                }
+            };
+            let read = match read {
+                Err(Unprompted(Ok(f))) => {
+                    if let Err(e) = self.unprompted(f).await {
+                        break End::ClientGone(e.to_string());
+                    }
+                    continue;
+                }
+                Err(Unprompted(Err(e))) => {
+                    self.shared.authority_failed(self.auth_side());
+                    let msg = format!(
+                        "turnout: backend {} closed the connection unexpectedly: {e}",
+                        self.auth_side()
+                    );
+                    let _ = self.client_error(Severity::Fatal, "08006", &msg).await;
+                    break End::AuthorityLost(e.to_string());
+                }
+                Ok(r) => r,
             };
             let frame = match read {
                 Ok(f) => {
@@ -384,14 +437,20 @@ impl<'a> MirrorSession<'a> {
                     step
                 }
                 b'P' | b'B' | b'D' | b'E' | b'C' => {
-                    self.batch.push(frame);
+                    // After an error the backend skips to the Sync: so does
+                    // turnout (nothing skipped is defined or run).
+                    if !self.run.skipping {
+                        let msg = self.arrive(frame);
+                        self.batch.push(msg);
+                    }
                     Ok(())
                 }
                 b'S' => {
                     let started = Instant::now();
                     self.answered_by = self.auth_side();
-                    self.batch.push(frame);
-                    let step = self.sync_batch().await;
+                    let step = self.sync_batch(frame).await;
+                    self.batch.clear();
+                    self.run = batch::Run::default();
                     self.record_unit(started);
                     step
                 }
@@ -435,6 +494,23 @@ impl<'a> MirrorSession<'a> {
 
     fn auth_side(&self) -> Side {
         self.mirror_side.other()
+    }
+
+    /// A message the authority sent while no statement of the client's was
+    /// running: notifications, notices and parameter changes reach the
+    /// client; an error (a FATAL before the backend closes) too.
+    async fn unprompted(&mut self, f: Frame) -> Result<(), FramedError> {
+        match f.tag {
+            b'A' | b'N' | b'S' | b'E' => self.client.send(&f.raw).await,
+            other => {
+                warn!(
+                    side = %self.auth_side(),
+                    message = %codec::tag_name(other),
+                    "unexpected message from the backend between statements; ignored"
+                );
+                Ok(())
+            }
+        }
     }
 
     /// Sends `msgs` to the authority. Clients write for old: when new is
@@ -810,16 +886,14 @@ impl<'a> MirrorSession<'a> {
             Side::Old => None,
         };
         let on_authority = mapped.as_ref().map_or(table, |(t, _)| t.as_str());
-        self.auth
-            .send(&query(&defaults::catalog_query(on_authority)))
-            .await
-            .map_err(Stop::Authority)?;
-        let c = self.collect_authority().await?;
-        let rows: Vec<Vec<Option<String>>> = c
-            .frames
-            .iter()
-            .filter(|f| f.tag == b'D')
-            .map(|f| data_row_texts(f.body()))
+        // By turnout's own statement name: the client's unnamed statement
+        // stays; inside a batch that already ran in part, in its transaction.
+        let sync = self.own_query_syncs();
+        let (rows, error) = self
+            .auth_own(&defaults::catalog_query(on_authority), sync)
+            .await?;
+        let rows: Vec<Vec<Option<String>>> = rows
+            .into_iter()
             .filter_map(|mut row| {
                 if let Some((_, back)) = &mapped {
                     let column = row.first_mut()?;
@@ -829,7 +903,7 @@ impl<'a> MirrorSession<'a> {
             })
             .collect();
         let d = defaults::from_catalog_rows(&rows);
-        if c.error.is_none() {
+        if error.is_none() {
             self.table_defaults.insert(table.to_string(), d.clone());
         }
         Ok(d)

@@ -31,7 +31,7 @@ impl MirrorSession<'_> {
             if let Err(reason) = mapped.toward(self.mirror_side).translate(&sql) {
                 // Rows in old's layout: the authority alone, recorded (or refused).
                 let reason = format!("mapping: {reason}");
-                if let Some(msg) = self.unsafe_write(&class.fingerprint, &reason) {
+                if let Some(msg) = self.unsafe_write(&class.fingerprint, &reason, &frame.raw) {
                     return self.refuse(&msg, false).await;
                 }
                 self.send_auth(&frame.raw).await.map_err(Stop::Authority)?;
@@ -310,7 +310,7 @@ impl MirrorSession<'_> {
         match mapping.translate(sql) {
             Err(reason) => {
                 let reason = format!("mapping: {reason}");
-                if let Some(msg) = self.unsafe_write(&class.fingerprint, &reason) {
+                if let Some(msg) = self.unsafe_write(&class.fingerprint, &reason, raw) {
                     return self.refuse(&msg, false).await;
                 }
                 self.send_auth(raw).await.map_err(Stop::Authority)?;
@@ -341,7 +341,7 @@ impl MirrorSession<'_> {
                     Ok(rewritten) => text = rewritten,
                     Err(e) => {
                         let reason = format!("per-call values could not be applied: {e}");
-                        if let Some(msg) = self.unsafe_write(&class.fingerprint, &reason) {
+                        if let Some(msg) = self.unsafe_write(&class.fingerprint, &reason, raw) {
                             return self.refuse(&msg, begun).await;
                         }
                     }
@@ -354,7 +354,7 @@ impl MirrorSession<'_> {
             match defaults::plan(&text, &table_defaults) {
                 Ok(None) => {}
                 Err(reason) => {
-                    if let Some(msg) = self.unsafe_write(&class.fingerprint, reason) {
+                    if let Some(msg) = self.unsafe_write(&class.fingerprint, reason, raw) {
                         return self.refuse(&msg, begun).await;
                     }
                 }
@@ -369,7 +369,7 @@ impl MirrorSession<'_> {
                         Ok(rewritten) => text = rewritten,
                         Err(e) => {
                             let reason = format!("generated values could not be applied: {e}");
-                            if let Some(msg) = self.unsafe_write(&class.fingerprint, &reason) {
+                            if let Some(msg) = self.unsafe_write(&class.fingerprint, &reason, raw) {
                                 return self.refuse(&msg, begun).await;
                             }
                         }
@@ -454,7 +454,7 @@ impl MirrorSession<'_> {
             };
             if let Some(reason) = reason {
                 let msg = self
-                    .unsafe_write(&class.fingerprint, &reason)
+                    .unsafe_write(&class.fingerprint, &reason, unit)
                     .unwrap_or_default();
                 return self.refuse(&msg, begun).await;
             }
@@ -490,12 +490,12 @@ impl MirrorSession<'_> {
             Err(e) => {
                 // Run as written: the values may differ; say so. (Under
                 // `on_unsafe = fail` it was refused above.)
-                let _ = self.unsafe_write(&class.fingerprint, &e.to_string());
+                let _ = self.unsafe_write(&class.fingerprint, &e.to_string(), unit);
                 mirror_unit(None).unwrap_or_else(|_| Bytes::copy_from_slice(unit))
             }
         };
         if let Some(reason) = class.unsafe_reason() {
-            let _ = self.unsafe_write(&class.fingerprint, reason);
+            let _ = self.unsafe_write(&class.fingerprint, reason, unit);
         }
         if !wrap {
             // Inside the client's transaction: the mirror's answer is read
@@ -547,9 +547,27 @@ impl MirrorSession<'_> {
                 ));
                 return self.relay_collected(&commit, b'I').await;
             }
+            // Notifications and notices of turnout's COMMIT (a NOTIFY is
+            // delivered at commit) belong to the client's statement.
+            let mut answer = Collected {
+                frames: Vec::with_capacity(result.frames.len() + 1),
+                error: None,
+                status: b'I',
+            };
+            let (body, ready) = result
+                .frames
+                .split_at(result.frames.len().saturating_sub(1));
+            answer.frames.extend_from_slice(body);
+            answer.frames.extend(
+                commit
+                    .frames
+                    .into_iter()
+                    .filter(|f| matches!(f.tag, b'A' | b'N' | b'S')),
+            );
+            answer.frames.extend_from_slice(ready);
+            return self.relay_collected(&answer, b'I').await;
         }
-        let status = if wrapped { b'I' } else { result.status };
-        self.relay_collected(result, status).await
+        self.relay_collected(result, result.status).await
     }
 
     /// Under `mirror.on_error = fail`: undo the write on the authority and
@@ -593,19 +611,28 @@ impl MirrorSession<'_> {
     /// A write whose effect the mirror may not reproduce: recorded as an
     /// `unsafe_statement` divergence, or under `mirror.on_unsafe = fail`
     /// the message to refuse it with.
-    pub(super) fn unsafe_write(&self, fingerprint: &str, reason: &str) -> Option<String> {
+    /// `sent`: the statement's messages, for the record's table and key.
+    pub(super) fn unsafe_write(
+        &self,
+        fingerprint: &str,
+        reason: &str,
+        sent: &[u8],
+    ) -> Option<String> {
         if self.shared.unsafe_policy == UnsafePolicy::Fail {
             return Some(format!(
                 "turnout: refused because {} could not reproduce its effect exactly (mirror.on_unsafe = \"fail\"): {reason}",
                 self.mirror_side
             ));
         }
-        self.shared.record_divergence(Divergence::new(
-            DivergenceKind::UnsafeStatement,
-            self.mirror_side,
-            fingerprint,
-            reason,
-        ));
+        self.shared.record_located(
+            Divergence::new(
+                DivergenceKind::UnsafeStatement,
+                self.mirror_side,
+                fingerprint,
+                reason,
+            ),
+            sent,
+        );
         None
     }
 

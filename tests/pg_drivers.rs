@@ -1,0 +1,195 @@
+//! Application drivers of other ecosystems through turnout in phase mirror:
+//! psycopg 3, asyncpg, node-postgres and pgjdbc (installed by `.ci/run`).
+//! Each runs concurrent workers whose transactions commit and roll back,
+//! with savepoints, batches and pipelines, prepared statements reused past
+//! the driver's threshold and inserts relying on defaults. Old must then
+//! hold exactly what the clients committed, and new must equal old row for
+//! row, with nothing recorded as diverged.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const WORKERS: &str = "6";
+const STEPS: &str = "30";
+const TABLES: [(&str, &str); 3] = [("ledger", "id"), ("accounts", "id"), ("items", "id")];
+
+fn drivers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/drivers")
+}
+
+fn mirrored_with_schema() -> Setup {
+    let s = Setup::start(Options {
+        phase: Some("mirror"),
+        ..Options::default()
+    });
+    let schema = std::fs::read_to_string(drivers_dir().join("schema.sql")).expect("schema.sql");
+    for url in [s.direct_url(), s.direct_new_url()] {
+        let out = psql(&url, &["-v", "ON_ERROR_STOP=1", "-c", &schema], &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    s
+}
+
+fn uri(s: &Setup) -> String {
+    format!(
+        "postgresql://app:{APP_PASSWORD}@127.0.0.1:{}/app",
+        s.proxy.port
+    )
+}
+
+fn jdbc_url(port: u16, password: &str) -> String {
+    format!("jdbc:postgresql://127.0.0.1:{port}/app?user=app&password={password}")
+}
+
+/// pgjdbc, from Debian's libpostgresql-jdbc-java (SCRAM support inside).
+const PGJDBC: &str = "/usr/share/java/postgresql.jar";
+
+/// Runs a driver's workload; its JSON report.
+fn run_driver(mut cmd: Command) -> serde_json::Value {
+    let out = cmd.output().expect("start the driver's workload");
+    assert!(
+        out.status.success(),
+        "the driver's workload failed:\n{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    serde_json::from_str(text.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("the driver's report is not JSON ({e}): {text}"))
+}
+
+fn ids(v: &serde_json::Value, key: &str) -> BTreeSet<i64> {
+    v[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("{key} in {v}"))
+        .iter()
+        .map(|i| i.as_i64().expect("an id"))
+        .collect()
+}
+
+/// Old holds exactly what the clients committed, new equals old, and
+/// nothing was recorded as diverged.
+fn check(s: &Setup, report: &serde_json::Value) {
+    let committed = ids(report, "committed");
+    let rolled_back = ids(report, "rolled_back");
+    assert!(!committed.is_empty() && !rolled_back.is_empty(), "{report}");
+    let on_old: BTreeSet<i64> = contents(&s.direct_url(), "ledger", "id")
+        .lines()
+        .map(|l| l.split('\t').next().unwrap().parse().unwrap())
+        .collect();
+    let missing: Vec<_> = committed.difference(&on_old).take(5).collect();
+    let extra: Vec<_> = on_old.difference(&committed).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "old's ledger is not what the clients committed: {} committed, {} on old; missing {missing:?}, extra {extra:?} (rolled back: {})",
+        committed.len(),
+        on_old.len(),
+        rolled_back.iter().filter(|i| on_old.contains(i)).count()
+    );
+    let items: i64 = scalar(&s.direct_url(), "SELECT count(*) FROM items")
+        .parse()
+        .unwrap();
+    assert_eq!(Some(items), report["items"].as_i64(), "items on old");
+    // Every transfer moved one unit: the total never changes.
+    for url in [s.direct_url(), s.direct_new_url()] {
+        assert_eq!(scalar(&url, "SELECT sum(balance) FROM accounts"), "800000");
+    }
+    assert_sides_identical(s, &TABLES);
+    let records = s.divergences();
+    assert!(
+        records.is_empty(),
+        "{} divergence records, e.g.:\n{}",
+        records.len(),
+        records
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    println!(
+        "{} committed and {} rolled-back ledger rows as the clients said; old and new identical",
+        committed.len(),
+        rolled_back.len()
+    );
+}
+
+#[test]
+fn psycopg3_pipelines_executemany_savepoints_and_rollbacks() {
+    let s = mirrored_with_schema();
+    let mut cmd = Command::new("python3");
+    cmd.arg(drivers_dir().join("pg_psycopg.py"))
+        .args([&s.app_url(), WORKERS, STEPS]);
+    let report = run_driver(cmd);
+    check(&s, &report);
+}
+
+#[test]
+fn asyncpg_prepare_with_flush_and_executemany() {
+    let s = mirrored_with_schema();
+    let mut cmd = Command::new("python3");
+    cmd.arg(drivers_dir().join("pg_asyncpg.py"))
+        .args([&uri(&s), WORKERS, STEPS]);
+    let report = run_driver(cmd);
+    check(&s, &report);
+}
+
+#[test]
+fn node_postgres_named_and_pipelined_queries() {
+    let s = mirrored_with_schema();
+    let mut cmd = Command::new("node");
+    cmd.arg(drivers_dir().join("pg_node.js"))
+        .args([&uri(&s), WORKERS, STEPS])
+        .env("NODE_PATH", drivers_dir().join("node/node_modules"));
+    let report = run_driver(cmd);
+    check(&s, &report);
+}
+
+#[test]
+fn pgjdbc_begin_in_the_batch_named_statements_and_execute_batch() {
+    let s = mirrored_with_schema();
+    let mut cmd = Command::new("java");
+    cmd.args(["-cp", PGJDBC])
+        .arg(drivers_dir().join("PgJdbc.java"))
+        .args([&jdbc_url(s.proxy.port, APP_PASSWORD), WORKERS, STEPS]);
+    let report = run_driver(cmd);
+    check(&s, &report);
+}
+
+/// pgjdbc sends BEGIN in the same batch as the transaction's first
+/// statement: a rolled-back transaction must stay rolled back.
+#[test]
+fn pgjdbc_rolled_back_transactions_stay_rolled_back() {
+    let s = mirrored_with_schema();
+    for url in [s.direct_url(), s.direct_new_url()] {
+        run_direct_ok(&url, &["CREATE TABLE alternate (id int PRIMARY KEY)"]);
+    }
+    let run = |port: u16, password: &str| {
+        let out = Command::new("java")
+            .args(["-cp", PGJDBC])
+            .arg(drivers_dir().join("PgJdbcRollbacks.java"))
+            .arg(jdbc_url(port, password))
+            .output()
+            .expect("run java");
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    // Through turnout: five of ten transactions committed, as directly.
+    assert_eq!(run(s.proxy.port, APP_PASSWORD), "5");
+    assert_eq!(
+        scalar(&s.direct_url(), "SELECT count(*) FROM alternate"),
+        "5"
+    );
+    assert_eq!(
+        contents(&s.direct_url(), "alternate", "id"),
+        "0\n2\n4\n6\n8\n"
+    );
+    assert_sides_identical(&s, &[("alternate", "id")]);
+    run_direct_ok(&s.direct_url(), &["TRUNCATE alternate"]);
+    assert_eq!(run(s.old.port, "backend-pw"), "5");
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+}
