@@ -8,8 +8,8 @@
 //! inside the write's transaction) and sends both sides [`InsertPlan::apply`]'s text.
 
 use sqlparser::ast::{Expr, Ident, InsertOverriding, ObjectName, SetExpr, Statement, TableObject};
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
+use sqlparser::dialect::{MySqlDialect, PostgreSqlDialect};
+use sqlparser::parser::{Parser, ParserOptions};
 
 /// A column whose default must be evaluated once, on the authority.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,14 +87,85 @@ pub fn from_catalog_rows(rows: &[Vec<Option<String>>]) -> TableDefaults {
     TableDefaults { volatile }
 }
 
-fn parse_one(sql: &str) -> Option<Statement> {
-    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+/// MySQL/MariaDB column defaults that statement context (`SET TIMESTAMP`,
+/// `SET INSERT_ID`) does not make the same on the mirror.
+const MYSQL_VOLATILE: &[&str] = &[
+    "uuid(",
+    "uuid_short(",
+    "rand(",
+    "sysdate(",
+    "random_bytes(",
+    "sys_guid(",
+    "connection_id(",
+];
+
+/// SQL listing a MySQL/MariaDB table's columns with a default expression,
+/// as (name, default, ''). `table` is the name as written in the statement
+/// (`t`, `` `t` ``, `db.t`).
+pub fn mysql_catalog_query(table: &str) -> String {
+    let parts: Vec<String> = table
+        .split('.')
+        .map(|p| {
+            p.trim()
+                .trim_matches('`')
+                .replace('\\', "\\\\")
+                .replace('\'', "''")
+        })
+        .collect();
+    let (schema, name) = match parts.as_slice() {
+        [schema, name] => (format!("'{schema}'"), name.clone()),
+        _ => (
+            "DATABASE()".to_string(),
+            parts.last().cloned().unwrap_or_default(),
+        ),
+    };
+    format!(
+        "SELECT COLUMN_NAME, COLUMN_DEFAULT, '' FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = {schema} AND TABLE_NAME = '{name}' AND COLUMN_DEFAULT IS NOT NULL \
+         ORDER BY ORDINAL_POSITION"
+    )
+}
+
+/// Reads the rows of [`mysql_catalog_query`]: the columns whose default
+/// differs per call.
+pub fn mysql_from_catalog_rows(rows: &[Vec<Option<String>>]) -> TableDefaults {
+    let volatile = rows
+        .iter()
+        .filter_map(|r| {
+            let column = r.first()?.clone()?;
+            let expr = r.get(1)?.clone()?;
+            let lower = expr.to_ascii_lowercase();
+            MYSQL_VOLATILE
+                .iter()
+                .any(|v| lower.contains(v))
+                .then_some(ColumnDefault {
+                    column,
+                    expr,
+                    identity_always: false,
+                })
+        })
+        .collect();
+    TableDefaults { volatile }
+}
+
+fn parse_one(sql: &str, mysql: bool) -> Option<Statement> {
+    let mut statements = if mysql {
+        // Literals kept as written: unescaped and printed again, MySQL's
+        // backslash escapes would change the client's values.
+        Parser::new(&MySqlDialect {})
+            .with_options(ParserOptions::new().with_unescape(false))
+            .try_with_sql(sql)
+            .and_then(|mut p| p.parse_statements())
+            .ok()?
+    } else {
+        Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?
+    };
     (statements.len() == 1).then(|| statements.remove(0))
 }
 
 /// The target table of a single INSERT statement, as written.
 pub fn insert_target(sql: &str) -> Option<String> {
-    match parse_one(sql)? {
+    match parse_one(sql, false)? {
         Statement::Insert(insert) => match &insert.table {
             TableObject::TableName(name) => Some(name.to_string()),
             _ => None,
@@ -108,6 +179,8 @@ pub fn insert_target(sql: &str) -> Option<String> {
 pub struct InsertPlan {
     pub missing: Vec<ColumnDefault>,
     pub rows: usize,
+    /// MySQL/MariaDB syntax (else PostgreSQL's).
+    pub mysql: bool,
 }
 
 /// Why an INSERT's generated values cannot be made the same on both sides.
@@ -117,16 +190,33 @@ pub const UNSAFE_INSERT_SELECT: &str =
 /// Plans `sql` (one INSERT) against its table's defaults: `Ok(None)` when no
 /// volatile default is left to the server.
 pub fn plan(sql: &str, defaults: &TableDefaults) -> Result<Option<InsertPlan>, &'static str> {
+    plan_in(sql, defaults, false)
+}
+
+/// [`plan`] for a MySQL/MariaDB INSERT.
+pub fn plan_mysql(sql: &str, defaults: &TableDefaults) -> Result<Option<InsertPlan>, &'static str> {
+    plan_in(sql, defaults, true)
+}
+
+fn plan_in(
+    sql: &str,
+    defaults: &TableDefaults,
+    mysql: bool,
+) -> Result<Option<InsertPlan>, &'static str> {
     if defaults.volatile.is_empty() {
         return Ok(None);
     }
-    let Some(Statement::Insert(insert)) = parse_one(sql) else {
+    let Some(Statement::Insert(insert)) = parse_one(sql, mysql) else {
         return Ok(None);
     };
     let named: Vec<String> = insert
         .columns
         .iter()
-        .map(|c| c.to_string().trim_matches('"').to_string())
+        .map(|c| {
+            c.to_string()
+                .trim_matches(|c| c == '"' || c == '`')
+                .to_string()
+        })
         .collect();
     if named.is_empty() {
         // No column list: every column is given (or DEFAULT VALUES).
@@ -149,6 +239,7 @@ pub fn plan(sql: &str, defaults: &TableDefaults) -> Result<Option<InsertPlan>, &
         Some(SetExpr::Values(values)) => Ok(Some(InsertPlan {
             missing,
             rows: values.rows.len(),
+            mysql,
         })),
         _ => Err(UNSAFE_INSERT_SELECT),
     }
@@ -157,6 +248,16 @@ pub fn plan(sql: &str, defaults: &TableDefaults) -> Result<Option<InsertPlan>, &
 impl InsertPlan {
     /// Evaluates the missing defaults once per row, in row order.
     pub fn values_query(&self) -> String {
+        if self.mysql {
+            // Each row's own call (RAND() and UUID() differ per row).
+            let row: Vec<String> = self
+                .missing
+                .iter()
+                .map(|d| format!("CAST(({}) AS CHAR)", d.expr))
+                .collect();
+            let row = format!("SELECT {}", row.join(", "));
+            return vec![row; self.rows].join(" UNION ALL ");
+        }
         let exprs: Vec<String> = self
             .missing
             .iter()
@@ -171,7 +272,7 @@ impl InsertPlan {
 
     /// The INSERT with the evaluated values as explicit columns.
     pub fn apply(&self, sql: &str, values: &[Vec<Option<String>>]) -> Result<String, String> {
-        let Some(Statement::Insert(mut insert)) = parse_one(sql) else {
+        let Some(Statement::Insert(mut insert)) = parse_one(sql, self.mysql) else {
             return Err("the INSERT no longer parses".into());
         };
         if values.len() != self.rows || values.iter().any(|r| r.len() != self.missing.len()) {
@@ -182,20 +283,29 @@ impl InsertPlan {
                 values.len()
             ));
         }
-        let dialect = PostgreSqlDialect {};
+        let (pg, my) = (PostgreSqlDialect {}, MySqlDialect {});
         let literal = |v: &Option<String>| -> Result<Expr, String> {
             let text = match v {
+                Some(s) if self.mysql => {
+                    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+                }
                 Some(s) => format!("'{}'", s.replace('\'', "''")),
                 None => "NULL".to_string(),
             };
-            Parser::new(&dialect)
+            let parser = if self.mysql {
+                Parser::new(&my).with_options(ParserOptions::new().with_unescape(false))
+            } else {
+                Parser::new(&pg)
+            };
+            parser
                 .try_with_sql(&text)
                 .and_then(|mut p| p.parse_expr())
                 .map_err(|e| e.to_string())
         };
+        let quote = if self.mysql { '`' } else { '"' };
         for d in &self.missing {
             insert.columns.push(ObjectName::from(vec![Ident::with_quote(
-                '"',
+                quote,
                 d.column.clone(),
             )]));
         }
@@ -292,6 +402,49 @@ mod tests {
             "INSERT INTO t (x, \"id\") OVERRIDING SYSTEM VALUE VALUES ('it''s', '7')"
         );
         assert!(plan.apply(sql, &[]).is_err());
+    }
+
+    #[test]
+    fn mysql_volatile_defaults_are_evaluated_once_per_row() {
+        let d = mysql_from_catalog_rows(&[
+            vec![Some("id".into()), Some("uuid()".into()), Some("".into())],
+            vec![
+                Some("made".into()),
+                Some("current_timestamp()".into()),
+                Some("".into()),
+            ],
+            vec![Some("score".into()), Some("rand()".into()), Some("".into())],
+            vec![Some("status".into()), Some("'new'".into()), Some("".into())],
+        ]);
+        let names: Vec<_> = d.volatile.iter().map(|c| c.column.as_str()).collect();
+        // CURRENT_TIMESTAMP is made the same by SET TIMESTAMP.
+        assert_eq!(names, vec!["id", "score"]);
+        let sql = r"INSERT INTO `t` (`note`) VALUES ('a\\b'), ('it''s \'q\'')";
+        let plan = plan_mysql(sql, &d).unwrap().expect("a plan");
+        assert_eq!(
+            plan.values_query(),
+            "SELECT CAST((uuid()) AS CHAR), CAST((rand()) AS CHAR) UNION ALL SELECT CAST((uuid()) AS CHAR), CAST((rand()) AS CHAR)"
+        );
+        let out = plan
+            .apply(
+                sql,
+                &[
+                    vec![Some("u-1".into()), Some("0.25".into())],
+                    vec![Some("u'2".into()), Some("0.5".into())],
+                ],
+            )
+            .unwrap();
+        assert_eq!(
+            out,
+            r"INSERT INTO `t` (`note`, `id`, `score`) VALUES ('a\\b', 'u-1', '0.25'), ('it''s \'q\'', 'u''2', '0.5')"
+        );
+        assert_eq!(
+            plan_mysql("INSERT INTO t (id, score) VALUES (1, 2)", &d),
+            Ok(None)
+        );
+        assert!(mysql_catalog_query("app.`it's`")
+            .contains("TABLE_SCHEMA = 'app' AND TABLE_NAME = 'it''s'"));
+        assert!(mysql_catalog_query("t").contains("TABLE_SCHEMA = DATABASE()"));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use super::packet::{encode, err_payload, PacketError, Packets};
 use super::response::{self, Answer, Expect, AUTOCOMMIT, IN_TRANS};
 use super::session::Legs;
+use crate::engine::defaults;
 use crate::engine::{Classification, Kind, TxControl};
 use crate::mapping::Translation;
 use crate::server::Shared;
@@ -96,6 +97,8 @@ pub struct MyMirror<'a> {
     autocommit: bool,
     replay: Vec<Vec<u8>>,
     statements: HashMap<u32, Prepared>,
+    /// Volatile column defaults per table, from the authority's catalog.
+    table_defaults: HashMap<String, defaults::TableDefaults>,
     /// How the session's backend connections are opened.
     legs: Legs,
     /// turnout's connection id for the session (what KILL names).
@@ -158,6 +161,7 @@ impl<'a> MyMirror<'a> {
             answered_by: mirror_side.other(),
             replay: Vec::new(),
             statements: HashMap::new(),
+            table_defaults: HashMap::new(),
             legs,
             id,
             mirror_thread,
@@ -267,13 +271,11 @@ impl<'a> MyMirror<'a> {
                 Some(End::AuthorityLost(e.to_string()))
             }
             Err(Stop::Authority(e)) => {
+                // The client's connection ends as the backend's did, with
+                // no ERR packet: its library reports the connection lost
+                // (2013/2006), what reconnect logic waits for, as in
+                // passthrough. The log names the backend and the cause.
                 let side = self.mirror_side.other();
-                let msg =
-                    format!("turnout: backend {side} closed the connection unexpectedly: {e}");
-                let _ = self
-                    .client
-                    .write(1, &err_payload(1105, "HY000", &msg))
-                    .await;
                 self.shared.authority_failed(side);
                 Some(End::AuthorityLost(e.to_string()))
             }
@@ -347,6 +349,10 @@ impl<'a> MyMirror<'a> {
     }
 
     async fn run_statement(&mut self, packet: &[u8], class: &Classification, sql: &str) -> Step {
+        if class.kind() == Kind::Ddl {
+            // Column defaults may have changed.
+            self.table_defaults.clear();
+        }
         let prepared = packet.first() == Some(&COM_STMT_EXECUTE);
         if let Some(reason) = self.not_for_authority(sql, prepared) {
             // A read is served by old, which mirroring keeps current.
@@ -432,13 +438,97 @@ impl<'a> MyMirror<'a> {
                 self.both(packet, keep).await
             }
             Route::Commit => self.commit(packet).await,
-            Route::Write => self.write(packet, sql).await,
+            Route::Write => match self.volatile_defaults(packet, class, sql).await? {
+                Defaults::Kept => self.write(packet, sql).await,
+                Defaults::Written(sql) => self.write(&query(&sql), &sql).await,
+                Defaults::Refused(msg) => self.tell(&err_payload(1290, "HY000", &msg)).await,
+            },
             Route::Unwrapped => self.unwrapped(packet).await,
             Route::Reject => {
                 let msg = "turnout: schema changes are refused while writes are mirrored (mirror.ddl = reject)";
                 self.tell(&err_payload(1290, "HY000", msg)).await
             }
         }
+    }
+
+    /// An INSERT that leaves columns to volatile defaults (`UUID()`,
+    /// `RAND()`, `UUID_SHORT()`, `SYSDATE()`, which statement context does
+    /// not carry): a text statement gets the values evaluated on the
+    /// authority first and written in, so both sides insert the same; a
+    /// prepared one is recorded as unsafe (or refused under
+    /// `mirror.on_unsafe = "fail"`).
+    async fn volatile_defaults(
+        &mut self,
+        packet: &[u8],
+        class: &Classification,
+        sql: &str,
+    ) -> Result<Defaults, Stop> {
+        let Some(table) = class.insert_table.as_deref() else {
+            return Ok(Defaults::Kept);
+        };
+        if class.statements.len() != 1 {
+            return Ok(Defaults::Kept);
+        }
+        let found = self.volatile_columns(table).await?;
+        let reason = match defaults::plan_mysql(sql, &found) {
+            Ok(None) => return Ok(Defaults::Kept),
+            Ok(Some(plan)) if packet.first() == Some(&COM_QUERY) => {
+                let values = super::counters::rows(&mut self.auth, &plan.values_query()).await;
+                match values.and_then(|rows| plan.apply(sql, &rows)) {
+                    Ok(written) => return Ok(Defaults::Written(written)),
+                    Err(e) => format!("generated values could not be applied: {e}"),
+                }
+            }
+            Ok(Some(plan)) => format!(
+                "a prepared INSERT leaves {} to volatile defaults; their values differ on the mirror",
+                plan.missing
+                    .iter()
+                    .map(|d| d.column.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Err(reason) => reason.to_string(),
+        };
+        if self.shared.unsafe_policy == UnsafePolicy::Fail {
+            return Ok(Defaults::Refused(format!(
+                "turnout: refused, not safe to mirror: {reason} (mirror.on_unsafe = fail)"
+            )));
+        }
+        self.record(DivergenceKind::UnsafeStatement, class, &reason, sql);
+        Ok(Defaults::Kept)
+    }
+
+    /// `table`'s columns with volatile defaults, asked of the authority
+    /// once per session (under old's names when new is the authority).
+    async fn volatile_columns(&mut self, table: &str) -> Result<defaults::TableDefaults, Stop> {
+        if let Some(d) = self.table_defaults.get(table) {
+            return Ok(d.clone());
+        }
+        let mapped = match self.mirror_side {
+            Side::Old => self.shared.mapping.load().table_on_new(table),
+            Side::New => None,
+        };
+        let on_authority = mapped.as_ref().map_or(table, |(t, _)| t.as_str());
+        let rows =
+            super::counters::rows(&mut self.auth, &defaults::mysql_catalog_query(on_authority))
+                .await;
+        let Ok(rows) = rows else {
+            // Not cached: asked again next time.
+            return Ok(defaults::TableDefaults::default());
+        };
+        let rows: Vec<Vec<Option<String>>> = rows
+            .into_iter()
+            .filter_map(|mut row| {
+                if let Some((_, back)) = &mapped {
+                    let column = row.first_mut()?;
+                    *column = Some(back.old_name(column.as_deref()?)?);
+                }
+                Some(row)
+            })
+            .collect();
+        let d = defaults::mysql_from_catalog_rows(&rows);
+        self.table_defaults.insert(table.to_string(), d.clone());
+        Ok(d)
     }
 
     /// A read in phase `reads_new`: served by the mirror's side (inside the
@@ -624,7 +714,7 @@ impl<'a> MyMirror<'a> {
             .await
             .and_then(first_error);
         if let Err(e) = committed {
-            self.mirror_failed(&query("COMMIT"), &e);
+            self.mirror_failed("COMMIT", &e);
         }
     }
 
@@ -879,7 +969,7 @@ impl<'a> MyMirror<'a> {
                 self.replay.push(packet.to_vec());
             }
             if let Err(e) = self.mirror_once(packet, fresh).await {
-                self.mirror_failed(packet, &e);
+                self.mirror_failed(&self.packet_sql(packet), &e);
             }
         }
         self.relay(&a).await
@@ -901,7 +991,7 @@ impl<'a> MyMirror<'a> {
     async fn commit(&mut self, packet: &[u8]) -> Step {
         let mirrored = self.mirror_once(packet, false).await;
         if let Err(e) = mirrored {
-            if self.fails(packet, &e) {
+            if self.fails(&self.packet_sql(packet), &e) {
                 self.on_auth(&encode(0, &query("ROLLBACK")).0, Expect::Result)
                     .await?;
                 let msg = format!("turnout: the mirror ({}) could not commit: {e}; the transaction was rolled back on both sides (mirror.on_error = fail)", self.mirror_side);
@@ -996,7 +1086,7 @@ impl<'a> MyMirror<'a> {
         sql: &str,
     ) -> Step {
         if let Err(e) = mirrored {
-            if self.fails(sql.as_bytes(), &e) {
+            if self.fails(sql, &e) {
                 self.on_auth(&encode(0, &query("ROLLBACK")).0, Expect::Result)
                     .await?;
                 if !wrap {
@@ -1032,7 +1122,7 @@ impl<'a> MyMirror<'a> {
             .await?;
         if a.error.is_none() {
             if let Err(e) = self.mirror_once(packet, fresh).await {
-                self.mirror_failed(packet, &e);
+                self.mirror_failed(&self.packet_sql(packet), &e);
             }
         }
         self.relay(&a).await
@@ -1185,7 +1275,7 @@ impl<'a> MyMirror<'a> {
                         let _ = m.write(0, &p).await;
                     }
                 }
-                Err(e) => self.mirror_failed(packet, &e),
+                Err(e) => self.mirror_failed(&self.packet_sql(packet), &e),
             }
         }
         Ok(())
@@ -1230,30 +1320,37 @@ impl<'a> MyMirror<'a> {
 
     /// Under `mirror.on_error = fail`: true (the caller fails the
     /// statement). Under `record`: the divergence is written; false.
-    fn fails(&self, sent: &[u8], detail: &str) -> bool {
+    /// `sql`: the statement that failed (its text, or a prepared
+    /// statement's).
+    fn fails(&self, sql: &str, detail: &str) -> bool {
         if self.shared.mirror_policy == MirrorErrorPolicy::Fail {
             self.shared.metrics_mirror_error();
             warn!(side = %self.mirror_side, %detail, "mirror failed; statement failed (mirror.on_error = fail)");
             return true;
         }
-        self.mirror_failed(sent, detail);
+        self.mirror_failed(sql, detail);
         false
     }
 
-    fn mirror_failed(&self, sent: &[u8], detail: &str) {
+    fn mirror_failed(&self, sql: &str, detail: &str) {
         self.shared.metrics_mirror_error();
-        let sql = match sent.first() {
+        self.record_text(DivergenceKind::MirrorError, sql, detail);
+    }
+
+    /// The SQL a client's command packet runs: a query's text, or the
+    /// prepared statement's (by the client's statement id).
+    fn packet_sql(&self, packet: &[u8]) -> String {
+        match packet.first() {
             Some(&COM_QUERY) | Some(&COM_INIT_DB) => {
-                String::from_utf8_lossy(&sent[1..]).into_owned()
+                String::from_utf8_lossy(&packet[1..]).into_owned()
             }
-            _ => statement_id(sent)
+            _ => statement_id(packet)
                 .and_then(|id| self.statements.get(&id))
                 .map(|s| s.sql.clone())
                 .unwrap_or_else(|| {
-                    format!("(command 0x{:02x})", sent.first().copied().unwrap_or(0))
+                    format!("(command 0x{:02x})", packet.first().copied().unwrap_or(0))
                 }),
-        };
-        self.record_text(DivergenceKind::MirrorError, &sql, detail);
+        }
     }
 
     fn record(&self, kind: DivergenceKind, class: &Classification, detail: &str, sql: &str) {
@@ -1272,6 +1369,16 @@ impl<'a> MyMirror<'a> {
         }
         self.record(kind, &class, detail, sql);
     }
+}
+
+/// What an INSERT's volatile defaults make of it.
+enum Defaults {
+    /// As the client sent it.
+    Kept,
+    /// With the authority's values for them written in.
+    Written(String),
+    /// Refused with this message (`mirror.on_unsafe = "fail"`).
+    Refused(String),
 }
 
 fn first_error(answers: Vec<Answer>) -> Result<(), String> {
