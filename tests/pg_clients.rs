@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use std::process::Command;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::NoTls;
 
 #[test]
 fn psql_queries_errors_notices_and_copy() {
@@ -332,17 +332,7 @@ async fn tokio_postgres_binary_params_transactions_errors_copy_notify() {
         .batch_execute("NOTIFY turnout_test, 'ping'")
         .await
         .unwrap();
-    let got = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-        loop {
-            match messages.recv().await {
-                Some(AsyncMessage::Notification(n)) => return n,
-                Some(_) => continue,
-                None => panic!("connection closed"),
-            }
-        }
-    })
-    .await
-    .expect("notification");
+    let got = next_notification(&mut messages, "passthrough").await;
     assert_eq!(got.channel(), "turnout_test");
     assert_eq!(got.payload(), "ping");
     drop(client);

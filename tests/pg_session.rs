@@ -7,8 +7,7 @@ mod common;
 use common::*;
 use futures_util::StreamExt;
 use std::process::Command;
-use std::time::Duration;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::NoTls;
 
 fn mirrored() -> Setup {
     Setup::start(Options {
@@ -98,12 +97,18 @@ async fn notifications_are_delivered_in_every_phase() {
         listener.batch_execute("LISTEN jobs").await.unwrap();
         // Its own NOTIFY, autocommit (turnout wraps it) and in a block.
         listener.batch_execute("NOTIFY jobs, 'own'").await.unwrap();
-        assert_eq!(next(&mut messages, phase).await.payload(), "own");
+        assert_eq!(
+            next_notification(&mut messages, phase).await.payload(),
+            "own"
+        );
         listener
             .batch_execute("BEGIN; NOTIFY jobs, 'in a block'; COMMIT")
             .await
             .unwrap();
-        assert_eq!(next(&mut messages, phase).await.payload(), "in a block");
+        assert_eq!(
+            next_notification(&mut messages, phase).await.payload(),
+            "in a block"
+        );
         // Another session's, while this one is idle.
         let (other, conn) = tokio_postgres::connect(&s.app_url(), NoTls).await.unwrap();
         let other_driver = tokio::spawn(conn);
@@ -111,7 +116,7 @@ async fn notifications_are_delivered_in_every_phase() {
             .execute("SELECT pg_notify('jobs', $1)", &[&phase])
             .await
             .unwrap();
-        let n = next(&mut messages, phase).await;
+        let n = next_notification(&mut messages, phase).await;
         assert_eq!(n.payload(), phase);
         println!("phase {phase}: notifications delivered");
         drop(other);
@@ -119,24 +124,6 @@ async fn notifications_are_delivered_in_every_phase() {
         drop(listener);
         let _ = driver.await;
     }
-}
-
-/// The next notification, within 10 s.
-async fn next(
-    messages: &mut tokio::sync::mpsc::UnboundedReceiver<AsyncMessage>,
-    phase: &str,
-) -> tokio_postgres::Notification {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match messages.recv().await {
-                Some(AsyncMessage::Notification(n)) => return n,
-                Some(_) => continue,
-                None => panic!("connection closed"),
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no notification in phase {phase}"))
 }
 
 /// A database turnout does not serve is refused as PostgreSQL refuses an

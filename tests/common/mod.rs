@@ -430,6 +430,25 @@ pub fn run_direct_ok(url: &str, statements: &[&str]) {
 
 /// A tokio-postgres client on `url` (no TLS), its connection driven by a
 /// task of its own.
+/// The next notification among a connection's messages, within 10 s
+/// (`what` names the case in the failure).
+pub async fn next_notification(
+    messages: &mut tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::AsyncMessage>,
+    what: &str,
+) -> tokio_postgres::Notification {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match messages.recv().await {
+                Some(tokio_postgres::AsyncMessage::Notification(n)) => return n,
+                Some(_) => continue,
+                None => panic!("connection closed"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no notification ({what})"))
+}
+
 pub async fn pg_client(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await

@@ -246,6 +246,15 @@ fn plan_in(
 }
 
 impl InsertPlan {
+    /// The columns left to their defaults, for a message: `id, made_at`.
+    pub fn missing_columns(&self) -> String {
+        self.missing
+            .iter()
+            .map(|d| d.column.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Evaluates the missing defaults once per row, in row order.
     pub fn values_query(&self) -> String {
         if self.mysql {

@@ -51,6 +51,18 @@ pub struct ColumnsBack {
 }
 
 impl ColumnsBack {
+    /// Catalog rows of new's table whose first column is a column name,
+    /// under old's names; rows of columns old does not have are left out.
+    pub fn rows_under_old_names(&self, rows: Vec<Vec<Option<String>>>) -> Vec<Vec<Option<String>>> {
+        rows.into_iter()
+            .filter_map(|mut row| {
+                let column = row.first_mut()?;
+                *column = Some(self.old_name(column.as_deref()?)?);
+                Some(row)
+            })
+            .collect()
+    }
+
     /// Old's name of new's `column`; `None` when old has no such column.
     pub fn old_name(&self, column: &str) -> Option<String> {
         let k = column.to_lowercase();

@@ -481,11 +481,7 @@ impl<'a> MyMirror<'a> {
             }
             Ok(Some(plan)) => format!(
                 "a prepared INSERT leaves {} to volatile defaults; their values differ on the mirror",
-                plan.missing
-                    .iter()
-                    .map(|d| d.column.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                plan.missing_columns()
             ),
             Err(reason) => reason.to_string(),
         };
@@ -516,16 +512,10 @@ impl<'a> MyMirror<'a> {
             // Not cached: asked again next time.
             return Ok(defaults::TableDefaults::default());
         };
-        let rows: Vec<Vec<Option<String>>> = rows
-            .into_iter()
-            .filter_map(|mut row| {
-                if let Some((_, back)) = &mapped {
-                    let column = row.first_mut()?;
-                    *column = Some(back.old_name(column.as_deref()?)?);
-                }
-                Some(row)
-            })
-            .collect();
+        let rows = match &mapped {
+            Some((_, back)) => back.rows_under_old_names(rows),
+            None => rows,
+        };
         let d = defaults::mysql_from_catalog_rows(&rows);
         self.table_defaults.insert(table.to_string(), d.clone());
         Ok(d)

@@ -486,18 +486,10 @@ impl MirrorSession<'_> {
         let mut msgs = BytesMut::from(&plan.build(None).unwrap_or_default()[..]);
         self.mirror_prepared.extend(plan.prepares_named());
         msgs.extend_from_slice(&codec::frame(b'S', &[]));
-        let outcome = self.on_mirror(&msgs, 1, false).await.and_then(|c| {
-            if let Some(e) = c.error {
-                Err(e)
-            } else if c.command_tags().any(|t| t == b"ROLLBACK") {
-                Err(format!(
-                    "{} rolled back the transaction at COMMIT (an earlier statement failed there)",
-                    self.mirror_side
-                ))
-            } else {
-                Ok(())
-            }
-        });
+        let outcome = self
+            .on_mirror(&msgs, 1, false)
+            .await
+            .and_then(|c| self.committed(c));
         match outcome {
             Err(detail) if self.mirror_failed(class, &detail, &msgs) => Some(detail),
             _ => None,

@@ -528,11 +528,7 @@ impl MirrorSession<'_> {
                 Ok(None) => continue,
                 Ok(Some(plan)) => format!(
                     "extended-protocol INSERT leaves {} to volatile defaults; their values may differ on the mirror",
-                    plan.missing
-                        .iter()
-                        .map(|d| d.column.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    plan.missing_columns()
                 ),
                 Err(reason) => reason.to_string(),
             };

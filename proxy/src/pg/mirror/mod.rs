@@ -389,15 +389,7 @@ impl<'a> MirrorSession<'a> {
                     }
                     continue;
                 }
-                Err(Unprompted(Err(e))) => {
-                    self.shared.authority_failed(self.auth_side());
-                    let msg = format!(
-                        "turnout: backend {} closed the connection unexpectedly: {e}",
-                        self.auth_side()
-                    );
-                    let _ = self.client_error(Severity::Fatal, "08006", &msg).await;
-                    break End::AuthorityLost(e.to_string());
-                }
+                Err(Unprompted(Err(e))) => break self.authority_lost(e).await,
                 Ok(r) => r,
             };
             let frame = match read {
@@ -475,15 +467,7 @@ impl<'a> MirrorSession<'a> {
             match step {
                 Ok(()) => {}
                 Err(Stop::Client(e)) => break End::ClientGone(e.to_string()),
-                Err(Stop::Authority(e)) => {
-                    self.shared.authority_failed(self.auth_side());
-                    let msg = format!(
-                        "turnout: backend {} closed the connection unexpectedly: {e}",
-                        self.auth_side()
-                    );
-                    let _ = self.client_error(Severity::Fatal, "08006", &msg).await;
-                    break End::AuthorityLost(e.to_string());
-                }
+                Err(Stop::Authority(e)) => break self.authority_lost(e).await,
             }
         };
         if busy {
@@ -494,6 +478,17 @@ impl<'a> MirrorSession<'a> {
 
     fn auth_side(&self) -> Side {
         self.mirror_side.other()
+    }
+
+    /// The authority's connection failed: the client is told, the session ends.
+    async fn authority_lost(&mut self, e: FramedError) -> End {
+        self.shared.authority_failed(self.auth_side());
+        let msg = format!(
+            "turnout: backend {} closed the connection unexpectedly: {e}",
+            self.auth_side()
+        );
+        let _ = self.client_error(Severity::Fatal, "08006", &msg).await;
+        End::AuthorityLost(e.to_string())
     }
 
     /// A message the authority sent while no statement of the client's was
@@ -892,16 +887,10 @@ impl<'a> MirrorSession<'a> {
         let (rows, error) = self
             .auth_own(&defaults::catalog_query(on_authority), sync)
             .await?;
-        let rows: Vec<Vec<Option<String>>> = rows
-            .into_iter()
-            .filter_map(|mut row| {
-                if let Some((_, back)) = &mapped {
-                    let column = row.first_mut()?;
-                    *column = Some(back.old_name(column.as_deref()?)?);
-                }
-                Some(row)
-            })
-            .collect();
+        let rows = match &mapped {
+            Some((_, back)) => back.rows_under_old_names(rows),
+            None => rows,
+        };
         let d = defaults::from_catalog_rows(&rows);
         if error.is_none() {
             self.table_defaults.insert(table.to_string(), d.clone());

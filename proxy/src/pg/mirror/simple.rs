@@ -241,18 +241,10 @@ impl MirrorSession<'_> {
             );
             return self.roll_back_authority_and_fail(&msg).await;
         }
-        let outcome = self.on_mirror(to_mirror, 1, false).await.and_then(|c| {
-            if let Some(e) = c.error {
-                Err(e)
-            } else if c.command_tags().any(|t| t == b"ROLLBACK") {
-                Err(format!(
-                    "{} rolled back the transaction at COMMIT (an earlier statement failed there)",
-                    self.mirror_side
-                ))
-            } else {
-                Ok(())
-            }
-        });
+        let outcome = self
+            .on_mirror(to_mirror, 1, false)
+            .await
+            .and_then(|c| self.committed(c));
         if let Err(detail) = outcome {
             if self.mirror_failed(class, &detail, to_mirror) {
                 let msg = format!(
@@ -281,6 +273,21 @@ impl MirrorSession<'_> {
             Err(other) => return Err(other),
         }
         Ok(())
+    }
+
+    /// Whether the mirror's answer to a COMMIT says it committed (a
+    /// failed transaction answers COMMIT with ROLLBACK).
+    pub(super) fn committed(&self, c: Collected) -> Result<(), String> {
+        if let Some(e) = c.error {
+            Err(e)
+        } else if c.command_tags().any(|t| t == b"ROLLBACK") {
+            Err(format!(
+                "{} rolled back the transaction at COMMIT (an earlier statement failed there)",
+                self.mirror_side
+            ))
+        } else {
+            Ok(())
+        }
     }
 
     /// The authority's connection was lost during a COMMIT the mirror had
