@@ -1,6 +1,6 @@
 //! MariaDB through turnout in phase mirror with application drivers: PyMySQL
-//! (text protocol, installed by `.ci/run`) and mysql_async (prepared
-//! statements). Transactions commit and roll back, savepoints, batches,
+//! (text protocol), mysql2 with `execute` and MariaDB Connector/J with
+//! server-side prepared statements (installed by `.ci/run`), mysql_async. Transactions commit and roll back, savepoints, batches,
 //! and inserts that rely on volatile column defaults (`UUID()`, `RAND()`,
 //! `UUID_SHORT()`), which statement context does not carry.
 
@@ -32,21 +32,26 @@ fn ledger_ids(s: &MySetup) -> BTreeSet<i64> {
         .collect()
 }
 
-#[test]
-fn pymysql_transactions_savepoints_batches_and_volatile_defaults() {
-    let s = mirrored_with_schema();
-    let out = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/drivers/my_pymysql.py"))
-        .args([&s.proxy.port.to_string(), MY_PASSWORD, "4", "25"])
-        .output()
-        .expect("run python3");
+fn drivers_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/drivers")
+}
+
+/// Runs a driver's workload; its JSON report.
+fn run_workload(mut cmd: Command) -> serde_json::Value {
+    let out = cmd.output().expect("start the driver's workload");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "PyMySQL workload failed:\n{text}\n{}",
+        "the driver's workload failed:\n{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    serde_json::from_str(text.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("the driver's report is not JSON ({e}): {text}"))
+}
+
+/// Old holds what the clients committed and not what they rolled back;
+/// the ledger and the accounts are the same on new; the total never moved.
+fn check_ledger(s: &MySetup, report: &serde_json::Value) {
     let ids = |k: &str| -> BTreeSet<i64> {
         report[k]
             .as_array()
@@ -55,15 +60,58 @@ fn pymysql_transactions_savepoints_batches_and_volatile_defaults() {
             .map(|v| v.as_i64().unwrap())
             .collect()
     };
-    // Old holds what the clients committed, not what they rolled back.
-    assert_eq!(ledger_ids(&s), ids("committed"));
-    assert!(ids("rolled_back").is_disjoint(&ledger_ids(&s)));
+    assert!(!ids("rolled_back").is_empty(), "{report}");
+    assert_eq!(ledger_ids(s), ids("committed"));
+    assert!(ids("rolled_back").is_disjoint(&ledger_ids(s)));
     let items = s.old.sql("app", "SELECT count(*) FROM items").unwrap();
     assert_eq!(items.trim(), report["items"].to_string());
-    // UUID(), RAND() and UUID_SHORT() defaults: the same values on new.
-    for (table, order) in [("ledger", "id"), ("accounts", "id"), ("items", "id")] {
+    for (table, order) in [("ledger", "id"), ("accounts", "id")] {
         s.assert_identical(table, order);
     }
+    for side in [&s.old, &s.new] {
+        let total = side
+            .sql("app", "SELECT sum(balance) FROM accounts")
+            .unwrap();
+        assert_eq!(total.trim(), "800000");
+    }
+}
+
+/// A prepared-statement driver: inserts relying on UUID()/RAND() defaults
+/// cannot be given the authority's values through the binary protocol, so
+/// each is recorded with its table; every other column is the same.
+fn check_prepared_driver(s: &MySetup, report: &serde_json::Value) {
+    check_ledger(s, report);
+    let q = "SELECT id, worker, status FROM items ORDER BY id";
+    let (old, new) = (s.old.sql("app", q).unwrap(), s.new.sql("app", q).unwrap());
+    common::assert_same_rows("items (id, worker, status)", &old, &new);
+    let records: Vec<serde_json::Value> = s
+        .divergences()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        records
+            .iter()
+            .all(|r| r["kind"] == "unsafe_statement" && r["table"] == "items"),
+        "{records:?}"
+    );
+    assert_eq!(Some(records.len() as i64), report["items"].as_i64());
+}
+
+#[test]
+fn pymysql_transactions_savepoints_batches_and_volatile_defaults() {
+    let s = mirrored_with_schema();
+    let mut cmd = Command::new("python3");
+    cmd.arg(drivers_dir().join("my_pymysql.py")).args([
+        &s.proxy.port.to_string(),
+        MY_PASSWORD,
+        "4",
+        "25",
+    ]);
+    let report = run_workload(cmd);
+    check_ledger(&s, &report);
+    // UUID(), RAND() and UUID_SHORT() defaults: the same values on new.
+    s.assert_identical("items", "id");
     let distinct = s
         .old
         .sql(
@@ -77,6 +125,32 @@ fn pymysql_transactions_savepoints_batches_and_volatile_defaults() {
         "each row got its own UUID() and RAND()"
     );
     assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+}
+
+#[test]
+fn mysql2_execute_prepared_statements_pipelined() {
+    let s = mirrored_with_schema();
+    let mut cmd = Command::new("node");
+    cmd.arg(drivers_dir().join("my_mysql2.js"))
+        .args([&s.proxy.port.to_string(), MY_PASSWORD, "4", "20"])
+        .env("NODE_PATH", drivers_dir().join("node/node_modules"));
+    let report = run_workload(cmd);
+    check_prepared_driver(&s, &report);
+}
+
+#[test]
+fn mariadb_connector_j_server_side_prepared_statements() {
+    let s = mirrored_with_schema();
+    let url = format!(
+        "jdbc:mariadb://127.0.0.1:{}/app?user=app&password={MY_PASSWORD}&useServerPrepStmts=true",
+        s.proxy.port
+    );
+    let mut cmd = Command::new("java");
+    cmd.args(["-cp", "/usr/share/java/mariadb-java-client.jar"])
+        .arg(drivers_dir().join("MyConnectorJ.java"))
+        .args([&url, "4", "20"]);
+    let report = run_workload(cmd);
+    check_prepared_driver(&s, &report);
 }
 
 /// A prepared INSERT (binary protocol) that leaves a column to UUID() cannot

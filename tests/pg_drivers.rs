@@ -1,5 +1,6 @@
 //! Application drivers of other ecosystems through turnout in phase mirror:
-//! psycopg 3, asyncpg, node-postgres and pgjdbc (installed by `.ci/run`).
+//! psycopg 3, asyncpg, node-postgres, pgjdbc and Go pgx (installed by
+//! `.ci/run`), and tokio-postgres.
 //! Each runs concurrent workers whose transactions commit and roll back,
 //! with savepoints, batches and pipelines, prepared statements reused past
 //! the driver's threshold and inserts relying on defaults. Old must then
@@ -158,6 +159,127 @@ fn pgjdbc_begin_in_the_batch_named_statements_and_execute_batch() {
         .args([&jdbc_url(s.proxy.port, APP_PASSWORD), WORKERS, STEPS]);
     let report = run_driver(cmd);
     check(&s, &report);
+}
+
+#[test]
+fn go_pgx_statement_cache_batches_and_savepoints() {
+    let s = mirrored_with_schema();
+    let mut cmd = Command::new("go");
+    cmd.arg("run")
+        .arg(drivers_dir().join("pg_pgx.go"))
+        .args([&uri(&s), WORKERS, STEPS])
+        // Debian's Go libraries, without modules (nothing is fetched).
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GO111MODULE", "off")
+        .env("GOCACHE", std::env::temp_dir().join("turnout-test-gocache"));
+    let report = run_driver(cmd);
+    check(&s, &report);
+}
+
+/// tokio-postgres: named statements (`s0`, ...) prepared once and reused,
+/// pipelines when futures are polled together, savepoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_postgres_pipelines_prepared_statements_and_savepoints() {
+    let s = tokio::task::spawn_blocking(mirrored_with_schema)
+        .await
+        .unwrap();
+    let workers: i64 = WORKERS.parse().unwrap();
+    let steps: i64 = STEPS.parse().unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let url = s.app_url();
+        tasks.push(tokio::spawn(async move {
+            let (mut c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let ins = c
+                .prepare("INSERT INTO ledger (id, worker, n, amount, note) VALUES ($1, $2, $3, $4::float8::numeric, $5)")
+                .await
+                .unwrap();
+            let (mut committed, mut rolled_back) = (Vec::new(), Vec::new());
+            for step in 0..steps {
+                let base = w * 1_000_000 + step * 10;
+                let (w4, n4) = (w as i32, step as i32);
+                let mut ab = [(w + step) % 8 + 1, (w + step + 3) % 8 + 1];
+                ab.sort();
+                let tx = c.transaction().await.unwrap();
+                tx.execute(&ins, &[&base, &w4, &n4, &(step as f64 * 1.25), &"t"])
+                    .await
+                    .unwrap();
+                for (id, delta) in [(ab[0], -1i64), (ab[1], 1)] {
+                    tx.execute(
+                        "UPDATE accounts SET balance = balance + $1 WHERE id = $2",
+                        &[&delta, &(id as i32)],
+                    )
+                    .await
+                    .unwrap();
+                }
+                if step % 3 == 0 {
+                    tx.rollback().await.unwrap();
+                    rolled_back.push(base);
+                } else {
+                    tx.commit().await.unwrap();
+                    committed.push(base);
+                }
+                let mut tx = c.transaction().await.unwrap();
+                let none: Option<&str> = None;
+                tx.execute(&ins, &[&(base + 1), &w4, &n4, &1.0f64, &none])
+                    .await
+                    .unwrap();
+                let sp = tx.savepoint("s").await.unwrap();
+                let dup = sp
+                    .execute(&ins, &[&(base + 1), &w4, &n4, &2.0f64, &none])
+                    .await
+                    .unwrap_err();
+                assert_eq!(
+                    dup.code(),
+                    Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+                );
+                sp.rollback().await.unwrap();
+                tx.execute(&ins, &[&(base + 2), &w4, &n4, &3.0f64, &none])
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+                committed.extend([base + 1, base + 2]);
+                // Polled together: one pipeline of three autocommit inserts.
+                let (a, b, d) = (base + 3, base + 4, base + 5);
+                type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+                let pa: [Param; 5] = [&a, &w4, &n4, &3.0f64, &none];
+                let pb: [Param; 5] = [&b, &w4, &n4, &4.0f64, &none];
+                let pd: [Param; 5] = [&d, &w4, &n4, &5.0f64, &none];
+                let (r1, r2, r3) = futures_util::join!(
+                    c.execute(&ins, &pa),
+                    c.execute(&ins, &pb),
+                    c.execute(&ins, &pd),
+                );
+                for r in [r1, r2, r3] {
+                    r.unwrap();
+                }
+                committed.extend([a, b, d]);
+                c.execute("INSERT INTO items (id, worker) VALUES ($1, $2)", &[&base, &w4])
+                    .await
+                    .unwrap();
+                c.execute(&ins, &[&(base + 6), &w4, &n4, &6.0f64, &none])
+                    .await
+                    .unwrap();
+                committed.push(base + 6);
+            }
+            (committed, rolled_back)
+        }));
+    }
+    let (mut committed, mut rolled_back) = (Vec::new(), Vec::new());
+    for t in tasks {
+        let (c, r) = t.await.unwrap();
+        committed.extend(c);
+        rolled_back.extend(r);
+    }
+    let report = serde_json::json!({
+        "committed": committed,
+        "rolled_back": rolled_back,
+        "items": workers * steps,
+    });
+    tokio::task::block_in_place(|| check(&s, &report));
 }
 
 /// pgjdbc sends BEGIN in the same batch as the transaction's first
