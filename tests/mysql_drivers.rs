@@ -7,6 +7,7 @@
 mod common;
 
 use common::mysql::*;
+use common::run_workload;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
@@ -34,19 +35,6 @@ fn ledger_ids(s: &MySetup) -> BTreeSet<i64> {
 
 fn drivers_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/drivers")
-}
-
-/// Runs a driver's workload; its JSON report.
-fn run_workload(mut cmd: Command) -> serde_json::Value {
-    let out = cmd.output().expect("start the driver's workload");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "the driver's workload failed:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(text.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("the driver's report is not JSON ({e}): {text}"))
 }
 
 /// Old holds what the clients committed and not what they rolled back;
@@ -147,7 +135,7 @@ fn mariadb_connector_j_server_side_prepared_statements() {
     );
     let mut cmd = Command::new("java");
     cmd.args(["-cp", "/usr/share/java/mariadb-java-client.jar"])
-        .arg(drivers_dir().join("MyConnectorJ.java"))
+        .arg(drivers_dir().join("JdbcWorkload.java"))
         .args([&url, "4", "20"]);
     let report = run_workload(cmd);
     check_prepared_driver(&s, &report);

@@ -49,20 +49,6 @@ fn jdbc_url(port: u16, password: &str) -> String {
 /// pgjdbc, from Debian's libpostgresql-jdbc-java (SCRAM support inside).
 const PGJDBC: &str = "/usr/share/java/postgresql.jar";
 
-/// Runs a driver's workload; its JSON report.
-fn run_driver(mut cmd: Command) -> serde_json::Value {
-    let out = cmd.output().expect("start the driver's workload");
-    assert!(
-        out.status.success(),
-        "the driver's workload failed:\n{}\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let text = stdout(&out);
-    serde_json::from_str(text.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("the driver's report is not JSON ({e}): {text}"))
-}
-
 fn ids(v: &serde_json::Value, key: &str) -> BTreeSet<i64> {
     v[key]
         .as_array()
@@ -125,7 +111,7 @@ fn psycopg3_pipelines_executemany_savepoints_and_rollbacks() {
     let mut cmd = Command::new("python3");
     cmd.arg(drivers_dir().join("pg_psycopg.py"))
         .args([&s.app_url(), WORKERS, STEPS]);
-    let report = run_driver(cmd);
+    let report = run_workload(cmd);
     check(&s, &report);
 }
 
@@ -135,7 +121,7 @@ fn asyncpg_prepare_with_flush_and_executemany() {
     let mut cmd = Command::new("python3");
     cmd.arg(drivers_dir().join("pg_asyncpg.py"))
         .args([&uri(&s), WORKERS, STEPS]);
-    let report = run_driver(cmd);
+    let report = run_workload(cmd);
     check(&s, &report);
 }
 
@@ -146,7 +132,7 @@ fn node_postgres_named_and_pipelined_queries() {
     cmd.arg(drivers_dir().join("pg_node.js"))
         .args([&uri(&s), WORKERS, STEPS])
         .env("NODE_PATH", drivers_dir().join("node/node_modules"));
-    let report = run_driver(cmd);
+    let report = run_workload(cmd);
     check(&s, &report);
 }
 
@@ -155,9 +141,9 @@ fn pgjdbc_begin_in_the_batch_named_statements_and_execute_batch() {
     let s = mirrored_with_schema();
     let mut cmd = Command::new("java");
     cmd.args(["-cp", PGJDBC])
-        .arg(drivers_dir().join("PgJdbc.java"))
+        .arg(drivers_dir().join("JdbcWorkload.java"))
         .args([&jdbc_url(s.proxy.port, APP_PASSWORD), WORKERS, STEPS]);
-    let report = run_driver(cmd);
+    let report = run_workload(cmd);
     check(&s, &report);
 }
 
@@ -172,7 +158,7 @@ fn go_pgx_statement_cache_batches_and_savepoints() {
         .env("GOPATH", "/usr/share/gocode")
         .env("GO111MODULE", "off")
         .env("GOCACHE", std::env::temp_dir().join("turnout-test-gocache"));
-    let report = run_driver(cmd);
+    let report = run_workload(cmd);
     check(&s, &report);
 }
 

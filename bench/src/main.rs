@@ -30,6 +30,9 @@ struct Args {
     mysql_only: bool,
     /// Only the backfill figures.
     backfill_only: bool,
+    /// Another turnout binary, measured beside this one in the mirrored
+    /// run (e.g. the last release, to see a change's cost in one run).
+    baseline: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -44,9 +47,17 @@ fn parse_args() -> Result<Args, String> {
         flips_only: false,
         mysql_only: false,
         backfill_only: false,
+        baseline: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--baseline" {
+            let path = it
+                .next()
+                .ok_or("--baseline needs a turnout binary's path")?;
+            a.baseline = Some(PathBuf::from(path));
+            continue;
+        }
         if flag == "--no-mirror" {
             a.mirror = false;
             continue;
@@ -91,7 +102,7 @@ fn main() {
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("turnout-bench: {e}\nusage: turnout-bench [--seconds N] [--rounds N] [--clients N] [--scale N] [--no-mirror | --mirror-only | --shadow-only | --flips-only | --mysql-only | --backfill-only]");
+            eprintln!("turnout-bench: {e}\nusage: turnout-bench [--seconds N] [--rounds N] [--clients N] [--scale N] [--baseline TURNOUT] [--no-mirror | --mirror-only | --shadow-only | --flips-only | --mysql-only | --backfill-only]");
             std::process::exit(2);
         }
     };
@@ -136,9 +147,20 @@ fn turnout_binary() -> Result<PathBuf, String> {
 /// Writes `config` as `dir/name.toml`, runs turnout with it, and waits
 /// until it listens on `port`.
 fn spawn_turnout(dir: &Path, name: &str, config: &str, port: u16) -> Result<Killed, String> {
+    spawn_binary(&turnout_binary()?, dir, name, config, port)
+}
+
+/// [`spawn_turnout`] with the turnout binary at `bin`.
+fn spawn_binary(
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    config: &str,
+    port: u16,
+) -> Result<Killed, String> {
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, config).map_err(|e| e.to_string())?;
-    let child = Command::new(turnout_binary()?)
+    let child = Command::new(bin)
         .args(["run", "--config"])
         .arg(&path)
         .stdout(Stdio::null())
@@ -180,6 +202,30 @@ fn start_turnout_with(
     phase: &str,
     extra: &str,
 ) -> Result<(Killed, u16, PathBuf), String> {
+    let (config, port, socket_dir) = turnout_config(
+        dir,
+        name,
+        backend_host,
+        backend_port,
+        new_port,
+        phase,
+        extra,
+    )?;
+    let child = spawn_turnout(dir, name, &config, port)?;
+    Ok((child, port, socket_dir))
+}
+
+/// The config [`start_turnout_with`] runs turnout with, its port and its
+/// socket folder.
+fn turnout_config(
+    dir: &Path,
+    name: &str,
+    backend_host: &str,
+    backend_port: u16,
+    new_port: u16,
+    phase: &str,
+    extra: &str,
+) -> Result<(String, u16, PathBuf), String> {
     let port = free_port().map_err(|e| e.to_string())?;
     let socket_dir = dir.join(name);
     std::fs::create_dir_all(&socket_dir).map_err(|e| e.to_string())?;
@@ -213,8 +259,7 @@ level = "warn"
         socket_dir = socket_dir.display(),
         divergences = dir.join(format!("{name}-divergences.jsonl")).display()
     );
-    let child = spawn_turnout(dir, name, &config, port)?;
-    Ok((child, port, socket_dir))
+    Ok((config, port, socket_dir))
 }
 
 /// Starts pgbouncer (session pooling, SCRAM) in front of the backend at
@@ -312,10 +357,29 @@ fn mirrored_tpcb(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), Str
         "mirror",
         "",
     )?;
-    let targets = [
+    let mut targets = vec![
         target("direct tcp", "127.0.0.1", old.port, 0),
         target("turnout mirror", "127.0.0.1", port, 0),
     ];
+    // The baseline binary on the same backends, in the same rounds.
+    let _baseline = match &args.baseline {
+        Some(bin) => {
+            let name = "turnout-mirror-baseline";
+            let (config, port, _) = turnout_config(
+                dir.path(),
+                name,
+                "127.0.0.1",
+                old.port,
+                new.port,
+                "mirror",
+                "",
+            )?;
+            let child = spawn_binary(bin, dir.path(), name, &config, port)?;
+            targets.push(target("turnout mirror (baseline)", "127.0.0.1", port, 0));
+            Some(child)
+        }
+        None => None,
+    };
     println!(
         "\npgbench TPC-B (default script) -c {} -j 2, {} s per run, {} rounds: direct to old vs through turnout in phase mirror (old and new on this machine)",
         args.clients, args.seconds, args.rounds

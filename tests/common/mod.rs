@@ -430,6 +430,20 @@ pub fn run_direct_ok(url: &str, statements: &[&str]) {
 
 /// A tokio-postgres client on `url` (no TLS), its connection driven by a
 /// task of its own.
+/// Runs a driver's workload (tests/drivers); the JSON report its last line
+/// of output holds.
+pub fn run_workload(mut cmd: Command) -> serde_json::Value {
+    let out = cmd.output().expect("start the driver's workload");
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "the driver's workload failed:\n{text}\n{}",
+        stderr(&out)
+    );
+    serde_json::from_str(text.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("the driver's report is not JSON ({e}): {text}"))
+}
+
 /// The next notification among a connection's messages, within 10 s
 /// (`what` names the case in the failure).
 pub async fn next_notification(

@@ -1,11 +1,15 @@
-// pgjdbc workload: autocommit off, so BEGIN travels in the same batch as each
-// transaction's first statement; statements become named (S_1, ...) after
-// prepareThreshold (5) executions; executeBatch; savepoints.
-// java -cp postgresql.jar PgJdbc.java <jdbc-url> <workers> <steps>
+// A JDBC workload, the same for every JDBC driver: autocommit off, savepoints
+// with a failing insert rolled back to, executeBatch, statements reused,
+// inserts relying on column defaults, autocommit statements.
+// pgjdbc: BEGIN travels in the same batch as each transaction's first
+// statement; statements become named (S_1, ...) after prepareThreshold (5)
+// executions. MariaDB Connector/J with useServerPrepStmts=true: server-side
+// prepared statements (binary protocol).
+// java -cp <driver.jar> JdbcWorkload.java <jdbc-url> <workers> <steps>
 import java.sql.*;
 import java.util.*;
 
-public class PgJdbc {
+public class JdbcWorkload {
     public static void main(String[] args) throws Exception {
         String url = args[0];
         int workers = Integer.parseInt(args[1]);
@@ -61,7 +65,8 @@ public class PgJdbc {
                 try {
                     insert(ins, base + 1, w, step, 2, null);
                 } catch (SQLException e) {
-                    if (!"23505".equals(e.getSQLState())) throw e;
+                    // A duplicate key: SQLSTATE 23505 (PostgreSQL), error 1062 (MariaDB).
+                    if (!"23505".equals(e.getSQLState()) && e.getErrorCode() != 1062) throw e;
                     c.rollback(sp);
                 }
                 insert(ins, base + 2, w, step, 3, null);
@@ -70,7 +75,8 @@ public class PgJdbc {
                 // executeBatch.
                 for (int k = 3; k <= 5; k++) {
                     ins.setLong(1, base + k); ins.setInt(2, w); ins.setInt(3, step);
-                    ins.setDouble(4, k); ins.setString(5, null); ins.addBatch();
+                    ins.setBigDecimal(4, java.math.BigDecimal.valueOf(k)); ins.setString(5, null);
+                    ins.addBatch();
                 }
                 ins.executeBatch();
                 c.commit();
