@@ -577,35 +577,28 @@ pub fn classify_uncached(dialect: SqlDialect, sql: &str) -> Classification {
             },
         },
         Err(e) => {
+            // A statement the parser could not read, known by its keywords.
+            let by_keyword = |kind| Classification {
+                statements: vec![StatementClass {
+                    kind,
+                    unsafe_reason: None,
+                    nondeterministic: false,
+                }],
+                fingerprint: fingerprint.clone(),
+                parse_error: Some(e.to_string()),
+                ..Classification::default()
+            };
             if let Some(tx) = transaction_keyword(dialect, sql) {
                 // Modes the parser does not know (`DEFERRABLE`, `WITH
                 // CONSISTENT SNAPSHOT`) keep a BEGIN a BEGIN: taken for a
                 // write, it would be wrapped in a transaction of turnout's.
-                return Classification {
-                    statements: vec![StatementClass {
-                        kind: Kind::Transaction(tx),
-                        unsafe_reason: None,
-                        nondeterministic: false,
-                    }],
-                    fingerprint: fingerprint.clone(),
-                    parse_error: Some(e.to_string()),
-                    ..Classification::default()
-                };
+                return by_keyword(Kind::Transaction(tx));
             }
             if is_unparsed_ddl(sql) {
                 // DDL the parser does not know (MySQL's `LONG VARBINARY`
                 // columns, procedure bodies) follows `mirror.ddl` like the
                 // DDL it knows, never the write path.
-                return Classification {
-                    statements: vec![StatementClass {
-                        kind: Kind::Ddl,
-                        unsafe_reason: None,
-                        nondeterministic: false,
-                    }],
-                    fingerprint: fingerprint.clone(),
-                    parse_error: Some(e.to_string()),
-                    ..Classification::default()
-                };
+                return by_keyword(Kind::Ddl);
             }
             // Maintenance commands the parser may not know change no rows;
             // they go to the authority alone (several cannot run in a
@@ -627,16 +620,7 @@ pub fn classify_uncached(dialect: SqlDialect, sql: &str) -> Classification {
             if sql.split(';').filter(|s| !s.trim().is_empty()).count() == 1
                 && maintenance.contains(&first.as_str())
             {
-                Classification {
-                    statements: vec![StatementClass {
-                        kind: Kind::Other,
-                        unsafe_reason: None,
-                        nondeterministic: false,
-                    }],
-                    fingerprint: fingerprint.clone(),
-                    parse_error: Some(e.to_string()),
-                    ..Classification::default()
-                }
+                by_keyword(Kind::Other)
             } else {
                 unparsed(e.to_string())
             }
