@@ -83,6 +83,8 @@ impl MirrorSession<'_> {
             });
             let mut upto = end.map_or(n, |(at, _)| group_start(&self.batch, from, at));
             let mut end = end;
+            // The range stops after its first statement (see below).
+            let mut split = false;
             if self.tx_time.is_none() && self.needs_time(self.run.mirrored.min(from), upto) {
                 // The authority's transaction time is read while its
                 // transaction is open (an error later in the range would
@@ -96,11 +98,11 @@ impl MirrorSession<'_> {
                         if first + 1 < upto {
                             upto = first + 1;
                             end = None;
+                            split = true;
                         }
                     }
                 }
             }
-            let split = upto < end.map_or(n, |(at, _)| group_start(&self.batch, from, at));
             if upto > from {
                 // With nothing for the mirror to apply before the Sync, the
                 // Sync goes with the messages.
