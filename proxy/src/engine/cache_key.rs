@@ -1,226 +1,150 @@
-//! A cheap key for the classification cache: the statement text with its
-//! literals blanked, found by one pass over the bytes. Texts that differ only
-//! in literal values share a key (and a classification); anything else that
-//! differs gives another key.
+//! The key of the classification cache: the statement's tokens, as the same
+//! tokenizer the classifier parses with reads them, with literal values
+//! blanked (their kind kept). Texts that differ only in literal values,
+//! white space or comments share a key; any other difference gives another
+//! key. Because the key comes from the classifier's own lexing, a text can
+//! never share a key with a text the classifier reads differently: nested
+//! comments, `$` inside identifiers, MySQL's `--1` (not a comment) and
+//! `/*! ... */` (run by the server) are read the way the parser reads them.
+//!
+//! The classification must depend on literal kinds only, never on their
+//! values; the property test in `classify/tests.rs` and the `sql` fuzz
+//! target check that two texts with one key classify the same.
 
-use super::SqlDialect;
+use sqlparser::dialect::Dialect;
+use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
+use std::fmt::Write;
 
-/// The key of `sql`. Never fails: an unterminated quote runs to the end.
-pub fn cache_key(dialect: SqlDialect, sql: &str) -> String {
-    let b = sql.as_bytes();
-    let mut out: Vec<u8> = Vec::with_capacity(b.len().min(4096));
-    let mysql = dialect == SqlDialect::Mysql;
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        match c {
-            b' ' | b'\t' | b'\n' | b'\r' => {
-                while i < b.len() && b[i].is_ascii_whitespace() {
-                    i += 1;
-                }
-                if out.last().is_some_and(|&l| l != b' ') {
-                    out.push(b' ');
-                }
-                continue;
-            }
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-                continue;
-            }
-            b'#' if mysql => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-                continue;
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                i += 2;
-                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
-                    i += 1;
-                }
-                i = (i + 2).min(b.len());
-                continue;
-            }
-            b'\'' => {
-                // E'..' (escape string): `e` standing alone before the quote.
-                let n = out.len();
-                let escape = !mysql
-                    && n > 0
-                    && out[n - 1] == b'e'
-                    && !(n > 1 && (out[n - 2].is_ascii_alphanumeric() || out[n - 2] == b'_'));
-                let backslash = mysql || escape;
-                if escape {
-                    out.pop();
-                }
-                i = skip_quoted(b, i, b'\'', backslash);
-                literal(&mut out);
-                continue;
-            }
-            b'"' if mysql => {
-                i = skip_quoted(b, i, b'"', true);
-                literal(&mut out);
-                continue;
-            }
-            b'"' | b'`' => {
-                // A quoted identifier: kept as written.
-                let end = skip_quoted(b, i, c, false);
-                out.extend_from_slice(&b[i..end]);
-                i = end;
-                continue;
-            }
-            b'$' if !mysql => {
-                if let Some(end) = dollar_quote_end(b, i) {
-                    i = end;
-                    literal(&mut out);
-                    continue;
-                }
-                // `$1` placeholder.
-                i += 1;
-                while i < b.len() && b[i].is_ascii_digit() {
-                    i += 1;
-                }
-                literal(&mut out);
-                continue;
-            }
-            b'?' => {
-                i += 1;
-                literal(&mut out);
-                continue;
-            }
-            b'0'..=b'9'
-                if !out
-                    .last()
-                    .is_some_and(|&l| l.is_ascii_alphanumeric() || l == b'_') =>
-            {
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
-                    i += 1;
-                }
-                literal(&mut out);
-                continue;
-            }
-            _ => out.push(c.to_ascii_lowercase()),
-        }
-        i += 1;
+/// Formats straight into the key's bytes.
+struct Sink<'a>(&'a mut Vec<u8>);
+
+impl Write for Sink<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
     }
-    while out.last() == Some(&b' ') {
-        out.pop();
-    }
-    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-/// Writes `?`, folding `?, ?` lists into one `?`.
-fn literal(out: &mut Vec<u8>) {
-    let mut n = out.len();
-    while n > 0 && out[n - 1] == b' ' {
-        n -= 1;
-    }
-    if n > 0 && out[n - 1] == b',' {
-        let mut m = n - 1;
-        while m > 0 && out[m - 1] == b' ' {
-            m -= 1;
-        }
-        if m > 0 && out[m - 1] == b'?' {
-            out.truncate(m);
-            return;
-        }
-    }
-    out.push(b'?');
-}
+/// Texts longer than this are not keyed (and so not cached).
+pub const MAX_KEYED_LEN: usize = 64 * 1024;
 
-/// Index just past the closing quote of a quoted run starting at `start`.
-fn skip_quoted(b: &[u8], start: usize, quote: u8, backslash: bool) -> usize {
-    let mut i = start + 1;
-    while i < b.len() {
-        if backslash && b[i] == b'\\' {
-            i += 2;
-            continue;
-        }
-        if b[i] == quote {
-            if b.get(i + 1) == Some(&quote) {
-                i += 2;
-                continue;
-            }
-            return i + 1;
-        }
-        i += 1;
-    }
-    b.len()
-}
-
-/// End of a PostgreSQL dollar-quoted string `$tag$...$tag$` starting at `start`.
-fn dollar_quote_end(b: &[u8], start: usize) -> Option<usize> {
-    let mut j = start + 1;
-    while j < b.len()
-        && (b[j].is_ascii_alphanumeric() || b[j] == b'_')
-        && !b[start + 1].is_ascii_digit()
-    {
-        j += 1;
-    }
-    if b.get(j) != Some(&b'$') {
+/// The key of `sql`, or `None` when the text is not to be cached (too long,
+/// or the tokenizer cannot read it: then the classifier cannot either, and
+/// each such text is classified on its own).
+pub fn cache_key(dialect: &dyn Dialect, sql: &str) -> Option<Vec<u8>> {
+    if sql.len() > MAX_KEYED_LEN {
         return None;
     }
-    let tag = &b[start..=j];
-    let body = j + 1;
-    let pos = b[body..].windows(tag.len()).position(|w| w == tag)?;
-    Some(body + pos + tag.len())
+    let tokens = Tokenizer::new(dialect, sql).tokenize().ok()?;
+    let mut out: Vec<u8> = Vec::with_capacity(sql.len() + 16);
+    for token in &tokens {
+        match token {
+            Token::Whitespace(
+                Whitespace::Space
+                | Whitespace::Newline
+                | Whitespace::Tab
+                | Whitespace::SingleLineComment { .. }
+                | Whitespace::MultiLineComment(_),
+            ) => continue,
+            Token::EOF => continue,
+            Token::Number(_, long) => {
+                out.extend_from_slice(if *long { b"\x01NL" } else { b"\x01N" })
+            }
+            Token::SingleQuotedString(_) => out.extend_from_slice(b"\x01S"),
+            Token::DoubleQuotedString(_) => out.extend_from_slice(b"\x01D"),
+            Token::TripleSingleQuotedString(_) => out.extend_from_slice(b"\x01TS"),
+            Token::TripleDoubleQuotedString(_) => out.extend_from_slice(b"\x01TD"),
+            Token::DollarQuotedString(_) => out.extend_from_slice(b"\x01$"),
+            Token::SingleQuotedByteStringLiteral(_) => out.extend_from_slice(b"\x01BS"),
+            Token::DoubleQuotedByteStringLiteral(_) => out.extend_from_slice(b"\x01BD"),
+            Token::NationalStringLiteral(_) => out.extend_from_slice(b"\x01NS"),
+            Token::EscapedStringLiteral(_) => out.extend_from_slice(b"\x01E"),
+            Token::UnicodeStringLiteral(_) => out.extend_from_slice(b"\x01U"),
+            Token::HexStringLiteral(_) => out.extend_from_slice(b"\x01X"),
+            Token::Placeholder(_) => out.extend_from_slice(b"\x01P"),
+            other => {
+                // Everything else as the tokenizer renders it, length-prefixed
+                // so that no two token sequences give one key.
+                out.push(0x02);
+                let at = out.len();
+                out.extend_from_slice(&[0; 4]);
+                let mut w = Sink(&mut out);
+                let _ = match other {
+                    Token::Word(w2) => write!(w, "{:?}{}", w2.quote_style, w2),
+                    _ => write!(w, "{other}"),
+                };
+                let len = (out.len() - at - 4) as u32;
+                out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+            }
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use SqlDialect::*;
+    use sqlparser::dialect::{MySqlDialect, PostgreSqlDialect};
+
+    fn pg(sql: &str) -> Option<Vec<u8>> {
+        cache_key(&PostgreSqlDialect {}, sql)
+    }
+
+    fn my(sql: &str) -> Option<Vec<u8>> {
+        cache_key(&MySqlDialect {}, sql)
+    }
 
     #[test]
     fn literals_differ_keys_do_not() {
-        let a = cache_key(
-            Postgres,
-            "UPDATE pgbench_accounts SET abalance = abalance + -3421 WHERE aid = 83910;",
-        );
-        let b = cache_key(
-            Postgres,
-            "update pgbench_accounts  set abalance = abalance + -12 where aid = 7;",
-        );
+        let a = pg("UPDATE pgbench_accounts SET abalance = abalance + -3421 WHERE aid = 83910;");
+        let b = pg("UPDATE pgbench_accounts  SET abalance = abalance + -12 WHERE aid = 7;");
         assert_eq!(a, b);
         assert_ne!(
             a,
-            cache_key(
-                Postgres,
-                "UPDATE pgbench_tellers SET tbalance = tbalance + 1 WHERE tid = 2;"
-            )
+            pg("UPDATE pgbench_tellers SET tbalance = tbalance + 1 WHERE tid = 2;")
         );
     }
 
     #[test]
-    fn strings_comments_and_lists() {
+    fn strings_and_comments() {
         assert_eq!(
-            cache_key(Postgres, "SELECT 'it''s', E'a\\'b', $$x$$, $t$y$t$ -- c\n FROM t /* d */ WHERE id IN (1, 2, 3) AND x = $1"),
-            cache_key(Postgres, "select 'other', E'z', $$w$$, $t$v$t$ from t where id in (9) and x = $2")
+            pg("SELECT 'it''s', $$x$$, $t$y$t$ -- c\n FROM t /* d */ WHERE x = $1"),
+            pg("SELECT 'other', $$w$$, $t$v$t$ FROM t WHERE x = $2")
         );
-        assert_ne!(
-            cache_key(Postgres, "SELECT \"Name\" FROM t"),
-            cache_key(Postgres, "SELECT \"name\" FROM t")
-        );
+        assert_ne!(pg("SELECT \"Name\" FROM t"), pg("SELECT \"name\" FROM t"));
+        assert_ne!(pg("SELECT Name FROM t"), pg("SELECT \"Name\" FROM t"));
         assert_eq!(
-            cache_key(Mysql, "SELECT * FROM `t` WHERE a = \"x\" # c"),
-            cache_key(Mysql, "SELECT * FROM `t` WHERE a = 'y'")
+            my("SELECT * FROM `t` WHERE a = 'x' # c"),
+            my("SELECT * FROM `t` WHERE a = 'y'")
         );
     }
 
     #[test]
-    fn identifiers_with_digits_are_not_literals() {
+    fn the_review_s_poisoning_texts_get_keys_of_their_own() {
+        // Nested comment: the DELETE is inside it, the SELECT runs.
+        let poison = pg("/* /* */ DELETE FROM t WHERE id = 1 -- */ SELECT 'harmless'");
+        assert_ne!(poison, pg("DELETE FROM t WHERE id = 3"));
+        assert_eq!(poison, pg("SELECT 'x'"));
+        // `$` inside an identifier is not a dollar quote.
         assert_ne!(
-            cache_key(Postgres, "SELECT t1.a FROM t1"),
-            cache_key(Postgres, "SELECT t2.a FROM t2")
+            pg("SELECT a$b FROM t; DELETE FROM t WHERE id = 1; SELECT $b$x$b$"),
+            pg("SELECT a FROM t")
         );
+        // MariaDB: `--1` is minus minus one, not a comment.
+        assert_ne!(my("SELECT 1 --1; UPDATE t SET a = 1"), my("SELECT 1"));
+        // `/*! ... */` runs on the server.
+        assert_ne!(my("SELECT 1 /*! ; DELETE FROM t */"), my("SELECT 1"));
     }
 
     #[test]
-    fn unterminated_input_still_gets_a_key() {
-        let _ = cache_key(Postgres, "SELECT 'open");
-        let _ = cache_key(Postgres, "SELECT $tag$ open");
-        let _ = cache_key(Postgres, "/* open");
-        let _ = cache_key(Mysql, "SELECT \"open \\");
+    fn literal_kinds_are_kept() {
+        assert_ne!(pg("SELECT 1"), pg("SELECT '1'"));
+        assert_ne!(pg("SELECT 'a'"), pg("SELECT E'a'"));
+    }
+
+    #[test]
+    fn unreadable_and_long_texts_are_not_keyed() {
+        assert_eq!(pg("SELECT 'open"), None);
+        assert_eq!(pg(&"x".repeat(MAX_KEYED_LEN + 1)), None);
     }
 }

@@ -144,10 +144,19 @@ const SIDE_EFFECT_FUNCTIONS: &[&str] = &[
     "pg_advisory_unlock_all",
     "pg_notify",
     "set_config",
+    // Large objects: every server-side function that creates, opens,
+    // writes or removes one.
     "lo_import",
     "lo_export",
     "lo_unlink",
     "lo_create",
+    "lo_creat",
+    "lo_from_bytea",
+    "lo_put",
+    "lo_open",
+    "lowrite",
+    "lo_truncate",
+    "lo_truncate64",
     "txid_current",
     "pg_current_xact_id",
     "get_lock",
@@ -293,10 +302,14 @@ fn classify_statement(statement: &Statement) -> StatementClass {
             Kind::Write
         }
         Statement::Explain {
-            analyze, statement, ..
+            analyze,
+            statement,
+            options,
+            ..
         } => {
             let inner = classify_statement(statement);
-            if *analyze && matches!(inner.kind, Kind::Write | Kind::Ddl) {
+            let analyze = *analyze || options.as_deref().is_some_and(analyze_option);
+            if analyze && matches!(inner.kind, Kind::Write | Kind::Ddl) {
                 inner.kind
             } else {
                 Kind::Other
@@ -349,6 +362,30 @@ fn classify_statement(statement: &Statement) -> StatementClass {
         unsafe_reason,
         nondeterministic: c.nondeterministic && matches!(kind, Kind::Write | Kind::Ddl),
     }
+}
+
+/// Whether `EXPLAIN (...)` options run the statement: `ANALYZE` among them,
+/// unless it is switched off by a keyword (`ANALYZE false`, `ANALYZE off`).
+/// A literal value (`ANALYZE 0`, `ANALYZE 'on'`) counts as on whatever it
+/// is: the classification never depends on a literal's value (the cache
+/// keys literals by kind alone), and running an EXPLAIN on the mirror too
+/// is harmless.
+fn analyze_option(options: &[sqlparser::ast::UtilityOption]) -> bool {
+    use sqlparser::ast::Value;
+    options.iter().any(|o| {
+        o.name.value.eq_ignore_ascii_case("analyze")
+            && !match &o.arg {
+                None => false,
+                Some(Expr::Value(v)) => matches!(v.value, Value::Boolean(false)),
+                Some(Expr::Identifier(i)) => {
+                    i.quote_style.is_none()
+                        && ["off", "false", "no"]
+                            .iter()
+                            .any(|w| i.value.eq_ignore_ascii_case(w))
+                }
+                Some(_) => false,
+            }
+    })
 }
 
 fn is_ddl(statement: &Statement) -> bool {
@@ -443,17 +480,18 @@ fn transaction_keyword(dialect: SqlDialect, sql: &str) -> Option<TxControl> {
     }
 }
 
-/// Classifies statements, remembering each text's answer.
+/// Classifies statements, remembering each statement shape's answer.
 pub struct Classifier {
     dialect: SqlDialect,
-    cache: DashMap<Box<str>, Arc<Classification>>,
+    cache: DashMap<Box<[u8]>, Arc<Classification>>,
     capacity: usize,
     /// Rule actions by fingerprint (replaced whole on reload).
     rules: ArcSwap<HashMap<String, RuleAction>>,
 }
 
 impl Classifier {
-    /// `capacity` bounds the cache: past it the cache starts over.
+    /// `capacity` bounds the cache: past it, an eighth of the entries make
+    /// room (a flood of new shapes costs parsing, never a wrong answer).
     pub fn new(dialect: SqlDialect, capacity: usize) -> Self {
         Classifier {
             dialect,
@@ -483,20 +521,58 @@ impl Classifier {
     }
 
     /// The classification of `sql`, parsed once per statement shape: texts
-    /// that differ only in literal values share one answer.
+    /// that differ only in literal values share one answer. The shape is read
+    /// by the parser's own tokenizer ([`cache_key`]), so no text can reuse
+    /// the answer of a text the parser reads differently.
     pub fn classify(&self, sql: &str) -> Arc<Classification> {
-        let key = cache_key(self.dialect, sql);
-        if let Some(hit) = self.cache.get(key.as_str()) {
+        let text = executable_comments(self.dialect, sql);
+        let d = dialect_of(self.dialect);
+        let Some(key) = cache_key(d.as_ref(), &text) else {
+            return Arc::new(self.with_rule(classify_text(self.dialect, d.as_ref(), &text)));
+        };
+        if let Some(hit) = self.cache.get(key.as_slice()) {
             return hit.clone();
         }
-        let mut answer = classify_uncached(self.dialect, sql);
-        answer.rule = self.rules.load().get(&answer.fingerprint).copied();
-        let answer = Arc::new(answer);
+        let answer = Arc::new(self.with_rule(classify_text(self.dialect, d.as_ref(), &text)));
         if self.cache.len() >= self.capacity {
-            self.cache.clear();
+            self.make_room();
         }
-        self.cache.insert(key.into(), answer.clone());
+        self.cache.insert(key.into_boxed_slice(), answer.clone());
         answer
+    }
+
+    fn with_rule(&self, mut answer: Classification) -> Classification {
+        answer.rule = self.rules.load().get(&answer.fingerprint).copied();
+        answer
+    }
+
+    /// Drops an eighth of the cached shapes (at least one).
+    fn make_room(&self) {
+        let drop = (self.capacity / 8).max(1);
+        let victims: Vec<Box<[u8]>> = self
+            .cache
+            .iter()
+            .take(drop)
+            .map(|e| e.key().clone())
+            .collect();
+        for key in victims {
+            self.cache.remove(&key);
+        }
+    }
+
+    /// How many shapes are cached (for tests).
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+/// MariaDB runs the text of `/*M! ... */` comments as it runs MySQL's
+/// `/*! ... */`; the parser knows only the latter.
+fn executable_comments(dialect: SqlDialect, sql: &str) -> std::borrow::Cow<'_, str> {
+    if dialect == SqlDialect::Mysql && sql.contains("/*M!") {
+        std::borrow::Cow::Owned(sql.replace("/*M!", "/*!"))
+    } else {
+        std::borrow::Cow::Borrowed(sql)
     }
 }
 
@@ -509,8 +585,12 @@ fn dialect_of(d: SqlDialect) -> Box<dyn Dialect> {
 
 /// Classifies without the cache.
 pub fn classify_uncached(dialect: SqlDialect, sql: &str) -> Classification {
-    let d = dialect_of(dialect);
-    let fingerprint = fingerprint(d.as_ref(), sql);
+    let text = executable_comments(dialect, sql);
+    classify_text(dialect, dialect_of(dialect).as_ref(), &text)
+}
+
+fn classify_text(dialect: SqlDialect, d: &dyn Dialect, sql: &str) -> Classification {
+    let fingerprint = fingerprint(d, sql);
     let unparsed = |reason: String| Classification {
         statements: vec![StatementClass {
             kind: Kind::Write,
@@ -534,7 +614,7 @@ pub fn classify_uncached(dialect: SqlDialect, sql: &str) -> Classification {
         if trimmed.is_char_boundary(cut)
             && trimmed[cut..].eq_ignore_ascii_case("lock in share mode")
         {
-            let mut c = classify_uncached(dialect, &trimmed[..cut]);
+            let mut c = classify_text(dialect, d, &trimmed[..cut]);
             if c.kind() == Kind::Read && c.statements.len() == 1 {
                 c.statements[0].kind = Kind::LockingRead;
                 c.fingerprint = fingerprint;
@@ -542,7 +622,7 @@ pub fn classify_uncached(dialect: SqlDialect, sql: &str) -> Classification {
             }
         }
     }
-    match Parser::parse_sql(d.as_ref(), sql) {
+    match Parser::parse_sql(d, sql) {
         Ok(statements) => Classification {
             statements: statements
                 .iter()
@@ -561,7 +641,15 @@ pub fn classify_uncached(dialect: SqlDialect, sql: &str) -> Classification {
             parse_error: None,
             insert_table: match statements.as_slice() {
                 [Statement::Insert(insert)] => match &insert.table {
-                    TableObject::TableName(name) => Some(name.to_string()),
+                    // (The parser takes a string for a name, `INSERT 'x'`,
+                    // which no server does: a literal is never a table.)
+                    TableObject::TableName(name)
+                        if name.0.iter().all(|part| {
+                            part.as_ident().is_some_and(|i| i.quote_style != Some('\''))
+                        }) =>
+                    {
+                        Some(name.to_string())
+                    }
                     _ => None,
                 },
                 _ => None,
@@ -617,8 +705,19 @@ pub fn classify_uncached(dialect: SqlDialect, sql: &str) -> Classification {
                 "reindex",
                 "cluster",
             ];
+            // (MariaDB's `ANALYZE <statement>` runs the statement: only
+            // `ANALYZE TABLE` is maintenance there.)
+            let second = sql
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            let runs_statement = dialect == SqlDialect::Mysql
+                && first == "analyze"
+                && !matches!(second.as_str(), "table" | "local" | "no_write_to_binlog");
             if sql.split(';').filter(|s| !s.trim().is_empty()).count() == 1
                 && maintenance.contains(&first.as_str())
+                && !runs_statement
             {
                 by_keyword(Kind::Other)
             } else {

@@ -27,6 +27,8 @@ pub fn fingerprint(dialect: &dyn Dialect, sql: &str) -> String {
             Token::Number(..)
             | Token::SingleQuotedString(_)
             | Token::TripleSingleQuotedString(_)
+            | Token::DoubleQuotedString(_)
+            | Token::TripleDoubleQuotedString(_)
             | Token::DollarQuotedString(_)
             | Token::SingleQuotedByteStringLiteral(_)
             | Token::DoubleQuotedByteStringLiteral(_)

@@ -6,7 +6,9 @@
 //! commits before the authority. Reads and everything else go to the
 //! authority; session settings go to both.
 
-use super::packet::{encode, err_payload, PacketError, Packets};
+use super::packet::{
+    encode, err_payload, is_missing_object_code, is_server_failure_code, PacketError, Packets,
+};
 use super::response::{self, Answer, Expect, AUTOCOMMIT, IN_TRANS};
 use super::session::Legs;
 use crate::engine::defaults;
@@ -409,7 +411,25 @@ impl<'a> MyMirror<'a> {
                 None => 0,
             };
             let (answer, side) = if from_mirror {
-                self.read_on_mirror(packet, keep).await?
+                let (a, side) = self.read_on_mirror(packet, keep).await?;
+                if side == self.mirror_side
+                    && packet.first() == Some(&COM_QUERY)
+                    && a.error_code.is_some_and(is_missing_object_code)
+                {
+                    super::shadow::confirm_read_failure(
+                        self.shared_arc.clone(),
+                        super::shadow::Sample {
+                            fingerprint: class.fingerprint.clone(),
+                            sql: sql.to_string(),
+                            target: side,
+                            shadow: side.other(),
+                            rows: Default::default(),
+                            legs: self.legs.clone(),
+                            settings: Arc::new(self.replay.clone()),
+                        },
+                    );
+                }
+                (a, side)
             } else {
                 let a = self.stream_from_auth(packet, keep).await?;
                 (a, self.mirror_side.other())
@@ -541,6 +561,7 @@ impl<'a> MyMirror<'a> {
         .await;
         if let Err(e) = sent {
             self.mirror = None;
+            self.read_target_failed();
             warn!(side = %self.mirror_side, reason = %e, "read served by the authority: the read target cannot be reached");
             let a = self.stream_from_auth(packet, keep).await?;
             return Ok((a, self.mirror_side.other()));
@@ -550,16 +571,15 @@ impl<'a> MyMirror<'a> {
         };
         match response::stream(m, Expect::Result, &mut self.client.stream, keep).await {
             Ok(a) => {
-                if a.error.is_some() {
-                    self.shared
-                        .mirror_read_errors
-                        .fetch_add(1, Ordering::Relaxed);
+                if a.error_code.is_some_and(is_server_failure_code) {
+                    self.read_target_failed();
                 }
                 Ok((a, self.mirror_side))
             }
             Err(response::StreamError::Sink(e)) => Err(Stop::Client(e.into())),
             Err(response::StreamError::Source { error, sent }) => {
                 self.mirror = None;
+                self.read_target_failed();
                 if sent {
                     return Err(Stop::ReadTarget(error));
                 }
@@ -568,6 +588,15 @@ impl<'a> MyMirror<'a> {
                 Ok((a, self.mirror_side.other()))
             }
         }
+    }
+
+    /// The side serving reads (phase `reads_new`) failed one: counted for
+    /// the watch window. Only its own failures count (connection lost or
+    /// refused, shutdown), never an error the client's SQL caused.
+    fn read_target_failed(&self) {
+        self.shared
+            .mirror_read_errors
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// A permit to compare this read on the other side, when it is sampled
@@ -670,6 +699,9 @@ impl<'a> MyMirror<'a> {
     /// transaction back, so the mirror's part of it goes too (or a later
     /// BEGIN would commit it there).
     async fn note_auth(&mut self, a: &Answer) {
+        if a.error_code.is_some_and(is_server_failure_code) {
+            self.shared.authority_failed(self.mirror_side.other());
+        }
         if a.status_known {
             self.in_tx = a.status & IN_TRANS != 0;
             self.autocommit = a.status & AUTOCOMMIT != 0;

@@ -143,6 +143,35 @@ pub fn ok_payload() -> Vec<u8> {
 }
 
 /// The message of an ERR packet's payload: `message (code, state)`.
+/// Whether a server error code tells of the server's own failure (shutdown,
+/// killed connections, out of memory or disk, too many connections, a
+/// storage engine error), not of the client's statement or settings (a
+/// syntax error, a lock wait or statement timeout, a query the client
+/// killed).
+pub fn is_server_failure_code(code: u16) -> bool {
+    matches!(
+        code,
+        1021 // ER_DISK_FULL
+            | 1030 // ER_GET_ERRNO (storage engine)
+            | 1037 // ER_OUTOFMEMORY
+            | 1040 // ER_CON_COUNT_ERROR
+            | 1041 // ER_OUT_OF_RESOURCES
+            | 1053 // ER_SERVER_SHUTDOWN
+            | 1077
+            ..=1080 // shutdown, signal, forced close
+            | 1152 // ER_ABORTING_CONNECTION
+            | 1184 // ER_NEW_ABORTING_CONNECTION
+            | 1927 // ER_CONNECTION_KILLED
+    )
+}
+
+/// Whether a server error code says an object or a privilege is missing
+/// (a table, column, database, routine; access denied): a read target that
+/// lacks what the authority has fails this way.
+pub fn is_missing_object_code(code: u16) -> bool {
+    matches!(code, 1044 | 1049 | 1054 | 1142 | 1143 | 1146 | 1305)
+}
+
 pub fn err_text(payload: &[u8]) -> String {
     if payload.len() < 3 || payload[0] != 0xFF {
         return "malformed error packet".into();

@@ -174,6 +174,25 @@ pub fn spawn(shared: Arc<Shared>, sample: Sample, permit: OwnedSemaphorePermit) 
     });
 }
 
+/// A read failed on `sample.target` (the read target) because an object or
+/// privilege is missing: it counts against that side for the watch window
+/// when the other side runs it without an error, never when both fail (the
+/// client's own mistake). Off the client's path, under the sampler's bound.
+pub fn confirm_read_failure(shared: Arc<Shared>, sample: Sample) {
+    let Some(permit) = shared.sampler.permit() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        if let Ok(Answered { error: None, .. }) = run(&shared, sample.shadow, &sample).await {
+            tracing::warn!(side = %sample.target, other = %sample.shadow, "a read failed on the read target and not on the other side: counted as the read target's failure");
+            shared
+                .mirror_read_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+}
+
 async fn check(shared: &Shared, sample: &Sample) -> Result<(), SampleError> {
     let first = run(shared, sample.shadow, sample).await?;
     let found = Found {

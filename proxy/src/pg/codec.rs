@@ -276,14 +276,26 @@ pub fn error_text(body: &[u8]) -> String {
     }
 }
 
-/// Whether an ErrorResponse tells of the server's own trouble rather than
-/// of the client's statement: connection (08), resources (53), operator
-/// intervention (57), system (58) and internal (XX) errors.
+/// Whether an ErrorResponse tells of the server's own failure rather than
+/// of the client's statement or settings: connection exceptions (08),
+/// shutdown and crash (57P01 to 57P03), disk, memory and connection slots
+/// (53100, 53200, 53300), system (58) and internal (XX) errors. A division
+/// by zero, a lock or statement timeout (55P03, 57014) or a cancel the
+/// client asked for are the client's, and are not counted against a side.
 pub fn is_server_failure(body: &[u8]) -> bool {
     let code = error_fields(body).remove(&b'C').unwrap_or_default();
-    ["08", "53", "57", "58", "XX"]
+    is_server_failure_code(&code)
+}
+
+/// [`is_server_failure`] by SQLSTATE.
+pub fn is_server_failure_code(code: &str) -> bool {
+    ["08", "58", "XX"]
         .iter()
         .any(|class| code.starts_with(class))
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "53100" | "53200" | "53300"
+        )
 }
 
 pub fn error_fields(body: &[u8]) -> BTreeMap<u8, String> {

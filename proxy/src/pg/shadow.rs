@@ -104,6 +104,11 @@ impl Sampler {
         }
     }
 
+    /// A permit for other work on sample connections, if one is free.
+    pub fn permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
     pub fn rate(&self) -> f64 {
         f64::from_bits(self.rate.load(Ordering::Relaxed))
     }
@@ -252,6 +257,47 @@ pub fn spawn(shared: Arc<Shared>, sample: Sample, permit: OwnedSemaphorePermit) 
         if let Err(e) = check(&shared, sampler, &sample).await {
             debug!(fingerprint = %sample.fingerprint, reason = %e, "shadow sample skipped");
             sampler.log.skipped(&sample.fingerprint, e.skip_reason());
+        }
+    });
+}
+
+/// A read failed on `failed` (the read target) with an error about an
+/// object or privilege: it counts against that side for the watch window
+/// when the other side runs it without an error (so the target lacks what
+/// the other has), never when both fail (the client's own mistake). Runs
+/// off the client's path, under the sampler's bound on work in flight.
+pub fn confirm_read_failure(
+    shared: Arc<Shared>,
+    query: ShadowQuery,
+    failed: Side,
+    params: Vec<(String, String)>,
+    settings: Arc<Vec<String>>,
+) {
+    let Some(permit) = shared.sampler.permit() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let other = failed.other();
+        // Clients write for old: on new the read goes through the mapping.
+        let query = if other == Side::New {
+            match shared.mapping.load().translate(&query.sql) {
+                Ok(crate::mapping::Translation::Sql(sql)) => ShadowQuery {
+                    sql: sql.into(),
+                    ..query
+                },
+                Ok(_) => query,
+                Err(_) => return,
+            }
+        } else {
+            query
+        };
+        match run(&shared, &shared.sampler, other, &query, &params, &settings).await {
+            Ok(a) if a.error.is_none() => {
+                tracing::warn!(side = %failed, other = %other, "a read failed on the read target and not on the other side: counted as the read target's failure");
+                shared.mirror_read_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
         }
     });
 }

@@ -176,9 +176,10 @@ proptest! {
     ) {
         let sql = words.join(" ");
         let c = classify_uncached(SqlDialect::Postgres, &sql);
-        // Whatever could not be parsed is a write, never dropped.
+        // Whatever could not be parsed is mirrored, never dropped: a
+        // write, or a transaction statement or DDL known by its keyword.
         if c.parse_error.is_some() {
-            prop_assert_eq!(c.kind(), Kind::Write);
+            prop_assert!(matches!(c.kind(), Kind::Write | Kind::Transaction(_) | Kind::Ddl), "{:?}", c.kind());
         }
     }
 }
@@ -303,4 +304,140 @@ fn ddl_is_ddl_whether_the_parser_reads_it_or_not() {
         my_kind("DROP TABLE t LONG BYTE; DELETE FROM u"),
         Kind::Write
     );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// The cache never answers for a text what another text got: a text
+    /// and the same text with other literal values (often one cache key),
+    /// classified through one cache, each get their own classification,
+    /// whatever comments, quotes, dollar signs and nesting they hold.
+    #[test]
+    fn the_cache_answers_each_text_as_the_parser_reads_it(
+        words in proptest::collection::vec(
+            prop_oneof![
+                Just("SELECT"), Just("DELETE"), Just("FROM"), Just("t"), Just("WHERE"),
+                Just("id"), Just("="), Just("1"), Just("'x'"), Just("$1"), Just(";"),
+                Just("/*"), Just("*/"), Just("--"), Just("\n"), Just("#"), Just("a$b"),
+                Just("$b$"), Just("$$"), Just("UPDATE"), Just("SET"), Just("EXPLAIN"),
+                Just("("), Just(")"), Just("ANALYZE"), Just(","), Just("true"), Just("--1"),
+                Just("/*!"), Just("/*M!"), Just("E'\\\\'"), Just("'\\\\'"), Just("\""),
+                Just("`"), Just("INSERT"), Just("INTO"), Just("VALUES"), Just("BEGIN"),
+            ],
+            0..24,
+        ),
+        glue in proptest::collection::vec(prop_oneof![Just(" "), Just("")], 24),
+    ) {
+        let mut sql = String::new();
+        for (w, g) in words.iter().zip(&glue) {
+            sql.push_str(w);
+            sql.push_str(g);
+        }
+        let other = crate::fuzzing::other_literals(&sql);
+        for dialect in [SqlDialect::Postgres, SqlDialect::Mysql] {
+            prop_assert!(crate::fuzzing::cache_agrees(dialect, &sql, &other).is_ok(),
+                "{}", crate::fuzzing::cache_agrees(dialect, &sql, &other).unwrap_err());
+            prop_assert!(crate::fuzzing::cache_agrees(dialect, &other, &sql).is_ok(),
+                "{}", crate::fuzzing::cache_agrees(dialect, &other, &sql).unwrap_err());
+        }
+    }
+}
+
+#[test]
+fn the_review_s_poisoning_texts_do_not_poison() {
+    use crate::fuzzing::cache_agrees;
+    use SqlDialect::*;
+    for (dialect, poison, victim) in [
+        (
+            Postgres,
+            "/* /* */ DELETE FROM t WHERE id = 1 -- */ SELECT 'harmless'",
+            "DELETE FROM t WHERE id = 3",
+        ),
+        (
+            Postgres,
+            "SELECT a$b FROM t WHERE x = $b$ DELETE FROM t WHERE id = 1 $b$",
+            "SELECT a$b FROM t WHERE x = 1",
+        ),
+        (Mysql, "SELECT 1 --1; UPDATE t SET a = 1", "SELECT 1"),
+        (Mysql, "SELECT 1", "SELECT 1 --1; UPDATE t SET a = 1"),
+        (Mysql, "SELECT 1 /*M! ; DELETE FROM t */", "SELECT 1"),
+    ] {
+        cache_agrees(dialect, poison, victim).unwrap();
+    }
+    // What runs is what is classified: MariaDB runs `/*M!` and `/*!` texts.
+    assert_eq!(
+        classify_uncached(Mysql, "SELECT 1 /*M!100100 ; DELETE FROM t */").kind(),
+        Kind::Write
+    );
+    assert_eq!(
+        classify_uncached(Mysql, "/*! DELETE FROM t */").kind(),
+        Kind::Write
+    );
+}
+
+#[test]
+fn a_flood_of_shapes_makes_room_without_forgetting_what_is_what() {
+    let cache = Classifier::new(SqlDialect::Postgres, 1000);
+    assert_eq!(
+        cache.classify("DELETE FROM t WHERE id = 1").kind(),
+        Kind::Write
+    );
+    for i in 0..10_050 {
+        let c = cache.classify(&format!("SELECT c{i} FROM t"));
+        assert_eq!(c.kind(), Kind::Read);
+        assert!(cache.cached() <= 1000);
+    }
+    assert_eq!(
+        cache.classify("DELETE FROM t WHERE id = 3").kind(),
+        Kind::Write
+    );
+    assert!(cache.cached() > 800, "room is made an eighth at a time");
+}
+
+#[test]
+fn explain_analyze_in_every_spelling_runs_the_write() {
+    for sql in [
+        "EXPLAIN ANALYZE UPDATE t SET a = 1",
+        "EXPLAIN (ANALYZE) UPDATE t SET a = 1",
+        "EXPLAIN (ANALYZE true, COSTS false) DELETE FROM t WHERE id = 1",
+        "EXPLAIN (ANALYZE, BUFFERS) WITH d AS (UPDATE t SET a = 1 RETURNING *) SELECT * FROM d",
+        "EXPLAIN (analyze on) INSERT INTO t VALUES (1)",
+        "EXPLAIN (ANALYZE 1) DELETE FROM t",
+        "EXPLAIN (ANALYZE 'yes') DELETE FROM t",
+        "EXPLAIN (VERBOSE, ANALYZE) MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE",
+    ] {
+        assert_eq!(kind(sql), Kind::Write, "{sql}");
+    }
+    for sql in [
+        "EXPLAIN UPDATE t SET a = 1",
+        "EXPLAIN (ANALYZE false) DELETE FROM t",
+        "EXPLAIN (ANALYZE off, COSTS true) DELETE FROM t",
+        "EXPLAIN (ANALYZE) SELECT * FROM t",
+    ] {
+        assert_eq!(kind(sql), Kind::Other, "{sql}");
+    }
+    assert_eq!(
+        my_kind("EXPLAIN ANALYZE DELETE FROM t WHERE id = 1"),
+        Kind::Write
+    );
+    // MariaDB's ANALYZE runs the statement it reports on.
+    assert_eq!(my_kind("ANALYZE DELETE FROM t WHERE id = 1"), Kind::Write);
+    assert_eq!(my_kind("ANALYZE UPDATE t SET a = 1"), Kind::Write);
+    assert_ne!(my_kind("ANALYZE TABLE t"), Kind::Write);
+}
+
+#[test]
+fn large_object_writes_are_writes() {
+    for sql in [
+        "SELECT lo_from_bytea(0, '\\xdeadbeef')",
+        "SELECT lo_put(16500, 0, 'abc')",
+        "SELECT lo_creat(-1)",
+        "SELECT lo_truncate(lo_open(16500, 131072), 0)",
+        "SELECT lowrite(0, 'x')",
+        "SELECT lo_unlink(16500)",
+    ] {
+        assert_eq!(kind(sql), Kind::Write, "{sql}");
+    }
+    assert_eq!(kind("SELECT lo_get(16500)"), Kind::Read);
 }

@@ -301,6 +301,11 @@ impl MirrorSession<'_> {
                     && self.reads_from_mirror()
                     && self.mapping_verdict(&batch).is_ok()
                 {
+                    self.read_query = if executed.len() == 1 {
+                        batch_query(&batch).map(|(q, _)| q)
+                    } else {
+                        None
+                    };
                     let sample = if executed.len() == 1 {
                         self.sample_batch(&batch, &class)
                             .map(|(query, result_formats, permit)| ReadSample {
@@ -386,15 +391,8 @@ impl MirrorSession<'_> {
         batch: &[Msg],
         class: &Classification,
     ) -> Option<(ShadowQuery, Vec<u16>, OwnedSemaphorePermit)> {
-        let bind = batch.iter().rev().find(|m| m.frame.tag == b'B')?;
-        let (_, _, params, formats) = split_bind(bind.frame.body())?;
-        let prepared = bind.stmt.as_ref()?;
+        let (query, formats) = batch_query(batch)?;
         let permit = self.sample_choice(class)?;
-        let query = ShadowQuery {
-            sql: prepared.sql.clone(),
-            param_types: prepared.types.clone(),
-            params: Some(params),
-        };
         Some((query, formats, permit))
     }
 
@@ -550,6 +548,20 @@ impl MirrorSession<'_> {
         self.send_auth(&frame.raw).await.map_err(Stop::Authority)?;
         self.relay_authority().await.map(|_| ())
     }
+}
+
+/// The read a batch runs (its last Bind's statement and parameters), to
+/// run again elsewhere, and the result formats the client asked for.
+fn batch_query(batch: &[Msg]) -> Option<(ShadowQuery, Vec<u16>)> {
+    let bind = batch.iter().rev().find(|m| m.frame.tag == b'B')?;
+    let (_, _, params, formats) = split_bind(bind.frame.body())?;
+    let prepared = bind.stmt.as_ref()?;
+    let query = ShadowQuery {
+        sql: prepared.sql.clone(),
+        param_types: prepared.types.clone(),
+        params: Some(params),
+    };
+    Some((query, formats))
 }
 
 pub(super) enum Part {

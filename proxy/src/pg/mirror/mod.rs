@@ -282,6 +282,9 @@ pub struct MirrorSession<'a> {
     /// For a read the mirror's side serves: per Parse sent there, whether
     /// turnout added it (its ParseComplete is dropped, not relayed).
     added_parses: VecDeque<bool>,
+    /// The read [`Self::read_on_mirror`] serves, to run it again on the
+    /// authority when it fails on the read target.
+    read_query: Option<ShadowQuery>,
     out: BytesMut,
 }
 
@@ -342,6 +345,7 @@ impl<'a> MirrorSession<'a> {
             batch: Vec::new(),
             run: batch::Run::default(),
             added_parses: VecDeque::new(),
+            read_query: None,
             out: BytesMut::new(),
         }
     }
@@ -674,10 +678,8 @@ impl<'a> MirrorSession<'a> {
             match self.ask_queued(unit, fresh).await {
                 Ok(c) => {
                     self.answered_by = self.mirror_side;
-                    if c.error.is_some() {
-                        self.shared
-                            .mirror_read_errors
-                            .fetch_add(1, Ordering::Relaxed);
+                    if let Some(f) = c.frames.iter().find(|f| f.tag == b'E') {
+                        self.read_failed_on_target(f.body());
                     }
                     let c = without_added_parses(c, std::mem::take(&mut added));
                     for f in &c.frames {
@@ -689,7 +691,10 @@ impl<'a> MirrorSession<'a> {
                     }
                     return Ok(());
                 }
-                Err(e) => return self.read_fallback(to_auth, &e).await,
+                Err(e) => {
+                    self.read_target_failed();
+                    return self.read_fallback(to_auth, &e).await;
+                }
             }
         }
         if self.mirror.is_none() && fresh {
@@ -702,6 +707,7 @@ impl<'a> MirrorSession<'a> {
         };
         if let Err(e) = sent {
             self.mirror = None;
+            self.read_target_failed();
             return self.read_fallback(to_auth, &e).await;
         }
         self.answered_by = self.mirror_side;
@@ -715,6 +721,7 @@ impl<'a> MirrorSession<'a> {
                 Err(e) => {
                     // Rows may have gone out already: the read fails, clearly.
                     self.mirror = None;
+                    self.read_target_failed();
                     let msg = format!(
                         "turnout: connection to {} lost during a read: {e}",
                         self.mirror_side
@@ -729,9 +736,7 @@ impl<'a> MirrorSession<'a> {
             }
             capture.see(&f, max);
             if f.tag == b'E' {
-                self.shared
-                    .mirror_read_errors
-                    .fetch_add(1, Ordering::Relaxed);
+                self.read_failed_on_target(f.body());
             }
             match f.tag {
                 b'Z' => {
@@ -757,6 +762,41 @@ impl<'a> MirrorSession<'a> {
             self.check_sample(s, class, capture, self.mirror_side);
         }
         Ok(())
+    }
+
+    /// A read failed on the read target with this ErrorResponse. The
+    /// target's own failure counts at once; an object or privilege it lacks
+    /// (SQLSTATE classes 42, 3D, 3F) counts once the authority has run the
+    /// same read without an error (a read of a table no side has is the
+    /// client's); any other error is the client's own (a division by zero,
+    /// its statement timeout) and never counts.
+    fn read_failed_on_target(&mut self, body: &[u8]) {
+        if codec::is_server_failure(body) {
+            self.read_target_failed();
+            return;
+        }
+        let code = codec::error_fields(body).remove(&b'C').unwrap_or_default();
+        if !["42", "3D", "3F"].iter().any(|c| code.starts_with(c)) {
+            return;
+        }
+        if let Some(query) = self.read_query.take() {
+            shadow::confirm_read_failure(
+                self.shared_arc.clone(),
+                query,
+                self.mirror_side,
+                self.client_params.clone(),
+                self.replay.clone(),
+            );
+        }
+    }
+
+    /// The side serving reads (phase `reads_new`) failed one: counted for
+    /// the watch window. Only its own failures count (connection lost or
+    /// refused, shutdown, crash), never an error the client's SQL caused.
+    fn read_target_failed(&self) {
+        self.shared
+            .mirror_read_errors
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     async fn read_fallback(&mut self, to_auth: &[u8], why: &str) -> Step {

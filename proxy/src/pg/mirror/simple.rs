@@ -69,6 +69,11 @@ impl MirrorSession<'_> {
                             return self.relay_authority().await.map(|_| ());
                         }
                     };
+                    self.read_query = Some(ShadowQuery {
+                        sql: sql.as_str().into(),
+                        param_types: Bytes::new(),
+                        params: None,
+                    });
                     return self
                         .read_on_mirror(&on_new, &frame.raw, sample, &class)
                         .await;
