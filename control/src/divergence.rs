@@ -24,6 +24,9 @@ pub enum DivergenceKind {
     UnsafeStatement,
     /// The asynchronous mirror queue was full; the write was not sent.
     AsyncOverflow,
+    /// A statement turnout sent to one side alone (taken for a read, or for
+    /// something that changes no rows) was answered with written rows.
+    UnmirroredWrite,
 }
 
 /// One record of the log.

@@ -248,6 +248,24 @@ fn statement_context_unsafe(statement: &Statement) -> Option<&'static str> {
     found
 }
 
+/// A statement that assigns a user variable (`@n := ...`).
+fn assigns(statement: &Statement) -> bool {
+    visit_expressions(statement, |e: &Expr| {
+        if matches!(
+            e,
+            Expr::BinaryOp {
+                op: sqlparser::ast::BinaryOperator::Assignment,
+                ..
+            }
+        ) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .is_break()
+}
+
 /// A query that contains a data-modifying statement (`WITH x AS (INSERT ...)`).
 fn modifies(statement: &Statement) -> bool {
     visit_statements(statement, |s: &Statement| {
@@ -271,8 +289,19 @@ fn classify_statement(statement: &Statement) -> StatementClass {
     let mut unsafe_reason = None;
     let kind = match statement {
         Statement::Query(q) => {
-            let select_into = matches!(&*q.body, SetExpr::Select(s) if s.into.is_some());
-            if select_into {
+            let into = match &*q.body {
+                SetExpr::Select(s) => s.into.as_ref(),
+                _ => None,
+            };
+            let sets_variable = into.is_some_and(|i| {
+                !i.targets.is_empty() && i.targets.iter().all(|t| t.to_string().starts_with('@'))
+            }) || assigns(statement);
+            if sets_variable && !modifies(statement) && !c.side_effects {
+                // MySQL's `SELECT ... INTO @var` and `SELECT @n := @n + 1`
+                // set session variables: the mirror needs them as well (a
+                // later `INSERT ... VALUES (@n)` runs there too).
+                Kind::Session
+            } else if into.is_some() {
                 Kind::Ddl
             } else if modifies(statement) || c.side_effects {
                 Kind::Write
@@ -354,6 +383,9 @@ fn classify_statement(statement: &Statement) -> StatementClass {
         Statement::Kill { .. } => Kind::Other,
         // Maintenance that changes no rows (and cannot run in a transaction block).
         Statement::Vacuum(_) | Statement::Analyze(_) => Kind::Other,
+        // DDL that writes rows through a data-modifying WITH (`CREATE TABLE
+        // x AS WITH d AS (DELETE ...) SELECT ...`) is a write: mirrored.
+        other if is_ddl(other) && modifies(other) => Kind::Write,
         other if is_ddl(other) => Kind::Ddl,
         _ => Kind::Write,
     };
@@ -406,7 +438,7 @@ fn is_ddl(statement: &Statement) -> bool {
 /// A schema change by its leading keyword, as [`is_ddl`] tells a parsed
 /// one: one statement (a stored program's body, `BEGIN ... END` with its own
 /// semicolons, counts as one).
-fn is_unparsed_ddl(sql: &str) -> bool {
+fn is_unparsed_ddl(dialect: SqlDialect, sql: &str) -> bool {
     let words: Vec<String> = sql
         .split_whitespace()
         .take(6)
@@ -421,7 +453,10 @@ fn is_unparsed_ddl(sql: &str) -> bool {
     ) {
         return false;
     }
-    let stored_program = first == "CREATE"
+    // (PostgreSQL bodies are quoted strings: a `;` outside one ends the
+    // statement there.)
+    let stored_program = dialect == SqlDialect::Mysql
+        && first == "CREATE"
         && words.iter().any(|w| {
             matches!(
                 w.as_str(),
@@ -487,6 +522,9 @@ pub struct Classifier {
     capacity: usize,
     /// Rule actions by fingerprint (replaced whole on reload).
     rules: ArcSwap<HashMap<String, RuleAction>>,
+    /// Shapes the servers' answers proved to write although they were
+    /// classified otherwise ([`Classifier::mark_write`]).
+    proven_writes: DashMap<String, ()>,
 }
 
 impl Classifier {
@@ -498,6 +536,7 @@ impl Classifier {
             cache: DashMap::new(),
             capacity: capacity.max(1),
             rules: ArcSwap::from_pointee(HashMap::new()),
+            proven_writes: DashMap::new(),
         }
     }
 
@@ -541,9 +580,70 @@ impl Classifier {
         answer
     }
 
+    /// [`Self::classify`] for a session whose server may end strings where
+    /// the parser does not (`unsure`: PostgreSQL after a change of
+    /// `standard_conforming_strings`, MySQL after a change of `sql_mode`,
+    /// which may turn backslash escapes off): a text with a backslash is then
+    /// a write whatever the parser read in it, so it is mirrored (the mirror
+    /// has the same setting, replayed, and reads it as the authority does).
+    pub fn classify_in_session(&self, sql: &str, unsure: bool) -> Arc<Classification> {
+        let answer = self.classify(sql);
+        if !unsure || !sql.contains('\\') || matches!(answer.kind(), Kind::Write | Kind::Ddl) {
+            return answer;
+        }
+        let mut written = (*answer).clone();
+        for s in &mut written.statements {
+            if matches!(s.kind, Kind::Read | Kind::LockingRead | Kind::Other) {
+                s.kind = Kind::Write;
+            }
+        }
+        if written.statements.is_empty() {
+            written.statements.push(StatementClass {
+                kind: Kind::Write,
+                unsafe_reason: None,
+                nondeterministic: false,
+            });
+        }
+        Arc::new(written)
+    }
+
+    /// Whether `sql` may change how the server ends strings for the rest of
+    /// the session (see [`Self::classify_in_session`]).
+    pub fn changes_lexing(&self, sql: &str) -> bool {
+        let words: &[&[u8]] = match self.dialect {
+            SqlDialect::Postgres => &[b"standard_conforming_strings", b"backslash_quote"],
+            SqlDialect::Mysql => &[b"sql_mode"],
+        };
+        words.iter().any(|w| {
+            sql.as_bytes()
+                .windows(w.len())
+                .any(|x| x.eq_ignore_ascii_case(w))
+        })
+    }
+
     fn with_rule(&self, mut answer: Classification) -> Classification {
         answer.rule = self.rules.load().get(&answer.fingerprint).copied();
+        if self.proven_writes.contains_key(&answer.fingerprint) {
+            for s in &mut answer.statements {
+                if matches!(s.kind, Kind::Read | Kind::LockingRead | Kind::Other) {
+                    s.kind = Kind::Write;
+                }
+            }
+        }
         answer
+    }
+
+    /// A server answered a statement of this fingerprint with written rows
+    /// although it was not classified as a write: from now on every
+    /// statement of the shape is a write (mirrored), whatever the parser
+    /// makes of it. Bounded: past the cache's capacity the oldest proofs
+    /// are not kept apart (the shapes are then classified afresh).
+    pub fn mark_write(&self, fingerprint: &str) {
+        if self.proven_writes.len() >= self.capacity {
+            self.proven_writes.clear();
+        }
+        self.proven_writes.insert(fingerprint.to_string(), ());
+        self.cache.retain(|_, v| v.fingerprint != fingerprint);
     }
 
     /// Drops an eighth of the cached shapes (at least one).
@@ -682,7 +782,7 @@ fn classify_text(dialect: SqlDialect, d: &dyn Dialect, sql: &str) -> Classificat
                 // write, it would be wrapped in a transaction of turnout's.
                 return by_keyword(Kind::Transaction(tx));
             }
-            if is_unparsed_ddl(sql) {
+            if is_unparsed_ddl(dialect, sql) {
                 // DDL the parser does not know (MySQL's `LONG VARBINARY`
                 // columns, procedure bodies) follows `mirror.ddl` like the
                 // DDL it knows, never the write path.

@@ -93,6 +93,12 @@ pub struct MyMirror<'a> {
     routing: Arc<Routing>,
     /// The client's transaction is open (by the authority's status).
     in_tx: bool,
+    /// Under `mirror.on_error = "fail"`: a write of the open transaction
+    /// reached one side alone ([`Self::check_unmirrored`]); its COMMIT
+    /// rolls back both sides instead.
+    unmirrored_in_tx: Option<String>,
+    /// The session may have changed how the server ends strings.
+    lexing_unsure: bool,
     /// The side whose answer the client got for the current statement.
     answered_by: Side,
     /// The session's autocommit, by the authority's status.
@@ -159,6 +165,8 @@ impl<'a> MyMirror<'a> {
             mirror_side,
             routing: shared.routing.snapshot(),
             in_tx: false,
+            unmirrored_in_tx: None,
+            lexing_unsure: false,
             autocommit: true,
             answered_by: mirror_side.other(),
             replay: Vec::new(),
@@ -248,7 +256,7 @@ impl<'a> MyMirror<'a> {
                         Err(_) => Some(End::ClientGone("client connection lost".into())),
                     };
                 }
-                let class = self.shared.classifier.classify(&sql);
+                let class = self.classify(&sql);
                 self.statement(&packet, &class, &sql).await
             }
             COM_INIT_DB => self.both(&packet, true).await,
@@ -261,7 +269,7 @@ impl<'a> MyMirror<'a> {
                 let msg = "turnout: COM_CHANGE_USER is not supported while writes are mirrored; reconnect as the other user instead";
                 self.tell(&err_payload(1047, "08S01", msg)).await
             }
-            _ => self.authority(&packet).await,
+            _ => self.authority(&packet).await.map(|_| ()),
         };
         match step {
             Ok(()) => None,
@@ -396,9 +404,9 @@ impl<'a> MyMirror<'a> {
                         return self.tell(&err_payload(1290, "HY000", &msg)).await;
                     }
                     self.record(DivergenceKind::UnsafeStatement, class, &reason, sql);
-                    return self.authority(packet).await;
+                    return self.authority(packet).await.map(|_| ());
                 }
-                Ok(Translation::Skip) => return self.authority(packet).await,
+                Ok(Translation::Skip) => return self.authority(packet).await.map(|_| ()),
                 Ok(_) => {}
             }
         }
@@ -434,6 +442,7 @@ impl<'a> MyMirror<'a> {
                 let a = self.stream_from_auth(packet, keep).await?;
                 (a, self.mirror_side.other())
             };
+            self.check_unmirrored(&answer, side, class, packet);
             self.answered_by = side;
             if let Some(permit) = permit {
                 self.sample(class, sql, &answer, side, permit);
@@ -445,14 +454,16 @@ impl<'a> MyMirror<'a> {
         }
         if route == Route::Authority {
             let was_in_tx = self.in_tx;
-            self.authority(packet).await?;
+            if let Some(a) = self.authority(packet).await? {
+                self.check_unmirrored(&a, self.mirror_side.other(), class, packet);
+            }
             if was_in_tx && !self.in_tx {
                 self.implicit_commit().await;
             }
             return Ok(());
         }
         match route {
-            Route::Authority => self.authority(packet).await,
+            Route::Authority => self.authority(packet).await.map(|_| ()),
             Route::Both => {
                 let keep = class.kind() == Kind::Session && !self.in_tx;
                 self.both(packet, keep).await
@@ -760,7 +771,19 @@ impl<'a> MyMirror<'a> {
     }
 
     /// The authority alone answers.
-    async fn authority(&mut self, packet: &[u8]) -> Step {
+    /// The classification of a client's statement. A statement that may
+    /// change `sql_mode` (and with it backslash escapes) makes every later
+    /// text with a backslash a write (see
+    /// [`crate::engine::Classifier::classify_in_session`]).
+    fn classify(&mut self, sql: &str) -> Arc<Classification> {
+        let classifier = &self.shared.classifier;
+        self.lexing_unsure |= classifier.changes_lexing(sql);
+        classifier.classify_in_session(sql, self.lexing_unsure)
+    }
+
+    /// Runs `packet` on the authority alone and relays the answer; the
+    /// answer of a statement (not of a PREPARE) is returned.
+    async fn authority(&mut self, packet: &[u8]) -> Result<Option<Answer>, Stop> {
         let expect = if packet.first() == Some(&COM_STMT_PREPARE) {
             Expect::Prepare
         } else {
@@ -770,9 +793,61 @@ impl<'a> MyMirror<'a> {
             let a = self
                 .on_auth(&encode(0, &self.for_auth(packet)).0, expect)
                 .await?;
-            return self.relay(&a).await;
+            return self.relay(&a).await.map(|_| None);
         }
-        self.stream_from_auth(packet, 0).await.map(|_| ())
+        self.stream_from_auth(packet, 0).await.map(Some)
+    }
+
+    /// The server's own answer is the ground truth: a statement turnout ran
+    /// on `ran_on` alone as a read (or as something that changes no rows)
+    /// whose OK packets report affected rows is a divergence, recorded with
+    /// its table and fingerprint; its shape is a write from then on; under
+    /// `mirror.on_error = "fail"` an open transaction fails at its COMMIT
+    /// (rolled back on both sides). Rules that keep a shape on one side on
+    /// purpose (`never_mirror`, `old`, `new`) are left alone.
+    fn check_unmirrored(
+        &mut self,
+        a: &Answer,
+        ran_on: Side,
+        class: &Classification,
+        packet: &[u8],
+    ) {
+        let ruled = matches!(
+            class.rule,
+            Some(RuleAction::NeverMirror | RuleAction::Old | RuleAction::New)
+        );
+        if a.affected_total == 0
+            || ruled
+            || self.routing.phase.mirror().is_none()
+            || !matches!(class.kind(), Kind::Read | Kind::LockingRead | Kind::Other)
+        {
+            return;
+        }
+        self.shared.classifier.mark_write(&class.fingerprint);
+        let detail = format!(
+            "turnout took this statement for one that writes nothing and ran it on {ran_on} alone, but the server reported {} affected row(s): {} did not get the write (statements of this shape are mirrored from now on)",
+            a.affected_total,
+            ran_on.other()
+        );
+        warn!(side = %ran_on, fingerprint = %class.fingerprint, "{detail}");
+        self.shared.metrics_mirror_error();
+        let sql = self.packet_sql(packet);
+        let mut d = Divergence::new(
+            DivergenceKind::UnmirroredWrite,
+            ran_on.other(),
+            &class.fingerprint,
+            &detail,
+        );
+        let at = crate::engine::locate::locate_text(&sql.replace('`', "\""));
+        d.table = at.table.or_else(|| class.insert_table.clone());
+        d.key = at.key;
+        if self.shared.log_statements {
+            d.statement = Some(sql);
+        }
+        self.shared.record_divergence(d);
+        if self.shared.mirror_policy == MirrorErrorPolicy::Fail && self.in_tx {
+            self.unmirrored_in_tx.get_or_insert(detail);
+        }
     }
 
     /// Runs `packet` on the authority and streams its answer to the client;
@@ -980,7 +1055,7 @@ impl<'a> MyMirror<'a> {
     /// connection.
     async fn both(&mut self, packet: &[u8], keep: bool) -> Step {
         if self.routing.phase.mirror().is_none() {
-            return self.authority(packet).await;
+            return self.authority(packet).await.map(|_| ());
         }
         let fresh = !self.in_tx;
         let a = self
@@ -1011,6 +1086,16 @@ impl<'a> MyMirror<'a> {
 
     /// COMMIT: the mirror commits first, then the authority.
     async fn commit(&mut self, packet: &[u8]) -> Step {
+        if let Some(detail) = self.unmirrored_in_tx.take() {
+            // Under `fail`: a write of this transaction reached one side alone.
+            let _ = self
+                .mirror_once(&encode(0, &query("ROLLBACK")).0, false)
+                .await;
+            self.on_auth(&encode(0, &query("ROLLBACK")).0, Expect::Result)
+                .await?;
+            let msg = format!("turnout: the transaction was rolled back on both sides (mirror.on_error = fail): {detail}");
+            return self.tell(&err_payload(1180, "HY000", &msg)).await;
+        }
         let mirrored = self.mirror_once(packet, false).await;
         if let Err(e) = mirrored {
             if self.fails(&self.packet_sql(packet), &e) {
@@ -1233,7 +1318,7 @@ impl<'a> MyMirror<'a> {
             .on_auth(&encode(0, &self.for_auth(packet)).0, Expect::Prepare)
             .await?;
         if let Some((id, params)) = a.statement {
-            let class = self.shared.classifier.classify(&sql);
+            let class = self.classify(&sql);
             self.statements.insert(
                 id,
                 Prepared {
@@ -1251,10 +1336,10 @@ impl<'a> MyMirror<'a> {
 
     async fn execute(&mut self, packet: &[u8]) -> Step {
         let Some(id) = statement_id(packet) else {
-            return self.authority(packet).await;
+            return self.authority(packet).await.map(|_| ());
         };
         let Some(s) = self.statements.get_mut(&id) else {
-            return self.authority(packet).await;
+            return self.authority(packet).await.map(|_| ());
         };
         if let Some(t) = types_of(packet, s.params) {
             s.types = Some(t);

@@ -37,6 +37,9 @@ pub struct Answer {
     /// Server status flags of the last OK or EOF.
     pub status: u16,
     pub affected: u64,
+    /// Affected rows summed over every OK of the answer (a multi-statement
+    /// text has one per statement).
+    pub affected_total: u64,
     pub insert_id: u64,
     /// COM_STMT_PREPARE: the statement's id and its parameter count.
     pub statement: Option<(u32, u16)>,
@@ -209,6 +212,7 @@ impl Reader {
                     let body = &p[1..];
                     if let Some((affected, n)) = lenenc(body) {
                         m.affected = affected;
+                        m.affected_total = m.affected_total.saturating_add(affected);
                         if let Some((id, _)) = lenenc(&body[n..]) {
                             m.insert_id = id;
                         }

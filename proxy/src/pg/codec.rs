@@ -298,6 +298,23 @@ pub fn is_server_failure_code(code: &str) -> bool {
         )
 }
 
+/// The rows a CommandComplete reports written: `INSERT 0 n`, `UPDATE n`,
+/// `DELETE n`, `MERGE n`, and `COPY n` when rows were copied in (a COPY TO
+/// reports its rows the same way). 0 for anything else.
+pub fn written_rows(body: &[u8], copied_in: bool) -> u64 {
+    let tag = body.split(|&b| b == 0).next().unwrap_or_default();
+    let tag = std::str::from_utf8(tag).unwrap_or_default();
+    let mut words = tag.split(' ');
+    let verb = words.next().unwrap_or_default();
+    let count = match verb {
+        "INSERT" => words.nth(1),
+        "UPDATE" | "DELETE" | "MERGE" => words.next(),
+        "COPY" if copied_in => words.next(),
+        _ => None,
+    };
+    count.and_then(|n| n.parse().ok()).unwrap_or(0)
+}
+
 pub fn error_fields(body: &[u8]) -> BTreeMap<u8, String> {
     let mut out = BTreeMap::new();
     let mut rest = body;

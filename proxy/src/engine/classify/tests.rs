@@ -441,3 +441,60 @@ fn large_object_writes_are_writes() {
     }
     assert_eq!(kind("SELECT lo_get(16500)"), Kind::Read);
 }
+
+#[test]
+fn mysql_select_into_a_variable_sets_it_on_both_sides() {
+    // A session variable, not a table: the mirror needs it as well (a
+    // later INSERT ... VALUES (@x) runs there too).
+    assert_eq!(my_kind("SELECT 1 INTO @x"), Kind::Session);
+    assert_eq!(
+        my_kind("SELECT a INTO @x FROM t WHERE id = 1"),
+        Kind::Session
+    );
+    assert_eq!(
+        my_kind("SELECT @n := @n + 1 AS rank, a FROM t"),
+        Kind::Session
+    );
+    assert_eq!(kind("SELECT * INTO new_table FROM t"), Kind::Ddl);
+}
+
+#[test]
+fn a_session_that_may_turn_backslash_escapes_around_mirrors_texts_with_backslashes() {
+    let pg = Classifier::new(SqlDialect::Postgres, 100);
+    // With standard_conforming_strings off, PostgreSQL reads this as
+    // `SELECT 'a'' , '` and then runs the DELETE; the parser (conforming
+    // strings) sees two strings.
+    let text = "SELECT 'a\\' , ' ; DELETE FROM t WHERE id = 2; --'";
+    assert_eq!(pg.classify(text).kind(), Kind::Read);
+    assert!(pg.changes_lexing("SET standard_conforming_strings = off"));
+    assert!(pg.changes_lexing("select set_config('STANDARD_CONFORMING_STRINGS', 'off', false)"));
+    assert!(!pg.changes_lexing("SELECT 1"));
+    assert_eq!(pg.classify_in_session(text, true).kind(), Kind::Write);
+    assert_eq!(
+        pg.classify_in_session("SELECT 'a'", true).kind(),
+        Kind::Read
+    );
+    let my = Classifier::new(SqlDialect::Mysql, 100);
+    assert!(my.changes_lexing("SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'"));
+    assert!(my.changes_lexing("SET STATEMENT SQL_MODE='' FOR SELECT 1"));
+    assert_eq!(
+        my.classify_in_session("SELECT 'a\\' ; UPDATE t SET v = 9; -- '", true)
+            .kind(),
+        Kind::Write
+    );
+}
+
+#[test]
+fn ddl_that_writes_rows_through_with_is_a_write() {
+    assert_eq!(
+        kind("CREATE TEMP TABLE gone AS WITH d AS (DELETE FROM t WHERE id = 2 RETURNING *) SELECT * FROM d"),
+        Kind::Write
+    );
+    assert_eq!(kind("CREATE TABLE c AS SELECT * FROM t"), Kind::Ddl);
+    // A PostgreSQL function whose body the parser cannot read is DDL only
+    // up to its `;`: what follows is a statement of its own.
+    assert_ne!(
+        kind("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$ PARALLEL WEIRD; DELETE FROM t WHERE id = 2"),
+        Kind::Ddl
+    );
+}

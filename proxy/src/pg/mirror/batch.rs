@@ -242,6 +242,7 @@ impl MirrorSession<'_> {
                 break;
             }
             let f = self.auth.read().await.map_err(Stop::Authority)?;
+            self.check_unmirrored(&f, self.auth_side(), false);
             match f.tag {
                 b'Z' => {
                     let status = f.body().first().copied().unwrap_or(b'I');

@@ -16,7 +16,7 @@ impl MirrorSession<'_> {
                 if let Some((name, (sql, types))) =
                     cstr(body).and_then(|(name, rest)| Some((name, cstr(rest)?)))
                 {
-                    let class = self.shared.classifier.classify(sql);
+                    let class = self.classify(sql);
                     let before = self.statements.insert(
                         name.to_string(),
                         Prepared {
@@ -221,8 +221,10 @@ impl MirrorSession<'_> {
             .cloned()
             .unwrap_or_default();
         self.unit_class = class.clone();
+        let raw = raw.freeze();
+        self.expect_no_writes(route, &class, &raw);
         let batch = std::mem::take(&mut self.batch);
-        self.sync_whole(batch, raw.freeze(), sync, &executed, route, class)
+        self.sync_whole(batch, raw, sync, &executed, route, class)
             .await
     }
 

@@ -282,6 +282,13 @@ pub struct MirrorSession<'a> {
     /// For a read the mirror's side serves: per Parse sent there, whether
     /// turnout added it (its ParseComplete is dropped, not relayed).
     added_parses: VecDeque<bool>,
+    /// The unit now running on one side alone, not mirrored and not
+    /// recorded (a read, or what changes no rows): if a server reports
+    /// written rows for it, that is a divergence ([`Self::check_unmirrored`]).
+    /// Cleared at each ReadyForQuery.
+    unmirrored: Option<Bytes>,
+    /// The session may have changed how the server ends strings.
+    lexing_unsure: bool,
     /// The read [`Self::read_on_mirror`] serves, to run it again on the
     /// authority when it fails on the read target.
     read_query: Option<ShadowQuery>,
@@ -346,6 +353,8 @@ impl<'a> MirrorSession<'a> {
             run: batch::Run::default(),
             added_parses: VecDeque::new(),
             read_query: None,
+            unmirrored: None,
+            lexing_unsure: false,
             out: BytesMut::new(),
         }
     }
@@ -684,7 +693,9 @@ impl<'a> MirrorSession<'a> {
                     let c = without_added_parses(c, std::mem::take(&mut added));
                     for f in &c.frames {
                         capture.see(f, max);
+                        self.check_unmirrored(f, self.mirror_side, false);
                     }
+                    self.unmirrored = None;
                     self.relay_collected(&c, status).await?;
                     if let Some(s) = sample {
                         self.check_sample(s, class, capture, self.mirror_side);
@@ -735,11 +746,13 @@ impl<'a> MirrorSession<'a> {
                 continue;
             }
             capture.see(&f, max);
+            self.check_unmirrored(&f, self.mirror_side, false);
             if f.tag == b'E' {
                 self.read_failed_on_target(f.body());
             }
             match f.tag {
                 b'Z' => {
+                    self.unmirrored = None;
                     self.queue(&codec::ready_for_query(status));
                     self.flush_client().await?;
                     break;
@@ -762,6 +775,66 @@ impl<'a> MirrorSession<'a> {
             self.check_sample(s, class, capture, self.mirror_side);
         }
         Ok(())
+    }
+
+    /// The classification of a client's statement. A statement that may
+    /// change how the server ends strings makes every later text with a
+    /// backslash a write (see [`crate::engine::Classifier::classify_in_session`]).
+    fn classify(&mut self, sql: &str) -> Arc<Classification> {
+        let classifier = &self.shared.classifier;
+        self.lexing_unsure |= classifier.changes_lexing(sql);
+        classifier.classify_in_session(sql, self.lexing_unsure)
+    }
+
+    /// Marks `raw` as running on one side alone (route `Authority`) unless a
+    /// rule says so on purpose (`never_mirror`, `old`, `new`).
+    fn expect_no_writes(&mut self, route: Route, class: &Classification, raw: &Bytes) {
+        let ruled = matches!(
+            class.rule,
+            Some(RuleAction::NeverMirror | RuleAction::Old | RuleAction::New)
+        );
+        // (`finalized` has no other side: everything is the authority's.)
+        let mirrored_phase = self.routing.phase.mirror().is_some();
+        self.unmirrored =
+            (route == Route::Authority && !ruled && mirrored_phase).then(|| raw.clone());
+    }
+
+    /// The server's own answer is the ground truth: a CommandComplete
+    /// reporting written rows for a unit that ran on `ran_on` alone is a
+    /// divergence, recorded with its table and fingerprint; the shape is a
+    /// write from then on; under `mirror.on_error = "fail"` an open
+    /// transaction fails at its COMMIT (rolled back on both sides).
+    fn check_unmirrored(&mut self, f: &Frame, ran_on: Side, copied_in: bool) {
+        if f.tag != b'C' || self.unmirrored.is_none() {
+            return;
+        }
+        if codec::written_rows(f.body(), copied_in) == 0 {
+            return;
+        }
+        let Some(sent) = self.unmirrored.take() else {
+            return;
+        };
+        let tag = cstr(f.body()).map(|(t, _)| t).unwrap_or_default();
+        let fingerprint = self.unit_class.fingerprint.clone();
+        self.shared.classifier.mark_write(&fingerprint);
+        let detail = format!(
+            "turnout took this statement for one that writes nothing and ran it on {ran_on} alone, but the server answered \"{tag}\": {} did not get the write (statements of this shape are mirrored from now on)",
+            ran_on.other()
+        );
+        warn!(side = %ran_on, %fingerprint, "{detail}");
+        self.shared.metrics_mirror_error();
+        self.shared.record_located(
+            Divergence::new(
+                DivergenceKind::UnmirroredWrite,
+                ran_on.other(),
+                &fingerprint,
+                &detail,
+            ),
+            &sent,
+        );
+        if self.shared.mirror_policy == MirrorErrorPolicy::Fail && self.status != b'I' {
+            self.deferred_failure.get_or_insert(detail);
+        }
     }
 
     /// A read failed on the read target with this ErrorResponse. The
@@ -836,6 +909,7 @@ impl<'a> MirrorSession<'a> {
     }
 
     fn note_status(&mut self, status: u8) {
+        self.unmirrored = None;
         self.status = status;
         if status == b'I' {
             self.tx_time = None;
@@ -857,11 +931,13 @@ impl<'a> MirrorSession<'a> {
     ) -> Result<Option<String>, Stop> {
         let mut error = None;
         let max = self.capture_limit();
+        let mut copied_in = false;
         loop {
             let f = self.auth.read().await.map_err(Stop::Authority)?;
             if let Some(c) = capture.as_deref_mut() {
                 c.see(&f, max);
             }
+            self.check_unmirrored(&f, self.auth_side(), copied_in);
             match f.tag {
                 b'Z' => {
                     self.note_status(f.body().first().copied().unwrap_or(b'I'));
@@ -879,6 +955,7 @@ impl<'a> MirrorSession<'a> {
                     self.queue(&f.raw);
                 }
                 b'G' => {
+                    copied_in = true;
                     self.queue(&f.raw);
                     self.flush_client().await?;
                     self.copy_in_authority().await?;

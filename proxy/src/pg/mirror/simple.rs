@@ -14,7 +14,7 @@ impl MirrorSession<'_> {
             self.relay_authority().await?;
             return Ok(());
         };
-        let class = self.shared.classifier.classify(&sql);
+        let class = self.classify(&sql);
         self.unit_class = class.clone();
         if class.kind() == Kind::Ddl {
             // Column defaults may have changed.
@@ -26,6 +26,7 @@ impl MirrorSession<'_> {
                 .await;
         }
         let route = self.route(&class);
+        self.expect_no_writes(route, &class, &frame.raw);
         if route == Route::Write && class.statements.len() == 1 && sql_is_copy_from(&sql) {
             let mapped = self.shared.mapping.load();
             if let Err(reason) = mapped.toward(self.mirror_side).translate(&sql) {

@@ -1,0 +1,190 @@
+//! What the security review found, PostgreSQL side: no client can make a
+//! write skip the mirror, its own or another session's (a classification
+//! cache no text can poison, EXPLAIN ANALYZE forms, large objects, the
+//! server's own answer as the ground truth).
+
+mod common;
+
+use common::*;
+
+fn mirrored() -> Setup {
+    Setup::start(Options {
+        phase: Some("mirror"),
+        ddl: Some("both"),
+        ..Options::default()
+    })
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+const T: [(&str, &str); 1] = [("t", "id")];
+
+/// Another session's writes, by every protocol: simple, extended
+/// (unnamed), prepared (named) and in a transaction.
+fn victims(s: &Setup, ids: [i32; 4]) {
+    s.run_ok(&[&format!("DELETE FROM t WHERE id = {}", ids[0])]);
+    let url = s.app_url();
+    block_on(async move {
+        let (mut c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        assert_eq!(
+            c.execute("DELETE FROM t WHERE id = $1", &[&ids[1]])
+                .await
+                .unwrap(),
+            1
+        );
+        let st = c
+            .prepare("UPDATE t SET v = v + 1 WHERE id = $1")
+            .await
+            .unwrap();
+        assert_eq!(c.execute(&st, &[&ids[2]]).await.unwrap(), 1);
+        let tx = c.transaction().await.unwrap();
+        tx.execute("DELETE FROM t WHERE id = $1", &[&ids[3]])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    });
+}
+
+#[test]
+fn a_poisoned_classification_cache_cannot_drop_another_session_s_writes() {
+    let s = mirrored();
+    s.run_ok(&[
+        "CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL)",
+        "INSERT INTO t SELECT i, i FROM generate_series(1, 40) i",
+    ]);
+    // The review's poison: a nested comment hides a DELETE (PostgreSQL runs
+    // only the SELECT); `$` inside an identifier; both through both
+    // protocols.
+    let poison = [
+        "/* /* */ DELETE FROM t WHERE id = 1 -- */ SELECT 'harmless'",
+        "/* /* */ UPDATE t SET v = v + 1 WHERE id = 1 -- */ SELECT 'harmless'",
+        "SELECT 1 AS a$b /* $b$ */",
+    ];
+    for p in poison {
+        s.run_ok(&[p]);
+    }
+    let url = s.app_url();
+    block_on(async move {
+        let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        for p in poison {
+            c.query(p, &[]).await.unwrap();
+        }
+    });
+    assert_eq!(
+        scalar(&s.direct_url(), "SELECT count(*) FROM t WHERE id = 1"),
+        "1"
+    );
+    victims(&s, [3, 4, 5, 6]);
+    assert_sides_identical(&s, &T);
+
+    // A flood of 10 050 distinct shapes, then the writes again.
+    let flood: String = (0..10_050)
+        .map(|i| format!("SELECT 1 AS c{i};\n"))
+        .collect();
+    let file = s.dir.path().join("flood.sql");
+    std::fs::write(&file, flood).unwrap();
+    let out = s.psql(&s.app_url(), &["-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for p in poison {
+        s.run_ok(&[p]);
+    }
+    victims(&s, [7, 8, 9, 10]);
+    assert_sides_identical(&s, &T);
+    assert_eq!(
+        scalar(&s.direct_new_url(), "SELECT count(*) FROM t"),
+        "34",
+        "six rows deleted on new as on old"
+    );
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+}
+
+#[test]
+fn explain_analyze_of_a_write_and_large_object_writes_run_on_both_sides() {
+    let s = mirrored();
+    s.run_ok(&[
+        "CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL)",
+        "INSERT INTO t SELECT i, i FROM generate_series(1, 10) i",
+    ]);
+    s.run_ok(&[
+        "EXPLAIN ANALYZE UPDATE t SET v = v + 1 WHERE id = 1",
+        "EXPLAIN (ANALYZE) UPDATE t SET v = v + 10 WHERE id = 2",
+        "EXPLAIN (ANALYZE true, COSTS false) DELETE FROM t WHERE id = 3",
+        "EXPLAIN (ANALYZE, BUFFERS) WITH d AS (UPDATE t SET v = v + 100 WHERE id = 4 RETURNING *) SELECT * FROM d",
+        "EXPLAIN (ANALYZE on, TIMING off) INSERT INTO t VALUES (11, 11)",
+        "EXPLAIN (ANALYZE false) DELETE FROM t WHERE id = 5",
+        "SELECT lo_from_bytea(424242, '\\xdeadbeef'::bytea)",
+        "SELECT lo_put(424242, 4, '\\x0102'::bytea)",
+    ]);
+    assert_sides_identical(&s, &T);
+    for url in [s.direct_url(), s.direct_new_url()] {
+        assert_eq!(
+            scalar(&url, "SELECT encode(lo_get(424242), 'hex')"),
+            "deadbeef0102"
+        );
+        assert_eq!(scalar(&url, "SELECT count(*) FROM t"), "10");
+    }
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+}
+
+#[test]
+fn a_statement_taken_for_a_read_that_the_server_says_wrote_rows_is_recorded() {
+    let s = mirrored();
+    s.run_ok(&[
+        "CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL)",
+        "INSERT INTO t SELECT i, i FROM generate_series(1, 10) i",
+    ]);
+    // old's role default turns backslash escapes on in plain strings, which
+    // turnout does not see (a setting the session itself changes makes it
+    // mirror any text with a backslash). What the server ran then differs
+    // from what the parser read: a SELECT to turnout, a DELETE to old.
+    run_direct_ok(
+        &s.direct_url(),
+        &["ALTER ROLE app SET standard_conforming_strings = off"],
+    );
+    let text = "SELECT 'a\\' , ' ; DELETE FROM t WHERE id = 8; --'";
+    s.run_ok(&[text]);
+    let records = s.divergences();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let r: serde_json::Value = serde_json::from_str(&records[0]).unwrap();
+    assert_eq!(r["kind"], "unmirrored_write", "{r}");
+    assert_eq!(r["side"], "new", "{r}");
+    assert!(r["detail"].as_str().unwrap().contains("DELETE 1"), "{r}");
+    assert!(!r["fingerprint"].as_str().unwrap().is_empty(), "{r}");
+    // The session's own change of the setting: texts with a backslash
+    // are mirrored from then on, and nothing escapes.
+    run_direct_ok(
+        &s.direct_url(),
+        &["ALTER ROLE app RESET standard_conforming_strings"],
+    );
+    let out = s.psql(
+        &s.app_url(),
+        &[
+            "-c",
+            "SET standard_conforming_strings = off",
+            "-c",
+            "SELECT 'a\\' , ' ; DELETE FROM t WHERE id = 9; --'",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        scalar(&s.direct_new_url(), "SELECT count(*) FROM t WHERE id = 9"),
+        "0"
+    );
+    assert_eq!(
+        scalar(&s.direct_url(), "SELECT count(*) FROM t WHERE id = 9"),
+        "0"
+    );
+    assert_eq!(s.divergences().len(), 1, "{:?}", s.divergences());
+}
