@@ -199,6 +199,10 @@ fn runtime(config: &Config) -> Option<tokio::runtime::Runtime> {
 
 /// Serves until SIGINT or SIGTERM.
 async fn run(config: Config, config_path: PathBuf) -> ExitCode {
+    match turnout_proxy::metrics::raise_open_files_limit() {
+        Ok((soft, _)) => tracing::info!(open_files = soft, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),
+    }
     // Validation accepted the name, so it parses.
     let phase = config
         .state
@@ -227,7 +231,7 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
     // The admin socket is bound before the listener: once clients can
     // connect, `turnout ctl` can too (commands wait until it serves).
     let admin = match &config.admin.socket {
-        Some(path) => match turnout_proxy::admin::Admin::bind(path) {
+        Some(path) => match turnout_proxy::admin::Admin::bind(path, &config.admin.allowed_uids) {
             Ok(admin) => Some(admin),
             Err(e) => {
                 eprintln!("turnout: {e}");

@@ -188,3 +188,140 @@ fn a_statement_taken_for_a_read_that_the_server_says_wrote_rows_is_recorded() {
     );
     assert_eq!(s.divergences().len(), 1, "{:?}", s.divergences());
 }
+
+/// Runs as root only (it needs another OS user to try the socket).
+fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+#[test]
+fn the_admin_socket_is_its_owner_s_even_under_umask_000_and_checks_the_caller() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut s = Setup::start(Options {
+        phase: Some("mirror"),
+        admin: true,
+        ..Options::default()
+    });
+    // Started again under umask 000.
+    s.proxy.kill();
+    let log = std::fs::File::create(s.dir.path().join("umask.log")).unwrap();
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Killed(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg("umask 000 && exec \"$0\" run --config \"$1\"")
+            .arg(turnout_bin())
+            .arg(&s.proxy.config)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let socket = s.admin_socket();
+    eventually("the admin socket is up", || {
+        std::os::unix::net::UnixStream::connect(&socket).is_ok()
+    });
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "socket mode {mode:o}");
+    // No directory left behind beside it.
+    let left: Vec<_> = std::fs::read_dir(s.dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    if running_as_root() {
+        // Even with the socket opened to everyone by mistake, another OS
+        // user is refused by its uid.
+        std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let mut other = std::process::Command::new(turnout_bin());
+        other.args(["ctl", "--socket"]).arg(&socket).args(["pause"]);
+        turnout_harness::as_server_user(&mut other).unwrap();
+        let out = other.output().unwrap();
+        assert!(!out.status.success(), "another user was let in");
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(text.contains("may not use this admin socket"), "{text}");
+        // The owner still is let in, and nothing changed.
+        let mut own = std::process::Command::new(turnout_bin());
+        let out = own
+            .args(["ctl", "--socket"])
+            .arg(&socket)
+            .arg("status")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(!stdout(&out).contains("paused"), "{}", stdout(&out));
+    }
+}
+
+#[test]
+fn slow_metrics_connections_never_starve_database_clients() {
+    let port = turnout_harness::free_port().unwrap();
+    let mut s = Setup::start(Options {
+        metrics: Some(port),
+        ..Options::default()
+    });
+    // Started again with few file descriptors (soft and hard), so that
+    // connections held by turnout would run out of them.
+    s.proxy.kill();
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let log = s.dir.path().join("slow.log");
+    let _child = Killed(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -n 100 && exec \"$0\" run --config \"$1\"")
+            .arg(turnout_bin())
+            .arg(&s.proxy.config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    eventually("turnout serves again", || {
+        s.psql(&s.app_url(), &["-c", "SELECT 1"]).status.success()
+    });
+    // 150 scrapers that send one byte and then nothing (slowloris): more
+    // than turnout has descriptors for.
+    let slow: Vec<std::net::TcpStream> = (0..150)
+        .filter_map(|_| {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            std::io::Write::write_all(&mut c, b"G").ok()?;
+            Some(c)
+        })
+        .collect();
+    assert!(slow.len() >= 120, "{} slow connections", slow.len());
+    // Database clients are served all along.
+    for _ in 0..30 {
+        let out = s.psql(&s.app_url(), &["-c", "SELECT 1"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    drop(slow);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("Too many open files"), "{text}");
+    // And the endpoint answers once the slow ones are cut.
+    eventually("metrics answer again", || {
+        use std::io::{Read, Write};
+        let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+        let mut body = String::new();
+        let _ = c.read_to_string(&mut body);
+        body.contains("200 OK")
+    });
+}

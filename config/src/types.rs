@@ -386,6 +386,10 @@ pub struct Admin {
     pub flag_file: Option<PathBuf>,
     /// Where every mutating admin command is recorded (JSON Lines).
     pub audit_log: Option<PathBuf>,
+    /// OS users (by uid) besides turnout's own that may use the admin
+    /// socket; anyone else is refused, whatever the socket's mode.
+    #[serde(default)]
+    pub allowed_uids: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -7,7 +7,7 @@ use crate::flip;
 use crate::server::Shared;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -32,6 +32,9 @@ pub struct AdminError {
 pub struct Admin {
     listener: UnixListener,
     path: PathBuf,
+    /// Who may send commands: the socket's owner (turnout's own user) and
+    /// `admin.allowed_uids`.
+    allowed: Vec<u32>,
 }
 
 impl Drop for Admin {
@@ -41,8 +44,12 @@ impl Drop for Admin {
 }
 
 impl Admin {
-    /// Binds the socket (replacing a stale one) with mode 0600.
-    pub fn bind(path: &Path) -> Result<Admin, AdminError> {
+    /// Binds the socket (replacing a stale one) with mode 0600, whatever
+    /// the process umask: it is created in a fresh directory of mode 0700
+    /// beside it, made 0600 there, then moved into place, so no one else
+    /// can ever reach it. `allowed_uids`: other users let in (the socket's
+    /// owner always is); every connection's uid is checked (SO_PEERCRED).
+    pub fn bind(path: &Path, allowed_uids: &[u32]) -> Result<Admin, AdminError> {
         let err = |source| AdminError {
             path: path.display().to_string(),
             source,
@@ -60,11 +67,33 @@ impl Admin {
             }
             let _ = std::fs::remove_file(path);
         }
-        let listener = UnixListener::bind(path).map_err(err)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let private = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+        let _ = std::fs::remove_dir_all(&private);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&private)
+            .map_err(err)?;
+        let inside = private.join("s");
+        let bound = (|| {
+            let listener = UnixListener::bind(&inside)?;
+            std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o600))?;
+            let owner = std::fs::symlink_metadata(&inside)?.uid();
+            std::fs::rename(&inside, path)?;
+            Ok::<_, std::io::Error>((listener, owner))
+        })();
+        let _ = std::fs::remove_dir_all(&private);
+        let (listener, owner) = bound.map_err(err)?;
+        let mut allowed = vec![owner];
+        allowed.extend_from_slice(allowed_uids);
         Ok(Admin {
             listener,
             path: path.to_path_buf(),
+            allowed,
         })
     }
 
@@ -85,6 +114,17 @@ impl Admin {
                     continue;
                 }
             };
+            let uid = stream.peer_cred().map(|c| c.uid());
+            if !uid.as_ref().is_ok_and(|u| self.allowed.contains(u)) {
+                let who = uid.map_or_else(|e| format!("unknown ({e})"), |u| u.to_string());
+                warn!(uid = %who, "admin socket: connection refused, uid not allowed (admin.allowed_uids)");
+                let mut stream = stream;
+                let reply = json!({"ok": false, "error": format!(
+                    "refused: uid {who} may not use this admin socket (its owner and admin.allowed_uids may)"
+                )});
+                let _ = stream.write_all(format!("{reply}\n").as_bytes()).await;
+                continue;
+            }
             let shared = shared.clone();
             let controller = controller.clone();
             let window = window.clone();

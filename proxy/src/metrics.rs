@@ -25,9 +25,22 @@ pub fn install() -> Result<PrometheusHandle, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Metrics connections served at once; more wait in the listen queue (a
+/// crowd of slow scrapers never takes the proxy's file descriptors).
+const MAX_METRICS_CONNECTIONS: usize = 16;
+
+/// The whole request (line and headers) must arrive within this time.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Serves `/metrics` until the task is dropped.
 pub async fn serve(listener: TcpListener, handle: PrometheusHandle) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_METRICS_CONNECTIONS));
     loop {
+        // A slot first: past the cap, connections wait in the kernel's
+        // backlog instead of holding descriptors here.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let (mut stream, _) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
@@ -38,19 +51,26 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle) {
         };
         let handle = handle.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let mut buf = vec![0u8; 8192];
             let mut len = 0;
-            // The request line and headers, up to the blank line (bounded).
-            while len < buf.len() {
-                match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf[len..]))
-                    .await
-                {
-                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
-                    Ok(Ok(n)) => len += n,
+            // The request line and headers, up to the blank line: bounded in
+            // size and, as a whole, in time (not per read, which one byte
+            // every few seconds would keep alive).
+            let read = async {
+                while len < buf.len() {
+                    match stream.read(&mut buf[len..]).await {
+                        Ok(0) | Err(_) => return false,
+                        Ok(n) => len += n,
+                    }
+                    if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
                 }
-                if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
+                true
+            };
+            if !matches!(tokio::time::timeout(REQUEST_TIMEOUT, read).await, Ok(true)) {
+                return;
             }
             let request = String::from_utf8_lossy(&buf[..len]);
             let line = request.lines().next().unwrap_or_default();
@@ -63,10 +83,40 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle) {
                 "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(body.as_bytes()).await;
+            let write = async {
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(body.as_bytes()).await;
+            };
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, write).await;
         });
     }
+}
+
+/// Raises the soft limit on open files to the hard limit, so connections
+/// are bounded by `limits.max_client_connections`, not by a low default
+/// (1024 on many systems). Returns the limits after (soft, hard).
+pub fn raise_open_files_limit() -> std::io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            lim = raised;
+        }
+    }
+    Ok((lim.rlim_cur as u64, lim.rlim_max as u64))
 }
 
 /// Copies the proxy's own counts into the metrics once a second.
