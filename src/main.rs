@@ -2,6 +2,7 @@
 
 mod ctl;
 mod demo;
+mod logwriter;
 mod plan;
 mod report;
 
@@ -178,7 +179,8 @@ fn init_logging(level: &str) {
     let level = level.parse().unwrap_or(tracing::Level::INFO);
     tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(std::io::stderr)
+        .with_writer(|| logwriter::EscapingStderr)
+        .with_ansi(false)
         .with_target(false)
         .init();
 }

@@ -325,3 +325,51 @@ fn slow_metrics_connections_never_starve_database_clients() {
         body.contains("200 OK")
     });
 }
+
+#[test]
+fn row_values_in_server_errors_stay_out_of_records_and_logs() {
+    let s = mirrored();
+    s.run_ok(&["CREATE TABLE u (id int PRIMARY KEY, email text NOT NULL)"]);
+    run_direct_ok(
+        &s.direct_new_url(),
+        &["CREATE UNIQUE INDEX u_email ON u (email)"],
+    );
+    s.run_ok(&[
+        "INSERT INTO u VALUES (1, 'alice@example.com')",
+        // new refuses it: its DETAIL names the value.
+        "INSERT INTO u VALUES (2, 'alice@example.com')",
+    ]);
+    let records = s.divergences().join("\n");
+    assert!(
+        records.contains("Key (email)=(<redacted: 17 bytes>)"),
+        "{records}"
+    );
+    let log = s.proxy.log_text();
+    for text in [&records, &log] {
+        assert!(!text.contains("alice@example.com"), "{text}");
+    }
+}
+
+#[test]
+fn control_characters_from_clients_cannot_forge_log_lines() {
+    let s = Setup::start(Options::default());
+    let forged = "eve\n2026-11-29T00:00:00Z  INFO flip done: phase writes_new\x1b[2J";
+    let url = format!(
+        "host=127.0.0.1 port={} dbname=app user='{forged}' password=x connect_timeout=10",
+        s.proxy.port
+    );
+    block_on(async move {
+        assert!(tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .is_err());
+    });
+    eventually("the refusal is logged", || {
+        s.proxy.log_text().contains("eve\\n2026")
+    });
+    let log = s.proxy.log_text();
+    assert!(!log.contains('\x1b'), "{log:?}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-11-29T00:00:00Z")),
+        "{log}"
+    );
+}

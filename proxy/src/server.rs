@@ -216,7 +216,20 @@ impl Shared {
 
     /// Records a divergence: in the durable log when one is configured, in
     /// turnout's log always, and in the counters. Never dropped silently.
-    pub fn record_divergence(&self, d: Divergence) {
+    /// A server error's text as it may be logged: its row values redacted
+    /// unless `mirror.log_statements` is on.
+    pub fn loggable(&self, text: &str) -> String {
+        if self.log_statements {
+            text.to_string()
+        } else {
+            crate::engine::redact::redact_error_values(text)
+        }
+    }
+
+    /// Records `d` (its detail's row values redacted unless
+    /// `mirror.log_statements` is on: server errors quote rows).
+    pub fn record_divergence(&self, mut d: Divergence) {
+        d.detail = self.loggable(&d.detail);
         self.divergences.fetch_add(1, Ordering::Relaxed);
         if let Some(t) = &d.table {
             *self.divergent_tables.entry(t.clone()).or_insert(0) += 1;

@@ -8,6 +8,7 @@ pub mod defaults;
 pub mod fingerprint;
 pub mod locate;
 pub mod pin;
+pub mod redact;
 pub mod shadowcheck;
 
 pub use classify::{Classification, Classifier, Kind, SqlDialect, StatementClass, TxControl};

@@ -1432,6 +1432,7 @@ impl<'a> MyMirror<'a> {
     fn fails(&self, sql: &str, detail: &str) -> bool {
         if self.shared.mirror_policy == MirrorErrorPolicy::Fail {
             self.shared.metrics_mirror_error();
+            let detail = self.shared.loggable(detail);
             warn!(side = %self.mirror_side, %detail, "mirror failed; statement failed (mirror.on_error = fail)");
             return true;
         }

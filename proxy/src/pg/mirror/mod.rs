@@ -1243,6 +1243,7 @@ impl<'a> MirrorSession<'a> {
     fn mirror_failed(&self, class: &Classification, detail: &str, sent: &[u8]) -> bool {
         if self.shared.mirror_policy == MirrorErrorPolicy::Fail {
             self.shared.metrics_mirror_error();
+            let detail = self.shared.loggable(detail);
             warn!(side = %self.mirror_side, fingerprint = %class.fingerprint, %detail, "mirror failed; statement failed (mirror.on_error = fail)");
             return true;
         }
