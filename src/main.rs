@@ -148,7 +148,9 @@ fn main() -> ExitCode {
                     print!("{text}");
                     ExitCode::SUCCESS
                 }
-                Some(path) => match std::fs::write(&path, text) {
+                Some(path) => match turnout_control::files::create(&path)
+                    .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+                {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("turnout report: {}: {e}", path.display());
@@ -201,6 +203,7 @@ fn runtime(config: &Config) -> Option<tokio::runtime::Runtime> {
 
 /// Serves until SIGINT or SIGTERM.
 async fn run(config: Config, config_path: PathBuf) -> ExitCode {
+    turnout_control::files::set_group_readable(config.log.group_readable);
     match turnout_proxy::metrics::raise_open_files_limit() {
         Ok((soft, _)) => tracing::info!(open_files = soft, "open files limit"),
         Err(e) => tracing::warn!(error = %e, "could not raise the open files limit"),

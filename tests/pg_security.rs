@@ -373,3 +373,52 @@ fn control_characters_from_clients_cannot_forge_log_lines() {
         "{log}"
     );
 }
+
+#[test]
+fn turnout_s_files_are_private_and_a_planted_link_is_not_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Setup::start(Options {
+        phase: Some("mirror"),
+        ddl: Some("both"),
+        admin: true,
+        sampling: "rate = 1.0\nper_fingerprint_per_sec = 0",
+        ..Options::default()
+    });
+    // Someone placed a link where the state file's temporary file goes.
+    let victim = s.dir.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    std::os::unix::fs::symlink(&victim, s.dir.path().join("state.json.tmp")).unwrap();
+    s.run_ok(&[
+        "CREATE TABLE t (id int PRIMARY KEY, v int)",
+        "INSERT INTO t VALUES (1, 1)",
+        "SELECT v FROM t WHERE id = 1",
+    ]);
+    run_direct_ok(&s.direct_new_url(), &["DROP TABLE t"]);
+    s.run_ok(&["INSERT INTO t VALUES (2, 2)"]);
+    s.ctl_ok(&["flip", "reads", "--force"]);
+    s.ctl_ok(&["rollback"]);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    eventually("the read-diff summary is written", || {
+        std::fs::read_dir(s.dir.path())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().contains("summary"))
+    });
+    let mut checked = Vec::new();
+    for e in std::fs::read_dir(s.dir.path()).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let written_by_turnout = name.ends_with(".jsonl") || name.ends_with(".json");
+        if !written_by_turnout {
+            continue;
+        }
+        let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name} has mode {mode:o}");
+        checked.push(name);
+    }
+    for expected in ["state.json", "audit.jsonl", "divergences.jsonl"] {
+        assert!(
+            checked.iter().any(|c| c == expected),
+            "{expected} not in {checked:?}"
+        );
+    }
+}

@@ -478,12 +478,17 @@ pub struct Log {
     /// error, warn, info, debug or trace.
     #[serde(default = "defaults::log_level")]
     pub level: String,
+    /// Files turnout writes (divergence log, reports, audit log, state,
+    /// checkpoints) are created 0640 instead of 0600.
+    #[serde(default)]
+    pub group_readable: bool,
 }
 
 impl Default for Log {
     fn default() -> Self {
         Log {
             level: defaults::log_level(),
+            group_readable: false,
         }
     }
 }

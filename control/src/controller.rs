@@ -358,14 +358,10 @@ impl Controller {
             },
         });
         if let Some(path) = &self.audit {
-            let written = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .and_then(|mut f| {
-                    writeln!(f, "{line}")?;
-                    f.sync_data()
-                });
+            let written = crate::files::append(path, false).and_then(|mut f| {
+                writeln!(f, "{line}")?;
+                f.sync_data()
+            });
             if let Err(e) = written {
                 eprintln!("turnout: audit log {}: {e}", path.display());
             }

@@ -4,7 +4,7 @@
 //! Nothing is rotated away: divergences stay until repaired.
 
 use serde::{Deserialize, Serialize};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,12 +96,7 @@ impl DivergenceLog {
             path: path.display().to_string(),
             source,
         };
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(path)
-            .map_err(io)?;
+        let mut file = crate::files::append(path, true).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         if len > 0 {
             use std::io::{Read, Seek, SeekFrom};

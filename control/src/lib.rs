@@ -4,6 +4,7 @@
 pub mod command;
 pub mod controller;
 pub mod divergence;
+pub mod files;
 pub mod readdiff;
 mod routing;
 pub mod state;

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -140,11 +140,7 @@ impl ReadDiffLog {
                     path: p.display().to_string(),
                     source,
                 };
-                let f = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .map_err(io)?;
+                let f = crate::files::append(p, false).map_err(io)?;
                 let size = f.metadata().map_err(io)?.len();
                 (Some(f), size)
             }
@@ -227,13 +223,7 @@ impl ReadDiffLog {
             // Rotate: the current file becomes `<file>.1` (replacing the older one).
             inner.file = None;
             std::fs::rename(path, rotated(path)).map_err(io)?;
-            inner.file = Some(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(io)?,
-            );
+            inner.file = Some(crate::files::append(path, false).map_err(io)?);
             inner.size = 0;
         }
         if let Some(f) = inner.file.as_mut() {
@@ -279,10 +269,8 @@ impl ReadDiffLog {
             path: target.display().to_string(),
             source,
         };
-        let tmp = target.with_extension("json.tmp");
         let text = serde_json::to_vec_pretty(&summary).map_err(|e| io(std::io::Error::other(e)))?;
-        std::fs::write(&tmp, text).map_err(io)?;
-        std::fs::rename(&tmp, &target).map_err(io)
+        crate::files::write_atomically(&target, &text).map_err(io)
     }
 }
 

@@ -182,15 +182,8 @@ impl Backfill {
             return;
         };
         let write = || -> std::io::Result<()> {
-            let tmp = path.with_extension("tmp");
             let text = serde_json::to_vec_pretty(cp).map_err(std::io::Error::other)?;
-            {
-                use std::io::Write;
-                let mut f = std::fs::File::create(&tmp)?;
-                f.write_all(&text)?;
-                f.sync_all()?;
-            }
-            std::fs::rename(&tmp, path)
+            turnout_control::files::write_atomically(path, &text)
         };
         if let Err(e) = write() {
             warn!(path = %path.display(), error = %e, "backfill checkpoint not written");
