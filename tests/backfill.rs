@@ -195,6 +195,15 @@ fn verify_names_rows_changed_on_new_and_repair_fixes_them() {
     assert_eq!(v["last_clean"], true, "{v}");
     assert!(s.ctl_ok(&["verify", "status"]).contains("both sides equal"));
     s.ctl_ok(&["flip", "reads"]);
+    // Every command that starts a job is on the record, the repair above all.
+    let audit = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
+    for command in [
+        "\"command\":\"backfill start items\"",
+        "\"command\":\"verify start --repair\"",
+        "\"command\":\"verify start\"",
+    ] {
+        assert!(audit.contains(command), "{command} not in:\n{audit}");
+    }
 }
 
 #[test]

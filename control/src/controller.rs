@@ -347,15 +347,30 @@ impl Controller {
         caller: &str,
         result: &Result<Outcome, String>,
     ) {
+        let outcome = match result {
+            Ok(o) => serde_json::json!({"ok": true, "from": o.from, "to": o.to, "epoch": o.epoch}),
+            Err(e) => serde_json::json!({"ok": false, "error": e}),
+        };
+        self.audit_line(command, dry_run, caller, outcome);
+    }
+
+    /// Writes an audit line for a command that starts, pauses or resumes a
+    /// job (`backfill start`, `verify start --repair`): what it answered.
+    pub fn audit_job(&self, command: &str, caller: &str, result: &Result<String, String>) {
+        let outcome = match result {
+            Ok(done) => serde_json::json!({"ok": true, "done": done}),
+            Err(e) => serde_json::json!({"ok": false, "error": e}),
+        };
+        self.audit_line(command, false, caller, outcome);
+    }
+
+    fn audit_line(&self, command: &str, dry_run: bool, caller: &str, outcome: serde_json::Value) {
         let line = serde_json::json!({
             "at": crate::readdiff::now_rfc3339(),
             "command": command,
             "dry_run": dry_run,
             "caller": caller,
-            "outcome": match result {
-                Ok(o) => serde_json::json!({"ok": true, "from": o.from, "to": o.to, "epoch": o.epoch}),
-                Err(e) => serde_json::json!({"ok": false, "error": e}),
-            },
+            "outcome": outcome,
         });
         if let Some(path) = &self.audit {
             let written = crate::files::append(path, false).and_then(|mut f| {

@@ -210,12 +210,24 @@ pub async fn execute(line: &str, ctx: &Context<'_>, caller: &str) -> Value {
         Command::Resume { dry_run } => resume(ctx, dry_run, caller),
         Command::Sample { rate, dry_run } => sample(rate, dry_run, shared, controller, caller),
         Command::Reload { dry_run } => reload(ctx, dry_run, caller).await,
-        Command::Backfill { action, table } => backfill(shared, action, table, caller),
+        Command::Backfill { action, table } => {
+            let reply = backfill(shared, action, table, caller);
+            if action != JobAction::Status {
+                audit_job(controller, line, caller, &reply);
+            }
+            reply
+        }
         Command::Verify {
             action,
             table,
             repair,
-        } => verify(shared, action, table, repair, caller),
+        } => {
+            let reply = verify(shared, action, table, repair, caller);
+            if action == JobAction::Start {
+                audit_job(controller, line, caller, &reply);
+            }
+            reply
+        }
     }
 }
 
@@ -245,6 +257,17 @@ fn verify(
         _ => return v.status(table.as_deref()),
     };
     job_reply(result, "verify", caller)
+}
+
+/// Every command that starts or steers a job is audited (a verify with
+/// `--repair` deletes and writes rows on new).
+fn audit_job(controller: &Controller, line: &str, caller: &str, reply: &Value) {
+    let result = if reply["ok"] == true {
+        Ok(reply["done"].as_str().unwrap_or_default().to_string())
+    } else {
+        Err(reply["error"].as_str().unwrap_or_default().to_string())
+    };
+    controller.audit_job(line.trim(), caller, &result);
 }
 
 fn job_reply(result: Result<String, String>, what: &str, caller: &str) -> Value {
