@@ -422,3 +422,31 @@ fn turnout_s_files_are_private_and_a_planted_link_is_not_followed() {
         );
     }
 }
+
+#[test]
+fn startup_parameters_beyond_session_formatting_are_refused() {
+    let s = Setup::start(Options::default());
+    for options in [
+        "-c session_replication_role=replica",
+        "-c log_statement=all",
+        "-c post_auth_delay=1",
+    ] {
+        let out = psql(&s.app_url(), &["-c", "SELECT 1"], &[("PGOPTIONS", options)]);
+        assert!(!out.status.success(), "{options} was let through");
+        assert!(
+            stderr(&out).contains("unsupported startup parameter"),
+            "{options}: {}",
+            stderr(&out)
+        );
+    }
+    let out = psql(
+        &s.app_url(),
+        &["-c", "SHOW statement_timeout"],
+        &[
+            ("PGOPTIONS", "-c statement_timeout=5s"),
+            ("PGAPPNAME", "mine"),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "5s");
+}

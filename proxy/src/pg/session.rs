@@ -154,6 +154,7 @@ async fn start(
     let users = shared.users.load();
     auth::authenticate(stream, &users, user, shared.max_message).await?;
     check_database(shared, params)?;
+    check_parameters(params)?;
     stream.write_all(&codec::auth_request(0, &[])).await?;
     let backend = backend::connect(shared.target(side), params).await?;
     let key = shared.register_cancel(side, &backend);
@@ -171,10 +172,148 @@ async fn start(
     Ok((backend, key))
 }
 
+/// Settings a client may give at startup: they reach both backends, which
+/// turnout logs in to with its own role (often a powerful one), so only
+/// what drivers set for a session's formatting and limits passes. Others
+/// (`session_replication_role`, which turns triggers and foreign keys off,
+/// `log_statement`, `post_auth_delay`, ...) are refused, as pgbouncer
+/// refuses what it does not know.
+const STARTUP_PARAMETERS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "datestyle",
+    "timezone",
+    "search_path",
+    "extra_float_digits",
+    "intervalstyle",
+    "bytea_output",
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "default_transaction_isolation",
+    "default_transaction_read_only",
+    "default_transaction_deferrable",
+];
+
+/// Refuses a startup parameter (or an `options` setting) that is not on
+/// [`STARTUP_PARAMETERS`].
+pub(crate) fn check_parameters(params: &[(String, String)]) -> Result<(), SessionError> {
+    let refuse = |name: &str| SessionError::Client {
+        severity: Severity::Fatal,
+        code: "08P01",
+        message: format!(
+            "unsupported startup parameter: {name:?} (turnout passes on only {})",
+            STARTUP_PARAMETERS.join(", ")
+        ),
+    };
+    for (name, value) in params {
+        let name = name.to_ascii_lowercase();
+        match name.as_str() {
+            "user" | "database" => {}
+            "options" => {
+                for setting in options_settings(value).map_err(|e| SessionError::Client {
+                    severity: Severity::Fatal,
+                    code: "08P01",
+                    message: format!("startup parameter \"options\": {e}"),
+                })? {
+                    if !STARTUP_PARAMETERS.contains(&setting.as_str()) {
+                        return Err(refuse(&setting));
+                    }
+                }
+            }
+            other if STARTUP_PARAMETERS.contains(&other) => {}
+            other => return Err(refuse(other)),
+        }
+    }
+    Ok(())
+}
+
+/// The names an `options` startup parameter sets (`-c name=value`,
+/// `-cname=value`, `--name=value`, separated by spaces; `\ ` is a space in
+/// a value), lower case. Anything else in it is an error.
+fn options_settings(options: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => word.extend(chars.next()),
+            c if c.is_ascii_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    let mut names = Vec::new();
+    let mut words = words.into_iter();
+    while let Some(w) = words.next() {
+        let setting = if w == "-c" {
+            words.next().ok_or("\"-c\" without a setting")?
+        } else if let Some(s) = w.strip_prefix("--").or_else(|| w.strip_prefix("-c")) {
+            s.to_string()
+        } else {
+            return Err(format!("{w:?} is not a -c name=value setting"));
+        };
+        let name = setting
+            .split_once('=')
+            .map(|(n, _)| n)
+            .ok_or_else(|| format!("{setting:?} is not name=value"))?;
+        names.push(name.replace('-', "_").to_ascii_lowercase());
+    }
+    Ok(names)
+}
+
 /// The client's `dbname` must be a database turnout serves: the one
 /// configured for either side (a client that names none gets it). Any other
 /// is refused as PostgreSQL refuses an unknown database, rather than served
 /// from another.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn only_session_formatting_and_limits_pass() {
+        assert!(check_parameters(&p(&[
+            ("user", "app"),
+            ("database", "app"),
+            ("application_name", "psql"),
+            ("client_encoding", "UTF8"),
+            ("DateStyle", "ISO"),
+            ("TimeZone", "UTC"),
+            ("extra_float_digits", "3"),
+            (
+                "options",
+                "-c search_path=app\\,public -cstatement_timeout=5s --lock-timeout=1s"
+            ),
+        ]))
+        .is_ok());
+        for bad in [
+            ("options", "-c session_replication_role=replica"),
+            ("options", "--session_replication_role=replica"),
+            ("options", "-c log_statement=all"),
+            ("options", "-d 5"),
+            ("session_replication_role", "replica"),
+            ("post_auth_delay", "100"),
+            ("replication", "database"),
+        ] {
+            let e = check_parameters(&p(&[bad])).unwrap_err();
+            assert!(e.to_string().contains("startup parameter"), "{bad:?}: {e}");
+        }
+    }
+}
+
 fn check_database(shared: &Shared, params: &[(String, String)]) -> Result<(), SessionError> {
     let Some((_, wanted)) = params.iter().find(|(k, _)| k == "database") else {
         return Ok(());
