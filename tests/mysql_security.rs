@@ -147,3 +147,43 @@ fn a_statement_taken_for_a_read_that_the_server_says_wrote_rows_is_recorded() {
     }
     assert_eq!(s.divergences().len(), 1, "{:?}", s.divergences());
 }
+
+#[test]
+fn a_command_over_the_message_size_limit_gets_error_1153_in_every_phase() {
+    for phase in ["passthrough", "mirror"] {
+        let mut s = MySetup::start(phase, "");
+        // The limit at 1 MiB: turnout started again with it.
+        let config = s.proxy.config.clone();
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            "auth_timeout_ms = 3000",
+            "auth_timeout_ms = 3000\nmax_message_size = 1048576",
+        );
+        std::fs::write(&config, text).unwrap();
+        s.proxy.kill();
+        let port = s.proxy.port;
+        s.proxy = common::spawn_proxy(&config, s.dir.path().join("turnout2.log"), port);
+        let big = format!("SELECT LENGTH('{}')", "x".repeat(3 << 20));
+        block_on(async {
+            let mut c = mysql_async::Conn::new(mysql_async::Opts::from_url(&url(&s)).unwrap())
+                .await
+                .unwrap();
+            match c.query_drop(&big).await {
+                Err(mysql_async::Error::Server(e)) => {
+                    assert_eq!(e.code, 1153, "{phase}: {e}");
+                    assert!(e.message.contains("max_message_size"), "{phase}: {e}");
+                }
+                other => panic!("{phase}: {other:?}"),
+            }
+            // Others are served as before.
+            let mut c = mysql_async::Conn::new(mysql_async::Opts::from_url(&url(&s)).unwrap())
+                .await
+                .unwrap();
+            let n: Option<i64> = c
+                .query_first("SELECT LENGTH(REPEAT('y', 1000))")
+                .await
+                .unwrap();
+            assert_eq!(n, Some(1000));
+            c.disconnect().await.unwrap();
+        });
+    }
+}

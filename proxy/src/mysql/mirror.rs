@@ -202,6 +202,17 @@ impl<'a> MyMirror<'a> {
             };
             let packet = match read {
                 Ok((_, p)) => p,
+                Err(PacketError::TooLarge { max, seq, .. }) => {
+                    let _ = self
+                        .client
+                        .write(seq.wrapping_add(1), &super::packet::too_large_payload(max))
+                        .await;
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut self.client.stream).await;
+                    super::packet::drain(&mut self.client.stream, 64 << 20).await;
+                    break End::ClientGone(format!(
+                        "a command over limits.max_message_size ({max} bytes)"
+                    ));
+                }
                 Err(e) => break End::ClientGone(e.to_string()),
             };
             if !busy {

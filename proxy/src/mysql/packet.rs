@@ -14,7 +14,7 @@ pub enum PacketError {
     #[error("connection closed")]
     Closed,
     #[error("packet of {len} bytes is over the limit of {max} bytes")]
-    TooLarge { len: usize, max: usize },
+    TooLarge { len: usize, max: usize, seq: u8 },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -53,6 +53,7 @@ impl Packets {
                 return Err(PacketError::TooLarge {
                     len: payload.len() + len,
                     max: self.max,
+                    seq,
                 });
             }
             while self.buf.len() < 4 + len {
@@ -77,7 +78,11 @@ impl Packets {
         self.stream.read_exact(&mut head).await.map_err(eof)?;
         let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
         if len > self.max || len >= MAX_PAYLOAD {
-            return Err(PacketError::TooLarge { len, max: self.max });
+            return Err(PacketError::TooLarge {
+                len,
+                max: self.max,
+                seq: head[3],
+            });
         }
         let mut payload = vec![0u8; len];
         self.stream.read_exact(&mut payload).await.map_err(eof)?;
@@ -170,6 +175,36 @@ pub fn is_server_failure_code(code: u16) -> bool {
 /// lacks what the authority has fails this way.
 pub fn is_missing_object_code(code: u16) -> bool {
     matches!(code, 1044 | 1049 | 1054 | 1142 | 1143 | 1146 | 1305)
+}
+
+/// After an ERR that ends the connection while the client may still be
+/// sending (a command over the size limit): reads and drops what comes, up
+/// to `limit` bytes or 2 s, so that closing does not reset the connection
+/// before the client has read the ERR.
+pub async fn drain<R: tokio::io::AsyncRead + Unpin>(r: &mut R, limit: usize) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut seen = 0usize;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while seen < limit {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen += n,
+            }
+        }
+    })
+    .await;
+}
+
+/// The ERR payload for a command over `limits.max_message_size`, as a
+/// MySQL server answers one over `max_allowed_packet` (then closes).
+pub fn too_large_payload(max: usize) -> Vec<u8> {
+    err_payload(
+        1153,
+        "08S01",
+        &format!(
+            "Got a packet bigger than 'max_allowed_packet' bytes (turnout: limits.max_message_size = {max})"
+        ),
+    )
 }
 
 pub fn err_text(payload: &[u8]) -> String {

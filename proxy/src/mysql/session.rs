@@ -198,6 +198,9 @@ async fn forward(
     let mut from_backend = vec![0u8; 32 * 1024];
     // Bytes of a large packet still to pass through unlooked-at.
     let mut streaming = 0usize;
+    // Bytes of the client's command so far (a command of 16 MiB or more
+    // comes in several packets).
+    let mut command = 0usize;
     loop {
         // What of the client's bytes can go now.
         loop {
@@ -217,6 +220,18 @@ async fn forward(
             let len = usize::from(pending[0])
                 | usize::from(pending[1]) << 8
                 | usize::from(pending[2]) << 16;
+            if command + len > shared.max_message {
+                // As a server over its max_allowed_packet: an ERR, then the
+                // connection ends.
+                let e = super::packet::too_large_payload(shared.max_message);
+                cw.write_all(&super::packet::encode(pending[3].wrapping_add(1), &e).0)
+                    .await?;
+                cw.flush().await?;
+                cw.shutdown().await?;
+                super::packet::drain(&mut cr, 64 << 20).await;
+                return Ok(());
+            }
+            command = if len == 0xFF_FFFF { command + len } else { 0 };
             if len > LOOK {
                 streaming = 4 + len;
                 continue;
