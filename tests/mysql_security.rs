@@ -187,3 +187,20 @@ fn a_command_over_the_message_size_limit_gets_error_1153_in_every_phase() {
         });
     }
 }
+
+#[test]
+fn an_unknown_user_is_answered_as_a_wrong_password_is() {
+    let s = MySetup::start("passthrough", "");
+    let wrong = s.mariadb("app", "not-it", "SELECT 1", &[]);
+    let ghost = s.mariadb("nobody", "not-it", "SELECT 1", &[]);
+    assert!(!wrong.status.success() && !ghost.status.success());
+    let text = |o: &std::process::Output, user: &str| {
+        String::from_utf8_lossy(&o.stderr).replace(user, "USER")
+    };
+    assert_eq!(text(&wrong, "app"), text(&ghost, "nobody"));
+    assert!(
+        text(&ghost, "nobody").contains("1045"),
+        "{}",
+        text(&ghost, "nobody")
+    );
+}

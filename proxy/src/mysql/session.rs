@@ -423,10 +423,14 @@ async fn start(
     let mut answer = response.scramble_buf().to_vec();
     // A client whose plugin is not the one announced may send no answer
     // and wait to be switched to its own.
-    let wanted = users
-        .get(&user)
-        .map(|c| (c.accepts(&plugin) && !answer.is_empty(), c.switch_to()));
-    if let Some((false, switch_to)) = wanted {
+    // An unknown user is answered as a user of the announced method would
+    // be (switched to it when the client used another), so the replies do
+    // not tell unknown users from wrong passwords.
+    let wanted = match users.get(&user) {
+        Some(c) => (c.accepts(&plugin) && !answer.is_empty(), c.switch_to()),
+        None => (plugin == auth::NATIVE && !answer.is_empty(), auth::NATIVE),
+    };
+    if let (false, switch_to) = wanted {
         // Another method than the one turnout checks for this user: switch.
         let mut switch = Vec::new();
         AuthSwitchRequest::new(switch_to, [&nonce[..], &[0]].concat()).serialize(&mut switch);

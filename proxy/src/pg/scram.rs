@@ -59,6 +59,28 @@ fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
 
 impl Verifier {
     /// A verifier for a plain-text password with a fresh random salt.
+    /// The verifier an unknown user is given, as PostgreSQL's mock
+    /// authentication does: its salt derived from the name and a secret of
+    /// this process (the same for every attempt, as a real user's is), its
+    /// keys random-looking, and no key derivation done (a real user's
+    /// verifier is ready too), so neither the salt nor the time tells an
+    /// unknown user from a wrong password.
+    pub fn mock(user: &str) -> Verifier {
+        static SECRET: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+        let secret = SECRET.get_or_init(|| {
+            let mut s = [0u8; 32];
+            rand::thread_rng().fill_bytes(&mut s);
+            s
+        });
+        let salt = hmac(secret, format!("salt:{user}").as_bytes())[..16].to_vec();
+        Verifier {
+            iterations: ITERATIONS,
+            salt,
+            stored_key: hmac(secret, format!("stored:{user}").as_bytes()),
+            server_key: hmac(secret, format!("server:{user}").as_bytes()),
+        }
+    }
+
     pub fn from_password(password: &str) -> Verifier {
         let mut salt = vec![0u8; 16];
         rand::thread_rng().fill_bytes(&mut salt);
