@@ -518,3 +518,65 @@ fn an_unknown_user_gets_the_same_salt_every_time_as_a_real_one_does() {
 fn base64_len(s: &str) -> usize {
     s.trim_end_matches('=').len()
 }
+
+#[test]
+fn users_with_backend_roles_of_their_own_cannot_end_each_other_s_sessions() {
+    let s = Setup::start(Options {
+        phase: Some("mirror"),
+        admin: true,
+        ..Options::default()
+    });
+    for side in [&s.old, s.new.as_ref().unwrap()] {
+        for role in ["role_a", "role_b"] {
+            side.psql(
+                "postgres",
+                &format!("CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'; GRANT ALL ON DATABASE app TO {role}"),
+            )
+            .unwrap();
+        }
+    }
+    // Two users, each with a backend role of its own, added by a reload.
+    let mut config = std::fs::read_to_string(&s.proxy.config).unwrap();
+    for (user, role) in [("alice", "role_a"), ("bob", "role_b")] {
+        config.push_str(&format!(
+            "\n[[users]]\nname = \"{user}\"\npassword = \"pw-{user}\"\nbackend_user = \"{role}\"\nbackend_password = \"pw-{role}\"\n"
+        ));
+    }
+    std::fs::write(&s.proxy.config, config).unwrap();
+    s.ctl_ok(&["reload"]);
+    let alice = s.url("alice", "pw-alice");
+    assert_eq!(scalar(&alice, "SELECT current_user"), "role_a");
+    // alice's session stays open while bob tries to end it.
+    let mut held = std::process::Command::new("psql")
+        .args(["-X", "-q", "-A", "-t", &alice, "-c", "SELECT pg_sleep(30)"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut pid = String::new();
+    eventually("alice's backend is running", || {
+        pid = s
+            .old
+            .psql(
+                "postgres",
+                "SELECT pid FROM pg_stat_activity WHERE usename = 'role_a' AND query LIKE '%pg_sleep%'",
+            )
+            .unwrap_or_default();
+        !pid.is_empty()
+    });
+    let out = s.psql(
+        &s.url("bob", "pw-bob"),
+        &["-c", &format!("SELECT pg_terminate_backend({pid})")],
+    );
+    assert!(!out.status.success(), "bob ended alice's session");
+    assert!(
+        stderr(&out).contains("permission denied") || stderr(&out).contains("must be a member"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(held.try_wait().unwrap().is_none(), "alice's session ended");
+    let _ = held.kill();
+    let _ = held.wait();
+    // The configured role stays everyone else's.
+    assert_eq!(scalar(&s.app_url(), "SELECT current_user"), "app");
+}

@@ -200,6 +200,14 @@ pub struct User {
     pub password: Secret,
     #[serde(default)]
     pub auth: AuthMethod,
+    /// The role this user's sessions log in to both backends as (instead
+    /// of `backends.*.user`), so that the backends' own checks (who may
+    /// see, cancel or kill which session; grants) apply per user.
+    #[serde(default)]
+    pub backend_user: Option<String>,
+    /// `backend_user`'s password (for both backends).
+    #[serde(default)]
+    pub backend_password: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -126,6 +126,20 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
         if pw.is_empty() {
             c.push(format!("{key}.password"), "must not be empty");
         }
+        match (&user.backend_user, &user.backend_password) {
+            (Some(u), _) if u.is_empty() => {
+                c.push(format!("{key}.backend_user"), "must not be empty")
+            }
+            (Some(_), None) => c.push(
+                format!("{key}.backend_password"),
+                "is required with backend_user",
+            ),
+            (None, Some(_)) => c.push(
+                format!("{key}.backend_password"),
+                "is only used with backend_user, which is not set",
+            ),
+            _ => {}
+        }
         if user.auth == AuthMethod::Md5 && pw.starts_with("SCRAM-SHA-256$") {
             c.push(
                 format!("{key}.password"),

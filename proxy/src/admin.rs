@@ -566,6 +566,9 @@ pub async fn reload(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
             .with_old_columns(old_columns);
         if !dry_run {
             ctx.shared.users.store(Arc::new(users));
+            ctx.shared
+                .backend_logins
+                .store(Arc::new(crate::server::backend_logins_for(&config)));
             ctx.shared.mysql_users.store(Arc::new(mysql_users));
             ctx.shared.mapping.store(Arc::new(mapping));
             ctx.shared.classifier.set_rules(&config.mirror.rules);

@@ -116,7 +116,7 @@ pub fn raise_open_files_limit() -> std::io::Result<(u64, u64)> {
             lim = raised;
         }
     }
-    Ok((lim.rlim_cur as u64, lim.rlim_max as u64))
+    Ok((lim.rlim_cur, lim.rlim_max))
 }
 
 /// Copies the proxy's own counts into the metrics once a second.

@@ -9,6 +9,7 @@ use crate::tls::{self, TlsError};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use rand::Rng;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -97,6 +98,9 @@ pub struct Shared {
     /// Shadow reads (`sampling.rate` may be 0, and changed live).
     pub sampler: Sampler,
     pub users: ArcSwap<UserTable>,
+    /// Per turnout user, the backend role its sessions log in as
+    /// (`[[users]] backend_user`), replaced whole on reload.
+    pub backend_logins: ArcSwap<HashMap<String, (String, turnout_config::Secret)>>,
     /// The schema mapping (`[mapping]`), parsed; replaced by a reload.
     pub mapping: ArcSwap<crate::mapping::SchemaMap>,
     /// The wire protocol of this listener and its backends.
@@ -167,6 +171,7 @@ impl Shared {
             connections: Arc::new(AtomicUsize::new(0)),
             async_pending: AtomicUsize::new(0),
             users: ArcSwap::from_pointee(users_for(config)?),
+            backend_logins: ArcSwap::from_pointee(backend_logins_for(config)),
             mapping: ArcSwap::from_pointee(mapping_for(config).map_err(ServerError::Mapping)?),
             protocol: config.protocol,
             mysql_users: ArcSwap::from_pointee(mysql_users_for(config)?),
@@ -331,6 +336,17 @@ impl Shared {
     /// Mirror failures since start.
     pub fn mirror_error_count(&self) -> u64 {
         self.mirror_errors.load(Ordering::Relaxed)
+    }
+
+    /// Where a session of turnout user `user` logs in on `side`: the
+    /// side's backend, as the user's own backend role when it has one.
+    pub fn session_target(&self, side: Side, user: &str) -> BackendTarget {
+        let mut t = self.target(side).clone();
+        if let Some((role, password)) = self.backend_logins.load().get(user) {
+            t.user = role.clone();
+            t.password = password.clone();
+        }
+        t
     }
 
     pub fn target(&self, side: Side) -> &BackendTarget {
@@ -562,6 +578,20 @@ pub fn mapping_for(config: &Config) -> Result<crate::mapping::SchemaMap, Vec<Str
 }
 
 /// The PostgreSQL users' verifiers (none for a MySQL listener).
+/// The backend role of each user that has one of its own.
+pub fn backend_logins_for(config: &Config) -> HashMap<String, (String, turnout_config::Secret)> {
+    config
+        .users
+        .iter()
+        .filter_map(|u| {
+            Some((
+                u.name.clone(),
+                (u.backend_user.clone()?, u.backend_password.clone()?),
+            ))
+        })
+        .collect()
+}
+
 pub fn users_for(config: &Config) -> Result<UserTable, UserTableError> {
     match config.protocol {
         Protocol::Postgres => UserTable::from_config(&config.users),

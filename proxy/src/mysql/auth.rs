@@ -196,6 +196,8 @@ mod tests {
             name: name.into(),
             password: Secret::new(pw),
             auth: AuthMethod::default(),
+            backend_user: None,
+            backend_password: None,
         }
     }
 

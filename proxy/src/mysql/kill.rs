@@ -27,24 +27,98 @@ pub struct Kill {
     pub id: u64,
 }
 
-/// The KILL in `sql`, if `sql` is one.
-pub fn parse(sql: &str) -> Option<Kill> {
-    let head = sql.trim_start();
-    if !head.get(..4)?.eq_ignore_ascii_case("kill") {
+/// The KILL in `sql`: `None` when there is none; `Some(Ok)` for the one
+/// spelling turnout carries out (`KILL [QUERY | CONNECTION] <id>`, alone);
+/// `Some(Err)` with the message to refuse any other with. The text is read
+/// as the server reads it (comments, `/*! ... */` and `/*M! ... */`, which
+/// the server runs, several statements), so no spelling reaches a backend,
+/// where turnout's shared role could kill any session's thread; nor does a
+/// KILL inside `PREPARE ... FROM '...'` or `EXECUTE IMMEDIATE '...'`.
+pub fn parse(sql: &str) -> Option<Result<Kill, String>> {
+    use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
+    let alone = "turnout: KILL must be sent alone, as KILL [QUERY | CONNECTION] <id> with the id turnout gave the connection";
+    let text = sql.replace("/*M!", "/*!");
+    let Ok(tokens) = Tokenizer::new(&MySqlDialect {}, &text).tokenize() else {
+        // Unreadable here: refused if it might be a KILL at all.
+        return text
+            .to_ascii_lowercase()
+            .contains("kill")
+            .then(|| Err(alone.to_string()));
+    };
+    let mut statements: Vec<Vec<Token>> = vec![Vec::new()];
+    for t in tokens {
+        match t {
+            Token::Whitespace(
+                Whitespace::Space
+                | Whitespace::Newline
+                | Whitespace::Tab
+                | Whitespace::SingleLineComment { .. }
+                | Whitespace::MultiLineComment(_),
+            )
+            | Token::EOF => {}
+            Token::SemiColon => statements.push(Vec::new()),
+            t => statements.last_mut().expect("one at least").push(t),
+        }
+    }
+    statements.retain(|s| !s.is_empty());
+    let first_word = |s: &[Token]| match s.first() {
+        Some(Token::Word(w)) if w.quote_style.is_none() => w.value.to_ascii_lowercase(),
+        _ => String::new(),
+    };
+    let kills = statements
+        .iter()
+        .filter(|s| first_word(s) == "kill")
+        .count();
+    let hidden = statements.iter().any(|s| {
+        matches!(first_word(s).as_str(), "prepare" | "execute")
+            && s.iter().any(|t| match t {
+                Token::SingleQuotedString(v) | Token::DoubleQuotedString(v) => {
+                    v.to_ascii_lowercase().contains("kill")
+                }
+                _ => false,
+            })
+    });
+    if hidden {
+        return Some(Err(
+            "turnout: KILL cannot be prepared through turnout; send it alone, as KILL [QUERY | CONNECTION] <id>".into(),
+        ));
+    }
+    if kills == 0 {
         return None;
     }
-    match Parser::parse_sql(&MySqlDialect {}, sql).ok()?.as_slice() {
-        [Statement::Kill { modifier, id }] => Some(Kill {
-            query_only: matches!(modifier, Some(KillType::Query)),
-            id: *id,
-        }),
-        _ => None,
+    if kills > 1 || statements.len() > 1 {
+        return Some(Err(alone.into()));
+    }
+    match Parser::parse_sql(&MySqlDialect {}, &text).ok().as_deref() {
+        Some([Statement::Kill { modifier, id }])
+            if !matches!(modifier, Some(KillType::Mutation)) =>
+        {
+            Some(Ok(Kill {
+                query_only: matches!(modifier, Some(KillType::Query)),
+                id: *id,
+            }))
+        }
+        _ => Some(Err(alone.into())),
     }
 }
 
-/// Carries out `kill` for a client logged in as `user`; the OK or ERR
-/// payload to answer it with.
-pub async fn run(shared: &Shared, user: &str, kill: Kill) -> Vec<u8> {
+/// The ERR payload for a COM_STMT_PREPARE of a KILL (in any spelling): the
+/// id it would take at execution is a backend's, never checked.
+pub fn prepare_refused() -> Vec<u8> {
+    err_payload(
+        1235,
+        "42000",
+        "turnout: KILL cannot be prepared through turnout; send it alone, as KILL [QUERY | CONNECTION] <id>",
+    )
+}
+
+/// Carries out `kill` for a client logged in as `user` (refusing a
+/// spelling [`parse`] refused); the OK or ERR payload to answer it with.
+pub async fn run(shared: &Shared, user: &str, kill: Result<Kill, String>) -> Vec<u8> {
+    let kill = match kill {
+        Ok(k) => k,
+        Err(refused) => return err_payload(1235, "42000", &refused),
+    };
     let target = u32::try_from(kill.id)
         .ok()
         .and_then(|id| shared.mysql_sessions.get(&id).map(|r| r.clone()));
@@ -65,8 +139,10 @@ pub async fn run(shared: &Shared, user: &str, kill: Kill) -> Vec<u8> {
     };
     let sql = format!("KILL {what} {}", target.thread);
     let done = async {
-        let (mut conn, _) =
-            connect(shared, shared.target(target.side), own_caps(), 45, None).await?;
+        // As the session's own backend role: the backend's check of who may
+        // kill whom applies as well.
+        let login = shared.session_target(target.side, &target.user);
+        let (mut conn, _) = connect(shared, &login, own_caps(), 45, None).await?;
         let mut p = vec![0x03];
         p.extend_from_slice(sql.as_bytes());
         conn.write(0, &p).await.map_err(|e| e.to_string())?;
@@ -96,24 +172,55 @@ mod tests {
     fn kill_statements_parse_and_others_do_not() {
         assert_eq!(
             parse("KILL QUERY 12"),
-            Some(Kill {
+            Some(Ok(Kill {
                 query_only: true,
                 id: 12
-            })
+            }))
         );
         assert_eq!(
             parse("  kill 7"),
-            Some(Kill {
+            Some(Ok(Kill {
                 query_only: false,
                 id: 7
-            })
+            }))
         );
         assert_eq!(
-            parse("kill connection 3").map(|k| k.query_only),
-            Some(false)
+            parse("kill connection 3").map(|k| k.map(|k| k.query_only)),
+            Some(Ok(false))
         );
+        // Read as the server reads them: turnout carries them out by its
+        // own ids (never forwarded with a backend's).
+        for sql in [
+            "/* x */ KILL QUERY 5",
+            "/*! KILL 5 */",
+            "/*!100000 KILL QUERY 5 */",
+            "/*M!100000 KILL 5 */",
+        ] {
+            assert_eq!(parse(sql).map(|k| k.map(|k| k.id)), Some(Ok(5)), "{sql}");
+        }
         assert_eq!(parse("SELECT 1"), None);
         assert_eq!(parse("kil"), None);
         assert_eq!(parse("killer"), None);
+        assert_eq!(parse("SELECT 'kill 5'"), None);
+    }
+
+    #[test]
+    fn every_other_spelling_of_kill_is_refused() {
+        for sql in [
+            "SELECT 1; KILL 5",
+            "KILL 5; KILL 6",
+            "KILL HARD QUERY 5",
+            "KILL USER app",
+            "KILL QUERY ID 5",
+            "PREPARE s FROM 'KILL 5'",
+            "EXECUTE IMMEDIATE 'kill query 5'",
+            "kill 'open",
+        ] {
+            assert!(
+                matches!(parse(sql), Some(Err(_))),
+                "{sql}: {:?}",
+                parse(sql)
+            );
+        }
     }
 }

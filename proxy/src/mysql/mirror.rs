@@ -1037,8 +1037,8 @@ impl<'a> MyMirror<'a> {
     }
 
     async fn reconnect_mirror(&mut self) -> Result<(), String> {
-        let target = self.shared.target(self.mirror_side);
         let legs = &self.legs;
+        let target = &self.shared.session_target(self.mirror_side, &legs.user);
         let (mut m, thread) = super::session::connect(
             self.shared,
             target,
@@ -1319,6 +1319,9 @@ impl<'a> MyMirror<'a> {
 
     async fn prepare(&mut self, packet: &[u8]) -> Step {
         let sql = String::from_utf8_lossy(&packet[1..]).into_owned();
+        if super::kill::parse(&sql).is_some() {
+            return self.tell(&super::kill::prepare_refused()).await;
+        }
         if let Some(reason) = self.not_for_authority(&sql, true) {
             let msg = format!(
                 "turnout: this statement cannot be translated for new, which is the authority now: {reason}"

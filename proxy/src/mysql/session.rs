@@ -146,7 +146,7 @@ async fn run_session(
         }
         return;
     };
-    let target = shared.target(mirror_side);
+    let target = &shared.session_target(mirror_side, &legs.user);
     let (caps, collation, db) = (legs.caps, legs.collation, legs.db.as_deref());
     let mirror = match connect(shared, target, caps, collation, db).await {
         Ok(m) => Some(m),
@@ -232,7 +232,11 @@ async fn forward(
                 return Ok(());
             }
             command = if len == 0xFF_FFFF { command + len } else { 0 };
-            if len > LOOK {
+            // A statement (COM_QUERY, COM_STMT_PREPARE) is looked at whole
+            // whatever its size (up to the limit above), so that no KILL
+            // hides behind padding; other large packets stream.
+            let statement = pending.len() > 4 && matches!(pending[4], 0x03 | 0x16);
+            if len > LOOK && !(statement && len < 0xFF_FFFF) {
                 streaming = 4 + len;
                 continue;
             }
@@ -240,10 +244,15 @@ async fn forward(
                 break;
             }
             let packet = pending.split_to(4 + len);
-            let kill = (packet[3] == 0 && packet.get(4) == Some(&0x03))
+            let kill = (packet[3] == 0 && matches!(packet.get(4), Some(&(0x03 | 0x16))))
                 .then(|| super::kill::parse(&String::from_utf8_lossy(&packet[5..])))
                 .flatten();
             match kill {
+                Some(_) if packet[4] == 0x16 => {
+                    let answer = super::kill::prepare_refused();
+                    cw.write_all(&super::packet::encode(1, &answer).0).await?;
+                    cw.flush().await?;
+                }
                 Some(k) => {
                     let answer = super::kill::run(shared, user, k).await;
                     cw.write_all(&super::packet::encode(1, &answer).0).await?;
@@ -465,7 +474,7 @@ async fn start(
             .map_err(|e| (seq, StartError::ClientIo(e)))?;
     }
     let authority = shared.routing.snapshot().phase.authority();
-    let target = shared.target(authority);
+    let target = &shared.session_target(authority, &user);
     let (backend, thread) = connect(shared, target, caps, response.collation(), db.as_deref())
         .await
         .map_err(|e| {

@@ -81,14 +81,15 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
         }
     };
     if let Some(mirror_side) = phase.mirror() {
-        let mirror = match backend::connect(shared.target(mirror_side), &params).await {
-            Ok(m) => Some(m),
-            Err(e) => {
-                // Writes will try again, and record or fail per mirror.on_error.
-                warn!(%peer, %user, side = %mirror_side, error = %e, "mirror not connected");
-                None
-            }
-        };
+        let mirror =
+            match backend::connect(&shared.session_target(mirror_side, &user), &params).await {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    // Writes will try again, and record or fail per mirror.on_error.
+                    warn!(%peer, %user, side = %mirror_side, error = %e, "mirror not connected");
+                    None
+                }
+            };
         debug!(%peer, %user, %phase, "mirrored session started");
         let client = Framed::new(stream, BytesMut::new(), shared.max_message);
         let end = MirrorSession::new(&shared, client, (backend, key), mirror, mirror_side, params)
@@ -156,7 +157,7 @@ async fn start(
     check_database(shared, params)?;
     check_parameters(params)?;
     stream.write_all(&codec::auth_request(0, &[])).await?;
-    let backend = backend::connect(shared.target(side), params).await?;
+    let backend = backend::connect(&shared.session_target(side, user), params).await?;
     let key = shared.register_cancel(side, &backend);
     let mut hello = bytes::BytesMut::new();
     for (name, value) in &backend.params {
@@ -272,6 +273,26 @@ fn options_settings(options: &str) -> Result<Vec<String>, String> {
 /// configured for either side (a client that names none gets it). Any other
 /// is refused as PostgreSQL refuses an unknown database, rather than served
 /// from another.
+fn check_database(shared: &Shared, params: &[(String, String)]) -> Result<(), SessionError> {
+    let Some((_, wanted)) = params.iter().find(|(k, _)| k == "database") else {
+        return Ok(());
+    };
+    let served = [Side::Old, Side::New].map(|side| shared.target(side).database.as_str());
+    if wanted.is_empty() || served.contains(&wanted.as_str()) {
+        return Ok(());
+    }
+    Err(SessionError::Client {
+        severity: Severity::Fatal,
+        code: "3D000",
+        // Debug quoting, as PostgreSQL quotes it, with control characters
+        // escaped.
+        message: format!(
+            "database {wanted:?} does not exist (turnout serves {:?})",
+            served[0]
+        ),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,24 +333,4 @@ mod tests {
             assert!(e.to_string().contains("startup parameter"), "{bad:?}: {e}");
         }
     }
-}
-
-fn check_database(shared: &Shared, params: &[(String, String)]) -> Result<(), SessionError> {
-    let Some((_, wanted)) = params.iter().find(|(k, _)| k == "database") else {
-        return Ok(());
-    };
-    let served = [Side::Old, Side::New].map(|side| shared.target(side).database.as_str());
-    if wanted.is_empty() || served.contains(&wanted.as_str()) {
-        return Ok(());
-    }
-    Err(SessionError::Client {
-        severity: Severity::Fatal,
-        code: "3D000",
-        // Debug quoting, as PostgreSQL quotes it, with control characters
-        // escaped.
-        message: format!(
-            "database {wanted:?} does not exist (turnout serves {:?})",
-            served[0]
-        ),
-    })
 }

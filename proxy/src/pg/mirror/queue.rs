@@ -243,7 +243,11 @@ pub(super) async fn connect_mirror(
     params: &[(String, String)],
     replay: &[String],
 ) -> Result<(Framed, BackendKey), String> {
-    let conn = backend::connect(shared.target(side), params)
+    let user = params
+        .iter()
+        .find(|(k, _)| k == "user")
+        .map_or("", |(_, v)| v.as_str());
+    let conn = backend::connect(&shared.session_target(side, user), params)
         .await
         .map_err(|e| e.to_string())?;
     let key = BackendKey {
