@@ -4,16 +4,9 @@
 
 mod common;
 
+use common::block_on;
 use common::mysql::*;
 use mysql_async::prelude::*;
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
 
 fn url(s: &MySetup) -> String {
     format!("mysql://app:{MY_PASSWORD}@127.0.0.1:{}/app", s.proxy.port)

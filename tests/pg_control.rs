@@ -533,21 +533,14 @@ fn reads_failing_on_new_after_a_flip_make_turnout_roll_back_by_itself() {
     s.ctl_ok(&["flip", "reads"]);
     // Errors the client's own SQL or settings cause count for nothing: a
     // division by zero, a table no side has, its statement timeout.
-    for sql in [
-        "SELECT 1/0",
-        "SELECT * FROM no_side_has_this",
-        "SET statement_timeout = 1\n SELECT pg_sleep(0.2)",
-    ] {
-        for _ in 0..3 {
-            // (One session, one statement per `-c`.)
-            let mut args = Vec::new();
-            for one in sql.split("\n ") {
-                args.extend(["-c", one]);
-            }
-            let out = s.psql(&s.app_url(), &args);
-            assert!(!out.status.success(), "{sql} should fail");
-        }
-    }
+    fail_three_times_each(
+        &s,
+        &[
+            "SELECT 1/0",
+            "SELECT * FROM no_side_has_this",
+            "SET statement_timeout = 1\n SELECT pg_sleep(0.2)",
+        ],
+    );
     std::thread::sleep(std::time::Duration::from_secs(2));
     assert!(
         s.ctl_ok(&["status"]).contains("phase       reads_new"),

@@ -15,14 +15,6 @@ fn mirrored() -> Setup {
     })
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
 const T: [(&str, &str); 1] = [("t", "id")];
 
 /// Another session's writes, by every protocol: simple, extended

@@ -315,22 +315,15 @@ fn new_failing_as_the_authority_makes_turnout_roll_the_writes_flip_back_by_itsel
     s.run_ok(&["INSERT INTO events (note) VALUES ('on new')"]);
     // The client's own errors on new count for nothing (abort_errors = 0):
     // its statement timeout, a division by zero, a missing table.
-    for sql in [
+    fail_three_times_each(
+        &s,
+        &[
         "SET statement_timeout = 1\n SELECT pg_sleep(0.2)",
         "SET statement_timeout = 1\n UPDATE events SET note = note WHERE pg_sleep(0.2) IS NOT NULL",
         "SELECT 1/0",
         "SELECT * FROM no_side_has_this",
-    ] {
-        for _ in 0..3 {
-            // (One session, one statement per `-c`.)
-            let mut args = Vec::new();
-            for one in sql.split("\n ") {
-                args.extend(["-c", one]);
-            }
-            let out = s.psql(&s.app_url(), &args);
-            assert!(!out.status.success(), "{sql} should fail");
-        }
-    }
+        ],
+    );
     std::thread::sleep(std::time::Duration::from_secs(1));
     assert_eq!(
         s.phase(),

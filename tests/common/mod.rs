@@ -667,3 +667,31 @@ pub fn pgbench_script(s: &Setup, script: &std::path::Path, clients: u32, seconds
         .spawn()
         .unwrap()
 }
+
+/// Runs each of `sessions` three times through turnout, each in one psql
+/// session (its statements separated by `\n `, one `-c` each), and asserts
+/// that every run failed: errors the client's own SQL or settings cause.
+#[allow(dead_code)]
+pub fn fail_three_times_each(s: &Setup, sessions: &[&str]) {
+    for sql in sessions {
+        for _ in 0..3 {
+            let mut args = Vec::new();
+            for one in sql.split("\n ") {
+                args.extend(["-c", one]);
+            }
+            let out = s.psql(&s.app_url(), &args);
+            assert!(!out.status.success(), "{sql} should fail");
+        }
+    }
+}
+
+/// Runs `f` to completion on a runtime of its own (for async drivers in
+/// synchronous tests).
+#[allow(dead_code)]
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}

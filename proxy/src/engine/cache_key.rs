@@ -25,6 +25,21 @@ impl Write for Sink<'_> {
     }
 }
 
+/// White space, a comment or the end: nothing the server runs (what a
+/// `/*! ... */` comment holds comes out of the tokenizer as tokens).
+pub fn is_layout(token: &Token) -> bool {
+    matches!(
+        token,
+        Token::Whitespace(
+            Whitespace::Space
+                | Whitespace::Newline
+                | Whitespace::Tab
+                | Whitespace::SingleLineComment { .. }
+                | Whitespace::MultiLineComment(_),
+        ) | Token::EOF
+    )
+}
+
 /// Texts longer than this are not keyed (and so not cached).
 pub const MAX_KEYED_LEN: usize = 64 * 1024;
 
@@ -37,16 +52,8 @@ pub fn cache_key(dialect: &dyn Dialect, sql: &str) -> Option<Vec<u8>> {
     }
     let tokens = Tokenizer::new(dialect, sql).tokenize().ok()?;
     let mut out: Vec<u8> = Vec::with_capacity(sql.len() + 16);
-    for token in &tokens {
+    for token in tokens.iter().filter(|t| !is_layout(t)) {
         match token {
-            Token::Whitespace(
-                Whitespace::Space
-                | Whitespace::Newline
-                | Whitespace::Tab
-                | Whitespace::SingleLineComment { .. }
-                | Whitespace::MultiLineComment(_),
-            ) => continue,
-            Token::EOF => continue,
             Token::Number(_, long) => {
                 out.extend_from_slice(if *long { b"\x01NL" } else { b"\x01N" })
             }

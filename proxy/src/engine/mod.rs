@@ -1,7 +1,7 @@
 //! The protocol-agnostic session engine: what a statement is (classify), and
 //! (in later steps) where it goes, what is mirrored and what is sampled.
 
-mod cache_key;
+pub mod cache_key;
 pub mod classify;
 pub mod compare;
 pub mod defaults;

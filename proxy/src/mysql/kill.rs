@@ -35,7 +35,7 @@ pub struct Kill {
 /// where turnout's shared role could kill any session's thread; nor does a
 /// KILL inside `PREPARE ... FROM '...'` or `EXECUTE IMMEDIATE '...'`.
 pub fn parse(sql: &str) -> Option<Result<Kill, String>> {
-    use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
+    use sqlparser::tokenizer::{Token, Tokenizer};
     let alone = "turnout: KILL must be sent alone, as KILL [QUERY | CONNECTION] <id> with the id turnout gave the connection";
     let text = sql.replace("/*M!", "/*!");
     let Ok(tokens) = Tokenizer::new(&MySqlDialect {}, &text).tokenize() else {
@@ -46,16 +46,11 @@ pub fn parse(sql: &str) -> Option<Result<Kill, String>> {
             .then(|| Err(alone.to_string()));
     };
     let mut statements: Vec<Vec<Token>> = vec![Vec::new()];
-    for t in tokens {
+    for t in tokens
+        .into_iter()
+        .filter(|t| !crate::engine::cache_key::is_layout(t))
+    {
         match t {
-            Token::Whitespace(
-                Whitespace::Space
-                | Whitespace::Newline
-                | Whitespace::Tab
-                | Whitespace::SingleLineComment { .. }
-                | Whitespace::MultiLineComment(_),
-            )
-            | Token::EOF => {}
             Token::SemiColon => statements.push(Vec::new()),
             t => statements.last_mut().expect("one at least").push(t),
         }
