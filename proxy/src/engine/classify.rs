@@ -553,7 +553,7 @@ impl Classifier {
         let d = dialect_of(self.dialect);
         let map = rules
             .iter()
-            .map(|r| (fingerprint(d.as_ref(), &r.fingerprint), r.action))
+            .map(|r| (fingerprint(d, &r.fingerprint), r.action))
             .collect();
         self.rules.store(Arc::new(map));
         self.cache.clear();
@@ -566,13 +566,13 @@ impl Classifier {
     pub fn classify(&self, sql: &str) -> Arc<Classification> {
         let text = executable_comments(self.dialect, sql);
         let d = dialect_of(self.dialect);
-        let Some(key) = cache_key(d.as_ref(), &text) else {
-            return Arc::new(self.with_rule(classify_text(self.dialect, d.as_ref(), &text)));
+        let Some(key) = cache_key(d, &text) else {
+            return Arc::new(self.with_rule(classify_text(self.dialect, d, &text)));
         };
         if let Some(hit) = self.cache.get(key.as_slice()) {
             return hit.clone();
         }
-        let answer = Arc::new(self.with_rule(classify_text(self.dialect, d.as_ref(), &text)));
+        let answer = Arc::new(self.with_rule(classify_text(self.dialect, d, &text)));
         if self.cache.len() >= self.capacity {
             self.make_room();
         }
@@ -610,15 +610,23 @@ impl Classifier {
     /// Whether `sql` may change how the server ends strings for the rest of
     /// the session (see [`Self::classify_in_session`]).
     pub fn changes_lexing(&self, sql: &str) -> bool {
-        let words: &[&[u8]] = match self.dialect {
-            SqlDialect::Postgres => &[b"standard_conforming_strings", b"backslash_quote"],
-            SqlDialect::Mysql => &[b"sql_mode"],
+        // Each name has an underscore: only around those is it looked for
+        // (a statement has few), at the offset of the name's own.
+        let words: &[(&[u8], usize)] = match self.dialect {
+            SqlDialect::Postgres => &[(b"standard_conforming_strings", 8), (b"backslash_quote", 9)],
+            SqlDialect::Mysql => &[(b"sql_mode", 3)],
         };
-        words.iter().any(|w| {
-            sql.as_bytes()
-                .windows(w.len())
-                .any(|x| x.eq_ignore_ascii_case(w))
-        })
+        let b = sql.as_bytes();
+        b.iter()
+            .enumerate()
+            .filter(|(_, &c)| c == b'_')
+            .any(|(at, _)| {
+                words.iter().any(|(w, offset)| {
+                    at.checked_sub(*offset)
+                        .and_then(|start| b.get(start..start + w.len()))
+                        .is_some_and(|x| x.eq_ignore_ascii_case(w))
+                })
+            })
     }
 
     fn with_rule(&self, mut answer: Classification) -> Classification {
@@ -676,17 +684,17 @@ fn executable_comments(dialect: SqlDialect, sql: &str) -> std::borrow::Cow<'_, s
     }
 }
 
-fn dialect_of(d: SqlDialect) -> Box<dyn Dialect> {
+fn dialect_of(d: SqlDialect) -> &'static dyn Dialect {
     match d {
-        SqlDialect::Postgres => Box::new(PostgreSqlDialect {}),
-        SqlDialect::Mysql => Box::new(MySqlDialect {}),
+        SqlDialect::Postgres => &PostgreSqlDialect {},
+        SqlDialect::Mysql => &MySqlDialect {},
     }
 }
 
 /// Classifies without the cache.
 pub fn classify_uncached(dialect: SqlDialect, sql: &str) -> Classification {
     let text = executable_comments(dialect, sql);
-    classify_text(dialect, dialect_of(dialect).as_ref(), &text)
+    classify_text(dialect, dialect_of(dialect), &text)
 }
 
 fn classify_text(dialect: SqlDialect, d: &dyn Dialect, sql: &str) -> Classification {
