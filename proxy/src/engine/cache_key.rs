@@ -50,7 +50,8 @@ pub fn cache_key(dialect: &dyn Dialect, sql: &str) -> Option<Vec<u8>> {
     if sql.len() > MAX_KEYED_LEN {
         return None;
     }
-    if let Some(key) = plain_key(sql) {
+    let postgres = dialect.is::<sqlparser::dialect::PostgreSqlDialect>();
+    if let Some(key) = plain_key(sql, postgres) {
         return Some(key);
     }
     let tokens = Tokenizer::new(dialect, sql).tokenize().ok()?;
@@ -103,8 +104,11 @@ pub fn cache_key(dialect: &dyn Dialect, sql: &str) -> Option<Vec<u8>> {
 /// any tokenizer), and a single-quoted string not preceded by a letter,
 /// digit or `_` (so not `E'...'`, `N'...'`, `X'...'`). Two texts with one
 /// key therefore tokenize to the same tokens but for those literal values,
-/// as two texts with one tokenizer key do. `None`: the text is not plain.
-pub fn plain_key(sql: &str) -> Option<Vec<u8>> {
+/// as two texts with one tokenizer key do. Placeholders are blanked too:
+/// `$n` for PostgreSQL (standing alone as a number does: `a$1` is a name
+/// there, and a dollar quote's tag cannot start with a digit), `?` for
+/// MySQL. `None`: the text is not plain.
+pub fn plain_key(sql: &str, postgres: bool) -> Option<Vec<u8>> {
     let b = sql.as_bytes();
     let mut out = Vec::with_capacity(b.len() + 1);
     out.push(0x03);
@@ -145,6 +149,21 @@ pub fn plain_key(sql: &str) -> Option<Vec<u8>> {
                     out.extend_from_slice(&b[i..j]);
                 }
                 i = j;
+            }
+            b'$' if postgres && (i == 0 || before_number(b.get(i - 1))) => {
+                let mut j = i + 1;
+                while j < b.len() && b[j].is_ascii_digit() {
+                    j += 1;
+                }
+                if j == i + 1 || !after_number(b.get(j)) {
+                    return None;
+                }
+                out.extend_from_slice(b"\x01P");
+                i = j;
+            }
+            b'?' if !postgres => {
+                out.extend_from_slice(b"\x01P");
+                i += 1;
             }
             b'-' if b.get(i + 1) == Some(&b'-') => return None,
             c if ident(c) || c.is_ascii_whitespace() || b",()=<>+-*.;".contains(&c) => {
@@ -220,20 +239,39 @@ mod tests {
 
     #[test]
     fn plain_texts_are_keyed_without_the_tokenizer() {
-        let a = plain_key("SELECT abalance FROM pgbench_accounts WHERE aid = 12345;");
+        let a = plain_key(
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;",
+            true,
+        );
         assert!(a.is_some());
         assert_eq!(
             a,
-            plain_key("SELECT abalance FROM pgbench_accounts WHERE aid = 7;")
+            plain_key("SELECT abalance FROM pgbench_accounts WHERE aid = 7;", true)
         );
         assert_eq!(
-            plain_key("INSERT INTO t VALUES (1, 'it''s', -3)"),
-            plain_key("INSERT INTO t VALUES (22, 'x', -4)")
+            plain_key("INSERT INTO t VALUES (1, 'it''s', -3)", true),
+            plain_key("INSERT INTO t VALUES (22, 'x', -4)", true)
         );
         // Not literals: digits in names, glued to words, prefixed strings.
-        assert_ne!(plain_key("SELECT c1 FROM t"), plain_key("SELECT c2 FROM t"));
-        assert_ne!(plain_key("SELECT 1 x"), plain_key("SELECT 1INTO x"));
-        assert_eq!(plain_key("SELECT E'a'"), None);
+        assert_ne!(
+            plain_key("SELECT c1 FROM t", true),
+            plain_key("SELECT c2 FROM t", true)
+        );
+        assert_ne!(
+            plain_key("SELECT 1 x", true),
+            plain_key("SELECT 1INTO x", true)
+        );
+        assert_eq!(plain_key("SELECT E'a'", true), None);
+        // Placeholders: PostgreSQL's `$n` alone, MySQL's `?`.
+        assert_eq!(
+            plain_key("UPDATE t SET v = $1 WHERE id = $2", true),
+            plain_key("UPDATE t SET v = $3 WHERE id = $4", true)
+        );
+        assert_eq!(plain_key("SELECT a$1 FROM t", true), None);
+        assert_eq!(plain_key("SELECT $1$x$1$", true), None);
+        assert_eq!(plain_key("SELECT $1", false), None);
+        assert!(plain_key("SELECT v FROM t WHERE id = ?", false).is_some());
+        assert_eq!(plain_key("SELECT v FROM t WHERE id = ?", true), None);
         // Anything that could be read two ways goes to the tokenizer.
         for text in [
             "SELECT 1 --1",
@@ -245,7 +283,7 @@ mod tests {
             "SELECT 'open",
             "SELECT @x",
         ] {
-            assert_eq!(plain_key(text), None, "{text}");
+            assert_eq!(plain_key(text, true), None, "{text}");
         }
     }
 

@@ -318,7 +318,7 @@ proptest! {
         words in proptest::collection::vec(
             prop_oneof![
                 Just("SELECT"), Just("DELETE"), Just("FROM"), Just("t"), Just("WHERE"),
-                Just("id"), Just("="), Just("1"), Just("'x'"), Just("$1"), Just(";"),
+                Just("id"), Just("="), Just("1"), Just("'x'"), Just("$1"), Just("?"), Just(";"),
                 Just("/*"), Just("*/"), Just("--"), Just("\n"), Just("#"), Just("a$b"),
                 Just("$b$"), Just("$$"), Just("UPDATE"), Just("SET"), Just("EXPLAIN"),
                 Just("("), Just(")"), Just("ANALYZE"), Just(","), Just("true"), Just("--1"),
