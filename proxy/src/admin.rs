@@ -118,11 +118,20 @@ impl Admin {
             if !uid.as_ref().is_ok_and(|u| self.allowed.contains(u)) {
                 let who = uid.map_or_else(|e| format!("unknown ({e})"), |u| u.to_string());
                 warn!(uid = %who, "admin socket: connection refused, uid not allowed (admin.allowed_uids)");
-                let mut stream = stream;
                 let reply = json!({"ok": false, "error": format!(
                     "refused: uid {who} may not use this admin socket (its owner and admin.allowed_uids may)"
                 )});
-                let _ = stream.write_all(format!("{reply}\n").as_bytes()).await;
+                // The caller's command is read (and dropped) first, so that
+                // it gets the refusal rather than a broken pipe; never run.
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut line = String::new();
+                    let mut lines = BufReader::new(read.take(MAX_LINE as u64));
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(2), lines.read_line(&mut line))
+                            .await;
+                    let _ = write.write_all(format!("{reply}\n").as_bytes()).await;
+                });
                 continue;
             }
             let shared = shared.clone();
