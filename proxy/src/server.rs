@@ -221,6 +221,32 @@ impl Shared {
 
     /// Records a divergence: in the durable log when one is configured, in
     /// turnout's log always, and in the counters. Never dropped silently.
+    /// A unit turnout ran on `ran_on` alone was answered with written rows
+    /// (`answer`: what the server said): counted as a mirror error, logged,
+    /// and the shape marked a write from then on. The divergence to record
+    /// (the caller adds where it lies) and its detail.
+    pub fn unmirrored_write(
+        &self,
+        fingerprint: &str,
+        ran_on: Side,
+        answer: &str,
+    ) -> (Divergence, String) {
+        self.classifier.mark_write(fingerprint);
+        let detail = format!(
+            "turnout took this statement for one that writes nothing and ran it on {ran_on} alone, but the server {answer}: {} did not get the write (statements of this shape are mirrored from now on)",
+            ran_on.other()
+        );
+        warn!(side = %ran_on, %fingerprint, "{detail}");
+        self.metrics_mirror_error();
+        let d = Divergence::new(
+            DivergenceKind::UnmirroredWrite,
+            ran_on.other(),
+            fingerprint,
+            &detail,
+        );
+        (d, detail)
+    }
+
     /// A server error's text as it may be logged: its row values redacted
     /// unless `mirror.log_statements` is on.
     pub fn loggable(&self, text: &str) -> String {

@@ -121,6 +121,15 @@ impl Classification {
         }
     }
 
+    /// A `mirror.rules` entry keeps this shape on one side on purpose
+    /// (`never_mirror`, `old`, `new`).
+    pub fn ruled_to_one_side(&self) -> bool {
+        matches!(
+            self.rule,
+            Some(RuleAction::NeverMirror | RuleAction::Old | RuleAction::New)
+        )
+    }
+
     pub fn unsafe_reason(&self) -> Option<&'static str> {
         self.statements.iter().find_map(|s| s.unsafe_reason)
     }

@@ -781,7 +781,6 @@ impl<'a> MyMirror<'a> {
         Ok(out)
     }
 
-    /// The authority alone answers.
     /// The classification of a client's statement. A statement that may
     /// change `sql_mode` (and with it backslash escapes) makes every later
     /// text with a backslash a write (see
@@ -823,32 +822,19 @@ impl<'a> MyMirror<'a> {
         class: &Classification,
         packet: &[u8],
     ) {
-        let ruled = matches!(
-            class.rule,
-            Some(RuleAction::NeverMirror | RuleAction::Old | RuleAction::New)
-        );
         if a.affected_total == 0
-            || ruled
+            || class.ruled_to_one_side()
             || self.routing.phase.mirror().is_none()
             || !matches!(class.kind(), Kind::Read | Kind::LockingRead | Kind::Other)
         {
             return;
         }
-        self.shared.classifier.mark_write(&class.fingerprint);
-        let detail = format!(
-            "turnout took this statement for one that writes nothing and ran it on {ran_on} alone, but the server reported {} affected row(s): {} did not get the write (statements of this shape are mirrored from now on)",
-            a.affected_total,
-            ran_on.other()
-        );
-        warn!(side = %ran_on, fingerprint = %class.fingerprint, "{detail}");
-        self.shared.metrics_mirror_error();
-        let sql = self.packet_sql(packet);
-        let mut d = Divergence::new(
-            DivergenceKind::UnmirroredWrite,
-            ran_on.other(),
+        let (mut d, detail) = self.shared.unmirrored_write(
             &class.fingerprint,
-            &detail,
+            ran_on,
+            &format!("reported {} affected row(s)", a.affected_total),
         );
+        let sql = self.packet_sql(packet);
         let at = crate::engine::locate::locate_text(&sql.replace('`', "\""));
         d.table = at.table.or_else(|| class.insert_table.clone());
         d.key = at.key;

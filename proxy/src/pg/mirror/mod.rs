@@ -789,14 +789,11 @@ impl<'a> MirrorSession<'a> {
     /// Marks `raw` as running on one side alone (route `Authority`) unless a
     /// rule says so on purpose (`never_mirror`, `old`, `new`).
     fn expect_no_writes(&mut self, route: Route, class: &Classification, raw: &Bytes) {
-        let ruled = matches!(
-            class.rule,
-            Some(RuleAction::NeverMirror | RuleAction::Old | RuleAction::New)
-        );
         // (`finalized` has no other side: everything is the authority's.)
         let mirrored_phase = self.routing.phase.mirror().is_some();
         self.unmirrored =
-            (route == Route::Authority && !ruled && mirrored_phase).then(|| raw.clone());
+            (route == Route::Authority && !class.ruled_to_one_side() && mirrored_phase)
+                .then(|| raw.clone());
     }
 
     /// The server's own answer is the ground truth: a CommandComplete
@@ -815,23 +812,12 @@ impl<'a> MirrorSession<'a> {
             return;
         };
         let tag = cstr(f.body()).map(|(t, _)| t).unwrap_or_default();
-        let fingerprint = self.unit_class.fingerprint.clone();
-        self.shared.classifier.mark_write(&fingerprint);
-        let detail = format!(
-            "turnout took this statement for one that writes nothing and ran it on {ran_on} alone, but the server answered \"{tag}\": {} did not get the write (statements of this shape are mirrored from now on)",
-            ran_on.other()
+        let (d, detail) = self.shared.unmirrored_write(
+            &self.unit_class.fingerprint,
+            ran_on,
+            &format!("answered \"{tag}\""),
         );
-        warn!(side = %ran_on, %fingerprint, "{detail}");
-        self.shared.metrics_mirror_error();
-        self.shared.record_located(
-            Divergence::new(
-                DivergenceKind::UnmirroredWrite,
-                ran_on.other(),
-                &fingerprint,
-                &detail,
-            ),
-            &sent,
-        );
+        self.shared.record_located(d, &sent);
         if self.shared.mirror_policy == MirrorErrorPolicy::Fail && self.status != b'I' {
             self.deferred_failure.get_or_insert(detail);
         }
