@@ -270,7 +270,8 @@ impl ReadDiffLog {
             source,
         };
         let text = serde_json::to_vec_pretty(&summary).map_err(|e| io(std::io::Error::other(e)))?;
-        crate::files::write_atomically(&target, &text).map_err(io)
+        // Rewritten twice a second from the counts: no sync needed.
+        crate::files::replace_quietly(&target, &text).map_err(io)
     }
 }
 
