@@ -251,6 +251,15 @@ pub struct Mirror {
     /// (off by default: they may hold personal data).
     #[serde(default)]
     pub log_statements: bool,
+    /// PostgreSQL: the mirror applies the rows each write wrote on the
+    /// authority (captured with `RETURNING`), not the statement again.
+    #[serde(default = "defaults::yes")]
+    pub row_images: bool,
+    /// PostgreSQL: the mirror's connections run with
+    /// `session_replication_role = replica`, so triggers (and foreign-key
+    /// checks) on the mirror do not fire for mirrored rows.
+    #[serde(default)]
+    pub replica_role: bool,
 }
 
 /// One routing override: statements with this fingerprint get `action`.
@@ -298,6 +307,8 @@ impl Default for Mirror {
             on_unsafe: UnsafePolicy::default(),
             rules: Vec::new(),
             log_statements: false,
+            row_images: true,
+            replica_role: false,
         }
     }
 }

@@ -27,6 +27,9 @@ pub enum DivergenceKind {
     /// A statement turnout sent to one side alone (taken for a read, or for
     /// something that changes no rows) was answered with written rows.
     UnmirroredWrite,
+    /// The sides wrote different rows for one mirrored write: the affected
+    /// row counts (or, with row images, the rows found) disagree.
+    RowCountMismatch,
 }
 
 /// One record of the log.

@@ -130,6 +130,14 @@ pub struct Shared {
     /// `mirror.mode = "async"`: the per-session queue's bound.
     pub async_queue: Option<usize>,
     pub mirror_timeout: Duration,
+    /// `mirror.row_images` (PostgreSQL).
+    pub row_images: bool,
+    /// `mirror.replica_role` (PostgreSQL).
+    pub replica_role: bool,
+    /// Each side's tables as row images are applied to them, from that
+    /// side's catalog (or why they cannot be); dropped at DDL.
+    pub image_tables:
+        DashMap<(Side, String), Result<Arc<crate::engine::row_image::MirrorTable>, String>>,
     divergence_log: Option<DivergenceLog>,
     /// Backfill and verify (`turnout ctl backfill ...`, `verify ...`).
     pub backfill: crate::backfill::Backfill,
@@ -200,6 +208,9 @@ impl Shared {
             async_queue: (config.mirror.mode == MirrorMode::Async)
                 .then_some(config.mirror.async_queue as usize),
             mirror_timeout: Duration::from_millis(config.mirror.statement_timeout_ms),
+            row_images: config.mirror.row_images,
+            replica_role: config.mirror.replica_role,
+            image_tables: DashMap::new(),
             divergence_log: match &config.mirror.divergence_log {
                 Some(path) => Some(DivergenceLog::open(path)?),
                 None => None,

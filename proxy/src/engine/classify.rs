@@ -80,6 +80,9 @@ pub struct Classification {
     /// The text parsed and names no table (`SELECT 1`, `SELECT @@socket`,
     /// `SELECT now()`): no data to compare between the sides.
     pub no_tables: bool,
+    /// PostgreSQL writes: whether the mirror can apply the authority's row
+    /// images ([`super::row_image`]).
+    pub image: super::row_image::ImagePlan,
 }
 
 impl Kind {
@@ -740,8 +743,8 @@ fn classify_text(dialect: SqlDialect, d: &dyn Dialect, sql: &str) -> Classificat
         }
     }
     match Parser::parse_sql(d, sql) {
-        Ok(statements) => Classification {
-            statements: statements
+        Ok(statements) => {
+            let classes: Vec<StatementClass> = statements
                 .iter()
                 .map(|s| {
                     let mut c = classify_statement(s);
@@ -753,34 +756,45 @@ fn classify_text(dialect: SqlDialect, d: &dyn Dialect, sql: &str) -> Classificat
                     }
                     c
                 })
-                .collect(),
-            fingerprint,
-            parse_error: None,
-            insert_table: match statements.as_slice() {
-                [Statement::Insert(insert)] => match &insert.table {
-                    // (The parser takes a string for a name, `INSERT 'x'`,
-                    // which no server does: a literal is never a table.)
-                    TableObject::TableName(name)
-                        if name.0.iter().all(|part| {
-                            part.as_ident().is_some_and(|i| i.quote_style != Some('\''))
-                        }) =>
-                    {
-                        Some(name.to_string())
-                    }
+                .collect();
+            let image = if dialect == SqlDialect::Postgres
+                && classes.iter().any(|c| c.kind == Kind::Write)
+            {
+                super::row_image::plan(&statements)
+            } else {
+                super::row_image::ImagePlan::None
+            };
+            Classification {
+                statements: classes,
+                fingerprint,
+                parse_error: None,
+                insert_table: match statements.as_slice() {
+                    [Statement::Insert(insert)] => match &insert.table {
+                        // (The parser takes a string for a name, `INSERT 'x'`,
+                        // which no server does: a literal is never a table.)
+                        TableObject::TableName(name)
+                            if name.0.iter().all(|part| {
+                                part.as_ident().is_some_and(|i| i.quote_style != Some('\''))
+                            }) =>
+                        {
+                            Some(name.to_string())
+                        }
+                        _ => None,
+                    },
                     _ => None,
                 },
-                _ => None,
-            },
-            rule: None,
-            no_tables: {
-                let mut named = false;
-                let _ = sqlparser::ast::visit_relations(&statements, |_| {
-                    named = true;
-                    std::ops::ControlFlow::<()>::Break(())
-                });
-                !named
-            },
-        },
+                rule: None,
+                image,
+                no_tables: {
+                    let mut named = false;
+                    let _ = sqlparser::ast::visit_relations(&statements, |_| {
+                        named = true;
+                        std::ops::ControlFlow::<()>::Break(())
+                    });
+                    !named
+                },
+            }
+        }
         Err(e) => {
             // A statement the parser could not read, known by its keywords.
             let by_keyword = |kind| Classification {

@@ -17,6 +17,10 @@ impl MirrorSession<'_> {
                     cstr(body).and_then(|(name, rest)| Some((name, cstr(rest)?)))
                 {
                     let class = self.classify(sql);
+                    if class.kind() == Kind::Ddl {
+                        self.table_defaults.clear();
+                        self.shared.image_tables.clear();
+                    }
                     let before = self.statements.insert(
                         name.to_string(),
                         Prepared {

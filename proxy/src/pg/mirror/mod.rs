@@ -31,6 +31,7 @@ mod batch;
 mod block;
 mod copy;
 mod extended;
+mod image;
 mod queue;
 mod simple;
 mod swap;
@@ -81,6 +82,8 @@ struct Pending {
     fingerprint: String,
     /// What was sent, to locate a failure in the divergence log.
     sent: Bytes,
+    /// Row images applied by it: what each apply must find on the mirror.
+    expects: Vec<crate::engine::row_image::Expect>,
 }
 
 /// A read chosen for comparison: what to run on the other side.
@@ -289,6 +292,8 @@ pub struct MirrorSession<'a> {
     unmirrored: Option<Bytes>,
     /// The session may have changed how the server ends strings.
     lexing_unsure: bool,
+    /// Shapes recorded as mirrored by statement, not by row images.
+    statement_noted: HashSet<String>,
     /// The read [`Self::read_on_mirror`] serves, to run it again on the
     /// authority when it fails on the read target.
     read_query: Option<ShadowQuery>,
@@ -355,6 +360,7 @@ impl<'a> MirrorSession<'a> {
             read_query: None,
             unmirrored: None,
             lexing_unsure: false,
+            statement_noted: HashSet::new(),
             out: BytesMut::new(),
         }
     }
@@ -1097,13 +1103,29 @@ impl<'a> MirrorSession<'a> {
         class: &Classification,
         fresh: bool,
     ) {
+        self.mirror_defer_checked(msgs, readies, class, fresh, Vec::new(), msgs)
+            .await
+    }
+
+    /// [`Self::mirror_defer`] for row images: `expects` is what each apply
+    /// must find on the mirror, checked when the answers are read; `sent`
+    /// the client's messages, to locate a failure in the divergence log.
+    async fn mirror_defer_checked(
+        &mut self,
+        msgs: &[u8],
+        readies: usize,
+        class: &Classification,
+        fresh: bool,
+        expects: Vec<crate::engine::row_image::Expect>,
+        sent: &[u8],
+    ) {
         if self.async_mirror.is_some() {
             self.enqueue(msgs, readies, fresh).await;
             return;
         }
         if self.mirror.is_none() {
             let detail = format!("no connection to {} in this transaction", self.mirror_side);
-            self.deferred_failed(&class.fingerprint, &detail, true, msgs);
+            self.deferred_failed(&class.fingerprint, &detail, true, sent);
             return;
         }
         // Sent now, so the mirror applies it while the client goes on and
@@ -1113,7 +1135,8 @@ impl<'a> MirrorSession<'a> {
         self.mirror_pending.push_back(Pending {
             readies,
             fingerprint: class.fingerprint.clone(),
-            sent: Bytes::copy_from_slice(msgs),
+            sent: Bytes::copy_from_slice(sent),
+            expects,
         });
         self.pending_readies += readies;
         if self.pending_readies > MAX_PENDING {
@@ -1159,23 +1182,35 @@ impl<'a> MirrorSession<'a> {
             let outcome = match self.mirror.as_mut() {
                 None => Err(format!("no connection to {}", self.mirror_side)),
                 Some(m) => {
+                    let keep = !p.expects.is_empty();
                     let read = async {
                         let mut error = None;
+                        let mut frames = Vec::new();
                         for _ in 0..p.readies {
-                            error = error.or(collect(m).await?.error);
+                            let c = collect(m).await?;
+                            error = error.or(c.error);
+                            if keep {
+                                frames.extend(c.frames);
+                            }
                         }
-                        Ok::<_, FramedError>(error)
+                        Ok::<_, FramedError>((error, frames))
                     };
                     let outcome = tokio::time::timeout(self.shared.mirror_timeout, read).await;
                     match self.mirror_outcome(outcome) {
-                        Ok(None) => Ok(()),
-                        Ok(Some(e)) => Err(e),
+                        Ok((None, frames)) => Ok(frames),
+                        Ok((Some(e), _)) => Err(e),
                         Err(detail) => Err(detail),
                     }
                 }
             };
-            if let Err(detail) = outcome {
-                self.deferred_failed(&p.fingerprint, &detail, record, &p.sent);
+            match outcome {
+                Err(detail) => self.deferred_failed(&p.fingerprint, &detail, record, &p.sent),
+                Ok(frames) if record && !p.expects.is_empty() => {
+                    if let Some(detail) = self.check_applied(&p.expects, &frames) {
+                        self.deferred_failure.get_or_insert(detail);
+                    }
+                }
+                Ok(_) => {}
             }
         }
         self.pending_readies = 0;

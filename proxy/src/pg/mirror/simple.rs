@@ -17,8 +17,9 @@ impl MirrorSession<'_> {
         let class = self.classify(&sql);
         self.unit_class = class.clone();
         if class.kind() == Kind::Ddl {
-            // Column defaults may have changed.
+            // Column defaults (and keys, columns) may have changed.
             self.table_defaults.clear();
+            self.shared.image_tables.clear();
         }
         if let Some(reason) = self.not_for_authority(&sql, false) {
             return self
@@ -316,6 +317,12 @@ impl MirrorSession<'_> {
     /// first (see `engine::pin` and `engine::defaults`); then the write runs
     /// in lockstep with both sides inserting the same values.
     async fn simple_write(&mut self, raw: &[u8], sql: &str, class: &Classification) -> Step {
+        // Row images first: the mirror applies the rows the authority wrote.
+        if let Some(imaged) = self.imaged(sql, class) {
+            if let Some(step) = self.image_write(raw, class, &imaged).await {
+                return step;
+            }
+        }
         // Through the schema mapping (`[mapping]`) first: what cannot be
         // translated runs on the authority alone, recorded (or refused).
         let mapping = self.shared.mapping.load_full();

@@ -1,0 +1,415 @@
+//! Row images in a PostgreSQL session ([`crate::engine::row_image`]): the
+//! authority's answer loses the column turnout added, the mirror gets the
+//! rows, and what the mirror found is checked against what the authority
+//! wrote.
+
+use super::*;
+use crate::engine::row_image::{self, Expect, ImageTarget, MirrorTable, Op, APPLIED};
+use crate::pg::sequences;
+
+/// A statement whose writes the authority answers with row images.
+#[derive(Debug, Clone)]
+pub(super) struct Imaged {
+    pub target: ImageTarget,
+    /// The text the authority runs (the client's, with the image added).
+    pub capture: Arc<str>,
+}
+
+/// The RowDescription the client gets: without turnout's last field, or
+/// NoData when the client asked for no rows.
+pub(super) fn strip_description(f: &Frame, client_returning: bool) -> Bytes {
+    if !client_returning {
+        return codec::frame(b'n', &[]);
+    }
+    let body = f.body();
+    let Some(count) = body.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+        return f.raw.clone();
+    };
+    let mut at = 2;
+    let mut kept_end = 2;
+    for i in 0..count {
+        let Some(name_end) = body[at..].iter().position(|&b| b == 0) else {
+            return f.raw.clone();
+        };
+        at += name_end + 1 + 18;
+        if at > body.len() {
+            return f.raw.clone();
+        }
+        if i + 1 < count {
+            kept_end = at;
+        }
+    }
+    let mut out = BytesMut::with_capacity(kept_end);
+    out.put_u16(count.saturating_sub(1));
+    out.extend_from_slice(&body[2..kept_end]);
+    codec::frame(b'T', &out)
+}
+
+/// A DataRow's last value (the image, as JSON text) and the row the client
+/// gets without it (`None` when the client asked for no rows).
+pub(super) fn split_row(f: &Frame, client_returning: bool) -> (Option<Bytes>, Option<String>) {
+    let values = codec::data_row_values(f.body());
+    let Some((last, kept)) = values.split_last() else {
+        return (client_returning.then(|| f.raw.clone()), None);
+    };
+    // jsonb's binary form is a version byte (1) before the text.
+    let image = last.map(|v| {
+        let v = v.strip_prefix(&[1u8]).unwrap_or(v);
+        String::from_utf8_lossy(v).into_owned()
+    });
+    if !client_returning {
+        return (None, image);
+    }
+    let mut out = BytesMut::new();
+    out.put_u16(kept.len() as u16);
+    for v in kept {
+        match v {
+            None => out.put_i32(-1),
+            Some(v) => {
+                out.put_i32(v.len() as i32);
+                out.extend_from_slice(v);
+            }
+        }
+    }
+    (Some(codec::frame(b'D', &out)), image)
+}
+
+/// A Bind for an imaged statement: with one result format per column, the
+/// added column's (text) is added.
+pub(super) fn bind_with_image(raw: &Bytes) -> Option<Bytes> {
+    let body = &raw[5..];
+    let (portal, rest) = cstr(body)?;
+    let (stmt, rest) = cstr(rest)?;
+    let u16_at = |b: &[u8], i: usize| -> Option<u16> {
+        b.get(i..i + 2).map(|x| u16::from_be_bytes([x[0], x[1]]))
+    };
+    let n_formats = u16_at(rest, 0)? as usize;
+    let mut at = 2 + 2 * n_formats;
+    let n_params = u16_at(rest, at)? as usize;
+    at += 2;
+    for _ in 0..n_params {
+        let len = i32::from_be_bytes(rest.get(at..at + 4)?.try_into().ok()?);
+        at += 4 + len.max(0) as usize;
+    }
+    let n_results = u16_at(rest, at)? as usize;
+    if n_results <= 1 {
+        return None;
+    }
+    let end = at + 2 + 2 * n_results;
+    let mut tail = BytesMut::from(rest.get(..at)?);
+    tail.put_u16(n_results as u16 + 1);
+    tail.extend_from_slice(rest.get(at + 2..end)?);
+    tail.put_u16(0);
+    Some(super::extended::bind(portal, stmt, &tail))
+}
+
+/// An Execute for an imaged portal: every row at once (the rows are the
+/// mirror's to apply; a client that asked for none gets none anyway).
+pub(super) fn execute_whole(raw: &Bytes) -> Option<Bytes> {
+    let body = &raw[5..];
+    let (portal, rest) = cstr(body)?;
+    if rest.get(..4)? == [0, 0, 0, 0] {
+        return None;
+    }
+    let mut out = BytesMut::new();
+    put_cstr(&mut out, portal);
+    out.put_i32(0);
+    Some(codec::frame(b'E', &out))
+}
+
+/// The messages that apply `images` on the mirror (no Sync): one
+/// statement, the rows as one JSON parameter.
+pub(super) fn apply_messages(op: Op, table: &MirrorTable, images: &[String]) -> Bytes {
+    let keys = images
+        .first()
+        .map(|i| row_image::image_keys(i))
+        .unwrap_or_default();
+    let sql = row_image::apply_statement(op, table, &keys);
+    let mut json = String::with_capacity(images.iter().map(|i| i.len() + 1).sum::<usize>() + 2);
+    json.push('[');
+    for (n, i) in images.iter().enumerate() {
+        if n > 0 {
+            json.push(',');
+        }
+        json.push_str(i);
+    }
+    json.push(']');
+    let mut out = BytesMut::new();
+    out.extend_from_slice(&super::extended::parse("", &sql, &[0, 0]));
+    let mut tail = BytesMut::new();
+    tail.put_u16(0);
+    tail.put_u16(1);
+    tail.put_i32(json.len() as i32);
+    tail.extend_from_slice(json.as_bytes());
+    tail.put_u16(0);
+    out.extend_from_slice(&super::extended::bind("", "", &tail));
+    let mut exec = BytesMut::new();
+    put_cstr(&mut exec, "");
+    exec.put_i32(0);
+    out.extend_from_slice(&codec::frame(b'E', &exec));
+    out.freeze()
+}
+
+/// The rows each apply in `frames` inserted (or deleted), in order.
+pub(super) fn applied_counts(frames: &[Frame]) -> Vec<i64> {
+    frames
+        .iter()
+        .filter(|f| f.tag == b'D')
+        .filter_map(|f| {
+            let v = codec::data_row_values(f.body());
+            match v.as_slice() {
+                [Some(marker), Some(n)] if *marker == APPLIED.as_bytes() => {
+                    std::str::from_utf8(n).ok()?.parse().ok()
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+impl MirrorSession<'_> {
+    /// How the authority runs `sql` so that the mirror can apply its rows;
+    /// `None`: mirrored as a statement.
+    pub(super) fn imaged(&self, sql: &str, class: &Classification) -> Option<Arc<Imaged>> {
+        if !self.shared.row_images {
+            return None;
+        }
+        if !self.shared.mapping.load().is_identity() {
+            return None;
+        }
+        let target = class.image.target()?;
+        let capture = row_image::capture_text(sql, target)?;
+        Some(Arc::new(Imaged {
+            target: target.clone(),
+            capture: capture.into(),
+        }))
+    }
+
+    /// The mirror's table `table` (as a client names it), from the shared
+    /// cache or the mirror's catalog. `Err`: why rows cannot be applied to
+    /// it by key (the write is then mirrored as a statement).
+    pub(super) async fn mirror_table(&self, table: &str) -> Result<Arc<MirrorTable>, String> {
+        let side = self.mirror_side;
+        let key = (side, table.to_string());
+        if let Some(t) = self.shared.image_tables.get(&key) {
+            return t.clone();
+        }
+        let mut conn = sequences::open(self.shared, side)
+            .await
+            .map_err(|e| format!("the catalog of {side} could not be read: {e}"))?;
+        let rows = sequences::run(&mut conn, &row_image::catalog_query(table), side).await;
+        let _ = conn.send(&codec::frame(b'X', &[])).await;
+        let rows = rows.map_err(|e| format!("the catalog of {side} could not be read: {e}"))?;
+        let found = row_image::mirror_table(table, &rows).map(Arc::new);
+        self.shared.image_tables.insert(key, found.clone());
+        found
+    }
+
+    /// Whether a write on `target` is applied as row images now: its
+    /// mirror table has a key, and an UPDATE does not move rows by
+    /// changing it. `Err`: why not, for the record.
+    pub(super) async fn image_table(
+        &self,
+        target: &ImageTarget,
+    ) -> Result<Arc<MirrorTable>, String> {
+        let t = self.mirror_table(&target.table).await?;
+        let key = t.key();
+        if key.is_empty() && target.op != Op::Insert {
+            return Err(format!(
+                "{} has no primary key on {}: rows cannot be found by key",
+                target.table, self.mirror_side
+            ));
+        }
+        if target
+            .assigned
+            .iter()
+            .any(|a| key.iter().any(|k| k.eq_ignore_ascii_case(a)))
+        {
+            return Err(format!(
+                "the statement assigns a primary-key column of {}: a row image carries the new key only",
+                target.table
+            ));
+        }
+        Ok(t)
+    }
+
+    /// A write mirrored as a statement because its rows cannot be applied
+    /// by key: recorded once per shape and session (or refused under
+    /// `mirror.on_unsafe = "fail"`).
+    pub(super) fn statement_mirrored(
+        &mut self,
+        class: &Classification,
+        why: &str,
+        sent: &[u8],
+    ) -> Option<String> {
+        if self.shared.unsafe_policy != UnsafePolicy::Fail
+            && !self.statement_noted.insert(class.fingerprint.clone())
+        {
+            return None;
+        }
+        let reason = format!("mirrored as a statement, not as row images: {why}");
+        self.unsafe_write(&class.fingerprint, &reason, sent)
+    }
+
+    /// The mirror applied a write's rows and answered `applied`: a count
+    /// that shows the sides held different rows is a `row_count_mismatch`.
+    /// `Some(detail)` under `mirror.on_error = "fail"` (the write fails).
+    pub(super) fn check_applied(&mut self, expects: &[Expect], frames: &[Frame]) -> Option<String> {
+        let counts = applied_counts(frames);
+        let mut failure = None;
+        for (e, n) in expects.iter().zip(counts) {
+            let Some(detail) = e.mismatch(n, self.mirror_side.name()) else {
+                continue;
+            };
+            self.shared.metrics_mirror_error();
+            let mut d = Divergence::new(
+                DivergenceKind::RowCountMismatch,
+                self.mirror_side,
+                &e.fingerprint,
+                &detail,
+            );
+            d.table = Some(e.table.clone());
+            self.shared.record_divergence(d);
+            if self.shared.mirror_policy == MirrorErrorPolicy::Fail {
+                failure.get_or_insert(detail);
+            }
+        }
+        failure
+    }
+
+    /// A simple-protocol write the mirror applies as row images. `None`
+    /// when it is to be mirrored as a statement after all (nothing ran).
+    pub(super) async fn image_write(
+        &mut self,
+        raw: &[u8],
+        class: &Classification,
+        imaged: &Imaged,
+    ) -> Option<Step> {
+        if self.status == b'E' {
+            return None;
+        }
+        let table = match self.image_table(&imaged.target).await {
+            Ok(t) => t,
+            Err(why) => {
+                if let Some(msg) = self.statement_mirrored(class, &why, raw) {
+                    return Some(self.refuse(&msg, false).await);
+                }
+                return None;
+            }
+        };
+        Some(self.image_write_to(raw, class, imaged, &table).await)
+    }
+
+    async fn image_write_to(
+        &mut self,
+        raw: &[u8],
+        class: &Classification,
+        imaged: &Imaged,
+        table: &MirrorTable,
+    ) -> Step {
+        let target = &imaged.target;
+        let wrap = self.status == b'I';
+        let mut msgs = BytesMut::new();
+        if wrap {
+            msgs.extend_from_slice(&query("BEGIN"));
+        }
+        msgs.extend_from_slice(&query(&imaged.capture));
+        self.send_auth(&msgs).await.map_err(Stop::Authority)?;
+        if wrap {
+            self.collect_authority().await?;
+        }
+        let mut result = self.collect_authority().await?;
+        let mut images = Vec::new();
+        let mut frames = Vec::with_capacity(result.frames.len());
+        for f in result.frames.drain(..) {
+            match f.tag {
+                b'T' => {
+                    let raw = strip_description(&f, target.returning);
+                    if target.returning {
+                        frames.push(Frame { tag: b'T', raw });
+                    }
+                }
+                b'D' => {
+                    let (row, image) = split_row(&f, target.returning);
+                    images.extend(image);
+                    if let Some(raw) = row {
+                        frames.push(Frame { tag: b'D', raw });
+                    }
+                }
+                _ => frames.push(f),
+            }
+        }
+        result.frames = frames;
+        if result.error.is_some() {
+            return self.relay_failure(&result, wrap).await;
+        }
+        self.wrote_in_tx = true;
+        if images.is_empty() {
+            return self.finish_write(&result, wrap, class).await;
+        }
+        let expect = Expect {
+            op: target.op,
+            rows: images.len(),
+            table: target.table.clone(),
+            fingerprint: class.fingerprint.clone(),
+        };
+        let mut apply = BytesMut::from(&apply_messages(target.op, table, &images)[..]);
+        apply.extend_from_slice(&codec::frame(b'S', &[]));
+        if !wrap {
+            // In the client's block: read later, checked then.
+            self.mirror_defer_checked(&apply, 1, class, false, vec![expect], raw)
+                .await;
+            return self.relay_collected(&result, result.status).await;
+        }
+        let mut m = BytesMut::new();
+        m.extend_from_slice(&query("BEGIN"));
+        m.extend_from_slice(&apply);
+        let fail = self.shared.mirror_policy == MirrorErrorPolicy::Fail;
+        if !fail {
+            m.extend_from_slice(&query("COMMIT"));
+        }
+        let readies = if fail { 2 } else { 3 };
+        if self.async_mirror.is_some() && !fail {
+            // Queued whole, while the authority's row locks are held: the
+            // queue applies writes to a row in the authority's order.
+            self.enqueue_as(&m, readies, true, true).await;
+            return self.finish_write(&result, wrap, class).await;
+        }
+        let outcome = self
+            .on_mirror(&m, readies, true)
+            .await
+            .and_then(|c| match c.error {
+                Some(e) => Err(e),
+                None => Ok(c),
+            });
+        match outcome {
+            Err(detail) => {
+                if fail && self.mirror.is_some() {
+                    let _ = self.on_mirror(&query("ROLLBACK"), 1, false).await;
+                }
+                if self.mirror_failed(class, &detail, raw) {
+                    return self.fail_write(wrap, &detail).await;
+                }
+            }
+            Ok(c) => {
+                let mismatch = self.check_applied(&[expect], &c.frames);
+                if fail {
+                    let end = if mismatch.is_some() {
+                        "ROLLBACK"
+                    } else {
+                        "COMMIT"
+                    };
+                    let ended = self.on_mirror(&query(end), 1, false).await;
+                    if let Some(detail) = mismatch {
+                        return self.fail_write(wrap, &detail).await;
+                    }
+                    if let Err(detail) = ended.and_then(no_error) {
+                        self.mirror_failed(class, &detail, raw);
+                        return self.fail_write(wrap, &detail).await;
+                    }
+                }
+            }
+        }
+        self.finish_write(&result, wrap, class).await
+    }
+}
