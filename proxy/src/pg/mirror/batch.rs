@@ -189,7 +189,7 @@ impl MirrorSession<'_> {
         self.routing.phase.mirror().is_some()
             && self.batch[from..upto]
                 .iter()
-                .filter(|m| m.frame.tag == b'E')
+                .filter(|m| m.frame.tag == b'E' && m.imaged().is_none())
                 .map(extended_class)
                 .any(|c| c.nondeterministic() && self.route(&c) == Route::Write)
     }
@@ -219,9 +219,14 @@ impl MirrorSession<'_> {
     ) -> Result<Option<usize>, Stop> {
         let mut msgs = BytesMut::new();
         let mut expected = 0usize;
-        for m in &self.batch[from..upto] {
-            msgs.extend_from_slice(&m.frame.raw);
-            expected += usize::from(block::is_answered(m.frame.tag));
+        // The message each answer is for, in order.
+        let mut answering = Vec::new();
+        for (i, m) in self.batch[from..upto].iter().enumerate() {
+            msgs.extend_from_slice(m.for_authority());
+            if block::is_answered(m.frame.tag) {
+                expected += 1;
+                answering.push(from + i);
+            }
         }
         match sync {
             Some(s) => {
@@ -266,10 +271,28 @@ impl MirrorSession<'_> {
                         .map_err(Stop::Authority)?;
                 }
                 t => {
+                    // Row images: the authority's answer loses turnout's column.
+                    let imaged = answering
+                        .get(answered)
+                        .filter(|_| !failed && matches!(t, b'T' | b'D'))
+                        .and_then(|&i| Some((i, self.batch[i].imaged()?.target.returning)));
+                    match imaged {
+                        Some((i, returning)) if t == b'D' && self.batch[i].frame.tag == b'E' => {
+                            let (row, image) = image::split_row(&f, returning);
+                            self.batch[i].images.extend(image);
+                            if let Some(row) = row {
+                                self.queue(&row);
+                            }
+                        }
+                        Some((i, returning)) if t == b'T' && self.batch[i].frame.tag == b'D' => {
+                            let description = image::strip_description(&f, returning);
+                            self.queue(&description);
+                        }
+                        _ => self.queue(&f.raw),
+                    }
                     if !failed && block::is_final_reply(t) {
                         answered += 1;
                     }
-                    self.queue(&f.raw);
                 }
             }
             if self.out.len() >= OUT_CHUNK {
@@ -355,9 +378,24 @@ impl MirrorSession<'_> {
             .unwrap_or_default();
         let timed = range
             .iter()
-            .filter(|m| m.frame.tag == b'E')
+            .filter(|m| m.frame.tag == b'E' && m.imaged().is_none())
             .map(extended_class)
             .find(|c| c.nondeterministic());
+        // Row images: the mirror's tables, read before the plan uses them;
+        // a write whose rows cannot be applied by key is mirrored as a
+        // statement, and recorded.
+        let imaged: Vec<(Arc<image::Imaged>, Arc<Classification>)> = range
+            .iter()
+            .filter(|m| m.frame.tag == b'E')
+            .filter_map(|m| Some((m.stmt.as_ref()?.image.clone()?, extended_class(m))))
+            .collect();
+        let sent = raw_of(range);
+        for (i, c) in imaged {
+            if let Err(why) = self.image_table(&i.target).await {
+                let _ = self.statement_mirrored(&c, &why, &sent);
+            }
+        }
+        let range = &self.batch[from..upto];
         let plan = self.mirror_plan(range, false);
         let time_needed = timed.is_some();
         self.wrote_in_tx |= writes;
@@ -388,17 +426,61 @@ impl MirrorSession<'_> {
             }
         };
         self.mirror_prepared.extend(plan.prepares_named());
-        let mut msgs = BytesMut::from(&built[..]);
+        let expects = plan.expects;
+        // Under `fail` a count that disagrees must undo the mirror's copy:
+        // it runs in a block of turnout's, committed once checked.
+        let checked = block == Block::Implicit
+            && !expects.is_empty()
+            && self.shared.mirror_policy == MirrorErrorPolicy::Fail
+            && self.async_mirror.is_none();
+        let mut msgs = BytesMut::new();
+        if checked {
+            msgs.extend_from_slice(&query("BEGIN"));
+        }
+        msgs.extend_from_slice(&built);
         msgs.extend_from_slice(&codec::frame(b'S', &[]));
         match block {
             Block::Implicit => {
-                let outcome = self.on_mirror(&msgs, 1, true).await.and_then(no_error);
+                let readies = if checked { 2 } else { 1 };
+                let outcome =
+                    self.on_mirror(&msgs, readies, true)
+                        .await
+                        .and_then(|c| match c.error {
+                            Some(e) => Err(e),
+                            None => Ok(c),
+                        });
+                let outcome = match outcome {
+                    Ok(c) => {
+                        let mismatch = self.check_applied(&expects, &c.frames);
+                        if checked {
+                            let end = if mismatch.is_some() {
+                                "ROLLBACK"
+                            } else {
+                                "COMMIT"
+                            };
+                            let ended = self.on_mirror(&query(end), 1, false).await;
+                            match (mismatch, ended.and_then(no_error)) {
+                                (Some(detail), _) => return Ok(Some(detail)),
+                                (None, Err(detail)) => Err(detail),
+                                (None, Ok(())) => Ok(()),
+                            }
+                        } else {
+                            Ok(())
+                        }
+                    }
+                    Err(detail) => {
+                        if checked && self.mirror.is_some() {
+                            let _ = self.on_mirror(&query("ROLLBACK"), 1, false).await;
+                        }
+                        Err(detail)
+                    }
+                };
                 if let Err(detail) = outcome {
                     let writes = class.kind() == Kind::Write || class.kind() == Kind::Ddl;
                     if !writes {
                         // A setting the mirror refused is recorded; it fails nothing.
-                        self.record_mirror_error(&class.fingerprint, &detail, &msgs);
-                    } else if self.mirror_failed(&class, &detail, &msgs) {
+                        self.record_mirror_error(&class.fingerprint, &detail, &sent);
+                    } else if self.mirror_failed(&class, &detail, &sent) {
                         return Ok(Some(detail));
                     }
                 }
@@ -409,7 +491,8 @@ impl MirrorSession<'_> {
                     // A new transaction may use a new connection.
                     let _ = self.reconnect_mirror().await;
                 }
-                self.mirror_defer(&msgs, 1, &class, fresh).await;
+                self.mirror_defer_checked(&msgs, 1, &class, fresh, expects, &sent)
+                    .await;
             }
         }
         Ok(None)

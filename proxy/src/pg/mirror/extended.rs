@@ -11,6 +11,7 @@ impl MirrorSession<'_> {
         let body = frame.body();
         let mut stmt = None;
         let mut undo = None;
+        let mut to_auth = None;
         match frame.tag {
             b'P' => {
                 if let Some((name, (sql, types))) =
@@ -21,12 +22,17 @@ impl MirrorSession<'_> {
                         self.table_defaults.clear();
                         self.shared.image_tables.clear();
                     }
+                    let image = self.imaged(sql, &class);
+                    if let Some(i) = &image {
+                        to_auth = Some(parse(name, &i.capture, types));
+                    }
                     let before = self.statements.insert(
                         name.to_string(),
                         Prepared {
                             sql: sql.into(),
                             types: Bytes::copy_from_slice(types),
                             class,
+                            image,
                         },
                     );
                     undo = Some(Undo::Statement(name.to_string(), before));
@@ -37,6 +43,9 @@ impl MirrorSession<'_> {
                     cstr(body).and_then(|(portal, rest)| Some((portal, cstr(rest)?)))
                 {
                     stmt = self.statements.get(name).cloned();
+                    if stmt.as_ref().is_some_and(|p| p.image.is_some()) {
+                        to_auth = image::bind_with_image(&frame.raw);
+                    }
                     let before = match &stmt {
                         Some(p) => self.portals.insert(portal.to_string(), p.clone()),
                         None => self.portals.remove(portal),
@@ -46,6 +55,17 @@ impl MirrorSession<'_> {
             }
             b'E' => {
                 stmt = cstr(body).and_then(|(portal, _)| self.portals.get(portal).cloned());
+                if stmt.as_ref().is_some_and(|p| p.image.is_some()) {
+                    to_auth = image::execute_whole(&frame.raw);
+                }
+            }
+            b'D' => {
+                // Its answer loses the image column when the statement has it.
+                stmt = match (body.first(), body.get(1..).and_then(cstr)) {
+                    (Some(b'S'), Some((name, _))) => self.statements.get(name).cloned(),
+                    (Some(b'P'), Some((name, _))) => self.portals.get(name).cloned(),
+                    _ => None,
+                };
             }
             b'C' => {
                 if let Some((name, _)) = body.get(1..).and_then(cstr) {
@@ -58,7 +78,13 @@ impl MirrorSession<'_> {
             }
             _ => {}
         }
-        Msg { frame, stmt, undo }
+        Msg {
+            frame,
+            stmt,
+            undo,
+            to_auth,
+            images: Vec::new(),
+        }
     }
 
     /// The backend did not run `msgs` (the last messages of the batch): the
@@ -302,7 +328,11 @@ impl MirrorSession<'_> {
                     && executed
                         .iter()
                         .all(|c| c.kind() == Kind::Read && c.statements.len() == 1);
+                // The row-image form of a statement is answered through
+                // `auth_range` only (its added column is taken off there).
+                let imaged = batch.iter().any(|m| m.imaged().is_some());
                 if reads
+                    && !imaged
                     && !defines
                     && self.reads_from_mirror()
                     && self.mapping_verdict(&batch).is_ok()
@@ -329,7 +359,7 @@ impl MirrorSession<'_> {
                     self.added_parses = plan.parses.clone();
                     return self.read_on_mirror(&m, &raw, sample, &class).await;
                 }
-                if executed.len() == 1 {
+                if executed.len() == 1 && !imaged {
                     if let Some((query, formats, permit)) = self.sample_batch(&batch, &class) {
                         return self
                             .sampled_read(&raw, query, formats, &class, permit)
@@ -368,7 +398,31 @@ impl MirrorSession<'_> {
         batch: &[Msg],
         executed: &[Arc<Classification>],
     ) -> Result<Option<String>, Stop> {
-        for class in executed.iter().filter(|c| self.route(c) == Route::Write) {
+        // Row images carry the authority's values: only writes mirrored as
+        // statements are checked here (and, under `on_unsafe = "fail"`,
+        // those whose rows cannot be applied by key are refused now).
+        let mut statements = Vec::new();
+        for m in batch.iter().filter(|m| m.frame.tag == b'E') {
+            let class = exec_class(m);
+            if self.route(&class) != Route::Write {
+                continue;
+            }
+            match m.stmt.as_ref().and_then(|p| p.image.clone()) {
+                None => statements.push(class),
+                Some(i) => {
+                    if self.shared.unsafe_policy != UnsafePolicy::Fail {
+                        continue;
+                    }
+                    if let Err(why) = self.image_table(&i.target).await {
+                        if let Some(msg) = self.statement_mirrored(&class, &why, &raw_of(batch)) {
+                            return Ok(Some(msg));
+                        }
+                    }
+                }
+            }
+        }
+        let _ = executed;
+        for class in &statements {
             let reason = match class.unsafe_reason() {
                 Some(r) => Some(r.to_string()),
                 None if class.nondeterministic()
@@ -411,9 +465,77 @@ impl MirrorSession<'_> {
         let mut parsed_here: HashSet<String> = HashSet::new();
         let mut prepared = self.mirror_prepared.clone();
         let mut parses = VecDeque::new();
+        let mut expects = Vec::new();
         for m in batch {
             let f = &m.frame;
             let body = f.body();
+            if let Some(imaged) = m.imaged() {
+                // Row images: the mirror applies the authority's rows; the
+                // statement itself only where they cannot be applied by key
+                // (then in the form the authority ran, so the two sides'
+                // statements of one name stay alike across a role swap).
+                let table = self.image_route(&imaged.target);
+                match f.tag {
+                    b'P' => {
+                        let name = cstr(body).map(|(n, _)| n.to_string()).unwrap_or_default();
+                        if !name.is_empty() && prepared.remove(&name) {
+                            parts.push(Part::Raw(close(b'S', &name)));
+                        }
+                        parsed_here.remove(&name);
+                        continue;
+                    }
+                    b'B' if table.is_none() => {
+                        let Some((portal, rest)) = cstr(body) else {
+                            continue;
+                        };
+                        let Some((stmt, _)) = cstr(rest) else {
+                            continue;
+                        };
+                        let known = parsed_here.contains(stmt)
+                            || (!stmt.is_empty() && prepared.contains(stmt));
+                        if !known {
+                            parses.push_back(true);
+                            let p = m.stmt.as_ref().map(|p| p.types.clone()).unwrap_or_default();
+                            parts.push(Part::Raw(parse(stmt, &imaged.capture, &p)));
+                            parsed_here.insert(stmt.to_string());
+                            if !stmt.is_empty() {
+                                prepared.insert(stmt.to_string());
+                            }
+                        }
+                        let _ = portal;
+                        parts.push(Part::Raw(m.for_authority().clone()));
+                        continue;
+                    }
+                    b'B' => continue,
+                    b'E' => {
+                        match table {
+                            None => parts.push(Part::Raw(m.for_authority().clone())),
+                            Some(_) if m.images.is_empty() => {}
+                            Some(t) => {
+                                let target = &imaged.target;
+                                parts.push(Part::Raw(image::apply_messages(
+                                    target.op, &t, &m.images,
+                                )));
+                                // The mirror's unnamed statement is turnout's now.
+                                parsed_here.remove("");
+                                expects.push(crate::engine::row_image::Expect {
+                                    op: target.op,
+                                    rows: m.images.len(),
+                                    table: target.table.clone(),
+                                    fingerprint: m
+                                        .stmt
+                                        .as_ref()
+                                        .map(|p| p.class.fingerprint.clone())
+                                        .unwrap_or_default(),
+                                });
+                            }
+                        }
+                        continue;
+                    }
+                    b'D' => continue,
+                    _ => {}
+                }
+            }
             match f.tag {
                 b'P' => {
                     let Some((name, rest)) = cstr(body) else {
@@ -499,6 +621,7 @@ impl MirrorSession<'_> {
             parts,
             prepared,
             parses,
+            expects,
         }
     }
 
@@ -515,7 +638,7 @@ impl MirrorSession<'_> {
         for m in batch {
             match (m.frame.tag, &m.stmt) {
                 (b'B', _) => bound = Some(&m.frame.raw),
-                (b'E', Some(p)) if self.route(&p.class) == Route::Write => {
+                (b'E', Some(p)) if self.route(&p.class) == Route::Write && p.image.is_none() => {
                     let mut sent = BytesMut::from(&parse("", &p.sql, &p.types)[..]);
                     sent.extend_from_slice(bound.map_or(&[][..], |b| &b[..]));
                     executed.push((p.sql.clone(), p.class.clone(), sent));
@@ -581,6 +704,8 @@ pub(super) struct MirrorPlan {
     /// For each Parse sent, in order: whether turnout added it (its
     /// ParseComplete is not the client's).
     parses: VecDeque<bool>,
+    /// What each row-image apply in it must find on the mirror, in order.
+    pub(super) expects: Vec<crate::engine::row_image::Expect>,
 }
 
 impl MirrorPlan {

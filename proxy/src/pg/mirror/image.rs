@@ -167,14 +167,45 @@ pub(super) fn applied_counts(frames: &[Frame]) -> Vec<i64> {
         .collect()
 }
 
+/// Whether `target`'s rows can be applied to `t` by key: an UPDATE or
+/// DELETE needs a key, and a write that assigns a key column moves the row,
+/// which its image (the new row only) cannot say.
+fn fits(t: &MirrorTable, target: &ImageTarget, side: Side) -> Result<(), String> {
+    let key = t.key();
+    if key.is_empty() && target.op != Op::Insert {
+        return Err(format!(
+            "{} has no primary key on {side}: rows cannot be found by key",
+            target.table
+        ));
+    }
+    if target
+        .assigned
+        .iter()
+        .any(|a| key.iter().any(|k| k.eq_ignore_ascii_case(a)))
+    {
+        return Err(format!(
+            "the statement assigns a primary-key column of {}: a row image carries the new key only",
+            target.table
+        ));
+    }
+    Ok(())
+}
+
 impl MirrorSession<'_> {
     /// How the authority runs `sql` so that the mirror can apply its rows;
     /// `None`: mirrored as a statement.
     pub(super) fn imaged(&self, sql: &str, class: &Classification) -> Option<Arc<Imaged>> {
-        if !self.shared.row_images {
+        // Async queues drain per session, in no order across sessions:
+        // whole rows would let an older image overwrite a newer one there,
+        // so async mode mirrors statements.
+        if !self.shared.row_images || self.shared.async_queue.is_some() {
             return None;
         }
         if !self.shared.mapping.load().is_identity() {
+            return None;
+        }
+        if class.rule.is_some() {
+            // A rule decides where it runs: as the client wrote it.
             return None;
         }
         let target = class.image.target()?;
@@ -213,24 +244,21 @@ impl MirrorSession<'_> {
         target: &ImageTarget,
     ) -> Result<Arc<MirrorTable>, String> {
         let t = self.mirror_table(&target.table).await?;
-        let key = t.key();
-        if key.is_empty() && target.op != Op::Insert {
-            return Err(format!(
-                "{} has no primary key on {}: rows cannot be found by key",
-                target.table, self.mirror_side
-            ));
-        }
-        if target
-            .assigned
-            .iter()
-            .any(|a| key.iter().any(|k| k.eq_ignore_ascii_case(a)))
-        {
-            return Err(format!(
-                "the statement assigns a primary-key column of {}: a row image carries the new key only",
-                target.table
-            ));
-        }
+        fits(&t, target, self.mirror_side)?;
         Ok(t)
+    }
+
+    /// The mirror's table for `target` when its rows are applied as
+    /// images, from what [`Self::image_table`] found before; `None`: the
+    /// statement is mirrored instead.
+    pub(super) fn image_route(&self, target: &ImageTarget) -> Option<Arc<MirrorTable>> {
+        let found = self
+            .shared
+            .image_tables
+            .get(&(self.mirror_side, target.table.clone()))?;
+        let t = found.as_ref().ok()?;
+        fits(t, target, self.mirror_side).ok()?;
+        Some(t.clone())
     }
 
     /// A write mirrored as a statement because its rows cannot be applied
@@ -369,12 +397,6 @@ impl MirrorSession<'_> {
             m.extend_from_slice(&query("COMMIT"));
         }
         let readies = if fail { 2 } else { 3 };
-        if self.async_mirror.is_some() && !fail {
-            // Queued whole, while the authority's row locks are held: the
-            // queue applies writes to a row in the authority's order.
-            self.enqueue_as(&m, readies, true, true).await;
-            return self.finish_write(&result, wrap, class).await;
-        }
         let outcome = self
             .on_mirror(&m, readies, true)
             .await

@@ -106,6 +106,24 @@ struct Msg {
     /// names: put back when the backend did not run the message (it skipped
     /// to the Sync after an error).
     undo: Option<Undo>,
+    /// What the authority gets instead of `frame`: the message rewritten
+    /// for row images (the image added to a Parse's text, a result format
+    /// for it in a Bind, no row limit in an Execute).
+    to_auth: Option<Bytes>,
+    /// An Execute's row images, as the authority answered them.
+    images: Vec<String>,
+}
+
+impl Msg {
+    /// The row-image form of the statement the message names.
+    fn imaged(&self) -> Option<&image::Imaged> {
+        self.stmt.as_ref()?.image.as_deref()
+    }
+
+    /// The message as the authority gets it.
+    fn for_authority(&self) -> &Bytes {
+        self.to_auth.as_ref().unwrap_or(&self.frame.raw)
+    }
 }
 
 /// A name's definition before a message changed it.
@@ -122,6 +140,8 @@ struct Prepared {
     /// Parameter type section of the Parse message (count and OIDs).
     types: Bytes,
     class: Arc<Classification>,
+    /// The authority runs it with row images ([`image`]).
+    image: Option<Arc<image::Imaged>>,
 }
 
 /// What a unit of client work needs.

@@ -52,18 +52,6 @@ impl MirrorSession<'_> {
     /// Queues `msgs` for the mirror. Never waits, except to queue the
     /// rollback that closes a transaction an earlier overflow voided.
     pub(super) async fn enqueue(&mut self, msgs: &[u8], readies: usize, fresh: bool) {
-        self.enqueue_as(msgs, readies, fresh, false).await
-    }
-
-    /// [`Self::enqueue`]; `whole`: the messages are a transaction of their
-    /// own (BEGIN to COMMIT), though the authority's is still open.
-    pub(super) async fn enqueue_as(
-        &mut self,
-        msgs: &[u8],
-        readies: usize,
-        fresh: bool,
-        whole: bool,
-    ) {
         let class = self.unit_class.clone();
         let side = self.mirror_side;
         let replay = self.replay.clone();
@@ -107,7 +95,7 @@ impl MirrorSession<'_> {
             self.shared.async_pending.fetch_add(1, Ordering::Relaxed);
         } else {
             self.shared.metrics_mirror_error();
-            let in_transaction = !whole && (!fresh || self.status != b'I');
+            let in_transaction = !fresh || self.status != b'I';
             q.void = in_transaction;
             let detail = if in_transaction {
                 "mirror.async_queue is full: not applied on the mirror; the rest of its transaction is not applied there either"

@@ -99,7 +99,11 @@ impl MirrorSession<'_> {
             if name.is_empty() || !prepared.contains(name) {
                 let mut body = BytesMut::new();
                 put_cstr(&mut body, name);
-                put_cstr(&mut body, &mapping.translated_or_same(&p.sql));
+                match &p.image {
+                    // The form the client's answers are taken from.
+                    Some(i) => put_cstr(&mut body, &i.capture),
+                    None => put_cstr(&mut body, &mapping.translated_or_same(&p.sql)),
+                }
                 body.put_slice(&p.types);
                 out.extend_from_slice(&codec::frame(b'P', &body));
                 // A Sync each, so one refused statement does not void the rest.
