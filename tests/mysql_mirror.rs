@@ -9,7 +9,49 @@ use common::stderr;
 
 #[test]
 fn concurrent_auto_increment_inserts_with_default_timestamps_are_identical() {
-    let s = MySetup::start("mirror", "");
+    auto_increment_workload(&MySetup::start("mirror", ""));
+}
+
+#[test]
+fn with_old_and_new_as_two_databases_of_one_server_each_side_gets_its_own() {
+    let s = MySetup::start_one_server("mirror", "");
+    auto_increment_workload(&s);
+    let common = ["--tables=1", "--table-size=5000"];
+    s.sysbench(&[&["oltp_read_write", "prepare"][..], &common].concat());
+    for ps in ["--db-ps-mode=disable", "--db-ps-mode=auto"] {
+        let out = s.sysbench(
+            &[
+                &["oltp_read_write", "run", "--threads=4", "--time=4", ps][..],
+                &common,
+            ]
+            .concat(),
+        );
+        println!("{ps}: {}", line(&out, "transactions:"));
+    }
+    s.assert_identical("sbtest1", "id");
+    // A database-qualified write lands in each side's own database; so do
+    // statements after `USE` (COM_INIT_DB from the client).
+    s.sql_ok("INSERT INTO app.events (who, note) VALUES (7, 'qualified')");
+    s.sql_ok("USE app; UPDATE `app`.events SET note = 'used' WHERE who = 7");
+    assert_eq!(
+        s.new_sql("SELECT COUNT(*) FROM events WHERE note = 'used'"),
+        "1"
+    );
+    s.assert_identical("events", "id");
+    // A database neither side has is refused, at login and by USE.
+    for (sql, extra) in [("SELECT 1", &["-D", "other"][..]), ("USE other", &[][..])] {
+        let out = s.mariadb("app", MY_PASSWORD, sql, extra);
+        assert!(!out.status.success(), "{sql} {extra:?}");
+        assert!(
+            stderr(&out).contains("unknown database 'other'"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_no_divergence(&s);
+}
+
+fn auto_increment_workload(s: &MySetup) {
     s.sql_ok(
         "CREATE TABLE events (id INT AUTO_INCREMENT PRIMARY KEY, who INT, note VARCHAR(40), \
          at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), made DATETIME(6))",
@@ -462,4 +504,24 @@ fn writes_and_shadow_reads_go_through_the_schema_mapping() {
     );
     assert_eq!(new, old);
     assert_no_divergence(&s);
+}
+
+#[test]
+fn drift_on_new_shows_as_a_row_count_mismatch_at_the_next_write() {
+    let s = MySetup::start("mirror", "");
+    s.sql_ok("CREATE TABLE stock (id INT PRIMARY KEY, qty INT)");
+    s.sql_ok("INSERT INTO stock VALUES (1, 5), (2, 5), (3, 5)");
+    // A row lost on new behind turnout's back.
+    s.new.sql("app", "DELETE FROM stock WHERE id = 2").unwrap();
+    s.sql_ok("UPDATE stock SET qty = qty - 1 WHERE id IN (1, 2, 3)");
+    let records = s.divergences();
+    println!("{}", records.join("\n"));
+    assert!(
+        records
+            .iter()
+            .any(|r| r.contains("\"kind\":\"row_count_mismatch\"")
+                && r.contains("\"table\":\"stock\"")
+                && r.contains("the authority reported 3 affected row(s), new reported 2")),
+        "{records:?}"
+    );
 }

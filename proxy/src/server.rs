@@ -386,6 +386,14 @@ impl Shared {
         t
     }
 
+    /// MySQL: each side's configured database, for mapping the client's.
+    pub fn databases(&self) -> crate::mysql::database::Databases {
+        crate::mysql::database::Databases {
+            old: self.targets[0].database.clone(),
+            new: self.targets[1].database.clone(),
+        }
+    }
+
     pub fn target(&self, side: Side) -> &BackendTarget {
         match side {
             Side::Old => &self.targets[0],

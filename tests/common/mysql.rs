@@ -15,6 +15,8 @@ pub struct MySetup {
     pub new: MariaDbInstance,
     pub proxy: Proxy,
     pub dir: TempDir,
+    /// new is database `app_v2` on old's server (not the `new` instance).
+    pub one_server: bool,
 }
 
 impl MySetup {
@@ -45,6 +47,23 @@ impl MySetup {
         sampling: &str,
         backend_tls: bool,
     ) -> MySetup {
+        Self::start_full(phase, extra, tls, sampling, backend_tls, false)
+    }
+
+    /// [`MySetup::start`] with old and new as two databases of one server:
+    /// old is `app`, new is `app_v2`, both on `old`'s MariaDB.
+    pub fn start_one_server(phase: &str, extra: &str) -> MySetup {
+        Self::start_full(phase, extra, None, "", false, true)
+    }
+
+    fn start_full(
+        phase: &str,
+        extra: &str,
+        tls: Option<bool>,
+        sampling: &str,
+        backend_tls: bool,
+        one_server: bool,
+    ) -> MySetup {
         let dir = TempDir::new("turnout-mytest").expect("temp dir");
         let cert = (tls.is_some() || backend_tls)
             .then(|| self_signed_cert(dir.path(), "tls").expect("certificate"));
@@ -71,6 +90,13 @@ impl MySetup {
             m.create_database("app", "app", "backend-pw")
                 .expect("create database");
         }
+        let (new_port, new_db) = if one_server {
+            old.create_database("app_v2", "app", "backend-pw")
+                .expect("create database");
+            (old.port, "app_v2")
+        } else {
+            (new.port, "app")
+        };
         let port = free_port().expect("free port");
         let metrics_port = free_port().expect("free port");
         let config = format!(
@@ -91,7 +117,7 @@ password = "backend-pw"
 [backends.new]
 host = "{host}"
 port = {new_port}
-database = "app"
+database = "{new_db}"
 user = "app"
 password = "backend-pw"
 {backend_tls}
@@ -134,7 +160,6 @@ level = "debug"
 {extra}
 "#,
             old_port = old.port,
-            new_port = new.port,
             // The certificate names localhost and 127.0.0.1.
             host = "127.0.0.1",
             divergences = dir.path().join("divergences.jsonl").display(),
@@ -156,6 +181,7 @@ level = "debug"
             new,
             proxy,
             dir,
+            one_server,
         }
     }
 
@@ -189,13 +215,23 @@ impl MySetup {
     pub fn assert_identical(&self, table: &str, order: &str) {
         let q = format!("SELECT * FROM {table} ORDER BY {order}");
         let old = self.old.sql("app", &q).expect("read old");
-        let new = self.new.sql("app", &q).expect("read new");
+        let new = self.new_sql(&q);
         super::assert_same_rows(table, &old, &new);
         assert!(!old.is_empty(), "{table} is empty");
         println!(
             "{table}: {} rows identical on both sides",
             old.lines().count()
         );
+    }
+
+    /// Runs `sql` on new's database directly (as root); its output.
+    pub fn new_sql(&self, sql: &str) -> String {
+        let r = if self.one_server {
+            self.old.sql("app_v2", sql)
+        } else {
+            self.new.sql("app", sql)
+        };
+        r.expect("query new")
     }
 
     /// `turnout ctl <args>` on this proxy's admin socket, which must

@@ -258,6 +258,15 @@ impl<'a> MyMirror<'a> {
                 }
                 return Some(End::Quit);
             }
+            COM_QUERY | COM_INIT_DB | COM_STMT_PREPARE
+                if self.database_refusal(&packet).is_some() =>
+            {
+                let msg = self.database_refusal(&packet).unwrap_or_default();
+                match self.tell(&err_payload(1049, "42000", &msg)).await {
+                    Ok(()) => return None,
+                    Err(_) => return Some(End::ClientGone("client connection lost".into())),
+                }
+            }
             COM_QUERY => {
                 let sql = String::from_utf8_lossy(&packet[1..]).into_owned();
                 if let Some(kill) = super::kill::parse(&sql) {
@@ -876,7 +885,7 @@ impl<'a> MyMirror<'a> {
     fn for_auth(&self, packet: &[u8]) -> Vec<u8> {
         // Clients write for old: when new is the authority, statements go
         // through the schema mapping (found translatable first, by
-        // `not_for_authority`).
+        // `not_for_authority`), and the database is new's.
         if matches!(packet.first(), Some(&(COM_QUERY | COM_STMT_PREPARE)))
             && self.mirror_side == Side::Old
         {
@@ -884,8 +893,14 @@ impl<'a> MyMirror<'a> {
             if let Ok(Translation::Sql(mapped)) = self.shared.mapping.load().translate(&sql) {
                 let mut out = vec![packet[0]];
                 out.extend_from_slice(mapped.as_bytes());
-                return out;
+                return self.with_database(Side::New, out);
             }
+        }
+        if matches!(
+            packet.first(),
+            Some(&(COM_QUERY | COM_STMT_PREPARE | COM_INIT_DB))
+        ) {
+            return self.with_database(self.mirror_side.other(), packet.to_vec());
         }
         let mut out = packet.to_vec();
         let stmt_command = matches!(
@@ -1034,7 +1049,10 @@ impl<'a> MyMirror<'a> {
         )
         .await?;
         self.mirror_thread = Some(thread);
+        let databases = self.shared.databases();
         for p in &self.replay {
+            let mapped = databases.packet_for(self.mirror_side, p).ok().flatten();
+            let p = mapped.as_deref().unwrap_or(p);
             m.write(0, p).await.map_err(|e| e.to_string())?;
             response::read(&mut m, Expect::Result)
                 .await
@@ -1171,11 +1189,58 @@ impl<'a> MyMirror<'a> {
         if wrap {
             list.push(&commit);
         }
+        let at = usize::from(wrap) + 1;
         let mirrored = self
             .on_mirror(&commands(&list), list.len(), wrap)
             .await
-            .and_then(first_error);
+            .and_then(|answers| {
+                let affected = answers.get(at).map(|a| a.affected_total);
+                first_error(answers).map(|()| affected)
+            });
+        let mirrored = match mirrored {
+            Ok(Some(n)) if n != answer.affected_total => {
+                self.row_count_mismatch(sql, answer.affected_total, n)
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
         self.after_mirror(mirrored, wrap, answer, sql).await
+    }
+
+    /// The sides reported different affected-row counts for one mirrored
+    /// write: they held different rows. Recorded as `row_count_mismatch`
+    /// with both counts; under `mirror.on_error = "fail"` the write fails
+    /// (`Err`, rolled back on both sides).
+    fn row_count_mismatch(&self, sql: &str, authority: u64, mirror: u64) -> Result<(), String> {
+        let loc = crate::engine::locate::locate_text(sql);
+        let table = loc.table.as_deref().unwrap_or_default();
+        if mirror < authority && self.shared.backfill.may_lack_rows(table) {
+            // The backfill has not copied this table yet: new lacks rows
+            // by design.
+            return Ok(());
+        }
+        let detail = format!(
+            "the authority reported {authority} affected row(s), {} reported {mirror}: the sides held different rows",
+            self.mirror_side
+        );
+        if self.shared.mirror_policy == MirrorErrorPolicy::Fail {
+            return Err(detail);
+        }
+        self.shared.metrics_mirror_error();
+        let class = self.shared.classifier.classify(sql);
+        let mut d = Divergence::new(
+            DivergenceKind::RowCountMismatch,
+            self.mirror_side,
+            &class.fingerprint,
+            &detail,
+        );
+        d.table = loc.table;
+        d.key = loc.key;
+        if self.shared.log_statements {
+            d.statement = Some(sql.to_string());
+        }
+        self.shared.record_divergence(d);
+        Ok(())
     }
 
     /// The mirror's outcome decides: on success (or under `record`) the
@@ -1235,14 +1300,21 @@ impl<'a> MyMirror<'a> {
     /// What the mirror runs for the client's `packet`: an execute is given
     /// the mirror's statement id (preparing it there first) and its types.
     async fn mirror_packet(&mut self, packet: &[u8]) -> Result<Vec<u8>, String> {
+        let databases = self.shared.databases();
         if packet.first() == Some(&COM_QUERY) {
             let sql = String::from_utf8_lossy(&packet[1..]);
             let mapping = self.shared.mapping.load();
-            return match mapping.toward(self.mirror_side).translate(&sql) {
-                Ok(Translation::Sql(mapped)) => Ok(query(&mapped)),
-                Ok(_) => Ok(packet.to_vec()),
-                Err(e) => Err(format!("mapping: {e}")),
+            let p = match mapping.toward(self.mirror_side).translate(&sql) {
+                Ok(Translation::Sql(mapped)) => query(&mapped),
+                Ok(_) => packet.to_vec(),
+                Err(e) => return Err(format!("mapping: {e}")),
             };
+            return Ok(databases.packet_for(self.mirror_side, &p)?.unwrap_or(p));
+        }
+        if packet.first() == Some(&COM_INIT_DB) {
+            return Ok(databases
+                .packet_for(self.mirror_side, packet)?
+                .unwrap_or_else(|| packet.to_vec()));
         }
         if packet.first() != Some(&COM_STMT_EXECUTE)
             && packet.first() != Some(&COM_STMT_SEND_LONG_DATA)
@@ -1258,6 +1330,25 @@ impl<'a> MyMirror<'a> {
             out = with_types(&out, s.params, s.types.as_deref());
         }
         Ok(out)
+    }
+
+    /// `packet` (a query, prepare or COM_INIT_DB) with `side`'s database
+    /// (checked mappable first, by [`Self::database_refusal`]).
+    fn with_database(&self, side: Side, packet: Vec<u8>) -> Vec<u8> {
+        match self.shared.databases().packet_for(side, &packet) {
+            Ok(Some(mapped)) => mapped,
+            _ => packet,
+        }
+    }
+
+    /// Why the client's `packet` cannot run: it names a database neither
+    /// side has, or the authority's form of it cannot be made.
+    fn database_refusal(&self, packet: &[u8]) -> Option<String> {
+        let databases = self.shared.databases();
+        if databases.same() {
+            return None;
+        }
+        databases.packet_for(self.mirror_side.other(), packet).err()
     }
 
     /// The mirror's id for the client's statement `id`, preparing it there.
@@ -1284,6 +1375,11 @@ impl<'a> MyMirror<'a> {
             }
             Err(e) => return Err(format!("mapping: {e}")),
         };
+        let sql = self
+            .shared
+            .databases()
+            .sql_for(self.mirror_side, &sql)?
+            .unwrap_or(sql);
         let Some(m) = self.mirror.as_mut() else {
             return Err(format!("no connection to {}", self.mirror_side));
         };

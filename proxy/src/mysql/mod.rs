@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod counters;
+pub mod database;
 pub mod kill;
 pub mod mirror;
 pub mod packet;

@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, info, warn};
 use turnout_config::BackendTlsMode;
+use turnout_control::Side;
 
 /// What turnout offers clients. Each is something every MySQL and MariaDB
 /// server supports, so the session's bytes mean the same on both legs.
@@ -473,6 +474,12 @@ async fn start(
             .await
             .map_err(|e| (seq, StartError::ClientIo(e)))?;
     }
+    if let Some(d) = db.as_deref() {
+        // A database neither side is configured with is refused, clearly.
+        if let Err(msg) = shared.databases().for_side(Side::Old, d) {
+            return Err((seq, StartError::Client(1049, "42000", msg)));
+        }
+    }
     let authority = shared.routing.snapshot().phase.authority();
     let target = &shared.session_target(authority, &user);
     let (backend, thread) = connect(shared, target, caps, response.collation(), db.as_deref())
@@ -514,6 +521,12 @@ pub(super) async fn connect(
     collation: u8,
     db: Option<&str>,
 ) -> Result<(Packets, u32), String> {
+    // The client's database as this side calls it.
+    let db = match db {
+        Some(d) => shared.databases().for_side(target.side, d)?,
+        None => target.database.clone(),
+    };
+    let db = db.as_str();
     let work = async {
         let stream = open_plain(target).await.map_err(|e| e.to_string())?;
         let mut b = Packets::new(stream, 1 << 24);
@@ -566,7 +579,7 @@ pub(super) async fn connect(
             scrambled,
             (10, 11, 0),
             Some(target.user.as_bytes()),
-            Some(db.unwrap_or(&target.database).as_bytes()),
+            Some(db.as_bytes()),
             Some(AuthPlugin::MysqlNativePassword),
             caps,
             None,

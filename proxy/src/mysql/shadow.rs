@@ -225,6 +225,12 @@ async fn run(shared: &Shared, side: Side, sample: &Sample) -> Result<Answered, S
         },
         Side::Old => sample.sql.clone(),
     };
+    // And names qualified with old's database get new's.
+    let sql = match shared.databases().sql_for(side, &sql) {
+        Ok(Some(mapped)) => mapped,
+        Ok(None) => sql,
+        Err(e) => return Err(SampleError::Undecodable(e)),
+    };
     let sql = &sql;
     let pool = &shared.mysql_pool;
     let exchange = async {
