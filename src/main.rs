@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use turnout_config::Config;
 use turnout_control::controller::Controller;
-use turnout_control::Phase;
+use turnout_control::{Phase, Side};
 use turnout_proxy::admin::Window;
 
 #[derive(Parser)]
@@ -38,6 +38,10 @@ enum Command {
     CheckConfig {
         /// Path of the TOML config.
         file: PathBuf,
+        /// Also log in to both backends as configured and read their
+        /// catalogs, as turnout does before it serves a mirroring phase.
+        #[arg(long)]
+        connect: bool,
     },
     /// Send a command to a running turnout's admin socket: status,
     /// flip reads, rollback (changes take --dry-run).
@@ -88,7 +92,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { file } => match turnout_config::load(&file) {
+        Command::CheckConfig { file, connect } => match turnout_config::load(&file) {
             Ok(c) => {
                 println!(
                     "{}: ok (protocol {:?}, listen {}, old {}, new {}, {} user(s))",
@@ -99,7 +103,13 @@ fn main() -> ExitCode {
                     c.backends.new.address(),
                     c.users.len()
                 );
-                ExitCode::SUCCESS
+                if !connect {
+                    return ExitCode::SUCCESS;
+                }
+                let Some(rt) = runtime(&c) else {
+                    return ExitCode::FAILURE;
+                };
+                rt.block_on(check_backends(&c))
             }
             Err(e) => {
                 eprintln!("{e}");
@@ -201,6 +211,35 @@ fn runtime(config: &Config) -> Option<tokio::runtime::Runtime> {
     }
 }
 
+/// `check-config --connect`: logs in to both backends and reads their
+/// catalogs; each side's result printed, non-zero when one failed.
+async fn check_backends(config: &Config) -> ExitCode {
+    let routing = Arc::new(turnout_control::RoutingState::new(Phase::Mirror, 0));
+    let shared = match turnout_proxy::server::Shared::new(config, routing) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("turnout: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut failed = false;
+    for (_, checked) in turnout_proxy::backend_check::check(&shared, &[Side::Old, Side::New]).await
+    {
+        match checked {
+            Ok(line) => println!("{line}"),
+            Err(why) => {
+                failed = true;
+                eprintln!("turnout: {why}");
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 /// Serves until SIGINT or SIGTERM.
 async fn run(config: Config, config_path: PathBuf) -> ExitCode {
     turnout_control::files::set_group_readable(config.log.group_readable);
@@ -252,6 +291,33 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The backends the phase needs are reached and logged in to before any
+    // client is: in a mirroring phase both, or turnout does not start.
+    {
+        let sides: Vec<Side> = match phase.mirror() {
+            Some(m) => vec![m.other(), m],
+            None => vec![phase.authority()],
+        };
+        let mut failed = Vec::new();
+        for (_, checked) in turnout_proxy::backend_check::check(server.shared(), &sides).await {
+            match checked {
+                Ok(line) => tracing::info!("{line}"),
+                Err(why) => failed.push(why),
+            }
+        }
+        if !failed.is_empty() {
+            if phase.mirror().is_some() {
+                eprintln!("turnout: a backend cannot be used; turnout does not enter {phase} until it can:");
+                for why in &failed {
+                    eprintln!("  - {why}");
+                }
+                return ExitCode::from(2);
+            }
+            for why in &failed {
+                tracing::error!("{why}; clients will get this error until it can be reached");
+            }
+        }
+    }
     // A schema mapping is checked against both catalogs before any write
     // is mirrored through it.
     if phase.mirror().is_some() && !config.mapping.tables.is_empty() {

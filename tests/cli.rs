@@ -165,3 +165,69 @@ fn demo_serves_the_sample_schema_and_cleans_up_on_ctrl_c() {
     assert!(status.success(), "{status}");
     assert!(!config_dir.exists(), "{} left behind", config_dir.display());
 }
+
+#[test]
+fn backends_are_checked_before_serving_and_a_wrong_backend_password_says_so() {
+    let s = common::Setup::start(common::Options {
+        phase: Some("mirror"),
+        ..common::Options::default()
+    });
+    let config = s.dir.path().join("turnout.toml");
+    let out = Command::new(common::turnout_bin())
+        .args(["check-config", "--connect"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("backend old") && text.contains("backend new") && text.contains("logged in"),
+        "{text}"
+    );
+
+    // new's password wrong: named, and turnout does not start in mirror.
+    let good = std::fs::read_to_string(&config).unwrap();
+    let at = good.find("[backends.new]").unwrap();
+    let (head, tail) = good.split_at(at);
+    let bad = format!(
+        "{head}{}",
+        tail.replacen("backend-pw", "not-the-password", 1)
+    );
+    let bad_path = s.dir.path().join("bad.toml");
+    std::fs::write(&bad_path, &bad).unwrap();
+    let out = Command::new(common::turnout_bin())
+        .args(["check-config", "--connect"])
+        .arg(&bad_path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("backend new") && err.contains("password authentication failed"),
+        "{err}"
+    );
+    // Another port, so the running proxy is not in the way.
+    let port = turnout_harness::free_port().unwrap();
+    let bad = bad.replace(
+        &format!("127.0.0.1:{}\"", s.proxy.port),
+        &format!("127.0.0.1:{port}\""),
+    );
+    std::fs::write(&bad_path, &bad).unwrap();
+    let out = Command::new(common::turnout_bin())
+        .args(["run", "--config"])
+        .arg(&bad_path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    println!("{err}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("does not enter mirror") && err.contains("backend new"),
+        "{err}"
+    );
+}

@@ -521,3 +521,85 @@ fn under_fail_a_count_that_disagrees_fails_the_write_on_both_sides() {
         "0"
     );
 }
+
+#[test]
+fn with_replica_role_the_mirrors_triggers_do_not_fire_for_applied_rows() {
+    let s = Setup::start(Options {
+        phase: Some("mirror"),
+        mirror_extra: "replica_role = true",
+        ..Options::default()
+    });
+    // session_replication_role is a superuser's setting.
+    s.new
+        .as_ref()
+        .unwrap()
+        .psql("postgres", "ALTER ROLE app SUPERUSER")
+        .unwrap();
+    let schema = "CREATE TABLE t (id int PRIMARY KEY, v int); \
+                  CREATE TABLE fired (n int); \
+                  CREATE FUNCTION note() RETURNS trigger LANGUAGE plpgsql AS \
+                  $$ BEGIN INSERT INTO fired VALUES (1); RETURN NEW; END $$; \
+                  CREATE TRIGGER t_note AFTER INSERT OR UPDATE ON t FOR EACH ROW EXECUTE FUNCTION note()";
+    for url in [s.direct_url(), s.direct_new_url()] {
+        let out = psql(&url, &["-v", "ON_ERROR_STOP=1", "-c", schema], &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = s.psql(
+        &s.app_url(),
+        &[
+            "-c",
+            "INSERT INTO t VALUES (1, 1), (2, 1)",
+            "-c",
+            "UPDATE t SET v = 2 WHERE id = 1",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_sides_identical(&s, &[("t", "id")]);
+    assert_eq!(scalar(&s.direct_url(), "SELECT count(*) FROM fired"), "3");
+    assert_eq!(
+        scalar(&s.direct_new_url(), "SELECT count(*) FROM fired"),
+        "0"
+    );
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+}
+
+#[test]
+fn writes_that_cannot_carry_row_images_are_mirrored_as_statements_and_recorded() {
+    let s = start(None);
+    let url = s.app_url();
+    let out = s.psql(
+        &url,
+        &[
+            "-c",
+            "INSERT INTO jobs (state) VALUES ('x'), ('x')",
+            "-c",
+            "WITH d AS (DELETE FROM jobs WHERE state = 'x' RETURNING id) \
+             INSERT INTO events (account, kind) SELECT id, 'moved' FROM d",
+            "-c",
+            "INSERT INTO audit (note) VALUES ('a')",
+            "-c",
+            "UPDATE audit SET note = 'b'",
+            "-c",
+            "UPDATE accounts SET id = id + 100 WHERE id = 20",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records = s.divergences();
+    println!("{}", records.join("\n"));
+    for why in [
+        "a write inside a WITH clause",
+        "audit has no primary key",
+        "assigns a primary-key column of accounts",
+    ] {
+        assert!(
+            records
+                .iter()
+                .any(|r| r.contains("\"kind\":\"unsafe_statement\"")
+                    && r.contains("mirrored as a statement")
+                    && r.contains(why)),
+            "{why}: {records:?}"
+        );
+    }
+    // Mirrored as statements, on quiet tables: the same on both sides.
+    assert_sides_identical(&s, &[("accounts", "id"), ("events", "id")]);
+}

@@ -313,10 +313,39 @@ struct Target {
     port: u16,
     /// Index of the direct target this one is compared with.
     baseline: usize,
+    /// The proxy process behind it, whose CPU time per transaction is
+    /// reported.
+    pid: Option<u32>,
 }
 
-/// Runs pgbench with `script_args` (e.g. `-S -M simple`) and returns its tps.
-fn pgbench_run(t: &Target, script_args: &[&str], args: &Args) -> Result<f64, String> {
+impl Target {
+    fn with_pid(mut self, pid: u32) -> Target {
+        self.pid = Some(pid);
+        self
+    }
+}
+
+/// CPU time (user + system) of process `pid` so far, in microseconds.
+fn cpu_micros(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    // Clock ticks: 100 per second on Linux.
+    Some((utime + stime) * 10_000.0)
+}
+
+/// Runs pgbench with `script_args` (e.g. `-S -M simple`): its tps, and the
+/// proxy's CPU microseconds per transaction when the target names its
+/// process.
+fn pgbench_run_cpu(
+    t: &Target,
+    script_args: &[&str],
+    args: &Args,
+) -> Result<(f64, Option<f64>), String> {
+    let before = t.pid.and_then(cpu_micros);
     let out = Command::new("pgbench")
         .args(["-n", "-j", "2"])
         .args(script_args)
@@ -327,8 +356,10 @@ fn pgbench_run(t: &Target, script_args: &[&str], args: &Args) -> Result<f64, Str
         .env("PGPASSWORD", "bench")
         .output()
         .map_err(|e| format!("cannot run pgbench: {e}"))?;
+    let after = t.pid.and_then(cpu_micros);
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
+    let tps = text
+        .lines()
         .find_map(|l| l.strip_prefix("tps = "))
         .and_then(|l| l.split_whitespace().next())
         .and_then(|v| v.parse().ok())
@@ -338,7 +369,17 @@ fn pgbench_run(t: &Target, script_args: &[&str], args: &Args) -> Result<f64, Str
                 t.name,
                 String::from_utf8_lossy(&out.stderr)
             )
-        })
+        })?;
+    let done: Option<f64> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok());
+    let cpu = match (before, after, done) {
+        (Some(b), Some(a), Some(n)) if n > 0.0 => Some((a - b) / n),
+        _ => None,
+    };
+    Ok((tps, cpu))
 }
 
 /// Mirrored TPC-B: pgbench's write workload through turnout in phase
@@ -348,7 +389,7 @@ fn mirrored_tpcb(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), Str
     let new = bench_instance(args.scale)?;
     // `old` starts from a fresh pgbench dataset too.
     pgbench_init(old, args.scale)?;
-    let (_t, port, _) = start_turnout_with(
+    let (t, port, _) = start_turnout_with(
         dir.path(),
         "turnout-mirror",
         "127.0.0.1",
@@ -359,7 +400,7 @@ fn mirrored_tpcb(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), Str
     )?;
     let mut targets = vec![
         target("direct tcp", "127.0.0.1", old.port, 0),
-        target("turnout mirror", "127.0.0.1", port, 0),
+        target("turnout mirror", "127.0.0.1", port, 0).with_pid(t.0.id()),
     ];
     // The baseline binary on the same backends, in the same rounds.
     let _baseline = match &args.baseline {
@@ -375,7 +416,9 @@ fn mirrored_tpcb(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), Str
                 "",
             )?;
             let child = spawn_binary(bin, dir.path(), name, &config, port)?;
-            targets.push(target("turnout mirror (baseline)", "127.0.0.1", port, 0));
+            targets.push(
+                target("turnout mirror (baseline)", "127.0.0.1", port, 0).with_pid(child.0.id()),
+            );
             Some(child)
         }
         None => None,
@@ -384,7 +427,12 @@ fn mirrored_tpcb(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), Str
         "\npgbench TPC-B (default script) -c {} -j 2, {} s per run, {} rounds: direct to old vs through turnout in phase mirror (old and new on this machine)",
         args.clients, args.seconds, args.rounds
     );
-    compare(&targets, &[], args)
+    compare(&targets, &[], args)?;
+    println!(
+        "\npgbench -S -c {} -j 2, {} s per run, {} rounds: the same targets (reads pass through the mirror phase)",
+        args.clients, args.seconds, args.rounds
+    );
+    compare(&targets, &["-S"], args)
 }
 
 /// Shadow reads: pgbench -S through turnout in phase mirror with 0 %, 1 %
@@ -563,6 +611,7 @@ fn target(name: &str, host: &str, port: u16, baseline: usize) -> Target {
         host: host.to_string(),
         port,
         baseline,
+        pid: None,
     }
 }
 
@@ -571,30 +620,38 @@ fn target(name: &str, host: &str, port: u16, baseline: usize) -> Target {
 /// first, and prints each target's median tps and its ratio to its baseline.
 fn compare(targets: &[Target], script: &[&str], args: &Args) -> Result<(), String> {
     println!(
-        "{:<9} {:<22} {:>11} {:>22} {:>7}",
-        "mode", "target", "median tps", "baseline", "ratio"
+        "{:<9} {:<26} {:>11} {:>22} {:>7} {:>12}",
+        "mode", "target", "median tps", "baseline", "ratio", "proxy µs/tx"
     );
     for mode in ["simple", "prepared"] {
         let mut results: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+        let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
         for round in 0..args.rounds {
             for k in 0..targets.len() {
                 let i = (k + round as usize) % targets.len();
                 let mut a: Vec<&str> = script.to_vec();
                 a.extend(["-M", mode]);
-                let tps = pgbench_run(&targets[i], &a, args)?;
+                let (tps, micros) = pgbench_run_cpu(&targets[i], &a, args)?;
                 eprintln!("  {mode} round {round} {}: {tps:.0} tps", targets[i].name);
                 results[i].push(tps);
+                cpu[i].extend(micros);
             }
         }
         let medians: Vec<f64> = results.iter_mut().map(|r| median(r)).collect();
         for (i, t) in targets.iter().enumerate() {
+            let micros = if cpu[i].is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.1}", median(&mut cpu[i]))
+            };
             println!(
-                "{:<9} {:<22} {:>11.0} {:>22} {:>7.3}",
+                "{:<9} {:<26} {:>11.0} {:>22} {:>7.3} {:>12}",
                 mode,
                 t.name,
                 medians[i],
                 targets[t.baseline].name,
-                medians[i] / medians[t.baseline]
+                medians[i] / medians[t.baseline],
+                micros
             );
         }
     }

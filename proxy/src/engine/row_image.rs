@@ -69,6 +69,23 @@ impl ImagePlan {
             _ => None,
         }
     }
+
+    /// Why a write mirrored as a statement may not do on the mirror what it
+    /// did on the authority (rows it chose by what it read there): data
+    /// modifications under WITH, MERGE, several writes in one text. Others
+    /// mirrored as statements do the same on both sides (TRUNCATE, COPY) or
+    /// are a function's own business (`SELECT f()`, `EXPLAIN ANALYZE`).
+    pub fn statement_risk(&self) -> Option<&'static str> {
+        const RISKS: [&str; 3] = [
+            "a write inside a WITH clause",
+            "MERGE",
+            "several statements in one text",
+        ];
+        match self {
+            ImagePlan::Statement(r) if RISKS.contains(r) => Some(r),
+            _ => None,
+        }
+    }
 }
 
 fn fold(i: &Ident) -> String {

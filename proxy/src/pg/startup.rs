@@ -44,7 +44,27 @@ impl SessionError {
                 code,
                 message,
             } => Some(codec::error_response(*severity, code, message)),
-            SessionError::Backend(BackendError::Refused { frame, .. }) => Some(frame.clone()),
+            SessionError::Backend(BackendError::Refused {
+                side,
+                message,
+                frame,
+            }) => {
+                // turnout's own login refused (a wrong backend password, a
+                // missing database): said as such, never as the client's.
+                let code = codec::error_fields(&frame[5..])
+                    .remove(&b'C')
+                    .unwrap_or_default();
+                if code.starts_with("28") || code.starts_with("3D") {
+                    return Some(codec::error_response(
+                        Severity::Fatal,
+                        "08006",
+                        &format!(
+                            "turnout: backend {side} refused turnout's own login ({message}); check backends.{side} in turnout's config"
+                        ),
+                    ));
+                }
+                Some(frame.clone())
+            }
             SessionError::Backend(e) => Some(codec::error_response(
                 Severity::Fatal,
                 "08006",

@@ -408,7 +408,14 @@ impl MirrorSession<'_> {
                 continue;
             }
             match m.stmt.as_ref().and_then(|p| p.image.clone()) {
-                None => statements.push(class),
+                None => {
+                    if let Some(why) = self.statement_risk(&class) {
+                        if let Some(msg) = self.statement_mirrored(&class, why, &raw_of(batch)) {
+                            return Ok(Some(msg));
+                        }
+                    }
+                    statements.push(class)
+                }
                 Some(i) => {
                     if self.shared.unsafe_policy != UnsafePolicy::Fail {
                         continue;
@@ -514,7 +521,10 @@ impl MirrorSession<'_> {
                             Some(t) => {
                                 let target = &imaged.target;
                                 parts.push(Part::Raw(image::apply_messages(
-                                    target.op, &t, &m.images,
+                                    target.op,
+                                    &t,
+                                    &m.images,
+                                    self.shared.replica_role,
                                 )));
                                 // The mirror's unnamed statement is turnout's now.
                                 parsed_here.remove("");

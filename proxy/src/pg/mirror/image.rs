@@ -119,7 +119,14 @@ pub(super) fn execute_whole(raw: &Bytes) -> Option<Bytes> {
 
 /// The messages that apply `images` on the mirror (no Sync): one
 /// statement, the rows as one JSON parameter.
-pub(super) fn apply_messages(op: Op, table: &MirrorTable, images: &[String]) -> Bytes {
+/// `replica`: the apply runs with `session_replication_role = replica`
+/// (`mirror.replica_role`), so the mirror's triggers do not fire for it.
+pub(super) fn apply_messages(
+    op: Op,
+    table: &MirrorTable,
+    images: &[String],
+    replica: bool,
+) -> Bytes {
     let keys = images
         .first()
         .map(|i| row_image::image_keys(i))
@@ -135,6 +142,19 @@ pub(super) fn apply_messages(op: Op, table: &MirrorTable, images: &[String]) -> 
     }
     json.push(']');
     let mut out = BytesMut::new();
+    let mut exec = BytesMut::new();
+    put_cstr(&mut exec, "");
+    exec.put_i32(0);
+    let exec = codec::frame(b'E', &exec);
+    if replica {
+        out.extend_from_slice(&super::extended::parse(
+            "",
+            "SET LOCAL session_replication_role = replica",
+            &[0, 0],
+        ));
+        out.extend_from_slice(&super::extended::bind("", "", &[0, 0, 0, 0, 0, 0]));
+        out.extend_from_slice(&exec);
+    }
     out.extend_from_slice(&super::extended::parse("", &sql, &[0, 0]));
     let mut tail = BytesMut::new();
     tail.put_u16(0);
@@ -143,10 +163,7 @@ pub(super) fn apply_messages(op: Op, table: &MirrorTable, images: &[String]) -> 
     tail.extend_from_slice(json.as_bytes());
     tail.put_u16(0);
     out.extend_from_slice(&super::extended::bind("", "", &tail));
-    let mut exec = BytesMut::new();
-    put_cstr(&mut exec, "");
-    exec.put_i32(0);
-    out.extend_from_slice(&codec::frame(b'E', &exec));
+    out.extend_from_slice(&exec);
     out.freeze()
 }
 
@@ -214,6 +231,19 @@ impl MirrorSession<'_> {
             target: target.clone(),
             capture: capture.into(),
         }))
+    }
+
+    /// Why a write that is mirrored as a statement (not as row images,
+    /// though row images are on) may do otherwise on the mirror.
+    pub(super) fn statement_risk(&self, class: &Classification) -> Option<&'static str> {
+        if !self.shared.row_images
+            || self.shared.async_queue.is_some()
+            || class.rule.is_some()
+            || !self.shared.mapping.load().is_identity()
+        {
+            return None;
+        }
+        class.image.statement_risk()
     }
 
     /// The mirror's table `table` (as a client names it), from the shared
@@ -386,7 +416,8 @@ impl MirrorSession<'_> {
             table: target.table.clone(),
             fingerprint: class.fingerprint.clone(),
         };
-        let mut apply = BytesMut::from(&apply_messages(target.op, table, &images)[..]);
+        let replica = self.shared.replica_role;
+        let mut apply = BytesMut::from(&apply_messages(target.op, table, &images, replica)[..]);
         apply.extend_from_slice(&codec::frame(b'S', &[]));
         if !wrap {
             // In the client's block: read later, checked then.
@@ -438,5 +469,93 @@ impl MirrorSession<'_> {
             }
         }
         self.finish_write(&result, wrap, class).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(tag: u8, body: &[u8]) -> Frame {
+        Frame {
+            tag,
+            raw: codec::frame(tag, body),
+        }
+    }
+
+    fn description(names: &[&str]) -> Frame {
+        let mut b = BytesMut::new();
+        b.put_u16(names.len() as u16);
+        for n in names {
+            put_cstr(&mut b, n);
+            b.extend_from_slice(&[0u8; 18]);
+        }
+        frame(b'T', &b)
+    }
+
+    fn row(values: &[Option<&[u8]>]) -> Frame {
+        let mut b = BytesMut::new();
+        b.put_u16(values.len() as u16);
+        for v in values {
+            match v {
+                None => b.put_i32(-1),
+                Some(v) => {
+                    b.put_i32(v.len() as i32);
+                    b.extend_from_slice(v);
+                }
+            }
+        }
+        frame(b'D', &b)
+    }
+
+    #[test]
+    fn the_added_column_is_taken_off_every_answer() {
+        let stripped = strip_description(&description(&["id", "to_jsonb"]), true);
+        assert_eq!(stripped, description(&["id"]).raw);
+        assert_eq!(
+            strip_description(&description(&["to_jsonb"]), false),
+            codec::frame(b'n', &[])
+        );
+        let (kept, image) = split_row(&row(&[Some(b"7"), None, Some(b"{\"id\": 7}")]), true);
+        assert_eq!(kept.unwrap(), row(&[Some(b"7"), None]).raw);
+        assert_eq!(image.as_deref(), Some("{\"id\": 7}"));
+        // Binary jsonb: a version byte before the text.
+        let (kept, image) = split_row(&row(&[Some(b"\x01{\"id\": 8}")]), false);
+        assert!(kept.is_none());
+        assert_eq!(image.as_deref(), Some("{\"id\": 8}"));
+    }
+
+    #[test]
+    fn binds_and_executes_are_fitted_to_the_added_column() {
+        let mut tail = BytesMut::new();
+        tail.put_u16(1);
+        tail.put_u16(1); // binary parameters
+        tail.put_u16(1);
+        tail.put_i32(4);
+        tail.put_i32(42);
+        tail.put_u16(2);
+        tail.put_u16(1);
+        tail.put_u16(0); // two result columns
+        let bind = super::super::extended::bind("p", "s", &tail);
+        let fitted = bind_with_image(&bind).unwrap();
+        let mut want = BytesMut::from(&tail[..tail.len() - 6]);
+        want.put_u16(3);
+        want.put_u16(1);
+        want.put_u16(0);
+        want.put_u16(0);
+        assert_eq!(fitted, super::super::extended::bind("p", "s", &want));
+        // One format for all columns (or none): left as it is.
+        let mut one = BytesMut::from(&tail[..tail.len() - 6]);
+        one.put_u16(1);
+        one.put_u16(1);
+        assert_eq!(
+            bind_with_image(&super::super::extended::bind("", "", &one)),
+            None
+        );
+        let mut exec = BytesMut::new();
+        put_cstr(&mut exec, "p");
+        exec.put_i32(10);
+        let whole = execute_whole(&codec::frame(b'E', &exec)).unwrap();
+        assert_eq!(&whole[5..], b"p\0\0\0\0\0");
     }
 }

@@ -322,6 +322,10 @@ impl MirrorSession<'_> {
             if let Some(step) = self.image_write(raw, class, &imaged).await {
                 return step;
             }
+        } else if let Some(why) = self.statement_risk(class) {
+            if let Some(msg) = self.statement_mirrored(class, why, raw) {
+                return self.refuse(&msg, false).await;
+            }
         }
         // Through the schema mapping (`[mapping]`) first: what cannot be
         // translated runs on the authority alone, recorded (or refused).
