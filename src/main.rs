@@ -240,6 +240,49 @@ async fn check_backends(config: &Config) -> ExitCode {
     }
 }
 
+/// Checks the backends `phase` needs ([`turnout_proxy::backend_check`]);
+/// `Some(exit code)` when turnout must not start.
+async fn backends_for(
+    config: &Config,
+    routing: Arc<turnout_control::RoutingState>,
+    phase: Phase,
+) -> Option<ExitCode> {
+    let shared = match turnout_proxy::server::Shared::new(config, routing) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("turnout: {e}");
+            return Some(ExitCode::FAILURE);
+        }
+    };
+    let sides: Vec<Side> = match phase.mirror() {
+        Some(m) => vec![m.other(), m],
+        None => vec![phase.authority()],
+    };
+    let mut failed = Vec::new();
+    for (_, checked) in turnout_proxy::backend_check::check(&shared, &sides).await {
+        match checked {
+            Ok(line) => tracing::info!("{line}"),
+            Err(why) => failed.push(why),
+        }
+    }
+    if failed.is_empty() {
+        return None;
+    }
+    if phase.mirror().is_some() {
+        eprintln!(
+            "turnout: a backend cannot be used; turnout does not enter {phase} until it can:"
+        );
+        for why in &failed {
+            eprintln!("  - {why}");
+        }
+        return Some(ExitCode::from(2));
+    }
+    for why in &failed {
+        tracing::error!("{why}; clients will get this error until it can be reached");
+    }
+    None
+}
+
 /// Serves until SIGINT or SIGTERM.
 async fn run(config: Config, config_path: PathBuf) -> ExitCode {
     turnout_control::files::set_group_readable(config.log.group_readable);
@@ -272,6 +315,12 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
     if phase.mirror().is_some() && config.mirror.divergence_log.is_none() {
         tracing::warn!("mirroring without mirror.divergence_log: divergences go to this log only");
     }
+    // The backends the phase needs are reached and logged in to before
+    // anything is served (the listener's port open means ready): in a
+    // mirroring phase both, or turnout does not start.
+    if let Some(code) = backends_for(&config, controller.routing().clone(), phase).await {
+        return code;
+    }
     // The admin socket is bound before the listener: once clients can
     // connect, `turnout ctl` can too (commands wait until it serves).
     let admin = match &config.admin.socket {
@@ -291,33 +340,6 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The backends the phase needs are reached and logged in to before any
-    // client is: in a mirroring phase both, or turnout does not start.
-    {
-        let sides: Vec<Side> = match phase.mirror() {
-            Some(m) => vec![m.other(), m],
-            None => vec![phase.authority()],
-        };
-        let mut failed = Vec::new();
-        for (_, checked) in turnout_proxy::backend_check::check(server.shared(), &sides).await {
-            match checked {
-                Ok(line) => tracing::info!("{line}"),
-                Err(why) => failed.push(why),
-            }
-        }
-        if !failed.is_empty() {
-            if phase.mirror().is_some() {
-                eprintln!("turnout: a backend cannot be used; turnout does not enter {phase} until it can:");
-                for why in &failed {
-                    eprintln!("  - {why}");
-                }
-                return ExitCode::from(2);
-            }
-            for why in &failed {
-                tracing::error!("{why}; clients will get this error until it can be reached");
-            }
-        }
-    }
     // A schema mapping is checked against both catalogs before any write
     // is mirrored through it.
     if phase.mirror().is_some() && !config.mapping.tables.is_empty() {
