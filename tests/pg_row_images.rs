@@ -607,3 +607,45 @@ fn writes_that_cannot_carry_row_images_are_mirrored_as_statements_and_recorded()
     // clock_timestamp(), evaluated again on new: exactly why it is recorded.)
     assert_sides_identical(&s, &[("counters", "k")]);
 }
+
+#[test]
+fn deallocate_all_and_discard_all_between_writes_lose_nothing() {
+    // turnout prepares its apply statements on new once per connection;
+    // a client's `DEALLOCATE ALL` or `DISCARD ALL` drops them there too.
+    let s = start(None);
+    let out = s.psql(
+        &s.app_url(),
+        &[
+            "-c",
+            "UPDATE accounts SET balance = 1 WHERE id = 1",
+            "-c",
+            "DEALLOCATE ALL",
+            "-c",
+            "UPDATE accounts SET balance = 2 WHERE id = 2",
+            "-c",
+            "DISCARD ALL",
+            "-c",
+            "UPDATE accounts SET balance = 3 WHERE id = 3",
+            "-c",
+            "BEGIN",
+            "-c",
+            "UPDATE accounts SET balance = 4 WHERE id = 4",
+            "-c",
+            "DEALLOCATE ALL",
+            "-c",
+            "UPDATE accounts SET balance = 5 WHERE id = 5",
+            "-c",
+            "COMMIT",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_sides_identical(&s, &[("accounts", "id")]);
+    assert_eq!(
+        scalar(
+            &s.direct_new_url(),
+            "SELECT string_agg(balance::text, ',' ORDER BY id) FROM accounts WHERE id <= 5"
+        ),
+        "1.00,2.00,3.00,4.00,5.00"
+    );
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+}

@@ -426,6 +426,7 @@ impl MirrorSession<'_> {
             }
         };
         self.mirror_prepared.extend(plan.prepares_named());
+        self.applies_sent(plan.applies);
         let expects = plan.expects;
         // Under `fail` a count that disagrees must undo the mirror's copy:
         // it runs in a block of turnout's, committed once checked.

@@ -380,7 +380,7 @@ impl MirrorSession<'_> {
                 self.mirror_only(&m).await
             }
             Route::Both | Route::Commit | Route::Unwrapped | Route::Write => {
-                if let Some(msg) = self.refusal(&batch, executed).await? {
+                if let Some(msg) = self.refusal(&batch).await? {
                     self.none_on_authority(batch);
                     return self.refuse(&msg, false).await;
                 }
@@ -393,11 +393,7 @@ impl MirrorSession<'_> {
     /// Before a batch with writes runs: each write the mirror may not
     /// reproduce is recorded as unsafe, or under `mirror.on_unsafe = "fail"`
     /// gives the message the batch is refused with before either side runs it.
-    async fn refusal(
-        &mut self,
-        batch: &[Msg],
-        executed: &[Arc<Classification>],
-    ) -> Result<Option<String>, Stop> {
+    async fn refusal(&mut self, batch: &[Msg]) -> Result<Option<String>, Stop> {
         // Row images carry the authority's values: only writes mirrored as
         // statements are checked here (and, under `on_unsafe = "fail"`,
         // those whose rows cannot be applied by key are refused now).
@@ -428,7 +424,6 @@ impl MirrorSession<'_> {
                 }
             }
         }
-        let _ = executed;
         for class in &statements {
             let reason = match class.unsafe_reason() {
                 Some(r) => Some(r.to_string()),
@@ -473,6 +468,7 @@ impl MirrorSession<'_> {
         let mut prepared = self.mirror_prepared.clone();
         let mut parses = VecDeque::new();
         let mut expects = Vec::new();
+        let mut applies = Vec::new();
         for m in batch {
             let f = &m.frame;
             let body = f.body();
@@ -520,13 +516,15 @@ impl MirrorSession<'_> {
                             Some(_) if m.images.is_empty() => {}
                             Some(t) => {
                                 let target = &imaged.target;
-                                parts.push(Part::Raw(image::apply_messages(
+                                parts.push(Part::Raw(self.apply_unit(
                                     target.op,
                                     &t,
                                     &m.images,
-                                    self.shared.replica_role,
+                                    &mut applies,
                                 )));
-                                // The mirror's unnamed statement is turnout's now.
+                                // The mirror's unnamed portal (and, for a
+                                // text parsed each time, its unnamed
+                                // statement) is turnout's now.
                                 parsed_here.remove("");
                                 expects.push(crate::engine::row_image::Expect {
                                     op: target.op,
@@ -632,6 +630,7 @@ impl MirrorSession<'_> {
             prepared,
             parses,
             expects,
+            applies,
         }
     }
 
@@ -716,6 +715,8 @@ pub(super) struct MirrorPlan {
     parses: VecDeque<bool>,
     /// What each row-image apply in it must find on the mirror, in order.
     pub(super) expects: Vec<crate::engine::row_image::Expect>,
+    /// Apply statements it prepares on the mirror (name, text).
+    pub(super) applies: Vec<(String, Arc<str>)>,
 }
 
 impl MirrorPlan {

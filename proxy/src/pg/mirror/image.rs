@@ -117,16 +117,10 @@ pub(super) fn execute_whole(raw: &Bytes) -> Option<Bytes> {
     Some(codec::frame(b'E', &out))
 }
 
-/// The messages that apply `images` on the mirror (no Sync): one
-/// statement, the rows as one JSON parameter.
-/// `replica`: the apply runs with `session_replication_role = replica`
-/// (`mirror.replica_role`), so the mirror's triggers do not fire for it.
-pub(super) fn apply_messages(
-    op: Op,
-    table: &MirrorTable,
-    images: &[String],
-    replica: bool,
-) -> Bytes {
+/// The statement that applies `images` (see
+/// [`row_image::apply_statement`]) and its one parameter, the rows as a
+/// JSON array.
+pub(super) fn apply_of(op: Op, table: &MirrorTable, images: &[String]) -> (String, String) {
     let keys = images
         .first()
         .map(|i| row_image::image_keys(i))
@@ -141,6 +135,14 @@ pub(super) fn apply_messages(
         json.push_str(i);
     }
     json.push(']');
+    (sql, json)
+}
+
+/// The messages that run an apply on the mirror (no Sync): the statement
+/// named `name` (parsed first when `parse`), bound to `json`.
+/// `replica`: it runs with `session_replication_role = replica`
+/// (`mirror.replica_role`), so the mirror's triggers do not fire for it.
+pub(super) fn apply_messages(name: &str, sql: Option<&str>, json: &str, replica: bool) -> Bytes {
     let mut out = BytesMut::new();
     let mut exec = BytesMut::new();
     put_cstr(&mut exec, "");
@@ -155,14 +157,16 @@ pub(super) fn apply_messages(
         out.extend_from_slice(&super::extended::bind("", "", &[0, 0, 0, 0, 0, 0]));
         out.extend_from_slice(&exec);
     }
-    out.extend_from_slice(&super::extended::parse("", &sql, &[0, 0]));
+    if let Some(sql) = sql {
+        out.extend_from_slice(&super::extended::parse(name, sql, &[0, 0]));
+    }
     let mut tail = BytesMut::new();
     tail.put_u16(0);
     tail.put_u16(1);
     tail.put_i32(json.len() as i32);
     tail.extend_from_slice(json.as_bytes());
     tail.put_u16(0);
-    out.extend_from_slice(&super::extended::bind("", "", &tail));
+    out.extend_from_slice(&super::extended::bind("", name, &tail));
     out.extend_from_slice(&exec);
     out.freeze()
 }
@@ -209,6 +213,58 @@ fn fits(t: &MirrorTable, target: &ImageTarget, side: Side) -> Result<(), String>
 }
 
 impl MirrorSession<'_> {
+    /// The mirror's prepared apply statements are not to be trusted any
+    /// more (a failure, a new connection, a role swap).
+    pub(super) fn forget_applies(&self) {
+        self.apply_gen.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The messages applying `images` on the mirror: its statement prepared
+    /// there once per connection (`fresh` collects the names this adds,
+    /// registered with [`Self::applies_sent`] once sent).
+    pub(super) fn apply_unit(
+        &self,
+        op: Op,
+        table: &MirrorTable,
+        images: &[String],
+        fresh: &mut Vec<(String, Arc<str>)>,
+    ) -> Bytes {
+        let (sql, json) = apply_of(op, table, images);
+        let gen = self.apply_gen.load(Ordering::Relaxed);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&sql, &mut h);
+        let name = format!("turnout_apply_{gen}_{:016x}", std::hash::Hasher::finish(&h));
+        let known = |n: &str| {
+            (self.apply_names_gen == gen && self.apply_names.get(n).is_some_and(|s| **s == *sql))
+                || fresh.iter().any(|(f, s)| f == n && **s == *sql)
+        };
+        let taken = |n: &str| {
+            (self.apply_names_gen == gen && self.apply_names.contains_key(n))
+                || fresh.iter().any(|(f, _)| f == n)
+        };
+        let replica = self.shared.replica_role;
+        if known(&name) {
+            return apply_messages(&name, None, &json, replica);
+        }
+        if taken(&name) {
+            // Another text with this hash: unnamed, parsed each time.
+            return apply_messages("", Some(&sql), &json, replica);
+        }
+        let sql: Arc<str> = sql.into();
+        fresh.push((name.clone(), sql.clone()));
+        apply_messages(&name, Some(&sql), &json, replica)
+    }
+
+    /// The apply statements of `fresh` were sent to the mirror.
+    pub(super) fn applies_sent(&mut self, fresh: Vec<(String, Arc<str>)>) {
+        let gen = self.apply_gen.load(Ordering::Relaxed);
+        if self.apply_names_gen != gen {
+            self.apply_names.clear();
+            self.apply_names_gen = gen;
+        }
+        self.apply_names.extend(fresh);
+    }
+
     /// How the authority runs `sql` so that the mirror can apply its rows;
     /// `None`: mirrored as a statement.
     pub(super) fn imaged(&self, sql: &str, class: &Classification) -> Option<Arc<Imaged>> {
@@ -416,9 +472,10 @@ impl MirrorSession<'_> {
             table: target.table.clone(),
             fingerprint: class.fingerprint.clone(),
         };
-        let replica = self.shared.replica_role;
-        let mut apply = BytesMut::from(&apply_messages(target.op, table, &images, replica)[..]);
+        let mut fresh = Vec::new();
+        let mut apply = BytesMut::from(&self.apply_unit(target.op, table, &images, &mut fresh)[..]);
         apply.extend_from_slice(&codec::frame(b'S', &[]));
+        self.applies_sent(fresh);
         if !wrap {
             // In the client's block: read later, checked then.
             self.mirror_defer_checked(&apply, 1, class, false, vec![expect], raw)

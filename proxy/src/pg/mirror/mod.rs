@@ -314,6 +314,13 @@ pub struct MirrorSession<'a> {
     lexing_unsure: bool,
     /// Shapes recorded as mirrored by statement, not by row images.
     statement_noted: HashSet<String>,
+    /// Row-image apply statements prepared on the mirror's connection, by
+    /// name (with their text), valid for generation `apply_gen` only: any
+    /// mirror failure or new connection starts a new generation, so a name
+    /// never stands for a statement that may not exist there.
+    apply_names: HashMap<String, Arc<str>>,
+    apply_names_gen: u64,
+    apply_gen: std::sync::atomic::AtomicU64,
     /// The read [`Self::read_on_mirror`] serves, to run it again on the
     /// authority when it fails on the read target.
     read_query: Option<ShadowQuery>,
@@ -381,6 +388,9 @@ impl<'a> MirrorSession<'a> {
             unmirrored: None,
             lexing_unsure: false,
             statement_noted: HashSet::new(),
+            apply_names: HashMap::new(),
+            apply_names_gen: 0,
+            apply_gen: std::sync::atomic::AtomicU64::new(0),
             out: BytesMut::new(),
         }
     }
@@ -807,6 +817,11 @@ impl<'a> MirrorSession<'a> {
     /// change how the server ends strings makes every later text with a
     /// backslash a write (see [`crate::engine::Classifier::classify_in_session`]).
     fn classify(&mut self, sql: &str) -> Arc<Classification> {
+        if drops_prepared(sql) {
+            // `DEALLOCATE ALL` / `DISCARD ALL` reach the mirror too: turnout's
+            // apply statements there go with the client's.
+            self.forget_applies();
+        }
         let classifier = &self.shared.classifier;
         self.lexing_unsure |= classifier.changes_lexing(sql);
         classifier.classify_in_session(sql, self.lexing_unsure)
@@ -1108,6 +1123,7 @@ impl<'a> MirrorSession<'a> {
         };
         self.mirror = None;
         self.mirror_prepared.clear();
+        self.forget_applies();
         Err(detail)
     }
 
@@ -1185,6 +1201,7 @@ impl<'a> MirrorSession<'a> {
         };
         self.mirror = None;
         self.mirror_prepared.clear();
+        self.forget_applies();
         Err(sent)
     }
 
@@ -1239,6 +1256,7 @@ impl<'a> MirrorSession<'a> {
     /// A deferred mirror statement failed: recorded now under `record`;
     /// under `fail` the transaction fails at its COMMIT.
     fn deferred_failed(&mut self, fingerprint: &str, detail: &str, record: bool, sent: &[u8]) {
+        self.forget_applies();
         if !record {
             return;
         }
@@ -1253,6 +1271,7 @@ impl<'a> MirrorSession<'a> {
 
     /// Counts a mirror failure of `sent` and writes it to the divergence log.
     fn record_mirror_error(&self, fingerprint: &str, detail: &str, sent: &[u8]) {
+        self.forget_applies();
         self.shared.metrics_mirror_error();
         self.shared.record_located(
             Divergence::new(
@@ -1276,12 +1295,14 @@ impl<'a> MirrorSession<'a> {
         self.mirror = Some(m);
         self.mirror_key = Some(key);
         self.mirror_prepared.clear();
+        self.forget_applies();
         Ok(())
     }
 
     /// Records a mirror failure of `sent`; under `fail` returns true (the
     /// caller fails the client's statement and rolls back both sides instead).
     fn mirror_failed(&self, class: &Classification, detail: &str, sent: &[u8]) -> bool {
+        self.forget_applies();
         if self.shared.mirror_policy == MirrorErrorPolicy::Fail {
             self.shared.metrics_mirror_error();
             let detail = self.shared.loggable(detail);
@@ -1291,6 +1312,25 @@ impl<'a> MirrorSession<'a> {
         self.record_mirror_error(&class.fingerprint, detail, sent);
         false
     }
+}
+
+/// Whether `sql` drops every prepared statement of the session
+/// (`DEALLOCATE [PREPARE] ALL`, `DISCARD ALL`), perhaps among others.
+fn drops_prepared(sql: &str) -> bool {
+    let t = sql.trim_start();
+    let starts = |w: &str| t.get(..w.len()).is_some_and(|p| p.eq_ignore_ascii_case(w));
+    let several = t.trim_end().trim_end_matches(';').contains(';');
+    if !(starts("deallocate") || starts("discard") || several) {
+        return false;
+    }
+    let lower = t.to_ascii_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .filter(|w| !w.is_empty())
+        .collect();
+    words
+        .windows(2)
+        .any(|w| matches!(w, ["deallocate" | "discard" | "prepare", "all"]))
 }
 
 fn copy_fail(reason: &str) -> Bytes {
@@ -1452,6 +1492,26 @@ mod tests {
         put_cstr(&mut b, sql);
         b.put_u16(0);
         codec::frame(b'P', &b)
+    }
+
+    #[test]
+    fn statements_dropping_every_prepared_statement_are_seen() {
+        for sql in [
+            "DEALLOCATE ALL",
+            "  discard all;",
+            "deallocate prepare all",
+            "SET x = 1; DISCARD ALL",
+        ] {
+            assert!(drops_prepared(sql), "{sql}");
+        }
+        for sql in [
+            "DEALLOCATE _pg3_1",
+            "SELECT 'all'",
+            "DISCARD PLANS",
+            "UPDATE t SET a = 'discard all'",
+        ] {
+            assert!(!drops_prepared(sql), "{sql}");
+        }
     }
 
     #[test]

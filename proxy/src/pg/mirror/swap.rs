@@ -70,6 +70,8 @@ impl MirrorSession<'_> {
                 self.mirror_key = Some(old_key);
             }
         }
+        // The apply statements prepared on the old mirror are not on it now.
+        self.forget_applies();
         // Volatile defaults and the transaction time are the authority's.
         self.table_defaults.clear();
         self.tx_time = None;
@@ -152,5 +154,6 @@ impl MirrorSession<'_> {
         }
         self.mirror_key = None;
         self.mirror_prepared.clear();
+        self.forget_applies();
     }
 }
