@@ -454,6 +454,31 @@ fn answers_are_the_clients_own_and_drift_on_new_is_recorded() {
     );
     // The update healed the missing row from the authority's image.
     assert_sides_identical(&s, &[("accounts", "id")]);
+
+    // A write mirrored as a statement (the table has no key): the two
+    // sides' CommandComplete counts are compared.
+    let out = s.psql(
+        &url,
+        &["-c", "INSERT INTO audit (note) VALUES ('a'), ('b')"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = psql(
+        &s.direct_new_url(),
+        &["-c", "DELETE FROM audit WHERE note = 'b'"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = s.psql(&url, &["-c", "UPDATE audit SET note = 'z'"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records = s.divergences();
+    assert!(
+        records
+            .iter()
+            .any(|r| r.contains("\"kind\":\"row_count_mismatch\"")
+                && r.contains("\"table\":\"audit\"")
+                && r.contains("the authority reported 2 written row(s), new reported 1")),
+        "{records:?}"
+    );
 }
 
 #[test]

@@ -804,7 +804,7 @@ pub(super) fn bind(portal: &str, statement: &str, tail: &[u8]) -> Bytes {
 }
 
 /// A Bind body as (portal, statement, parameter section, result formats).
-fn split_bind(body: &[u8]) -> Option<(&str, &str, Bytes, Vec<u16>)> {
+pub(super) fn split_bind(body: &[u8]) -> Option<(&str, &str, Bytes, Vec<u16>)> {
     let (portal, rest) = cstr(body)?;
     let (stmt, rest) = cstr(rest)?;
     let u16_at = |b: &[u8], i: usize| -> Option<u16> {

@@ -77,28 +77,15 @@ pub(super) fn split_row(f: &Frame, client_returning: bool) -> (Option<Bytes>, Op
 /// A Bind for an imaged statement: with one result format per column, the
 /// added column's (text) is added.
 pub(super) fn bind_with_image(raw: &Bytes) -> Option<Bytes> {
-    let body = &raw[5..];
-    let (portal, rest) = cstr(body)?;
-    let (stmt, rest) = cstr(rest)?;
-    let u16_at = |b: &[u8], i: usize| -> Option<u16> {
-        b.get(i..i + 2).map(|x| u16::from_be_bytes([x[0], x[1]]))
-    };
-    let n_formats = u16_at(rest, 0)? as usize;
-    let mut at = 2 + 2 * n_formats;
-    let n_params = u16_at(rest, at)? as usize;
-    at += 2;
-    for _ in 0..n_params {
-        let len = i32::from_be_bytes(rest.get(at..at + 4)?.try_into().ok()?);
-        at += 4 + len.max(0) as usize;
-    }
-    let n_results = u16_at(rest, at)? as usize;
-    if n_results <= 1 {
+    let (portal, stmt, params, formats) = super::extended::split_bind(&raw[5..])?;
+    if formats.len() <= 1 {
         return None;
     }
-    let end = at + 2 + 2 * n_results;
-    let mut tail = BytesMut::from(rest.get(..at)?);
-    tail.put_u16(n_results as u16 + 1);
-    tail.extend_from_slice(rest.get(at + 2..end)?);
+    let mut tail = BytesMut::from(&params[..]);
+    tail.put_u16(formats.len() as u16 + 1);
+    for f in formats {
+        tail.put_u16(f);
+    }
     tail.put_u16(0);
     Some(super::extended::bind(portal, stmt, &tail))
 }

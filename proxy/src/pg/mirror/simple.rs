@@ -531,13 +531,70 @@ impl MirrorSession<'_> {
         m.extend_from_slice(&query("BEGIN"));
         m.extend_from_slice(&mirrored);
         m.extend_from_slice(&query("COMMIT"));
-        let outcome = self.on_mirror(&m, 3, true).await.and_then(no_error);
-        if let Err(detail) = outcome {
-            if self.mirror_failed(class, &detail, &m) {
-                return self.fail_write(wrap, &detail).await;
+        let outcome = self.on_mirror(&m, 3, true).await;
+        match outcome
+            .as_ref()
+            .map_err(Clone::clone)
+            .map(|c| c.error.clone())
+        {
+            Err(detail) | Ok(Some(detail)) => {
+                if self.mirror_failed(class, &detail, &m) {
+                    return self.fail_write(wrap, &detail).await;
+                }
+            }
+            Ok(None) => {
+                if let Ok(c) = &outcome {
+                    self.compare_counts(class, &result, c, unit);
+                }
             }
         }
         self.finish_write(&result, wrap, class).await
+    }
+
+    /// A write mirrored as a statement: the rows each side's
+    /// CommandComplete reports must agree, or the sides held different
+    /// rows (`row_count_mismatch`, recorded: the mirror has committed).
+    fn compare_counts(
+        &self,
+        class: &Classification,
+        authority: &Collected,
+        mirror: &Collected,
+        sent: &[u8],
+    ) {
+        let count = |c: &Collected| -> Option<u64> {
+            let tags: Vec<&Frame> = c.frames.iter().filter(|f| f.tag == b'C').collect();
+            // An async queue answers nothing: no count to compare.
+            (!tags.is_empty()).then(|| {
+                tags.iter()
+                    .map(|f| codec::written_rows(f.body(), false))
+                    .sum()
+            })
+        };
+        let (Some(a), Some(m)) = (count(authority), count(mirror)) else {
+            return;
+        };
+        if a == m {
+            return;
+        }
+        let loc = crate::engine::locate::locate(sent);
+        let table = loc.table.clone().unwrap_or_default();
+        if m < a && self.shared.backfill.may_lack_rows(&table) {
+            return;
+        }
+        self.shared.metrics_mirror_error();
+        let detail = format!(
+            "the authority reported {a} written row(s), {} reported {m}: the sides held different rows",
+            self.mirror_side
+        );
+        self.shared.record_located(
+            Divergence::new(
+                DivergenceKind::RowCountMismatch,
+                self.mirror_side,
+                &class.fingerprint,
+                &detail,
+            ),
+            sent,
+        );
     }
 
     /// After the mirror applied a write: commits turnout's wrapping
