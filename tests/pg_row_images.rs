@@ -470,15 +470,40 @@ fn answers_are_the_clients_own_and_drift_on_new_is_recorded() {
     assert!(out.status.success(), "{}", stderr(&out));
     let out = s.psql(&url, &["-c", "UPDATE audit SET note = 'z'"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let records = s.divergences();
-    assert!(
-        records
-            .iter()
-            .any(|r| r.contains("\"kind\":\"row_count_mismatch\"")
-                && r.contains("\"table\":\"audit\"")
-                && r.contains("the authority reported 2 written row(s), new reported 1")),
-        "{records:?}"
+    // And in the client's transaction (the mirror's answer is read later).
+    let out = s.psql(
+        &url,
+        &["-c", "INSERT INTO audit (note) VALUES ('c'), ('d')"],
     );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = psql(
+        &s.direct_new_url(),
+        &["-c", "DELETE FROM audit WHERE note = 'd'"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = s.psql(
+        &url,
+        &[
+            "-c",
+            "BEGIN",
+            "-c",
+            "UPDATE audit SET note = 'y' WHERE note IN ('c', 'd')",
+            "-c",
+            "COMMIT",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records = s.divergences();
+    let found = records
+        .iter()
+        .filter(|r| {
+            r.contains("\"kind\":\"row_count_mismatch\"")
+                && r.contains("\"table\":\"audit\"")
+                && r.contains("the authority reported 2 written row(s), new reported 1")
+        })
+        .count();
+    assert_eq!(found, 2, "{records:?}");
 }
 
 #[test]

@@ -492,8 +492,18 @@ impl MirrorSession<'_> {
                     // A new transaction may use a new connection.
                     let _ = self.reconnect_mirror().await;
                 }
-                self.mirror_defer_checked(&msgs, 1, &class, fresh, expects, &sent)
-                    .await;
+                self.mirror_defer_checked(
+                    &msgs,
+                    1,
+                    &class,
+                    fresh,
+                    Checks {
+                        expects,
+                        rows: None,
+                    },
+                    &sent,
+                )
+                .await;
             }
         }
         Ok(None)

@@ -465,8 +465,18 @@ impl MirrorSession<'_> {
         self.applies_sent(fresh);
         if !wrap {
             // In the client's block: read later, checked then.
-            self.mirror_defer_checked(&apply, 1, class, false, vec![expect], raw)
-                .await;
+            self.mirror_defer_checked(
+                &apply,
+                1,
+                class,
+                false,
+                Checks {
+                    expects: vec![expect],
+                    rows: None,
+                },
+                raw,
+            )
+            .await;
             return self.relay_collected(&result, result.status).await;
         }
         let mut m = BytesMut::new();

@@ -82,8 +82,31 @@ struct Pending {
     fingerprint: String,
     /// What was sent, to locate a failure in the divergence log.
     sent: Bytes,
+    /// What its answers are checked against.
+    checks: Checks,
+}
+
+/// What a deferred mirror unit's answers must show.
+#[derive(Default)]
+struct Checks {
     /// Row images applied by it: what each apply must find on the mirror.
     expects: Vec<crate::engine::row_image::Expect>,
+    /// A statement mirrored as such: the rows the authority wrote.
+    rows: Option<u64>,
+}
+
+impl Checks {
+    fn any(&self) -> bool {
+        !self.expects.is_empty() || self.rows.is_some()
+    }
+}
+
+/// The rows CommandCompletes among `frames` report written; `None` when
+/// there is none (nothing answered).
+fn written(frames: &[Frame]) -> Option<u64> {
+    let mut tags = frames.iter().filter(|f| f.tag == b'C').peekable();
+    tags.peek()?;
+    Some(tags.map(|f| codec::written_rows(f.body(), false)).sum())
 }
 
 /// A read chosen for comparison: what to run on the other side.
@@ -1139,20 +1162,20 @@ impl<'a> MirrorSession<'a> {
         class: &Classification,
         fresh: bool,
     ) {
-        self.mirror_defer_checked(msgs, readies, class, fresh, Vec::new(), msgs)
+        self.mirror_defer_checked(msgs, readies, class, fresh, Checks::default(), msgs)
             .await
     }
 
-    /// [`Self::mirror_defer`] for row images: `expects` is what each apply
-    /// must find on the mirror, checked when the answers are read; `sent`
-    /// the client's messages, to locate a failure in the divergence log.
+    /// [`Self::mirror_defer`], with what its answers are checked against
+    /// when they are read (`checks`); `sent`: the client's messages, to
+    /// locate a failure in the divergence log.
     async fn mirror_defer_checked(
         &mut self,
         msgs: &[u8],
         readies: usize,
         class: &Classification,
         fresh: bool,
-        expects: Vec<crate::engine::row_image::Expect>,
+        checks: Checks,
         sent: &[u8],
     ) {
         if self.async_mirror.is_some() {
@@ -1172,7 +1195,7 @@ impl<'a> MirrorSession<'a> {
             readies,
             fingerprint: class.fingerprint.clone(),
             sent: Bytes::copy_from_slice(sent),
-            expects,
+            checks,
         });
         self.pending_readies += readies;
         if self.pending_readies > MAX_PENDING {
@@ -1219,7 +1242,7 @@ impl<'a> MirrorSession<'a> {
             let outcome = match self.mirror.as_mut() {
                 None => Err(format!("no connection to {}", self.mirror_side)),
                 Some(m) => {
-                    let keep = !p.expects.is_empty();
+                    let keep = p.checks.any();
                     let read = async {
                         let mut error = None;
                         let mut frames = Vec::new();
@@ -1242,9 +1265,12 @@ impl<'a> MirrorSession<'a> {
             };
             match outcome {
                 Err(detail) => self.deferred_failed(&p.fingerprint, &detail, record, &p.sent),
-                Ok(frames) if record && !p.expects.is_empty() => {
-                    if let Some(detail) = self.check_applied(&p.expects, &frames) {
+                Ok(frames) if record && p.checks.any() => {
+                    if let Some(detail) = self.check_applied(&p.checks.expects, &frames) {
                         self.deferred_failure.get_or_insert(detail);
+                    }
+                    if let (Some(a), Some(m)) = (p.checks.rows, written(&frames)) {
+                        self.counts_agree(&p.fingerprint, a, m, &p.sent);
                     }
                 }
                 Ok(_) => {}
