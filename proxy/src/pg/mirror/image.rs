@@ -255,17 +255,7 @@ impl MirrorSession<'_> {
     /// How the authority runs `sql` so that the mirror can apply its rows;
     /// `None`: mirrored as a statement.
     pub(super) fn imaged(&self, sql: &str, class: &Classification) -> Option<Arc<Imaged>> {
-        // Async queues drain per session, in no order across sessions:
-        // whole rows would let an older image overwrite a newer one there,
-        // so async mode mirrors statements.
-        if !self.shared.row_images || self.shared.async_queue.is_some() {
-            return None;
-        }
-        if !self.shared.mapping.load().is_identity() {
-            return None;
-        }
-        if class.rule.is_some() {
-            // A rule decides where it runs: as the client wrote it.
+        if !self.images_on(class) {
             return None;
         }
         let target = class.image.target()?;
@@ -279,14 +269,22 @@ impl MirrorSession<'_> {
     /// Why a write that is mirrored as a statement (not as row images,
     /// though row images are on) may do otherwise on the mirror.
     pub(super) fn statement_risk(&self, class: &Classification) -> Option<&'static str> {
-        if !self.shared.row_images
-            || self.shared.async_queue.is_some()
-            || class.rule.is_some()
-            || !self.shared.mapping.load().is_identity()
-        {
+        if !self.images_on(class) {
             return None;
         }
         class.image.statement_risk()
+    }
+
+    /// Whether writes of `class` go as row images when they can: on
+    /// (`mirror.row_images`), not in async mode (queues drain per session,
+    /// in no order across sessions, so an older image could overwrite a
+    /// newer one), not under a `[mapping]` (the statement is translated for
+    /// new), and not ruled to one side (run as the client wrote it).
+    fn images_on(&self, class: &Classification) -> bool {
+        self.shared.row_images
+            && self.shared.async_queue.is_none()
+            && class.rule.is_none()
+            && self.shared.mapping.load().is_identity()
     }
 
     /// The mirror's table `table` (as a client names it), from the shared
