@@ -185,50 +185,33 @@ pub fn plan(statements: &[Statement]) -> ImagePlan {
             })
         }
         Statement::Update(update) => {
-            if !update.table.joins.is_empty() {
-                return ImagePlan::Statement("an UPDATE of joined tables");
-            }
-            let TableFactor::Table { name, alias, .. } = &update.table.relation else {
-                return ImagePlan::Statement("an UPDATE of something other than a table");
-            };
-            let Some(last) = last_ident(name).filter(|_| plain_name(name)) else {
-                return ImagePlan::Statement("an UPDATE of an unusual name");
+            let (table, reference) = match relation_target(&update.table) {
+                Ok(t) => t,
+                Err(why) => return ImagePlan::Statement(why),
             };
             ImagePlan::Target(ImageTarget {
                 op: Op::Update,
-                table: name.to_string(),
-                reference: alias
-                    .as_ref()
-                    .map_or_else(|| last.to_string(), |a| a.name.to_string()),
+                table,
+                reference,
                 returning: update.returning.is_some(),
                 assigned: assigned(&update.assignments),
             })
         }
         Statement::Delete(delete) => {
-            if !delete.tables.is_empty() {
-                return ImagePlan::Statement("a DELETE from several tables");
-            }
             let tables = match &delete.from {
                 FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => t,
             };
-            let [table] = tables.as_slice() else {
+            let ([table], true) = (tables.as_slice(), delete.tables.is_empty()) else {
                 return ImagePlan::Statement("a DELETE from several tables");
             };
-            if !table.joins.is_empty() {
-                return ImagePlan::Statement("a DELETE from joined tables");
-            }
-            let TableFactor::Table { name, alias, .. } = &table.relation else {
-                return ImagePlan::Statement("a DELETE from something other than a table");
-            };
-            let Some(last) = last_ident(name).filter(|_| plain_name(name)) else {
-                return ImagePlan::Statement("a DELETE from an unusual name");
+            let (table, reference) = match relation_target(table) {
+                Ok(t) => t,
+                Err(why) => return ImagePlan::Statement(why),
             };
             ImagePlan::Target(ImageTarget {
                 op: Op::Delete,
-                table: name.to_string(),
-                reference: alias
-                    .as_ref()
-                    .map_or_else(|| last.to_string(), |a| a.name.to_string()),
+                table,
+                reference,
                 returning: delete.returning.is_some(),
                 assigned: Vec::new(),
             })
@@ -238,6 +221,27 @@ pub fn plan(statements: &[Statement]) -> ImagePlan {
         Statement::Copy { .. } => ImagePlan::Statement("COPY"),
         _ => ImagePlan::Statement("a statement whose writes RETURNING cannot capture"),
     }
+}
+
+/// The table an UPDATE or DELETE writes (as written) and how `RETURNING`
+/// refers to it (its alias, or its name); `Err`: why it is not one plain
+/// table.
+fn relation_target(
+    table: &sqlparser::ast::TableWithJoins,
+) -> Result<(String, String), &'static str> {
+    if !table.joins.is_empty() {
+        return Err("a write to joined tables");
+    }
+    let TableFactor::Table { name, alias, .. } = &table.relation else {
+        return Err("a write to something other than a table");
+    };
+    let Some(last) = last_ident(name).filter(|_| plain_name(name)) else {
+        return Err("a write to an unusual name");
+    };
+    let reference = alias
+        .as_ref()
+        .map_or_else(|| last.to_string(), |a| a.name.to_string());
+    Ok((name.to_string(), reference))
 }
 
 /// Where the statement's last token ends (before trailing semicolons,
