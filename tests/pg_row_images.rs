@@ -699,3 +699,36 @@ fn deallocate_all_and_discard_all_between_writes_lose_nothing() {
     );
     assert!(s.divergences().is_empty(), "{:?}", s.divergences());
 }
+
+#[test]
+fn an_unreachable_mirror_is_a_mirror_error_not_an_unsafe_statement() {
+    // Under on_unsafe = "fail" a write whose rows cannot be applied by key
+    // is refused; a mirror that cannot be reached is no such write: under
+    // on_error = "record" the client's write succeeds and the miss is
+    // recorded as a mirror error.
+    let mut s = Setup::start(Options {
+        phase: Some("mirror"),
+        mirror_extra: "on_unsafe = \"fail\"",
+        ..Options::default()
+    });
+    for url in [s.direct_url(), s.direct_new_url()] {
+        let out = psql(
+            &url,
+            &["-c", "CREATE TABLE kv (k text PRIMARY KEY, v int)"],
+            &[],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    s.new.as_mut().unwrap().kill().unwrap();
+    let out = s.psql(&s.app_url(), &["-c", "INSERT INTO kv VALUES ('a', 1)"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(scalar(&s.direct_url(), "SELECT count(*) FROM kv"), "1");
+    let records = s.divergences();
+    assert!(
+        !records.is_empty()
+            && records
+                .iter()
+                .all(|r| r.contains("\"kind\":\"mirror_error\"")),
+        "{records:?}"
+    );
+}

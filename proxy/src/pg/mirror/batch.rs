@@ -391,7 +391,7 @@ impl MirrorSession<'_> {
             .collect();
         let sent = raw_of(range);
         for (i, c) in imaged {
-            if let Err(why) = self.image_table(&i.target).await {
+            if let Err(image::NotImaged::ByStatement(why)) = self.image_table(&i.target).await {
                 let _ = self.statement_mirrored(&c, &why, &sent);
             }
         }

@@ -416,7 +416,9 @@ impl MirrorSession<'_> {
                     if self.shared.unsafe_policy != UnsafePolicy::Fail {
                         continue;
                     }
-                    if let Err(why) = self.image_table(&i.target).await {
+                    if let Err(image::NotImaged::ByStatement(why)) =
+                        self.image_table(&i.target).await
+                    {
                         if let Some(msg) = self.statement_mirrored(&class, &why, &raw_of(batch)) {
                             return Ok(Some(msg));
                         }

@@ -175,6 +175,17 @@ pub(super) fn applied_counts(frames: &[Frame]) -> Vec<i64> {
         .collect()
 }
 
+/// Why a write's rows are not applied as images.
+pub(super) enum NotImaged {
+    /// The mirror's catalog could not be read: the mirror cannot be
+    /// reached, which mirroring the statement meets and records as a
+    /// mirror failure (never as an unsafe statement).
+    Unreachable,
+    /// Rows cannot be applied by key (the reason): mirrored as a
+    /// statement, and recorded as such.
+    ByStatement(String),
+}
+
 /// Whether `target`'s rows can be applied to `t` by key: an UPDATE or
 /// DELETE needs a key, and a write that assigns a key column moves the row,
 /// which its image (the new row only) cannot say.
@@ -290,21 +301,21 @@ impl MirrorSession<'_> {
     /// The mirror's table `table` (as a client names it), from the shared
     /// cache or the mirror's catalog. `Err`: why rows cannot be applied to
     /// it by key (the write is then mirrored as a statement).
-    pub(super) async fn mirror_table(&self, table: &str) -> Result<Arc<MirrorTable>, String> {
+    pub(super) async fn mirror_table(&self, table: &str) -> Result<Arc<MirrorTable>, NotImaged> {
         let side = self.mirror_side;
         let key = (side, table.to_string());
         if let Some(t) = self.shared.image_tables.get(&key) {
-            return t.clone();
+            return t.clone().map_err(NotImaged::ByStatement);
         }
         let mut conn = sequences::open(self.shared, side)
             .await
-            .map_err(|e| format!("the catalog of {side} could not be read: {e}"))?;
+            .map_err(|_| NotImaged::Unreachable)?;
         let rows = sequences::run(&mut conn, &row_image::catalog_query(table), side).await;
         let _ = conn.send(&codec::frame(b'X', &[])).await;
-        let rows = rows.map_err(|e| format!("the catalog of {side} could not be read: {e}"))?;
+        let rows = rows.map_err(|_| NotImaged::Unreachable)?;
         let found = row_image::mirror_table(table, &rows).map(Arc::new);
         self.shared.image_tables.insert(key, found.clone());
-        found
+        found.map_err(NotImaged::ByStatement)
     }
 
     /// Whether a write on `target` is applied as row images now: its
@@ -313,9 +324,9 @@ impl MirrorSession<'_> {
     pub(super) async fn image_table(
         &self,
         target: &ImageTarget,
-    ) -> Result<Arc<MirrorTable>, String> {
+    ) -> Result<Arc<MirrorTable>, NotImaged> {
         let t = self.mirror_table(&target.table).await?;
-        fits(&t, target, self.mirror_side)?;
+        fits(&t, target, self.mirror_side).map_err(NotImaged::ByStatement)?;
         Ok(t)
     }
 
@@ -394,7 +405,9 @@ impl MirrorSession<'_> {
         }
         let table = match self.image_table(&imaged.target).await {
             Ok(t) => t,
-            Err(why) => {
+            // The statement path meets the same mirror and records that.
+            Err(NotImaged::Unreachable) => return None,
+            Err(NotImaged::ByStatement(why)) => {
                 if let Some(msg) = self.statement_mirrored(class, &why, raw) {
                     return Some(self.refuse(&msg, false).await);
                 }
