@@ -22,7 +22,7 @@ use sqlparser::ast::{
     SetExpr, Statement, TableFactor, TableObject,
 };
 use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
+use sqlparser::tokenizer::{Token, Tokenizer};
 
 /// What a write does to its table's rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -269,12 +269,8 @@ fn statement_end(sql: &str) -> Option<usize> {
     match tokens.get(last + 1) {
         None => Some(sql.len()),
         Some(t) if t.token == Token::EOF => Some(sql.len()),
-        Some(t) => {
-            if let Token::Whitespace(Whitespace::SingleLineComment { .. }) = t.token {
-                // Fine: the added text goes before the comment.
-            }
-            offset_of(sql, t.span.start.line, t.span.start.column)
-        }
+        // The added text goes before the trailing comment or `;`.
+        Some(t) => offset_of(sql, t.span.start.line, t.span.start.column),
     }
 }
 
@@ -460,9 +456,7 @@ impl Expect {
             _ => None,
         }
     }
-}
 
-impl Expect {
     /// Whether the mismatch says rows were missing on the mirror (what a
     /// backfill not finished yet leaves by design).
     pub fn missing_rows(&self, applied: i64) -> bool {
