@@ -7,6 +7,30 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// The admin commands, for `turnout ctl --help`.
+pub const COMMANDS: &str = "\
+Admin commands (changes take --dry-run: what would happen, changing nothing):
+  status                         phase, epoch, sessions, divergences, guards, and every
+                                 reason the next flip would be refused for
+  diffs                          read-diff figures per query fingerprint, worst first
+  flip reads [--force]           mirror -> reads_new: reads served by new (guarded)
+  flip writes [--force]          reads_new -> writes_new: new becomes the authority (guarded)
+  finalize [--force] [--yes]     writes_new -> finalized: no way back; asks to type the
+                                 phase unless --yes
+  rollback                       back to the phase before (never guarded)
+  ack                            acknowledge the mirror errors and mismatches the guards
+                                 counted, once a verify found both sides equal (audited)
+  pause | resume                 hold new transactions / let them go on
+  sample RATE                    change the fraction of reads compared (0.0-1.0)
+  reload                         read the config again (users, rules, sampling, guards)
+  backfill start [TABLE]         copy the rows that predate mirroring (also pause, resume)
+  backfill status [TABLE] [--watch]
+  verify start [TABLE] [--repair]  compare both sides by key ranges (--repair fixes new)
+  verify status [TABLE] [--watch]
+
+Exit codes: 0 done; 1 refused, a job that failed, or a verify that found differences;
+2 no admin socket, or a usage error.";
+
 pub fn run(
     socket: Option<PathBuf>,
     config: Option<PathBuf>,
@@ -15,14 +39,14 @@ pub fn run(
 ) -> ExitCode {
     let socket = match (socket, config) {
         (Some(s), _) => s,
-        (None, Some(c)) => match turnout_config::load(&c) {
-            Ok(cfg) => match cfg.admin.socket {
-                Some(s) => s,
-                None => {
-                    eprintln!("turnout ctl: {} has no admin.socket", c.display());
-                    return ExitCode::from(2);
-                }
-            },
+        // Only admin.socket is read: a config with errors elsewhere (being
+        // fixed for a reload) still finds the socket.
+        (None, Some(c)) => match turnout_config::admin_socket(&c) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                eprintln!("turnout ctl: {} has no admin.socket", c.display());
+                return ExitCode::from(2);
+            }
             Err(e) => {
                 eprintln!("turnout ctl: {e}");
                 return ExitCode::from(2);
@@ -33,7 +57,20 @@ pub fn run(
             return ExitCode::from(2);
         }
     };
-    let words: Vec<&str> = command.split_whitespace().collect();
+    let mut words: Vec<&str> = command.split_whitespace().collect();
+    let yes = words.contains(&"--yes");
+    words.retain(|w| *w != "--yes");
+    let is_finalize = words.iter().any(|w| *w == "finalize");
+    if yes && !is_finalize {
+        eprintln!("turnout ctl: --yes only goes with finalize");
+        return ExitCode::from(2);
+    }
+    let command = &words.join(" ");
+    if is_finalize && !yes && !words.contains(&"--dry-run") {
+        if let Err(code) = confirm_finalize() {
+            return code;
+        }
+    }
     if words.contains(&"--watch") {
         let rest: Vec<&str> = words.iter().copied().filter(|w| *w != "--watch").collect();
         if !matches!(rest.as_slice(), ["backfill" | "verify", "status", ..]) {
@@ -60,11 +97,47 @@ pub fn run(
     } else {
         print!("{}", human(command, &reply));
     }
-    if ok {
+    if ok && !job_failed(command, &reply) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// `finalize` is the point of no return: in a terminal the operator types
+/// the phase to confirm; elsewhere `--yes` must say so.
+fn confirm_finalize() -> Result<(), ExitCode> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        eprintln!("turnout ctl: finalize is the point of no return (old gets no more writes, no rollback): add --yes to confirm");
+        return Err(ExitCode::from(2));
+    }
+    eprint!("finalize: old gets no more writes and there is no rollback from here.\nType \"finalized\" to confirm: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().read_line(&mut answer);
+    if answer.trim() == "finalized" {
+        Ok(())
+    } else {
+        eprintln!("not confirmed: nothing done");
+        Err(ExitCode::FAILURE)
+    }
+}
+
+/// A status reply that reports a failed job, or a verify that found
+/// differences: the command succeeded, what it reports did not.
+fn job_failed(command: &str, r: &Value) -> bool {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    if !matches!(words.as_slice(), ["backfill" | "verify", "status", ..]) {
+        return false;
+    }
+    r["state"] == "failed" || (words[0] == "verify" && differences_left(r))
+}
+
+/// Rows a verify found different and did not repair.
+fn differences_left(r: &Value) -> bool {
+    let n = |k: &str| r[k].as_u64().unwrap_or(0);
+    n("missing") + n("extra") + n("differing") > n("repaired")
 }
 
 /// `backfill status --watch` (and verify's): the progress, again every
@@ -96,7 +169,7 @@ fn watch(socket: &PathBuf, command: &str) -> ExitCode {
                 println!();
             }
             print!("{}", human(command, &reply));
-            return if state == "failed" {
+            return if job_failed(command, &reply) {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
@@ -136,7 +209,7 @@ fn progress_line(command: &str, r: &Value) -> String {
     )
 }
 
-fn ask(socket: &PathBuf, command: &str) -> std::io::Result<Value> {
+pub(crate) fn ask(socket: &PathBuf, command: &str) -> std::io::Result<Value> {
     let mut stream = UnixStream::connect(socket)?;
     // A writes flip may hold its barrier up to guards.barrier_ms (10 min at most).
     stream.set_read_timeout(Some(Duration::from_secs(660)))?;
@@ -192,6 +265,30 @@ fn human(command: &str, r: &Value) -> String {
             f["mismatches"],
             f["mirror_errors"]
         ));
+        // Exactly what the next flip would say.
+        match r["next"]["change"].as_str() {
+            Some(change) => {
+                let refusals: Vec<&str> = r["next"]["refusals"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                if refusals.is_empty() {
+                    out.push_str(&format!("next        {change}: ready (no guard refuses it)\n"));
+                } else {
+                    out.push_str(&format!(
+                        "next        {change}: refused now, for {} reason(s):\n",
+                        refusals.len()
+                    ));
+                    for reason in refusals {
+                        out.push_str(&format!("              - {reason}\n"));
+                    }
+                }
+            }
+            None if r["phase"] == "finalized" => out.push_str(
+                "next        none: FINALIZED. new is the only database; old gets no more writes and there is no rollback\n",
+            ),
+            None => {}
+        }
         match r["sampling"].as_object() {
             Some(s) => out.push_str(&format!(
                 "sampling    {} compared: {} matched, {} mismatched (confirmed), {} transient\n",
@@ -257,11 +354,7 @@ fn human(command: &str, r: &Value) -> String {
         if words[0] == "verify" && r["state"] == "done" {
             out.push_str(if r["last_clean"].as_bool().unwrap_or(false) {
                 "both sides equal\n"
-            } else if r["missing"].as_u64().unwrap_or(0)
-                + r["extra"].as_u64().unwrap_or(0)
-                + r["differing"].as_u64().unwrap_or(0)
-                > r["repaired"].as_u64().unwrap_or(0)
-            {
+            } else if differences_left(r) {
                 "differences found\n"
             } else {
                 "not proven equal (see above)\n"
@@ -273,6 +366,19 @@ fn human(command: &str, r: &Value) -> String {
         return format!("done: {}\n", r["done"].as_str().unwrap_or("?"));
     }
     let word = words.first().copied().unwrap_or_default();
+    if word == "ack" {
+        let a = &r["acknowledged"];
+        return format!(
+            "{}: {} mirror error(s) and {} confirmed mismatch(es) no longer count against the next flip\n",
+            if r["dry_run"].as_bool().unwrap_or(false) {
+                "dry run: would acknowledge"
+            } else {
+                "acknowledged"
+            },
+            a["mirror_errors"],
+            a["mismatches"]
+        );
+    }
     if word == "pause" || word == "resume" || word == "reload" {
         return if r["dry_run"].as_bool().unwrap_or(false) {
             format!("dry run: would {word}\n")

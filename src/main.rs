@@ -45,6 +45,7 @@ enum Command {
     },
     /// Send a command to a running turnout's admin socket: status,
     /// flip reads, rollback (changes take --dry-run).
+    #[command(after_help = ctl::COMMANDS)]
     Ctl {
         /// The admin socket (admin.socket of the config).
         #[arg(long, conflicts_with = "config")]
@@ -59,11 +60,20 @@ enum Command {
         #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
         command: Vec<String>,
     },
-    /// Print the read-diff report: per query fingerprint, worst first.
+    /// Can I flip? The report of the read-diff report, the divergence log
+    /// and, with --config of a running turnout, its guards, backfill and
+    /// verify: a verdict, then tables, then query fingerprints, and a timeline.
     Report {
-        /// The `sampling.report` file of the proxy.
-        file: PathBuf,
-        /// table, json, or html (one self-contained page).
+        /// The `sampling.report` file (from --config when left out).
+        file: Option<PathBuf>,
+        /// A config: its report and divergence log files, its guards, and its
+        /// admin socket (the live status, backfill and verify, when reachable).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The divergence log (`mirror.divergence_log`), when not from --config.
+        #[arg(long)]
+        divergences: Option<PathBuf>,
+        /// table (also: terminal, text), json, or html (one self-contained page).
         #[arg(long, default_value = "table")]
         format: String,
         /// Write to this file instead of standard output.
@@ -139,13 +149,32 @@ fn main() -> ExitCode {
         } => ctl::run(socket, config, json, &command.join(" ")),
         Command::Report {
             file,
+            config,
+            divergences,
             format,
             output,
         } => {
             let text = format
                 .parse::<report::Format>()
                 .map_err(|e| format!("--format: {e}"))
-                .and_then(|f| report::render(&file, f));
+                .and_then(|f| {
+                    let mut sources = match &config {
+                        Some(path) => turnout_config::load(path)
+                            .map(|c| report::Sources::from_config(&c))
+                            .map_err(|e| e.to_string())?,
+                        None => report::Sources::default(),
+                    };
+                    if file.is_some() {
+                        sources.reads = file.clone();
+                    }
+                    if divergences.is_some() {
+                        sources.divergences = divergences.clone();
+                    }
+                    if sources.reads.is_none() && sources.divergences.is_none() {
+                        return Err("say what to report on: a read-diff report file, --divergences FILE, or --config FILE".into());
+                    }
+                    report::render(&sources, f, output.as_deref())
+                });
             let text = match text {
                 Ok(t) => t,
                 Err(e) => {

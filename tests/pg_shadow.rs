@@ -99,6 +99,107 @@ fn render_in_chromium(page: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Takes a 1280 px wide screenshot of `page` beside it (`<page>.png`), for
+/// people to look at; the test reads the DOM.
+fn screenshot(page: &Path) {
+    let profile = page.with_extension("shot-profile");
+    let png = page.with_extension("png");
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--window-size=1280,1600",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium");
+    assert!(
+        out.status.success() && png.exists(),
+        "screenshot failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("screenshot: {}", png.display());
+}
+
+#[test]
+fn rows_missing_on_new_from_an_ordered_read_are_missing_by_key_with_keys_shown_and_values_hashed() {
+    let s = setup(SAMPLE_ALL);
+    let url = s.app_url();
+    s.run_ok(&[
+        "CREATE TABLE orders (id int PRIMARY KEY, amount_cents int NOT NULL)",
+        "INSERT INTO orders SELECT i, (i * 137) % 10000 FROM generate_series(1, 60) i",
+    ]);
+    // The plant: three rows gone from new behind turnout's back.
+    let out = psql(
+        &s.direct_new_url(),
+        &["-c", "DELETE FROM orders WHERE id IN (7, 20, 33)"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = s.psql(
+        &url,
+        &[
+            "-c",
+            "SELECT id, amount_cents FROM orders WHERE id <= 50 ORDER BY id",
+            // No key in the result: matched by the ORDER BY key.
+            "-c",
+            "SELECT amount_cents, id + 0 AS n FROM orders WHERE id <= 50 ORDER BY 2",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let by_pk = "select id, amount_cents from orders where id <= ? order by id";
+    let by_order = "select amount_cents, id + ? as n from orders where id <= ? order by ?";
+    eventually("both reads are confirmed", || {
+        counts(&s, by_pk, "mismatches") == 1 && counts(&s, by_order, "mismatches") == 1
+    });
+    let recs = records(&s);
+    let r = recs.iter().find(|r| r["fingerprint"] == by_pk).unwrap();
+    println!("record: {r}");
+    assert_eq!(
+        (
+            r["missing_count"].as_u64(),
+            r["extra_count"].as_u64(),
+            r["differing_count"].as_u64()
+        ),
+        (Some(3), Some(0), Some(0)),
+        "{r}"
+    );
+    assert_eq!(r["key_columns"], serde_json::json!(["id"]));
+    assert_eq!(r["missing"][0][0], "7", "keys stay visible: {r}");
+    let hashed = r["missing"][0][1].as_str().unwrap_or_default();
+    assert!(hashed.starts_with('#') && hashed.len() == 9, "{r}");
+    assert_ne!(hashed, "959", "{r}");
+    let r = recs.iter().find(|r| r["fingerprint"] == by_order).unwrap();
+    assert_eq!(
+        (r["missing_count"].as_u64(), r["differing_count"].as_u64()),
+        (Some(3), Some(0)),
+        "{r}"
+    );
+    assert_eq!(r["key_columns"], serde_json::json!(["n"]));
+
+    // The HTML report shows the verdict and where the rows are.
+    let page = s.dir.path().join("ordered.html");
+    let out = turnout(&[
+        "report",
+        &s.read_diffs().display().to_string(),
+        "--format",
+        "html",
+        "-o",
+        &page.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dom = render_in_chromium(&page);
+    assert!(dom.contains("Verdict: NO-GO"), "{dom}");
+    assert!(dom.contains("id=7"), "{dom}");
+    assert!(dom.contains("3 missing, 0 extra, 0 differing"), "{dom}");
+    screenshot(&page);
+}
+
 #[test]
 fn a_row_changed_on_new_is_reported_confirmed_with_the_column_named_in_every_format() {
     let s = setup(SAMPLE_ALL_WITH_VALUES);
@@ -185,11 +286,24 @@ fn a_row_changed_on_new_is_reported_confirmed_with_the_column_named_in_every_for
     assert!(out.status.success(), "{}", stderr(&out));
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     println!("{table}");
-    let first = table.lines().nth(1).unwrap_or_default();
+    // The verdict first: confirmed mismatches over the budget.
+    assert!(table.starts_with("VERDICT: NO-GO"), "{table}");
+    assert!(table.contains("confirmed mismatch rate"), "{table}");
+    let worst = table
+        .lines()
+        .skip_while(|l| !l.starts_with("fingerprints"))
+        .nth(2)
+        .unwrap_or_default();
     assert!(
-        first.contains("balance") && first.contains("from accounts"),
+        worst.contains("balance") && worst.contains("from accounts"),
         "{table}"
     );
+    // The obvious names of the terminal format are taken.
+    for name in ["terminal", "text"] {
+        let out = turnout(&["report", &file.display().to_string(), "--format", name]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), table);
+    }
 
     let out = turnout(&["report", &file.display().to_string(), "--format", "json"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -214,6 +328,8 @@ fn a_row_changed_on_new_is_reported_confirmed_with_the_column_named_in_every_for
     assert!(dom.contains("select * from accounts where id = ?"), "{dom}");
     assert!(dom.contains("<td class=\"cols\">balance</td>"), "{dom}");
     assert!(dom.contains("999"), "{dom}");
+    assert!(dom.contains("data-verdict=\"no-go\""), "{dom}");
+    assert!(dom.contains("<svg id=\"timeline\""), "{dom}");
 
     // Bad input to the report command is a clear error.
     let out = turnout(&["report", "/nonexistent/diffs.jsonl"]);
@@ -397,7 +513,14 @@ fn after_the_reads_flip_old_is_the_shadow() {
         (r["target"].as_str(), r["shadow"].as_str()),
         (Some("new"), Some("old"))
     );
-    // Row values stay out of records unless configured (log_values).
-    assert_eq!(r["differing"][0]["shadow"][0], "<redacted: 8 bytes>");
+    // Row values stay out of records unless configured (log_values): each
+    // is a short keyed hash, so equal and unequal stay visible.
+    let (shadow, target) = (
+        r["differing"][0]["shadow"][0].as_str().unwrap_or_default(),
+        r["differing"][0]["target"][0].as_str().unwrap_or_default(),
+    );
+    assert!(shadow.starts_with('#') && shadow.len() == 9, "{r}");
+    assert!(target.starts_with('#') && target != shadow, "{r}");
+    assert!(!r.to_string().contains("only old"), "{r}");
     assert_eq!(r["differing"][0]["columns"], serde_json::json!(["v"]));
 }

@@ -52,6 +52,23 @@ fn unknown_key_is_rejected_with_its_path() {
 }
 
 #[test]
+fn every_unknown_key_is_reported_with_the_other_problems() {
+    let text = GOOD
+        .replace("port = 5433", "port = 70000\nprot = 1")
+        .replace("[[users]]", "bogus = true\n[[users]]\nnmae = \"x\"");
+    let err = parse(&text, "t.toml").unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("unknown field `prot`"), "{text}");
+    assert!(text.contains("unknown field `bogus`"), "{text}");
+    assert!(text.contains("unknown field `nmae`"), "{text}");
+    assert!(
+        text.contains("backends.new.port: expected 1-65535"),
+        "{text}"
+    );
+    assert!(text.contains("(line "), "{text}");
+}
+
+#[test]
 fn wrong_type_is_rejected_with_its_path() {
     let text = GOOD.replace("port = 5433", "port = \"x\"");
     let err = parse(&text, "t.toml").unwrap_err().to_string();

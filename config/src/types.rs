@@ -82,9 +82,11 @@ impl TableMapping {
 pub struct Guards {
     #[serde(default = "defaults::guard_window_secs")]
     pub window_secs: u64,
-    /// Reads compared on the shadow at least.
+    /// Reads compared on the shadow at least. Unset: 100 while reads are
+    /// sampled (turnout_control's `DEFAULT_MIN_COMPARED_READS`), none while
+    /// they are not.
     #[serde(default)]
-    pub min_compared_reads: u64,
+    pub min_compared_reads: Option<u64>,
     /// Confirmed mismatches per compared read at most (0.0: none).
     #[serde(default)]
     pub max_mismatch_rate: f64,
@@ -109,7 +111,7 @@ impl Default for Guards {
     fn default() -> Self {
         Guards {
             window_secs: defaults::guard_window_secs(),
-            min_compared_reads: 0,
+            min_compared_reads: None,
             max_mismatch_rate: 0.0,
             max_mirror_errors: 0,
             watch_secs: 0,

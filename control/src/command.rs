@@ -8,6 +8,10 @@ use crate::controller::Change;
 pub enum Command {
     Status,
     Diffs,
+    /// `ack`: the guards' counted errors acknowledged after a clean verify.
+    Ack {
+        dry_run: bool,
+    },
     /// `flip reads|writes`, `finalize`, `rollback`.
     Phase {
         change: Change,
@@ -49,7 +53,7 @@ pub enum JobAction {
     Status,
 }
 
-pub const USAGE: &str = "commands: status, diffs, flip reads|writes [--force], finalize [--force], rollback, pause, resume, sample RATE, reload (each change takes --dry-run), backfill start|pause|resume|status [TABLE], verify start|status [TABLE] [--repair]";
+pub const USAGE: &str = "commands: status, diffs, flip reads|writes [--force], finalize [--force], rollback, ack, pause, resume, sample RATE, reload (each change takes --dry-run), backfill start|pause|resume|status [TABLE], verify start|status [TABLE] [--repair]";
 
 impl Command {
     /// Parses one line: words separated by blanks, flags anywhere after
@@ -149,6 +153,7 @@ impl Command {
             ["flip"] => Err("flip what? expected flip reads or flip writes".into()),
             ["finalize"] => Ok(phase(Change::Finalize)),
             ["rollback"] => Ok(phase(Change::Rollback)),
+            ["ack"] => Ok(Command::Ack { dry_run }),
             ["pause"] => Ok(Command::Pause { dry_run }),
             ["resume"] => Ok(Command::Resume { dry_run }),
             ["reload"] => Ok(Command::Reload { dry_run }),
@@ -180,6 +185,7 @@ impl Command {
                     | "resume"
                     | "sample"
                     | "reload"
+                    | "ack"
                     | "backfill"
                     | "verify"
             )

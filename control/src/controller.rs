@@ -28,13 +28,22 @@ pub struct Figures {
     /// Confirmed mismatches among them.
     pub mismatches: u64,
     pub mirror_errors: u64,
+    /// Reads are being sampled now (the default minimum of compared reads
+    /// applies).
+    #[serde(skip)]
+    pub sampling: bool,
 }
+
+/// `guards.min_compared_reads` when the config leaves it out and reads are
+/// sampled: a flip is never judged on no comparison at all.
+pub const DEFAULT_MIN_COMPARED_READS: u64 = 100;
 
 /// The guards' limits (config `[guards]`).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct GuardLimits {
     pub window_secs: u64,
-    pub min_compared_reads: u64,
+    /// `None`: the default (a minimum while reads are sampled).
+    pub min_compared_reads: Option<u64>,
     pub max_mismatch_rate: f64,
     pub max_mirror_errors: u64,
     /// After a flip: how long to watch the promoted side (0: off), and how
@@ -50,10 +59,18 @@ impl GuardLimits {
     pub fn failures(&self, f: &Figures) -> Vec<String> {
         let w = self.window_secs;
         let mut out = Vec::new();
-        if f.compared < self.min_compared_reads {
+        let (min, why) = match self.min_compared_reads {
+            Some(n) => (n, String::new()),
+            None if f.sampling => (
+                DEFAULT_MIN_COMPARED_READS,
+                ", the default while reads are sampled".to_string(),
+            ),
+            None => (0, String::new()),
+        };
+        if f.compared < min {
             out.push(format!(
-                "only {} read(s) compared in the last {w} s (guards.min_compared_reads = {})",
-                f.compared, self.min_compared_reads
+                "only {} read(s) compared in the last {w} s (guards.min_compared_reads = {min}{why})",
+                f.compared
             ));
         }
         if f.compared > 0 {
@@ -75,12 +92,14 @@ impl GuardLimits {
     }
 }
 
-/// A forward flip's request: dry run, `--force`, and the guards' figures.
-#[derive(Debug, Clone, Copy, Default)]
+/// A forward flip's request: dry run, `--force`, the guards' figures, and
+/// what else stands in its way (an incomplete backfill, no clean verify).
+#[derive(Debug, Clone, Default)]
 pub struct FlipRequest {
     pub dry_run: bool,
     pub force: bool,
     pub figures: Figures,
+    pub blockers: Vec<String>,
 }
 
 /// A phase change an operator (or the flag file) can ask for.
@@ -249,7 +268,7 @@ impl Controller {
                 change.name()
             ));
         }
-        let failures = self.guards().failures(&req.figures);
+        let failures = self.refusals(change, req);
         if !failures.is_empty() && !req.force {
             return Err(format!(
                 "guards refuse the flip: {} (--force overrides)",
@@ -262,6 +281,25 @@ impl Controller {
             to,
             overridden: failures,
         })
+    }
+
+    /// Every reason a forward `change` would be refused now, the phase
+    /// aside: the guards' figures and the request's blockers, all at once.
+    pub fn refusals(&self, change: Change, req: &FlipRequest) -> Vec<String> {
+        if change == Change::Rollback {
+            return Vec::new();
+        }
+        let mut out = self.guards().failures(&req.figures);
+        out.extend(req.blockers.iter().cloned());
+        out
+    }
+
+    /// The forward change the phase goes through next (`None` once finalized).
+    pub fn next_change(&self) -> Option<Change> {
+        let current = self.routing.snapshot().phase;
+        [Change::FlipReads, Change::FlipWrites, Change::Finalize]
+            .into_iter()
+            .find(|c| c.forward().is_some_and(|(from, _)| from == current))
     }
 
     /// What `plan` would do, changing nothing (`--dry-run`).
@@ -415,6 +453,25 @@ mod tests {
     }
 
     #[test]
+    fn a_minimum_of_compared_reads_holds_by_default_while_reads_are_sampled() {
+        let limits = GuardLimits::default();
+        let f = |sampling| Figures {
+            compared: 3,
+            sampling,
+            ..Figures::default()
+        };
+        let failures = limits.failures(&f(true));
+        assert_eq!(failures.len(), 1);
+        assert!(failures[0].contains("min_compared_reads = 100, the default"));
+        assert!(limits.failures(&f(false)).is_empty());
+        let explicit = GuardLimits {
+            min_compared_reads: Some(0),
+            ..limits
+        };
+        assert!(explicit.failures(&f(true)).is_empty());
+    }
+
+    #[test]
     fn reads_flip_and_rollback_persist_and_are_audited() {
         let dir = std::env::temp_dir().join(format!("turnout-ctl-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -423,7 +480,7 @@ mod tests {
         let audit = dir.join("audit.jsonl");
         let limits = GuardLimits {
             window_secs: 60,
-            min_compared_reads: 10,
+            min_compared_reads: Some(10),
             max_mismatch_rate: 0.01,
             max_mirror_errors: 0,
             ..GuardLimits::default()
@@ -433,6 +490,7 @@ mod tests {
             compared: 5,
             mismatches: 1,
             mirror_errors: 2,
+            sampling: true,
         };
         let refused = c
             .apply(
@@ -454,6 +512,7 @@ mod tests {
             compared: 500,
             mismatches: 1,
             mirror_errors: 0,
+            sampling: true,
         };
         let dry = c
             .apply(
@@ -474,13 +533,13 @@ mod tests {
             figures: bad,
             ..Default::default()
         };
-        let o = c.apply(Change::FlipReads, forced, "test").unwrap();
+        let o = c.apply(Change::FlipReads, forced.clone(), "test").unwrap();
         assert_eq!((o.to.as_str(), o.epoch), ("reads_new", 1));
         assert!(c.apply(Change::FlipReads, forced, "test").is_err());
         // A restart keeps the phase.
         let again = Controller::start(Phase::Passthrough, Some(&state), None, limits).unwrap();
         assert_eq!(again.routing().snapshot().phase, Phase::ReadsNew);
-        let o = c.apply(Change::Rollback, none, "test").unwrap();
+        let o = c.apply(Change::Rollback, none.clone(), "test").unwrap();
         assert_eq!((o.to.as_str(), o.epoch), ("mirror", 2));
         assert!(c
             .apply(Change::Rollback, none, "test")

@@ -56,6 +56,17 @@ pub struct ReadDiff {
     pub missing_count: usize,
     pub extra_count: usize,
     pub differing_count: usize,
+    /// The columns rows were matched by (the primary key the result
+    /// carries, else the ORDER BY key); empty: whole rows as a multiset.
+    /// Their values are kept in records whatever `sampling.log_values` says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_columns: Vec<String>,
+    /// Same rows on both sides, in another order (an ordered query).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub order_differs: bool,
+    /// Values other than keys are written as short keyed hashes (`#1a2b3c4d`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub values_hashed: bool,
     /// Rows the target has and the shadow lacks (first few).
     pub missing: Vec<Row>,
     /// Rows the shadow has and the target lacks (first few).
@@ -88,6 +99,36 @@ pub struct Summary {
     pub fingerprints: BTreeMap<String, Aggregate>,
     /// Skips by reason, over all fingerprints.
     pub skipped: BTreeMap<String, u64>,
+    /// Compared reads per minute: `[unix minute, compared, confirmed,
+    /// transient]`, oldest first, the last [`TIMELINE_MINUTES`] minutes
+    /// that had any.
+    #[serde(default)]
+    pub timeline: Vec<[u64; 4]>,
+}
+
+/// Minutes of compared reads the summary keeps (one day).
+pub const TIMELINE_MINUTES: usize = 1440;
+
+/// Counts one compared read in the timeline's current minute.
+fn count_minute(timeline: &mut Vec<[u64; 4]>, status: Option<DiffStatus>) {
+    let minute = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() / 60)
+        .unwrap_or(0);
+    if timeline.last().is_none_or(|b| b[0] != minute) {
+        timeline.push([minute, 0, 0, 0]);
+        if timeline.len() > TIMELINE_MINUTES {
+            timeline.remove(0);
+        }
+    }
+    if let Some(b) = timeline.last_mut() {
+        b[1] += 1;
+        match status {
+            Some(DiffStatus::Confirmed) => b[2] += 1,
+            Some(DiffStatus::Transient) => b[3] += 1,
+            None => {}
+        }
+    }
 }
 
 impl Summary {
@@ -182,6 +223,7 @@ impl ReadDiffLog {
         let a = Self::aggregate(&mut inner.summary, fingerprint);
         a.samples += 1;
         a.matches += 1;
+        count_minute(&mut inner.summary.timeline, None);
         inner.dirty = true;
     }
 
@@ -209,6 +251,7 @@ impl ReadDiffLog {
             }
             DiffStatus::Transient => a.transient += 1,
         }
+        count_minute(&mut inner.summary.timeline, Some(d.status));
         inner.dirty = true;
         let Some(path) = &self.path else {
             return Ok(());
@@ -269,7 +312,7 @@ impl ReadDiffLog {
             path: target.display().to_string(),
             source,
         };
-        let text = serde_json::to_vec_pretty(&summary).map_err(|e| io(std::io::Error::other(e)))?;
+        let text = serde_json::to_vec(&summary).map_err(|e| io(std::io::Error::other(e)))?;
         // Rewritten twice a second from the counts: no sync needed.
         crate::files::replace_quietly(&target, &text).map_err(io)
     }
@@ -346,6 +389,9 @@ mod tests {
             missing_count: 0,
             extra_count: 0,
             differing_count: 1,
+            key_columns: vec!["id".into()],
+            order_differs: false,
+            values_hashed: false,
             missing: vec![],
             extra: vec![],
             differing: vec![DifferingRow {

@@ -202,6 +202,7 @@ pub async fn execute(line: &str, ctx: &Context<'_>, caller: &str) -> Value {
     let (shared, controller) = (ctx.shared, ctx.controller);
     match command {
         Command::Status => status(shared, controller, ctx.window.figures(shared)),
+        Command::Ack { dry_run } => ack(ctx, dry_run, caller),
         Command::Diffs => diffs(shared),
         Command::Phase {
             change,
@@ -212,6 +213,7 @@ pub async fn execute(line: &str, ctx: &Context<'_>, caller: &str) -> Value {
                 dry_run,
                 force,
                 figures: ctx.window.figures(shared),
+                blockers: Vec::new(),
             };
             phase(ctx, change, req, caller).await
         }
@@ -220,7 +222,10 @@ pub async fn execute(line: &str, ctx: &Context<'_>, caller: &str) -> Value {
         Command::Sample { rate, dry_run } => sample(rate, dry_run, shared, controller, caller),
         Command::Reload { dry_run } => reload(ctx, dry_run, caller).await,
         Command::Backfill { action, table } => {
-            let reply = backfill(shared, action, table, caller);
+            let reply = match known_table(shared, action, table.as_deref()).await {
+                Ok(()) => backfill(shared, action, table, caller),
+                Err(e) => json!({"ok": false, "error": e}),
+            };
             if action != JobAction::Status {
                 audit_job(controller, line, caller, &reply);
             }
@@ -231,12 +236,77 @@ pub async fn execute(line: &str, ctx: &Context<'_>, caller: &str) -> Value {
             table,
             repair,
         } => {
-            let reply = verify(shared, action, table, repair, caller);
+            let reply = match known_table(shared, action, table.as_deref()).await {
+                Ok(()) => verify(shared, action, table, repair, caller),
+                Err(e) => json!({"ok": false, "error": e}),
+            };
             if action == JobAction::Start {
                 audit_job(controller, line, caller, &reply);
             }
             reply
         }
+    }
+}
+
+/// A job started for one table: the table must be one of the authority's
+/// (checked before anything starts, so a typo is refused, not started).
+async fn known_table(
+    shared: &Shared,
+    action: JobAction,
+    table: Option<&str>,
+) -> Result<(), String> {
+    let Some(table) = table.filter(|_| action == JobAction::Start) else {
+        return Ok(());
+    };
+    let side = turnout_control::Side::Old;
+    let mut conn = crate::backfill::sql::Conn::open(shared, side)
+        .await
+        .map_err(|e| format!("cannot read the tables of {side}: {e}"))?;
+    let all = crate::backfill::tables(shared, &mut conn, side).await?;
+    if all.iter().any(|t| t.name == table) {
+        return Ok(());
+    }
+    let mut names: Vec<&str> = all.iter().map(|t| t.name.as_str()).collect();
+    names.sort_unstable();
+    Err(format!(
+        "no table {table:?} on {side}; its tables: {}",
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    ))
+}
+
+/// `ack`: the counted mirror errors and confirmed mismatches in the guards'
+/// window are acknowledged (after a clean verify proved both sides equal),
+/// so the next flip is judged on what happens from now on. Audited.
+fn ack(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
+    let figures = ctx.window.figures(ctx.shared);
+    let result = if !ctx.shared.backfill.verify.clean() {
+        Err("ack needs a clean verify first: run turnout ctl verify start (--repair), and ack once it found both sides equal".to_string())
+    } else {
+        Ok(Outcome {
+            from: format!(
+                "{} mirror error(s), {} confirmed mismatch(es) counted",
+                figures.mirror_errors, figures.mismatches
+            ),
+            to: "acknowledged".into(),
+            epoch: ctx.controller.routing().snapshot().epoch,
+            dry_run,
+            notes: Vec::new(),
+        })
+    };
+    ctx.controller.audit("ack", dry_run, caller, &result);
+    match result {
+        Ok(_) => {
+            if !dry_run {
+                ctx.window.acknowledge(ctx.shared);
+                info!(%caller, mirror_errors = figures.mirror_errors, mismatches = figures.mismatches, "guard figures acknowledged");
+            }
+            json!({"ok": true, "dry_run": dry_run, "acknowledged": figures})
+        }
+        Err(e) => json!({"ok": false, "error": e}),
     }
 }
 
@@ -327,8 +397,22 @@ fn status(shared: &Shared, controller: &Controller, figures: Figures) -> Value {
         "transient": all.transient,
         "skipped": summary.skipped,
     });
+    // The next flip, and every reason it would be refused now: exactly
+    // what `flip` would say.
+    let next = controller.next_change().map(|change| {
+        let req = FlipRequest {
+            figures,
+            blockers: flip::blockers(shared, change),
+            ..FlipRequest::default()
+        };
+        json!({
+            "change": change.name(),
+            "refusals": controller.refusals(change, &req),
+        })
+    });
     json!({
         "ok": true,
+        "next": next,
         "phase": routing.phase.name(),
         "epoch": routing.epoch,
         "read_target": routing.phase.read_target().name(),
@@ -418,6 +502,8 @@ pub async fn watch_flag_file(
 pub struct Window {
     length: Duration,
     snapshots: Mutex<VecDeque<(Instant, Figures)>>,
+    /// The totals at the last `ack`: nothing before counts.
+    acknowledged: Mutex<Option<Figures>>,
 }
 
 impl Window {
@@ -425,6 +511,7 @@ impl Window {
         Arc::new(Window {
             length,
             snapshots: Mutex::new(VecDeque::new()),
+            acknowledged: Mutex::new(None),
         })
     }
 
@@ -449,12 +536,24 @@ impl Window {
     pub fn figures(&self, shared: &Shared) -> Figures {
         let now = totals(shared);
         let snaps = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
-        let base = snaps.front().map(|(_, f)| *f).unwrap_or_default();
+        let mut base = snaps.front().map(|(_, f)| *f).unwrap_or_default();
+        if let Some(a) = *self.acknowledged.lock().unwrap_or_else(|p| p.into_inner()) {
+            base.mismatches = base.mismatches.max(a.mismatches);
+            base.mirror_errors = base.mirror_errors.max(a.mirror_errors);
+        }
         Figures {
+            sampling: shared.sampler.rate() > 0.0,
             compared: now.compared.saturating_sub(base.compared),
             mismatches: now.mismatches.saturating_sub(base.mismatches),
             mirror_errors: now.mirror_errors.saturating_sub(base.mirror_errors),
         }
+    }
+}
+
+impl Window {
+    /// `ack`: mismatches and mirror errors so far no longer count.
+    pub fn acknowledge(&self, shared: &Shared) {
+        *self.acknowledged.lock().unwrap_or_else(|p| p.into_inner()) = Some(totals(shared));
     }
 }
 
@@ -464,6 +563,7 @@ fn totals(shared: &Shared) -> Figures {
         compared,
         mismatches,
         mirror_errors: shared.mirror_error_count(),
+        sampling: false,
     }
 }
 

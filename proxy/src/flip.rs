@@ -21,28 +21,9 @@ pub async fn run(
     caller: &str,
 ) -> Result<Outcome, String> {
     let _one_at_a_time = shared.flip_lock.lock().await;
-    let planned = controller.plan(change, &req).and_then(|plan| {
-        // Rows that predate mirroring must be on new, and proven so, before
-        // reads go there (`backfill.required`; --force overrides).
-        if change != Change::FlipReads || req.force || !shared.backfill.required {
-            return Ok(plan);
-        }
-        let mut missing = Vec::new();
-        if !shared.backfill.complete() {
-            missing.push("the backfill of every table is not complete (turnout ctl backfill start)");
-        }
-        if !shared.backfill.verify.clean() {
-            missing.push("no verify of every table has found both sides equal yet (turnout ctl verify start)");
-        }
-        if missing.is_empty() {
-            Ok(plan)
-        } else {
-            Err(format!(
-                "flip refused: {} (--force overrides; backfill.required = false turns this guard off)",
-                missing.join("; ")
-            ))
-        }
-    });
+    let mut req = req;
+    req.blockers = blockers(shared, change);
+    let planned = controller.plan(change, &req);
     let command = match &planned {
         Ok(p) => p.command(),
         Err(_) => change.name().to_string(),
@@ -66,6 +47,26 @@ pub async fn run(
         Err(e) => warn!(error = %e, %caller, "{} refused", change.name()),
     }
     result
+}
+
+/// What stands in the way of `change` besides the guards' figures: rows
+/// that predate mirroring must be on new, and proven so, before reads go
+/// there (`backfill.required`; --force overrides).
+pub fn blockers(shared: &Shared, change: Change) -> Vec<String> {
+    let mut out = Vec::new();
+    if change != Change::FlipReads || !shared.backfill.required {
+        return out;
+    }
+    if !shared.backfill.complete() {
+        out.push("the backfill of every table is not complete (turnout ctl backfill start; backfill.required = false turns this guard off)".to_string());
+    }
+    if !shared.backfill.verify.clean() {
+        out.push(
+            "no verify of every table has found both sides equal yet (turnout ctl verify start)"
+                .to_string(),
+        );
+    }
+    out
 }
 
 /// `--dry-run`: what would happen, and whether the guards pass (they did,

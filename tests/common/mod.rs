@@ -232,7 +232,7 @@ level = "debug"
                 format!(
                     "[sampling]\nreport = \"{}\"\n{}",
                     dir.path().join("read-diffs.jsonl").display(),
-                    opts.sampling,
+                    no_default_min_compared(opts.sampling),
                 )
             },
             divergence_log = divergence_log.display(),
@@ -694,4 +694,18 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .expect("runtime")
         .block_on(f)
+}
+
+/// The `[sampling]` lines of a test (with any `[guards]` after them), with
+/// `guards.min_compared_reads = 0` unless the test sets it: tests flip on
+/// purpose without comparing reads first; the default minimum (100 while
+/// reads are sampled) has tests of its own.
+pub fn no_default_min_compared(sampling: &str) -> String {
+    if sampling.contains("min_compared_reads") {
+        return sampling.to_string();
+    }
+    match sampling.split_once("[guards]\n") {
+        Some((before, after)) => format!("{before}[guards]\nmin_compared_reads = 0\n{after}"),
+        None => format!("{sampling}\n[guards]\nmin_compared_reads = 0"),
+    }
 }

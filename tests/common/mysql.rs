@@ -165,6 +165,7 @@ level = "debug"
             divergences = dir.path().join("divergences.jsonl").display(),
             state = dir.path().join("state.json").display(),
             report = dir.path().join("read-diffs.jsonl").display(),
+            sampling = super::no_default_min_compared(sampling),
             socket = dir.path().join("admin.sock").display(),
             audit = dir.path().join("audit.jsonl").display(),
         );

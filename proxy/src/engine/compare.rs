@@ -33,6 +33,9 @@ pub(crate) mod oid {
 pub struct ResultSet {
     pub columns: Vec<String>,
     pub rows: Vec<Vec<Option<String>>>,
+    /// Positions of the columns that are a table's primary key, as the
+    /// result's metadata says (empty: unknown, or the key is not selected).
+    pub key: Vec<usize>,
 }
 
 /// A value of type `type_oid` as the server sent it, in canonical text.
@@ -309,110 +312,238 @@ pub struct Diff {
     pub missing_count: usize,
     pub extra_count: usize,
     pub differing_count: usize,
+    /// The columns rows were matched by (the primary key the result
+    /// carries, else the ORDER BY key); empty: whole rows as a multiset.
+    pub key: Vec<String>,
+    /// Both sides hold the same rows, in another order (an ordered query
+    /// only, judged on its ORDER BY key when the result carries it).
+    pub order_differs: bool,
 }
 
 impl Diff {
     pub fn is_empty(&self) -> bool {
-        self.missing_count == 0 && self.extra_count == 0 && self.differing_count == 0
+        self.missing_count == 0
+            && self.extra_count == 0
+            && self.differing_count == 0
+            && !self.order_differs
+    }
+
+    fn push_missing(&mut self, row: Vec<Option<String>>) {
+        self.missing_count += 1;
+        if self.missing.len() < MAX_SAMPLE_ROWS {
+            self.missing.push(row);
+        }
+    }
+
+    fn push_extra(&mut self, row: Vec<Option<String>>) {
+        self.extra_count += 1;
+        if self.extra.len() < MAX_SAMPLE_ROWS {
+            self.extra.push(row);
+        }
+    }
+
+    fn push_differing(
+        &mut self,
+        columns: &[String],
+        target: Vec<Option<String>>,
+        shadow: Vec<Option<String>>,
+    ) {
+        self.differing_count += 1;
+        if self.differing.len() < MAX_SAMPLE_ROWS {
+            let cols = (0..columns.len())
+                .filter(|&i| target.get(i) != shadow.get(i))
+                .map(|i| columns[i].clone())
+                .collect();
+            self.differing.push(Differing {
+                target,
+                shadow,
+                columns: cols,
+            });
+        }
     }
 }
 
-/// Compares two results. `ordered`: the query has ORDER BY, so row order
-/// counts. `ignore`: column names left out of the comparison.
-pub fn compare(target: &ResultSet, shadow: &ResultSet, ordered: bool, ignore: &[String]) -> Diff {
+/// How a query's rows are matched: `order_by` holds the terms of its ORDER
+/// BY when each is a column (empty when it has none, or when one is an
+/// expression); `ordered` says it has an ORDER BY at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Shape {
+    pub ordered: bool,
+    pub order_by: Vec<OrderTerm>,
+}
+
+/// One ORDER BY term that names a result column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderTerm {
+    /// `ORDER BY id`, `ORDER BY t.id` (the column's name).
+    Column(String),
+    /// `ORDER BY 2` (counted from 1).
+    Position(usize),
+}
+
+type Row = Vec<Option<String>>;
+
+/// Compares two results. Rows are matched by key: the primary key when the
+/// result carries it (`target.key`), else the ORDER BY key, else the whole
+/// row (a multiset). A key seen on both sides with other values is one
+/// differing row; a key on one side only is a missing or extra row. Row
+/// order counts only for an ordered query, and only when the rows agree:
+/// it is then its own kind (`order_differs`). `ignore`: column names left
+/// out of the comparison.
+pub fn compare(target: &ResultSet, shadow: &ResultSet, shape: &Shape, ignore: &[String]) -> Diff {
     let keep: Vec<usize> = (0..target.columns.len())
         .filter(|&i| !ignore.iter().any(|c| c == &target.columns[i]))
         .collect();
-    let project = |row: &Vec<Option<String>>| -> Vec<Option<String>> {
+    let project = |row: &Row| -> Row {
         keep.iter()
             .map(|&i| row.get(i).cloned().flatten())
             .collect()
     };
     let columns: Vec<String> = keep.iter().map(|&i| target.columns[i].clone()).collect();
-    let t: Vec<Vec<Option<String>>> = target.rows.iter().map(project).collect();
-    let s: Vec<Vec<Option<String>>> = shadow.rows.iter().map(project).collect();
+    let t: Vec<Row> = target.rows.iter().map(project).collect();
+    let s: Vec<Row> = shadow.rows.iter().map(project).collect();
+    // Positions among the compared columns; `None` when one is left out.
+    let pk: Option<Vec<usize>> = (!target.key.is_empty())
+        .then(|| {
+            target
+                .key
+                .iter()
+                .map(|i| keep.iter().position(|k| k == i))
+                .collect()
+        })
+        .flatten();
+    let order_key: Option<Vec<usize>> = (!shape.order_by.is_empty())
+        .then(|| {
+            shape
+                .order_by
+                .iter()
+                .map(|term| {
+                    let i = match term {
+                        OrderTerm::Position(n) => n.checked_sub(1)?,
+                        OrderTerm::Column(name) => {
+                            target.columns.iter().position(|c| c == name).or_else(|| {
+                                target
+                                    .columns
+                                    .iter()
+                                    .position(|c| c.eq_ignore_ascii_case(name))
+                            })?
+                        }
+                    };
+                    keep.iter().position(|&k| k == i)
+                })
+                .collect()
+        })
+        .flatten();
+    let key: Vec<usize> = pk.or_else(|| order_key.clone()).unwrap_or_default();
 
-    let (missing, extra) = if ordered {
-        let mut missing = Vec::new();
-        let mut extra = Vec::new();
-        for i in 0..t.len().max(s.len()) {
-            match (t.get(i), s.get(i)) {
-                (Some(a), Some(b)) if a == b => {}
-                (a, b) => {
-                    missing.extend(a.cloned());
-                    extra.extend(b.cloned());
-                }
-            }
-        }
-        (missing, extra)
-    } else {
-        let mut counts: HashMap<&Vec<Option<String>>, i64> = HashMap::new();
-        for r in &t {
-            *counts.entry(r).or_default() += 1;
-        }
-        for r in &s {
-            *counts.entry(r).or_default() -= 1;
-        }
-        let mut missing = Vec::new();
-        let mut extra = Vec::new();
-        for r in &t {
-            if let Some(c) = counts.get_mut(r) {
-                if *c > 0 {
-                    *c -= 1;
-                    missing.push(r.clone());
-                }
-            }
-        }
-        for r in &s {
-            if let Some(c) = counts.get_mut(r) {
-                if *c < 0 {
-                    *c += 1;
-                    extra.push(r.clone());
-                }
-            }
-        }
-        (missing, extra)
+    let mut diff = Diff {
+        key: key.iter().map(|&i| columns[i].clone()).collect(),
+        ..Diff::default()
     };
-
-    // A missing row and an extra row with the same first column are one row
-    // that differs; so are a lone missing row and a lone extra row.
-    let mut diff = Diff::default();
-    let lone = missing.len() == 1 && extra.len() == 1;
-    let mut extra_left: Vec<Option<Vec<Option<String>>>> = extra.into_iter().map(Some).collect();
-    for m in missing {
-        let partner = extra_left
-            .iter()
-            .position(|e| e.as_ref().is_some_and(|e| lone || e.first() == m.first()));
-        match partner.and_then(|p| extra_left[p].take()) {
-            Some(e) => {
-                diff.differing_count += 1;
-                if diff.differing.len() < MAX_SAMPLE_ROWS {
-                    let cols = (0..columns.len())
-                        .filter(|&i| m.get(i) != e.get(i))
-                        .map(|i| columns[i].clone())
-                        .collect();
-                    diff.differing.push(Differing {
-                        target: m,
-                        shadow: e,
-                        columns: cols,
-                    });
-                }
-            }
-            None => {
-                diff.missing_count += 1;
-                if diff.missing.len() < MAX_SAMPLE_ROWS {
-                    diff.missing.push(m);
-                }
+    // Rows grouped by key value, in the order keys are first seen.
+    let key_of = |row: &Row| -> Row { key.iter().map(|&i| row[i].clone()).collect() };
+    let mut groups: Vec<(Vec<&Row>, Vec<&Row>)> = Vec::new();
+    let mut index: HashMap<Row, usize> = HashMap::new();
+    for (side, rows) in [(0, &t), (1, &s)] {
+        for r in rows.iter() {
+            let g = *index.entry(key_of(r)).or_insert_with(|| {
+                groups.push((Vec::new(), Vec::new()));
+                groups.len() - 1
+            });
+            if side == 0 {
+                groups[g].0.push(r);
+            } else {
+                groups[g].1.push(r);
             }
         }
     }
-    for e in extra_left.into_iter().flatten() {
-        diff.extra_count += 1;
-        if diff.extra.len() < MAX_SAMPLE_ROWS {
-            diff.extra.push(e);
+    let mut unpaired_missing: Vec<Row> = Vec::new();
+    let mut unpaired_extra: Vec<Row> = Vec::new();
+    for (ts, ss) in groups {
+        let (missing, extra) = multiset_difference(&ts, &ss);
+        if key.is_empty() {
+            unpaired_missing = missing;
+            unpaired_extra = extra;
+            continue;
         }
+        // One key, other values: the same row, differing. Several rows under
+        // one key (an ORDER BY key that is not unique) pair in order.
+        let pairs = missing.len().min(extra.len());
+        let mut missing = missing.into_iter();
+        let mut extra = extra.into_iter();
+        for _ in 0..pairs {
+            if let (Some(m), Some(e)) = (missing.next(), extra.next()) {
+                diff.push_differing(&columns, m, e);
+            }
+        }
+        missing.for_each(|m| diff.push_missing(m));
+        extra.for_each(|e| diff.push_extra(e));
+    }
+    if key.is_empty() {
+        // No key: a missing row and an extra row with the same first column
+        // are one row that differs; so are a lone missing row and a lone
+        // extra row.
+        let lone = unpaired_missing.len() == 1 && unpaired_extra.len() == 1;
+        let mut extra_left: Vec<Option<Row>> = unpaired_extra.into_iter().map(Some).collect();
+        for m in unpaired_missing {
+            let partner = extra_left
+                .iter()
+                .position(|e| e.as_ref().is_some_and(|e| lone || e.first() == m.first()));
+            match partner.and_then(|p| extra_left[p].take()) {
+                Some(e) => diff.push_differing(&columns, m, e),
+                None => diff.push_missing(m),
+            }
+        }
+        for e in extra_left.into_iter().flatten() {
+            diff.push_extra(e);
+        }
+    }
+    if diff.is_empty() && shape.ordered {
+        // Same rows: does the order agree? On the ORDER BY key when the
+        // result carries it (rows with equal keys may come in any order).
+        let seq = |rows: &[Row]| -> Vec<Row> {
+            match &order_key {
+                Some(k) => rows
+                    .iter()
+                    .map(|r| k.iter().map(|&i| r[i].clone()).collect())
+                    .collect(),
+                None => rows.to_vec(),
+            }
+        };
+        diff.order_differs = seq(&t) != seq(&s);
     }
     diff
+}
+
+/// The rows of `t` that `s` lacks and those of `s` that `t` lacks, counting
+/// duplicates, each in its side's order.
+fn multiset_difference(t: &[&Row], s: &[&Row]) -> (Vec<Row>, Vec<Row>) {
+    let mut counts: HashMap<&Row, i64> = HashMap::new();
+    for r in t {
+        *counts.entry(r).or_default() += 1;
+    }
+    for r in s {
+        *counts.entry(r).or_default() -= 1;
+    }
+    let mut missing = Vec::new();
+    for r in t {
+        if let Some(c) = counts.get_mut(*r) {
+            if *c > 0 {
+                *c -= 1;
+                missing.push((*r).clone());
+            }
+        }
+    }
+    let mut extra = Vec::new();
+    for r in s {
+        if let Some(c) = counts.get_mut(*r) {
+            if *c < 0 {
+                *c += 1;
+                extra.push((*r).clone());
+            }
+        }
+    }
+    (missing, extra)
 }
 
 #[cfg(test)]
@@ -429,6 +560,17 @@ mod tests {
                         .map(|v| (*v != "NULL").then(|| v.to_string()))
                         .collect()
                 })
+                .collect(),
+            key: Vec::new(),
+        }
+    }
+
+    fn ordered_by(cols: &[&str]) -> Shape {
+        Shape {
+            ordered: true,
+            order_by: cols
+                .iter()
+                .map(|c| OrderTerm::Column(c.to_string()))
                 .collect(),
         }
     }
@@ -480,8 +622,16 @@ mod tests {
     fn multiset_ignores_order_sequence_does_not() {
         let a = rs(&["id", "v"], &[&["1", "a"], &["2", "b"]]);
         let b = rs(&["id", "v"], &[&["2", "b"], &["1", "a"]]);
-        assert!(compare(&a, &b, false, &[]).is_empty());
-        assert!(!compare(&a, &b, true, &[]).is_empty());
+        assert!(compare(&a, &b, &Shape::default(), &[]).is_empty());
+        let d = compare(&a, &b, &ordered_by(&["id"]), &[]);
+        assert!(d.order_differs && d.missing_count + d.differing_count == 0);
+        // An ORDER BY key the result does not carry: whole rows in order.
+        let d = compare(&a, &b, &ordered_by(&[]), &[]);
+        assert!(d.order_differs);
+        // Ties on the ORDER BY key may come in any order.
+        let a = rs(&["k", "v"], &[&["1", "a"], &["1", "b"]]);
+        let b = rs(&["k", "v"], &[&["1", "b"], &["1", "a"]]);
+        assert!(compare(&a, &b, &ordered_by(&["k"]), &[]).is_empty());
     }
 
     #[test]
@@ -491,16 +641,80 @@ mod tests {
             &["id", "v", "at"],
             &[&["1", "a", "t2"], &["2", "X", "t2"], &["3", "c", "t2"]],
         );
-        let d = compare(&a, &b, false, &["at".to_string()]);
+        let d = compare(&a, &b, &Shape::default(), &["at".to_string()]);
         assert_eq!(d.differing_count, 1);
         assert_eq!(d.differing[0].columns, vec!["v".to_string()]);
         assert_eq!(d.extra_count, 1);
         assert_eq!(d.missing_count, 0);
-        let d = compare(&a, &b, false, &[]);
+        let d = compare(&a, &b, &Shape::default(), &[]);
         assert_eq!(d.differing_count, 2);
         assert_eq!(
             d.differing[1].columns,
             vec!["v".to_string(), "at".to_string()]
         );
+    }
+
+    fn ids(from: u32, to: u32, skip: &[u32]) -> Vec<Vec<String>> {
+        (from..=to)
+            .filter(|i| !skip.contains(i))
+            .map(|i| vec![i.to_string(), (i * 137 % 10000).to_string()])
+            .collect()
+    }
+
+    fn owned(columns: &[&str], rows: Vec<Vec<String>>) -> ResultSet {
+        ResultSet {
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            rows: rows
+                .into_iter()
+                .map(|r| r.into_iter().map(Some).collect())
+                .collect(),
+            key: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn rows_missing_from_an_ordered_result_are_missing_not_shifted() {
+        let a = owned(&["id", "amount_cents"], ids(1, 50, &[]));
+        let b = owned(&["id", "amount_cents"], ids(1, 50, &[7, 20, 33]));
+        // Matched by the ORDER BY key.
+        let d = compare(&a, &b, &ordered_by(&["id"]), &[]);
+        assert_eq!(
+            (d.missing_count, d.extra_count, d.differing_count),
+            (3, 0, 0)
+        );
+        assert_eq!(d.key, vec!["id".to_string()]);
+        assert_eq!(d.missing[0][0].as_deref(), Some("7"));
+        assert!(!d.order_differs);
+        // Matched by the primary key the result carries.
+        let mut a = a;
+        a.key = vec![0];
+        let d = compare(&a, &b, &ordered_by(&["amount_cents"]), &[]);
+        assert_eq!(
+            (d.missing_count, d.extra_count, d.differing_count),
+            (3, 0, 0)
+        );
+        // One changed value under a key: differing, its column named.
+        let mut rows = ids(1, 50, &[]);
+        rows[9][1] = "0".into();
+        let b = owned(&["id", "amount_cents"], rows);
+        let d = compare(&a, &b, &Shape::default(), &[]);
+        assert_eq!(
+            (d.missing_count, d.extra_count, d.differing_count),
+            (0, 0, 1)
+        );
+        assert_eq!(d.differing[0].columns, vec!["amount_cents".to_string()]);
+        assert_eq!(d.differing[0].target[0].as_deref(), Some("10"));
+    }
+
+    #[test]
+    fn a_key_that_is_not_unique_pairs_rows_within_it() {
+        let a = rs(&["k", "v"], &[&["1", "a"], &["1", "b"], &["2", "c"]]);
+        let b = rs(&["k", "v"], &[&["1", "a"], &["1", "X"], &["3", "c"]]);
+        let d = compare(&a, &b, &ordered_by(&["k"]), &[]);
+        assert_eq!(
+            (d.missing_count, d.extra_count, d.differing_count),
+            (1, 1, 1)
+        );
+        assert_eq!(d.differing[0].target[1].as_deref(), Some("b"));
     }
 }

@@ -100,6 +100,31 @@ pub(crate) fn cut(mut s: String, max: usize) -> String {
     s
 }
 
+/// The tables a fingerprint (or any statement) names, as written (last name
+/// part, unquoted), first seen first; empty when it does not parse.
+pub fn tables_of(fingerprint: &str) -> Vec<String> {
+    use sqlparser::ast::visit_relations;
+    use sqlparser::dialect::GenericDialect;
+    use sqlparser::parser::Parser;
+    use std::ops::ControlFlow;
+    let Ok(statements) = Parser::parse_sql(&GenericDialect {}, fingerprint) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = Vec::new();
+    for statement in &statements {
+        let _ = visit_relations(statement, |name| {
+            if let Some(last) = name.0.last() {
+                let t = last.to_string().trim_matches(['"', '`']).to_string();
+                if !out.contains(&t) {
+                    out.push(t);
+                }
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,9 +4,9 @@
 //! Each protocol adapter captures the client's answer, runs the query on a
 //! side and turns rows into normalized values.
 
-use super::compare::{self, ResultSet};
+use super::compare::{self, OrderTerm, ResultSet, Shape};
 use super::SqlDialect;
-use sqlparser::ast::{visit_relations, Statement};
+use sqlparser::ast::{visit_relations, Expr, Ident, OrderByKind, Statement, Value};
 use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect};
 use sqlparser::parser::Parser;
 use std::collections::BTreeMap;
@@ -80,8 +80,8 @@ where
     F: Fn(Side) -> Fut,
     Fut: Future<Output = Result<Answered, SampleError>>,
 {
-    let (ordered, ignore) = query_shape(found.sql, dialect, settings.ignore);
-    let mut last = outcome(&target, &first, ordered, &ignore);
+    let (shape, ignore) = query_shape(found.sql, dialect, settings.ignore);
+    let mut last = outcome(&target, &first, &shape, &ignore);
     if last.is_none() {
         settings.log.matched(found.fingerprint);
         return Ok(());
@@ -106,7 +106,12 @@ where
                 found.target
             )));
         }
-        let now = outcome(&t.set, &s, ordered, &ignore);
+        // The first answer's key columns hold for the re-checks.
+        let t = ResultSet {
+            key: target.key.clone(),
+            ..t.set
+        };
+        let now = outcome(&t, &s, &shape, &ignore);
         stable = match (&previous, &now) {
             (Some(a), Some(b)) => same_rows(a, b),
             _ => false,
@@ -139,7 +144,7 @@ where
         ..record
     };
     if !settings.log_values {
-        redact(&mut record);
+        hash_values(&mut record);
     }
     if status == DiffStatus::Confirmed {
         warn!(fingerprint = %record.fingerprint, missing = record.missing_count, extra = record.extra_count, differing = record.differing_count, "read differs between sides (confirmed)");
@@ -150,14 +155,26 @@ where
     Ok(())
 }
 
-/// Replaces each row value of `record` by its length (NULL stays NULL):
-/// which rows and columns differ is kept, what they hold is not.
-fn redact(record: &mut ReadDiff) {
+/// Replaces each row value of `record` that is not a key value by a short
+/// keyed hash of it (`#1a2b3c4d`; NULL stays NULL): which rows and columns
+/// differ, and whether two values are equal, is kept; what they hold is
+/// not. Key values stay, so the rows can be found.
+fn hash_values(record: &mut ReadDiff) {
+    let keep: Vec<bool> = record
+        .columns
+        .iter()
+        .map(|c| record.key_columns.contains(c))
+        .collect();
     let hide = |row: &mut readdiff::Row| {
-        for v in row.iter_mut().flatten() {
-            *v = format!("<redacted: {} bytes>", v.len());
+        for (i, v) in row.iter_mut().enumerate() {
+            if let Some(v) = v {
+                if !keep.get(i).copied().unwrap_or(false) {
+                    *v = value_hash(v);
+                }
+            }
         }
     };
+    record.values_hashed = true;
     record.missing.iter_mut().for_each(hide);
     record.extra.iter_mut().for_each(hide);
     for d in record.differing.iter_mut() {
@@ -166,12 +183,29 @@ fn redact(record: &mut ReadDiff) {
     }
 }
 
+/// A short hash of `value`, keyed by a secret drawn once per process: equal
+/// values look equal within a report, and a small value (a flag, a
+/// number) cannot be found by hashing guesses.
+fn value_hash(value: &str) -> String {
+    use hmac::{Hmac, Mac};
+    use std::sync::OnceLock;
+    static SECRET: OnceLock<[u8; 32]> = OnceLock::new();
+    let secret = SECRET.get_or_init(rand::random);
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(secret) else {
+        return "#".into();
+    };
+    mac.update(value.as_bytes());
+    let digest = mac.finalize().into_bytes();
+    let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("#{hex}")
+}
+
 /// The mismatch between `target` and the shadow's answer, as a record
 /// without its identity fields; `None` when they match.
 fn outcome(
     target: &ResultSet,
     shadow: &Answered,
-    ordered: bool,
+    shape: &Shape,
     ignore: &[String],
 ) -> Option<ReadDiff> {
     let blank = |columns: Vec<String>, rows_shadow: usize| ReadDiff {
@@ -189,6 +223,9 @@ fn outcome(
         missing_count: 0,
         extra_count: 0,
         differing_count: 0,
+        key_columns: Vec::new(),
+        order_differs: false,
+        values_hashed: false,
         missing: Vec::new(),
         extra: Vec::new(),
         differing: Vec::new(),
@@ -199,7 +236,7 @@ fn outcome(
         return Some(r);
     }
     let s = &shadow.set;
-    let d = compare::compare(target, s, ordered, ignore);
+    let d = compare::compare(target, s, shape, ignore);
     if d.is_empty() {
         return None;
     }
@@ -215,6 +252,8 @@ fn outcome(
     r.missing_count = d.missing_count;
     r.extra_count = d.extra_count;
     r.differing_count = d.differing_count;
+    r.key_columns = d.key;
+    r.order_differs = d.order_differs;
     r.missing = d.missing;
     r.extra = d.extra;
     r.differing = d
@@ -237,26 +276,40 @@ fn same_rows(a: &ReadDiff, b: &ReadDiff) -> bool {
         && a.differing == b.differing
         && a.rows_target == b.rows_target
         && a.rows_shadow == b.rows_shadow
+        && a.order_differs == b.order_differs
 }
 
-/// Whether the query orders its rows, and the columns to ignore for the
-/// tables it reads.
+/// Whether the query orders its rows (and by which result columns), and
+/// the columns to ignore for the tables it reads.
 fn query_shape(
     sql: &str,
     dialect: SqlDialect,
     ignore: &BTreeMap<String, Vec<String>>,
-) -> (bool, Vec<String>) {
+) -> (Shape, Vec<String>) {
     let d: Box<dyn Dialect> = match dialect {
         SqlDialect::Postgres => Box::new(PostgreSqlDialect {}),
         SqlDialect::Mysql => Box::new(MySqlDialect {}),
     };
     let Ok(statements) = Parser::parse_sql(d.as_ref(), sql) else {
-        return (false, Vec::new());
+        return (Shape::default(), Vec::new());
     };
     let Some(Statement::Query(q)) = statements.first() else {
-        return (false, Vec::new());
+        return (Shape::default(), Vec::new());
     };
-    let ordered = q.order_by.is_some();
+    let shape = Shape {
+        ordered: q.order_by.is_some(),
+        order_by: q
+            .order_by
+            .as_ref()
+            .and_then(|o| match &o.kind {
+                OrderByKind::Expressions(exprs) => exprs
+                    .iter()
+                    .map(|e| order_term(&e.expr, dialect))
+                    .collect::<Option<Vec<_>>>(),
+                OrderByKind::All(_) => None,
+            })
+            .unwrap_or_default(),
+    };
     let mut columns = Vec::new();
     if !ignore.is_empty() {
         let _ = visit_relations(&statements[0], |name| {
@@ -274,5 +327,22 @@ fn query_shape(
             ControlFlow::<()>::Continue(())
         });
     }
-    (ordered, columns)
+    (shape, columns)
+}
+
+/// The result column an ORDER BY term names, if it names one.
+fn order_term(expr: &Expr, dialect: SqlDialect) -> Option<OrderTerm> {
+    let name = |id: &Ident| match (id.quote_style, dialect) {
+        (None, SqlDialect::Postgres) => id.value.to_lowercase(),
+        _ => id.value.clone(),
+    };
+    match expr {
+        Expr::Identifier(id) => Some(OrderTerm::Column(name(id))),
+        Expr::CompoundIdentifier(ids) => ids.last().map(|id| OrderTerm::Column(name(id))),
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => n.parse().ok().map(OrderTerm::Position),
+            _ => None,
+        },
+        _ => None,
+    }
 }

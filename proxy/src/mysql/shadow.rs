@@ -88,7 +88,8 @@ pub fn result_set(a: &Answer) -> Result<ResultSet, SampleError> {
         return undecodable("more columns announced than the answer holds");
     }
     let definitions = a.packets.get(1..1 + columns).unwrap_or_default();
-    let types: Vec<(String, u32)> = definitions.iter().map(|(_, d)| column(d)).collect();
+    let defs: Vec<Column> = definitions.iter().map(|(_, d)| column(d)).collect();
+    let types: Vec<(String, u32)> = defs.iter().map(|c| (c.name.clone(), c.type_oid)).collect();
     // Column count, definitions, EOF, rows..., EOF: exactly one result set.
     let rows = a
         .packets
@@ -97,6 +98,7 @@ pub fn result_set(a: &Answer) -> Result<ResultSet, SampleError> {
     let mut out = ResultSet {
         columns: types.iter().map(|t| t.0.clone()).collect(),
         rows: Vec::with_capacity(rows.len()),
+        key: primary_key(&defs),
     };
     for (_, raw) in rows {
         if raw.first() == Some(&0xFE) && raw.len() < 9 {
@@ -129,22 +131,47 @@ pub fn result_set(a: &Answer) -> Result<ResultSet, SampleError> {
     Ok(out)
 }
 
-/// A column definition's name, and the PostgreSQL type whose text form
-/// normalizes its values the same way.
-fn column(def: &[u8]) -> (String, u32) {
+/// What the shadow check needs of a column definition.
+struct Column {
+    name: String,
+    /// The PostgreSQL type whose text form normalizes its values the same way.
+    type_oid: u32,
+    /// The table it comes from (`org_table`), when it is a table's column.
+    table: String,
+    /// `PRI_KEY_FLAG`: part of that table's primary key.
+    primary: bool,
+}
+
+/// The positions of the primary-key columns of the tables whose whole key
+/// the result carries (the server flags each key column).
+fn primary_key(defs: &[Column]) -> Vec<usize> {
+    (0..defs.len())
+        .filter(|&i| defs[i].primary && !defs[i].table.is_empty())
+        .collect()
+}
+
+fn column(def: &[u8]) -> Column {
     let mut rest = def;
-    let mut name = String::new();
+    let mut out = Column {
+        name: String::new(),
+        type_oid: oid::TEXT,
+        table: String::new(),
+        primary: false,
+    };
     // catalog, schema, table, org_table, name, org_name
     for i in 0..6 {
         let Some((len, n)) = lenenc(rest) else {
-            return (name, oid::TEXT);
+            return out;
         };
         let end = usize::try_from(len)
             .ok()
             .and_then(|l| n.checked_add(l))
             .map_or(rest.len(), |e| e.min(rest.len()));
-        if i == 4 {
-            name = String::from_utf8_lossy(rest.get(n..end).unwrap_or_default()).into_owned();
+        let text = || String::from_utf8_lossy(rest.get(n..end).unwrap_or_default()).into_owned();
+        match i {
+            3 => out.table = text(),
+            4 => out.name = text(),
+            _ => {}
         }
         rest = &rest[end..];
     }
@@ -157,7 +184,12 @@ fn column(def: &[u8]) -> (String, u32) {
         Some(7 | 12) => oid::TIMESTAMP,            // TIMESTAMP, DATETIME
         _ => oid::TEXT,
     };
-    (name, type_oid)
+    out.type_oid = type_oid;
+    // ... type (1), flags (2, little-endian): PRI_KEY_FLAG = 2.
+    out.primary = rest
+        .get(8..10)
+        .is_some_and(|f| u16::from_le_bytes([f[0], f[1]]) & 2 != 0);
+    out
 }
 
 /// Runs the check off the client's path; the permit bounds the work.

@@ -45,6 +45,8 @@ pub struct Sampler {
     ignore: BTreeMap<String, Vec<String>>,
     /// Idle connections for samples, per side (old, new).
     pools: [Mutex<Vec<Pooled>>; 2],
+    /// Per side and table OID: the primary key's column numbers (empty: none).
+    primary_keys: DashMap<(Side, u32), Arc<Vec<i16>>>,
 }
 
 /// An idle sample connection and the session settings applied on it.
@@ -68,6 +70,7 @@ impl Sampler {
             max_result_bytes: config.max_result_bytes.max(1024) as usize,
             ignore: config.ignore_columns.clone(),
             pools: [Mutex::new(Vec::new()), Mutex::new(Vec::new())],
+            primary_keys: DashMap::new(),
         }
     }
 
@@ -340,14 +343,12 @@ async fn check(shared: &Shared, sampler: &Sampler, sample: &Sample) -> Result<()
     let (shadow, shadow_error, shadow_description) = on(sample.shadow).await?;
     // The client's answer has its RowDescription only when it asked to
     // describe; the shadow's says the same of the same query.
-    let types = describe(
-        sample
-            .capture
-            .description
-            .as_ref()
-            .or(shadow_description.as_ref()),
-    );
-    let target = result_set(&types, &sample.capture.rows, &sample.result_formats)?;
+    let (types, described_by) = match (&sample.capture.description, &shadow_description) {
+        (Some(d), _) => (describe(Some(d)), sample.target),
+        (None, d) => (describe(d.as_ref()), sample.shadow),
+    };
+    let mut target = result_set(&types, &sample.capture.rows, &sample.result_formats)?;
+    target.key = primary_key(shared, sampler, described_by, &types, sample).await;
     let runner = |side: Side| async move {
         let (set, error, _) = on(side).await?;
         Ok(Answered { set, error })
@@ -389,8 +390,94 @@ fn answer_set(a: &Answer) -> Result<ResultSet, SampleError> {
     result_set(&describe(a.description.as_ref()), &a.rows, &[])
 }
 
-/// Column names and type OIDs of a RowDescription frame.
-fn describe(raw: Option<&Bytes>) -> Vec<(String, u32)> {
+/// The positions of the result's columns that are the primary key of a
+/// table whose whole key the result carries, from the RowDescription's table
+/// OIDs and column numbers (as `side` numbers them), each table's key read
+/// once from that side's catalog. Empty when unknown.
+async fn primary_key(
+    shared: &Shared,
+    sampler: &Sampler,
+    side: Side,
+    columns: &[Described],
+    sample: &Sample,
+) -> Vec<usize> {
+    let mut tables: Vec<u32> = columns
+        .iter()
+        .map(|c| c.table)
+        .filter(|&t| t != 0)
+        .collect();
+    tables.sort_unstable();
+    tables.dedup();
+    let mut key = Vec::new();
+    for table in tables {
+        let attnums = match sampler.primary_keys.get(&(side, table)) {
+            Some(k) => k.clone(),
+            None => {
+                let query = ShadowQuery {
+                    sql: format!(
+                        "SELECT array_to_string(indkey, ' ') FROM pg_index \
+                         WHERE indrelid = {table} AND indisprimary"
+                    )
+                    .into(),
+                    param_types: Bytes::new(),
+                    params: None,
+                };
+                let Ok(a) = run(
+                    shared,
+                    sampler,
+                    side,
+                    &query,
+                    &sample.params,
+                    &sample.settings,
+                )
+                .await
+                else {
+                    continue;
+                };
+                if a.error.is_some() {
+                    continue;
+                }
+                let found: Vec<i16> = a
+                    .rows
+                    .first()
+                    .and_then(|raw| {
+                        let values = codec::data_row_values(raw.get(5..).unwrap_or_default());
+                        let text = String::from_utf8_lossy(values.first()?.as_ref()?).into_owned();
+                        text.split_whitespace().map(|n| n.parse().ok()).collect()
+                    })
+                    .unwrap_or_default();
+                let found = Arc::new(found);
+                sampler.primary_keys.insert((side, table), found.clone());
+                found
+            }
+        };
+        let positions: Vec<usize> = attnums
+            .iter()
+            .filter_map(|n| {
+                columns
+                    .iter()
+                    .position(|c| c.table == table && c.column == *n)
+            })
+            .collect();
+        if !attnums.is_empty() && positions.len() == attnums.len() {
+            key.extend(positions);
+        }
+    }
+    key.sort_unstable();
+    key
+}
+
+/// A RowDescription's column: its name, type OID, and the table OID and
+/// column number it comes from (0 when it is no table's column).
+struct Described {
+    name: String,
+    type_oid: u32,
+    table: u32,
+    column: i16,
+}
+
+/// The columns of a RowDescription frame.
+fn describe(raw: Option<&Bytes>) -> Vec<Described> {
     let Some(raw) = raw else {
         return Vec::new();
     };
@@ -408,8 +495,12 @@ fn describe(raw: Option<&Bytes>) -> Vec<(String, u32)> {
         let Some(fixed) = rest.get(end + 1..end + 19) else {
             break;
         };
-        let type_oid = u32::from_be_bytes([fixed[6], fixed[7], fixed[8], fixed[9]]);
-        out.push((name, type_oid));
+        out.push(Described {
+            name,
+            table: u32::from_be_bytes([fixed[0], fixed[1], fixed[2], fixed[3]]),
+            column: i16::from_be_bytes([fixed[4], fixed[5]]),
+            type_oid: u32::from_be_bytes([fixed[6], fixed[7], fixed[8], fixed[9]]),
+        });
         rest = &rest[end + 19..];
     }
     out
@@ -417,13 +508,14 @@ fn describe(raw: Option<&Bytes>) -> Vec<(String, u32)> {
 
 /// DataRow frames as normalized values.
 fn result_set(
-    types: &[(String, u32)],
+    types: &[Described],
     rows: &[Bytes],
     formats: &[u16],
 ) -> Result<ResultSet, SampleError> {
     let mut out = ResultSet {
-        columns: types.iter().map(|(n, _)| n.clone()).collect(),
+        columns: types.iter().map(|c| c.name.clone()).collect(),
         rows: Vec::with_capacity(rows.len()),
+        key: Vec::new(),
     };
     for raw in rows {
         let values = codec::data_row_values(raw.get(5..).unwrap_or_default());
@@ -438,7 +530,7 @@ fn result_set(
                 1 => formats[0] == 1,
                 _ => formats.get(i) == Some(&1),
             };
-            let type_oid = types.get(i).map(|t| t.1).unwrap_or(25);
+            let type_oid = types.get(i).map(|t| t.type_oid).unwrap_or(25);
             let value =
                 compare::normalize(type_oid, binary, v).map_err(SampleError::Undecodable)?;
             row.push(Some(value));
