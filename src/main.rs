@@ -79,6 +79,9 @@ enum Command {
         /// Write to this file instead of standard output.
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Exit with 1 when the verdict is NO-GO (for scripts and CI gates).
+        #[arg(long)]
+        check: bool,
     },
     /// Read both catalogs and the config; print the migration's runbook:
     /// schema difference, risks, phases with their commands, what to watch.
@@ -90,12 +93,17 @@ enum Command {
         #[arg(long, default_value = "text")]
         format: String,
     },
-    /// Start throwaway PostgreSQL instances for `old` and `new`, seed a sample
-    /// schema, and run turnout in front of them until Ctrl-C.
+    /// Start throwaway PostgreSQL clusters (or MariaDB servers) for `old`
+    /// and `new`, old with a sample schema and rows, new with the changed
+    /// schema a `[mapping]` describes, and run turnout in front of them in
+    /// phase mirror until Ctrl-C: `turnout plan` then walks the cutover.
     Demo {
         /// Port for turnout's listener (default: a free one).
         #[arg(long)]
         port: Option<u16>,
+        /// MariaDB servers and the MySQL protocol instead of PostgreSQL.
+        #[arg(long)]
+        mysql: bool,
     },
 }
 
@@ -153,6 +161,7 @@ fn main() -> ExitCode {
             divergences,
             format,
             output,
+            check,
         } => {
             let text = format
                 .parse::<report::Format>()
@@ -175,22 +184,27 @@ fn main() -> ExitCode {
                     }
                     report::render(&sources, f, output.as_deref())
                 });
-            let text = match text {
+            let (text, go) = match text {
                 Ok(t) => t,
                 Err(e) => {
                     eprintln!("turnout report: {e}");
                     return ExitCode::from(2);
                 }
             };
+            let verdict = if check && !go {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
             match output {
                 None => {
                     print!("{text}");
-                    ExitCode::SUCCESS
+                    verdict
                 }
                 Some(path) => match turnout_control::files::create(&path)
                     .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
                 {
-                    Ok(()) => ExitCode::SUCCESS,
+                    Ok(()) => verdict,
                     Err(e) => {
                         eprintln!("turnout report: {}: {e}", path.display());
                         ExitCode::FAILURE
@@ -199,7 +213,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Plan { config, format } => plan::run(&config, &format),
-        Command::Demo { port } => {
+        Command::Demo { port, mysql } => {
             init_logging("warn");
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -211,7 +225,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            rt.block_on(demo::run(port))
+            rt.block_on(demo::run(port, mysql))
         }
     }
 }

@@ -356,12 +356,20 @@ fn steps(config: &Config, path: &str, phase: Phase) -> Vec<Step> {
             ctl("backfill status --watch"),
             ctl("verify start"),
             ctl("verify status --watch"),
-            ctl("sample 0.05"),
+            // Sampling on (the config's rate, or 5 % when it has none).
+            ctl(&format!(
+                "sample {}",
+                if config.sampling.rate > 0.0 {
+                    config.sampling.rate
+                } else {
+                    0.05
+                }
+            )),
             ctl("diffs"),
-            format!("turnout report {}", config.sampling.report.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "<sampling.report>".into())),
+            format!("turnout report --config {path}"),
         ],
         go_on_when: format!(
-            "{guards}; backfill done and the last verify found both sides equal{}",
+            "turnout report --config {path} says GO: {guards}; backfill done and the last verify found both sides equal{}",
             if config.backfill.required {
                 " (the flip checks this: backfill.required)"
             } else {
@@ -396,7 +404,7 @@ fn steps(config: &Config, path: &str, phase: Phase) -> Vec<Step> {
     steps.push(Step {
         title: "Finalize".into(),
         about: "The point of no return: old gets no more writes and there is no rollback.".into(),
-        commands: vec![ctl("finalize --dry-run"), ctl("finalize")],
+        commands: vec![ctl("finalize --dry-run"), ctl("finalize --yes")],
         go_on_when: "done: point the application at new directly when convenient".into(),
         rollback: "none".into(),
     });

@@ -70,18 +70,76 @@ password = "x"
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
 }
 
-#[test]
-fn demo_serves_the_sample_schema_and_cleans_up_on_ctrl_c() {
+/// Runs `turnout` with `args`; (exit code, stdout, stderr).
+fn turnout(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(turnout_bin()).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Reads through the demo's turnout: the customers (a mapped table) and
+/// the orders, each by key.
+fn demo_reads(mysql: bool, port: u16, n: usize) {
+    let mut sql = String::new();
+    for i in 1..=n {
+        sql.push_str(&format!(
+            "SELECT id, name, email FROM customers WHERE id = {};\nSELECT id, amount_cents FROM orders WHERE id = {};\n",
+            1 + i % 100,
+            1 + i % 1000
+        ));
+    }
+    let out = if mysql {
+        Command::new("mariadb")
+            .args(["--no-defaults", "-h", "127.0.0.1", "-P", &port.to_string()])
+            .args(["-u", "app", "-papp", "app", "-e", &sql])
+            .output()
+            .unwrap()
+    } else {
+        // One statement per -c: a text of several is not sampled.
+        let url = format!("postgres://app:app@127.0.0.1:{port}/app");
+        let mut c = Command::new("psql");
+        c.args([&url, "-q", "-X", "-v", "ON_ERROR_STOP=1"]);
+        for statement in sql.lines() {
+            c.args(["-c", statement]);
+        }
+        c.output().unwrap()
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The demo's mapped cutover as a newcomer walks it: the runbook `turnout
+/// plan` prints, every command run as written, from mirror to finalized;
+/// status and the flip agree; Ctrl-C ends it with exit 0 and nothing left.
+fn walk_the_demo(mysql: bool) {
     let port = turnout_harness::free_port().unwrap();
+    let mut args = vec!["demo".to_string(), "--port".into(), port.to_string()];
+    if mysql {
+        args.push("--mysql".into());
+    }
     let mut child = Command::new(turnout_bin())
-        .args(["demo", "--port", &port.to_string()])
+        .args(&args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text);
+        text
+    });
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut config_dir = None;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut tries = Vec::new();
+    let mut in_try = false;
+    let deadline = Instant::now() + Duration::from_secs(120);
     for line in lines.by_ref() {
         let line = line.unwrap();
         println!("demo: {line}");
@@ -90,38 +148,146 @@ fn demo_serves_the_sample_schema_and_cleans_up_on_ctrl_c() {
                 .parent()
                 .map(|p| p.to_path_buf());
         }
+        if in_try && !line.trim().is_empty() {
+            tries.push(line.trim().to_string());
+        }
+        if line.starts_with("Try:") {
+            in_try = true;
+        }
         if line.contains("Press Ctrl-C") || Instant::now() > deadline {
             break;
         }
     }
     let config_dir = config_dir.expect("demo printed its config path");
-    let url = format!("postgres://app:app@127.0.0.1:{port}/app");
-    common::eventually("the demo serves", || {
-        common::psql(&url, &["-c", "SELECT 1"], &[])
-            .status
-            .success()
-    });
-    let out = common::psql(&url, &["-c", "SELECT count(*) FROM orders"], &[]);
-    assert!(out.status.success(), "{}", common::stderr(&out));
-    assert_eq!(common::stdout(&out), "1000");
-
-    // `turnout plan` on the demo: its risks, and a runbook whose commands
-    // run as written, one after the other, to the end.
     let config = config_dir.join("turnout.toml");
-    let out = Command::new(turnout_bin())
-        .args(["plan", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let plan = common::stdout(&out);
+    let config_s = config.display().to_string();
+    let exe = turnout_bin().to_string();
+    // Its "Try:" lines name this very binary, so they run as printed.
+    assert!(
+        tries.iter().filter(|t| t.starts_with(&exe)).count() >= 5,
+        "{tries:?}"
+    );
+    let (_, new_port) = {
+        let text = std::fs::read_to_string(&config).unwrap();
+        let port_of = |section: &str| -> u16 {
+            let at = text.find(section).unwrap();
+            text[at..]
+                .lines()
+                .find_map(|l| l.strip_prefix("port = "))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        (port_of("[backends.old]"), port_of("[backends.new]"))
+    };
+
+    common::eventually("the demo serves", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    // A write through turnout lands on new in new's shape.
+    let (code, out) = if mysql {
+        let out = Command::new("mariadb")
+            .args(["--no-defaults", "-h", "127.0.0.1", "-P", &port.to_string()])
+            .args(["-u", "app", "-papp", "app", "-e"])
+            .arg("INSERT INTO customers (name, email, legacy_code) VALUES ('Ann', 'ann@Example.COM', 'x')")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "-h",
+                "127.0.0.1",
+                "-P",
+                &new_port.to_string(),
+            ])
+            .args(["-u", "app", "-papp", "app", "-N", "-B", "-e"])
+            .arg("SELECT full_name, email_domain FROM clients WHERE email = 'ann@Example.COM'")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )
+    } else {
+        let url = format!("postgres://app:app@127.0.0.1:{port}/app");
+        let out = common::psql(
+            &url,
+            &["-c", "INSERT INTO customers (name, email, legacy_code) VALUES ('Ann', 'ann@Example.COM', 'x')"],
+            &[],
+        );
+        assert!(out.status.success(), "{}", common::stderr(&out));
+        let out = common::psql(
+            &format!("postgres://app:app@127.0.0.1:{new_port}/app"),
+            &[
+                "-c",
+                "SELECT full_name, email_domain FROM clients WHERE email = 'ann@Example.COM'",
+            ],
+            &[],
+        );
+        (
+            out.status.success(),
+            common::stdout(&out).replace('|', "\t"),
+        )
+    };
+    assert!(code, "{out}");
+    assert_eq!(out, "Ann\texample.com");
+
+    // On a fresh demo, status lists exactly why the flip is refused.
+    let (code, status, err) = turnout(&["ctl", "--json", "--config", &config_s, "status"]);
+    assert_eq!(code, Some(0), "{err}");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let reasons: Vec<String> = status["next"]["refusals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    let (code, _, refused) = turnout(&["ctl", "--config", &config_s, "flip", "reads"]);
+    assert_eq!(code, Some(1), "{refused}");
+    for r in &reasons {
+        assert!(refused.contains(r.as_str()), "{r:?} not in {refused}");
+    }
+    // A job for a table that is not there is refused before it starts.
+    let (code, _, err) = turnout(&[
+        "ctl",
+        "--config",
+        &config_s,
+        "backfill",
+        "start",
+        "nosuchtable",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no table \"nosuchtable\""), "{err}");
+    // A config with an error elsewhere still finds the socket.
+    let broken = config_dir.join("broken.toml");
+    std::fs::write(
+        &broken,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("[mirror]", "[mirror]\nbogus = 1"),
+    )
+    .unwrap();
+    let (code, out, err) = turnout(&["ctl", "--config", &broken.display().to_string(), "status"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("phase       mirror"), "{out}");
+
+    // The runbook, every command as written. Reads compared on new first
+    // (the guard wants 20), once the backfill and verify ran.
+    let (code, plan, err) = turnout(&["plan", "--config", &config_s]);
     println!("{plan}");
-    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(code, Some(0), "{err}");
     for expected in [
         "== Schema difference (old -> new) ==",
-        "-- none: new has old's tables and columns",
-        "foreign key orders.customer_id -> customers",
-        "customers.id takes ids from a sequence",
-        "customers.created_at defaults to now()",
+        "RENAME TO clients",
+        "RENAME COLUMN name TO full_name",
+        "DROP COLUMN legacy_code",
         "== Runbook ==",
     ] {
         assert!(plan.contains(expected), "{expected:?} missing");
@@ -131,39 +297,90 @@ fn demo_serves_the_sample_schema_and_cleans_up_on_ctrl_c() {
         .filter_map(|l| l.trim().strip_prefix("$ turnout "))
         .collect();
     assert!(
-        commands.iter().any(|c| c.ends_with("finalize")),
+        commands.iter().any(|c| c.ends_with("finalize --yes")),
         "{commands:?}"
     );
     for c in commands {
-        let out = Command::new(turnout_bin())
-            .args(c.split_whitespace())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "turnout {c}: {}{}",
-            common::stdout(&out),
-            common::stderr(&out)
-        );
+        if c.contains("flip reads --dry-run") {
+            common::eventually("20 reads compared", || {
+                demo_reads(mysql, port, 100);
+                let (_, s, _) = turnout(&["ctl", "--json", "--config", &config_s, "status"]);
+                serde_json::from_str::<serde_json::Value>(&s).unwrap()["guards"]["figures"]
+                    ["compared"]
+                    .as_u64()
+                    .unwrap_or(0)
+                    >= 20
+            });
+            // The report agrees: GO, and says so in its exit code.
+            let (code, report, err) = turnout(&["report", "--config", &config_s, "--check"]);
+            println!("{report}");
+            assert_eq!(code, Some(0), "{report}{err}");
+            assert!(report.starts_with("VERDICT: GO"), "{report}");
+        }
+        let args: Vec<&str> = c.split_whitespace().collect();
+        let (code, out, err) = turnout(&args);
+        assert_eq!(code, Some(0), "turnout {c}: {out}{err}");
     }
-    let json = Command::new(turnout_bin())
-        .args(["plan", "--format", "json", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
-    assert_eq!(v["phase"], "finalized");
-    assert_eq!(v["steps"].as_array().map(Vec::len), Some(4));
+    let (_, status, _) = turnout(&["ctl", "--config", &config_s, "status"]);
+    assert!(status.contains("FINALIZED"), "{status}");
 
-    // Ctrl-C: everything the demo made is removed.
+    // Ctrl-C: exit 0, no error, everything the demo made removed.
     let pid = child.id().to_string();
     Command::new("kill").args(["-INT", &pid]).status().unwrap();
     for line in lines.map_while(Result::ok) {
         println!("demo: {line}");
     }
     let status = child.wait().unwrap();
-    assert!(status.success(), "{status}");
+    let err = errors.join().unwrap();
+    println!("demo stderr: {err}");
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(!err.contains("turnout demo:"), "{err}");
+    assert!(!err.contains('\x1b'), "no ANSI codes in a pipe: {err:?}");
     assert!(!config_dir.exists(), "{} left behind", config_dir.display());
+}
+
+#[test]
+fn the_demo_walks_a_mapped_cutover_on_postgres_and_cleans_up_on_ctrl_c() {
+    walk_the_demo(false);
+}
+
+#[test]
+fn the_demo_walks_a_mapped_cutover_on_mariadb_and_cleans_up_on_ctrl_c() {
+    walk_the_demo(true);
+}
+
+#[test]
+fn ctl_help_lists_the_admin_commands_and_bad_use_exits_2() {
+    let (code, out, _) = turnout(&["ctl", "--help"]);
+    assert_eq!(code, Some(0));
+    for c in [
+        "status",
+        "flip reads",
+        "finalize",
+        "rollback",
+        "ack",
+        "backfill start",
+        "verify start",
+        "--dry-run",
+        "Exit codes",
+    ] {
+        assert!(out.contains(c), "{c:?} missing from {out}");
+    }
+    let (code, _, err) = turnout(&["ctl", "--socket", "/nonexistent/admin.sock", "status"]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, _, err) = turnout(&[
+        "ctl",
+        "--socket",
+        "/nonexistent/admin.sock",
+        "flip",
+        "reads",
+        "--yes",
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--yes only goes with finalize"), "{err}");
+    let (code, _, err) = turnout(&["ctl", "--socket", "/nonexistent/admin.sock", "finalize"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--yes"), "{err}");
 }
 
 #[test]

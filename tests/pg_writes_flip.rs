@@ -252,7 +252,7 @@ fn the_flag_file_flips_writes_and_finalize_leaves_old_behind_for_good() {
 
     let dry = s.ctl_ok(&["finalize", "--dry-run"]);
     assert!(dry.contains("would go writes_new -> finalized"), "{dry}");
-    s.ctl_ok(&["finalize"]);
+    s.ctl_ok(&["finalize", "--yes"]);
     assert_eq!(run(100), 1);
     drop(client);
     s.run_ok(&["INSERT INTO events (note) VALUES ('new session after finalize')"]);

@@ -375,7 +375,7 @@ table {{ border-collapse: collapse; margin: .5em 0 1em; width: 100%; table-layou
 th, td {{ border: 1px solid #ccc; padding: .3em .5em; text-align: left; vertical-align: top; }}
 th {{ background: #f3f3f3; }}
 table.sortable th {{ cursor: pointer; user-select: none; }}
-td.fp, td.fp code {{ word-break: break-all; }}
+td.fp, td.fp code {{ overflow-wrap: anywhere; }}
 .verdict {{ border-radius: 6px; padding: .6em 1.2em; margin: .8em 0 1em; }}
 .verdict h2 {{ margin: .2em 0; font-size: 2em; }}
 .verdict.go {{ background: #e3f6e3; border: 2px solid #2a8a2a; }}

@@ -555,20 +555,21 @@ fn table_lines(
     tables
 }
 
-/// Builds the report in `format`.
+/// Builds the report in `format`, and whether its verdict is GO.
 pub fn render(
     sources: &Sources,
     format: Format,
     out_path: Option<&Path>,
-) -> Result<String, String> {
+) -> Result<(String, bool), String> {
     let report = build(sources)?;
-    Ok(match format {
+    let text = match format {
         Format::Table => text::render(&report),
         Format::Json => {
             serde_json::to_string_pretty(&to_json(&report)).map_err(|e| e.to_string())?
         }
         Format::Html => html::render(&report, out_path),
-    })
+    };
+    Ok((text, report.go))
 }
 
 fn to_json(r: &Report) -> Value {
