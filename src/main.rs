@@ -404,9 +404,15 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    let window = Window::new(std::time::Duration::from_secs(g.window_secs));
+    let _window = tokio::spawn(window.clone().track(server.shared().clone()));
     let _metrics = match &config.metrics.address {
         Some(address) => {
-            let handle = match turnout_proxy::metrics::install() {
+            let protocol = match config.protocol {
+                turnout_config::Protocol::Postgres => "postgres",
+                turnout_config::Protocol::Mysql => "mysql",
+            };
+            let handle = match turnout_proxy::metrics::install(protocol) {
                 Ok(h) => h,
                 Err(e) => {
                     eprintln!("turnout: metrics: {e}");
@@ -420,18 +426,24 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            let health = Arc::new(turnout_proxy::metrics::Health::default());
             Some((
-                tokio::spawn(turnout_proxy::metrics::serve(listener, handle)),
-                tokio::spawn(turnout_proxy::metrics::track(
-                    server.shared().clone(),
+                tokio::spawn(turnout_proxy::metrics::serve(
+                    listener,
+                    handle,
+                    health.clone(),
                     controller.routing().clone(),
                 )),
+                tokio::spawn(turnout_proxy::metrics::track(
+                    server.shared().clone(),
+                    controller.clone(),
+                    window.clone(),
+                )),
+                tokio::spawn(health.track(server.shared().clone())),
             ))
         }
         None => None,
     };
-    let window = Window::new(std::time::Duration::from_secs(g.window_secs));
-    let _window = tokio::spawn(window.clone().track(server.shared().clone()));
     // A backfill the last run left running goes on from its checkpoint.
     server.shared().backfill.resume_at_start(server.shared());
     let _flag = config.admin.flag_file.clone().map(|path| {

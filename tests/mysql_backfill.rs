@@ -74,7 +74,7 @@ fn backfill_under_writers_then_verify_and_repair_over_mariadb() {
     let metrics = s.metrics();
     assert!(
         metrics.contains("turnout_backfill_rows_total")
-            && metrics.contains("turnout_backfill_progress_percent 100"),
+            && metrics.contains("turnout_backfill_progress_ratio 1"),
         "{metrics}"
     );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -32,6 +32,20 @@ pub enum DivergenceKind {
     RowCountMismatch,
 }
 
+impl DivergenceKind {
+    /// The kind's name as records and metrics write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DivergenceKind::MirrorError => "mirror_error",
+            DivergenceKind::AuthorityCommitFailed => "authority_commit_failed",
+            DivergenceKind::UnsafeStatement => "unsafe_statement",
+            DivergenceKind::AsyncOverflow => "async_overflow",
+            DivergenceKind::UnmirroredWrite => "unmirrored_write",
+            DivergenceKind::RowCountMismatch => "row_count_mismatch",
+        }
+    }
+}
+
 /// One record of the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Divergence {

@@ -208,6 +208,7 @@ fn watch(shared: Arc<Shared>, controller: Arc<Controller>, change: Change) {
                 ));
                 match rollback.await {
                     Ok(o) => {
+                        metrics::counter!("turnout_watch_rollbacks_total").increment(1);
                         warn!(from = %o.from, to = %o.to, epoch = o.epoch, errors, "rolled back by itself: {what}")
                     }
                     Err(e) => warn!(error = %e, "watch window could not roll back"),

@@ -2,8 +2,9 @@
 //! the `metrics` facade, rendered by `metrics-exporter-prometheus`, served
 //! over a minimal HTTP/1.1 responder (GET only).
 
+use crate::admin::Window;
 use crate::server::Shared;
-use metrics::{counter, gauge};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,18 +12,192 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tracing::warn;
-use turnout_control::{Phase, RoutingState};
+use turnout_control::controller::{Controller, FlipRequest};
+use turnout_control::divergence::DivergenceKind;
+use turnout_control::{Phase, RoutingState, Side};
 
-/// Installs the process-wide recorder. Without it the facade's calls are
-/// no-ops, so sessions record unconditionally.
-pub fn install() -> Result<PrometheusHandle, String> {
-    PrometheusBuilder::new()
+/// Every series turnout exports: (name, type, help). Each has its `# HELP`
+/// and `# TYPE` lines and is there from start (zeros), so dashboards and
+/// alerts see it before the first event.
+pub const SERIES: &[(&str, &str, &str)] = &[
+    ("turnout_build_info", "gauge", "Always 1; the labels name turnout's version and protocol."),
+    ("turnout_phase", "gauge", "1 for the current phase (label phase), 0 for the others."),
+    ("turnout_epoch", "gauge", "The routing epoch: one more at every flip or rollback."),
+    ("turnout_connections", "gauge", "Client connections open now."),
+    ("turnout_mirrored_sessions", "gauge", "Client sessions in a mirroring phase now."),
+    ("turnout_queries_total", "counter", "Statements handled, by kind and by the side that answered the client."),
+    ("turnout_query_seconds", "histogram", "Time from a statement's arrival to the client's answer, by kind and side."),
+    ("turnout_divergences_total", "counter", "Divergence records written (every kind)."),
+    ("turnout_divergence_records_total", "counter", "Divergence records written, by kind (mirror_error, row_count_mismatch, ...)."),
+    ("turnout_mirror_errors_total", "counter", "Writes the mirror failed to apply."),
+    ("turnout_authority_failures_total", "counter", "Failures of a side as the authority (lost or refused connections, server errors of classes 08, 53, 57, 58, XX)."),
+    ("turnout_async_queued", "gauge", "Statements waiting in async mirror queues, all sessions."),
+    ("turnout_async_queue_fill_ratio", "gauge", "The fullest session's async mirror queue in the last second, as a fraction of mirror.async_queue (0-1)."),
+    ("turnout_reads_compared_total", "counter", "Sampled reads compared on the shadow side, by result."),
+    ("turnout_samples_skipped_total", "counter", "Sampled reads not compared, by reason."),
+    ("turnout_guard_window_compared_reads", "gauge", "Reads compared in the guards' window."),
+    ("turnout_guard_window_mismatch_ratio", "gauge", "Confirmed mismatches per compared read in the guards' window (0-1)."),
+    ("turnout_guard_window_mirror_errors", "gauge", "Mirror errors in the guards' window."),
+    ("turnout_guard_min_compared_reads", "gauge", "The guards' minimum of compared reads (guards.min_compared_reads, or its default)."),
+    ("turnout_guard_max_mismatch_ratio", "gauge", "The guards' budget of confirmed mismatches per compared read (guards.max_mismatch_rate)."),
+    ("turnout_guard_max_mirror_errors", "gauge", "The guards' budget of mirror errors (guards.max_mirror_errors)."),
+    ("turnout_next_flip_refusals", "gauge", "Reasons the next flip would be refused now (0: it would pass)."),
+    ("turnout_flips_total", "counter", "Phase changes made, by the phase reached."),
+    ("turnout_guard_refusals_total", "counter", "Flips the guards refused."),
+    ("turnout_watch_rollbacks_total", "counter", "Flips rolled back by the watch window (guards.watch_secs)."),
+    ("turnout_backend_up", "gauge", "1 when turnout logged in to the side and read its catalog at the last check (every 5 s), else 0."),
+    ("turnout_backfill_running", "gauge", "1 while a backfill runs."),
+    ("turnout_backfill_progress_ratio", "gauge", "Backfill progress: rows copied per rows estimated (0-1)."),
+    ("turnout_backfill_throttled", "gauge", "1 while the backfill backs off for client latency."),
+    ("turnout_backfill_rows_total", "counter", "Rows copied by the backfill."),
+    ("turnout_backfill_batches_total", "counter", "Batches copied by the backfill."),
+    ("turnout_verify_running", "gauge", "1 while a verify runs."),
+    ("turnout_verify_rows", "gauge", "Rows compared by the current or last verify."),
+    ("turnout_verify_differences", "gauge", "Rows the current or last verify found different and did not repair, by kind (missing, extra, differing)."),
+    ("turnout_verify_clean", "gauge", "1 when the last verify of every table found both sides equal."),
+];
+
+/// Installs the process-wide recorder, with every series described and
+/// present from start. Without it the facade's calls are no-ops, so
+/// sessions record unconditionally.
+pub fn install(protocol: &str) -> Result<PrometheusHandle, String> {
+    let handle = PrometheusBuilder::new()
         .set_buckets(&[
             0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
         ])
         .map_err(|e| e.to_string())?
         .install_recorder()
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    for &(name, kind, help) in SERIES {
+        match kind {
+            "counter" => describe_counter!(name, help),
+            "histogram" => describe_histogram!(name, metrics::Unit::Seconds, help),
+            _ => describe_gauge!(name, help),
+        }
+    }
+    gauge!("turnout_build_info", "version" => env!("CARGO_PKG_VERSION"), "protocol" => protocol.to_string()).set(1.0);
+    // Zeros, so every series is there from start.
+    let kinds = [
+        "read",
+        "locking_read",
+        "write",
+        "ddl",
+        "transaction",
+        "session",
+        "other",
+    ];
+    for side in [Side::Old, Side::New] {
+        for kind in kinds {
+            counter!("turnout_queries_total", "kind" => kind, "side" => side.name()).absolute(0);
+            let _ = histogram!("turnout_query_seconds", "kind" => kind, "side" => side.name());
+        }
+        counter!("turnout_authority_failures_total", "side" => side.name()).absolute(0);
+        gauge!("turnout_backend_up", "side" => side.name()).set(0.0);
+    }
+    for kind in [
+        DivergenceKind::MirrorError,
+        DivergenceKind::AuthorityCommitFailed,
+        DivergenceKind::UnsafeStatement,
+        DivergenceKind::AsyncOverflow,
+        DivergenceKind::UnmirroredWrite,
+        DivergenceKind::RowCountMismatch,
+    ] {
+        counter!("turnout_divergence_records_total", "kind" => kind.name()).absolute(0);
+    }
+    for p in Phase::ALL {
+        counter!("turnout_flips_total", "to" => p.name()).absolute(0);
+    }
+    for result in ["match", "confirmed_mismatch", "transient_mismatch"] {
+        counter!("turnout_reads_compared_total", "result" => result).absolute(0);
+    }
+    for reason in ["shadow_busy", "shadow_unavailable", "not_comparable"] {
+        counter!("turnout_samples_skipped_total", "reason" => reason).absolute(0);
+    }
+    for kind in ["missing", "extra", "differing"] {
+        gauge!("turnout_verify_differences", "kind" => kind).set(0.0);
+    }
+    for name in [
+        "turnout_guard_refusals_total",
+        "turnout_watch_rollbacks_total",
+        "turnout_backfill_rows_total",
+        "turnout_backfill_batches_total",
+        "turnout_divergences_total",
+        "turnout_mirror_errors_total",
+    ] {
+        counter!(name).absolute(0);
+    }
+    for name in [
+        "turnout_backfill_running",
+        "turnout_backfill_progress_ratio",
+        "turnout_backfill_throttled",
+        "turnout_verify_running",
+        "turnout_verify_rows",
+        "turnout_verify_clean",
+        "turnout_async_queue_fill_ratio",
+    ] {
+        gauge!(name).set(0.0);
+    }
+    Ok(handle)
+}
+
+/// What `/readyz` and `turnout_backend_up` know of each backend: whether
+/// the last check (every [`HEALTH_EVERY`]) logged in and read the catalog.
+#[derive(Default)]
+pub struct Health {
+    /// Per side (old, new): the last check passed.
+    up: [std::sync::atomic::AtomicBool; 2],
+    /// A check has run.
+    checked: std::sync::atomic::AtomicBool,
+}
+
+/// How often the backends are checked for `/readyz` and `turnout_backend_up`.
+const HEALTH_EVERY: Duration = Duration::from_secs(5);
+
+impl Health {
+    fn slot(side: Side) -> usize {
+        usize::from(side == Side::New)
+    }
+
+    /// Ready: in a mirroring phase both backends were reachable at the last
+    /// check, otherwise the authority; `Err` says which is not.
+    pub fn ready(&self, routing: &RoutingState) -> Result<(), String> {
+        if !self.checked.load(Ordering::Relaxed) {
+            return Err("backends not checked yet".into());
+        }
+        let phase = routing.snapshot().phase;
+        let sides: Vec<Side> = match phase.mirror() {
+            Some(_) => vec![Side::Old, Side::New],
+            None => vec![phase.authority()],
+        };
+        let down: Vec<&str> = sides
+            .iter()
+            .filter(|s| !self.up[Self::slot(**s)].load(Ordering::Relaxed))
+            .map(|s| s.name())
+            .collect();
+        if down.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "backend {} not reachable (phase {phase})",
+                down.join(" and ")
+            ))
+        }
+    }
+
+    /// Checks both backends every [`HEALTH_EVERY`] while the task lives.
+    pub async fn track(self: Arc<Self>, shared: Arc<Shared>) {
+        let mut tick = tokio::time::interval(HEALTH_EVERY);
+        loop {
+            tick.tick().await;
+            let checked = crate::backend_check::check(&shared, &[Side::Old, Side::New]).await;
+            for (side, result) in checked {
+                let up = result.is_ok();
+                self.up[Self::slot(side)].store(up, Ordering::Relaxed);
+                gauge!("turnout_backend_up", "side" => side.name()).set(if up { 1.0 } else { 0.0 });
+            }
+            self.checked.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Metrics connections served at once; more wait in the listen queue (a
@@ -32,8 +207,14 @@ const MAX_METRICS_CONNECTIONS: usize = 16;
 /// The whole request (line and headers) must arrive within this time.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves `/metrics` until the task is dropped.
-pub async fn serve(listener: TcpListener, handle: PrometheusHandle) {
+/// Serves `/metrics`, `/healthz` (the process is up) and `/readyz` (the
+/// backends the phase needs are reachable) until the task is dropped.
+pub async fn serve(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    health: Arc<Health>,
+    routing: Arc<RoutingState>,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_METRICS_CONNECTIONS));
     loop {
         // A slot first: past the cap, connections wait in the kernel's
@@ -50,6 +231,8 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle) {
             }
         };
         let handle = handle.clone();
+        let health = health.clone();
+        let routing = routing.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let mut buf = vec![0u8; 8192];
@@ -76,7 +259,15 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle) {
             let line = request.lines().next().unwrap_or_default();
             let (status, body) = match line.split_whitespace().collect::<Vec<_>>().as_slice() {
                 ["GET", "/metrics", ..] => ("200 OK", handle.render()),
-                ["GET", ..] => ("404 Not Found", "only /metrics is here\n".to_string()),
+                ["GET", "/healthz", ..] => ("200 OK", "ok\n".to_string()),
+                ["GET", "/readyz", ..] => match health.ready(&routing) {
+                    Ok(()) => ("200 OK", "ready\n".to_string()),
+                    Err(e) => ("503 Service Unavailable", format!("not ready: {e}\n")),
+                },
+                ["GET", ..] => (
+                    "404 Not Found",
+                    "here: /metrics, /healthz, /readyz\n".to_string(),
+                ),
                 _ => ("405 Method Not Allowed", "GET /metrics\n".to_string()),
             };
             let head = format!(
@@ -120,10 +311,16 @@ pub fn raise_open_files_limit() -> std::io::Result<(u64, u64)> {
 }
 
 /// Copies the proxy's own counts into the metrics once a second.
-pub async fn track(shared: Arc<Shared>, routing: Arc<RoutingState>) {
+pub async fn track(shared: Arc<Shared>, controller: Arc<Controller>, window: Arc<Window>) {
+    let routing = controller.routing().clone();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
+        guards(&shared, &controller, &window);
+        jobs(&shared);
+        let deepest = shared.async_deepest.swap(0, Ordering::Relaxed);
+        gauge!("turnout_async_queue_fill_ratio")
+            .set(deepest as f64 / shared.async_queue_bound.max(1) as f64);
         let r = routing.snapshot();
         for p in Phase::ALL {
             gauge!("turnout_phase", "phase" => p.name()).set(if p == r.phase { 1.0 } else { 0.0 });
@@ -145,5 +342,55 @@ pub async fn track(shared: Arc<Shared>, routing: Arc<RoutingState>) {
         for (reason, n) in summary.skipped {
             counter!("turnout_samples_skipped_total", "reason" => reason).absolute(n);
         }
+    }
+}
+
+/// The guards' window and budget, and the next flip's refusals.
+fn guards(shared: &Arc<Shared>, controller: &Controller, window: &Window) {
+    let figures = window.figures(shared);
+    let limits = controller.guards();
+    gauge!("turnout_guard_window_compared_reads").set(figures.compared as f64);
+    gauge!("turnout_guard_window_mirror_errors").set(figures.mirror_errors as f64);
+    let ratio = if figures.compared == 0 {
+        0.0
+    } else {
+        figures.mismatches as f64 / figures.compared as f64
+    };
+    gauge!("turnout_guard_window_mismatch_ratio").set(ratio);
+    let min = limits.min_compared_reads.unwrap_or(if figures.sampling {
+        turnout_control::controller::DEFAULT_MIN_COMPARED_READS
+    } else {
+        0
+    });
+    gauge!("turnout_guard_min_compared_reads").set(min as f64);
+    gauge!("turnout_guard_max_mismatch_ratio").set(limits.max_mismatch_rate);
+    gauge!("turnout_guard_max_mirror_errors").set(limits.max_mirror_errors as f64);
+    let refusals = controller.next_change().map_or(0, |change| {
+        let req = FlipRequest {
+            figures,
+            blockers: crate::flip::blockers(shared, change),
+            ..FlipRequest::default()
+        };
+        controller.refusals(change, &req).len()
+    });
+    gauge!("turnout_next_flip_refusals").set(refusals as f64);
+}
+
+/// Backfill and verify progress, from their status.
+fn jobs(shared: &Shared) {
+    let b = shared.backfill.status(None);
+    gauge!("turnout_backfill_progress_ratio")
+        .set((b["percent"].as_f64().unwrap_or(0.0) / 100.0).clamp(0.0, 1.0));
+    let v = shared.backfill.verify.status(None);
+    let n = |k: &str| v[k].as_u64().unwrap_or(0);
+    gauge!("turnout_verify_running").set(if v["state"] == "running" { 1.0 } else { 0.0 });
+    gauge!("turnout_verify_rows").set(n("rows") as f64);
+    gauge!("turnout_verify_clean").set(if v["last_clean"] == true { 1.0 } else { 0.0 });
+    let mut repaired = n("repaired");
+    for kind in ["missing", "extra", "differing"] {
+        // Repairs are not counted per kind: taken from the kinds in turn.
+        let left = n(kind).saturating_sub(repaired);
+        repaired = repaired.saturating_sub(n(kind));
+        gauge!("turnout_verify_differences", "kind" => kind).set(left as f64);
     }
 }

@@ -95,6 +95,10 @@ pub struct Shared {
     pub connections: Arc<AtomicUsize>,
     /// Statements in async mirror queues, not applied yet.
     pub async_pending: AtomicUsize,
+    /// The deepest session async queue since the metrics last read it, and
+    /// the queues' bound (`mirror.async_queue`).
+    pub async_deepest: AtomicUsize,
+    pub async_queue_bound: usize,
     /// Shadow reads (`sampling.rate` may be 0, and changed live).
     pub sampler: Sampler,
     pub users: ArcSwap<UserTable>,
@@ -178,6 +182,8 @@ impl Shared {
             authority_failures: [AtomicU64::new(0), AtomicU64::new(0)],
             connections: Arc::new(AtomicUsize::new(0)),
             async_pending: AtomicUsize::new(0),
+            async_deepest: AtomicUsize::new(0),
+            async_queue_bound: config.mirror.async_queue as usize,
             users: ArcSwap::from_pointee(users_for(config)?),
             backend_logins: ArcSwap::from_pointee(backend_logins_for(config)),
             mapping: ArcSwap::from_pointee(mapping_for(config).map_err(ServerError::Mapping)?),
@@ -273,6 +279,7 @@ impl Shared {
     pub fn record_divergence(&self, mut d: Divergence) {
         d.detail = self.loggable(&d.detail);
         self.divergences.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("turnout_divergence_records_total", "kind" => d.kind.name()).increment(1);
         if let Some(t) = &d.table {
             *self.divergent_tables.entry(t.clone()).or_insert(0) += 1;
         }

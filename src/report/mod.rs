@@ -182,10 +182,7 @@ fn blocking(kind: DivergenceKind) -> bool {
 }
 
 fn kind_name(kind: DivergenceKind) -> String {
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("{kind:?}"))
+    kind.name().to_string()
 }
 
 pub fn ratio(part: u64, whole: u64) -> f64 {

@@ -340,7 +340,6 @@ impl Backfill {
                 Ok(()) => {
                     info!("backfill done");
                     b.update(|cp| cp.state = "done".into());
-                    metrics::gauge!("turnout_backfill_progress_percent").set(100.0);
                 }
                 Err(e) => {
                     warn!(error = %e, "backfill stopped");
@@ -568,9 +567,6 @@ async fn copy_table(
         });
         metrics::counter!("turnout_backfill_rows_total").increment(n);
         metrics::counter!("turnout_backfill_batches_total").increment(1);
-        let status = b.status(None);
-        metrics::gauge!("turnout_backfill_progress_percent")
-            .set(status["percent"].as_f64().unwrap_or(0.0));
         // The rate limit: a batch of n rows takes at least n / rate seconds.
         if b.rows_per_sec > 0 {
             let least = Duration::from_secs_f64(n as f64 / b.rows_per_sec as f64);

@@ -93,6 +93,10 @@ impl MirrorSession<'_> {
         };
         if q.tx.try_send(job).is_ok() {
             self.shared.async_pending.fetch_add(1, Ordering::Relaxed);
+            let depth = q.tx.max_capacity() - q.tx.capacity();
+            self.shared
+                .async_deepest
+                .fetch_max(depth, Ordering::Relaxed);
         } else {
             self.shared.metrics_mirror_error();
             let in_transaction = !fresh || self.status != b'I';

@@ -1,0 +1,176 @@
+//! What an operator watches: Prometheus series with help and type from the
+//! start, health and readiness endpoints, and the dashboard and alert rules
+//! in deploy/ checked against the series turnout exports.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+
+/// `GET path` from turnout's metrics listener: (status line, body).
+fn get(port: u16, path: &str) -> (String, String) {
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
+}
+
+/// The series names a scrape holds (histograms with their suffixes).
+fn names(scrape: &str) -> BTreeSet<String> {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The `turnout_*` names an expression uses.
+fn used(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("turnout_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        out.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    out
+}
+
+fn deploy(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(path)
+}
+
+#[test]
+fn every_series_has_help_and_type_from_the_start_and_readyz_follows_the_backends() {
+    let port = turnout_harness::free_port().unwrap();
+    let mut s = Setup::start(Options {
+        phase: Some("mirror"),
+        admin: true,
+        metrics: Some(port),
+        // (Naming min_compared_reads keeps the harness from setting it: the
+        // default holds.)
+        sampling: "rate = 0.5\n# guards.min_compared_reads: the default",
+        ..Options::default()
+    });
+    let (status, body) = get(port, "/healthz");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body.trim(), "ok");
+    eventually("ready: both backends reachable", || {
+        get(port, "/readyz").0.contains("200")
+    });
+    // Every series, before anything happened: help, type, a sample.
+    let (_, scrape) = get(port, "/metrics");
+    println!("{scrape}");
+    let present = names(&scrape);
+    for (name, kind, _) in turnout_proxy::metrics::SERIES {
+        assert!(
+            scrape.contains(&format!("# HELP {name} ")),
+            "no HELP for {name}"
+        );
+        assert!(
+            scrape.contains(&format!("# TYPE {name} {kind}")),
+            "no TYPE {kind} for {name}"
+        );
+        let sample = if *kind == "histogram" {
+            format!("{name}_bucket")
+        } else {
+            name.to_string()
+        };
+        assert!(present.contains(&sample), "no {sample} sample from start");
+    }
+    for line in scrape.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split_whitespace().nth(2).unwrap();
+        assert!(
+            turnout_proxy::metrics::SERIES
+                .iter()
+                .any(|(n, _, _)| *n == name),
+            "{name} is exported but not described in SERIES"
+        );
+    }
+    assert!(
+        scrape.contains("turnout_build_info{") && scrape.contains("protocol=\"postgres\""),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains("turnout_guard_min_compared_reads 100"),
+        "{scrape}"
+    );
+    assert!(scrape.contains("turnout_next_flip_refusals 1"), "{scrape}");
+
+    // The dashboard's and the alert rules' queries use series turnout exports.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(deploy("grafana/turnout.json")).unwrap())
+            .unwrap();
+    let mut exprs: Vec<String> = Vec::new();
+    for p in dashboard["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            exprs.push(t["expr"].as_str().unwrap().to_string());
+        }
+    }
+    for a in dashboard["annotations"]["list"].as_array().unwrap() {
+        exprs.push(a["expr"].as_str().unwrap().to_string());
+    }
+    let rules = std::fs::read_to_string(deploy("prometheus/turnout-rules.yml")).unwrap();
+    exprs.extend(
+        rules
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("expr:"))
+            .map(|e| e.trim().to_string()),
+    );
+    assert!(exprs.len() > 20, "{exprs:?}");
+    for e in &exprs {
+        let names = used(e);
+        for n in names {
+            assert!(
+                present.contains(&n),
+                "{n} (in {e:?}) is not a series turnout exports"
+            );
+        }
+    }
+    // Prometheus's own checker takes the rules.
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(deploy("prometheus/turnout-rules.yml"))
+        .output()
+        .expect(
+            "promtool is needed for this test (apt-get install prometheus; .ci/run installs it)",
+        );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A backend down: not ready, and the series says which.
+    s.new.as_mut().unwrap().stop().unwrap();
+    eventually("not ready once new is down", || {
+        let (status, body) = get(port, "/readyz");
+        status.contains("503") && body.contains("new")
+    });
+    let (_, scrape) = get(port, "/metrics");
+    assert!(
+        scrape.contains("turnout_backend_up{side=\"new\"} 0"),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains("turnout_backend_up{side=\"old\"} 1"),
+        "{scrape}"
+    );
+    assert_eq!(get(port, "/healthz").0.contains("200"), true);
+}
