@@ -23,7 +23,8 @@ Admin commands (changes take --dry-run: what would happen, changing nothing):
   pause | resume                 hold new transactions / let them go on
   sample RATE                    change the fraction of reads compared (0.0-1.0)
   reload                         read the config again (users, rules, sampling, guards)
-  backfill start [TABLE]         copy the rows that predate mirroring (also pause, resume)
+  backfill start [TABLE]         copy the rows that predate mirroring (also pause, resume);
+                                 a table old does not have is refused before anything starts
   backfill status [TABLE] [--watch]
   verify start [TABLE] [--repair]  compare both sides by key ranges (--repair fixes new)
   verify status [TABLE] [--watch]
@@ -60,7 +61,7 @@ pub fn run(
     let mut words: Vec<&str> = command.split_whitespace().collect();
     let yes = words.contains(&"--yes");
     words.retain(|w| *w != "--yes");
-    let is_finalize = words.iter().any(|w| *w == "finalize");
+    let is_finalize = words.contains(&"finalize");
     if yes && !is_finalize {
         eprintln!("turnout ctl: --yes only goes with finalize");
         return ExitCode::from(2);
@@ -363,7 +364,12 @@ fn human(command: &str, r: &Value) -> String {
         return out;
     }
     if matches!(words.as_slice(), ["backfill" | "verify", ..]) {
-        return format!("done: {}\n", r["done"].as_str().unwrap_or("?"));
+        let done = r["done"].as_str().unwrap_or("?");
+        return if r["dry_run"] == true {
+            format!("{done}\n")
+        } else {
+            format!("done: {done}\n")
+        };
     }
     let word = words.first().copied().unwrap_or_default();
     if word == "ack" {

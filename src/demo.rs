@@ -10,92 +10,12 @@ use std::path::Path;
 use std::process::ExitCode;
 use turnout_harness::{free_port, MariaDbInstance, PgInstance, PgOptions, TempDir};
 
-const PG_OLD: &str = "
-CREATE TABLE customers (
-    id bigserial PRIMARY KEY,
-    name text NOT NULL,
-    email text NOT NULL UNIQUE,
-    legacy_code text,
-    created_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE orders (
-    id bigserial PRIMARY KEY,
-    customer_id bigint NOT NULL REFERENCES customers(id),
-    amount_cents integer NOT NULL CHECK (amount_cents >= 0),
-    placed_at timestamptz NOT NULL DEFAULT now()
-);
-";
+/// The demo's schemas (and old's rows), shared with deploy/compose.yaml.
+const PG_OLD: &str = include_str!("../deploy/demo/postgres-old.sql");
+const PG_NEW: &str = include_str!("../deploy/demo/postgres-new.sql");
 
-/// new: `customers` is `clients`, `name` is `full_name`, `legacy_code` is
-/// gone, `email_domain` is new and computed. The foreign key comes back in
-/// the contract phase, once the backfill has copied every client.
-const PG_NEW: &str = "
-CREATE TABLE clients (
-    id bigserial PRIMARY KEY,
-    full_name text NOT NULL,
-    email text NOT NULL UNIQUE,
-    email_domain text,
-    created_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE orders (
-    id bigserial PRIMARY KEY,
-    customer_id bigint NOT NULL,
-    amount_cents integer NOT NULL CHECK (amount_cents >= 0),
-    placed_at timestamptz NOT NULL DEFAULT now()
-);
-";
-
-const PG_SEED: &str = "
-INSERT INTO customers (name, email, legacy_code)
-    SELECT 'customer ' || i, 'customer' || i || '@example' || (i % 3) || '.com', 'L' || i
-    FROM generate_series(1, 100) i;
-INSERT INTO orders (customer_id, amount_cents)
-    SELECT 1 + (i % 100), (i * 137) % 10000 FROM generate_series(1, 1000) i;
-";
-
-const MY_OLD: &str = "
-CREATE TABLE customers (
-    id bigint AUTO_INCREMENT PRIMARY KEY,
-    name varchar(200) NOT NULL,
-    email varchar(200) NOT NULL UNIQUE,
-    legacy_code varchar(50),
-    created_at datetime(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
-);
-CREATE TABLE orders (
-    id bigint AUTO_INCREMENT PRIMARY KEY,
-    customer_id bigint NOT NULL,
-    amount_cents int NOT NULL,
-    placed_at datetime(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-    FOREIGN KEY (customer_id) REFERENCES customers (id)
-);
-";
-
-const MY_NEW: &str = "
-CREATE TABLE clients (
-    id bigint AUTO_INCREMENT PRIMARY KEY,
-    full_name varchar(200) NOT NULL,
-    email varchar(200) NOT NULL UNIQUE,
-    email_domain varchar(200),
-    created_at datetime(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
-);
-CREATE TABLE orders (
-    id bigint AUTO_INCREMENT PRIMARY KEY,
-    customer_id bigint NOT NULL,
-    amount_cents int NOT NULL,
-    placed_at datetime(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
-);
-";
-
-const MY_SEED: &str = "
-INSERT INTO customers (name, email, legacy_code)
-    SELECT CONCAT('customer ', i), CONCAT('customer', i, '@example', i % 3, '.com'), CONCAT('L', i)
-    FROM (WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 100)
-          SELECT i FROM s) AS s;
-INSERT INTO orders (customer_id, amount_cents)
-    SELECT 1 + (i % 100), (i * 137) % 10000
-    FROM (WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 1000)
-          SELECT i FROM s) AS s;
-";
+const MY_OLD: &str = include_str!("../deploy/demo/mariadb-old.sql");
+const MY_NEW: &str = include_str!("../deploy/demo/mariadb-new.sql");
 
 /// The throwaway servers, removed on drop.
 enum Servers {
@@ -130,87 +50,48 @@ fn start_servers(mysql: bool) -> Result<Servers, turnout_harness::HarnessError> 
             inst.create_database("app", "app", "app")?;
             inst.sql("app", schema)?;
         }
-        old.sql("app", MY_SEED)?;
         Ok(Servers::My(old, new))
     } else {
         let old = PgInstance::start(PgOptions::default())?;
         let new = PgInstance::start(PgOptions::default())?;
+        // The same files deploy/compose.yaml loads (old's has its rows).
         for (inst, schema) in [(&old, PG_OLD), (&new, PG_NEW)] {
             inst.create_database("app", "app", "app")?;
             inst.psql_as("app", "app", "app", schema)?;
         }
-        old.psql_as("app", "app", "app", PG_SEED)?;
         Ok(Servers::Pg(old, new))
     }
 }
 
+/// The demo's config: the one deploy/compose.yaml runs turnout with, moved
+/// to this machine's throwaway servers, ports and temporary folder (and to
+/// the MySQL protocol with `--mysql`).
+const CONFIG: &str = include_str!("../deploy/demo/turnout.toml");
+
 fn config_text(mysql: bool, listen: u16, metrics: u16, old: u16, new: u16, dir: &Path) -> String {
-    let dir = dir.display();
-    let computed = if mysql {
-        "lower(substring_index(email, '@', -1))"
-    } else {
-        "lower(split_part(email, '@', 2))"
-    };
-    format!(
-        r#"# turnout demo config: old has the application's schema, new the changed one.
-protocol = "{protocol}"
-
-[listen]
-address = "127.0.0.1:{listen}"
-
-[backends.old]
-host = "127.0.0.1"
-port = {old}
-database = "app"
-user = "app"
-password = "app"
-
-[backends.new]
-host = "127.0.0.1"
-port = {new}
-database = "app"
-user = "app"
-password = "app"
-
-[[users]]
-name = "app"
-password = "app"
-
-[mirror]
-divergence_log = "{dir}/divergences.jsonl"
-
-# new renames customers to clients and name to full_name, drops legacy_code,
-# and adds email_domain, computed from the email.
-[[mapping.tables]]
-old = "customers"
-new = "clients"
-drop = ["legacy_code"]
-[mapping.tables.columns]
-name = "full_name"
-[mapping.tables.computed]
-email_domain = "{computed}"
-
-[sampling]
-rate = 0.5
-report = "{dir}/read-diffs.jsonl"
-
-[guards]
-# A flip needs this many reads compared on the other side first.
-min_compared_reads = 20
-
-[state]
-initial_phase = "mirror"
-file = "{dir}/state.json"
-
-[admin]
-socket = "{dir}/admin.sock"
-audit_log = "{dir}/audit.jsonl"
-
-[metrics]
-address = "127.0.0.1:{metrics}"
-"#,
-        protocol = if mysql { "mysql" } else { "postgres" },
-    )
+    let dir = dir.display().to_string();
+    let mut text = CONFIG
+        .replace("0.0.0.0:6432", &format!("127.0.0.1:{listen}"))
+        .replace("0.0.0.0:9930", &format!("127.0.0.1:{metrics}"))
+        .replace(
+            "host = \"old\"\nport = 5432",
+            &format!("host = \"127.0.0.1\"\nport = {old}"),
+        )
+        .replace(
+            "host = \"new\"\nport = 5432",
+            &format!("host = \"127.0.0.1\"\nport = {new}"),
+        )
+        .replace("/var/lib/turnout", &dir)
+        .replace("/run/turnout", &dir);
+    if mysql {
+        text = text
+            .replace("protocol = \"postgres\"", "protocol = \"mysql\"")
+            .replace(
+                "lower(split_part(email, '@', 2))",
+                "lower(substring_index(email, '@', -1))",
+            );
+    }
+    text
 }
 
 async fn run_inner(port: Option<u16>, mysql: bool) -> Result<(), Box<dyn std::error::Error>> {

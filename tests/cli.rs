@@ -265,6 +265,19 @@ fn walk_the_demo(mysql: bool) {
     ]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("no table \"nosuchtable\""), "{err}");
+    let (code, out, err) = turnout(&[
+        "ctl",
+        "--config",
+        &config_s,
+        "backfill",
+        "start",
+        "--dry-run",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("dry run: would backfill 2 table(s): customers, orders"),
+        "{out}"
+    );
     // A config with an error elsewhere still finds the socket.
     let broken = config_dir.join("broken.toml");
     std::fs::write(

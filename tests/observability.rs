@@ -172,5 +172,67 @@ fn every_series_has_help_and_type_from_the_start_and_readyz_follows_the_backends
         scrape.contains("turnout_backend_up{side=\"old\"} 1"),
         "{scrape}"
     );
-    assert_eq!(get(port, "/healthz").0.contains("200"), true);
+    assert!(get(port, "/healthz").0.contains("200"), "healthz stays up");
+}
+
+/// No Docker engine runs in CI, so the image and compose files are checked
+/// for what a build needs: every workspace member's manifest in the cached
+/// dependency layer, the ports and health check the demo config uses, and
+/// every file compose mounts.
+#[test]
+fn the_image_and_compose_files_agree_with_the_workspace_and_the_demo_config() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let members = manifest
+        .lines()
+        .find(|l| l.starts_with("members"))
+        .unwrap()
+        .to_string();
+    for member in members.split('"').skip(1).step_by(2) {
+        assert!(
+            dockerfile.contains(&format!("COPY {member}/Cargo.toml {member}/")),
+            "the dependency layer lacks {member}'s manifest"
+        );
+    }
+    let config = turnout_config::load(&deploy("demo/turnout.toml")).unwrap();
+    let metrics_port = config
+        .metrics
+        .address
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let listen_port = config
+        .listen
+        .address
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        dockerfile.contains(&format!("EXPOSE {listen_port} {metrics_port}")),
+        "{dockerfile}"
+    );
+    assert!(
+        dockerfile.contains(&format!("/dev/tcp/127.0.0.1/{metrics_port}"))
+            && dockerfile.contains("GET /healthz"),
+        "HEALTHCHECK on /healthz"
+    );
+    assert!(dockerfile.contains("CARGO_PROFILE_RELEASE_DEBUG=0"));
+    assert!(dockerfile.contains("chown turnout:turnout /var/lib/turnout /run/turnout"));
+    let compose = std::fs::read_to_string(deploy("compose.yaml")).unwrap();
+    for mount in compose
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- ./"))
+        .map(|l| l.split(':').next().unwrap())
+    {
+        assert!(
+            deploy(mount).exists(),
+            "compose mounts {mount}, which is missing"
+        );
+    }
+    assert!(compose.contains(&format!("\"{listen_port}:{listen_port}\"")));
+    assert!(compose.contains(&format!("\"{metrics_port}:{metrics_port}\"")));
 }

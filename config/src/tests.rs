@@ -115,6 +115,32 @@ fn example_config_is_valid() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/turnout.toml");
     let c = load(std::path::Path::new(path)).expect("example config is valid");
     assert_eq!(c.users[0].auth, AuthMethod::ScramSha256);
+    // Every section is shown, and the text is not stale.
+    let text = std::fs::read_to_string(path).unwrap();
+    for section in [
+        "[listen]",
+        "[listen.tls]",
+        "[backends.old]",
+        "[backends.new]",
+        "[[users]]",
+        "[mirror]",
+        "[[mirror.rules]]",
+        "[sampling]",
+        "[sampling.ignore_columns]",
+        "[admin]",
+        "[metrics]",
+        "[state]",
+        "[guards]",
+        "[backfill]",
+        "[[mapping.tables]]",
+        "[mapping.tables.columns]",
+        "[mapping.tables.computed]",
+        "[limits]",
+        "[log]",
+    ] {
+        assert!(text.contains(section), "{section} missing from the example");
+    }
+    assert!(!text.contains("pass-through so far"), "stale text");
 }
 
 #[test]

@@ -31,16 +31,20 @@ pub enum Command {
     Reload {
         dry_run: bool,
     },
-    /// `backfill start|pause|resume|status [TABLE]`.
+    /// `backfill start|pause|resume|status [TABLE]`; `start --dry-run`
+    /// names the tables it would copy.
     Backfill {
         action: JobAction,
         table: Option<String>,
+        dry_run: bool,
     },
-    /// `verify start|status [TABLE] [--repair]`.
+    /// `verify start|status [TABLE] [--repair]`; `start --dry-run` names
+    /// the tables it would compare.
     Verify {
         action: JobAction,
         table: Option<String>,
         repair: bool,
+        dry_run: bool,
     },
 }
 
@@ -78,8 +82,14 @@ impl Command {
             return Err("--repair only goes with verify start".into());
         }
         if let ["backfill" | "verify", ..] = words.as_slice() {
-            if dry_run || force {
-                return Err(format!("{} takes no --dry-run or --force", words.join(" ")));
+            if force {
+                return Err(format!("{} takes no --force", words.join(" ")));
+            }
+            if dry_run && words.get(1) != Some(&"start") {
+                return Err(format!(
+                    "{} takes no --dry-run (backfill start and verify start do)",
+                    words.join(" ")
+                ));
             }
             let action = match words.get(1).copied() {
                 Some("start") => JobAction::Start,
@@ -108,12 +118,17 @@ impl Command {
                 more => return Err(format!("one table at most, got {}", more.join(" "))),
             };
             return Ok(if words[0] == "backfill" {
-                Command::Backfill { action, table }
+                Command::Backfill {
+                    action,
+                    table,
+                    dry_run,
+                }
             } else {
                 Command::Verify {
                     action,
                     table,
                     repair,
+                    dry_run,
                 }
             });
         }
@@ -203,7 +218,8 @@ mod tests {
             Command::parse("backfill start users"),
             Ok(Command::Backfill {
                 action: JobAction::Start,
-                table: Some("users".into())
+                table: Some("users".into()),
+                dry_run: false,
             })
         );
         assert_eq!(
@@ -211,7 +227,8 @@ mod tests {
             Ok(Command::Verify {
                 action: JobAction::Start,
                 table: None,
-                repair: true
+                repair: true,
+                dry_run: false,
             })
         );
         assert!(Command::parse("backfill")
@@ -226,6 +243,13 @@ mod tests {
         assert!(Command::parse("backfill status --repair")
             .unwrap_err()
             .contains("--repair only"));
+        assert!(Command::parse("backfill status --dry-run")
+            .unwrap_err()
+            .contains("backfill start and verify start do"));
+        assert!(matches!(
+            Command::parse("verify start --dry-run"),
+            Ok(Command::Verify { dry_run: true, .. })
+        ));
         assert!(Command::parse("backfill start a b")
             .unwrap_err()
             .contains("one table at most"));

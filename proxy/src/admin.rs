@@ -221,10 +221,15 @@ pub async fn execute(line: &str, ctx: &Context<'_>, caller: &str) -> Value {
         Command::Resume { dry_run } => resume(ctx, dry_run, caller),
         Command::Sample { rate, dry_run } => sample(rate, dry_run, shared, controller, caller),
         Command::Reload { dry_run } => reload(ctx, dry_run, caller).await,
-        Command::Backfill { action, table } => {
+        Command::Backfill {
+            action,
+            table,
+            dry_run,
+        } => {
             let reply = match known_table(shared, action, table.as_deref()).await {
-                Ok(()) => backfill(shared, action, table, caller),
                 Err(e) => json!({"ok": false, "error": e}),
+                Ok(tables) if dry_run => job_preview("backfill", &tables),
+                Ok(_) => backfill(shared, action, table, caller),
             };
             if action != JobAction::Status {
                 audit_job(controller, line, caller, &reply);
@@ -235,10 +240,19 @@ pub async fn execute(line: &str, ctx: &Context<'_>, caller: &str) -> Value {
             action,
             table,
             repair,
+            dry_run,
         } => {
             let reply = match known_table(shared, action, table.as_deref()).await {
-                Ok(()) => verify(shared, action, table, repair, caller),
                 Err(e) => json!({"ok": false, "error": e}),
+                Ok(tables) if dry_run => job_preview(
+                    if repair {
+                        "verify, with repair,"
+                    } else {
+                        "verify"
+                    },
+                    &tables,
+                ),
+                Ok(_) => verify(shared, action, table, repair, caller),
             };
             if action == JobAction::Start {
                 audit_job(controller, line, caller, &reply);
@@ -248,26 +262,30 @@ pub async fn execute(line: &str, ctx: &Context<'_>, caller: &str) -> Value {
     }
 }
 
-/// A job started for one table: the table must be one of the authority's
-/// (checked before anything starts, so a typo is refused, not started).
+/// A job started for one table: the table must be one of old's (checked
+/// before anything starts, so a typo is refused, not started). The tables
+/// the start would take (empty for other actions).
 async fn known_table(
     shared: &Shared,
     action: JobAction,
     table: Option<&str>,
-) -> Result<(), String> {
-    let Some(table) = table.filter(|_| action == JobAction::Start) else {
-        return Ok(());
-    };
+) -> Result<Vec<String>, String> {
+    if action != JobAction::Start {
+        return Ok(Vec::new());
+    }
     let side = turnout_control::Side::Old;
     let mut conn = crate::backfill::sql::Conn::open(shared, side)
         .await
         .map_err(|e| format!("cannot read the tables of {side}: {e}"))?;
     let all = crate::backfill::tables(shared, &mut conn, side).await?;
-    if all.iter().any(|t| t.name == table) {
-        return Ok(());
-    }
-    let mut names: Vec<&str> = all.iter().map(|t| t.name.as_str()).collect();
+    let mut names: Vec<String> = all.into_iter().map(|t| t.name).collect();
     names.sort_unstable();
+    let Some(table) = table else {
+        return Ok(names);
+    };
+    if names.iter().any(|t| t == table) {
+        return Ok(vec![table.to_string()]);
+    }
     Err(format!(
         "no table {table:?} on {side}; its tables: {}",
         if names.is_empty() {
@@ -276,6 +294,15 @@ async fn known_table(
             names.join(", ")
         }
     ))
+}
+
+/// `backfill start --dry-run`, `verify start --dry-run`: what would run.
+fn job_preview(what: &str, tables: &[String]) -> Value {
+    json!({
+        "ok": true,
+        "dry_run": true,
+        "done": format!("dry run: would {what} {} table(s): {}", tables.len(), tables.join(", ")),
+    })
 }
 
 /// `ack`: the counted mirror errors and confirmed mismatches in the guards'
