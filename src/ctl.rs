@@ -132,7 +132,7 @@ fn job_failed(command: &str, r: &Value) -> bool {
     if !matches!(words.as_slice(), ["backfill" | "verify", "status", ..]) {
         return false;
     }
-    r["state"] == "failed" || (words[0] == "verify" && differences_left(r))
+    r["state"] == "failed" || (words[0] == "verify" && r["state"] == "done" && differences_left(r))
 }
 
 /// Rows a verify found different and did not repair.
@@ -210,10 +210,21 @@ fn progress_line(command: &str, r: &Value) -> String {
     )
 }
 
-pub(crate) fn ask(socket: &PathBuf, command: &str) -> std::io::Result<Value> {
-    let mut stream = UnixStream::connect(socket)?;
+fn ask(socket: &PathBuf, command: &str) -> std::io::Result<Value> {
     // A writes flip may hold its barrier up to guards.barrier_ms (10 min at most).
-    stream.set_read_timeout(Some(Duration::from_secs(660)))?;
+    ask_within(socket, command, Duration::from_secs(660))
+}
+
+/// [`ask`] with an answer expected within `limit` (a status for a report:
+/// a turnout that does not answer is reported as not reached).
+pub(crate) fn ask_within(
+    socket: &PathBuf,
+    command: &str,
+    limit: Duration,
+) -> std::io::Result<Value> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(limit))?;
+    stream.set_write_timeout(Some(limit))?;
     stream.write_all(command.as_bytes())?;
     stream.write_all(b"\n")?;
     let mut line = String::new();

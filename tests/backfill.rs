@@ -169,7 +169,10 @@ fn verify_names_rows_changed_on_new_and_repair_fixes_them() {
     );
     s.ctl_ok(&["verify", "start"]);
     wait_job(&s, "verify", Duration::from_secs(60));
-    let report = s.ctl_ok(&["verify", "status"]);
+    // Differences found: said, and in the exit code.
+    let out = s.ctl(&["verify", "status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = stdout(&out);
     println!("{report}");
     for expected in [
         "missing on new: id=2500",

@@ -97,7 +97,8 @@ fn backfill_under_writers_then_verify_and_repair_over_mariadb() {
     }
     s.ctl_ok(&["verify", "start"]);
     wait_job(&s, "verify", Duration::from_secs(300));
-    let report = s.ctl_ok(&["verify", "status"]);
+    let (code, report) = common::Admin::admin_any(&s, &["verify", "status"]);
+    assert_eq!(code, Some(1), "differences found: exit 1");
     println!("{report}");
     for expected in [
         "differs on new: id=17",

@@ -269,9 +269,10 @@ pub fn build(sources: &Sources) -> Result<Report, String> {
 
     // Live: what turnout itself says, when it answers.
     let live = sources.socket.as_ref().and_then(|socket| {
-        let status = crate::ctl::ask(socket, "status").ok()?;
-        let backfill = crate::ctl::ask(socket, "backfill status").ok();
-        let verify = crate::ctl::ask(socket, "verify status").ok();
+        let ask = |c| crate::ctl::ask_within(socket, c, std::time::Duration::from_secs(10)).ok();
+        let status = ask("status")?;
+        let backfill = ask("backfill status");
+        let verify = ask("verify status");
         described.push(format!("turnout's admin socket {}", socket.display()));
         Some((status, backfill, verify))
     });

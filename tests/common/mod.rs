@@ -598,18 +598,39 @@ pub fn assert_same_rows(table: &str, old: &str, new: &str) {
 pub trait Admin {
     /// `turnout ctl <args>`, which must succeed; its output.
     fn admin(&self, args: &[&str]) -> String;
+    /// `turnout ctl <args>`: its exit code and output.
+    fn admin_any(&self, args: &[&str]) -> (Option<i32>, String);
 }
 
 impl Admin for Setup {
     fn admin(&self, args: &[&str]) -> String {
         self.ctl_ok(args)
     }
+    fn admin_any(&self, args: &[&str]) -> (Option<i32>, String) {
+        let out = self.ctl(args);
+        (out.status.code(), stdout(&out))
+    }
 }
 
-/// The status of `what` (backfill or verify), as JSON.
+/// The status of `what` (backfill or verify), as JSON. `ctl` exits 1 for a
+/// job that failed or a verify that found differences: the reply is read
+/// either way, and its exit code checked against it.
 #[allow(dead_code)]
 pub fn job_status(s: &impl Admin, what: &str) -> serde_json::Value {
-    serde_json::from_str(&s.admin(&["--json", what, "status"])).unwrap()
+    let (code, text) = s.admin_any(&["--json", what, "status"]);
+    let st: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let n = |k: &str| st[k].as_u64().unwrap_or(0);
+    let bad = st["state"] == "failed"
+        || (what == "verify"
+            && st["state"] == "done"
+            && n("missing") + n("extra") + n("differing") > n("repaired"));
+    assert_eq!(
+        code,
+        Some(if bad { 1 } else { 0 }),
+        "ctl {what} status: {st}"
+    );
+    st
 }
 
 /// Waits until `what` (backfill or verify) is done: its status. Panics when

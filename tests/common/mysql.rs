@@ -303,4 +303,17 @@ impl super::Admin for MySetup {
     fn admin(&self, args: &[&str]) -> String {
         self.ctl_ok(args)
     }
+    fn admin_any(&self, args: &[&str]) -> (Option<i32>, String) {
+        let out = Command::new(super::turnout_bin())
+            .arg("ctl")
+            .arg("--socket")
+            .arg(self.dir.path().join("admin.sock"))
+            .args(args)
+            .output()
+            .expect("run turnout ctl");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
 }
