@@ -80,6 +80,24 @@ fn turnout(args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
+/// The `mariadb` client on `port` as app, running `sql`; its output,
+/// which must be a success.
+fn mariadb(port: u16, extra: &[&str], sql: &str) -> String {
+    let out = Command::new("mariadb")
+        .args(["--no-defaults", "-h", "127.0.0.1", "-P", &port.to_string()])
+        .args(["-u", "app", "-papp", "app"])
+        .args(extra)
+        .args(["-e", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Reads through the demo's turnout: the customers (a mapped table) and
 /// the orders, each by key.
 fn demo_reads(mysql: bool, port: u16, n: usize) {
@@ -91,13 +109,11 @@ fn demo_reads(mysql: bool, port: u16, n: usize) {
             1 + i % 1000
         ));
     }
-    let out = if mysql {
-        Command::new("mariadb")
-            .args(["--no-defaults", "-h", "127.0.0.1", "-P", &port.to_string()])
-            .args(["-u", "app", "-papp", "app", "-e", &sql])
-            .output()
-            .unwrap()
-    } else {
+    if mysql {
+        mariadb(port, &[], &sql);
+        return;
+    }
+    let out = {
         // One statement per -c: a text of several is not sampled.
         let url = format!("postgres://app:app@127.0.0.1:{port}/app");
         let mut c = Command::new("psql");
@@ -187,33 +203,10 @@ fn walk_the_demo(mysql: bool) {
     });
     // A write through turnout lands on new in new's shape.
     let (code, out) = if mysql {
-        let out = Command::new("mariadb")
-            .args(["--no-defaults", "-h", "127.0.0.1", "-P", &port.to_string()])
-            .args(["-u", "app", "-papp", "app", "-e"])
-            .arg("INSERT INTO customers (name, email, legacy_code) VALUES ('Ann', 'ann@Example.COM', 'x')")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let out = Command::new("mariadb")
-            .args([
-                "--no-defaults",
-                "-h",
-                "127.0.0.1",
-                "-P",
-                &new_port.to_string(),
-            ])
-            .args(["-u", "app", "-papp", "app", "-N", "-B", "-e"])
-            .arg("SELECT full_name, email_domain FROM clients WHERE email = 'ann@Example.COM'")
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        )
+        let insert = "INSERT INTO customers (name, email, legacy_code) VALUES ('Ann', 'ann@Example.COM', 'x')";
+        mariadb(port, &[], insert);
+        let select = "SELECT full_name, email_domain FROM clients WHERE email = 'ann@Example.COM'";
+        (true, mariadb(new_port, &["-N", "-B"], select))
     } else {
         let url = format!("postgres://app:app@127.0.0.1:{port}/app");
         let out = common::psql(

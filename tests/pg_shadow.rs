@@ -72,9 +72,9 @@ fn setup(sampling: &'static str) -> Setup {
     s
 }
 
-/// Renders `page` in headless Chromium and returns the DOM after its script ran.
-fn render_in_chromium(page: &Path) -> String {
-    let profile = page.with_extension("profile");
+/// Headless Chromium on `page` with `args` (and a profile of its own
+/// beside the page); its output, which must be a success.
+fn chromium(page: &Path, profile: &str, args: &[&str]) -> std::process::Output {
     let out = Command::new("chromium")
         .args([
             "--headless",
@@ -86,8 +86,11 @@ fn render_in_chromium(page: &Path) -> String {
             "--disable-component-update",
             "--disable-sync",
         ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg("--dump-dom")
+        .args(args)
+        .arg(format!(
+            "--user-data-dir={}",
+            page.with_extension(profile).display()
+        ))
         .arg(format!("file://{}", page.display()))
         .output()
         .expect("chromium is needed for this test (apt-get install chromium; .ci/run installs it)");
@@ -96,33 +99,25 @@ fn render_in_chromium(page: &Path) -> String {
         "chromium failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    out
+}
+
+/// Renders `page` in headless Chromium and returns the DOM after its script ran.
+fn render_in_chromium(page: &Path) -> String {
+    String::from_utf8_lossy(&chromium(page, "profile", &["--dump-dom"]).stdout).into_owned()
 }
 
 /// Takes a 1280 px wide screenshot of `page` beside it (`<page>.png`), for
 /// people to look at; the test reads the DOM.
 fn screenshot(page: &Path) {
-    let profile = page.with_extension("shot-profile");
     let png = page.with_extension("png");
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--hide-scrollbars",
-            "--window-size=1280,1600",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("--screenshot={}", png.display()))
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .expect("chromium");
-    assert!(
-        out.status.success() && png.exists(),
-        "screenshot failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let shot = format!("--screenshot={}", png.display());
+    chromium(
+        page,
+        "shot-profile",
+        &["--hide-scrollbars", "--window-size=1280,1600", &shot],
     );
+    assert!(png.exists(), "no screenshot at {}", png.display());
     println!("screenshot: {}", png.display());
 }
 

@@ -376,11 +376,9 @@ fn guards(shared: &Arc<Shared>, controller: &Controller, window: &Window) {
     gauge!("turnout_next_flip_refusals").set(refusals as f64);
 }
 
-/// Backfill and verify progress, from their status.
+/// Verify's progress, from its status (the backfill sets its own gauges
+/// at each batch).
 fn jobs(shared: &Shared) {
-    let b = shared.backfill.status(None);
-    gauge!("turnout_backfill_progress_ratio")
-        .set((b["percent"].as_f64().unwrap_or(0.0) / 100.0).clamp(0.0, 1.0));
     let v = shared.backfill.verify.status(None);
     let n = |k: &str| v[k].as_u64().unwrap_or(0);
     gauge!("turnout_verify_running").set(if v["state"] == "running" { 1.0 } else { 0.0 });

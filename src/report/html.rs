@@ -2,7 +2,7 @@
 //! and the timeline chart, an inline SVG, are in the page), laid out for a
 //! 1280 px wide screen.
 
-use super::{differing_columns, key_text, kind_name, ratio, row_text, Report};
+use super::{key_text, kind_name, ratio, row_text, Report, LINE_HEADINGS};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -156,19 +156,10 @@ pub fn render(r: &Report, out_path: Option<&Path>) -> String {
 
     body.push_str("<h2>Tables</h2><table id=\"tables\" class=\"sortable\"><thead><tr><th>table</th><th>compared</th><th>confirmed mismatches</th><th>mismatch rate</th><th>missing</th><th>extra</th><th>differing</th><th>divergences</th><th>verify</th></tr></thead><tbody>");
     for t in &r.tables {
-        let verify = match t.verify {
-            Some([0, 0, 0, _]) => "equal".to_string(),
-            Some([m, e, d, rep]) => {
-                format!("{m} missing, {e} extra, {d} differing, {rep} repaired")
-            }
-            None => "-".into(),
-        };
-        let bad =
-            t.mismatches + t.blocking > 0 || t.verify.is_some_and(|v| (v[0] + v[1] + v[2]) > v[3]);
         let _ = write!(
             body,
             "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{:.4}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            if bad { "confirmed" } else { "ok" },
+            if t.bad() { "confirmed" } else { "ok" },
             esc(&t.table),
             t.samples,
             t.mismatches,
@@ -177,7 +168,7 @@ pub fn render(r: &Report, out_path: Option<&Path>) -> String {
             t.extra,
             t.differing,
             t.divergences,
-            esc(&verify)
+            esc(&t.verify_text())
         );
     }
     if r.tables.is_empty() {
@@ -187,7 +178,11 @@ pub fn render(r: &Report, out_path: Option<&Path>) -> String {
     }
     body.push_str("</tbody></table>");
 
-    body.push_str("<h2>Query fingerprints</h2><p class=\"muted\">Worst first; click a column heading to sort. Row counts are those of the latest mismatch.</p><table id=\"summary\" class=\"sortable\"><thead><tr><th>mismatches</th><th>transient</th><th>matches</th><th>samples</th><th>skipped</th><th>rate</th><th>missing</th><th>extra</th><th>differing</th><th>last mismatch</th><th>columns differ</th><th>fingerprint</th></tr></thead><tbody>");
+    body.push_str("<h2>Query fingerprints</h2><p class=\"muted\">Worst first; click a column heading to sort. Row counts are those of the latest mismatch.</p><table id=\"summary\" class=\"sortable\"><thead><tr>");
+    for h in LINE_HEADINGS {
+        let _ = write!(body, "<th>{h}</th>");
+    }
+    body.push_str("<th>fingerprint</th></tr></thead><tbody>");
     for (i, l) in r.lines.iter().enumerate() {
         let status = if l.agg.mismatches > 0 {
             "confirmed"
@@ -196,19 +191,18 @@ pub fn render(r: &Report, out_path: Option<&Path>) -> String {
         } else {
             "ok"
         };
-        let cols = l.latest.as_ref().map(differing_columns).unwrap_or_default();
-        let (m, e, d) = l.rows();
+        let _ = write!(body, "<tr class=\"{status}\">");
+        for (h, cell) in LINE_HEADINGS.iter().zip(l.cells()) {
+            let class = if *h == "columns differ" {
+                " class=\"cols\""
+            } else {
+                ""
+            };
+            let _ = write!(body, "<td{class}>{}</td>", esc(&cell));
+        }
         let _ = write!(
             body,
-            "<tr class=\"{status}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.4}</td><td>{m}</td><td>{e}</td><td>{d}</td><td>{}</td><td class=\"cols\">{}</td><td class=\"fp\"><a href=\"#fp{i}\"><code>{}</code></a></td></tr>",
-            l.agg.mismatches,
-            l.agg.transient,
-            l.agg.matches,
-            l.agg.samples,
-            l.agg.skipped,
-            l.rate(),
-            esc(l.agg.last_mismatch.as_deref().unwrap_or("")),
-            esc(&cols),
+            "<td class=\"fp\"><a href=\"#fp{i}\"><code>{}</code></a></td></tr>",
             esc(&l.fingerprint)
         );
     }

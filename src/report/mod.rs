@@ -111,9 +111,47 @@ pub struct Line {
     pub latest: Option<ReadDiff>,
 }
 
+/// The headings of a fingerprint's figures, as [`Line::cells`] gives them.
+pub const LINE_HEADINGS: [&str; 11] = [
+    "mismatches",
+    "transient",
+    "matches",
+    "samples",
+    "skipped",
+    "rate",
+    "missing",
+    "extra",
+    "differing",
+    "last mismatch",
+    "columns differ",
+];
+
 impl Line {
     pub fn rate(&self) -> f64 {
         ratio(self.agg.mismatches, self.agg.samples)
+    }
+
+    /// The fingerprint's figures under [`LINE_HEADINGS`].
+    pub fn cells(&self) -> [String; 11] {
+        let (m, e, d) = self.rows();
+        let cols = self
+            .latest
+            .as_ref()
+            .map(differing_columns)
+            .unwrap_or_default();
+        [
+            self.agg.mismatches.to_string(),
+            self.agg.transient.to_string(),
+            self.agg.matches.to_string(),
+            self.agg.samples.to_string(),
+            self.agg.skipped.to_string(),
+            format!("{:.4}", self.rate()),
+            m.to_string(),
+            e.to_string(),
+            d.to_string(),
+            self.agg.last_mismatch.clone().unwrap_or_else(|| "-".into()),
+            if cols.is_empty() { "-".into() } else { cols },
+        ]
     }
 
     /// Missing, extra and differing rows in the latest mismatch.
@@ -146,6 +184,24 @@ pub struct TableLine {
 impl TableLine {
     pub fn rate(&self) -> f64 {
         ratio(self.mismatches, self.samples)
+    }
+
+    /// What verify found for the table, in words.
+    pub fn verify_text(&self) -> String {
+        match self.verify {
+            Some([0, 0, 0, _]) => "equal".into(),
+            Some([m, e, d, rep]) => {
+                format!("{m} missing, {e} extra, {d} differing, {rep} repaired")
+            }
+            None => "-".into(),
+        }
+    }
+
+    /// Rows verify found different and did not repair, or mismatches or
+    /// blocking divergences: the table needs a look.
+    pub fn bad(&self) -> bool {
+        self.mismatches + self.blocking > 0
+            || self.verify.is_some_and(|v| v[0] + v[1] + v[2] > v[3])
     }
 }
 

@@ -2,7 +2,7 @@
 //! fingerprints, divergences. Plain text (no colour codes), so it reads the
 //! same in a pipe, a file or a ticket.
 
-use super::{differing_columns, key_text, ratio, row_text, Report};
+use super::{key_text, ratio, row_text, Report, LINE_HEADINGS};
 use std::fmt::Write as _;
 
 const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -102,16 +102,9 @@ pub fn render(r: &Report) -> String {
         "table", "compared", "mismatches", "rate", "missing", "extra", "differing", "divergences"
     );
     for t in &r.tables {
-        let verify = match t.verify {
-            Some([m, e, d, _]) if m + e + d == 0 => "equal".to_string(),
-            Some([m, e, d, rep]) => {
-                format!("{m} missing, {e} extra, {d} differing, {rep} repaired")
-            }
-            None => "-".into(),
-        };
         let _ = writeln!(
             out,
-            "  {:<28} {:>8} {:>10} {:>9.4} {:>7} {:>7} {:>9} {:>11}  {verify}",
+            "  {:<28} {:>8} {:>10} {:>9.4} {:>7} {:>7} {:>9} {:>11}  {}",
             t.table,
             t.samples,
             t.mismatches,
@@ -119,7 +112,8 @@ pub fn render(r: &Report) -> String {
             t.missing,
             t.extra,
             t.differing,
-            t.divergences
+            t.divergences,
+            t.verify_text()
         );
     }
     if r.tables.is_empty() {
@@ -127,38 +121,24 @@ pub fn render(r: &Report) -> String {
     }
 
     let _ = writeln!(out, "\nfingerprints, worst first:");
-    let _ = writeln!(
-        out,
-        "{:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>5} {:>9}  {:<16}  fingerprint",
-        "mismatches",
-        "transient",
-        "matches",
-        "samples",
-        "skipped",
-        "rate",
-        "missing",
-        "extra",
-        "differing",
-        "columns differ"
-    );
+    // The figures, then the fingerprint (the last mismatch's time is in
+    // the JSON and the HTML).
+    let widths = [10, 9, 9, 9, 9, 9, 7, 5, 9, 0, 16];
+    let row = |cells: &[String], fingerprint: &str| {
+        let mut line = String::new();
+        for (cell, w) in cells.iter().zip(widths) {
+            match w {
+                0 => {}
+                16 => line.push_str(&format!(" {cell:<16}")),
+                w => line.push_str(&format!("{cell:>w$} ")),
+            }
+        }
+        format!("{line}  {fingerprint}\n")
+    };
+    let headings: Vec<String> = LINE_HEADINGS.iter().map(|h| h.to_string()).collect();
+    out.push_str(&row(&headings, "fingerprint"));
     for l in &r.lines {
-        let cols = l.latest.as_ref().map(differing_columns).unwrap_or_default();
-        let (m, e, d) = l.rows();
-        let _ = writeln!(
-            out,
-            "{:>10} {:>9} {:>9} {:>9} {:>9} {:>9.4} {:>7} {:>5} {:>9}  {:<16}  {}",
-            l.agg.mismatches,
-            l.agg.transient,
-            l.agg.matches,
-            l.agg.samples,
-            l.agg.skipped,
-            l.rate(),
-            m,
-            e,
-            d,
-            if cols.is_empty() { "-" } else { &cols },
-            l.fingerprint
-        );
+        out.push_str(&row(&l.cells(), &l.fingerprint));
         if let Some(latest) = &l.latest {
             if let Some(row) = latest.missing.first() {
                 let _ = writeln!(

@@ -238,13 +238,7 @@ impl MySetup {
     /// `turnout ctl <args>` on this proxy's admin socket, which must
     /// succeed; its output.
     pub fn ctl_ok(&self, args: &[&str]) -> String {
-        let out = Command::new(super::turnout_bin())
-            .arg("ctl")
-            .arg("--socket")
-            .arg(self.dir.path().join("admin.sock"))
-            .args(args)
-            .output()
-            .expect("run turnout ctl");
+        let out = self.ctl(args);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),
@@ -252,6 +246,17 @@ impl MySetup {
             String::from_utf8_lossy(&out.stderr)
         );
         text
+    }
+
+    /// `turnout ctl <args>` on this proxy's admin socket.
+    pub fn ctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(super::turnout_bin())
+            .arg("ctl")
+            .arg("--socket")
+            .arg(self.dir.path().join("admin.sock"))
+            .args(args)
+            .output()
+            .expect("run turnout ctl")
     }
 
     /// turnout's Prometheus metrics text.
@@ -304,13 +309,7 @@ impl super::Admin for MySetup {
         self.ctl_ok(args)
     }
     fn admin_any(&self, args: &[&str]) -> (Option<i32>, String) {
-        let out = Command::new(super::turnout_bin())
-            .arg("ctl")
-            .arg("--socket")
-            .arg(self.dir.path().join("admin.sock"))
-            .args(args)
-            .output()
-            .expect("run turnout ctl");
+        let out = self.ctl(args);
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),

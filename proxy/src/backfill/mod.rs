@@ -340,6 +340,7 @@ impl Backfill {
                 Ok(()) => {
                     info!("backfill done");
                     b.update(|cp| cp.state = "done".into());
+                    metrics::gauge!("turnout_backfill_progress_ratio").set(1.0);
                 }
                 Err(e) => {
                     warn!(error = %e, "backfill stopped");
@@ -567,6 +568,8 @@ async fn copy_table(
         });
         metrics::counter!("turnout_backfill_rows_total").increment(n);
         metrics::counter!("turnout_backfill_batches_total").increment(1);
+        let percent = b.status(None)["percent"].as_f64().unwrap_or(0.0);
+        metrics::gauge!("turnout_backfill_progress_ratio").set((percent / 100.0).clamp(0.0, 1.0));
         // The rate limit: a batch of n rows takes at least n / rate seconds.
         if b.rows_per_sec > 0 {
             let least = Duration::from_secs_f64(n as f64 / b.rows_per_sec as f64);
