@@ -271,6 +271,48 @@ fn a_planted_divergence_shows_in_the_read_diff_report() {
     );
     let status = s.ctl_ok(&["status"]);
     assert!(status.contains("1 mismatched"), "{status}");
+
+    // Rows missing on new from an ordered read: matched by the primary key
+    // (the server flags it), so missing, not every later row differing;
+    // the keys are shown, the other values hashed.
+    s.sql_ok("CREATE TABLE orders (id INT PRIMARY KEY, amount INT NOT NULL)");
+    let values: Vec<String> = (1..=60)
+        .map(|i| format!("({i}, {})", i * 137 % 10000))
+        .collect();
+    s.sql_ok(&format!("INSERT INTO orders VALUES {}", values.join(", ")));
+    s.new
+        .sql("app", "DELETE FROM orders WHERE id IN (7, 20, 33)")
+        .unwrap();
+    s.sql_ok("SELECT id, amount FROM orders WHERE id <= 50 ORDER BY id");
+    let fp = "select id, amount from orders where id <= ? order by id";
+    let record = || {
+        std::fs::read_to_string(&report)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|r| r["fingerprint"] == fp && r["status"] == "confirmed")
+    };
+    common::eventually("the ordered read is confirmed", || record().is_some());
+    let r = record().unwrap();
+    println!("{r}");
+    assert_eq!(
+        (
+            r["missing_count"].as_u64(),
+            r["extra_count"].as_u64(),
+            r["differing_count"].as_u64()
+        ),
+        (Some(3), Some(0), Some(0)),
+        "{r}"
+    );
+    assert_eq!(r["key_columns"], serde_json::json!(["id"]));
+    assert_eq!(r["missing"][0][0], "7", "{r}");
+    assert!(
+        r["missing"][0][1]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with('#'),
+        "{r}"
+    );
 }
 
 #[test]
