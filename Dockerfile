@@ -10,17 +10,18 @@ COPY Cargo.toml Cargo.lock ./
 COPY config/Cargo.toml config/
 COPY control/Cargo.toml control/
 COPY proxy/Cargo.toml proxy/
+COPY instances/Cargo.toml instances/
 COPY tests/harness/Cargo.toml tests/harness/
 COPY bench/Cargo.toml bench/
-RUN for d in config control proxy tests/harness; do mkdir -p $d/src && touch $d/src/lib.rs; done \
+RUN for d in config control proxy instances tests/harness; do mkdir -p $d/src && touch $d/src/lib.rs; done \
     && mkdir -p src bench/src \
     && echo 'fn main() {}' > src/main.rs \
     && echo 'fn main() {}' > bench/src/main.rs \
     && CARGO_PROFILE_RELEASE_DEBUG=0 cargo build --release --locked --bin turnout \
-    && rm -rf src bench/src config/src control/src proxy/src tests/harness/src
+    && rm -rf src bench/src config/src control/src proxy/src instances/src tests/harness/src
 # 2. turnout itself.
 COPY . .
-RUN touch src/main.rs config/src/lib.rs control/src/lib.rs proxy/src/lib.rs tests/harness/src/lib.rs \
+RUN touch src/main.rs config/src/lib.rs control/src/lib.rs proxy/src/lib.rs instances/src/lib.rs tests/harness/src/lib.rs \
     && CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols \
        cargo build --release --locked --bin turnout
 

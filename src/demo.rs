@@ -8,7 +8,7 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use turnout_harness::{free_port, MariaDbInstance, PgInstance, PgOptions, TempDir};
+use turnout_instances::{free_port, MariaDbInstance, PgInstance, PgOptions, TempDir};
 
 /// The demo's schemas (and old's rows), shared with deploy/compose.yaml.
 const PG_OLD: &str = include_str!("../deploy/demo/postgres-old.sql");
@@ -42,7 +42,7 @@ pub async fn run(port: Option<u16>, mysql: bool) -> ExitCode {
     }
 }
 
-fn start_servers(mysql: bool) -> Result<Servers, turnout_harness::HarnessError> {
+fn start_servers(mysql: bool) -> Result<Servers, turnout_instances::InstanceError> {
     if mysql {
         let old = MariaDbInstance::start()?;
         let new = MariaDbInstance::start()?;

@@ -9,7 +9,7 @@ mod mysql;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use turnout_harness::{
+use turnout_instances::{
     as_server_user, free_port, give_to_server_user, PgInstance, PgOptions, TempDir,
 };
 

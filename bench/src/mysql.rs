@@ -6,7 +6,7 @@
 use super::{Args, Killed};
 use std::path::Path;
 use std::process::Command;
-use turnout_harness::{free_port, MariaDbInstance, TempDir};
+use turnout_instances::{free_port, MariaDbInstance, TempDir};
 
 fn server() -> Result<MariaDbInstance, String> {
     let m = MariaDbInstance::start().map_err(|e| e.to_string())?;

@@ -1,77 +1,22 @@
-//! Throwaway database instances for turnout's tests, `turnout demo` and
-//! `bench/`: a PostgreSQL cluster made with initdb in a temporary folder, on a
-//! private port, with SCRAM password authentication, stopped and removed on drop.
+//! turnout's test fixtures: the throwaway servers of turnout-instances
+//! (re-exported), a TCP relay that injects faults, and self-signed
+//! certificates.
 
-mod mariadb;
-mod pg;
 mod relay;
-mod tempdir;
 
-pub use mariadb::MariaDbInstance;
-pub use pg::{as_server_user, give_to_server_user, PgInstance, PgOptions};
 pub use relay::{Fault, FaultRelay};
-pub use tempdir::TempDir;
-
-use std::net::TcpListener;
+pub use turnout_instances::{
+    as_server_user, free_port, give_to_server_user, MariaDbInstance, PgInstance, PgOptions, TempDir,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
-    #[error("{0} not found: install the PostgreSQL server package (postgresql) or MariaDB's (mariadb-server), or put it on PATH")]
-    NotInstalled(String),
-    #[error("{what} failed: {detail}")]
-    Command { what: String, detail: String },
+    #[error(transparent)]
+    Instance(#[from] turnout_instances::InstanceError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("certificate generation failed: {0}")]
     Cert(#[from] rcgen::Error),
-}
-
-/// When we run as root: the uid and gid of the system user `name` that a
-/// server refusing root runs as; `None` otherwise.
-fn owner_under_root(name: &str, server: &str) -> Result<Option<(u32, u32)>, HarnessError> {
-    if std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
-        .unwrap_or(1)
-        != 0
-    {
-        return Ok(None);
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd")?;
-    passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.first() == Some(&name) && f.len() > 3)
-        .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
-        .map(Some)
-        .ok_or_else(|| HarnessError::Command {
-            what: format!("running {server} as root"),
-            detail: format!("no `{name}` system user to run the server as"),
-        })
-}
-
-/// The output of a command that must succeed, or its output as the error.
-fn check(
-    what: &str,
-    out: std::io::Result<std::process::Output>,
-) -> Result<std::process::Output, HarnessError> {
-    let out = out?;
-    if out.status.success() {
-        Ok(out)
-    } else {
-        Err(HarnessError::Command {
-            what: what.to_string(),
-            detail: format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        })
-    }
-}
-
-/// A port that was free a moment ago on 127.0.0.1.
-pub fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// A self-signed certificate for `localhost` and 127.0.0.1, written as PEM

@@ -1,7 +1,7 @@
 //! A throwaway MariaDB server: mariadb-install-db into a temp dir, mariadbd
 //! on a private port with password authentication, killed and removed on drop.
 
-use crate::{check, free_port, HarnessError, TempDir};
+use crate::{check, free_port, InstanceError, TempDir};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -20,22 +20,22 @@ pub struct MariaDbInstance {
 }
 
 /// Under root, the server runs as `mysql` (mariadbd refuses root unless told).
-fn server_owner() -> Result<Option<(u32, u32)>, HarnessError> {
+fn server_owner() -> Result<Option<(u32, u32)>, InstanceError> {
     crate::owner_under_root("mysql", "MariaDB")
 }
 
-fn find(program: &str) -> Result<PathBuf, HarnessError> {
+fn find(program: &str) -> Result<PathBuf, InstanceError> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
         .map(|p| p.join(program))
         .find(|p| p.is_file())
-        .ok_or_else(|| HarnessError::NotInstalled(program.into()))
+        .ok_or_else(|| InstanceError::NotInstalled(program.into()))
 }
 
 impl MariaDbInstance {
     /// Installs the system tables and starts the server. A few seconds.
-    pub fn start() -> Result<MariaDbInstance, HarnessError> {
+    pub fn start() -> Result<MariaDbInstance, InstanceError> {
         Self::start_with_tls(None)
     }
 
@@ -43,7 +43,7 @@ impl MariaDbInstance {
     /// key (PEM files) when given.
     pub fn start_with_tls(
         tls: Option<(PathBuf, PathBuf)>,
-    ) -> Result<MariaDbInstance, HarnessError> {
+    ) -> Result<MariaDbInstance, InstanceError> {
         let owner = server_owner()?;
         let dir = TempDir::new("turnout-mariadb")?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
@@ -106,7 +106,7 @@ impl MariaDbInstance {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| HarnessError::Command {
+        Err(last.unwrap_or_else(|| InstanceError::Command {
             what: "mariadbd".into(),
             detail: "no attempt made".into(),
         }))
@@ -125,7 +125,7 @@ impl MariaDbInstance {
     }
 
     /// Starts mariadbd and waits until it answers on its socket.
-    fn launch(&mut self) -> Result<(), HarnessError> {
+    fn launch(&mut self) -> Result<(), InstanceError> {
         let mut cmd = Command::new(find("mariadbd")?);
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", self.data_dir().display()))
@@ -163,7 +163,7 @@ impl MariaDbInstance {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = child.try_wait()? {
-                return Err(HarnessError::Command {
+                return Err(InstanceError::Command {
                     what: "mariadbd".into(),
                     detail: format!(
                         "exited with {status}\n{}",
@@ -180,7 +180,7 @@ impl MariaDbInstance {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(HarnessError::Command {
+                return Err(InstanceError::Command {
                     what: "mariadbd".into(),
                     detail: "did not answer within 60 s".into(),
                 });
@@ -191,7 +191,7 @@ impl MariaDbInstance {
 
     /// Runs SQL as root over the Unix socket (before a password is set,
     /// and as the superuser's back door).
-    fn sql_on_socket(&self, sql: &str, with_password: bool) -> Result<String, HarnessError> {
+    fn sql_on_socket(&self, sql: &str, with_password: bool) -> Result<String, InstanceError> {
         let mut c = Command::new("mariadb");
         c.arg("--no-defaults")
             .arg(format!("--socket={}", self.socket().display()))
@@ -204,7 +204,7 @@ impl MariaDbInstance {
     }
 
     /// Runs SQL as root over TCP; returns stdout (tab-separated, no headers).
-    pub fn sql(&self, database: &str, sql: &str) -> Result<String, HarnessError> {
+    pub fn sql(&self, database: &str, sql: &str) -> Result<String, InstanceError> {
         let out = Command::new("mariadb")
             .arg("--no-defaults")
             .args(["-h", "127.0.0.1", "-P", &self.port.to_string()])
@@ -222,7 +222,7 @@ impl MariaDbInstance {
         database: &str,
         user: &str,
         password: &str,
-    ) -> Result<(), HarnessError> {
+    ) -> Result<(), InstanceError> {
         self.sql(
             "mysql",
             &format!(
@@ -235,7 +235,7 @@ impl MariaDbInstance {
     }
 
     /// Kills the server at once, as a crash would.
-    pub fn kill(&mut self) -> Result<(), HarnessError> {
+    pub fn kill(&mut self) -> Result<(), InstanceError> {
         if let Some(mut child) = self.child.take() {
             child.kill()?;
             child.wait()?;
@@ -244,7 +244,7 @@ impl MariaDbInstance {
     }
 
     /// Starts a killed server again on the same port.
-    pub fn restart(&mut self) -> Result<(), HarnessError> {
+    pub fn restart(&mut self) -> Result<(), InstanceError> {
         if self.child.is_none() {
             self.launch()?;
         }

@@ -1,4 +1,4 @@
-use crate::{check, free_port, HarnessError, TempDir};
+use crate::{check, free_port, InstanceError, TempDir};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -40,7 +40,7 @@ pub struct PgInstance {
 }
 
 /// The newest installed server's bin folder.
-fn find_bin() -> Result<PathBuf, HarnessError> {
+fn find_bin() -> Result<PathBuf, InstanceError> {
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
@@ -58,12 +58,12 @@ fn find_bin() -> Result<PathBuf, HarnessError> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .find(|p| p.join("initdb").is_file() && p.join("pg_ctl").is_file())
-        .ok_or_else(|| HarnessError::NotInstalled("initdb".into()))
+        .ok_or_else(|| InstanceError::NotInstalled("initdb".into()))
 }
 
 /// Makes `cmd` run as the user PostgreSQL's servers run as (`postgres` when
 /// we are root; unchanged otherwise). pgbouncer, too, refuses to run as root.
-pub fn as_server_user(cmd: &mut Command) -> Result<(), HarnessError> {
+pub fn as_server_user(cmd: &mut Command) -> Result<(), InstanceError> {
     if let Some((uid, gid)) = server_owner()? {
         cmd.uid(uid).gid(gid);
     }
@@ -71,13 +71,13 @@ pub fn as_server_user(cmd: &mut Command) -> Result<(), HarnessError> {
 }
 
 /// Gives `path` to the server user (see [`as_server_user`]).
-pub fn give_to_server_user(path: &Path) -> Result<(), HarnessError> {
+pub fn give_to_server_user(path: &Path) -> Result<(), InstanceError> {
     chown(path, server_owner()?)?;
     Ok(())
 }
 
 /// PostgreSQL refuses to run as root: under root, run it as `postgres`.
-fn server_owner() -> Result<Option<(u32, u32)>, HarnessError> {
+fn server_owner() -> Result<Option<(u32, u32)>, InstanceError> {
     crate::owner_under_root("postgres", "PostgreSQL")
 }
 
@@ -90,7 +90,7 @@ fn chown(path: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
 
 impl PgInstance {
     /// initdb, configure, start. Takes a second or two.
-    pub fn start(opts: PgOptions) -> Result<PgInstance, HarnessError> {
+    pub fn start(opts: PgOptions) -> Result<PgInstance, InstanceError> {
         let bin = find_bin()?;
         let owner = server_owner()?;
         let dir = TempDir::new("turnout-pg")?;
@@ -162,7 +162,7 @@ impl PgInstance {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| HarnessError::Command {
+        Err(last.unwrap_or_else(|| InstanceError::Command {
             what: "pg_ctl start".into(),
             detail: "no attempt made".into(),
         }))
@@ -185,7 +185,7 @@ impl PgInstance {
         self.dir.path().join("server.log")
     }
 
-    fn pg_ctl_start(&self) -> Result<(), HarnessError> {
+    fn pg_ctl_start(&self) -> Result<(), InstanceError> {
         let log = self.log_file();
         if !log.exists() {
             std::fs::write(&log, "")?;
@@ -202,7 +202,7 @@ impl PgInstance {
             .arg("start")
             .output();
         check("pg_ctl start", out).map(|_| ()).map_err(|e| match e {
-            HarnessError::Command { what, detail } => HarnessError::Command {
+            InstanceError::Command { what, detail } => InstanceError::Command {
                 what,
                 detail: format!(
                     "{detail}\n{}",
@@ -214,16 +214,16 @@ impl PgInstance {
     }
 
     /// Stops the server at once, as a crash would (`pg_ctl stop -m immediate`).
-    pub fn kill(&mut self) -> Result<(), HarnessError> {
+    pub fn kill(&mut self) -> Result<(), InstanceError> {
         self.stop_with("immediate")
     }
 
     /// Stops the server cleanly.
-    pub fn stop(&mut self) -> Result<(), HarnessError> {
+    pub fn stop(&mut self) -> Result<(), InstanceError> {
         self.stop_with("fast")
     }
 
-    fn stop_with(&mut self, mode: &str) -> Result<(), HarnessError> {
+    fn stop_with(&mut self, mode: &str) -> Result<(), InstanceError> {
         if !self.running {
             return Ok(());
         }
@@ -239,7 +239,7 @@ impl PgInstance {
     }
 
     /// Starts a stopped server again on the same port.
-    pub fn restart(&mut self) -> Result<(), HarnessError> {
+    pub fn restart(&mut self) -> Result<(), InstanceError> {
         if !self.running {
             self.pg_ctl_start()?;
             self.running = true;
@@ -248,7 +248,7 @@ impl PgInstance {
     }
 
     /// Runs SQL through psql as the superuser on `database`; returns stdout.
-    pub fn psql(&self, database: &str, sql: &str) -> Result<String, HarnessError> {
+    pub fn psql(&self, database: &str, sql: &str) -> Result<String, InstanceError> {
         self.psql_as("postgres", &self.superuser_password, database, sql)
     }
 
@@ -259,7 +259,7 @@ impl PgInstance {
         password: &str,
         database: &str,
         sql: &str,
-    ) -> Result<String, HarnessError> {
+    ) -> Result<String, InstanceError> {
         let out = Command::new("psql")
             .args([
                 "-X",
@@ -287,7 +287,7 @@ impl PgInstance {
         database: &str,
         user: &str,
         password: &str,
-    ) -> Result<(), HarnessError> {
+    ) -> Result<(), InstanceError> {
         let exists = self.psql(
             "postgres",
             &format!("SELECT 1 FROM pg_roles WHERE rolname = '{user}'"),
