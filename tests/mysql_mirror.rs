@@ -567,3 +567,93 @@ fn drift_on_new_shows_as_a_row_count_mismatch_at_the_next_write() {
         "{records:?}"
     );
 }
+
+#[test]
+fn rules_send_a_statement_to_one_side_alone_by_text_and_prepared() {
+    let s = MySetup::start(
+        "mirror",
+        r#"
+[[mirror.rules]]
+fingerprint = "SELECT COUNT(*) FROM only_on_new"
+action = "new"
+
+[[mirror.rules]]
+fingerprint = "select count(*) from ruled where v > ?"
+action = "new"
+
+[[mirror.rules]]
+fingerprint = "SELECT COUNT(*) FROM only_on_old"
+action = "old"
+
+[[mirror.rules]]
+fingerprint = "insert into audit values (?)"
+action = "never_mirror"
+"#,
+    );
+    s.sql_ok("CREATE TABLE audit (v INT)");
+    s.new
+        .sql(
+            "app",
+            "CREATE TABLE only_on_new (v INT); INSERT INTO only_on_new VALUES (1), (2), (3)",
+        )
+        .unwrap();
+    s.old
+        .sql(
+            "app",
+            "CREATE TABLE only_on_old (v INT); INSERT INTO only_on_old VALUES (1), (2)",
+        )
+        .unwrap();
+    // Text protocol: new alone answers; old (the authority) alone answers.
+    assert_eq!(s.sql_ok("select  count(*)  from only_on_new"), "3");
+    assert_eq!(s.sql_ok("SELECT COUNT(*) FROM only_on_old"), "2");
+    s.sql_ok("INSERT INTO audit VALUES (7)");
+    assert_eq!(s.old.sql("app", "SELECT COUNT(*) FROM audit").unwrap(), "1");
+    assert_eq!(s.new.sql("app", "SELECT COUNT(*) FROM audit").unwrap(), "0");
+    // Prepared (binary protocol): prepared on the authority first (so the
+    // table must be there too), executed on new alone.
+    s.old
+        .sql(
+            "app",
+            "CREATE TABLE ruled (v INT); INSERT INTO ruled VALUES (5)",
+        )
+        .unwrap();
+    s.new
+        .sql(
+            "app",
+            "CREATE TABLE ruled (v INT); INSERT INTO ruled VALUES (1), (2), (3)",
+        )
+        .unwrap();
+    let url = format!("mysql://app:{MY_PASSWORD}@127.0.0.1:{}/app", s.proxy.port);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let on_new = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(async {
+            use mysql_async::prelude::*;
+            let mut c = mysql_async::Conn::new(mysql_async::Opts::from_url(&url).unwrap())
+                .await
+                .unwrap();
+            let n: Option<i64> = c
+                .exec_first("SELECT COUNT(*) FROM ruled WHERE v > ?", (1,))
+                .await
+                .unwrap();
+            n
+        })
+    };
+    assert_eq!(on_new(&rt), Some(2));
+    // After the writes flip old is the mirror: its rule sends the read
+    // there, and new's rule to the authority.
+    s.ctl_ok(&["flip", "reads", "--force"]);
+    s.ctl_ok(&["flip", "writes", "--force"]);
+    assert_eq!(s.sql_ok("SELECT COUNT(*) FROM only_on_old"), "2");
+    assert_eq!(s.sql_ok("select count(*) from only_on_new"), "3");
+    assert_eq!(on_new(&rt), Some(2));
+    // A rule's side that cannot be reached: the client is told which.
+    let mut s = s;
+    s.old.kill().unwrap();
+    let out = s.mariadb("app", MY_PASSWORD, "SELECT COUNT(*) FROM only_on_old", &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("sends this statement to old alone"),
+        "{}",
+        stderr(&out)
+    );
+}

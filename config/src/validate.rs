@@ -212,14 +212,6 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
                 "\"async\" is not available for protocol = \"mysql\" yet; use \"sync\"",
             );
         }
-        for (i, rule) in config.mirror.rules.iter().enumerate() {
-            if matches!(rule.action, crate::RuleAction::Old | crate::RuleAction::New) {
-                c.push(
-                    format!("mirror.rules[{i}].action"),
-                    "\"old\" and \"new\" are not available for protocol = \"mysql\" yet (never_mirror and always_mirror are)",
-                );
-            }
-        }
     }
     if config.mirror.mode == MirrorMode::Async && config.mirror.on_error == MirrorErrorPolicy::Fail
     {

@@ -9,6 +9,7 @@ pub mod fingerprint;
 pub mod locate;
 pub mod pin;
 pub mod redact;
+pub mod route;
 pub mod row_image;
 pub mod shadowcheck;
 

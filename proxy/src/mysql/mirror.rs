@@ -12,7 +12,8 @@ use super::packet::{
 use super::response::{self, Answer, Expect, AUTOCOMMIT, IN_TRANS};
 use super::session::Legs;
 use crate::engine::defaults;
-use crate::engine::{Classification, Kind, TxControl};
+use crate::engine::route::{self, Route};
+use crate::engine::{Classification, Kind};
 use crate::mapping::Translation;
 use crate::server::Shared;
 use std::collections::HashMap;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn};
-use turnout_config::{DdlPolicy, MirrorErrorPolicy, RuleAction, UnsafePolicy};
+use turnout_config::{MirrorErrorPolicy, UnsafePolicy};
 use turnout_control::divergence::{Divergence, DivergenceKind};
 use turnout_control::{Routing, Side};
 
@@ -59,18 +60,6 @@ enum Stop {
 type Step = Result<(), Stop>;
 
 /// What a unit of client work needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    Authority,
-    Both,
-    Commit,
-    Write,
-    /// Several statements, or a schema change: on the authority, then on
-    /// the mirror, as they are.
-    Unwrapped,
-    Reject,
-}
-
 /// A statement the client prepared; it knows it by the authority's id.
 struct Prepared {
     /// Its id on the authority (the client's id until a writes flip).
@@ -313,47 +302,16 @@ impl<'a> MyMirror<'a> {
     }
 
     fn route(&self, class: &Classification) -> Route {
-        let route = self.route_with_mirror(class);
-        if self.routing.phase.mirror().is_none() {
-            // `finalized`: the authority alone.
-            return match route {
-                Route::Reject => Route::Reject,
-                _ => Route::Authority,
-            };
-        }
-        match class.rule {
-            None => route,
-            Some(RuleAction::NeverMirror) => Route::Authority,
-            Some(RuleAction::AlwaysMirror) => match route {
-                Route::Authority | Route::Reject if class.kind() == Kind::Ddl => Route::Unwrapped,
-                Route::Authority => Route::Write,
-                other => other,
+        route::route(
+            class,
+            &route::Context {
+                ddl: self.shared.ddl_policy,
+                mirror_side: self.mirror_side,
+                mirroring: self.routing.phase.mirror().is_some(),
+                // Each statement of a multi-statement text commits on its own.
+                texts_are_atomic: false,
             },
-            // Refused by the config check for MySQL.
-            Some(RuleAction::Old | RuleAction::New) => route,
-        }
-    }
-
-    fn route_with_mirror(&self, class: &Classification) -> Route {
-        let has_tx = class
-            .statements
-            .iter()
-            .any(|s| matches!(s.kind, Kind::Transaction(_)));
-        if class.statements.len() > 1 && (has_tx || class.kind() == Kind::Write) {
-            return Route::Unwrapped;
-        }
-        match class.kind() {
-            Kind::Read | Kind::LockingRead | Kind::Other => Route::Authority,
-            Kind::Session => Route::Both,
-            Kind::Transaction(TxControl::Commit) => Route::Commit,
-            Kind::Transaction(_) => Route::Both,
-            Kind::Write => Route::Write,
-            Kind::Ddl => match self.shared.ddl_policy {
-                DdlPolicy::AuthorityOnly => Route::Authority,
-                DdlPolicy::Both => Route::Unwrapped,
-                DdlPolicy::Reject => Route::Reject,
-            },
-        }
+        )
     }
 
     /// A COM_QUERY, or an execute (`packet`) of a prepared statement.
@@ -495,6 +453,7 @@ impl<'a> MyMirror<'a> {
                 Defaults::Refused(msg) => self.tell(&err_payload(1290, "HY000", &msg)).await,
             },
             Route::Unwrapped => self.unwrapped(packet).await,
+            Route::MirrorOnly => self.mirror_only(packet).await,
             Route::Reject => {
                 let msg = "turnout: schema changes are refused while writes are mirrored (mirror.ddl = reject)";
                 self.tell(&err_payload(1290, "HY000", msg)).await
@@ -619,6 +578,52 @@ impl<'a> MyMirror<'a> {
                 Ok((a, self.mirror_side.other()))
             }
         }
+    }
+
+    /// A statement a rule (`mirror.rules` action `old` or `new`) sends to
+    /// the mirror's side alone: the client gets that side's answer, or an
+    /// error naming the side when it cannot run it.
+    async fn mirror_only(&mut self, packet: &[u8]) -> Result<(), Stop> {
+        use tokio::io::AsyncWriteExt;
+        let fresh = !self.in_tx;
+        let sent: Result<(), String> = async {
+            if self.mirror.is_none() && fresh {
+                self.reconnect_mirror().await?;
+            }
+            let p = self.mirror_packet(packet).await?;
+            let m = self.mirror.as_mut().ok_or("no connection")?;
+            m.stream
+                .write_all(&encode(0, &p).0)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        let failed = match sent {
+            Err(e) => e,
+            Ok(()) => {
+                let Some(m) = self.mirror.as_mut() else {
+                    return Err(Stop::ReadTarget(PacketError::Closed));
+                };
+                match response::stream(m, Expect::Result, &mut self.client.stream, 0).await {
+                    Ok(_) => {
+                        self.answered_by = self.mirror_side;
+                        return Ok(());
+                    }
+                    Err(response::StreamError::Sink(e)) => return Err(Stop::Client(e.into())),
+                    Err(response::StreamError::Source { error, sent: true }) => {
+                        self.mirror = None;
+                        return Err(Stop::ReadTarget(error));
+                    }
+                    Err(response::StreamError::Source { error, .. }) => error.to_string(),
+                }
+            }
+        };
+        self.mirror = None;
+        let msg = format!(
+            "turnout: a rule (mirror.rules) sends this statement to {} alone, which could not run it: {failed}",
+            self.mirror_side
+        );
+        self.tell(&err_payload(1105, "HY000", &msg)).await
     }
 
     /// The side serving reads (phase `reads_new`) failed one: counted for

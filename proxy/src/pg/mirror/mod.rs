@@ -14,6 +14,7 @@ use super::framed::{Frame, Framed, FramedError};
 use super::shadow::{self, Capture, Sample, ShadowQuery};
 use crate::engine::defaults::{self, TableDefaults};
 use crate::engine::pin::{self, pin_transaction_time, PinError};
+use crate::engine::route::{self, combine, Route};
 use crate::engine::{Classification, Kind, StatementClass, TxControl};
 use crate::server::{CancelKey, Shared};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::warn;
-use turnout_config::{DdlPolicy, MirrorErrorPolicy, RuleAction, UnsafePolicy};
+use turnout_config::{MirrorErrorPolicy, UnsafePolicy};
 use turnout_control::divergence::{Divergence, DivergenceKind};
 use turnout_control::{Routing, Side};
 
@@ -168,22 +169,6 @@ struct Prepared {
 }
 
 /// What a unit of client work needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    /// Reads and statements with no effect to copy.
-    Authority,
-    /// Session settings and transaction control other than COMMIT.
-    Both,
-    Commit,
-    Write,
-    /// Several statements with transaction control among them: run on the
-    /// authority, then on the mirror, without wrapping.
-    Unwrapped,
-    Reject,
-    /// A `mirror.rules` entry sends it to the mirror's side alone.
-    MirrorOnly,
-}
-
 /// The result of running something on one backend up to ReadyForQuery.
 struct Collected {
     frames: Vec<Frame>,
@@ -210,66 +195,6 @@ fn query(sql: &str) -> Bytes {
 fn cstr(b: &[u8]) -> Option<(&str, &[u8])> {
     let end = b.iter().position(|&c| c == 0)?;
     Some((std::str::from_utf8(&b[..end]).ok()?, &b[end + 1..]))
-}
-
-fn classify_route(class: &Classification, ddl: DdlPolicy, mirror_side: Side) -> Route {
-    let statements = &class.statements;
-    let has_tx = statements
-        .iter()
-        .any(|s| matches!(s.kind, Kind::Transaction(_)));
-    let kind = class.kind();
-    let route = if statements.len() > 1 && has_tx {
-        Route::Unwrapped
-    } else {
-        match kind {
-            Kind::Read | Kind::LockingRead | Kind::Other => Route::Authority,
-            Kind::Session => Route::Both,
-            Kind::Transaction(TxControl::Commit) => Route::Commit,
-            Kind::Transaction(_) => Route::Both,
-            Kind::Write => Route::Write,
-            Kind::Ddl => match ddl {
-                DdlPolicy::AuthorityOnly => Route::Authority,
-                // Schema changes are not wrapped: some cannot run in a
-                // transaction block (CREATE INDEX CONCURRENTLY), and they
-                // take their own locks.
-                DdlPolicy::Both => Route::Unwrapped,
-                DdlPolicy::Reject => Route::Reject,
-            },
-        }
-    };
-    match class.rule {
-        None => route,
-        Some(RuleAction::NeverMirror) => Route::Authority,
-        Some(RuleAction::Old) if mirror_side == Side::Old => Route::MirrorOnly,
-        Some(RuleAction::New) if mirror_side == Side::New => Route::MirrorOnly,
-        Some(RuleAction::Old | RuleAction::New) => Route::Authority,
-        Some(RuleAction::AlwaysMirror) => match route {
-            Route::Authority | Route::Reject if kind == Kind::Ddl => Route::Unwrapped,
-            Route::Authority => Route::Write,
-            other => other,
-        },
-    }
-}
-
-/// The route of several units run as one (an extended-protocol batch).
-fn combine(routes: &[Route]) -> Route {
-    for r in [
-        Route::Reject,
-        Route::MirrorOnly,
-        Route::Unwrapped,
-        Route::Commit,
-        Route::Write,
-        Route::Both,
-    ] {
-        if routes.contains(&r) {
-            return if r == Route::Commit && routes.len() > 1 {
-                Route::Unwrapped
-            } else {
-                r
-            };
-        }
-    }
-    Route::Authority
 }
 
 pub struct MirrorSession<'a> {
@@ -642,15 +567,15 @@ impl<'a> MirrorSession<'a> {
     }
 
     fn route(&self, class: &Classification) -> Route {
-        let route = classify_route(class, self.shared.ddl_policy, self.mirror_side);
-        if self.routing.phase.mirror().is_none() {
-            // `finalized`: the authority alone.
-            return match route {
-                Route::Reject => Route::Reject,
-                _ => Route::Authority,
-            };
-        }
-        route
+        route::route(
+            class,
+            &route::Context {
+                ddl: self.shared.ddl_policy,
+                mirror_side: self.mirror_side,
+                mirroring: self.routing.phase.mirror().is_some(),
+                texts_are_atomic: true,
+            },
+        )
     }
 
     /// Whether to compare this read on the shadow side, with the permit to.
