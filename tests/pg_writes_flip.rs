@@ -105,11 +105,23 @@ fn writes_flip_and_rollback_under_pgbench_have_no_client_errors_and_no_divergenc
     let clients = start_load(&s, 10);
     std::thread::sleep(Duration::from_millis(1500));
     let dry = s.ctl_ok(&["flip", "writes", "--dry-run"]);
+    println!("{dry}");
+    // The dry run walks the flip's own steps: the barrier, the sequences
+    // it would move (read, not moved), the new phase (not taken).
     assert!(
-        dry.contains("dry run: would go reads_new -> writes_new") && dry.contains("barrier"),
+        dry.contains("dry run: would go reads_new -> writes_new")
+            && dry.contains("barrier: new transactions would wait up to")
+            && dry.contains("would move on new past old's values")
+            && dry.contains("then new would become the authority"),
         "{dry}"
     );
     assert_eq!(s.phase(), "reads_new");
+    let still = stdout(&psql(
+        &s.direct_new_url(),
+        &["-c", "SELECT last_value FROM events_id_seq"],
+        &[],
+    ));
+    assert_eq!(still, "1", "a dry run moves no sequence");
     for _ in 0..3 {
         let flipped = s.ctl_ok(&["flip", "writes"]);
         println!("{flipped}");

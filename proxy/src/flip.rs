@@ -2,7 +2,7 @@
 //! controller's checks, the barrier a change of authority needs (DESIGN.md
 //! invariant 4), sequence catch-up, the audit line and the metrics.
 
-use crate::pg::sequences;
+use crate::pg::sequences::{self, Apply};
 use crate::server::Shared;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 use turnout_config::Protocol;
 use turnout_control::controller::{Change, Controller, FlipRequest, Outcome, Plan};
+use turnout_control::Side;
 
 /// Runs `change` for `caller`: checked, applied (through a barrier when the
 /// authority changes), audited. One change at a time.
@@ -30,9 +31,18 @@ pub async fn run(
     };
     let result = match planned {
         Err(e) => Err(e),
-        Ok(plan) if req.dry_run => Ok(preview(shared, controller, &plan)),
-        Ok(plan) if plan.needs_barrier() => barrier(shared, controller, &plan).await,
-        Ok(plan) => controller.commit(&plan),
+        Ok(plan) if req.dry_run => {
+            cutover(&mut DryRun { shared, controller }, controller, &plan).await
+        }
+        Ok(plan) => {
+            let mut live = Live {
+                shared,
+                controller,
+                was_paused: false,
+                held: None,
+            };
+            cutover(&mut live, controller, &plan).await
+        }
     };
     controller.audit(&command, req.dry_run, caller, &result);
     count_change(&result);
@@ -69,85 +79,176 @@ pub fn blockers(shared: &Shared, change: Change) -> Vec<String> {
     out
 }
 
-/// `--dry-run`: what would happen, and whether the guards pass (they did,
-/// or `plan` would have failed).
-fn preview(shared: &Shared, controller: &Controller, plan: &Plan) -> Outcome {
-    let mut o = controller.preview(plan);
-    if plan.needs_barrier() {
-        let (from, to) = (plan.from.authority(), plan.to.authority());
-        o.notes.push(format!(
-            "barrier: new transactions wait up to {} ms for the {} open now to finish; then sequences on {to} are moved past {from}'s values and {to} becomes the authority",
-            controller.guards().barrier_ms,
-            shared.busy_sessions.load(Ordering::SeqCst),
-        ));
-    }
-    if !plan.overridden.is_empty() {
-        o.notes
-            .push(format!("--force overrides: {}", plan.overridden.join("; ")));
-    }
-    o
+/// The steps of a phase change, in the order they run. A change of
+/// authority (a writes flip or its rollback) is a barrier: new transactions
+/// are held, the open ones and async mirror queues finish (bounded by
+/// `guards.barrier_ms`), the sequences of the side taking over move past
+/// the other's, the new phase is persisted and swapped in, traffic goes on.
+/// Other changes are persisted and swapped in. [`Live`] carries the steps
+/// out; [`DryRun`] walks the same steps and says what each would do, so
+/// `--dry-run` previews exactly what the change does.
+trait Steps {
+    /// New transactions are held.
+    fn hold(&mut self);
+    /// Open transactions and async queues finish within `window`: a line
+    /// for the reply, or why the change is abandoned.
+    async fn drain(&mut self, window: Duration, plan: &Plan) -> Result<String, String>;
+    /// Sequences (MySQL: AUTO_INCREMENT counters) of `to` move past
+    /// `from`'s: a line for the reply.
+    async fn catch_up(&mut self, from: Side, to: Side) -> Result<String, String>;
+    /// The new phase, persisted and swapped in.
+    fn commit(&mut self, plan: &Plan) -> Result<Outcome, String>;
+    /// Held transactions go on; how long they were held, when they were.
+    fn release(&mut self) -> Option<String>;
 }
 
-/// A change of authority: hold new transactions, wait (bounded) for the
-/// open ones and for async mirror queues to finish, move the sequences of
-/// the side taking over past the other's, switch, let traffic go on. Past
-/// the window, or when the catch-up fails, nothing changes and traffic
-/// resumes.
-async fn barrier(
-    shared: &Arc<Shared>,
+/// Runs `plan` through `steps`.
+async fn cutover<S: Steps>(
+    steps: &mut S,
     controller: &Controller,
     plan: &Plan,
 ) -> Result<Outcome, String> {
-    let started = Instant::now();
-    let window = Duration::from_millis(controller.guards().barrier_ms);
-    let was_paused = shared.paused.send_replace(true);
-    let release = || {
-        if !was_paused {
-            shared.paused.send_replace(false);
-        }
-    };
-    loop {
-        let open = shared.busy_sessions.load(Ordering::SeqCst);
-        let queued = shared.async_pending.load(Ordering::SeqCst);
-        if open == 0 && queued == 0 {
-            break;
-        }
-        if started.elapsed() >= window {
-            release();
-            return Err(format!(
-                "flip abandoned: {open} session(s) still in a transaction and {queued} async mirror statement(s) not applied after {} ms (guards.barrier_ms); traffic resumed on {}",
-                window.as_millis(),
-                plan.from
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+    let mut notes = Vec::new();
+    if plan.needs_barrier() {
+        let window = Duration::from_millis(controller.guards().barrier_ms);
+        let (from, to) = (plan.from.authority(), plan.to.authority());
+        steps.hold();
+        let drained = match steps.drain(window, plan).await {
+            Ok(line) => line,
+            Err(e) => {
+                let _ = steps.release();
+                return Err(e);
+            }
+        };
+        let caught_up = match steps.catch_up(from, to).await {
+            Ok(line) => line,
+            Err(e) => {
+                let _ = steps.release();
+                return Err(format!(
+                    "flip abandoned: sequences could not be moved on {to}: {e}; traffic resumed on {}",
+                    plan.from
+                ));
+            }
+        };
+        notes.push(drained);
+        notes.push(caught_up);
     }
-    let drained = started.elapsed();
-    let (from, to) = (plan.from.authority(), plan.to.authority());
-    let caught_up = match shared.protocol {
-        Protocol::Postgres => sequences::catch_up(shared, from, to).await,
-        Protocol::Mysql => crate::mysql::counters::catch_up(shared, from, to).await,
-    };
-    let caught_up = match caught_up {
-        Ok(c) => c,
-        Err(e) => {
-            release();
-            return Err(format!(
-                "flip abandoned: sequences could not be moved on {to}: {e}; traffic resumed on {}",
-                plan.from
-            ));
-        }
-    };
-    let committed = controller.commit(plan);
-    release();
+    let committed = steps.commit(plan);
+    if let (Some(held), Some(first)) = (steps.release(), notes.first_mut()) {
+        first.push_str(&format!("; {held}"));
+    }
     let mut o = committed?;
-    o.notes.push(format!(
-        "barrier: open transactions finished in {:.1} ms; traffic held {:.1} ms in all",
-        drained.as_secs_f64() * 1000.0,
-        started.elapsed().as_secs_f64() * 1000.0
-    ));
-    o.notes.push(caught_up.summary(from, to));
+    o.notes.extend(notes);
+    if o.dry_run && !plan.overridden.is_empty() {
+        o.notes
+            .push(format!("--force overrides: {}", plan.overridden.join("; ")));
+    }
     Ok(o)
+}
+
+/// The steps, carried out.
+struct Live<'a> {
+    shared: &'a Shared,
+    controller: &'a Controller,
+    /// `pause` was on before the barrier (it stays on after).
+    was_paused: bool,
+    /// When new transactions were first held.
+    held: Option<Instant>,
+}
+
+impl Steps for Live<'_> {
+    fn hold(&mut self) {
+        self.held = Some(Instant::now());
+        self.was_paused = self.shared.paused.send_replace(true);
+    }
+
+    async fn drain(&mut self, window: Duration, plan: &Plan) -> Result<String, String> {
+        let started = Instant::now();
+        loop {
+            let open = self.shared.busy_sessions.load(Ordering::SeqCst);
+            let queued = self.shared.async_pending.load(Ordering::SeqCst);
+            if open == 0 && queued == 0 {
+                break;
+            }
+            if started.elapsed() >= window {
+                return Err(format!(
+                    "flip abandoned: {open} session(s) still in a transaction and {queued} async mirror statement(s) not applied after {} ms (guards.barrier_ms); traffic resumed on {}",
+                    window.as_millis(),
+                    plan.from
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(format!(
+            "barrier: open transactions finished in {:.1} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        ))
+    }
+
+    async fn catch_up(&mut self, from: Side, to: Side) -> Result<String, String> {
+        let done = match self.shared.protocol {
+            Protocol::Postgres => sequences::catch_up(self.shared, from, to, Apply::Move).await,
+            Protocol::Mysql => {
+                crate::mysql::counters::catch_up(self.shared, from, to, Apply::Move).await
+            }
+        }?;
+        Ok(done.summary(from, to, Apply::Move))
+    }
+
+    fn commit(&mut self, plan: &Plan) -> Result<Outcome, String> {
+        self.controller.commit(plan)
+    }
+
+    fn release(&mut self) -> Option<String> {
+        if !self.was_paused {
+            self.shared.paused.send_replace(false);
+        }
+        let held = self.held.take()?;
+        Some(format!(
+            "traffic held {:.1} ms in all",
+            held.elapsed().as_secs_f64() * 1000.0
+        ))
+    }
+}
+
+/// The same steps, changing nothing: what each would do.
+struct DryRun<'a> {
+    shared: &'a Shared,
+    controller: &'a Controller,
+}
+
+impl Steps for DryRun<'_> {
+    fn hold(&mut self) {}
+
+    async fn drain(&mut self, window: Duration, _plan: &Plan) -> Result<String, String> {
+        Ok(format!(
+            "barrier: new transactions would wait up to {} ms for the {} open now to finish and the {} async mirror statement(s) queued to be applied",
+            window.as_millis(),
+            self.shared.busy_sessions.load(Ordering::SeqCst),
+            self.shared.async_pending.load(Ordering::SeqCst),
+        ))
+    }
+
+    async fn catch_up(&mut self, from: Side, to: Side) -> Result<String, String> {
+        let done = match self.shared.protocol {
+            Protocol::Postgres => sequences::catch_up(self.shared, from, to, Apply::Preview).await,
+            Protocol::Mysql => {
+                crate::mysql::counters::catch_up(self.shared, from, to, Apply::Preview).await
+            }
+        }?;
+        Ok(format!(
+            "{}; then {to} would become the authority",
+            done.summary(from, to, Apply::Preview)
+        ))
+    }
+
+    fn commit(&mut self, plan: &Plan) -> Result<Outcome, String> {
+        Ok(self.controller.preview(plan))
+    }
+
+    fn release(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// Counts a phase change, or a guard refusal.

@@ -5,7 +5,7 @@
 use super::packet::Packets;
 use super::response::{self, lenenc, Expect};
 use super::session::{connect, own_caps};
-use crate::pg::sequences::CatchUp;
+use crate::pg::sequences::{Apply, CatchUp};
 use crate::server::Shared;
 use turnout_control::Side;
 
@@ -14,7 +14,12 @@ const COLLATION: u8 = 45;
 
 /// Raises the auto-increment counters of `to` past those of `from`.
 /// Runs inside a writes flip's barrier (no transaction open).
-pub async fn catch_up(shared: &Shared, from: Side, to: Side) -> Result<CatchUp, String> {
+pub async fn catch_up(
+    shared: &Shared,
+    from: Side,
+    to: Side,
+    apply: Apply,
+) -> Result<CatchUp, String> {
     let sql = "SELECT TABLE_NAME, AUTO_INCREMENT FROM information_schema.TABLES \
                WHERE TABLE_SCHEMA = DATABASE() AND AUTO_INCREMENT IS NOT NULL";
     let mut src = open(shared, from).await?;
@@ -49,9 +54,11 @@ pub async fn catch_up(shared: &Shared, from: Side, to: Side) -> Result<CatchUp, 
                     "ALTER TABLE `{}` AUTO_INCREMENT = {value}",
                     table.replace('`', "``")
                 );
-                rows(&mut dst, &alter)
-                    .await
-                    .map_err(|e| format!("on {to}: {e}"))?;
+                if apply == Apply::Move {
+                    rows(&mut dst, &alter)
+                        .await
+                        .map_err(|e| format!("on {to}: {e}"))?;
+                }
                 done.moved.push((table.clone(), value.to_string()));
             }
             Some(_) => {}

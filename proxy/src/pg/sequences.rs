@@ -17,6 +17,14 @@ use turnout_control::Side;
 /// The longest a catch-up waits for each side's answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Whether a catch-up moves the sequences or only says which it would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Apply {
+    Move,
+    /// `--dry-run`: the same reads, no change.
+    Preview,
+}
+
 /// What a catch-up did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CatchUp {
@@ -32,17 +40,22 @@ pub struct CatchUp {
 }
 
 impl CatchUp {
-    /// A line for the flip's reply and the log.
-    pub fn summary(&self, from: Side, to: Side) -> String {
+    /// A line for the flip's reply and the log (or, for a preview, what
+    /// the flip would do).
+    pub fn summary(&self, from: Side, to: Side, apply: Apply) -> String {
+        let moved = match apply {
+            Apply::Move => "moved",
+            Apply::Preview => "would move",
+        };
         if let Some(why) = &self.fallback {
             return format!(
-                "sequences: {from} could not be read ({why}); {} of {to}'s {} column-owned sequence(s) moved past the largest id in their column",
+                "sequences: {from} could not be read ({why}); {} of {to}'s {} column-owned sequence(s) {moved} past the largest id in their column",
                 self.moved.len(),
                 self.seen
             );
         }
         let mut s = format!(
-            "sequences: {} read on {from}, {} moved on {to} past {from}'s values",
+            "sequences: {} read on {from}, {} {moved} on {to} past {from}'s values",
             self.seen,
             self.moved.len()
         );
@@ -59,12 +72,17 @@ impl CatchUp {
 /// `from` cannot be asked (a rollback because it failed), each sequence of
 /// `to` that a column owns is moved past the largest value in that column
 /// instead: the mirrored rows carry the ids `from` handed out.
-pub async fn catch_up(shared: &Shared, from: Side, to: Side) -> Result<CatchUp, String> {
+pub async fn catch_up(
+    shared: &Shared,
+    from: Side,
+    to: Side,
+    apply: Apply,
+) -> Result<CatchUp, String> {
     let values = match read_values(shared, from).await {
         Ok(v) => v,
         Err(e) => {
             warn!(side = %from, error = %e, "sequences cannot be read; {to}'s are moved past the ids in its own rows");
-            let mut done = from_own_rows(shared, to).await?;
+            let mut done = from_own_rows(shared, to, apply).await?;
             done.fallback = Some(e);
             return Ok(done);
         }
@@ -77,14 +95,14 @@ pub async fn catch_up(shared: &Shared, from: Side, to: Side) -> Result<CatchUp, 
         // Renamed tables own differently named sequences: each column-owned
         // sequence of `to` is also moved past the ids in its own rows,
         // which mirroring made the same as `from`'s.
-        let own = from_own_rows(shared, to).await?;
+        let own = from_own_rows(shared, to, apply).await?;
         done.moved.extend(own.moved);
     }
     if values.is_empty() {
         return Ok(done);
     }
     let mut dst = open(shared, to).await?;
-    let rows = run(&mut dst, &move_query(&values), to).await?;
+    let rows = run(&mut dst, &move_query(&values, apply), to).await?;
     let _ = dst.send(&codec::frame(b'X', &[])).await;
     let mapped = !shared.mapping.load().is_identity();
     for r in rows {
@@ -120,7 +138,7 @@ async fn read_values(shared: &Shared, side: Side) -> Result<Vec<(String, String)
 
 /// Moves each sequence of `side` owned by a column (serial, identity) past
 /// the largest value in that column.
-async fn from_own_rows(shared: &Shared, side: Side) -> Result<CatchUp, String> {
+async fn from_own_rows(shared: &Shared, side: Side, apply: Apply) -> Result<CatchUp, String> {
     let mut conn = open(shared, side).await?;
     let owned = run(
         &mut conn,
@@ -154,8 +172,12 @@ async fn from_own_rows(shared: &Shared, side: Side) -> Result<CatchUp, String> {
     if parts.is_empty() {
         return Ok(done);
     }
+    let set = match apply {
+        Apply::Move => "setval(m.name::regclass, m.v)::text",
+        Apply::Preview => "m.v::text",
+    };
     let sql = format!(
-        "SELECT m.name, setval(m.name::regclass, m.v)::text FROM ({}) AS m \
+        "SELECT m.name, {set} FROM ({}) AS m \
          JOIN pg_sequences p ON format('%I.%I', p.schemaname, p.sequencename) = m.name \
          WHERE m.v IS NOT NULL AND p.increment_by > 0 \
            AND m.v > COALESCE(p.last_value, p.start_value - 1) ORDER BY 1",
@@ -172,14 +194,18 @@ async fn from_own_rows(shared: &Shared, side: Side) -> Result<CatchUp, String> {
 
 /// One statement that sets each listed sequence that is behind, and names
 /// those that do not exist (NULL value).
-fn move_query(values: &[(String, String)]) -> String {
+fn move_query(values: &[(String, String)], apply: Apply) -> String {
     let list: Vec<String> = values
         .iter()
         .map(|(name, value)| format!("({}, {}::bigint)", literal(name), literal(value)))
         .collect();
+    let set = match apply {
+        Apply::Move => "setval(t.name::regclass, t.v)::text",
+        Apply::Preview => "t.v::text",
+    };
     format!(
         "SELECT t.name, CASE WHEN p.sequencename IS NULL THEN NULL \
-           ELSE setval(t.name::regclass, t.v)::text END \
+           ELSE {set} END \
          FROM (VALUES {}) AS t(name, v) \
          LEFT JOIN pg_sequences p ON format('%I.%I', p.schemaname, p.sequencename) = t.name \
          WHERE p.sequencename IS NULL \
@@ -249,7 +275,11 @@ mod tests {
 
     #[test]
     fn names_are_quoted_as_literals() {
-        let q = move_query(&[("public.\"o'dd\"".into(), "42".into())]);
+        let q = move_query(&[("public.\"o'dd\"".into(), "42".into())], Apply::Move);
         assert!(q.contains("('public.\"o''dd\"', '42'::bigint)"), "{q}");
+        assert!(q.contains("setval("), "{q}");
+        // A preview reads the same and moves nothing.
+        let q = move_query(&[("s".into(), "1".into())], Apply::Preview);
+        assert!(!q.contains("setval("), "{q}");
     }
 }
