@@ -17,7 +17,19 @@
 
 use super::block::{self, Block, End};
 use super::extended::{bind, close, exec_class as extended_class, parse, raw_of};
-use super::*;
+use super::{
+    copy_fail, data_row_texts, error_message, image, no_error, query, Checks, MirrorSession, Msg,
+    Step, Stop, OUT_CHUNK,
+};
+use crate::engine::route::Route;
+use crate::engine::{Classification, Kind};
+use crate::pg::codec::{self, put_cstr, Severity};
+use crate::pg::framed::Frame;
+use bytes::{BufMut, BytesMut};
+use std::sync::Arc;
+use tracing::warn;
+use turnout_config::MirrorErrorPolicy;
+use turnout_control::divergence::{Divergence, DivergenceKind};
 
 /// turnout's own statement and portal name for the queries it runs on the
 /// authority inside a client's batch (its time, a catalog lookup).

@@ -1,7 +1,12 @@
 //! COPY FROM STDIN: started on both sides, data to both.
 
-use super::*;
-
+use super::{
+    copy_fail, error_message, no_error, query, Collected, MirrorSession, Step, Stop, OUT_CHUNK,
+};
+use crate::engine::Classification;
+use crate::pg::codec;
+use crate::pg::framed::FramedError;
+use bytes::{Bytes, BytesMut};
 impl MirrorSession<'_> {
     /// COPY FROM STDIN that only the authority runs: the client's data goes
     /// to it until CopyDone or CopyFail.

@@ -1,8 +1,24 @@
 //! The extended protocol: Parse/Bind/Execute batches up to Sync (or Flush),
 //! and the mirror's copy of a batch.
 
-use super::*;
+use super::{
+    cstr, image, sql_is_copy_from, MirrorSession, Msg, Prepared, ReadSample, Step, Stop, Undo,
+    PROBE_TIME,
+};
+use crate::engine::pin::{pin_transaction_time, PinError};
+use crate::engine::route::{combine, Route};
+use crate::engine::{defaults, Classification, Kind, StatementClass};
 use crate::mapping::Translation;
+use crate::pg::codec::{self, put_cstr, Severity};
+use crate::pg::framed::Frame;
+use crate::pg::shadow::ShadowQuery;
+use bytes::{BufMut, Bytes, BytesMut};
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use tokio::sync::OwnedSemaphorePermit;
+use turnout_config::UnsafePolicy;
+use turnout_control::divergence::{Divergence, DivergenceKind};
+use turnout_control::Side;
 
 impl MirrorSession<'_> {
     /// Takes a Parse/Bind/Describe/Execute/Close into the batch, resolving

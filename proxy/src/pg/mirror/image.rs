@@ -3,9 +3,18 @@
 //! rows, and what the mirror found is checked against what the authority
 //! wrote.
 
-use super::*;
+use super::{cstr, no_error, query, Checks, MirrorSession, Step, Stop};
 use crate::engine::row_image::{self, Expect, ImageTarget, MirrorTable, Op, APPLIED};
+use crate::engine::Classification;
+use crate::pg::codec::{self, put_cstr};
+use crate::pg::framed::Frame;
 use crate::pg::sequences;
+use bytes::{BufMut, Bytes, BytesMut};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use turnout_config::{MirrorErrorPolicy, UnsafePolicy};
+use turnout_control::divergence::{Divergence, DivergenceKind};
+use turnout_control::Side;
 
 /// A statement whose writes the authority answers with row images.
 #[derive(Debug, Clone)]

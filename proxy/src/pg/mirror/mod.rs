@@ -8,14 +8,14 @@
 //! protocol batch up to Sync. A write outside a transaction is wrapped:
 //! `BEGIN`, write, (mirror: `BEGIN`, write, `COMMIT`), `COMMIT`.
 
-use super::backend::{self, BackendConn};
+use super::backend::BackendConn;
 use super::codec::{self, put_cstr, Severity};
 use super::framed::{Frame, Framed, FramedError};
 use super::shadow::{self, Capture, Sample, ShadowQuery};
 use crate::engine::defaults::{self, TableDefaults};
-use crate::engine::pin::{self, pin_transaction_time, PinError};
-use crate::engine::route::{self, combine, Route};
-use crate::engine::{Classification, Kind, StatementClass, TxControl};
+use crate::engine::pin::{pin_transaction_time, PinError};
+use crate::engine::route::{self, Route};
+use crate::engine::{Classification, Kind, TxControl};
 use crate::server::{CancelKey, Shared};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::warn;
-use turnout_config::{MirrorErrorPolicy, UnsafePolicy};
+use turnout_config::MirrorErrorPolicy;
 use turnout_control::divergence::{Divergence, DivergenceKind};
 use turnout_control::{Routing, Side};
 

@@ -4,9 +4,18 @@
 //! cannot take, or that fails on the mirror, is written to the divergence
 //! log: nothing is dropped silently.
 
-use super::*;
+use super::{collect, query, BackendKey, Collected, MirrorSession};
+use crate::engine::Classification;
+use crate::pg::framed::{Framed, FramedError};
+use crate::pg::{backend, codec};
+use crate::server::Shared;
+use bytes::Bytes;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+use turnout_control::divergence::{Divergence, DivergenceKind};
+use turnout_control::Side;
 
 /// One piece of mirror work, in session order.
 pub(super) struct Job {

@@ -1,9 +1,22 @@
 //! Simple-protocol units and the lockstep steps shared with batches:
 //! reads, settings, COMMIT, writes.
 
-use super::*;
+use super::{
+    cstr, data_row_texts, mirror_text, no_error, query, sql_is_copy_from, written, Checks,
+    Collected, MirrorSession, ReadSample, Step, Stop, MAX_REPLAY, PROBE_TIME,
+};
+use crate::engine::pin::{self, PinError};
+use crate::engine::route::Route;
+use crate::engine::{defaults, Classification, Kind, TxControl};
 use crate::mapping::Translation;
+use crate::pg::codec::{self, Severity};
+use crate::pg::framed::Frame;
+use crate::pg::shadow::ShadowQuery;
+use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
 use tracing::debug;
+use turnout_config::UnsafePolicy;
+use turnout_control::divergence::{Divergence, DivergenceKind};
 
 impl MirrorSession<'_> {
     pub(super) async fn simple(&mut self, frame: Frame) -> Step {

@@ -5,8 +5,13 @@
 //! This only ever runs between transactions, after the barrier let no
 //! transaction stay open across the change.
 
-use super::*;
-
+use super::queue::{self, AsyncMirror};
+use super::{collect, MirrorSession};
+use crate::pg::codec::{self, put_cstr};
+use crate::pg::framed::{Framed, FramedError};
+use bytes::{BufMut, BytesMut};
+use std::collections::HashSet;
+use tracing::warn;
 impl MirrorSession<'_> {
     /// Makes the session's connections match `self.routing`.
     pub(super) async fn adopt_roles(&mut self) -> Result<(), String> {
