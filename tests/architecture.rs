@@ -70,7 +70,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("mapping", "mysql"),
     ("mapping", "pg"),
     ("mapping", "server"),
-    ("mysql", "pg"),
     ("mysql", "server"),
     ("pg", "server"),
 ];

@@ -2,7 +2,8 @@
 //! controller's checks, the barrier a change of authority needs (DESIGN.md
 //! invariant 4), sequence catch-up, the audit line and the metrics.
 
-use crate::pg::sequences::{self, Apply};
+use crate::backend::catch_up::Apply;
+use crate::pg::sequences;
 use crate::server::Shared;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -2,6 +2,7 @@
 //! adapters that forward client sessions to the side the routing names.
 
 pub mod admin;
+pub mod backend;
 pub mod backend_check;
 pub mod backfill;
 pub mod engine;

@@ -1,9 +1,10 @@
 //! The listener and the state its sessions share.
 
+use crate::backend::transport::BackendTarget;
+use crate::engine::sampler::Sampler;
 use crate::engine::{Classifier, SqlDialect};
 use crate::pg::auth::{UserTable, UserTableError};
-use crate::pg::backend::{self, BackendConn, BackendTarget};
-use crate::pg::shadow::Sampler;
+use crate::pg::backend::{self, BackendConn};
 use crate::stream::Stream;
 use crate::tls::{self, TlsError};
 use arc_swap::ArcSwap;
@@ -118,6 +119,7 @@ pub struct Shared {
     pub mysql_sessions: DashMap<u32, crate::mysql::kill::Registered>,
     /// Idle MySQL connections for shadow reads.
     pub mysql_pool: crate::mysql::shadow::Pool,
+    pub pg_pool: crate::pg::shadow::Pool,
     pub mysql_version: ArcSwap<Option<String>>,
     targets: [BackendTarget; 2],
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -192,6 +194,7 @@ impl Shared {
             next_mysql_id: AtomicU32::new(1),
             mysql_sessions: DashMap::new(),
             mysql_pool: crate::mysql::shadow::Pool::default(),
+            pg_pool: crate::pg::shadow::Pool::default(),
             mysql_version: ArcSwap::from_pointee(None),
             targets: [target(Side::Old)?, target(Side::New)?],
             tls_required: config.listen.tls.as_ref().is_some_and(|t| t.required),

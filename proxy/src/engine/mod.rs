@@ -11,6 +11,7 @@ pub mod pin;
 pub mod redact;
 pub mod route;
 pub mod row_image;
+pub mod sampler;
 pub mod shadowcheck;
 
 pub use classify::{Classification, Classifier, Kind, SqlDialect, StatementClass, TxControl};

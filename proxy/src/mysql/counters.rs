@@ -5,7 +5,7 @@
 use super::packet::Packets;
 use super::response::{self, lenenc, Expect};
 use super::session::{connect, own_caps};
-use crate::pg::sequences::{Apply, CatchUp};
+use crate::backend::catch_up::{Apply, CatchUp};
 use crate::server::Shared;
 use turnout_control::Side;
 

@@ -7,7 +7,7 @@ use super::auth;
 use super::kill::Registered;
 use super::mirror::{End as MirrorEnd, MyMirror};
 use super::packet::{err_payload, err_text, ok_payload, PacketError, Packets};
-use crate::pg::backend::{open_plain, tls_client, BackendTarget};
+use crate::backend::transport::{open_plain, tls_client, BackendTarget};
 use crate::server::Shared;
 use crate::stream::Stream;
 use mysql_common::constants::{CapabilityFlags, StatusFlags};

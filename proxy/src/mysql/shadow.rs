@@ -7,10 +7,11 @@ use super::packet::Packets;
 use super::response::{self, lenenc, Answer, Expect};
 use super::session::{connect, Legs};
 use crate::engine::compare::{self, oid, ResultSet};
+use crate::engine::sampler::IdlePool;
 use crate::engine::shadowcheck::{self, Answered, Found, SampleError};
 use crate::engine::SqlDialect;
 use crate::server::Shared;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 use turnout_control::Side;
@@ -20,38 +21,14 @@ const POOL_IDLE: usize = 16;
 
 /// Session settings: the commands (`USE`, `SET ...`) applied on a connection.
 type Settings = Arc<Vec<Vec<u8>>>;
-/// Idle connections of one side, each with the settings applied on it.
-type Idle = Mutex<Vec<(Packets, Settings)>>;
 
-/// Idle connections for samples, per side (old, new).
-#[derive(Default)]
-pub struct Pool {
-    idle: [Idle; 2],
-}
+/// Idle connections for samples, per side, each with the settings applied
+/// on it.
+pub struct Pool(IdlePool<Packets, Settings>);
 
-impl Pool {
-    fn slot(&self, side: Side) -> &Idle {
-        &self.idle[usize::from(side == Side::New)]
-    }
-
-    fn take(
-        &self,
-        side: Side,
-        settings: &Arc<Vec<Vec<u8>>>,
-    ) -> Option<(Packets, Arc<Vec<Vec<u8>>>)> {
-        let mut idle = self.slot(side).lock().unwrap_or_else(|p| p.into_inner());
-        let i = idle
-            .iter()
-            .rposition(|(_, s)| s == settings)
-            .or_else(|| idle.len().checked_sub(1))?;
-        Some(idle.swap_remove(i))
-    }
-
-    fn give_back(&self, side: Side, conn: Packets, settings: Settings) {
-        let mut idle = self.slot(side).lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < POOL_IDLE {
-            idle.push((conn, settings));
-        }
+impl Default for Pool {
+    fn default() -> Self {
+        Pool(IdlePool::new(POOL_IDLE))
     }
 }
 
@@ -235,7 +212,7 @@ async fn check(shared: &Shared, sample: &Sample) -> Result<(), SampleError> {
         shadow: sample.shadow,
     };
     shadowcheck::settle(
-        crate::pg::shadow::sampler_view(&shared.sampler),
+        shared.sampler.settings(),
         found,
         sample.rows.clone(),
         first,
@@ -264,7 +241,7 @@ async fn run(shared: &Shared, side: Side, sample: &Sample) -> Result<Answered, S
         Err(e) => return Err(SampleError::Undecodable(e)),
     };
     let sql = &sql;
-    let pool = &shared.mysql_pool;
+    let pool = &shared.mysql_pool.0;
     let exchange = async {
         let (mut conn, applied) = match pool.take(side, &sample.settings) {
             Some(c) => c,

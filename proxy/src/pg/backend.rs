@@ -1,107 +1,16 @@
 //! Connecting and authenticating to a PostgreSQL backend.
 
 use super::codec::{self, tag_name};
+pub use crate::backend::transport::{open_plain, tls_client, BackendError, BackendTarget};
 use crate::stream::Stream;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use postgres_protocol::authentication::{
     md5_hash,
     sasl::{ChannelBinding, ScramSha256},
 };
-use rustls::pki_types::ServerName;
-use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UnixStream};
-use turnout_config::{Backend, BackendTlsMode, Secret};
+use turnout_config::BackendTlsMode;
 use turnout_control::Side;
-
-/// Where and how to reach one side.
-#[derive(Clone)]
-pub struct BackendTarget {
-    pub side: Side,
-    pub host: String,
-    pub port: u16,
-    pub database: String,
-    pub user: String,
-    pub password: Secret,
-    pub tls_mode: BackendTlsMode,
-    pub tls: Option<Arc<rustls::ClientConfig>>,
-    pub connect_timeout: Duration,
-}
-
-impl BackendTarget {
-    pub fn new(side: Side, b: &Backend, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
-        BackendTarget {
-            side,
-            host: b.host.clone(),
-            port: b.port_u16(),
-            database: b.database.clone(),
-            user: b.user.clone(),
-            password: b.password.clone(),
-            tls_mode: b.tls,
-            tls,
-            connect_timeout: Duration::from_millis(b.connect_timeout_ms),
-        }
-    }
-
-    /// `host:port`, or the socket file when `host` is a Unix socket folder.
-    pub fn address(&self) -> String {
-        match self.unix_socket() {
-            Some(path) => path,
-            None => format!("{}:{}", self.host, self.port),
-        }
-    }
-
-    /// The socket file, as libpq names it, when `host` is a folder path.
-    pub fn unix_socket(&self) -> Option<String> {
-        self.host
-            .starts_with('/')
-            .then(|| format!("{}/.s.PGSQL.{}", self.host.trim_end_matches('/'), self.port))
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BackendError {
-    #[error("cannot connect to backend {side} ({addr}): {source}")]
-    Connect {
-        side: Side,
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error("backend {side} ({addr}) did not answer within {ms} ms")]
-    Timeout { side: Side, addr: String, ms: u128 },
-    #[error("backend {side} ({addr}) refused TLS, and tls = \"{mode}\" requires it")]
-    TlsRefused {
-        side: Side,
-        addr: String,
-        mode: &'static str,
-    },
-    #[error("TLS handshake with backend {side} ({addr}) failed: {source}")]
-    Tls {
-        side: Side,
-        addr: String,
-        source: std::io::Error,
-    },
-    #[error("backend {side} asked for {method}, which turnout cannot answer: {detail}")]
-    Auth {
-        side: Side,
-        method: &'static str,
-        detail: String,
-    },
-    /// The backend's own ErrorResponse, relayed verbatim to the client.
-    #[error("backend {side} refused the connection: {message}")]
-    Refused {
-        side: Side,
-        message: String,
-        frame: Bytes,
-    },
-    #[error("backend {side} broke the protocol during startup: {detail}")]
-    Protocol { side: Side, detail: String },
-    #[error("backend {side} closed the connection during startup")]
-    Closed { side: Side },
-    #[error("i/o error talking to backend {side}: {source}")]
-    Io { side: Side, source: std::io::Error },
-}
 
 /// An authenticated backend connection, ready for queries.
 pub struct BackendConn {
@@ -128,48 +37,6 @@ pub async fn connect(
     tokio::time::timeout(timeout, connect_inner(target, client_params))
         .await
         .map_err(|_| timed_out())?
-}
-
-/// Opens the TCP connection (or the Unix socket), without TLS.
-pub async fn open_plain(target: &BackendTarget) -> Result<Stream, BackendError> {
-    let side = target.side;
-    let addr = target.address();
-    if let Some(path) = target.unix_socket() {
-        let unix = UnixStream::connect(&path)
-            .await
-            .map_err(|source| BackendError::Connect {
-                side,
-                addr: addr.clone(),
-                source,
-            })?;
-        return Ok(Stream::Unix(unix));
-    }
-    let tcp = TcpStream::connect((target.host.as_str(), target.port))
-        .await
-        .map_err(|source| BackendError::Connect { side, addr, source })?;
-    let _ = tcp.set_nodelay(true);
-    Ok(Stream::Plain(tcp))
-}
-
-/// Upgrades a backend connection to TLS under `tls`, checking the
-/// certificate against the configured host name.
-pub async fn tls_client(
-    target: &BackendTarget,
-    tls: Arc<rustls::ClientConfig>,
-    tcp: TcpStream,
-) -> Result<Stream, BackendError> {
-    let side = target.side;
-    let addr = target.address();
-    let name = ServerName::try_from(target.host.clone()).map_err(|e| BackendError::Tls {
-        side,
-        addr: addr.clone(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
-    })?;
-    let stream = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
-        .await
-        .map_err(|source| BackendError::Tls { side, addr, source })?;
-    Ok(Stream::Client(Box::new(stream)))
 }
 
 /// Opens the TCP connection and upgrades it to TLS as configured.

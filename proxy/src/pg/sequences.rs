@@ -8,6 +8,7 @@
 use super::backend;
 use super::codec::{self, put_cstr};
 use super::framed::Framed;
+use crate::backend::catch_up::{Apply, CatchUp};
 use crate::server::Shared;
 use bytes::BytesMut;
 use std::time::Duration;
@@ -16,55 +17,6 @@ use turnout_control::Side;
 
 /// The longest a catch-up waits for each side's answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Whether a catch-up moves the sequences or only says which it would.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Apply {
-    Move,
-    /// `--dry-run`: the same reads, no change.
-    Preview,
-}
-
-/// What a catch-up did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct CatchUp {
-    /// Sequences read on the current authority.
-    pub seen: usize,
-    /// Sequences moved on the promoted side, with their new value.
-    pub moved: Vec<(String, String)>,
-    /// Sequences the promoted side does not have.
-    pub missing: Vec<String>,
-    /// Why the other side's values could not be read, when the catch-up
-    /// went by the promoted side's own rows instead.
-    pub fallback: Option<String>,
-}
-
-impl CatchUp {
-    /// A line for the flip's reply and the log (or, for a preview, what
-    /// the flip would do).
-    pub fn summary(&self, from: Side, to: Side, apply: Apply) -> String {
-        let moved = match apply {
-            Apply::Move => "moved",
-            Apply::Preview => "would move",
-        };
-        if let Some(why) = &self.fallback {
-            return format!(
-                "sequences: {from} could not be read ({why}); {} of {to}'s {} column-owned sequence(s) {moved} past the largest id in their column",
-                self.moved.len(),
-                self.seen
-            );
-        }
-        let mut s = format!(
-            "sequences: {} read on {from}, {} {moved} on {to} past {from}'s values",
-            self.seen,
-            self.moved.len()
-        );
-        if !self.missing.is_empty() {
-            s.push_str(&format!("; missing on {to}: {}", self.missing.join(", ")));
-        }
-        s
-    }
-}
 
 /// Reads every sequence's value on `from` and moves the same-named
 /// sequences of `to` past it (never backwards). Runs while no transaction

@@ -10,139 +10,34 @@ use super::backend;
 use super::codec::{self, put_cstr};
 use super::framed::{Frame, Framed, FramedError};
 use crate::engine::compare::{self, ResultSet};
+use crate::engine::sampler::{IdlePool, Sampler};
 use crate::engine::shadowcheck::{self, Answered, Found, SampleError};
 use crate::engine::SqlDialect;
 use crate::server::Shared;
 use bytes::{BufMut, Bytes, BytesMut};
 use dashmap::DashMap;
-use rand::Rng;
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
-use turnout_config::Sampling;
-use turnout_control::readdiff::ReadDiffLog;
 use turnout_control::Side;
 
 /// Idle shadow connections kept per side.
 const POOL_IDLE: usize = 32;
 
-pub struct Sampler {
-    /// Fraction of reads sampled, as f64 bits (changed live by `sample RATE`).
-    rate: AtomicU64,
-    per_fingerprint_per_sec: u64,
-    /// Per fingerprint: (second, samples taken in it).
-    taken: DashMap<String, (u64, u64)>,
-    permits: Arc<Semaphore>,
-    pub log: Arc<ReadDiffLog>,
-    recheck_delay: Duration,
-    pub in_write_transactions: bool,
-    log_statements: bool,
-    log_values: bool,
-    pub max_result_bytes: usize,
-    ignore: BTreeMap<String, Vec<String>>,
-    /// Idle connections for samples, per side (old, new).
-    pools: [Mutex<Vec<Pooled>>; 2],
-    /// Per side and table OID: the primary key's column numbers (empty: none).
+/// PostgreSQL's part of shadow reads: idle sample connections per side
+/// (each with the session settings applied on it), and per side and table
+/// OID the primary key's column numbers (empty: none).
+pub struct Pool {
+    idle: IdlePool<Framed, Arc<Vec<String>>>,
     primary_keys: DashMap<(Side, u32), Arc<Vec<i16>>>,
 }
 
-/// An idle sample connection and the session settings applied on it.
-struct Pooled {
-    conn: Framed,
-    settings: Arc<Vec<String>>,
-}
-
-impl Sampler {
-    pub fn new(config: &Sampling, log: Arc<ReadDiffLog>) -> Self {
-        Sampler {
-            rate: AtomicU64::new(config.rate.to_bits()),
-            per_fingerprint_per_sec: config.per_fingerprint_per_sec.max(0) as u64,
-            taken: DashMap::new(),
-            permits: Arc::new(Semaphore::new(config.max_concurrent.max(1) as usize)),
-            log,
-            recheck_delay: Duration::from_millis(config.recheck_delay_ms),
-            in_write_transactions: config.in_write_transactions,
-            log_statements: config.log_statements,
-            log_values: config.log_values,
-            max_result_bytes: config.max_result_bytes.max(1024) as usize,
-            ignore: config.ignore_columns.clone(),
-            pools: [Mutex::new(Vec::new()), Mutex::new(Vec::new())],
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            idle: IdlePool::new(POOL_IDLE),
             primary_keys: DashMap::new(),
-        }
-    }
-
-    /// Whether to sample a read of this fingerprint, and the permit to run
-    /// it. A read chosen when every permit is out is counted as skipped.
-    pub fn choose(&self, fingerprint: &str) -> Option<OwnedSemaphorePermit> {
-        let rate = self.rate();
-        if rate <= 0.0 || (rate < 1.0 && !rand::thread_rng().gen_bool(rate)) {
-            return None;
-        }
-        if self.per_fingerprint_per_sec > 0 {
-            let second = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let mut entry = self
-                .taken
-                .entry(fingerprint.to_string())
-                .or_insert((second, 0));
-            if entry.0 != second {
-                *entry = (second, 0);
-            }
-            if entry.1 >= self.per_fingerprint_per_sec {
-                return None;
-            }
-            entry.1 += 1;
-        }
-        match self.permits.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) => {
-                self.log.skipped(fingerprint, "shadow_busy");
-                None
-            }
-        }
-    }
-
-    /// A permit for other work on sample connections, if one is free.
-    pub fn permit(&self) -> Option<OwnedSemaphorePermit> {
-        self.permits.clone().try_acquire_owned().ok()
-    }
-
-    pub fn rate(&self) -> f64 {
-        f64::from_bits(self.rate.load(Ordering::Relaxed))
-    }
-
-    /// Changes the fraction of reads sampled (0.0 to 1.0), live.
-    pub fn set_rate(&self, rate: f64) -> Result<(), String> {
-        if !(0.0..=1.0).contains(&rate) {
-            return Err(format!("sampling rate must be 0.0-1.0, got {rate}"));
-        }
-        self.rate.store(rate.to_bits(), Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn pool(&self, side: Side) -> &Mutex<Vec<Pooled>> {
-        &self.pools[usize::from(side == Side::New)]
-    }
-
-    /// An idle connection, preferring one that has `settings` applied.
-    fn take_conn(&self, side: Side, settings: &Arc<Vec<String>>) -> Option<Pooled> {
-        let mut pool = self.pool(side).lock().unwrap_or_else(|p| p.into_inner());
-        let i = pool
-            .iter()
-            .rposition(|p| p.settings == *settings)
-            .or_else(|| pool.len().checked_sub(1))?;
-        Some(pool.swap_remove(i))
-    }
-
-    fn give_back(&self, side: Side, pooled: Pooled) {
-        let mut pool = self.pool(side).lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < POOL_IDLE {
-            pool.push(pooled);
         }
     }
 }
@@ -361,7 +256,7 @@ async fn check(shared: &Shared, sampler: &Sampler, sample: &Sample) -> Result<()
         shadow: sample.shadow,
     };
     shadowcheck::settle(
-        sampler_view(sampler),
+        sampler.settings(),
         found,
         target,
         Answered {
@@ -374,16 +269,6 @@ async fn check(shared: &Shared, sampler: &Sampler, sample: &Sample) -> Result<()
     .await
 }
 
-/// What the protocol-agnostic check needs of the sampler.
-pub(crate) fn sampler_view(sampler: &Sampler) -> shadowcheck::Settings<'_> {
-    shadowcheck::Settings {
-        log: &sampler.log,
-        recheck_delay: sampler.recheck_delay,
-        log_statements: sampler.log_statements,
-        log_values: sampler.log_values,
-        ignore: &sampler.ignore,
-    }
-}
 
 /// A side's text-format answer as normalized values.
 fn answer_set(a: &Answer) -> Result<ResultSet, SampleError> {
@@ -410,7 +295,7 @@ async fn primary_key(
     tables.dedup();
     let mut key = Vec::new();
     for table in tables {
-        let attnums = match sampler.primary_keys.get(&(side, table)) {
+        let attnums = match shared.pg_pool.primary_keys.get(&(side, table)) {
             Some(k) => k.clone(),
             None => {
                 let query = ShadowQuery {
@@ -447,7 +332,10 @@ async fn primary_key(
                     })
                     .unwrap_or_default();
                 let found = Arc::new(found);
-                sampler.primary_keys.insert((side, table), found.clone());
+                shared
+                    .pg_pool
+                    .primary_keys
+                    .insert((side, table), found.clone());
                 found
             }
         };
@@ -551,7 +439,8 @@ async fn run(
     settings: &Arc<Vec<String>>,
 ) -> Result<Answer, SampleError> {
     let unavailable = |e: String| SampleError::Unavailable(format!("{side}: {e}"));
-    let pooled = match sampler.take_conn(side, settings) {
+    let pool = &shared.pg_pool.idle;
+    let (mut conn, applied) = match pool.take(side, settings) {
         Some(p) => p,
         None => {
             let c = tokio::time::timeout(
@@ -561,17 +450,13 @@ async fn run(
             .await
             .map_err(|_| unavailable("connect timed out".into()))?
             .map_err(|e| unavailable(e.to_string()))?;
-            Pooled {
-                conn: Framed::new(c.stream, c.leftover, usize::MAX),
+            (
+                Framed::new(c.stream, c.leftover, usize::MAX),
                 // Nothing applied yet: the settings go first below.
-                settings: Arc::new(vec!["(new connection)".into()]),
-            }
+                Arc::new(vec!["(new connection)".into()]),
+            )
         }
     };
-    let Pooled {
-        mut conn,
-        settings: applied,
-    } = pooled;
     // The session's settings, then UTC and ISO dates (timestamps compare
     // with binary ones), unless this connection has them already.
     let mut prefix = BytesMut::new();
@@ -598,15 +483,7 @@ async fn run(
         read_answer(&mut conn, sampler.max_result_bytes).await
     };
     let outcome = tokio::time::timeout(shared.mirror_timeout, exchange).await;
-    let give_back = |conn| {
-        sampler.give_back(
-            side,
-            Pooled {
-                conn,
-                settings: settings.clone(),
-            },
-        )
-    };
+    let give_back = |conn| pool.give_back(side, conn, settings.clone());
     match outcome {
         Ok(Ok(Some(a))) => {
             give_back(conn);
