@@ -269,7 +269,6 @@ async fn check(shared: &Shared, sampler: &Sampler, sample: &Sample) -> Result<()
     .await
 }
 
-
 /// A side's text-format answer as normalized values.
 fn answer_set(a: &Answer) -> Result<ResultSet, SampleError> {
     result_set(&describe(a.description.as_ref()), &a.rows, &[])
