@@ -387,7 +387,7 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
     // is mirrored through it.
     if phase.mirror().is_some() && !config.mapping.tables.is_empty() {
         let shared = server.shared();
-        let checked = turnout_proxy::mapping::catalog::check(shared, &config.mapping).await;
+        let checked = turnout_proxy::catalog::check(shared, &config.mapping).await;
         if let Ok(columns) = &checked {
             let known = (**shared.mapping.load()).clone();
             shared

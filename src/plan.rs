@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use turnout_config::{Config, Protocol};
 use turnout_control::{Phase, RoutingState, Side};
-use turnout_proxy::mapping::catalog::{self, Catalog, Column};
+use turnout_proxy::catalog;
+use turnout_proxy::mapping::catalog::{problems, Catalog, Column};
 
 #[derive(Serialize)]
 struct Plan {
@@ -237,7 +238,7 @@ fn difference(config: &Config, old: &Catalog, new: &Catalog) -> Vec<String> {
 }
 
 fn risks(config: &Config, old: &Catalog, new: &Catalog) -> Vec<String> {
-    let mut out = catalog::problems(&config.mapping, old, new);
+    let mut out = problems(&config.mapping, old, new);
     let mut names: Vec<&String> = old.tables.keys().collect();
     names.sort();
     for name in &names {

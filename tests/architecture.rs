@@ -46,12 +46,14 @@ fn the_binary_links_no_test_fixtures() {
 const LAYERS: &[(&str, u32)] = &[
     ("stream", 0),
     ("tls", 0),
+    ("wire", 0),
     ("engine", 1),
     ("mapping", 1),
     ("backend", 2),
     ("pg", 3),
     ("mysql", 3),
     ("backfill", 3),
+    ("catalog", 3),
     ("server", 4),
     ("admin", 5),
     ("flip", 5),
@@ -64,12 +66,8 @@ const LAYERS: &[(&str, u32)] = &[
 /// in owned parts): the test fails when one is added, and when one is gone
 /// but still listed, so this list only shrinks.
 const KNOWN: &[(&str, &str)] = &[
-    ("backfill", "mysql"),
-    ("backfill", "pg"),
     ("backfill", "server"),
-    ("mapping", "mysql"),
-    ("mapping", "pg"),
-    ("mapping", "server"),
+    ("catalog", "server"),
     ("mysql", "server"),
     ("pg", "server"),
 ];

@@ -682,7 +682,7 @@ pub async fn reload(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
             if !config.mapping.tables.is_empty()
                 && ctx.controller.routing().snapshot().phase.mirror().is_some() =>
         {
-            match crate::mapping::catalog::check(ctx.shared, &config.mapping).await {
+            match crate::catalog::check(ctx.shared, &config.mapping).await {
                 Ok(columns) => Ok((config, columns)),
                 Err(problems) => Err(format!(
                     "config not reloaded: the schema mapping does not match the databases: {}",

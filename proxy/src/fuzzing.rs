@@ -40,7 +40,9 @@ pub fn mysql(data: &[u8]) {
         packets.push(&tail[..len]);
         rest = &tail[len..];
     }
-    crate::mysql::response::follow_any(&packets, data.first().is_some_and(|b| b & 1 == 1));
+    let answer =
+        crate::mysql::response::follow_any(&packets, data.first().is_some_and(|b| b & 1 == 1));
+    let _ = crate::mysql::shadow::result_set(&answer);
     let _ =
         mysql_common::io::ParseBuf(data).parse::<mysql_common::packets::HandshakeResponse<'_>>(());
     let _ = crate::mysql::kill::parse(&String::from_utf8_lossy(data));

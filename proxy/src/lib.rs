@@ -5,6 +5,7 @@ pub mod admin;
 pub mod backend;
 pub mod backend_check;
 pub mod backfill;
+pub mod catalog;
 pub mod engine;
 pub mod flip;
 #[doc(hidden)]
@@ -16,5 +17,6 @@ pub mod pg;
 pub mod server;
 pub mod stream;
 pub mod tls;
+pub mod wire;
 
 pub use server::{Server, ServerError};

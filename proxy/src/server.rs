@@ -375,6 +375,13 @@ impl Shared {
         self.mirror_errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A MySQL backend told its version: what turnout reports to clients.
+    pub fn note_mysql_version(&self, version: String) {
+        if self.mysql_version.load().as_deref() != Some(&version) {
+            self.mysql_version.store(Arc::new(Some(version)));
+        }
+    }
+
     /// Divergences recorded since start.
     pub fn divergence_count(&self) -> u64 {
         self.divergences.load(Ordering::Relaxed)

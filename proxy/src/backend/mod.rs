@@ -3,4 +3,6 @@
 //! and side jobs use this layer; it uses none of them.
 
 pub mod catch_up;
+pub mod mysql;
+pub mod pg;
 pub mod transport;

@@ -14,20 +14,23 @@ pub type Rows = Vec<Vec<Option<String>>>;
 
 /// A connection of turnout's own to one side.
 pub enum Conn {
-    Pg(crate::pg::framed::Framed),
-    My(crate::mysql::packet::Packets),
+    Pg(crate::wire::pg_framed::Framed),
+    My(crate::wire::my_packet::Packets),
 }
 
 impl Conn {
     pub async fn open(shared: &Shared, side: Side) -> Result<Conn, String> {
         match shared.protocol {
-            Protocol::Postgres => crate::pg::sequences::open(shared, side)
+            Protocol::Postgres => crate::backend::pg::open_simple(shared.target(side))
                 .await
                 .map(Conn::Pg)
                 .map_err(|e| format!("{side}: {e}")),
-            Protocol::Mysql => crate::mysql::counters::open(shared, side)
-                .await
-                .map(Conn::My),
+            Protocol::Mysql => {
+                let (conn, version) =
+                    crate::backend::mysql::open_simple(shared.target(side)).await?;
+                shared.note_mysql_version(version);
+                Ok(Conn::My(conn))
+            }
         }
     }
 
@@ -37,8 +40,8 @@ impl Conn {
     pub async fn rows(&mut self, sql: &str, side: Side) -> Result<Rows, String> {
         let run = async {
             match self {
-                Conn::Pg(c) => crate::pg::sequences::run(c, sql, side).await,
-                Conn::My(c) => crate::mysql::counters::rows(c, sql)
+                Conn::Pg(c) => crate::backend::pg::run(c, sql, side).await,
+                Conn::My(c) => crate::backend::mysql::rows(c, sql)
                     .await
                     .map_err(|e| format!("on {side}: {e}")),
             }

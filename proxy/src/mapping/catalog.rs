@@ -4,10 +4,8 @@
 //! problem names its table and column; turnout does not mirror while any
 //! remain.
 
-use crate::server::Shared;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use turnout_config::{Mapping, Protocol};
-use turnout_control::Side;
+use turnout_config::Mapping;
 
 /// One column as a catalog describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,170 +27,6 @@ pub struct Catalog {
     pub rows: HashMap<String, i64>,
     /// Foreign keys: table, column, referenced table (only when read whole).
     pub foreign_keys: Vec<(String, String, String)>,
-}
-
-/// Reads what `names` are on `side`.
-pub async fn read(shared: &Shared, side: Side, names: &[String]) -> Result<Catalog, String> {
-    if names.is_empty() {
-        return Ok(Catalog::default());
-    }
-    read_filtered(shared, side, Some(names)).await
-}
-
-/// Reads every table of `side` (its search path, or its database), with
-/// estimated sizes and foreign keys.
-pub async fn read_all(shared: &Shared, side: Side) -> Result<Catalog, String> {
-    let mut catalog = read_filtered(shared, side, None).await?;
-    let (rows_sql, fk_sql) = match shared.protocol {
-        Protocol::Postgres => (
-            "SELECT c.relname, c.reltuples::bigint::text FROM pg_class c \
-             JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind = 'r' AND n.nspname = ANY (current_schemas(false))",
-            "SELECT kcu.table_name, kcu.column_name, ccu.table_name \
-             FROM information_schema.table_constraints tc \
-             JOIN information_schema.key_column_usage kcu ON kcu.constraint_name = tc.constraint_name \
-               AND kcu.table_schema = tc.table_schema \
-             JOIN information_schema.constraint_column_usage ccu ON ccu.constraint_name = tc.constraint_name \
-               AND ccu.table_schema = tc.table_schema \
-             WHERE tc.constraint_type = 'FOREIGN KEY' AND tc.table_schema = ANY (current_schemas(false)) \
-             ORDER BY 1, 2",
-        ),
-        Protocol::Mysql => (
-            "SELECT TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES \
-             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE'",
-            "SELECT TABLE_NAME, COLUMN_NAME, REFERENCED_TABLE_NAME \
-             FROM information_schema.KEY_COLUMN_USAGE \
-             WHERE TABLE_SCHEMA = DATABASE() AND REFERENCED_TABLE_NAME IS NOT NULL ORDER BY 1, 2",
-        ),
-    };
-    let mut answers = queries(shared, side, &[rows_sql, fk_sql])
-        .await?
-        .into_iter();
-    let (rows, fks) = (
-        answers.next().unwrap_or_default(),
-        answers.next().unwrap_or_default(),
-    );
-    for r in rows {
-        if let (Some(Some(t)), Some(Some(n))) = (r.first(), r.get(1)) {
-            catalog.rows.insert(t.clone(), n.parse().unwrap_or(0));
-        }
-    }
-    for r in fks {
-        if let (Some(Some(t)), Some(Some(c)), Some(Some(to))) = (r.first(), r.get(1), r.get(2)) {
-            catalog
-                .foreign_keys
-                .push((t.clone(), c.clone(), to.clone()));
-        }
-    }
-    Ok(catalog)
-}
-
-/// Rows as text, one per query.
-type Answers = Vec<Vec<Vec<Option<String>>>>;
-
-/// Runs catalog queries on `side` over one connection; their rows as text.
-async fn queries(shared: &Shared, side: Side, sqls: &[&str]) -> Result<Answers, String> {
-    let mut out = Vec::with_capacity(sqls.len());
-    match shared.protocol {
-        Protocol::Postgres => {
-            let mut conn = crate::pg::sequences::open(shared, side).await?;
-            for sql in sqls {
-                out.push(crate::pg::sequences::run(&mut conn, sql, side).await?);
-            }
-        }
-        Protocol::Mysql => {
-            let mut conn = crate::mysql::counters::open(shared, side).await?;
-            for sql in sqls {
-                out.push(
-                    crate::mysql::counters::rows(&mut conn, sql)
-                        .await
-                        .map_err(|e| format!("on {side}: {e}"))?,
-                );
-            }
-        }
-    }
-    Ok(out)
-}
-
-async fn read_filtered(
-    shared: &Shared,
-    side: Side,
-    names: Option<&[String]>,
-) -> Result<Catalog, String> {
-    let list = names
-        .unwrap_or_default()
-        .iter()
-        .map(|n| crate::pg::sequences::literal(n))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let (pg_filter, my_filter) = match names {
-        Some(_) => (
-            format!("AND table_name IN ({list})"),
-            format!("AND TABLE_NAME IN ({list})"),
-        ),
-        None => (String::new(), String::new()),
-    };
-    let (columns_sql, keys_sql) = match shared.protocol {
-        Protocol::Postgres => (
-            format!(
-                "SELECT table_name, column_name, data_type, is_nullable, \
-                 CASE WHEN column_default IS NULL AND is_identity = 'NO' THEN 'NO' ELSE 'YES' END, \
-                 column_default \
-                 FROM information_schema.columns \
-                 WHERE table_schema = ANY (current_schemas(false)) {pg_filter} \
-                 AND table_name IN (SELECT table_name FROM information_schema.tables \
-                   WHERE table_schema = ANY (current_schemas(false)) AND table_type = 'BASE TABLE') \
-                 ORDER BY table_name, ordinal_position"
-            ),
-            format!(
-                "SELECT table_name FROM information_schema.table_constraints \
-                 WHERE constraint_type = 'PRIMARY KEY' AND table_schema = ANY (current_schemas(false)) \
-                 {pg_filter}"
-            ),
-        ),
-        Protocol::Mysql => (
-            format!(
-                "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, IS_NULLABLE, \
-                 CASE WHEN COLUMN_DEFAULT IS NULL AND EXTRA NOT LIKE '%auto_increment%' THEN 'NO' ELSE 'YES' END, \
-                 COLUMN_DEFAULT \
-                 FROM information_schema.COLUMNS \
-                 WHERE TABLE_SCHEMA = DATABASE() {my_filter} \
-                 ORDER BY TABLE_NAME, ORDINAL_POSITION"
-            ),
-            format!(
-                "SELECT TABLE_NAME FROM information_schema.TABLE_CONSTRAINTS \
-                 WHERE CONSTRAINT_TYPE = 'PRIMARY KEY' AND TABLE_SCHEMA = DATABASE() \
-                 {my_filter}"
-            ),
-        ),
-    };
-    let mut answers = queries(shared, side, &[&columns_sql, &keys_sql])
-        .await?
-        .into_iter();
-    let (columns, keys) = (
-        answers.next().unwrap_or_default(),
-        answers.next().unwrap_or_default(),
-    );
-    let mut catalog = Catalog::default();
-    for row in columns {
-        let text = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-        let entry = catalog.tables.entry(text(0)).or_default();
-        entry.0.push(Column {
-            name: text(1),
-            data_type: text(2).to_ascii_lowercase(),
-            nullable: text(3) == "YES",
-            has_default: text(4) == "YES",
-            default: row.get(5).cloned().flatten(),
-        });
-    }
-    for row in keys {
-        if let Some(Some(table)) = row.first() {
-            if let Some(t) = catalog.tables.get_mut(table) {
-                t.1 = true;
-            }
-        }
-    }
-    Ok(catalog)
 }
 
 /// The type family a column's type belongs to: mapped columns must share
@@ -334,41 +168,6 @@ pub fn problems(mapping: &Mapping, old: &Catalog, new: &Catalog) -> Vec<String> 
 /// The columns each mapped table has on old (names lower-case, by old's
 /// table name lower-case): what a write run on old may name.
 pub type OldColumns = HashMap<String, HashSet<String>>;
-
-/// Reads both catalogs and checks `mapping` against them: old's columns
-/// of the mapped tables, or every problem found.
-pub async fn check(shared: &Shared, mapping: &Mapping) -> Result<OldColumns, Vec<String>> {
-    let old_names: Vec<String> = mapping.tables.iter().map(|t| t.old.clone()).collect();
-    let new_names: Vec<String> = mapping
-        .tables
-        .iter()
-        .map(|t| t.new_name().to_string())
-        .collect();
-    let (old, new) = tokio::join!(
-        read(shared, Side::Old, &old_names),
-        read(shared, Side::New, &new_names)
-    );
-    match (old, new) {
-        (Ok(o), Ok(n)) => {
-            let found = problems(mapping, &o, &n);
-            if !found.is_empty() {
-                return Err(found);
-            }
-            Ok(o.tables
-                .iter()
-                .map(|(table, (cols, _))| {
-                    let names = cols.iter().map(|c| c.name.to_lowercase()).collect();
-                    (table.to_lowercase(), names)
-                })
-                .collect())
-        }
-        (o, n) => Err([o.err(), n.err()]
-            .into_iter()
-            .flatten()
-            .map(|e| format!("catalog could not be read: {e}"))
-            .collect()),
-    }
-}
 
 #[cfg(test)]
 mod tests {

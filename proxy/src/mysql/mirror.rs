@@ -483,7 +483,7 @@ impl<'a> MyMirror<'a> {
         let reason = match defaults::plan_mysql(sql, &found) {
             Ok(None) => return Ok(Defaults::Kept),
             Ok(Some(plan)) if packet.first() == Some(&COM_QUERY) => {
-                let values = super::counters::rows(&mut self.auth, &plan.values_query()).await;
+                let values = crate::backend::mysql::rows(&mut self.auth, &plan.values_query()).await;
                 match values.and_then(|rows| plan.apply(sql, &rows)) {
                     Ok(written) => return Ok(Defaults::Written(written)),
                     Err(e) => format!("generated values could not be applied: {e}"),
@@ -515,9 +515,11 @@ impl<'a> MyMirror<'a> {
             Side::New => None,
         };
         let on_authority = mapped.as_ref().map_or(table, |(t, _)| t.as_str());
-        let rows =
-            super::counters::rows(&mut self.auth, &defaults::mysql_catalog_query(on_authority))
-                .await;
+        let rows = crate::backend::mysql::rows(
+            &mut self.auth,
+            &defaults::mysql_catalog_query(on_authority),
+        )
+        .await;
         let Ok(rows) = rows else {
             // Not cached: asked again next time.
             return Ok(defaults::TableDefaults::default());

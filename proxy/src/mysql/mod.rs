@@ -6,7 +6,9 @@ pub mod counters;
 pub mod database;
 pub mod kill;
 pub mod mirror;
-pub mod packet;
-pub mod response;
 pub mod session;
 pub mod shadow;
+
+// Below the adapter, under the names its modules use.
+pub use crate::wire::my_packet as packet;
+pub use crate::wire::my_response as response;

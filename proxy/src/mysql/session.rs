@@ -6,49 +6,20 @@
 use super::auth;
 use super::kill::Registered;
 use super::mirror::{End as MirrorEnd, MyMirror};
-use super::packet::{err_payload, err_text, ok_payload, PacketError, Packets};
-use crate::backend::transport::{open_plain, tls_client, BackendTarget};
+use super::packet::{err_payload, ok_payload, PacketError, Packets};
+pub(super) use crate::backend::mysql::{offered, own_caps};
+use crate::backend::transport::BackendTarget;
 use crate::server::Shared;
 use crate::stream::Stream;
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use mysql_common::io::ParseBuf;
-use mysql_common::packets::{
-    AuthPlugin, AuthSwitchRequest, HandshakePacket, HandshakeResponse, SslRequest,
-};
+use mysql_common::packets::{AuthSwitchRequest, HandshakePacket, HandshakeResponse};
 use mysql_common::proto::MySerialize;
-use mysql_common::scramble::scramble_native;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, info, warn};
-use turnout_config::BackendTlsMode;
 use turnout_control::Side;
-
-/// What turnout offers clients. Each is something every MySQL and MariaDB
-/// server supports, so the session's bytes mean the same on both legs.
-/// Not offered: compression, LOCAL INFILE, deprecated EOF, session
-/// tracking, query attributes.
-pub(super) fn offered() -> CapabilityFlags {
-    CapabilityFlags::CLIENT_LONG_PASSWORD
-        | CapabilityFlags::CLIENT_FOUND_ROWS
-        | CapabilityFlags::CLIENT_LONG_FLAG
-        | CapabilityFlags::CLIENT_CONNECT_WITH_DB
-        | CapabilityFlags::CLIENT_NO_SCHEMA
-        | CapabilityFlags::CLIENT_ODBC
-        | CapabilityFlags::CLIENT_IGNORE_SPACE
-        | CapabilityFlags::CLIENT_PROTOCOL_41
-        | CapabilityFlags::CLIENT_INTERACTIVE
-        | CapabilityFlags::CLIENT_IGNORE_SIGPIPE
-        | CapabilityFlags::CLIENT_TRANSACTIONS
-        | CapabilityFlags::CLIENT_SECURE_CONNECTION
-        | CapabilityFlags::CLIENT_MULTI_STATEMENTS
-        | CapabilityFlags::CLIENT_MULTI_RESULTS
-        | CapabilityFlags::CLIENT_PS_MULTI_RESULTS
-        | CapabilityFlags::CLIENT_PLUGIN_AUTH
-        | CapabilityFlags::CLIENT_CONNECT_ATTRS
-        | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
-}
 
 /// utf8mb4_general_ci
 const COLLATION: u8 = 45;
@@ -64,17 +35,6 @@ pub struct Legs {
     pub caps: CapabilityFlags,
     pub collation: u8,
     pub db: Option<String>,
-}
-
-/// The capabilities of turnout's own connections (catch-up at a writes
-/// flip): no `db.table` quirks (CLIENT_NO_SCHEMA) or client-side modes.
-pub(super) fn own_caps() -> CapabilityFlags {
-    offered()
-        - CapabilityFlags::CLIENT_NO_SCHEMA
-        - CapabilityFlags::CLIENT_ODBC
-        - CapabilityFlags::CLIENT_IGNORE_SPACE
-        - CapabilityFlags::CLIENT_FOUND_ROWS
-        - CapabilityFlags::CLIENT_INTERACTIVE
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -513,7 +473,8 @@ async fn start(
 }
 
 /// Connects and authenticates to a MySQL backend as its configured user,
-/// with the capabilities the client and the backend share.
+/// with the capabilities the client and the backend share, in the
+/// client's database as this side calls it; notes the server's version.
 pub(super) async fn connect(
     shared: &Shared,
     target: &BackendTarget,
@@ -521,111 +482,12 @@ pub(super) async fn connect(
     collation: u8,
     db: Option<&str>,
 ) -> Result<(Packets, u32), String> {
-    // The client's database as this side calls it.
     let db = match db {
         Some(d) => shared.databases().for_side(target.side, d)?,
         None => target.database.clone(),
     };
-    let db = db.as_str();
-    let work = async {
-        let stream = open_plain(target).await.map_err(|e| e.to_string())?;
-        let mut b = Packets::new(stream, 1 << 24);
-        let (_, payload) = b.read().await.map_err(|e| e.to_string())?;
-        if payload.first() == Some(&0xFF) {
-            return Err(err_text(&payload));
-        }
-        let hello: HandshakePacket<'_> = ParseBuf(&payload)
-            .parse(())
-            .map_err(|e| format!("bad handshake: {e}"))?;
-        let thread = hello.connection_id();
-        let version = String::from_utf8_lossy(hello.server_version_ref()).into_owned();
-        if shared.mysql_version.load().as_deref() != Some(&version) {
-            shared.mysql_version.store(Arc::new(Some(version)));
-        }
-        let mut caps = client_caps & offered() & hello.capabilities();
-        // As the response will have them (a database and a plugin named,
-        // no attributes): an SSLRequest must announce the same.
-        caps |= CapabilityFlags::CLIENT_CONNECT_WITH_DB | CapabilityFlags::CLIENT_PLUGIN_AUTH;
-        caps -= CapabilityFlags::CLIENT_CONNECT_ATTRS;
-        let mut seq = 1;
-        if let Some(tls) = &target.tls {
-            if hello.capabilities().contains(CapabilityFlags::CLIENT_SSL) {
-                // SSLRequest, the TLS handshake, then the response over TLS.
-                caps |= CapabilityFlags::CLIENT_SSL;
-                let mut ssl = Vec::new();
-                SslRequest::new(caps, 1 << 24, collation).serialize(&mut ssl);
-                seq = b.write(seq, &ssl).await.map_err(|e| e.to_string())?;
-                let Packets {
-                    stream: Stream::Plain(tcp),
-                    ..
-                } = b
-                else {
-                    return Err("TLS is for TCP connections, not local sockets".into());
-                };
-                let upgraded = tls_client(target, tls.clone(), tcp)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                b = Packets::new(upgraded, 1 << 24);
-            } else if target.tls_mode != BackendTlsMode::Prefer {
-                return Err(
-                    "the backend does not offer TLS, and backends.*.tls asks for it".into(),
-                );
-            }
-        }
-        let nonce = hello.nonce();
-        let password = target.password.expose().as_bytes();
-        let scrambled = scramble_native(&nonce, password).map(|s| s.to_vec());
-        let response = HandshakeResponse::new(
-            scrambled,
-            (10, 11, 0),
-            Some(target.user.as_bytes()),
-            Some(db.as_bytes()),
-            Some(AuthPlugin::MysqlNativePassword),
-            caps,
-            None,
-            1 << 24,
-        );
-        let mut out = Vec::new();
-        response.serialize(&mut out);
-        // The client's character set, not the default.
-        if out.len() > 8 {
-            out[8] = collation;
-        }
-        seq = b.write(seq, &out).await.map_err(|e| e.to_string())?;
-        loop {
-            let (s, reply) = b.read().await.map_err(|e| e.to_string())?;
-            match reply.first() {
-                Some(0x00) => return Ok((b, thread)),
-                Some(0xFF) => return Err(err_text(&reply)),
-                Some(0xFE) => {
-                    let switch: AuthSwitchRequest<'_> = ParseBuf(&reply)
-                        .parse(())
-                        .map_err(|e| format!("bad auth switch request: {e}"))?;
-                    if switch.auth_plugin().as_bytes() != auth::NATIVE {
-                        return Err(format!(
-                            "the backend asks for {}; turnout authenticates to backends with mysql_native_password",
-                            String::from_utf8_lossy(switch.auth_plugin().as_bytes())
-                        ));
-                    }
-                    let data = switch.plugin_data();
-                    let data = data.strip_suffix(&[0]).unwrap_or(data);
-                    let answer = scramble_native(data, password)
-                        .map(|s| s.to_vec())
-                        .unwrap_or_default();
-                    seq = b
-                        .write(s.wrapping_add(1), &answer)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-                _ => {
-                    return Err(format!(
-                        "unexpected answer to authentication (packet {seq})"
-                    ))
-                }
-            }
-        }
-    };
-    tokio::time::timeout(target.connect_timeout.max(Duration::from_millis(1)), work)
-        .await
-        .map_err(|_| format!("no answer within {} ms", target.connect_timeout.as_millis()))?
+    let (conn, thread, version) =
+        crate::backend::mysql::connect(target, client_caps, collation, &db).await?;
+    shared.note_mysql_version(version);
+    Ok((conn, thread))
 }

@@ -1,9 +1,6 @@
 //! The PostgreSQL protocol adapter.
 
 pub mod auth;
-pub mod backend;
-pub mod codec;
-pub mod framed;
 pub mod mirror;
 pub mod pump;
 pub mod scram;
@@ -11,3 +8,8 @@ pub mod sequences;
 pub mod session;
 pub mod shadow;
 pub mod startup;
+
+// Below the adapter, under the names its modules use.
+pub use crate::backend::pg as backend;
+pub use crate::wire::pg as codec;
+pub use crate::wire::pg_framed as framed;

@@ -5,18 +5,16 @@
 //! when that is further along, so the next id it hands out is new on both
 //! sides.
 
-use super::backend;
-use super::codec::{self, put_cstr};
-use super::framed::Framed;
 use crate::backend::catch_up::{Apply, CatchUp};
+use crate::backend::pg::{literal, run};
 use crate::server::Shared;
-use bytes::BytesMut;
-use std::time::Duration;
 use tracing::warn;
 use turnout_control::Side;
 
-/// The longest a catch-up waits for each side's answer.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection of turnout's own to `side`, for catalog reads and catch-up.
+async fn open(shared: &Shared, side: Side) -> Result<crate::wire::pg_framed::Framed, String> {
+    crate::backend::pg::open_simple(shared.target(side)).await
+}
 
 /// Reads every sequence's value on `from` and moves the same-named
 /// sequences of `to` past it (never backwards). Runs while no transaction
@@ -55,7 +53,7 @@ pub async fn catch_up(
     }
     let mut dst = open(shared, to).await?;
     let rows = run(&mut dst, &move_query(&values, apply), to).await?;
-    let _ = dst.send(&codec::frame(b'X', &[])).await;
+    crate::backend::pg::close(&mut dst).await;
     let mapped = !shared.mapping.load().is_identity();
     for r in rows {
         match r.as_slice() {
@@ -78,7 +76,7 @@ async fn read_values(shared: &Shared, side: Side) -> Result<Vec<(String, String)
         side,
     )
     .await?;
-    let _ = src.send(&codec::frame(b'X', &[])).await;
+    crate::backend::pg::close(&mut src).await;
     Ok(rows
         .into_iter()
         .filter_map(|r| match r.as_slice() {
@@ -140,7 +138,7 @@ async fn from_own_rows(shared: &Shared, side: Side, apply: Apply) -> Result<Catc
             done.moved.push((name.clone(), value.clone()));
         }
     }
-    let _ = conn.send(&codec::frame(b'X', &[])).await;
+    crate::backend::pg::close(&mut conn).await;
     Ok(done)
 }
 
@@ -166,59 +164,6 @@ fn move_query(values: &[(String, String)], apply: Apply) -> String {
          ORDER BY 1",
         list.join(", ")
     )
-}
-
-pub(crate) fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-pub(crate) async fn open(shared: &Shared, side: Side) -> Result<Framed, String> {
-    let conn = backend::connect(shared.target(side), &[])
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(Framed::new(conn.stream, conn.leftover, usize::MAX))
-}
-
-/// Runs one simple query; its rows as text, or its error.
-pub(crate) async fn run(
-    conn: &mut Framed,
-    sql: &str,
-    side: Side,
-) -> Result<Vec<Vec<Option<String>>>, String> {
-    let mut body = BytesMut::new();
-    put_cstr(&mut body, sql);
-    let exchange = async {
-        conn.send(&codec::frame(b'Q', &body))
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut rows = Vec::new();
-        let mut error = None;
-        loop {
-            let f = conn.read().await.map_err(|e| e.to_string())?;
-            match f.tag {
-                b'D' => rows.push(
-                    codec::data_row_values(f.body())
-                        .into_iter()
-                        .map(|v| v.map(|v| String::from_utf8_lossy(v).into_owned()))
-                        .collect(),
-                ),
-                b'E' if error.is_none() => error = Some(codec::error_text(f.body())),
-                b'Z' => break,
-                _ => {}
-            }
-        }
-        match error {
-            Some(e) => Err(e),
-            None => Ok(rows),
-        }
-    };
-    match tokio::time::timeout(ANSWER_TIMEOUT, exchange).await {
-        Ok(r) => r.map_err(|e| format!("on {side}: {e}")),
-        Err(_) => Err(format!(
-            "{side} did not answer within {} s",
-            ANSWER_TIMEOUT.as_secs()
-        )),
-    }
 }
 
 #[cfg(test)]

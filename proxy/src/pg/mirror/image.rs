@@ -8,7 +8,6 @@ use crate::engine::row_image::{self, Expect, ImageTarget, MirrorTable, Op, APPLI
 use crate::engine::Classification;
 use crate::pg::codec::{self, put_cstr};
 use crate::pg::framed::Frame;
-use crate::pg::sequences;
 use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -316,11 +315,11 @@ impl MirrorSession<'_> {
         if let Some(t) = self.shared.image_tables.get(&key) {
             return t.clone().map_err(NotImaged::ByStatement);
         }
-        let mut conn = sequences::open(self.shared, side)
+        let mut conn = crate::backend::pg::open_simple(self.shared.target(side))
             .await
             .map_err(|_| NotImaged::Unreachable)?;
-        let rows = sequences::run(&mut conn, &row_image::catalog_query(table), side).await;
-        let _ = conn.send(&codec::frame(b'X', &[])).await;
+        let rows = crate::backend::pg::run(&mut conn, &row_image::catalog_query(table), side).await;
+        crate::backend::pg::close(&mut conn).await;
         let rows = rows.map_err(|_| NotImaged::Unreachable)?;
         let found = row_image::mirror_table(table, &rows).map(Arc::new);
         self.shared.image_tables.insert(key, found.clone());

@@ -1,7 +1,7 @@
 //! Whole-frame I/O on a connection, for the session engine (which decides per
 //! message). The passthrough pump does not use it.
 
-use super::codec::{tag_name, CodecError};
+use super::pg::{tag_name, CodecError};
 use crate::stream::Stream;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,13 +1,15 @@
 //! Connecting and authenticating to a PostgreSQL backend.
 
-use super::codec::{self, tag_name};
-pub use crate::backend::transport::{open_plain, tls_client, BackendError, BackendTarget};
+pub use super::transport::{open_plain, tls_client, BackendError, BackendTarget};
 use crate::stream::Stream;
+use crate::wire::pg::{self as codec, put_cstr, tag_name};
+use crate::wire::pg_framed::Framed;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use postgres_protocol::authentication::{
     md5_hash,
     sasl::{ChannelBinding, ScramSha256},
 };
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use turnout_config::BackendTlsMode;
 use turnout_control::Side;
@@ -292,4 +294,65 @@ pub async fn send_cancel(
             addr: target.address(),
             ms: target.connect_timeout.as_millis(),
         })?
+}
+/// The longest a simple query of turnout's own waits for its answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `s` as an SQL string literal.
+pub fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A connection of turnout's own to `target` for simple queries (catalog
+/// reads, catch-up): logged in as the configured user, no client settings.
+pub async fn open_simple(target: &BackendTarget) -> Result<Framed, String> {
+    let conn = connect(target, &[]).await.map_err(|e| e.to_string())?;
+    Ok(Framed::new(conn.stream, conn.leftover, usize::MAX))
+}
+
+/// Ends a connection of [`open_simple`] politely (Terminate).
+pub async fn close(conn: &mut Framed) {
+    let _ = conn.send(&codec::frame(b'X', &[])).await;
+}
+
+/// Runs one simple query; its rows as text, or its error.
+pub async fn run(
+    conn: &mut Framed,
+    sql: &str,
+    side: Side,
+) -> Result<Vec<Vec<Option<String>>>, String> {
+    let mut body = BytesMut::new();
+    put_cstr(&mut body, sql);
+    let exchange = async {
+        conn.send(&codec::frame(b'Q', &body))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            let f = conn.read().await.map_err(|e| e.to_string())?;
+            match f.tag {
+                b'D' => rows.push(
+                    codec::data_row_values(f.body())
+                        .into_iter()
+                        .map(|v| v.map(|v| String::from_utf8_lossy(v).into_owned()))
+                        .collect(),
+                ),
+                b'E' if error.is_none() => error = Some(codec::error_text(f.body())),
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(rows),
+        }
+    };
+    match tokio::time::timeout(ANSWER_TIMEOUT, exchange).await {
+        Ok(r) => r.map_err(|e| format!("on {side}: {e}")),
+        Err(_) => Err(format!(
+            "{side} did not answer within {} s",
+            ANSWER_TIMEOUT.as_secs()
+        )),
+    }
 }

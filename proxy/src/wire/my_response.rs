@@ -3,7 +3,7 @@
 //! COM_STMT_PREPARE. Capabilities turnout negotiates leave out deprecated
 //! EOF, so result sets always end in EOF packets.
 
-use super::packet::{err_text, PacketError, Packets};
+use super::my_packet::{err_text, PacketError, Packets};
 
 /// More result sets follow this one.
 const MORE_RESULTS: u16 = 0x0008;
@@ -59,7 +59,7 @@ impl Answer {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         for (seq, p) in &self.packets {
-            out.extend_from_slice(&super::packet::encode(*seq, p).0);
+            out.extend_from_slice(&super::my_packet::encode(*seq, p).0);
         }
         out
     }
@@ -130,9 +130,9 @@ enum Stage {
 }
 
 /// Follows `packets` as a server's answer and decodes what it can (for the
-/// fuzz targets: whatever the bytes, no panic).
+/// fuzz targets: whatever the bytes, no panic); the answer read.
 #[doc(hidden)]
-pub fn follow_any(packets: &[&[u8]], prepare: bool) {
+pub fn follow_any(packets: &[&[u8]], prepare: bool) -> Answer {
     let expect = if prepare {
         Expect::Prepare
     } else {
@@ -147,8 +147,8 @@ pub fn follow_any(packets: &[&[u8]], prepare: bool) {
             break;
         }
     }
-    let _ = crate::mysql::shadow::result_set(&a);
     a.outside_transaction();
+    a
 }
 
 /// What a packet meant to the reader.
@@ -353,7 +353,7 @@ where
         };
         let fed = r.feed(&p, index);
         index += 1;
-        buf.extend_from_slice(&super::packet::encode(seq, &p).0);
+        buf.extend_from_slice(&super::my_packet::encode(seq, &p).0);
         if keeping {
             kept_bytes += p.len();
             if kept_bytes > keep {
@@ -423,7 +423,7 @@ mod fuzz {
             prepare in any::<bool>(),
         ) {
             let packets: Vec<&[u8]> = packets.iter().map(Vec::as_slice).collect();
-            follow_any(&packets, prepare);
+            let _ = crate::mysql::shadow::result_set(&follow_any(&packets, prepare));
         }
 
         #[test]
