@@ -537,21 +537,7 @@ impl<'a> MyMirror<'a> {
     /// same transaction there, so it sees this session's writes). When the
     /// mirror cannot be reached the authority serves it.
     async fn read_on_mirror(&mut self, packet: &[u8], keep: usize) -> Result<(Answer, Side), Stop> {
-        use tokio::io::AsyncWriteExt;
-        let fresh = !self.in_tx;
-        let sent: Result<(), String> = async {
-            if self.mirror.is_none() && fresh {
-                self.reconnect_mirror().await?;
-            }
-            let p = self.mirror_packet(packet).await?;
-            let m = self.mirror.as_mut().ok_or("no connection")?;
-            m.stream
-                .write_all(&encode(0, &p).0)
-                .await
-                .map_err(|e| e.to_string())
-        }
-        .await;
-        if let Err(e) = sent {
+        if let Err(e) = self.send_to_mirror(packet).await {
             self.mirror = None;
             self.read_target_failed();
             warn!(side = %self.mirror_side, reason = %e, "read served by the authority: the read target cannot be reached");
@@ -582,25 +568,26 @@ impl<'a> MyMirror<'a> {
         }
     }
 
+    /// Sends `packet` to the mirror, connecting first when the session is
+    /// between transactions; `Err` says why it could not.
+    async fn send_to_mirror(&mut self, packet: &[u8]) -> Result<(), String> {
+        use tokio::io::AsyncWriteExt;
+        if self.mirror.is_none() && !self.in_tx {
+            self.reconnect_mirror().await?;
+        }
+        let p = self.mirror_packet(packet).await?;
+        let m = self.mirror.as_mut().ok_or("no connection")?;
+        m.stream
+            .write_all(&encode(0, &p).0)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// A statement a rule (`mirror.rules` action `old` or `new`) sends to
     /// the mirror's side alone: the client gets that side's answer, or an
     /// error naming the side when it cannot run it.
     async fn mirror_only(&mut self, packet: &[u8]) -> Result<(), Stop> {
-        use tokio::io::AsyncWriteExt;
-        let fresh = !self.in_tx;
-        let sent: Result<(), String> = async {
-            if self.mirror.is_none() && fresh {
-                self.reconnect_mirror().await?;
-            }
-            let p = self.mirror_packet(packet).await?;
-            let m = self.mirror.as_mut().ok_or("no connection")?;
-            m.stream
-                .write_all(&encode(0, &p).0)
-                .await
-                .map_err(|e| e.to_string())
-        }
-        .await;
-        let failed = match sent {
+        let failed = match self.send_to_mirror(packet).await {
             Err(e) => e,
             Ok(()) => {
                 let Some(m) = self.mirror.as_mut() else {
