@@ -3,6 +3,7 @@
 //! turnout's own with their rows as text.
 
 use super::transport::{open_plain, tls_client, BackendTarget};
+use super::QueryError;
 use crate::stream::Stream;
 use crate::wire::my_packet::{err_text, Packets};
 use crate::wire::my_response::{self as response, lenenc, Expect};
@@ -167,23 +168,30 @@ const COLLATION: u8 = 45;
 /// A connection of turnout's own to `target` for simple queries (catalog
 /// reads, catch-up), in the configured database: the connection and the
 /// server's version.
-pub async fn open_simple(target: &BackendTarget) -> Result<(Packets, String), String> {
+pub async fn open_simple(target: &BackendTarget) -> Result<(Packets, String), QueryError> {
     let (conn, _, version) = connect(target, own_caps(), COLLATION, &target.database)
         .await
-        .map_err(|e| format!("{}: {e}", target.side))?;
+        .map_err(|e| QueryError::Login(format!("{}: {e}", target.side)))?;
     Ok((conn, version))
 }
 
 /// Runs `sql`; its rows as text (`None` for NULL), or its error.
-pub async fn rows(conn: &mut Packets, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+pub async fn rows(conn: &mut Packets, sql: &str) -> Result<Vec<Vec<Option<String>>>, QueryError> {
+    let broken = |e: &dyn std::fmt::Display| QueryError::Broken {
+        side: None,
+        detail: e.to_string(),
+    };
     let mut p = vec![0x03];
     p.extend_from_slice(sql.as_bytes());
-    conn.write(0, &p).await.map_err(|e| e.to_string())?;
+    conn.write(0, &p).await.map_err(|e| broken(&e))?;
     let a = response::read(conn, Expect::Result)
         .await
-        .map_err(|e| e.to_string())?;
-    if let Some(e) = a.error {
-        return Err(e);
+        .map_err(|e| broken(&e))?;
+    if let Some(message) = a.error {
+        return Err(QueryError::Refused {
+            side: None,
+            message,
+        });
     }
     // Column count, definitions, EOF, rows, EOF.
     let Some((_, first)) = a.packets.first() else {
@@ -197,7 +205,9 @@ pub async fn rows(conn: &mut Packets, sql: &str) -> Result<Vec<Vec<Option<String
         .and_then(|(n, _)| usize::try_from(n).ok())
         .unwrap_or(0);
     if columns >= a.packets.len() {
-        return Err("more columns announced than the answer holds".into());
+        return Err(QueryError::Malformed(
+            "more columns announced than the answer holds".into(),
+        ));
     }
     let body = a
         .packets

@@ -1,6 +1,7 @@
 //! Connecting and authenticating to a PostgreSQL backend.
 
 pub use super::transport::{open_plain, tls_client, BackendError, BackendTarget};
+use super::QueryError;
 use crate::stream::Stream;
 use crate::wire::pg::{self as codec, put_cstr, tag_name};
 use crate::wire::pg_framed::Framed;
@@ -305,8 +306,10 @@ pub fn literal(s: &str) -> String {
 
 /// A connection of turnout's own to `target` for simple queries (catalog
 /// reads, catch-up): logged in as the configured user, no client settings.
-pub async fn open_simple(target: &BackendTarget) -> Result<Framed, String> {
-    let conn = connect(target, &[]).await.map_err(|e| e.to_string())?;
+pub async fn open_simple(target: &BackendTarget) -> Result<Framed, QueryError> {
+    let conn = connect(target, &[])
+        .await
+        .map_err(|e| QueryError::Login(e.to_string()))?;
     Ok(Framed::new(conn.stream, conn.leftover, usize::MAX))
 }
 
@@ -320,17 +323,21 @@ pub async fn run(
     conn: &mut Framed,
     sql: &str,
     side: Side,
-) -> Result<Vec<Vec<Option<String>>>, String> {
+) -> Result<Vec<Vec<Option<String>>>, QueryError> {
     let mut body = BytesMut::new();
     put_cstr(&mut body, sql);
+    let broken = |e: crate::wire::pg_framed::FramedError| QueryError::Broken {
+        side: Some(side),
+        detail: e.to_string(),
+    };
     let exchange = async {
         conn.send(&codec::frame(b'Q', &body))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(broken)?;
         let mut rows = Vec::new();
         let mut error = None;
         loop {
-            let f = conn.read().await.map_err(|e| e.to_string())?;
+            let f = conn.read().await.map_err(broken)?;
             match f.tag {
                 b'D' => rows.push(
                     codec::data_row_values(f.body())
@@ -344,15 +351,17 @@ pub async fn run(
             }
         }
         match error {
-            Some(e) => Err(e),
+            Some(message) => Err(QueryError::Refused {
+                side: Some(side),
+                message,
+            }),
             None => Ok(rows),
         }
     };
-    match tokio::time::timeout(ANSWER_TIMEOUT, exchange).await {
-        Ok(r) => r.map_err(|e| format!("on {side}: {e}")),
-        Err(_) => Err(format!(
-            "{side} did not answer within {} s",
-            ANSWER_TIMEOUT.as_secs()
-        )),
-    }
+    tokio::time::timeout(ANSWER_TIMEOUT, exchange)
+        .await
+        .unwrap_or(Err(QueryError::Timeout {
+            side,
+            secs: ANSWER_TIMEOUT.as_secs(),
+        }))
 }

@@ -40,7 +40,7 @@ impl Conn {
     pub async fn rows(&mut self, sql: &str, side: Side) -> Result<Rows, String> {
         let run = async {
             match self {
-                Conn::Pg(c) => crate::backend::pg::run(c, sql, side).await,
+                Conn::Pg(c) => Ok(crate::backend::pg::run(c, sql, side).await?),
                 Conn::My(c) => crate::backend::mysql::rows(c, sql)
                     .await
                     .map_err(|e| format!("on {side}: {e}")),

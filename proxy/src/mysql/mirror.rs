@@ -483,7 +483,9 @@ impl<'a> MyMirror<'a> {
         let reason = match defaults::plan_mysql(sql, &found) {
             Ok(None) => return Ok(Defaults::Kept),
             Ok(Some(plan)) if packet.first() == Some(&COM_QUERY) => {
-                let values = crate::backend::mysql::rows(&mut self.auth, &plan.values_query()).await;
+                let values = crate::backend::mysql::rows(&mut self.auth, &plan.values_query())
+                    .await
+                    .map_err(String::from);
                 match values.and_then(|rows| plan.apply(sql, &rows)) {
                     Ok(written) => return Ok(Defaults::Written(written)),
                     Err(e) => format!("generated values could not be applied: {e}"),

@@ -13,7 +13,7 @@ use turnout_control::Side;
 
 /// A connection of turnout's own to `side`, for catalog reads and catch-up.
 async fn open(shared: &Shared, side: Side) -> Result<crate::wire::pg_framed::Framed, String> {
-    crate::backend::pg::open_simple(shared.target(side)).await
+    Ok(crate::backend::pg::open_simple(shared.target(side)).await?)
 }
 
 /// Reads every sequence's value on `from` and moves the same-named
