@@ -389,10 +389,9 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
         let shared = server.shared();
         let checked = turnout_proxy::catalog::check(shared, &config.mapping).await;
         if let Ok(columns) = &checked {
-            let known = (**shared.mapping.load()).clone();
-            shared
-                .mapping
-                .store(Arc::new(known.with_old_columns(columns.clone())));
+            let mut live = (*shared.live()).clone();
+            live.mapping = Arc::new((*live.mapping).clone().with_old_columns(columns.clone()));
+            shared.set_live(live);
         }
         if let Err(problems) = checked {
             eprintln!(

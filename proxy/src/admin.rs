@@ -693,20 +693,16 @@ pub async fn reload(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
         other => other.map(|config| (config, Default::default())),
     };
     let result = loaded.and_then(|(config, old_columns)| {
-        let users =
-            crate::server::users_for(&config).map_err(|e| format!("config not reloaded: {e}"))?;
-        let mysql_users = crate::server::mysql_users_for(&config)
-            .map_err(|e| format!("config not reloaded: {e}"))?;
-        let mapping = crate::server::mapping_for(&config)
-            .map_err(|e| format!("config not reloaded: {}", e.join("; ")))?
-            .with_old_columns(old_columns);
+        let mut live = crate::server::Live::of(&config).map_err(|e| match e {
+            crate::server::ServerError::Mapping(problems) => {
+                format!("config not reloaded: {}", problems.join("; "))
+            }
+            e => format!("config not reloaded: {e}"),
+        })?;
+        live.mapping = Arc::new((*live.mapping).clone().with_old_columns(old_columns));
         if !dry_run {
-            ctx.shared.users.store(Arc::new(users));
-            ctx.shared
-                .backend_logins
-                .store(Arc::new(crate::server::backend_logins_for(&config)));
-            ctx.shared.mysql_users.store(Arc::new(mysql_users));
-            ctx.shared.mapping.store(Arc::new(mapping));
+            // Users, logins and mapping change together.
+            ctx.shared.set_live(live);
             ctx.shared.classifier.set_rules(&config.mirror.rules);
             ctx.shared.sampler.set_rate(config.sampling.rate)?;
             ctx.controller.set_guards(guard_limits(&config.guards));

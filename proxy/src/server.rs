@@ -68,6 +68,43 @@ pub struct CancelTarget {
 }
 
 /// What every session of one listener shares. One owner: the [`Server`].
+/// The part of the config a reload changes, read as one snapshot: a
+/// session never sees the new users with the old mapping, or the reverse.
+#[derive(Clone)]
+pub struct Live {
+    /// PostgreSQL clients' logins.
+    pub users: Arc<UserTable>,
+    /// MySQL clients' logins (password hashes).
+    pub mysql_users: Arc<crate::mysql::auth::Users>,
+    /// Per turnout user, the backend role its sessions log in as
+    /// (`[[users]] backend_user`).
+    pub backend_logins: Arc<HashMap<String, (String, turnout_config::Secret)>>,
+    /// The schema mapping (`[mapping]`), parsed.
+    pub mapping: Arc<crate::mapping::SchemaMap>,
+}
+
+impl Live {
+    /// The live part of `config`, or why it cannot be used.
+    pub fn of(config: &Config) -> Result<Live, ServerError> {
+        Ok(Live {
+            users: Arc::new(users_for(config)?),
+            mysql_users: Arc::new(mysql_users_for(config)?),
+            backend_logins: Arc::new(backend_logins_for(config)),
+            mapping: Arc::new(mapping_for(config).map_err(ServerError::Mapping)?),
+        })
+    }
+}
+
+/// One snapshot of the live config's mapping (derefs to it).
+pub struct MappingRef(arc_swap::Guard<Arc<Live>>);
+
+impl std::ops::Deref for MappingRef {
+    type Target = crate::mapping::SchemaMap;
+    fn deref(&self) -> &crate::mapping::SchemaMap {
+        &self.0.mapping
+    }
+}
+
 pub struct Shared {
     pub routing: Arc<RoutingState>,
     /// Set when the server stops: mirrored sessions close at their next
@@ -102,17 +139,12 @@ pub struct Shared {
     pub async_queue_bound: usize,
     /// Shadow reads (`sampling.rate` may be 0, and changed live).
     pub sampler: Sampler,
-    pub users: ArcSwap<UserTable>,
-    /// Per turnout user, the backend role its sessions log in as
-    /// (`[[users]] backend_user`), replaced whole on reload.
-    pub backend_logins: ArcSwap<HashMap<String, (String, turnout_config::Secret)>>,
-    /// The schema mapping (`[mapping]`), parsed; replaced by a reload.
-    pub mapping: ArcSwap<crate::mapping::SchemaMap>,
+    /// What a reload changes, swapped whole (see [`Live`]).
+    live: ArcSwap<Live>,
     /// The wire protocol of this listener and its backends.
     pub protocol: Protocol,
     /// MySQL: the users' password hashes, the connection ids turnout gives
     /// out, and the server version a backend last reported.
-    pub mysql_users: ArcSwap<crate::mysql::auth::Users>,
     pub next_mysql_id: AtomicU32,
     /// MySQL sessions by turnout's connection id: whose they are and the
     /// backend thread a KILL naming them must reach.
@@ -186,11 +218,8 @@ impl Shared {
             async_pending: AtomicUsize::new(0),
             async_deepest: AtomicUsize::new(0),
             async_queue_bound: config.mirror.async_queue as usize,
-            users: ArcSwap::from_pointee(users_for(config)?),
-            backend_logins: ArcSwap::from_pointee(backend_logins_for(config)),
-            mapping: ArcSwap::from_pointee(mapping_for(config).map_err(ServerError::Mapping)?),
+            live: ArcSwap::from_pointee(Live::of(config)?),
             protocol: config.protocol,
-            mysql_users: ArcSwap::from_pointee(mysql_users_for(config)?),
             next_mysql_id: AtomicU32::new(1),
             mysql_sessions: DashMap::new(),
             mysql_pool: crate::mysql::shadow::Pool::default(),
@@ -392,11 +421,26 @@ impl Shared {
         self.mirror_errors.load(Ordering::Relaxed)
     }
 
+    /// The live config now: one snapshot of users, logins and mapping.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// The schema mapping now.
+    pub fn mapping(&self) -> MappingRef {
+        MappingRef(self.live.load())
+    }
+
+    /// Swaps the live config whole (a reload).
+    pub fn set_live(&self, live: Live) {
+        self.live.store(Arc::new(live));
+    }
+
     /// Where a session of turnout user `user` logs in on `side`: the
     /// side's backend, as the user's own backend role when it has one.
     pub fn session_target(&self, side: Side, user: &str) -> BackendTarget {
         let mut t = self.target(side).clone();
-        if let Some((role, password)) = self.backend_logins.load().get(user) {
+        if let Some((role, password)) = self.live.load().backend_logins.get(user) {
             t.user = role.clone();
             t.password = password.clone();
         }

@@ -622,7 +622,7 @@ pub(crate) async fn upsert(
     dst: &mut Conn,
 ) -> Result<(), String> {
     let statement = d.upsert(t, rows);
-    let statement = match shared.mapping.load().translate(&statement) {
+    let statement = match shared.mapping().translate(&statement) {
         Ok(Translation::Sql(s)) => s,
         Ok(Translation::Unchanged) => statement,
         Ok(Translation::Skip) => return Ok(()),

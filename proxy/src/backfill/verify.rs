@@ -171,7 +171,7 @@ struct Sides {
 }
 
 fn sides(shared: &Shared, t: &TableShape) -> Sides {
-    let mapping = shared.mapping.load();
+    let mapping = shared.mapping();
     let (new_name, old_columns, new_columns) = mapping.compared(&t.name, &t.columns);
     let new_key = t
         .key

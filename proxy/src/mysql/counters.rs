@@ -33,7 +33,7 @@ pub async fn catch_up(
         seen: theirs.len(),
         ..CatchUp::default()
     };
-    let mapping = shared.mapping.load();
+    let mapping = shared.mapping();
     for r in theirs {
         let (Some(Some(table)), Some(Some(value))) = (r.first(), r.get(1)) else {
             continue;

@@ -333,7 +333,7 @@ impl<'a> MyMirror<'a> {
         if self.mirror_side == Side::New {
             return None;
         }
-        self.shared.mapping.load().not_for_new(sql, prepared)
+        self.shared.mapping().not_for_new(sql, prepared)
     }
 
     async fn run_statement(&mut self, packet: &[u8], class: &Classification, sql: &str) -> Step {
@@ -370,8 +370,7 @@ impl<'a> MyMirror<'a> {
             // the authority alone, recorded (or refused).
             match self
                 .shared
-                .mapping
-                .load()
+                .mapping()
                 .toward(self.mirror_side)
                 .translate(sql)
             {
@@ -513,7 +512,7 @@ impl<'a> MyMirror<'a> {
             return Ok(d.clone());
         }
         let mapped = match self.mirror_side {
-            Side::Old => self.shared.mapping.load().table_on_new(table),
+            Side::Old => self.shared.mapping().table_on_new(table),
             Side::New => None,
         };
         let on_authority = mapped.as_ref().map_or(table, |(t, _)| t.as_str());
@@ -886,7 +885,7 @@ impl<'a> MyMirror<'a> {
             && self.mirror_side == Side::Old
         {
             let sql = String::from_utf8_lossy(&packet[1..]);
-            if let Ok(Translation::Sql(mapped)) = self.shared.mapping.load().translate(&sql) {
+            if let Ok(Translation::Sql(mapped)) = self.shared.mapping().translate(&sql) {
                 let mut out = vec![packet[0]];
                 out.extend_from_slice(mapped.as_bytes());
                 return self.with_database(Side::New, out);
@@ -1299,7 +1298,7 @@ impl<'a> MyMirror<'a> {
         let databases = self.shared.databases();
         if packet.first() == Some(&COM_QUERY) {
             let sql = String::from_utf8_lossy(&packet[1..]);
-            let mapping = self.shared.mapping.load();
+            let mapping = self.shared.mapping();
             let p = match mapping.toward(self.mirror_side).translate(&sql) {
                 Ok(Translation::Sql(mapped)) => query(&mapped),
                 Ok(_) => packet.to_vec(),
@@ -1359,7 +1358,7 @@ impl<'a> MyMirror<'a> {
         if self.mirror.is_none() {
             self.reconnect_mirror().await?;
         }
-        let mapping = self.shared.mapping.load();
+        let mapping = self.shared.mapping();
         let sql = match mapping.toward(self.mirror_side).translate_prepared(&sql) {
             Ok(Translation::Sql(mapped)) => mapped,
             Ok(Translation::Unchanged) => sql,

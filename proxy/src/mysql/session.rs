@@ -385,7 +385,7 @@ async fn start(
     let db = response
         .db_name()
         .map(|d| String::from_utf8_lossy(d).into_owned());
-    let users = shared.mysql_users.load();
+    let users = shared.live().mysql_users.clone();
     let mut plugin = response
         .auth_plugin()
         .map(|p| p.as_bytes().to_vec())

@@ -227,7 +227,7 @@ async fn run(shared: &Shared, side: Side, sample: &Sample) -> Result<Answered, S
     let unavailable = |e: String| SampleError::Unavailable(format!("{side}: {e}"));
     // On `new` the read runs through the schema mapping.
     let sql = match side {
-        Side::New => match shared.mapping.load().translate(&sample.sql) {
+        Side::New => match shared.mapping().translate(&sample.sql) {
             Ok(crate::mapping::Translation::Sql(sql)) => sql,
             Ok(_) => sample.sql.clone(),
             Err(e) => return Err(SampleError::Undecodable(format!("mapping: {e}"))),

@@ -41,7 +41,7 @@ pub async fn catch_up(
         seen: values.len(),
         ..CatchUp::default()
     };
-    if !shared.mapping.load().is_identity() {
+    if !shared.mapping().is_identity() {
         // Renamed tables own differently named sequences: each column-owned
         // sequence of `to` is also moved past the ids in its own rows,
         // which mirroring made the same as `from`'s.
@@ -54,7 +54,7 @@ pub async fn catch_up(
     let mut dst = open(shared, to).await?;
     let rows = run(&mut dst, &move_query(&values, apply), to).await?;
     crate::backend::pg::close(&mut dst).await;
-    let mapped = !shared.mapping.load().is_identity();
+    let mapped = !shared.mapping().is_identity();
     for r in rows {
         match r.as_slice() {
             // Under a mapping, a sequence of old's name may well be gone.

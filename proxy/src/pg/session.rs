@@ -152,7 +152,7 @@ async fn start(
     user: &str,
     params: &[(String, String)],
 ) -> Result<(BackendConn, CancelKey), SessionError> {
-    let users = shared.users.load();
+    let users = shared.live().users.clone();
     auth::authenticate(stream, &users, user, shared.max_message).await?;
     check_database(shared, params)?;
     check_parameters(params)?;

@@ -179,7 +179,7 @@ pub fn confirm_read_failure(
         let other = failed.other();
         // Clients write for old: on new the read goes through the mapping.
         let query = if other == Side::New {
-            match shared.mapping.load().translate(&query.sql) {
+            match shared.mapping().translate(&query.sql) {
                 Ok(crate::mapping::Translation::Sql(sql)) => ShadowQuery {
                     sql: sql.into(),
                     ..query
@@ -209,7 +209,7 @@ struct Answer {
 
 async fn check(shared: &Shared, sampler: &Sampler, sample: &Sample) -> Result<(), SampleError> {
     // On `new` the read runs through the schema mapping.
-    let on_new = match shared.mapping.load().translate(&sample.query.sql) {
+    let on_new = match shared.mapping().translate(&sample.query.sql) {
         Ok(crate::mapping::Translation::Sql(sql)) => ShadowQuery {
             sql: sql.into(),
             ..sample.query.clone()

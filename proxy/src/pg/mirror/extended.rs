@@ -147,7 +147,7 @@ impl MirrorSession<'_> {
     /// all mirrored (translated where needed), `Ok(false)` when there is
     /// nothing of them for `new`, `Err` when one cannot be translated.
     fn mapping_verdict(&self, batch: &[Msg]) -> Result<bool, String> {
-        let mapping = self.shared.mapping.load();
+        let mapping = self.shared.mapping();
         let mapping = mapping.toward(self.mirror_side);
         if mapping.is_identity() {
             return Ok(true);
@@ -188,8 +188,7 @@ impl MirrorSession<'_> {
     /// translatable by [`Self::mapping_verdict`] first).
     fn mirror_sql(&self, sql: &str) -> String {
         self.shared
-            .mapping
-            .load()
+            .mapping()
             .toward(self.mirror_side)
             .translated_or_same(sql)
     }

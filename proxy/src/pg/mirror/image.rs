@@ -303,7 +303,7 @@ impl MirrorSession<'_> {
         self.shared.row_images
             && self.shared.async_queue.is_none()
             && class.rule.is_none()
-            && self.shared.mapping.load().is_identity()
+            && self.shared.mapping().is_identity()
     }
 
     /// The mirror's table `table` (as a client names it), from the shared

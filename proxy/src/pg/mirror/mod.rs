@@ -512,7 +512,7 @@ impl<'a> MirrorSession<'a> {
         if self.auth_side() == Side::Old {
             return self.auth.send(msgs).await;
         }
-        let mapping = self.shared.mapping.load_full();
+        let mapping = self.shared.live().mapping.clone();
         if mapping.is_identity() {
             return self.auth.send(msgs).await;
         }
@@ -529,7 +529,7 @@ impl<'a> MirrorSession<'a> {
         if self.auth_side() == Side::Old {
             return None;
         }
-        self.shared.mapping.load().not_for_new(sql, prepared)
+        self.shared.mapping().not_for_new(sql, prepared)
     }
 
     /// A unit new (the authority) cannot run through the schema mapping:
@@ -969,7 +969,7 @@ impl<'a> MirrorSession<'a> {
         // under old's column names (the statement is the client's, for
         // old); the columns old does not have are not the mirror's concern.
         let mapped = match self.auth_side() {
-            Side::New => self.shared.mapping.load().table_on_new(table),
+            Side::New => self.shared.mapping().table_on_new(table),
             Side::Old => None,
         };
         let on_authority = mapped.as_ref().map_or(table, |(t, _)| t.as_str());

@@ -42,7 +42,7 @@ impl MirrorSession<'_> {
         let route = self.route(&class);
         self.expect_no_writes(route, &class, &frame.raw);
         if route == Route::Write && class.statements.len() == 1 && sql_is_copy_from(&sql) {
-            let mapped = self.shared.mapping.load();
+            let mapped = self.shared.mapping();
             if let Err(reason) = mapped.toward(self.mirror_side).translate(&sql) {
                 // Rows in old's layout: the authority alone, recorded (or refused).
                 let reason = format!("mapping: {reason}");
@@ -74,7 +74,7 @@ impl MirrorSession<'_> {
                     });
                     // Through the schema mapping; a read it cannot translate
                     // is served by old (written in step, so it is current).
-                    let mapping = self.shared.mapping.load();
+                    let mapping = self.shared.mapping();
                     let on_new = match mapping.toward(self.mirror_side).translate(&sql) {
                         Ok(Translation::Sql(mapped)) => query(&mapped),
                         Ok(_) => Bytes::copy_from_slice(&frame.raw),
@@ -342,7 +342,7 @@ impl MirrorSession<'_> {
         }
         // Through the schema mapping (`[mapping]`) first: what cannot be
         // translated runs on the authority alone, recorded (or refused).
-        let mapping = self.shared.mapping.load_full();
+        let mapping = self.shared.live().mapping.clone();
         let mapping = mapping.toward(self.mirror_side);
         match mapping.translate(sql) {
             Err(reason) => {

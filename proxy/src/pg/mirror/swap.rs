@@ -100,7 +100,7 @@ impl MirrorSession<'_> {
         let mut out = BytesMut::new();
         let mut names = Vec::new();
         // The client's statements are written for old.
-        let mapping = self.shared.mapping.load();
+        let mapping = self.shared.mapping();
         let mapping = mapping.toward(self.mirror_side);
         for (name, p) in &self.statements {
             if name.is_empty() || !prepared.contains(name) {
