@@ -40,6 +40,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
         if path == "." { String::new() } else { path },
         format!("{message}{location}"),
     ));
+    let one = one.with_origin(origin);
     if unknown_field(&message).is_none() {
         return Err(one);
     }
@@ -52,6 +53,8 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
     loop {
         match serde_path_to_error::deserialize::<_, Config>(doc.clone()) {
             Ok(config) => {
+                // In the file's order.
+                errors.sort_by_key(|e: &ConfigError| line_in(&e.message));
                 if let Err(problems) = validate::validate(&config) {
                     errors.extend(problems.errors);
                 }
@@ -63,8 +66,14 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
             }
             Err(e) => {
                 let path = e.path().to_string();
+                // The first line: the rest repeats the path.
                 let message = e.into_inner().to_string();
-                let message = message.trim().to_string();
+                let message = message
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
                 let removed = unknown_field(&message)
                     .filter(|_| errors.len() < 100)
                     .and_then(|key| remove_key(&mut doc, &path, &key).map(|at| (key, at)));
@@ -93,6 +102,14 @@ pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
             }
         }
     }
+}
+
+/// The line a message ends with (`... (line N)`), for ordering.
+fn line_in(message: &str) -> usize {
+    message
+        .rsplit_once("(line ")
+        .and_then(|(_, n)| n.trim_end_matches(')').parse().ok())
+        .unwrap_or(usize::MAX)
 }
 
 /// The key an "unknown field `x`" message names.
