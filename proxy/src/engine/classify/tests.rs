@@ -1,5 +1,6 @@
 use super::*;
 use proptest::prelude::*;
+use std::sync::Arc;
 
 fn kind(sql: &str) -> Kind {
     classify_uncached(SqlDialect::Postgres, sql).kind()

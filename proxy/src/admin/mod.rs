@@ -6,18 +6,22 @@
 use crate::flip;
 use crate::server::Shared;
 use serde_json::{json, Value};
-use std::collections::VecDeque;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{info, warn};
 use turnout_control::command::{Command, JobAction};
 use turnout_control::controller::{Change, Controller, Figures, FlipRequest, Outcome};
+
+mod jobs;
+mod window;
+
+use jobs::{audit_job, backfill, job_preview, known_table, verify};
+pub use window::Window;
 
 /// Longest command line accepted.
 const MAX_LINE: usize = 4096;
@@ -262,49 +266,6 @@ pub async fn execute(line: &str, ctx: &Context<'_>, caller: &str) -> Value {
     }
 }
 
-/// A job started for one table: the table must be one of old's (checked
-/// before anything starts, so a typo is refused, not started). The tables
-/// the start would take (empty for other actions).
-async fn known_table(
-    shared: &Shared,
-    action: JobAction,
-    table: Option<&str>,
-) -> Result<Vec<String>, String> {
-    if action != JobAction::Start {
-        return Ok(Vec::new());
-    }
-    let side = turnout_control::Side::Old;
-    let mut conn = crate::backfill::sql::Conn::open(shared, side)
-        .await
-        .map_err(|e| format!("cannot read the tables of {side}: {e}"))?;
-    let all = crate::backfill::tables(shared, &mut conn, side).await?;
-    let mut names: Vec<String> = all.into_iter().map(|t| t.name).collect();
-    names.sort_unstable();
-    let Some(table) = table else {
-        return Ok(names);
-    };
-    if names.iter().any(|t| t == table) {
-        return Ok(vec![table.to_string()]);
-    }
-    Err(format!(
-        "no table {table:?} on {side}; its tables: {}",
-        if names.is_empty() {
-            "none".to_string()
-        } else {
-            names.join(", ")
-        }
-    ))
-}
-
-/// `backfill start --dry-run`, `verify start --dry-run`: what would run.
-fn job_preview(what: &str, tables: &[String]) -> Value {
-    json!({
-        "ok": true,
-        "dry_run": true,
-        "done": format!("dry run: would {what} {} table(s): {}", tables.len(), tables.join(", ")),
-    })
-}
-
 /// `ack`: the counted mirror errors and confirmed mismatches in the guards'
 /// window are acknowledged (after a clean verify proved both sides equal),
 /// so the next flip is judged on what happens from now on. Audited.
@@ -334,58 +295,6 @@ fn ack(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
             json!({"ok": true, "dry_run": dry_run, "acknowledged": figures})
         }
         Err(e) => json!({"ok": false, "error": e}),
-    }
-}
-
-/// `backfill start|pause|resume|status [TABLE]`.
-fn backfill(shared: &Arc<Shared>, action: JobAction, table: Option<String>, caller: &str) -> Value {
-    let b = &shared.backfill;
-    let result = match action {
-        JobAction::Status => return b.status(table.as_deref()),
-        JobAction::Start => b.start(shared, table),
-        JobAction::Pause => b.pause(),
-        JobAction::Resume => b.resume(shared),
-    };
-    job_reply(result, "backfill", caller)
-}
-
-/// `verify start|status [TABLE] [--repair]`.
-fn verify(
-    shared: &Arc<Shared>,
-    action: JobAction,
-    table: Option<String>,
-    repair: bool,
-    caller: &str,
-) -> Value {
-    let v = &shared.backfill.verify;
-    let result = match action {
-        JobAction::Start => v.start(shared, table, repair),
-        _ => return v.status(table.as_deref()),
-    };
-    job_reply(result, "verify", caller)
-}
-
-/// Every command that starts or steers a job is audited (a verify with
-/// `--repair` deletes and writes rows on new).
-fn audit_job(controller: &Controller, line: &str, caller: &str, reply: &Value) {
-    let result = if reply["ok"] == true {
-        Ok(reply["done"].as_str().unwrap_or_default().to_string())
-    } else {
-        Err(reply["error"].as_str().unwrap_or_default().to_string())
-    };
-    controller.audit_job(line.trim(), caller, &result);
-}
-
-fn job_reply(result: Result<String, String>, what: &str, caller: &str) -> Value {
-    match result {
-        Ok(done) => {
-            info!(%caller, "{done}");
-            json!({"ok": true, "done": done})
-        }
-        Err(e) => {
-            warn!(%caller, error = %e, "{what} refused");
-            json!({"ok": false, "error": e})
-        }
     }
 }
 
@@ -521,76 +430,6 @@ pub async fn watch_flag_file(
                 warn!(file = %path.display(), content = %text, error = %e, "flag file refused; the phase stays")
             }
         }
-    }
-}
-
-/// The guards' window: snapshots of the cumulative counts, one a second,
-/// kept for the window's length; figures are now minus the oldest kept.
-pub struct Window {
-    length: Duration,
-    snapshots: Mutex<VecDeque<(Instant, Figures)>>,
-    /// The totals at the last `ack`: nothing before counts.
-    acknowledged: Mutex<Option<Figures>>,
-}
-
-impl Window {
-    pub fn new(length: Duration) -> Arc<Window> {
-        Arc::new(Window {
-            length,
-            snapshots: Mutex::new(VecDeque::new()),
-            acknowledged: Mutex::new(None),
-        })
-    }
-
-    /// Takes a snapshot every second while `shared` lives.
-    pub async fn track(self: Arc<Self>, shared: Arc<Shared>) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tick.tick().await;
-            let now = Instant::now();
-            let mut snaps = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
-            snaps.push_back((now, totals(&shared)));
-            while snaps
-                .front()
-                .is_some_and(|(t, _)| now.duration_since(*t) > self.length)
-            {
-                snaps.pop_front();
-            }
-        }
-    }
-
-    /// Counts over the window (since start, when younger than it).
-    pub fn figures(&self, shared: &Shared) -> Figures {
-        let now = totals(shared);
-        let snaps = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
-        let mut base = snaps.front().map(|(_, f)| *f).unwrap_or_default();
-        if let Some(a) = *self.acknowledged.lock().unwrap_or_else(|p| p.into_inner()) {
-            base.mismatches = base.mismatches.max(a.mismatches);
-            base.mirror_errors = base.mirror_errors.max(a.mirror_errors);
-        }
-        Figures {
-            sampling: shared.sampler.rate() > 0.0,
-            compared: now.compared.saturating_sub(base.compared),
-            mismatches: now.mismatches.saturating_sub(base.mismatches),
-            mirror_errors: now.mirror_errors.saturating_sub(base.mirror_errors),
-        }
-    }
-}
-
-impl Window {
-    /// `ack`: mismatches and mirror errors so far no longer count.
-    pub fn acknowledge(&self, shared: &Shared) {
-        *self.acknowledged.lock().unwrap_or_else(|p| p.into_inner()) = Some(totals(shared));
-    }
-}
-
-fn totals(shared: &Shared) -> Figures {
-    let (compared, mismatches) = shared.sampler.log.totals();
-    Figures {
-        compared,
-        mismatches,
-        mirror_errors: shared.mirror_error_count(),
-        sampling: false,
     }
 }
 
