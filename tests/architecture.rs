@@ -39,17 +39,17 @@ fn the_binary_links_no_test_fixtures() {
 }
 
 /// The layers of `proxy/src`, lowest first: a module may use the ones
-/// below it (and its own), never one above. The target of the one-engine
-/// work (issue 19): transport and engine, then the backend clients, then
-/// the protocol adapters and side jobs (which do not use each other), then
-/// the server, then the control plane.
+/// below it (and its own), never one above. The order of the one-engine
+/// work (issue 19): transport and wire formats, the backend clients, the
+/// engine (written against them), the protocol adapters and side jobs
+/// (which do not use each other), the server, the control plane.
 const LAYERS: &[(&str, u32)] = &[
     ("stream", 0),
     ("tls", 0),
     ("wire", 0),
-    ("engine", 1),
-    ("mapping", 1),
-    ("backend", 2),
+    ("backend", 1),
+    ("engine", 2),
+    ("mapping", 2),
     ("pg", 3),
     ("mysql", 3),
     ("backfill", 3),
