@@ -48,6 +48,24 @@ pub struct Context {
     pub texts_are_atomic: bool,
 }
 
+impl Context {
+    /// A session's context: the config's DDL policy, its mirror side, and
+    /// its routing's phase.
+    pub fn of(
+        ddl: DdlPolicy,
+        mirror_side: Side,
+        phase: turnout_control::Phase,
+        texts_are_atomic: bool,
+    ) -> Context {
+        Context {
+            ddl,
+            mirror_side,
+            mirroring: phase.mirror().is_some(),
+            texts_are_atomic,
+        }
+    }
+}
+
 /// The route of `class` in `ctx`.
 pub fn route(class: &Classification, ctx: &Context) -> Route {
     let statements = &class.statements;

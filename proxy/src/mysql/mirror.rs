@@ -302,16 +302,14 @@ impl<'a> MyMirror<'a> {
     }
 
     fn route(&self, class: &Classification) -> Route {
-        route::route(
-            class,
-            &route::Context {
-                ddl: self.shared.ddl_policy,
-                mirror_side: self.mirror_side,
-                mirroring: self.routing.phase.mirror().is_some(),
-                // Each statement of a multi-statement text commits on its own.
-                texts_are_atomic: false,
-            },
-        )
+        // Each statement of a multi-statement text commits on its own.
+        let ctx = route::Context::of(
+            self.shared.ddl_policy,
+            self.mirror_side,
+            self.routing.phase,
+            false,
+        );
+        route::route(class, &ctx)
     }
 
     /// A COM_QUERY, or an execute (`packet`) of a prepared statement.

@@ -567,15 +567,14 @@ impl<'a> MirrorSession<'a> {
     }
 
     fn route(&self, class: &Classification) -> Route {
-        route::route(
-            class,
-            &route::Context {
-                ddl: self.shared.ddl_policy,
-                mirror_side: self.mirror_side,
-                mirroring: self.routing.phase.mirror().is_some(),
-                texts_are_atomic: true,
-            },
-        )
+        // A multi-statement simple Query runs as one transaction.
+        let ctx = route::Context::of(
+            self.shared.ddl_policy,
+            self.mirror_side,
+            self.routing.phase,
+            true,
+        );
+        route::route(class, &ctx)
     }
 
     /// Whether to compare this read on the shadow side, with the permit to.
