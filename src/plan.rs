@@ -327,11 +327,10 @@ fn steps(config: &Config, path: &str, phase: Phase) -> Vec<Step> {
     let g = &config.guards;
     let guards = format!(
         "turnout ctl status shows no guard failures: at least {} read(s) compared in the last {} s, confirmed mismatch rate at most {}, at most {} mirror error(s)",
-        g.min_compared_reads.unwrap_or(if config.sampling.rate > 0.0 {
-            turnout_control::controller::DEFAULT_MIN_COMPARED_READS
-        } else {
-            0
-        }),
+        turnout_control::controller::min_compared_reads(
+            g.min_compared_reads,
+            config.sampling.rate > 0.0
+        ),
         g.window_secs,
         g.max_mismatch_rate,
         g.max_mirror_errors

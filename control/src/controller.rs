@@ -38,6 +38,17 @@ pub struct Figures {
 /// sampled: a flip is never judged on no comparison at all.
 pub const DEFAULT_MIN_COMPARED_READS: u64 = 100;
 
+/// The minimum of compared reads a flip needs: `configured`
+/// (`guards.min_compared_reads`), else the default while reads are sampled,
+/// else none.
+pub fn min_compared_reads(configured: Option<u64>, sampling: bool) -> u64 {
+    match configured {
+        Some(n) => n,
+        None if sampling => DEFAULT_MIN_COMPARED_READS,
+        None => 0,
+    }
+}
+
 /// The guards' limits (config `[guards]`).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct GuardLimits {
@@ -59,13 +70,11 @@ impl GuardLimits {
     pub fn failures(&self, f: &Figures) -> Vec<String> {
         let w = self.window_secs;
         let mut out = Vec::new();
-        let (min, why) = match self.min_compared_reads {
-            Some(n) => (n, String::new()),
-            None if f.sampling => (
-                DEFAULT_MIN_COMPARED_READS,
-                ", the default while reads are sampled".to_string(),
-            ),
-            None => (0, String::new()),
+        let min = min_compared_reads(self.min_compared_reads, f.sampling);
+        let why = if self.min_compared_reads.is_none() && f.sampling {
+            ", the default while reads are sampled"
+        } else {
+            ""
         };
         if f.compared < min {
             out.push(format!(

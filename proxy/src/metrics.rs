@@ -357,11 +357,10 @@ fn guards(shared: &Arc<Shared>, controller: &Controller, window: &Window) {
         figures.mismatches as f64 / figures.compared as f64
     };
     gauge!("turnout_guard_window_mismatch_ratio").set(ratio);
-    let min = limits.min_compared_reads.unwrap_or(if figures.sampling {
-        turnout_control::controller::DEFAULT_MIN_COMPARED_READS
-    } else {
-        0
-    });
+    let min = turnout_control::controller::min_compared_reads(
+        limits.min_compared_reads,
+        figures.sampling,
+    );
     gauge!("turnout_guard_min_compared_reads").set(min as f64);
     gauge!("turnout_guard_max_mismatch_ratio").set(limits.max_mismatch_rate);
     gauge!("turnout_guard_max_mirror_errors").set(limits.max_mirror_errors as f64);

@@ -2,7 +2,7 @@
 //! and the timeline chart, an inline SVG, are in the page), laid out for a
 //! 1280 px wide screen.
 
-use super::{key_text, kind_name, ratio, row_text, Report, LINE_HEADINGS};
+use super::{key_text, ratio, row_text, Report, LINE_HEADINGS};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -314,7 +314,7 @@ pub fn render(r: &Report, out_path: Option<&Path>) -> String {
                 body,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"key\">{}</td><td class=\"fp\"><code>{}</code></td><td>{}</td></tr>",
                 esc(&d.at),
-                esc(&kind_name(d.kind)),
+                esc(d.kind.name()),
                 esc(&d.side),
                 esc(d.table.as_deref().unwrap_or("-")),
                 esc(d.key.as_deref().unwrap_or("")),

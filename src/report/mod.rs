@@ -10,7 +10,7 @@ mod text;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use turnout_control::controller::DEFAULT_MIN_COMPARED_READS;
+use turnout_control::controller::min_compared_reads;
 use turnout_control::divergence::{self, Divergence, DivergenceKind};
 use turnout_control::readdiff::{self, Aggregate, DiffStatus, ReadDiff};
 
@@ -77,12 +77,9 @@ impl Sources {
             reads: c.sampling.report.clone(),
             divergences: c.mirror.divergence_log.clone(),
             limits: Limits {
-                min_compared_reads: c.guards.min_compared_reads.or(Some(
-                    if c.sampling.rate > 0.0 {
-                        DEFAULT_MIN_COMPARED_READS
-                    } else {
-                        0
-                    },
+                min_compared_reads: Some(min_compared_reads(
+                    c.guards.min_compared_reads,
+                    c.sampling.rate > 0.0,
                 )),
                 max_mismatch_rate: c.guards.max_mismatch_rate,
                 max_mirror_errors: c.guards.max_mirror_errors,
@@ -237,10 +234,6 @@ fn blocking(kind: DivergenceKind) -> bool {
     !matches!(kind, DivergenceKind::UnsafeStatement)
 }
 
-fn kind_name(kind: DivergenceKind) -> String {
-    kind.name().to_string()
-}
-
 pub fn ratio(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
@@ -316,7 +309,7 @@ pub fn build(sources: &Sources) -> Result<Report, String> {
     let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
     let mut divergence_minutes: BTreeMap<u64, u64> = BTreeMap::new();
     for d in &divergences {
-        *kinds.entry(kind_name(d.kind)).or_default() += 1;
+        *kinds.entry(d.kind.name().to_string()).or_default() += 1;
         if let Some(m) = minute_of(&d.at) {
             *divergence_minutes.entry(m).or_default() += 1;
         }
@@ -341,11 +334,7 @@ pub fn build(sources: &Sources) -> Result<Report, String> {
 
     // The checks, and the verdict.
     let limits = &sources.limits;
-    let min = limits.min_compared_reads.unwrap_or(if totals.samples > 0 {
-        DEFAULT_MIN_COMPARED_READS
-    } else {
-        0
-    });
+    let min = min_compared_reads(limits.min_compared_reads, totals.samples > 0);
     let rate = ratio(totals.mismatches, totals.samples);
     let mut checks = vec![
         Check {

@@ -201,7 +201,7 @@ pub fn render(r: &Report) -> String {
                 out,
                 "  {}  {:<22} {:<18} {}{}  {}",
                 d.at,
-                super::kind_name(d.kind),
+                d.kind.name(),
                 d.table.as_deref().unwrap_or("-"),
                 d.key
                     .as_deref()
