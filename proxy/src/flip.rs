@@ -2,7 +2,7 @@
 //! controller's checks, the barrier a change of authority needs (DESIGN.md
 //! invariant 4), sequence catch-up, the audit line and the metrics.
 
-use crate::backend::catch_up::Apply;
+use crate::backend::catch_up::{Apply, CatchUp};
 use crate::pg::sequences;
 use crate::server::Shared;
 use std::sync::atomic::Ordering;
@@ -147,6 +147,15 @@ async fn cutover<S: Steps>(
     Ok(o)
 }
 
+/// The catch-up of the side taking over: sequences on PostgreSQL,
+/// AUTO_INCREMENT counters on MySQL.
+async fn catch_up(shared: &Shared, from: Side, to: Side, apply: Apply) -> Result<CatchUp, String> {
+    match shared.protocol {
+        Protocol::Postgres => sequences::catch_up(shared, from, to, apply).await,
+        Protocol::Mysql => crate::mysql::counters::catch_up(shared, from, to, apply).await,
+    }
+}
+
 /// The steps, carried out.
 struct Live<'a> {
     shared: &'a Shared,
@@ -187,12 +196,7 @@ impl Steps for Live<'_> {
     }
 
     async fn catch_up(&mut self, from: Side, to: Side) -> Result<String, String> {
-        let done = match self.shared.protocol {
-            Protocol::Postgres => sequences::catch_up(self.shared, from, to, Apply::Move).await,
-            Protocol::Mysql => {
-                crate::mysql::counters::catch_up(self.shared, from, to, Apply::Move).await
-            }
-        }?;
+        let done = catch_up(self.shared, from, to, Apply::Move).await?;
         Ok(done.summary(from, to, Apply::Move))
     }
 
@@ -231,12 +235,7 @@ impl Steps for DryRun<'_> {
     }
 
     async fn catch_up(&mut self, from: Side, to: Side) -> Result<String, String> {
-        let done = match self.shared.protocol {
-            Protocol::Postgres => sequences::catch_up(self.shared, from, to, Apply::Preview).await,
-            Protocol::Mysql => {
-                crate::mysql::counters::catch_up(self.shared, from, to, Apply::Preview).await
-            }
-        }?;
+        let done = catch_up(self.shared, from, to, Apply::Preview).await?;
         Ok(format!(
             "{}; then {to} would become the authority",
             done.summary(from, to, Apply::Preview)
