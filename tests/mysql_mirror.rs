@@ -568,11 +568,7 @@ fn drift_on_new_shows_as_a_row_count_mismatch_at_the_next_write() {
     );
 }
 
-#[test]
-fn rules_send_a_statement_to_one_side_alone_by_text_and_prepared() {
-    let s = MySetup::start(
-        "mirror",
-        r#"
+const RULES: &str = r#"
 [[mirror.rules]]
 fingerprint = "SELECT COUNT(*) FROM only_on_new"
 action = "new"
@@ -588,8 +584,19 @@ action = "old"
 [[mirror.rules]]
 fingerprint = "insert into audit values (?)"
 action = "never_mirror"
-"#,
-    );
+"#;
+
+#[test]
+fn rules_send_a_statement_to_one_side_alone_by_text_and_prepared() {
+    rules_workload(MySetup::start("mirror", RULES));
+}
+
+#[test]
+fn in_async_mode_rules_send_a_statement_to_one_side_alone_by_text_and_prepared() {
+    rules_workload(MySetup::start_mirror("mirror", "mode = \"async\"", RULES));
+}
+
+fn rules_workload(s: MySetup) {
     s.sql_ok("CREATE TABLE audit (v INT)");
     s.new
         .sql(
@@ -656,4 +663,174 @@ action = "never_mirror"
         "{}",
         stderr(&out)
     );
+}
+
+/// Whether `table` holds the same rows on both sides now.
+fn identical_now(s: &MySetup, table: &str, order: &str) -> bool {
+    let q = format!("SELECT * FROM {table} ORDER BY {order}");
+    s.old.sql("app", &q).ok() == Some(s.new_sql(&q))
+}
+
+#[test]
+fn async_mode_applies_sysbench_and_concurrent_sessions_on_new_after_the_clients() {
+    let s = MySetup::start_mirror("mirror", "mode = \"async\"", "");
+    let common = ["--tables=1", "--table-size=2000"];
+    s.sysbench(&[&["oltp_read_write", "prepare"][..], &common].concat());
+    // Queues are per session: order holds within a session, so one
+    // sysbench thread (its updates do not commute across sessions).
+    for ps in ["--db-ps-mode=disable", "--db-ps-mode=auto"] {
+        let out = s.sysbench(
+            &[
+                &["oltp_read_write", "run", "--threads=1", "--time=3", ps][..],
+                &common,
+            ]
+            .concat(),
+        );
+        println!("{ps}: {}", line(&out, "transactions:"));
+    }
+    common::eventually("new has sysbench's writes", || {
+        identical_now(&s, "sbtest1", "id")
+    });
+    s.assert_identical("sbtest1", "id");
+    // Sessions whose writes commute (each its own rows, auto-increment ids
+    // given to new as statement context), with transactions and rollbacks.
+    s.sql_ok(
+        "CREATE TABLE events (id INT AUTO_INCREMENT PRIMARY KEY, who INT, note VARCHAR(40), \
+         at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))",
+    );
+    std::thread::scope(|scope| {
+        for w in 0..4 {
+            let s = &s;
+            scope.spawn(move || {
+                let script: String = (0..20)
+                    .map(|i| match i % 5 {
+                        4 => format!(
+                            "BEGIN; INSERT INTO events (who, note) VALUES ({w}, 'tx'); \
+                             UPDATE events SET note = 'upd' WHERE id = LAST_INSERT_ID(); COMMIT;"
+                        ),
+                        3 => format!(
+                            "BEGIN; INSERT INTO events (who, note) VALUES ({w}, 'gone'); ROLLBACK;"
+                        ),
+                        _ => format!("INSERT INTO events (who, note) VALUES ({w}, 'n{i}');"),
+                    })
+                    .collect();
+                s.sql_ok(&script);
+            });
+        }
+    });
+    assert_eq!(s.sql_ok("SELECT COUNT(*) FROM events"), "64");
+    common::eventually("new has every event", || identical_now(&s, "events", "id"));
+    s.assert_identical("events", "id");
+    assert_no_divergence(&s);
+}
+
+#[test]
+fn async_mode_does_not_wait_for_a_stalled_new_and_records_what_overflows() {
+    let s = MySetup::start_mirror("mirror", "mode = \"async\"\nasync_queue = 3", "");
+    s.sql_ok("CREATE TABLE events (id INT PRIMARY KEY)");
+    common::eventually("the table exists on new", || {
+        s.new.sql("app", "SELECT COUNT(*) FROM events").is_ok()
+    });
+    // Stall new: a session of its own holds the table locked for 3 s.
+    let (port, password) = (s.new.port, s.new.root_password.clone());
+    let locker = std::thread::spawn(move || {
+        std::process::Command::new("mariadb")
+            .arg("--no-defaults")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-P",
+                &port.to_string(),
+                "-u",
+                "root",
+                "-D",
+                "app",
+            ])
+            .arg(format!("--password={password}"))
+            .args([
+                "-e",
+                "LOCK TABLES events WRITE; SELECT SLEEP(3); UNLOCK TABLES;",
+            ])
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // One session, ten autocommit inserts: answered by old while new is
+    // stalled (the lock is held until after they return).
+    let script: String = (1..=10)
+        .map(|i| format!("INSERT INTO events VALUES ({i});"))
+        .collect();
+    let started = std::time::Instant::now();
+    s.sql_ok(&script);
+    assert!(
+        !locker.is_finished(),
+        "new's lock ended before the client finished"
+    );
+    println!(
+        "ten inserts answered in {:?} while new was locked",
+        started.elapsed()
+    );
+    assert_eq!(s.sql_ok("SELECT COUNT(*) FROM events"), "10");
+    let out = locker.join().unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    // One insert waits on the lock, three fill the queue, the rest
+    // overflow: each one that did not reach new is in the log.
+    common::eventually("new has what was queued", || {
+        let on_new: usize = s
+            .new_sql("SELECT COUNT(*) FROM events")
+            .parse()
+            .unwrap_or(0);
+        let overflowed = s
+            .divergences()
+            .iter()
+            .filter(|l| l.contains("\"kind\":\"async_overflow\""))
+            .count();
+        overflowed > 0 && on_new + overflowed == 10
+    });
+    println!("divergence log:\n{}", s.divergences().join("\n"));
+}
+
+#[test]
+fn async_mode_flips_writes_with_the_queue_drained_and_mirrors_back_to_old() {
+    let s = MySetup::start_mirror("mirror", "mode = \"async\"\nasync_queue = 10000", "");
+    s.sql_ok("CREATE TABLE ids (id INT AUTO_INCREMENT PRIMARY KEY, v INT, at DATETIME(6))");
+    let url = format!("mysql://app:{MY_PASSWORD}@127.0.0.1:{}/app", s.proxy.port);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use mysql_async::prelude::*;
+        // One session across both flips, with a prepared insert: its
+        // statement moves with the connections.
+        let mut c = mysql_async::Conn::new(mysql_async::Opts::from_url(url.as_str()).unwrap())
+            .await
+            .unwrap();
+        let insert = c
+            .prep("INSERT INTO ids (v, at) VALUES (?, NOW(6))")
+            .await
+            .unwrap();
+        for v in 0..50 {
+            c.exec_drop(&insert, (v,)).await.unwrap();
+        }
+        s.ctl_ok(&["flip", "reads"]);
+        for v in 50..100 {
+            c.exec_drop(&insert, (v,)).await.unwrap();
+        }
+        s.ctl_ok(&["flip", "writes"]);
+        // new is the authority; old gets the writes through the queue.
+        let mut tx = c.start_transaction(Default::default()).await.unwrap();
+        for v in 100..150 {
+            tx.exec_drop(&insert, (v,)).await.unwrap();
+        }
+        tx.query_drop("UPDATE ids SET v = v + 1000 WHERE v % 7 = 0")
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM ids").await.unwrap();
+        assert_eq!(n, Some(150));
+        c.disconnect().await.unwrap();
+    });
+    common::eventually("old has the writes made after the flip", || {
+        identical_now(&s, "ids", "id")
+    });
+    s.assert_identical("ids", "id");
+    assert_no_divergence(&s);
 }

@@ -204,15 +204,6 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
     if config.mirror.statement_timeout_ms == 0 {
         c.push("mirror.statement_timeout_ms", "must be above 0");
     }
-    if config.protocol == Protocol::Mysql {
-        // Not built for MySQL yet: refused rather than silently ignored.
-        if config.mirror.mode == MirrorMode::Async {
-            c.push(
-                "mirror.mode",
-                "\"async\" is not available for protocol = \"mysql\" yet; use \"sync\"",
-            );
-        }
-    }
     if config.mirror.mode == MirrorMode::Async && config.mirror.on_error == MirrorErrorPolicy::Fail
     {
         c.push(

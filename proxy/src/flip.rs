@@ -176,7 +176,7 @@ impl Steps for Live<'_> {
         let started = Instant::now();
         loop {
             let open = self.shared.busy_sessions.load(Ordering::SeqCst);
-            let queued = self.shared.async_pending.load(Ordering::SeqCst);
+            let queued = self.shared.queues.pending();
             if open == 0 && queued == 0 {
                 break;
             }
@@ -230,7 +230,7 @@ impl Steps for DryRun<'_> {
             "barrier: new transactions would wait up to {} ms for the {} open now to finish and the {} async mirror statement(s) queued to be applied",
             window.as_millis(),
             self.shared.busy_sessions.load(Ordering::SeqCst),
-            self.shared.async_pending.load(Ordering::SeqCst),
+            self.shared.queues.pending(),
         ))
     }
 

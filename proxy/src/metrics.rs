@@ -318,9 +318,9 @@ pub async fn track(shared: Arc<Shared>, controller: Arc<Controller>, window: Arc
         tick.tick().await;
         guards(&shared, &controller, &window);
         jobs(&shared);
-        let deepest = shared.async_deepest.swap(0, Ordering::Relaxed);
+        let deepest = shared.queues.take_deepest();
         gauge!("turnout_async_queue_fill_ratio")
-            .set(deepest as f64 / shared.async_queue_bound.max(1) as f64);
+            .set(deepest as f64 / shared.queues.bound.max(1) as f64);
         let r = routing.snapshot();
         for p in Phase::ALL {
             gauge!("turnout_phase", "phase" => p.name()).set(if p == r.phase { 1.0 } else { 0.0 });
@@ -329,9 +329,9 @@ pub async fn track(shared: Arc<Shared>, controller: Arc<Controller>, window: Arc
         gauge!("turnout_connections").set(shared.connections.load(Ordering::Relaxed) as f64);
         gauge!("turnout_mirrored_sessions")
             .set(shared.mirror_sessions.load(Ordering::Relaxed) as f64);
-        gauge!("turnout_async_queued").set(shared.async_pending.load(Ordering::Relaxed) as f64);
-        counter!("turnout_divergences_total").absolute(shared.divergence_count());
-        counter!("turnout_mirror_errors_total").absolute(shared.mirror_error_count());
+        gauge!("turnout_async_queued").set(shared.queues.pending() as f64);
+        counter!("turnout_divergences_total").absolute(shared.records.divergence_count());
+        counter!("turnout_mirror_errors_total").absolute(shared.records.mirror_error_count());
         let summary = shared.sampler.log.summary();
         let all = summary.total();
         counter!("turnout_reads_compared_total", "result" => "match").absolute(all.matches);

@@ -1,6 +1,7 @@
 //! The listener and the state its sessions share.
 
 use crate::backend::transport::BackendTarget;
+use crate::engine::records::Records;
 use crate::engine::sampler::Sampler;
 use crate::engine::{Classifier, SqlDialect};
 use crate::pg::auth::{UserTable, UserTableError};
@@ -131,12 +132,11 @@ pub struct Shared {
     pub authority_failures: [AtomicU64; 2],
     /// Client connections open (all phases).
     pub connections: Arc<AtomicUsize>,
-    /// Statements in async mirror queues, not applied yet.
-    pub async_pending: AtomicUsize,
-    /// The deepest session async queue since the metrics last read it, and
-    /// the queues' bound (`mirror.async_queue`).
-    pub async_deepest: AtomicUsize,
-    pub async_queue_bound: usize,
+    /// The async mirror queues' figures (statements pending, the deepest
+    /// queue, their bound).
+    pub queues: Arc<crate::engine::queue::Stats>,
+    /// Divergences and mirror failures, as recorded.
+    pub records: Arc<Records>,
     /// Shadow reads (`sampling.rate` may be 0, and changed live).
     pub sampler: Sampler,
     /// What a reload changes, swapped whole (see [`Live`]).
@@ -163,8 +163,6 @@ pub struct Shared {
     pub ddl_policy: DdlPolicy,
     pub mirror_policy: MirrorErrorPolicy,
     pub unsafe_policy: UnsafePolicy,
-    /// `mirror.log_statements`: divergence records carry the statement text.
-    pub log_statements: bool,
     /// `mirror.mode = "async"`: the per-session queue's bound.
     pub async_queue: Option<usize>,
     pub mirror_timeout: Duration,
@@ -176,14 +174,8 @@ pub struct Shared {
     /// side's catalog (or why they cannot be); dropped at DDL.
     pub image_tables:
         DashMap<(Side, String), Result<Arc<crate::engine::row_image::MirrorTable>, String>>,
-    divergence_log: Option<DivergenceLog>,
     /// Backfill and verify (`turnout ctl backfill ...`, `verify ...`).
     pub backfill: crate::backfill::Backfill,
-    /// Tables named by divergences recorded since start, with their count:
-    /// verify checks them first.
-    pub divergent_tables: DashMap<String, u64>,
-    mirror_errors: AtomicU64,
-    divergences: AtomicU64,
 }
 
 impl Shared {
@@ -215,9 +207,16 @@ impl Shared {
             mirror_read_errors: AtomicU64::new(0),
             authority_failures: [AtomicU64::new(0), AtomicU64::new(0)],
             connections: Arc::new(AtomicUsize::new(0)),
-            async_pending: AtomicUsize::new(0),
-            async_deepest: AtomicUsize::new(0),
-            async_queue_bound: config.mirror.async_queue as usize,
+            queues: Arc::new(crate::engine::queue::Stats::new(
+                config.mirror.async_queue as usize,
+            )),
+            records: Arc::new(Records::new(
+                match &config.mirror.divergence_log {
+                    Some(path) => Some(DivergenceLog::open(path)?),
+                    None => None,
+                },
+                config.mirror.log_statements,
+            )),
             live: ArcSwap::from_pointee(Live::of(config)?),
             protocol: config.protocol,
             next_mysql_id: AtomicU32::new(1),
@@ -242,21 +241,13 @@ impl Shared {
             ddl_policy: config.mirror.ddl,
             mirror_policy: config.mirror.on_error,
             unsafe_policy: config.mirror.on_unsafe,
-            log_statements: config.mirror.log_statements,
             async_queue: (config.mirror.mode == MirrorMode::Async)
                 .then_some(config.mirror.async_queue as usize),
             mirror_timeout: Duration::from_millis(config.mirror.statement_timeout_ms),
             row_images: config.mirror.row_images,
             replica_role: config.mirror.replica_role,
             image_tables: DashMap::new(),
-            divergence_log: match &config.mirror.divergence_log {
-                Some(path) => Some(DivergenceLog::open(path)?),
-                None => None,
-            },
             backfill: crate::backfill::Backfill::new(config),
-            divergent_tables: DashMap::new(),
-            mirror_errors: AtomicU64::new(0),
-            divergences: AtomicU64::new(0),
             sampler: Sampler::new(
                 &config.sampling,
                 Arc::new(ReadDiffLog::open(
@@ -268,8 +259,6 @@ impl Shared {
         Ok(shared)
     }
 
-    /// Records a divergence: in the durable log when one is configured, in
-    /// turnout's log always, and in the counters. Never dropped silently.
     /// A unit turnout ran on `ran_on` alone was answered with written rows
     /// (`answer`: what the server said): counted as a mirror error, logged,
     /// and the shape marked a write from then on. The divergence to record
@@ -286,7 +275,7 @@ impl Shared {
             ran_on.other()
         );
         warn!(side = %ran_on, %fingerprint, "{detail}");
-        self.metrics_mirror_error();
+        self.records.mirror_error();
         let d = Divergence::new(
             DivergenceKind::UnmirroredWrite,
             ran_on.other(),
@@ -294,45 +283,6 @@ impl Shared {
             &detail,
         );
         (d, detail)
-    }
-
-    /// A server error's text as it may be logged: its row values redacted
-    /// unless `mirror.log_statements` is on.
-    pub fn loggable(&self, text: &str) -> String {
-        if self.log_statements {
-            text.to_string()
-        } else {
-            crate::engine::redact::redact_error_values(text)
-        }
-    }
-
-    /// Records `d` (its detail's row values redacted unless
-    /// `mirror.log_statements` is on: server errors quote rows).
-    pub fn record_divergence(&self, mut d: Divergence) {
-        d.detail = self.loggable(&d.detail);
-        self.divergences.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("turnout_divergence_records_total", "kind" => d.kind.name()).increment(1);
-        if let Some(t) = &d.table {
-            *self.divergent_tables.entry(t.clone()).or_insert(0) += 1;
-        }
-        warn!(kind = ?d.kind, side = %d.side, fingerprint = %d.fingerprint, detail = %d.detail, "divergence recorded");
-        if let Some(log) = &self.divergence_log {
-            if let Err(e) = log.record(&d) {
-                error!(error = %e, "divergence could not be written to the divergence log; it is in this log only");
-            }
-        }
-    }
-
-    /// Records `d` with the table, row key and (when `mirror.log_statements`
-    /// is on) the statement found in `sent`, the messages sent to the mirror.
-    pub fn record_located(&self, mut d: Divergence, sent: &[u8]) {
-        let loc = crate::engine::locate::locate(sent);
-        d.table = loc.table;
-        d.key = loc.key;
-        if self.log_statements {
-            d.statement = loc.statement;
-        }
-        self.record_divergence(d);
     }
 
     /// Mirrored sessions still inside a transaction that runs by an epoch
@@ -400,25 +350,11 @@ impl Shared {
         metrics::counter!("turnout_authority_failures_total", "side" => side.name()).increment(1);
     }
 
-    pub fn metrics_mirror_error(&self) {
-        self.mirror_errors.fetch_add(1, Ordering::Relaxed);
-    }
-
     /// A MySQL backend told its version: what turnout reports to clients.
     pub fn note_mysql_version(&self, version: String) {
         if self.mysql_version.load().as_deref() != Some(&version) {
             self.mysql_version.store(Arc::new(Some(version)));
         }
-    }
-
-    /// Divergences recorded since start.
-    pub fn divergence_count(&self) -> u64 {
-        self.divergences.load(Ordering::Relaxed)
-    }
-
-    /// Mirror failures since start.
-    pub fn mirror_error_count(&self) -> u64 {
-        self.mirror_errors.load(Ordering::Relaxed)
     }
 
     /// The live config now: one snapshot of users, logins and mapping.
@@ -639,13 +575,13 @@ impl Server {
         if sessions > 0 {
             warn!(sessions, "mirrored sessions still in a transaction after the grace period: closed; their open transactions roll back on both sides");
         }
-        let queued = wait_for_zero(&shared.async_pending).await;
+        let queued = wait_for_zero(shared.queues.pending_counter()).await;
         if let Err(e) = shared.sampler.log.write_summary() {
             warn!(error = %e, "read-diff summary could not be written");
         }
         if queued > 0 {
             error!(queued, "async mirror queues not empty after the grace period: those statements are not applied on the mirror");
-            shared.record_divergence(Divergence::new(
+            shared.records.divergence(Divergence::new(
                 DivergenceKind::AsyncOverflow,
                 Side::New,
                 "(shutdown)",

@@ -47,13 +47,19 @@ impl MySetup {
         sampling: &str,
         backend_tls: bool,
     ) -> MySetup {
-        Self::start_full(phase, extra, tls, sampling, backend_tls, false)
+        Self::start_full(phase, extra, tls, sampling, backend_tls, false, "")
+    }
+
+    /// [`MySetup::start`] with more keys of the `[mirror]` section
+    /// (`mirror`, e.g. `mode = "async"`).
+    pub fn start_mirror(phase: &str, mirror: &str, extra: &str) -> MySetup {
+        Self::start_full(phase, extra, None, "", false, false, mirror)
     }
 
     /// [`MySetup::start`] with old and new as two databases of one server:
     /// old is `app`, new is `app_v2`, both on `old`'s MariaDB.
     pub fn start_one_server(phase: &str, extra: &str) -> MySetup {
-        Self::start_full(phase, extra, None, "", false, true)
+        Self::start_full(phase, extra, None, "", false, true, "")
     }
 
     fn start_full(
@@ -63,6 +69,7 @@ impl MySetup {
         sampling: &str,
         backend_tls: bool,
         one_server: bool,
+        mirror: &str,
     ) -> MySetup {
         let dir = TempDir::new("turnout-mytest").expect("temp dir");
         let cert = (tls.is_some() || backend_tls)
@@ -129,6 +136,7 @@ password = "{MY_PASSWORD}"
 [mirror]
 ddl = "both"
 divergence_log = "{divergences}"
+{mirror}
 
 [sampling]
 report = "{report}"

@@ -360,9 +360,9 @@ fn status(shared: &Shared, controller: &Controller, figures: Figures) -> Value {
             "connections": shared.connections.load(Ordering::Relaxed),
         },
         "paused": *shared.paused.borrow(),
-        "divergences": shared.divergence_count(),
-        "mirror_errors": shared.mirror_error_count(),
-        "async_pending": shared.async_pending.load(Ordering::Relaxed),
+        "divergences": shared.records.divergence_count(),
+        "mirror_errors": shared.records.mirror_error_count(),
+        "async_pending": shared.queues.pending(),
         "sampling": sampling,
         "guards": {
             "window_secs": controller.guards().window_secs,

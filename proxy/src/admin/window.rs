@@ -72,7 +72,7 @@ fn totals(shared: &Shared) -> Figures {
     Figures {
         compared,
         mismatches,
-        mirror_errors: shared.mirror_error_count(),
+        mirror_errors: shared.records.mirror_error_count(),
         sampling: false,
     }
 }

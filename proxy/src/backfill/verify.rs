@@ -199,7 +199,7 @@ async fn run(shared: &Arc<Shared>, only: Option<String>, repair: bool) -> Result
     let all = super::tables(shared, &mut src, Side::Old).await?;
     let mut chosen = super::chosen(all, only.as_deref())?;
     // Tables mirroring recorded divergences for go first.
-    chosen.sort_by_key(|t| !shared.divergent_tables.contains_key(&t.name));
+    chosen.sort_by_key(|t| !shared.records.divergent_tables.contains_key(&t.name));
     for t in &chosen {
         if t.key.is_empty() {
             v.with_table(&t.name, |r| {

@@ -8,6 +8,8 @@ pub mod defaults;
 pub mod fingerprint;
 pub mod locate;
 pub mod pin;
+pub mod queue;
+pub mod records;
 pub mod redact;
 pub mod route;
 pub mod row_image;

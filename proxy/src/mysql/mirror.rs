@@ -9,6 +9,7 @@
 use super::packet::{
     encode, err_payload, is_missing_object_code, is_server_failure_code, PacketError, Packets,
 };
+use super::queue::{self, AsyncMirror, Replay, Work};
 use super::response::{self, Answer, Expect, AUTOCOMMIT, IN_TRANS};
 use super::session::Legs;
 use crate::engine::defaults;
@@ -78,6 +79,8 @@ pub struct MyMirror<'a> {
     client: Packets,
     auth: Packets,
     mirror: Option<Packets>,
+    /// `mirror.mode = "async"`: the queue that owns the mirror's connection.
+    queue: Option<AsyncMirror>,
     mirror_side: Side,
     routing: Arc<Routing>,
     /// The client's transaction is open (by the authority's status).
@@ -92,7 +95,7 @@ pub struct MyMirror<'a> {
     answered_by: Side,
     /// The session's autocommit, by the authority's status.
     autocommit: bool,
-    replay: Vec<Vec<u8>>,
+    replay: Replay,
     statements: HashMap<u32, Prepared>,
     /// Volatile column defaults per table, from the authority's catalog.
     table_defaults: HashMap<String, defaults::TableDefaults>,
@@ -107,6 +110,9 @@ pub struct MyMirror<'a> {
     wrote: bool,
     /// The same as `shared`, owned, for work that outlives a command.
     shared_arc: Arc<Shared>,
+    /// The classification of the client's current command (what a
+    /// queued piece of it is recorded under).
+    unit_class: Arc<Classification>,
 }
 
 fn query(sql: &str) -> Vec<u8> {
@@ -142,15 +148,25 @@ impl<'a> MyMirror<'a> {
         legs: Legs,
         id: u32,
     ) -> Self {
-        let (mirror, mirror_thread) = match mirror {
+        let (mut mirror, mirror_thread) = match mirror {
             Some((m, t)) => (Some(m), Some(t)),
             None => (None, None),
         };
+        let queue = shared.async_queue.map(|_| {
+            queue::start(
+                shared.clone(),
+                mirror_side,
+                legs.clone(),
+                mirror.take(),
+                HashMap::new(),
+            )
+        });
         MyMirror {
             shared,
             client,
             auth,
             mirror,
+            queue,
             mirror_side,
             routing: shared.routing.snapshot(),
             in_tx: false,
@@ -158,7 +174,7 @@ impl<'a> MyMirror<'a> {
             lexing_unsure: false,
             autocommit: true,
             answered_by: mirror_side.other(),
-            replay: Vec::new(),
+            replay: Replay::default(),
             statements: HashMap::new(),
             table_defaults: HashMap::new(),
             legs,
@@ -166,6 +182,7 @@ impl<'a> MyMirror<'a> {
             mirror_thread,
             wrote: false,
             shared_arc: shared.clone(),
+            unit_class: Arc::default(),
         }
     }
 
@@ -239,6 +256,7 @@ impl<'a> MyMirror<'a> {
             let _ = self.client.write(1, &e).await;
             return None;
         };
+        self.unit_class = self.command_class(&packet);
         let step = match command {
             COM_QUIT => {
                 let _ = self.auth.write(0, &packet).await;
@@ -313,7 +331,8 @@ impl<'a> MyMirror<'a> {
     }
 
     /// A COM_QUERY, or an execute (`packet`) of a prepared statement.
-    async fn statement(&mut self, packet: &[u8], class: &Classification, sql: &str) -> Step {
+    async fn statement(&mut self, packet: &[u8], class: &Arc<Classification>, sql: &str) -> Step {
+        self.unit_class = class.clone();
         let started = std::time::Instant::now();
         self.answered_by = self.mirror_side.other();
         let step = self.run_statement(packet, class, sql).await;
@@ -343,7 +362,7 @@ impl<'a> MyMirror<'a> {
         if let Some(reason) = self.not_for_authority(sql, prepared) {
             // A read is served by old, which mirroring keeps current.
             let read = matches!(class.kind(), Kind::Read) && class.statements.len() == 1;
-            if read && self.mirror.is_some() && !prepared {
+            if read && self.mirroring() && !prepared {
                 let (_, side) = self.read_on_mirror(packet, 0).await?;
                 self.answered_by = side;
                 return Ok(());
@@ -408,7 +427,7 @@ impl<'a> MyMirror<'a> {
                             shadow: side.other(),
                             rows: Default::default(),
                             legs: self.legs.clone(),
-                            settings: Arc::new(self.replay.clone()),
+                            settings: self.replay.clone(),
                         },
                     );
                 }
@@ -536,6 +555,24 @@ impl<'a> MyMirror<'a> {
     /// same transaction there, so it sees this session's writes). When the
     /// mirror cannot be reached the authority serves it.
     async fn read_on_mirror(&mut self, packet: &[u8], keep: usize) -> Result<(Answer, Side), Stop> {
+        if self.queue.is_some() {
+            // Behind this session's queued writes, so it sees them.
+            match self.ask_queued(packet).await {
+                Ok(a) => {
+                    if a.error_code.is_some_and(is_server_failure_code) {
+                        self.read_target_failed();
+                    }
+                    self.relay(&a).await?;
+                    return Ok((a, self.mirror_side));
+                }
+                Err(e) => {
+                    self.read_target_failed();
+                    warn!(side = %self.mirror_side, reason = %e, "read served by the authority: the read target failed");
+                    let a = self.stream_from_auth(packet, keep).await?;
+                    return Ok((a, self.mirror_side.other()));
+                }
+            }
+        }
         if let Err(e) = self.send_to_mirror(packet).await {
             self.mirror = None;
             self.read_target_failed();
@@ -582,10 +619,80 @@ impl<'a> MyMirror<'a> {
             .map_err(|e| e.to_string())
     }
 
+    /// The classification a client's command is recorded under when a
+    /// piece of it is queued for the mirror (a query's own is set when it
+    /// runs, by [`Self::statement`]).
+    fn command_class(&mut self, packet: &[u8]) -> Arc<Classification> {
+        match packet.first() {
+            Some(&COM_INIT_DB) => {
+                let db = String::from_utf8_lossy(&packet[1..]).replace('`', "``");
+                self.classify(&format!("USE `{db}`"))
+            }
+            Some(&COM_STMT_PREPARE) => {
+                let sql = String::from_utf8_lossy(&packet[1..]).into_owned();
+                self.classify(&sql)
+            }
+            Some(
+                &(COM_STMT_EXECUTE | COM_STMT_SEND_LONG_DATA | COM_STMT_CLOSE | COM_STMT_RESET),
+            ) => statement_id(packet)
+                .and_then(|id| self.statements.get(&id))
+                .map(|s| s.class.clone())
+                .unwrap_or_default(),
+            _ => Arc::default(),
+        }
+    }
+
+    /// Whether the session has a mirror to send to (a connection, or the
+    /// async queue that owns one).
+    fn mirroring(&self) -> bool {
+        self.mirror.is_some() || self.queue.is_some()
+    }
+
+    /// Async mode: runs the client's `packet` on the mirror behind this
+    /// session's queued work and waits for its answer.
+    async fn ask_queued(&mut self, packet: &[u8]) -> Result<Answer, String> {
+        let p = self.mirror_packet(packet).await?;
+        let fresh = !self.in_tx;
+        let Some(q) = self.queue.as_mut() else {
+            return Err(format!("no connection to {}", self.mirror_side));
+        };
+        let reply = q
+            .ask(
+                Work::Commands(vec![p]),
+                &Arc::default(),
+                fresh,
+                &self.replay,
+            )
+            .await?;
+        if let Some(why) = reply.refused {
+            return Err(why);
+        }
+        reply
+            .answers
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("no answer from {}", self.mirror_side))
+    }
+
     /// A statement a rule (`mirror.rules` action `old` or `new`) sends to
     /// the mirror's side alone: the client gets that side's answer, or an
     /// error naming the side when it cannot run it.
     async fn mirror_only(&mut self, packet: &[u8]) -> Result<(), Stop> {
+        if self.queue.is_some() {
+            match self.ask_queued(packet).await {
+                Ok(a) => {
+                    self.answered_by = self.mirror_side;
+                    return self.relay(&a).await;
+                }
+                Err(e) => {
+                    let msg = format!(
+                        "turnout: a rule (mirror.rules) sends this statement to {} alone, which could not run it: {e}",
+                        self.mirror_side
+                    );
+                    return self.tell(&err_payload(1105, "HY000", &msg)).await;
+                }
+            }
+        }
         let failed = match self.send_to_mirror(packet).await {
             Err(e) => e,
             Ok(()) => {
@@ -674,7 +781,7 @@ impl<'a> MyMirror<'a> {
                 shadow: target.other(),
                 rows,
                 legs: self.legs.clone(),
-                settings: Arc::new(self.replay.clone()),
+                settings: self.replay.clone(),
             },
             permit,
         );
@@ -733,17 +840,10 @@ impl<'a> MyMirror<'a> {
         }
         if a.error_code == Some(ER_LOCK_DEADLOCK) && self.in_tx {
             self.in_tx = false;
-            if let Some(m) = self.mirror.as_mut() {
-                let rollback = async {
-                    m.write(0, &query("ROLLBACK")).await?;
-                    response::read(m, Expect::Result).await
-                };
-                if tokio::time::timeout(self.shared.mirror_timeout, rollback)
-                    .await
-                    .map_or(true, |r| r.is_err())
-                {
-                    self.mirror = None;
-                }
+            if self.mirroring() {
+                // A failed rollback drops the connection (and with it the
+                // mirror's part of the transaction).
+                let _ = self.on_mirror(&[&query("ROLLBACK")], false).await;
             }
         }
     }
@@ -752,11 +852,11 @@ impl<'a> MyMirror<'a> {
     /// (MySQL commits implicitly before `ANALYZE TABLE`, schema changes and
     /// the like): the mirror commits its part too.
     async fn implicit_commit(&mut self) {
-        if self.mirror.is_none() {
+        if !self.mirroring() {
             return;
         }
         let committed = self
-            .on_mirror(&encode(0, &query("COMMIT")).0, 1, false)
+            .on_mirror(&[&query("COMMIT")], false)
             .await
             .and_then(first_error);
         if let Err(e) = committed {
@@ -840,10 +940,10 @@ impl<'a> MyMirror<'a> {
         let at = crate::engine::locate::locate_text(&sql.replace('`', "\""));
         d.table = at.table.or_else(|| class.insert_table.clone());
         d.key = at.key;
-        if self.shared.log_statements {
+        if self.shared.records.log_statements {
             d.statement = Some(sql);
         }
-        self.shared.record_divergence(d);
+        self.shared.records.divergence(d);
         if self.shared.mirror_policy == MirrorErrorPolicy::Fail && self.in_tx {
             self.unmirrored_in_tx.get_or_insert(detail);
         }
@@ -926,6 +1026,10 @@ impl<'a> MyMirror<'a> {
     async fn adopt_roles(&mut self) -> Result<(), String> {
         let phase = self.routing.phase;
         if phase.authority() != self.mirror_side.other() {
+            // An async queue is empty here (the flip's barrier waited for
+            // it); dropped, its task closes its connection, and the
+            // promoted side gets a connection of the session's own.
+            self.queue = None;
             if self.mirror.is_none() {
                 self.reconnect_mirror().await?;
             }
@@ -974,8 +1078,12 @@ impl<'a> MyMirror<'a> {
                     // The demoted side saw the types of earlier executes.
                 }
             }
+            if self.shared.async_queue.is_some() && phase.mirror().is_some() {
+                self.queue_demoted();
+            }
         }
         if phase.mirror().is_none() {
+            self.queue = None;
             if let Some(mut m) = self.mirror.take() {
                 let _ = m.write(0, &[COM_QUIT]).await;
             }
@@ -983,16 +1091,51 @@ impl<'a> MyMirror<'a> {
         Ok(())
     }
 
-    /// Runs `bytes` (whole commands) on the mirror and reads `n` answers.
-    /// `Err`: what went wrong, in words (the connection is dropped when
-    /// its state is unknown).
-    async fn on_mirror(
-        &mut self,
-        bytes: &[u8],
-        n: usize,
-        fresh: bool,
-    ) -> Result<Vec<Answer>, String> {
+    /// Async mode, at a writes flip: the demoted authority's connection
+    /// goes to a new queue, which knows the statements prepared on it by
+    /// the client's ids.
+    fn queue_demoted(&mut self) {
+        let mut known = HashMap::new();
+        let ids: Vec<u32> = self.statements.keys().copied().collect();
+        for id in ids {
+            let Some(s) = self.statements.get(&id) else {
+                continue;
+            };
+            let sql = self.prepared_for_mirror(s.sql.clone());
+            known.insert(
+                id,
+                queue::Known {
+                    sql,
+                    mirror_id: s.mirror_id,
+                },
+            );
+            if let Some(s) = self.statements.get_mut(&id) {
+                s.mirror_id = None;
+            }
+        }
+        self.queue = Some(queue::start(
+            self.shared_arc.clone(),
+            self.mirror_side,
+            self.legs.clone(),
+            self.mirror.take(),
+            known,
+        ));
+    }
+
+    /// Runs `list` (command payloads, each its own exchange) on the mirror
+    /// and reads their answers. `Err`: what went wrong, in words (the
+    /// connection is dropped when its state is unknown). In async mode the
+    /// commands are queued and no answer comes back.
+    async fn on_mirror(&mut self, list: &[&[u8]], fresh: bool) -> Result<Vec<Answer>, String> {
         use tokio::io::AsyncWriteExt;
+        if let Some(q) = self.queue.as_mut() {
+            let in_transaction = self.in_tx && !queue::ends_transaction(list);
+            let work = Work::Commands(list.iter().map(|c| c.to_vec()).collect());
+            q.push(work, &self.unit_class, fresh, in_transaction, &self.replay)
+                .await;
+            return Ok(Vec::new());
+        }
+        let (bytes, n) = (commands(list), list.len());
         if self.mirror.is_none() {
             if !fresh {
                 return Err(format!(
@@ -1006,7 +1149,7 @@ impl<'a> MyMirror<'a> {
             return Err(format!("no connection to {}", self.mirror_side));
         };
         let run = async {
-            m.stream.write_all(bytes).await?;
+            m.stream.write_all(&bytes).await?;
             let mut out = Vec::with_capacity(n);
             for _ in 0..n {
                 out.push(response::read(m, Expect::Result).await?);
@@ -1043,7 +1186,7 @@ impl<'a> MyMirror<'a> {
         .await?;
         self.mirror_thread = Some(thread);
         let databases = self.shared.databases();
-        for p in &self.replay {
+        for p in self.replay.iter() {
             let mapped = databases.packet_for(self.mirror_side, p).ok().flatten();
             let p = mapped.as_deref().unwrap_or(p);
             m.write(0, p).await.map_err(|e| e.to_string())?;
@@ -1071,7 +1214,7 @@ impl<'a> MyMirror<'a> {
             .await?;
         if a.error.is_none() {
             if keep && self.replay.len() < MAX_REPLAY {
-                self.replay.push(packet.to_vec());
+                Arc::make_mut(&mut self.replay).push(packet.to_vec());
             }
             if let Err(e) = self.mirror_once(packet, fresh).await {
                 self.mirror_failed(&self.packet_sql(packet), &e);
@@ -1083,22 +1226,18 @@ impl<'a> MyMirror<'a> {
     /// Runs the client's command `packet` on the mirror (an execute under
     /// the mirror's statement id) and reads its answer.
     async fn mirror_once(&mut self, packet: &[u8], fresh: bool) -> Result<(), String> {
-        if self.mirror.is_none() && fresh {
+        if self.mirror.is_none() && self.queue.is_none() && fresh {
             self.reconnect_mirror().await?;
         }
         let p = self.mirror_packet(packet).await?;
-        self.on_mirror(&encode(0, &p).0, 1, fresh)
-            .await
-            .and_then(first_error)
+        self.on_mirror(&[&p], fresh).await.and_then(first_error)
     }
 
     /// COMMIT: the mirror commits first, then the authority.
     async fn commit(&mut self, packet: &[u8]) -> Step {
         if let Some(detail) = self.unmirrored_in_tx.take() {
             // Under `fail`: a write of this transaction reached one side alone.
-            let _ = self
-                .mirror_once(&encode(0, &query("ROLLBACK")).0, false)
-                .await;
+            let _ = self.mirror_once(&query("ROLLBACK"), false).await;
             self.on_auth(&encode(0, &query("ROLLBACK")).0, Expect::Result)
                 .await?;
             let msg = format!("turnout: the transaction was rolled back on both sides (mirror.on_error = fail): {detail}");
@@ -1183,13 +1322,10 @@ impl<'a> MyMirror<'a> {
             list.push(&commit);
         }
         let at = usize::from(wrap) + 1;
-        let mirrored = self
-            .on_mirror(&commands(&list), list.len(), wrap)
-            .await
-            .and_then(|answers| {
-                let affected = answers.get(at).map(|a| a.affected_total);
-                first_error(answers).map(|()| affected)
-            });
+        let mirrored = self.on_mirror(&list, wrap).await.and_then(|answers| {
+            let affected = answers.get(at).map(|a| a.affected_total);
+            first_error(answers).map(|()| affected)
+        });
         let mirrored = match mirrored {
             Ok(Some(n)) if n != answer.affected_total => {
                 self.row_count_mismatch(sql, answer.affected_total, n)
@@ -1219,7 +1355,7 @@ impl<'a> MyMirror<'a> {
         if self.shared.mirror_policy == MirrorErrorPolicy::Fail {
             return Err(detail);
         }
-        self.shared.metrics_mirror_error();
+        self.shared.records.mirror_error();
         let class = self.shared.classifier.classify(sql);
         let mut d = Divergence::new(
             DivergenceKind::RowCountMismatch,
@@ -1229,10 +1365,10 @@ impl<'a> MyMirror<'a> {
         );
         d.table = loc.table;
         d.key = loc.key;
-        if self.shared.log_statements {
+        if self.shared.records.log_statements {
             d.statement = Some(sql.to_string());
         }
-        self.shared.record_divergence(d);
+        self.shared.records.divergence(d);
         Ok(())
     }
 
@@ -1315,7 +1451,11 @@ impl<'a> MyMirror<'a> {
             return Ok(packet.to_vec());
         }
         let id = statement_id(packet).ok_or("malformed statement command")?;
-        let mirror_id = self.mirror_statement(id).await?;
+        // The queue's connection knows statements by the client's id.
+        let mirror_id = match self.queue {
+            Some(_) => id,
+            None => self.mirror_statement(id).await?,
+        };
         let mut out = packet.to_vec();
         out[1..5].copy_from_slice(&mirror_id.to_le_bytes());
         if packet[0] == COM_STMT_EXECUTE {
@@ -1356,23 +1496,7 @@ impl<'a> MyMirror<'a> {
         if self.mirror.is_none() {
             self.reconnect_mirror().await?;
         }
-        let mapping = self.shared.mapping();
-        let sql = match mapping.toward(self.mirror_side).translate_prepared(&sql) {
-            Ok(Translation::Sql(mapped)) => mapped,
-            Ok(Translation::Unchanged) => sql,
-            Ok(_) => {
-                return Err(
-                    "mapping: this prepared statement changes shape for new (values dropped or added); not translated"
-                        .into(),
-                )
-            }
-            Err(e) => return Err(format!("mapping: {e}")),
-        };
-        let sql = self
-            .shared
-            .databases()
-            .sql_for(self.mirror_side, &sql)?
-            .unwrap_or(sql);
+        let sql = self.prepared_for_mirror(sql)?;
         let Some(m) = self.mirror.as_mut() else {
             return Err(format!("no connection to {}", self.mirror_side));
         };
@@ -1392,6 +1516,28 @@ impl<'a> MyMirror<'a> {
         Ok(mirror_id)
     }
 
+    /// A statement the client prepared (`sql`, written for old) as the
+    /// mirror's side prepares it, or why it cannot.
+    fn prepared_for_mirror(&self, sql: String) -> Result<String, String> {
+        let mapping = self.shared.mapping();
+        let sql = match mapping.toward(self.mirror_side).translate_prepared(&sql) {
+            Ok(Translation::Sql(mapped)) => mapped,
+            Ok(Translation::Unchanged) => sql,
+            Ok(_) => {
+                return Err(
+                    "mapping: this prepared statement changes shape for new (values dropped or added); not translated"
+                        .into(),
+                )
+            }
+            Err(e) => return Err(format!("mapping: {e}")),
+        };
+        Ok(self
+            .shared
+            .databases()
+            .sql_for(self.mirror_side, &sql)?
+            .unwrap_or(sql))
+    }
+
     async fn prepare(&mut self, packet: &[u8]) -> Step {
         let sql = String::from_utf8_lossy(&packet[1..]).into_owned();
         if super::kill::parse(&sql).is_some() {
@@ -1408,6 +1554,18 @@ impl<'a> MyMirror<'a> {
             .await?;
         if let Some((id, params)) = a.statement {
             let class = self.classify(&sql);
+            if self.queue.is_some() {
+                // The queue's connection prepares it when first executed.
+                let work = Work::Prepare {
+                    id,
+                    sql: self.prepared_for_mirror(sql.clone()),
+                };
+                let in_transaction = self.in_tx;
+                if let Some(q) = self.queue.as_mut() {
+                    q.push(work, &class, false, in_transaction, &self.replay)
+                        .await;
+                }
+            }
             self.statements.insert(
                 id,
                 Prepared {
@@ -1453,6 +1611,10 @@ impl<'a> MyMirror<'a> {
         let mirrored = self.statements.get(&id).and_then(|s| s.mirror_id);
         if packet[0] == COM_STMT_CLOSE {
             self.statements.remove(&id);
+            if self.queue.is_some() {
+                // The queue's connection closes its own copy, if it has one.
+                let _ = self.on_mirror(&[packet], false).await;
+            }
             if let (Some(mid), Some(m)) = (mirrored, self.mirror.as_mut()) {
                 let mut p = packet.to_vec();
                 p[1..5].copy_from_slice(&mid.to_le_bytes());
@@ -1466,6 +1628,9 @@ impl<'a> MyMirror<'a> {
             .is_some_and(|s| matches!(self.route(&s.class), Route::Write | Route::Unwrapped));
         if write {
             match self.mirror_packet(packet).await {
+                Ok(p) if self.queue.is_some() => {
+                    let _ = self.on_mirror(&[&p], false).await;
+                }
                 Ok(p) => {
                     if let Some(m) = self.mirror.as_mut() {
                         let _ = m.write(0, &p).await;
@@ -1487,7 +1652,9 @@ impl<'a> MyMirror<'a> {
         {
             let mut p = packet.to_vec();
             p[1..5].copy_from_slice(&mid.to_le_bytes());
-            let _ = self.on_mirror(&encode(0, &p).0, 1, false).await;
+            let _ = self.on_mirror(&[&p], false).await;
+        } else if self.queue.is_some() {
+            let _ = self.on_mirror(&[packet], false).await;
         }
         self.relay(&a).await
     }
@@ -1496,18 +1663,14 @@ impl<'a> MyMirror<'a> {
     /// transaction, settings, prepared statements); so does turnout.
     async fn reset_connection(&mut self, packet: &[u8]) -> Step {
         let a = self.on_auth(&encode(0, packet).0, Expect::Result).await?;
-        if self.mirror.is_some() {
-            if let Err(e) = self
-                .on_mirror(&encode(0, packet).0, 1, false)
-                .await
-                .and_then(first_error)
-            {
+        if self.mirroring() {
+            if let Err(e) = self.on_mirror(&[packet], false).await.and_then(first_error) {
                 // The mirror's session state is unknown now: start afresh.
                 warn!(side = %self.mirror_side, error = %e, "mirror connection reset failed; reconnecting");
                 self.mirror = None;
             }
         }
-        self.replay.clear();
+        self.replay = Replay::default();
         self.statements.clear();
         self.in_tx = false;
         self.autocommit = true;
@@ -1520,8 +1683,8 @@ impl<'a> MyMirror<'a> {
     /// statement's).
     fn fails(&self, sql: &str, detail: &str) -> bool {
         if self.shared.mirror_policy == MirrorErrorPolicy::Fail {
-            self.shared.metrics_mirror_error();
-            let detail = self.shared.loggable(detail);
+            self.shared.records.mirror_error();
+            let detail = self.shared.records.loggable(detail);
             warn!(side = %self.mirror_side, %detail, "mirror failed; statement failed (mirror.on_error = fail)");
             return true;
         }
@@ -1530,7 +1693,7 @@ impl<'a> MyMirror<'a> {
     }
 
     fn mirror_failed(&self, sql: &str, detail: &str) {
-        self.shared.metrics_mirror_error();
+        self.shared.records.mirror_error();
         self.record_text(DivergenceKind::MirrorError, sql, detail);
     }
 
@@ -1553,10 +1716,10 @@ impl<'a> MyMirror<'a> {
     fn record(&self, kind: DivergenceKind, class: &Classification, detail: &str, sql: &str) {
         let mut d = Divergence::new(kind, self.mirror_side, &class.fingerprint, detail);
         d.table = class.insert_table.clone();
-        if self.shared.log_statements {
+        if self.shared.records.log_statements {
             d.statement = Some(sql.to_string());
         }
-        self.shared.record_divergence(d);
+        self.shared.records.divergence(d);
     }
 
     fn record_text(&self, kind: DivergenceKind, sql: &str, detail: &str) {

@@ -6,6 +6,7 @@ pub mod counters;
 pub mod database;
 pub mod kill;
 pub mod mirror;
+mod queue;
 pub mod session;
 pub mod shadow;
 

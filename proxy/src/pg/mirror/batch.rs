@@ -556,7 +556,7 @@ impl MirrorSession<'_> {
             }
             Err(e) => return Err(e),
             Ok(Some(_)) if commits => {
-                self.shared.record_divergence(Divergence::new(
+                self.shared.records.divergence(Divergence::new(
                     DivergenceKind::AuthorityCommitFailed,
                     self.mirror_side,
                     &class.fingerprint,

@@ -222,7 +222,7 @@ impl MirrorSession<'_> {
                     self.route(&class),
                     Route::Write | Route::Commit | Route::Unwrapped | Route::MirrorOnly
                 ) {
-                    self.shared.record_divergence(Divergence::new(
+                    self.shared.records.divergence(Divergence::new(
                         DivergenceKind::UnsafeStatement,
                         self.mirror_side,
                         &class.fingerprint,

@@ -384,7 +384,7 @@ impl MirrorSession<'_> {
                 // rows by design (an update's image adds the row meanwhile).
                 continue;
             }
-            self.shared.metrics_mirror_error();
+            self.shared.records.mirror_error();
             let mut d = Divergence::new(
                 DivergenceKind::RowCountMismatch,
                 self.mirror_side,
@@ -392,7 +392,7 @@ impl MirrorSession<'_> {
                 &detail,
             );
             d.table = Some(e.table.clone());
-            self.shared.record_divergence(d);
+            self.shared.records.divergence(d);
             if self.shared.mirror_policy == MirrorErrorPolicy::Fail {
                 failure.get_or_insert(detail);
             }

@@ -293,13 +293,12 @@ impl<'a> MirrorSession<'a> {
             secret: auth.secret,
         };
         let mut mirror = mirror.map(|m| Framed::new(m.stream, m.leftover, usize::MAX));
-        let async_mirror = shared.async_queue.map(|bound| {
-            AsyncMirror::start(
+        let async_mirror = shared.async_queue.map(|_| {
+            queue::start(
                 shared.clone(),
                 mirror_side,
                 client_params.clone(),
                 mirror.take(),
-                bound,
             )
         });
         MirrorSession {
@@ -805,7 +804,7 @@ impl<'a> MirrorSession<'a> {
             ran_on,
             &format!("answered \"{tag}\""),
         );
-        self.shared.record_located(d, &sent);
+        self.shared.records.located(d, &sent);
         if self.shared.mirror_policy == MirrorErrorPolicy::Fail && self.status != b'I' {
             self.deferred_failure.get_or_insert(detail);
         }
@@ -1211,7 +1210,7 @@ impl<'a> MirrorSession<'a> {
             return;
         }
         if self.shared.mirror_policy == MirrorErrorPolicy::Fail {
-            self.shared.metrics_mirror_error();
+            self.shared.records.mirror_error();
             self.deferred_failure
                 .get_or_insert_with(|| detail.to_string());
         } else {
@@ -1222,8 +1221,8 @@ impl<'a> MirrorSession<'a> {
     /// Counts a mirror failure of `sent` and writes it to the divergence log.
     fn record_mirror_error(&self, fingerprint: &str, detail: &str, sent: &[u8]) {
         self.forget_applies();
-        self.shared.metrics_mirror_error();
-        self.shared.record_located(
+        self.shared.records.mirror_error();
+        self.shared.records.located(
             Divergence::new(
                 DivergenceKind::MirrorError,
                 self.mirror_side,
@@ -1254,8 +1253,8 @@ impl<'a> MirrorSession<'a> {
     fn mirror_failed(&self, class: &Classification, detail: &str, sent: &[u8]) -> bool {
         self.forget_applies();
         if self.shared.mirror_policy == MirrorErrorPolicy::Fail {
-            self.shared.metrics_mirror_error();
-            let detail = self.shared.loggable(detail);
+            self.shared.records.mirror_error();
+            let detail = self.shared.records.loggable(detail);
             warn!(side = %self.mirror_side, fingerprint = %class.fingerprint, %detail, "mirror failed; statement failed (mirror.on_error = fail)");
             return true;
         }

@@ -279,7 +279,7 @@ impl MirrorSession<'_> {
             Err(e) => Err(Stop::Authority(e)),
         };
         match committed {
-            Ok(Some(err)) => self.shared.record_divergence(Divergence::new(
+            Ok(Some(err)) => self.shared.records.divergence(Divergence::new(
                 DivergenceKind::AuthorityCommitFailed,
                 self.mirror_side,
                 &class.fingerprint,
@@ -313,7 +313,7 @@ impl MirrorSession<'_> {
     /// The authority's connection was lost during a COMMIT the mirror had
     /// already made: the transaction may be on the mirror's side alone.
     pub(super) fn authority_lost_at_commit(&self, class: &Classification, error: &str) {
-        self.shared.record_divergence(Divergence::new(
+        self.shared.records.divergence(Divergence::new(
             DivergenceKind::AuthorityCommitFailed,
             self.mirror_side,
             &class.fingerprint,
@@ -598,12 +598,12 @@ impl MirrorSession<'_> {
         if m < a && self.shared.backfill.may_lack_rows(&table) {
             return;
         }
-        self.shared.metrics_mirror_error();
+        self.shared.records.mirror_error();
         let detail = format!(
             "the authority reported {a} written row(s), {} reported {m}: the sides held different rows",
             self.mirror_side
         );
-        self.shared.record_located(
+        self.shared.records.located(
             Divergence::new(
                 DivergenceKind::RowCountMismatch,
                 self.mirror_side,
@@ -637,7 +637,7 @@ impl MirrorSession<'_> {
                 other => other?,
             };
             if let Some(err) = &commit.error {
-                self.shared.record_divergence(Divergence::new(
+                self.shared.records.divergence(Divergence::new(
                     DivergenceKind::AuthorityCommitFailed,
                     self.mirror_side,
                     &class.fingerprint,
@@ -722,7 +722,7 @@ impl MirrorSession<'_> {
                 self.mirror_side
             ));
         }
-        self.shared.record_located(
+        self.shared.records.located(
             Divergence::new(
                 DivergenceKind::UnsafeStatement,
                 self.mirror_side,

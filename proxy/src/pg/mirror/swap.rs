@@ -5,7 +5,7 @@
 //! This only ever runs between transactions, after the barrier let no
 //! transaction stay open across the change.
 
-use super::queue::{self, AsyncMirror};
+use super::queue;
 use super::{collect, MirrorSession};
 use crate::pg::codec::{self, put_cstr};
 use crate::pg::framed::{Framed, FramedError};
@@ -60,13 +60,12 @@ impl MirrorSession<'_> {
             .cloned()
             .collect();
         match self.shared.async_queue {
-            Some(bound) => {
-                self.async_mirror = Some(AsyncMirror::start(
+            Some(_) => {
+                self.async_mirror = Some(queue::start(
                     self.shared_arc.clone(),
                     demoted,
                     self.client_params.clone(),
                     Some(old_auth),
-                    bound,
                 ));
                 self.mirror_key = None;
             }
