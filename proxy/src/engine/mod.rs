@@ -7,6 +7,7 @@ pub mod compare;
 pub mod defaults;
 pub mod fingerprint;
 pub mod locate;
+pub mod lockstep;
 pub mod pin;
 pub mod queue;
 pub mod records;

@@ -13,6 +13,7 @@ use super::queue::{self, AsyncMirror, Replay, Work};
 use super::response::{self, Answer, Expect, AUTOCOMMIT, IN_TRANS};
 use super::session::Legs;
 use crate::engine::defaults;
+use crate::engine::lockstep::{self, Interrupted, Sides};
 use crate::engine::route::{self, Route};
 use crate::engine::{Classification, Kind};
 use crate::mapping::Translation;
@@ -136,6 +137,82 @@ fn now_timestamp() -> String {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     format!("{}.{:06}", d.as_secs(), d.subsec_micros())
+}
+
+/// A client's COMMIT, as the engine's lockstep sequence drives it.
+struct MyCommit<'s, 'a> {
+    s: &'s mut MyMirror<'a>,
+    packet: &'s [u8],
+    class: Arc<Classification>,
+    sql: String,
+}
+
+impl Sides for MyCommit<'_, '_> {
+    type Stop = Stop;
+
+    fn mirror_side(&self) -> Side {
+        self.s.mirror_side
+    }
+
+    fn fingerprint(&self) -> &str {
+        &self.class.fingerprint
+    }
+
+    async fn settle_mirror(&mut self) -> Option<String> {
+        self.s.unmirrored_in_tx.take()
+    }
+
+    async fn mirror_commit(&mut self) -> Result<(), String> {
+        self.s.mirror_once(self.packet, false).await
+    }
+
+    async fn mirror_rollback(&mut self) {
+        let _ = self.s.mirror_once(&query("ROLLBACK"), false).await;
+    }
+
+    async fn authority_commit(&mut self) -> Result<Option<String>, Interrupted<Stop>> {
+        let to_auth = encode(0, &self.s.for_auth(self.packet)).0;
+        let a = match self.s.on_auth(&to_auth, Expect::Result).await {
+            Ok(a) => a,
+            Err(stop) => {
+                let authority_lost = match &stop {
+                    Stop::Authority(e) => Some(e.to_string()),
+                    _ => None,
+                };
+                return Err(Interrupted {
+                    stop,
+                    authority_lost,
+                });
+            }
+        };
+        if let Err(stop) = self.s.relay(&a).await {
+            // The client is gone; what the authority said is kept.
+            if let Some(e) = &a.error {
+                let side = self.s.mirror_side;
+                self.record(lockstep::authority_commit_failed(
+                    side,
+                    &self.class.fingerprint,
+                    e,
+                ));
+            }
+            return Err(Interrupted {
+                stop,
+                authority_lost: None,
+            });
+        }
+        Ok(a.error)
+    }
+
+    async fn fail_both(&mut self, message: String) -> Step {
+        self.s
+            .on_auth(&encode(0, &query("ROLLBACK")).0, Expect::Result)
+            .await?;
+        self.s.tell(&err_payload(1180, "HY000", &message)).await
+    }
+
+    fn record(&self, d: Divergence) {
+        self.s.record_located(d, &self.class, &self.sql);
+    }
 }
 
 impl<'a> MyMirror<'a> {
@@ -1233,45 +1310,33 @@ impl<'a> MyMirror<'a> {
         self.on_mirror(&[&p], fresh).await.and_then(first_error)
     }
 
-    /// COMMIT: the mirror commits first, then the authority.
+    /// COMMIT: the mirror commits first, then the authority (the engine's
+    /// lockstep sequence).
     async fn commit(&mut self, packet: &[u8]) -> Step {
-        if let Some(detail) = self.unmirrored_in_tx.take() {
-            // Under `fail`: a write of this transaction reached one side alone.
-            let _ = self.mirror_once(&query("ROLLBACK"), false).await;
-            self.on_auth(&encode(0, &query("ROLLBACK")).0, Expect::Result)
-                .await?;
-            let msg = format!("turnout: the transaction was rolled back on both sides (mirror.on_error = fail): {detail}");
-            return self.tell(&err_payload(1180, "HY000", &msg)).await;
-        }
-        let mirrored = self.mirror_once(packet, false).await;
-        if let Err(e) = mirrored {
-            if self.fails(&self.packet_sql(packet), &e) {
-                self.on_auth(&encode(0, &query("ROLLBACK")).0, Expect::Result)
-                    .await?;
-                let msg = format!("turnout: the mirror ({}) could not commit: {e}; the transaction was rolled back on both sides (mirror.on_error = fail)", self.mirror_side);
-                return self.tell(&err_payload(1180, "HY000", &msg)).await;
-            }
-        }
-        let a = self
-            .on_auth(&encode(0, &self.for_auth(packet)).0, Expect::Result)
-            .await
-            .inspect_err(|e| self.authority_lost_at_commit("COMMIT", e))?;
-        if let Some(e) = &a.error {
-            self.record_text(DivergenceKind::AuthorityCommitFailed, "COMMIT", e);
-        }
-        self.relay(&a).await
+        let policy = self.shared.mirror_policy;
+        let records = self.shared.records.clone();
+        let sql = self.packet_sql(packet);
+        let class = self.shared.classifier.classify(&sql);
+        let mut sides = MyCommit {
+            s: self,
+            packet,
+            class,
+            sql,
+        };
+        lockstep::commit(&mut sides, policy, &records).await
     }
 
     /// The authority's connection was lost during a COMMIT the mirror had
     /// already made: the transaction may be on the mirror's side alone.
     fn authority_lost_at_commit(&self, sql: &str, e: &Stop) {
         if let Stop::Authority(e) = e {
-            let side = self.mirror_side;
-            self.record_text(
-                DivergenceKind::AuthorityCommitFailed,
-                sql,
-                &format!("the connection to the authority was lost during its COMMIT, after {side} committed: the transaction may be on {side} only ({e}); verify finds it"),
+            let class = self.shared.classifier.classify(sql);
+            let d = lockstep::authority_lost_at_commit(
+                self.mirror_side,
+                &class.fingerprint,
+                &e.to_string(),
             );
+            self.record_located(d, &class, sql);
         }
     }
 
@@ -1682,16 +1747,19 @@ impl<'a> MyMirror<'a> {
     /// `sql`: the statement that failed (its text, or a prepared
     /// statement's).
     fn fails(&self, sql: &str, detail: &str) -> bool {
-        if self.shared.mirror_policy == MirrorErrorPolicy::Fail {
-            self.shared.records.mirror_error();
-            let detail = self.shared.records.loggable(detail);
-            warn!(side = %self.mirror_side, %detail, "mirror failed; statement failed (mirror.on_error = fail)");
-            return true;
-        }
-        self.mirror_failed(sql, detail);
-        false
+        let class = self.shared.classifier.classify(sql);
+        lockstep::mirror_failed(
+            self.shared.mirror_policy,
+            &self.shared.records,
+            self.mirror_side,
+            &class.fingerprint,
+            detail,
+            |d| self.record_located(d, &class, sql),
+        )
     }
 
+    /// A failure of the mirror recorded whatever `mirror.on_error` says
+    /// (a setting, or a write whose client already has its answer).
     fn mirror_failed(&self, sql: &str, detail: &str) {
         self.shared.records.mirror_error();
         self.record_text(DivergenceKind::MirrorError, sql, detail);
@@ -1714,7 +1782,13 @@ impl<'a> MyMirror<'a> {
     }
 
     fn record(&self, kind: DivergenceKind, class: &Classification, detail: &str, sql: &str) {
-        let mut d = Divergence::new(kind, self.mirror_side, &class.fingerprint, detail);
+        let d = Divergence::new(kind, self.mirror_side, &class.fingerprint, detail);
+        self.record_located(d, class, sql);
+    }
+
+    /// Records `d` with the table `class` writes and, under
+    /// `mirror.log_statements`, the statement `sql`.
+    fn record_located(&self, mut d: Divergence, class: &Classification, sql: &str) {
         d.table = class.insert_table.clone();
         if self.shared.records.log_statements {
             d.statement = Some(sql.to_string());

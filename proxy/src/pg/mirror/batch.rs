@@ -21,6 +21,7 @@ use super::{
     copy_fail, data_row_texts, error_message, image, no_error, query, Checks, MirrorSession, Msg,
     Step, Stop, OUT_CHUNK,
 };
+use crate::engine::lockstep;
 use crate::engine::route::Route;
 use crate::engine::{Classification, Kind};
 use crate::pg::codec::{self, put_cstr, Severity};
@@ -29,7 +30,6 @@ use bytes::{BufMut, BytesMut};
 use std::sync::Arc;
 use tracing::warn;
 use turnout_config::MirrorErrorPolicy;
-use turnout_control::divergence::{Divergence, DivergenceKind};
 
 /// turnout's own statement and portal name for the queries it runs on the
 /// authority inside a client's batch (its time, a catalog lookup).
@@ -556,12 +556,13 @@ impl MirrorSession<'_> {
             }
             Err(e) => return Err(e),
             Ok(Some(_)) if commits => {
-                self.shared.records.divergence(Divergence::new(
-                    DivergenceKind::AuthorityCommitFailed,
-                    self.mirror_side,
-                    &class.fingerprint,
-                    "the authority's COMMIT failed after the mirror committed",
-                ));
+                self.shared
+                    .records
+                    .divergence(lockstep::authority_commit_failed(
+                        self.mirror_side,
+                        &class.fingerprint,
+                        "its error went to the client",
+                    ));
             }
             Ok(_) => {}
         }
@@ -612,10 +613,10 @@ impl MirrorSession<'_> {
     async fn abort_authority(&mut self, detail: &str) -> Step {
         let sql = "DO $turnout$ BEGIN RAISE EXCEPTION 'turnout: statement refused'; END $turnout$";
         self.auth_own(sql, false).await?;
-        let msg = format!(
-            "turnout: the transaction was rolled back on both sides because {} refused one of its writes: {detail}",
+        let msg = lockstep::rolled_back_on_both(&format!(
+            "{} refused one of its writes: {detail}",
             self.mirror_side
-        );
+        ));
         self.queue(&codec::error_response(Severity::Error, "XX000", &msg));
         self.run.block = self.run.block.after_error();
         self.run.skipping = true;

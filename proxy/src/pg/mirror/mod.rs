@@ -13,6 +13,7 @@ use super::codec::{self, put_cstr, Severity};
 use super::framed::{Frame, Framed, FramedError};
 use super::shadow::{self, Capture, Sample, ShadowQuery};
 use crate::engine::defaults::{self, TableDefaults};
+use crate::engine::lockstep;
 use crate::engine::pin::{pin_transaction_time, PinError};
 use crate::engine::route::{self, Route};
 use crate::engine::{Classification, Kind, TxControl};
@@ -1252,14 +1253,15 @@ impl<'a> MirrorSession<'a> {
     /// caller fails the client's statement and rolls back both sides instead).
     fn mirror_failed(&self, class: &Classification, detail: &str, sent: &[u8]) -> bool {
         self.forget_applies();
-        if self.shared.mirror_policy == MirrorErrorPolicy::Fail {
-            self.shared.records.mirror_error();
-            let detail = self.shared.records.loggable(detail);
-            warn!(side = %self.mirror_side, fingerprint = %class.fingerprint, %detail, "mirror failed; statement failed (mirror.on_error = fail)");
-            return true;
-        }
-        self.record_mirror_error(&class.fingerprint, detail, sent);
-        false
+        let records = &self.shared.records;
+        lockstep::mirror_failed(
+            self.shared.mirror_policy,
+            records,
+            self.mirror_side,
+            &class.fingerprint,
+            detail,
+            |d| records.located(d, sent),
+        )
     }
 }
 

@@ -5,6 +5,7 @@ use super::{
     cstr, data_row_texts, mirror_text, no_error, query, sql_is_copy_from, written, Checks,
     Collected, MirrorSession, ReadSample, Step, Stop, MAX_REPLAY, PROBE_TIME,
 };
+use crate::engine::lockstep::{self, Interrupted, Sides};
 use crate::engine::pin::{self, PinError};
 use crate::engine::route::Route;
 use crate::engine::{defaults, Classification, Kind, TxControl};
@@ -17,6 +18,75 @@ use std::sync::Arc;
 use tracing::debug;
 use turnout_config::UnsafePolicy;
 use turnout_control::divergence::{Divergence, DivergenceKind};
+use turnout_control::Side;
+
+/// A simple-protocol COMMIT of an open transaction, as the engine's
+/// lockstep sequence drives it.
+struct SimpleCommit<'s, 'a> {
+    s: &'s mut MirrorSession<'a>,
+    to_auth: &'s [u8],
+    to_mirror: &'s [u8],
+    class: &'s Classification,
+}
+
+impl Sides for SimpleCommit<'_, '_> {
+    type Stop = Stop;
+
+    fn mirror_side(&self) -> Side {
+        self.s.mirror_side
+    }
+
+    fn fingerprint(&self) -> &str {
+        &self.class.fingerprint
+    }
+
+    async fn settle_mirror(&mut self) -> Option<String> {
+        self.s.drain_mirror(true).await;
+        let side = self.s.mirror_side;
+        self.s
+            .deferred_failure
+            .take()
+            .map(|detail| format!("{side} refused one of its writes: {detail}"))
+    }
+
+    async fn mirror_commit(&mut self) -> Result<(), String> {
+        let outcome = self
+            .s
+            .on_mirror(self.to_mirror, 1, false)
+            .await
+            .and_then(|c| self.s.committed(c));
+        if outcome.is_err() {
+            self.s.forget_applies();
+        }
+        outcome
+    }
+
+    async fn mirror_rollback(&mut self) {
+        let _ = self.s.on_mirror(&query("ROLLBACK"), 1, false).await;
+    }
+
+    async fn authority_commit(&mut self) -> Result<Option<String>, Interrupted<Stop>> {
+        let committed = match self.s.send_auth(self.to_auth).await {
+            Ok(()) => self.s.relay_authority().await,
+            Err(e) => Err(Stop::Authority(e)),
+        };
+        committed.map_err(|stop| Interrupted {
+            authority_lost: match &stop {
+                Stop::Authority(e) => Some(e.to_string()),
+                Stop::Client(_) => None,
+            },
+            stop,
+        })
+    }
+
+    async fn fail_both(&mut self, message: String) -> Step {
+        self.s.roll_back_authority_and_fail(&message).await
+    }
+
+    fn record(&self, d: Divergence) {
+        self.s.shared.records.located(d, self.to_mirror);
+    }
+}
 
 impl MirrorSession<'_> {
     pub(super) async fn simple(&mut self, frame: Frame) -> Step {
@@ -251,48 +321,15 @@ impl MirrorSession<'_> {
             }
             return Ok(());
         }
-        self.drain_mirror(true).await;
-        if let Some(detail) = self.deferred_failure.take() {
-            // Under `fail`: a statement of this transaction failed on the mirror.
-            let _ = self.on_mirror(&query("ROLLBACK"), 1, false).await;
-            let msg = format!(
-                "turnout: the transaction was rolled back on both sides because {} refused one of its writes: {detail}",
-                self.mirror_side
-            );
-            return self.roll_back_authority_and_fail(&msg).await;
-        }
-        let outcome = self
-            .on_mirror(to_mirror, 1, false)
-            .await
-            .and_then(|c| self.committed(c));
-        if let Err(detail) = outcome {
-            if self.mirror_failed(class, &detail, to_mirror) {
-                let msg = format!(
-                    "turnout: the transaction was rolled back on both sides because {} could not commit it: {detail}",
-                    self.mirror_side
-                );
-                return self.roll_back_authority_and_fail(&msg).await;
-            }
-        }
-        let committed = match self.send_auth(to_auth).await {
-            Ok(()) => self.relay_authority().await,
-            Err(e) => Err(Stop::Authority(e)),
+        let policy = self.shared.mirror_policy;
+        let records = self.shared.records.clone();
+        let mut sides = SimpleCommit {
+            s: self,
+            to_auth,
+            to_mirror,
+            class,
         };
-        match committed {
-            Ok(Some(err)) => self.shared.records.divergence(Divergence::new(
-                DivergenceKind::AuthorityCommitFailed,
-                self.mirror_side,
-                &class.fingerprint,
-                &format!("the authority's COMMIT failed after the mirror committed: {err}"),
-            )),
-            Ok(None) => {}
-            Err(Stop::Authority(e)) => {
-                self.authority_lost_at_commit(class, &e.to_string());
-                return Err(Stop::Authority(e));
-            }
-            Err(other) => return Err(other),
-        }
-        Ok(())
+        lockstep::commit(&mut sides, policy, &records).await
     }
 
     /// Whether the mirror's answer to a COMMIT says it committed (a
@@ -313,15 +350,13 @@ impl MirrorSession<'_> {
     /// The authority's connection was lost during a COMMIT the mirror had
     /// already made: the transaction may be on the mirror's side alone.
     pub(super) fn authority_lost_at_commit(&self, class: &Classification, error: &str) {
-        self.shared.records.divergence(Divergence::new(
-            DivergenceKind::AuthorityCommitFailed,
-            self.mirror_side,
-            &class.fingerprint,
-            &format!(
-                "the connection to the authority was lost during its COMMIT, after {} committed: the transaction may be on {} only ({error}); verify finds it",
-                self.mirror_side, self.mirror_side
-            ),
-        ));
+        self.shared
+            .records
+            .divergence(lockstep::authority_lost_at_commit(
+                self.mirror_side,
+                &class.fingerprint,
+                error,
+            ));
     }
 
     /// A simple-protocol write. An INSERT whose VALUES call per-call
@@ -637,12 +672,13 @@ impl MirrorSession<'_> {
                 other => other?,
             };
             if let Some(err) = &commit.error {
-                self.shared.records.divergence(Divergence::new(
-                    DivergenceKind::AuthorityCommitFailed,
-                    self.mirror_side,
-                    &class.fingerprint,
-                    &format!("the authority's COMMIT failed after the mirror committed: {err}"),
-                ));
+                self.shared
+                    .records
+                    .divergence(lockstep::authority_commit_failed(
+                        self.mirror_side,
+                        &class.fingerprint,
+                        err,
+                    ));
                 return self.relay_collected(&commit, b'I').await;
             }
             // Notifications and notices of turnout's COMMIT (a NOTIFY is
