@@ -168,3 +168,53 @@ fn no_layer_of_the_proxy_uses_a_higher_one_beyond_the_known_list() {
         );
     }
 }
+
+/// Production source files of the workspace (test files and test modules
+/// left out): path and text before the first test module.
+fn production_sources() -> Vec<(std::path::PathBuf, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut out = Vec::new();
+    let mut stack: Vec<_> = [
+        "proxy/src",
+        "src",
+        "control/src",
+        "config/src",
+        "instances/src",
+    ]
+    .iter()
+    .map(|d| root.join(d))
+    .collect();
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs")
+                && p.file_name()
+                    .is_some_and(|n| n != "tests.rs" && n != "fuzz.rs")
+            {
+                let text = std::fs::read_to_string(&p).unwrap();
+                let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+                out.push((p, code.to_string()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn production_files_stay_under_800_lines_and_name_what_they_import() {
+    let mut long = Vec::new();
+    let mut glob = Vec::new();
+    for (path, code) in production_sources() {
+        let lines = code.lines().count();
+        if lines > 800 {
+            long.push(format!("{} ({lines} lines)", path.display()));
+        }
+        if code.lines().any(|l| l.trim() == "use super::*;") {
+            glob.push(path.display().to_string());
+        }
+    }
+    assert!(long.is_empty(), "over 800 lines: {long:?}");
+    assert!(glob.is_empty(), "`use super::*` outside tests: {glob:?}");
+}
