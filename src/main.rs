@@ -387,7 +387,7 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
     // is mirrored through it.
     if phase.mirror().is_some() && !config.mapping.tables.is_empty() {
         let shared = server.shared();
-        let checked = turnout_proxy::catalog::check(shared, &config.mapping).await;
+        let checked = turnout_proxy::catalog::check(shared.backends(), &config.mapping).await;
         if let Ok(columns) = &checked {
             let mut live = (*shared.live()).clone();
             live.mapping = Arc::new((*live.mapping).clone().with_old_columns(columns.clone()));
@@ -444,7 +444,10 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
         None => None,
     };
     // A backfill the last run left running goes on from its checkpoint.
-    server.shared().backfill.resume_at_start(server.shared());
+    server
+        .shared()
+        .backfill
+        .resume_at_start(&server.shared().jobs());
     let _flag = config.admin.flag_file.clone().map(|path| {
         tokio::spawn(turnout_proxy::admin::watch_flag_file(
             path,

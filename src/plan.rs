@@ -86,8 +86,8 @@ async fn build(config: &Config, config_path: &Path) -> Result<Plan, String> {
     let routing = Arc::new(RoutingState::new(Phase::Passthrough, 0));
     let shared = turnout_proxy::server::Shared::new(config, routing).map_err(|e| e.to_string())?;
     let (old, new) = tokio::join!(
-        catalog::read_all(&shared, Side::Old),
-        catalog::read_all(&shared, Side::New)
+        catalog::read_all(shared.backends(), Side::Old),
+        catalog::read_all(shared.backends(), Side::New)
     );
     let old = old.map_err(|e| format!("reading old's catalog: {e}"))?;
     let new = new.map_err(|e| format!("reading new's catalog: {e}"))?;

@@ -3,7 +3,7 @@
 //! user, and reads its catalog; a failure names the backend and the reason,
 //! so a wrong backend password is never taken for a client's.
 
-use crate::server::Shared;
+use crate::shared::Shared;
 use turnout_control::Side;
 
 /// What one side's check found: `Ok` with a line saying what was reached,
@@ -37,8 +37,8 @@ async fn one(shared: &Shared, side: Side) -> Checked {
     );
     let limit = std::time::Duration::from_secs(15);
     let work = async {
-        let mut conn = crate::backfill::sql::Conn::open(shared, side).await?;
-        let tables = crate::backfill::tables(shared, &mut conn, side).await?;
+        let mut conn = crate::backfill::sql::Conn::open(shared.backends(), side).await?;
+        let tables = crate::backfill::tables(shared.backends(), &mut conn, side).await?;
         Ok::<_, String>(tables.len())
     };
     match tokio::time::timeout(limit, work).await {

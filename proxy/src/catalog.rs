@@ -2,24 +2,24 @@
 //! the columns, keys and defaults of each side's tables, and the mapping
 //! checked against them (`crate::mapping::catalog::problems`).
 
+use crate::backend::transport::Backends;
 use crate::mapping::catalog::{problems, Catalog, Column, OldColumns};
-use crate::server::Shared;
 use turnout_config::{Mapping, Protocol};
 use turnout_control::Side;
 
 /// Reads what `names` are on `side`.
-pub async fn read(shared: &Shared, side: Side, names: &[String]) -> Result<Catalog, String> {
+pub async fn read(backends: &Backends, side: Side, names: &[String]) -> Result<Catalog, String> {
     if names.is_empty() {
         return Ok(Catalog::default());
     }
-    read_filtered(shared, side, Some(names)).await
+    read_filtered(backends, side, Some(names)).await
 }
 
 /// Reads every table of `side` (its search path, or its database), with
 /// estimated sizes and foreign keys.
-pub async fn read_all(shared: &Shared, side: Side) -> Result<Catalog, String> {
-    let mut catalog = read_filtered(shared, side, None).await?;
-    let (rows_sql, fk_sql) = match shared.protocol {
+pub async fn read_all(backends: &Backends, side: Side) -> Result<Catalog, String> {
+    let mut catalog = read_filtered(backends, side, None).await?;
+    let (rows_sql, fk_sql) = match backends.protocol {
         Protocol::Postgres => (
             "SELECT c.relname, c.reltuples::bigint::text FROM pg_class c \
              JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -41,7 +41,7 @@ pub async fn read_all(shared: &Shared, side: Side) -> Result<Catalog, String> {
              WHERE TABLE_SCHEMA = DATABASE() AND REFERENCED_TABLE_NAME IS NOT NULL ORDER BY 1, 2",
         ),
     };
-    let mut answers = queries(shared, side, &[rows_sql, fk_sql])
+    let mut answers = queries(backends, side, &[rows_sql, fk_sql])
         .await?
         .into_iter();
     let (rows, fks) = (
@@ -67,17 +67,17 @@ pub async fn read_all(shared: &Shared, side: Side) -> Result<Catalog, String> {
 type Answers = Vec<Vec<Vec<Option<String>>>>;
 
 /// Runs catalog queries on `side` over one connection; their rows as text.
-async fn queries(shared: &Shared, side: Side, sqls: &[&str]) -> Result<Answers, String> {
+async fn queries(backends: &Backends, side: Side, sqls: &[&str]) -> Result<Answers, String> {
     let mut out = Vec::with_capacity(sqls.len());
-    match shared.protocol {
+    match backends.protocol {
         Protocol::Postgres => {
-            let mut conn = crate::backend::pg::open_simple(shared.target(side)).await?;
+            let mut conn = crate::backend::pg::open_simple(backends.target(side)).await?;
             for sql in sqls {
                 out.push(crate::backend::pg::run(&mut conn, sql, side).await?);
             }
         }
         Protocol::Mysql => {
-            let (mut conn, _) = crate::backend::mysql::open_simple(shared.target(side)).await?;
+            let (mut conn, _) = crate::backend::mysql::open_simple(backends.target(side)).await?;
             for sql in sqls {
                 out.push(
                     crate::backend::mysql::rows(&mut conn, sql)
@@ -91,7 +91,7 @@ async fn queries(shared: &Shared, side: Side, sqls: &[&str]) -> Result<Answers, 
 }
 
 async fn read_filtered(
-    shared: &Shared,
+    backends: &Backends,
     side: Side,
     names: Option<&[String]>,
 ) -> Result<Catalog, String> {
@@ -108,7 +108,7 @@ async fn read_filtered(
         ),
         None => (String::new(), String::new()),
     };
-    let (columns_sql, keys_sql) = match shared.protocol {
+    let (columns_sql, keys_sql) = match backends.protocol {
         Protocol::Postgres => (
             format!(
                 "SELECT table_name, column_name, data_type, is_nullable, \
@@ -142,7 +142,7 @@ async fn read_filtered(
             ),
         ),
     };
-    let mut answers = queries(shared, side, &[&columns_sql, &keys_sql])
+    let mut answers = queries(backends, side, &[&columns_sql, &keys_sql])
         .await?
         .into_iter();
     let (columns, keys) = (
@@ -173,7 +173,7 @@ async fn read_filtered(
 
 /// Reads both catalogs and checks `mapping` against them: old's columns
 /// of the mapped tables, or every problem found.
-pub async fn check(shared: &Shared, mapping: &Mapping) -> Result<OldColumns, Vec<String>> {
+pub async fn check(backends: &Backends, mapping: &Mapping) -> Result<OldColumns, Vec<String>> {
     let old_names: Vec<String> = mapping.tables.iter().map(|t| t.old.clone()).collect();
     let new_names: Vec<String> = mapping
         .tables
@@ -181,8 +181,8 @@ pub async fn check(shared: &Shared, mapping: &Mapping) -> Result<OldColumns, Vec
         .map(|t| t.new_name().to_string())
         .collect();
     let (old, new) = tokio::join!(
-        read(shared, Side::Old, &old_names),
-        read(shared, Side::New, &new_names)
+        read(backends, Side::Old, &old_names),
+        read(backends, Side::New, &new_names)
     );
     match (old, new) {
         (Ok(o), Ok(n)) => {

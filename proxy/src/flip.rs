@@ -4,7 +4,7 @@
 
 use crate::backend::catch_up::{Apply, CatchUp};
 use crate::pg::sequences;
-use crate::server::Shared;
+use crate::shared::Shared;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

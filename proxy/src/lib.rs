@@ -10,11 +10,13 @@ pub mod engine;
 pub mod flip;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod logins;
 pub mod mapping;
 pub mod metrics;
 pub mod mysql;
 pub mod pg;
 pub mod server;
+pub mod shared;
 pub mod stream;
 pub mod tls;
 pub mod wire;

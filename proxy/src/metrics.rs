@@ -3,7 +3,7 @@
 //! over a minimal HTTP/1.1 responder (GET only).
 
 use crate::admin::Window;
-use crate::server::Shared;
+use crate::shared::Shared;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::atomic::Ordering;

@@ -1,7 +1,7 @@
 //! The admin commands that start, steer and report on the backfill and
 //! verify jobs.
 
-use crate::server::Shared;
+use crate::shared::Shared;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tracing::{info, warn};
@@ -20,10 +20,10 @@ pub(super) async fn known_table(
         return Ok(Vec::new());
     }
     let side = turnout_control::Side::Old;
-    let mut conn = crate::backfill::sql::Conn::open(shared, side)
+    let mut conn = crate::backfill::sql::Conn::open(shared.backends(), side)
         .await
         .map_err(|e| format!("cannot read the tables of {side}: {e}"))?;
-    let all = crate::backfill::tables(shared, &mut conn, side).await?;
+    let all = crate::backfill::tables(shared.backends(), &mut conn, side).await?;
     let mut names: Vec<String> = all.into_iter().map(|t| t.name).collect();
     names.sort_unstable();
     let Some(table) = table else {
@@ -61,9 +61,9 @@ pub(super) fn backfill(
     let b = &shared.backfill;
     let result = match action {
         JobAction::Status => return b.status(table.as_deref()),
-        JobAction::Start => b.start(shared, table),
+        JobAction::Start => b.start(&shared.jobs(), table),
         JobAction::Pause => b.pause(),
-        JobAction::Resume => b.resume(shared),
+        JobAction::Resume => b.resume(&shared.jobs()),
     };
     job_reply(result, "backfill", caller)
 }
@@ -78,7 +78,7 @@ pub(super) fn verify(
 ) -> Value {
     let v = &shared.backfill.verify;
     let result = match action {
-        JobAction::Start => v.start(shared, table, repair),
+        JobAction::Start => v.start(&shared.jobs(), table, repair),
         _ => return v.status(table.as_deref()),
     };
     job_reply(result, "verify", caller)

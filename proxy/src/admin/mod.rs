@@ -4,7 +4,7 @@
 //! Commands: see [`turnout_control::command::Command`].
 
 use crate::flip;
-use crate::server::Shared;
+use crate::shared::Shared;
 use serde_json::{json, Value};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -521,7 +521,7 @@ pub async fn reload(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
             if !config.mapping.tables.is_empty()
                 && ctx.controller.routing().snapshot().phase.mirror().is_some() =>
         {
-            match crate::catalog::check(ctx.shared, &config.mapping).await {
+            match crate::catalog::check(ctx.shared.backends(), &config.mapping).await {
                 Ok(columns) => Ok((config, columns)),
                 Err(problems) => Err(format!(
                     "config not reloaded: the schema mapping does not match the databases: {}",

@@ -1,7 +1,7 @@
 //! The guards' window: the figures a flip is judged on, over
 //! `guards.window_secs`, and `ack`.
 
-use crate::server::Shared;
+use crate::shared::Shared;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

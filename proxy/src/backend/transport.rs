@@ -8,8 +8,32 @@ use rustls::pki_types::ServerName;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpStream, UnixStream};
-use turnout_config::{Backend, BackendTlsMode, Secret};
+use turnout_config::{Backend, BackendTlsMode, Protocol, Secret};
 use turnout_control::Side;
+
+/// Both sides of a listener and the protocol they speak: what the side
+/// jobs (catalog reads, backfill, verify, catch-up) open connections with.
+#[derive(Clone)]
+pub struct Backends {
+    pub protocol: Protocol,
+    targets: [BackendTarget; 2],
+}
+
+impl Backends {
+    pub fn new(protocol: Protocol, old: BackendTarget, new: BackendTarget) -> Backends {
+        Backends {
+            protocol,
+            targets: [old, new],
+        }
+    }
+
+    pub fn target(&self, side: Side) -> &BackendTarget {
+        match side {
+            Side::Old => &self.targets[0],
+            Side::New => &self.targets[1],
+        }
+    }
+}
 
 /// Where and how to reach one side.
 #[derive(Clone)]

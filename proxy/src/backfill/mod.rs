@@ -1,6 +1,6 @@
 //! Backfill: copies the rows that predate mirroring from the authority to
 //! the other side, table by table in primary-key order, in batches. Each
-//! batch is read under a shared row lock on the authority and upserted on
+//! batch is read under a env row lock on the authority and upserted on
 //! the other side (through the schema mapping) before that lock is let go,
 //! so a mirrored write to one of its rows, which must wait for the lock,
 //! always lands after the copy and never under it. Progress is checkpointed
@@ -10,8 +10,9 @@
 pub mod sql;
 pub mod verify;
 
-use crate::mapping::Translation;
-use crate::server::Shared;
+use crate::backend::transport::Backends;
+use crate::engine::records::Records;
+use crate::mapping::{SchemaMap, Translation};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sql::{Conn, Dialect, TableShape};
@@ -21,7 +22,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
-use turnout_control::Side;
+use turnout_control::{Phase, Side};
+
+/// What the backfill and verify jobs need of the listener they serve: its
+/// backends, the live mapping, the phase, the records; not the whole of its
+/// shared state (which implements this).
+pub trait Env: Send + Sync + 'static {
+    fn backfill(&self) -> &Backfill;
+    fn backends(&self) -> &Backends;
+    /// The schema mapping now.
+    fn mapping(&self) -> Arc<SchemaMap>;
+    fn phase(&self) -> Phase;
+    /// The listener is stopping.
+    fn stopping(&self) -> bool;
+    /// `mirror.mode = "async"`.
+    fn async_mirroring(&self) -> bool;
+    fn records(&self) -> &Records;
+}
 
 /// Attempts at one batch before the backfill stops with the error.
 const ATTEMPTS: u32 = 5;
@@ -235,8 +252,8 @@ impl Backfill {
 
     /// `backfill start [TABLE]`: from the beginning (of TABLE, or of every
     /// table).
-    pub fn start(&self, shared: &Arc<Shared>, only: Option<String>) -> Result<String, String> {
-        can_run(shared)?;
+    pub fn start(&self, env: &Arc<dyn Env>, only: Option<String>) -> Result<String, String> {
+        can_run(env)?;
         {
             let mut inner = self.lock();
             if inner.running {
@@ -264,7 +281,7 @@ impl Backfill {
         }
         let cp = self.lock().cp.clone();
         self.save(&cp);
-        self.spawn(shared);
+        self.spawn(env);
         Ok(match only {
             Some(t) => format!("backfill of {t} started"),
             None => "backfill of every table started".into(),
@@ -283,7 +300,7 @@ impl Backfill {
 
     /// `backfill resume`: a paused backfill goes on; one a restart or an
     /// error stopped starts again from its checkpoint.
-    pub fn resume(&self, shared: &Arc<Shared>) -> Result<String, String> {
+    pub fn resume(&self, env: &Arc<dyn Env>) -> Result<String, String> {
         let (running, state) = {
             let i = self.lock();
             (i.running, i.cp.state.clone())
@@ -298,32 +315,32 @@ impl Backfill {
                 "nothing to resume (backfill {state}); start one with backfill start"
             ));
         }
-        can_run(shared)?;
+        can_run(env)?;
         self.paused.send_replace(false);
         self.update(|cp| {
             cp.state = "running".into();
             cp.error = None;
         });
-        self.spawn(shared);
+        self.spawn(env);
         Ok("backfill resumed from its checkpoint".into())
     }
 
     /// At start: a backfill the last run left running goes on.
-    pub fn resume_at_start(&self, shared: &Arc<Shared>) {
+    pub fn resume_at_start(&self, env: &Arc<dyn Env>) {
         let state = self.lock().cp.state.clone();
         if state != "running" {
             return;
         }
-        match can_run(shared) {
+        match can_run(env) {
             Ok(()) => {
                 info!("backfill resumes from its checkpoint");
-                self.spawn(shared);
+                self.spawn(env);
             }
             Err(e) => warn!(reason = %e, "backfill checkpoint left running, not resumed"),
         }
     }
 
-    fn spawn(&self, shared: &Arc<Shared>) {
+    fn spawn(&self, env: &Arc<dyn Env>) {
         {
             let mut inner = self.lock();
             inner.running = true;
@@ -331,10 +348,10 @@ impl Backfill {
             inner.rows_at_start = inner.cp.tables.values().map(|t| t.rows).sum();
         }
         self.paused.send_replace(false);
-        let shared = shared.clone();
+        let env = env.clone();
         tokio::spawn(async move {
-            let result = run(&shared).await;
-            let b = &shared.backfill;
+            let result = run(&env).await;
+            let b = &env.backfill();
             b.lock().running = false;
             match result {
                 Ok(()) => {
@@ -412,14 +429,14 @@ impl Backfill {
 /// Backfill needs old as the authority, something to copy to, and
 /// synchronous mirroring (a queued write applied after a copy of its row
 /// would be applied twice).
-fn can_run(shared: &Shared) -> Result<(), String> {
-    let phase = shared.routing.snapshot().phase;
+fn can_run(env: &Arc<dyn Env>) -> Result<(), String> {
+    let phase = env.phase();
     if phase.mirror() != Some(Side::New) {
         return Err(format!(
             "backfill copies old to new while writes are mirrored there; the phase is {phase} (it runs in mirror and reads_new)"
         ));
     }
-    if shared.async_queue.is_some() {
+    if env.async_mirroring() {
         return Err("backfill needs mirror.mode = \"sync\": a queued write could land before the copy of its row".into());
     }
     Ok(())
@@ -440,19 +457,19 @@ fn chosen(all: Vec<TableShape>, only: Option<&str>) -> Result<Vec<TableShape>, S
 
 /// The tables of the authority, as the backfill and verify see them.
 pub async fn tables(
-    shared: &Shared,
+    backends: &Backends,
     conn: &mut Conn,
     side: Side,
 ) -> Result<Vec<TableShape>, String> {
-    let d = Dialect::of(shared.protocol);
+    let d = Dialect::of(backends.protocol);
     Ok(sql::shapes(&conn.rows(d.tables_query(), side).await?))
 }
 
-async fn run(shared: &Arc<Shared>) -> Result<(), String> {
-    let b = &shared.backfill;
+async fn run(env: &Arc<dyn Env>) -> Result<(), String> {
+    let b = &env.backfill();
     metrics::gauge!("turnout_backfill_running").set(1.0);
-    let mut src = Conn::open(shared, Side::Old).await?;
-    let all = tables(shared, &mut src, Side::Old).await?;
+    let mut src = Conn::open(env.backends(), Side::Old).await?;
+    let all = tables(env.backends(), &mut src, Side::Old).await?;
     let only = b.lock().cp.only.clone();
     let all_names: Vec<String> = all.iter().map(|t| t.name.clone()).collect();
     let chosen = chosen(all, only.as_deref())?;
@@ -467,28 +484,28 @@ async fn run(shared: &Arc<Shared>) -> Result<(), String> {
             }
         }
     });
-    let mut dst = Conn::open(shared, Side::New).await?;
+    let mut dst = Conn::open(env.backends(), Side::New).await?;
     let mut baseline = b.latency.micros();
     for t in chosen.iter().filter(|t| !t.key.is_empty()) {
         if b.lock().cp.tables.get(&t.name).is_some_and(|p| p.done) {
             continue;
         }
         info!(table = %t.name, "backfill of table starts");
-        copy_table(shared, t, &mut src, &mut dst, &mut baseline).await?;
+        copy_table(env, t, &mut src, &mut dst, &mut baseline).await?;
     }
     Ok(())
 }
 
 /// Copies `t` from its checkpoint to its end.
 async fn copy_table(
-    shared: &Arc<Shared>,
+    env: &Arc<dyn Env>,
     t: &TableShape,
     src: &mut Conn,
     dst: &mut Conn,
     baseline: &mut u64,
 ) -> Result<(), String> {
-    let b = &shared.backfill;
-    let d = Dialect::of(shared.protocol);
+    let b = &env.backfill();
+    let d = Dialect::of(env.backends().protocol);
     let key_at: Vec<usize> = t
         .key
         .iter()
@@ -503,7 +520,7 @@ async fn copy_table(
                 return Ok(());
             }
         }
-        if *shared.stopping.borrow() {
+        if env.stopping() {
             return Err("turnout is stopping; resumes from the checkpoint".into());
         }
         // The adaptive throttle: clients slower than `factor` times their
@@ -534,14 +551,14 @@ async fn copy_table(
         let mut attempt = 0;
         let copied = loop {
             attempt += 1;
-            match batch(shared, d, t, after.as_deref(), src, dst).await {
+            match batch(env, d, t, after.as_deref(), src, dst).await {
                 Ok(rows) => break rows,
                 Err(e) if attempt < ATTEMPTS => {
                     warn!(table = %t.name, attempt, error = %e, "backfill batch failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
                     // The connections may be gone: new ones.
-                    *src = Conn::open(shared, Side::Old).await?;
-                    *dst = Conn::open(shared, Side::New).await?;
+                    *src = Conn::open(env.backends(), Side::Old).await?;
+                    *dst = Conn::open(env.backends(), Side::New).await?;
                 }
                 Err(e) => return Err(format!("table {}: {e}", t.name)),
             }
@@ -580,10 +597,10 @@ async fn copy_table(
     }
 }
 
-/// One batch: read under a shared lock on old, upserted on new, then the
+/// One batch: read under a env lock on old, upserted on new, then the
 /// lock let go. The rows copied (none: the table is done).
 async fn batch(
-    shared: &Shared,
+    env: &Arc<dyn Env>,
     d: Dialect,
     t: &TableShape,
     after: Option<&[Option<String>]>,
@@ -593,10 +610,10 @@ async fn batch(
     src.rows("BEGIN", Side::Old).await?;
     let result = async {
         let rows = src
-            .rows(&d.batch(t, after, shared.backfill.batch), Side::Old)
+            .rows(&d.batch(t, after, env.backfill().batch), Side::Old)
             .await?;
         if !rows.is_empty() {
-            upsert(shared, d, t, &rows, dst).await?;
+            upsert(env, d, t, &rows, dst).await?;
         }
         Ok::<_, String>(rows)
     }
@@ -615,14 +632,14 @@ async fn batch(
 
 /// Writes `rows` (of old's `t`) on new through the schema mapping.
 pub(crate) async fn upsert(
-    shared: &Shared,
+    env: &Arc<dyn Env>,
     d: Dialect,
     t: &TableShape,
     rows: &sql::Rows,
     dst: &mut Conn,
 ) -> Result<(), String> {
     let statement = d.upsert(t, rows);
-    let statement = match shared.mapping().translate(&statement) {
+    let statement = match env.mapping().translate(&statement) {
         Ok(Translation::Sql(s)) => s,
         Ok(Translation::Unchanged) => statement,
         Ok(Translation::Skip) => return Ok(()),

@@ -1,8 +1,8 @@
 //! What backfill and verify say to each database: one connection type over
 //! both protocols, and the SQL each dialect needs (keyset batches under a
-//! shared row lock, upserts, order-independent range checksums).
+//! env row lock, upserts, order-independent range checksums).
 
-use crate::server::Shared;
+use crate::backend::transport::Backends;
 use turnout_config::Protocol;
 use turnout_control::Side;
 
@@ -19,16 +19,15 @@ pub enum Conn {
 }
 
 impl Conn {
-    pub async fn open(shared: &Shared, side: Side) -> Result<Conn, String> {
-        match shared.protocol {
-            Protocol::Postgres => crate::backend::pg::open_simple(shared.target(side))
+    pub async fn open(backends: &Backends, side: Side) -> Result<Conn, String> {
+        match backends.protocol {
+            Protocol::Postgres => crate::backend::pg::open_simple(backends.target(side))
                 .await
                 .map(Conn::Pg)
                 .map_err(|e| format!("{side}: {e}")),
             Protocol::Mysql => {
-                let (conn, version) =
-                    crate::backend::mysql::open_simple(shared.target(side)).await?;
-                shared.note_mysql_version(version);
+                let (conn, _version) =
+                    crate::backend::mysql::open_simple(backends.target(side)).await?;
                 Ok(Conn::My(conn))
             }
         }
@@ -183,7 +182,7 @@ impl Dialect {
         }
     }
 
-    /// The statement that locks against writers: a shared row lock.
+    /// The statement that locks against writers: a env row lock.
     pub fn share_lock(self) -> &'static str {
         match self {
             Dialect::Pg => "FOR SHARE",
@@ -191,7 +190,7 @@ impl Dialect {
         }
     }
 
-    /// The next batch of `t` after `after`, under a shared row lock.
+    /// The next batch of `t` after `after`, under a env row lock.
     pub fn batch(self, t: &TableShape, after: Option<&[Option<String>]>, n: usize) -> String {
         format!(
             "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {n} {}",
@@ -203,7 +202,7 @@ impl Dialect {
         )
     }
 
-    /// The rows of `t` with the given keys, under a shared row lock.
+    /// The rows of `t` with the given keys, under a env row lock.
     pub fn rows_by_key(self, t: &TableShape, keys: &[Vec<Option<String>>]) -> String {
         format!(
             "SELECT {} FROM {} WHERE {} ORDER BY {} {}",

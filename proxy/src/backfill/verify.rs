@@ -7,7 +7,7 @@
 //! again from old under the same lock (and deletes new's extra rows).
 
 use super::sql::{Conn, Dialect, Rows, TableShape};
-use crate::server::Shared;
+use super::Env;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -64,11 +64,11 @@ impl Verify {
     /// `verify start [TABLE] [--repair]`.
     pub fn start(
         &self,
-        shared: &Arc<Shared>,
+        env: &Arc<dyn Env>,
         only: Option<String>,
         repair: bool,
     ) -> Result<String, String> {
-        super::can_run(shared)?;
+        super::can_run(env)?;
         {
             let mut s = self.lock();
             if s.state == "running" {
@@ -82,10 +82,10 @@ impl Verify {
                 ..State::default()
             };
         }
-        let shared = shared.clone();
+        let env = env.clone();
         tokio::spawn(async move {
-            let result = run(&shared, only.clone(), repair).await;
-            let mut s = shared.backfill.verify.lock();
+            let result = run(&env, only.clone(), repair).await;
+            let mut s = env.backfill().verify.lock();
             match result {
                 Ok(()) => {
                     let differences: u64 = s
@@ -170,8 +170,8 @@ struct Sides {
     new_key: Vec<String>,
 }
 
-fn sides(shared: &Shared, t: &TableShape) -> Sides {
-    let mapping = shared.mapping();
+fn sides(env: &Arc<dyn Env>, t: &TableShape) -> Sides {
+    let mapping = env.mapping();
     let (new_name, old_columns, new_columns) = mapping.compared(&t.name, &t.columns);
     let new_key = t
         .key
@@ -192,14 +192,14 @@ fn sides(shared: &Shared, t: &TableShape) -> Sides {
     }
 }
 
-async fn run(shared: &Arc<Shared>, only: Option<String>, repair: bool) -> Result<(), String> {
-    let v = &shared.backfill.verify;
-    let mut src = Conn::open(shared, Side::Old).await?;
-    let mut dst = Conn::open(shared, Side::New).await?;
-    let all = super::tables(shared, &mut src, Side::Old).await?;
+async fn run(env: &Arc<dyn Env>, only: Option<String>, repair: bool) -> Result<(), String> {
+    let v = &env.backfill().verify;
+    let mut src = Conn::open(env.backends(), Side::Old).await?;
+    let mut dst = Conn::open(env.backends(), Side::New).await?;
+    let all = super::tables(env.backends(), &mut src, Side::Old).await?;
     let mut chosen = super::chosen(all, only.as_deref())?;
     // Tables mirroring recorded divergences for go first.
-    chosen.sort_by_key(|t| !shared.records.divergent_tables.contains_key(&t.name));
+    chosen.sort_by_key(|t| !env.records().divergent_tables.contains_key(&t.name));
     for t in &chosen {
         if t.key.is_empty() {
             v.with_table(&t.name, |r| {
@@ -209,7 +209,7 @@ async fn run(shared: &Arc<Shared>, only: Option<String>, repair: bool) -> Result
             continue;
         }
         info!(table = %t.name, "verify of table starts");
-        table(shared, t, &mut src, &mut dst, repair).await?;
+        table(env, t, &mut src, &mut dst, repair).await?;
         v.with_table(&t.name, |r| r.done = true);
     }
     Ok(())
@@ -223,16 +223,16 @@ enum Difference {
 }
 
 async fn table(
-    shared: &Arc<Shared>,
+    env: &Arc<dyn Env>,
     t: &TableShape,
     src: &mut Conn,
     dst: &mut Conn,
     repair: bool,
 ) -> Result<(), String> {
-    let d = Dialect::of(shared.protocol);
-    let n = shared.backfill.batch_size();
-    let s = sides(shared, t);
-    let v = &shared.backfill.verify;
+    let d = Dialect::of(env.backends().protocol);
+    let n = env.backfill().batch_size();
+    let s = sides(env, t);
+    let v = &env.backfill().verify;
     let mut after: Option<Vec<Option<String>>> = None;
     loop {
         let end = src
@@ -278,7 +278,7 @@ async fn table(
         if !confirmed.is_empty() {
             warn!(table = %t.name, rows = confirmed.len(), "verify found rows that differ");
             if repair {
-                let fixed = repair_rows(shared, d, t, &s, src, dst, &confirmed).await?;
+                let fixed = repair_rows(env, d, t, &s, src, dst, &confirmed).await?;
                 v.with_table(&t.name, |r| r.repaired += fixed);
             }
         }
@@ -381,11 +381,11 @@ fn differences(key_len: usize, old: &Rows, new: &Rows) -> Vec<(Vec<Option<String
     out
 }
 
-/// Copies the differing rows again from old under a shared lock; a row old
+/// Copies the differing rows again from old under a env lock; a row old
 /// no longer has is deleted on new. The rows fixed.
 #[allow(clippy::too_many_arguments)]
 async fn repair_rows(
-    shared: &Shared,
+    env: &Arc<dyn Env>,
     d: Dialect,
     t: &TableShape,
     s: &Sides,
@@ -398,7 +398,7 @@ async fn repair_rows(
     let result = async {
         let current = src.rows(&d.rows_by_key(t, &keys), Side::Old).await?;
         if !current.is_empty() {
-            super::upsert(shared, d, t, &current, dst).await?;
+            super::upsert(env, d, t, &current, dst).await?;
         }
         let key_at: Vec<usize> = t
             .key

@@ -5,7 +5,7 @@
 use super::packet::Packets;
 use crate::backend::catch_up::{Apply, CatchUp};
 use crate::backend::mysql::rows;
-use crate::server::Shared;
+use crate::shared::Shared;
 use turnout_control::Side;
 
 /// Raises the auto-increment counters of `to` past those of `from`.

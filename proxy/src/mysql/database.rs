@@ -149,6 +149,17 @@ impl VisitorMut for Renamer<'_> {
     }
 }
 
+/// Each side's configured database, for mapping the client's: MySQL's
+/// view of the shared backends.
+impl crate::shared::Shared {
+    pub fn databases(&self) -> Databases {
+        Databases {
+            old: self.target(Side::Old).database.clone(),
+            new: self.target(Side::New).database.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

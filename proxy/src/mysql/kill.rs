@@ -5,20 +5,13 @@
 
 use super::packet::{err_payload, ok_payload};
 use super::session::{connect, own_caps};
-use crate::server::Shared;
+use crate::shared::Shared;
 use sqlparser::ast::{KillType, Statement};
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 use tracing::info;
-use turnout_control::Side;
 
-/// A session's backend thread, as KILL needs it.
-#[derive(Debug, Clone)]
-pub struct Registered {
-    pub user: String,
-    pub side: Side,
-    pub thread: u32,
-}
+pub use crate::shared::Registered;
 
 /// A KILL statement: whether only the running query goes, and the id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +109,7 @@ pub async fn run(shared: &Shared, user: &str, kill: Result<Kill, String>) -> Vec
     };
     let target = u32::try_from(kill.id)
         .ok()
-        .and_then(|id| shared.mysql_sessions.get(&id).map(|r| r.clone()));
+        .and_then(|id| shared.mysql.sessions.get(&id).map(|r| r.clone()));
     let Some(target) = target else {
         return err_payload(1094, "HY000", &format!("Unknown thread id: {}", kill.id));
     };

@@ -1,7 +1,6 @@
 //! The MySQL/MariaDB protocol adapter: turnout's own handshake and
 //! authentication with clients, backend authentication, and forwarding.
 
-pub mod auth;
 pub mod counters;
 pub mod database;
 pub mod kill;
@@ -13,3 +12,5 @@ pub mod shadow;
 // Below the adapter, under the names its modules use.
 pub use crate::wire::my_packet as packet;
 pub use crate::wire::my_response as response;
+// The logins the adapter checks.
+pub use crate::logins::mysql as auth;

@@ -9,7 +9,7 @@ use super::packet::{PacketError, Packets};
 use super::response::{self, Answer, Expect};
 use super::session::Legs;
 use crate::engine::queue::{Applier, Queue};
-use crate::server::Shared;
+use crate::shared::Shared;
 use std::collections::HashMap;
 use std::sync::Arc;
 use turnout_control::Side;

@@ -9,7 +9,7 @@ use super::mirror::{End as MirrorEnd, MyMirror};
 use super::packet::{err_payload, ok_payload, PacketError, Packets};
 pub(super) use crate::backend::mysql::{offered, own_caps};
 use crate::backend::transport::BackendTarget;
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::stream::Stream;
 use mysql_common::constants::{CapabilityFlags, StatusFlags};
 use mysql_common::io::ParseBuf;
@@ -48,7 +48,7 @@ enum StartError {
 
 /// Serves one accepted MySQL connection to its end.
 pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit: bool) {
-    let id = shared.next_mysql_id.fetch_add(1, Ordering::Relaxed);
+    let id = shared.mysql.next_id.fetch_add(1, Ordering::Relaxed);
     let mut client = Packets::new(client, shared.max_message);
     if over_limit {
         let e = err_payload(
@@ -82,7 +82,7 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
         }
     };
     run_session(&shared, client, seq, backend, legs, &peer, id).await;
-    shared.mysql_sessions.remove(&id);
+    shared.mysql.sessions.remove(&id);
 }
 
 /// After the handshakes: forwarding (passthrough) or the mirror engine.
@@ -269,7 +269,7 @@ async fn open(
 ) -> Result<(Packets, u8, Packets, Legs), Refused> {
     let nonce = auth::nonce();
     let version: String =
-        Option::clone(&shared.mysql_version.load()).unwrap_or_else(|| DEFAULT_VERSION.to_string());
+        Option::clone(&shared.mysql.version.load()).unwrap_or_else(|| DEFAULT_VERSION.to_string());
     let mut scramble_2 = nonce[8..].to_vec();
     scramble_2.push(0);
     let mut caps = offered();
@@ -455,7 +455,7 @@ async fn start(
             )
         })?;
     info!(%user, id, side = %authority, plugin = %String::from_utf8_lossy(&plugin), "mysql client authenticated");
-    shared.mysql_sessions.insert(
+    shared.mysql.sessions.insert(
         id,
         Registered {
             user: user.clone(),

@@ -3,34 +3,21 @@
 //! connection with the session's settings, and compared by value through
 //! the protocol-agnostic check (`engine::shadowcheck`).
 
-use super::packet::Packets;
 use super::response::{self, lenenc, Answer, Expect};
 use super::session::{connect, Legs};
 use crate::engine::compare::{self, oid, ResultSet};
-use crate::engine::sampler::IdlePool;
 use crate::engine::shadowcheck::{self, Answered, Found, SampleError};
 use crate::engine::SqlDialect;
-use crate::server::Shared;
+use crate::shared::Shared;
 use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 use turnout_control::Side;
 
 /// Idle shadow connections kept per side.
-const POOL_IDLE: usize = 16;
 
 /// Session settings: the commands (`USE`, `SET ...`) applied on a connection.
-type Settings = Arc<Vec<Vec<u8>>>;
-
-/// Idle connections for samples, per side, each with the settings applied
-/// on it.
-pub struct Pool(IdlePool<Packets, Settings>);
-
-impl Default for Pool {
-    fn default() -> Self {
-        Pool(IdlePool::new(POOL_IDLE))
-    }
-}
+pub use crate::shared::registry::Settings;
 
 /// One sampled read to check.
 pub struct Sample {
@@ -241,7 +228,7 @@ async fn run(shared: &Shared, side: Side, sample: &Sample) -> Result<Answered, S
         Err(e) => return Err(SampleError::Undecodable(e)),
     };
     let sql = &sql;
-    let pool = &shared.mysql_pool.0;
+    let pool = &shared.mysql.idle;
     let exchange = async {
         let (mut conn, applied) = match pool.take(side, &sample.settings) {
             Some(c) => c,

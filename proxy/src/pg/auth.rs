@@ -1,79 +1,14 @@
 //! Authenticating clients against the configured users (SCRAM-SHA-256, md5).
 
 use super::codec::{self, Severity};
-use super::scram::{self, Verifier};
 use super::startup::{read_client_frame, SessionError};
+pub use crate::logins::pg::{md5_hex, Credential, UserTable, UserTableError};
+use crate::logins::scram;
+use crate::logins::scram::Verifier;
 use crate::stream::Stream;
 use bytes::Buf;
-use md5::{Digest, Md5};
 use rand::RngCore;
-use std::collections::HashMap;
 use tokio::io::AsyncWriteExt;
-use turnout_config::{AuthMethod, User};
-
-/// What turnout keeps to check one user's password.
-#[derive(Clone)]
-pub enum Credential {
-    Scram(Verifier),
-    /// `md5(password || user)` in hex, as PostgreSQL stores it.
-    Md5(String),
-}
-
-/// Configured users by name, with their verifiers computed once.
-#[derive(Clone, Default)]
-pub struct UserTable {
-    users: HashMap<String, Credential>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("users[{index}].password: {message}")]
-pub struct UserTableError {
-    pub index: usize,
-    pub message: String,
-}
-
-fn md5_hex(data: &[u8]) -> String {
-    let digest = Md5::digest(data);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-impl UserTable {
-    pub fn from_config(users: &[User]) -> Result<Self, UserTableError> {
-        let mut table = HashMap::new();
-        for (index, u) in users.iter().enumerate() {
-            let pw = u.password.expose();
-            let cred = match u.auth {
-                AuthMethod::ScramSha256 if pw.starts_with("SCRAM-SHA-256$") => {
-                    Credential::Scram(Verifier::parse(pw).map_err(|e| UserTableError {
-                        index,
-                        message: e.to_string(),
-                    })?)
-                }
-                AuthMethod::ScramSha256 => Credential::Scram(Verifier::from_password(pw)),
-                AuthMethod::Md5 if pw.len() == 35 && pw.starts_with("md5") => {
-                    Credential::Md5(pw[3..].to_ascii_lowercase())
-                }
-                AuthMethod::Md5 => {
-                    let mut data = pw.as_bytes().to_vec();
-                    data.extend_from_slice(u.name.as_bytes());
-                    Credential::Md5(md5_hex(&data))
-                }
-                AuthMethod::MysqlNativePassword | AuthMethod::CachingSha2Password => {
-                    return Err(UserTableError {
-                        index,
-                        message: "mysql_native_password and caching_sha2_password are for protocol = \"mysql\"".into(),
-                    })
-                }
-            };
-            table.insert(u.name.clone(), cred);
-        }
-        Ok(UserTable { users: table })
-    }
-
-    pub fn get(&self, name: &str) -> Option<&Credential> {
-        self.users.get(name)
-    }
-}
 
 fn auth_failed(user: &str) -> SessionError {
     SessionError::Client {

@@ -3,7 +3,6 @@
 pub mod auth;
 pub mod mirror;
 pub mod pump;
-pub mod scram;
 pub mod sequences;
 pub mod session;
 pub mod shadow;
@@ -13,3 +12,6 @@ pub mod startup;
 pub use crate::backend::pg as backend;
 pub use crate::wire::pg as codec;
 pub use crate::wire::pg_framed as framed;
+
+// The logins the adapter checks, under the name its modules use.
+pub use crate::logins::scram;

@@ -7,7 +7,7 @@
 
 use crate::backend::catch_up::{Apply, CatchUp};
 use crate::backend::pg::{literal, run};
-use crate::server::Shared;
+use crate::shared::Shared;
 use tracing::warn;
 use turnout_control::Side;
 

@@ -7,9 +7,10 @@ use super::framed::Framed;
 use super::mirror::{End as MirrorEnd, MirrorSession};
 use super::pump::{Pump, PumpEnd};
 use super::startup::{self, Opening, SessionError};
-use crate::server::{CancelKey, Shared};
+use crate::shared::{CancelKey, CancelTarget, Shared};
 use crate::stream::Stream;
 use bytes::BytesMut;
+use rand::Rng;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, info, warn};
@@ -95,7 +96,7 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
         let end = MirrorSession::new(&shared, client, (backend, key), mirror, mirror_side, params)
             .run()
             .await;
-        shared.cancels.remove(&key);
+        shared.pg.cancels.remove(&key);
         match end {
             MirrorEnd::Terminated => debug!(%peer, %user, "session ended"),
             MirrorEnd::ClientGone(e) => debug!(%peer, %user, error = %e, "client connection lost"),
@@ -116,7 +117,7 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
     debug!(%peer, %user, "session started");
     let mut pump = Pump::new(stream, backend_stream, leftover, shared.max_message);
     let end = pump.run().await;
-    shared.cancels.remove(&key);
+    shared.pg.cancels.remove(&key);
     match end {
         PumpEnd::Terminated | PumpEnd::ClientClosed => debug!(%peer, %user, "session ended"),
         PumpEnd::ClientIo(e) => debug!(%peer, %user, error = %e, "client connection lost"),
@@ -167,7 +168,7 @@ async fn start(
     hello.extend_from_slice(&codec::backend_key_data(key.pid, key.secret));
     hello.extend_from_slice(&codec::ready_for_query(b'I'));
     if let Err(e) = stream.write_all(&hello).await {
-        shared.cancels.remove(&key);
+        shared.pg.cancels.remove(&key);
         return Err(e.into());
     }
     Ok((backend, key))
@@ -291,6 +292,45 @@ fn check_database(shared: &Shared, params: &[(String, String)]) -> Result<(), Se
             served[0]
         ),
     })
+}
+
+/// Cancel keys: PostgreSQL's registry in the shared state.
+impl Shared {
+    /// Gives the session a cancel key mapped to its backend: the backend's
+    /// real process id (what `pg_backend_pid()` and notifications show the
+    /// client) with a secret of turnout's own, so a cancel request still
+    /// comes through turnout and names one session.
+    pub fn register_cancel(&self, side: Side, backend: &BackendConn) -> CancelKey {
+        let mut rng = rand::thread_rng();
+        loop {
+            let key = CancelKey {
+                pid: backend.pid,
+                secret: rng.gen(),
+            };
+            if let dashmap::Entry::Vacant(slot) = self.pg.cancels.entry(key) {
+                slot.insert(CancelTarget {
+                    side,
+                    pid: backend.pid,
+                    secret: backend.secret,
+                });
+                return key;
+            }
+        }
+    }
+
+    /// Forwards a client's CancelRequest to the backend process it names.
+    /// Unknown keys are ignored, as PostgreSQL does.
+    pub async fn cancel(&self, key: CancelKey) {
+        let Some(target) = self.pg.cancels.get(&key).map(|t| *t) else {
+            debug!("cancel request with an unknown key ignored");
+            return;
+        };
+        let backend = self.target(target.side);
+        match backend::send_cancel(backend, target.pid, target.secret).await {
+            Ok(()) => info!(side = %target.side, "cancel request forwarded"),
+            Err(e) => warn!(error = %e, "cancel request could not be forwarded"),
+        }
+    }
 }
 
 #[cfg(test)]

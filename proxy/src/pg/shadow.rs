@@ -10,12 +10,11 @@ use super::backend;
 use super::codec::{self, put_cstr};
 use super::framed::{Frame, Framed, FramedError};
 use crate::engine::compare::{self, ResultSet};
-use crate::engine::sampler::{IdlePool, Sampler};
+use crate::engine::sampler::Sampler;
 use crate::engine::shadowcheck::{self, Answered, Found, SampleError};
 use crate::engine::SqlDialect;
-use crate::server::Shared;
+use crate::shared::Shared;
 use bytes::{BufMut, Bytes, BytesMut};
-use dashmap::DashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
@@ -23,24 +22,6 @@ use tracing::debug;
 use turnout_control::Side;
 
 /// Idle shadow connections kept per side.
-const POOL_IDLE: usize = 32;
-
-/// PostgreSQL's part of shadow reads: idle sample connections per side
-/// (each with the session settings applied on it), and per side and table
-/// OID the primary key's column numbers (empty: none).
-pub struct Pool {
-    idle: IdlePool<Framed, Arc<Vec<String>>>,
-    primary_keys: DashMap<(Side, u32), Arc<Vec<i16>>>,
-}
-
-impl Default for Pool {
-    fn default() -> Self {
-        Pool {
-            idle: IdlePool::new(POOL_IDLE),
-            primary_keys: DashMap::new(),
-        }
-    }
-}
 
 /// The query to run again: its text, and for the extended protocol its
 /// parameter types (Parse) and parameters (Bind).
@@ -294,7 +275,7 @@ async fn primary_key(
     tables.dedup();
     let mut key = Vec::new();
     for table in tables {
-        let attnums = match shared.pg_pool.primary_keys.get(&(side, table)) {
+        let attnums = match shared.pg.primary_keys.get(&(side, table)) {
             Some(k) => k.clone(),
             None => {
                 let query = ShadowQuery {
@@ -331,10 +312,7 @@ async fn primary_key(
                     })
                     .unwrap_or_default();
                 let found = Arc::new(found);
-                shared
-                    .pg_pool
-                    .primary_keys
-                    .insert((side, table), found.clone());
+                shared.pg.primary_keys.insert((side, table), found.clone());
                 found
             }
         };
@@ -438,7 +416,7 @@ async fn run(
     settings: &Arc<Vec<String>>,
 ) -> Result<Answer, SampleError> {
     let unavailable = |e: String| SampleError::Unavailable(format!("{side}: {e}"));
-    let pool = &shared.pg_pool.idle;
+    let pool = &shared.pg.idle;
     let (mut conn, applied) = match pool.take(side, settings) {
         Some(p) => p,
         None => {

@@ -37,7 +37,7 @@ impl MyMirror<'_> {
             self.mirror = Some(demoted);
             self.mirror_side = self.mirror_side.other();
             // KILL now reaches the promoted side's thread.
-            if let Some(mut r) = self.shared.mysql_sessions.get_mut(&self.id) {
+            if let Some(mut r) = self.shared.mysql.sessions.get_mut(&self.id) {
                 let promoted_thread = self.mirror_thread.unwrap_or(0);
                 self.mirror_thread = Some(r.thread);
                 r.thread = promoted_thread;

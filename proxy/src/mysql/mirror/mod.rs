@@ -20,7 +20,7 @@ use crate::engine::defaults;
 use crate::engine::route::{self, Route};
 use crate::engine::{Classification, Kind};
 use crate::mapping::Translation;
-use crate::server::Shared;
+use crate::shared::Shared;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

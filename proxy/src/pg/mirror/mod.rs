@@ -16,7 +16,7 @@ use crate::engine::defaults::TableDefaults;
 use crate::engine::pin::{pin_transaction_time, PinError};
 use crate::engine::route::{self, Route};
 use crate::engine::{Classification, Kind};
-use crate::server::{CancelKey, Shared};
+use crate::shared::{CancelKey, Shared};
 use bytes::{BufMut, Bytes, BytesMut};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;

@@ -9,7 +9,7 @@ use crate::engine::records::Records;
 use crate::engine::Classification;
 use crate::pg::framed::{Framed, FramedError};
 use crate::pg::{backend, codec};
-use crate::server::Shared;
+use crate::shared::Shared;
 use bytes::Bytes;
 use std::sync::Arc;
 use turnout_control::divergence::Divergence;

@@ -79,7 +79,7 @@ impl MirrorSession<'_> {
         // Volatile defaults and the transaction time are the authority's.
         self.table_defaults.clear();
         self.tx_time = None;
-        if let Some(mut target) = self.shared.cancels.get_mut(&self.cancel_key) {
+        if let Some(mut target) = self.shared.pg.cancels.get_mut(&self.cancel_key) {
             target.side = promoted;
             target.pid = self.auth_key.pid;
             target.secret = self.auth_key.secret;

@@ -1,0 +1,71 @@
+//! PostgreSQL clients' logins: each configured user's SCRAM-SHA-256
+//! verifier or md5 hash, computed once from the config.
+
+use super::scram::Verifier;
+use md5::{Digest, Md5};
+use std::collections::HashMap;
+use turnout_config::{AuthMethod, User};
+
+/// What turnout keeps to check one user's password.
+#[derive(Clone)]
+pub enum Credential {
+    Scram(Verifier),
+    /// `md5(password || user)` in hex, as PostgreSQL stores it.
+    Md5(String),
+}
+
+/// Configured users by name, with their verifiers computed once.
+#[derive(Clone, Default)]
+pub struct UserTable {
+    users: HashMap<String, Credential>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("users[{index}].password: {message}")]
+pub struct UserTableError {
+    pub index: usize,
+    pub message: String,
+}
+
+pub fn md5_hex(data: &[u8]) -> String {
+    let digest = Md5::digest(data);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl UserTable {
+    pub fn from_config(users: &[User]) -> Result<Self, UserTableError> {
+        let mut table = HashMap::new();
+        for (index, u) in users.iter().enumerate() {
+            let pw = u.password.expose();
+            let cred = match u.auth {
+                AuthMethod::ScramSha256 if pw.starts_with("SCRAM-SHA-256$") => {
+                    Credential::Scram(Verifier::parse(pw).map_err(|e| UserTableError {
+                        index,
+                        message: e.to_string(),
+                    })?)
+                }
+                AuthMethod::ScramSha256 => Credential::Scram(Verifier::from_password(pw)),
+                AuthMethod::Md5 if pw.len() == 35 && pw.starts_with("md5") => {
+                    Credential::Md5(pw[3..].to_ascii_lowercase())
+                }
+                AuthMethod::Md5 => {
+                    let mut data = pw.as_bytes().to_vec();
+                    data.extend_from_slice(u.name.as_bytes());
+                    Credential::Md5(md5_hex(&data))
+                }
+                AuthMethod::MysqlNativePassword | AuthMethod::CachingSha2Password => {
+                    return Err(UserTableError {
+                        index,
+                        message: "mysql_native_password and caching_sha2_password are for protocol = \"mysql\"".into(),
+                    })
+                }
+            };
+            table.insert(u.name.clone(), cred);
+        }
+        Ok(UserTable { users: table })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Credential> {
+        self.users.get(name)
+    }
+}

@@ -1,0 +1,448 @@
+//! What every session of one listener shares, in owned parts: the
+//! coordination of sessions and flips, the live config (users, logins and
+//! mapping, swapped whole on reload), the records, the async queues'
+//! figures, each adapter's registries, the backends and the policies. Below
+//! the protocol adapters and the side jobs, which use it; the server owns
+//! it and the control plane steers it.
+
+pub mod registry;
+
+use crate::backend::transport::{BackendTarget, Backends};
+use crate::engine::records::Records;
+use crate::engine::sampler::Sampler;
+use crate::engine::{Classifier, SqlDialect};
+use crate::logins::pg::{UserTable, UserTableError};
+use crate::mapping::SchemaMap;
+use crate::tls::{self, TlsError};
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+pub use registry::{CancelKey, CancelTarget, MyRegistry, PgRegistry, Registered};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::warn;
+use turnout_config::{Config, Protocol};
+use turnout_config::{DdlPolicy, MirrorErrorPolicy, MirrorMode, UnsafePolicy};
+use turnout_control::divergence::{Divergence, DivergenceKind, DivergenceLog, DivergenceLogError};
+use turnout_control::readdiff::{ReadDiffError, ReadDiffLog};
+use turnout_control::{Phase, Routing, RoutingState, Side};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("listen.tls: {0}")]
+    ListenTls(TlsError),
+    #[error("backends.{side}: {source}")]
+    BackendTls { side: Side, source: TlsError },
+    #[error(transparent)]
+    Users(#[from] UserTableError),
+    #[error(transparent)]
+    MysqlUsers(#[from] crate::logins::mysql::UsersError),
+    #[error("{}", .0.join("; "))]
+    Mapping(Vec<String>),
+    #[error("mirror.divergence_log: {0}")]
+    DivergenceLog(#[from] DivergenceLogError),
+    #[error("sampling.report: {0}")]
+    ReadDiffs(#[from] ReadDiffError),
+}
+
+/// The part of the config a reload changes, read as one snapshot: a
+/// session never sees the new users with the old mapping, or the reverse.
+#[derive(Clone)]
+pub struct Live {
+    /// PostgreSQL clients' logins.
+    pub users: Arc<UserTable>,
+    /// MySQL clients' logins (password hashes).
+    pub mysql_users: Arc<crate::logins::mysql::Users>,
+    /// Per turnout user, the backend role its sessions log in as
+    /// (`[[users]] backend_user`).
+    pub backend_logins: Arc<HashMap<String, (String, turnout_config::Secret)>>,
+    /// The schema mapping (`[mapping]`), parsed.
+    pub mapping: Arc<crate::mapping::SchemaMap>,
+}
+
+impl Live {
+    /// The live part of `config`, or why it cannot be used.
+    pub fn of(config: &Config) -> Result<Live, ServerError> {
+        Ok(Live {
+            users: Arc::new(users_for(config)?),
+            mysql_users: Arc::new(mysql_users_for(config)?),
+            backend_logins: Arc::new(backend_logins_for(config)),
+            mapping: Arc::new(mapping_for(config).map_err(ServerError::Mapping)?),
+        })
+    }
+}
+
+/// One snapshot of the live config's mapping (derefs to it).
+pub struct MappingRef(arc_swap::Guard<Arc<Live>>);
+
+impl std::ops::Deref for MappingRef {
+    type Target = crate::mapping::SchemaMap;
+    fn deref(&self) -> &crate::mapping::SchemaMap {
+        &self.0.mapping
+    }
+}
+
+pub struct Shared {
+    pub routing: Arc<RoutingState>,
+    /// Set when the server stops: mirrored sessions close at their next
+    /// transaction boundary.
+    pub stopping: tokio::sync::watch::Sender<bool>,
+    /// Mirrored sessions running.
+    pub mirror_sessions: AtomicUsize,
+    /// `pause`: mirrored sessions hold new transactions until `resume`.
+    pub paused: tokio::sync::watch::Sender<bool>,
+    /// Held while a phase change runs: one at a time.
+    pub flip_lock: tokio::sync::Mutex<()>,
+    /// Mirrored sessions inside a transaction (or a statement) now.
+    pub busy_sessions: AtomicUsize,
+    /// For each mirrored session inside a transaction: the routing epoch it
+    /// runs by (keyed by a session number).
+    pub in_transaction: DashMap<u64, u64>,
+    pub next_session: AtomicU64,
+    /// Reads that failed on the mirror's side when it served them
+    /// (`reads_new`): what the watch window after a reads flip counts.
+    pub mirror_read_errors: AtomicU64,
+    /// Failures of the authority itself (lost connections, server-side
+    /// errors, not the client's SQL errors) by side (old, new): what the
+    /// watch window after a writes flip counts.
+    pub authority_failures: [AtomicU64; 2],
+    /// Client connections open (all phases).
+    pub connections: Arc<AtomicUsize>,
+    /// The async mirror queues' figures (statements pending, the deepest
+    /// queue, their bound).
+    pub queues: Arc<crate::engine::queue::Stats>,
+    /// Divergences and mirror failures, as recorded.
+    pub records: Arc<Records>,
+    /// Shadow reads (`sampling.rate` may be 0, and changed live).
+    pub sampler: Sampler,
+    /// What a reload changes, swapped whole (see [`Live`]).
+    live: ArcSwap<Live>,
+    /// The wire protocol of this listener and its backends.
+    pub protocol: Protocol,
+    /// The PostgreSQL adapter's registries (cancel keys, shadow-read pool).
+    pub pg: PgRegistry,
+    /// The MySQL adapter's registries (sessions for KILL, shadow-read pool,
+    /// connection ids, the backends' version).
+    pub mysql: MyRegistry,
+    backends: Backends,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls_required: bool,
+    pub max_message: usize,
+    pub auth_timeout: Duration,
+    pub classifier: Classifier,
+    pub ddl_policy: DdlPolicy,
+    pub mirror_policy: MirrorErrorPolicy,
+    pub unsafe_policy: UnsafePolicy,
+    /// `mirror.mode = "async"`: the per-session queue's bound.
+    pub async_queue: Option<usize>,
+    pub mirror_timeout: Duration,
+    /// `mirror.row_images` (PostgreSQL).
+    pub row_images: bool,
+    /// `mirror.replica_role` (PostgreSQL).
+    pub replica_role: bool,
+    /// Each side's tables as row images are applied to them, from that
+    /// side's catalog (or why they cannot be); dropped at DDL.
+    pub image_tables:
+        DashMap<(Side, String), Result<Arc<crate::engine::row_image::MirrorTable>, String>>,
+    /// Backfill and verify (`turnout ctl backfill ...`, `verify ...`).
+    pub backfill: crate::backfill::Backfill,
+}
+
+impl Shared {
+    /// What the sessions of a listener share, from the config: backends,
+    /// users, logs, policies. Binds nothing (`turnout plan` uses it too).
+    pub fn new(config: &Config, routing: Arc<RoutingState>) -> Result<Shared, ServerError> {
+        let tls = match &config.listen.tls {
+            Some(t) => Some(tls::server_config(&t.cert, &t.key).map_err(ServerError::ListenTls)?),
+            None => None,
+        };
+        let target = |side: Side| -> Result<BackendTarget, ServerError> {
+            let b = match side {
+                Side::Old => &config.backends.old,
+                Side::New => &config.backends.new,
+            };
+            let tls = tls::backend_config(b.tls, b.ca.as_deref())
+                .map_err(|source| ServerError::BackendTls { side, source })?;
+            Ok(BackendTarget::new(side, b, tls))
+        };
+        let shared = Shared {
+            routing,
+            stopping: tokio::sync::watch::channel(false).0,
+            mirror_sessions: AtomicUsize::new(0),
+            paused: tokio::sync::watch::channel(false).0,
+            flip_lock: tokio::sync::Mutex::new(()),
+            busy_sessions: AtomicUsize::new(0),
+            in_transaction: DashMap::new(),
+            next_session: AtomicU64::new(0),
+            mirror_read_errors: AtomicU64::new(0),
+            authority_failures: [AtomicU64::new(0), AtomicU64::new(0)],
+            connections: Arc::new(AtomicUsize::new(0)),
+            queues: Arc::new(crate::engine::queue::Stats::new(
+                config.mirror.async_queue as usize,
+            )),
+            records: Arc::new(Records::new(
+                match &config.mirror.divergence_log {
+                    Some(path) => Some(DivergenceLog::open(path)?),
+                    None => None,
+                },
+                config.mirror.log_statements,
+            )),
+            live: ArcSwap::from_pointee(Live::of(config)?),
+            protocol: config.protocol,
+            pg: PgRegistry::default(),
+            mysql: MyRegistry::default(),
+            backends: Backends::new(config.protocol, target(Side::Old)?, target(Side::New)?),
+            tls_required: config.listen.tls.as_ref().is_some_and(|t| t.required),
+            tls,
+            max_message: config.limits.max_message_bytes(),
+            auth_timeout: Duration::from_millis(config.limits.auth_timeout_ms),
+            classifier: Classifier::new(
+                match config.protocol {
+                    Protocol::Postgres => SqlDialect::Postgres,
+                    Protocol::Mysql => SqlDialect::Mysql,
+                },
+                10_000,
+            )
+            .with_rules(&config.mirror.rules),
+            ddl_policy: config.mirror.ddl,
+            mirror_policy: config.mirror.on_error,
+            unsafe_policy: config.mirror.on_unsafe,
+            async_queue: (config.mirror.mode == MirrorMode::Async)
+                .then_some(config.mirror.async_queue as usize),
+            mirror_timeout: Duration::from_millis(config.mirror.statement_timeout_ms),
+            row_images: config.mirror.row_images,
+            replica_role: config.mirror.replica_role,
+            image_tables: DashMap::new(),
+            backfill: crate::backfill::Backfill::new(config),
+            sampler: Sampler::new(
+                &config.sampling,
+                Arc::new(ReadDiffLog::open(
+                    config.sampling.report.as_deref(),
+                    config.sampling.report_max_bytes as u64,
+                )?),
+            ),
+        };
+        Ok(shared)
+    }
+
+    /// A unit turnout ran on `ran_on` alone was answered with written rows
+    /// (`answer`: what the server said): counted as a mirror error, logged,
+    /// and the shape marked a write from then on. The divergence to record
+    /// (the caller adds where it lies) and its detail.
+    pub fn unmirrored_write(
+        &self,
+        fingerprint: &str,
+        ran_on: Side,
+        answer: &str,
+    ) -> (Divergence, String) {
+        self.classifier.mark_write(fingerprint);
+        let detail = format!(
+            "turnout took this statement for one that writes nothing and ran it on {ran_on} alone, but the server {answer}: {} did not get the write (statements of this shape are mirrored from now on)",
+            ran_on.other()
+        );
+        warn!(side = %ran_on, %fingerprint, "{detail}");
+        self.records.mirror_error();
+        let d = Divergence::new(
+            DivergenceKind::UnmirroredWrite,
+            ran_on.other(),
+            fingerprint,
+            &detail,
+        );
+        (d, detail)
+    }
+
+    /// Mirrored sessions still inside a transaction that runs by an epoch
+    /// before `epoch`.
+    pub fn sessions_behind(&self, epoch: u64) -> usize {
+        self.in_transaction
+            .iter()
+            .filter(|e| *e.value() < epoch)
+            .count()
+    }
+
+    /// A mirrored session starts a transaction (or an autocommit
+    /// statement): held while paused, then counted, and given the routing
+    /// it runs by until it ends. Counted before the pause is looked at, so
+    /// a barrier that sets the pause and then sees no session counted knows
+    /// none can start.
+    pub async fn enter_transaction(
+        &self,
+        session: u64,
+        paused: &mut tokio::sync::watch::Receiver<bool>,
+        stopping: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Arc<Routing> {
+        loop {
+            self.busy_sessions.fetch_add(1, Ordering::SeqCst);
+            if !*paused.borrow_and_update() || *stopping.borrow() {
+                break;
+            }
+            self.busy_sessions.fetch_sub(1, Ordering::SeqCst);
+            tokio::select! {
+                _ = paused.changed() => {}
+                _ = stopping.changed() => {}
+            }
+        }
+        let routing = self.routing.snapshot();
+        self.in_transaction.insert(session, routing.epoch);
+        routing
+    }
+
+    /// The transaction [`Shared::enter_transaction`] counted has ended.
+    pub fn leave_transaction(&self, session: u64) {
+        self.busy_sessions.fetch_sub(1, Ordering::SeqCst);
+        self.in_transaction.remove(&session);
+    }
+
+    /// Counts a mirrored session while the guard lives.
+    pub fn mirrored_session(&self) -> MirroredSession<'_> {
+        self.mirror_sessions.fetch_add(1, Ordering::Relaxed);
+        MirroredSession(self)
+    }
+
+    /// A session cannot reach `side`, which a flip made the authority:
+    /// counted, and the message for the client.
+    pub fn authority_unreachable(&self, side: Side, error: &str) -> String {
+        self.authority_failed(side);
+        format!("turnout: {side} is the authority now and cannot be reached: {error}")
+    }
+
+    /// Counts a failure of `side` as the authority.
+    pub fn authority_failed(&self, side: Side) {
+        let i = match side {
+            Side::Old => 0,
+            Side::New => 1,
+        };
+        self.authority_failures[i].fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("turnout_authority_failures_total", "side" => side.name()).increment(1);
+    }
+
+    /// A MySQL backend told its version: what turnout reports to clients.
+    pub fn note_mysql_version(&self, version: String) {
+        if self.mysql.version.load().as_deref() != Some(&version) {
+            self.mysql.version.store(Arc::new(Some(version)));
+        }
+    }
+
+    /// The live config now: one snapshot of users, logins and mapping.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// The schema mapping now.
+    pub fn mapping(&self) -> MappingRef {
+        MappingRef(self.live.load())
+    }
+
+    /// Swaps the live config whole (a reload).
+    pub fn set_live(&self, live: Live) {
+        self.live.store(Arc::new(live));
+    }
+
+    /// Where a session of turnout user `user` logs in on `side`: the
+    /// side's backend, as the user's own backend role when it has one.
+    pub fn session_target(&self, side: Side, user: &str) -> BackendTarget {
+        let mut t = self.target(side).clone();
+        if let Some((role, password)) = self.live.load().backend_logins.get(user) {
+            t.user = role.clone();
+            t.password = password.clone();
+        }
+        t
+    }
+
+    pub fn target(&self, side: Side) -> &BackendTarget {
+        self.backends.target(side)
+    }
+
+    /// Both backends, as the side jobs open connections to them.
+    pub fn backends(&self) -> &Backends {
+        &self.backends
+    }
+}
+
+/// Counts one mirrored session until dropped.
+pub struct MirroredSession<'a>(&'a Shared);
+
+impl Drop for MirroredSession<'_> {
+    fn drop(&mut self) {
+        self.0.mirror_sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The config's schema mapping, parsed in the listener's SQL dialect.
+pub fn mapping_for(config: &Config) -> Result<crate::mapping::SchemaMap, Vec<String>> {
+    let dialect = match config.protocol {
+        Protocol::Postgres => SqlDialect::Postgres,
+        Protocol::Mysql => SqlDialect::Mysql,
+    };
+    crate::mapping::SchemaMap::new(&config.mapping, dialect)
+}
+
+/// The PostgreSQL users' verifiers (none for a MySQL listener).
+/// The backend role of each user that has one of its own.
+pub fn backend_logins_for(config: &Config) -> HashMap<String, (String, turnout_config::Secret)> {
+    config
+        .users
+        .iter()
+        .filter_map(|u| {
+            Some((
+                u.name.clone(),
+                (u.backend_user.clone()?, u.backend_password.clone()?),
+            ))
+        })
+        .collect()
+}
+
+pub fn users_for(config: &Config) -> Result<UserTable, UserTableError> {
+    match config.protocol {
+        Protocol::Postgres => UserTable::from_config(&config.users),
+        Protocol::Mysql => UserTable::from_config(&[]),
+    }
+}
+
+/// The MySQL users' password hashes (none for a PostgreSQL listener).
+pub fn mysql_users_for(
+    config: &Config,
+) -> Result<crate::logins::mysql::Users, crate::logins::mysql::UsersError> {
+    match config.protocol {
+        Protocol::Mysql => crate::logins::mysql::Users::from_config(&config.users),
+        Protocol::Postgres => Ok(crate::logins::mysql::Users::default()),
+    }
+}
+
+/// The backfill and verify jobs see the listener through this.
+impl crate::backfill::Env for Shared {
+    fn backfill(&self) -> &crate::backfill::Backfill {
+        &self.backfill
+    }
+    fn backends(&self) -> &Backends {
+        &self.backends
+    }
+    fn mapping(&self) -> Arc<SchemaMap> {
+        self.live.load().mapping.clone()
+    }
+    fn phase(&self) -> Phase {
+        self.routing.snapshot().phase
+    }
+    fn stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+    fn async_mirroring(&self) -> bool {
+        self.async_queue.is_some()
+    }
+    fn records(&self) -> &Records {
+        &self.records
+    }
+}
+
+impl Shared {
+    /// This listener as the backfill and verify jobs see it.
+    pub fn jobs(self: &Arc<Self>) -> Arc<dyn crate::backfill::Env> {
+        self.clone()
+    }
+}

@@ -1,0 +1,86 @@
+//! Each protocol adapter's own registries in the shared state: what its
+//! sessions find of each other (cancel keys, KILL targets) and the idle
+//! connections its shadow reads reuse. Plain data: the adapters own the
+//! code that fills and reads them.
+
+use crate::engine::sampler::IdlePool;
+use crate::wire::my_packet::Packets;
+use crate::wire::pg_framed::Framed;
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+use turnout_control::Side;
+
+/// turnout's key for a client session, as the client sees it in BackendKeyData.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CancelKey {
+    pub pid: i32,
+    pub secret: i32,
+}
+
+/// The backend process a cancel key stands for.
+#[derive(Debug, Clone, Copy)]
+pub struct CancelTarget {
+    pub side: Side,
+    pub pid: i32,
+    pub secret: i32,
+}
+
+/// PostgreSQL's registries.
+pub struct PgRegistry {
+    /// The sessions' cancel keys and the backend processes they stand for.
+    pub cancels: DashMap<CancelKey, CancelTarget>,
+    /// Idle connections for shadow reads per side, each with the session
+    /// settings applied on it.
+    pub idle: IdlePool<Framed, Arc<Vec<String>>>,
+    /// Per side and table OID, the primary key's column numbers (empty:
+    /// none), read once from that side's catalog.
+    pub primary_keys: DashMap<(Side, u32), Arc<Vec<i16>>>,
+}
+
+impl Default for PgRegistry {
+    fn default() -> Self {
+        PgRegistry {
+            cancels: DashMap::new(),
+            idle: IdlePool::new(32),
+            primary_keys: DashMap::new(),
+        }
+    }
+}
+
+/// A MySQL session's backend thread, as KILL needs it.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    pub user: String,
+    pub side: Side,
+    pub thread: u32,
+}
+
+/// A MySQL session's settings: the commands (`USE`, `SET ...`) applied on a
+/// connection.
+pub type Settings = Arc<Vec<Vec<u8>>>;
+
+/// MySQL's registries.
+pub struct MyRegistry {
+    /// The next connection id turnout gives out.
+    pub next_id: AtomicU32,
+    /// Sessions by turnout's connection id: whose they are and the backend
+    /// thread a KILL naming them must reach.
+    pub sessions: DashMap<u32, Registered>,
+    /// Idle connections for shadow reads per side.
+    pub idle: IdlePool<Packets, Settings>,
+    /// The server version a backend last reported (what clients are told).
+    pub version: ArcSwap<Option<String>>,
+}
+
+impl Default for MyRegistry {
+    fn default() -> Self {
+        MyRegistry {
+            next_id: AtomicU32::new(1),
+            sessions: DashMap::new(),
+            idle: IdlePool::new(16),
+            version: ArcSwap::from_pointee(None),
+        }
+    }
+}
