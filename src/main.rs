@@ -258,7 +258,11 @@ fn runtime(config: &Config) -> Option<tokio::runtime::Runtime> {
 /// catalogs; each side's result printed, non-zero when one failed.
 async fn check_backends(config: &Config) -> ExitCode {
     let routing = Arc::new(turnout_control::RoutingState::new(Phase::Mirror, 0));
-    let shared = match turnout_proxy::server::Shared::new(config, routing) {
+    let shared = match turnout_proxy::server::Shared::new(
+        config,
+        routing,
+        turnout_proxy::adapter_for(config.protocol),
+    ) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("turnout: {e}");
@@ -290,7 +294,11 @@ async fn backends_for(
     routing: Arc<turnout_control::RoutingState>,
     phase: Phase,
 ) -> Option<ExitCode> {
-    let shared = match turnout_proxy::server::Shared::new(config, routing) {
+    let shared = match turnout_proxy::server::Shared::new(
+        config,
+        routing,
+        turnout_proxy::adapter_for(config.protocol),
+    ) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("turnout: {e}");

@@ -84,7 +84,12 @@ pub fn run(config_path: &Path, format: &str) -> ExitCode {
 
 async fn build(config: &Config, config_path: &Path) -> Result<Plan, String> {
     let routing = Arc::new(RoutingState::new(Phase::Passthrough, 0));
-    let shared = turnout_proxy::server::Shared::new(config, routing).map_err(|e| e.to_string())?;
+    let shared = turnout_proxy::server::Shared::new(
+        config,
+        routing,
+        turnout_proxy::adapter_for(config.protocol),
+    )
+    .map_err(|e| e.to_string())?;
     let (old, new) = tokio::join!(
         catalog::read_all(shared.backends(), Side::Old),
         catalog::read_all(shared.backends(), Side::New)

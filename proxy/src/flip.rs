@@ -3,13 +3,11 @@
 //! invariant 4), sequence catch-up, the audit line and the metrics.
 
 use crate::backend::catch_up::{Apply, CatchUp};
-use crate::pg::sequences;
 use crate::shared::Shared;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
-use turnout_config::Protocol;
 use turnout_control::controller::{Change, Controller, FlipRequest, Outcome, Plan};
 use turnout_control::Side;
 
@@ -150,10 +148,7 @@ async fn cutover<S: Steps>(
 /// The catch-up of the side taking over: sequences on PostgreSQL,
 /// AUTO_INCREMENT counters on MySQL.
 async fn catch_up(shared: &Shared, from: Side, to: Side, apply: Apply) -> Result<CatchUp, String> {
-    match shared.protocol {
-        Protocol::Postgres => sequences::catch_up(shared, from, to, apply).await,
-        Protocol::Mysql => crate::mysql::counters::catch_up(shared, from, to, apply).await,
-    }
+    shared.adapter.catch_up(shared, from, to, apply).await
 }
 
 /// The steps, carried out.

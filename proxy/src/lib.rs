@@ -22,3 +22,12 @@ pub mod tls;
 pub mod wire;
 
 pub use server::{Server, ServerError};
+
+/// The adapter of `protocol`: the one place that names each (the server,
+/// the flips and the CLI go through [`shared::Adapter`]).
+pub fn adapter_for(protocol: turnout_config::Protocol) -> std::sync::Arc<dyn shared::Adapter> {
+    match protocol {
+        turnout_config::Protocol::Postgres => std::sync::Arc::new(pg::Postgres),
+        turnout_config::Protocol::Mysql => std::sync::Arc::new(mysql::Mysql),
+    }
+}

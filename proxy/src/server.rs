@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tracing::{error, info, warn};
-use turnout_config::{Config, Protocol};
+use turnout_config::Config;
 use turnout_control::divergence::{Divergence, DivergenceKind};
 use turnout_control::{RoutingState, Side};
 
@@ -39,7 +39,7 @@ impl Server {
     /// Binds the listener and prepares TLS and credentials. Must run inside a
     /// tokio runtime.
     pub async fn bind(config: &Config, routing: Arc<RoutingState>) -> Result<Server, ServerError> {
-        let shared = Shared::new(config, routing)?;
+        let shared = Shared::new(config, routing, crate::adapter_for(config.protocol))?;
         // The per-fingerprint summary next to the report, kept current.
         let log = Arc::downgrade(&shared.sampler.log);
         tokio::spawn(async move {
@@ -128,14 +128,8 @@ impl Server {
             let shared = self.shared.clone();
             let active = self.active.clone();
             tokio::spawn(async move {
-                match shared.protocol {
-                    Protocol::Postgres => {
-                        crate::pg::session::serve(shared, client, peer, over_limit).await
-                    }
-                    Protocol::Mysql => {
-                        crate::mysql::session::serve(shared, client, peer, over_limit).await
-                    }
-                }
+                let adapter = shared.adapter.clone();
+                adapter.serve(shared, client, peer, over_limit).await;
                 active.fetch_sub(1, Ordering::Relaxed);
             });
         }

@@ -7,6 +7,37 @@
 
 pub mod registry;
 
+use crate::backend::catch_up::{Apply, CatchUp};
+use crate::stream::Stream;
+use std::future::Future;
+use std::pin::Pin;
+
+/// A future an adapter returns, boxed so the trait stays object-safe.
+pub type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A wire protocol's adapter, as the server and the flips use it: they go
+/// through this and name neither protocol.
+pub trait Adapter: Send + Sync + 'static {
+    /// Serves one client connection to its end. `over_limit`: past
+    /// `limits.max_client_connections`, refused with the protocol's error.
+    fn serve(
+        &self,
+        shared: Arc<Shared>,
+        client: Stream,
+        peer: String,
+        over_limit: bool,
+    ) -> Boxed<'static, ()>;
+    /// The catch-up of the side taking over at a writes flip (sequences,
+    /// AUTO_INCREMENT counters), carried out or previewed.
+    fn catch_up<'a>(
+        &self,
+        shared: &'a Shared,
+        from: Side,
+        to: Side,
+        apply: Apply,
+    ) -> Boxed<'a, Result<CatchUp, String>>;
+}
+
 use crate::backend::transport::{BackendTarget, Backends};
 use crate::engine::records::Records;
 use crate::engine::sampler::Sampler;
@@ -125,6 +156,8 @@ pub struct Shared {
     live: ArcSwap<Live>,
     /// The wire protocol of this listener and its backends.
     pub protocol: Protocol,
+    /// That protocol's adapter.
+    pub adapter: Arc<dyn Adapter>,
     /// The PostgreSQL adapter's registries (cancel keys, shadow-read pool).
     pub pg: PgRegistry,
     /// The MySQL adapter's registries (sessions for KILL, shadow-read pool,
@@ -157,7 +190,11 @@ pub struct Shared {
 impl Shared {
     /// What the sessions of a listener share, from the config: backends,
     /// users, logs, policies. Binds nothing (`turnout plan` uses it too).
-    pub fn new(config: &Config, routing: Arc<RoutingState>) -> Result<Shared, ServerError> {
+    pub fn new(
+        config: &Config,
+        routing: Arc<RoutingState>,
+        adapter: Arc<dyn Adapter>,
+    ) -> Result<Shared, ServerError> {
         let tls = match &config.listen.tls {
             Some(t) => Some(tls::server_config(&t.cert, &t.key).map_err(ServerError::ListenTls)?),
             None => None,
@@ -195,6 +232,7 @@ impl Shared {
             )),
             live: ArcSwap::from_pointee(Live::of(config)?),
             protocol: config.protocol,
+            adapter,
             pg: PgRegistry::default(),
             mysql: MyRegistry::default(),
             backends: Backends::new(config.protocol, target(Side::Old)?, target(Side::New)?),
