@@ -2,6 +2,7 @@
 //! the columns, keys and defaults of each side's tables, and the mapping
 //! checked against them (`crate::mapping::catalog::problems`).
 
+use crate::backend::rows::{RowError, Rows};
 use crate::backend::transport::Backends;
 use crate::mapping::catalog::{problems, Catalog, Column, OldColumns};
 use turnout_config::{Mapping, Protocol};
@@ -21,10 +22,12 @@ pub async fn read_all(backends: &Backends, side: Side) -> Result<Catalog, String
     let mut catalog = read_filtered(backends, side, None).await?;
     let (rows_sql, fk_sql) = match backends.protocol {
         Protocol::Postgres => (
-            "SELECT c.relname, c.reltuples::bigint::text FROM pg_class c \
+            "SELECT c.relname AS table_name, c.reltuples::bigint::text AS estimated_rows \
+             FROM pg_class c \
              JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relkind = 'r' AND n.nspname = ANY (current_schemas(false))",
-            "SELECT kcu.table_name, kcu.column_name, ccu.table_name \
+            "SELECT kcu.table_name AS table_name, kcu.column_name AS column_name, \
+             ccu.table_name AS referenced_table \
              FROM information_schema.table_constraints tc \
              JOIN information_schema.key_column_usage kcu ON kcu.constraint_name = tc.constraint_name \
                AND kcu.table_schema = tc.table_schema \
@@ -34,9 +37,11 @@ pub async fn read_all(backends: &Backends, side: Side) -> Result<Catalog, String
              ORDER BY 1, 2",
         ),
         Protocol::Mysql => (
-            "SELECT TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES \
+            "SELECT TABLE_NAME AS table_name, TABLE_ROWS AS estimated_rows \
+             FROM information_schema.TABLES \
              WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE'",
-            "SELECT TABLE_NAME, COLUMN_NAME, REFERENCED_TABLE_NAME \
+            "SELECT TABLE_NAME AS table_name, COLUMN_NAME AS column_name, \
+             REFERENCED_TABLE_NAME AS referenced_table \
              FROM information_schema.KEY_COLUMN_USAGE \
              WHERE TABLE_SCHEMA = DATABASE() AND REFERENCED_TABLE_NAME IS NOT NULL ORDER BY 1, 2",
         ),
@@ -48,23 +53,25 @@ pub async fn read_all(backends: &Backends, side: Side) -> Result<Catalog, String
         answers.next().unwrap_or_default(),
         answers.next().unwrap_or_default(),
     );
-    for r in rows {
-        if let (Some(Some(t)), Some(Some(n))) = (r.first(), r.get(1)) {
-            catalog.rows.insert(t.clone(), n.parse().unwrap_or(0));
-        }
+    let read = |e: RowError| format!("{side}: the catalog's answer: {e}");
+    for r in rows.iter() {
+        let table = r.str("table_name").map_err(read)?;
+        // An estimate the server has not made yet (NULL, or -1) is 0.
+        let n: i64 = r.parse("estimated_rows").map_err(read)?.unwrap_or(0);
+        catalog.rows.insert(table.to_string(), n.max(0));
     }
-    for r in fks {
-        if let (Some(Some(t)), Some(Some(c)), Some(Some(to))) = (r.first(), r.get(1), r.get(2)) {
-            catalog
-                .foreign_keys
-                .push((t.clone(), c.clone(), to.clone()));
-        }
+    for r in fks.iter() {
+        catalog.foreign_keys.push((
+            r.str("table_name").map_err(read)?.to_string(),
+            r.str("column_name").map_err(read)?.to_string(),
+            r.str("referenced_table").map_err(read)?.to_string(),
+        ));
     }
     Ok(catalog)
 }
 
-/// Rows as text, one per query.
-type Answers = Vec<Vec<Vec<Option<String>>>>;
+/// The rows of each query.
+type Answers = Vec<Rows>;
 
 /// Runs catalog queries on `side` over one connection; their rows as text.
 async fn queries(backends: &Backends, side: Side, sqls: &[&str]) -> Result<Answers, String> {
@@ -112,7 +119,8 @@ async fn read_filtered(
         Protocol::Postgres => (
             format!(
                 "SELECT table_name, column_name, data_type, is_nullable, \
-                 CASE WHEN column_default IS NULL AND is_identity = 'NO' THEN 'NO' ELSE 'YES' END, \
+                 CASE WHEN column_default IS NULL AND is_identity = 'NO' THEN 'NO' ELSE 'YES' END \
+                   AS has_default, \
                  column_default \
                  FROM information_schema.columns \
                  WHERE table_schema = ANY (current_schemas(false)) {pg_filter} \
@@ -121,22 +129,24 @@ async fn read_filtered(
                  ORDER BY table_name, ordinal_position"
             ),
             format!(
-                "SELECT table_name FROM information_schema.table_constraints \
+                "SELECT table_name AS table_name FROM information_schema.table_constraints \
                  WHERE constraint_type = 'PRIMARY KEY' AND table_schema = ANY (current_schemas(false)) \
                  {pg_filter}"
             ),
         ),
         Protocol::Mysql => (
             format!(
-                "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, IS_NULLABLE, \
-                 CASE WHEN COLUMN_DEFAULT IS NULL AND EXTRA NOT LIKE '%auto_increment%' THEN 'NO' ELSE 'YES' END, \
-                 COLUMN_DEFAULT \
+                "SELECT TABLE_NAME AS table_name, COLUMN_NAME AS column_name, \
+                 DATA_TYPE AS data_type, IS_NULLABLE AS is_nullable, \
+                 CASE WHEN COLUMN_DEFAULT IS NULL AND EXTRA NOT LIKE '%auto_increment%' THEN 'NO' ELSE 'YES' END \
+                   AS has_default, \
+                 COLUMN_DEFAULT AS column_default \
                  FROM information_schema.COLUMNS \
                  WHERE TABLE_SCHEMA = DATABASE() {my_filter} \
                  ORDER BY TABLE_NAME, ORDINAL_POSITION"
             ),
             format!(
-                "SELECT TABLE_NAME FROM information_schema.TABLE_CONSTRAINTS \
+                "SELECT TABLE_NAME AS table_name FROM information_schema.TABLE_CONSTRAINTS \
                  WHERE CONSTRAINT_TYPE = 'PRIMARY KEY' AND TABLE_SCHEMA = DATABASE() \
                  {my_filter}"
             ),
@@ -150,22 +160,25 @@ async fn read_filtered(
         answers.next().unwrap_or_default(),
     );
     let mut catalog = Catalog::default();
-    for row in columns {
-        let text = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-        let entry = catalog.tables.entry(text(0)).or_default();
+    let read = |e: RowError| format!("{side}: the catalog's answer: {e}");
+    for row in columns.iter() {
+        let table = row.str("table_name").map_err(read)?;
+        let entry = catalog.tables.entry(table.to_string()).or_default();
         entry.0.push(Column {
-            name: text(1),
-            data_type: text(2).to_ascii_lowercase(),
-            nullable: text(3) == "YES",
-            has_default: text(4) == "YES",
-            default: row.get(5).cloned().flatten(),
+            name: row.str("column_name").map_err(read)?.to_string(),
+            data_type: row.str("data_type").map_err(read)?.to_ascii_lowercase(),
+            nullable: row.str("is_nullable").map_err(read)? == "YES",
+            has_default: row.str("has_default").map_err(read)? == "YES",
+            default: row
+                .text("column_default")
+                .map_err(read)?
+                .map(str::to_string),
         });
     }
-    for row in keys {
-        if let Some(Some(table)) = row.first() {
-            if let Some(t) = catalog.tables.get_mut(table) {
-                t.1 = true;
-            }
+    for row in keys.iter() {
+        let table = row.str("table_name").map_err(read)?;
+        if let Some(t) = catalog.tables.get_mut(table) {
+            t.1 = true;
         }
     }
     Ok(catalog)

@@ -5,6 +5,7 @@
 pub mod catch_up;
 pub mod mysql;
 pub mod pg;
+pub mod rows;
 pub mod transport;
 
 use turnout_control::Side;

@@ -2,6 +2,7 @@
 //! when configured, `mysql_native_password`), and simple queries of
 //! turnout's own with their rows as text.
 
+use super::rows::Rows;
 use super::transport::{open_plain, tls_client, BackendTarget};
 use super::QueryError;
 use crate::stream::Stream;
@@ -175,8 +176,9 @@ pub async fn open_simple(target: &BackendTarget) -> Result<(Packets, String), Qu
     Ok((conn, version))
 }
 
-/// Runs `sql`; its rows as text (`None` for NULL), or its error.
-pub async fn rows(conn: &mut Packets, sql: &str) -> Result<Vec<Vec<Option<String>>>, QueryError> {
+/// Runs `sql`; its rows as text (`None` for NULL) with their column names,
+/// or its error.
+pub async fn rows(conn: &mut Packets, sql: &str) -> Result<Rows, QueryError> {
     let broken = |e: &dyn std::fmt::Display| QueryError::Broken {
         side: None,
         detail: e.to_string(),
@@ -195,10 +197,10 @@ pub async fn rows(conn: &mut Packets, sql: &str) -> Result<Vec<Vec<Option<String
     }
     // Column count, definitions, EOF, rows, EOF.
     let Some((_, first)) = a.packets.first() else {
-        return Ok(Vec::new());
+        return Ok(Rows::default());
     };
     if first.first() == Some(&0x00) {
-        return Ok(Vec::new());
+        return Ok(Rows::default());
     }
     // A count the answer does not hold is refused, not trusted.
     let columns = lenenc(first)
@@ -209,11 +211,19 @@ pub async fn rows(conn: &mut Packets, sql: &str) -> Result<Vec<Vec<Option<String
             "more columns announced than the answer holds".into(),
         ));
     }
+    let names = a
+        .packets
+        .get(1..=columns)
+        .unwrap_or_default()
+        .iter()
+        .map(|(_, def)| super::rows::my_column_name(def))
+        .collect();
     let body = a
         .packets
         .get(columns + 2..a.packets.len().saturating_sub(1))
         .unwrap_or_default();
-    Ok(body.iter().map(|(_, row)| text_row(row, columns)).collect())
+    let data = body.iter().map(|(_, row)| text_row(row, columns)).collect();
+    Ok(Rows::new(names, data))
 }
 
 fn text_row(mut row: &[u8], columns: usize) -> Vec<Option<String>> {

@@ -1,5 +1,6 @@
 //! Connecting and authenticating to a PostgreSQL backend.
 
+use super::rows::Rows;
 pub use super::transport::{open_plain, tls_client, BackendError, BackendTarget};
 use super::QueryError;
 use crate::stream::Stream;
@@ -318,12 +319,9 @@ pub async fn close(conn: &mut Framed) {
     let _ = conn.send(&codec::frame(b'X', &[])).await;
 }
 
-/// Runs one simple query; its rows as text, or its error.
-pub async fn run(
-    conn: &mut Framed,
-    sql: &str,
-    side: Side,
-) -> Result<Vec<Vec<Option<String>>>, QueryError> {
+/// Runs one simple query; its rows (as text, with their column names), or
+/// its error.
+pub async fn run(conn: &mut Framed, sql: &str, side: Side) -> Result<Rows, QueryError> {
     let mut body = BytesMut::new();
     put_cstr(&mut body, sql);
     let broken = |e: crate::wire::pg_framed::FramedError| QueryError::Broken {
@@ -335,10 +333,12 @@ pub async fn run(
             .await
             .map_err(broken)?;
         let mut rows = Vec::new();
+        let mut columns = Vec::new();
         let mut error = None;
         loop {
             let f = conn.read().await.map_err(broken)?;
             match f.tag {
+                b'T' => columns = super::rows::pg_column_names(f.body()),
                 b'D' => rows.push(
                     codec::data_row_values(f.body())
                         .into_iter()
@@ -355,7 +355,7 @@ pub async fn run(
                 side: Some(side),
                 message,
             }),
-            None => Ok(rows),
+            None => Ok(Rows::new(columns, rows)),
         }
     };
     tokio::time::timeout(ANSWER_TIMEOUT, exchange)

@@ -462,7 +462,7 @@ pub async fn tables(
     side: Side,
 ) -> Result<Vec<TableShape>, String> {
     let d = Dialect::of(backends.protocol);
-    Ok(sql::shapes(&conn.rows(d.tables_query(), side).await?))
+    sql::shapes(&conn.query(d.tables_query(), side).await?)
 }
 
 async fn run(env: &Arc<dyn Env>) -> Result<(), String> {

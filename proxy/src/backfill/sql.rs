@@ -2,6 +2,7 @@
 //! both protocols, and the SQL each dialect needs (keyset batches under a
 //! env row lock, upserts, order-independent range checksums).
 
+use crate::backend::rows::{RowError, Rows as Named};
 use crate::backend::transport::Backends;
 use turnout_config::Protocol;
 use turnout_control::Side;
@@ -33,10 +34,17 @@ impl Conn {
         }
     }
 
-    /// Runs one statement; its rows, or its error naming `side`. A side
-    /// that does not answer within [`ANSWER_TIMEOUT`] is an error (the
-    /// connection is then replaced by the caller).
+    /// Runs one statement; its rows as they came (the columns the caller
+    /// listed, in order), or its error naming `side`.
     pub async fn rows(&mut self, sql: &str, side: Side) -> Result<Rows, String> {
+        self.query(sql, side).await.map(Named::into_data)
+    }
+
+    /// Runs one statement; its rows, read by column name, or its error
+    /// naming `side`. A side that does not answer within
+    /// [`ANSWER_TIMEOUT`] is an error (the connection is then replaced by
+    /// the caller).
+    pub async fn query(&mut self, sql: &str, side: Side) -> Result<Named, String> {
         let run = async {
             match self {
                 Conn::Pg(c) => Ok(crate::backend::pg::run(c, sql, side).await?),
@@ -124,10 +132,10 @@ impl Dialect {
     pub fn tables_query(self) -> &'static str {
         match self {
             Dialect::Pg => {
-                "SELECT c.relname::text, a.attname::text, \
+                "SELECT c.relname::text AS table_name, a.attname::text AS column_name, \
                         COALESCE(array_position(i.indkey::int2[], a.attnum) \
-                                 - array_lower(i.indkey::int2[], 1) + 1, 0)::text, \
-                        GREATEST(c.reltuples, 0)::bigint::text \
+                                 - array_lower(i.indkey::int2[], 1) + 1, 0)::text AS key_position, \
+                        GREATEST(c.reltuples, 0)::bigint::text AS estimated_rows \
                  FROM pg_class c \
                  JOIN pg_namespace n ON n.oid = c.relnamespace \
                  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 \
@@ -138,8 +146,9 @@ impl Dialect {
                  ORDER BY c.relname, a.attnum"
             }
             Dialect::My => {
-                "SELECT c.TABLE_NAME, c.COLUMN_NAME, COALESCE(k.ORDINAL_POSITION, 0), \
-                        COALESCE(t.TABLE_ROWS, 0) \
+                "SELECT c.TABLE_NAME AS table_name, c.COLUMN_NAME AS column_name, \
+                        COALESCE(k.ORDINAL_POSITION, 0) AS key_position, \
+                        COALESCE(t.TABLE_ROWS, 0) AS estimated_rows \
                  FROM information_schema.COLUMNS c \
                  JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA \
                       AND t.TABLE_NAME = c.TABLE_NAME AND t.TABLE_TYPE = 'BASE TABLE' \
@@ -313,12 +322,14 @@ impl Dialect {
         let h = self.row_hash(columns);
         match self {
             Dialect::Pg => format!(
-                "SELECT count(*)::text, COALESCE(sum(('x' || substr({h}, 1, 15))::bit(60)::bigint), 0)::text \
+                "SELECT count(*)::text AS row_count, \
+                        COALESCE(sum(('x' || substr({h}, 1, 15))::bit(60)::bigint), 0)::text AS checksum \
                  FROM {} WHERE {range}",
                 self.ident(table)
             ),
             Dialect::My => format!(
-                "SELECT COUNT(*), COALESCE(SUM(CAST(CONV(SUBSTR({h}, 1, 15), 16, 10) AS UNSIGNED)), 0) \
+                "SELECT COUNT(*) AS row_count, \
+                        COALESCE(SUM(CAST(CONV(SUBSTR({h}, 1, 15), 16, 10) AS UNSIGNED)), 0) AS checksum \
                  FROM {} WHERE {range}",
                 self.ident(table)
             ),
@@ -364,26 +375,16 @@ impl Dialect {
 }
 
 /// The tables of `rows` ([`Dialect::tables_query`]'s answer).
-pub fn shapes(rows: &Rows) -> Vec<TableShape> {
+pub fn shapes(rows: &Named) -> Result<Vec<TableShape>, String> {
     let mut out: Vec<TableShape> = Vec::new();
     let mut keyed: Vec<Vec<(i64, String)>> = Vec::new();
-    for r in rows {
-        let (Some(Some(table)), Some(Some(column))) = (r.first(), r.get(1)) else {
-            continue;
-        };
-        let position: i64 = r
-            .get(2)
-            .cloned()
-            .flatten()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        let estimated: i64 = r
-            .get(3)
-            .cloned()
-            .flatten()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        if out.last().map(|t| &t.name) != Some(table) {
+    let read = |e: RowError| format!("the catalog's answer: {e}");
+    for r in rows.iter() {
+        let table = r.str("table_name").map_err(read)?.to_string();
+        let column = r.str("column_name").map_err(read)?.to_string();
+        let position: i64 = r.parse("key_position").map_err(read)?.unwrap_or(0);
+        let estimated: i64 = r.parse("estimated_rows").map_err(read)?.unwrap_or(0);
+        if out.last().map(|t| &t.name) != Some(&table) {
             out.push(TableShape {
                 name: table.clone(),
                 columns: Vec::new(),
@@ -403,7 +404,7 @@ pub fn shapes(rows: &Rows) -> Vec<TableShape> {
         k.sort();
         t.key = k.into_iter().map(|(_, c)| c).collect();
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -452,12 +453,22 @@ mod tests {
                 Some("7".to_string()),
             ]
         };
-        let s = shapes(&vec![
-            row("a", "x", "2"),
-            row("a", "y", "1"),
-            row("a", "z", "0"),
-            row("b", "v", "0"),
-        ]);
+        let names = [
+            "table_name",
+            "column_name",
+            "key_position",
+            "estimated_rows",
+        ];
+        let s = shapes(&Named::new(
+            names.map(String::from).to_vec(),
+            vec![
+                row("a", "x", "2"),
+                row("a", "y", "1"),
+                row("a", "z", "0"),
+                row("b", "v", "0"),
+            ],
+        ))
+        .unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].key, vec!["y".to_string(), "x".to_string()]);
         assert_eq!(s[0].columns.len(), 3);

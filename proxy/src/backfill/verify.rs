@@ -8,6 +8,7 @@
 
 use super::sql::{Conn, Dialect, Rows, TableShape};
 use super::Env;
+use crate::backend::rows::{RowError, Rows as Named};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -297,6 +298,19 @@ fn key_text(key: &[String], values: &[Option<String>]) -> String {
         .join(", ")
 }
 
+/// A range's row count and checksum, as [`Dialect::checksum`] answers.
+fn checksum(answer: &Named, side: Side) -> Result<(u64, String), String> {
+    let read = |e: RowError| format!("{side}: the checksum's answer: {e}");
+    let row = answer
+        .iter()
+        .next()
+        .ok_or_else(|| format!("{side}: no answer to the checksum"))?;
+    Ok((
+        row.get("row_count").map_err(read)?,
+        row.str("checksum").map_err(read)?.to_string(),
+    ))
+}
+
 /// The rows of one range (or key list) that differ: checksums first, row
 /// by row when they do not agree. Old's rows are share-locked meanwhile.
 /// Also old's row count.
@@ -318,20 +332,16 @@ async fn range(
         );
         src.rows(&lock, Side::Old).await?;
         let a = src
-            .rows(&d.checksum(&t.name, &s.old_columns, old_range), Side::Old)
+            .query(&d.checksum(&t.name, &s.old_columns, old_range), Side::Old)
             .await?;
         let b = dst
-            .rows(
+            .query(
                 &d.checksum(&s.new_name, &s.new_columns, new_range),
                 Side::New,
             )
             .await?;
-        let rows = a
-            .first()
-            .and_then(|r| r.first().cloned().flatten())
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        if a == b {
+        let (rows, old_sum) = checksum(&a, Side::Old)?;
+        if (rows, old_sum) == checksum(&b, Side::New)? {
             return Ok((rows, Vec::new()));
         }
         let old_rows = src

@@ -7,6 +7,7 @@
 //! ([`catalog_query`]), evaluates them once per row ([`InsertPlan::values_query`],
 //! inside the write's transaction) and sends both sides [`InsertPlan::apply`]'s text.
 
+use crate::backend::rows::Rows;
 use sqlparser::ast::{Expr, Ident, InsertOverriding, ObjectName, SetExpr, Statement, TableObject};
 use sqlparser::dialect::{MySqlDialect, PostgreSqlDialect};
 use sqlparser::parser::{Parser, ParserOptions};
@@ -57,10 +58,11 @@ pub fn is_volatile(expr: &str) -> bool {
 pub fn catalog_query(table: &str) -> String {
     let literal = table.replace('\'', "''");
     format!(
-        "SELECT a.attname::text, \
+        "SELECT a.attname::text AS column_name, \
                 COALESCE(pg_get_expr(d.adbin, d.adrelid), \
-                         format('nextval(%L::regclass)', pg_get_serial_sequence(a.attrelid::regclass::text, a.attname))), \
-                a.attidentity::text \
+                         format('nextval(%L::regclass)', pg_get_serial_sequence(a.attrelid::regclass::text, a.attname))) \
+                  AS default_expr, \
+                a.attidentity::text AS identity \
          FROM pg_attribute a \
          LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
          WHERE a.attrelid = to_regclass('{literal}') AND a.attnum > 0 AND NOT a.attisdropped \
@@ -69,14 +71,18 @@ pub fn catalog_query(table: &str) -> String {
     )
 }
 
+/// The columns of [`catalog_query`]'s and [`mysql_catalog_query`]'s
+/// answers, by name.
+pub const CATALOG_COLUMNS: [&str; 3] = ["column_name", "default_expr", "identity"];
+
 /// Reads the rows of [`catalog_query`].
-pub fn from_catalog_rows(rows: &[Vec<Option<String>>]) -> TableDefaults {
+pub fn from_catalog_rows(rows: &Rows) -> TableDefaults {
     let volatile = rows
         .iter()
         .filter_map(|r| {
-            let column = r.first()?.clone()?;
-            let expr = r.get(1)?.clone()?;
-            let identity = r.get(2).cloned().flatten().unwrap_or_default();
+            let column = r.str("column_name").ok()?.to_string();
+            let expr = r.str("default_expr").ok()?.to_string();
+            let identity = r.text("identity").ok().flatten().unwrap_or_default();
             (is_volatile(&expr) || !identity.is_empty()).then_some(ColumnDefault {
                 column,
                 expr,
@@ -120,7 +126,8 @@ pub fn mysql_catalog_query(table: &str) -> String {
         ),
     };
     format!(
-        "SELECT COLUMN_NAME, COLUMN_DEFAULT, '' FROM information_schema.COLUMNS \
+        "SELECT COLUMN_NAME AS column_name, COLUMN_DEFAULT AS default_expr, '' AS identity \
+         FROM information_schema.COLUMNS \
          WHERE TABLE_SCHEMA = {schema} AND TABLE_NAME = '{name}' AND COLUMN_DEFAULT IS NOT NULL \
          ORDER BY ORDINAL_POSITION"
     )
@@ -128,12 +135,12 @@ pub fn mysql_catalog_query(table: &str) -> String {
 
 /// Reads the rows of [`mysql_catalog_query`]: the columns whose default
 /// differs per call.
-pub fn mysql_from_catalog_rows(rows: &[Vec<Option<String>>]) -> TableDefaults {
+pub fn mysql_from_catalog_rows(rows: &Rows) -> TableDefaults {
     let volatile = rows
         .iter()
         .filter_map(|r| {
-            let column = r.first()?.clone()?;
-            let expr = r.get(1)?.clone()?;
+            let column = r.str("column_name").ok()?.to_string();
+            let expr = r.str("default_expr").ok()?.to_string();
             let lower = expr.to_ascii_lowercase();
             MYSQL_VOLATILE
                 .iter()
@@ -338,7 +345,7 @@ mod tests {
     use super::*;
 
     fn defaults() -> TableDefaults {
-        from_catalog_rows(&[
+        from_catalog_rows(&catalog(vec![
             vec![
                 Some("id".into()),
                 Some("nextval('orders_id_seq'::regclass)".into()),
@@ -354,7 +361,11 @@ mod tests {
                 Some("'new'::text".into()),
                 Some("".into()),
             ],
-        ])
+        ]))
+    }
+
+    fn catalog(data: Vec<Vec<Option<String>>>) -> Rows {
+        Rows::new(CATALOG_COLUMNS.map(String::from).to_vec(), data)
     }
 
     #[test]
@@ -398,11 +409,11 @@ mod tests {
 
     #[test]
     fn identity_always_gets_overriding_system_value() {
-        let d = from_catalog_rows(&[vec![
+        let d = from_catalog_rows(&catalog(vec![vec![
             Some("id".into()),
             Some("nextval('t_id_seq'::regclass)".into()),
             Some("a".into()),
-        ]]);
+        ]]));
         let sql = "INSERT INTO t (x) VALUES ('it''s')";
         let plan = plan(sql, &d).unwrap().unwrap();
         let out = plan.apply(sql, &[vec![Some("7".into())]]).unwrap();
@@ -415,7 +426,7 @@ mod tests {
 
     #[test]
     fn mysql_volatile_defaults_are_evaluated_once_per_row() {
-        let d = mysql_from_catalog_rows(&[
+        let d = mysql_from_catalog_rows(&catalog(vec![
             vec![Some("id".into()), Some("uuid()".into()), Some("".into())],
             vec![
                 Some("made".into()),
@@ -424,7 +435,7 @@ mod tests {
             ],
             vec![Some("score".into()), Some("rand()".into()), Some("".into())],
             vec![Some("status".into()), Some("'new'".into()), Some("".into())],
-        ]);
+        ]));
         let names: Vec<_> = d.volatile.iter().map(|c| c.column.as_str()).collect();
         // CURRENT_TIMESTAMP is made the same by SET TIMESTAMP.
         assert_eq!(names, vec!["id", "score"]);

@@ -17,6 +17,7 @@
 //! list) depends only on its structure, never on literal values, so it is
 //! kept in the statement's cached [`Classification`](super::Classification).
 
+use crate::backend::rows::Rows;
 use sqlparser::ast::{
     AssignmentTarget, FromTable, Ident, ObjectName, ObjectNamePart, OnConflictAction, OnInsert,
     SetExpr, Statement, TableFactor, TableObject,
@@ -334,10 +335,10 @@ impl MirrorTable {
 pub fn catalog_query(table: &str) -> String {
     let literal = format!("'{}'", table.replace('\'', "''"));
     format!(
-        "SELECT a.attname::text, \
+        "SELECT a.attname::text AS column_name, \
                 (EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid \
-                         AND i.indisprimary AND a.attnum = ANY (i.indkey)))::text, \
-                (a.attgenerated <> '')::text \
+                         AND i.indisprimary AND a.attnum = ANY (i.indkey)))::text AS in_key, \
+                (a.attgenerated <> '')::text AS generated \
          FROM pg_attribute a \
          WHERE a.attrelid = to_regclass({literal}) AND a.attnum > 0 AND NOT a.attisdropped \
          ORDER BY a.attnum"
@@ -346,7 +347,7 @@ pub fn catalog_query(table: &str) -> String {
 
 /// The [`MirrorTable`] from [`catalog_query`]'s rows; `Err` when the mirror
 /// has no such table.
-pub fn mirror_table(table: &str, rows: &[Vec<Option<String>>]) -> Result<MirrorTable, String> {
+pub fn mirror_table(table: &str, rows: &Rows) -> Result<MirrorTable, String> {
     if rows.is_empty() {
         return Err(format!("the mirror has no table {table}"));
     }
@@ -355,14 +356,14 @@ pub fn mirror_table(table: &str, rows: &[Vec<Option<String>>]) -> Result<MirrorT
         columns: Vec::new(),
         generated: Vec::new(),
     };
-    for r in rows {
-        let [Some(name), Some(key), Some(generated)] = r.as_slice() else {
-            continue;
-        };
-        if generated == "true" {
-            t.generated.push(name.clone());
+    let read = |e: crate::backend::rows::RowError| format!("{table}: the catalog's answer: {e}");
+    for r in rows.iter() {
+        let name = r.str("column_name").map_err(read)?.to_string();
+        if r.str("generated").map_err(read)? == "true" {
+            t.generated.push(name);
         } else {
-            t.columns.push((name.clone(), key == "true"));
+            t.columns
+                .push((name, r.str("in_key").map_err(read)? == "true"));
         }
     }
     Ok(t)

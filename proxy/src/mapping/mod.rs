@@ -7,6 +7,7 @@
 
 pub mod catalog;
 
+use crate::backend::rows::Rows;
 use crate::engine::SqlDialect;
 use sqlparser::ast::{
     AssignmentTarget, ConflictTarget, Expr, Ident, ObjectName, ObjectNamePart, OnConflictAction,
@@ -51,16 +52,10 @@ pub struct ColumnsBack {
 }
 
 impl ColumnsBack {
-    /// Catalog rows of new's table whose first column is a column name,
-    /// under old's names; rows of columns old does not have are left out.
-    pub fn rows_under_old_names(&self, rows: Vec<Vec<Option<String>>>) -> Vec<Vec<Option<String>>> {
-        rows.into_iter()
-            .filter_map(|mut row| {
-                let column = row.first_mut()?;
-                *column = Some(self.old_name(column.as_deref()?)?);
-                Some(row)
-            })
-            .collect()
+    /// Catalog rows of new's table whose `column` names a column, under
+    /// old's names; rows of columns old does not have are left out.
+    pub fn rows_under_old_names(&self, rows: Rows, column: &str) -> Rows {
+        rows.map_column(column, |name| self.old_name(name))
     }
 
     /// Old's name of new's `column`; `None` when old has no such column.

@@ -5,6 +5,7 @@
 use super::packet::Packets;
 use crate::backend::catch_up::{Apply, CatchUp};
 use crate::backend::mysql::rows;
+use crate::backend::rows::RowError;
 use crate::shared::Shared;
 use turnout_control::Side;
 
@@ -16,31 +17,32 @@ pub async fn catch_up(
     to: Side,
     apply: Apply,
 ) -> Result<CatchUp, String> {
-    let sql = "SELECT TABLE_NAME, AUTO_INCREMENT FROM information_schema.TABLES \
+    let sql = "SELECT TABLE_NAME AS table_name, AUTO_INCREMENT AS next_value \
+               FROM information_schema.TABLES \
                WHERE TABLE_SCHEMA = DATABASE() AND AUTO_INCREMENT IS NOT NULL";
+    let read = |side: Side| move |e: RowError| format!("on {side}: {e}");
     let mut src = open(shared, from).await?;
     let theirs = rows(&mut src, sql)
         .await
         .map_err(|e| format!("on {from}: {e}"))?;
     let mut dst = open(shared, to).await?;
-    let ours: std::collections::HashMap<String, u64> = rows(&mut dst, sql)
+    let mut ours = std::collections::HashMap::new();
+    for r in rows(&mut dst, sql)
         .await
         .map_err(|e| format!("on {to}: {e}"))?
-        .into_iter()
-        .filter_map(|r| Some((r.first()?.clone()?, r.get(1)?.as_deref()?.parse().ok()?)))
-        .collect();
+        .iter()
+    {
+        let value: u64 = r.get("next_value").map_err(read(to))?;
+        ours.insert(r.str("table_name").map_err(read(to))?.to_string(), value);
+    }
     let mut done = CatchUp {
         seen: theirs.len(),
         ..CatchUp::default()
     };
     let mapping = shared.mapping();
-    for r in theirs {
-        let (Some(Some(table)), Some(Some(value))) = (r.first(), r.get(1)) else {
-            continue;
-        };
-        let Ok(value) = value.parse::<u64>() else {
-            continue;
-        };
+    for r in theirs.iter() {
+        let table = r.str("table_name").map_err(read(from))?;
+        let value: u64 = r.get("next_value").map_err(read(from))?;
         // A renamed table's counter is the same counter under new's name.
         let table = &mapping.counterpart(table, from);
         match ours.get(table) {

@@ -14,8 +14,6 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 use turnout_control::Side;
 
-/// Idle shadow connections kept per side.
-
 /// Session settings: the commands (`USE`, `SET ...`) applied on a connection.
 pub use crate::shared::registry::Settings;
 

@@ -7,6 +7,7 @@
 
 use crate::backend::catch_up::{Apply, CatchUp};
 use crate::backend::pg::{literal, run};
+use crate::backend::rows::RowError;
 use crate::shared::Shared;
 use tracing::warn;
 use turnout_control::Side;
@@ -55,13 +56,14 @@ pub async fn catch_up(
     let rows = run(&mut dst, &move_query(&values, apply), to).await?;
     crate::backend::pg::close(&mut dst).await;
     let mapped = !shared.mapping().is_identity();
-    for r in rows {
-        match r.as_slice() {
+    let read = |e: RowError| format!("on {to}: {e}");
+    for r in rows.iter() {
+        let name = r.str("sequence").map_err(read)?.to_string();
+        match r.text("value").map_err(read)? {
             // Under a mapping, a sequence of old's name may well be gone.
-            [Some(_), None] if mapped => {}
-            [Some(name), None] => done.missing.push(name.clone()),
-            [Some(name), Some(value)] => done.moved.push((name.clone(), value.clone())),
-            _ => {}
+            None if mapped => {}
+            None => done.missing.push(name),
+            Some(value) => done.moved.push((name, value.to_string())),
         }
     }
     Ok(done)
@@ -71,19 +73,21 @@ async fn read_values(shared: &Shared, side: Side) -> Result<Vec<(String, String)
     let mut src = open(shared, side).await?;
     let rows = run(
         &mut src,
-        "SELECT format('%I.%I', schemaname, sequencename), last_value::text \
+        "SELECT format('%I.%I', schemaname, sequencename) AS sequence, last_value::text AS value \
          FROM pg_sequences WHERE last_value IS NOT NULL ORDER BY 1",
         side,
     )
     .await?;
     crate::backend::pg::close(&mut src).await;
-    Ok(rows
-        .into_iter()
-        .filter_map(|r| match r.as_slice() {
-            [Some(name), Some(value)] => Some((name.clone(), value.clone())),
-            _ => None,
+    let read = |e: RowError| format!("on {side}: {e}");
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.str("sequence").map_err(read)?.to_string(),
+                r.str("value").map_err(read)?.to_string(),
+            ))
         })
-        .collect())
+        .collect()
 }
 
 /// Moves each sequence of `side` owned by a column (serial, identity) past
@@ -92,8 +96,9 @@ async fn from_own_rows(shared: &Shared, side: Side, apply: Apply) -> Result<Catc
     let mut conn = open(shared, side).await?;
     let owned = run(
         &mut conn,
-        "SELECT format('%I.%I', sn.nspname, s.relname), format('%I.%I', tn.nspname, t.relname), \
-                quote_ident(a.attname) \
+        "SELECT format('%I.%I', sn.nspname, s.relname) AS sequence, \
+                format('%I.%I', tn.nspname, t.relname) AS owner_table, \
+                quote_ident(a.attname) AS owner_column \
          FROM pg_class s \
          JOIN pg_namespace sn ON sn.oid = s.relnamespace \
          JOIN pg_depend d ON d.classid = 'pg_class'::regclass AND d.objid = s.oid \
@@ -105,16 +110,19 @@ async fn from_own_rows(shared: &Shared, side: Side, apply: Apply) -> Result<Catc
         side,
     )
     .await?;
-    let parts: Vec<String> = owned
-        .iter()
-        .filter_map(|r| match r.as_slice() {
-            [Some(seq), Some(table), Some(column)] => Some(format!(
-                "SELECT {lit}::text AS name, (SELECT max({column})::bigint FROM {table}) AS v",
-                lit = literal(seq)
-            )),
-            _ => None,
-        })
-        .collect();
+    let read = |e: RowError| format!("on {side}: {e}");
+    let mut parts: Vec<String> = Vec::new();
+    for r in owned.iter() {
+        let (seq, table, column) = (
+            r.str("sequence").map_err(read)?,
+            r.str("owner_table").map_err(read)?,
+            r.str("owner_column").map_err(read)?,
+        );
+        parts.push(format!(
+            "SELECT {lit}::text AS name, (SELECT max({column})::bigint FROM {table}) AS v",
+            lit = literal(seq)
+        ));
+    }
     let mut done = CatchUp {
         seen: parts.len(),
         ..CatchUp::default()
@@ -127,16 +135,17 @@ async fn from_own_rows(shared: &Shared, side: Side, apply: Apply) -> Result<Catc
         Apply::Preview => "m.v::text",
     };
     let sql = format!(
-        "SELECT m.name, {set} FROM ({}) AS m \
+        "SELECT m.name AS sequence, {set} AS value FROM ({}) AS m \
          JOIN pg_sequences p ON format('%I.%I', p.schemaname, p.sequencename) = m.name \
          WHERE m.v IS NOT NULL AND p.increment_by > 0 \
            AND m.v > COALESCE(p.last_value, p.start_value - 1) ORDER BY 1",
         parts.join(" UNION ALL ")
     );
-    for r in run(&mut conn, &sql, side).await? {
-        if let [Some(name), Some(value)] = r.as_slice() {
-            done.moved.push((name.clone(), value.clone()));
-        }
+    for r in run(&mut conn, &sql, side).await?.iter() {
+        done.moved.push((
+            r.str("sequence").map_err(read)?.to_string(),
+            r.str("value").map_err(read)?.to_string(),
+        ));
     }
     crate::backend::pg::close(&mut conn).await;
     Ok(done)
@@ -154,8 +163,8 @@ fn move_query(values: &[(String, String)], apply: Apply) -> String {
         Apply::Preview => "t.v::text",
     };
     format!(
-        "SELECT t.name, CASE WHEN p.sequencename IS NULL THEN NULL \
-           ELSE {set} END \
+        "SELECT t.name AS sequence, CASE WHEN p.sequencename IS NULL THEN NULL \
+           ELSE {set} END AS value \
          FROM (VALUES {}) AS t(name, v) \
          LEFT JOIN pg_sequences p ON format('%I.%I', p.schemaname, p.sequencename) = t.name \
          WHERE p.sequencename IS NULL \

@@ -21,8 +21,6 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::debug;
 use turnout_control::Side;
 
-/// Idle shadow connections kept per side.
-
 /// The query to run again: its text, and for the extended protocol its
 /// parameter types (Parse) and parameters (Bind).
 #[derive(Clone)]

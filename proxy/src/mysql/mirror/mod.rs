@@ -141,8 +141,6 @@ fn now_timestamp() -> String {
     format!("{}.{:06}", d.as_secs(), d.subsec_micros())
 }
 
-/// A client's COMMIT, as the engine's lockstep sequence drives it.
-
 impl<'a> MyMirror<'a> {
     pub fn new(
         shared: &'a Arc<Shared>,

@@ -118,7 +118,7 @@ impl MyMirror<'_> {
                 let values = crate::backend::mysql::rows(&mut self.auth, &plan.values_query())
                     .await
                     .map_err(String::from);
-                match values.and_then(|rows| plan.apply(sql, &rows)) {
+                match values.and_then(|rows| plan.apply(sql, &rows.into_data())) {
                     Ok(written) => return Ok(Defaults::Written(written)),
                     Err(e) => format!("generated values could not be applied: {e}"),
                 }
@@ -162,7 +162,7 @@ impl MyMirror<'_> {
             return Ok(defaults::TableDefaults::default());
         };
         let rows = match &mapped {
-            Some((_, back)) => back.rows_under_old_names(rows),
+            Some((_, back)) => back.rows_under_old_names(rows, "column_name"),
             None => rows,
         };
         let d = defaults::mysql_from_catalog_rows(&rows);

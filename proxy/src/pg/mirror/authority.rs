@@ -6,6 +6,7 @@ use super::{
     collect, error_message, first_column_text, rewrite_statements, Collected, End, MirrorSession,
     Step, Stop, OUT_CHUNK,
 };
+use crate::backend::rows::Rows;
 use crate::engine::defaults::{self, TableDefaults};
 use crate::pg::codec::{self, Severity};
 use crate::pg::framed::{Frame, FramedError};
@@ -123,8 +124,10 @@ impl MirrorSession<'_> {
         let (rows, error) = self
             .auth_own(&defaults::catalog_query(on_authority), sync)
             .await?;
+        // Read by the names the catalog query gives its columns.
+        let rows = Rows::new(defaults::CATALOG_COLUMNS.map(String::from).to_vec(), rows);
         let rows = match &mapped {
-            Some((_, back)) => back.rows_under_old_names(rows),
+            Some((_, back)) => back.rows_under_old_names(rows, "column_name"),
             None => rows,
         };
         let d = defaults::from_catalog_rows(&rows);

@@ -19,9 +19,6 @@ use tracing::debug;
 use turnout_config::UnsafePolicy;
 use turnout_control::divergence::{Divergence, DivergenceKind};
 
-/// A simple-protocol COMMIT of an open transaction, as the engine's
-/// lockstep sequence drives it.
-
 impl MirrorSession<'_> {
     pub(super) async fn simple(&mut self, frame: Frame) -> Step {
         let sql = cstr(frame.body()).map(|(s, _)| s.to_string());
