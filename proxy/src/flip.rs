@@ -20,7 +20,7 @@ pub async fn run(
     req: FlipRequest,
     caller: &str,
 ) -> Result<Outcome, String> {
-    let _one_at_a_time = shared.flip_lock.lock().await;
+    let _one_at_a_time = shared.coord.flip_lock.lock().await;
     let mut req = req;
     req.blockers = blockers(shared, change);
     let planned = controller.plan(change, &req);
@@ -164,13 +164,13 @@ struct Live<'a> {
 impl Steps for Live<'_> {
     fn hold(&mut self) {
         self.held = Some(Instant::now());
-        self.was_paused = self.shared.paused.send_replace(true);
+        self.was_paused = self.shared.coord.paused.send_replace(true);
     }
 
     async fn drain(&mut self, window: Duration, plan: &Plan) -> Result<String, String> {
         let started = Instant::now();
         loop {
-            let open = self.shared.busy_sessions.load(Ordering::SeqCst);
+            let open = self.shared.coord.busy_sessions.load(Ordering::SeqCst);
             let queued = self.shared.queues.pending();
             if open == 0 && queued == 0 {
                 break;
@@ -201,7 +201,7 @@ impl Steps for Live<'_> {
 
     fn release(&mut self) -> Option<String> {
         if !self.was_paused {
-            self.shared.paused.send_replace(false);
+            self.shared.coord.paused.send_replace(false);
         }
         let held = self.held.take()?;
         Some(format!(
@@ -224,7 +224,7 @@ impl Steps for DryRun<'_> {
         Ok(format!(
             "barrier: new transactions would wait up to {} ms for the {} open now to finish and the {} async mirror statement(s) queued to be applied",
             window.as_millis(),
-            self.shared.busy_sessions.load(Ordering::SeqCst),
+            self.shared.coord.busy_sessions.load(Ordering::SeqCst),
             self.shared.queues.pending(),
         ))
     }
@@ -262,8 +262,8 @@ pub fn count_change(result: &Result<Outcome, String>) {
 /// once it serves them, or failures of new once it is the authority.
 fn promoted_errors(shared: &Shared, change: Change) -> u64 {
     match change {
-        Change::FlipWrites => shared.authority_failures[1].load(Ordering::Relaxed),
-        _ => shared.mirror_read_errors.load(Ordering::Relaxed),
+        Change::FlipWrites => shared.coord.authority_failures[1].load(Ordering::Relaxed),
+        _ => shared.coord.mirror_read_errors.load(Ordering::Relaxed),
     }
 }
 

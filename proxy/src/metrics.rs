@@ -326,9 +326,9 @@ pub async fn track(shared: Arc<Shared>, controller: Arc<Controller>, window: Arc
             gauge!("turnout_phase", "phase" => p.name()).set(if p == r.phase { 1.0 } else { 0.0 });
         }
         gauge!("turnout_epoch").set(r.epoch as f64);
-        gauge!("turnout_connections").set(shared.connections.load(Ordering::Relaxed) as f64);
+        gauge!("turnout_connections").set(shared.coord.connections.load(Ordering::Relaxed) as f64);
         gauge!("turnout_mirrored_sessions")
-            .set(shared.mirror_sessions.load(Ordering::Relaxed) as f64);
+            .set(shared.coord.mirror_sessions.load(Ordering::Relaxed) as f64);
         gauge!("turnout_async_queued").set(shared.queues.pending() as f64);
         counter!("turnout_divergences_total").absolute(shared.records.divergence_count());
         counter!("turnout_mirror_errors_total").absolute(shared.records.mirror_error_count());

@@ -83,7 +83,7 @@ impl Server {
             }
             None => None,
         };
-        let active = shared.connections.clone();
+        let active = shared.coord.connections.clone();
         Ok(Server {
             shared: Arc::new(shared),
             listener,
@@ -145,8 +145,8 @@ impl Server {
     /// [`DRAIN_GRACE`]; what is still queued after that is logged as lost.
     async fn drain(&self) -> Drained {
         let shared = &self.shared;
-        shared.stopping.send_replace(true);
-        let sessions = wait_for_zero(&shared.mirror_sessions).await;
+        shared.coord.stopping.send_replace(true);
+        let sessions = wait_for_zero(&shared.coord.mirror_sessions).await;
         if sessions > 0 {
             warn!(sessions, "mirrored sessions still in a transaction after the grace period: closed; their open transactions roll back on both sides");
         }

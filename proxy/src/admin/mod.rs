@@ -355,11 +355,11 @@ fn status(shared: &Shared, controller: &Controller, figures: Figures) -> Value {
         "authority": routing.phase.authority().name(),
         "history": controller.history().iter().map(|p| p.name()).collect::<Vec<_>>(),
         "sessions": {
-            "mirrored": shared.mirror_sessions.load(Ordering::Relaxed),
-            "in_transaction": shared.busy_sessions.load(Ordering::Relaxed),
-            "connections": shared.connections.load(Ordering::Relaxed),
+            "mirrored": shared.coord.mirror_sessions.load(Ordering::Relaxed),
+            "in_transaction": shared.coord.busy_sessions.load(Ordering::Relaxed),
+            "connections": shared.coord.connections.load(Ordering::Relaxed),
         },
-        "paused": *shared.paused.borrow(),
+        "paused": *shared.coord.paused.borrow(),
         "divergences": shared.records.divergence_count(),
         "mirror_errors": shared.records.mirror_error_count(),
         "async_pending": shared.queues.pending(),
@@ -591,14 +591,14 @@ const PAUSE_WAIT: Duration = Duration::from_secs(30);
 /// (bounded by [`PAUSE_WAIT`]; the pause stays either way).
 async fn pause(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
     let shared = ctx.shared;
-    let busy = || shared.busy_sessions.load(Ordering::Relaxed);
+    let busy = || shared.coord.busy_sessions.load(Ordering::Relaxed);
     if dry_run {
         let outcome = Ok(change_outcome(ctx, "running", "paused", true));
         ctx.controller.audit("pause", true, caller, &outcome);
         return json!({"ok": true, "dry_run": true, "in_transaction": busy()});
     }
     let started = Instant::now();
-    shared.paused.send_replace(true);
+    shared.coord.paused.send_replace(true);
     while busy() > 0 && started.elapsed() < PAUSE_WAIT {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -623,7 +623,7 @@ async fn pause(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
 
 /// `resume`: held transactions go on.
 fn resume(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
-    let was = *ctx.shared.paused.borrow();
+    let was = *ctx.shared.coord.paused.borrow();
     let result = if was {
         Ok(change_outcome(ctx, "paused", "running", dry_run))
     } else {
@@ -633,7 +633,7 @@ fn resume(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
     match result {
         Ok(_) => {
             if !dry_run {
-                ctx.shared.paused.send_replace(false);
+                ctx.shared.coord.paused.send_replace(false);
                 info!(%caller, "resumed");
             }
             json!({"ok": true, "dry_run": dry_run})
@@ -659,7 +659,7 @@ fn change_outcome(ctx: &Context<'_>, from: &str, to: &str, dry_run: bool) -> Out
 async fn adoption(shared: &Shared, epoch: u64) -> (f64, usize) {
     let started = Instant::now();
     loop {
-        let behind = shared.sessions_behind(epoch);
+        let behind = shared.coord.sessions_behind(epoch);
         if behind == 0 || started.elapsed() > Duration::from_secs(10) {
             return (started.elapsed().as_secs_f64() * 1000.0, behind);
         }

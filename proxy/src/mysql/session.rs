@@ -98,7 +98,7 @@ async fn run_session(
     if client.write(seq, &ok_payload()).await.is_err() {
         return;
     }
-    let phase = shared.routing.snapshot().phase;
+    let phase = shared.coord.routing.snapshot().phase;
     let Some(mirror_side) = phase.mirror() else {
         debug!(%peer, id, "mysql session started");
         match forward(shared, client, backend, &legs.user).await {
@@ -440,7 +440,7 @@ async fn start(
             return Err((seq, StartError::Client(1049, "42000", msg)));
         }
     }
-    let authority = shared.routing.snapshot().phase.authority();
+    let authority = shared.coord.routing.snapshot().phase.authority();
     let target = &shared.session_target(authority, &user);
     let (backend, thread) = connect(shared, target, caps, response.collation(), db.as_deref())
         .await

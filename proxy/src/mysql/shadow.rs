@@ -181,6 +181,7 @@ pub fn confirm_read_failure(shared: Arc<Shared>, sample: Sample) {
         if let Ok(Answered { error: None, .. }) = run(&shared, sample.shadow, &sample).await {
             tracing::warn!(side = %sample.target, other = %sample.shadow, "a read failed on the read target and not on the other side: counted as the read target's failure");
             shared
+                .coord
                 .mirror_read_errors
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }

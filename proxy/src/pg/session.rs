@@ -57,7 +57,7 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
         .unwrap_or_default();
     // The session's phase is fixed when it starts (flips come with the
     // control plane). Its first connection is the authority's.
-    let phase = shared.routing.snapshot().phase;
+    let phase = shared.coord.routing.snapshot().phase;
     let side = phase.authority();
     let started = tokio::time::timeout(
         auth_timeout,
@@ -69,7 +69,7 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
         Ok(started) => started,
         Err(e) => {
             if let SessionError::Backend(_) = &e {
-                shared.authority_failed(side);
+                shared.coord.authority_failed(side);
             }
             match &e {
                 SessionError::Io(_) => {

@@ -172,7 +172,10 @@ pub fn confirm_read_failure(
         match run(&shared, &shared.sampler, other, &query, &params, &settings).await {
             Ok(a) if a.error.is_none() => {
                 tracing::warn!(side = %failed, other = %other, "a read failed on the read target and not on the other side: counted as the read target's failure");
-                shared.mirror_read_errors.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .coord
+                    .mirror_read_errors
+                    .fetch_add(1, Ordering::Relaxed);
             }
             _ => {}
         }

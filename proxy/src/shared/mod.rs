@@ -5,7 +5,10 @@
 //! the protocol adapters and the side jobs, which use it; the server owns
 //! it and the control plane steers it.
 
+pub mod coordination;
 pub mod registry;
+
+pub use coordination::{Coordination, MirroredSession};
 
 use crate::backend::catch_up::{Apply, CatchUp};
 use crate::stream::Stream;
@@ -49,7 +52,6 @@ use arc_swap::ArcSwap;
 use dashmap::DashMap;
 pub use registry::{CancelKey, CancelTarget, MyRegistry, PgRegistry, Registered};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
@@ -57,7 +59,7 @@ use turnout_config::{Config, Protocol};
 use turnout_config::{DdlPolicy, MirrorErrorPolicy, MirrorMode, UnsafePolicy};
 use turnout_control::divergence::{Divergence, DivergenceKind, DivergenceLog, DivergenceLogError};
 use turnout_control::readdiff::{ReadDiffError, ReadDiffLog};
-use turnout_control::{Phase, Routing, RoutingState, Side};
+use turnout_control::{Phase, RoutingState, Side};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -120,31 +122,9 @@ impl std::ops::Deref for MappingRef {
 }
 
 pub struct Shared {
-    pub routing: Arc<RoutingState>,
-    /// Set when the server stops: mirrored sessions close at their next
-    /// transaction boundary.
-    pub stopping: tokio::sync::watch::Sender<bool>,
-    /// Mirrored sessions running.
-    pub mirror_sessions: AtomicUsize,
-    /// `pause`: mirrored sessions hold new transactions until `resume`.
-    pub paused: tokio::sync::watch::Sender<bool>,
-    /// Held while a phase change runs: one at a time.
-    pub flip_lock: tokio::sync::Mutex<()>,
-    /// Mirrored sessions inside a transaction (or a statement) now.
-    pub busy_sessions: AtomicUsize,
-    /// For each mirrored session inside a transaction: the routing epoch it
-    /// runs by (keyed by a session number).
-    pub in_transaction: DashMap<u64, u64>,
-    pub next_session: AtomicU64,
-    /// Reads that failed on the mirror's side when it served them
-    /// (`reads_new`): what the watch window after a reads flip counts.
-    pub mirror_read_errors: AtomicU64,
-    /// Failures of the authority itself (lost connections, server-side
-    /// errors, not the client's SQL errors) by side (old, new): what the
-    /// watch window after a writes flip counts.
-    pub authority_failures: [AtomicU64; 2],
-    /// Client connections open (all phases).
-    pub connections: Arc<AtomicUsize>,
+    /// Sessions and phase changes in step: the routing, pause, stop, the
+    /// flip lock and the counts a barrier and the watch windows read.
+    pub coord: Coordination,
     /// The async mirror queues' figures (statements pending, the deepest
     /// queue, their bound).
     pub queues: Arc<crate::engine::queue::Stats>,
@@ -209,17 +189,7 @@ impl Shared {
             Ok(BackendTarget::new(side, b, tls))
         };
         let shared = Shared {
-            routing,
-            stopping: tokio::sync::watch::channel(false).0,
-            mirror_sessions: AtomicUsize::new(0),
-            paused: tokio::sync::watch::channel(false).0,
-            flip_lock: tokio::sync::Mutex::new(()),
-            busy_sessions: AtomicUsize::new(0),
-            in_transaction: DashMap::new(),
-            next_session: AtomicU64::new(0),
-            mirror_read_errors: AtomicU64::new(0),
-            authority_failures: [AtomicU64::new(0), AtomicU64::new(0)],
-            connections: Arc::new(AtomicUsize::new(0)),
+            coord: Coordination::new(routing),
             queues: Arc::new(crate::engine::queue::Stats::new(
                 config.mirror.async_queue as usize,
             )),
@@ -295,71 +265,6 @@ impl Shared {
         (d, detail)
     }
 
-    /// Mirrored sessions still inside a transaction that runs by an epoch
-    /// before `epoch`.
-    pub fn sessions_behind(&self, epoch: u64) -> usize {
-        self.in_transaction
-            .iter()
-            .filter(|e| *e.value() < epoch)
-            .count()
-    }
-
-    /// A mirrored session starts a transaction (or an autocommit
-    /// statement): held while paused, then counted, and given the routing
-    /// it runs by until it ends. Counted before the pause is looked at, so
-    /// a barrier that sets the pause and then sees no session counted knows
-    /// none can start.
-    pub async fn enter_transaction(
-        &self,
-        session: u64,
-        paused: &mut tokio::sync::watch::Receiver<bool>,
-        stopping: &mut tokio::sync::watch::Receiver<bool>,
-    ) -> Arc<Routing> {
-        loop {
-            self.busy_sessions.fetch_add(1, Ordering::SeqCst);
-            if !*paused.borrow_and_update() || *stopping.borrow() {
-                break;
-            }
-            self.busy_sessions.fetch_sub(1, Ordering::SeqCst);
-            tokio::select! {
-                _ = paused.changed() => {}
-                _ = stopping.changed() => {}
-            }
-        }
-        let routing = self.routing.snapshot();
-        self.in_transaction.insert(session, routing.epoch);
-        routing
-    }
-
-    /// The transaction [`Shared::enter_transaction`] counted has ended.
-    pub fn leave_transaction(&self, session: u64) {
-        self.busy_sessions.fetch_sub(1, Ordering::SeqCst);
-        self.in_transaction.remove(&session);
-    }
-
-    /// Counts a mirrored session while the guard lives.
-    pub fn mirrored_session(&self) -> MirroredSession<'_> {
-        self.mirror_sessions.fetch_add(1, Ordering::Relaxed);
-        MirroredSession(self)
-    }
-
-    /// A session cannot reach `side`, which a flip made the authority:
-    /// counted, and the message for the client.
-    pub fn authority_unreachable(&self, side: Side, error: &str) -> String {
-        self.authority_failed(side);
-        format!("turnout: {side} is the authority now and cannot be reached: {error}")
-    }
-
-    /// Counts a failure of `side` as the authority.
-    pub fn authority_failed(&self, side: Side) {
-        let i = match side {
-            Side::Old => 0,
-            Side::New => 1,
-        };
-        self.authority_failures[i].fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("turnout_authority_failures_total", "side" => side.name()).increment(1);
-    }
-
     /// A MySQL backend told its version: what turnout reports to clients.
     pub fn note_mysql_version(&self, version: String) {
         if self.mysql.version.load().as_deref() != Some(&version) {
@@ -400,15 +305,6 @@ impl Shared {
     /// Both backends, as the side jobs open connections to them.
     pub fn backends(&self) -> &Backends {
         &self.backends
-    }
-}
-
-/// Counts one mirrored session until dropped.
-pub struct MirroredSession<'a>(&'a Shared);
-
-impl Drop for MirroredSession<'_> {
-    fn drop(&mut self) {
-        self.0.mirror_sessions.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -465,10 +361,10 @@ impl crate::backfill::Env for Shared {
         self.live.load().mapping.clone()
     }
     fn phase(&self) -> Phase {
-        self.routing.snapshot().phase
+        self.coord.routing.snapshot().phase
     }
     fn stopping(&self) -> bool {
-        *self.stopping.borrow()
+        *self.coord.stopping.borrow()
     }
     fn async_mirroring(&self) -> bool {
         self.async_queue.is_some()

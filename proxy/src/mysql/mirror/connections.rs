@@ -270,7 +270,7 @@ impl MyMirror<'_> {
     /// BEGIN would commit it there).
     pub(super) async fn note_auth(&mut self, a: &Answer) {
         if a.error_code.is_some_and(is_server_failure_code) {
-            self.shared.authority_failed(self.mirror_side.other());
+            self.shared.coord.authority_failed(self.mirror_side.other());
         }
         if a.status_known {
             self.in_tx = a.status & IN_TRANS != 0;

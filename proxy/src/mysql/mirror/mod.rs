@@ -171,7 +171,7 @@ impl<'a> MyMirror<'a> {
             mirror,
             queue,
             mirror_side,
-            routing: shared.routing.snapshot(),
+            routing: shared.coord.routing.snapshot(),
             in_tx: false,
             unmirrored_in_tx: None,
             lexing_unsure: false,
@@ -190,16 +190,20 @@ impl<'a> MyMirror<'a> {
     }
 
     pub async fn run(mut self) -> End {
-        let _counted = self.shared.mirrored_session();
-        let mut paused = self.shared.paused.subscribe();
-        let mut stopping = self.shared.stopping.subscribe();
-        let id = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
+        let _counted = self.shared.coord.mirrored_session();
+        let mut paused = self.shared.coord.paused.subscribe();
+        let mut stopping = self.shared.coord.stopping.subscribe();
+        let id = self
+            .shared
+            .coord
+            .next_session
+            .fetch_add(1, Ordering::Relaxed);
         let mut busy = false;
         let end = loop {
             if busy && !self.in_tx {
                 busy = false;
                 self.wrote = false;
-                self.shared.leave_transaction(id);
+                self.shared.coord.leave_transaction(id);
             }
             if *stopping.borrow() && !self.in_tx {
                 // Between transactions: nothing of the client's is cut.
@@ -229,12 +233,13 @@ impl<'a> MyMirror<'a> {
                 // paused, then run by the routing of now to its end.
                 self.routing = self
                     .shared
+                    .coord
                     .enter_transaction(id, &mut paused, &mut stopping)
                     .await;
                 busy = true;
                 if let Err(e) = self.adopt_roles().await {
                     let side = self.routing.phase.authority();
-                    let msg = self.shared.authority_unreachable(side, &e);
+                    let msg = self.shared.coord.authority_unreachable(side, &e);
                     let _ = self
                         .client
                         .write(1, &err_payload(1105, "HY000", &msg))
@@ -247,7 +252,7 @@ impl<'a> MyMirror<'a> {
             }
         };
         if busy {
-            self.shared.leave_transaction(id);
+            self.shared.coord.leave_transaction(id);
         }
         end
     }
@@ -316,7 +321,7 @@ impl<'a> MyMirror<'a> {
                 // (2013/2006), what reconnect logic waits for, as in
                 // passthrough. The log names the backend and the cause.
                 let side = self.mirror_side.other();
-                self.shared.authority_failed(side);
+                self.shared.coord.authority_failed(side);
                 Some(End::AuthorityLost(e.to_string()))
             }
         }

@@ -166,6 +166,7 @@ impl MyMirror<'_> {
     /// refused, shutdown), never an error the client's SQL caused.
     pub(super) fn read_target_failed(&self) {
         self.shared
+            .coord
             .mirror_read_errors
             .fetch_add(1, Ordering::Relaxed);
     }

@@ -70,7 +70,7 @@ impl MirrorSession<'_> {
                         error = Some(error_message(&f));
                     }
                     if codec::is_server_failure(f.body()) {
-                        self.shared.authority_failed(self.auth_side());
+                        self.shared.coord.authority_failed(self.auth_side());
                     }
                     self.queue(&f.raw);
                 }
@@ -97,7 +97,7 @@ impl MirrorSession<'_> {
                 .iter()
                 .any(|f| f.tag == b'E' && codec::is_server_failure(f.body()))
         {
-            self.shared.authority_failed(self.auth_side());
+            self.shared.coord.authority_failed(self.auth_side());
         }
         self.note_status(c.status);
         Ok(c)
@@ -206,7 +206,7 @@ impl MirrorSession<'_> {
 
     /// The authority's connection failed: the client is told, the session ends.
     pub(super) async fn authority_lost(&mut self, e: FramedError) -> End {
-        self.shared.authority_failed(self.auth_side());
+        self.shared.coord.authority_failed(self.auth_side());
         let msg = format!(
             "turnout: backend {} closed the connection unexpectedly: {e}",
             self.auth_side()

@@ -269,7 +269,7 @@ impl MirrorSession<'_> {
                 }
                 b'E' => {
                     if !failed && codec::is_server_failure(f.body()) {
-                        self.shared.authority_failed(self.auth_side());
+                        self.shared.coord.authority_failed(self.auth_side());
                     }
                     failed = true;
                     self.queue(&f.raw);

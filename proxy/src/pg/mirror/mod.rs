@@ -307,7 +307,7 @@ impl<'a> MirrorSession<'a> {
             shared,
             shared_arc: shared.clone(),
             wrote_in_tx: false,
-            routing: shared.routing.snapshot(),
+            routing: shared.coord.routing.snapshot(),
             answered_by: mirror_side.other(),
             client,
             auth: Framed::new(auth.stream, auth.leftover, usize::MAX),
@@ -345,19 +345,23 @@ impl<'a> MirrorSession<'a> {
     }
 
     pub async fn run(mut self) -> End {
-        let _counted = self.shared.mirrored_session();
+        let _counted = self.shared.coord.mirrored_session();
         self.serve().await
     }
 
     async fn serve(&mut self) -> End {
-        let mut stopping = self.shared.stopping.subscribe();
-        let mut paused = self.shared.paused.subscribe();
+        let mut stopping = self.shared.coord.stopping.subscribe();
+        let mut paused = self.shared.coord.paused.subscribe();
         let mut busy = false;
-        let id = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
+        let id = self
+            .shared
+            .coord
+            .next_session
+            .fetch_add(1, Ordering::Relaxed);
         let end = loop {
             if busy && self.status == b'I' && self.batch.is_empty() {
                 busy = false;
-                self.shared.leave_transaction(id);
+                self.shared.coord.leave_transaction(id);
             }
             if *stopping.borrow() && self.status == b'I' && self.batch.is_empty() {
                 // Between transactions: nothing of the client's is cut.
@@ -398,13 +402,14 @@ impl<'a> MirrorSession<'a> {
                         if !busy {
                             self.routing = self
                                 .shared
+                                .coord
                                 .enter_transaction(id, &mut paused, &mut stopping)
                                 .await;
                             busy = true;
                         }
                         if let Err(e) = self.adopt_roles().await {
                             let side = self.routing.phase.authority();
-                            let msg = self.shared.authority_unreachable(side, &e);
+                            let msg = self.shared.coord.authority_unreachable(side, &e);
                             let _ = self.client_error(Severity::Fatal, "08006", &msg).await;
                             break End::AuthorityLost(e);
                         }
@@ -469,7 +474,7 @@ impl<'a> MirrorSession<'a> {
             }
         };
         if busy {
-            self.shared.leave_transaction(id);
+            self.shared.coord.leave_transaction(id);
         }
         end
     }

@@ -232,6 +232,7 @@ impl MirrorSession<'_> {
     /// refused, shutdown, crash), never an error the client's SQL caused.
     pub(super) fn read_target_failed(&self) {
         self.shared
+            .coord
             .mirror_read_errors
             .fetch_add(1, Ordering::Relaxed);
     }

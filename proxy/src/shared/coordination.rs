@@ -1,0 +1,129 @@
+//! How sessions and phase changes keep in step: the routing every
+//! transaction reads once, the pause a flip's barrier sets, the stop, the
+//! flip lock, and the counts the barrier and the watch windows read. One
+//! owned part of the shared state.
+
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use turnout_control::{Routing, RoutingState, Side};
+
+pub struct Coordination {
+    pub routing: Arc<RoutingState>,
+    /// Set when the server stops: mirrored sessions close at their next
+    /// transaction boundary.
+    pub stopping: tokio::sync::watch::Sender<bool>,
+    /// Mirrored sessions running.
+    pub mirror_sessions: AtomicUsize,
+    /// `pause`: mirrored sessions hold new transactions until `resume`.
+    pub paused: tokio::sync::watch::Sender<bool>,
+    /// Held while a phase change runs: one at a time.
+    pub flip_lock: tokio::sync::Mutex<()>,
+    /// Mirrored sessions inside a transaction (or a statement) now.
+    pub busy_sessions: AtomicUsize,
+    /// For each mirrored session inside a transaction: the routing epoch it
+    /// runs by (keyed by a session number).
+    pub in_transaction: DashMap<u64, u64>,
+    pub next_session: AtomicU64,
+    /// Reads that failed on the mirror's side when it served them
+    /// (`reads_new`): what the watch window after a reads flip counts.
+    pub mirror_read_errors: AtomicU64,
+    /// Failures of the authority itself (lost connections, server-side
+    /// errors, not the client's SQL errors) by side (old, new): what the
+    /// watch window after a writes flip counts.
+    pub authority_failures: [AtomicU64; 2],
+    /// Client connections open (all phases).
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl Coordination {
+    pub fn new(routing: Arc<RoutingState>) -> Coordination {
+        Coordination {
+            routing,
+            stopping: tokio::sync::watch::channel(false).0,
+            mirror_sessions: AtomicUsize::new(0),
+            paused: tokio::sync::watch::channel(false).0,
+            flip_lock: tokio::sync::Mutex::new(()),
+            busy_sessions: AtomicUsize::new(0),
+            in_transaction: DashMap::new(),
+            next_session: AtomicU64::new(0),
+            mirror_read_errors: AtomicU64::new(0),
+            authority_failures: [AtomicU64::new(0), AtomicU64::new(0)],
+            connections: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Mirrored sessions still inside a transaction that runs by an epoch
+    /// before `epoch`.
+    pub fn sessions_behind(&self, epoch: u64) -> usize {
+        self.in_transaction
+            .iter()
+            .filter(|e| *e.value() < epoch)
+            .count()
+    }
+
+    /// A mirrored session starts a transaction (or an autocommit
+    /// statement): held while paused, then counted, and given the routing
+    /// it runs by until it ends. Counted before the pause is looked at, so
+    /// a barrier that sets the pause and then sees no session counted knows
+    /// none can start.
+    pub async fn enter_transaction(
+        &self,
+        session: u64,
+        paused: &mut tokio::sync::watch::Receiver<bool>,
+        stopping: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Arc<Routing> {
+        loop {
+            self.busy_sessions.fetch_add(1, Ordering::SeqCst);
+            if !*paused.borrow_and_update() || *stopping.borrow() {
+                break;
+            }
+            self.busy_sessions.fetch_sub(1, Ordering::SeqCst);
+            tokio::select! {
+                _ = paused.changed() => {}
+                _ = stopping.changed() => {}
+            }
+        }
+        let routing = self.routing.snapshot();
+        self.in_transaction.insert(session, routing.epoch);
+        routing
+    }
+
+    /// The transaction [`Coordination::enter_transaction`] counted has ended.
+    pub fn leave_transaction(&self, session: u64) {
+        self.busy_sessions.fetch_sub(1, Ordering::SeqCst);
+        self.in_transaction.remove(&session);
+    }
+
+    /// Counts a mirrored session while the guard lives.
+    pub fn mirrored_session(&self) -> MirroredSession<'_> {
+        self.mirror_sessions.fetch_add(1, Ordering::Relaxed);
+        MirroredSession(self)
+    }
+
+    /// A session cannot reach `side`, which a flip made the authority:
+    /// counted, and the message for the client.
+    pub fn authority_unreachable(&self, side: Side, error: &str) -> String {
+        self.authority_failed(side);
+        format!("turnout: {side} is the authority now and cannot be reached: {error}")
+    }
+
+    /// Counts a failure of `side` as the authority.
+    pub fn authority_failed(&self, side: Side) {
+        let i = match side {
+            Side::Old => 0,
+            Side::New => 1,
+        };
+        self.authority_failures[i].fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("turnout_authority_failures_total", "side" => side.name()).increment(1);
+    }
+}
+
+/// Counts one mirrored session until dropped.
+pub struct MirroredSession<'a>(&'a Coordination);
+
+impl Drop for MirroredSession<'_> {
+    fn drop(&mut self) {
+        self.0.mirror_sessions.fetch_sub(1, Ordering::Relaxed);
+    }
+}
