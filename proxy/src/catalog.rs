@@ -4,12 +4,36 @@
 
 use crate::backend::rows::{RowError, Rows};
 use crate::backend::transport::Backends;
+use crate::backend::QueryError;
 use crate::mapping::catalog::{problems, Catalog, Column, OldColumns};
 use turnout_config::{Mapping, Protocol};
 use turnout_control::Side;
 
+/// Why a side's catalog could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// Reaching the side, or its answer to a catalog query.
+    #[error("{side}: {source}")]
+    Query {
+        side: Side,
+        #[source]
+        source: QueryError,
+    },
+    /// An answer without what the query asked for.
+    #[error("{side}: the catalog's answer: {source}")]
+    Answer {
+        side: Side,
+        #[source]
+        source: RowError,
+    },
+}
+
 /// Reads what `names` are on `side`.
-pub async fn read(backends: &Backends, side: Side, names: &[String]) -> Result<Catalog, String> {
+pub async fn read(
+    backends: &Backends,
+    side: Side,
+    names: &[String],
+) -> Result<Catalog, CatalogError> {
     if names.is_empty() {
         return Ok(Catalog::default());
     }
@@ -18,7 +42,7 @@ pub async fn read(backends: &Backends, side: Side, names: &[String]) -> Result<C
 
 /// Reads every table of `side` (its search path, or its database), with
 /// estimated sizes and foreign keys.
-pub async fn read_all(backends: &Backends, side: Side) -> Result<Catalog, String> {
+pub async fn read_all(backends: &Backends, side: Side) -> Result<Catalog, CatalogError> {
     let mut catalog = read_filtered(backends, side, None).await?;
     let (rows_sql, fk_sql) = match backends.protocol {
         Protocol::Postgres => (
@@ -53,7 +77,7 @@ pub async fn read_all(backends: &Backends, side: Side) -> Result<Catalog, String
         answers.next().unwrap_or_default(),
         answers.next().unwrap_or_default(),
     );
-    let read = |e: RowError| format!("{side}: the catalog's answer: {e}");
+    let read = |source: RowError| CatalogError::Answer { side, source };
     for r in rows.iter() {
         let table = r.str("table_name").map_err(read)?;
         // An estimate the server has not made yet (NULL, or -1) is 0.
@@ -74,22 +98,31 @@ pub async fn read_all(backends: &Backends, side: Side) -> Result<Catalog, String
 type Answers = Vec<Rows>;
 
 /// Runs catalog queries on `side` over one connection; their rows as text.
-async fn queries(backends: &Backends, side: Side, sqls: &[&str]) -> Result<Answers, String> {
+async fn queries(backends: &Backends, side: Side, sqls: &[&str]) -> Result<Answers, CatalogError> {
+    let query = |source: QueryError| CatalogError::Query { side, source };
     let mut out = Vec::with_capacity(sqls.len());
     match backends.protocol {
         Protocol::Postgres => {
-            let mut conn = crate::backend::pg::open_simple(backends.target(side)).await?;
+            let mut conn = crate::backend::pg::open_simple(backends.target(side))
+                .await
+                .map_err(query)?;
             for sql in sqls {
-                out.push(crate::backend::pg::run(&mut conn, sql, side).await?);
+                out.push(
+                    crate::backend::pg::run(&mut conn, sql, side)
+                        .await
+                        .map_err(query)?,
+                );
             }
         }
         Protocol::Mysql => {
-            let (mut conn, _) = crate::backend::mysql::open_simple(backends.target(side)).await?;
+            let (mut conn, _) = crate::backend::mysql::open_simple(backends.target(side))
+                .await
+                .map_err(query)?;
             for sql in sqls {
                 out.push(
                     crate::backend::mysql::rows(&mut conn, sql)
                         .await
-                        .map_err(|e| format!("on {side}: {e}"))?,
+                        .map_err(query)?,
                 );
             }
         }
@@ -101,7 +134,7 @@ async fn read_filtered(
     backends: &Backends,
     side: Side,
     names: Option<&[String]>,
-) -> Result<Catalog, String> {
+) -> Result<Catalog, CatalogError> {
     let list = names
         .unwrap_or_default()
         .iter()
@@ -160,7 +193,7 @@ async fn read_filtered(
         answers.next().unwrap_or_default(),
     );
     let mut catalog = Catalog::default();
-    let read = |e: RowError| format!("{side}: the catalog's answer: {e}");
+    let read = |source: RowError| CatalogError::Answer { side, source };
     for row in columns.iter() {
         let table = row.str("table_name").map_err(read)?;
         let entry = catalog.tables.entry(table.to_string()).or_default();

@@ -1,6 +1,7 @@
 //! The admin commands that start, steer and report on the backfill and
 //! verify jobs.
 
+use crate::backfill::JobError;
 use crate::shared::Shared;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -95,7 +96,7 @@ pub(super) fn audit_job(controller: &Controller, line: &str, caller: &str, reply
     controller.audit_job(line.trim(), caller, &result);
 }
 
-fn job_reply(result: Result<String, String>, what: &str, caller: &str) -> Value {
+fn job_reply(result: Result<String, JobError>, what: &str, caller: &str) -> Value {
     match result {
         Ok(done) => {
             info!(%caller, "{done}");
@@ -103,7 +104,7 @@ fn job_reply(result: Result<String, String>, what: &str, caller: &str) -> Value 
         }
         Err(e) => {
             warn!(%caller, error = %e, "{what} refused");
-            json!({"ok": false, "error": e})
+            json!({"ok": false, "error": e.to_string()})
         }
     }
 }

@@ -40,6 +40,24 @@ pub trait Env: Send + Sync + 'static {
     fn records(&self) -> &Records;
 }
 
+/// Why a backfill or verify command was refused (what the operator is
+/// told, with `ctl`'s exit code for a refusal).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    #[error("a backfill is already {0}; pause, resume or watch it with backfill status")]
+    BackfillRunning(String),
+    #[error("a verify is already running; see verify status")]
+    VerifyRunning,
+    #[error("no backfill is running")]
+    NotRunning,
+    #[error("nothing to resume (backfill {0}); start one with backfill start")]
+    NothingToResume(String),
+    #[error("backfill copies old to new while writes are mirrored there; the phase is {0} (it runs in mirror and reads_new)")]
+    Phase(Phase),
+    #[error("backfill needs mirror.mode = \"sync\": a queued write could land before the copy of its row")]
+    AsyncMirroring,
+}
+
 /// Attempts at one batch before the backfill stops with the error.
 const ATTEMPTS: u32 = 5;
 /// The longest pause the adaptive throttle puts between batches.
@@ -252,15 +270,12 @@ impl Backfill {
 
     /// `backfill start [TABLE]`: from the beginning (of TABLE, or of every
     /// table).
-    pub fn start(&self, env: &Arc<dyn Env>, only: Option<String>) -> Result<String, String> {
+    pub fn start(&self, env: &Arc<dyn Env>, only: Option<String>) -> Result<String, JobError> {
         can_run(env)?;
         {
             let mut inner = self.lock();
             if inner.running {
-                return Err(format!(
-                    "a backfill is already {}; pause, resume or watch it with backfill status",
-                    inner.cp.state
-                ));
+                return Err(JobError::BackfillRunning(inner.cp.state.clone()));
             }
             // Started again: from the beginning of the table(s) named; the
             // other tables keep what was copied.
@@ -289,9 +304,9 @@ impl Backfill {
     }
 
     /// `backfill pause`: the running batch finishes; no more start.
-    pub fn pause(&self) -> Result<String, String> {
+    pub fn pause(&self) -> Result<String, JobError> {
         if !self.lock().running {
-            return Err("no backfill is running".into());
+            return Err(JobError::NotRunning);
         }
         self.paused.send_replace(true);
         self.update(|cp| cp.state = "paused".into());
@@ -300,7 +315,7 @@ impl Backfill {
 
     /// `backfill resume`: a paused backfill goes on; one a restart or an
     /// error stopped starts again from its checkpoint.
-    pub fn resume(&self, env: &Arc<dyn Env>) -> Result<String, String> {
+    pub fn resume(&self, env: &Arc<dyn Env>) -> Result<String, JobError> {
         let (running, state) = {
             let i = self.lock();
             (i.running, i.cp.state.clone())
@@ -311,9 +326,7 @@ impl Backfill {
             return Ok("backfill resumed".into());
         }
         if state == "done" || state == "idle" {
-            return Err(format!(
-                "nothing to resume (backfill {state}); start one with backfill start"
-            ));
+            return Err(JobError::NothingToResume(state));
         }
         can_run(env)?;
         self.paused.send_replace(false);
@@ -429,15 +442,13 @@ impl Backfill {
 /// Backfill needs old as the authority, something to copy to, and
 /// synchronous mirroring (a queued write applied after a copy of its row
 /// would be applied twice).
-fn can_run(env: &Arc<dyn Env>) -> Result<(), String> {
+fn can_run(env: &Arc<dyn Env>) -> Result<(), JobError> {
     let phase = env.phase();
     if phase.mirror() != Some(Side::New) {
-        return Err(format!(
-            "backfill copies old to new while writes are mirrored there; the phase is {phase} (it runs in mirror and reads_new)"
-        ));
+        return Err(JobError::Phase(phase));
     }
     if env.async_mirroring() {
-        return Err("backfill needs mirror.mode = \"sync\": a queued write could land before the copy of its row".into());
+        return Err(JobError::AsyncMirroring);
     }
     Ok(())
 }

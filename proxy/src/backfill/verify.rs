@@ -7,7 +7,7 @@
 //! again from old under the same lock (and deletes new's extra rows).
 
 use super::sql::{Conn, Dialect, Rows, TableShape};
-use super::Env;
+use super::{Env, JobError};
 use crate::backend::rows::{RowError, Rows as Named};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -68,12 +68,12 @@ impl Verify {
         env: &Arc<dyn Env>,
         only: Option<String>,
         repair: bool,
-    ) -> Result<String, String> {
+    ) -> Result<String, JobError> {
         super::can_run(env)?;
         {
             let mut s = self.lock();
             if s.state == "running" {
-                return Err("a verify is already running; see verify status".into());
+                return Err(JobError::VerifyRunning);
             }
             *s = State {
                 state: "running".into(),
