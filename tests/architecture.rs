@@ -77,23 +77,12 @@ const KNOWN: &[(&str, &str)] = &[];
 /// The proxy modules `module`'s production files use (`crate::x`), from its
 /// sources without comments and test modules.
 fn uses(src: &Path, module: &str) -> std::collections::BTreeSet<String> {
-    let mut files = Vec::new();
     let dir = src.join(module);
-    if dir.is_dir() {
-        let mut stack = vec![dir];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(d).unwrap().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else if p.extension().is_some_and(|x| x == "rs")
-                    && p.file_name().is_some_and(|n| n != "tests.rs")
-                {
-                    files.push(p);
-                }
-            }
-        }
-    }
+    let mut files = if dir.is_dir() {
+        rust_files(&dir)
+    } else {
+        Vec::new()
+    };
     let single = src.join(format!("{module}.rs"));
     if single.exists() {
         files.push(single);
@@ -175,8 +164,7 @@ fn no_layer_of_the_proxy_uses_a_higher_one_beyond_the_known_list() {
 /// left out): path and text before the first test module.
 fn production_sources() -> Vec<(std::path::PathBuf, String)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut out = Vec::new();
-    let mut stack: Vec<_> = [
+    [
         "proxy/src",
         "src",
         "control/src",
@@ -184,8 +172,19 @@ fn production_sources() -> Vec<(std::path::PathBuf, String)> {
         "instances/src",
     ]
     .iter()
-    .map(|d| root.join(d))
-    .collect();
+    .flat_map(|d| rust_files(&root.join(d)))
+    .map(|p| {
+        let text = std::fs::read_to_string(&p).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        (p, code.to_string())
+    })
+    .collect()
+}
+
+/// The Rust files below `dir` but test-only ones (`tests.rs`, `fuzz.rs`).
+fn rust_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(d).unwrap().flatten() {
             let p = e.path();
@@ -195,13 +194,11 @@ fn production_sources() -> Vec<(std::path::PathBuf, String)> {
                 && p.file_name()
                     .is_some_and(|n| n != "tests.rs" && n != "fuzz.rs")
             {
-                let text = std::fs::read_to_string(&p).unwrap();
-                let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-                out.push((p, code.to_string()));
+                files.push(p);
             }
         }
     }
-    out
+    files
 }
 
 #[test]

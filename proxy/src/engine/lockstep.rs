@@ -28,10 +28,6 @@ pub trait Sides {
     /// Why the session stops (the adapter's own).
     type Stop;
 
-    /// The mirror's side.
-    fn mirror_side(&self) -> Side;
-    /// The fingerprint of the statement the sequence runs for.
-    fn fingerprint(&self) -> &str;
     /// Reads what the mirror still owes for the transaction; a failure
     /// that fails it (`mirror.on_error = "fail"`: a write of it reached one
     /// side alone), if any.
@@ -113,19 +109,17 @@ pub fn authority_lost_at_commit(side: Side, fingerprint: &str, error: &str) -> D
 /// `policy` says, and nothing of it goes unrecorded.
 pub async fn commit<S: Sides>(
     s: &mut S,
+    side: Side,
+    fingerprint: &str,
     policy: MirrorErrorPolicy,
     records: &Records,
 ) -> Result<(), S::Stop> {
-    let side = s.mirror_side();
     if let Some(reason) = s.settle_mirror().await {
         s.mirror_rollback().await;
         return s.fail_both(rolled_back_on_both(&reason)).await;
     }
     if let Err(detail) = s.mirror_commit().await {
-        let fingerprint = s.fingerprint().to_string();
-        if mirror_failed(policy, records, side, &fingerprint, &detail, |d| {
-            s.record(d)
-        }) {
+        if mirror_failed(policy, records, side, fingerprint, &detail, |d| s.record(d)) {
             let reason = format!("{side} could not commit it: {detail}");
             return s.fail_both(rolled_back_on_both(&reason)).await;
         }
@@ -133,12 +127,12 @@ pub async fn commit<S: Sides>(
     match s.authority_commit().await {
         Ok(None) => Ok(()),
         Ok(Some(error)) => {
-            s.record(authority_commit_failed(side, s.fingerprint(), &error));
+            s.record(authority_commit_failed(side, fingerprint, &error));
             Ok(())
         }
         Err(i) => {
             if let Some(error) = i.authority_lost {
-                s.record(authority_lost_at_commit(side, s.fingerprint(), &error));
+                s.record(authority_lost_at_commit(side, fingerprint, &error));
             }
             Err(i.stop)
         }
@@ -162,12 +156,6 @@ mod tests {
 
     impl Sides for Fake {
         type Stop = String;
-        fn mirror_side(&self) -> Side {
-            Side::New
-        }
-        fn fingerprint(&self) -> &str {
-            "commit"
-        }
         async fn settle_mirror(&mut self) -> Option<String> {
             self.log.push("mirror: read what it owes".into());
             self.owed.take()
@@ -211,7 +199,7 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let outcome = rt.block_on(commit(&mut fake, policy, &records));
+        let outcome = rt.block_on(commit(&mut fake, Side::New, "commit", policy, &records));
         let recorded = fake.records.into_inner().unwrap();
         (outcome, fake.log, recorded, records)
     }

@@ -80,6 +80,12 @@ pub trait Applier: Send + 'static {
         &mut self,
         work: &Self::Work,
     ) -> impl Future<Output = Result<Self::Reply, String>> + Send;
+    /// Bookkeeping the applier needs whatever happens to the transaction
+    /// it comes in (a statement's registration): never voided by an
+    /// overflow, and queued by waiting for room rather than overflowing.
+    fn always_applies(_work: &Self::Work) -> bool {
+        false
+    }
     /// Work the applier takes in without the connection (bookkeeping such
     /// as a statement's registration): its reply, or `None` to apply it.
     fn note(&mut self, _work: &Self::Work) -> Option<Self::Reply> {
@@ -167,6 +173,15 @@ impl<A: Applier> Queue<A> {
         in_transaction: bool,
         replay: &A::Replay,
     ) -> Pushed {
+        if A::always_applies(&work) {
+            let job = self.job(work, class, false, replay, None);
+            if self.tx.send(job).await.is_err() {
+                self.closed(class);
+                return Pushed::Closed;
+            }
+            self.counted();
+            return Pushed::Queued;
+        }
         if self.void {
             if !fresh {
                 let d = Divergence::new(
@@ -181,6 +196,7 @@ impl<A: Applier> Queue<A> {
             // Whatever the mirror has of the voided transaction goes.
             let rollback = self.job(A::rollback(), class, false, replay, None);
             if self.tx.send(rollback).await.is_err() {
+                self.closed(class);
                 return Pushed::Closed;
             }
             self.counted();
@@ -192,7 +208,10 @@ impl<A: Applier> Queue<A> {
                 self.counted();
                 Pushed::Queued
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Pushed::Closed,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.closed(class);
+                Pushed::Closed
+            }
             Err(mpsc::error::TrySendError::Full(job)) => {
                 self.records.mirror_error();
                 self.void = in_transaction;
@@ -227,6 +246,8 @@ impl<A: Applier> Queue<A> {
         let job = self.job(work, class, false, replay, None);
         if self.tx.send(job).await.is_ok() {
             self.counted();
+        } else {
+            self.closed(class);
         }
     }
 
@@ -262,6 +283,21 @@ impl<A: Applier> Queue<A> {
             replay: replay.clone(),
             reply,
         }
+    }
+
+    /// The applying task is gone (it ended early): what was handed to it is
+    /// not applied, and that is recorded.
+    fn closed(&self, class: &Classification) {
+        self.records.mirror_error();
+        self.records.divergence(Divergence::new(
+            DivergenceKind::MirrorError,
+            self.side,
+            &class.fingerprint,
+            &format!(
+                "the async queue toward {} is closed: not applied on the mirror",
+                self.side
+            ),
+        ));
     }
 
     fn counted(&self) {
@@ -383,6 +419,9 @@ mod tests {
         }
         fn disconnect(&mut self) {
             self.connected = false;
+        }
+        fn always_applies(work: &String) -> bool {
+            work.starts_with("note")
         }
         fn error_of(reply: &Self::Reply) -> Option<String> {
             reply.as_ref().err().cloned()
@@ -576,5 +615,40 @@ mod tests {
         let applied: Vec<&str> = log.iter().skip(1).map(String::as_str).collect();
         assert_eq!(applied, ["a", "b", "d"]);
         assert_eq!(s.records.divergence_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn bookkeeping_is_never_voided_by_an_overflow() {
+        let mut s = setup(1, false);
+        let r = &s.replay.clone();
+        let c = &s.class.clone();
+        assert_eq!(
+            s.queue.push("BEGIN".into(), c, true, true, r).await,
+            Pushed::Queued
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            s.queue.push("a".into(), c, false, true, r).await,
+            Pushed::Queued
+        );
+        assert_eq!(
+            s.queue.push("b".into(), c, false, true, r).await,
+            Pushed::Overflowed
+        );
+        // The queue is full and the transaction voided: a registration
+        // still waits for room and is applied.
+        s.gate.add_permits(1 << 20);
+        assert_eq!(
+            s.queue.push("note x".into(), c, false, true, r).await,
+            Pushed::Queued
+        );
+        assert_eq!(
+            s.queue.push("c".into(), c, false, true, r).await,
+            Pushed::Voided
+        );
+        settled(&s).await;
+        let log = s.log.lock().unwrap().clone();
+        let applied: Vec<&str> = log.iter().skip(1).map(String::as_str).collect();
+        assert_eq!(applied, ["BEGIN", "a", "note x"]);
     }
 }

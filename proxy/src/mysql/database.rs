@@ -13,9 +13,7 @@ use turnout_control::Side;
 /// Schemas every server has: left as they are.
 const SYSTEM: [&str; 4] = ["information_schema", "performance_schema", "mysql", "sys"];
 
-const COM_QUERY: u8 = 0x03;
-const COM_INIT_DB: u8 = 0x02;
-const COM_STMT_PREPARE: u8 = 0x16;
+use super::packet::command::{COM_INIT_DB, COM_QUERY, COM_STMT_PREPARE};
 
 /// The two sides' configured databases.
 #[derive(Debug, Clone)]

@@ -14,14 +14,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use turnout_control::Side;
 
-const COM_QUIT: u8 = 0x01;
-const COM_QUERY: u8 = 0x03;
-const COM_STMT_PREPARE: u8 = 0x16;
-const COM_STMT_EXECUTE: u8 = 0x17;
-const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
-const COM_STMT_CLOSE: u8 = 0x19;
-const COM_STMT_RESET: u8 = 0x1A;
-const COM_RESET_CONNECTION: u8 = 0x1F;
+use super::packet::command::{
+    COM_QUERY, COM_QUIT, COM_RESET_CONNECTION, COM_STMT_CLOSE, COM_STMT_EXECUTE, COM_STMT_PREPARE,
+    COM_STMT_RESET, COM_STMT_SEND_LONG_DATA,
+};
 
 /// What one job sends.
 pub(super) enum Work {
@@ -72,17 +68,14 @@ pub(super) fn start(
     conn: Option<Packets>,
     known: HashMap<u32, Known>,
 ) -> AsyncMirror {
-    let stats = shared.queues.clone();
-    let records = shared.records.clone();
-    let timeout = shared.mirror_timeout;
     let applier = MyApplier {
-        shared,
+        shared: shared.clone(),
         side,
         legs,
         conn,
         statements: known,
     };
-    Queue::start(applier, stats, records, timeout)
+    shared.queue(applier)
 }
 
 fn statement_id(p: &[u8]) -> Option<u32> {
@@ -194,27 +187,15 @@ impl Applier for MyApplier {
     }
 
     async fn connect(&mut self, replay: &Replay) -> Result<(), String> {
-        let target = self.shared.session_target(self.side, &self.legs.user);
-        let (mut conn, _) = super::session::connect(
-            &self.shared,
-            &target,
-            self.legs.caps,
-            self.legs.collation,
-            self.legs.db.as_deref(),
-        )
-        .await?;
-        let databases = self.shared.databases();
-        for p in replay.iter() {
-            let mapped = databases.packet_for(self.side, p).ok().flatten();
-            let p = mapped.as_deref().unwrap_or(p);
-            conn.write(0, p).await.map_err(|e| e.to_string())?;
-            response::read(&mut conn, Expect::Result)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
+        let (conn, _) =
+            super::session::connect_replayed(&self.shared, self.side, &self.legs, replay).await?;
         self.disconnect();
         self.conn = Some(conn);
         Ok(())
+    }
+
+    fn always_applies(work: &Work) -> bool {
+        matches!(work, Work::Prepare { .. })
     }
 
     fn note(&mut self, work: &Work) -> Option<Reply> {

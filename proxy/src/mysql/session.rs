@@ -491,3 +491,33 @@ pub(super) async fn connect(
     shared.note_mysql_version(version);
     Ok((conn, thread))
 }
+
+/// A new connection to `side` for the session of `legs`, with the
+/// session's settings (`replay`: `USE`, `SET ...`) applied in that side's
+/// database names; the connection and its backend thread.
+pub(super) async fn connect_replayed(
+    shared: &Shared,
+    side: Side,
+    legs: &Legs,
+    replay: &[Vec<u8>],
+) -> Result<(Packets, u32), String> {
+    let target = shared.session_target(side, &legs.user);
+    let (mut conn, thread) = connect(
+        shared,
+        &target,
+        legs.caps,
+        legs.collation,
+        legs.db.as_deref(),
+    )
+    .await?;
+    let databases = shared.databases();
+    for p in replay {
+        let mapped = databases.packet_for(side, p).ok().flatten();
+        let p = mapped.as_deref().unwrap_or(p);
+        conn.write(0, p).await.map_err(|e| e.to_string())?;
+        super::response::read(&mut conn, super::response::Expect::Result)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok((conn, thread))
+}

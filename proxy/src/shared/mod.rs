@@ -5,6 +5,35 @@
 //! the protocol adapters and the side jobs, which use it; the server owns
 //! it and the control plane steers it.
 
+/// Implements [`Adapter`] for `$adapter` with its session's `serve` and
+/// its writes-flip `catch_up` functions (whose signatures the trait's).
+macro_rules! adapter {
+    ($adapter:ident, $serve:path, $catch_up:path) => {
+        impl $crate::shared::Adapter for $adapter {
+            fn serve(
+                &self,
+                shared: std::sync::Arc<$crate::shared::Shared>,
+                client: $crate::stream::Stream,
+                peer: String,
+                over_limit: bool,
+            ) -> $crate::shared::Boxed<'static, ()> {
+                Box::pin($serve(shared, client, peer, over_limit))
+            }
+
+            fn catch_up<'a>(
+                &self,
+                shared: &'a $crate::shared::Shared,
+                from: turnout_control::Side,
+                to: turnout_control::Side,
+                apply: $crate::backend::catch_up::Apply,
+            ) -> $crate::shared::Boxed<'a, Result<$crate::backend::catch_up::CatchUp, String>> {
+                Box::pin($catch_up(shared, from, to, apply))
+            }
+        }
+    };
+}
+pub(crate) use adapter;
+
 pub mod coordination;
 pub mod registry;
 
@@ -375,6 +404,20 @@ impl crate::backfill::Env for Shared {
 }
 
 impl Shared {
+    /// Starts a session's async mirror queue applied by `applier`, with
+    /// this listener's figures, records and mirror time limit.
+    pub fn queue<A: crate::engine::queue::Applier>(
+        &self,
+        applier: A,
+    ) -> crate::engine::queue::Queue<A> {
+        crate::engine::queue::Queue::start(
+            applier,
+            self.queues.clone(),
+            self.records.clone(),
+            self.mirror_timeout,
+        )
+    }
+
     /// This listener as the backfill and verify jobs see it.
     pub fn jobs(self: &Arc<Self>) -> Arc<dyn crate::backfill::Env> {
         self.clone()

@@ -114,6 +114,21 @@ fn eof(e: std::io::Error) -> PacketError {
     }
 }
 
+/// The command bytes turnout reads or sends (the first byte of a command
+/// packet).
+pub mod command {
+    pub const COM_QUIT: u8 = 0x01;
+    pub const COM_INIT_DB: u8 = 0x02;
+    pub const COM_QUERY: u8 = 0x03;
+    pub const COM_CHANGE_USER: u8 = 0x11;
+    pub const COM_STMT_PREPARE: u8 = 0x16;
+    pub const COM_STMT_EXECUTE: u8 = 0x17;
+    pub const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
+    pub const COM_STMT_CLOSE: u8 = 0x19;
+    pub const COM_STMT_RESET: u8 = 0x1A;
+    pub const COM_RESET_CONNECTION: u8 = 0x1F;
+}
+
 /// `payload` as packets from sequence `seq`, and the sequence after them.
 pub fn encode(mut seq: u8, payload: &[u8]) -> (Vec<u8>, u8) {
     let mut out = Vec::with_capacity(payload.len() + 8);

@@ -177,26 +177,14 @@ impl MyMirror<'_> {
     }
 
     pub(super) async fn reconnect_mirror(&mut self) -> Result<(), String> {
-        let legs = &self.legs;
-        let target = &self.shared.session_target(self.mirror_side, &legs.user);
-        let (mut m, thread) = crate::mysql::session::connect(
+        let (m, thread) = crate::mysql::session::connect_replayed(
             self.shared,
-            target,
-            legs.caps,
-            legs.collation,
-            legs.db.as_deref(),
+            self.mirror_side,
+            &self.legs,
+            &self.replay,
         )
         .await?;
         self.mirror_thread = Some(thread);
-        let databases = self.shared.databases();
-        for p in self.replay.iter() {
-            let mapped = databases.packet_for(self.mirror_side, p).ok().flatten();
-            let p = mapped.as_deref().unwrap_or(p);
-            m.write(0, p).await.map_err(|e| e.to_string())?;
-            response::read(&mut m, Expect::Result)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
         for s in self.statements.values_mut() {
             s.mirror_id = None;
         }

@@ -30,16 +30,10 @@ use turnout_config::UnsafePolicy;
 use turnout_control::divergence::DivergenceKind;
 use turnout_control::{Routing, Side};
 
-const COM_QUIT: u8 = 0x01;
-const COM_INIT_DB: u8 = 0x02;
-const COM_QUERY: u8 = 0x03;
-const COM_STMT_PREPARE: u8 = 0x16;
-const COM_STMT_EXECUTE: u8 = 0x17;
-const COM_STMT_SEND_LONG_DATA: u8 = 0x18;
-const COM_STMT_CLOSE: u8 = 0x19;
-const COM_STMT_RESET: u8 = 0x1A;
-const COM_CHANGE_USER: u8 = 0x11;
-const COM_RESET_CONNECTION: u8 = 0x1F;
+pub(super) use super::packet::command::{
+    COM_CHANGE_USER, COM_INIT_DB, COM_QUERY, COM_QUIT, COM_RESET_CONNECTION, COM_STMT_CLOSE,
+    COM_STMT_EXECUTE, COM_STMT_PREPARE, COM_STMT_RESET, COM_STMT_SEND_LONG_DATA,
+};
 /// The server rolled the whole transaction back.
 const ER_LOCK_DEADLOCK: u16 = 1213;
 

@@ -27,14 +27,6 @@ struct MyCommit<'s, 'a> {
 impl Sides for MyCommit<'_, '_> {
     type Stop = Stop;
 
-    fn mirror_side(&self) -> Side {
-        self.s.mirror_side
-    }
-
-    fn fingerprint(&self) -> &str {
-        &self.class.fingerprint
-    }
-
     async fn settle_mirror(&mut self) -> Option<String> {
         self.s.unmirrored_in_tx.take()
     }
@@ -209,13 +201,14 @@ impl MyMirror<'_> {
         let records = self.shared.records.clone();
         let sql = self.packet_sql(packet);
         let class = self.shared.classifier.classify(&sql);
+        let side = self.mirror_side;
         let mut sides = MyCommit {
             s: self,
             packet,
-            class,
+            class: class.clone(),
             sql,
         };
-        lockstep::commit(&mut sides, policy, &records).await
+        lockstep::commit(&mut sides, side, &class.fingerprint, policy, &records).await
     }
 
     /// The authority's connection was lost during a COMMIT the mirror had

@@ -7,25 +7,15 @@ use crate::engine::lockstep::{self, Interrupted, Sides};
 use crate::engine::Classification;
 use crate::pg::codec::{self, Severity};
 use turnout_control::divergence::Divergence;
-use turnout_control::Side;
 
 struct SimpleCommit<'s, 'a> {
     s: &'s mut MirrorSession<'a>,
     to_auth: &'s [u8],
     to_mirror: &'s [u8],
-    class: &'s Classification,
 }
 
 impl Sides for SimpleCommit<'_, '_> {
     type Stop = Stop;
-
-    fn mirror_side(&self) -> Side {
-        self.s.mirror_side
-    }
-
-    fn fingerprint(&self) -> &str {
-        &self.class.fingerprint
-    }
 
     async fn settle_mirror(&mut self) -> Option<String> {
         self.s.drain_mirror(true).await;
@@ -103,13 +93,13 @@ impl MirrorSession<'_> {
         }
         let policy = self.shared.mirror_policy;
         let records = self.shared.records.clone();
+        let side = self.mirror_side;
         let mut sides = SimpleCommit {
             s: self,
             to_auth,
             to_mirror,
-            class,
         };
-        lockstep::commit(&mut sides, policy, &records).await
+        lockstep::commit(&mut sides, side, &class.fingerprint, policy, &records).await
     }
 
     /// Whether the mirror's answer to a COMMIT says it committed (a

@@ -39,16 +39,13 @@ pub(super) fn start(
     params: Vec<(String, String)>,
     conn: Option<Framed>,
 ) -> AsyncMirror {
-    let stats = shared.queues.clone();
-    let records = shared.records.clone();
-    let timeout = shared.mirror_timeout;
     let applier = PgApplier {
-        shared,
+        shared: shared.clone(),
         side,
         params,
         conn,
     };
-    Queue::start(applier, stats, records, timeout)
+    shared.queue(applier)
 }
 
 impl Applier for PgApplier {
