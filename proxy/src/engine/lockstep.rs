@@ -81,6 +81,14 @@ pub fn mirror_failed(
     false
 }
 
+/// What a mirror that did not answer in time is recorded with.
+pub fn mirror_timed_out(side: Side, timeout: std::time::Duration) -> String {
+    format!(
+        "{side} did not answer within {} ms (mirror.statement_timeout_ms)",
+        timeout.as_millis()
+    )
+}
+
 /// The authority refused a COMMIT the mirror had made.
 pub fn authority_commit_failed(side: Side, fingerprint: &str, error: &str) -> Divergence {
     Divergence::new(

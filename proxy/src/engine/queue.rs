@@ -338,10 +338,7 @@ async fn run<A: Applier>(
                 }
                 Err(_) => {
                     applier.disconnect();
-                    Err(format!(
-                        "{side} did not answer within {} ms (mirror.statement_timeout_ms)",
-                        timeout.as_millis()
-                    ))
+                    Err(super::lockstep::mirror_timed_out(side, timeout))
                 }
             }
         } else {

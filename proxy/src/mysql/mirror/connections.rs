@@ -167,10 +167,9 @@ impl MyMirror<'_> {
             }
             Err(_) => {
                 self.mirror = None;
-                Err(format!(
-                    "{} did not answer within {} ms (mirror.statement_timeout_ms)",
+                Err(crate::engine::lockstep::mirror_timed_out(
                     self.mirror_side,
-                    self.shared.mirror_timeout.as_millis()
+                    self.shared.mirror_timeout,
                 ))
             }
         }

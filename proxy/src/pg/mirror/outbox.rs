@@ -76,11 +76,7 @@ impl MirrorSession<'_> {
         let detail = match outcome {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(e)) => format!("connection to {} lost: {e}", self.mirror_side),
-            Err(_) => format!(
-                "{} did not answer within {} ms (mirror.statement_timeout_ms)",
-                self.mirror_side,
-                self.shared.mirror_timeout.as_millis()
-            ),
+            Err(_) => lockstep::mirror_timed_out(self.mirror_side, self.shared.mirror_timeout),
         };
         self.mirror = None;
         self.mirror_prepared.clear();

@@ -138,10 +138,9 @@ impl MirrorSession<'_> {
                 Ok(())
             }
             Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!(
-                "{} did not answer within {} ms (mirror.statement_timeout_ms)",
+            Err(_) => Err(crate::engine::lockstep::mirror_timed_out(
                 self.mirror_side,
-                self.shared.mirror_timeout.as_millis()
+                self.shared.mirror_timeout,
             )),
         }
     }
