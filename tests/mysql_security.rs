@@ -247,3 +247,74 @@ fn kill_by_a_backend_thread_id_is_refused_in_every_spelling() {
         "the statement was cut"
     );
 }
+
+#[test]
+fn clients_past_the_connection_limit_get_error_1040_and_a_slow_login_is_cut() {
+    let mut s = MySetup::start("mirror", "");
+    // At most 3 clients: turnout started again with the limit.
+    let config = s.proxy.config.clone();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "auth_timeout_ms = 3000",
+        "auth_timeout_ms = 3000\nmax_client_connections = 3",
+    );
+    std::fs::write(&config, text).unwrap();
+    s.proxy.kill();
+    let port = s.proxy.port;
+    s.proxy = common::spawn_proxy(&config, s.dir.path().join("turnout2.log"), port);
+    block_on(async {
+        let opts = || mysql_async::Opts::from_url(&url(&s)).unwrap();
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(mysql_async::Conn::new(opts()).await.unwrap());
+        }
+        match mysql_async::Conn::new(opts()).await {
+            Err(mysql_async::Error::Server(e)) => {
+                assert_eq!(e.code, 1040, "{e}");
+                assert!(e.message.contains("max_client_connections"), "{e}");
+            }
+            Err(other) => panic!("not refused with 1040: {other:?}"),
+            Ok(_) => panic!("a fourth client was served past max_client_connections = 3"),
+        }
+        // The held sessions are served as before, and once one leaves a
+        // new client is.
+        for c in &mut held {
+            let n: Option<i64> = c.query_first("SELECT 1").await.unwrap();
+            assert_eq!(n, Some(1));
+        }
+        held.pop().unwrap().disconnect().await.unwrap();
+        let mut later = None;
+        for _ in 0..50 {
+            if let Ok(c) = mysql_async::Conn::new(opts()).await {
+                later = Some(c);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let mut c = later.expect("a client once a session left");
+        let n: Option<i64> = c.query_first("SELECT 2").await.unwrap();
+        assert_eq!(n, Some(2));
+        drop(c);
+        drop(held);
+    });
+    // A client that connects and never answers the greeting is cut at
+    // limits.auth_timeout_ms (3 s), not held.
+    let started = std::time::Instant::now();
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let mut total = 0;
+    loop {
+        match std::io::Read::read(&mut slow, &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n,
+        }
+    }
+    let waited = started.elapsed();
+    assert!(total > 0, "no greeting");
+    assert!(
+        waited < std::time::Duration::from_secs(15),
+        "a silent client was held for {waited:?}"
+    );
+    println!("a silent client was cut after {waited:?}");
+}

@@ -6,6 +6,7 @@
 //! Usage: cargo build --release && target/release/turnout-bench [--seconds N] [--rounds N] [--clients N]
 
 mod mysql;
+mod sessions;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,6 +31,9 @@ struct Args {
     mysql_only: bool,
     /// Only the backfill figures.
     backfill_only: bool,
+    /// Only the many-sessions figures (`--sessions N` of them).
+    sessions_only: bool,
+    sessions: u32,
     /// Another turnout binary, measured beside this one in the mirrored
     /// run (e.g. the last release, to see a change's cost in one run).
     baseline: Option<PathBuf>,
@@ -47,6 +51,8 @@ fn parse_args() -> Result<Args, String> {
         flips_only: false,
         mysql_only: false,
         backfill_only: false,
+        sessions_only: false,
+        sessions: 1000,
         baseline: None,
     };
     let mut it = std::env::args().skip(1);
@@ -82,6 +88,10 @@ fn parse_args() -> Result<Args, String> {
             a.backfill_only = true;
             continue;
         }
+        if flag == "--sessions-only" {
+            a.sessions_only = true;
+            continue;
+        }
         let value = it
             .next()
             .ok_or_else(|| format!("{flag} needs a value"))?
@@ -92,6 +102,7 @@ fn parse_args() -> Result<Args, String> {
             "--rounds" => a.rounds = value,
             "--clients" => a.clients = value,
             "--scale" => a.scale = value,
+            "--sessions" => a.sessions = value.max(1),
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -102,7 +113,7 @@ fn main() {
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("turnout-bench: {e}\nusage: turnout-bench [--seconds N] [--rounds N] [--clients N] [--scale N] [--baseline TURNOUT] [--no-mirror | --mirror-only | --shadow-only | --flips-only | --mysql-only | --backfill-only]");
+            eprintln!("turnout-bench: {e}\nusage: turnout-bench [--seconds N] [--rounds N] [--clients N] [--scale N] [--baseline TURNOUT] [--no-mirror | --mirror-only | --shadow-only | --flips-only | --mysql-only | --backfill-only | --sessions-only [--sessions N]]");
             std::process::exit(2);
         }
     };
@@ -386,7 +397,7 @@ fn pgbench_run_cpu(
 /// `mirror` (every write on old, then on new) against old directly.
 fn mirrored_tpcb(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), String> {
     eprintln!("starting PostgreSQL (new) for the mirrored run...");
-    let new = bench_instance(args.scale)?;
+    let new = bench_instance(args.scale, 200)?;
     // `old` starts from a fresh pgbench dataset too.
     pgbench_init(old, args.scale)?;
     let (t, port, _) = start_turnout_with(
@@ -440,7 +451,7 @@ fn mirrored_tpcb(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), Str
 /// turnout in passthrough.
 fn shadow_reads(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), String> {
     eprintln!("starting PostgreSQL (new) for the shadow-read run...");
-    let new = bench_instance(args.scale)?;
+    let new = bench_instance(args.scale, 200)?;
     pgbench_init(old, args.scale)?;
     let sampled = |name: &str, rate: &str| {
         start_turnout_with(
@@ -481,7 +492,7 @@ fn shadow_reads(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), Stri
 /// reply). Prints p50 / p99 / max and pgbench's failed transactions.
 fn flip_latency(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), String> {
     eprintln!("starting PostgreSQL (new) for the flip run...");
-    let new = bench_instance(args.scale)?;
+    let new = bench_instance(args.scale, 200)?;
     pgbench_init(old, args.scale)?;
     let socket = dir.path().join("flips-admin.sock");
     let (_t, port, _) = start_turnout_with(
@@ -674,7 +685,11 @@ fn run(args: &Args) -> Result<(), String> {
         return mysql::bench(args, &dir);
     }
     eprintln!("starting PostgreSQL...");
-    let pg = bench_instance(args.scale)?;
+    if args.sessions_only {
+        let pg = bench_instance(args.scale, args.sessions + 100)?;
+        return sessions::bench(args, &dir, &pg, args.sessions);
+    }
+    let pg = bench_instance(args.scale, 200)?;
     if args.mirror_only {
         return mirrored_tpcb(args, &dir, &pg);
     }
@@ -780,7 +795,7 @@ fn backfill_run(socket: &Path) -> Result<(u64, f64), String> {
 /// running backfill costs those clients.
 fn backfill(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), String> {
     eprintln!("starting PostgreSQL (new) for the backfill run...");
-    let new = bench_instance(1)?;
+    let new = bench_instance(1, 200)?;
     pgbench_init(old, args.scale)?;
     let empty = || {
         new.psql("bench", "TRUNCATE pgbench_accounts")
@@ -891,9 +906,9 @@ fn backfill(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), String> 
 }
 
 /// A throwaway PostgreSQL with a `bench` database holding pgbench's tables.
-fn bench_instance(scale: u32) -> Result<PgInstance, String> {
+fn bench_instance(scale: u32, max_connections: u32) -> Result<PgInstance, String> {
     let pg = PgInstance::start(PgOptions {
-        max_connections: 200,
+        max_connections,
         ..PgOptions::default()
     })
     .map_err(|e| e.to_string())?;
