@@ -146,15 +146,7 @@ fn a_command_over_the_message_size_limit_gets_error_1153_in_every_phase() {
     for phase in ["passthrough", "mirror"] {
         let mut s = MySetup::start(phase, "");
         // The limit at 1 MiB: turnout started again with it.
-        let config = s.proxy.config.clone();
-        let text = std::fs::read_to_string(&config).unwrap().replace(
-            "auth_timeout_ms = 3000",
-            "auth_timeout_ms = 3000\nmax_message_size = 1048576",
-        );
-        std::fs::write(&config, text).unwrap();
-        s.proxy.kill();
-        let port = s.proxy.port;
-        s.proxy = common::spawn_proxy(&config, s.dir.path().join("turnout2.log"), port);
+        restart_with_limits(&mut s, "max_message_size = 1048576");
         let big = format!("SELECT LENGTH('{}')", "x".repeat(3 << 20));
         block_on(async {
             let mut c = mysql_async::Conn::new(mysql_async::Opts::from_url(&url(&s)).unwrap())
@@ -252,15 +244,8 @@ fn kill_by_a_backend_thread_id_is_refused_in_every_spelling() {
 fn clients_past_the_connection_limit_get_error_1040_and_a_slow_login_is_cut() {
     let mut s = MySetup::start("mirror", "");
     // At most 3 clients: turnout started again with the limit.
-    let config = s.proxy.config.clone();
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "auth_timeout_ms = 3000",
-        "auth_timeout_ms = 3000\nmax_client_connections = 3",
-    );
-    std::fs::write(&config, text).unwrap();
-    s.proxy.kill();
+    restart_with_limits(&mut s, "max_client_connections = 3");
     let port = s.proxy.port;
-    s.proxy = common::spawn_proxy(&config, s.dir.path().join("turnout2.log"), port);
     block_on(async {
         let opts = || mysql_async::Opts::from_url(&url(&s)).unwrap();
         let mut held = Vec::new();
@@ -317,4 +302,17 @@ fn clients_past_the_connection_limit_get_error_1040_and_a_slow_login_is_cut() {
         "a silent client was held for {waited:?}"
     );
     println!("a silent client was cut after {waited:?}");
+}
+
+/// turnout started again with `limits` added to its `[limits]` section.
+fn restart_with_limits(s: &mut MySetup, limits: &str) {
+    let config = s.proxy.config.clone();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "auth_timeout_ms = 3000",
+        &format!("auth_timeout_ms = 3000\n{limits}"),
+    );
+    std::fs::write(&config, text).unwrap();
+    s.proxy.kill();
+    let port = s.proxy.port;
+    s.proxy = common::spawn_proxy(&config, s.dir.path().join("turnout2.log"), port);
 }

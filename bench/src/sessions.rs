@@ -152,16 +152,13 @@ pub fn bench(args: &Args, dir: &TempDir, old: &PgInstance, sessions: u32) -> Res
             break;
         }
         let mut buf = [0u8; 64];
-        match slow.read(&mut buf) {
-            Ok(0) => {
-                cut_after = Some(started.elapsed());
-                break;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                cut_after = Some(started.elapsed());
-                break;
-            }
-            Ok(_) | Err(_) => {}
+        let closed = match slow.read(&mut buf) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        };
+        if closed {
+            cut_after = Some(started.elapsed());
+            break;
         }
         if psql_once(port)?.0 {
             served_meanwhile += 1;
