@@ -108,18 +108,8 @@ pub fn bench(args: &Args, dir: &TempDir, old: &PgInstance, sessions: u32) -> Res
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let tps = text
-        .lines()
-        .find(|l| l.starts_with("tps"))
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    let failed = text
-        .lines()
-        .find(|l| l.contains("failed transactions"))
-        .unwrap_or("")
-        .trim()
-        .to_string();
+    let line = |what: &str| text.lines().find(|l| l.contains(what)).unwrap_or("").trim();
+    let (tps, failed) = (line("tps = "), line("failed transactions"));
     let per_session = held.saturating_sub(idle) as f64 / f64::from(connected.max(1));
     println!(
         "{sessions} sessions through turnout (phase mirror: {} backend connections): pgbench -S -c {sessions} -j 8, {seconds} s: {tps}; {failed}",

@@ -40,10 +40,6 @@ impl Rows {
         self.data.is_empty()
     }
 
-    pub fn columns(&self) -> &[String] {
-        &self.columns
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = Row<'_>> {
         self.data.iter().map(|values| Row {
             columns: &self.columns,

@@ -163,9 +163,7 @@ pub struct Shared {
     pub sampler: Sampler,
     /// What a reload changes, swapped whole (see [`Live`]).
     live: ArcSwap<Live>,
-    /// The wire protocol of this listener and its backends.
-    pub protocol: Protocol,
-    /// That protocol's adapter.
+    /// The adapter of this listener's wire protocol.
     pub adapter: Arc<dyn Adapter>,
     /// The PostgreSQL adapter's registries (cancel keys, shadow-read pool).
     pub pg: PgRegistry,
@@ -230,7 +228,6 @@ impl Shared {
                 config.mirror.log_statements,
             )),
             live: ArcSwap::from_pointee(Live::of(config)?),
-            protocol: config.protocol,
             adapter,
             pg: PgRegistry::default(),
             mysql: MyRegistry::default(),

@@ -143,7 +143,8 @@ impl MyMirror<'_> {
             .on_auth(&encode(0, &self.for_auth(packet)).0, Expect::Prepare)
             .await?;
         if let Some((id, params)) = a.statement {
-            let class = self.classify(&sql);
+            // Classified when the command came in (`command_class`).
+            let class = self.unit_class.clone();
             if self.queue.is_some() {
                 // The queue's connection prepares it when first executed.
                 let work = Work::Prepare {
