@@ -288,11 +288,16 @@ async fn check_backends(config: &Config) -> ExitCode {
 }
 
 /// Checks the backends `phase` needs ([`turnout_proxy::backend_check`]);
-/// `Some(exit code)` when turnout must not start.
+/// `Some(exit code)` when turnout must not start. `resumed`: the phase is
+/// the one a state file kept (a restart, not an operator entering it): then
+/// an unreachable backend is logged and turnout serves as it did before it
+/// stopped, the mirror's misses recorded, rather than leave every client
+/// without a proxy because one side is down.
 async fn backends_for(
     config: &Config,
     routing: Arc<turnout_control::RoutingState>,
     phase: Phase,
+    resumed: bool,
 ) -> Option<ExitCode> {
     let shared = match turnout_proxy::server::Shared::new(
         config,
@@ -319,7 +324,7 @@ async fn backends_for(
     if failed.is_empty() {
         return None;
     }
-    if phase.mirror().is_some() {
+    if phase.mirror().is_some() && !resumed {
         eprintln!(
             "turnout: a backend cannot be used; turnout does not enter {phase} until it can:"
         );
@@ -329,7 +334,11 @@ async fn backends_for(
         return Some(ExitCode::from(2));
     }
     for why in &failed {
-        tracing::error!("{why}; clients will get this error until it can be reached");
+        if resumed && phase.mirror().is_some() {
+            tracing::error!("{why}; turnout serves in {phase} as it was left: what the mirror misses is recorded, and clients get this error from the authority until it can be reached");
+        } else {
+            tracing::error!("{why}; clients will get this error until it can be reached");
+        }
     }
     None
 }
@@ -350,6 +359,8 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
         .unwrap_or(Phase::Passthrough);
     let g = &config.guards;
     let limits = turnout_proxy::admin::guard_limits(g);
+    // A state file already there: turnout resumes the phase it keeps.
+    let resumed = config.state.file.as_deref().is_some_and(|f| f.exists());
     let controller = match Controller::start(
         phase,
         config.state.file.as_deref(),
@@ -369,7 +380,7 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
     // The backends the phase needs are reached and logged in to before
     // anything is served (the listener's port open means ready): in a
     // mirroring phase both, or turnout does not start.
-    if let Some(code) = backends_for(&config, controller.routing().clone(), phase).await {
+    if let Some(code) = backends_for(&config, controller.routing().clone(), phase, resumed).await {
         return code;
     }
     // The admin socket is bound before the listener: once clients can
