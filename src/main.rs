@@ -343,6 +343,15 @@ async fn backends_for(
     None
 }
 
+/// turnout refused to enter its first phase: the state file this start
+/// wrote goes, so the next start checks again as a first entry rather than
+/// resume a phase that was never entered.
+fn forget_first_entry(config: &Config, resumed: bool) {
+    if let (false, Some(file)) = (resumed, config.state.file.as_deref()) {
+        let _ = std::fs::remove_file(file);
+    }
+}
+
 /// Serves until SIGINT or SIGTERM.
 async fn run(config: Config, config_path: PathBuf) -> ExitCode {
     turnout_control::files::set_group_readable(config.log.group_readable);
@@ -381,6 +390,7 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
     // anything is served (the listener's port open means ready): in a
     // mirroring phase both, or turnout does not start.
     if let Some(code) = backends_for(&config, controller.routing().clone(), phase, resumed).await {
+        forget_first_entry(&config, resumed);
         return code;
     }
     // The admin socket is bound before the listener: once clients can
@@ -419,6 +429,7 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
             for p in &problems {
                 eprintln!("  - {p}");
             }
+            forget_first_entry(&config, resumed);
             return ExitCode::from(2);
         }
     }

@@ -222,6 +222,27 @@ fn turnout_killed_and_restarted_under_load() {
 }
 
 #[test]
+fn turnout_restarted_while_the_mirror_is_down_serves_and_records() {
+    // Found by a chaos schedule: turnout killed while new was down would
+    // not start again, leaving every client without a proxy.
+    let mut s = setup();
+    s.run_ok(&["INSERT INTO ledger VALUES (1, 0, now())"]);
+    println!("injected: new killed, then turnout killed and started again");
+    s.new.as_mut().unwrap().kill().unwrap();
+    s.restart_proxy("turnout-mirror-down.log");
+    let log = s.proxy.log_text();
+    assert!(log.contains("serves in mirror as it was left"), "{log}");
+    // The authority serves the application; what new misses is recorded.
+    s.run_ok(&["INSERT INTO ledger VALUES (2, 0, now())"]);
+    assert_eq!(scalar(&s.app_url(), "SELECT count(*) FROM ledger"), "2");
+    let d = s.divergences();
+    println!("divergences recorded: {}", d.len());
+    assert!(d.iter().any(|l| l.contains("ledger")), "{d:?}");
+    s.new.as_mut().unwrap().restart().unwrap();
+    repair_and_prove_equal(&s);
+}
+
+#[test]
 fn stopping_says_how_in_its_exit_code() {
     let mut s = setup();
     // SIGINT with nothing open: 130.

@@ -490,6 +490,18 @@ fn pause_waits_for_open_transactions_and_holds_new_ones_until_resume() {
     assert!(out.status.success(), "{}", stderr(&out));
     let status = s.ctl_ok(&["status"]);
     assert!(status.contains("PAUSED"), "{status}");
+    // Flips and rollbacks meanwhile leave the operator's pause on (a chaos
+    // schedule found a reads flip lifting it).
+    for change in [
+        &["flip", "reads"][..],
+        &["flip", "writes"],
+        &["rollback"],
+        &["rollback"],
+    ] {
+        s.ctl_ok(change);
+        let status = s.ctl_ok(&["status"]);
+        assert!(status.contains("PAUSED"), "after {change:?}: {status}");
+    }
     // A new transaction is held, not refused.
     let mut held = Command::new("psql")
         .args([

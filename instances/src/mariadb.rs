@@ -144,7 +144,7 @@ impl MariaDbInstance {
             .args([
                 "--skip-name-resolve",
                 "--innodb-buffer-pool-size=64M",
-                "--innodb-flush-log-at-trx-commit=0",
+                "--innodb-flush-log-at-trx-commit=2",
                 "--innodb-doublewrite=0",
                 "--skip-log-bin",
                 "--max-connections=200",

@@ -3,6 +3,7 @@
 //! invariant 4), sequence catch-up, the audit line and the metrics.
 
 use crate::backend::catch_up::{Apply, CatchUp};
+use crate::shared::coordination::HELD_BY_FLIP;
 use crate::shared::Shared;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -37,7 +38,6 @@ pub async fn run(
             let mut live = Live {
                 shared,
                 controller,
-                was_paused: false,
                 held: None,
             };
             cutover(&mut live, controller, &plan).await
@@ -155,8 +155,6 @@ async fn catch_up(shared: &Shared, from: Side, to: Side, apply: Apply) -> Result
 struct Live<'a> {
     shared: &'a Shared,
     controller: &'a Controller,
-    /// `pause` was on before the barrier (it stays on after).
-    was_paused: bool,
     /// When new transactions were first held.
     held: Option<Instant>,
 }
@@ -164,7 +162,7 @@ struct Live<'a> {
 impl Steps for Live<'_> {
     fn hold(&mut self) {
         self.held = Some(Instant::now());
-        self.was_paused = self.shared.coord.paused.send_replace(true);
+        self.shared.coord.hold(HELD_BY_FLIP);
     }
 
     async fn drain(&mut self, window: Duration, plan: &Plan) -> Result<String, String> {
@@ -200,10 +198,10 @@ impl Steps for Live<'_> {
     }
 
     fn release(&mut self) -> Option<String> {
-        if !self.was_paused {
-            self.shared.coord.paused.send_replace(false);
-        }
+        // Only a hold of this flip's own ends: an operator's `pause`
+        // stays, and a change without a barrier held nothing.
         let held = self.held.take()?;
+        self.shared.coord.release(HELD_BY_FLIP);
         Some(format!(
             "traffic held {:.1} ms in all",
             held.elapsed().as_secs_f64() * 1000.0

@@ -41,6 +41,24 @@ pub fn check(
             status["divergences"]
         ));
     }
+    // Once every fault is cleared, sessions mirror again.
+    let late: Vec<String> = records
+        .iter()
+        .filter(|r| {
+            r["at"]
+                .as_str()
+                .is_some_and(|at| at > p.settled_at.as_str())
+        })
+        .map(|r| r.to_string())
+        .collect();
+    if !late.is_empty() {
+        findings.push(format!(
+            "{} divergences recorded after every fault was cleared ({}), first: {}",
+            late.len(),
+            p.settled_at,
+            late[0]
+        ));
+    }
     let explained = |table: &str| {
         p.turnout_killed
             || records
@@ -257,6 +275,20 @@ fn sides_equal(
         Ok(d) => d,
         Err(e) => return vec![format!("reading both sides: {e}")],
     };
+    if std::env::var("CHAOS_KEEP").is_ok() {
+        for side in 0..2 {
+            if let Ok(rows) = rt.block_on(contents(c, side)) {
+                let text: Vec<String> = rows
+                    .iter()
+                    .flat_map(|(t, rs)| rs.iter().map(move |r| format!("{t} {r:?}")))
+                    .collect();
+                let _ = std::fs::write(
+                    c.dir.path().join(format!("{}.rows", side_name(side))),
+                    text.join("\n"),
+                );
+            }
+        }
+    }
     for (table, first) in &differ {
         println!("chaos: {table} differs between the sides ({first})");
         if !explained(table) {

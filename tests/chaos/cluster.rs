@@ -77,7 +77,11 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(engine: Engine) -> Cluster {
-        let dir = TempDir::new("turnout-chaos").expect("temp dir");
+        let mut dir = TempDir::new("turnout-chaos").expect("temp dir");
+        if std::env::var("CHAOS_KEEP").is_ok() {
+            println!("chaos: the run's folder is kept: {}", dir.path().display());
+            dir.keep();
+        }
         let servers = [Server::start(engine), Server::start(engine)];
         let relays = [
             FaultRelay::start(servers[0].port()).expect("relay"),

@@ -59,6 +59,9 @@ pub struct Played {
     pub windows: Vec<Window>,
     pub turnout_killed: bool,
     pub end_ms: u64,
+    /// When every fault had been cleared for a while (RFC 3339, as the
+    /// divergence log writes it).
+    pub settled_at: String,
 }
 
 pub fn run(engine: Engine, seed: u64, seconds: u64) -> Report {
@@ -97,8 +100,12 @@ pub fn run(engine: Engine, seed: u64, seconds: u64) -> Report {
     };
     let played = play(&mut cluster, &events, &run);
     settle(&mut cluster);
-    // The workloads go on a little on the settled system.
+    // The workloads go on on the settled system: after a moment for
+    // sessions to reach the restarted servers, the mirror must miss
+    // nothing more.
     std::thread::sleep(Duration::from_secs(2));
+    let settled_at = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
+    std::thread::sleep(Duration::from_secs(3));
     run.stop.store(true, Ordering::Relaxed);
     rt.block_on(async {
         for t in tasks {
@@ -107,7 +114,16 @@ pub fn run(engine: Engine, seed: u64, seconds: u64) -> Report {
     });
     let end_ms = run.started.elapsed().as_millis() as u64;
     let history = std::mem::take(&mut *run.history.lock().unwrap());
-    let findings = super::check::check(&mut cluster, &rt, &history, &Played { end_ms, ..played });
+    let findings = super::check::check(
+        &mut cluster,
+        &rt,
+        &history,
+        &Played {
+            end_ms,
+            settled_at,
+            ..played
+        },
+    );
     println!(
         "chaos: {} seed {seed}: {} operations acknowledged, {} client errors, {} divergences recorded, {} findings",
         engine.name(),
@@ -265,6 +281,7 @@ fn play(c: &mut Cluster, events: &[Event], run: &workload::Run) -> Played {
         windows,
         turnout_killed,
         end_ms: at,
+        settled_at: String::new(),
     }
 }
 

@@ -359,7 +359,7 @@ fn status(shared: &Shared, controller: &Controller, figures: Figures) -> Value {
             "in_transaction": shared.coord.busy_sessions.load(Ordering::Relaxed),
             "connections": shared.coord.connections.load(Ordering::Relaxed),
         },
-        "paused": *shared.coord.paused.borrow(),
+        "paused": shared.coord.operator_paused(),
         "divergences": shared.records.divergence_count(),
         "mirror_errors": shared.records.mirror_error_count(),
         "async_pending": shared.queues.pending(),
@@ -598,7 +598,9 @@ async fn pause(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
         return json!({"ok": true, "dry_run": true, "in_transaction": busy()});
     }
     let started = Instant::now();
-    shared.coord.paused.send_replace(true);
+    shared
+        .coord
+        .hold(crate::shared::coordination::HELD_BY_OPERATOR);
     while busy() > 0 && started.elapsed() < PAUSE_WAIT {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -623,7 +625,7 @@ async fn pause(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
 
 /// `resume`: held transactions go on.
 fn resume(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
-    let was = *ctx.shared.coord.paused.borrow();
+    let was = ctx.shared.coord.operator_paused();
     let result = if was {
         Ok(change_outcome(ctx, "paused", "running", dry_run))
     } else {
@@ -633,7 +635,9 @@ fn resume(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
     match result {
         Ok(_) => {
             if !dry_run {
-                ctx.shared.coord.paused.send_replace(false);
+                ctx.shared
+                    .coord
+                    .release(crate::shared::coordination::HELD_BY_OPERATOR);
                 info!(%caller, "resumed");
             }
             json!({"ok": true, "dry_run": dry_run})

@@ -8,6 +8,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use turnout_control::{Routing, RoutingState, Side};
 
+/// `pause`, until `resume`.
+pub const HELD_BY_OPERATOR: u8 = 1;
+/// A flip's barrier, until it ends.
+pub const HELD_BY_FLIP: u8 = 2;
+
 pub struct Coordination {
     pub routing: Arc<RoutingState>,
     /// Set when the server stops: mirrored sessions close at their next
@@ -15,8 +20,11 @@ pub struct Coordination {
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// Mirrored sessions running.
     pub mirror_sessions: AtomicUsize,
-    /// `pause`: mirrored sessions hold new transactions until `resume`.
-    pub paused: tokio::sync::watch::Sender<bool>,
+    /// Why mirrored sessions hold new transactions now (a mask of
+    /// [`HELD_BY_OPERATOR`], `pause` until `resume`, and [`HELD_BY_FLIP`], a
+    /// flip's barrier): each is set and cleared on its own, so a flip never
+    /// lifts an operator's pause.
+    pub paused: tokio::sync::watch::Sender<u8>,
     /// Held while a phase change runs: one at a time.
     pub flip_lock: tokio::sync::Mutex<()>,
     /// Mirrored sessions inside a transaction (or a statement) now.
@@ -42,7 +50,7 @@ impl Coordination {
             routing,
             stopping: tokio::sync::watch::channel(false).0,
             mirror_sessions: AtomicUsize::new(0),
-            paused: tokio::sync::watch::channel(false).0,
+            paused: tokio::sync::watch::channel(0).0,
             flip_lock: tokio::sync::Mutex::new(()),
             busy_sessions: AtomicUsize::new(0),
             in_transaction: DashMap::new(),
@@ -70,12 +78,12 @@ impl Coordination {
     pub async fn enter_transaction(
         &self,
         session: u64,
-        paused: &mut tokio::sync::watch::Receiver<bool>,
+        paused: &mut tokio::sync::watch::Receiver<u8>,
         stopping: &mut tokio::sync::watch::Receiver<bool>,
     ) -> Arc<Routing> {
         loop {
             self.busy_sessions.fetch_add(1, Ordering::SeqCst);
-            if !*paused.borrow_and_update() || *stopping.borrow() {
+            if *paused.borrow_and_update() == 0 || *stopping.borrow() {
                 break;
             }
             self.busy_sessions.fetch_sub(1, Ordering::SeqCst);
@@ -87,6 +95,32 @@ impl Coordination {
         let routing = self.routing.snapshot();
         self.in_transaction.insert(session, routing.epoch);
         routing
+    }
+
+    /// New transactions are held for `why` (a `HELD_BY_*`); whether they
+    /// already were for that reason.
+    pub fn hold(&self, why: u8) -> bool {
+        let mut was = false;
+        self.paused.send_modify(|h| {
+            was = *h & why != 0;
+            *h |= why;
+        });
+        was
+    }
+
+    /// The hold for `why` ends (others stay); whether it was on.
+    pub fn release(&self, why: u8) -> bool {
+        let mut was = false;
+        self.paused.send_modify(|h| {
+            was = *h & why != 0;
+            *h &= !why;
+        });
+        was
+    }
+
+    /// Whether the operator's `pause` is on.
+    pub fn operator_paused(&self) -> bool {
+        *self.paused.borrow() & HELD_BY_OPERATOR != 0
     }
 
     /// The transaction [`Coordination::enter_transaction`] counted has ended.

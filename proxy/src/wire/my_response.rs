@@ -64,6 +64,20 @@ impl Answer {
         out
     }
 
+    /// A text result set's first value (its first row's first column, as
+    /// text; `None` for SQL NULL, for no row, or for another answer).
+    pub fn first_text_value(&self) -> Option<String> {
+        let (columns, _) = lenenc(&self.packets.first()?.1)?;
+        // The column count, the definitions, their EOF, then the rows.
+        let row = &self.packets.get(usize::try_from(columns).ok()? + 2)?.1;
+        if matches!(row.first(), Some(0xFE | 0xFF)) && row.len() < 9 {
+            return None;
+        }
+        let (len, at) = lenenc(row)?;
+        let bytes = row.get(at..at + usize::try_from(len).ok()?)?;
+        Some(String::from_utf8_lossy(bytes).into_owned())
+    }
+
     /// Clears the in-transaction flag of the final OK packet: the client
     /// sees an autocommit statement, not the transaction turnout wrapped it in.
     pub fn outside_transaction(&mut self) {

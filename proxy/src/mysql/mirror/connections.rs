@@ -162,16 +162,25 @@ impl MyMirror<'_> {
         match tokio::time::timeout(self.shared.mirror_timeout, run).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
-                self.mirror = None;
+                self.drop_mirror();
                 Err(format!("connection to {} lost: {e}", self.mirror_side))
             }
             Err(_) => {
-                self.mirror = None;
+                self.drop_mirror();
                 Err(crate::engine::lockstep::mirror_timed_out(
                     self.mirror_side,
                     self.shared.mirror_timeout,
                 ))
             }
+        }
+    }
+
+    /// The mirror's connection is gone (its state unknown): so are the
+    /// statements prepared on it.
+    pub(super) fn drop_mirror(&mut self) {
+        self.mirror = None;
+        for s in self.statements.values_mut() {
+            s.mirror_id = None;
         }
     }
 

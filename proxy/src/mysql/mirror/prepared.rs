@@ -83,8 +83,14 @@ impl MyMirror<'_> {
         if let Some(m) = known {
             return Ok(m);
         }
+        // The callers connect again where a transaction starts; a new
+        // connection never takes over inside one (it would apply the rest
+        // of it on its own).
         if self.mirror.is_none() {
-            self.reconnect_mirror().await?;
+            return Err(format!(
+                "no connection to {} in this transaction",
+                self.mirror_side
+            ));
         }
         let sql = self.prepared_for_mirror(sql)?;
         let Some(m) = self.mirror.as_mut() else {
@@ -258,7 +264,7 @@ impl MyMirror<'_> {
             if let Err(e) = self.on_mirror(&[packet], false).await.and_then(first_error) {
                 // The mirror's session state is unknown now: start afresh.
                 warn!(side = %self.mirror_side, error = %e, "mirror connection reset failed; reconnecting");
-                self.mirror = None;
+                self.drop_mirror();
             }
         }
         self.replay = Replay::default();

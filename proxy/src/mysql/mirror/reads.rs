@@ -43,7 +43,7 @@ impl MyMirror<'_> {
             }
         }
         if let Err(e) = self.send_to_mirror(packet).await {
-            self.mirror = None;
+            self.drop_mirror();
             self.read_target_failed();
             warn!(side = %self.mirror_side, reason = %e, "read served by the authority: the read target cannot be reached");
             let a = self.stream_from_auth(packet, keep).await?;
@@ -61,7 +61,7 @@ impl MyMirror<'_> {
             }
             Err(response::StreamError::Sink(e)) => Err(Stop::Client(e.into())),
             Err(response::StreamError::Source { error, sent }) => {
-                self.mirror = None;
+                self.drop_mirror();
                 self.read_target_failed();
                 if sent {
                     return Err(Stop::ReadTarget(error));
@@ -120,14 +120,14 @@ impl MyMirror<'_> {
                     }
                     Err(response::StreamError::Sink(e)) => return Err(Stop::Client(e.into())),
                     Err(response::StreamError::Source { error, sent: true }) => {
-                        self.mirror = None;
+                        self.drop_mirror();
                         return Err(Stop::ReadTarget(error));
                     }
                     Err(response::StreamError::Source { error, .. }) => error.to_string(),
                 }
             }
         };
-        self.mirror = None;
+        self.drop_mirror();
         let msg = format!(
             "turnout: a rule (mirror.rules) sends this statement to {} alone, which could not run it: {failed}",
             self.mirror_side

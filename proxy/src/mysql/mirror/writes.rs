@@ -240,9 +240,27 @@ impl MyMirror<'_> {
             list.push(&begin);
         }
         let to_auth = self.for_auth(packet);
-        list.extend([&set_ts[..], &to_auth[..], &reset_ts[..]]);
+        // MariaDB's INSERT ... RETURNING answers with rows, not an OK
+        // carrying the first generated id: it is asked for.
+        let returning = inserts_returning(sql);
+        let last_id = query("SELECT LAST_INSERT_ID()");
+        list.extend([&set_ts[..], &to_auth[..]]);
+        if returning {
+            list.push(&last_id);
+        }
+        list.push(&reset_ts);
         let mut answers = self.on_auth_n(&commands(&list), list.len()).await?;
+        let generated = match returning {
+            true => answers
+                .remove(answers.len() - 2)
+                .first_text_value()
+                .and_then(|v| v.parse::<u64>().ok()),
+            false => None,
+        };
         let mut answer = answers.remove(answers.len() - 2);
+        if answer.insert_id == 0 {
+            answer.insert_id = generated.unwrap_or(0);
+        }
         if answer.error.is_some() {
             if wrap {
                 self.on_auth(&encode(0, &query("ROLLBACK")).0, Expect::Result)
@@ -250,6 +268,11 @@ impl MyMirror<'_> {
                 answer.outside_transaction();
             }
             return self.relay(&answer).await;
+        }
+        if wrap && self.mirror.is_none() && self.queue.is_none() {
+            if let Err(e) = self.reconnect_mirror().await {
+                return self.after_mirror(Err(e), wrap, answer, sql).await;
+            }
         }
         let packet = match self.mirror_packet(packet).await {
             Ok(p) => p,
@@ -396,4 +419,14 @@ impl MyMirror<'_> {
             self.mirror_failed("COMMIT", &e);
         }
     }
+}
+
+/// An INSERT or REPLACE with a RETURNING clause (MariaDB): its answer is a
+/// result set, which carries no generated id.
+fn inserts_returning(sql: &str) -> bool {
+    let upper = sql.trim_start().to_ascii_uppercase();
+    (upper.starts_with("INSERT") || upper.starts_with("REPLACE"))
+        && upper
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .any(|w| w == "RETURNING")
 }
