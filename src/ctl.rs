@@ -17,7 +17,8 @@ Admin commands (changes take --dry-run: what would happen, changing nothing):
   flip writes [--force]          reads_new -> writes_new: new becomes the authority (guarded)
   finalize [--force] [--yes]     writes_new -> finalized: no way back; asks to type the
                                  phase unless --yes
-  rollback                       back to the phase before (never guarded)
+  rollback [--force]             back to the phase before (refused only while old lacks writes
+                                 it missed as the mirror)
   ack                            acknowledge the mirror errors and mismatches the guards
                                  counted, once a verify found both sides equal (audited)
   pause | resume                 hold new transactions / let them go on

@@ -296,7 +296,7 @@ fn guards_refuse_a_flip_with_every_reason_and_force_overrides_on_the_record() {
         audit.contains("flip reads --force (overriding: 1 confirmed mismatch(es)"),
         "{audit}"
     );
-    // Rolling back is never guarded.
+    // The guards' figures never hold a rollback back.
     s.ctl_ok(&["rollback"]);
 }
 

@@ -369,3 +369,38 @@ fn new_failing_as_the_authority_makes_turnout_roll_the_writes_flip_back_by_itsel
         .log_text()
         .contains("moved past the largest id in their column"));
 }
+
+#[test]
+fn rolling_writes_back_is_refused_while_old_lacks_writes_it_missed_as_the_mirror() {
+    // A chaos schedule's hazard: with new the authority, old (the mirror)
+    // missed writes; rolled back, old would serve without them.
+    let mut s = setup("", "");
+    s.run_ok(&["CREATE TABLE notes (id int PRIMARY KEY, body text)"]);
+    s.ctl_ok(&["flip", "reads"]);
+    s.ctl_ok(&["flip", "writes"]);
+    s.old.kill().unwrap();
+    s.run_ok(&["INSERT INTO notes VALUES (1, 'only on new')"]);
+    s.old.restart().unwrap();
+    let out = s.ctl(&["rollback"]);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    println!("rollback: {text}");
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("old missed 1 write(s)"), "{text}");
+    assert_eq!(s.phase(), "writes_new");
+    // Copied to old by hand, the operator overrides; the audit log says so.
+    run_direct_ok(
+        &s.direct_url(),
+        &["INSERT INTO notes VALUES (1, 'only on new')"],
+    );
+    let forced = s.ctl_ok(&["rollback", "--force"]);
+    assert!(forced.contains("writes_new -> reads_new"), "{forced}");
+    let audit = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("rollback --force (overriding: old missed 1"),
+        "{audit}"
+    );
+    assert_eq!(
+        scalar(&s.app_url(), "SELECT body FROM notes"),
+        "only on new"
+    );
+}

@@ -57,7 +57,7 @@ pub enum JobAction {
     Status,
 }
 
-pub const USAGE: &str = "commands: status, diffs, flip reads|writes [--force], finalize [--force], rollback, ack, pause, resume, sample RATE, reload (each change takes --dry-run), backfill start|pause|resume|status [TABLE], verify start|status [TABLE] [--repair]";
+pub const USAGE: &str = "commands: status, diffs, flip reads|writes [--force], finalize [--force], rollback [--force], ack, pause, resume, sample RATE, reload (each change takes --dry-run), backfill start|pause|resume|status [TABLE], verify start|status [TABLE] [--repair]";
 
 impl Command {
     /// Parses one line: words separated by blanks, flags anywhere after
@@ -134,11 +134,11 @@ impl Command {
         }
         let takes_force = matches!(
             words.as_slice(),
-            ["flip", "reads" | "writes"] | ["finalize"]
+            ["flip", "reads" | "writes"] | ["finalize"] | ["rollback"]
         );
         if force && !takes_force {
             return Err(format!(
-                "--force only goes with flip reads, flip writes and finalize, not {:?}",
+                "--force only goes with flip reads, flip writes, finalize and rollback, not {:?}",
                 words.join(" ")
             ));
         }
@@ -284,7 +284,6 @@ mod tests {
         for (line, says) in [
             ("", "empty command"),
             ("flip sideways", "expected reads or writes"),
-            ("rollback --force", "--force only goes with"),
             ("status --dry-run", "takes no --dry-run"),
             ("sample lots", "needs a number"),
             ("sample 2", "must be 0.0-1.0"),

@@ -263,11 +263,17 @@ impl Controller {
                 Some(Phase::Passthrough) => Err(format!(
                     "rollback {current} -> passthrough is not available: sessions opened in passthrough cannot mirror"
                 )),
+                // Only what stands in the way (not the guards' figures)
+                // refuses a rollback.
+                Some(_) if !req.blockers.is_empty() && !req.force => Err(format!(
+                    "rollback refused: {} (--force overrides)",
+                    req.blockers.join("; ")
+                )),
                 Some(to) => Ok(Plan {
                     change,
                     from: current,
                     to,
-                    overridden: Vec::new(),
+                    overridden: req.blockers.clone(),
                 }),
             };
         };
@@ -594,6 +600,23 @@ mod phase_tests {
         let (barrier, _) = go(&c, "reads_new");
         assert!(barrier);
         go(&c, "writes_new");
+        // What stands in the way refuses a rollback; --force overrides it
+        // and the plan names what it overrode. The guards' figures do not.
+        let blocked = FlipRequest {
+            blockers: vec!["old missed 2 write(s)".into()],
+            ..FlipRequest::default()
+        };
+        let refused = c.plan(Change::Rollback, &blocked).unwrap_err();
+        assert!(
+            refused.contains("rollback refused: old missed 2"),
+            "{refused}"
+        );
+        let forced = FlipRequest {
+            force: true,
+            ..blocked
+        };
+        let plan = c.plan(Change::Rollback, &forced).unwrap();
+        assert_eq!(plan.overridden, vec!["old missed 2 write(s)".to_string()]);
         let (barrier, o) = go(&c, "finalized");
         assert!(!barrier);
         assert_eq!(o.epoch, 5);

@@ -63,6 +63,21 @@ pub async fn run(
 /// there (`backfill.required`; --force overrides).
 pub fn blockers(shared: &Shared, change: Change) -> Vec<String> {
     let mut out = Vec::new();
+    if change == Change::Rollback {
+        // Rolling writes back makes old the authority: writes it missed
+        // while new was would be gone from the application's view, and a
+        // later verify --repair (old to new) would delete them from new.
+        let phase = shared.coord.routing.snapshot().phase;
+        if phase.mirror() == Some(Side::Old) {
+            let missed = shared.records.recorded_against(Side::Old);
+            if missed > 0 {
+                out.push(format!(
+                    "old missed {missed} write(s) while new was the authority (the divergence log's records with side old): as the authority again it would serve without them (verify copies old to new only): copy them to old first (each record names its table and key)"
+                ));
+            }
+        }
+        return out;
+    }
     if change != Change::FlipReads || !shared.backfill.required {
         return out;
     }

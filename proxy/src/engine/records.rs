@@ -8,6 +8,7 @@ use dashmap::DashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tracing::{error, warn};
 use turnout_control::divergence::{Divergence, DivergenceLog};
+use turnout_control::Side;
 
 pub struct Records {
     log: Option<DivergenceLog>,
@@ -19,6 +20,9 @@ pub struct Records {
     pub divergent_tables: DashMap<String, u64>,
     divergences: AtomicU64,
     mirror_errors: AtomicU64,
+    /// Divergences recorded since start, by the side that may differ (old,
+    /// new).
+    by_side: [AtomicU64; 2],
 }
 
 impl Records {
@@ -29,6 +33,7 @@ impl Records {
             divergent_tables: DashMap::new(),
             divergences: AtomicU64::new(0),
             mirror_errors: AtomicU64::new(0),
+            by_side: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 
@@ -47,6 +52,8 @@ impl Records {
     pub fn divergence(&self, mut d: Divergence) {
         d.detail = self.loggable(&d.detail);
         self.divergences.fetch_add(1, Ordering::Relaxed);
+        let side = usize::from(d.side == Side::New.name());
+        self.by_side[side].fetch_add(1, Ordering::Relaxed);
         metrics::counter!("turnout_divergence_records_total", "kind" => d.kind.name()).increment(1);
         if let Some(t) = &d.table {
             *self.divergent_tables.entry(t.clone()).or_insert(0) += 1;
@@ -80,6 +87,26 @@ impl Records {
     /// Divergences recorded since start.
     pub fn divergence_count(&self) -> u64 {
         self.divergences.load(Ordering::Relaxed)
+    }
+
+    /// Divergences recorded against `side`: every record of the durable
+    /// log (it outlives restarts) when there is one, else those since start.
+    pub fn recorded_against(&self, side: Side) -> u64 {
+        let in_memory = self.by_side[usize::from(side == Side::New)].load(Ordering::Relaxed);
+        let Some(log) = &self.log else {
+            return in_memory;
+        };
+        match std::fs::read_to_string(log.path()) {
+            Ok(text) => text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v["side"] == side.name())
+                .count() as u64,
+            Err(e) => {
+                error!(error = %e, "the divergence log could not be read; counting the records since start");
+                in_memory
+            }
+        }
     }
 
     /// Mirror failures since start.
