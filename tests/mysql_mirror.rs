@@ -839,3 +839,37 @@ fn async_mode_flips_writes_with_the_queue_drained_and_mirrors_back_to_old() {
     s.assert_identical("ids", "id");
     assert_no_divergence(&s);
 }
+
+#[test]
+fn a_session_that_only_read_while_the_mirror_restarted_survives_the_rollback_of_writes() {
+    // Found by a chaos schedule: the mirror's connection died while the
+    // session only read; the rollback made that side the authority and the
+    // session's next command failed on the dead connection.
+    let mut s = MySetup::start("mirror", "");
+    s.sql_ok("CREATE TABLE notes (id INT PRIMARY KEY, body VARCHAR(20))");
+    let url = format!("mysql://app:{MY_PASSWORD}@127.0.0.1:{}/app", s.proxy.port);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use mysql_async::prelude::*;
+        let mut c = mysql_async::Conn::new(mysql_async::Opts::from_url(url.as_str()).unwrap())
+            .await
+            .unwrap();
+        let count = "SELECT COUNT(*) FROM notes";
+        c.query_drop(count).await.unwrap();
+        s.ctl_ok(&["flip", "reads"]);
+        s.ctl_ok(&["flip", "writes"]);
+        c.query_drop(count).await.unwrap();
+        println!("injected: old (the mirror) killed and started again");
+        s.old.kill().unwrap();
+        s.old.restart().unwrap();
+        c.query_drop(count).await.unwrap();
+        s.ctl_ok(&["rollback"]);
+        c.query_drop(count).await.expect("a read after the rollback");
+        let insert = c.prep("INSERT INTO notes VALUES (?, ?)").await.unwrap();
+        c.exec_drop(&insert, (1, "after"))
+            .await
+            .expect("a write after the rollback");
+    });
+    s.assert_identical("notes", "id");
+    assert_eq!(s.new_sql("SELECT body FROM notes"), "after");
+}

@@ -404,3 +404,35 @@ fn rolling_writes_back_is_refused_while_old_lacks_writes_it_missed_as_the_mirror
         "only on new"
     );
 }
+
+#[test]
+fn a_session_that_only_read_while_the_mirror_restarted_survives_the_rollback_of_writes() {
+    // Found by a chaos schedule: a session's connection to the mirror died
+    // while the session only read; the rollback made that side the
+    // authority and the session's next query failed on the dead connection.
+    let mut s = setup("", "");
+    s.run_ok(&["CREATE TABLE notes (id int PRIMARY KEY, body text)"]);
+    block_on(async {
+        let client = pg_client(&s.app_url()).await;
+        let count = "SELECT count(*) FROM notes";
+        client.query_one(count, &[]).await.unwrap();
+        s.ctl_ok(&["flip", "reads"]);
+        s.ctl_ok(&["flip", "writes"]);
+        client.query_one(count, &[]).await.unwrap();
+        println!("injected: old (the mirror) killed and started again");
+        s.old.kill().unwrap();
+        s.old.restart().unwrap();
+        client.query_one(count, &[]).await.unwrap();
+        s.ctl_ok(&["rollback"]);
+        client
+            .query_one(count, &[])
+            .await
+            .expect("a read after the rollback");
+        client
+            .execute("INSERT INTO notes VALUES (1, 'after')", &[])
+            .await
+            .expect("a write after the rollback");
+    });
+    assert_eq!(scalar(&s.direct_url(), "SELECT body FROM notes"), "after");
+    assert_eq!(scalar(&s.direct_new_url(), "SELECT body FROM notes"), "after");
+}

@@ -18,7 +18,7 @@
 //! `CHAOS_SEED=<n>` (and `CHAOS_ENGINE=postgres|mariadb`) replays one seed.
 
 #[path = "../common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 mod check;

@@ -109,8 +109,11 @@ impl fmt::Display for Event {
     }
 }
 
+/// Draws one action (with its own parameters).
+type Draw = fn(&mut StdRng) -> Action;
+
 /// Which actions the schedule draws (weights, out of their sum).
-const WEIGHTS: &[(u32, fn(&mut StdRng) -> Action)] = &[
+const WEIGHTS: &[(u32, Draw)] = &[
     (4, |r| Action::FlipReads {
         force: r.gen_bool(0.5),
     }),

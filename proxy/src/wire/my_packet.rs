@@ -120,6 +120,7 @@ pub mod command {
     pub const COM_QUIT: u8 = 0x01;
     pub const COM_INIT_DB: u8 = 0x02;
     pub const COM_QUERY: u8 = 0x03;
+    pub const COM_PING: u8 = 0x0E;
     pub const COM_CHANGE_USER: u8 = 0x11;
     pub const COM_STMT_PREPARE: u8 = 0x16;
     pub const COM_STMT_EXECUTE: u8 = 0x17;

@@ -3,9 +3,9 @@
 //! how commands are sent on them and answered.
 
 use super::{
-    commands, query, statement_id, with_types, MyMirror, Stop, COM_INIT_DB, COM_QUERY, COM_QUIT,
-    COM_STMT_CLOSE, COM_STMT_EXECUTE, COM_STMT_PREPARE, COM_STMT_RESET, COM_STMT_SEND_LONG_DATA,
-    ER_LOCK_DEADLOCK,
+    commands, query, statement_id, with_types, MyMirror, Stop, COM_INIT_DB, COM_PING, COM_QUERY,
+    COM_QUIT, COM_STMT_CLOSE, COM_STMT_EXECUTE, COM_STMT_PREPARE, COM_STMT_RESET,
+    COM_STMT_SEND_LONG_DATA, ER_LOCK_DEADLOCK,
 };
 use crate::engine::Classification;
 use crate::mapping::Translation;
@@ -29,6 +29,19 @@ impl MyMirror<'_> {
             // it); dropped, its task closes its connection, and the
             // promoted side gets a connection of the session's own.
             self.queue = None;
+            // The mirror's connection may have died unnoticed (a session
+            // that only read meanwhile never used it): a ping says whether
+            // it can serve as the authority, else a new one does.
+            if let Some(m) = self.mirror.as_mut() {
+                let ping = tokio::time::timeout(self.shared.mirror_timeout, async {
+                    m.write(0, &[COM_PING]).await?;
+                    response::read(m, Expect::Result).await
+                })
+                .await;
+                if !matches!(ping, Ok(Ok(a)) if a.error.is_none()) {
+                    self.drop_mirror();
+                }
+            }
             if self.mirror.is_none() {
                 self.reconnect_mirror().await?;
             }

@@ -31,8 +31,8 @@ use turnout_control::divergence::DivergenceKind;
 use turnout_control::{Routing, Side};
 
 pub(super) use super::packet::command::{
-    COM_CHANGE_USER, COM_INIT_DB, COM_QUERY, COM_QUIT, COM_RESET_CONNECTION, COM_STMT_CLOSE,
-    COM_STMT_EXECUTE, COM_STMT_PREPARE, COM_STMT_RESET, COM_STMT_SEND_LONG_DATA,
+    COM_CHANGE_USER, COM_INIT_DB, COM_PING, COM_QUERY, COM_QUIT, COM_RESET_CONNECTION,
+    COM_STMT_CLOSE, COM_STMT_EXECUTE, COM_STMT_PREPARE, COM_STMT_RESET, COM_STMT_SEND_LONG_DATA,
 };
 /// The server rolled the whole transaction back.
 const ER_LOCK_DEADLOCK: u16 = 1213;

@@ -35,6 +35,23 @@ impl MirrorSession<'_> {
         } else {
             None
         };
+        // The mirror's connection may have died unnoticed (a session that
+        // only read meanwhile never used it): one round trip says whether it
+        // can serve as the authority, else a new one does.
+        let reusable = match reusable {
+            Some((mut conn, key)) => {
+                let alive = tokio::time::timeout(self.shared.mirror_timeout, async {
+                    conn.send(b"S\0\0\0\x04").await?;
+                    collect(&mut conn).await
+                })
+                .await;
+                match alive {
+                    Ok(Ok(c)) if c.status == b'I' && c.error.is_none() => Some((conn, key)),
+                    _ => None,
+                }
+            }
+            None => None,
+        };
         // An async queue is empty here (the barrier waited for it); dropped,
         // its task closes its connection.
         self.async_mirror = None;
