@@ -27,7 +27,7 @@ Admin commands (changes take --dry-run: what would happen, changing nothing):
   backfill start [TABLE]         copy the rows that predate mirroring (also pause, resume);
                                  a table old does not have is refused before anything starts
   backfill status [TABLE] [--watch]
-  verify start [TABLE] [--repair]  compare both sides by key ranges (--repair fixes new)
+  verify start [TABLE] [--repair]  compare both sides by key ranges (--repair fixes the mirror)
   verify status [TABLE] [--watch]
 
 Exit codes: 0 done; 1 refused, a job that failed, or a verify that found differences;

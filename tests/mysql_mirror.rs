@@ -864,7 +864,9 @@ fn a_session_that_only_read_while_the_mirror_restarted_survives_the_rollback_of_
         s.old.restart().unwrap();
         c.query_drop(count).await.unwrap();
         s.ctl_ok(&["rollback"]);
-        c.query_drop(count).await.expect("a read after the rollback");
+        c.query_drop(count)
+            .await
+            .expect("a read after the rollback");
         let insert = c.prep("INSERT INTO notes VALUES (?, ?)").await.unwrap();
         c.exec_drop(&insert, (1, "after"))
             .await

@@ -9,7 +9,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::SystemTime;
 
 use crate::Side;
 
@@ -71,7 +70,7 @@ pub struct Divergence {
 impl Divergence {
     pub fn new(kind: DivergenceKind, side: Side, fingerprint: &str, detail: &str) -> Self {
         Divergence {
-            at: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+            at: crate::readdiff::now_rfc3339(),
             kind,
             side: side.name().to_string(),
             table: None,

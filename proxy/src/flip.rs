@@ -69,10 +69,13 @@ pub fn blockers(shared: &Shared, change: Change) -> Vec<String> {
         // later verify --repair (old to new) would delete them from new.
         let phase = shared.coord.routing.snapshot().phase;
         if phase.mirror() == Some(Side::Old) {
-            let missed = shared.records.recorded_against(Side::Old);
+            // A verify that left old equal to new (repairing it) covers
+            // what was recorded before it started.
+            let since = shared.backfill.verify.clean_since(Side::Old);
+            let missed = shared.records.recorded_against(Side::Old, since.as_deref());
             if missed > 0 {
                 out.push(format!(
-                    "old missed {missed} write(s) while new was the authority (the divergence log's records with side old): as the authority again it would serve without them (verify copies old to new only): copy them to old first (each record names its table and key)"
+                    "old missed {missed} write(s) while new was the authority (the divergence log's records with side old): as the authority again it would serve without them: `verify start --repair` copies them from new, and once a verify finds the sides equal the rollback goes"
                 ));
             }
         }

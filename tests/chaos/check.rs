@@ -106,7 +106,7 @@ pub fn check(
     }
 
     // Both sides equal.
-    findings.extend(sides_equal(c, rt, authority, &explained));
+    findings.extend(sides_equal(c, rt, &explained));
     findings
 }
 
@@ -267,7 +267,6 @@ fn differing(
 fn sides_equal(
     c: &Cluster,
     rt: &tokio::runtime::Runtime,
-    authority: usize,
     explained: &dyn Fn(&str) -> bool,
 ) -> Vec<String> {
     let mut f = Vec::new();
@@ -298,18 +297,10 @@ fn sides_equal(
         }
     }
     if differ.is_empty() {
-        // verify must agree.
-        if authority == 0 {
-            if let Err(e) = verify(c, false) {
-                f.push(e);
-            }
+        // verify (old to new, or new to old in writes_new) must agree.
+        if let Err(e) = verify(c, false) {
+            f.push(e);
         }
-        return f;
-    }
-    if authority == 1 {
-        // verify and repair copy from old; with new the authority they do
-        // not run. What differs was recorded (checked above).
-        println!("chaos: new is the authority; the differences stay for the operator");
         return f;
     }
     if let Err(e) = verify(c, true).and_then(|_| verify(c, false)) {

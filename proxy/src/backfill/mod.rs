@@ -56,6 +56,8 @@ pub enum JobError {
     Phase(Phase),
     #[error("backfill needs mirror.mode = \"sync\": a queued write could land before the copy of its row")]
     AsyncMirroring,
+    #[error("verify with new the authority compares new to old, which it does only without a [mapping] (the phase is {0})")]
+    ReverseMapping(Phase),
 }
 
 /// Attempts at one batch before the backfill stops with the error.
@@ -453,6 +455,23 @@ fn can_run(env: &Arc<dyn Env>) -> Result<(), JobError> {
     Ok(())
 }
 
+/// Verify compares the authority (`from`) to the mirror (`to`) and repairs
+/// the mirror: old to new, or (with new the authority, `writes_new`) new to
+/// old, which needs the same schema on both sides (no `[mapping]`).
+fn verify_direction(env: &Arc<dyn Env>) -> Result<(Side, Side), JobError> {
+    let phase = env.phase();
+    let Some(to) = phase.mirror() else {
+        return Err(JobError::Phase(phase));
+    };
+    if env.async_mirroring() {
+        return Err(JobError::AsyncMirroring);
+    }
+    if to == Side::Old && !env.mapping().is_identity() {
+        return Err(JobError::ReverseMapping(phase));
+    }
+    Ok((to.other(), to))
+}
+
 /// The table named `only` of `all` (which must have it), or all of them.
 fn chosen(all: Vec<TableShape>, only: Option<&str>) -> Result<Vec<TableShape>, String> {
     if let Some(o) = only {
@@ -559,11 +578,17 @@ async fn copy_table(
             .tables
             .get(&t.name)
             .and_then(|p| p.last_key.clone());
-        let mut attempt = 0;
+        let (mut attempt, mut lock_tries) = (0, 0u64);
         let copied = loop {
             attempt += 1;
             match batch(env, d, t, after.as_deref(), src, dst).await {
                 Ok(rows) => break rows,
+                // Clients hold the rows: the batch yields and comes back.
+                Err(e) if Dialect::lock_given_up(&e) && lock_tries < 20 => {
+                    attempt -= 1;
+                    lock_tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * lock_tries)).await;
+                }
                 Err(e) if attempt < ATTEMPTS => {
                     warn!(table = %t.name, attempt, error = %e, "backfill batch failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
@@ -620,11 +645,12 @@ async fn batch(
 ) -> Result<sql::Rows, String> {
     src.rows("BEGIN", Side::Old).await?;
     let result = async {
+        src.rows(d.short_lock_wait(), Side::Old).await?;
         let rows = src
             .rows(&d.batch(t, after, env.backfill().batch), Side::Old)
             .await?;
         if !rows.is_empty() {
-            upsert(env, d, t, &rows, dst).await?;
+            upsert(env, d, t, &rows, dst, Side::New).await?;
         }
         Ok::<_, String>(rows)
     }
@@ -641,13 +667,15 @@ async fn batch(
     }
 }
 
-/// Writes `rows` (of old's `t`) on new through the schema mapping.
+/// Writes `rows` (of old's `t`) on `to` (new, through the schema mapping;
+/// old only when there is none).
 pub(crate) async fn upsert(
     env: &Arc<dyn Env>,
     d: Dialect,
     t: &TableShape,
     rows: &sql::Rows,
     dst: &mut Conn,
+    to: Side,
 ) -> Result<(), String> {
     let statement = d.upsert(t, rows);
     let statement = match env.mapping().translate(&statement) {
@@ -656,7 +684,7 @@ pub(crate) async fn upsert(
         Ok(Translation::Skip) => return Ok(()),
         Err(e) => return Err(format!("mapping: {e}")),
     };
-    dst.rows(&statement, Side::New).await.map(|_| ())
+    dst.rows(&statement, to).await.map(|_| ())
 }
 
 #[cfg(test)]

@@ -119,7 +119,7 @@ impl Dialect {
         }
     }
 
-    fn list(self, names: &[String]) -> String {
+    pub(crate) fn list(self, names: &[String]) -> String {
         names
             .iter()
             .map(|n| self.ident(n))
@@ -189,6 +189,31 @@ impl Dialect {
         } else {
             parts.join(" AND ")
         }
+    }
+
+    /// Inside a side job's transaction: its lock waits end after a moment
+    /// (then it retries), so it never holds a client in a deadlock long
+    /// enough to be the one the server keeps. PostgreSQL checks for a
+    /// deadlock after `deadlock_timeout` (1 s by default); InnoDB at once,
+    /// and gives up the transaction that changed fewer rows: the job's.
+    pub fn short_lock_wait(self) -> &'static str {
+        match self {
+            Dialect::Pg => "SET LOCAL lock_timeout = '250ms'",
+            Dialect::My => "SET SESSION innodb_lock_wait_timeout = 1",
+        }
+    }
+
+    /// Whether `error` is a lock wait the server gave up (a lock timeout,
+    /// or a deadlock it broke): worth another try.
+    pub fn lock_given_up(error: &str) -> bool {
+        [
+            "lock timeout",
+            "deadlock detected",
+            "Lock wait timeout exceeded",
+            "Deadlock found",
+        ]
+        .iter()
+        .any(|m| error.contains(m))
     }
 
     /// The statement that locks against writers: a env row lock.

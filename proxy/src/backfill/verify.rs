@@ -1,10 +1,12 @@
 //! Verify: both sides checksummed by primary-key range (row count and an
 //! order-independent sum of row hashes, computed in each database), a
 //! mismatched range compared row by row, and the rows found missing, extra
-//! or differing on new named. Each range is checksummed while its rows are
-//! share-locked on old, so no write to them is half applied meanwhile; rows
-//! still differing after a short wait are reported. `--repair` copies them
-//! again from old under the same lock (and deletes new's extra rows).
+//! or differing on the mirror named. Each range is checksummed while its
+//! rows are share-locked on the authority, so no write to them is half
+//! applied meanwhile; rows still differing after a short wait are reported.
+//! `--repair` copies them again from the authority under the same lock (and
+//! deletes the mirror's extra rows). The authority is old, or new in
+//! `writes_new` (then without a `[mapping]`: the comparison is new to old).
 
 use super::sql::{Conn, Dialect, Rows, TableShape};
 use super::{Env, JobError};
@@ -46,6 +48,12 @@ struct State {
     /// The last finished run over every table found no difference (or
     /// repaired every one).
     last_clean: bool,
+    /// When the running verify started (RFC 3339).
+    started_at: String,
+    /// The mirror a run over every table last left equal to the authority,
+    /// and when that run started: what was recorded against that side
+    /// before then is repaired.
+    clean_since: Option<(Side, String)>,
 }
 
 /// The verify's progress and last report; one per listener.
@@ -55,6 +63,15 @@ pub struct Verify(Mutex<State>);
 impl Verify {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// When the last verify of every table that left `side` (as the
+    /// mirror) equal to the authority started.
+    pub fn clean_since(&self, side: Side) -> Option<String> {
+        match &self.lock().clean_since {
+            Some((s, at)) if *s == side => Some(at.clone()),
+            _ => None,
+        }
     }
 
     /// Whether the last verify of every table found both sides equal.
@@ -69,7 +86,7 @@ impl Verify {
         only: Option<String>,
         repair: bool,
     ) -> Result<String, JobError> {
-        super::can_run(env)?;
+        super::verify_direction(env)?;
         {
             let mut s = self.lock();
             if s.state == "running" {
@@ -80,6 +97,8 @@ impl Verify {
                 repair,
                 only: only.clone(),
                 last_clean: s.last_clean,
+                started_at: turnout_control::readdiff::now_rfc3339(),
+                clean_since: s.clean_since.clone(),
                 ..State::default()
             };
         }
@@ -100,6 +119,12 @@ impl Verify {
                         s.last_clean = differences == 0 && !skipped;
                     } else if differences > 0 {
                         s.last_clean = false;
+                    }
+                    if s.last_clean && only.is_none() {
+                        let mirror = env.phase().mirror();
+                        s.clean_since = mirror.map(|m| (m, s.started_at.clone()));
+                    } else if differences > 0 {
+                        s.clean_since = None;
                     }
                     info!(differences, "verify done");
                 }
@@ -165,13 +190,17 @@ impl Verify {
 /// Old's table `t` as new has it: its name and the compared columns (old's
 /// and new's names, in the same order), and the key's names on new.
 struct Sides {
+    /// The authority, whose rows are locked and copied from.
+    from: Side,
+    /// The mirror, compared and repaired.
+    to: Side,
     new_name: String,
     old_columns: Vec<String>,
     new_columns: Vec<String>,
     new_key: Vec<String>,
 }
 
-fn sides(env: &Arc<dyn Env>, t: &TableShape) -> Sides {
+fn sides(env: &Arc<dyn Env>, t: &TableShape, (from, to): (Side, Side)) -> Sides {
     let mapping = env.mapping();
     let (new_name, old_columns, new_columns) = mapping.compared(&t.name, &t.columns);
     let new_key = t
@@ -186,6 +215,8 @@ fn sides(env: &Arc<dyn Env>, t: &TableShape) -> Sides {
         })
         .collect();
     Sides {
+        from,
+        to,
         new_name,
         old_columns,
         new_columns,
@@ -195,9 +226,10 @@ fn sides(env: &Arc<dyn Env>, t: &TableShape) -> Sides {
 
 async fn run(env: &Arc<dyn Env>, only: Option<String>, repair: bool) -> Result<(), String> {
     let v = &env.backfill().verify;
-    let mut src = Conn::open(env.backends(), Side::Old).await?;
-    let mut dst = Conn::open(env.backends(), Side::New).await?;
-    let all = super::tables(env.backends(), &mut src, Side::Old).await?;
+    let (from, to) = super::verify_direction(env).map_err(|e| e.to_string())?;
+    let mut src = Conn::open(env.backends(), from).await?;
+    let mut dst = Conn::open(env.backends(), to).await?;
+    let all = super::tables(env.backends(), &mut src, from).await?;
     let mut chosen = super::chosen(all, only.as_deref())?;
     // Tables mirroring recorded divergences for go first.
     chosen.sort_by_key(|t| !env.records().divergent_tables.contains_key(&t.name));
@@ -210,7 +242,7 @@ async fn run(env: &Arc<dyn Env>, only: Option<String>, repair: bool) -> Result<(
             continue;
         }
         info!(table = %t.name, "verify of table starts");
-        table(env, t, &mut src, &mut dst, repair).await?;
+        table(env, t, &mut src, &mut dst, repair, (from, to)).await?;
         v.with_table(&t.name, |r| r.done = true);
     }
     Ok(())
@@ -223,27 +255,49 @@ enum Difference {
     Differing,
 }
 
+/// Tries of one range before a lock that keeps being given up fails the
+/// verify.
+const LOCK_TRIES: u32 = 20;
+
+/// Runs the step again while the server gives up its lock waits (clients
+/// hold the rows), pausing longer each time; its result.
+macro_rules! yielding {
+    ($step:expr) => {{
+        let mut tries = 0u32;
+        loop {
+            match $step.await {
+                Err(e) if Dialect::lock_given_up(&e) && tries + 1 < LOCK_TRIES => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(tries))).await;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
 async fn table(
     env: &Arc<dyn Env>,
     t: &TableShape,
     src: &mut Conn,
     dst: &mut Conn,
     repair: bool,
+    direction: (Side, Side),
 ) -> Result<(), String> {
     let d = Dialect::of(env.backends().protocol);
     let n = env.backfill().batch_size();
-    let s = sides(env, t);
+    let s = sides(env, t, direction);
     let v = &env.backfill().verify;
     let mut after: Option<Vec<Option<String>>> = None;
     loop {
         let end = src
-            .rows(&d.range_end(t, after.as_deref(), n), Side::Old)
+            .rows(&d.range_end(t, after.as_deref(), n), s.from)
             .await?
             .into_iter()
             .next();
         let old_range = d.range(&t.key, after.as_deref(), end.as_deref());
         let new_range = d.range(&s.new_key, after.as_deref(), end.as_deref());
-        let (rows, found) = range(d, t, &s, src, dst, &old_range, &new_range).await?;
+        let (rows, found) = yielding!(range(d, t, &s, src, dst, &old_range, &new_range))?;
         let mut confirmed = Vec::new();
         if !found.is_empty() {
             // A write in flight may have been seen on one side only: the
@@ -252,7 +306,7 @@ async fn table(
             let keys: Vec<Vec<Option<String>>> = found.iter().map(|(k, _)| k.clone()).collect();
             let old_keys = d.key_in(&t.key, &keys);
             let new_keys = d.key_in(&s.new_key, &keys);
-            confirmed = range(d, t, &s, src, dst, &old_keys, &new_keys).await?.1;
+            confirmed = yielding!(range(d, t, &s, src, dst, &old_keys, &new_keys))?.1;
         }
         v.with_table(&t.name, |r| {
             r.ranges += 1;
@@ -265,12 +319,13 @@ async fn table(
                 }
                 if r.named.len() < NAMED {
                     r.named.push(format!(
-                        "{} {}",
+                        "{} on {}: {}",
                         match kind {
-                            Difference::Missing => "missing on new:",
-                            Difference::Extra => "extra on new:",
-                            Difference::Differing => "differs on new:",
+                            Difference::Missing => "missing",
+                            Difference::Extra => "extra",
+                            Difference::Differing => "differs",
                         },
+                        s.to,
                         key_text(&t.key, key)
                     ));
                 }
@@ -279,7 +334,7 @@ async fn table(
         if !confirmed.is_empty() {
             warn!(table = %t.name, rows = confirmed.len(), "verify found rows that differ");
             if repair {
-                let fixed = repair_rows(env, d, t, &s, src, dst, &confirmed).await?;
+                let fixed = yielding!(repair_rows(env, d, t, &s, src, dst, &confirmed))?;
                 v.with_table(&t.name, |r| r.repaired += fixed);
             }
         }
@@ -323,43 +378,43 @@ async fn range(
     old_range: &str,
     new_range: &str,
 ) -> Result<(u64, Vec<(Vec<Option<String>>, Difference)>), String> {
-    src.rows("BEGIN", Side::Old).await?;
+    src.rows("BEGIN", s.from).await?;
     let result = async {
+        src.rows(d.short_lock_wait(), s.from).await?;
+        // In key order, as writers that lock several rows mostly do.
         let lock = format!(
-            "SELECT 1 FROM {} WHERE {old_range} {}",
+            "SELECT 1 FROM {} WHERE {old_range} ORDER BY {} {}",
             d.ident(&t.name),
+            d.list(&t.key),
             d.share_lock()
         );
-        src.rows(&lock, Side::Old).await?;
+        src.rows(&lock, s.from).await?;
         let a = src
-            .query(&d.checksum(&t.name, &s.old_columns, old_range), Side::Old)
+            .query(&d.checksum(&t.name, &s.old_columns, old_range), s.from)
             .await?;
         let b = dst
-            .query(
-                &d.checksum(&s.new_name, &s.new_columns, new_range),
-                Side::New,
-            )
+            .query(&d.checksum(&s.new_name, &s.new_columns, new_range), s.to)
             .await?;
-        let (rows, old_sum) = checksum(&a, Side::Old)?;
-        if (rows, old_sum) == checksum(&b, Side::New)? {
+        let (rows, old_sum) = checksum(&a, s.from)?;
+        if (rows, old_sum) == checksum(&b, s.to)? {
             return Ok((rows, Vec::new()));
         }
         let old_rows = src
             .rows(
                 &d.row_hashes(&t.name, &t.key, &s.old_columns, old_range),
-                Side::Old,
+                s.from,
             )
             .await?;
         let new_rows = dst
             .rows(
                 &d.row_hashes(&s.new_name, &s.new_key, &s.new_columns, new_range),
-                Side::New,
+                s.to,
             )
             .await?;
         Ok((rows, differences(t.key.len(), &old_rows, &new_rows)))
     }
     .await;
-    let _ = src.rows("COMMIT", Side::Old).await;
+    let _ = src.rows("COMMIT", s.from).await;
     result
 }
 
@@ -391,8 +446,8 @@ fn differences(key_len: usize, old: &Rows, new: &Rows) -> Vec<(Vec<Option<String
     out
 }
 
-/// Copies the differing rows again from old under a env lock; a row old
-/// no longer has is deleted on new. The rows fixed.
+/// Copies the differing rows again from the authority under a lock there;
+/// a row it no longer has is deleted on the mirror. The rows fixed.
 #[allow(clippy::too_many_arguments)]
 async fn repair_rows(
     env: &Arc<dyn Env>,
@@ -404,11 +459,12 @@ async fn repair_rows(
     rows: &[(Vec<Option<String>>, Difference)],
 ) -> Result<u64, String> {
     let keys: Vec<Vec<Option<String>>> = rows.iter().map(|(k, _)| k.clone()).collect();
-    src.rows("BEGIN", Side::Old).await?;
+    src.rows("BEGIN", s.from).await?;
     let result = async {
-        let current = src.rows(&d.rows_by_key(t, &keys), Side::Old).await?;
+        src.rows(d.short_lock_wait(), s.from).await?;
+        let current = src.rows(&d.rows_by_key(t, &keys), s.from).await?;
         if !current.is_empty() {
-            super::upsert(env, d, t, &current, dst).await?;
+            super::upsert(env, d, t, &current, dst, s.to).await?;
         }
         let key_at: Vec<usize> = t
             .key
@@ -430,7 +486,7 @@ async fn repair_rows(
             .cloned()
             .collect();
         if !gone.is_empty() {
-            dst.rows(&d.delete_keys(&s.new_name, &s.new_key, &gone), Side::New)
+            dst.rows(&d.delete_keys(&s.new_name, &s.new_key, &gone), s.to)
                 .await?;
         }
         Ok::<u64, String>(keys.len() as u64)
@@ -438,12 +494,12 @@ async fn repair_rows(
     .await;
     match result {
         Ok(n) => {
-            src.rows("COMMIT", Side::Old).await?;
-            info!(table = %t.name, rows = n, "verify repaired rows from old");
+            src.rows("COMMIT", s.from).await?;
+            info!(table = %t.name, rows = n, from = %s.from, to = %s.to, "verify repaired rows");
             Ok(n)
         }
         Err(e) => {
-            let _ = src.rows("ROLLBACK", Side::Old).await;
+            let _ = src.rows("ROLLBACK", s.from).await;
             Err(e)
         }
     }

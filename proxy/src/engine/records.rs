@@ -89,10 +89,15 @@ impl Records {
         self.divergences.load(Ordering::Relaxed)
     }
 
-    /// Divergences recorded against `side`: every record of the durable
-    /// log (it outlives restarts) when there is one, else those since start.
-    pub fn recorded_against(&self, side: Side) -> u64 {
-        let in_memory = self.by_side[usize::from(side == Side::New)].load(Ordering::Relaxed);
+    /// Divergences recorded against `side` (after `since`, an RFC 3339
+    /// time, when given): from the durable log (it outlives restarts) when
+    /// there is one, else those since start.
+    pub fn recorded_against(&self, side: Side, since: Option<&str>) -> u64 {
+        let in_memory = match since {
+            // The counters do not keep times: what a verify repaired counts.
+            Some(_) => 0,
+            None => self.by_side[usize::from(side == Side::New)].load(Ordering::Relaxed),
+        };
         let Some(log) = &self.log else {
             return in_memory;
         };
@@ -101,6 +106,7 @@ impl Records {
                 .lines()
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
                 .filter(|v| v["side"] == side.name())
+                .filter(|v| since.is_none_or(|t| v["at"].as_str().is_some_and(|at| at > t)))
                 .count() as u64,
             Err(e) => {
                 error!(error = %e, "the divergence log could not be read; counting the records since start");
