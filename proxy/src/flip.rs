@@ -58,28 +58,34 @@ pub async fn run(
     result
 }
 
-/// What stands in the way of `change` besides the guards' figures: rows
-/// that predate mirroring must be on new, and proven so, before reads go
-/// there (`backfill.required`; --force overrides).
+/// What stands in the way of `change` besides the guards' figures (each
+/// overridden by --force, and audited so): the side a change makes the
+/// authority must not lack writes it missed as the mirror; rows that
+/// predate mirroring must be on new, and proven so, before reads go there
+/// (`backfill.required`).
 pub fn blockers(shared: &Shared, change: Change) -> Vec<String> {
     let mut out = Vec::new();
-    if change == Change::Rollback {
-        // Rolling writes back makes old the authority: writes it missed
-        // while new was would be gone from the application's view, and a
-        // later verify --repair (old to new) would delete them from new.
-        let phase = shared.coord.routing.snapshot().phase;
-        if phase.mirror() == Some(Side::Old) {
-            // A verify that left old equal to new (repairing it) covers
-            // what was recorded before it started.
-            let since = shared.backfill.verify.clean_since(Side::Old);
-            let missed = shared.records.recorded_against(Side::Old, since.as_deref());
-            if missed > 0 {
-                out.push(format!(
-                    "old missed {missed} write(s) while new was the authority (the divergence log's records with side old): as the authority again it would serve without them: `verify start --repair` copies them from new, and once a verify finds the sides equal the rollback goes"
-                ));
-            }
+    let phase = shared.coord.routing.snapshot().phase;
+    // A writes flip makes new the authority, its rollback old: as the
+    // authority, a side lacking writes acknowledged to clients would serve
+    // without them, and a later verify --repair (from it) would delete
+    // them from the other side too.
+    let promoted = match change {
+        Change::FlipWrites => Some(Side::New),
+        Change::Rollback if phase.mirror() == Some(Side::Old) => Some(Side::Old),
+        _ => None,
+    };
+    if let Some(side) = promoted {
+        // A verify that left the side equal to the authority (repairing
+        // it) covers what was recorded before it started.
+        let since = shared.backfill.verify.clean_since(side);
+        let missed = shared.records.recorded_against(side, since.as_deref());
+        if missed > 0 {
+            out.push(format!(
+                "{side} missed {missed} write(s) as the mirror (the divergence log's records with side {side}, since the last verify that left it equal): as the authority it would serve without them; `verify start --repair` copies them from {}",
+                side.other()
+            ));
         }
-        return out;
     }
     if change != Change::FlipReads || !shared.backfill.required {
         return out;

@@ -99,8 +99,21 @@ pub fn check(
         }
     }
 
-    // The invariants, on the final authority.
+    // The invariants, on the final authority. A side that missed writes
+    // as the mirror is made the authority only by --force overriding that
+    // refusal (audited): what it lacks then was the operator's choice.
+    let audit = std::fs::read_to_string(c.dir.path().join("audit.jsonl")).unwrap_or_default();
+    let forced = audit
+        .lines()
+        .find(|l| l.contains("--force (overriding:") && l.contains("missed"));
     match rt.block_on(authority_invariants(c, authority, h)) {
+        Ok(f) if !f.is_empty() && forced.is_some() => {
+            println!(
+                "chaos: the authority lacks writes, as a forced change accepted ({}): {}",
+                forced.unwrap_or_default(),
+                f.join("; ")
+            );
+        }
         Ok(mut f) => findings.append(&mut f),
         Err(e) => findings.push(format!("reading the authority: {e}")),
     }
