@@ -243,6 +243,32 @@ fn turnout_restarted_while_the_mirror_is_down_serves_and_records() {
 }
 
 #[test]
+fn a_read_on_a_mirror_connection_cut_unnoticed_is_served_by_the_authority() {
+    // Found by a chaos schedule: new's connections were cut while a session
+    // only read; after the reads flip its first read failed on the dead
+    // connection with nothing sent yet. The authority serves it instead.
+    let mut s = setup();
+    let relay = through_relay(&mut s, "new");
+    block_on(async {
+        let c = pg_client(&s.app_url()).await;
+        let count = "SELECT count(*) FROM ledger";
+        c.query_one(count, &[]).await.unwrap();
+        println!(
+            "injected: every connection to new cut (FIN): {}",
+            relay.cut()
+        );
+        s.ctl_ok(&["flip", "reads"]);
+        c.query_one(count, &[])
+            .await
+            .expect("the first read after the flip");
+        // The next one reaches new again.
+        c.query_one(count, &[]).await.expect("the next read");
+    });
+    let log = s.proxy.log_text();
+    assert!(log.contains("read served by the authority"), "{log}");
+}
+
+#[test]
 fn stopping_says_how_in_its_exit_code() {
     let mut s = setup();
     // SIGINT with nothing open: 130.

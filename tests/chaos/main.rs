@@ -60,6 +60,12 @@ const REGRESSIONS: &[(Engine, u64, u64, &str)] = &[
     ),
     (
         Engine::Postgres,
+        106,
+        15,
+        "the first read after a reads flip failed on a mirror connection cut unnoticed",
+    ),
+    (
+        Engine::Postgres,
         105,
         20,
         "a forced writes flip made new the authority without writes it missed, unsaid",

@@ -146,15 +146,27 @@ impl MirrorSession<'_> {
             return self.read_fallback(to_auth, &e).await;
         }
         self.answered_by = self.mirror_side;
+        // Whether any of the answer went to the client.
+        let mut answered = false;
         loop {
             let read = match self.mirror.as_mut() {
                 Some(m) => m.read().await,
                 None => Err(FramedError::Closed),
             };
             let f = match read {
+                // A connection that died unnoticed (cut while the session
+                // did not use it) fails at its first answer: nothing went
+                // out, so the authority serves the read, as when the send
+                // fails.
+                Err(e) if !answered => {
+                    self.mirror = None;
+                    self.read_target_failed();
+                    self.answered_by = self.auth_side();
+                    return self.read_fallback(to_auth, &e.to_string()).await;
+                }
                 Ok(f) => f,
                 Err(e) => {
-                    // Rows may have gone out already: the read fails, clearly.
+                    // Rows have gone out already: the read fails, clearly.
                     self.mirror = None;
                     self.read_target_failed();
                     let msg = format!(
@@ -169,6 +181,7 @@ impl MirrorSession<'_> {
             if f.tag == b'1' && added.pop_front() == Some(true) {
                 continue;
             }
+            answered = true;
             capture.see(&f, max);
             self.check_unmirrored(&f, self.mirror_side, false);
             if f.tag == b'E' {
