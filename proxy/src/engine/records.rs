@@ -7,7 +7,7 @@
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tracing::{error, warn};
-use turnout_control::divergence::{Divergence, DivergenceLog};
+use turnout_control::divergence::{Divergence, DivergenceKind, DivergenceLog};
 use turnout_control::Side;
 
 pub struct Records {
@@ -20,8 +20,8 @@ pub struct Records {
     pub divergent_tables: DashMap<String, u64>,
     divergences: AtomicU64,
     mirror_errors: AtomicU64,
-    /// Divergences recorded since start, by the side that may differ (old,
-    /// new).
+    /// Writes missed since start ([`missed`]), by the side that missed
+    /// them (old, new).
     by_side: [AtomicU64; 2],
 }
 
@@ -52,8 +52,10 @@ impl Records {
     pub fn divergence(&self, mut d: Divergence) {
         d.detail = self.loggable(&d.detail);
         self.divergences.fetch_add(1, Ordering::Relaxed);
-        let side = usize::from(d.side == Side::New.name());
-        self.by_side[side].fetch_add(1, Ordering::Relaxed);
+        if missed(d.kind) {
+            let side = usize::from(d.side == Side::New.name());
+            self.by_side[side].fetch_add(1, Ordering::Relaxed);
+        }
         metrics::counter!("turnout_divergence_records_total", "kind" => d.kind.name()).increment(1);
         if let Some(t) = &d.table {
             *self.divergent_tables.entry(t.clone()).or_insert(0) += 1;
@@ -89,10 +91,10 @@ impl Records {
         self.divergences.load(Ordering::Relaxed)
     }
 
-    /// Divergences recorded against `side` (after `since`, an RFC 3339
-    /// time, when given): from the durable log (it outlives restarts) when
-    /// there is one, else those since start.
-    pub fn recorded_against(&self, side: Side, since: Option<&str>) -> u64 {
+    /// Writes `side` missed as the mirror ([`missed`]; after `since`, an
+    /// RFC 3339 time, when given): from the durable log (it outlives
+    /// restarts) when there is one, else those since start.
+    pub fn missed_by(&self, side: Side, since: Option<&str>) -> u64 {
         let in_memory = match since {
             // The counters do not keep times: what a verify repaired counts.
             Some(_) => 0,
@@ -106,6 +108,9 @@ impl Records {
                 .lines()
                 .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
                 .filter(|v| v["side"] == side.name())
+                .filter(|v| {
+                    serde_json::from_value::<DivergenceKind>(v["kind"].clone()).is_ok_and(missed)
+                })
                 .filter(|v| since.is_none_or(|t| v["at"].as_str().is_some_and(|at| at > t)))
                 .count() as u64,
             Err(e) => {
@@ -119,4 +124,17 @@ impl Records {
     pub fn mirror_error_count(&self) -> u64 {
         self.mirror_errors.load(Ordering::Relaxed)
     }
+}
+
+/// A record of a write the side lacks or holds otherwise than the authority
+/// (not one it applied in a way that may differ, `unsafe_statement`, nor
+/// one it holds that the authority lost, `authority_commit_failed`).
+pub fn missed(kind: DivergenceKind) -> bool {
+    matches!(
+        kind,
+        DivergenceKind::MirrorError
+            | DivergenceKind::AsyncOverflow
+            | DivergenceKind::UnmirroredWrite
+            | DivergenceKind::RowCountMismatch
+    )
 }

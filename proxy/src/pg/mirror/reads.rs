@@ -164,6 +164,26 @@ impl MirrorSession<'_> {
                     self.answered_by = self.auth_side();
                     return self.read_fallback(to_auth, &e.to_string()).await;
                 }
+                // A notice before the answer is not part of it; the one a
+                // server sends as it shuts down (left unread on an idle
+                // connection) is not the client's at all.
+                Ok(f) if !answered && f.tag == b'N' => {
+                    if !ends_connection(f.body()) {
+                        self.queue(&f.raw);
+                    }
+                    continue;
+                }
+                // As when the connection is found closed: the error a server
+                // sent as it went down.
+                Ok(f) if !answered && f.tag == b'E' && ends_connection(f.body()) => {
+                    let why = codec::error_fields(f.body())
+                        .remove(&b'M')
+                        .unwrap_or_default();
+                    self.mirror = None;
+                    self.read_target_failed();
+                    self.answered_by = self.auth_side();
+                    return self.read_fallback(to_auth, &why).await;
+                }
                 Ok(f) => f,
                 Err(e) => {
                     // Rows have gone out already: the read fails, clearly.
@@ -292,4 +312,15 @@ impl MirrorSession<'_> {
             (route == Route::Authority && !class.ruled_to_one_side() && mirrored_phase)
                 .then(|| raw.clone());
     }
+}
+
+/// An ErrorResponse or NoticeResponse the server sends as it closes the
+/// connection: FATAL or PANIC, or a shutdown's (SQLSTATE class 57P: admin or
+/// crash shutdown, which PostgreSQL's immediate shutdown sends as a
+/// WARNING).
+fn ends_connection(body: &[u8]) -> bool {
+    let fields = codec::error_fields(body);
+    let severity = fields.get(&b'V').or_else(|| fields.get(&b'S'));
+    severity.is_some_and(|s| s == "FATAL" || s == "PANIC")
+        || fields.get(&b'C').is_some_and(|c| c.starts_with("57P"))
 }
