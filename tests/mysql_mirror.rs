@@ -799,15 +799,12 @@ fn async_mode_does_not_wait_for_a_stalled_new_and_records_what_overflows() {
 fn async_mode_flips_writes_with_the_queue_drained_and_mirrors_back_to_old() {
     let s = MySetup::start_mirror("mirror", "mode = \"async\"\nasync_queue = 10000", "");
     s.sql_ok("CREATE TABLE ids (id INT AUTO_INCREMENT PRIMARY KEY, v INT, at DATETIME(6))");
-    let url = format!("mysql://app:{MY_PASSWORD}@127.0.0.1:{}/app", s.proxy.port);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         use mysql_async::prelude::*;
         // One session across both flips, with a prepared insert: its
         // statement moves with the connections.
-        let mut c = mysql_async::Conn::new(mysql_async::Opts::from_url(url.as_str()).unwrap())
-            .await
-            .unwrap();
+        let mut c = s.connect().await;
         let insert = c
             .prep("INSERT INTO ids (v, at) VALUES (?, NOW(6))")
             .await
@@ -847,13 +844,10 @@ fn a_session_that_only_read_while_the_mirror_restarted_survives_the_rollback_of_
     // session's next command failed on the dead connection.
     let mut s = MySetup::start("mirror", "");
     s.sql_ok("CREATE TABLE notes (id INT PRIMARY KEY, body VARCHAR(20))");
-    let url = format!("mysql://app:{MY_PASSWORD}@127.0.0.1:{}/app", s.proxy.port);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         use mysql_async::prelude::*;
-        let mut c = mysql_async::Conn::new(mysql_async::Opts::from_url(url.as_str()).unwrap())
-            .await
-            .unwrap();
+        let mut c = s.connect().await;
         let count = "SELECT COUNT(*) FROM notes";
         c.query_drop(count).await.unwrap();
         s.ctl_ok(&["flip", "reads"]);

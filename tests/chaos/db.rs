@@ -79,17 +79,12 @@ impl Db {
         let run = async {
             match self {
                 Db::Pg(c) => {
-                    let p: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-                        .iter()
-                        .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
-                        .collect();
+                    let p = pg_params(params);
                     c.execute(sql, &p).await.map_err(|e| full(&e))
                 }
                 Db::My(c) => {
                     use mysql_async::prelude::Queryable;
-                    let values: Vec<mysql_async::Value> =
-                        params.iter().map(|v| (*v).into()).collect();
-                    c.exec_drop(my_sql(sql), mysql_async::Params::Positional(values))
+                    c.exec_drop(my_sql(sql), my_params(params))
                         .await
                         .map_err(|e| e.to_string())?;
                     Ok(c.affected_rows())
@@ -108,10 +103,7 @@ impl Db {
         let run = async {
             match self {
                 Db::Pg(c) => {
-                    let p: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-                        .iter()
-                        .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
-                        .collect();
+                    let p = pg_params(params);
                     let rows = c.query(sql, &p).await.map_err(|e| full(&e))?;
                     rows.iter()
                         .map(|r| {
@@ -123,10 +115,8 @@ impl Db {
                 }
                 Db::My(c) => {
                     use mysql_async::prelude::Queryable;
-                    let values: Vec<mysql_async::Value> =
-                        params.iter().map(|v| (*v).into()).collect();
                     let rows: Vec<mysql_async::Row> = c
-                        .exec(my_sql(sql), mysql_async::Params::Positional(values))
+                        .exec(my_sql(sql), my_params(params))
                         .await
                         .map_err(|e| e.to_string())?;
                     rows.into_iter()
@@ -169,6 +159,19 @@ impl Db {
         };
         limited(run).await
     }
+}
+
+/// The values bound, as tokio-postgres takes them.
+fn pg_params(params: &[i64]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
+}
+
+/// The values bound, as mysql_async takes them.
+fn my_params(params: &[i64]) -> mysql_async::Params {
+    mysql_async::Params::Positional(params.iter().map(|v| (*v).into()).collect())
 }
 
 async fn limited<T>(f: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {

@@ -194,6 +194,18 @@ level = "debug"
         }
     }
 
+    /// A mysql_async connection through turnout as `app`.
+    pub async fn connect(&self) -> mysql_async::Conn {
+        let url = format!(
+            "mysql://app:{MY_PASSWORD}@127.0.0.1:{}/app",
+            self.proxy.port
+        );
+        let opts = mysql_async::Opts::from_url(&url).expect("a MySQL URL");
+        mysql_async::Conn::new(opts)
+            .await
+            .expect("connect through turnout with mysql_async")
+    }
+
     /// Runs `sql` with the `mariadb` client through turnout as `user`.
     pub fn mariadb(&self, user: &str, password: &str, sql: &str, extra: &[&str]) -> Output {
         Command::new("mariadb")
