@@ -79,7 +79,7 @@ pub fn blockers(shared: &Shared, change: Change) -> Vec<String> {
         // A verify that left the side equal to the authority (repairing
         // it) covers what was recorded before it started.
         let since = shared.backfill.verify.clean_since(side);
-        let missed = shared.records.missed_by(side, since.as_deref());
+        let missed = shared.records.missed_by(side, since.as_ref());
         if missed > 0 {
             out.push(format!(
                 "{side} missed {missed} write(s) as the mirror (divergence records with side {side} of writes it lacks, since the last verify that left it equal): as the authority it would serve without them; `verify start --repair` copies them from {}",

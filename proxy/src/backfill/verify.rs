@@ -11,6 +11,7 @@
 use super::sql::{Conn, Dialect, Rows, TableShape};
 use super::{Env, JobError};
 use crate::backend::rows::{RowError, Rows as Named};
+use crate::engine::records::Horizon;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -48,12 +49,13 @@ struct State {
     /// The last finished run over every table found no difference (or
     /// repaired every one).
     last_clean: bool,
-    /// When the running verify started (RFC 3339).
-    started_at: String,
+    /// The side the running verify compares (the mirror), and where it
+    /// stood when the run started.
+    started: Option<(Side, Horizon)>,
     /// The mirror a run over every table last left equal to the authority,
-    /// and when that run started: what was recorded against that side
-    /// before then is repaired.
-    clean_since: Option<(Side, String)>,
+    /// and where it stood when that run started: what was recorded against
+    /// that side before then is repaired.
+    clean_since: Option<(Side, Horizon)>,
 }
 
 /// The verify's progress and last report; one per listener.
@@ -65,11 +67,11 @@ impl Verify {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// When the last verify of every table that left `side` (as the
-    /// mirror) equal to the authority started.
-    pub fn clean_since(&self, side: Side) -> Option<String> {
+    /// Where `side` stood when the last verify of every table that left
+    /// it (as the mirror) equal to the authority started.
+    pub fn clean_since(&self, side: Side) -> Option<Horizon> {
         match &self.lock().clean_since {
-            Some((s, at)) if *s == side => Some(at.clone()),
+            Some((s, h)) if *s == side => Some(h.clone()),
             _ => None,
         }
     }
@@ -86,7 +88,11 @@ impl Verify {
         only: Option<String>,
         repair: bool,
     ) -> Result<String, JobError> {
-        super::verify_direction(env)?;
+        let (_, to) = super::verify_direction(env)?;
+        let horizon = Horizon {
+            at: turnout_control::readdiff::now_rfc3339(),
+            missed: env.records().missed_here(to),
+        };
         {
             let mut s = self.lock();
             if s.state == "running" {
@@ -97,7 +103,7 @@ impl Verify {
                 repair,
                 only: only.clone(),
                 last_clean: s.last_clean,
-                started_at: turnout_control::readdiff::now_rfc3339(),
+                started: Some((to, horizon)),
                 clean_since: s.clean_since.clone(),
                 ..State::default()
             };
@@ -121,8 +127,7 @@ impl Verify {
                         s.last_clean = false;
                     }
                     if s.last_clean && only.is_none() {
-                        let mirror = env.phase().mirror();
-                        s.clean_since = mirror.map(|m| (m, s.started_at.clone()));
+                        s.clean_since = s.started.clone();
                     } else if differences > 0 {
                         s.clean_since = None;
                     }

@@ -23,6 +23,21 @@ pub struct Records {
     /// Writes missed since start ([`missed`]), by the side that missed
     /// them (old, new).
     by_side: [AtomicU64; 2],
+    /// The last count read from the durable log (`status` asks often; the
+    /// log only grows).
+    scanned: std::sync::Mutex<Option<Scanned>>,
+}
+
+/// A count of missed writes read from the durable log: the log's length
+/// then, the side, the horizon's time, and the count.
+type Scanned = (u64, Side, Option<String>, u64);
+
+/// Where a verify left a side equal to the authority: when its run started
+/// and how many writes the side had missed in this process by then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Horizon {
+    pub at: String,
+    pub missed: u64,
 }
 
 impl Records {
@@ -34,6 +49,7 @@ impl Records {
             divergences: AtomicU64::new(0),
             mirror_errors: AtomicU64::new(0),
             by_side: [AtomicU64::new(0), AtomicU64::new(0)],
+            scanned: std::sync::Mutex::new(None),
         }
     }
 
@@ -91,33 +107,44 @@ impl Records {
         self.divergences.load(Ordering::Relaxed)
     }
 
-    /// Writes `side` missed as the mirror ([`missed`]; after `since`, an
-    /// RFC 3339 time, when given): from the durable log (it outlives
-    /// restarts) when there is one, else those since start.
-    pub fn missed_by(&self, side: Side, since: Option<&str>) -> u64 {
-        let in_memory = match since {
-            // The counters do not keep times: what a verify repaired counts.
-            Some(_) => 0,
-            None => self.by_side[usize::from(side == Side::New)].load(Ordering::Relaxed),
-        };
+    /// Writes `side` missed as the mirror in this process ([`missed`]).
+    pub fn missed_here(&self, side: Side) -> u64 {
+        self.by_side[usize::from(side == Side::New)].load(Ordering::Relaxed)
+    }
+
+    /// Writes `side` missed as the mirror ([`missed`]), after `since` when
+    /// given: from the durable log (it outlives restarts) when there is
+    /// one, else in this process.
+    pub fn missed_by(&self, side: Side, since: Option<&Horizon>) -> u64 {
+        let here = self.missed_here(side);
         let Some(log) = &self.log else {
-            return in_memory;
+            return here.saturating_sub(since.map_or(0, |h| h.missed));
         };
-        match std::fs::read_to_string(log.path()) {
-            Ok(text) => text
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .filter(|v| v["side"] == side.name())
-                .filter(|v| {
-                    serde_json::from_value::<DivergenceKind>(v["kind"].clone()).is_ok_and(missed)
-                })
-                .filter(|v| since.is_none_or(|t| v["at"].as_str().is_some_and(|at| at > t)))
-                .count() as u64,
-            Err(e) => {
-                error!(error = %e, "the divergence log could not be read; counting the records since start");
-                in_memory
+        let at = since.map(|h| h.at.clone());
+        let len = std::fs::metadata(log.path()).map(|m| m.len()).ok();
+        let mut cache = self.scanned.lock().unwrap_or_else(|p| p.into_inner());
+        if let (Some(len), Some((l, s, a, n))) = (len, cache.as_ref()) {
+            if *l == len && *s == side && *a == at {
+                return *n;
             }
         }
+        let text = match std::fs::read_to_string(log.path()) {
+            Ok(t) => t,
+            Err(e) => {
+                error!(error = %e, "the divergence log could not be read; counting this process's records");
+                return here.saturating_sub(since.map_or(0, |h| h.missed));
+            }
+        };
+        let needle = format!("\"side\":\"{side}\"");
+        let n = text
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .filter_map(|l| serde_json::from_str::<Divergence>(l).ok())
+            .filter(|d| missed(d.kind))
+            .filter(|d| at.as_deref().is_none_or(|t| d.at.as_str() > t))
+            .count() as u64;
+        *cache = Some((text.len() as u64, side, at, n));
+        n
     }
 
     /// Mirror failures since start.
@@ -137,4 +164,62 @@ pub fn missed(kind: DivergenceKind) -> bool {
             | DivergenceKind::UnmirroredWrite
             | DivergenceKind::RowCountMismatch
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Horizon, Records};
+    use turnout_control::divergence::{Divergence, DivergenceKind, DivergenceLog};
+    use turnout_control::Side;
+
+    fn record(r: &Records, kind: DivergenceKind, side: Side) {
+        r.divergence(Divergence::new(
+            kind,
+            side,
+            "insert into t values (?)",
+            "test",
+        ));
+    }
+
+    #[test]
+    fn missed_writes_count_by_side_kind_and_horizon_in_the_log_and_in_memory() {
+        let dir = std::env::temp_dir().join(format!("turnout-records-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let logged = Records::new(
+            Some(DivergenceLog::open(&dir.join("d.jsonl")).unwrap()),
+            false,
+        );
+        let memory = Records::new(None, false);
+        for r in [&logged, &memory] {
+            record(r, DivergenceKind::MirrorError, Side::New);
+            record(r, DivergenceKind::RowCountMismatch, Side::New);
+            // Applied (maybe otherwise): not a missed write.
+            record(r, DivergenceKind::UnsafeStatement, Side::New);
+            record(r, DivergenceKind::AsyncOverflow, Side::Old);
+            assert_eq!(r.missed_by(Side::New, None), 2);
+            assert_eq!(r.missed_by(Side::Old, None), 1);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let horizon = Horizon {
+            at: turnout_control::readdiff::now_rfc3339(),
+            missed: memory.missed_here(Side::New),
+        };
+        for r in [&logged, &memory] {
+            assert_eq!(r.missed_by(Side::New, Some(&horizon)), 0);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        for r in [&logged, &memory] {
+            record(r, DivergenceKind::MirrorError, Side::New);
+            assert_eq!(r.missed_by(Side::New, Some(&horizon)), 1);
+            assert_eq!(r.missed_by(Side::New, None), 3);
+        }
+        // The log outlives the process: a new one counts what it holds.
+        let reopened = Records::new(
+            Some(DivergenceLog::open(&dir.join("d.jsonl")).unwrap()),
+            false,
+        );
+        assert_eq!(reopened.missed_by(Side::New, None), 3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
