@@ -214,8 +214,36 @@ impl PgInstance {
     }
 
     /// Stops the server at once, as a crash would (`pg_ctl stop -m immediate`).
+    /// A backend blocked writing to a client that reads nothing (a stalled
+    /// relay) does not act on the immediate shutdown: when pg_ctl gives up,
+    /// the postmaster's children and then the postmaster get SIGKILL.
     pub fn kill(&mut self) -> Result<(), InstanceError> {
-        self.stop_with("immediate")
+        match self.stop_with("immediate") {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let pid = std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
+                    .ok()
+                    .and_then(|t| t.lines().next().map(|l| l.trim().to_string()))
+                    .filter(|p| !p.is_empty());
+                let Some(pid) = pid else { return Err(e) };
+                let _ = Command::new("pkill").args(["-KILL", "-P", &pid]).status();
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+                // Until the postmaster is gone.
+                for _ in 0..100 {
+                    let alive = Command::new("kill")
+                        .args(["-0", &pid])
+                        .stderr(std::process::Stdio::null())
+                        .status()
+                        .is_ok_and(|s| s.success());
+                    if !alive {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                self.running = false;
+                Ok(())
+            }
+        }
     }
 
     /// Stops the server cleanly.
