@@ -422,11 +422,40 @@ impl MyMirror<'_> {
 }
 
 /// An INSERT or REPLACE with a RETURNING clause (MariaDB): its answer is a
-/// result set, which carries no generated id.
+/// result set, which carries no generated id. On every write, so it looks
+/// without allocating.
 fn inserts_returning(sql: &str) -> bool {
-    let upper = sql.trim_start().to_ascii_uppercase();
-    (upper.starts_with("INSERT") || upper.starts_with("REPLACE"))
-        && upper
-            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-            .any(|w| w == "RETURNING")
+    let text = sql.trim_start().as_bytes();
+    let starts = |w: &[u8]| {
+        text.get(..w.len())
+            .is_some_and(|t| t.eq_ignore_ascii_case(w))
+    };
+    if !starts(b"INSERT") && !starts(b"REPLACE") {
+        return false;
+    }
+    let word = |b: Option<&u8>| b.is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_');
+    text.windows(9).enumerate().any(|(i, w)| {
+        w.eq_ignore_ascii_case(b"RETURNING")
+            && !word(i.checked_sub(1).and_then(|j| text.get(j)))
+            && !word(text.get(i + 9))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn inserts_returning_is_told_by_its_words() {
+        for (sql, says) in [
+            ("INSERT INTO t (a) VALUES (1) RETURNING id", true),
+            ("  insert into t values (1)\nreturning *", true),
+            ("REPLACE INTO t VALUES (1) RETURNING id", true),
+            ("INSERT INTO returning_log VALUES (1)", false),
+            ("INSERT INTO t (not_returning) VALUES (1)", false),
+            ("UPDATE t SET a = 1 RETURNING id", false),
+            ("DELETE FROM t RETURNING id", false),
+            ("INSERT", false),
+        ] {
+            assert_eq!(super::inserts_returning(sql), says, "{sql}");
+        }
+    }
 }
