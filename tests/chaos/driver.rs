@@ -220,33 +220,23 @@ fn play(c: &mut Cluster, events: &[Event], run: &workload::Run) -> Played {
                     Action::BackfillPause => ctl(c, &["backfill", "pause"]),
                     Action::BackfillResume => ctl(c, &["backfill", "resume"]),
                     Action::Verify => ctl(c, &["verify", "start"]),
-                    Action::MirrorDelay(ms) => {
+                    Action::MirrorDelay(_) | Action::MirrorStall => {
                         let w = window(Some(mirror), true);
                         open.insert(e.id, (mirror, Some(w)));
-                        c.relays[mirror].set(Fault::Delay(Duration::from_millis(ms)));
+                        c.relays[mirror].set(match action {
+                            Action::MirrorDelay(ms) => Fault::Delay(Duration::from_millis(ms)),
+                            _ => Fault::Stall,
+                        });
                         format!("on {}", side_name(mirror))
                     }
-                    Action::MirrorStall => {
-                        let w = window(Some(mirror), true);
-                        open.insert(e.id, (mirror, Some(w)));
-                        c.relays[mirror].set(Fault::Stall);
-                        format!("on {}", side_name(mirror))
-                    }
-                    Action::MirrorCut => {
+                    Action::MirrorCut | Action::MirrorReset => {
                         window(Some(mirror), false);
-                        format!(
-                            "{} connections to {}",
-                            c.relays[mirror].cut(),
-                            side_name(mirror)
-                        )
-                    }
-                    Action::MirrorReset => {
-                        window(Some(mirror), false);
-                        format!(
-                            "{} connections to {}",
-                            c.relays[mirror].reset(),
-                            side_name(mirror)
-                        )
+                        let relay = &c.relays[mirror];
+                        let n = match action {
+                            Action::MirrorCut => relay.cut(),
+                            _ => relay.reset(),
+                        };
+                        format!("{n} connections to {}", side_name(mirror))
                     }
                     Action::MirrorKill | Action::AuthorityKill => {
                         let side = if action == Action::MirrorKill {

@@ -468,6 +468,28 @@ mod tests {
         }
     }
 
+    impl Setup {
+        /// `work` pushed as a session would: `fresh` between transactions,
+        /// `in_transaction` inside one.
+        async fn push(&mut self, work: &str, fresh: bool, in_transaction: bool) -> Pushed {
+            self.queue
+                .push(
+                    work.into(),
+                    &self.class,
+                    fresh,
+                    in_transaction,
+                    &self.replay,
+                )
+                .await
+        }
+
+        /// What the fake mirror applied, after the settings replayed on its
+        /// first connection.
+        fn applied(&self) -> Vec<String> {
+            self.log.lock().unwrap().iter().skip(1).cloned().collect()
+        }
+    }
+
     async fn settled(s: &Setup) {
         for _ in 0..1000 {
             if s.stats.pending() == 0 {
@@ -482,10 +504,7 @@ mod tests {
     async fn work_is_applied_in_order_on_a_connection_with_the_settings_replayed() {
         let mut s = setup(10, true);
         for (i, w) in ["BEGIN", "a", "b", "COMMIT"].iter().enumerate() {
-            let pushed = s
-                .queue
-                .push(w.to_string(), &s.class, i == 0, i < 3, &s.replay)
-                .await;
+            let pushed = s.push(w, i == 0, i < 3).await;
             assert_eq!(pushed, Pushed::Queued);
         }
         let answer = s.queue.ask("read".into(), &s.class, true, &s.replay).await;
@@ -514,19 +533,11 @@ mod tests {
     #[tokio::test]
     async fn a_failure_on_the_mirror_is_recorded_and_the_next_transaction_reconnects() {
         let mut s = setup(10, true);
-        s.queue
-            .push("bad one".into(), &s.class, true, false, &s.replay)
-            .await;
-        s.queue
-            .push("drop".into(), &s.class, true, false, &s.replay)
-            .await;
+        s.push("bad one", true, false).await;
+        s.push("drop", true, false).await;
         // Inside a transaction a lost connection is not replaced.
-        s.queue
-            .push("mid".into(), &s.class, false, true, &s.replay)
-            .await;
-        s.queue
-            .push("next".into(), &s.class, true, false, &s.replay)
-            .await;
+        s.push("mid", false, true).await;
+        s.push("next", true, false).await;
         settled(&s).await;
         assert_eq!(
             s.records.divergence_count(),
@@ -543,109 +554,52 @@ mod tests {
     #[tokio::test]
     async fn an_overflow_voids_the_rest_of_its_transaction_and_rolls_the_mirror_back() {
         let mut s = setup(2, false);
-        let r = &s.replay.clone();
-        let c = &s.class.clone();
-        assert_eq!(
-            s.queue.push("BEGIN".into(), c, true, true, r).await,
-            Pushed::Queued
-        );
+        assert_eq!(s.push("BEGIN", true, true).await, Pushed::Queued);
         // The stalled mirror holds BEGIN; two more fill the queue.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(
-            s.queue.push("a".into(), c, false, true, r).await,
-            Pushed::Queued
-        );
-        assert_eq!(
-            s.queue.push("b".into(), c, false, true, r).await,
-            Pushed::Queued
-        );
-        assert_eq!(
-            s.queue.push("c".into(), c, false, true, r).await,
-            Pushed::Overflowed
-        );
-        assert_eq!(
-            s.queue.push("COMMIT".into(), c, false, true, r).await,
-            Pushed::Voided
-        );
+        assert_eq!(s.push("a", false, true).await, Pushed::Queued);
+        assert_eq!(s.push("b", false, true).await, Pushed::Queued);
+        assert_eq!(s.push("c", false, true).await, Pushed::Overflowed);
+        assert_eq!(s.push("COMMIT", false, true).await, Pushed::Voided);
         assert_eq!(s.records.divergence_count(), 2);
         assert_eq!(s.records.mirror_error_count(), 1);
         assert_eq!(s.stats.take_deepest(), 2);
         // The mirror catches up; the next transaction starts with a rollback.
         s.gate.add_permits(1 << 20);
         settled(&s).await;
-        assert_eq!(
-            s.queue.push("next".into(), c, true, false, r).await,
-            Pushed::Queued
-        );
+        assert_eq!(s.push("next", true, false).await, Pushed::Queued);
         settled(&s).await;
-        let log = s.log.lock().unwrap().clone();
-        let applied: Vec<&str> = log.iter().skip(1).map(String::as_str).collect();
-        assert_eq!(applied, ["BEGIN", "a", "b", "ROLLBACK", "next"]);
+        assert_eq!(s.applied(), ["BEGIN", "a", "b", "ROLLBACK", "next"]);
     }
 
     #[tokio::test]
     async fn an_autocommit_overflow_voids_nothing_after_it() {
         let mut s = setup(1, false);
-        let r = &s.replay.clone();
-        let c = &s.class.clone();
-        assert_eq!(
-            s.queue.push("a".into(), c, true, false, r).await,
-            Pushed::Queued
-        );
+        assert_eq!(s.push("a", true, false).await, Pushed::Queued);
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(
-            s.queue.push("b".into(), c, true, false, r).await,
-            Pushed::Queued
-        );
-        assert_eq!(
-            s.queue.push("c".into(), c, true, false, r).await,
-            Pushed::Overflowed
-        );
+        assert_eq!(s.push("b", true, false).await, Pushed::Queued);
+        assert_eq!(s.push("c", true, false).await, Pushed::Overflowed);
         s.gate.add_permits(1 << 20);
         settled(&s).await;
-        assert_eq!(
-            s.queue.push("d".into(), c, true, false, r).await,
-            Pushed::Queued
-        );
+        assert_eq!(s.push("d", true, false).await, Pushed::Queued);
         settled(&s).await;
-        let log = s.log.lock().unwrap().clone();
-        let applied: Vec<&str> = log.iter().skip(1).map(String::as_str).collect();
-        assert_eq!(applied, ["a", "b", "d"]);
+        assert_eq!(s.applied(), ["a", "b", "d"]);
         assert_eq!(s.records.divergence_count(), 1);
     }
 
     #[tokio::test]
     async fn bookkeeping_is_never_voided_by_an_overflow() {
         let mut s = setup(1, false);
-        let r = &s.replay.clone();
-        let c = &s.class.clone();
-        assert_eq!(
-            s.queue.push("BEGIN".into(), c, true, true, r).await,
-            Pushed::Queued
-        );
+        assert_eq!(s.push("BEGIN", true, true).await, Pushed::Queued);
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(
-            s.queue.push("a".into(), c, false, true, r).await,
-            Pushed::Queued
-        );
-        assert_eq!(
-            s.queue.push("b".into(), c, false, true, r).await,
-            Pushed::Overflowed
-        );
+        assert_eq!(s.push("a", false, true).await, Pushed::Queued);
+        assert_eq!(s.push("b", false, true).await, Pushed::Overflowed);
         // The queue is full and the transaction voided: a registration
         // still waits for room and is applied.
         s.gate.add_permits(1 << 20);
-        assert_eq!(
-            s.queue.push("note x".into(), c, false, true, r).await,
-            Pushed::Queued
-        );
-        assert_eq!(
-            s.queue.push("c".into(), c, false, true, r).await,
-            Pushed::Voided
-        );
+        assert_eq!(s.push("note x", false, true).await, Pushed::Queued);
+        assert_eq!(s.push("c", false, true).await, Pushed::Voided);
         settled(&s).await;
-        let log = s.log.lock().unwrap().clone();
-        let applied: Vec<&str> = log.iter().skip(1).map(String::as_str).collect();
-        assert_eq!(applied, ["BEGIN", "a", "note x"]);
+        assert_eq!(s.applied(), ["BEGIN", "a", "note x"]);
     }
 }
