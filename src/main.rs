@@ -473,6 +473,19 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
         }
         None => None,
     };
+    // The mirror's source: the authority's log when it allows it (and the
+    // config does), made ready and its applier started before any client
+    // writes, so nothing committed from here on is missed.
+    if let Some(log) = server.shared().adapter.log() {
+        match log.start(server.shared(), phase, resumed).await {
+            Ok(line) => tracing::info!("{line}"),
+            Err(e) => {
+                eprintln!("turnout: {e}; turnout does not enter {phase} until it can");
+                forget_first_entry(&config, resumed);
+                return ExitCode::from(2);
+            }
+        }
+    }
     // A backfill the last run left running goes on from its checkpoint.
     server
         .shared()

@@ -177,6 +177,17 @@ pub struct Backend {
     /// Pool of connections is per client session; this bounds connect time.
     #[serde(default = "defaults::connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// PostgreSQL log source: the role turnout reads this side's log as
+    /// (REPLICATION, owning the published tables: in practice a superuser)
+    /// and applies the other side's log to it as (setting
+    /// `session_replication_role`, using replication origins). Defaults to
+    /// `user`.
+    #[serde(default)]
+    pub replication_user: Option<String>,
+    /// `replication_user`'s password (defaults to `password` when
+    /// `replication_user` is not set).
+    #[serde(default)]
+    pub replication_password: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -262,6 +273,46 @@ pub struct Mirror {
     /// checks) on the mirror do not fire for mirrored rows.
     #[serde(default)]
     pub replica_role: bool,
+    /// Where the mirror takes the authority's writes from: its own log
+    /// (PostgreSQL logical decoding), the statements (row images), or the
+    /// log when the authority allows it (`auto`).
+    #[serde(default)]
+    pub source: MirrorSource,
+    /// PostgreSQL log source: the name of turnout's replication slot,
+    /// publication and replication origin.
+    #[serde(default = "defaults::slot")]
+    pub slot: String,
+    /// PostgreSQL log source: flips are refused while the authority keeps
+    /// more than this many bytes of log for turnout's slot (an applier
+    /// behind or stopped).
+    #[serde(default = "defaults::max_log_lag_bytes")]
+    pub max_log_lag_bytes: i64,
+}
+
+/// Where the mirror takes the authority's writes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MirrorSource {
+    /// The authority's log when it allows it (PostgreSQL: `wal_level =
+    /// logical`, a replication login, a free slot), else `images`.
+    #[default]
+    Auto,
+    /// The authority's log; turnout does not start without it.
+    Log,
+    /// Each write's statement on the authority: row images (PostgreSQL),
+    /// pinned statements (MySQL).
+    #[serde(alias = "statements")]
+    Images,
+}
+
+impl MirrorSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            MirrorSource::Auto => "auto",
+            MirrorSource::Log => "log",
+            MirrorSource::Images => "images",
+        }
+    }
 }
 
 /// One routing override: statements with this fingerprint get `action`.
@@ -311,6 +362,9 @@ impl Default for Mirror {
             log_statements: false,
             row_images: true,
             replica_role: false,
+            source: MirrorSource::default(),
+            slot: defaults::slot(),
+            max_log_lag_bytes: defaults::max_log_lag_bytes(),
         }
     }
 }
@@ -518,6 +572,12 @@ pub(crate) mod defaults {
     pub fn connect_timeout_ms() -> u64 {
         5_000
     }
+    pub fn slot() -> String {
+        "turnout".into()
+    }
+    pub fn max_log_lag_bytes() -> i64 {
+        1 << 30
+    }
     pub fn async_queue() -> i64 {
         10_000
     }
@@ -569,6 +629,18 @@ pub(crate) mod defaults {
 }
 
 impl Backend {
+    /// The role and password turnout reads this side's log with and
+    /// applies the other side's log with (`replication_user`, else `user`).
+    pub fn replication_login(&self) -> (&str, &Secret) {
+        match &self.replication_user {
+            Some(u) => (
+                u,
+                self.replication_password.as_ref().unwrap_or(&self.password),
+            ),
+            None => (&self.user, &self.password),
+        }
+    }
+
     /// The validated port (validation guarantees the range).
     pub fn port_u16(&self) -> u16 {
         u16::try_from(self.port).unwrap_or(0)

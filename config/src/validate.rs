@@ -1,4 +1,7 @@
-use crate::{AuthMethod, Backend, BackendTlsMode, Config, MirrorErrorPolicy, MirrorMode, Protocol};
+use crate::{
+    AuthMethod, Backend, BackendTlsMode, Config, MirrorErrorPolicy, MirrorMode, MirrorSource,
+    Protocol,
+};
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
@@ -211,6 +214,35 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
             "\"fail\" needs mirror.mode = \"sync\": in async mode the client does not wait for the mirror, so its failures cannot fail the client's statement",
         );
     }
+    let slot = &config.mirror.slot;
+    if slot.is_empty()
+        || slot.len() > 63
+        || !slot
+            .chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_')
+    {
+        c.push(
+            "mirror.slot",
+            format!("expected 1-63 lower-case letters, digits or underscores (a PostgreSQL replication slot name), got {slot:?}"),
+        );
+    }
+    if config.mirror.max_log_lag_bytes <= 0 {
+        c.push("mirror.max_log_lag_bytes", "must be above 0");
+    }
+    if config.mirror.source == MirrorSource::Log {
+        if config.protocol == Protocol::Mysql {
+            c.push(
+                "mirror.source",
+                "\"log\" is not available for protocol = \"mysql\" yet: use \"statements\" (or \"auto\")",
+            );
+        }
+        if config.mirror.on_error == MirrorErrorPolicy::Fail {
+            c.push(
+                "mirror.on_error",
+                "\"fail\" needs mirror.source = \"images\": from the log, a write reaches the mirror after the authority committed it, so a mirror failure can no longer fail it (\"auto\" chooses images under \"fail\")",
+            );
+        }
+    }
     let mut seen = HashSet::new();
     for (i, rule) in config.mirror.rules.iter().enumerate() {
         let key = format!("mirror.rules[{i}].fingerprint");
@@ -383,6 +415,16 @@ fn backend(c: &mut Collector, key: &str, b: &Backend) {
     }
     if b.connect_timeout_ms == 0 {
         c.push(format!("{key}.connect_timeout_ms"), "must be above 0");
+    }
+    match (&b.replication_user, &b.replication_password) {
+        (Some(u), _) if u.is_empty() => {
+            c.push(format!("{key}.replication_user"), "must not be empty")
+        }
+        (None, Some(_)) => c.push(
+            format!("{key}.replication_password"),
+            "is only used with replication_user, which is not set",
+        ),
+        _ => {}
     }
     if b.host.starts_with('/') && b.tls != BackendTlsMode::Disable {
         c.push(

@@ -16,6 +16,9 @@ pub struct PgOptions {
     /// How the server authenticates TCP clients: `scram-sha-256`, `md5` or
     /// `trust`. Under `md5`, passwords are also stored as md5 hashes.
     pub auth: &'static str,
+    /// `wal_level = logical` (with slots and WAL senders to spare): the
+    /// server's log can feed a mirror.
+    pub logical: bool,
 }
 
 impl Default for PgOptions {
@@ -25,6 +28,7 @@ impl Default for PgOptions {
             tls: None,
             max_connections: 100,
             auth: "scram-sha-256",
+            logical: false,
         }
     }
 }
@@ -132,6 +136,11 @@ impl PgInstance {
                 "scram-sha-256"
             }
         );
+        if opts.logical {
+            conf.push_str(
+                "wal_level = logical\nmax_replication_slots = 10\nmax_wal_senders = 10\n",
+            );
+        }
         if let Some((crt, key)) = &opts.tls {
             let dcrt = inst.dir.path().join("server.crt");
             let dkey = inst.dir.path().join("server.key");

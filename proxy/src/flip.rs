@@ -119,6 +119,12 @@ trait Steps {
     /// Sequences (MySQL: AUTO_INCREMENT counters) of `to` move past
     /// `from`'s: a line for the reply.
     async fn catch_up(&mut self, from: Side, to: Side) -> Result<String, String>;
+    /// The mirror fed from the log: everything `from` committed is applied
+    /// to `to` (within `window`), then `to`'s log feeds `from` (or
+    /// statements do): a line for the reply (empty without a log source).
+    async fn handover(&mut self, from: Side, to: Side, window: Duration) -> Result<String, String>;
+    /// `finalized`: the log source's slot and publications go.
+    async fn finish_log(&mut self) -> Option<String>;
     /// The new phase, persisted and swapped in.
     fn commit(&mut self, plan: &Plan) -> Result<Outcome, String>;
     /// Held transactions go on; how long they were held, when they were.
@@ -153,10 +159,36 @@ async fn cutover<S: Steps>(
                 ));
             }
         };
+        let handed = match steps.handover(from, to, window).await {
+            Ok(line) => line,
+            Err(e) => {
+                let _ = steps.release();
+                return Err(format!(
+                    "flip abandoned: {e}; traffic resumed on {}",
+                    plan.from
+                ));
+            }
+        };
         notes.push(drained);
         notes.push(caught_up);
+        if !handed.is_empty() {
+            notes.push(handed);
+        }
     }
     let committed = steps.commit(plan);
+    if committed.is_err() && plan.needs_barrier() {
+        // The phase did not change: the log goes back the way it fed.
+        let (from, to) = (plan.from.authority(), plan.to.authority());
+        let window = Duration::from_millis(controller.guards().barrier_ms);
+        if let Err(e) = steps.handover(to, from, window).await {
+            warn!(error = %e, "the log source could not be turned back after a failed phase change");
+        }
+    }
+    if committed.is_ok() && plan.to == turnout_control::Phase::Finalized {
+        if let Some(line) = steps.finish_log().await {
+            notes.push(line);
+        }
+    }
     if let (Some(held), Some(first)) = (steps.release(), notes.first_mut()) {
         first.push_str(&format!("; {held}"));
     }
@@ -177,7 +209,7 @@ async fn catch_up(shared: &Shared, from: Side, to: Side, apply: Apply) -> Result
 
 /// The steps, carried out.
 struct Live<'a> {
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     controller: &'a Controller,
     /// When new transactions were first held.
     held: Option<Instant>,
@@ -217,6 +249,27 @@ impl Steps for Live<'_> {
         Ok(done.summary(from, to, Apply::Move))
     }
 
+    async fn handover(&mut self, from: Side, to: Side, window: Duration) -> Result<String, String> {
+        match self.shared.adapter.log() {
+            Some(log) => log.switch(self.shared, from, to, Apply::Move, window).await,
+            None => Ok(String::new()),
+        }
+    }
+
+    async fn finish_log(&mut self) -> Option<String> {
+        let log = self.shared.adapter.log()?;
+        match log.finish(self.shared).await {
+            Ok(line) if line.is_empty() => None,
+            Ok(line) => Some(line),
+            Err(e) => {
+                warn!(error = %e, "turnout's slot and publications could not be dropped at finalize");
+                Some(format!(
+                    "log: turnout's slot or publications could not be dropped: {e}"
+                ))
+            }
+        }
+    }
+
     fn commit(&mut self, plan: &Plan) -> Result<Outcome, String> {
         self.controller.commit(plan)
     }
@@ -235,7 +288,7 @@ impl Steps for Live<'_> {
 
 /// The same steps, changing nothing: what each would do.
 struct DryRun<'a> {
-    shared: &'a Shared,
+    shared: &'a Arc<Shared>,
     controller: &'a Controller,
 }
 
@@ -256,6 +309,23 @@ impl Steps for DryRun<'_> {
         Ok(format!(
             "{}; then {to} would become the authority",
             done.summary(from, to, Apply::Preview)
+        ))
+    }
+
+    async fn handover(&mut self, from: Side, to: Side, window: Duration) -> Result<String, String> {
+        match self.shared.adapter.log() {
+            Some(log) => {
+                log.switch(self.shared, from, to, Apply::Preview, window)
+                    .await
+            }
+            None => Ok(String::new()),
+        }
+    }
+
+    async fn finish_log(&mut self) -> Option<String> {
+        let from = self.shared.log.source()?;
+        Some(format!(
+            "log: turnout's slot and publications on {from} would be dropped"
         ))
     }
 

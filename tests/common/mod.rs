@@ -49,6 +49,10 @@ pub struct Options {
     pub backfill_guard: bool,
     /// Serve Prometheus metrics on this port.
     pub metrics: Option<u16>,
+    /// Both clusters run with `wal_level = logical` and turnout reads the
+    /// authority's log as the `postgres` superuser (`mirror.source` is
+    /// whatever `mirror_extra` says; `auto` picks the log).
+    pub logical: bool,
 }
 
 pub struct Setup {
@@ -133,13 +137,18 @@ impl Setup {
         let old = PgInstance::start(PgOptions {
             tls: if opts.backend_tls { cert.clone() } else { None },
             auth: opts.backend_auth.unwrap_or("scram-sha-256"),
+            logical: opts.logical,
             ..PgOptions::default()
         })
         .expect("start PostgreSQL");
         old.create_database("app", "app", "backend-pw")
             .expect("create database");
         let new = opts.phase.map(|_| {
-            let new = PgInstance::start(PgOptions::default()).expect("start PostgreSQL (new)");
+            let new = PgInstance::start(PgOptions {
+                logical: opts.logical,
+                ..PgOptions::default()
+            })
+            .expect("start PostgreSQL (new)");
             new.create_database("app", "app", "backend-pw")
                 .expect("create database (new)");
             new
@@ -160,6 +169,7 @@ database = "app"
 user = "app"
 password = "backend-pw"
 {backend_tls}
+{replication}
 
 [backends.new]
 host = "127.0.0.1"
@@ -167,6 +177,7 @@ port = {new_port}
 database = "app"
 user = "app"
 password = "backend-pw"
+{replication}
 
 [[users]]
 name = "app"
@@ -236,6 +247,11 @@ level = "debug"
                 )
             },
             divergence_log = divergence_log.display(),
+            replication = if opts.logical {
+                "replication_user = \"postgres\"\nreplication_password = \"postgres\""
+            } else {
+                ""
+            },
             phase = opts.phase.unwrap_or("passthrough"),
             old_host = if opts.unix_sockets {
                 old.dir().display().to_string()

@@ -363,12 +363,45 @@ fn status(shared: &Shared, controller: &Controller, figures: Figures) -> Value {
         "divergences": shared.records.divergence_count(),
         "mirror_errors": shared.records.mirror_error_count(),
         "async_pending": shared.queues.pending(),
+        "mirror_source": log_status(shared),
         "sampling": sampling,
         "guards": {
             "window_secs": controller.guards().window_secs,
             "figures": figures,
             "failures": controller.guards().failures(&figures),
         },
+    })
+}
+
+/// The mirror's source: the log (with the applier's figures) or
+/// statements, and why.
+fn log_status(shared: &Shared) -> Value {
+    let log = &shared.log;
+    let f = &log.figures;
+    let mut foreign: Vec<(String, u64)> = f
+        .foreign_tables
+        .iter()
+        .map(|e| (e.key().clone(), *e.value()))
+        .collect();
+    foreign.sort();
+    json!({
+        "source": if log.source().is_some() { "log" } else { "images" },
+        "log_of": log.source().map(|s| s.name()),
+        "why": shared.log_choice.load().as_str(),
+        "applier": match (log.source(), log.stopped.load().as_ref()) {
+            (None, _) => "none",
+            (Some(_), Some(_)) => "stopped",
+            (Some(_), None) if log.is_stalled() => "connecting",
+            (Some(_), None) => "applying",
+        },
+        "stopped_because": log.stopped.load().as_ref().clone(),
+        "lag_bytes": f.lag_bytes.load(Ordering::Relaxed),
+        "applied_transactions": f.applied.load(Ordering::Relaxed),
+        "applied_rows": f.rows.load(Ordering::Relaxed),
+        "applied_position": f.applied_lsn.load().as_str(),
+        "foreign_transactions": f.foreign.load(Ordering::Relaxed),
+        "foreign_tables": foreign.into_iter().map(|(t, n)| json!({"table": t, "transactions": n})).collect::<Vec<_>>(),
+        "commits_not_waited": f.unwaited.load(Ordering::Relaxed),
     })
 }
 

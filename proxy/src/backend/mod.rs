@@ -5,6 +5,8 @@
 pub mod catch_up;
 pub mod mysql;
 pub mod pg;
+pub mod pglog;
+pub mod pgoutput;
 pub mod rows;
 pub mod transport;
 

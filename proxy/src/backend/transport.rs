@@ -47,6 +47,9 @@ pub struct BackendTarget {
     pub tls_mode: BackendTlsMode,
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub connect_timeout: Duration,
+    /// The login that reads this side's log and applies the other side's
+    /// to it (`replication_user`, else `user`).
+    pub replication: (String, Secret),
 }
 
 impl BackendTarget {
@@ -61,7 +64,19 @@ impl BackendTarget {
             tls_mode: b.tls,
             tls,
             connect_timeout: Duration::from_millis(b.connect_timeout_ms),
+            replication: {
+                let (user, password) = b.replication_login();
+                (user.to_string(), password.clone())
+            },
         }
+    }
+
+    /// This side, logged in to as its replication login.
+    pub fn as_replication(&self) -> BackendTarget {
+        let mut t = self.clone();
+        t.user = self.replication.0.clone();
+        t.password = self.replication.1.clone();
+        t
     }
 
     /// `host:port`, or the socket file when `host` is a Unix socket folder.

@@ -8,6 +8,7 @@ pub mod defaults;
 pub mod fingerprint;
 pub mod locate;
 pub mod lockstep;
+pub mod logsync;
 pub mod pin;
 pub mod queue;
 pub mod records;

@@ -34,6 +34,13 @@ pub enum Route {
     Reject,
     /// A `mirror.rules` entry sends it to the mirror's side alone.
     MirrorOnly,
+    /// A write whose effect the authority's log carries to the mirror
+    /// (`mirror.source = "log"`): the authority alone; its commit is marked
+    /// and (sync mode) answered once the mirror applied it.
+    Logged,
+    /// DDL under `mirror.ddl = "both"` from the log: the authority runs it
+    /// and the log carries it to the mirror at its place.
+    LoggedDdl,
 }
 
 /// What the route depends on besides the statement.
@@ -46,6 +53,9 @@ pub struct Context {
     /// A text of several statements runs as one transaction on the server
     /// (PostgreSQL's simple Query), so it may be wrapped.
     pub texts_are_atomic: bool,
+    /// The authority's log feeds the mirror: writes are not mirrored by
+    /// the session.
+    pub log: bool,
 }
 
 impl Context {
@@ -62,7 +72,14 @@ impl Context {
             mirror_side,
             mirroring: phase.mirror().is_some(),
             texts_are_atomic,
+            log: false,
         }
+    }
+
+    /// This context with the authority's log feeding the mirror (or not).
+    pub fn with_log(mut self, log: bool) -> Context {
+        self.log = log;
+        self
     }
 }
 
@@ -99,7 +116,7 @@ pub fn route(class: &Classification, ctx: &Context) -> Route {
             _ => Route::Authority,
         };
     }
-    match class.rule {
+    let route = match class.rule {
         None => route,
         Some(RuleAction::NeverMirror) => Route::Authority,
         Some(RuleAction::Old) if ctx.mirror_side == Side::Old => Route::MirrorOnly,
@@ -110,6 +127,16 @@ pub fn route(class: &Classification, ctx: &Context) -> Route {
             Route::Authority => Route::Write,
             other => other,
         },
+    };
+    if !ctx.log {
+        return route;
+    }
+    // The log carries every change the authority commits: the session
+    // mirrors no write itself.
+    match route {
+        Route::Write | Route::Unwrapped if kind == Kind::Ddl => Route::LoggedDdl,
+        Route::Write | Route::Unwrapped => Route::Logged,
+        other => other,
     }
 }
 
@@ -123,6 +150,8 @@ pub fn combine(routes: &[Route]) -> Route {
         Route::Unwrapped,
         Route::Commit,
         Route::Write,
+        Route::LoggedDdl,
+        Route::Logged,
         Route::Both,
     ] {
         if routes.contains(&r) {
@@ -158,6 +187,7 @@ mod tests {
             mirror_side: side,
             mirroring,
             texts_are_atomic: true,
+            log: false,
         };
         let my = |ddl, mirroring, side| Context {
             texts_are_atomic: false,
@@ -228,6 +258,49 @@ mod tests {
                 "MySQL: {sql} {rule:?} {ddl:?} mirroring={mirroring} mirror={side}"
             );
         }
+    }
+
+    /// From the log, no write is mirrored by the session; DDL under
+    /// `both` travels in the log; the rest is routed as before.
+    #[test]
+    fn the_log_carries_writes_and_ddl() {
+        use Route::*;
+        let ctx = |ddl| Context {
+            ddl,
+            mirror_side: Side::New,
+            mirroring: true,
+            texts_are_atomic: true,
+            log: true,
+        };
+        let a = DdlPolicy::AuthorityOnly;
+        for (sql, ddl, expected) in [
+            ("INSERT INTO t VALUES (1)", a, Logged),
+            ("BEGIN; INSERT INTO t VALUES (1); COMMIT", a, Logged),
+            ("SELECT f(1)", a, Authority),
+            ("COMMIT", a, Commit),
+            ("BEGIN", a, Both),
+            ("SET x = 1", a, Both),
+            ("CREATE TABLE x (id int)", a, Authority),
+            ("CREATE TABLE x (id int)", DdlPolicy::Both, LoggedDdl),
+            ("CREATE TABLE x (id int)", DdlPolicy::Reject, Reject),
+        ] {
+            let class = classify(sql, SqlDialect::Postgres, None);
+            assert_eq!(route(&class, &ctx(ddl)), expected, "{sql} {ddl:?}");
+        }
+        let class = classify(
+            "SELECT f(1)",
+            SqlDialect::Postgres,
+            Some(RuleAction::AlwaysMirror),
+        );
+        assert_eq!(route(&class, &ctx(a)), Logged);
+        // No mirror: the authority alone whatever the source.
+        let class = classify("INSERT INTO t VALUES (1)", SqlDialect::Postgres, None);
+        let none = Context {
+            mirroring: false,
+            ..ctx(a)
+        };
+        assert_eq!(route(&class, &none), Authority);
+        assert_eq!(combine(&[Both, Logged]), Logged);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! `mirror.on_unsafe = "fail"`) and runs it on the authority alone.
 
 pub mod catalog;
+pub mod rows;
 
 use crate::backend::rows::Rows;
 use crate::engine::SqlDialect;

@@ -1,6 +1,7 @@
 //! The PostgreSQL protocol adapter.
 
 pub mod auth;
+pub mod log;
 pub mod mirror;
 pub mod pump;
 pub mod sequences;
@@ -19,4 +20,9 @@ pub use crate::logins::scram;
 /// The PostgreSQL adapter, as the server and the flips use it.
 pub struct Postgres;
 
-crate::shared::adapter!(Postgres, session::serve, sequences::catch_up);
+crate::shared::adapter!(
+    Postgres,
+    session::serve,
+    sequences::catch_up,
+    log: log::PgLog
+);

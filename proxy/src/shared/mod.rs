@@ -9,7 +9,19 @@
 /// its writes-flip `catch_up` functions (whose signatures the trait's).
 macro_rules! adapter {
     ($adapter:ident, $serve:path, $catch_up:path) => {
+        $crate::shared::adapter!($adapter, $serve, $catch_up, {});
+    };
+    ($adapter:ident, $serve:path, $catch_up:path, log: $log:path) => {
+        $crate::shared::adapter!($adapter, $serve, $catch_up, {
+            fn log(&self) -> Option<&dyn $crate::shared::LogSource> {
+                Some(&$log)
+            }
+        });
+    };
+    ($adapter:ident, $serve:path, $catch_up:path, { $($extra:item)* }) => {
         impl $crate::shared::Adapter for $adapter {
+            $($extra)*
+
             fn serve(
                 &self,
                 shared: std::sync::Arc<$crate::shared::Shared>,
@@ -68,6 +80,39 @@ pub trait Adapter: Send + Sync + 'static {
         to: Side,
         apply: Apply,
     ) -> Boxed<'a, Result<CatchUp, String>>;
+    /// The mirror's log source, where the protocol has one.
+    fn log(&self) -> Option<&dyn LogSource> {
+        None
+    }
+}
+
+/// The mirror fed from the authority's own log, as the server and the
+/// flips drive it.
+pub trait LogSource: Send + Sync {
+    /// Chooses the source for `phase` (`mirror.source`) and, for the log,
+    /// makes what it needs and starts the applier: a line saying which
+    /// source is in use and why, or why turnout must not start.
+    /// `resumed`: the phase comes from the state file.
+    fn start<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        phase: Phase,
+        resumed: bool,
+    ) -> Boxed<'a, Result<String, String>>;
+    /// At a change of authority (inside its barrier): waits until the
+    /// applier applied everything `from` committed, then feeds `from` from
+    /// `to`'s log when `to` allows it (else statements): a line for the
+    /// reply. Previewed under `Apply::Preview`.
+    fn switch<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        from: Side,
+        to: Side,
+        apply: Apply,
+        limit: Duration,
+    ) -> Boxed<'a, Result<String, String>>;
+    /// `finalized`: the applier stops and the slot and publications go.
+    fn finish<'a>(&'a self, shared: &'a Arc<Shared>) -> Boxed<'a, Result<String, String>>;
 }
 
 use crate::backend::transport::{BackendTarget, Backends};
@@ -192,6 +237,17 @@ pub struct Shared {
         DashMap<(Side, String), Result<Arc<crate::engine::row_image::MirrorTable>, String>>,
     /// Backfill and verify (`turnout ctl backfill ...`, `verify ...`).
     pub backfill: crate::backfill::Backfill,
+    /// The mirror fed from the authority's log: its source, the commits
+    /// waiting for it, its figures.
+    pub log: Arc<crate::engine::logsync::LogSync>,
+    /// `mirror.source` as configured.
+    pub log_source: turnout_config::MirrorSource,
+    /// `mirror.slot`: the slot, publication and origin names.
+    pub log_slot: String,
+    /// `mirror.max_log_lag_bytes`.
+    pub max_log_lag: u64,
+    /// The source in use and why, in words (status, check-config, logs).
+    pub log_choice: ArcSwap<String>,
 }
 
 impl Shared {
@@ -254,6 +310,14 @@ impl Shared {
             replica_role: config.mirror.replica_role,
             image_tables: DashMap::new(),
             backfill: crate::backfill::Backfill::new(config),
+            log: Arc::new(crate::engine::logsync::LogSync::new(
+                config.mirror.mode == MirrorMode::Sync,
+                Duration::from_millis(config.mirror.statement_timeout_ms),
+            )),
+            log_source: config.mirror.source,
+            log_slot: config.mirror.slot.clone(),
+            max_log_lag: config.mirror.max_log_lag_bytes.max(0) as u64,
+            log_choice: ArcSwap::from_pointee(String::new()),
             sampler: Sampler::new(
                 &config.sampling,
                 Arc::new(ReadDiffLog::open(

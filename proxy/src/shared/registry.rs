@@ -37,6 +37,16 @@ pub struct PgRegistry {
     /// Per side and table OID, the primary key's column numbers (empty:
     /// none), read once from that side's catalog.
     pub primary_keys: DashMap<(Side, u32), Arc<Vec<i16>>>,
+    /// The log applier running now (`mirror.source = "log"`): how to stop
+    /// it, and its task.
+    pub log_task: std::sync::Mutex<Option<LogTask>>,
+}
+
+/// A running log applier.
+pub struct LogTask {
+    pub from: Side,
+    pub stop: tokio::sync::watch::Sender<bool>,
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Default for PgRegistry {
@@ -45,6 +55,7 @@ impl Default for PgRegistry {
             cancels: DashMap::new(),
             idle: IdlePool::new(32),
             primary_keys: DashMap::new(),
+            log_task: std::sync::Mutex::new(None),
         }
     }
 }

@@ -470,7 +470,8 @@ impl<'a> MyMirror<'a> {
                 Defaults::Written(sql) => self.write(&query(&sql), &sql).await,
                 Defaults::Refused(msg) => self.tell(&err_payload(1290, "HY000", &msg)).await,
             },
-            Route::Unwrapped => self.unwrapped(packet).await,
+            // (MySQL has no log source: no statement is routed by a log.)
+            Route::Unwrapped | Route::Logged | Route::LoggedDdl => self.unwrapped(packet).await,
             Route::MirrorOnly => self.mirror_only(packet).await,
             Route::Reject => {
                 let msg = "turnout: schema changes are refused while writes are mirrored (mirror.ddl = reject)";

@@ -34,6 +34,10 @@ impl MirrorSession<'_> {
         if status == b'I' {
             self.tx_time = None;
             self.wrote_in_tx = false;
+            // A mark its commit did not take (a rollback) goes.
+            if let Some(w) = self.log.mark.take() {
+                self.shared.log.forget(w);
+            }
         }
     }
 
@@ -62,7 +66,9 @@ impl MirrorSession<'_> {
                 b'Z' => {
                     self.note_status(f.body().first().copied().unwrap_or(b'I'));
                     self.queue(&f.raw);
-                    self.flush_client().await?;
+                    if !self.log.hold_ready {
+                        self.flush_client().await?;
+                    }
                     return Ok(error);
                 }
                 b'E' => {
@@ -148,6 +154,9 @@ impl MirrorSession<'_> {
     }
 
     pub(super) async fn flush_client(&mut self) -> Step {
+        if self.log.wait.is_some() {
+            self.await_mirror().await;
+        }
         if !self.out.is_empty() {
             let out = self.out.split().freeze();
             self.client.send(&out).await.map_err(Stop::Client)?;

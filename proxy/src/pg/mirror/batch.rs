@@ -167,7 +167,10 @@ impl MirrorSession<'_> {
                 self.abort_authority(&detail).await?;
             }
         }
+        let mark = self.log.mark.take();
         self.auth_range(n, n, Some(&sync)).await?;
+        let committed = !self.run.skipping && self.status == b'I';
+        self.mark_ended(mark, committed);
         self.flush_client().await
     }
 
@@ -215,7 +218,12 @@ impl MirrorSession<'_> {
                 .any(|m| {
                     matches!(
                         self.route(&extended_class(m)),
-                        Route::Write | Route::Both | Route::Commit | Route::Unwrapped
+                        Route::Write
+                            | Route::Both
+                            | Route::Commit
+                            | Route::Unwrapped
+                            | Route::Logged
+                            | Route::LoggedDdl
                     )
                 })
     }
@@ -378,6 +386,13 @@ impl MirrorSession<'_> {
         if upto <= from || !self.mirror_work(from, upto) {
             return Ok(None);
         }
+        if self.log.on {
+            // The log carries the batch's writes: its DDL gets its
+            // message, a transaction the Sync commits its mark.
+            self.logged_batch(from, upto, block == Block::Implicit)
+                .await?;
+            return Ok(None);
+        }
         let range = &self.batch[from..upto];
         let writes = range
             .iter()
@@ -532,7 +547,23 @@ impl MirrorSession<'_> {
             if let Some(detail) = self.handoff(start, block).await? {
                 return self.abort_authority(&detail).await;
             }
-            if block == Block::Explicit {
+            if self.log.on && !self.log.mirror_wrote {
+                // The mirror's block held reads only: it commits without
+                // being waited for; the authority's is marked first.
+                if self.mirror.is_some() || self.async_mirror.is_some() {
+                    self.mirror_defer(&query("COMMIT"), 1, &class, false).await;
+                }
+                if block == Block::Explicit {
+                    let sql = self.mark_sql();
+                    let (rows, error) = self.auth_own(&sql, false).await?;
+                    self.marked(if error.is_some() { 0 } else { rows.len() });
+                }
+            } else if block == Block::Explicit {
+                if self.log.on {
+                    let sql = self.mark_sql();
+                    let (rows, error) = self.auth_own(&sql, false).await?;
+                    self.marked(if error.is_some() { 0 } else { rows.len() });
+                }
                 if let Some(detail) = self.mirror_commit(start, at, &class).await {
                     return self.abort_authority(&detail).await;
                 }
@@ -546,7 +577,9 @@ impl MirrorSession<'_> {
         } else {
             at + 1
         };
+        let mark = self.log.mark.take();
         let outcome = self.auth_range(start, upto, sync).await;
+        self.mark_ended(mark, commits && matches!(outcome, Ok(None)));
         self.run.mirrored = upto;
         self.tx_time = None;
         match outcome {

@@ -73,6 +73,9 @@ impl MirrorSession<'_> {
         to_mirror: &[u8],
         class: &Classification,
     ) -> Step {
+        if self.log.on && !self.log.mirror_wrote {
+            return self.log_commit(to_auth, to_mirror, class).await;
+        }
         if self.status != b'T' {
             self.drain_mirror(false).await;
             self.deferred_failure = None;

@@ -393,7 +393,12 @@ impl MirrorSession<'_> {
                 self.none_on_authority(batch);
                 self.mirror_only(&m).await
             }
-            Route::Both | Route::Commit | Route::Unwrapped | Route::Write => {
+            Route::Both
+            | Route::Commit
+            | Route::Unwrapped
+            | Route::Write
+            | Route::Logged
+            | Route::LoggedDdl => {
                 if let Some(msg) = self.refusal(&batch).await? {
                     self.none_on_authority(batch);
                     return self.refuse(&msg, false).await;

@@ -301,6 +301,7 @@ impl MirrorSession<'_> {
     /// new), and not ruled to one side (run as the client wrote it).
     fn images_on(&self, class: &Classification) -> bool {
         self.shared.row_images
+            && !self.log.on
             && self.shared.async_queue.is_none()
             && class.rule.is_none()
             && self.shared.mapping().is_identity()

@@ -32,6 +32,7 @@ mod commit;
 mod copy;
 mod extended;
 mod image;
+mod logged;
 mod outbox;
 mod plan;
 mod queue;
@@ -274,6 +275,8 @@ pub struct MirrorSession<'a> {
     /// The read [`Self::read_on_mirror`] serves, to run it again on the
     /// authority when it fails on the read target.
     read_query: Option<ShadowQuery>,
+    /// The authority's log feeding the mirror ([`logged`]).
+    log: logged::LogState,
     out: BytesMut,
 }
 
@@ -334,6 +337,10 @@ impl<'a> MirrorSession<'a> {
             run: batch::Run::default(),
             added_parses: VecDeque::new(),
             read_query: None,
+            log: logged::LogState {
+                on: shared.log.feeds_from(mirror_side.other()),
+                ..Default::default()
+            },
             unmirrored: None,
             lexing_unsure: false,
             statement_noted: HashSet::new(),
@@ -413,6 +420,8 @@ impl<'a> MirrorSession<'a> {
                             let _ = self.client_error(Severity::Fatal, "08006", &msg).await;
                             break End::AuthorityLost(e);
                         }
+                        self.log.on = self.shared.log.feeds_from(self.auth_side());
+                        self.log.mirror_wrote = false;
                     }
                     f
                 }
@@ -533,7 +542,8 @@ impl<'a> MirrorSession<'a> {
             self.mirror_side,
             self.routing.phase,
             true,
-        );
+        )
+        .with_log(self.log.on);
         route::route(class, &ctx)
     }
 

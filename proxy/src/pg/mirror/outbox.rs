@@ -223,7 +223,7 @@ impl MirrorSession<'_> {
         sent: &[u8],
     ) {
         self.forget_applies();
-        if !record {
+        if !record || self.mirror_holds_no_write() {
             return;
         }
         if self.shared.mirror_policy == MirrorErrorPolicy::Fail {
@@ -238,6 +238,9 @@ impl MirrorSession<'_> {
     /// Counts a mirror failure of `sent` and writes it to the divergence log.
     pub(super) fn record_mirror_error(&self, fingerprint: &str, detail: &str, sent: &[u8]) {
         self.forget_applies();
+        if self.mirror_holds_no_write() {
+            return;
+        }
         self.shared.records.mirror_error();
         self.shared.records.located(
             Divergence::new(

@@ -88,7 +88,9 @@ impl MirrorSession<'_> {
     /// Whether reads go to the mirror's side in this transaction
     /// (phase `reads_new`).
     pub(super) fn reads_from_mirror(&self) -> bool {
-        self.routing.phase.read_target() == self.mirror_side
+        // From the log, the mirror has a transaction's writes only once it
+        // committed: its own reads after them stay on the authority.
+        self.routing.phase.read_target() == self.mirror_side && !(self.log.on && self.wrote_in_tx)
     }
 
     /// A read in phase `reads_new`: served by the mirror's side, after the
@@ -307,7 +309,8 @@ impl MirrorSession<'_> {
     /// rule says so on purpose (`never_mirror`, `old`, `new`).
     pub(super) fn expect_no_writes(&mut self, route: Route, class: &Classification, raw: &Bytes) {
         // (`finalized` has no other side: everything is the authority's.)
-        let mirrored_phase = self.routing.phase.mirror().is_some();
+        // (From the log, whatever the authority writes reaches the mirror.)
+        let mirrored_phase = self.routing.phase.mirror().is_some() && !self.log.on;
         self.unmirrored =
             (route == Route::Authority && !class.ruled_to_one_side() && mirrored_phase)
                 .then(|| raw.clone());

@@ -1,0 +1,487 @@
+//! PostgreSQL's log source (`mirror.source = "log"` or `"auto"`): the
+//! mirror applies what the authority committed, read from its own log by
+//! logical decoding, instead of rebuilding each write from its statement.
+//!
+//! - [`setup`]: what the servers need (wal_level, logins, slot,
+//!   publications), checked and made;
+//! - [`applier`]: the task applying the log in commit order;
+//! - [`statements`]: the SQL each change is applied with;
+//! - [`conn`]: the applying side's pipelined connection.
+//!
+//! Sessions mark each transaction that wrote and wait (sync mode) until the
+//! applier applied it (`engine::logsync`).
+
+mod applier;
+mod conn;
+pub mod setup;
+pub mod statements;
+
+use crate::backend::catch_up::Apply;
+use crate::backend::pg::{close, literal, open_simple, run};
+use crate::engine::logsync::MARK_PREFIX;
+use crate::shared::registry::LogTask;
+use crate::shared::{Boxed, LogSource, Shared};
+use applier::{Ended, Run};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+use turnout_config::{MirrorErrorPolicy, MirrorSource};
+use turnout_control::divergence::{Divergence, DivergenceKind};
+use turnout_control::{Phase, Side};
+
+/// PostgreSQL's log source.
+pub struct PgLog;
+
+impl LogSource for PgLog {
+    fn start<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        phase: Phase,
+        resumed: bool,
+    ) -> Boxed<'a, Result<String, String>> {
+        Box::pin(start(shared, phase, resumed))
+    }
+
+    fn switch<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        from: Side,
+        to: Side,
+        apply: Apply,
+        limit: Duration,
+    ) -> Boxed<'a, Result<String, String>> {
+        Box::pin(switch(shared, from, to, apply, limit))
+    }
+
+    fn finish<'a>(&'a self, shared: &'a Arc<Shared>) -> Boxed<'a, Result<String, String>> {
+        Box::pin(finish(shared))
+    }
+}
+
+/// Whether `authority`'s log can feed the mirror: `Err` with the reason
+/// statements (row images) are used instead.
+async fn usable(shared: &Shared, authority: Side) -> Result<(), String> {
+    match shared.log_source {
+        MirrorSource::Images => return Err("mirror.source = \"images\"".into()),
+        MirrorSource::Auto if shared.mirror_policy == MirrorErrorPolicy::Fail => return Err(
+            "mirror.on_error = \"fail\" needs each write mirrored before the authority commits it"
+                .into(),
+        ),
+        _ => {}
+    }
+    setup::check(
+        shared.target(authority),
+        shared.target(authority.other()),
+        &shared.log_slot,
+    )
+    .await
+}
+
+/// The source for `phase`, set up and started.
+async fn start(shared: &Arc<Shared>, phase: Phase, resumed: bool) -> Result<String, String> {
+    let Some(mirror) = phase.mirror() else {
+        shared.log.set_source(None);
+        let line = format!("no mirror in phase {phase}");
+        shared.log_choice.store(Arc::new(line.clone()));
+        return Ok(line);
+    };
+    let authority = mirror.other();
+    if let Err(why) = usable(shared, authority).await {
+        let unreachable = why.contains("cannot log in");
+        if shared.log_source == MirrorSource::Log && !(resumed && unreachable) {
+            return Err(format!("mirror.source = \"log\": {why}"));
+        }
+        if !(resumed && unreachable && shared.log_source == MirrorSource::Log) {
+            let line = format!("mirror source: statements (row images), because {why}");
+            shared.log.set_source(None);
+            shared.log_choice.store(Arc::new(line.clone()));
+            return Ok(line);
+        }
+        // A restart while a side is down: the log it kept is applied once
+        // it is back (the applier tries until then).
+        warn!("{why}; the log applier tries until it can");
+        spawn(shared, authority);
+        let line = format!("mirror source: the log of {authority} (waiting: {why})");
+        shared.log_choice.store(Arc::new(line.clone()));
+        return Ok(line);
+    }
+    prepare(shared, authority).await?;
+    spawn(shared, authority);
+    let line = format!(
+        "mirror source: the log of {authority} (logical decoding, slot {:?}), applied to {mirror} in commit order",
+        shared.log_slot
+    );
+    shared.log_choice.store(Arc::new(line.clone()));
+    Ok(line)
+}
+
+/// The publications and the slot on `authority`; the tables the log
+/// cannot carry whole, recorded.
+async fn prepare(shared: &Arc<Shared>, authority: Side) -> Result<(), String> {
+    let mirror = authority.other();
+    let mapping = shared.live().mapping.clone();
+    let published = setup::publish(
+        shared.target(authority),
+        shared.target(mirror),
+        &shared.log_slot,
+        &mapping,
+    )
+    .await?;
+    note_published(shared, authority, &published, None);
+    let (slot, note) = setup::ensure_slot(shared.target(authority), &shared.log_slot).await?;
+    if let Some(note) = note {
+        record(shared, mirror, "", &note);
+    }
+    if slot == setup::Slot::Created {
+        info!(side = %authority, slot = %shared.log_slot, "replication slot made");
+    }
+    Ok(())
+}
+
+fn record(shared: &Shared, side: Side, table: &str, detail: &str) {
+    let mut d = Divergence::new(DivergenceKind::MirrorError, side, "(log)", detail);
+    if !table.is_empty() {
+        d.table = Some(table.to_string());
+    }
+    shared.records.mirror_error();
+    shared.records.divergence(d);
+}
+
+/// What the publications hold, as the sessions and the records need it:
+/// tables without a replica identity (their UPDATEs and DELETEs are the
+/// sessions' to mirror), tables the mirror does not have, and (after the
+/// first time) tables that came into the log late.
+fn note_published(
+    shared: &Shared,
+    authority: Side,
+    now: &setup::Published,
+    before: Option<&setup::Published>,
+) {
+    let mirror = authority.other();
+    let unlogged: HashSet<String> = now.inserts.iter().map(|t| t.name.to_lowercase()).collect();
+    shared.log.unlogged.store(Arc::new(unlogged));
+    let was = |list: fn(&setup::Published) -> &Vec<setup::Table>, t: &setup::Table| {
+        before.is_some_and(|b| list(b).contains(t))
+    };
+    for t in &now.missing {
+        if !was(|p| &p.missing, t) {
+            record(
+                shared,
+                mirror,
+                &format!("{}.{}", t.schema, t.name),
+                &format!(
+                    "{mirror} has no table {}.{}: its writes are not mirrored",
+                    t.schema, t.name
+                ),
+            );
+        }
+    }
+    for t in &now.inserts {
+        if !was(|p| &p.inserts, t) {
+            let detail = format!(
+                "{}.{} has no replica identity: the log carries its inserts only, and {mirror} gets its UPDATEs and DELETEs only from statements that name it through turnout (not from triggers, functions or writers that bypass turnout); ALTER TABLE {} REPLICA IDENTITY FULL (or a primary key) puts them in the log",
+                t.schema,
+                t.name,
+                t.quoted()
+            );
+            let mut d = Divergence::new(DivergenceKind::UnsafeStatement, mirror, "(log)", &detail);
+            d.table = Some(format!("{}.{}", t.schema, t.name));
+            shared.records.divergence(d);
+        }
+    }
+    if let Some(b) = before {
+        for t in now.full.iter().chain(&now.inserts) {
+            if !b.full.contains(t) && !b.inserts.contains(t) {
+                record(
+                    shared,
+                    mirror,
+                    &format!("{}.{}", t.schema, t.name),
+                    &format!(
+                        "{}.{} came into the log only now (created after mirroring began): its rows written before are not on {mirror} unless the backfill copies them",
+                        t.schema, t.name
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Starts the applier reading `from`'s log (and its upkeep: the slot's
+/// lag, the publications), replacing any running one.
+fn spawn(shared: &Arc<Shared>, from: Side) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let applier = tokio::spawn(applier_task(shared.clone(), from, rx.clone()));
+    let upkeep = tokio::spawn(upkeep_task(shared.clone(), from, rx));
+    shared.log.set_source(Some(from));
+    let old = shared
+        .pg
+        .log_task
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .replace(LogTask {
+            from,
+            stop: tx,
+            tasks: vec![applier, upkeep],
+        });
+    if let Some(old) = old {
+        let _ = old.stop.send(true);
+    }
+}
+
+/// Stops the running applier (and waits for it to let go of its slot).
+async fn stop_applier(shared: &Shared) {
+    let task = shared
+        .pg
+        .log_task
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    if let Some(task) = task {
+        let _ = task.stop.send(true);
+        for t in task.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+    shared.log.set_source(None);
+    shared.log.stall(None);
+}
+
+async fn applier_task(
+    shared: Arc<Shared>,
+    from: Side,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut careful = None;
+    let mut refused = None;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let started = Instant::now();
+        let mut run = Run {
+            shared: &shared,
+            from,
+            stop: &mut stop,
+            careful_until: careful,
+            refused: &mut refused,
+            position: Default::default(),
+        };
+        let ended = run.run().await;
+        careful = run.careful_until;
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = Duration::from_millis(100);
+        }
+        let pause = match ended {
+            Ended::Stopped => return,
+            Ended::Careful(at) => {
+                careful = Some(at);
+                shared.log.stall(None);
+                Duration::ZERO
+            }
+            Ended::Retry(why) => {
+                warn!(from = %from, error = %why, "log applier: starting again");
+                shared.log.stall(None);
+                let pause = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                pause
+            }
+            Ended::Refused(why) => {
+                warn!(from = %from, "{why}");
+                shared.log.stall(Some(why));
+                Duration::from_secs(5)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Every few seconds: how much log the slot keeps (metric, guard), a slot
+/// the server gave up, and tables that came to `from` since (they join
+/// the publications).
+async fn upkeep_task(
+    shared: Arc<Shared>,
+    from: Side,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let target = shared.target(from).as_replication();
+    let mut conn = None;
+    let mut published: Option<setup::Published> = None;
+    let mut last_publish = Instant::now();
+    loop {
+        let mut ddl = false;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = shared.log.ddl_seen.notified() => ddl = true,
+            _ = stop.changed() => return,
+        }
+        if conn.is_none() {
+            conn = open_simple(&target).await.ok();
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        match setup::lag(c, from, &shared.log_slot).await {
+            Ok((bytes, lost)) => {
+                shared.log.note_lag(bytes);
+                if lost {
+                    match setup::ensure_slot(&target, &shared.log_slot).await {
+                        Ok((_, Some(note))) => record(&shared, from.other(), "", &note),
+                        Ok(_) => {}
+                        Err(e) => warn!(error = %e, "turnout's slot could not be made again"),
+                    }
+                }
+            }
+            Err(_) => {
+                conn = None;
+                continue;
+            }
+        }
+        if ddl || last_publish.elapsed() >= Duration::from_secs(10) {
+            last_publish = Instant::now();
+            let mapping = shared.live().mapping.clone();
+            match setup::publish(
+                shared.target(from),
+                shared.target(from.other()),
+                &shared.log_slot,
+                &mapping,
+            )
+            .await
+            {
+                Ok(now) => {
+                    if let Some(before) = &published {
+                        note_published(&shared, from, &now, Some(before));
+                    }
+                    published = Some(now);
+                }
+                Err(e) => {
+                    warn!(error = %e, "turnout's publications could not be brought up to date")
+                }
+            }
+        }
+    }
+}
+
+/// Waits until the applier applied everything `side` committed so far:
+/// a mark committed now on `side`, applied. `Err` says why not in time.
+pub async fn caught_up(shared: &Shared, side: Side, limit: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    let (token, waiter) = shared.log.mark();
+    let mut conn = match open_simple(&shared.target(side).as_replication()).await {
+        Ok(c) => c,
+        Err(e) => {
+            shared.log.forget(waiter);
+            return Err(e.to_string());
+        }
+    };
+    let marked = run(
+        &mut conn,
+        &format!(
+            "SELECT pg_logical_emit_message(true, {}, {})",
+            literal(MARK_PREFIX),
+            literal(&token)
+        ),
+        side,
+    )
+    .await;
+    close(&mut conn).await;
+    if let Err(e) = marked {
+        shared.log.forget(waiter);
+        return Err(e.to_string());
+    }
+    if shared.log.wait_for(waiter, limit).await {
+        Ok(started.elapsed())
+    } else {
+        Err(format!(
+            "the log applier did not apply {side}'s last commit within {} ms{}",
+            limit.as_millis(),
+            shared
+                .log
+                .stopped
+                .load()
+                .as_ref()
+                .as_ref()
+                .map(|w| format!(" ({w})"))
+                .unwrap_or_default()
+        ))
+    }
+}
+
+/// A change of authority: everything `from` committed is applied to `to`;
+/// then `to`'s log feeds `from` when it can, else statements do.
+async fn switch(
+    shared: &Arc<Shared>,
+    from: Side,
+    to: Side,
+    apply: Apply,
+    limit: Duration,
+) -> Result<String, String> {
+    let feeding = shared.log.feeds_from(from);
+    let next = usable(shared, to).await;
+    if apply == Apply::Preview {
+        let first = if feeding {
+            format!("the log applier would finish applying {from}'s commits")
+        } else {
+            "no log applier runs".to_string()
+        };
+        let then = match &next {
+            Ok(()) => format!("then {to}'s log would feed {from}"),
+            Err(why) => format!("then statements would feed {from} ({why})"),
+        };
+        return Ok(format!("{first}; {then}"));
+    }
+    let mut line = String::new();
+    if feeding {
+        let took = caught_up(shared, from, limit).await?;
+        line.push_str(&format!(
+            "log: every commit of {from} applied to {to} ({:.1} ms)",
+            took.as_secs_f64() * 1000.0
+        ));
+    }
+    match next {
+        Ok(()) => {
+            prepare(shared, to)
+                .await
+                .map_err(|e| format!("{to}'s log cannot feed {from}: {e}"))?;
+            stop_applier(shared).await;
+            spawn(shared, to);
+            if feeding {
+                // The old direction's slot would keep from's log forever.
+                if let Err(e) = setup::drop_all(shared.target(from), &shared.log_slot).await {
+                    warn!(side = %from, error = %e, "turnout's slot and publications could not be dropped");
+                }
+            }
+            line.push_str(&format!("; {to}'s log feeds {from} now"));
+            shared.log_choice.store(Arc::new(format!(
+                "mirror source: the log of {to}, applied to {from} in commit order"
+            )));
+        }
+        Err(why) => {
+            stop_applier(shared).await;
+            if feeding {
+                if let Err(e) = setup::drop_all(shared.target(from), &shared.log_slot).await {
+                    warn!(side = %from, error = %e, "turnout's slot and publications could not be dropped");
+                }
+            }
+            line.push_str(&format!("; statements feed {from} now ({why})"));
+            shared.log_choice.store(Arc::new(format!(
+                "mirror source: statements (row images), because {why}"
+            )));
+        }
+    }
+    Ok(line.trim_start_matches("; ").to_string())
+}
+
+/// `finalized`: nothing is mirrored any more; the slot must not keep the
+/// authority's log.
+async fn finish(shared: &Arc<Shared>) -> Result<String, String> {
+    let Some(from) = shared.log.source() else {
+        return Ok(String::new());
+    };
+    stop_applier(shared).await;
+    setup::drop_all(shared.target(from), &shared.log_slot)
+        .await
+        .map(|()| format!("log: turnout's slot and publications on {from} dropped"))
+}

@@ -1,0 +1,472 @@
+//! What the log source needs on the servers, checked and made: the log
+//! side's `wal_level`, login, slot and publications; the applying side's
+//! rights. Each check names the side and what to change.
+
+use crate::backend::pg::{close, literal, open_simple, run, BackendTarget};
+use crate::backend::pglog::ident;
+use crate::backend::rows::Rows;
+use crate::backend::QueryError;
+use crate::mapping::SchemaMap;
+use std::collections::BTreeSet;
+use turnout_control::Side;
+
+/// The publication of tables whose every change is in the log (they have
+/// a replica identity).
+pub fn publication(slot: &str) -> String {
+    slot.to_string()
+}
+
+/// The publication of tables without a replica identity: only their
+/// inserts and truncates (publishing their updates would make the server
+/// refuse them).
+pub fn inserts_publication(slot: &str) -> String {
+    format!("{slot}_inserts")
+}
+
+async fn query(
+    conn: &mut crate::wire::pg_framed::Framed,
+    sql: &str,
+    side: Side,
+) -> Result<Rows, String> {
+    run(conn, sql, side).await.map_err(|e| e.to_string())
+}
+
+fn one<'a>(
+    rows: &'a Rows,
+    side: Side,
+    what: &str,
+) -> Result<crate::backend::rows::Row<'a>, String> {
+    rows.iter()
+        .next()
+        .ok_or_else(|| format!("{side}: {what} gave no row"))
+}
+
+/// Why `from`'s log cannot feed `to` (`target(side)` reaches each side as
+/// its replication login); `Ok` when it can.
+pub async fn check(from: &BackendTarget, to: &BackendTarget, slot: &str) -> Result<(), String> {
+    let login = |t: &BackendTarget| {
+        format!(
+            "backends.{}.replication_user ({:?})",
+            t.side, t.replication.0
+        )
+    };
+    let mut conn = open_simple(&from.as_replication())
+        .await
+        .map_err(|e| format!("{} cannot log in: {e}", login(from)))?;
+    let checked = async {
+        let side = from.side;
+        let rows = query(
+            &mut conn,
+            &format!(
+                "SELECT current_setting('wal_level') AS wal_level, \
+                 current_setting('server_version_num')::int AS version, \
+                 r.rolsuper AS super, r.rolreplication AS replication, \
+                 current_setting('max_replication_slots')::int AS max_slots, \
+                 (SELECT count(*) FROM pg_replication_slots) AS slots, \
+                 EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = {}) AS ours, \
+                 current_setting('max_wal_senders')::int AS max_senders, \
+                 (SELECT count(*) FROM pg_stat_replication) AS senders \
+                 FROM pg_roles r WHERE r.rolname = current_user",
+                literal(slot)
+            ),
+            side,
+        )
+        .await?;
+        let r = one(&rows, side, "the log check")?;
+        let wal_level = r.str("wal_level").map_err(|e| e.to_string())?;
+        if wal_level != "logical" {
+            return Err(format!(
+                "{side} has wal_level = {wal_level}; its log can feed the mirror with wal_level = logical (a server restart)"
+            ));
+        }
+        let version: u32 = r.get("version").map_err(|e| e.to_string())?;
+        if version < 140000 {
+            return Err(format!(
+                "{side} is PostgreSQL {}; the log source needs 14 or later",
+                version / 10000
+            ));
+        }
+        let superuser = r.str("super").map_err(|e| e.to_string())? == "t";
+        if !superuser && r.str("replication").map_err(|e| e.to_string())? != "t" {
+            return Err(format!(
+                "{} has neither REPLICATION nor superuser on {side} (ALTER ROLE ... REPLICATION, and ownership of the tables to publish)",
+                login(from)
+            ));
+        }
+        let ours = r.str("ours").map_err(|e| e.to_string())? == "t";
+        let slots: u64 = r.get("slots").map_err(|e| e.to_string())?;
+        let max_slots: u64 = r.get("max_slots").map_err(|e| e.to_string())?;
+        if !ours && slots >= max_slots {
+            return Err(format!(
+                "{side} has no free replication slot ({slots} of max_replication_slots = {max_slots} used)"
+            ));
+        }
+        let senders: u64 = r.get("senders").map_err(|e| e.to_string())?;
+        let max_senders: u64 = r.get("max_senders").map_err(|e| e.to_string())?;
+        if senders >= max_senders {
+            return Err(format!(
+                "{side} has no free WAL sender ({senders} of max_wal_senders = {max_senders} in use)"
+            ));
+        }
+        Ok(())
+    }
+    .await;
+    close(&mut conn).await;
+    checked?;
+    let mut conn = open_simple(&to.as_replication())
+        .await
+        .map_err(|e| format!("{} cannot log in: {e}", login(to)))?;
+    let side = to.side;
+    let checked = async {
+        let rows = query(
+            &mut conn,
+            "SELECT r.rolsuper AS super, \
+             has_function_privilege('pg_replication_origin_session_setup(text)', 'execute') AS origins, \
+             current_setting('server_version_num')::int AS version \
+             FROM pg_roles r WHERE r.rolname = current_user",
+            side,
+        )
+        .await?;
+        let r = one(&rows, side, "the apply check")?;
+        let superuser = r.str("super").map_err(|e| e.to_string())? == "t";
+        if superuser {
+            return Ok(());
+        }
+        let version: u32 = r.get("version").map_err(|e| e.to_string())?;
+        let role_ok = version >= 150000
+            && query(
+                &mut conn,
+                "SELECT has_parameter_privilege('session_replication_role', 'SET') AS ok",
+                side,
+            )
+            .await
+            .ok()
+            .and_then(|rows| rows.iter().next().map(|r| r.str("ok") == Ok("t")))
+            .unwrap_or(false);
+        if !role_ok {
+            return Err(format!(
+                "{} may not set session_replication_role on {side} (superuser, or GRANT SET ON PARAMETER session_replication_role): without it the applied rows would fire {side}'s triggers again",
+                login(to)
+            ));
+        }
+        if r.str("origins").map_err(|e| e.to_string())? != "t" {
+            return Err(format!(
+                "{} may not use replication origins on {side} (superuser, or GRANT EXECUTE on the pg_replication_origin_* functions): turnout keeps its place in the log there",
+                login(to)
+            ));
+        }
+        Ok(())
+    }
+    .await;
+    close(&mut conn).await;
+    checked
+}
+
+/// One table of a side, by schema and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Table {
+    pub schema: String,
+    pub name: String,
+}
+
+impl Table {
+    pub fn quoted(&self) -> String {
+        format!("{}.{}", ident(&self.schema), ident(&self.name))
+    }
+}
+
+/// The user tables of a side (partitions under their root), with whether
+/// each has a replica identity.
+async fn tables(
+    conn: &mut crate::wire::pg_framed::Framed,
+    side: Side,
+) -> Result<Vec<(Table, bool)>, String> {
+    let rows = query(
+        conn,
+        "SELECT n.nspname AS schema, c.relname AS name, \
+         CASE c.relreplident \
+           WHEN 'f' THEN true \
+           WHEN 'n' THEN false \
+           WHEN 'i' THEN EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident) \
+           ELSE EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) \
+         END AS identity \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+           AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
+         ORDER BY 1, 2",
+        side,
+    )
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                Table {
+                    schema: r.str("schema").map_err(|e| e.to_string())?.to_string(),
+                    name: r.str("name").map_err(|e| e.to_string())?.to_string(),
+                },
+                r.str("identity").map_err(|e| e.to_string())? == "t",
+            ))
+        })
+        .collect()
+}
+
+/// What the publications hold after [`publish`].
+#[derive(Debug, Default, Clone)]
+pub struct Published {
+    /// Tables whose every change is in the log.
+    pub full: Vec<Table>,
+    /// Tables without a replica identity: inserts and truncates only.
+    pub inserts: Vec<Table>,
+    /// Tables the other side does not have: not published.
+    pub missing: Vec<Table>,
+}
+
+/// Makes `from`'s publications hold its tables that `to` has (through
+/// `mapping`): those with a replica identity in the full one, the others
+/// in the inserts one. `conn`: `from`, as its replication login; `target`:
+/// `to`'s tables are read through a connection of its own.
+pub async fn publish(
+    from: &BackendTarget,
+    to: &BackendTarget,
+    slot: &str,
+    mapping: &SchemaMap,
+) -> Result<Published, String> {
+    let mut theirs = open_simple(&to.as_replication())
+        .await
+        .map_err(|e| e.to_string())?;
+    let on_to = tables(&mut theirs, to.side).await;
+    close(&mut theirs).await;
+    let on_to: BTreeSet<Table> = on_to?.into_iter().map(|(t, _)| t).collect();
+    let mut conn = open_simple(&from.as_replication())
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = async {
+        let side = from.side;
+        let mut out = Published::default();
+        for (t, identity) in tables(&mut conn, side).await? {
+            let counterpart = Table {
+                schema: t.schema.clone(),
+                name: mapping.rows_toward(to.side, &t.name).table,
+            };
+            if !on_to.contains(&counterpart) {
+                out.missing.push(t);
+            } else if identity {
+                out.full.push(t);
+            } else {
+                out.inserts.push(t);
+            }
+        }
+        for (name, members, publish) in [
+            (publication(slot), &out.full, "insert, update, delete, truncate"),
+            (inserts_publication(slot), &out.inserts, "insert, truncate"),
+        ] {
+            let rows = query(
+                &mut conn,
+                &format!(
+                    "SELECT schemaname AS schema, tablename AS name FROM pg_publication_tables WHERE pubname = {}",
+                    literal(&name)
+                ),
+                side,
+            )
+            .await?;
+            let exists = !query(
+                &mut conn,
+                &format!("SELECT 1 AS one FROM pg_publication WHERE pubname = {}", literal(&name)),
+                side,
+            )
+            .await?
+            .is_empty();
+            let held: BTreeSet<Table> = rows
+                .iter()
+                .filter_map(|r| {
+                    Some(Table {
+                        schema: r.str("schema").ok()?.to_string(),
+                        name: r.str("name").ok()?.to_string(),
+                    })
+                })
+                .collect();
+            let wanted: BTreeSet<Table> = members.iter().cloned().collect();
+            if !exists {
+                let list = if wanted.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " FOR TABLE {}",
+                        wanted.iter().map(Table::quoted).collect::<Vec<_>>().join(", ")
+                    )
+                };
+                query(
+                    &mut conn,
+                    &format!(
+                        "CREATE PUBLICATION {}{list} WITH (publish = '{publish}', publish_via_partition_root = true)",
+                        ident(&name)
+                    ),
+                    side,
+                )
+                .await
+                .map_err(|e| format!("publication {name} could not be created on {side}: {e}"))?;
+                continue;
+            }
+            let add: Vec<String> = wanted.difference(&held).map(Table::quoted).collect();
+            if !add.is_empty() {
+                query(
+                    &mut conn,
+                    &format!("ALTER PUBLICATION {} ADD TABLE {}", ident(&name), add.join(", ")),
+                    side,
+                )
+                .await
+                .map_err(|e| format!("tables could not be added to publication {name} on {side}: {e}"))?;
+            }
+            let drop: Vec<String> = held.difference(&wanted).map(Table::quoted).collect();
+            if !drop.is_empty() {
+                query(
+                    &mut conn,
+                    &format!("ALTER PUBLICATION {} DROP TABLE {}", ident(&name), drop.join(", ")),
+                    side,
+                )
+                .await
+                .map_err(|e| format!("tables could not be taken out of publication {name} on {side}: {e}"))?;
+            }
+        }
+        Ok(out)
+    }
+    .await;
+    close(&mut conn).await;
+    result
+}
+
+/// The slot's state on its side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// Made now (nothing before it is in it).
+    Created,
+    /// There already, usable.
+    Kept,
+}
+
+/// Makes sure `from` has turnout's logical slot. A slot the server
+/// invalidated (`wal_status = lost`) is made again, and said so.
+pub async fn ensure_slot(
+    from: &BackendTarget,
+    slot: &str,
+) -> Result<(Slot, Option<String>), String> {
+    let side = from.side;
+    let mut conn = open_simple(&from.as_replication())
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = async {
+        let rows = query(
+            &mut conn,
+            &format!(
+                "SELECT plugin, database = current_database() AS here, coalesce(wal_status, '') AS wal_status \
+                 FROM pg_replication_slots WHERE slot_name = {}",
+                literal(slot)
+            ),
+            side,
+        )
+        .await?;
+        let mut note = None;
+        if let Some(r) = rows.iter().next() {
+            let plugin = r.text("plugin").ok().flatten().unwrap_or_default();
+            if plugin != "pgoutput" || r.str("here") != Ok("t") {
+                return Err(format!(
+                    "{side} has a replication slot {slot:?} that is not turnout's (plugin {plugin:?}, or another database): choose another mirror.slot"
+                ));
+            }
+            if r.str("wal_status") != Ok("lost") {
+                return Ok((Slot::Kept, None));
+            }
+            query(&mut conn, &format!("SELECT pg_drop_replication_slot({})", literal(slot)), side).await?;
+            note = Some(format!(
+                "{side} invalidated turnout's slot {slot:?} (the log it kept passed max_slot_wal_keep_size): it was made again, and writes of the time between may be missing on the other side: run verify --repair"
+            ));
+        }
+        query(
+            &mut conn,
+            &format!(
+                "SELECT lsn FROM pg_create_logical_replication_slot({}, 'pgoutput')",
+                literal(slot)
+            ),
+            side,
+        )
+        .await
+        .map_err(|e| format!("the replication slot {slot:?} could not be made on {side}: {e}"))?;
+        Ok((Slot::Created, note))
+    }
+    .await;
+    close(&mut conn).await;
+    result
+}
+
+/// Drops turnout's slot and publications on `from` (finalize, a failed
+/// start that made them). What could not be dropped, in words.
+pub async fn drop_all(from: &BackendTarget, slot: &str) -> Result<(), String> {
+    let side = from.side;
+    let mut conn = open_simple(&from.as_replication())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut problems = Vec::new();
+    // The reader may take a moment to let go of the slot.
+    for attempt in 0..50 {
+        let dropped = query(
+            &mut conn,
+            &format!(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = {}",
+                literal(slot)
+            ),
+            side,
+        )
+        .await;
+        match dropped {
+            Ok(_) => break,
+            Err(e) if attempt == 49 => problems.push(e),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    if let Err(e) = query(
+        &mut conn,
+        &format!(
+            "DROP PUBLICATION IF EXISTS {}, {}",
+            ident(&publication(slot)),
+            ident(&inserts_publication(slot))
+        ),
+        side,
+    )
+    .await
+    {
+        problems.push(e);
+    }
+    close(&mut conn).await;
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// Bytes of log `from` keeps for the slot, and whether the server gave
+/// the slot up (`wal_status = lost`).
+pub async fn lag(
+    conn: &mut crate::wire::pg_framed::Framed,
+    side: Side,
+    slot: &str,
+) -> Result<(u64, bool), QueryError> {
+    let rows = run(
+        conn,
+        &format!(
+            "SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 0)::bigint AS lag, \
+             coalesce(wal_status, '') = 'lost' AS lost FROM pg_replication_slots WHERE slot_name = {}",
+            literal(slot)
+        ),
+        side,
+    )
+    .await?;
+    let Some(r) = rows.iter().next() else {
+        return Ok((0, true));
+    };
+    let lag: i64 = r
+        .get("lag")
+        .map_err(|e| QueryError::Malformed(e.to_string()))?;
+    Ok((lag.max(0) as u64, r.str("lost") == Ok("t")))
+}

@@ -1,0 +1,372 @@
+//! A mirrored session when the authority's log feeds the mirror
+//! (`mirror.source = "log"`): the session mirrors no write itself. Each
+//! transaction that wrote is marked in the log before it commits (a
+//! message the applier sees in the same transaction); in sync mode the
+//! client's answer to the commit waits until the mirror applied it.
+//!
+//! Where the mark goes:
+//! - a `COMMIT` (simple or extended): just before it, in the transaction;
+//! - an autocommit write by the simple protocol: wrapped as `BEGIN`, the
+//!   write, the mark, `COMMIT`, sent at once;
+//! - an extended-protocol batch that commits at its Sync: just before it;
+//! - what cannot be wrapped (COPY, CALL, DO, a text with its own
+//!   transaction control): a mark of its own right after, in a
+//!   transaction of its own (committed after the client's).
+//!
+//! DDL under `mirror.ddl = "both"` travels in the log too, at its place in
+//! its transaction, with the session's search_path and role.
+
+use super::{collect, query, Collected, MirrorSession, Step, Stop};
+use crate::backend::pg::literal;
+use crate::engine::logsync::{Waiter, DDL_PREFIX, MARK_PREFIX};
+use crate::engine::{Classification, Kind};
+use crate::pg::codec;
+use bytes::BytesMut;
+use turnout_control::divergence::{Divergence, DivergenceKind};
+
+/// The session's part in the log source, for the current transaction.
+#[derive(Default)]
+pub(super) struct LogState {
+    /// The authority's log feeds the mirror in this transaction.
+    pub on: bool,
+    /// A mark made in the current transaction, not committed yet.
+    pub mark: Option<Waiter>,
+    /// A committed mark: the client's next answer waits for the mirror.
+    pub wait: Option<Waiter>,
+    /// The session mirrored a write itself in this transaction (a table
+    /// whose updates the log lacks): its COMMIT is the lockstep one.
+    pub mirror_wrote: bool,
+    /// ReadyForQuery is queued but not sent yet (a mark still follows).
+    pub hold_ready: bool,
+}
+
+/// Whether `sql` may run inside a transaction of turnout's (no
+/// transaction control of its own; not a statement PostgreSQL refuses in
+/// a block or one that manages transactions itself).
+fn wrappable(sql: &str, class: &Classification) -> bool {
+    if class
+        .statements
+        .iter()
+        .any(|s| matches!(s.kind, Kind::Transaction(_)))
+    {
+        return false;
+    }
+    let first = sql
+        .trim_start()
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    !matches!(
+        first.as_str(),
+        "call" | "do" | "copy" | "vacuum" | "cluster" | "reindex" | "checkpoint"
+    )
+}
+
+impl MirrorSession<'_> {
+    /// The statement that marks the current transaction in the log when
+    /// it wrote (a row comes back then).
+    pub(super) fn mark_sql(&mut self) -> String {
+        let (token, w) = self.shared.log.mark();
+        if let Some(old) = self.log.mark.replace(w) {
+            self.shared.log.forget(old);
+        }
+        format!(
+            "SELECT pg_catalog.pg_logical_emit_message(true, {}, {}) WHERE pg_catalog.pg_current_xact_id_if_assigned() IS NOT NULL",
+            literal(MARK_PREFIX),
+            literal(&token)
+        )
+    }
+
+    /// The mark query's answer: a row when it marked.
+    pub(super) fn marked(&mut self, rows: usize) {
+        if rows == 0 {
+            if let Some(w) = self.log.mark.take() {
+                self.shared.log.forget(w);
+            }
+        }
+    }
+
+    /// The transaction ended; `committed`: it did, with the mark `mark`
+    /// taken before its end (the client's answer then waits, in sync mode).
+    pub(super) fn mark_ended(&mut self, mark: Option<Waiter>, committed: bool) {
+        let Some(w) = mark else { return };
+        if committed && self.shared.log.sync {
+            if let Some(old) = self.log.wait.replace(w) {
+                self.shared.log.forget(old);
+            }
+        } else {
+            self.shared.log.forget(w);
+        }
+    }
+
+    /// Before an answer goes to the client: a committed mark waits until
+    /// the mirror applied its transaction (or the applier is known to be
+    /// behind: then at once, counted).
+    pub(super) async fn await_mirror(&mut self) {
+        if let Some(w) = self.log.wait.take() {
+            self.shared.log.wait(w).await;
+        }
+    }
+
+    /// The statement that puts `sql` (DDL the authority just ran) into the
+    /// log at this place, with the session's search_path and role.
+    fn ddl_message_sql(sql: &str) -> String {
+        format!(
+            "SELECT pg_catalog.pg_logical_emit_message(true, {}, pg_catalog.json_build_object('sql', {}::text, 'search_path', pg_catalog.current_setting('search_path'), 'role', current_user)::text)",
+            literal(DDL_PREFIX),
+            literal(sql)
+        )
+    }
+
+    /// A write (or DDL travelling in the log) by the simple protocol.
+    pub(super) async fn logged_simple(
+        &mut self,
+        raw: &[u8],
+        sql: &str,
+        class: &Classification,
+        ddl: bool,
+    ) -> Step {
+        if class.kind() == Kind::Ddl {
+            self.shared.log.ddl_seen.notify_one();
+        }
+        self.wrote_in_tx = true;
+        if self.status == b'I' && wrappable(sql, class) {
+            // `None`: PostgreSQL refused it inside a block; it runs as it is.
+            if let Some(c) = self.logged_wrapped(raw, sql, ddl).await? {
+                return self.relay_collected(&c, b'I').await;
+            }
+        }
+        let fresh = self.status == b'I';
+        self.log.hold_ready = true;
+        let sent = self.send_auth(raw).await.map_err(Stop::Authority);
+        let relayed = match sent {
+            Ok(()) => self.relay_authority().await,
+            Err(e) => Err(e),
+        };
+        self.log.hold_ready = false;
+        let error = relayed?;
+        if error.is_none() && (ddl || (fresh && self.status == b'I')) {
+            // After the fact, in the client's transaction when it is still
+            // open, else in one of its own.
+            let mut text = String::new();
+            if ddl {
+                text.push_str(&Self::ddl_message_sql(sql));
+                text.push(';');
+            }
+            let own = self.status == b'I';
+            if own {
+                let (token, w) = self.shared.log.mark();
+                text.push_str(&format!(
+                    "SELECT pg_catalog.pg_logical_emit_message(true, {}, {})",
+                    literal(MARK_PREFIX),
+                    literal(&token)
+                ));
+                text = format!("BEGIN;{text};COMMIT");
+                self.own_query(&text).await?;
+                self.mark_ended(Some(w), true);
+            } else {
+                self.own_query(&text).await?;
+            }
+        }
+        self.flush_client().await
+    }
+
+    /// `BEGIN`, the client's statement, the DDL's message, the mark,
+    /// `COMMIT`, sent at once; the client's answer as a lone autocommit
+    /// statement gets it. `None`: PostgreSQL refused the statement inside
+    /// a transaction block (nothing ran).
+    async fn logged_wrapped(
+        &mut self,
+        raw: &[u8],
+        sql: &str,
+        ddl: bool,
+    ) -> Result<Option<Collected>, Stop> {
+        let mut msgs = BytesMut::new();
+        msgs.extend_from_slice(&query("BEGIN"));
+        msgs.extend_from_slice(raw);
+        if ddl {
+            msgs.extend_from_slice(&query(&Self::ddl_message_sql(sql)));
+        }
+        let mark = self.mark_sql();
+        msgs.extend_from_slice(&query(&mark));
+        msgs.extend_from_slice(&query("COMMIT"));
+        self.send_auth(&msgs).await.map_err(Stop::Authority)?;
+        self.collect_authority().await?;
+        let result = self.collect_authority().await?;
+        if ddl {
+            self.collect_authority().await?;
+        }
+        let marked = self.collect_authority().await?;
+        let mark = self.log.mark.take();
+        let commit = self.collect_authority().await?;
+        let emitted = marked.frames.iter().filter(|f| f.tag == b'D').count();
+        if let Some(e) = &result.error {
+            self.mark_ended(mark, false);
+            let refused_in_block = result
+                .frames
+                .iter()
+                .find(|f| f.tag == b'E')
+                .is_some_and(|f| {
+                    codec::error_fields(f.body()).get(&b'C').map(String::as_str) == Some("25001")
+                });
+            if refused_in_block {
+                tracing::debug!(error = %e, "statement runs outside a transaction block: run as it is");
+                return Ok(None);
+            }
+            return Ok(Some(result));
+        }
+        if commit.error.is_some() {
+            // The implicit commit failed (a deferred constraint): the
+            // client gets that error in place of its statement's completion.
+            self.mark_ended(mark, false);
+            let mut answer = Collected {
+                frames: result
+                    .frames
+                    .into_iter()
+                    .filter(|f| !matches!(f.tag, b'C' | b'Z'))
+                    .collect(),
+                error: commit.error.clone(),
+                status: b'I',
+            };
+            answer.frames.extend(commit.frames);
+            return Ok(Some(answer));
+        }
+        self.mark_ended(mark, emitted > 0);
+        // Notifications and notices of the COMMIT belong to the statement.
+        let mut answer = Collected {
+            frames: Vec::with_capacity(result.frames.len() + 1),
+            error: None,
+            status: b'I',
+        };
+        let (body, ready) = result
+            .frames
+            .split_at(result.frames.len().saturating_sub(1));
+        answer.frames.extend_from_slice(body);
+        answer.frames.extend(
+            commit
+                .frames
+                .into_iter()
+                .filter(|f| matches!(f.tag, b'A' | b'N' | b'S')),
+        );
+        answer.frames.extend_from_slice(ready);
+        Ok(Some(answer))
+    }
+
+    /// Runs `sql` (turnout's own, by the simple protocol) on the authority
+    /// between the client's statements; only notifications reach the
+    /// client. Its rows.
+    async fn own_query(&mut self, sql: &str) -> Result<usize, Stop> {
+        self.auth.send(&query(sql)).await.map_err(Stop::Authority)?;
+        let c = collect(&mut self.auth).await.map_err(Stop::Authority)?;
+        for f in &c.frames {
+            if matches!(f.tag, b'A' | b'N') {
+                self.queue(&f.raw);
+            }
+        }
+        self.status = c.status;
+        Ok(c.frames.iter().filter(|f| f.tag == b'D').count())
+    }
+
+    /// A simple-protocol COMMIT from the log: the mark, then the COMMIT,
+    /// sent at once; the mirror's own connection (reads only) commits
+    /// without being waited for.
+    pub(super) async fn log_commit(
+        &mut self,
+        to_auth: &[u8],
+        to_mirror: &[u8],
+        class: &Classification,
+    ) -> Step {
+        if self.mirror.is_some() || self.async_mirror.is_some() {
+            // Its block held reads only: no wait, nothing to record.
+            self.mirror_defer(to_mirror, 1, class, false).await;
+        }
+        if self.status != b'T' {
+            self.send_auth(to_auth).await.map_err(Stop::Authority)?;
+            self.relay_authority().await?;
+            return Ok(());
+        }
+        let mut msgs = BytesMut::new();
+        let mark = self.mark_sql();
+        msgs.extend_from_slice(&query(&mark));
+        msgs.extend_from_slice(to_auth);
+        self.send_auth(&msgs).await.map_err(Stop::Authority)?;
+        let marked = collect(&mut self.auth).await.map_err(Stop::Authority)?;
+        self.marked(marked.frames.iter().filter(|f| f.tag == b'D').count());
+        let mark = self.log.mark.take();
+        let commit = self.collect_authority().await?;
+        let committed = commit.error.is_none() && commit.command_tags().any(|t| t == b"COMMIT");
+        self.mark_ended(mark, committed);
+        self.relay_collected(&commit, commit.status).await
+    }
+
+    /// Whether `class` updates or deletes rows of a table the log carries
+    /// the inserts of only.
+    pub(super) fn unlogged_target(&self, class: &Classification) -> bool {
+        use crate::engine::row_image::Op;
+        class
+            .image
+            .target()
+            .is_some_and(|t| t.op != Op::Insert && self.shared.log.unlogged_table(&t.table))
+    }
+
+    /// In log mode the mirror's connection holds no write of the session
+    /// (unless it mirrored one itself): its failures are not the mirror's.
+    pub(super) fn mirror_holds_no_write(&self) -> bool {
+        self.log.on && !self.log.mirror_wrote
+    }
+
+    /// In a batch, after the messages up to `upto` ran on the authority:
+    /// each DDL among them that travels in the log gets its message, in
+    /// its transaction; `mark`: the batch commits at its Sync, so the
+    /// transaction is marked too.
+    pub(super) async fn logged_batch(
+        &mut self,
+        from: usize,
+        upto: usize,
+        mark: bool,
+    ) -> Result<(), Stop> {
+        // UPDATEs and DELETEs of a table the log has the inserts of only
+        // are not mirrored from a batch: recorded.
+        for m in &self.batch[from..upto] {
+            let class = super::extended::exec_class(m);
+            if m.frame.tag == b'E' && self.unlogged_target(&class) {
+                let reason = "an UPDATE or DELETE of a table without a replica identity, sent by the extended protocol: not in the log, and not mirrored";
+                self.shared.records.mirror_error();
+                self.shared.records.located(
+                    Divergence::new(
+                        DivergenceKind::MirrorError,
+                        self.mirror_side,
+                        &class.fingerprint,
+                        reason,
+                    ),
+                    &m.frame.raw,
+                );
+            }
+        }
+        let ddl: Vec<String> = self.batch[from..upto]
+            .iter()
+            .filter(|m| m.frame.tag == b'E')
+            .filter(|m| {
+                self.route(&super::extended::exec_class(m))
+                    == crate::engine::route::Route::LoggedDdl
+            })
+            .filter_map(|m| m.stmt.as_ref().map(|p| p.sql.to_string()))
+            .collect();
+        if !ddl.is_empty() {
+            self.shared.log.ddl_seen.notify_one();
+        }
+        for sql in ddl {
+            let (_, error) = self.auth_own(&Self::ddl_message_sql(&sql), false).await?;
+            if error.is_some() {
+                return Ok(());
+            }
+        }
+        if mark {
+            let sql = self.mark_sql();
+            let (rows, error) = self.auth_own(&sql, false).await?;
+            self.marked(if error.is_some() { 0 } else { rows.len() });
+        }
+        Ok(())
+    }
+}
