@@ -130,7 +130,10 @@ pub fn turnout_bin() -> &'static str {
 }
 
 impl Setup {
-    pub fn start(opts: Options) -> Setup {
+    pub fn start(mut opts: Options) -> Setup {
+        // TURNOUT_TEST_LOGICAL=1: every test's clusters can feed the mirror
+        // from their log (a way to run a suite through the log source).
+        opts.logical |= std::env::var("TURNOUT_TEST_LOGICAL").is_ok_and(|v| v == "1");
         let dir = TempDir::new("turnout-test").expect("temp dir");
         let cert = (opts.client_tls || opts.backend_tls)
             .then(|| self_signed_cert(dir.path(), "tls").expect("certificate"));
@@ -585,6 +588,15 @@ pub fn assert_sides_identical(s: &Setup, tables: &[(&str, &str)]) {
             !old.is_empty() || *table == "pgbench_history",
             "{table} is empty"
         );
+        if old != new {
+            // What turnout said about it, for the failure's reader.
+            let log = s.proxy.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!(
+                "turnout's log (last lines):\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         assert_same_rows(table, &old, &new);
         println!(
             "{table}: {} rows identical on both sides",

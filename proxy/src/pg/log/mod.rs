@@ -101,13 +101,13 @@ async fn start(shared: &Arc<Shared>, phase: Phase, resumed: bool) -> Result<Stri
         // A restart while a side is down: the log it kept is applied once
         // it is back (the applier tries until then).
         warn!("{why}; the log applier tries until it can");
-        spawn(shared, authority);
+        spawn(shared, authority, Vec::new());
         let line = format!("mirror source: the log of {authority} (waiting: {why})");
         shared.log_choice.store(Arc::new(line.clone()));
         return Ok(line);
     }
-    prepare(shared, authority).await?;
-    spawn(shared, authority);
+    let left_out = prepare(shared, authority).await?;
+    spawn(shared, authority, left_out);
     let line = format!(
         "mirror source: the log of {authority} (logical decoding, slot {:?}), applied to {mirror} in commit order",
         shared.log_slot
@@ -118,7 +118,7 @@ async fn start(shared: &Arc<Shared>, phase: Phase, resumed: bool) -> Result<Stri
 
 /// The publications and the slot on `authority`; the tables the log
 /// cannot carry whole, recorded.
-async fn prepare(shared: &Arc<Shared>, authority: Side) -> Result<(), String> {
+async fn prepare(shared: &Arc<Shared>, authority: Side) -> Result<Vec<setup::Table>, String> {
     let mirror = authority.other();
     let mapping = shared.live().mapping.clone();
     let published = setup::publish(
@@ -126,9 +126,13 @@ async fn prepare(shared: &Arc<Shared>, authority: Side) -> Result<(), String> {
         shared.target(mirror),
         &shared.log_slot,
         &mapping,
+        None,
     )
     .await?;
     note_published(shared, authority, &published, None);
+    if !setup::ensure_event_trigger(shared.target(authority), &shared.log_slot).await? {
+        warn!(side = %authority, "turnout's replication login is not a superuser: a table made on {authority} while mirroring joins the log at the next upkeep (a few seconds), and its rows written before are recorded as missing");
+    }
     let (slot, note) = setup::ensure_slot(shared.target(authority), &shared.log_slot).await?;
     if let Some(note) = note {
         record(shared, mirror, "", &note);
@@ -136,7 +140,7 @@ async fn prepare(shared: &Arc<Shared>, authority: Side) -> Result<(), String> {
     if slot == setup::Slot::Created {
         info!(side = %authority, slot = %shared.log_slot, "replication slot made");
     }
-    Ok(())
+    Ok(published.missing)
 }
 
 fn record(shared: &Shared, side: Side, table: &str, detail: &str) {
@@ -209,10 +213,10 @@ fn note_published(
 
 /// Starts the applier reading `from`'s log (and its upkeep: the slot's
 /// lag, the publications), replacing any running one.
-fn spawn(shared: &Arc<Shared>, from: Side) {
+fn spawn(shared: &Arc<Shared>, from: Side, left_out: Vec<setup::Table>) {
     let (tx, rx) = tokio::sync::watch::channel(false);
     let applier = tokio::spawn(applier_task(shared.clone(), from, rx.clone()));
-    let upkeep = tokio::spawn(upkeep_task(shared.clone(), from, rx));
+    let upkeep = tokio::spawn(upkeep_task(shared.clone(), from, rx, left_out));
     shared.log.set_source(Some(from));
     let old = shared
         .pg
@@ -290,7 +294,7 @@ async fn applier_task(
             Ended::Refused(why) => {
                 warn!(from = %from, "{why}");
                 shared.log.stall(Some(why));
-                Duration::from_secs(5)
+                Duration::from_secs(1)
             }
         };
         tokio::select! {
@@ -307,6 +311,7 @@ async fn upkeep_task(
     shared: Arc<Shared>,
     from: Side,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    left_out: Vec<setup::Table>,
 ) {
     let target = shared.target(from).as_replication();
     let mut conn = None;
@@ -342,14 +347,15 @@ async fn upkeep_task(
         if ddl || last_publish.elapsed() >= Duration::from_secs(10) {
             last_publish = Instant::now();
             let mapping = shared.live().mapping.clone();
-            match setup::publish(
+            let published_now = setup::publish(
                 shared.target(from),
                 shared.target(from.other()),
                 &shared.log_slot,
                 &mapping,
+                Some(&left_out),
             )
-            .await
-            {
+            .await;
+            match published_now {
                 Ok(now) => {
                     if let Some(before) = &published {
                         note_published(&shared, from, &now, Some(before));
@@ -442,11 +448,11 @@ async fn switch(
     }
     match next {
         Ok(()) => {
-            prepare(shared, to)
+            let left_out = prepare(shared, to)
                 .await
                 .map_err(|e| format!("{to}'s log cannot feed {from}: {e}"))?;
             stop_applier(shared).await;
-            spawn(shared, to);
+            spawn(shared, to, left_out);
             if feeding {
                 // The old direction's slot would keep from's log forever.
                 if let Err(e) = setup::drop_all(shared.target(from), &shared.log_slot).await {

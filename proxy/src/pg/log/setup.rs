@@ -222,15 +222,16 @@ pub struct Published {
     pub missing: Vec<Table>,
 }
 
-/// Makes `from`'s publications hold its tables that `to` has (through
-/// `mapping`): those with a replica identity in the full one, the others
-/// in the inserts one. `conn`: `from`, as its replication login; `target`:
-/// `to`'s tables are read through a connection of its own.
+/// Makes `from`'s publications hold its tables (those with a replica
+/// identity in the full one, the others in the inserts one), but those in
+/// `left_out` (tables `to` did not have when mirroring began: first, pass
+/// `None` and they are found). `to`'s tables are read through `mapping`.
 pub async fn publish(
     from: &BackendTarget,
     to: &BackendTarget,
     slot: &str,
     mapping: &SchemaMap,
+    left_out: Option<&[Table]>,
 ) -> Result<Published, String> {
     let mut theirs = open_simple(&to.as_replication())
         .await
@@ -249,9 +250,18 @@ pub async fn publish(
                 schema: t.schema.clone(),
                 name: mapping.rows_toward(to.side, &t.name).table,
             };
-            if !on_to.contains(&counterpart) {
-                out.missing.push(t);
-            } else if identity {
+            let missing = !on_to.contains(&counterpart);
+            let leave = match left_out {
+                None => missing,
+                Some(list) => list.contains(&t),
+            };
+            if missing {
+                out.missing.push(t.clone());
+            }
+            if leave {
+                continue;
+            }
+            if identity {
                 out.full.push(t);
             } else {
                 out.inserts.push(t);
@@ -318,7 +328,16 @@ pub async fn publish(
                 .await
                 .map_err(|e| format!("tables could not be added to publication {name} on {side}: {e}"))?;
             }
-            let drop: Vec<String> = held.difference(&wanted).map(Table::quoted).collect();
+            // A table leaves a publication only for the other one (its
+            // replica identity came or went).
+            let moved: BTreeSet<Table> = out
+                .full
+                .iter()
+                .chain(&out.inserts)
+                .filter(|t| !wanted.contains(t))
+                .cloned()
+                .collect();
+            let drop: Vec<String> = held.intersection(&moved).map(Table::quoted).collect();
             if !drop.is_empty() {
                 query(
                     &mut conn,
@@ -334,6 +353,88 @@ pub async fn publish(
     .await;
     close(&mut conn).await;
     result
+}
+
+/// The event trigger that puts a table into the log in the transaction
+/// that creates it (or gives it a replica identity, or takes it away), so
+/// no row written to a new table is left out of the log. It needs a
+/// superuser to make; `Ok(false)` when the login is not one (tables then
+/// join at the next upkeep, a few seconds later, recorded).
+pub async fn ensure_event_trigger(from: &BackendTarget, slot: &str) -> Result<bool, String> {
+    let side = from.side;
+    let mut conn = open_simple(&from.as_replication())
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = async {
+        let rows = query(
+            &mut conn,
+            "SELECT rolsuper AS super FROM pg_roles WHERE rolname = current_user",
+            side,
+        )
+        .await?;
+        if rows.iter().next().and_then(|r| r.str("super").ok()) != Some("t") {
+            return Ok(false);
+        }
+        let function = ident(&format!("turnout_{slot}_publish"));
+        let body = format!(
+            r#"CREATE OR REPLACE FUNCTION public.{function}() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $turnout$
+DECLARE
+  r record;
+  has_identity boolean;
+  wanted name;
+  other name;
+BEGIN
+  FOR r IN SELECT DISTINCT c.oid, c.relreplident
+           FROM pg_event_trigger_ddl_commands() d JOIN pg_class c ON c.oid = d.objid
+           WHERE d.classid = 'pg_class'::regclass AND c.relkind IN ('r', 'p')
+             AND c.relpersistence = 'p' AND NOT c.relispartition
+  LOOP
+    BEGIN
+      has_identity := CASE r.relreplident
+        WHEN 'f' THEN true
+        WHEN 'n' THEN false
+        WHEN 'i' THEN EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = r.oid AND i.indisreplident)
+        ELSE EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = r.oid AND i.indisprimary) END;
+      IF has_identity THEN wanted := {full}; other := {inserts};
+      ELSE wanted := {inserts}; other := {full}; END IF;
+      IF EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+                 WHERE pr.prrelid = r.oid AND p.pubname = other) THEN
+        EXECUTE format('ALTER PUBLICATION %I DROP TABLE %s', other, r.oid::regclass);
+      END IF;
+      IF NOT EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+                     WHERE pr.prrelid = r.oid AND p.pubname = wanted) THEN
+        EXECUTE format('ALTER PUBLICATION %I ADD TABLE %s', wanted, r.oid::regclass);
+      END IF;
+    EXCEPTION WHEN OTHERS THEN
+      RAISE WARNING 'turnout: % could not be put into the log: %', r.oid::regclass, SQLERRM;
+    END;
+  END LOOP;
+END
+$turnout$"#,
+            full = literal(&publication(slot)),
+            inserts = literal(&inserts_publication(slot)),
+        );
+        query(&mut conn, &body, side).await?;
+        let trigger = ident(&format!("turnout_{slot}_publish"));
+        query(
+            &mut conn,
+            &format!(
+                "DO $turnout$ BEGIN                  IF NOT EXISTS (SELECT 1 FROM pg_event_trigger WHERE evtname = {name}) THEN                    CREATE EVENT TRIGGER {trigger} ON ddl_command_end                    WHEN TAG IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE')                    EXECUTE FUNCTION public.{function}();                  END IF; END $turnout$",
+                name = literal(&format!("turnout_{slot}_publish")),
+            ),
+            side,
+        )
+        .await?;
+        Ok(true)
+    }
+    .await;
+    close(&mut conn).await;
+    result.map_err(|e: String| {
+        format!(
+            "the event trigger that puts new tables into the log could not be made on {side}: {e}"
+        )
+    })
 }
 
 /// The slot's state on its side.
@@ -424,18 +525,24 @@ pub async fn drop_all(from: &BackendTarget, slot: &str) -> Result<(), String> {
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
         }
     }
-    if let Err(e) = query(
-        &mut conn,
-        &format!(
+    for sql in [
+        format!(
+            "DROP EVENT TRIGGER IF EXISTS {}",
+            ident(&format!("turnout_{slot}_publish"))
+        ),
+        format!(
+            "DROP FUNCTION IF EXISTS public.{}()",
+            ident(&format!("turnout_{slot}_publish"))
+        ),
+        format!(
             "DROP PUBLICATION IF EXISTS {}, {}",
             ident(&publication(slot)),
             ident(&inserts_publication(slot))
         ),
-        side,
-    )
-    .await
-    {
-        problems.push(e);
+    ] {
+        if let Err(e) = query(&mut conn, &sql, side).await {
+            problems.push(e);
+        }
     }
     close(&mut conn).await;
     if problems.is_empty() {

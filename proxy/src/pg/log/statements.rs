@@ -300,7 +300,7 @@ impl Plan {
     /// `SET` of the present columns (with the computed ones); key columns
     /// only when the key moved; never an always-identity column (the
     /// source could not assign one either).
-    fn assignments(&self, present: u128, moved: bool) -> Vec<String> {
+    fn assignments(&self, present: u128, moved: bool) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for (i, c) in self.cols.iter().enumerate() {
             let Some((n, _, always)) = c else { continue };
@@ -310,11 +310,11 @@ impl Plan {
             if !self.full && !moved && self.key.contains(&i) {
                 continue;
             }
-            out.push(format!("{n} = {}", self.value(i)));
+            out.push((n.clone(), self.value(i)));
         }
         if present.count_ones() as usize == self.cols.len() {
             for (n, sql) in &self.computed {
-                out.push(format!("{n} = {sql}"));
+                out.push((n.clone(), sql.clone()));
             }
         }
         out
@@ -354,15 +354,13 @@ impl Plan {
                 } else {
                     (1u128 << self.width()) - 1
                 };
-                let set: Vec<String> = self
+                let set: Vec<(String, String)> = self
                     .assignments(all, false)
                     .into_iter()
-                    .filter(|a| {
-                        !conflict.iter().any(|&i| {
-                            self.cols[i]
-                                .as_ref()
-                                .is_some_and(|(n, _, _)| a.starts_with(&format!("{n} = ")))
-                        })
+                    .filter(|(column, _)| {
+                        !conflict
+                            .iter()
+                            .any(|&i| self.cols[i].as_ref().is_some_and(|(n, _, _)| n == column))
                     })
                     .collect();
                 if set.is_empty() {
@@ -380,11 +378,18 @@ impl Plan {
                     })
                     .collect::<Vec<_>>()
                     .join(" AND ");
+                // A row there already is overwritten only where it differs
+                // (compared as text: json has no equality), and only then
+                // counted.
+                let columns: Vec<&str> = set.iter().map(|(c, _)| c.as_str()).collect();
+                let values: Vec<&str> = set.iter().map(|(_, v)| v.as_str()).collect();
                 Some(Statement {
                     sql: format!(
-                        "WITH inserted AS ({insert} {on_conflict} RETURNING 1) UPDATE {} SET {} WHERE {by_key} AND NOT EXISTS (SELECT FROM inserted)",
+                        "WITH inserted AS ({insert} {on_conflict} RETURNING 1) UPDATE {} SET {} WHERE {by_key} AND NOT EXISTS (SELECT FROM inserted) AND ROW({})::text IS DISTINCT FROM ROW({})::text",
                         self.target,
-                        set.join(", ")
+                        join_set(&set),
+                        columns.join(", "),
+                        values.join(", ")
                     ),
                     params: self.width(),
                     reads: Reads::Existed,
@@ -398,7 +403,7 @@ impl Plan {
                 let update = format!(
                     "UPDATE {} SET {} WHERE {}",
                     self.target,
-                    set.join(", "),
+                    join_set(&set),
                     self.key_match(moved)
                 );
                 let params = if moved || self.full {
@@ -478,6 +483,14 @@ impl Plan {
         }
         out
     }
+}
+
+/// `col = value, ...`.
+fn join_set(set: &[(String, String)]) -> String {
+    set.iter()
+        .map(|(c, v)| format!("{c} = {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The shape of an update: which columns it carries, whether its row moved.

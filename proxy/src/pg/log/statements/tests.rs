@@ -62,7 +62,7 @@ fn an_insert_adds_the_row_or_overwrites_one_already_there_and_says_which() {
     let s = plan(&r, &t).unwrap().statement(Shape::Insert).unwrap();
     assert_eq!(
         s.sql,
-        "WITH inserted AS (INSERT INTO \"public\".\"customers\" (\"id\", \"name\") VALUES ($1::integer, $2::text) ON CONFLICT (\"id\") DO NOTHING RETURNING 1) UPDATE \"public\".\"customers\" SET \"name\" = $2::text WHERE \"id\" = $1::integer AND NOT EXISTS (SELECT FROM inserted)"
+        "WITH inserted AS (INSERT INTO \"public\".\"customers\" (\"id\", \"name\") VALUES ($1::integer, $2::text) ON CONFLICT (\"id\") DO NOTHING RETURNING 1) UPDATE \"public\".\"customers\" SET \"name\" = $2::text WHERE \"id\" = $1::integer AND NOT EXISTS (SELECT FROM inserted) AND ROW(\"name\")::text IS DISTINCT FROM ROW($2::text)::text"
     );
     assert_eq!((s.params, s.reads), (2, Reads::Existed));
     // Only key columns: nothing to overwrite.
