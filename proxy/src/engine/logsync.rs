@@ -58,6 +58,8 @@ pub struct LogSync {
     /// A session passed DDL: tables may have come that the log should
     /// carry.
     pub ddl_seen: tokio::sync::Notify,
+    /// Tables recorded once as lacking a replica identity.
+    noted: DashMap<String, ()>,
 }
 
 /// What the applier did, for status and metrics.
@@ -110,6 +112,7 @@ impl LogSync {
             unlogged: arc_swap::ArcSwap::from_pointee(HashSet::new()),
             figures: Figures::default(),
             ddl_seen: tokio::sync::Notify::new(),
+            noted: DashMap::new(),
         }
     }
 
@@ -260,6 +263,12 @@ impl LogSync {
     pub fn note_lag(&self, bytes: u64) {
         self.figures.lag_bytes.store(bytes, Ordering::Relaxed);
         metrics::gauge!("turnout_log_lag_bytes").set(bytes as f64);
+    }
+
+    /// Whether `table` (qualified) is said for the first time to lack a
+    /// replica identity.
+    pub fn first_note(&self, table: &str) -> bool {
+        self.noted.insert(table.to_string(), ()).is_none()
     }
 
     /// Whether `table` (as a statement names it) is one whose UPDATEs and

@@ -13,7 +13,7 @@
 //! each refused change is recorded with its table and key.
 
 use super::conn::{ApplyConn, ConnError};
-use super::statements::{update_shape, Plan, Reads, Shape, Statement, TargetColumn, TargetTable};
+use super::statements::{update_shape, Plan, Reads, Shape, Statement};
 use crate::backend::pg::{connect, literal};
 use crate::backend::pglog::{ident, identify, open_walsender, LogStream, LOG_SETTINGS};
 use crate::backend::pgoutput::{Lsn, Message, Relation, StreamFrame, Value};
@@ -23,7 +23,7 @@ use crate::wire::pg_framed::Framed;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 use turnout_control::divergence::{Divergence, DivergenceKind};
 use turnout_control::Side;
 
@@ -47,12 +47,12 @@ pub(super) enum Ended {
 }
 
 /// A relation the log described, with how its changes are applied.
-struct Rel {
-    rel: Relation,
+pub(super) struct Rel {
+    pub rel: Relation,
     /// Made when first needed; dropped when the other side's schema may
     /// have changed (DDL applied from the log).
-    plan: Option<Result<Arc<Plan>, String>>,
-    statements: HashMap<Shape, Option<Arc<Statement>>>,
+    pub plan: Option<Result<Arc<Plan>, String>>,
+    pub statements: HashMap<Shape, Option<Arc<Statement>>>,
 }
 
 /// One transaction of the log as it is applied.
@@ -65,7 +65,7 @@ struct Txn {
 }
 
 /// A change sent, with what its answer is checked against.
-struct Sent {
+pub(super) struct Sent {
     table: String,
     key: Option<String>,
     reads: Reads,
@@ -74,11 +74,11 @@ struct Sent {
 
 /// The transactions applied as one.
 #[derive(Default)]
-struct Group {
+pub(super) struct Group {
     open: bool,
     txns: Vec<Txn>,
-    changes: u64,
-    sent: HashMap<u64, Sent>,
+    pub changes: u64,
+    pub sent: HashMap<u64, Sent>,
     end: Lsn,
     time: i64,
 }
@@ -101,11 +101,17 @@ fn origin_name(slot: &str, system_id: &str) -> String {
 }
 
 impl Run<'_> {
-    fn to(&self) -> Side {
+    pub(super) fn to(&self) -> Side {
         self.from.other()
     }
 
-    fn record(&self, kind: DivergenceKind, table: &str, key: Option<String>, detail: &str) {
+    pub(super) fn record(
+        &self,
+        kind: DivergenceKind,
+        table: &str,
+        key: Option<String>,
+        detail: &str,
+    ) {
         let mut d = Divergence::new(kind, self.to(), &format!("(log) {table}"), detail);
         d.table = Some(table.to_string());
         d.key = key;
@@ -274,6 +280,23 @@ impl Run<'_> {
                 Message::Origin { .. } => {}
                 Message::Relation(r) => {
                     let id = r.id;
+                    // Sessions record the UPDATEs and DELETEs of a table the
+                    // log has the inserts of only.
+                    let keyless = r.replica_identity != b'f' && !r.columns.iter().any(|c| c.key);
+                    let name = r.name.to_lowercase();
+                    let unlogged = self.shared.log.unlogged.load();
+                    if keyless {
+                        super::note_unlogged(self.shared, self.to(), &r.schema, &r.name);
+                    }
+                    if keyless != unlogged.contains(&name) {
+                        let mut set = (**unlogged).clone();
+                        if keyless {
+                            set.insert(name);
+                        } else {
+                            set.remove(&name);
+                        }
+                        self.shared.log.unlogged.store(Arc::new(set));
+                    }
                     rels.insert(
                         id,
                         Rel {
@@ -418,97 +441,6 @@ impl Run<'_> {
         }
     }
 
-    /// The plan of relation `id`, made when first needed.
-    async fn plan(
-        &mut self,
-        apply: &mut ApplyConn,
-        rels: &mut HashMap<u32, Rel>,
-        types: &HashMap<u32, String>,
-        id: u32,
-    ) -> Result<Arc<Plan>, Ended> {
-        let Some(r) = rels.get_mut(&id) else {
-            return Err(Ended::Retry(format!(
-                "a change of relation {id} before its description in the log"
-            )));
-        };
-        if r.plan.is_none() {
-            let made = self.make_plan(apply, &r.rel, types).await?;
-            r.plan = Some(made.map(Arc::new));
-        }
-        match r.plan.as_ref() {
-            Some(Ok(p)) => Ok(p.clone()),
-            Some(Err(why)) => Err(self.refuse(&r.rel, why)),
-            None => Err(Ended::Retry("no plan".into())),
-        }
-    }
-
-    fn refuse(&mut self, rel: &Relation, why: &str) -> Ended {
-        let detail = format!(
-            "the log applier stopped: {why}; nothing after it is applied to {} until it can be (the authority keeps its log meanwhile)",
-            self.to()
-        );
-        if self.refused.as_deref() != Some(why) {
-            self.record(
-                DivergenceKind::MirrorError,
-                &format!("{}.{}", rel.schema, rel.name),
-                None,
-                &detail,
-            );
-            *self.refused = Some(why.to_string());
-        }
-        Ended::Refused(detail)
-    }
-
-    async fn make_plan(
-        &mut self,
-        apply: &mut ApplyConn,
-        rel: &Relation,
-        types: &HashMap<u32, String>,
-    ) -> Result<Result<Plan, String>, Ended> {
-        let mapping = self.shared.mapping();
-        let map = mapping.rows_toward(self.to(), &rel.name);
-        let target_name = format!("{}.{}", ident(&rel.schema), ident(&map.table));
-        let rows = apply
-            .query(
-                "SELECT a.attname AS name, format_type(a.atttypid, NULL) AS ty, \
-                 a.attgenerated <> '' AS generated, a.attidentity = 'a' AS always, \
-                 coalesce(a.attnum = ANY (i.indkey), false) AS key \
-                 FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary \
-                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
-                 ORDER BY a.attnum",
-                &[Some(&target_name)],
-            )
-            .await
-            .map_err(|e| self.failed(e))?;
-        if rows.is_empty() {
-            return Ok(Err(format!(
-                "{}.{} has no table {target_name} on {} to go to",
-                rel.schema,
-                rel.name,
-                self.to()
-            )));
-        }
-        let mut target = TargetTable {
-            schema: rel.schema.clone(),
-            name: map.table.clone(),
-            ..TargetTable::default()
-        };
-        for r in rows.iter() {
-            let name = r.str("name").unwrap_or_default().to_string();
-            if r.str("key") == Ok("t") {
-                target.key.push(name.clone());
-            }
-            target.columns.push(TargetColumn {
-                name,
-                ty: r.str("ty").unwrap_or("text").to_string(),
-                generated: r.str("generated") == Ok("t"),
-                always_identity: r.str("always") == Ok("t"),
-            });
-        }
-        let type_name = |oid: u32| types.get(&oid).cloned().or_else(|| builtin_type(oid));
-        Ok(Plan::new(rel, &map, &target, &type_name))
-    }
-
     #[allow(clippy::too_many_arguments)]
     async fn change(
         &mut self,
@@ -638,7 +570,7 @@ impl Run<'_> {
     }
 
     /// A statement's count against what it should be.
-    fn check(&self, s: &Sent, count: u64) {
+    pub(super) fn check(&self, s: &Sent, count: u64) {
         let lacked = match s.reads {
             Reads::Found if count == 0 => Some("found no such row"),
             Reads::Missing if count > 0 => Some("found no such row (the row was added whole)"),
@@ -663,91 +595,6 @@ impl Run<'_> {
             s.key.clone(),
             &detail,
         );
-    }
-
-    /// A schema change that travelled in the log (`mirror.ddl = "both"`):
-    /// run on the other side as the session that made it, with its
-    /// search_path, at its place.
-    async fn ddl(
-        &mut self,
-        apply: &mut ApplyConn,
-        group: &mut Group,
-        text: &str,
-    ) -> Result<(), Ended> {
-        let parsed: serde_json::Value = match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(e) => {
-                warn!(error = %e, "a schema change in the log could not be read; not applied");
-                return Ok(());
-            }
-        };
-        let sql = parsed["sql"].as_str().unwrap_or_default();
-        let search_path = parsed["search_path"]
-            .as_str()
-            .unwrap_or("\"$user\", public");
-        let role = parsed["role"].as_str().unwrap_or_default();
-        let mapping = self.shared.mapping();
-        let sql = match mapping.toward(self.to()).translate(sql) {
-            Ok(crate::mapping::Translation::Sql(s)) => s,
-            Ok(crate::mapping::Translation::Skip) => return Ok(()),
-            Ok(crate::mapping::Translation::Unchanged) => sql.to_string(),
-            Err(why) => {
-                self.record(
-                    DivergenceKind::MirrorError,
-                    "",
-                    None,
-                    &format!(
-                        "a schema change in the log could not be translated for {}: {why}",
-                        self.to()
-                    ),
-                );
-                return Ok(());
-            }
-        };
-        group.changes += 1;
-        let text = format!(
-            "SELECT set_config('search_path', {}, true); {}{sql}; RESET ROLE; SELECT set_config('search_path', '\"$user\", public', true)",
-            literal(search_path),
-            if role.is_empty() {
-                String::new()
-            } else {
-                format!("SET LOCAL ROLE {}; ", ident(role))
-            }
-        );
-        if self.careful_until.is_some() {
-            apply
-                .simple("SAVEPOINT turnout_change")
-                .await
-                .map_err(|e| self.failed(e))?;
-        }
-        match apply.simple(&text).await {
-            Ok(()) => {
-                if self.careful_until.is_some() {
-                    apply
-                        .simple("RELEASE SAVEPOINT turnout_change")
-                        .await
-                        .map_err(|e| self.failed(e))?;
-                }
-                debug!(to = %self.to(), "schema change applied from the log");
-                Ok(())
-            }
-            Err(ConnError::Failed { error, .. }) if self.careful_until.is_some() => {
-                self.record(
-                    DivergenceKind::MirrorError,
-                    "",
-                    None,
-                    &format!(
-                        "{} refused a schema change from the log: {error}",
-                        self.to()
-                    ),
-                );
-                apply
-                    .simple("ROLLBACK TO SAVEPOINT turnout_change")
-                    .await
-                    .map_err(|e| self.failed(e))
-            }
-            Err(e) => Err(self.failed(e)),
-        }
     }
 
     /// Commits the group on the other side with its place in the log;
@@ -803,7 +650,7 @@ impl Run<'_> {
     }
 
     /// What a failed statement means for the run.
-    fn failed(&self, e: ConnError) -> Ended {
+    pub(super) fn failed(&self, e: ConnError) -> Ended {
         match e {
             ConnError::Failed { .. } if self.careful_until.is_none() => {
                 // The group is applied again one change at a time from its
@@ -813,31 +660,4 @@ impl Run<'_> {
             other => Ended::Retry(format!("applying to {}: {other}", self.to())),
         }
     }
-}
-
-/// Names of built-in types (the log sends names for the others).
-fn builtin_type(oid: u32) -> Option<String> {
-    let name = match oid {
-        16 => "boolean",
-        17 => "bytea",
-        20 => "bigint",
-        21 => "smallint",
-        23 => "integer",
-        25 => "text",
-        114 => "json",
-        700 => "real",
-        701 => "double precision",
-        1042 => "character",
-        1043 => "character varying",
-        1082 => "date",
-        1083 => "time without time zone",
-        1114 => "timestamp without time zone",
-        1184 => "timestamp with time zone",
-        1186 => "interval",
-        1700 => "numeric",
-        2950 => "uuid",
-        3802 => "jsonb",
-        _ => return None,
-    };
-    Some(name.to_string())
 }

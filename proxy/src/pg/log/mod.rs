@@ -13,6 +13,8 @@
 
 mod applier;
 mod conn;
+mod ddl;
+mod plans;
 pub mod setup;
 pub mod statements;
 
@@ -165,11 +167,8 @@ fn note_published(
     let mirror = authority.other();
     let unlogged: HashSet<String> = now.inserts.iter().map(|t| t.name.to_lowercase()).collect();
     shared.log.unlogged.store(Arc::new(unlogged));
-    let was = |list: fn(&setup::Published) -> &Vec<setup::Table>, t: &setup::Table| {
-        before.is_some_and(|b| list(b).contains(t))
-    };
-    for t in &now.missing {
-        if !was(|p| &p.missing, t) {
+    if before.is_none() {
+        for t in &now.missing {
             record(
                 shared,
                 mirror,
@@ -182,33 +181,38 @@ fn note_published(
         }
     }
     for t in &now.inserts {
-        if !was(|p| &p.inserts, t) {
-            let detail = format!(
-                "{}.{} has no replica identity: the log carries its inserts only, and {mirror} gets its UPDATEs and DELETEs only from statements that name it through turnout (not from triggers, functions or writers that bypass turnout); ALTER TABLE {} REPLICA IDENTITY FULL (or a primary key) puts them in the log",
-                t.schema,
-                t.name,
-                t.quoted()
+        note_unlogged(shared, mirror, &t.schema, &t.name);
+    }
+    if before.is_some() {
+        for t in &now.added {
+            record(
+                shared,
+                mirror,
+                &format!("{}.{}", t.schema, t.name),
+                &format!(
+                    "{}.{} came into the log only now (made while mirroring, and no event trigger put it in at once): its rows written before are not on {mirror} unless the backfill copies them",
+                    t.schema, t.name
+                ),
             );
-            let mut d = Divergence::new(DivergenceKind::UnsafeStatement, mirror, "(log)", &detail);
-            d.table = Some(format!("{}.{}", t.schema, t.name));
-            shared.records.divergence(d);
         }
     }
-    if let Some(b) = before {
-        for t in now.full.iter().chain(&now.inserts) {
-            if !b.full.contains(t) && !b.inserts.contains(t) {
-                record(
-                    shared,
-                    mirror,
-                    &format!("{}.{}", t.schema, t.name),
-                    &format!(
-                        "{}.{} came into the log only now (created after mirroring began): its rows written before are not on {mirror} unless the backfill copies them",
-                        t.schema, t.name
-                    ),
-                );
-            }
-        }
+}
+
+/// Records once that `schema.name` lacks a replica identity, and what
+/// puts it in the log.
+pub(super) fn note_unlogged(shared: &Shared, mirror: Side, schema: &str, name: &str) {
+    let table = format!("{schema}.{name}");
+    if !shared.log.first_note(&table) {
+        return;
     }
+    let detail = format!(
+        "{table} has no replica identity: the log carries its inserts only (publishing its updates would make the authority refuse them); its UPDATEs and DELETEs do not reach {mirror}, and each one through turnout is recorded; ALTER TABLE {}.{} REPLICA IDENTITY FULL (or a primary key) puts them in the log",
+        crate::backend::pglog::ident(schema),
+        crate::backend::pglog::ident(name)
+    );
+    let mut d = Divergence::new(DivergenceKind::UnsafeStatement, mirror, "(log)", &detail);
+    d.table = Some(table);
+    shared.records.divergence(d);
 }
 
 /// Starts the applier reading `from`'s log (and its upkeep: the slot's

@@ -220,6 +220,8 @@ pub struct Published {
     pub inserts: Vec<Table>,
     /// Tables the other side does not have: not published.
     pub missing: Vec<Table>,
+    /// Tables this call had to add (none of the publications held them).
+    pub added: Vec<Table>,
 }
 
 /// Makes `from`'s publications hold its tables (those with a replica
@@ -267,6 +269,27 @@ pub async fn publish(
                 out.inserts.push(t);
             }
         }
+        // What either publication held before: a table that joins now was
+        // left out of the log until now.
+        let before = query(
+            &mut conn,
+            &format!(
+                "SELECT schemaname AS schema, tablename AS name FROM pg_publication_tables WHERE pubname IN ({}, {})",
+                literal(&publication(slot)),
+                literal(&inserts_publication(slot))
+            ),
+            side,
+        )
+        .await?;
+        let other_held: BTreeSet<Table> = before
+            .iter()
+            .filter_map(|r| {
+                Some(Table {
+                    schema: r.str("schema").ok()?.to_string(),
+                    name: r.str("name").ok()?.to_string(),
+                })
+            })
+            .collect();
         for (name, members, publish) in [
             (publication(slot), &out.full, "insert, update, delete, truncate"),
             (inserts_publication(slot), &out.inserts, "insert, truncate"),
@@ -318,6 +341,11 @@ pub async fn publish(
                 .map_err(|e| format!("publication {name} could not be created on {side}: {e}"))?;
                 continue;
             }
+            let joined: Vec<&Table> = wanted
+                .difference(&held)
+                .filter(|t| !other_held.contains(t))
+                .collect();
+            out.added.extend(joined.into_iter().cloned());
             let add: Vec<String> = wanted.difference(&held).map(Table::quoted).collect();
             if !add.is_empty() {
                 query(

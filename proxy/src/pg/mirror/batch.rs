@@ -547,7 +547,7 @@ impl MirrorSession<'_> {
             if let Some(detail) = self.handoff(start, block).await? {
                 return self.abort_authority(&detail).await;
             }
-            if self.log.on && !self.log.mirror_wrote {
+            if self.log.on {
                 // The mirror's block held reads only: it commits without
                 // being waited for; the authority's is marked first.
                 if self.mirror.is_some() || self.async_mirror.is_some() {
@@ -559,11 +559,6 @@ impl MirrorSession<'_> {
                     self.marked(if error.is_some() { 0 } else { rows.len() });
                 }
             } else if block == Block::Explicit {
-                if self.log.on {
-                    let sql = self.mark_sql();
-                    let (rows, error) = self.auth_own(&sql, false).await?;
-                    self.marked(if error.is_some() { 0 } else { rows.len() });
-                }
                 if let Some(detail) = self.mirror_commit(start, at, &class).await {
                     return self.abort_authority(&detail).await;
                 }

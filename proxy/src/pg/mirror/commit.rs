@@ -73,7 +73,7 @@ impl MirrorSession<'_> {
         to_mirror: &[u8],
         class: &Classification,
     ) -> Step {
-        if self.log.on && !self.log.mirror_wrote {
+        if self.log.on {
             return self.log_commit(to_auth, to_mirror, class).await;
         }
         if self.status != b'T' {

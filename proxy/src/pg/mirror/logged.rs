@@ -33,9 +33,6 @@ pub(super) struct LogState {
     pub mark: Option<Waiter>,
     /// A committed mark: the client's next answer waits for the mirror.
     pub wait: Option<Waiter>,
-    /// The session mirrored a write itself in this transaction (a table
-    /// whose updates the log lacks): its COMMIT is the lockstep one.
-    pub mirror_wrote: bool,
     /// ReadyForQuery is queued but not sent yet (a mark still follows).
     pub hold_ready: bool,
 }
@@ -130,6 +127,7 @@ impl MirrorSession<'_> {
         if class.kind() == Kind::Ddl {
             self.shared.log.ddl_seen.notify_one();
         }
+        self.record_unlogged(class, raw);
         self.wrote_in_tx = true;
         if self.status == b'I' && wrappable(sql, class) {
             // `None`: PostgreSQL refused it inside a block; it runs as it is.
@@ -310,10 +308,31 @@ impl MirrorSession<'_> {
             .is_some_and(|t| t.op != Op::Insert && self.shared.log.unlogged_table(&t.table))
     }
 
-    /// In log mode the mirror's connection holds no write of the session
-    /// (unless it mirrored one itself): its failures are not the mirror's.
+    /// In log mode the mirror's connection holds no write of the session:
+    /// its failures are not the mirror's.
     pub(super) fn mirror_holds_no_write(&self) -> bool {
-        self.log.on && !self.log.mirror_wrote
+        self.log.on
+    }
+
+    /// An UPDATE or DELETE of a table without a replica identity: the log
+    /// has it not (publishing such updates would make old refuse them),
+    /// and the session does not run it on new beside the log: recorded,
+    /// with its table and key, for verify --repair.
+    pub(super) fn record_unlogged(&self, class: &Classification, sent: &[u8]) {
+        if !self.unlogged_target(class) {
+            return;
+        }
+        let reason = "an UPDATE or DELETE of a table without a replica identity: not in the log, so not on the mirror (ALTER TABLE ... REPLICA IDENTITY FULL, or a primary key, puts its changes in the log)";
+        self.shared.records.mirror_error();
+        self.shared.records.located(
+            Divergence::new(
+                DivergenceKind::MirrorError,
+                self.mirror_side,
+                &class.fingerprint,
+                reason,
+            ),
+            sent,
+        );
     }
 
     /// In a batch, after the messages up to `upto` ran on the authority:
@@ -326,22 +345,10 @@ impl MirrorSession<'_> {
         upto: usize,
         mark: bool,
     ) -> Result<(), Stop> {
-        // UPDATEs and DELETEs of a table the log has the inserts of only
-        // are not mirrored from a batch: recorded.
+        let sent = super::extended::raw_of(&self.batch[from..upto]);
         for m in &self.batch[from..upto] {
-            let class = super::extended::exec_class(m);
-            if m.frame.tag == b'E' && self.unlogged_target(&class) {
-                let reason = "an UPDATE or DELETE of a table without a replica identity, sent by the extended protocol: not in the log, and not mirrored";
-                self.shared.records.mirror_error();
-                self.shared.records.located(
-                    Divergence::new(
-                        DivergenceKind::MirrorError,
-                        self.mirror_side,
-                        &class.fingerprint,
-                        reason,
-                    ),
-                    &m.frame.raw,
-                );
+            if m.frame.tag == b'E' {
+                self.record_unlogged(&super::extended::exec_class(m), &sent);
             }
         }
         let ddl: Vec<String> = self.batch[from..upto]

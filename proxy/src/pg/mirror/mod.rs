@@ -421,7 +421,6 @@ impl<'a> MirrorSession<'a> {
                             break End::AuthorityLost(e);
                         }
                         self.log.on = self.shared.log.feeds_from(self.auth_side());
-                        self.log.mirror_wrote = false;
                     }
                     f
                 }

@@ -40,12 +40,7 @@ impl MirrorSession<'_> {
                 .untranslatable(&frame.raw, &frame.raw, &class, &reason)
                 .await;
         }
-        let route = match self.route(&class) {
-            // UPDATEs and DELETEs of a table the log carries the inserts of
-            // only (no replica identity): the session mirrors them.
-            Route::Logged if self.unlogged_target(&class) => Route::Write,
-            r => r,
-        };
+        let route = self.route(&class);
         self.expect_no_writes(route, &class, &frame.raw);
         if route == Route::Write && class.statements.len() == 1 && sql_is_copy_from(&sql) {
             let mapped = self.shared.mapping();
@@ -124,10 +119,7 @@ impl MirrorSession<'_> {
             Route::Commit => self.commit(&frame.raw, &frame.raw, &class).await,
             Route::Logged => self.logged_simple(&frame.raw, &sql, &class, false).await,
             Route::LoggedDdl => self.logged_simple(&frame.raw, &sql, &class, true).await,
-            Route::Write => {
-                self.log.mirror_wrote |= self.log.on;
-                self.simple_write(&frame.raw, &sql, &class).await
-            }
+            Route::Write => self.simple_write(&frame.raw, &sql, &class).await,
             Route::Unwrapped => self.unwrapped(&frame.raw, &frame.raw, &class).await,
             Route::MirrorOnly => self.mirror_only(&frame.raw).await,
         }
