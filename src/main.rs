@@ -280,6 +280,22 @@ async fn check_backends(config: &Config) -> ExitCode {
             }
         }
     }
+    // The mirror's source, with old the authority (as mirroring begins).
+    let shared = Arc::new(shared);
+    if let (false, Some(log)) = (failed, shared.adapter.log()) {
+        match log.check(&shared, Side::Old).await {
+            Ok((line, notes)) => {
+                println!("{line}");
+                for note in notes {
+                    println!("  - {note}");
+                }
+            }
+            Err(why) => {
+                failed = true;
+                eprintln!("turnout: {why}");
+            }
+        }
+    }
     if failed {
         ExitCode::from(2)
     } else {

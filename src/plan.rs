@@ -20,6 +20,10 @@ struct Plan {
     old: String,
     new: String,
     phase: String,
+    /// Where the mirror takes old's writes from, and what to change on
+    /// the servers for it.
+    mirror_source: String,
+    mirror_source_notes: Vec<String>,
     /// DDL that gives `old`'s tables `new`'s shape (through the mapping).
     schema_difference: Vec<String>,
     risks: Vec<String>,
@@ -98,6 +102,14 @@ async fn build(config: &Config, config_path: &Path) -> Result<Plan, String> {
     let new = new.map_err(|e| format!("reading new's catalog: {e}"))?;
     let phase = phase_now(config);
     let path = config_path.display().to_string();
+    let shared = Arc::new(shared);
+    let (mirror_source, mirror_source_notes) = match shared.adapter.log() {
+        Some(log) => log
+            .check(&shared, phase.authority())
+            .await
+            .unwrap_or_else(|e| (format!("mirror source: not available: {e}"), Vec::new())),
+        None => ("mirror source: statements".to_string(), Vec::new()),
+    };
     Ok(Plan {
         config: path.clone(),
         protocol: match config.protocol {
@@ -107,6 +119,8 @@ async fn build(config: &Config, config_path: &Path) -> Result<Plan, String> {
         old: backend(&config.backends.old),
         new: backend(&config.backends.new),
         phase: phase.name().into(),
+        mirror_source,
+        mirror_source_notes,
         schema_difference: difference(config, &old, &new),
         risks: risks(config, &old, &new),
         steps: steps(config, &path, phase),
@@ -439,6 +453,10 @@ fn text(p: &Plan) -> String {
     );
     for l in &p.schema_difference {
         s.push_str(&format!("{l}\n"));
+    }
+    s.push_str(&format!("\n== Mirror source ==\n{}\n", p.mirror_source));
+    for n in &p.mirror_source_notes {
+        s.push_str(&format!("- {n}\n"));
     }
     s.push_str("\n== Risks ==\n");
     if p.risks.is_empty() {

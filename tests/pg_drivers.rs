@@ -302,3 +302,40 @@ fn pgjdbc_rolled_back_transactions_stay_rolled_back() {
     assert_eq!(run(s.old.port, "backend-pw"), "5");
     assert!(s.divergences().is_empty(), "{:?}", s.divergences());
 }
+
+// The same workloads with the mirror fed from old's log.
+
+#[test]
+fn psycopg3_pipelines_executemany_savepoints_and_rollbacks_from_the_log() {
+    from_the_log(psycopg3_pipelines_executemany_savepoints_and_rollbacks);
+}
+
+#[test]
+fn asyncpg_prepare_with_flush_and_executemany_from_the_log() {
+    from_the_log(asyncpg_prepare_with_flush_and_executemany);
+}
+
+#[test]
+fn node_postgres_named_and_pipelined_queries_from_the_log() {
+    from_the_log(node_postgres_named_and_pipelined_queries);
+}
+
+#[test]
+fn pgjdbc_begin_in_the_batch_named_statements_and_execute_batch_from_the_log() {
+    from_the_log(pgjdbc_begin_in_the_batch_named_statements_and_execute_batch);
+}
+
+#[test]
+fn pgjdbc_rolled_back_transactions_stay_rolled_back_from_the_log() {
+    from_the_log(pgjdbc_rolled_back_transactions_stay_rolled_back);
+}
+
+#[test]
+fn go_pgx_statement_cache_batches_and_savepoints_from_the_log() {
+    from_the_log(go_pgx_statement_cache_batches_and_savepoints);
+}
+
+#[test]
+fn tokio_postgres_pipelines_prepared_statements_and_savepoints_from_the_log() {
+    from_the_log(tokio_postgres_pipelines_prepared_statements_and_savepoints);
+}

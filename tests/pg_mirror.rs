@@ -700,3 +700,15 @@ fn stopping_turnout_lets_open_transactions_and_async_queues_finish() {
     assert_eq!(count(&s.direct_new_url(), "SELECT count(*) FROM events"), 3);
     assert!(s.divergences().is_empty(), "{:?}", s.divergences());
 }
+
+// TPC-B and the concurrent writers with the mirror fed from old's log.
+
+#[test]
+fn pgbench_tpcb_from_the_log() {
+    from_the_log(pgbench_tpcb_leaves_both_sides_identical_in_every_mode);
+}
+
+#[test]
+fn concurrent_writers_from_the_log() {
+    from_the_log(concurrent_writers_in_and_out_of_transactions_stay_identical);
+}

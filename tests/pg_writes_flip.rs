@@ -488,3 +488,26 @@ fn a_writes_flip_is_refused_while_new_lacks_writes_it_missed_as_the_mirror() {
         "only on old"
     );
 }
+
+// The flips with the mirror fed from the log: each change of authority
+// finishes applying the old authority's log and turns the log around.
+
+#[test]
+fn writes_flip_and_rollback_under_pgbench_from_the_log() {
+    from_the_log(writes_flip_and_rollback_under_pgbench_have_no_client_errors_and_no_divergence);
+}
+
+#[test]
+fn async_mode_writes_flip_from_the_log() {
+    from_the_log(async_mode_writes_flip_drains_the_queue_first);
+}
+
+#[test]
+fn new_failing_as_the_authority_rolls_back_from_the_log() {
+    from_the_log(new_failing_as_the_authority_makes_turnout_roll_the_writes_flip_back_by_itself);
+}
+
+#[test]
+fn the_flag_file_flips_and_finalizes_from_the_log() {
+    from_the_log(the_flag_file_flips_writes_and_finalize_leaves_old_behind_for_good);
+}

@@ -29,6 +29,10 @@ pub enum DivergenceKind {
     /// The sides wrote different rows for one mirrored write: the affected
     /// row counts (or, with row images, the rows found) disagree.
     RowCountMismatch,
+    /// The log applier stopped: the mirror could not take a change (a
+    /// table or column it lacks). Nothing after it was applied until it
+    /// could; nothing is lost (the authority keeps its log meanwhile).
+    LogStalled,
 }
 
 impl DivergenceKind {
@@ -41,6 +45,7 @@ impl DivergenceKind {
             DivergenceKind::AsyncOverflow => "async_overflow",
             DivergenceKind::UnmirroredWrite => "unmirrored_write",
             DivergenceKind::RowCountMismatch => "row_count_mismatch",
+            DivergenceKind::LogStalled => "log_stalled",
         }
     }
 }

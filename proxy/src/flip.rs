@@ -87,6 +87,19 @@ pub fn blockers(shared: &Shared, change: Change) -> Vec<String> {
             ));
         }
     }
+    // From the log: the mirror must have what the authority committed.
+    if matches!(change, Change::FlipReads | Change::FlipWrites) && shared.log.source().is_some() {
+        if let Some(why) = shared.log.stopped.load().as_ref() {
+            out.push(format!("the log applier stopped: {why}"));
+        }
+        let lag = shared.log.figures.lag_bytes.load(Ordering::Relaxed);
+        if lag > shared.max_log_lag {
+            out.push(format!(
+                "the authority keeps {lag} bytes of log for turnout's slot, over mirror.max_log_lag_bytes = {}: the mirror lacks what the applier has not applied yet",
+                shared.max_log_lag
+            ));
+        }
+    }
     if change != Change::FlipReads || !shared.backfill.required {
         return out;
     }
@@ -149,22 +162,27 @@ async fn cutover<S: Steps>(
                 return Err(e);
             }
         };
-        let caught_up = match steps.catch_up(from, to).await {
-            Ok(line) => line,
-            Err(e) => {
-                let _ = steps.release();
-                return Err(format!(
-                    "flip abandoned: sequences could not be moved on {to}: {e}; traffic resumed on {}",
-                    plan.from
-                ));
-            }
-        };
+        // The log first: `to` has every commit of `from` (tables made
+        // through the log included) before its sequences are moved.
         let handed = match steps.handover(from, to, window).await {
             Ok(line) => line,
             Err(e) => {
                 let _ = steps.release();
                 return Err(format!(
                     "flip abandoned: {e}; traffic resumed on {}",
+                    plan.from
+                ));
+            }
+        };
+        let caught_up = match steps.catch_up(from, to).await {
+            Ok(line) => line,
+            Err(e) => {
+                if let Err(back) = steps.handover(to, from, window).await {
+                    warn!(error = %back, "the log source could not be turned back after an abandoned flip");
+                }
+                let _ = steps.release();
+                return Err(format!(
+                    "flip abandoned: sequences could not be moved on {to}: {e}; traffic resumed on {}",
                     plan.from
                 ));
             }

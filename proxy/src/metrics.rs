@@ -55,6 +55,14 @@ pub const SERIES: &[(&str, &str, &str)] = &[
     ("turnout_verify_rows", "gauge", "Rows compared by the current or last verify."),
     ("turnout_verify_differences", "gauge", "Rows the current or last verify found different and did not repair, by kind (missing, extra, differing)."),
     ("turnout_verify_clean", "gauge", "1 when the last verify of every table found both sides equal."),
+    ("turnout_mirror_source", "gauge", "1 for the source the mirror takes the authority's writes from now (label source: log or images), 0 for the other."),
+    ("turnout_log_applier_stopped", "gauge", "1 while the log applier is stopped because the mirror cannot take a change (a table or column it lacks); nothing after it is applied."),
+    ("turnout_log_lag_bytes", "gauge", "Bytes of log the authority keeps for turnout's slot: what the applier has not confirmed yet."),
+    ("turnout_log_max_lag_bytes", "gauge", "mirror.max_log_lag_bytes: flips are refused above it."),
+    ("turnout_log_transactions_applied_total", "counter", "Transactions of the authority's log applied to the mirror."),
+    ("turnout_log_rows_applied_total", "counter", "Changes of the authority's log applied to the mirror."),
+    ("turnout_log_foreign_transactions_total", "counter", "Transactions in the authority's log that no turnout session marked (writers that bypass turnout), by table."),
+    ("turnout_log_unwaited_commits_total", "counter", "Commits answered before the mirror applied them (the applier stalled, or the wait passed mirror.statement_timeout_ms)."),
 ];
 
 /// Installs the process-wide recorder, with every series described and
@@ -101,6 +109,7 @@ pub fn install(protocol: &str) -> Result<PrometheusHandle, String> {
         DivergenceKind::AsyncOverflow,
         DivergenceKind::UnmirroredWrite,
         DivergenceKind::RowCountMismatch,
+        DivergenceKind::LogStalled,
     ] {
         counter!("turnout_divergence_records_total", "kind" => kind.name()).absolute(0);
     }
@@ -123,8 +132,15 @@ pub fn install(protocol: &str) -> Result<PrometheusHandle, String> {
         "turnout_backfill_batches_total",
         "turnout_divergences_total",
         "turnout_mirror_errors_total",
+        "turnout_log_transactions_applied_total",
+        "turnout_log_rows_applied_total",
+        "turnout_log_foreign_transactions_total",
+        "turnout_log_unwaited_commits_total",
     ] {
         counter!(name).absolute(0);
+    }
+    for source in ["log", "images"] {
+        gauge!("turnout_mirror_source", "source" => source).set(0.0);
     }
     for name in [
         "turnout_backfill_running",
@@ -134,6 +150,9 @@ pub fn install(protocol: &str) -> Result<PrometheusHandle, String> {
         "turnout_verify_rows",
         "turnout_verify_clean",
         "turnout_async_queue_fill_ratio",
+        "turnout_log_applier_stopped",
+        "turnout_log_lag_bytes",
+        "turnout_log_max_lag_bytes",
     ] {
         gauge!(name).set(0.0);
     }

@@ -151,6 +151,16 @@ impl Server {
             warn!(sessions, "mirrored sessions still in a transaction after the grace period: closed; their open transactions roll back on both sides");
         }
         let queued = wait_for_zero(shared.queues.pending_counter()).await;
+        // From the log: what the authority committed is applied before the
+        // applier goes (else the slot keeps it for the next start).
+        if let Some(log) = shared.adapter.log() {
+            match log.drain(shared, DRAIN_GRACE).await {
+                Ok(()) => info!("the log applier applied every commit before stopping"),
+                Err(e) => {
+                    warn!(error = %e, "turnout stops before the log applier applied every commit; the authority's slot keeps them, and the next start applies them")
+                }
+            }
+        }
         if let Err(e) = shared.sampler.log.write_summary() {
             warn!(error = %e, "read-diff summary could not be written");
         }

@@ -231,7 +231,10 @@ pub struct Report {
 /// Divergence kinds that count against `guards.max_mirror_errors` in the
 /// report: a write that is (or may be) on one side only, or wrote other rows.
 fn blocking(kind: DivergenceKind) -> bool {
-    !matches!(kind, DivergenceKind::UnsafeStatement)
+    !matches!(
+        kind,
+        DivergenceKind::UnsafeStatement | DivergenceKind::LogStalled
+    )
 }
 
 pub fn ratio(part: u64, whole: u64) -> f64 {

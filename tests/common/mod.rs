@@ -125,6 +125,25 @@ impl Proxy {
     }
 }
 
+thread_local! {
+    static FROM_THE_LOG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `test` with every cluster it starts able to feed the mirror from
+/// its log (`mirror.source = "auto"` then takes the log): the same test,
+/// through the other source.
+pub fn from_the_log(test: fn()) {
+    FROM_THE_LOG.with(|l| l.set(true));
+    test();
+    FROM_THE_LOG.with(|l| l.set(false));
+}
+
+/// Whether this test runs through the log source ([`from_the_log`], or
+/// `TURNOUT_TEST_LOGICAL=1`).
+pub fn log_source() -> bool {
+    FROM_THE_LOG.with(|l| l.get()) || std::env::var("TURNOUT_TEST_LOGICAL").is_ok_and(|v| v == "1")
+}
+
 pub fn turnout_bin() -> &'static str {
     env!("CARGO_BIN_EXE_turnout")
 }
@@ -134,7 +153,12 @@ impl Setup {
         // TURNOUT_TEST_LOGICAL=1: every test's clusters can feed the mirror
         // from their log (a way to run a suite through the log source).
         opts.logical |= std::env::var("TURNOUT_TEST_LOGICAL").is_ok_and(|v| v == "1");
-        let dir = TempDir::new("turnout-test").expect("temp dir");
+        opts.logical |= log_source();
+        let mut dir = TempDir::new("turnout-test").expect("temp dir");
+        if std::env::var("TURNOUT_TEST_KEEP").is_ok() {
+            println!("the test's folder is kept: {}", dir.path().display());
+            dir.keep();
+        }
         let cert = (opts.client_tls || opts.backend_tls)
             .then(|| self_signed_cert(dir.path(), "tls").expect("certificate"));
         let old = PgInstance::start(PgOptions {

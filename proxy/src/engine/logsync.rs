@@ -20,6 +20,9 @@ use turnout_control::Side;
 pub const MARK_PREFIX: &str = "turnout";
 /// The prefix of schema changes travelling in the log (`mirror.ddl = "both"`).
 pub const DDL_PREFIX: &str = "turnout.ddl";
+/// The prefix of the brackets around a statement a rule keeps on one side
+/// (`never_mirror`, `old`, `new`): the applier skips its changes.
+pub const SKIP_PREFIX: &str = "turnout.skip";
 
 const NONE: u8 = 0;
 const OLD: u8 = 1;

@@ -113,6 +113,22 @@ pub trait LogSource: Send + Sync {
     ) -> Boxed<'a, Result<String, String>>;
     /// `finalized`: the applier stops and the slot and publications go.
     fn finish<'a>(&'a self, shared: &'a Arc<Shared>) -> Boxed<'a, Result<String, String>>;
+    /// turnout stops: waits (up to `limit`) until the applier applied what
+    /// the authority committed. What it has not stays in the slot for the
+    /// next start: nothing is lost either way.
+    fn drain<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        limit: Duration,
+    ) -> Boxed<'a, Result<(), String>>;
+    /// What `check-config --connect` and `turnout plan` say of the source
+    /// with `authority` the authority: the line, and notes (what to change
+    /// on the servers); `Err` when `mirror.source = "log"` cannot be had.
+    fn check<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        authority: Side,
+    ) -> Boxed<'a, Result<(String, Vec<String>), String>>;
 }
 
 use crate::backend::transport::{BackendTarget, Backends};

@@ -17,7 +17,7 @@ use super::statements::{update_shape, Plan, Reads, Shape, Statement};
 use crate::backend::pg::{connect, literal};
 use crate::backend::pglog::{ident, identify, open_walsender, LogStream, LOG_SETTINGS};
 use crate::backend::pgoutput::{Lsn, Message, Relation, StreamFrame, Value};
-use crate::engine::logsync::{DDL_PREFIX, MARK_PREFIX};
+use crate::engine::logsync::{DDL_PREFIX, MARK_PREFIX, SKIP_PREFIX};
 use crate::shared::Shared;
 use crate::wire::pg_framed::Framed;
 use std::collections::{BTreeSet, HashMap};
@@ -61,6 +61,8 @@ struct Txn {
     tokens: Vec<String>,
     /// Marked by a turnout session (this instance or another).
     marked: bool,
+    /// Inside a statement a rule keeps on one side: its changes are skipped.
+    skipping: bool,
     tables: BTreeSet<String>,
 }
 
@@ -115,7 +117,10 @@ impl Run<'_> {
         let mut d = Divergence::new(kind, self.to(), &format!("(log) {table}"), detail);
         d.table = Some(table.to_string());
         d.key = key;
-        if kind != DivergenceKind::UnsafeStatement {
+        if !matches!(
+            kind,
+            DivergenceKind::UnsafeStatement | DivergenceKind::LogStalled
+        ) {
             self.shared.records.mirror_error();
         }
         self.shared.records.divergence(d);
@@ -173,11 +178,37 @@ impl Run<'_> {
             super::setup::publication(&slot),
             super::setup::inserts_publication(&slot),
         ];
-        let mut stream =
-            match LogStream::start(walsender, self.from, &slot, &publications, progress).await {
-                Ok(s) => s,
-                Err(e) => return Ended::Retry(e.to_string()),
-            };
+        let mut stream = match LogStream::start(
+            walsender,
+            self.from,
+            &slot,
+            &publications,
+            progress,
+        )
+        .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                let text = e.to_string();
+                if text.contains("does not exist") {
+                    // Dropped under turnout's feet: made again, and
+                    // what the log held meanwhile is said missing.
+                    if let Ok((_, note)) = super::setup::ensure_slot(&from_target, &slot).await {
+                        self.record(
+                                DivergenceKind::MirrorError,
+                                "",
+                                None,
+                                &note.unwrap_or_else(|| format!(
+                                    "turnout's replication slot {slot:?} was gone from {} and was made again: writes of the time between may be missing on {}; run verify --repair",
+                                    self.from,
+                                    self.to()
+                                )),
+                            );
+                    }
+                }
+                return Ended::Retry(text);
+            }
+        };
         info!(from = %self.from, to = %self.to(), position = %progress, careful = ?self.careful_until, "log applier streaming");
         shared.log.running();
         let ended = self.stream(&mut stream, &mut apply, progress).await;
@@ -285,9 +316,6 @@ impl Run<'_> {
                     let keyless = r.replica_identity != b'f' && !r.columns.iter().any(|c| c.key);
                     let name = r.name.to_lowercase();
                     let unlogged = self.shared.log.unlogged.load();
-                    if keyless {
-                        super::note_unlogged(self.shared, self.to(), &r.schema, &r.name);
-                    }
                     if keyless != unlogged.contains(&name) {
                         let mut set = (**unlogged).clone();
                         if keyless {
@@ -309,6 +337,9 @@ impl Run<'_> {
                 Message::Type { oid, schema, name } => {
                     types.insert(oid, format!("{}.{}", ident(&schema), ident(&name)));
                 }
+                // Changes of a statement a rule keeps on one side.
+                Message::Insert { .. } | Message::Update { .. } | Message::Delete { .. }
+                    if txn.as_ref().is_some_and(|t| t.skipping) => {}
                 Message::Insert { rel, new } => {
                     if let Err(e) = self
                         .change(
@@ -422,6 +453,11 @@ impl Run<'_> {
                             t.tokens.push(text);
                         } else if !transactional {
                             self.shared.log.applied(&text);
+                        }
+                    } else if prefix == SKIP_PREFIX {
+                        if let Some(t) = txn.as_mut() {
+                            t.marked = true;
+                            t.skipping = text == "on";
                         }
                     } else if prefix == DDL_PREFIX {
                         if let Some(t) = txn.as_mut() {

@@ -59,6 +59,59 @@ impl LogSource for PgLog {
     fn finish<'a>(&'a self, shared: &'a Arc<Shared>) -> Boxed<'a, Result<String, String>> {
         Box::pin(finish(shared))
     }
+
+    fn check<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        authority: Side,
+    ) -> Boxed<'a, Result<(String, Vec<String>), String>> {
+        Box::pin(check(shared, authority))
+    }
+
+    fn drain<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        limit: Duration,
+    ) -> Boxed<'a, Result<(), String>> {
+        Box::pin(async move {
+            match shared.log.source() {
+                Some(from) if !shared.log.is_stalled() => caught_up(shared, from, limit)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Some(_) => Err("the log applier is not applying".into()),
+                None => Ok(()),
+            }
+        })
+    }
+}
+
+/// The source turnout would take with `authority` the authority, and what
+/// to change on the servers.
+async fn check(shared: &Arc<Shared>, authority: Side) -> Result<(String, Vec<String>), String> {
+    let mirror = authority.other();
+    match usable(shared, authority).await {
+        Err(why) if shared.log_source == MirrorSource::Log => {
+            Err(format!("mirror.source = \"log\": {why}"))
+        }
+        Err(why) => Ok((
+            format!("mirror source: statements (row images), because {why}"),
+            Vec::new(),
+        )),
+        Ok(()) => {
+            let notes = setup::notes(
+                shared.target(authority),
+                shared.target(mirror),
+                &shared.live().mapping,
+            )
+            .await
+            .unwrap_or_else(|e| vec![format!("(the tables could not be read: {e})")]);
+            Ok((
+                format!("mirror source: the log of {authority} (logical decoding), applied to {mirror} in commit order"),
+                notes,
+            ))
+        }
+    }
 }
 
 /// Whether `authority`'s log can feed the mirror: `Err` with the reason
@@ -82,6 +135,7 @@ async fn usable(shared: &Shared, authority: Side) -> Result<(), String> {
 
 /// The source for `phase`, set up and started.
 async fn start(shared: &Arc<Shared>, phase: Phase, resumed: bool) -> Result<String, String> {
+    metrics::gauge!("turnout_log_max_lag_bytes").set(shared.max_log_lag as f64);
     let Some(mirror) = phase.mirror() else {
         shared.log.set_source(None);
         let line = format!("no mirror in phase {phase}");
@@ -180,8 +234,11 @@ fn note_published(
             );
         }
     }
-    for t in &now.inserts {
-        note_unlogged(shared, mirror, &t.schema, &t.name);
+    // (Tables made later: each UPDATE or DELETE of theirs is recorded.)
+    if before.is_none() {
+        for t in &now.inserts {
+            note_unlogged(shared, mirror, &t.schema, &t.name);
+        }
     }
     if before.is_some() {
         for t in &now.added {
@@ -198,21 +255,20 @@ fn note_published(
     }
 }
 
-/// Records once that `schema.name` lacks a replica identity, and what
-/// puts it in the log.
-pub(super) fn note_unlogged(shared: &Shared, mirror: Side, schema: &str, name: &str) {
+/// Says once (in turnout's log) that `schema.name` lacks a replica
+/// identity, and what puts it in the log; each UPDATE or DELETE of it
+/// through turnout is recorded when it happens.
+fn note_unlogged(shared: &Shared, mirror: Side, schema: &str, name: &str) {
     let table = format!("{schema}.{name}");
     if !shared.log.first_note(&table) {
         return;
     }
-    let detail = format!(
+    warn!(
+        table = %table,
         "{table} has no replica identity: the log carries its inserts only (publishing its updates would make the authority refuse them); its UPDATEs and DELETEs do not reach {mirror}, and each one through turnout is recorded; ALTER TABLE {}.{} REPLICA IDENTITY FULL (or a primary key) puts them in the log",
         crate::backend::pglog::ident(schema),
         crate::backend::pglog::ident(name)
     );
-    let mut d = Divergence::new(DivergenceKind::UnsafeStatement, mirror, "(log)", &detail);
-    d.table = Some(table);
-    shared.records.divergence(d);
 }
 
 /// Starts the applier reading `from`'s log (and its upkeep: the slot's
@@ -374,16 +430,37 @@ async fn upkeep_task(
     }
 }
 
+/// Why the applier could not be shown to have caught up.
+#[derive(Debug)]
+pub enum NotCaughtUp {
+    /// The side whose log is read cannot be reached.
+    Unreachable(String),
+    /// It can, but its last commit was not applied in time.
+    Behind(String),
+}
+
+impl std::fmt::Display for NotCaughtUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotCaughtUp::Unreachable(e) | NotCaughtUp::Behind(e) => f.write_str(e),
+        }
+    }
+}
+
 /// Waits until the applier applied everything `side` committed so far:
-/// a mark committed now on `side`, applied. `Err` says why not in time.
-pub async fn caught_up(shared: &Shared, side: Side, limit: Duration) -> Result<Duration, String> {
+/// a mark committed now on `side`, applied.
+pub async fn caught_up(
+    shared: &Shared,
+    side: Side,
+    limit: Duration,
+) -> Result<Duration, NotCaughtUp> {
     let started = Instant::now();
     let (token, waiter) = shared.log.mark();
     let mut conn = match open_simple(&shared.target(side).as_replication()).await {
         Ok(c) => c,
         Err(e) => {
             shared.log.forget(waiter);
-            return Err(e.to_string());
+            return Err(NotCaughtUp::Unreachable(e.to_string()));
         }
     };
     let marked = run(
@@ -399,12 +476,12 @@ pub async fn caught_up(shared: &Shared, side: Side, limit: Duration) -> Result<D
     close(&mut conn).await;
     if let Err(e) = marked {
         shared.log.forget(waiter);
-        return Err(e.to_string());
+        return Err(NotCaughtUp::Unreachable(e.to_string()));
     }
     if shared.log.wait_for(waiter, limit).await {
         Ok(started.elapsed())
     } else {
-        Err(format!(
+        Err(NotCaughtUp::Behind(format!(
             "the log applier did not apply {side}'s last commit within {} ms{}",
             limit.as_millis(),
             shared
@@ -415,7 +492,7 @@ pub async fn caught_up(shared: &Shared, side: Side, limit: Duration) -> Result<D
                 .as_ref()
                 .map(|w| format!(" ({w})"))
                 .unwrap_or_default()
-        ))
+        )))
     }
 }
 
@@ -444,11 +521,31 @@ async fn switch(
     }
     let mut line = String::new();
     if feeding {
-        let took = caught_up(shared, from, limit).await?;
-        line.push_str(&format!(
-            "log: every commit of {from} applied to {to} ({:.1} ms)",
-            took.as_secs_f64() * 1000.0
-        ));
+        match caught_up(shared, from, limit).await {
+            Ok(took) => line.push_str(&format!(
+                "log: every commit of {from} applied to {to} ({:.1} ms)",
+                took.as_secs_f64() * 1000.0
+            )),
+            // (A rollback because `from` failed.) In sync mode every
+            // commit acknowledged to a client was applied before its
+            // answer; those in flight when `from` went may be on it alone.
+            Err(NotCaughtUp::Unreachable(e))
+                if shared.log.sync
+                    && shared
+                        .log
+                        .figures
+                        .unwaited
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        == 0 =>
+            {
+                let detail = format!(
+                    "{from} could not be reached to finish applying its log ({e}): every commit acknowledged to a client is on {to}, but transactions committing when {from} failed may be on {from} alone"
+                );
+                record(shared, to, "", &detail);
+                line.push_str(&format!("log: {detail}"));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
     }
     match next {
         Ok(()) => {
@@ -459,9 +556,7 @@ async fn switch(
             spawn(shared, to, left_out);
             if feeding {
                 // The old direction's slot would keep from's log forever.
-                if let Err(e) = setup::drop_all(shared.target(from), &shared.log_slot).await {
-                    warn!(side = %from, error = %e, "turnout's slot and publications could not be dropped");
-                }
+                drop_later(shared, from);
             }
             line.push_str(&format!("; {to}'s log feeds {from} now"));
             shared.log_choice.store(Arc::new(format!(
@@ -471,9 +566,7 @@ async fn switch(
         Err(why) => {
             stop_applier(shared).await;
             if feeding {
-                if let Err(e) = setup::drop_all(shared.target(from), &shared.log_slot).await {
-                    warn!(side = %from, error = %e, "turnout's slot and publications could not be dropped");
-                }
+                drop_later(shared, from);
             }
             line.push_str(&format!("; statements feed {from} now ({why})"));
             shared.log_choice.store(Arc::new(format!(
@@ -482,6 +575,28 @@ async fn switch(
         }
     }
     Ok(line.trim_start_matches("; ").to_string())
+}
+
+/// Drops turnout's slot and publications on `side` (a direction no longer
+/// fed): now, or, while `side` cannot be reached, every 10 s until it can
+/// (a slot left there would keep its log forever).
+fn drop_later(shared: &Arc<Shared>, side: Side) {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        loop {
+            // Not while that side's log feeds the other again.
+            if shared.log.source() == Some(side) {
+                return;
+            }
+            match setup::drop_all(shared.target(side), &shared.log_slot).await {
+                Ok(()) => return,
+                Err(e) => {
+                    warn!(%side, error = %e, "turnout's slot and publications could not be dropped yet; trying again in 10 s");
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                }
+            }
+        }
+    });
 }
 
 /// `finalized`: nothing is mirrored any more; the slot must not keep the

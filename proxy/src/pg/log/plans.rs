@@ -43,7 +43,7 @@ impl Run<'_> {
         );
         if self.refused.as_deref() != Some(why) {
             self.record(
-                DivergenceKind::MirrorError,
+                DivergenceKind::LogStalled,
                 &format!("{}.{}", rel.schema, rel.name),
                 None,
                 &detail,

@@ -162,6 +162,60 @@ pub async fn check(from: &BackendTarget, to: &BackendTarget, slot: &str) -> Resu
     checked
 }
 
+/// What to change on the servers for the log source: the authority's
+/// tables without a replica identity (their updates would not be in the
+/// log), tables the mirror lacks, and an unlimited `max_slot_wal_keep_size`
+/// (a stalled applier would keep the authority's log until its disk fills).
+pub async fn notes(
+    from: &BackendTarget,
+    to: &BackendTarget,
+    mapping: &SchemaMap,
+) -> Result<Vec<String>, String> {
+    let side = from.side;
+    let mut theirs = open_simple(&to.as_replication())
+        .await
+        .map_err(|e| e.to_string())?;
+    let on_to = tables(&mut theirs, to.side).await;
+    close(&mut theirs).await;
+    let on_to: BTreeSet<Table> = on_to?.into_iter().map(|(t, _)| t).collect();
+    let mut conn = open_simple(&from.as_replication())
+        .await
+        .map_err(|e| e.to_string())?;
+    let result = async {
+        let mut out = Vec::new();
+        for (t, identity) in tables(&mut conn, side).await? {
+            let counterpart = Table {
+                schema: t.schema.clone(),
+                name: mapping.rows_toward(to.side, &t.name).table,
+            };
+            if !on_to.contains(&counterpart) {
+                out.push(format!(
+                    "{}.{} is not on {}: its writes would not be mirrored (make it there first)",
+                    t.schema, t.name, to.side
+                ));
+            } else if !identity {
+                out.push(format!(
+                    "ALTER TABLE {} REPLICA IDENTITY FULL;  -- on {side}: {}.{} has no primary key, so its UPDATEs and DELETEs are not in the log (each one is recorded)",
+                    t.quoted(),
+                    t.schema,
+                    t.name
+                ));
+            }
+        }
+        let keep = query(&mut conn, "SELECT current_setting('max_slot_wal_keep_size') AS keep", side).await?;
+        if keep.iter().next().and_then(|r| r.str("keep").ok()) == Some("-1") {
+            out.push(format!(
+                "ALTER SYSTEM SET max_slot_wal_keep_size = '50GB';  -- on {side} (then SELECT pg_reload_conf()): unlimited now, so a stalled applier keeps {side}'s log until its disk fills; with a limit {side} gives turnout's slot up first, and turnout records what {} may lack",
+                to.side
+            ));
+        }
+        Ok(out)
+    }
+    .await;
+    close(&mut conn).await;
+    result
+}
+
 /// One table of a side, by schema and name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Table {

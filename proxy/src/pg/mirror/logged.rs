@@ -18,7 +18,7 @@
 
 use super::{collect, query, Collected, MirrorSession, Step, Stop};
 use crate::backend::pg::literal;
-use crate::engine::logsync::{Waiter, DDL_PREFIX, MARK_PREFIX};
+use crate::engine::logsync::{Waiter, DDL_PREFIX, MARK_PREFIX, SKIP_PREFIX};
 use crate::engine::{Classification, Kind};
 use crate::pg::codec;
 use bytes::BytesMut;
@@ -104,6 +104,81 @@ impl MirrorSession<'_> {
         if let Some(w) = self.log.wait.take() {
             self.shared.log.wait(w).await;
         }
+    }
+
+    /// The bracket (`on` or `off`) around a statement whose changes the
+    /// applier skips.
+    fn skip_sql(on: bool) -> String {
+        format!(
+            "SELECT pg_catalog.pg_logical_emit_message(true, {}, {})",
+            literal(SKIP_PREFIX),
+            literal(if on { "on" } else { "off" })
+        )
+    }
+
+    /// A statement a rule keeps on the authority (`never_mirror`, or `old`
+    /// / `new` naming the authority): its changes are bracketed in the log
+    /// so the applier skips them; a lone statement gets a transaction of
+    /// turnout's for the brackets.
+    pub(super) async fn logged_skip(
+        &mut self,
+        raw: &[u8],
+        sql: &str,
+        class: &Classification,
+    ) -> Step {
+        if !wrappable(sql, class) {
+            // Its own transaction control, or COPY: the brackets cannot
+            // surround it; the log carries it to the mirror, recorded.
+            let mut d = Divergence::new(
+                DivergenceKind::UnsafeStatement,
+                self.mirror_side,
+                &class.fingerprint,
+                "a rule keeps this statement on one side, but it manages its own transactions (or is COPY): the log carries its changes to the mirror",
+            );
+            d.statement = None;
+            self.shared.records.located(d, raw);
+            self.send_auth(raw).await.map_err(Stop::Authority)?;
+            return self.relay_authority().await.map(|_| ());
+        }
+        let fresh = self.status == b'I';
+        let mut msgs = BytesMut::new();
+        if fresh {
+            msgs.extend_from_slice(&query("BEGIN"));
+        }
+        msgs.extend_from_slice(&query(&Self::skip_sql(true)));
+        msgs.extend_from_slice(raw);
+        msgs.extend_from_slice(&query(&Self::skip_sql(false)));
+        if fresh {
+            msgs.extend_from_slice(&query("COMMIT"));
+        }
+        self.send_auth(&msgs).await.map_err(Stop::Authority)?;
+        if fresh {
+            collect(&mut self.auth).await.map_err(Stop::Authority)?;
+        }
+        collect(&mut self.auth).await.map_err(Stop::Authority)?;
+        let result = self.collect_authority().await?;
+        collect(&mut self.auth).await.map_err(Stop::Authority)?;
+        if !fresh {
+            return self.relay_collected(&result, result.status).await;
+        }
+        let commit = self.collect_authority().await?;
+        if result.error.is_some() {
+            return self.relay_collected(&result, b'I').await;
+        }
+        if commit.error.is_some() {
+            let mut answer = Collected {
+                frames: result
+                    .frames
+                    .into_iter()
+                    .filter(|f| !matches!(f.tag, b'C' | b'Z'))
+                    .collect(),
+                error: commit.error.clone(),
+                status: b'I',
+            };
+            answer.frames.extend(commit.frames);
+            return self.relay_collected(&answer, b'I').await;
+        }
+        self.relay_collected(&result, b'I').await
     }
 
     /// The statement that puts `sql` (DDL the authority just ran) into the
@@ -345,11 +420,24 @@ impl MirrorSession<'_> {
         upto: usize,
         mark: bool,
     ) -> Result<(), Stop> {
-        let sent = super::extended::raw_of(&self.batch[from..upto]);
+        // Each executed statement with the Bind that gave its values (so the
+        // record names its table and key).
+        let mut bound: Option<&bytes::Bytes> = None;
+        let mut executed = Vec::new();
         for m in &self.batch[from..upto] {
-            if m.frame.tag == b'E' {
-                self.record_unlogged(&super::extended::exec_class(m), &sent);
+            match (m.frame.tag, &m.stmt) {
+                (b'B', _) => bound = Some(&m.frame.raw),
+                (b'E', Some(p)) => {
+                    let mut sent =
+                        BytesMut::from(&super::extended::parse("", &p.sql, &p.types)[..]);
+                    sent.extend_from_slice(bound.map_or(&[][..], |b| &b[..]));
+                    executed.push((p.class.clone(), sent));
+                }
+                _ => {}
             }
+        }
+        for (class, sent) in executed {
+            self.record_unlogged(&class, &sent);
         }
         let ddl: Vec<String> = self.batch[from..upto]
             .iter()

@@ -59,6 +59,9 @@ impl MirrorSession<'_> {
             self.wrote_in_tx = true;
         }
         match route {
+            Route::Authority if self.log.on && class.ruled_to_one_side() => {
+                self.logged_skip(&frame.raw, &sql, &class).await
+            }
             Route::Authority => {
                 if class.kind() == Kind::Read
                     && class.statements.len() == 1
