@@ -658,3 +658,44 @@ fn a_table_without_replica_identity_has_its_updates_recorded() {
     assert_identical(&s, "loose", "a");
     assert_eq!(rows_text(&s.direct_new_url(), "loose", "a"), "(2,full)");
 }
+
+#[test]
+#[ignore]
+fn probe_origin_progress() {
+    let s = log_setup("");
+    schema(&s, &["CREATE TABLE t (id int PRIMARY KEY)"]);
+    s.run_ok(&["INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (2)"]);
+    let new_super = format!(
+        "host=127.0.0.1 port={} dbname=app user=postgres password=postgres",
+        s.new.as_ref().unwrap().port
+    );
+    let old_super = format!(
+        "host=127.0.0.1 port={} dbname=app user=postgres password=postgres",
+        s.old.port
+    );
+    for sql in [
+        "CREATE TABLE bank (id bigint PRIMARY KEY, balance bigint NOT NULL)",
+        "CREATE TABLE log (id bigserial PRIMARY KEY, client bigint NOT NULL, seq bigint NOT NULL, at timestamptz NOT NULL DEFAULT now())",
+        "CREATE TABLE reg (k bigint PRIMARY KEY, v bigint NOT NULL, writer bigint NOT NULL)",
+    ] {
+        run_direct_ok(&s.direct_new_url(), &[sql]);
+        let out = psql(&s.direct_url(), &["-c", sql], &[]);
+        println!("{} / {}", stdout(&out), stderr(&out));
+    }
+    println!(
+        "published: {}",
+        scalar(
+            &old_super,
+            "SELECT string_agg(pubname || ':' || tablename, ',') FROM pg_publication_tables"
+        )
+    );
+    println!(
+        "origins: {}",
+        scalar(
+            &new_super,
+            "SELECT string_agg(roname, ',') FROM pg_replication_origin"
+        )
+    );
+    println!("progress: {}", scalar(&new_super, "SELECT string_agg(external_id || '=' || remote_lsn::text, ',') FROM pg_replication_origin_status"));
+    println!("slot: {}", scalar(&old_super, "SELECT confirmed_flush_lsn::text || ' ' || restart_lsn::text FROM pg_replication_slots"));
+}

@@ -17,11 +17,12 @@ pub enum Server {
 }
 
 impl Server {
-    fn start(engine: Engine) -> Server {
+    fn start(engine: Engine, logical: bool) -> Server {
         let s = match engine {
             Engine::Postgres => Server::Pg(
                 PgInstance::start(PgOptions {
                     max_connections: 300,
+                    logical,
                     ..PgOptions::default()
                 })
                 .expect("start PostgreSQL"),
@@ -76,13 +77,18 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn start(engine: Engine) -> Cluster {
+    /// `logical`: PostgreSQL's log feeds the mirror (`mirror.source =
+    /// "log"`), read and applied through the relays too.
+    pub fn start(engine: Engine, logical: bool) -> Cluster {
         let mut dir = TempDir::new("turnout-chaos").expect("temp dir");
         if std::env::var("CHAOS_KEEP").is_ok() {
             println!("chaos: the run's folder is kept: {}", dir.path().display());
             dir.keep();
         }
-        let servers = [Server::start(engine), Server::start(engine)];
+        let servers = [
+            Server::start(engine, logical),
+            Server::start(engine, logical),
+        ];
         let relays = [
             FaultRelay::start(servers[0].port()).expect("relay"),
             FaultRelay::start(servers[1].port()).expect("relay"),
@@ -106,6 +112,7 @@ port = {old}
 database = "app"
 user = "app"
 password = "{BACKEND_PASSWORD}"
+{replication}
 
 [backends.new]
 host = "127.0.0.1"
@@ -113,12 +120,14 @@ port = {new}
 database = "app"
 user = "app"
 password = "{BACKEND_PASSWORD}"
+{replication}
 
 [[users]]
 name = "app"
 password = "{APP_PASSWORD}"
 
 [mirror]
+source = "{source}"
 on_error = "record"
 divergence_log = "{divergences}"
 statement_timeout_ms = 3000
@@ -146,7 +155,7 @@ auth_timeout_ms = 3000
 required = false
 
 [log]
-level = "info"
+level = "{log_level}"
 "#,
             old = relays[0].port(),
             new = relays[1].port(),
@@ -155,6 +164,13 @@ level = "info"
             state = path("state.json"),
             socket = path("admin.sock"),
             audit = path("audit.jsonl"),
+            replication = if logical {
+                "replication_user = \"postgres\"\nreplication_password = \"postgres\""
+            } else {
+                ""
+            },
+            source = if logical { "log" } else { "auto" },
+            log_level = std::env::var("CHAOS_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
         );
         let config_path = dir.path().join("turnout.toml");
         std::fs::write(&config_path, config).expect("write config");

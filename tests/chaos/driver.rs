@@ -64,20 +64,23 @@ pub struct Played {
     pub settled_at: String,
 }
 
-pub fn run(engine: Engine, seed: u64, seconds: u64) -> Report {
+/// `logical`: the mirror fed from PostgreSQL's log.
+pub fn run(engine: Engine, seed: u64, seconds: u64, logical: bool) -> Report {
     let events = schedule(seed, seconds);
     println!(
-        "chaos: {} seed {seed}, {seconds} s, {} events",
+        "chaos: {} seed {seed}, {seconds} s, {} events{}",
         engine.name(),
-        events.len()
+        events.len(),
+        if logical { ", from the log" } else { "" }
     );
-    let mut cluster = Cluster::start(engine);
+    let mut cluster = Cluster::start(engine, logical);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    for side in 0..2 {
+    // New first: from the log, old's rows go to new's tables at once.
+    for side in [1, 0] {
         let target = cluster.direct(side);
         rt.block_on(async {
             let mut db = Db::connect(&target).await.expect("connect to a side");

@@ -74,7 +74,7 @@ const REGRESSIONS: &[(Engine, u64, u64, &str)] = &[
 
 /// The regressions of `engine`, or the one seed `CHAOS_SEED` names (with
 /// `CHAOS_ENGINE`, `CHAOS_SECONDS`).
-fn short_profile(engine: Engine) {
+fn short_profile(engine: Engine, logical: bool) {
     if let Ok(seed) = std::env::var("CHAOS_SEED") {
         let wanted = std::env::var("CHAOS_ENGINE").unwrap_or_default();
         if !wanted.is_empty() && wanted != engine.name() {
@@ -85,25 +85,32 @@ fn short_profile(engine: Engine) {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(30);
-        driver::run(engine, seed, seconds).assert_clean();
+        let logical = logical || std::env::var("CHAOS_SOURCE").is_ok_and(|s| s == "log");
+        driver::run(engine, seed, seconds, logical).assert_clean();
         return;
     }
     for &(e, seed, seconds, found) in REGRESSIONS {
         if e == engine {
             println!("chaos: regression seed {seed} ({found})");
-            driver::run(engine, seed, seconds).assert_clean();
+            driver::run(engine, seed, seconds, logical).assert_clean();
         }
     }
 }
 
 #[test]
 fn chaos_short_postgres() {
-    short_profile(Engine::Postgres);
+    short_profile(Engine::Postgres, false);
+}
+
+/// The PostgreSQL seeds with the mirror fed from old's log.
+#[test]
+fn chaos_short_postgres_from_the_log() {
+    short_profile(Engine::Postgres, true);
 }
 
 #[test]
 fn chaos_short_mariadb() {
-    short_profile(Engine::MariaDb);
+    short_profile(Engine::MariaDb, false);
 }
 
 /// Seeds from `CHAOS_FIRST_SEED` (default: the clock) on, both engines in
@@ -134,7 +141,7 @@ fn chaos_long() {
     let mut runs = 0;
     while started.elapsed().as_secs() < minutes * 60 {
         for engine in [Engine::Postgres, Engine::MariaDb] {
-            let report = driver::run(engine, seed, seconds);
+            let report = driver::run(engine, seed, seconds, false);
             runs += 1;
             if !report.findings.is_empty() {
                 println!(

@@ -47,6 +47,10 @@ pub struct LogSync {
     nonce: String,
     next: AtomicU64,
     waiters: DashMap<u64, oneshot::Sender<()>>,
+    /// Commits answered before the mirror applied them, until it does:
+    /// while any is left the mirror is not current (reads stay on the
+    /// authority).
+    unapplied: DashMap<u64, ()>,
     /// The applier is not applying (stopped, reconnecting, or a commit
     /// waited in vain): commits are answered without waiting until it
     /// applies again.
@@ -110,6 +114,7 @@ impl LogSync {
             nonce: format!("{nonce:016x}"),
             next: AtomicU64::new(1),
             waiters: DashMap::new(),
+            unapplied: DashMap::new(),
             stalled: AtomicBool::new(true),
             stopped: arc_swap::ArcSwap::from_pointee(None),
             unlogged: arc_swap::ArcSwap::from_pointee(HashSet::new()),
@@ -135,6 +140,8 @@ impl LogSync {
 
     /// The applier now reads `side`'s log (`None`: no log source).
     pub fn set_source(&self, side: Option<Side>) {
+        // (A change of direction comes after the applier caught up.)
+        self.unapplied.clear();
         self.source.store(side_code(side), Ordering::SeqCst);
         metrics::gauge!("turnout_mirror_source", "source" => "log").set(if side.is_some() {
             1.0
@@ -178,23 +185,34 @@ impl LogSync {
         if nonce != self.nonce {
             return;
         }
-        if let Some((_, tx)) = id.parse().ok().and_then(|id| self.waiters.remove(&id)) {
+        let Ok(id) = id.parse::<u64>() else { return };
+        self.unapplied.remove(&id);
+        if let Some((_, tx)) = self.waiters.remove(&id) {
             let _ = tx.send(());
         }
+    }
+
+    /// Whether the mirror has every commit acknowledged to a client (the
+    /// applier applies, and none was answered without it): only then may
+    /// it serve reads in place of the authority.
+    pub fn current(&self) -> bool {
+        !self.is_stalled() && self.unapplied.is_empty()
     }
 
     /// Waits (at most [`Self::wait_limit`]) for the mirror to apply the
     /// transaction `w` marks; answers at once while the applier stalls.
     pub async fn wait(&self, w: Waiter) -> Waited {
+        let id = w.id;
         if self.stalled.load(Ordering::Relaxed) {
-            self.forget(w);
+            self.unapplied.insert(id, ());
+            self.waiters.remove(&id);
             self.not_applied();
             return Waited::NotApplied;
         }
-        let id = w.id;
         match tokio::time::timeout(self.wait_limit, w.rx).await {
             Ok(Ok(())) => Waited::Applied,
             _ => {
+                self.unapplied.insert(id, ());
                 self.waiters.remove(&id);
                 // Later commits do not wait for an applier this far behind.
                 self.stalled.store(true, Ordering::Relaxed);
@@ -318,6 +336,12 @@ mod tests {
         assert!(log.is_stalled());
         assert_eq!(log.figures.unwaited.load(Ordering::Relaxed), 2);
         assert!(log.waiters.is_empty());
+        // Not current until the applier applies both.
+        log.running();
+        assert!(!log.current());
+        log.applied(&format!("{}:1", log.nonce));
+        log.applied(&format!("{}:2", log.nonce));
+        assert!(log.current());
     }
 
     #[test]

@@ -681,6 +681,7 @@ impl Run<'_> {
                 log.note_foreign(&t.tables.iter().cloned().collect::<Vec<_>>());
             }
         }
+        tracing::debug!(to = %self.to(), transactions = g.txns.len(), changes = g.changes, end = %end, "log group applied");
         log.note_applied(g.txns.len() as u64, g.changes, end);
         Ok(g.end)
     }

@@ -177,6 +177,20 @@ async fn start(shared: &Arc<Shared>, phase: Phase, resumed: bool) -> Result<Stri
 async fn prepare(shared: &Arc<Shared>, authority: Side) -> Result<Vec<setup::Table>, String> {
     let mirror = authority.other();
     let mapping = shared.live().mapping.clone();
+    // The publications, then the event trigger (a table made from then on
+    // joins the log in the transaction that makes it), then the tables made
+    // in between.
+    setup::publish(
+        shared.target(authority),
+        shared.target(mirror),
+        &shared.log_slot,
+        &mapping,
+        None,
+    )
+    .await?;
+    if !setup::ensure_event_trigger(shared.target(authority), &shared.log_slot).await? {
+        warn!(side = %authority, "turnout's replication login is not a superuser: a table made on {authority} while mirroring joins the log at the next upkeep (a few seconds), and its rows written before are recorded as missing");
+    }
     let published = setup::publish(
         shared.target(authority),
         shared.target(mirror),
@@ -186,9 +200,6 @@ async fn prepare(shared: &Arc<Shared>, authority: Side) -> Result<Vec<setup::Tab
     )
     .await?;
     note_published(shared, authority, &published, None);
-    if !setup::ensure_event_trigger(shared.target(authority), &shared.log_slot).await? {
-        warn!(side = %authority, "turnout's replication login is not a superuser: a table made on {authority} while mirroring joins the log at the next upkeep (a few seconds), and its rows written before are recorded as missing");
-    }
     let (slot, note) = setup::ensure_slot(shared.target(authority), &shared.log_slot).await?;
     if let Some(note) = note {
         record(shared, mirror, "", &note);
@@ -376,7 +387,8 @@ async fn upkeep_task(
     let target = shared.target(from).as_replication();
     let mut conn = None;
     let mut published: Option<setup::Published> = None;
-    let mut last_publish = Instant::now();
+    // The first upkeep brings the publications up to date at once.
+    let mut last_publish = Instant::now() - Duration::from_secs(60);
     loop {
         let mut ddl = false;
         tokio::select! {

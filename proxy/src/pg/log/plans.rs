@@ -27,6 +27,7 @@ impl Run<'_> {
         };
         if r.plan.is_none() {
             let made = self.make_plan(apply, &r.rel, types).await?;
+            tracing::debug!(relation = %format!("{}.{}", r.rel.schema, r.rel.name), plan = ?made.as_ref().map(|p| p.target.clone()), "log relation planned");
             r.plan = Some(made.map(Arc::new));
         }
         match r.plan.as_ref() {

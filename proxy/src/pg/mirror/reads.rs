@@ -90,7 +90,10 @@ impl MirrorSession<'_> {
     pub(super) fn reads_from_mirror(&self) -> bool {
         // From the log, the mirror has a transaction's writes only once it
         // committed: its own reads after them stay on the authority.
-        self.routing.phase.read_target() == self.mirror_side && !(self.log.on && self.wrote_in_tx)
+        // Nor while it lacks a commit answered without it (the applier
+        // stalled): reads then stay on the authority.
+        self.routing.phase.read_target() == self.mirror_side
+            && !(self.log.on && (self.wrote_in_tx || !self.shared.log.current()))
     }
 
     /// A read in phase `reads_new`: served by the mirror's side, after the
