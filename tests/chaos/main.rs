@@ -15,7 +15,8 @@
 //! with the other tests. The long one runs seeds until
 //! `CHAOS_MINUTES` have passed (default 60):
 //! `cargo test --test chaos -- --ignored chaos_long --nocapture`.
-//! `CHAOS_SEED=<n>` (and `CHAOS_ENGINE=postgres|mariadb`) replays one seed.
+//! `CHAOS_SEED=<n>` (and `CHAOS_ENGINE=postgres|mariadb`) replays one seed;
+//! `CHAOS_SOURCE=log` runs PostgreSQL's through the log source.
 
 #[path = "../common/mod.rs"]
 #[allow(unused_imports)]
@@ -141,7 +142,9 @@ fn chaos_long() {
     let mut runs = 0;
     while started.elapsed().as_secs() < minutes * 60 {
         for engine in [Engine::Postgres, Engine::MariaDb] {
-            let report = driver::run(engine, seed, seconds, false);
+            let logical = engine == Engine::Postgres
+                && std::env::var("CHAOS_SOURCE").is_ok_and(|s| s == "log");
+            let report = driver::run(engine, seed, seconds, logical);
             runs += 1;
             if !report.findings.is_empty() {
                 println!(
