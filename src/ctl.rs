@@ -261,6 +261,25 @@ fn human(command: &str, r: &Value) -> String {
             r["mirror_errors"],
             r["async_pending"],
         );
+        let m = &r["mirror_source"];
+        if m["source"] == "log" {
+            out.push_str(&format!(
+                "source      the log of {} (applier {}; {} transaction(s) applied, {} bytes behind; {} from writers that bypass turnout)\n",
+                m["log_of"].as_str().unwrap_or("?"),
+                m["applier"].as_str().unwrap_or("?"),
+                m["applied_transactions"],
+                m["lag_bytes"],
+                m["foreign_transactions"],
+            ));
+            if let Some(why) = m["stopped_because"].as_str() {
+                out.push_str(&format!("              stopped: {why}\n"));
+            }
+        } else if let Some(why) = m["why"].as_str().filter(|w| !w.is_empty()) {
+            out.push_str(&format!(
+                "source      {}\n",
+                why.trim_start_matches("mirror source: ")
+            ));
+        }
         let failures: Vec<&str> = r["guards"]["failures"]
             .as_array()
             .map(|a| a.iter().filter_map(Value::as_str).collect())

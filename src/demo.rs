@@ -52,8 +52,14 @@ fn start_servers(mysql: bool) -> Result<Servers, turnout_instances::InstanceErro
         }
         Ok(Servers::My(old, new))
     } else {
-        let old = PgInstance::start(PgOptions::default())?;
-        let new = PgInstance::start(PgOptions::default())?;
+        // wal_level = logical: old's log feeds the mirror (and new's feeds
+        // old after the writes flip).
+        let logical = PgOptions {
+            logical: true,
+            ..PgOptions::default()
+        };
+        let old = PgInstance::start(logical.clone())?;
+        let new = PgInstance::start(logical)?;
         // The same files deploy/compose.yaml loads (old's has its rows).
         for (inst, schema) in [(&old, PG_OLD), (&new, PG_NEW)] {
             inst.create_database("app", "app", "app")?;
@@ -83,6 +89,17 @@ fn config_text(mysql: bool, listen: u16, metrics: u16, old: u16, new: u16, dir: 
         )
         .replace("/var/lib/turnout", &dir)
         .replace("/run/turnout", &dir);
+    if !mysql {
+        // The throwaway clusters' superuser reads the log and applies it
+        // (in the containers, app is the superuser).
+        let replication = "replication_user = \"postgres\"\nreplication_password = \"postgres\"\n";
+        for next in ["[backends.new]", "[[users]]"] {
+            text = text.replace(
+                &format!("password = \"app\"\n\n{next}"),
+                &format!("password = \"app\"\n{replication}\n{next}"),
+            );
+        }
+    }
     if mysql {
         text = text
             .replace("protocol = \"postgres\"", "protocol = \"mysql\"")

@@ -699,3 +699,141 @@ fn probe_origin_progress() {
     println!("progress: {}", scalar(&new_super, "SELECT string_agg(external_id || '=' || remote_lsn::text, ',') FROM pg_replication_origin_status"));
     println!("slot: {}", scalar(&old_super, "SELECT confirmed_flush_lsn::text || ' ' || restart_lsn::text FROM pg_replication_slots"));
 }
+
+/// `check-config --connect` says which source turnout would take and what
+/// to change on the servers; `mirror.source = "log"` where the log cannot
+/// be had is an error with the reason.
+#[test]
+fn check_config_names_the_source_and_what_to_change() {
+    let s = log_setup("");
+    schema(
+        &s,
+        &[
+            "CREATE TABLE loose (a int)",
+            "CREATE TABLE keyed (id int PRIMARY KEY)",
+        ],
+    );
+    let out = std::process::Command::new(common::turnout_bin())
+        .args(["check-config", "--connect"])
+        .arg(&s.proxy.config)
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("mirror source: the log of old (logical decoding)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ALTER TABLE \"public\".\"loose\" REPLICA IDENTITY FULL"),
+        "{text}"
+    );
+    assert!(text.contains("max_slot_wal_keep_size"), "{text}");
+    // A cluster without wal_level = logical.
+    let plain = Setup::start(Options {
+        phase: Some("mirror"),
+        ..Options::default()
+    });
+    let config = std::fs::read_to_string(&plain.proxy.config).unwrap();
+    let out = std::process::Command::new(common::turnout_bin())
+        .args(["check-config", "--connect"])
+        .arg(&plain.proxy.config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(
+            "mirror source: statements (row images), because old has wal_level = replica"
+        ),
+        "{}",
+        stdout(&out)
+    );
+    let strict = plain.dir.path().join("strict.toml");
+    std::fs::write(
+        &strict,
+        config.replace("[mirror]\n", "[mirror]\nsource = \"log\"\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::turnout_bin())
+        .args(["check-config", "--connect"])
+        .arg(&strict)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("mirror.source = \"log\": old has wal_level = replica; its log can feed the mirror with wal_level = logical"),
+        "{}",
+        stderr(&out)
+    );
+    // And turnout itself does not start on it.
+    let port = turnout_harness::free_port().unwrap();
+    let strict_run = plain.dir.path().join("strict-run.toml");
+    std::fs::write(
+        &strict_run,
+        std::fs::read_to_string(&strict).unwrap().replace(
+            &format!("127.0.0.1:{}", plain.proxy.port),
+            &format!("127.0.0.1:{port}"),
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::turnout_bin())
+        .args(["run", "--config"])
+        .arg(&strict_run)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("wal_level = logical"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Through the whole cutover from the log: each change of authority turns
+/// the log around (new's feeds old after the writes flip), and finalize
+/// leaves no slot, publication or event trigger behind on either side.
+#[test]
+fn the_log_turns_around_at_the_writes_flip_and_finalize_leaves_nothing_behind() {
+    let s = log_setup("");
+    schema(&s, &["CREATE TABLE t (id serial PRIMARY KEY, v text)"]);
+    s.run_ok(&["INSERT INTO t (v) VALUES ('mirror')"]);
+    s.ctl_ok(&["flip", "reads"]);
+    s.run_ok(&["INSERT INTO t (v) VALUES ('reads_new')"]);
+    let flipped = s.ctl_ok(&["flip", "writes"]);
+    assert!(flipped.contains("new's log feeds old now"), "{flipped}");
+    s.run_ok(&[
+        "INSERT INTO t (v) VALUES ('writes_new')",
+        "UPDATE t SET v = v || '!' WHERE id = 1",
+    ]);
+    // Written on new first, applied to old from new's log.
+    assert_identical(&s, "t", "id");
+    let v: serde_json::Value = serde_json::from_str(&s.ctl_ok(&["--json", "status"])).unwrap();
+    assert_eq!(v["mirror_source"]["log_of"], "new", "{v}");
+    let superuser = |port: u16| {
+        format!("host=127.0.0.1 port={port} dbname=app user=postgres password=postgres")
+    };
+    let (old, new) = (
+        superuser(s.old.port),
+        superuser(s.new.as_ref().unwrap().port),
+    );
+    let leftovers = |url: &str| {
+        scalar(
+            url,
+            "SELECT (SELECT count(*) FROM pg_replication_slots) || ' ' || (SELECT count(*) FROM pg_publication) || ' ' || (SELECT count(*) FROM pg_event_trigger)",
+        )
+    };
+    common::eventually("old's slot is gone once new's log feeds old", || {
+        leftovers(&old) == "0 0 0"
+    });
+    assert_eq!(leftovers(&new), "1 2 1");
+    let done = s.ctl_ok(&["finalize", "--yes"]);
+    assert!(
+        done.contains("slot and publications on new dropped"),
+        "{done}"
+    );
+    assert_eq!(leftovers(&new), "0 0 0");
+    assert_eq!(leftovers(&old), "0 0 0");
+    s.run_ok(&["INSERT INTO t (v) VALUES ('finalized')"]);
+    assert_eq!(scalar(&s.direct_new_url(), "SELECT count(*) FROM t"), "4");
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+}
