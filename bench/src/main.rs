@@ -37,6 +37,8 @@ struct Args {
     /// Another turnout binary, measured beside this one in the mirrored
     /// run (e.g. the last release, to see a change's cost in one run).
     baseline: Option<PathBuf>,
+    /// The clusters commit to disk (`fsync = on`), as in production.
+    fsync: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -54,6 +56,7 @@ fn parse_args() -> Result<Args, String> {
         sessions_only: false,
         sessions: 1000,
         baseline: None,
+        fsync: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -92,6 +95,10 @@ fn parse_args() -> Result<Args, String> {
             a.sessions_only = true;
             continue;
         }
+        if flag == "--fsync" {
+            a.fsync = true;
+            continue;
+        }
         let value = it
             .next()
             .ok_or_else(|| format!("{flag} needs a value"))?
@@ -113,7 +120,7 @@ fn main() {
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("turnout-bench: {e}\nusage: turnout-bench [--seconds N] [--rounds N] [--clients N] [--scale N] [--baseline TURNOUT] [--no-mirror | --mirror-only | --shadow-only | --flips-only | --mysql-only | --backfill-only | --sessions-only [--sessions N]]");
+            eprintln!("turnout-bench: {e}\nusage: turnout-bench [--seconds N] [--rounds N] [--clients N] [--scale N] [--baseline TURNOUT] [--fsync] [--no-mirror | --mirror-only | --shadow-only | --flips-only | --mysql-only | --backfill-only | --sessions-only [--sessions N]]");
             std::process::exit(2);
         }
     };
@@ -124,6 +131,15 @@ fn main() {
 }
 
 struct Killed(Child);
+impl Killed {
+    /// Stops it as a service manager would (SIGTERM), and waits.
+    fn terminate(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -394,56 +410,114 @@ fn pgbench_run_cpu(
 }
 
 /// Mirrored TPC-B: pgbench's write workload through turnout in phase
-/// `mirror` (every write on old, then on new) against old directly.
+/// `mirror` against old directly, with the mirror fed by statements (row
+/// images) and by old's log, in the same rounds (order rotating). Each
+/// turnout runs only for its own pgbench run (started, measured, stopped
+/// with SIGTERM; the log's slot dropped after), so neither applies the
+/// other's writes in the background.
 fn mirrored_tpcb(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), String> {
     eprintln!("starting PostgreSQL (new) for the mirrored run...");
-    let new = bench_instance(args.scale, 200)?;
+    let new = bench_instance(args.scale, 200, args.fsync)?;
     // `old` starts from a fresh pgbench dataset too.
     pgbench_init(old, args.scale)?;
-    let (t, port, _) = start_turnout_with(
-        dir.path(),
-        "turnout-mirror",
-        "127.0.0.1",
-        old.port,
-        new.port,
-        "mirror",
-        "",
-    )?;
-    let mut targets = vec![
-        target("direct tcp", "127.0.0.1", old.port, 0),
-        target("turnout mirror", "127.0.0.1", port, 0).with_pid(t.0.id()),
-    ];
-    // The baseline binary on the same backends, in the same rounds.
-    let _baseline = match &args.baseline {
-        Some(bin) => {
-            let name = "turnout-mirror-baseline";
-            let (config, port, _) = turnout_config(
-                dir.path(),
-                name,
-                "127.0.0.1",
-                old.port,
-                new.port,
-                "mirror",
-                "",
-            )?;
-            let child = spawn_binary(bin, dir.path(), name, &config, port)?;
-            targets.push(
-                target("turnout mirror (baseline)", "127.0.0.1", port, 0).with_pid(child.0.id()),
+    let source = |name: &str, source: &str| -> Result<(String, u16), String> {
+        let (config, port, _) = turnout_config(
+            dir.path(),
+            name,
+            "127.0.0.1",
+            old.port,
+            new.port,
+            "mirror",
+            "",
+        )?;
+        let replication = "password = \"bench\"\nreplication_user = \"postgres\"\nreplication_password = \"postgres\"\n";
+        let config = config
+            .replace("[mirror]\n", &format!("[mirror]\nsource = \"{source}\"\n"))
+            .replace(
+                "password = \"bench\"\n[backends.new]",
+                &format!("{replication}[backends.new]"),
+            )
+            .replace(
+                "password = \"bench\"\n[[users]]",
+                &format!("{replication}[[users]]"),
             );
-            Some(child)
-        }
-        None => None,
+        Ok((config, port))
     };
-    println!(
-        "\npgbench TPC-B (default script) -c {} -j 2, {} s per run, {} rounds: direct to old vs through turnout in phase mirror (old and new on this machine)",
-        args.clients, args.seconds, args.rounds
+    let kinds = [
+        ("direct tcp", None),
+        (
+            "mirror from statements",
+            Some(source("turnout-images", "images")?),
+        ),
+        ("mirror from the log", Some(source("turnout-log", "log")?)),
+    ];
+    let superuser = format!(
+        "host=127.0.0.1 port={} dbname=bench user=postgres password=postgres",
+        old.port
     );
-    compare(&targets, &[], args)?;
-    println!(
-        "\npgbench -S -c {} -j 2, {} s per run, {} rounds: the same targets (reads pass through the mirror phase)",
-        args.clients, args.seconds, args.rounds
-    );
-    compare(&targets, &["-S"], args)
+    for (script, what) in [(&[][..], "TPC-B (default script)"), (&["-S"][..], "-S")] {
+        println!(
+            "\npgbench {what} -c {} -j 2, {} s per run, {} rounds, fsync {}: direct to old vs through turnout in phase mirror, the mirror fed by statements and by old's log (old and new on this machine)",
+            args.clients,
+            args.seconds,
+            args.rounds,
+            if args.fsync { "on" } else { "off" }
+        );
+        println!(
+            "{:<9} {:<26} {:>11} {:>7} {:>12}",
+            "mode", "target", "median tps", "ratio", "proxy µs/tx"
+        );
+        for mode in ["simple", "prepared"] {
+            let mut tps: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
+            let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
+            for round in 0..args.rounds {
+                for k in 0..kinds.len() {
+                    let i = (k + round as usize) % kinds.len();
+                    let (name, proxy) = &kinds[i];
+                    let mut a: Vec<&str> = script.to_vec();
+                    a.extend(["-M", mode]);
+                    let (t, micros) = match proxy {
+                        None => pgbench_run_cpu(&target(name, "127.0.0.1", old.port, 0), &a, args)?,
+                        Some((config, port)) => {
+                            let child =
+                                spawn_turnout(dir.path(), &format!("mirror-{i}"), config, *port)?;
+                            let t = target(name, "127.0.0.1", *port, 0).with_pid(child.0.id());
+                            let measured = pgbench_run_cpu(&t, &a, args);
+                            child.terminate();
+                            // The next run of either source starts without a
+                            // backlog: the log's slot goes.
+                            let _ = Command::new("psql")
+                                .args(["-X", "-q", &superuser, "-c"])
+                                .arg("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots")
+                                .output();
+                            measured?
+                        }
+                    };
+                    eprintln!("  {mode} round {round} {name}: {t:.0} tps");
+                    tps[i].push(t);
+                    cpu[i].extend(micros);
+                }
+            }
+            let direct = median(&mut tps[0].clone());
+            for (i, (name, _)) in kinds.iter().enumerate() {
+                let micros = if cpu[i].is_empty() {
+                    "-".to_string()
+                } else {
+                    format!("{:.1}", median(&mut cpu[i]))
+                };
+                let m = median(&mut tps[i]);
+                println!(
+                    "{:<9} {:<26} {:>11.0} {:>7.3} {:>12}",
+                    mode,
+                    name,
+                    m,
+                    m / direct,
+                    micros
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Shadow reads: pgbench -S through turnout in phase mirror with 0 %, 1 %
@@ -451,7 +525,7 @@ fn mirrored_tpcb(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), Str
 /// turnout in passthrough.
 fn shadow_reads(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), String> {
     eprintln!("starting PostgreSQL (new) for the shadow-read run...");
-    let new = bench_instance(args.scale, 200)?;
+    let new = bench_instance(args.scale, 200, args.fsync)?;
     pgbench_init(old, args.scale)?;
     let sampled = |name: &str, rate: &str| {
         start_turnout_with(
@@ -492,7 +566,7 @@ fn shadow_reads(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), Stri
 /// reply). Prints p50 / p99 / max and pgbench's failed transactions.
 fn flip_latency(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), String> {
     eprintln!("starting PostgreSQL (new) for the flip run...");
-    let new = bench_instance(args.scale, 200)?;
+    let new = bench_instance(args.scale, 200, args.fsync)?;
     pgbench_init(old, args.scale)?;
     let socket = dir.path().join("flips-admin.sock");
     let (_t, port, _) = start_turnout_with(
@@ -686,10 +760,10 @@ fn run(args: &Args) -> Result<(), String> {
     }
     eprintln!("starting PostgreSQL...");
     if args.sessions_only {
-        let pg = bench_instance(args.scale, args.sessions + 100)?;
+        let pg = bench_instance(args.scale, args.sessions + 100, args.fsync)?;
         return sessions::bench(args, &dir, &pg, args.sessions);
     }
-    let pg = bench_instance(args.scale, 200)?;
+    let pg = bench_instance(args.scale, 200, args.fsync)?;
     if args.mirror_only {
         return mirrored_tpcb(args, &dir, &pg);
     }
@@ -795,7 +869,7 @@ fn backfill_run(socket: &Path) -> Result<(u64, f64), String> {
 /// running backfill costs those clients.
 fn backfill(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), String> {
     eprintln!("starting PostgreSQL (new) for the backfill run...");
-    let new = bench_instance(1, 200)?;
+    let new = bench_instance(1, 200, args.fsync)?;
     pgbench_init(old, args.scale)?;
     let empty = || {
         new.psql("bench", "TRUNCATE pgbench_accounts")
@@ -906,9 +980,12 @@ fn backfill(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), String> 
 }
 
 /// A throwaway PostgreSQL with a `bench` database holding pgbench's tables.
-fn bench_instance(scale: u32, max_connections: u32) -> Result<PgInstance, String> {
+fn bench_instance(scale: u32, max_connections: u32, fsync: bool) -> Result<PgInstance, String> {
+    // wal_level = logical: the mirror can be fed from the log.
     let pg = PgInstance::start(PgOptions {
         max_connections,
+        logical: true,
+        fsync,
         ..PgOptions::default()
     })
     .map_err(|e| e.to_string())?;

@@ -19,6 +19,9 @@ pub struct PgOptions {
     /// `wal_level = logical` (with slots and WAL senders to spare): the
     /// server's log can feed a mirror.
     pub logical: bool,
+    /// Commits wait for the disk (`fsync = on`), as in production; off by
+    /// default (tests do not need it and run faster without).
+    pub fsync: bool,
 }
 
 impl Default for PgOptions {
@@ -29,6 +32,7 @@ impl Default for PgOptions {
             max_connections: 100,
             auth: "scram-sha-256",
             logical: false,
+            fsync: false,
         }
     }
 }
@@ -125,10 +129,12 @@ impl PgInstance {
         check("initdb", out)?;
         let mut conf = format!(
             "\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
-             fsync = off\nfull_page_writes = off\n\
+             fsync = {}\nfull_page_writes = {}\n\
              max_connections = {}\nshared_buffers = 64MB\nlog_min_messages = warning\n\
              password_encryption = '{}'\n",
             inst.dir.path().display(),
+            if opts.fsync { "on" } else { "off" },
+            if opts.fsync { "on" } else { "off" },
             opts.max_connections,
             if opts.auth == "md5" {
                 "md5"
