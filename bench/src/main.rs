@@ -520,6 +520,32 @@ fn mirrored_tpcb(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), Str
     Ok(())
 }
 
+/// A turnout config in phase `mirror` with old at `old`, new at `new`
+/// (both on this machine), the mirror fed from `source` (`images` or
+/// `log`, read as the clusters' superuser), `extra` appended; its port.
+fn mirror_config(
+    dir: &Path,
+    name: &str,
+    old: u16,
+    new: u16,
+    source: &str,
+    extra: &str,
+) -> Result<(String, u16), String> {
+    let (config, port, _) = turnout_config(dir, name, "127.0.0.1", old, new, "mirror", extra)?;
+    let replication = "password = \"bench\"\nreplication_user = \"postgres\"\nreplication_password = \"postgres\"\n";
+    let config = config
+        .replace("[mirror]\n", &format!("[mirror]\nsource = \"{source}\"\n"))
+        .replace(
+            "password = \"bench\"\n[backends.new]",
+            &format!("{replication}[backends.new]"),
+        )
+        .replace(
+            "password = \"bench\"\n[[users]]",
+            &format!("{replication}[[users]]"),
+        );
+    Ok((config, port))
+}
+
 /// Shadow reads: pgbench -S through turnout in phase mirror with 0 %, 1 %
 /// and 100 % of reads sampled (compared on new), against direct and against
 /// turnout in passthrough.
@@ -567,20 +593,36 @@ fn shadow_reads(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), Stri
 fn flip_latency(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), String> {
     eprintln!("starting PostgreSQL (new) for the flip run...");
     let new = bench_instance(args.scale, 200, args.fsync)?;
-    pgbench_init(old, args.scale)?;
-    let socket = dir.path().join("flips-admin.sock");
-    let (_t, port, _) = start_turnout_with(
+    for source in ["images", "log"] {
+        pgbench_init(old, args.scale)?;
+        pgbench_init(&new, args.scale)?;
+        flip_latency_of(args, dir, old, &new, source)?;
+    }
+    Ok(())
+}
+
+/// [`flip_latency`] with the mirror fed from `source`.
+fn flip_latency_of(
+    args: &Args,
+    dir: &TempDir,
+    old: &PgInstance,
+    new: &PgInstance,
+    source: &str,
+) -> Result<(), String> {
+    let socket = dir.path().join(format!("flips-{source}-admin.sock"));
+    let name = format!("turnout-flips-{source}");
+    let (config, port) = mirror_config(
         dir.path(),
-        "turnout-flips",
-        "127.0.0.1",
+        &name,
         old.port,
         new.port,
-        "mirror",
+        source,
         &format!(
             "[admin]\nsocket = \"{}\"\n[backfill]\nrequired = false",
             socket.display()
         ),
     )?;
+    let _t = spawn_turnout(dir.path(), &name, &config, port)?;
     let seconds = args.seconds.max(5) * 2;
     let load = Command::new("pgbench")
         .args(["-n", "-j", "2"])
@@ -622,7 +664,7 @@ fn flip_latency(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), Stri
         .unwrap_or("?")
         .to_string();
     println!(
-        "\nflip latency under pgbench TPC-B -c {} (pgbench: {failed}; tps {tps})",
+        "\nflip latency under pgbench TPC-B -c {}, the mirror fed from {source} (pgbench: {failed}; tps {tps})",
         args.clients
     );
     println!(

@@ -82,7 +82,12 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
         }
     };
     if let Some(mirror_side) = phase.mirror() {
-        let mirror =
+        // From the log, a session needs the mirror's side only to read there
+        // (`reads_new`): it connects when it first does.
+        let idle = shared.log.feeds_from(side) && phase.read_target() == side;
+        let mirror = if idle {
+            None
+        } else {
             match backend::connect(&shared.session_target(mirror_side, &user), &params).await {
                 Ok(m) => Some(m),
                 Err(e) => {
@@ -90,7 +95,8 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
                     warn!(%peer, %user, side = %mirror_side, error = %e, "mirror not connected");
                     None
                 }
-            };
+            }
+        };
         debug!(%peer, %user, %phase, "mirrored session started");
         let client = Framed::new(stream, BytesMut::new(), shared.max_message);
         let end = MirrorSession::new(&shared, client, (backend, key), mirror, mirror_side, params)

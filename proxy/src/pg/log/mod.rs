@@ -538,20 +538,24 @@ async fn switch(
                 "log: every commit of {from} applied to {to} ({:.1} ms)",
                 took.as_secs_f64() * 1000.0
             )),
-            // (A rollback because `from` failed.) In sync mode every
-            // commit acknowledged to a client was applied before its
-            // answer; those in flight when `from` went may be on it alone.
-            Err(NotCaughtUp::Unreachable(e))
-                if shared.log.sync
-                    && shared
-                        .log
-                        .figures
-                        .unwaited
-                        .load(std::sync::atomic::Ordering::Relaxed)
-                        == 0 =>
-            {
+            // (A rollback because `from` failed.) The change goes on: the
+            // side that can be reached serves. In sync mode every commit
+            // acknowledged to a client after waiting was applied to `to`;
+            // those in flight when `from` went (and any answered without
+            // waiting) may be on `from` alone: recorded.
+            Err(NotCaughtUp::Unreachable(e)) => {
+                let unwaited = shared
+                    .log
+                    .figures
+                    .unwaited
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                let acknowledged = if shared.log.sync && unwaited == 0 {
+                    format!("every commit acknowledged to a client is on {to}")
+                } else {
+                    format!("{unwaited} commit(s) were answered before the applier applied them and may be on {from} alone")
+                };
                 let detail = format!(
-                    "{from} could not be reached to finish applying its log ({e}): every commit acknowledged to a client is on {to}, but transactions committing when {from} failed may be on {from} alone"
+                    "{from} could not be reached to finish applying its log ({e}): {acknowledged}; transactions committing when {from} failed may be on {from} alone (verify --repair once it is back)"
                 );
                 record(shared, to, "", &detail);
                 line.push_str(&format!("log: {detail}"));

@@ -550,7 +550,7 @@ impl MirrorSession<'_> {
             if self.log.on {
                 // The mirror's block held reads only: it commits without
                 // being waited for; the authority's is marked first.
-                if self.mirror.is_some() || self.async_mirror.is_some() {
+                if !self.mirror_idle() && (self.mirror.is_some() || self.async_mirror.is_some()) {
                     self.mirror_defer(&query("COMMIT"), 1, &class, false).await;
                 }
                 if block == Block::Explicit {

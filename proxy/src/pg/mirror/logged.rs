@@ -350,7 +350,7 @@ impl MirrorSession<'_> {
         to_mirror: &[u8],
         class: &Classification,
     ) -> Step {
-        if self.mirror.is_some() || self.async_mirror.is_some() {
+        if !self.mirror_idle() && (self.mirror.is_some() || self.async_mirror.is_some()) {
             // Its block held reads only: no wait, nothing to record.
             self.mirror_defer(to_mirror, 1, class, false).await;
         }
@@ -381,6 +381,12 @@ impl MirrorSession<'_> {
             .image
             .target()
             .is_some_and(|t| t.op != Op::Insert && self.shared.log.unlogged_table(&t.table))
+    }
+
+    /// From the log, with reads on the authority: the session has no use
+    /// for the mirror's side (no connection is held to it).
+    pub(super) fn mirror_idle(&self) -> bool {
+        self.log.on && self.routing.phase.read_target() != self.mirror_side
     }
 
     /// In log mode the mirror's connection holds no write of the session:

@@ -421,6 +421,9 @@ impl<'a> MirrorSession<'a> {
                             break End::AuthorityLost(e);
                         }
                         self.log.on = self.shared.log.feeds_from(self.auth_side());
+                        if self.mirror_idle() {
+                            self.drop_mirror().await;
+                        }
                     }
                     f
                 }

@@ -176,6 +176,12 @@ impl MirrorSession<'_> {
     ) -> Step {
         let fresh = self.status == b'I';
         let kind = class.kind();
+        if self.mirror_idle() {
+            // From the log, with reads on the authority: the mirror's side
+            // is not used (settings are kept for when it is).
+            self.send_auth(to_auth).await.map_err(Stop::Authority)?;
+            return self.relay_authority().await.map(|_| ());
+        }
         if kind == Kind::Transaction(TxControl::Rollback) {
             // Whatever failed on the mirror is being undone on both sides.
             self.drain_mirror(false).await;

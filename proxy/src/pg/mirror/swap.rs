@@ -162,6 +162,22 @@ impl MirrorSession<'_> {
         }
     }
 
+    /// The mirror's connection closes (from the log with reads on the
+    /// authority it is not used; a later read there connects again, with
+    /// the session's settings replayed).
+    pub(super) async fn drop_mirror(&mut self) {
+        if self.mirror.is_none() || self.async_mirror.is_some() {
+            return;
+        }
+        self.drain_mirror(false).await;
+        if let Some(mut m) = self.mirror.take() {
+            let _ = m.send(&codec::frame(b'X', &[])).await;
+        }
+        self.mirror_key = None;
+        self.mirror_prepared.clear();
+        self.forget_applies();
+    }
+
     /// `finalized`: the mirror's connection closes after what it owes.
     async fn stop_mirroring(&mut self) {
         if self.mirror.is_none() && self.async_mirror.is_none() {
