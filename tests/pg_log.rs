@@ -178,6 +178,17 @@ fn writes_that_bypass_turnout_reach_new_and_are_counted() {
         serde_json::json!([{"table": "public.batch", "transactions": 3}]),
         "{v}"
     );
+    // The report says so too.
+    let out = std::process::Command::new(common::turnout_bin())
+        .args(["report", "--config"])
+        .arg(&s.proxy.config)
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(
+        text.contains("writes that bypass turnout") && text.contains("public.batch (3)"),
+        "{text}"
+    );
 }
 
 /// turnout killed between old's commit and new's apply: the transaction
@@ -659,47 +670,6 @@ fn a_table_without_replica_identity_has_its_updates_recorded() {
     assert_eq!(rows_text(&s.direct_new_url(), "loose", "a"), "(2,full)");
 }
 
-#[test]
-#[ignore]
-fn probe_origin_progress() {
-    let s = log_setup("");
-    schema(&s, &["CREATE TABLE t (id int PRIMARY KEY)"]);
-    s.run_ok(&["INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (2)"]);
-    let new_super = format!(
-        "host=127.0.0.1 port={} dbname=app user=postgres password=postgres",
-        s.new.as_ref().unwrap().port
-    );
-    let old_super = format!(
-        "host=127.0.0.1 port={} dbname=app user=postgres password=postgres",
-        s.old.port
-    );
-    for sql in [
-        "CREATE TABLE bank (id bigint PRIMARY KEY, balance bigint NOT NULL)",
-        "CREATE TABLE log (id bigserial PRIMARY KEY, client bigint NOT NULL, seq bigint NOT NULL, at timestamptz NOT NULL DEFAULT now())",
-        "CREATE TABLE reg (k bigint PRIMARY KEY, v bigint NOT NULL, writer bigint NOT NULL)",
-    ] {
-        run_direct_ok(&s.direct_new_url(), &[sql]);
-        let out = psql(&s.direct_url(), &["-c", sql], &[]);
-        println!("{} / {}", stdout(&out), stderr(&out));
-    }
-    println!(
-        "published: {}",
-        scalar(
-            &old_super,
-            "SELECT string_agg(pubname || ':' || tablename, ',') FROM pg_publication_tables"
-        )
-    );
-    println!(
-        "origins: {}",
-        scalar(
-            &new_super,
-            "SELECT string_agg(roname, ',') FROM pg_replication_origin"
-        )
-    );
-    println!("progress: {}", scalar(&new_super, "SELECT string_agg(external_id || '=' || remote_lsn::text, ',') FROM pg_replication_origin_status"));
-    println!("slot: {}", scalar(&old_super, "SELECT confirmed_flush_lsn::text || ' ' || restart_lsn::text FROM pg_replication_slots"));
-}
-
 /// `check-config --connect` says which source turnout would take and what
 /// to change on the servers; `mirror.source = "log"` where the log cannot
 /// be had is an error with the reason.
@@ -836,4 +806,104 @@ fn the_log_turns_around_at_the_writes_flip_and_finalize_leaves_nothing_behind() 
     s.run_ok(&["INSERT INTO t (v) VALUES ('finalized')"]);
     assert_eq!(scalar(&s.direct_new_url(), "SELECT count(*) FROM t"), "4");
     assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+}
+
+/// A large value stored out of line (TOAST) that an update leaves alone is
+/// not in the log's row: it stays as it is on new.
+#[test]
+fn unchanged_large_values_stay_as_they_are_on_new() {
+    let s = log_setup("");
+    schema(
+        &s,
+        &["CREATE TABLE big (id int PRIMARY KEY, n int, body text)"],
+    );
+    // Incompressible, so it is stored out of line.
+    s.run_ok(&[
+        "INSERT INTO big SELECT 1, 0, string_agg(md5(g::text), '') FROM generate_series(1, 2000) g",
+        "UPDATE big SET n = n + 1 WHERE id = 1",
+        "UPDATE big SET n = n + 1 WHERE id = 1",
+    ]);
+    assert_identical(&s, "big", "id");
+    assert_eq!(
+        scalar(
+            &s.direct_new_url(),
+            "SELECT n || ':' || length(body) FROM big"
+        ),
+        "2:64000"
+    );
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+}
+
+/// A SKIP LOCKED job queue through a [mapping]: each job goes to the
+/// worker that took it on old, on new's renamed table and column too.
+#[test]
+fn a_skip_locked_queue_through_the_mapping_keeps_each_worker_s_jobs() {
+    let mut s = log_setup("");
+    run_direct_ok(
+        &s.direct_new_url(),
+        &["CREATE TABLE tasks (id int PRIMARY KEY, taken_by int, done_at timestamptz)"],
+    );
+    run_direct_ok(
+        &s.direct_url(),
+        &["CREATE TABLE jobs (id int PRIMARY KEY, worker int, done_at timestamptz)"],
+    );
+    // The mapping, checked against both catalogs at start.
+    let mut config = std::fs::read_to_string(&s.proxy.config).unwrap();
+    config.push_str(
+        "\n[[mapping.tables]]\nold = \"jobs\"\nnew = \"tasks\"\n[mapping.tables.columns]\nworker = \"taken_by\"\n",
+    );
+    std::fs::write(&s.proxy.config, config).unwrap();
+    s.restart_proxy("turnout-2.log");
+    s.run_ok(&["INSERT INTO jobs SELECT g FROM generate_series(1, 300) g"]);
+    let url = s.app_url();
+    let workers: Vec<_> = (1..=6)
+        .map(|w| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                common::block_on(async move {
+                    let client = common::pg_client(&url).await;
+                    loop {
+                        let taken = client
+                            .query(
+                                "UPDATE jobs SET worker = $1, done_at = clock_timestamp() WHERE id = (SELECT id FROM jobs WHERE worker IS NULL ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id",
+                                &[&w],
+                            )
+                            .await
+                            .unwrap();
+                        if taken.is_empty() {
+                            break;
+                        }
+                    }
+                })
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let old = scalar(
+        &s.direct_url(),
+        "SELECT string_agg(id || ':' || worker || ':' || done_at, ',' ORDER BY id) FROM jobs",
+    );
+    let new = scalar(
+        &s.direct_new_url(),
+        "SELECT string_agg(id || ':' || taken_by || ':' || done_at, ',' ORDER BY id) FROM tasks",
+    );
+    assert_eq!(old.split(',').count(), 300);
+    assert_eq!(old, new);
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+}
+
+/// Large objects are not in the log: each write of one is recorded.
+#[test]
+fn large_object_writes_are_recorded() {
+    let s = log_setup("");
+    s.run_ok(&["SELECT lo_from_bytea(424242, '\\xdeadbeef')"]);
+    let records = s.divergences();
+    assert!(
+        records
+            .iter()
+            .any(|r| r.contains("large objects are not in the log")),
+        "{records:?}"
+    );
 }

@@ -388,6 +388,57 @@ pub fn build(sources: &Sources) -> Result<Report, String> {
             Some(true)
         },
     });
+    // From the log: whether the applier applies, and the writers that
+    // bypass turnout (their writes are applied too, but they will keep
+    // writing to old after a writes flip).
+    if let Some(m) = status
+        .as_ref()
+        .map(|s| &s["mirror_source"])
+        .filter(|m| m["source"] == "log")
+    {
+        let applier = m["applier"].as_str().unwrap_or("?");
+        checks.push(Check {
+            name: "log applier",
+            value: format!(
+                "{applier}, {} bytes behind, {} transaction(s) applied{}",
+                m["lag_bytes"],
+                m["applied_transactions"],
+                m["stopped_because"]
+                    .as_str()
+                    .map(|w| format!(": {w}"))
+                    .unwrap_or_default()
+            ),
+            limit: "applying".into(),
+            pass: Some(applier != "stopped"),
+        });
+        let tables: Vec<String> = m["foreign_tables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                format!(
+                    "{} ({})",
+                    t["table"].as_str().unwrap_or("?"),
+                    t["transactions"]
+                )
+            })
+            .collect();
+        checks.push(Check {
+            name: "writes that bypass turnout",
+            value: if tables.is_empty() {
+                "none seen in the log".into()
+            } else {
+                format!(
+                    "{} transaction(s): {}",
+                    m["foreign_transactions"],
+                    tables.join(", ")
+                )
+            },
+            limit: "applied to the mirror; move those writers to turnout before the writes flip"
+                .into(),
+            pass: Some(true),
+        });
+    }
     let verify_clean = verify.as_ref().map(|v| v["last_clean"] == true);
     checks.push(Check {
         name: "verify",

@@ -308,7 +308,16 @@ impl Run<'_> {
                         }
                     }
                 }
-                Message::Origin { .. } => {}
+                // A transaction an applier of turnout's wrote here (from
+                // the other side's log): it is the other side's already.
+                Message::Origin { name } => {
+                    if name.starts_with(&format!("turnout_{}_", self.shared.log_slot)) {
+                        if let Some(t) = txn.as_mut() {
+                            t.marked = true;
+                            t.skipping = true;
+                        }
+                    }
+                }
                 Message::Relation(r) => {
                     let id = r.id;
                     // Sessions record the UPDATEs and DELETEs of a table the

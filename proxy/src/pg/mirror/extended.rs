@@ -521,11 +521,13 @@ impl MirrorSession<'_> {
     }
 
     pub(super) async fn function_call(&mut self, frame: Frame) -> Step {
-        if let Some(msg) = self.unsafe_write(
-            "(function call message)",
-            "the FunctionCall protocol message is not mirrored",
-            &frame.raw,
-        ) {
+        let why = if self.log.on {
+            // (libpq's large-object API uses it.)
+            "the FunctionCall protocol message: the rows it writes are in the log, but large objects are not, so not on the mirror"
+        } else {
+            "the FunctionCall protocol message is not mirrored"
+        };
+        if let Some(msg) = self.unsafe_write("(function call message)", why, &frame.raw) {
             return self.refuse(&msg, false).await;
         }
         self.send_auth(&frame.raw).await.map_err(Stop::Authority)?;

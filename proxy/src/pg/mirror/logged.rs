@@ -37,6 +37,28 @@ pub(super) struct LogState {
     pub hold_ready: bool,
 }
 
+/// Server functions that write large objects: PostgreSQL does not decode
+/// large objects into the log.
+const LARGE_OBJECT_WRITES: &[&str] = &[
+    "lo_import",
+    "lo_unlink",
+    "lo_create",
+    "lo_creat",
+    "lo_from_bytea",
+    "lo_put",
+    "lowrite",
+    "lo_truncate",
+    "lo_truncate64",
+];
+
+/// Whether `sql` calls a function that writes a large object.
+fn writes_large_objects(sql: &str) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    lower
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .any(|w| LARGE_OBJECT_WRITES.contains(&w))
+}
+
 /// Whether `sql` may run inside a transaction of turnout's (no
 /// transaction control of its own; not a statement PostgreSQL refuses in
 /// a block or one that manages transactions itself).
@@ -203,6 +225,7 @@ impl MirrorSession<'_> {
             self.shared.log.ddl_seen.notify_one();
         }
         self.record_unlogged(class, raw);
+        self.record_large_objects(sql, class, raw);
         self.wrote_in_tx = true;
         if self.status == b'I' && wrappable(sql, class) {
             // `None`: PostgreSQL refused it inside a block; it runs as it is.
@@ -395,6 +418,24 @@ impl MirrorSession<'_> {
         self.log.on
     }
 
+    /// A large object written: not in the log (PostgreSQL does not decode
+    /// large objects), so not on the mirror: recorded.
+    pub(super) fn record_large_objects(&self, sql: &str, class: &Classification, sent: &[u8]) {
+        if !writes_large_objects(sql) {
+            return;
+        }
+        self.shared.records.mirror_error();
+        self.shared.records.located(
+            Divergence::new(
+                DivergenceKind::MirrorError,
+                self.mirror_side,
+                &class.fingerprint,
+                "a large object written: large objects are not in the log, so not on the mirror (copy them before the writes flip)",
+            ),
+            sent,
+        );
+    }
+
     /// An UPDATE or DELETE of a table without a replica identity: the log
     /// has it not (publishing such updates would make old refuse them),
     /// and the session does not run it on new beside the log: recorded,
@@ -437,13 +478,14 @@ impl MirrorSession<'_> {
                     let mut sent =
                         BytesMut::from(&super::extended::parse("", &p.sql, &p.types)[..]);
                     sent.extend_from_slice(bound.map_or(&[][..], |b| &b[..]));
-                    executed.push((p.class.clone(), sent));
+                    executed.push((p.class.clone(), p.sql.clone(), sent));
                 }
                 _ => {}
             }
         }
-        for (class, sent) in executed {
+        for (class, sql, sent) in executed {
             self.record_unlogged(&class, &sent);
+            self.record_large_objects(&sql, &class, &sent);
         }
         let ddl: Vec<String> = self.batch[from..upto]
             .iter()
@@ -469,5 +511,27 @@ impl MirrorSession<'_> {
             self.marked(if error.is_some() { 0 } else { rows.len() });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn large_object_writes_are_told_by_the_function_called() {
+        for sql in [
+            "SELECT lo_from_bytea(0, 'x')",
+            "select LO_PUT(1, 0, 'a')",
+            "SELECT * FROM lo_unlink(5)",
+            "SELECT lowrite(lo_open(1, 131072), 'x')",
+        ] {
+            assert!(super::writes_large_objects(sql), "{sql}");
+        }
+        for sql in [
+            "SELECT lo_get(1)",
+            "SELECT * FROM lo_putter",
+            "UPDATE t SET lo_put_x = 1",
+        ] {
+            assert!(!super::writes_large_objects(sql), "{sql}");
+        }
     }
 }
