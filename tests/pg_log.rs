@@ -84,14 +84,6 @@ fn writes_through_turnout_reach_new_exactly_from_the_log() {
     let f = scalar(&s.direct_new_url(), "SELECT f::text FROM docs WHERE id = 4");
     assert_eq!(f, "0.30000000000000004");
     assert!(s.divergences().is_empty(), "{:?}", s.divergences());
-    println!(
-        "{}",
-        stdout(&psql(
-            &s.app_url(),
-            &["-c", "SELECT count(*) FROM docs"],
-            &[]
-        ))
-    );
 }
 
 /// Sync mode: once a client's commit is answered, new has it: read

@@ -273,6 +273,26 @@ fn assigns(statement: &Statement) -> bool {
     .is_break()
 }
 
+/// A write whose rows a query inside it chooses by what it reads: a
+/// `LIMIT`, or row locks (`FOR UPDATE SKIP LOCKED` queues).
+fn picks_rows(statement: &Statement) -> bool {
+    struct Picks;
+    impl sqlparser::ast::Visitor for Picks {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &sqlparser::ast::Query) -> ControlFlow<()> {
+            if q.limit_clause.is_some() || !q.locks.is_empty() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    }
+    matches!(
+        statement,
+        Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) | Statement::Query(_)
+    ) && sqlparser::ast::Visit::visit(statement, &mut Picks).is_break()
+}
+
 /// A query that contains a data-modifying statement (`WITH x AS (INSERT ...)`).
 fn modifies(statement: &Statement) -> bool {
     visit_statements(statement, |s: &Statement| {
@@ -555,6 +575,12 @@ fn classify_text(dialect: SqlDialect, d: &dyn Dialect, sql: &str) -> Classificat
         }],
         fingerprint: fingerprint.clone(),
         parse_error: Some(reason),
+        image: match dialect {
+            SqlDialect::Postgres => {
+                super::row_image::ImagePlan::Statement(super::row_image::UNREAD)
+            }
+            SqlDialect::Mysql => super::row_image::ImagePlan::None,
+        },
         ..Classification::default()
     };
     if sql.len() > MAX_PARSED_LEN {
@@ -589,6 +615,13 @@ fn classify_text(dialect: SqlDialect, d: &dyn Dialect, sql: &str) -> Classificat
                         && c.unsafe_reason.is_none()
                     {
                         c.unsafe_reason = statement_context_unsafe(s);
+                    }
+                    if c.kind == Kind::Write && c.unsafe_reason.is_none() && picks_rows(s) {
+                        // (Row images carry the rows it chose; run again as
+                        // a statement it may choose others.)
+                        c.unsafe_reason = Some(
+                            "the rows it writes are chosen by a query with LIMIT or row locks (SKIP LOCKED), which may choose other rows on the mirror",
+                        );
                     }
                     c
                 })

@@ -45,7 +45,7 @@ pub fn normalize(type_oid: u32, binary: bool, raw: &[u8]) -> Result<String, Stri
     if binary {
         return decode_binary(type_oid, raw).map(|t| canonical(type_oid, &t));
     }
-    Ok(canonical(type_oid, &String::from_utf8_lossy(raw)))
+    Ok(canonical(type_oid, &super::text::lossless(raw)))
 }
 
 fn canonical(type_oid: u32, text: &str) -> String {
@@ -181,7 +181,7 @@ fn decode_binary(type_oid: u32, raw: &[u8]) -> Result<String, String> {
             Ok(format!("{}", f64::from_be_bytes(b)))
         }
         oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME => {
-            Ok(String::from_utf8_lossy(raw).into_owned())
+            Ok(super::text::lossless(raw).into_owned())
         }
         oid::UUID => {
             if raw.len() != 16 {

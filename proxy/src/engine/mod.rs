@@ -6,6 +6,7 @@ pub mod classify;
 pub mod compare;
 pub mod defaults;
 pub mod fingerprint;
+pub mod image_check;
 pub mod locate;
 pub mod lockstep;
 pub mod logsync;
@@ -17,5 +18,6 @@ pub mod route;
 pub mod row_image;
 pub mod sampler;
 pub mod shadowcheck;
+pub mod text;
 
 pub use classify::{Classification, Classifier, Kind, SqlDialect, StatementClass, TxControl};

@@ -1,12 +1,13 @@
 //! Row images (PostgreSQL): the mirror applies the rows the authority wrote,
 //! not the statement again. The authority runs the client's INSERT, UPDATE or
 //! DELETE with one column added at the end of its `RETURNING` list, the whole
-//! row as JSON (`to_jsonb(t.*)`); turnout takes that column off before the
-//! client sees the answer, and the mirror applies exactly those rows by
-//! primary key, in one statement whatever their number:
+//! row as its text (`ROW(t.*)::text`, each value as the session's own text
+//! output); turnout takes that column off before the client sees the
+//! answer, and the mirror applies exactly those rows by primary key, in one
+//! statement whatever their number, from an array of its table's row type
+//! ([`super::image_check::rows_param`]):
 //!
-//! - inserted and updated rows: an upsert of every column the row carries,
-//!   from `jsonb_populate_recordset`;
+//! - inserted and updated rows: an upsert of every column the row carries;
 //! - deleted rows: a DELETE by key.
 //!
 //! Each apply answers how many rows it inserted and how many it found
@@ -73,14 +74,19 @@ impl ImagePlan {
 
     /// Why a write mirrored as a statement may not do on the mirror what it
     /// did on the authority (rows it chose by what it read there): data
-    /// modifications under WITH, MERGE, several writes in one text. Others
+    /// modifications under WITH, MERGE, several writes in one text, a
+    /// statement prepared by SQL, large objects, a text the parser cannot
+    /// read (a `DO` block: what it does is in a string). Others
     /// mirrored as statements do the same on both sides (TRUNCATE, COPY) or
     /// are a function's own business (`SELECT f()`, `EXPLAIN ANALYZE`).
     pub fn statement_risk(&self) -> Option<&'static str> {
-        const RISKS: [&str; 3] = [
+        const RISKS: [&str; 6] = [
             "a write inside a WITH clause",
             "MERGE",
             "several statements in one text",
+            "EXECUTE of a statement prepared by SQL",
+            "a large-object function (the object's id and bytes may differ)",
+            UNREAD,
         ];
         match self {
             ImagePlan::Statement(r) if RISKS.contains(r) => Some(r),
@@ -88,6 +94,9 @@ impl ImagePlan {
         }
     }
 }
+
+/// The plan of a write the parser could not read.
+pub const UNREAD: &str = "a statement turnout's parser cannot read (a DO block, new syntax)";
 
 fn fold(i: &Ident) -> String {
     if i.quote_style.is_some() {
@@ -149,6 +158,11 @@ pub fn plan(statements: &[Statement]) -> ImagePlan {
                     return ImagePlan::Statement("an unusual WITH statement");
                 }
                 s
+            }
+            _ if calls_large_objects(q) => {
+                return ImagePlan::Statement(
+                    "a large-object function (the object's id and bytes may differ)",
+                )
             }
             _ => return ImagePlan::Statement("a write inside a query (a function or a CTE)"),
         },
@@ -218,10 +232,37 @@ pub fn plan(statements: &[Statement]) -> ImagePlan {
             })
         }
         Statement::Merge(_) => ImagePlan::Statement("MERGE"),
+        Statement::Execute { .. } => ImagePlan::Statement("EXECUTE of a statement prepared by SQL"),
         Statement::Truncate(_) => ImagePlan::Statement("TRUNCATE"),
         Statement::Copy { .. } => ImagePlan::Statement("COPY"),
         _ => ImagePlan::Statement("a statement whose writes RETURNING cannot capture"),
     }
+}
+
+/// Whether a query calls a server function that writes a large object.
+fn calls_large_objects(q: &sqlparser::ast::Query) -> bool {
+    const WRITERS: [&str; 9] = [
+        "lo_import",
+        "lo_unlink",
+        "lo_create",
+        "lo_creat",
+        "lo_from_bytea",
+        "lo_put",
+        "lowrite",
+        "lo_truncate",
+        "lo_truncate64",
+    ];
+    sqlparser::ast::visit_expressions(q, |e: &sqlparser::ast::Expr| match e {
+        sqlparser::ast::Expr::Function(f)
+            if f.name.0.last().is_some_and(|p| {
+                WRITERS.contains(&p.to_string().trim_matches('"').to_lowercase().as_str())
+            }) =>
+        {
+            std::ops::ControlFlow::Break(())
+        }
+        _ => std::ops::ControlFlow::Continue(()),
+    })
+    .is_break()
 }
 
 /// The table an UPDATE or DELETE writes (as written) and how `RETURNING`
@@ -298,9 +339,9 @@ fn offset_of(sql: &str, line: u64, column: u64) -> Option<usize> {
 pub fn capture_text(sql: &str, target: &ImageTarget) -> Option<String> {
     let end = statement_end(sql)?;
     let added = if target.returning {
-        format!(", to_jsonb({}.*)", target.reference)
+        format!(", ROW({}.*)::text", target.reference)
     } else {
-        format!(" RETURNING to_jsonb({}.*)", target.reference)
+        format!(" RETURNING ROW({}.*)::text", target.reference)
     };
     let mut out = String::with_capacity(sql.len() + added.len());
     out.push_str(&sql[..end]);
@@ -318,6 +359,11 @@ pub struct MirrorTable {
     pub columns: Vec<(String, bool)>,
     /// Generated columns (`GENERATED ALWAYS AS ... STORED`): never written.
     pub generated: Vec<String>,
+    /// Every column, in the order of the table's row type.
+    pub order: Vec<String>,
+    /// A partitioned table (whose rows have no `xmax` to tell inserted
+    /// rows from updated ones).
+    pub partitioned: bool,
 }
 
 impl MirrorTable {
@@ -338,7 +384,8 @@ pub fn catalog_query(table: &str) -> String {
         "SELECT a.attname::text AS column_name, \
                 (EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid \
                          AND i.indisprimary AND a.attnum = ANY (i.indkey)))::text AS in_key, \
-                (a.attgenerated <> '')::text AS generated \
+                (a.attgenerated <> '')::text AS generated, \
+                (SELECT c.relkind FROM pg_class c WHERE c.oid = a.attrelid)::text AS kind \
          FROM pg_attribute a \
          WHERE a.attrelid = to_regclass({literal}) AND a.attnum > 0 AND NOT a.attisdropped \
          ORDER BY a.attnum"
@@ -355,10 +402,14 @@ pub fn mirror_table(table: &str, rows: &Rows) -> Result<MirrorTable, String> {
         name: table.to_string(),
         columns: Vec::new(),
         generated: Vec::new(),
+        order: Vec::new(),
+        partitioned: false,
     };
     let read = |e: crate::backend::rows::RowError| format!("{table}: the catalog's answer: {e}");
     for r in rows.iter() {
         let name = r.str("column_name").map_err(read)?.to_string();
+        t.partitioned = r.str("kind").map_err(read)? == "p";
+        t.order.push(name.clone());
         if r.str("generated").map_err(read)? == "true" {
             t.generated.push(name);
         } else {
@@ -377,54 +428,72 @@ fn quote(name: &str) -> String {
 pub const APPLIED: &str = "turnout:applied";
 
 /// The statement that applies a write's row images on the mirror: `$1` is
-/// the JSON array of rows; `keys` the columns the rows carry. Its answer is
-/// one row: [`APPLIED`] and the rows it inserted (or deleted); the others
-/// were found already there.
-pub fn apply_statement(op: Op, table: &MirrorTable, keys: &[String]) -> String {
+/// the rows, an array of the table's row type in text
+/// ([`super::image_check::rows_param`]); `written` the columns they carry
+/// (the authority's). Its answer is one row: [`APPLIED`] and the rows it
+/// inserted (or deleted); the others were found already there.
+pub fn apply_statement(op: Op, table: &MirrorTable, written: &[String]) -> String {
     let name = &table.name;
+    let rows = format!("unnest($1::{name}[]) AS r");
     let key: Vec<String> = table.key().iter().map(|k| quote(k)).collect();
+    let matches: Vec<String> = key.iter().map(|k| format!("t.{k} = r.{k}")).collect();
     if op == Op::Delete {
-        let matches: Vec<String> = key.iter().map(|k| format!("t.{k} = r.{k}")).collect();
         return format!(
-            "WITH a AS (DELETE FROM {name} AS t USING jsonb_populate_recordset(NULL::{name}, $1::jsonb) AS r \
-             WHERE {} RETURNING 1) SELECT '{APPLIED}', count(*) FROM a",
+            "WITH a AS (DELETE FROM {name} AS t USING {rows} WHERE {} RETURNING 1) \
+             SELECT '{APPLIED}', count(*) FROM a",
             matches.join(" AND ")
         );
     }
     let columns: Vec<String> = table
         .columns
         .iter()
-        .filter(|(c, _)| keys.iter().any(|k| k == c))
+        .filter(|(c, _)| written.iter().any(|k| k == c))
         .map(|(c, _)| quote(c))
         .collect();
     let updates: Vec<String> = table
         .columns
         .iter()
-        .filter(|(c, k)| !k && keys.iter().any(|x| x == c))
+        .filter(|(c, k)| !k && written.iter().any(|x| x == c))
         .map(|(c, _)| format!("{0} = EXCLUDED.{0}", quote(c)))
         .collect();
-    let action = if updates.is_empty() {
-        // Every column is in the key: an existing row is already right,
-        // counted as found by the rows the insert did not return.
-        "DO NOTHING".to_string()
-    } else {
-        format!("DO UPDATE SET {}", updates.join(", "))
-    };
     let list = columns.join(", ");
+    let picked: Vec<String> = columns.iter().map(|c| format!("r.{c}")).collect();
+    let picked = picked.join(", ");
     if key.is_empty() {
         // No key (only INSERTs come here): the rows are added as they are.
         return format!(
             "WITH a AS (INSERT INTO {name} ({list}) OVERRIDING SYSTEM VALUE \
-             SELECT {list} FROM jsonb_populate_recordset(NULL::{name}, $1::jsonb) RETURNING 1) \
+             SELECT {picked} FROM {rows} RETURNING 1) \
              SELECT '{APPLIED}', count(*) FROM a"
+        );
+    }
+    let conflict = key.join(", ");
+    if updates.is_empty() {
+        // Every column is in the key: an existing row is already right,
+        // counted as found by the rows the insert did not return.
+        return format!(
+            "WITH a AS (INSERT INTO {name} AS t ({list}) OVERRIDING SYSTEM VALUE \
+             SELECT {picked} FROM {rows} ON CONFLICT ({conflict}) DO NOTHING RETURNING 1) \
+             SELECT '{APPLIED}', count(*) FROM a"
+        );
+    }
+    let action = format!("DO UPDATE SET {}", updates.join(", "));
+    if table.partitioned {
+        // No `xmax` on a partitioned table: the rows there before, counted
+        // in the statement's snapshot (before the upsert).
+        return format!(
+            "WITH e AS (SELECT count(*) AS n FROM {name} AS t JOIN {rows} ON {}), \
+             a AS (INSERT INTO {name} AS t ({list}) OVERRIDING SYSTEM VALUE \
+             SELECT {picked} FROM {rows} ON CONFLICT ({conflict}) {action} RETURNING 1) \
+             SELECT '{APPLIED}', (SELECT count(*) FROM a) - (SELECT n FROM e)",
+            matches.join(" AND ")
         );
     }
     format!(
         "WITH a AS (INSERT INTO {name} AS t ({list}) OVERRIDING SYSTEM VALUE \
-         SELECT {list} FROM jsonb_populate_recordset(NULL::{name}, $1::jsonb) \
-         ON CONFLICT ({}) {action} RETURNING (t.xmax = 0) AS inserted) \
-         SELECT '{APPLIED}', count(*) FILTER (WHERE inserted) FROM a",
-        key.join(", ")
+         SELECT {picked} FROM {rows} \
+         ON CONFLICT ({conflict}) {action} RETURNING (t.xmax = 0) AS inserted) \
+         SELECT '{APPLIED}', count(*) FILTER (WHERE inserted) FROM a"
     )
 }
 
@@ -469,14 +538,6 @@ impl Expect {
     }
 }
 
-/// The column names of a JSON object's top level (a row image), in order.
-pub fn image_keys(image: &str) -> Vec<String> {
-    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(image) {
-        Ok(m) => m.keys().cloned().collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,6 +573,21 @@ mod tests {
         );
         let t = target("WITH s AS (SELECT 1 AS id) INSERT INTO t SELECT id FROM s");
         assert_eq!(t.op, Op::Insert);
+        let c = crate::engine::Classifier::new(crate::engine::SqlDialect::Postgres, 16);
+        for (sql, risk) in [
+            (
+                "DO $$ BEGIN INSERT INTO t VALUES (random()); END $$",
+                UNREAD,
+            ),
+            ("EXECUTE ins(1)", "EXECUTE of a statement prepared by SQL"),
+            (
+                "SELECT lo_from_bytea(0, 'x')",
+                "a large-object function (the object's id and bytes may differ)",
+            ),
+        ] {
+            let class = c.classify(sql);
+            assert_eq!(class.image.statement_risk(), Some(risk), "{sql}: {class:?}");
+        }
         for sql in [
             "WITH d AS (DELETE FROM a RETURNING *) INSERT INTO b SELECT * FROM d",
             "SELECT f()",
@@ -527,20 +603,20 @@ mod tests {
         let t = target("UPDATE t SET a = 1");
         assert_eq!(
             capture_text("UPDATE t SET a = 1 ;\n", &t).unwrap(),
-            "UPDATE t SET a = 1 RETURNING to_jsonb(t.*) ;\n"
+            "UPDATE t SET a = 1 RETURNING ROW(t.*)::text ;\n"
         );
         assert_eq!(
             capture_text("UPDATE t SET a = '--;' -- done\n", &t).unwrap(),
-            "UPDATE t SET a = '--;' RETURNING to_jsonb(t.*) -- done\n"
+            "UPDATE t SET a = '--;' RETURNING ROW(t.*)::text -- done\n"
         );
         assert_eq!(
             capture_text("UPDATE t SET a = 'é' /* x */;", &t).unwrap(),
-            "UPDATE t SET a = 'é' RETURNING to_jsonb(t.*) /* x */;"
+            "UPDATE t SET a = 'é' RETURNING ROW(t.*)::text /* x */;"
         );
         let r = target("INSERT INTO t VALUES (1) RETURNING id");
         assert_eq!(
             capture_text("INSERT INTO t VALUES (1) RETURNING id", &r).unwrap(),
-            "INSERT INTO t VALUES (1) RETURNING id, to_jsonb(t.*)"
+            "INSERT INTO t VALUES (1) RETURNING id, ROW(t.*)::text"
         );
         assert_eq!(capture_text("UPDATE t SET a = 1; SELECT 1 -- x", &t), None);
     }

@@ -40,7 +40,17 @@ pub struct PgRegistry {
     /// The log applier running now (`mirror.source = "log"`): how to stop
     /// it, and its task.
     pub log_task: std::sync::Mutex<Option<LogTask>>,
+    /// The authority's user-defined volatile functions (lower-case names),
+    /// when read and from which side: a read calling one may write.
+    pub functions: std::sync::Mutex<Option<FunctionList>>,
 }
+
+/// When a side's functions were read, the side, and their names.
+pub type FunctionList = (
+    std::time::Instant,
+    Side,
+    Arc<std::collections::HashSet<String>>,
+);
 
 /// A running log applier.
 pub struct LogTask {
@@ -56,6 +66,7 @@ impl Default for PgRegistry {
             idle: IdlePool::new(32),
             primary_keys: DashMap::new(),
             log_task: std::sync::Mutex::new(None),
+            functions: std::sync::Mutex::new(None),
         }
     }
 }

@@ -32,6 +32,7 @@ impl MirrorSession<'_> {
         self.unmirrored = None;
         self.status = status;
         if status == b'I' {
+            self.img.ended();
             self.tx_time = None;
             self.wrote_in_tx = false;
             // A mark its commit did not take (a rollback) goes.

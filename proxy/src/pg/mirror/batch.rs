@@ -26,7 +26,7 @@ use crate::engine::route::Route;
 use crate::engine::{Classification, Kind};
 use crate::pg::codec::{self, put_cstr, Severity};
 use crate::pg::framed::Frame;
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::Arc;
 use tracing::warn;
 use turnout_config::MirrorErrorPolicy;
@@ -55,6 +55,9 @@ pub(super) struct Run {
     pub start_status: u8,
     /// The batch's Sync went to the authority (with its last messages).
     pub synced: bool,
+    /// A read that may write (see `hidden`): its transaction id is asked
+    /// before the Sync.
+    pub watch: Option<Arc<Classification>>,
 }
 
 /// Where the messages of the statement executed at `at` begin: after the
@@ -82,7 +85,12 @@ impl MirrorSession<'_> {
             if self.run.whole_on_authority {
                 self.run.mirrored = n;
                 synced = sync.is_some();
-                self.auth_range(from, n, sync.as_ref()).await?;
+                match (self.run.watch.take(), sync.as_ref()) {
+                    (Some(class), Some(s)) => self.watched_range(from, n, s, &class).await?,
+                    _ => {
+                        self.auth_range(from, n, sync.as_ref()).await?;
+                    }
+                }
                 break;
             }
             // The next COMMIT or ROLLBACK the batch executes.
@@ -231,7 +239,7 @@ impl MirrorSession<'_> {
     /// Sends `from..upto` (and `sync`, or else a Flush) to the authority and
     /// relays its answers. Returns the index of the message that failed, if
     /// one did; the block follows what ran.
-    async fn auth_range(
+    pub(super) async fn auth_range(
         &mut self,
         from: usize,
         upto: usize,
@@ -411,15 +419,34 @@ impl MirrorSession<'_> {
         // Row images: the mirror's tables, read before the plan uses them;
         // a write whose rows cannot be applied by key is mirrored as a
         // statement, and recorded.
-        let imaged: Vec<(Arc<image::Imaged>, Arc<Classification>)> = range
+        let imaged: Vec<(Arc<image::Imaged>, Arc<Classification>, Vec<Bytes>)> = range
             .iter()
             .filter(|m| m.frame.tag == b'E')
-            .filter_map(|m| Some((m.stmt.as_ref()?.image.clone()?, extended_class(m))))
+            .filter_map(|m| {
+                let i = m.stmt.as_ref()?.image.clone()?;
+                Some((i, extended_class(m), m.images.clone()))
+            })
             .collect();
         let sent = raw_of(range);
-        for (i, c) in imaged {
+        for (i, c, images) in imaged {
+            // (Asked at its Parse; again if a setting since made it go.)
+            self.check_table(&i.target.table).await?;
             if let Err(image::NotImaged::ByStatement(why)) = self.image_table(&i.target).await {
                 let _ = self.statement_mirrored(&c, &why, &sent);
+                continue;
+            }
+            if images.is_empty() {
+                continue;
+            }
+            // Tables read again where the images show them out of date;
+            // images that still do not fit are recorded (the plan leaves
+            // them out).
+            let fits = self
+                .ready_images(&i.target, &images)
+                .await?
+                .and_then(|(t, k)| image::apply_of(i.target.op, &t, &k, &images).map(|_| ()));
+            if let Err(detail) = fits {
+                self.mirror_failed(&c, &detail, &sent);
             }
         }
         let range = &self.batch[from..upto];

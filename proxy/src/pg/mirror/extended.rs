@@ -338,7 +338,17 @@ impl MirrorSession<'_> {
                     m.frame.tag == b'C'
                         || (m.frame.tag == b'P' && m.frame.body().first().is_some_and(|&b| b != 0))
                 });
+                // A read calling a function that may write runs where its
+                // transaction id tells (see `hidden`).
+                let watched = match (executed, batch.iter().find(|m| m.frame.tag == b'E')) {
+                    ([class], Some(m)) => match m.stmt.as_ref().map(|p| p.sql.clone()) {
+                        Some(sql) => self.may_write(class, &sql).await,
+                        None => false,
+                    },
+                    _ => false,
+                };
                 let reads = !executed.is_empty()
+                    && !watched
                     && executed
                         .iter()
                         .all(|c| c.kind() == Kind::Read && c.statements.len() == 1);
@@ -373,7 +383,9 @@ impl MirrorSession<'_> {
                     self.added_parses = plan.parses.clone();
                     return self.read_on_mirror(&m, &raw, sample, &class).await;
                 }
-                if executed.len() == 1 && !imaged {
+                if watched {
+                    self.run.watch = Some(class.clone());
+                } else if executed.len() == 1 && !imaged {
                     if let Some((query, formats, permit)) = self.sample_batch(&batch, &class) {
                         return self
                             .sampled_read(&raw, query, formats, &class, permit)
@@ -425,13 +437,16 @@ impl MirrorSession<'_> {
             match m.stmt.as_ref().and_then(|p| p.image.clone()) {
                 None => {
                     if let Some(why) = self.statement_risk(&class) {
-                        if let Some(msg) = self.statement_mirrored(&class, why, &raw_of(batch)) {
+                        if let Some(msg) = self.statement_mirrored(&class, &why, &raw_of(batch)) {
                             return Ok(Some(msg));
                         }
                     }
                     statements.push(class)
                 }
                 Some(i) => {
+                    if let Some(msg) = self.image_noted(&class, &i.target, &raw_of(batch)) {
+                        return Ok(Some(msg));
+                    }
                     if self.shared.unsafe_policy != UnsafePolicy::Fail {
                         continue;
                     }

@@ -282,7 +282,7 @@ impl MirrorSession<'_> {
         msgs.extend_from_slice(&query("BEGIN"));
         msgs.extend_from_slice(raw);
         if ddl {
-            msgs.extend_from_slice(&query(&Self::ddl_message_sql(sql)));
+            msgs.extend_from_slice(&self.frame_text(&Self::ddl_message_sql(sql)));
         }
         let mark = self.mark_sql();
         msgs.extend_from_slice(&query(&mark));
@@ -353,7 +353,8 @@ impl MirrorSession<'_> {
     /// between the client's statements; only notifications reach the
     /// client. Its rows.
     async fn own_query(&mut self, sql: &str) -> Result<usize, Stop> {
-        self.auth.send(&query(sql)).await.map_err(Stop::Authority)?;
+        let q = self.frame_text(sql);
+        self.auth.send(&q).await.map_err(Stop::Authority)?;
         let c = collect(&mut self.auth).await.map_err(Stop::Authority)?;
         for f in &c.frames {
             if matches!(f.tag, b'A' | b'N') {

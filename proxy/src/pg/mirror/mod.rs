@@ -17,7 +17,7 @@ use crate::engine::pin::{pin_transaction_time, PinError};
 use crate::engine::route::{self, Route};
 use crate::engine::{Classification, Kind};
 use crate::shared::{CancelKey, Shared};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -28,19 +28,24 @@ use turnout_control::{Routing, Side};
 mod authority;
 mod batch;
 mod block;
+mod checks;
 mod commit;
 mod copy;
 mod extended;
+mod hidden;
 mod image;
 mod logged;
 mod outbox;
 mod plan;
 mod queue;
 mod reads;
+mod rewrite;
 mod simple;
 mod swap;
 
 use queue::AsyncMirror;
+pub use rewrite::rewrite_for_fuzzing;
+use rewrite::{drops_prepared, rewrite_statements};
 
 /// Frames turnout buffers for the client before writing them out.
 const OUT_CHUNK: usize = 64 * 1024;
@@ -138,7 +143,7 @@ struct Msg {
     /// for it in a Bind, no row limit in an Execute).
     to_auth: Option<Bytes>,
     /// An Execute's row images, as the authority answered them.
-    images: Vec<String>,
+    images: Vec<Bytes>,
 }
 
 impl Msg {
@@ -263,15 +268,10 @@ pub struct MirrorSession<'a> {
     unmirrored: Option<Bytes>,
     /// The session may have changed how the server ends strings.
     lexing_unsure: bool,
-    /// Shapes recorded as mirrored by statement, not by row images.
-    statement_noted: HashSet<String>,
-    /// Row-image apply statements prepared on the mirror's connection, by
-    /// name (with their text), valid for generation `apply_gen` only: any
-    /// mirror failure or new connection starts a new generation, so a name
-    /// never stands for a statement that may not exist there.
-    apply_names: HashMap<String, Arc<str>>,
-    apply_names_gen: u64,
-    apply_gen: std::sync::atomic::AtomicU64,
+    /// Row images: what the session prepared and was told ([`checks`]).
+    img: checks::ImageState,
+    /// The unit's text is not UTF-8 (see `simple_foreign`).
+    foreign: bool,
     /// The read [`Self::read_on_mirror`] serves, to run it again on the
     /// authority when it fails on the read target.
     read_query: Option<ShadowQuery>,
@@ -343,10 +343,8 @@ impl<'a> MirrorSession<'a> {
             },
             unmirrored: None,
             lexing_unsure: false,
-            statement_noted: HashSet::new(),
-            apply_names: HashMap::new(),
-            apply_names_gen: 0,
-            apply_gen: std::sync::atomic::AtomicU64::new(0),
+            img: checks::ImageState::default(),
+            foreign: false,
             out: BytesMut::new(),
         }
     }
@@ -445,11 +443,15 @@ impl<'a> MirrorSession<'a> {
                 b'P' | b'B' | b'D' | b'E' | b'C' => {
                     // After an error the backend skips to the Sync: so does
                     // turnout (nothing skipped is defined or run).
-                    if !self.run.skipping {
+                    if self.run.skipping {
+                        Ok(())
+                    } else if let Err(e) = self.check_parse(&frame).await {
+                        Err(e)
+                    } else {
                         let msg = self.arrive(frame);
                         self.batch.push(msg);
+                        Ok(())
                     }
-                    Ok(())
                 }
                 b'S' => {
                     let started = Instant::now();
@@ -560,27 +562,18 @@ impl<'a> MirrorSession<'a> {
         }
         let classifier = &self.shared.classifier;
         self.lexing_unsure |= classifier.changes_lexing(sql);
-        classifier.classify_in_session(sql, self.lexing_unsure)
+        let class = classifier.classify_in_session(sql, self.lexing_unsure);
+        self.img.saw(&class, self.status);
+        if class.kind() == Kind::Ddl {
+            *self
+                .shared
+                .pg
+                .functions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        class
     }
-}
-
-/// Whether `sql` drops every prepared statement of the session
-/// (`DEALLOCATE [PREPARE] ALL`, `DISCARD ALL`), perhaps among others.
-fn drops_prepared(sql: &str) -> bool {
-    let t = sql.trim_start();
-    let starts = |w: &str| t.get(..w.len()).is_some_and(|p| p.eq_ignore_ascii_case(w));
-    let several = t.trim_end().trim_end_matches(';').contains(';');
-    if !(starts("deallocate") || starts("discard") || several) {
-        return false;
-    }
-    let lower = t.to_ascii_lowercase();
-    let words: Vec<&str> = lower
-        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-        .filter(|w| !w.is_empty())
-        .collect();
-    words
-        .windows(2)
-        .any(|w| matches!(w, ["deallocate" | "discard" | "prepare", "all"]))
 }
 
 fn copy_fail(reason: &str) -> Bytes {
@@ -592,74 +585,6 @@ fn copy_fail(reason: &str) -> Bytes {
 fn sql_is_copy_from(sql: &str) -> bool {
     let lower = sql.trim_start().to_ascii_lowercase();
     lower.starts_with("copy") && lower.contains("from") && lower.contains("stdin")
-}
-
-/// [`rewrite_statements`] with a mapping that changes every statement (for
-/// the fuzz targets).
-#[doc(hidden)]
-pub fn rewrite_for_fuzzing(msgs: &[u8]) -> usize {
-    rewrite_statements(msgs, |sql| Some(format!("{sql} "))).len()
-}
-
-/// `msgs` (whole frontend messages) with the SQL of each Query and Parse
-/// replaced by `map`'s answer, when it has one.
-fn rewrite_statements<'a>(
-    msgs: &'a [u8],
-    map: impl Fn(&str) -> Option<String>,
-) -> std::borrow::Cow<'a, [u8]> {
-    let mut out: Option<BytesMut> = None;
-    let mut at = 0;
-    while let Some(len) = msgs
-        .get(at + 1..at + 5)
-        .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize)
-    {
-        let end = (at + 1 + len).min(msgs.len());
-        let tag = msgs[at];
-        let body = msgs.get(at + 5..end).unwrap_or_default();
-        let replaced = match tag {
-            b'Q' => cstr(body).and_then(|(sql, _)| map(sql)).map(|sql| {
-                let mut b = BytesMut::new();
-                put_cstr(&mut b, &sql);
-                codec::frame(b'Q', &b)
-            }),
-            b'P' => cstr(body)
-                .and_then(|(name, rest)| cstr(rest).map(|(sql, types)| (name, sql, types)))
-                .and_then(|(name, sql, types)| {
-                    map(sql).map(|sql| {
-                        let mut b = BytesMut::new();
-                        put_cstr(&mut b, name);
-                        put_cstr(&mut b, &sql);
-                        b.put_slice(types);
-                        codec::frame(b'P', &b)
-                    })
-                }),
-            _ => None,
-        };
-        match replaced {
-            Some(f) => out
-                .get_or_insert_with(|| BytesMut::from(&msgs[..at]))
-                .extend_from_slice(&f),
-            None => {
-                if let Some(o) = out.as_mut() {
-                    o.extend_from_slice(&msgs[at..end]);
-                }
-            }
-        }
-        let stuck = end <= at + 1;
-        at = end;
-        if stuck {
-            break;
-        }
-    }
-    match out {
-        Some(mut o) => {
-            if at < msgs.len() {
-                o.extend_from_slice(&msgs[at..]);
-            }
-            std::borrow::Cow::Owned(o.to_vec())
-        }
-        None => std::borrow::Cow::Borrowed(msgs),
-    }
 }
 
 /// The mirror's text for a simple-protocol write: the authority's
@@ -729,71 +654,5 @@ async fn collect(framed: &mut Framed) -> Result<Collected, FramedError> {
             _ => {}
         }
         c.frames.push(f);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(name: &str, sql: &str) -> Bytes {
-        let mut b = BytesMut::new();
-        put_cstr(&mut b, name);
-        put_cstr(&mut b, sql);
-        b.put_u16(0);
-        codec::frame(b'P', &b)
-    }
-
-    #[test]
-    fn statements_dropping_every_prepared_statement_are_seen() {
-        for sql in [
-            "DEALLOCATE ALL",
-            "  discard all;",
-            "deallocate prepare all",
-            "SET x = 1; DISCARD ALL",
-        ] {
-            assert!(drops_prepared(sql), "{sql}");
-        }
-        for sql in [
-            "DEALLOCATE _pg3_1",
-            "SELECT 'all'",
-            "DISCARD PLANS",
-            "UPDATE t SET a = 'discard all'",
-        ] {
-            assert!(!drops_prepared(sql), "{sql}");
-        }
-    }
-
-    #[test]
-    fn statements_are_rewritten_in_place_and_the_rest_kept() {
-        let map =
-            |sql: &str| (sql == "SELECT a FROM t").then(|| "SELECT b AS a FROM u".to_string());
-        let mut msgs = BytesMut::new();
-        msgs.extend_from_slice(&parse("s1", "SELECT a FROM t"));
-        msgs.extend_from_slice(&codec::frame(b'B', b"\0s1\0\0\0\0\0\0\0"));
-        msgs.extend_from_slice(&query("SELECT a FROM t"));
-        msgs.extend_from_slice(&codec::frame(b'S', &[]));
-        let out = rewrite_statements(&msgs, map);
-        let mut expected = BytesMut::new();
-        expected.extend_from_slice(&parse("s1", "SELECT b AS a FROM u"));
-        expected.extend_from_slice(&codec::frame(b'B', b"\0s1\0\0\0\0\0\0\0"));
-        expected.extend_from_slice(&query("SELECT b AS a FROM u"));
-        expected.extend_from_slice(&codec::frame(b'S', &[]));
-        assert_eq!(&out[..], &expected[..]);
-        // Nothing to change: the very same bytes, not a copy.
-        let same = query("SELECT 1");
-        assert!(matches!(
-            rewrite_statements(&same, map),
-            std::borrow::Cow::Borrowed(_)
-        ));
-        // Cut or lying lengths are passed on as they are, never a panic.
-        for cut in [
-            &msgs[..3],
-            &msgs[..9],
-            b"Q\0\0\0\x01".as_slice(),
-            b"Q\xff\xff\xff\xff",
-        ] {
-            let _ = rewrite_statements(cut, map);
-        }
     }
 }

@@ -107,14 +107,18 @@ impl MirrorSession<'_> {
                         match table {
                             None => parts.push(Part::Raw(m.for_authority().clone())),
                             Some(_) if m.images.is_empty() => {}
-                            Some(t) => {
+                            Some((t, check)) => {
                                 let target = &imaged.target;
-                                parts.push(Part::Raw(self.apply_unit(
+                                let Ok(unit) = self.apply_unit(
                                     target.op,
-                                    &t,
+                                    (&t, &check),
                                     &m.images,
                                     &mut applies,
-                                )));
+                                ) else {
+                                    // Recorded before the plan was made.
+                                    continue;
+                                };
+                                parts.push(Part::Raw(unit));
                                 // The mirror's unnamed portal (and, for a
                                 // text parsed each time, its unnamed
                                 // statement) is turnout's now.

@@ -13,9 +13,9 @@ use crate::mapping::Translation;
 use crate::pg::codec::{self, Severity};
 use crate::pg::framed::Frame;
 use crate::pg::shadow::ShadowQuery;
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use std::sync::Arc;
-use tracing::debug;
+use tracing::{debug, warn};
 use turnout_config::UnsafePolicy;
 use turnout_control::divergence::{Divergence, DivergenceKind};
 
@@ -23,10 +23,7 @@ impl MirrorSession<'_> {
     pub(super) async fn simple(&mut self, frame: Frame) -> Step {
         let sql = cstr(frame.body()).map(|(s, _)| s.to_string());
         let Some(sql) = sql else {
-            // Not valid text: the authority gives its own error; nothing to copy.
-            self.send_auth(&frame.raw).await.map_err(Stop::Authority)?;
-            self.relay_authority().await?;
-            return Ok(());
+            return self.simple_foreign(frame).await;
         };
         let class = self.classify(&sql);
         self.unit_class = class.clone();
@@ -63,6 +60,11 @@ impl MirrorSession<'_> {
                 self.logged_skip(&frame.raw, &sql, &class).await
             }
             Route::Authority => {
+                // A read calling a function that may write runs where its
+                // transaction id tells (see `hidden`).
+                if self.may_write(&class, &sql).await {
+                    return self.read_watched(&frame.raw, &class).await;
+                }
                 if class.kind() == Kind::Read
                     && class.statements.len() == 1
                     && self.reads_from_mirror()
@@ -126,6 +128,64 @@ impl MirrorSession<'_> {
             Route::Unwrapped => self.unwrapped(&frame.raw, &frame.raw, &class).await,
             Route::MirrorOnly => self.mirror_only(&frame.raw).await,
         }
+    }
+
+    /// A simple-protocol text that is not UTF-8: the session's
+    /// `client_encoding` is another (`LATIN1`, `WIN1252`, ...). It is read
+    /// one character per byte (see [`crate::engine::text`]) and handled as
+    /// any text, every text turnout makes from it framed back to the
+    /// client's bytes; the mirror's connection has the client's encoding
+    /// (its settings are replayed there), so both sides read the same.
+    async fn simple_foreign(&mut self, frame: Frame) -> Step {
+        let body = frame.body();
+        let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+        let text = crate::engine::text::lossless(&body[..end]).into_owned();
+        let class = self.classify(&text);
+        self.unit_class = class.clone();
+        if class.kind() == Kind::Ddl {
+            self.table_defaults.clear();
+            self.shared.image_tables.clear();
+        }
+        let route = self.route(&class);
+        self.expect_no_writes(route, &class, &frame.raw);
+        if !matches!(route, Route::Authority | Route::Both | Route::Reject) {
+            self.wrote_in_tx = true;
+        }
+        let raw = &frame.raw;
+        self.foreign = true;
+        let step = match route {
+            Route::Authority => {
+                if self.may_write(&class, &text).await {
+                    self.read_watched(raw, &class).await
+                } else {
+                    match self.send_auth(raw).await.map_err(Stop::Authority) {
+                        Ok(()) => self.relay_authority().await.map(|_| ()),
+                        Err(e) => Err(e),
+                    }
+                }
+            }
+            Route::Reject => self.reject(&class).await,
+            Route::Both => {
+                if class.kind() == Kind::Session {
+                    warn!(fingerprint = %class.fingerprint, "a setting in a client encoding other than UTF-8 is not replayed on a new connection to the mirror");
+                }
+                self.both(raw, raw, &class).await
+            }
+            Route::Commit => self.commit(raw, raw, &class).await,
+            Route::Logged => self.logged_simple(raw, &text, &class, false).await,
+            Route::LoggedDdl => self.logged_simple(raw, &text, &class, true).await,
+            Route::Write => self.simple_write(raw, &text, &class).await,
+            Route::Unwrapped => self.unwrapped(raw, raw, &class).await,
+            Route::MirrorOnly => self.mirror_only(raw).await,
+        };
+        self.foreign = false;
+        step
+    }
+
+    /// A Query message of `sql`, a text turnout made from the client's
+    /// (see [`Self::simple_foreign`]).
+    pub(super) fn frame_text(&self, sql: &str) -> Bytes {
+        text_query(sql, self.foreign)
     }
 
     /// A statement a rule sends to the mirror's side alone: the client gets
@@ -232,12 +292,15 @@ impl MirrorSession<'_> {
     /// in lockstep with both sides inserting the same values.
     async fn simple_write(&mut self, raw: &[u8], sql: &str, class: &Classification) -> Step {
         // Row images first: the mirror applies the rows the authority wrote.
-        if let Some(imaged) = self.imaged(sql, class) {
-            if let Some(step) = self.image_write(raw, class, &imaged).await {
+        self.check_write(class).await?;
+        let mut imaged = self.imaged(sql, class);
+        if let Some(i) = imaged.take() {
+            if let Some(step) = self.image_write(raw, class, &i).await {
                 return step;
             }
-        } else if let Some(why) = self.statement_risk(class) {
-            if let Some(msg) = self.statement_mirrored(class, why, raw) {
+        }
+        if let Some(why) = self.statement_risk(class) {
+            if let Some(msg) = self.statement_mirrored(class, &why, raw) {
                 return self.refuse(&msg, false).await;
             }
         }
@@ -318,14 +381,18 @@ impl MirrorSession<'_> {
         let unit = if text == sql {
             Bytes::copy_from_slice(raw)
         } else {
-            query(&text)
+            self.frame_text(&text)
         };
+        let foreign = self.foreign;
         let time_needed = class.nondeterministic();
         self.write(
             &unit,
             time_needed,
             class,
-            |t| mirror_text(&text, class, t).map(|s| query(&mapping.translated_or_same(&s))),
+            |t| {
+                mirror_text(&text, class, t)
+                    .map(|s| text_query(&mapping.translated_or_same(&s), foreign))
+            },
             begun,
         )
         .await
@@ -345,7 +412,7 @@ impl MirrorSession<'_> {
         if opens {
             msgs.extend_from_slice(&query("BEGIN"));
         }
-        msgs.extend_from_slice(&query(sql));
+        msgs.extend_from_slice(&self.frame_text(sql));
         self.send_auth(&msgs).await.map_err(Stop::Authority)?;
         if opens {
             self.collect_authority().await?;
@@ -666,4 +733,15 @@ impl MirrorSession<'_> {
         }
         self.relay_collected(&result, result.status).await
     }
+}
+
+/// A Query message of `sql`; `foreign`: `sql` was read from bytes that are
+/// not UTF-8, one character per byte, and goes back as those bytes.
+fn text_query(sql: &str, foreign: bool) -> Bytes {
+    if !foreign {
+        return query(sql);
+    }
+    let mut body = BytesMut::from(&crate::engine::text::bytes_of(sql)[..]);
+    body.put_u8(0);
+    codec::frame(b'Q', &body)
 }

@@ -95,6 +95,7 @@ impl MirrorSession<'_> {
         self.forget_applies();
         // Volatile defaults and the transaction time are the authority's.
         self.table_defaults.clear();
+        self.img.checks.clear();
         self.tx_time = None;
         if let Some(mut target) = self.shared.pg.cancels.get_mut(&self.cancel_key) {
             target.side = promoted;

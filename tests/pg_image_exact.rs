@@ -1,0 +1,399 @@
+//! The mirror built from row images (`mirror.source = "statements"`, the
+//! source without logical decoding), tried on the cases the log source
+//! handles exactly: each leaves the sides identical, or says in the record
+//! what it could not carry. Nothing differs silently.
+
+mod common;
+
+use common::{psql, run_direct_ok, scalar, stderr, stdout, Options, Setup};
+
+fn rows_text(url: &str, table: &str, order: &str) -> String {
+    scalar(
+        url,
+        &format!("SELECT string_agg(t::text, E'\\n' ORDER BY {order}) FROM {table} t"),
+    )
+}
+
+fn assert_identical(s: &Setup, table: &str, order: &str) {
+    let old = rows_text(&s.direct_url(), table, order);
+    let new = rows_text(&s.direct_new_url(), table, order);
+    assert!(!old.is_empty(), "{table} is empty on old");
+    assert_eq!(old, new, "{table} differs between old and new");
+}
+
+fn images_setup() -> Setup {
+    Setup::start(Options {
+        phase: Some("mirror"),
+        admin: true,
+        ..Options::default()
+    })
+}
+
+fn schema(s: &Setup, sql: &[&str]) {
+    run_direct_ok(&s.direct_new_url(), sql);
+    run_direct_ok(&s.direct_url(), sql);
+}
+
+/// The records whose text holds `needle`.
+fn records_with(s: &Setup, needle: &str) -> Vec<String> {
+    s.divergences()
+        .into_iter()
+        .filter(|r| r.contains(needle))
+        .collect()
+}
+
+/// Values the jsonb round trip used to change, a LATIN1 client's text:
+/// identical. A session with `extra_float_digits = 0` prints rounded
+/// floats, so its writes go as statements, and the record says why.
+#[test]
+fn odd_values_and_encodings_reach_new_exactly_or_are_recorded() {
+    let s = images_setup();
+    schema(
+        &s,
+        &["CREATE TABLE docs (id int PRIMARY KEY, j json, jb jsonb, f float8, r real, a int[], t text, n numeric)"],
+    );
+    s.run_ok(&[
+        r#"INSERT INTO docs VALUES (1, '{"a":  1, "a": 2,  "n": 1.50}', 'null', '-0', 0.1, '[0:1]={1,2}', 'héllo', 1.10)"#,
+        "INSERT INTO docs VALUES (2, '[]', '{\"x\": null}', 'NaN', '-Infinity', '{}', NULL, 'NaN')",
+        "UPDATE docs SET t = 'changed', f = 1e-300 WHERE id = 2",
+        "INSERT INTO docs VALUES (3, NULL, NULL, 3.141592653589793, 1.17549435e-38, '[-2:-1]={7,8}', E'tab\\there', 0)",
+        "DELETE FROM docs WHERE id = 3",
+    ]);
+    assert_identical(&s, "docs", "id");
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+    // A LATIN9 client's bytes (a script in its encoding).
+    let script = s.dir.path().join("latin9.sql");
+    let text = "INSERT INTO docs (id, t) VALUES (4, 'Grüße, ça va');\n\
+                UPDATE docs SET t = t || ' €' WHERE id = 4;\n";
+    let bytes: Vec<u8> = text
+        .chars()
+        .map(|c| if c == '€' { 0xA4 } else { c as u32 as u8 })
+        .collect();
+    std::fs::write(&script, bytes).unwrap();
+    let out = psql(
+        &s.app_url(),
+        &["-v", "ON_ERROR_STOP=1", "-f", script.to_str().unwrap()],
+        &[("PGCLIENTENCODING", "LATIN9")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_identical(&s, "docs", "id");
+    assert_eq!(
+        scalar(&s.direct_new_url(), "SELECT t FROM docs WHERE id = 4"),
+        "Grüße, ça va €"
+    );
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+    let out = psql(
+        &s.app_url(),
+        &[
+            "-c",
+            "SET extra_float_digits = 0",
+            "-c",
+            "INSERT INTO docs (id, f) VALUES (5, 0.1::float8 + 0.2::float8)",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_identical(&s, "docs", "id");
+    assert_eq!(
+        scalar(&s.direct_new_url(), "SELECT f::text FROM docs WHERE id = 5"),
+        "0.30000000000000004"
+    );
+    let records = s.divergences();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert!(
+        records[0].contains("extra_float_digits = 0 rounds"),
+        "{records:?}"
+    );
+}
+
+/// Row triggers: the images carry the row old wrote; what the triggers
+/// did beyond it is not in them, and the record says so once per table.
+#[test]
+fn tables_with_triggers_are_recorded() {
+    let s = images_setup();
+    schema(
+        &s,
+        &[
+            "CREATE TABLE parent (id int PRIMARY KEY, name text, edits int NOT NULL DEFAULT 0)",
+            "CREATE TABLE audit (id bigserial PRIMARY KEY, op text)",
+            "CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO audit (op) VALUES (TG_OP); RETURN NULL; END $$",
+            "CREATE TRIGGER parent_audit AFTER INSERT OR UPDATE ON parent FOR EACH ROW EXECUTE FUNCTION audit()",
+        ],
+    );
+    s.run_ok(&[
+        "INSERT INTO parent (id, name) VALUES (1, 'a'), (2, 'b')",
+        "UPDATE parent SET name = name || '!'",
+    ]);
+    assert_identical(&s, "parent", "id");
+    let records = records_with(&s, "parent has triggers");
+    assert_eq!(records.len(), 1, "{:?}", s.divergences());
+    assert!(
+        records[0].contains("fire again on the mirror"),
+        "{records:?}"
+    );
+}
+
+/// The table the images go to is the one old wrote, whatever the client's
+/// search_path; a column added on both sides outside turnout is written.
+#[test]
+fn the_table_and_columns_are_the_ones_old_wrote() {
+    let s = images_setup();
+    schema(
+        &s,
+        &[
+            "CREATE SCHEMA other",
+            "CREATE TABLE public.t (id int PRIMARY KEY, v text)",
+            "CREATE TABLE other.t (id int PRIMARY KEY, v text)",
+        ],
+    );
+    let out = psql(
+        &s.app_url(),
+        &[
+            "-c",
+            "SET search_path = other, public",
+            "-c",
+            "INSERT INTO t VALUES (1, 'in other')",
+            "-c",
+            "RESET search_path",
+            "-c",
+            "INSERT INTO t VALUES (1, 'in public')",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_identical(&s, "public.t", "id");
+    assert_identical(&s, "other.t", "id");
+    schema(&s, &["ALTER TABLE public.t ADD COLUMN extra int"]);
+    s.run_ok(&[
+        "INSERT INTO t VALUES (2, 'two', 22)",
+        "UPDATE t SET extra = 11 WHERE id = 1",
+    ]);
+    assert_identical(&s, "public.t", "id");
+    assert_eq!(
+        scalar(
+            &s.direct_new_url(),
+            "SELECT string_agg(extra::text, ',' ORDER BY id) FROM t"
+        ),
+        "11,22"
+    );
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+}
+
+/// A partitioned table takes images through its root, a row moving to
+/// another partition included.
+#[test]
+fn partitioned_tables_are_mirrored() {
+    let s = images_setup();
+    schema(
+        &s,
+        &[
+            "CREATE TABLE events (id int, day date, v text, PRIMARY KEY (id, day)) PARTITION BY RANGE (day)",
+            "CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')",
+            "CREATE TABLE events_2027 PARTITION OF events FOR VALUES FROM ('2027-01-01') TO ('2028-01-01')",
+        ],
+    );
+    s.run_ok(&[
+        "INSERT INTO events VALUES (1, '2026-03-01', 'a'), (2, '2026-06-01', 'b'), (3, '2027-02-01', 'c')",
+        "UPDATE events SET day = '2027-03-01' WHERE id = 1 AND day = '2026-03-01'",
+        "UPDATE events SET v = 'bb' WHERE id = 2",
+        "DELETE FROM events WHERE id = 3",
+        "INSERT INTO events VALUES (2, '2026-06-01', 'again') ON CONFLICT (id, day) DO UPDATE SET v = excluded.v",
+    ]);
+    assert_identical(&s, "events", "id, day");
+    assert_identical(&s, "events_2027", "id, day");
+    // Moving a row to another partition assigns a key column: it went as
+    // a statement, and the record says so; nothing else is recorded.
+    let records = s.divergences();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert!(records[0].contains("primary-key column"), "{records:?}");
+}
+
+/// Volatile values behind a view and in COPY: drawn on old; what cannot
+/// be carried is recorded, nothing differs silently.
+#[test]
+fn views_and_copy_with_volatile_defaults_are_identical_or_recorded() {
+    let s = images_setup();
+    schema(
+        &s,
+        &[
+            "CREATE TABLE things (id bigserial PRIMARY KEY, token uuid NOT NULL DEFAULT gen_random_uuid(), r float8 NOT NULL DEFAULT random(), name text)",
+            "CREATE VIEW named_things AS SELECT id, name FROM things",
+        ],
+    );
+    s.run_ok(&[
+        "INSERT INTO things (name) SELECT 'select ' || g FROM generate_series(1, 20) g",
+        "INSERT INTO named_things (name) VALUES ('through a view')",
+    ]);
+    let view = records_with(&s, "view");
+    assert_eq!(view.len(), 1, "{:?}", s.divergences());
+    let copy = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            &s.app_url(),
+            "-c",
+            "COPY things (name) FROM STDIN",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = copy.stdin.as_ref().unwrap();
+        for i in 0..50 {
+            writeln!(stdin, "copied {i}").unwrap();
+        }
+    }
+    let out = copy.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The rows written by statements with images are identical.
+    let same =
+        "SELECT string_agg(t::text, E'\\n' ORDER BY id) FROM things t WHERE name LIKE 'select %'";
+    assert_eq!(
+        scalar(&s.direct_url(), same),
+        scalar(&s.direct_new_url(), same)
+    );
+    let old = rows_text(&s.direct_url(), "things", "id");
+    let new = rows_text(&s.direct_new_url(), "things", "id");
+    if old != new {
+        assert!(
+            s.divergences().len() >= 2,
+            "COPY left the sides different without a record: {:?}",
+            s.divergences()
+        );
+    }
+}
+
+/// Writes the classifier cannot see from the text: each is found (the
+/// authority says the read wrote) and recorded, or recorded as unread.
+#[test]
+fn hidden_writes_are_recorded() {
+    let s = images_setup();
+    schema(
+        &s,
+        &[
+            "CREATE TABLE counter (id int PRIMARY KEY, n int NOT NULL)",
+            "INSERT INTO counter VALUES (1, 0)",
+            "CREATE TABLE notes (id serial PRIMARY KEY, r float8, v text)",
+            "CREATE FUNCTION bump() RETURNS int LANGUAGE sql AS $$ UPDATE counter SET n = n + 1 WHERE id = 1 RETURNING n $$",
+        ],
+    );
+    let cases: [(&[&str], &str); 6] = [
+        (&["SELECT bump()"], "unmirrored_write"),
+        (&["SELECT * FROM bump()"], "unmirrored_write"),
+        (
+            &[
+                "BEGIN",
+                "DECLARE c CURSOR FOR SELECT bump() FROM generate_series(1, 3)",
+                "FETCH ALL FROM c",
+                "COMMIT",
+            ],
+            "unmirrored_write",
+        ),
+        (&["COPY (SELECT bump()) TO STDOUT"], "unmirrored_write"),
+        (
+            &["DO $$ BEGIN INSERT INTO notes (r, v) VALUES (random(), 'do'); END $$"],
+            "a statement turnout's parser cannot read",
+        ),
+        (
+            &[
+                "PREPARE ins(text) AS INSERT INTO notes (r, v) VALUES (random(), $1)",
+                "EXECUTE ins('prepared')",
+            ],
+            "EXECUTE of a statement prepared by SQL",
+        ),
+    ];
+    for (statements, needle) in cases {
+        let before = s.divergences().len();
+        let mut args = Vec::new();
+        for sql in statements {
+            args.extend(["-c", *sql]);
+        }
+        let out = psql(&s.app_url(), &args, &[]);
+        assert!(out.status.success(), "{statements:?}: {}", stderr(&out));
+        common::eventually(&format!("{statements:?} is recorded"), || {
+            s.divergences()[before..].iter().any(|r| r.contains(needle))
+        });
+    }
+    println!("{}", s.divergences().join("\n"));
+    // Reads that write nothing are not recorded.
+    let before = s.divergences().len();
+    s.run_ok(&["SELECT n FROM counter", "SELECT count(*) FROM notes"]);
+    assert_eq!(s.divergences().len(), before, "{:?}", s.divergences());
+}
+
+/// A narrow role answers through turnout as it does directly: nothing is
+/// added to its statements that it could not run.
+#[test]
+fn narrow_roles_rls_rules_and_odd_json_answer_as_directly() {
+    let s = images_setup();
+    for side in [&s.new.as_ref().unwrap(), &&s.old] {
+        side.psql(
+            "app",
+            "CREATE ROLE writer LOGIN PASSWORD 'pw-writer'; \
+             CREATE TABLE inbox (id int PRIMARY KEY, body text, secret text); \
+             GRANT INSERT ON inbox TO writer; \
+             GRANT UPDATE (body) ON inbox TO writer; \
+             CREATE TABLE mine (id int PRIMARY KEY, owner text DEFAULT current_user, v text); \
+             ALTER TABLE mine ENABLE ROW LEVEL SECURITY; ALTER TABLE mine FORCE ROW LEVEL SECURITY; \
+             CREATE POLICY ins ON mine FOR INSERT TO writer WITH CHECK (true); \
+             CREATE POLICY sel ON mine FOR SELECT TO writer USING (owner = 'nobody'); \
+             GRANT INSERT, SELECT ON mine TO writer; \
+             CREATE TABLE log_target (id serial PRIMARY KEY, v text); \
+             CREATE TABLE ruled (id int PRIMARY KEY, v text); \
+             CREATE RULE redirect AS ON INSERT TO ruled DO INSTEAD INSERT INTO log_target (v) VALUES (NEW.v); \
+             GRANT INSERT ON ruled, log_target TO writer; GRANT USAGE ON SEQUENCE log_target_id_seq TO writer; \
+             CREATE TABLE docs (id int PRIMARY KEY, j json); GRANT INSERT ON docs TO writer",
+        )
+        .unwrap();
+    }
+    let mut config = std::fs::read_to_string(&s.proxy.config).unwrap();
+    config.push_str("\n[[users]]\nname = \"w\"\npassword = \"pw-w\"\nbackend_user = \"writer\"\nbackend_password = \"pw-writer\"\n");
+    std::fs::write(&s.proxy.config, config).unwrap();
+    s.ctl_ok(&["reload"]);
+    let through = s.url("w", "pw-w");
+    let direct = format!(
+        "host=127.0.0.1 port={} dbname=app user=writer password=pw-writer",
+        s.old.port
+    );
+    let statements = [
+        "INSERT INTO inbox (id, body) VALUES ({n}, 'hello')",
+        "UPDATE inbox SET body = 'edited' WHERE id = {n}",
+        "INSERT INTO mine (id, v) VALUES ({n}, 'hidden from me')",
+        "INSERT INTO ruled VALUES ({n}, 'instead')",
+        r#"INSERT INTO docs VALUES ({n}, '{"nul": "\u0000"}')"#,
+    ];
+    for (i, sql) in statements.iter().enumerate() {
+        let d = psql(
+            &direct,
+            &["-c", &sql.replace("{n}", &(100 + i).to_string())],
+            &[],
+        );
+        let t = psql(&through, &["-c", &sql.replace("{n}", &i.to_string())], &[]);
+        assert_eq!(
+            (d.status.success(), stdout(&d)),
+            (t.status.success(), stdout(&t)),
+            "{sql}: directly {} / through turnout {}",
+            stderr(&d),
+            stderr(&t)
+        );
+    }
+    // Each table is the same on new, or what made it differ is recorded.
+    for (t, o) in [
+        ("inbox", "id"),
+        ("mine", "id"),
+        ("log_target", "id"),
+        ("docs", "id"),
+    ] {
+        if rows_text(&s.direct_url(), t, o) != rows_text(&s.direct_new_url(), t, o) {
+            assert!(
+                !records_with(&s, t).is_empty(),
+                "{t} differs without a record: {:?}",
+                s.divergences()
+            );
+        }
+    }
+    println!("{}", s.divergences().join("\n"));
+}
