@@ -68,7 +68,26 @@ pub fn run(
         return ExitCode::from(2);
     }
     let command = &words.join(" ");
+    // A command turnout cannot take is a usage error (exit 2); it still
+    // goes to turnout, which audits refused changes.
+    let plain: Vec<&str> = words.iter().copied().filter(|w| *w != "--watch").collect();
+    let usage_error = turnout_control::command::Command::parse(&plain.join(" ")).is_err();
     if is_finalize && !yes && !words.contains(&"--dry-run") {
+        // The guards first: nothing to confirm when finalize is refused.
+        match ask(&socket, &format!("{command} --dry-run")) {
+            Ok(r) if !r["ok"].as_bool().unwrap_or(false) => {
+                eprintln!(
+                    "refused: {}",
+                    r["error"].as_str().unwrap_or("no reason given")
+                );
+                return ExitCode::FAILURE;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("turnout ctl: {}", unreachable(&socket, &e));
+                return ExitCode::from(2);
+            }
+        }
         if let Err(code) = confirm_finalize() {
             return code;
         }
@@ -84,7 +103,7 @@ pub fn run(
     let reply = match ask(&socket, command) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("turnout ctl: {}: {e}", socket.display());
+            eprintln!("turnout ctl: {}", unreachable(&socket, &e));
             return ExitCode::from(2);
         }
     };
@@ -99,10 +118,27 @@ pub fn run(
     } else {
         print!("{}", human(command, &reply));
     }
-    if ok && !job_failed(command, &reply) {
+    if !ok && usage_error {
+        ExitCode::from(2)
+    } else if ok && !job_failed(command, &reply) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// Why the admin socket did not answer, in words an operator acts on.
+fn unreachable(socket: &std::path::Path, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => format!(
+            "no turnout answers on {} ({e}): is turnout running with this admin.socket?",
+            socket.display()
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "{}: {e}: run as the user turnout runs as (the socket is its own)",
+            socket.display()
+        ),
+        _ => format!("{}: {e}", socket.display()),
     }
 }
 

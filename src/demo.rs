@@ -32,8 +32,8 @@ impl Servers {
     }
 }
 
-pub async fn run(port: Option<u16>, mysql: bool) -> ExitCode {
-    match run_inner(port, mysql).await {
+pub async fn run(port: Option<u16>, mysql: bool, traffic: bool) -> ExitCode {
+    match run_inner(port, mysql, traffic).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("turnout demo: {e}");
@@ -111,7 +111,11 @@ fn config_text(mysql: bool, listen: u16, metrics: u16, old: u16, new: u16, dir: 
     text
 }
 
-async fn run_inner(port: Option<u16>, mysql: bool) -> Result<(), Box<dyn std::error::Error>> {
+async fn run_inner(
+    port: Option<u16>,
+    mysql: bool,
+    traffic: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
     let kind = if mysql {
         "MariaDB servers"
     } else {
@@ -153,10 +157,29 @@ async fn run_inner(port: Option<u16>, mysql: bool) -> Result<(), Box<dyn std::er
                 "-c \"INSERT INTO customers (name, email) VALUES ('Ann', 'ann@example.com')\"",
             )
         };
-        let select_new = if mysql {
-            "-e 'SELECT * FROM clients'"
+        let (select_new, app_read) = if mysql {
+            (
+                "-e 'SELECT * FROM clients'",
+                "-e 'SELECT id, name FROM customers WHERE id = 1'",
+            )
         } else {
-            "-c 'SELECT * FROM clients'"
+            (
+                "-c 'SELECT * FROM clients'",
+                "-c 'SELECT id, name FROM customers WHERE id = 1'",
+            )
+        };
+        let ctl = format!("{exe} ctl --config {shown}");
+        let app = if traffic {
+            "A small application (--traffic) runs through turnout meanwhile: reads by key,
+which turnout compares on new (the flip guards want 20), and writes, all
+with old's names."
+                .to_string()
+        } else {
+            format!(
+                "Reads are compared on new only when the application makes them (the flip
+guards want 20): run `{exe} demo --traffic` for a small application, or read
+by key yourself, e.g. {client} {app_read}"
+            )
         };
         println!(
             "
@@ -172,21 +195,42 @@ turnout translates every mirrored write and compared read through it.
   config:   {shown}
   metrics:  http://127.0.0.1:{metrics_port}/metrics
 
+{app}
+
 Try:
   {client} {insert}
   {direct_new} {select_new}
   {exe} plan --config {shown}        # the runbook: every step below, with its checks
-  {exe} ctl --config {shown} status
-  {exe} ctl --config {shown} backfill start
-  {exe} ctl --config {shown} verify start
+  {ctl} status
+  {ctl} backfill start
+  {ctl} verify start
   {exe} report --config {shown}      # can I flip?
-  {exe} ctl --config {shown} flip reads
+  {ctl} flip reads
+  {ctl} flip writes
+  {ctl} finalize --yes
+  {client} {app_read}    # the application, after finalize
+
+mapping.after_finalize = \"translate\": after finalize turnout keeps translating
+the application's old names for new; without it, finalize refuses while the
+application still uses them.
 
 Press Ctrl-C (or send SIGTERM) to stop; both servers and their files are removed."
         );
         c
     };
+    let counts = std::sync::Arc::new(crate::traffic::Counts::default());
+    let app =
+        traffic.then(|| tokio::spawn(crate::traffic::run(mysql, listen_port, counts.clone())));
     let code = crate::run(config, config_path.clone()).await;
+    if let Some(app) = app {
+        app.abort();
+        use std::sync::atomic::Ordering;
+        println!(
+            "\nThe application ran {} statement(s) through turnout; {} session(s) failed.",
+            counts.ran.load(Ordering::Relaxed),
+            counts.failed.load(Ordering::Relaxed)
+        );
+    }
     // Ctrl-C and SIGTERM are how a demo ends: no error.
     let failed = code != ExitCode::SUCCESS && code != ExitCode::from(130);
     if failed {

@@ -5,6 +5,7 @@ mod demo;
 mod logwriter;
 mod plan;
 mod report;
+mod traffic;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -104,6 +105,11 @@ enum Command {
         /// MariaDB servers and the MySQL protocol instead of PostgreSQL.
         #[arg(long)]
         mysql: bool,
+        /// Run a small application against turnout meanwhile: reads by key
+        /// (compared on new, which the flip guards want) and writes, a few
+        /// a second, written with old's names all along.
+        #[arg(long)]
+        traffic: bool,
     },
 }
 
@@ -213,7 +219,11 @@ fn main() -> ExitCode {
             }
         }
         Command::Plan { config, format } => plan::run(&config, &format),
-        Command::Demo { port, mysql } => {
+        Command::Demo {
+            port,
+            mysql,
+            traffic,
+        } => {
             init_logging("warn");
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -225,7 +235,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            rt.block_on(demo::run(port, mysql))
+            rt.block_on(demo::run(port, mysql, traffic))
         }
     }
 }

@@ -424,7 +424,13 @@ fn steps(config: &Config, path: &str, phase: Phase) -> Vec<Step> {
         title: "Finalize".into(),
         about: "The point of no return: old gets no more writes and there is no rollback.".into(),
         commands: vec![ctl("finalize --dry-run"), ctl("finalize --yes")],
-        go_on_when: "done: point the application at new directly when convenient".into(),
+        go_on_when: if config.mapping.tables.is_empty() {
+            "done: point the application at new directly when convenient".into()
+        } else if config.mapping.after_finalize == turnout_config::AfterFinalize::Translate {
+            "done: turnout keeps translating old's names (mapping.after_finalize = \"translate\"): keep the application on turnout until it writes new's names".into()
+        } else {
+            "before it: the application writes new's names (finalize refuses while statements with old's names arrived in the last 5 minutes), or set mapping.after_finalize = \"translate\" to keep turnout translating; then point the application at new directly when convenient".into()
+        },
         rollback: "none".into(),
     });
     steps

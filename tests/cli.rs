@@ -135,7 +135,12 @@ fn demo_reads(mysql: bool, port: u16, n: usize) {
 /// status and the flip agree; Ctrl-C ends it with exit 0 and nothing left.
 fn walk_the_demo(mysql: bool) {
     let port = turnout_harness::free_port().unwrap();
-    let mut args = vec!["demo".to_string(), "--port".into(), port.to_string()];
+    let mut args = vec![
+        "demo".to_string(),
+        "--traffic".into(),
+        "--port".into(),
+        port.to_string(),
+    ];
     if mysql {
         args.push("--mysql".into());
     }
@@ -318,8 +323,8 @@ fn walk_the_demo(mysql: bool) {
     );
     for c in commands {
         if c.contains("flip reads --dry-run") {
+            // The demo's application (--traffic) makes them.
             common::eventually("20 reads compared", || {
-                demo_reads(mysql, port, 100);
                 let (_, s, _) = turnout(&["ctl", "--json", "--config", &config_s, "status"]);
                 serde_json::from_str::<serde_json::Value>(&s).unwrap()["guards"]["figures"]
                     ["compared"]
@@ -339,6 +344,36 @@ fn walk_the_demo(mysql: bool) {
     }
     let (_, status, _) = turnout(&["ctl", "--config", &config_s, "status"]);
     assert!(status.contains("FINALIZED"), "{status}");
+    // The application's statements (old's names) still answer after
+    // finalize, the one the demo printed too.
+    assert!(
+        tries
+            .iter()
+            .any(|t| t.contains("SELECT id, name FROM customers WHERE id = 1")),
+        "{tries:?}"
+    );
+    demo_reads(mysql, port, 5);
+    let written = if mysql {
+        mariadb(
+            port,
+            &["-N", "-B"],
+            "INSERT INTO customers (name, email) VALUES ('Bo', 'bo@example.com'); SELECT name FROM customers WHERE email = 'bo@example.com'",
+        )
+    } else {
+        let out = common::psql(
+            &format!("postgres://app:app@127.0.0.1:{port}/app"),
+            &[
+                "-c",
+                "INSERT INTO customers (name, email) VALUES ('Bo', 'bo@example.com')",
+                "-c",
+                "SELECT name FROM customers WHERE email = 'bo@example.com'",
+            ],
+            &[],
+        );
+        assert!(out.status.success(), "{}", common::stderr(&out));
+        common::stdout(&out)
+    };
+    assert_eq!(written.trim(), "Bo");
 
     // Ctrl-C: exit 0, no error, everything the demo made removed.
     let pid = child.id().to_string();
@@ -350,6 +385,8 @@ fn walk_the_demo(mysql: bool) {
     let err = errors.join().unwrap();
     println!("demo stderr: {err}");
     assert_eq!(status.code(), Some(0), "{err}");
+    // The application never failed, through every flip and after finalize.
+    assert!(!err.contains("demo traffic:"), "{err}");
     assert!(!err.contains("turnout demo:"), "{err}");
     assert!(!err.contains('\x1b'), "no ANSI codes in a pipe: {err:?}");
     assert!(!config_dir.exists(), "{} left behind", config_dir.display());

@@ -147,7 +147,9 @@ fn ctl_reports_refuses_clearly_audits_and_the_phase_survives_a_restart() {
         (vec!["sideways"], "unknown command"),
     ] {
         let out = s.ctl(&args);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        // A usage error exits 2, a refusal 1.
+        let code = if args == ["sideways"] { 2 } else { 1 };
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
         assert!(stderr(&out).contains(why), "{args:?}: {}", stderr(&out));
     }
     let out = s.ctl(&["--json", "status"]);
@@ -374,7 +376,7 @@ fn the_sampling_rate_changes_live_and_diffs_lists_fingerprints() {
         "SELECT v FROM marker WHERE id = 1",
     ]);
     let out = s.ctl(&["sample", "2"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("0.0-1.0"), "{}", stderr(&out));
     let dry = s.ctl_ok(&["sample", "1", "--dry-run"]);
     assert!(

@@ -429,3 +429,81 @@ fn writes_flip_through_the_mapping_under_load() {
         .starts_with(&format!("{}\tBack", id + 1)));
     assert!(s.divergences().is_empty(), "{:?}", s.divergences());
 }
+
+/// Finalize cannot break an application still written with old's names:
+/// it refuses, naming the statements, until the application moved to new's
+/// names or `mapping.after_finalize = "translate"` keeps turnout
+/// translating them; then they answer after finalize as before.
+#[test]
+fn finalize_refuses_while_old_names_arrive_unless_turnout_keeps_translating() {
+    let s = setup();
+    with_config(&s, MAPPING);
+    s.ctl_ok(&["reload"]);
+    s.run_ok(&["INSERT INTO users (id, name, email) VALUES (1, 'Ann', 'ann@x')"]);
+    s.ctl_ok(&["flip", "reads", "--force"]);
+    s.ctl_ok(&["flip", "writes", "--force"]);
+    s.run_ok(&["UPDATE users SET email = 'ann@y' WHERE id = 1"]);
+    let (code, refused) = {
+        let out = s.ctl(&["finalize", "--yes"]);
+        (out.status.code(), stderr(&out))
+    };
+    assert_eq!(code, Some(1), "{refused}");
+    assert!(
+        refused.contains("used old's names")
+            && refused.contains("UPDATE users SET email = 'ann@y' WHERE id = 1")
+            && refused.contains("mapping.after_finalize = \"translate\""),
+        "{refused}"
+    );
+    // The dry run says the same, and the plan names the choice.
+    let out = s.ctl(&["finalize", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let plan = Command::new(env!("CARGO_BIN_EXE_turnout"))
+        .args(["plan", "--config"])
+        .arg(&s.proxy.config)
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&plan).contains("mapping.after_finalize"),
+        "{}",
+        stdout(&plan)
+    );
+    with_config(
+        &s,
+        &MAPPING.replace(
+            "[[mapping.tables]]",
+            "[mapping]\nafter_finalize = \"translate\"\n\n[[mapping.tables]]",
+        ),
+    );
+    s.ctl_ok(&["reload"]);
+    let done = s.ctl_ok(&["finalize", "--yes"]);
+    assert!(done.contains("finalized"), "{done}");
+    // Old's names still answer, by both protocols, on new alone.
+    s.run_ok(&["INSERT INTO users (id, name, email) VALUES (2, 'Bo', 'bo@x')"]);
+    assert_eq!(
+        scalar(
+            &s.app_url(),
+            "SELECT name || ' ' || email FROM users WHERE id = 1"
+        ),
+        "Ann ann@y"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = pg_client(&s.app_url()).await;
+        let row = client
+            .query_one("SELECT name FROM users WHERE id = $1", &[&2i32])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "Bo");
+    });
+    assert_eq!(
+        scalar(
+            &s.direct_new_url(),
+            "SELECT full_name FROM accounts WHERE id = 2"
+        ),
+        "Bo"
+    );
+    assert_eq!(
+        scalar(&s.direct_url(), "SELECT count(*) FROM users WHERE id = 2"),
+        "0"
+    );
+}

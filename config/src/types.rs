@@ -45,6 +45,22 @@ pub struct Config {
 pub struct Mapping {
     #[serde(default)]
     pub tables: Vec<TableMapping>,
+    /// What happens to statements written with old's names once the
+    /// cutover is finalized: `"stop"` (default: they reach new as written,
+    /// and `finalize` refuses while the application still sends them) or
+    /// `"translate"` (turnout keeps translating them for as long as it
+    /// stays in the path).
+    #[serde(default)]
+    pub after_finalize: AfterFinalize,
+}
+
+/// `mapping.after_finalize`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterFinalize {
+    #[default]
+    Stop,
+    Translate,
 }
 
 /// One table of `old` and its counterpart in `new`.

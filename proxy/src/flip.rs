@@ -100,6 +100,21 @@ pub fn blockers(shared: &Shared, change: Change) -> Vec<String> {
             ));
         }
     }
+    // After finalize nothing translates (unless mapping.after_finalize =
+    // "translate"): statements still written with old's names would fail.
+    if change == Change::Finalize && !shared.live().mapping.translates_after_finalize() {
+        let window = shared.old_names.window;
+        let recent = shared.old_names.within(window);
+        if !recent.is_empty() && !shared.live().mapping.is_identity() {
+            let shown: Vec<String> = recent.iter().take(3).map(|s| format!("`{s}`")).collect();
+            out.push(format!(
+                "{} statement shape(s) used old's names in the last {} s (e.g. {}): after finalize they reach new untranslated and fail; point the application at new's names first, or set mapping.after_finalize = \"translate\" and reload",
+                recent.len(),
+                window.as_secs(),
+                shown.join(", ")
+            ));
+        }
+    }
     if change != Change::FlipReads || !shared.backfill.required {
         return out;
     }

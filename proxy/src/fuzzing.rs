@@ -71,6 +71,7 @@ pub fn sql(data: &[u8]) {
             }
         }
         let mapping = turnout_config::Mapping {
+            after_finalize: Default::default(),
             tables: vec![turnout_config::TableMapping {
                 old: "users".into(),
                 new: Some("accounts".into()),

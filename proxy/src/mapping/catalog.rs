@@ -219,6 +219,7 @@ mod tests {
             ),
         );
         let mapping = Mapping {
+            after_finalize: Default::default(),
             tables: vec![
                 TableMapping {
                     old: "users".into(),

@@ -24,6 +24,7 @@ proptest! {
         )
     ) {
         let mapping = Mapping {
+            after_finalize: Default::default(),
             tables: vec![TableMapping {
                 old: "users".into(),
                 new: Some("accounts".into()),

@@ -41,6 +41,9 @@ pub struct SchemaMap {
     /// Old's columns of the mapped tables, once checked against old's
     /// catalog ([`catalog::check`]).
     old_columns: catalog::OldColumns,
+    /// `mapping.after_finalize = "translate"`: statements keep being
+    /// translated in the finalized phase.
+    keep_after_finalize: bool,
 }
 
 /// New's column names of one table, back to old's.
@@ -156,6 +159,8 @@ impl SchemaMap {
                 tables,
                 dialect: Some(dialect),
                 old_columns: Default::default(),
+                keep_after_finalize: mapping.after_finalize
+                    == turnout_config::AfterFinalize::Translate,
             })
         } else {
             Err(errors)
@@ -164,6 +169,12 @@ impl SchemaMap {
 
     pub fn is_identity(&self) -> bool {
         self.tables.is_empty()
+    }
+
+    /// Whether sessions keep translating once the phase is finalized
+    /// (`mapping.after_finalize = "translate"` and a mapping to apply).
+    pub fn translates_after_finalize(&self) -> bool {
+        self.keep_after_finalize && !self.is_identity()
     }
 
     /// This mapping, knowing old's columns of its tables (from

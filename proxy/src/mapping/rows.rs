@@ -147,7 +147,14 @@ mod tests {
             .into_iter()
             .collect(),
         };
-        SchemaMap::new(&Mapping { tables: vec![t] }, SqlDialect::Postgres).unwrap()
+        SchemaMap::new(
+            &Mapping {
+                tables: vec![t],
+                after_finalize: Default::default(),
+            },
+            SqlDialect::Postgres,
+        )
+        .unwrap()
     }
 
     #[test]

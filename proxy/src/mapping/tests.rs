@@ -5,6 +5,7 @@ use turnout_config::TableMapping;
 
 fn users_to_accounts(dialect: SqlDialect) -> SchemaMap {
     let mapping = Mapping {
+        after_finalize: Default::default(),
         tables: vec![TableMapping {
             old: "users".into(),
             new: Some("accounts".into()),
@@ -118,6 +119,7 @@ fn writes_are_rewritten_for_the_new_schema() {
 #[test]
 fn renames_only_and_upserts() {
     let mapping = Mapping {
+        after_finalize: Default::default(),
         tables: vec![TableMapping {
             old: "users".into(),
             new: Some("accounts".into()),

@@ -99,7 +99,11 @@ async fn run_session(
         return;
     }
     let phase = shared.coord.routing.snapshot().phase;
-    let Some(mirror_side) = phase.mirror() else {
+    // Finalized with `mapping.after_finalize = "translate"`: statements
+    // still go through the mapping (to new alone).
+    let translating = phase == turnout_control::Phase::Finalized
+        && shared.live().mapping.translates_after_finalize();
+    let Some(mirror_side) = phase.mirror().or(translating.then_some(Side::Old)) else {
         debug!(%peer, id, "mysql session started");
         match forward(shared, client, backend, &legs.user).await {
             Ok(()) => debug!(%peer, id, "mysql session ended"),
@@ -109,7 +113,15 @@ async fn run_session(
     };
     let target = &shared.session_target(mirror_side, &legs.user);
     let (caps, collation, db) = (legs.caps, legs.collation, legs.db.as_deref());
-    let mirror = match connect(shared, target, caps, collation, db).await {
+    let connected = if translating {
+        Err("finalized".to_string())
+    } else {
+        connect(shared, target, caps, collation, db)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let mirror = match connected {
+        Err(_) if translating => None,
         Ok(m) => Some(m),
         Err(e) => {
             // Writes will try again, and record or fail per mirror.on_error.

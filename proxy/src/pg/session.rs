@@ -81,10 +81,16 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
             return;
         }
     };
-    if let Some(mirror_side) = phase.mirror() {
+    // Finalized with `mapping.after_finalize = "translate"`: sessions still
+    // go through the mapping (to new alone, the mirror's connection never
+    // made).
+    let translating = phase == turnout_control::Phase::Finalized
+        && shared.live().mapping.translates_after_finalize();
+    let mirrored = phase.mirror().or(translating.then_some(Side::Old));
+    if let Some(mirror_side) = mirrored {
         // From the log, a session needs the mirror's side only to read there
         // (`reads_new`): it connects when it first does.
-        let idle = shared.log.feeds_from(side) && phase.read_target() == side;
+        let idle = translating || (shared.log.feeds_from(side) && phase.read_target() == side);
         let mirror = if idle {
             None
         } else {

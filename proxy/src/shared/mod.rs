@@ -47,6 +47,7 @@ macro_rules! adapter {
 pub(crate) use adapter;
 
 pub mod coordination;
+pub mod old_names;
 pub mod registry;
 
 pub use coordination::{Coordination, MirroredSession};
@@ -264,6 +265,8 @@ pub struct Shared {
     pub max_log_lag: u64,
     /// The source in use and why, in words (status, check-config, logs).
     pub log_choice: ArcSwap<String>,
+    /// Statements still written with old's names (translated for new).
+    pub old_names: old_names::OldNames,
 }
 
 impl Shared {
@@ -334,6 +337,9 @@ impl Shared {
             log_slot: config.mirror.slot.clone(),
             max_log_lag: config.mirror.max_log_lag_bytes.max(0) as u64,
             log_choice: ArcSwap::from_pointee(String::new()),
+            old_names: old_names::OldNames::new(Duration::from_secs(
+                config.guards.window_secs.max(300),
+            )),
             sampler: Sampler::new(
                 &config.sampling,
                 Arc::new(ReadDiffLog::open(

@@ -224,6 +224,9 @@ impl MyMirror<'_> {
         {
             let sql = String::from_utf8_lossy(&packet[1..]);
             if let Ok(Translation::Sql(mapped)) = self.shared.mapping().translate(&sql) {
+                if mapped != sql {
+                    self.shared.old_names.note(&sql);
+                }
                 let mut out = vec![packet[0]];
                 out.extend_from_slice(mapped.as_bytes());
                 return self.with_database(Side::New, out);

@@ -190,8 +190,14 @@ impl MirrorSession<'_> {
         if mapping.is_identity() {
             return self.auth.send(msgs).await;
         }
+        let old_names = &self.shared.old_names;
         let msgs = rewrite_statements(msgs, |sql| match mapping.translate(sql) {
-            Ok(crate::mapping::Translation::Sql(mapped)) => Some(mapped),
+            Ok(crate::mapping::Translation::Sql(mapped)) => {
+                if mapped != sql {
+                    old_names.note(sql);
+                }
+                Some(mapped)
+            }
             _ => None,
         });
         self.auth.send(&msgs).await

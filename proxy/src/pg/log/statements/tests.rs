@@ -183,6 +183,7 @@ fn full_identity_finds_one_row_by_all_its_values() {
 fn rows_go_through_the_mapping_and_a_column_the_target_lacks_is_refused() {
     let m = SchemaMap::new(
         &Mapping {
+            after_finalize: Default::default(),
             tables: vec![TableMapping {
                 old: "customers".into(),
                 new: Some("clients".into()),
