@@ -220,18 +220,18 @@ fn watch(socket: &PathBuf, command: &str) -> ExitCode {
 /// One line of a job's progress: a bar for the backfill, counts for verify.
 fn progress_line(command: &str, r: &Value) -> String {
     let state = r["state"].as_str().unwrap_or("?");
-    if command.starts_with("verify") {
-        return format!(
-            "verify {state}: {} rows compared, {} missing, {} extra, {} differing, {} repaired",
-            r["rows"], r["missing"], r["extra"], r["differing"], r["repaired"]
-        );
-    }
     let percent = r["percent"].as_f64().unwrap_or(0.0);
-    let filled = ((percent / 100.0) * 30.0).round().clamp(0.0, 30.0) as usize;
     let eta = match r["eta_secs"].as_f64() {
         Some(s) => format!(", ETA {}m{:02}s", (s as u64) / 60, (s as u64) % 60),
         None => String::new(),
     };
+    if command.starts_with("verify") {
+        return format!(
+            "verify {state}: {percent:.1}% {} / {} rows compared, {} rows/s{eta}: {} missing, {} extra, {} differing, {} repaired",
+            r["rows"], r["expected"], r["rate_per_sec"], r["missing"], r["extra"], r["differing"], r["repaired"]
+        );
+    }
+    let filled = ((percent / 100.0) * 30.0).round().clamp(0.0, 30.0) as usize;
     format!(
         "backfill {state} [{}{}] {percent:.1}% {} / ~{} rows, {} rows/s{eta}{}",
         "#".repeat(filled),

@@ -315,3 +315,59 @@ fn verify_yields_to_clients_that_lock_rows_in_any_order() {
     let v = wait_job(&s, "verify", Duration::from_secs(60));
     assert_eq!(v["last_clean"], true, "{v}");
 }
+
+/// An ordinary schema: orders reference users (and sort before them), a
+/// table exists on old only. The backfill copies users before orders, the
+/// table new lacks is reported by name and the others are copied; progress
+/// counts are exact (no statistics were taken).
+#[test]
+fn backfill_goes_in_foreign_key_order_and_one_table_does_not_stop_the_rest() {
+    let s = setup(10, "");
+    let fk = [
+        "CREATE TABLE users (id int PRIMARY KEY, name text)",
+        "CREATE TABLE orders (id int PRIMARY KEY, user_id int NOT NULL REFERENCES users, amount int)",
+        "CREATE TABLE lines (id int PRIMARY KEY, order_id int NOT NULL REFERENCES orders)",
+    ];
+    run_direct_ok(&s.direct_new_url(), &fk);
+    run_direct_ok(&s.direct_url(), &fk);
+    run_direct_ok(
+        &s.direct_url(),
+        &[
+            "INSERT INTO users SELECT g, 'u' || g FROM generate_series(1, 300) g",
+            "INSERT INTO orders SELECT g, 1 + g % 300, g FROM generate_series(1, 900) g",
+            "INSERT INTO lines SELECT g, 1 + g % 900 FROM generate_series(1, 1200) g",
+            "CREATE TABLE archive (id int PRIMARY KEY)",
+            "INSERT INTO archive VALUES (1)",
+        ],
+    );
+    s.ctl_ok(&["backfill", "start"]);
+    let started = Instant::now();
+    let st = loop {
+        let st = job_status(&s, "backfill");
+        if st["state"] != "running" {
+            break st;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "{st}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(st["state"], "failed", "{st}");
+    let error = st["error"].as_str().unwrap();
+    assert!(
+        error.contains("1 table(s) could not be copied") && error.contains("archive"),
+        "{st}"
+    );
+    for t in st["tables"].as_array().unwrap() {
+        match t["table"].as_str().unwrap() {
+            "archive" => assert!(t["error"].as_str().is_some(), "{t}"),
+            _ => {
+                assert_eq!(t["done"], true, "{t}");
+                assert_eq!(t["rows"], t["estimated"], "exact counts: {t}");
+            }
+        }
+    }
+    assert_sides_identical(&s, &[("users", "id"), ("orders", "id"), ("lines", "id")]);
+    // The status command says it failed, and why.
+    let out = s.ctl(&["backfill", "status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("archive"), "{}", stdout(&out));
+}

@@ -122,6 +122,9 @@ pub struct TableProgress {
     pub done: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// Why the table could not be copied (the others went on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// What the checkpoint file holds.
@@ -423,6 +426,7 @@ impl Backfill {
                     "estimated": t.estimated,
                     "done": t.done,
                     "skipped": t.skipped,
+                    "error": t.error,
                 })
             })
             .collect();
@@ -495,19 +499,82 @@ pub async fn tables(
     sql::shapes(&conn.query(d.tables_query(), side).await?)
 }
 
+/// Tables with fewer rows than this (by the statistics) are counted
+/// exactly for the progress figures.
+pub(crate) const COUNTED_BELOW: i64 = 5_000_000;
+
+/// `tables` in an order that copies a referenced table before the tables
+/// referencing it (`edges`: child, parent), by name otherwise; tables in a
+/// cycle of foreign keys keep their name order.
+pub fn foreign_key_order(tables: Vec<TableShape>, edges: &[(String, String)]) -> Vec<TableShape> {
+    let mut left: Vec<TableShape> = tables;
+    left.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = Vec::with_capacity(left.len());
+    while !left.is_empty() {
+        let names: std::collections::HashSet<&str> = left.iter().map(|t| t.name.as_str()).collect();
+        let ready = left.iter().position(|t| {
+            !edges.iter().any(|(child, parent)| {
+                child == &t.name && parent != &t.name && names.contains(parent.as_str())
+            })
+        });
+        // A cycle: the first by name goes (new's constraints decide).
+        out.push(left.remove(ready.unwrap_or(0)));
+    }
+    out
+}
+
+/// `side`'s foreign keys between its tables (child, parent); none when
+/// its catalog cannot be read (said in the log).
+pub(crate) async fn foreign_keys(conn: &mut Conn, d: Dialect, side: Side) -> Vec<(String, String)> {
+    match conn.query(d.foreign_keys_query(), side).await {
+        Ok(rows) => rows
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    r.str("child").ok()?.to_string(),
+                    r.str("parent").ok()?.to_string(),
+                ))
+            })
+            .collect(),
+        Err(e) => {
+            warn!(%side, error = %e, "foreign keys could not be read: tables go by name");
+            Vec::new()
+        }
+    }
+}
+
 async fn run(env: &Arc<dyn Env>) -> Result<(), String> {
     let b = &env.backfill();
     metrics::gauge!("turnout_backfill_running").set(1.0);
+    let d = Dialect::of(env.backends().protocol);
     let mut src = Conn::open(env.backends(), Side::Old).await?;
     let all = tables(env.backends(), &mut src, Side::Old).await?;
     let only = b.lock().cp.only.clone();
     let all_names: Vec<String> = all.iter().map(|t| t.name.clone()).collect();
     let chosen = chosen(all, only.as_deref())?;
+    // Referenced tables first: new's foreign keys hold row by row.
+    let edges = foreign_keys(&mut src, d, Side::Old).await;
+    let mut chosen = foreign_key_order(chosen, &edges);
+    // Exact counts where cheap: statistics may be stale (or never taken).
+    for t in chosen.iter_mut() {
+        if t.estimated_rows < COUNTED_BELOW && !t.key.is_empty() {
+            if let Ok(rows) = src.query(&d.count(&t.name), Side::Old).await {
+                if let Some(n) = rows
+                    .iter()
+                    .next()
+                    .and_then(|r| r.str("n").ok()?.parse().ok())
+                {
+                    t.estimated_rows = n;
+                }
+            }
+        }
+    }
     b.update(|cp| {
         cp.all = all_names;
         for t in &chosen {
             let p = cp.tables.entry(t.name.clone()).or_default();
             p.estimated = t.estimated_rows;
+            p.error = None;
             if t.key.is_empty() {
                 p.skipped = Some("no primary key: rows cannot be copied safely in order".into());
                 p.done = true;
@@ -516,14 +583,38 @@ async fn run(env: &Arc<dyn Env>) -> Result<(), String> {
     });
     let mut dst = Conn::open(env.backends(), Side::New).await?;
     let mut baseline = b.latency.micros();
+    let mut failed = Vec::new();
     for t in chosen.iter().filter(|t| !t.key.is_empty()) {
         if b.lock().cp.tables.get(&t.name).is_some_and(|p| p.done) {
             continue;
         }
         info!(table = %t.name, "backfill of table starts");
-        copy_table(env, t, &mut src, &mut dst, &mut baseline).await?;
+        if let Err(e) = copy_table(env, t, &mut src, &mut dst, &mut baseline).await {
+            if env.stopping() {
+                return Err(e);
+            }
+            // This table is reported; the others go on.
+            warn!(table = %t.name, error = %e, "backfill of table failed; the other tables go on");
+            b.update(|cp| {
+                if let Some(p) = cp.tables.get_mut(&t.name) {
+                    p.error = Some(e.clone());
+                }
+            });
+            failed.push(e);
+            // Its connections may be the broken part: fresh ones.
+            src = Conn::open(env.backends(), Side::Old).await?;
+            dst = Conn::open(env.backends(), Side::New).await?;
+        }
     }
-    Ok(())
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} table(s) could not be copied (the others were): {}; fix and run backfill start TABLE (or resume)",
+            failed.len(),
+            failed.join("; ")
+        ))
+    }
 }
 
 /// Copies `t` from its checkpoint to its end.
@@ -690,6 +781,32 @@ pub(crate) async fn upsert(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn referenced_tables_are_copied_first() {
+        let shape = |n: &str| TableShape {
+            name: n.into(),
+            columns: vec!["id".into()],
+            key: vec!["id".into()],
+            estimated_rows: 0,
+        };
+        let edges = [
+            ("orders".to_string(), "users".to_string()),
+            ("items".to_string(), "orders".to_string()),
+            ("a".to_string(), "b".to_string()),
+            ("b".to_string(), "a".to_string()),
+        ];
+        let order: Vec<String> = foreign_key_order(
+            ["items", "orders", "users", "a", "b", "zz"]
+                .map(shape)
+                .to_vec(),
+            &edges,
+        )
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+        assert_eq!(order, ["users", "orders", "items", "zz", "a", "b"]);
+    }
 
     #[test]
     fn latency_is_a_running_mean_and_idle_clients_count_as_none() {

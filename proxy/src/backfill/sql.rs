@@ -161,6 +161,33 @@ impl Dialect {
         }
     }
 
+    /// Foreign keys between tables of the schema: each row a referencing
+    /// table (`child`) and the table it references (`parent`).
+    pub fn foreign_keys_query(self) -> &'static str {
+        match self {
+            Dialect::Pg => {
+                "SELECT DISTINCT cl.relname::text AS child, pl.relname::text AS parent \
+                 FROM pg_constraint c \
+                 JOIN pg_class cl ON cl.oid = c.conrelid \
+                 JOIN pg_class pl ON pl.oid = c.confrelid \
+                 JOIN pg_namespace n ON n.oid = cl.relnamespace \
+                 WHERE c.contype = 'f' AND c.conrelid <> c.confrelid \
+                   AND n.nspname = current_schema()"
+            }
+            Dialect::My => {
+                "SELECT DISTINCT TABLE_NAME AS child, REFERENCED_TABLE_NAME AS parent \
+                 FROM information_schema.KEY_COLUMN_USAGE \
+                 WHERE TABLE_SCHEMA = DATABASE() AND REFERENCED_TABLE_NAME IS NOT NULL \
+                   AND REFERENCED_TABLE_SCHEMA = DATABASE() AND REFERENCED_TABLE_NAME <> TABLE_NAME"
+            }
+        }
+    }
+
+    /// The exact number of rows of `table`.
+    pub fn count(self, table: &str) -> String {
+        format!("SELECT count(*) AS n FROM {}", self.ident(table))
+    }
+
     /// `(key) > (after)` (and `<= (upto)`): a keyset range.
     pub fn range(
         self,

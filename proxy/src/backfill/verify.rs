@@ -36,6 +36,8 @@ struct TableReport {
     done: bool,
     /// Not verified: why (a table without a primary key).
     skipped: Option<String>,
+    /// The rows the authority has (counted, or its statistics).
+    expected: u64,
 }
 
 #[derive(Debug, Default)]
@@ -56,6 +58,8 @@ struct State {
     /// and where it stood when that run started: what was recorded against
     /// that side before then is repaired.
     clean_since: Option<(Side, Horizon)>,
+    /// When the running (or last) verify started.
+    began: Option<std::time::Instant>,
 }
 
 /// The verify's progress and last report; one per listener.
@@ -105,6 +109,7 @@ impl Verify {
                 last_clean: s.last_clean,
                 started: Some((to, horizon)),
                 clean_since: s.clean_since.clone(),
+                began: Some(std::time::Instant::now()),
                 ..State::default()
             };
         }
@@ -171,11 +176,44 @@ impl Verify {
             })
             .collect();
         let sum = |f: fn(&TableReport) -> u64| s.tables.values().map(f).sum::<u64>();
+        // Progress: rows compared of the rows expected (a table done counts
+        // whole), the rate since the start, the time left at that rate.
+        let (rows, expected) = (
+            sum(|t| t.rows),
+            s.tables
+                .values()
+                .map(|t| {
+                    if t.done {
+                        t.rows
+                    } else {
+                        t.expected.max(t.rows)
+                    }
+                })
+                .sum::<u64>(),
+        );
+        let running = s.state == "running";
+        let percent = match (s.state.as_str(), expected) {
+            ("done", _) => 100.0,
+            (_, 0) => 0.0,
+            _ => (rows as f64 * 100.0 / expected as f64).min(99.9),
+        };
+        let elapsed = s.began.map(|b| b.elapsed().as_secs_f64()).unwrap_or(0.0);
+        let rate = if running && elapsed > 0.5 {
+            rows as f64 / elapsed
+        } else {
+            0.0
+        };
+        let eta =
+            (running && rate > 0.0).then(|| (expected.saturating_sub(rows) as f64 / rate).round());
         json!({
             "ok": true,
             "state": if s.state.is_empty() { "idle" } else { s.state.as_str() },
             "repair": s.repair,
-            "rows": sum(|t| t.rows),
+            "expected": expected,
+            "percent": (percent * 10.0).round() / 10.0,
+            "rate_per_sec": rate.round(),
+            "eta_secs": eta,
+            "rows": rows,
             "missing": sum(|t| t.missing),
             "extra": sum(|t| t.extra),
             "differing": sum(|t| t.differing),
@@ -236,8 +274,31 @@ async fn run(env: &Arc<dyn Env>, only: Option<String>, repair: bool) -> Result<(
     let mut dst = Conn::open(env.backends(), to).await?;
     let all = super::tables(env.backends(), &mut src, from).await?;
     let mut chosen = super::chosen(all, only.as_deref())?;
-    // Tables mirroring recorded divergences for go first.
-    chosen.sort_by_key(|t| !env.records().divergent_tables.contains_key(&t.name));
+    if repair {
+        // Rows copied to referenced tables first (foreign keys on `to`).
+        let edges = super::foreign_keys(&mut src, Dialect::of(env.backends().protocol), from).await;
+        chosen = super::foreign_key_order(chosen, &edges);
+    } else {
+        // Tables mirroring recorded divergences for go first.
+        chosen.sort_by_key(|t| !env.records().divergent_tables.contains_key(&t.name));
+    }
+    // The rows to compare, for progress: exact where cheap.
+    let d = Dialect::of(env.backends().protocol);
+    for t in &chosen {
+        let mut n = t.estimated_rows.max(0);
+        if n < super::COUNTED_BELOW && !t.key.is_empty() {
+            if let Ok(rows) = src.query(&d.count(&t.name), from).await {
+                if let Some(c) = rows
+                    .iter()
+                    .next()
+                    .and_then(|r| r.str("n").ok()?.parse().ok())
+                {
+                    n = c;
+                }
+            }
+        }
+        v.with_table(&t.name, |r| r.expected = n as u64);
+    }
     for t in &chosen {
         if t.key.is_empty() {
             v.with_table(&t.name, |r| {
