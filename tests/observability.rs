@@ -157,6 +157,19 @@ fn every_series_has_help_and_type_from_the_start_and_readyz_follows_the_backends
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // The alerts' own unit tests (the backend alert follows the phase).
+    let out = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(deploy("prometheus/turnout-rules.test.yml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A backend down: not ready, and the series says which.
     s.new.as_mut().unwrap().stop().unwrap();
     eventually("not ready once new is down", || {

@@ -479,8 +479,31 @@ fn a_writes_flip_is_refused_while_new_lacks_writes_it_missed_as_the_mirror() {
     let v = wait_job(&s, "verify", Duration::from_secs(60));
     assert_eq!(v["repaired"], 1, "{v}");
     // The guards' count of mirror errors is acknowledged once a verify
-    // found the sides equal; then nothing stands in the way.
+    // found the sides equal: the refusal names that way out.
+    let out = s.ctl(&["flip", "writes"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("turnout ctl ack") && stderr(&out).contains("--force"),
+        "{}",
+        stderr(&out)
+    );
     s.ctl_ok(&["ack"]);
+    // The report agrees with itself and with turnout: GO, no FAIL row, and
+    // it says when it was made, the phase, and the last verify.
+    let report = std::process::Command::new(env!("CARGO_BIN_EXE_turnout"))
+        .args(["report", "--check", "--config"])
+        .arg(&s.proxy.config)
+        .output()
+        .unwrap();
+    let text = stdout(&report);
+    println!("{text}");
+    assert_eq!(report.status.code(), Some(0), "{text}{}", stderr(&report));
+    assert!(text.starts_with("VERDICT: GO"), "{text}");
+    assert!(!text.contains("FAIL"), "{text}");
+    assert!(
+        text.contains("phase reads_new") && text.contains("last verify: done, started "),
+        "{text}"
+    );
     let done = s.ctl_ok(&["flip", "writes"]);
     assert!(done.contains("reads_new -> writes_new"), "{done}");
     assert_eq!(

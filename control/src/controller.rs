@@ -285,9 +285,19 @@ impl Controller {
         }
         let failures = self.refusals(change, req);
         if !failures.is_empty() && !req.force {
+            let ack = self
+                .guards()
+                .failures(&req.figures)
+                .iter()
+                .any(|f| f.contains("mismatch") || f.contains("mirror error"));
             return Err(format!(
-                "guards refuse the flip: {} (--force overrides)",
-                failures.join("; ")
+                "guards refuse the flip: {} (ways out: {}--force overrides, audited)",
+                failures.join("; "),
+                if ack {
+                    "wait until the window passes them; after a clean `verify start --repair`, `turnout ctl ack` stops counting what happened before it; "
+                } else {
+                    ""
+                }
             ));
         }
         Ok(Plan {

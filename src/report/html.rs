@@ -130,8 +130,11 @@ pub fn render(r: &Report, out_path: Option<&Path>) -> String {
     }
     let _ = write!(
         body,
-        "<p class=\"muted\">Judged on {}.</p></section>",
-        esc(&r.basis)
+        "<p class=\"muted\">Judged on {}.</p><p class=\"muted\" id=\"generated\">Generated {}; phase {}; last verify: {}.</p></section>",
+        esc(&r.basis),
+        esc(&r.generated_at),
+        esc(r.phase.as_deref().unwrap_or("not known (turnout not reached)")),
+        esc(r.last_verify.as_deref().unwrap_or("not known (turnout not reached)"))
     );
 
     body.push_str("<h2>Error budget</h2><table id=\"checks\"><thead><tr><th>check</th><th>value</th><th>budget</th><th>result</th></tr></thead><tbody>");

@@ -226,6 +226,12 @@ pub struct Report {
     pub verify: Option<Value>,
     pub sources: Vec<String>,
     pub unreadable: usize,
+    /// When the report was made (RFC 3339, UTC).
+    pub generated_at: String,
+    /// Where the migration stands, when turnout was reached.
+    pub phase: Option<String>,
+    /// The last verify, in words (when it ran, and what it found).
+    pub last_verify: Option<String>,
 }
 
 /// Divergence kinds that count against `guards.max_mirror_errors` in the
@@ -337,36 +343,61 @@ pub fn build(sources: &Sources) -> Result<Report, String> {
 
     // The checks, and the verdict.
     let limits = &sources.limits;
+    // Live, the guard rows show turnout's own figures (its window, past an
+    // `ack`), so that a row and the verdict never disagree; the files'
+    // totals since they began are said beside them.
+    let live_figures = status.as_ref().map(|s| {
+        let f = &s["guards"]["figures"];
+        let n = |k: &str| f[k].as_u64().unwrap_or(0);
+        (
+            n("compared"),
+            n("mismatches"),
+            n("mirror_errors"),
+            s["guards"]["window_secs"].as_u64().unwrap_or(0),
+        )
+    });
+    let (compared, mismatches, errors, scope) = match live_figures {
+        Some((c, m, e, w)) => (c, m, Some(e), format!(" in the last {w} s, past any ack")),
+        None => (
+            totals.samples,
+            totals.mismatches,
+            sources.divergences.as_ref().map(|_| blocking_count),
+            String::new(),
+        ),
+    };
+    let in_files = |n: u64| {
+        if live_figures.is_some() {
+            format!("; {n} in the files in all")
+        } else {
+            String::new()
+        }
+    };
     let min = min_compared_reads(limits.min_compared_reads, totals.samples > 0);
-    let rate = ratio(totals.mismatches, totals.samples);
+    let rate = ratio(mismatches, compared);
     let mut checks = vec![
         Check {
             name: "compared reads",
-            value: totals.samples.to_string(),
+            value: format!("{compared}{scope}{}", in_files(totals.samples)),
             limit: format!("at least {min}"),
-            pass: Some(totals.samples >= min),
+            pass: Some(compared >= min),
         },
         Check {
             name: "confirmed mismatch rate",
             value: format!(
-                "{rate:.4} ({} of {} compared)",
-                totals.mismatches, totals.samples
+                "{rate:.4} ({mismatches} of {compared} compared{scope}{})",
+                in_files(totals.mismatches)
             ),
             limit: format!("at most {}", limits.max_mismatch_rate),
             pass: Some(rate <= limits.max_mismatch_rate),
         },
         Check {
             name: "mirror errors and row-count mismatches",
-            value: if sources.divergences.is_some() {
-                blocking_count.to_string()
-            } else {
-                "not known (no divergence log)".into()
+            value: match errors {
+                Some(e) => format!("{e}{scope}{}", in_files(blocking_count)),
+                None => "not known (no divergence log)".into(),
             },
             limit: format!("at most {}", limits.max_mirror_errors),
-            pass: sources
-                .divergences
-                .as_ref()
-                .map(|_| blocking_count <= limits.max_mirror_errors),
+            pass: errors.map(|e| e <= limits.max_mirror_errors),
         },
     ];
     let backfill_state = backfill
@@ -439,11 +470,27 @@ pub fn build(sources: &Sources) -> Result<Report, String> {
             pass: Some(true),
         });
     }
-    let verify_clean = verify.as_ref().map(|v| v["last_clean"] == true);
+    // Records after the last verify began: what it proved predates them.
+    let since_verify = verify
+        .as_ref()
+        .and_then(|v| v["started_at"].as_str())
+        .map(|at| {
+            divergences
+                .iter()
+                .filter(|d| blocking(d.kind) && d.at.as_str() > at)
+                .count()
+        })
+        .unwrap_or(0);
+    let verify_clean = verify
+        .as_ref()
+        .map(|v| v["last_clean"] == true && since_verify == 0);
     checks.push(Check {
         name: "verify",
         value: match (&verify, verify_clean) {
             (Some(_), Some(true)) => "both sides equal".into(),
+            (Some(v), _) if v["last_clean"] == true => format!(
+                "both sides were equal when it began, but {since_verify} divergence record(s) came after: verify again"
+            ),
             (Some(v), _) => format!(
                 "{} ({} missing, {} extra, {} differing, {} repaired)",
                 v["state"].as_str().unwrap_or("?"),
@@ -513,13 +560,60 @@ pub fn build(sources: &Sources) -> Result<Report, String> {
             }
         }
     }
+    // The verdict follows from the rows shown: a failing row is a reason
+    // even when turnout's own judgement words it differently (or not).
+    for c in &checks {
+        if c.pass != Some(false) {
+            continue;
+        }
+        let said = |word: &str| reasons.iter().any(|r| r.contains(word));
+        let covered = match c.name {
+            "compared reads" => said("read(s) compared"),
+            "confirmed mismatch rate" => said("confirmed mismatch"),
+            "mirror errors and row-count mismatches" => said("mirror error"),
+            "backfill" => said("backfill"),
+            "verify" => said("verify"),
+            "log applier" => said("log applier"),
+            _ => false,
+        };
+        if !covered {
+            reasons.push(format!("{}: {}, {}", c.name, c.value, c.limit));
+        }
+    }
     if sources.divergences.is_none() && reasons.is_empty() {
         reasons.push("no divergence log was read (pass --config, or --divergences FILE): mirror errors are not known".into());
     }
     let mut latest_divergences: Vec<Divergence> =
         divergences.iter().rev().take(50).cloned().collect();
     latest_divergences.reverse();
+    let phase = status.as_ref().and_then(|s| {
+        Some(format!(
+            "{} (epoch {})",
+            s["phase"].as_str()?,
+            s["epoch"].as_u64().unwrap_or(0)
+        ))
+    });
+    let last_verify = verify.as_ref().and_then(|v| {
+        let state = v["state"].as_str()?;
+        if state == "idle" {
+            return Some("none since turnout started".into());
+        }
+        Some(format!(
+            "{state}{}{}",
+            v["started_at"]
+                .as_str()
+                .map(|t| format!(", started {t}"))
+                .unwrap_or_default(),
+            v["finished_at"]
+                .as_str()
+                .map(|t| format!(", finished {t}"))
+                .unwrap_or_default()
+        ))
+    });
     Ok(Report {
+        generated_at: turnout_control::readdiff::now_rfc3339(),
+        phase,
+        last_verify,
         go: reasons.is_empty(),
         reasons,
         basis,
@@ -674,6 +768,9 @@ fn to_json(r: &Report) -> Value {
         "verdict": if r.go { "go" } else { "no_go" },
         "reasons": r.reasons,
         "basis": r.basis,
+        "generated_at": r.generated_at,
+        "phase": r.phase,
+        "last_verify": r.last_verify,
         "checks": r.checks.iter().map(|c| json!({
             "check": c.name, "value": c.value, "limit": c.limit, "pass": c.pass,
         })).collect::<Vec<_>>(),

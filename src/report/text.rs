@@ -42,6 +42,17 @@ pub fn render(r: &Report) -> String {
         }
     }
     let _ = writeln!(out, "Judged on {}.", r.basis);
+    let _ = writeln!(
+        out,
+        "Generated {}; phase {}; last verify: {}.",
+        r.generated_at,
+        r.phase
+            .as_deref()
+            .unwrap_or("not known (turnout not reached)"),
+        r.last_verify
+            .as_deref()
+            .unwrap_or("not known (turnout not reached)")
+    );
     out.push('\n');
     let _ = writeln!(
         out,

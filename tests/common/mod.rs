@@ -552,6 +552,14 @@ pub fn spawn_proxy(config: &std::path::Path, log: PathBuf, port: u16) -> Proxy {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    // The port takes connections once bound; turnout is ready (flag file
+    // watched, admin socket served) when it says it listens.
+    while !proxy.log_text().contains("turnout listening")
+        && proxy.is_running()
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     proxy
 }
 

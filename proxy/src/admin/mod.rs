@@ -408,22 +408,36 @@ fn log_status(shared: &Shared) -> Value {
 /// Watches `admin.flag_file`: when its content (a phase name) changes, the
 /// phase moves there through the same checks and audit as the admin
 /// command. Invalid content is refused with a log line; the phase stays.
-pub async fn watch_flag_file(
+/// The file's content when called is read at once (before the returned
+/// future is spawned), so a change written after turnout says it listens
+/// is always a request.
+pub fn watch_flag_file(
     path: PathBuf,
     shared: Arc<Shared>,
     controller: Arc<Controller>,
     window: Arc<Window>,
-) {
+) -> impl std::future::Future<Output = ()> {
     let caller = format!("flag file {}", path.display());
     // What the file says when turnout starts is where it was left, not a
     // request: a restart never moves the phase.
-    let mut last: Option<String> = std::fs::read_to_string(&path)
+    let last: Option<String> = std::fs::read_to_string(&path)
         .ok()
         .map(|t| t.trim().to_string());
     let phase = controller.routing().snapshot().phase;
     if let Some(text) = last.as_deref().filter(|t| *t != phase.name()) {
         warn!(file = %path.display(), content = %text, %phase, "the flag file names another phase than the one kept; nothing done until its content changes");
     }
+    flag_file_loop(path, shared, controller, window, caller, last)
+}
+
+async fn flag_file_loop(
+    path: PathBuf,
+    shared: Arc<Shared>,
+    controller: Arc<Controller>,
+    window: Arc<Window>,
+    caller: String,
+    mut last: Option<String>,
+) {
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
     loop {
         tick.tick().await;

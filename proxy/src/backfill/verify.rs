@@ -60,6 +60,9 @@ struct State {
     clean_since: Option<(Side, Horizon)>,
     /// When the running (or last) verify started.
     began: Option<std::time::Instant>,
+    /// The same, and when it ended, as times (RFC 3339).
+    started_at: Option<String>,
+    finished_at: Option<String>,
 }
 
 /// The verify's progress and last report; one per listener.
@@ -110,6 +113,7 @@ impl Verify {
                 started: Some((to, horizon)),
                 clean_since: s.clean_since.clone(),
                 began: Some(std::time::Instant::now()),
+                started_at: Some(turnout_control::readdiff::now_rfc3339()),
                 ..State::default()
             };
         }
@@ -117,6 +121,7 @@ impl Verify {
         tokio::spawn(async move {
             let result = run(&env, only.clone(), repair).await;
             let mut s = env.backfill().verify.lock();
+            s.finished_at = Some(turnout_control::readdiff::now_rfc3339());
             match result {
                 Ok(()) => {
                     let differences: u64 = s
@@ -210,6 +215,8 @@ impl Verify {
             "state": if s.state.is_empty() { "idle" } else { s.state.as_str() },
             "repair": s.repair,
             "expected": expected,
+            "started_at": s.started_at,
+            "finished_at": s.finished_at,
             "percent": (percent * 10.0).round() / 10.0,
             "rate_per_sec": rate.round(),
             "eta_secs": eta,
