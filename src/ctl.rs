@@ -84,7 +84,10 @@ pub fn run(
             }
             Ok(_) => {}
             Err(e) => {
-                eprintln!("turnout ctl: {}", unreachable(&socket, &e));
+                eprintln!(
+                    "turnout ctl: {} (finalize then asks to confirm: --yes where no one types)",
+                    unreachable(&socket, &e)
+                );
                 return ExitCode::from(2);
             }
         }
@@ -276,11 +279,21 @@ fn human(command: &str, r: &Value) -> String {
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
         let mut out = format!(
-            "phase       {} (epoch {})\nreads from  {}\nwrites to   {} first\nhistory     {}\nsessions    {} mirrored, {} in a transaction{}\ndivergences {} (mirror errors {})\nasync queue {} statement(s)\n",
+            "phase       {} (epoch {})\nreads from  {}\nwrites to   {}\nhistory     {}\nsessions    {} mirrored, {} in a transaction{}\ndivergences {} (mirror errors {})\nasync queue {} statement(s)\n",
             r["phase"].as_str().unwrap_or("?"),
             r["epoch"],
             r["read_target"].as_str().unwrap_or("?"),
-            r["authority"].as_str().unwrap_or("?"),
+            match r["phase"].as_str() {
+                // No mirror in these phases: the authority alone.
+                Some("passthrough" | "finalized") => {
+                    format!("{} only", r["authority"].as_str().unwrap_or("?"))
+                }
+                _ => format!(
+                    "{} first, then {}",
+                    r["authority"].as_str().unwrap_or("?"),
+                    if r["authority"] == "old" { "new" } else { "old" }
+                ),
+            },
             if history.is_empty() {
                 "-".to_string()
             } else {

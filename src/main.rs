@@ -37,8 +37,12 @@ enum Command {
     },
     /// Parse and validate a config file; print every problem found.
     CheckConfig {
+        /// Path of the TOML config (or --config FILE, as elsewhere).
+        #[arg(required_unless_present = "config", conflicts_with = "config")]
+        file: Option<PathBuf>,
         /// Path of the TOML config.
-        file: PathBuf,
+        #[arg(short, long)]
+        config: Option<PathBuf>,
         /// Also log in to both backends as configured and read their
         /// catalogs, as turnout does before it serves a mirroring phase.
         #[arg(long)]
@@ -113,33 +117,50 @@ enum Command {
     },
 }
 
+/// `check-config FILE [--connect]`.
+fn check_config(file: &std::path::Path, connect: bool) -> ExitCode {
+    match turnout_config::load(file) {
+        Ok(c) => {
+            println!(
+                "{}: ok (protocol {:?}, listen {}, old {}, new {}, {} user(s))",
+                file.display(),
+                c.protocol,
+                c.listen.address,
+                c.backends.old.address(),
+                c.backends.new.address(),
+                c.users.len()
+            );
+            if !connect {
+                return ExitCode::SUCCESS;
+            }
+            let Some(rt) = runtime(&c) else {
+                return ExitCode::FAILURE;
+            };
+            rt.block_on(check_backends(&c))
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { file, connect } => match turnout_config::load(&file) {
-            Ok(c) => {
-                println!(
-                    "{}: ok (protocol {:?}, listen {}, old {}, new {}, {} user(s))",
-                    file.display(),
-                    c.protocol,
-                    c.listen.address,
-                    c.backends.old.address(),
-                    c.backends.new.address(),
-                    c.users.len()
+        Command::CheckConfig {
+            file,
+            config,
+            connect,
+        } => {
+            let Some(file) = file.or(config) else {
+                eprintln!(
+                    "turnout check-config: say which config: check-config FILE or --config FILE"
                 );
-                if !connect {
-                    return ExitCode::SUCCESS;
-                }
-                let Some(rt) = runtime(&c) else {
-                    return ExitCode::FAILURE;
-                };
-                rt.block_on(check_backends(&c))
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(2)
-            }
-        },
+                return ExitCode::from(2);
+            };
+            check_config(&file, connect)
+        }
         Command::Run { config } => {
             let config_path = config;
             let config = match turnout_config::load(&config_path) {
@@ -269,7 +290,7 @@ fn runtime(config: &Config) -> Option<tokio::runtime::Runtime> {
 async fn check_backends(config: &Config) -> ExitCode {
     let routing = Arc::new(turnout_control::RoutingState::new(Phase::Mirror, 0));
     let shared = match turnout_proxy::server::Shared::new(
-        config,
+        &config.without_outputs(),
         routing,
         turnout_proxy::adapter_for(config.protocol),
     ) {
@@ -287,6 +308,40 @@ async fn check_backends(config: &Config) -> ExitCode {
             Err(why) => {
                 failed = true;
                 eprintln!("turnout: {why}");
+            }
+        }
+    }
+    // The two schemas: what writes mirrored to new would not find there.
+    if !failed {
+        let (old, new) = tokio::join!(
+            turnout_proxy::catalog::read_all(shared.backends(), Side::Old),
+            turnout_proxy::catalog::read_all(shared.backends(), Side::New)
+        );
+        match (old, new) {
+            (Ok(old), Ok(new)) => {
+                let mut problems =
+                    turnout_proxy::mapping::catalog::problems(&config.mapping, &old, &new);
+                let (more, notes) =
+                    turnout_proxy::mapping::catalog::unmapped_problems(&config.mapping, &old, &new);
+                problems.extend(more);
+                for n in &notes {
+                    println!("  note: {n}");
+                }
+                if problems.is_empty() {
+                    println!(
+                        "schemas: new has every table and column of old's (through the mapping)"
+                    );
+                } else {
+                    failed = true;
+                    eprintln!("turnout: the schemas differ where mirrored writes would fail or mean something else:");
+                    for p in &problems {
+                        eprintln!("  - {p}");
+                    }
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                failed = true;
+                eprintln!("turnout: {e}");
             }
         }
     }
@@ -471,14 +526,16 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
                 Ok(h) => h,
                 Err(e) => {
                     eprintln!("turnout: metrics: {e}");
+                    forget_first_entry(&config, resumed);
                     return ExitCode::FAILURE;
                 }
             };
             let listener = match tokio::net::TcpListener::bind(address).await {
                 Ok(l) => l,
                 Err(e) => {
-                    eprintln!("turnout: metrics.address {address}: {e}");
-                    return ExitCode::FAILURE;
+                    eprintln!("turnout: metrics.address: cannot listen on {address}: {e}");
+                    forget_first_entry(&config, resumed);
+                    return ExitCode::from(2);
                 }
             };
             let health = Arc::new(turnout_proxy::metrics::Health::default());

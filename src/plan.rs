@@ -89,7 +89,7 @@ pub fn run(config_path: &Path, format: &str) -> ExitCode {
 async fn build(config: &Config, config_path: &Path) -> Result<Plan, String> {
     let routing = Arc::new(RoutingState::new(Phase::Passthrough, 0));
     let shared = turnout_proxy::server::Shared::new(
-        config,
+        &config.without_outputs(),
         routing,
         turnout_proxy::adapter_for(config.protocol),
     )
@@ -472,6 +472,7 @@ fn text(p: &Plan) -> String {
         s.push_str(&format!("- {r}\n"));
     }
     s.push_str("\n== Runbook ==\n");
+    s.push_str("(`turnout` below is this program: put it on the PATH of the machine turnout runs on, e.g. `install -m 0755 target/release/turnout /usr/local/bin/`, or use its full path; `ctl` talks to the admin socket, so run it there)\n");
     for (i, step) in p.steps.iter().enumerate() {
         s.push_str(&format!("{}. {}\n   {}\n", i + 1, step.title, step.about));
         for c in &step.commands {

@@ -38,6 +38,23 @@ fn round(i: u64) -> [String; 4] {
 /// Runs until the process ends; failures are said (once a burst) and the
 /// client reconnects.
 pub async fn run(mysql: bool, port: u16, counts: Arc<Counts>) {
+    // The application stops first when the demo is asked to stop (turnout
+    // then closes the sessions it drains).
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return work(mysql, port, counts).await;
+    };
+    tokio::select! {
+        _ = work(mysql, port, counts) => {}
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn work(mysql: bool, port: u16, counts: Arc<Counts>) {
     // turnout is starting: its port answers first.
     while tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await

@@ -421,6 +421,10 @@ fn ctl_help_lists_the_admin_commands_and_bad_use_exits_2() {
     }
     let (code, _, err) = turnout(&["ctl", "--socket", "/nonexistent/admin.sock", "status"]);
     assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("is turnout running"), "{err}");
+    // A command turnout does not know is a usage error.
+    let (code, _, err) = turnout(&["ctl", "--socket", "/nonexistent/admin.sock", "bogus"]);
+    assert_eq!(code, Some(2), "{err}");
     let (code, _, err) = turnout(&[
         "ctl",
         "--socket",
@@ -459,6 +463,25 @@ fn backends_are_checked_before_serving_and_a_wrong_backend_password_says_so() {
         text.contains("backend old") && text.contains("backend new") && text.contains("logged in"),
         "{text}"
     );
+    assert!(text.contains("schemas: new has every table"), "{text}");
+    // Without a mapping the schemas are compared too: a table only on old
+    // (every write to it would fail on new) is named.
+    common::run_direct_ok(
+        &s.direct_url(),
+        &["CREATE TABLE only_on_old (id int PRIMARY KEY, v text)"],
+    );
+    let out = Command::new(common::turnout_bin())
+        .args(["check-config", "--connect", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("table only_on_old exists on old only"),
+        "{err}"
+    );
+    common::run_direct_ok(&s.direct_url(), &["DROP TABLE only_on_old"]);
 
     // new's password wrong: named, and turnout does not start in mirror.
     let good = std::fs::read_to_string(&config).unwrap();

@@ -249,3 +249,137 @@ fn the_image_and_compose_files_agree_with_the_workspace_and_the_demo_config() {
     assert!(compose.contains(&format!("\"{listen_port}:{listen_port}\"")));
     assert!(compose.contains(&format!("\"{metrics_port}:{metrics_port}\"")));
 }
+
+/// The Kubernetes manifests and the systemd unit, checked without a
+/// cluster: every manifest parses (Python's YAML), the kinds one instance
+/// needs are there, the probes use the metrics port the config serves
+/// `/readyz` on, the config in the ConfigMap passes `turnout check-config`
+/// with the Secret's variables, and the unit runs commands turnout takes.
+#[test]
+fn the_kubernetes_manifests_and_the_systemd_unit_agree_with_turnout() {
+    let manifests = deploy("kubernetes/turnout.yaml");
+    let script = r#"
+import json, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+print(json.dumps(docs))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(&manifests)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let kind = |k: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == k)
+            .unwrap_or_else(|| panic!("no {k} in the manifests"))
+    };
+    for d in &docs {
+        assert!(
+            d["apiVersion"].is_string() && d["metadata"]["name"].is_string(),
+            "{d}"
+        );
+    }
+    let deployment = kind("Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(
+        deployment["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["template"]["metadata"]["labels"]
+    );
+    assert_eq!(
+        kind("Service")["spec"]["selector"],
+        deployment["spec"]["template"]["metadata"]["labels"]
+    );
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    let metrics_port = container["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == container["readinessProbe"]["httpGet"]["port"])
+        .expect("the probe's port is a named container port")["containerPort"]
+        .as_u64()
+        .unwrap();
+    // The config as mounted, with the Secret's variables.
+    let config_text = kind("ConfigMap")["data"]["turnout.toml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(config_text.contains(&format!("address = \"0.0.0.0:{metrics_port}\"")));
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[..2], ["run", "--config"]);
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "config")
+        .unwrap()["mountPath"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(args[2], format!("{mount}/turnout.toml"));
+    let dir = turnout_harness::TempDir::new("turnout-k8s").unwrap();
+    let path = dir.path().join("turnout.toml");
+    std::fs::write(&path, &config_text).unwrap();
+    let mut check = Command::new(turnout_bin());
+    check.args(["check-config", "--config"]).arg(&path);
+    for (k, v) in kind("Secret")["stringData"].as_object().unwrap() {
+        check.env(k, v.as_str().unwrap());
+    }
+    let out = check.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without the Secret, the missing variable is named.
+    let out = Command::new(turnout_bin())
+        .args(["check-config"])
+        .arg(&path)
+        .env_remove("OLD_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("OLD_PASSWORD is not set"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The systemd unit runs commands turnout takes.
+    let unit = std::fs::read_to_string(deploy("systemd/turnout.service")).unwrap();
+    for (key, line) in [
+        (
+            "ExecStart=",
+            "/usr/local/bin/turnout run --config /etc/turnout/turnout.toml",
+        ),
+        (
+            "ExecStartPre=",
+            "/usr/local/bin/turnout check-config --config /etc/turnout/turnout.toml",
+        ),
+    ] {
+        assert!(unit.contains(&format!("{key}{line}")), "{key} in {unit}");
+        let words: Vec<&str> = line.split_whitespace().skip(1).collect();
+        let out = Command::new(turnout_bin())
+            .args(&words[..1])
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "turnout {} --help", words[0]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("--config"));
+    }
+    for section in ["[Unit]", "[Service]", "[Install]"] {
+        assert!(unit.contains(section), "{section}");
+    }
+}

@@ -680,3 +680,19 @@ impl Limits {
         usize::try_from(self.max_client_connections).unwrap_or(0)
     }
 }
+
+impl Config {
+    /// This config without the files turnout writes (divergence log,
+    /// read-diff report, audit log, state and checkpoint): for commands that
+    /// only look (`check-config --connect`, `plan`), which must leave no
+    /// file behind.
+    pub fn without_outputs(&self) -> Config {
+        let mut c = self.clone();
+        c.mirror.divergence_log = None;
+        c.sampling.report = None;
+        c.admin.audit_log = None;
+        c.state.file = None;
+        c.backfill.checkpoint = None;
+        c
+    }
+}

@@ -151,11 +151,15 @@ async fn read_filtered(
     let (columns_sql, keys_sql) = match backends.protocol {
         Protocol::Postgres => (
             format!(
-                "SELECT table_name, column_name, data_type, is_nullable, \
+                "SELECT table_name, column_name, \
+                 (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
+                  WHERE a.attrelid = (quote_ident(c.table_schema) || '.' || quote_ident(c.table_name))::regclass \
+                    AND a.attname = c.column_name) AS data_type, \
+                 is_nullable, \
                  CASE WHEN column_default IS NULL AND is_identity = 'NO' THEN 'NO' ELSE 'YES' END \
                    AS has_default, \
                  column_default \
-                 FROM information_schema.columns \
+                 FROM information_schema.columns c \
                  WHERE table_schema = ANY (current_schemas(false)) {pg_filter} \
                  AND table_name IN (SELECT table_name FROM information_schema.tables \
                    WHERE table_schema = ANY (current_schemas(false)) AND table_type = 'BASE TABLE') \
@@ -170,7 +174,7 @@ async fn read_filtered(
         Protocol::Mysql => (
             format!(
                 "SELECT TABLE_NAME AS table_name, COLUMN_NAME AS column_name, \
-                 DATA_TYPE AS data_type, IS_NULLABLE AS is_nullable, \
+                 COLUMN_TYPE AS data_type, IS_NULLABLE AS is_nullable, \
                  CASE WHEN COLUMN_DEFAULT IS NULL AND EXTRA NOT LIKE '%auto_increment%' THEN 'NO' ELSE 'YES' END \
                    AS has_default, \
                  COLUMN_DEFAULT AS column_default \

@@ -32,7 +32,24 @@ pub struct Catalog {
 /// The type family a column's type belongs to: mapped columns must share
 /// one, so a value written on one side means the same on the other.
 fn family(data_type: &str) -> &'static str {
-    let t = data_type.to_ascii_lowercase();
+    // The full type (`character varying(255)`, `int(11) unsigned`) without
+    // its length, precision and attributes.
+    let mut t = String::new();
+    let mut depth = 0;
+    for c in data_type.to_ascii_lowercase().chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            c if depth == 0 => t.push(c),
+            _ => {}
+        }
+    }
+    let t = t
+        .replace(" unsigned", "")
+        .replace(" zerofill", "")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     let t = t.as_str();
     match t {
         "smallint" | "integer" | "bigint" | "int" | "tinyint" | "mediumint" | "int2" | "int4"
@@ -62,6 +79,68 @@ fn generates_ids(c: &Column) -> bool {
 }
 
 /// Every problem of `mapping` against the two catalogs, in words.
+/// What the tables the mapping does not name lack on new (they are
+/// mirrored as they are): a table only on old, a column only on old, a
+/// column only on new that an insert cannot leave out (the first list:
+/// writes would fail); a missing key, types of other families (the second:
+/// notes).
+pub fn unmapped_problems(
+    mapping: &Mapping,
+    old: &Catalog,
+    new: &Catalog,
+) -> (Vec<String>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut notes = Vec::new();
+    let mapped: HashSet<&str> = mapping.tables.iter().map(|t| t.old.as_str()).collect();
+    let mut names: Vec<&String> = old.tables.keys().collect();
+    names.sort();
+    for name in names {
+        if mapped.contains(name.as_str()) {
+            continue;
+        }
+        let (old_cols, old_key) = &old.tables[name];
+        let Some((new_cols, new_key)) = new.tables.get(name) else {
+            out.push(format!(
+                "table {name} exists on old only: every write to it would fail on new (create it on new, or map it in [mapping])"
+            ));
+            continue;
+        };
+        for c in old_cols {
+            if !new_cols.iter().any(|n| n.name == c.name) {
+                out.push(format!(
+                    "column {name}.{} exists on old only: writes naming it would fail on new (add it on new, or drop it in [mapping])",
+                    c.name
+                ));
+            }
+        }
+        for c in new_cols {
+            if !c.nullable && !c.has_default && !old_cols.iter().any(|o| o.name == c.name) {
+                out.push(format!(
+                    "column {name}.{} exists on new only, NOT NULL without a default: inserts mirrored from old would fail (give it a default, or compute it in [mapping])",
+                    c.name
+                ));
+            }
+        }
+        for c in old_cols {
+            if let Some(n) = new_cols.iter().find(|n| n.name == c.name) {
+                if family(&c.data_type) != family(&n.data_type) {
+                    notes.push(format!(
+                        "column {name}.{} is {} on old and {} on new: values may not mean the same",
+                        c.name, c.data_type, n.data_type
+                    ));
+                }
+            }
+        }
+        if !old_key || !new_key {
+            notes.push(format!(
+                "table {name} has no primary key on {}: backfill and verify skip it, and row images cannot name its rows",
+                if !old_key { "old" } else { "new" }
+            ));
+        }
+    }
+    (out, notes)
+}
+
 pub fn problems(mapping: &Mapping, old: &Catalog, new: &Catalog) -> Vec<String> {
     let mut out = Vec::new();
     for t in &mapping.tables {

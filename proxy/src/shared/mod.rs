@@ -154,7 +154,7 @@ use turnout_control::{Phase, RoutingState, Side};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot listen on {address}: {source}")]
+    #[error("listen.address: cannot listen on {address}: {source}")]
     Bind {
         address: String,
         source: std::io::Error,
