@@ -13,6 +13,8 @@ Admin commands (changes take --dry-run: what would happen, changing nothing):
   status                         phase, epoch, sessions, divergences, guards, and every
                                  reason the next flip would be refused for
   diffs                          read-diff figures per query fingerprint, worst first
+  flip mirror                    passthrough -> mirror: writes mirrored to new from now on;
+                                 sessions opened before close at their next idle moment
   flip reads [--force]           mirror -> reads_new: reads served by new (guarded)
   flip writes [--force]          reads_new -> writes_new: new becomes the authority (guarded)
   finalize [--force] [--yes]     writes_new -> finalized: no way back; asks to type the

@@ -170,7 +170,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            init_logging(&config.log.level);
+            init_logging(&config.log.level, config.log.format);
             let Some(rt) = runtime(&config) else {
                 return ExitCode::FAILURE;
             };
@@ -245,7 +245,7 @@ fn main() -> ExitCode {
             mysql,
             traffic,
         } => {
-            init_logging("warn");
+            init_logging("warn", turnout_config::LogFormat::Text);
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -261,14 +261,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, format: turnout_config::LogFormat) {
     let level = level.parse().unwrap_or(tracing::Level::INFO);
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(|| logwriter::EscapingStderr)
         .with_ansi(false)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        turnout_config::LogFormat::Text => builder.init(),
+        turnout_config::LogFormat::Json => builder.event_format(logwriter::JsonEvents).init(),
+    }
 }
 
 fn runtime(config: &Config) -> Option<tokio::runtime::Runtime> {
@@ -463,7 +466,23 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let phase = controller.routing().snapshot().phase;
+    let kept = controller.routing().snapshot().phase;
+    if let (true, Some(configured)) = (resumed, config.state.initial_phase.as_deref()) {
+        if configured != kept.name() {
+            let file = config
+                .state
+                .file
+                .as_deref()
+                .unwrap_or(std::path::Path::new("?"));
+            let line = format!(
+                "state.initial_phase = \"{configured}\" is not used: the state file {} keeps phase {kept}, and a restart resumes it (move on with turnout ctl; to start over, stop turnout and remove the state file)",
+                file.display()
+            );
+            eprintln!("turnout: {line}");
+            tracing::warn!("{line}");
+        }
+    }
+    let phase = kept;
     if phase.mirror().is_some() && config.mirror.divergence_log.is_none() {
         tracing::warn!("mirroring without mirror.divergence_log: divergences go to this log only");
     }

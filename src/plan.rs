@@ -358,12 +358,10 @@ fn steps(config: &Config, path: &str, phase: Phase) -> Vec<Step> {
     if phase == Phase::Passthrough {
         steps.push(Step {
             title: "Start mirroring".into(),
-            about: "Every write goes to old, then in step to new; reads stay on old.".into(),
-            commands: vec![format!(
-                "# set [state] initial_phase = \"mirror\" in {path}, then restart: turnout run --config {path}"
-            )],
-            go_on_when: "turnout ctl status says phase mirror".into(),
-            rollback: "set initial_phase back to \"passthrough\" and restart (nothing on old has changed)".into(),
+            about: "Every write goes to old, then in step to new; reads stay on old. No restart: sessions opened in passthrough close at their next idle moment and their clients connect again, mirrored; backfill waits until they are gone.".into(),
+            commands: vec![ctl("flip mirror --dry-run"), ctl("flip mirror")],
+            go_on_when: "turnout ctl status says phase mirror and no session opened in passthrough is left".into(),
+            rollback: format!("none from turnout (sessions opened in mirror cannot go back to passthrough); to undo, stop turnout, remove the state file ([state] file in {path}) and start it again in passthrough"),
         });
     }
     steps.push(Step {

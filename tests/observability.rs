@@ -383,3 +383,34 @@ print(json.dumps(docs))
         assert!(unit.contains(section), "{section}");
     }
 }
+
+/// `log.format = "json"`: every line turnout logs is one JSON object with
+/// its time, level, message and fields.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let mut s = Setup::start(Options {
+        admin: true,
+        ..Options::default()
+    });
+    let text = std::fs::read_to_string(&s.proxy.config).unwrap();
+    assert!(text.contains("[log]\n"));
+    std::fs::write(
+        &s.proxy.config,
+        text.replacen("[log]\n", "[log]\nformat = \"json\"\n", 1),
+    )
+    .unwrap();
+    s.restart_proxy("turnout-json.log");
+    s.run_ok(&["SELECT 1"]);
+    let log = std::fs::read_to_string(s.dir.path().join("turnout-json.log")).unwrap();
+    let mut listening = false;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        assert!(v["at"].is_string() && v["level"].is_string(), "{line}");
+        if v["message"] == "turnout listening" {
+            listening = true;
+            assert!(v["addr"].is_string(), "{line}");
+        }
+    }
+    assert!(listening, "{log}");
+}

@@ -658,3 +658,86 @@ fn passwords_never_show_and_the_admin_socket_refuses_other_users() {
         );
     }
 }
+
+/// From passthrough to mirror without a restart: `flip mirror` checks new,
+/// then writes are mirrored from the next session on; sessions opened in
+/// passthrough end at their next idle moment (a transaction open then
+/// finishes first), their clients told to connect again; the backfill
+/// waits for them, then copies what predates mirroring.
+#[test]
+fn flip_mirror_enters_mirroring_from_passthrough_without_a_restart() {
+    let s = Setup::start(Options {
+        phase: Some("passthrough"),
+        admin: true,
+        ..Options::default()
+    });
+    let table = "CREATE TABLE notes (id int PRIMARY KEY, body text)";
+    run_direct_ok(&s.direct_new_url(), &[table]);
+    run_direct_ok(
+        &s.direct_url(),
+        &[table, "INSERT INTO notes VALUES (1, 'before')"],
+    );
+    let dry = s.ctl_ok(&["flip", "mirror", "--dry-run"]);
+    assert!(dry.contains("passthrough -> mirror"), "{dry}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (idle, busy) = rt.block_on(async {
+        let idle = pg_client(&s.app_url()).await;
+        let busy = pg_client(&s.app_url()).await;
+        idle.simple_query("SELECT 1").await.unwrap();
+        busy.batch_execute("BEGIN; INSERT INTO notes VALUES (2, 'in passthrough')")
+            .await
+            .unwrap();
+        (idle, busy)
+    });
+    let flip = {
+        let socket = s.admin_socket();
+        std::thread::spawn(move || {
+            Command::new(turnout_bin())
+                .args(["ctl", "--socket"])
+                .arg(socket)
+                .args(["flip", "mirror"])
+                .output()
+                .unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    // The open transaction finishes as it would have.
+    rt.block_on(async { busy.batch_execute("COMMIT").await.unwrap() });
+    let out = flip.join().unwrap();
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    println!("{text}");
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("2 session(s) opened in passthrough closed at their next idle moment"),
+        "{text}"
+    );
+    // Both old sessions were closed between transactions, with a reason.
+    rt.block_on(async {
+        for c in [&idle, &busy] {
+            let e = c.simple_query("SELECT 1").await.unwrap_err();
+            assert!(
+                e.as_db_error().is_some_and(
+                    |d| d.code().code() == "57P01" && d.message().contains("connect again")
+                ) || c.is_closed(),
+                "{e}"
+            );
+        }
+    });
+    assert_eq!(s.phase(), "mirror");
+    // New sessions mirror.
+    s.run_ok(&["INSERT INTO notes VALUES (3, 'mirrored')"]);
+    assert_eq!(
+        scalar(&s.direct_new_url(), "SELECT body FROM notes WHERE id = 3"),
+        "mirrored"
+    );
+    // What predates mirroring is the backfill's, which may start now.
+    s.ctl_ok(&["backfill", "start"]);
+    wait_job(&s, "backfill", Duration::from_secs(60));
+    s.ctl_ok(&["verify", "start"]);
+    let v = wait_job(&s, "verify", Duration::from_secs(60));
+    assert_eq!(v["last_clean"], true, "{v}");
+    assert_sides_identical(&s, &[("notes", "id")]);
+    // No way back to passthrough from turnout.
+    let out = s.ctl(&["rollback"]);
+    assert_eq!(out.status.code(), Some(1));
+}

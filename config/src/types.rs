@@ -573,6 +573,18 @@ pub struct Log {
     /// checkpoints) are created 0640 instead of 0600.
     #[serde(default)]
     pub group_readable: bool,
+    /// `"text"` (default) or `"json"`: one JSON object per line on stderr.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Default for Log {
@@ -580,6 +592,7 @@ impl Default for Log {
         Log {
             level: defaults::log_level(),
             group_readable: false,
+            format: LogFormat::default(),
         }
     }
 }

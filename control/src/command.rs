@@ -57,7 +57,7 @@ pub enum JobAction {
     Status,
 }
 
-pub const USAGE: &str = "commands: status, diffs, flip reads|writes [--force], finalize [--force], rollback [--force], ack, pause, resume, sample RATE, reload (each change takes --dry-run), backfill start|pause|resume|status [TABLE], verify start|status [TABLE] [--repair]";
+pub const USAGE: &str = "commands: status, diffs, flip mirror|reads|writes [--force], finalize [--force], rollback [--force], ack, pause, resume, sample RATE, reload (each change takes --dry-run), backfill start|pause|resume|status [TABLE], verify start|status [TABLE] [--repair]";
 
 impl Command {
     /// Parses one line: words separated by blanks, flags anywhere after
@@ -134,7 +134,7 @@ impl Command {
         }
         let takes_force = matches!(
             words.as_slice(),
-            ["flip", "reads" | "writes"] | ["finalize"] | ["rollback"]
+            ["flip", "mirror" | "reads" | "writes"] | ["finalize"] | ["rollback"]
         );
         if force && !takes_force {
             return Err(format!(
@@ -160,10 +160,11 @@ impl Command {
         match words.as_slice() {
             ["status"] => read_only(Command::Status),
             ["diffs"] => read_only(Command::Diffs),
+            ["flip", "mirror"] => Ok(phase(Change::EnterMirror)),
             ["flip", "reads"] => Ok(phase(Change::FlipReads)),
             ["flip", "writes"] => Ok(phase(Change::FlipWrites)),
             ["flip", other] => Err(format!(
-                "flip what? expected reads or writes, got {other:?}"
+                "flip what? expected mirror, reads or writes, got {other:?}"
             )),
             ["flip"] => Err("flip what? expected flip reads or flip writes".into()),
             ["finalize"] => Ok(phase(Change::Finalize)),

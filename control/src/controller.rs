@@ -114,6 +114,8 @@ pub struct FlipRequest {
 /// A phase change an operator (or the flag file) can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
+    /// passthrough -> mirror: writes start to be mirrored.
+    EnterMirror,
     /// mirror -> reads_new
     FlipReads,
     /// reads_new -> writes_new: the authority changes.
@@ -127,6 +129,7 @@ pub enum Change {
 impl Change {
     pub fn name(self) -> &'static str {
         match self {
+            Change::EnterMirror => "flip mirror",
             Change::FlipReads => "flip reads",
             Change::FlipWrites => "flip writes",
             Change::Finalize => "finalize",
@@ -137,6 +140,7 @@ impl Change {
     /// The phase a forward change starts from, and where it goes.
     fn forward(self) -> Option<(Phase, Phase)> {
         match self {
+            Change::EnterMirror => Some((Phase::Passthrough, Phase::Mirror)),
             Change::FlipReads => Some((Phase::Mirror, Phase::ReadsNew)),
             Change::FlipWrites => Some((Phase::ReadsNew, Phase::WritesNew)),
             Change::Finalize => Some((Phase::WritesNew, Phase::Finalized)),
@@ -285,11 +289,12 @@ impl Controller {
         }
         let failures = self.refusals(change, req);
         if !failures.is_empty() && !req.force {
-            let ack = self
-                .guards()
-                .failures(&req.figures)
-                .iter()
-                .any(|f| f.contains("mismatch") || f.contains("mirror error"));
+            let ack = change != Change::EnterMirror
+                && self
+                    .guards()
+                    .failures(&req.figures)
+                    .iter()
+                    .any(|f| f.contains("mismatch") || f.contains("mirror error"));
             return Err(format!(
                 "guards refuse the flip: {} (ways out: {}--force overrides, audited)",
                 failures.join("; "),
@@ -314,6 +319,10 @@ impl Controller {
         if change == Change::Rollback {
             return Vec::new();
         }
+        if change == Change::EnterMirror {
+            // Nothing compared yet: only what stands in the way counts.
+            return req.blockers.clone();
+        }
         let mut out = self.guards().failures(&req.figures);
         out.extend(req.blockers.iter().cloned());
         out
@@ -322,9 +331,14 @@ impl Controller {
     /// The forward change the phase goes through next (`None` once finalized).
     pub fn next_change(&self) -> Option<Change> {
         let current = self.routing.snapshot().phase;
-        [Change::FlipReads, Change::FlipWrites, Change::Finalize]
-            .into_iter()
-            .find(|c| c.forward().is_some_and(|(from, _)| from == current))
+        [
+            Change::EnterMirror,
+            Change::FlipReads,
+            Change::FlipWrites,
+            Change::Finalize,
+        ]
+        .into_iter()
+        .find(|c| c.forward().is_some_and(|(from, _)| from == current))
     }
 
     /// What `plan` would do, changing nothing (`--dry-run`).
@@ -346,9 +360,14 @@ impl Controller {
         if to == current {
             return Ok(None);
         }
-        if let Some(change) = [Change::FlipReads, Change::FlipWrites, Change::Finalize]
-            .into_iter()
-            .find(|c| c.forward() == Some((current, to)))
+        if let Some(change) = [
+            Change::EnterMirror,
+            Change::FlipReads,
+            Change::FlipWrites,
+            Change::Finalize,
+        ]
+        .into_iter()
+        .find(|c| c.forward() == Some((current, to)))
         {
             return Ok(Some(change));
         }

@@ -24,7 +24,25 @@ pub async fn run(
     let _one_at_a_time = shared.coord.flip_lock.lock().await;
     let mut req = req;
     req.blockers = blockers(shared, change);
-    let planned = controller.plan(change, &req);
+    if change == Change::EnterMirror
+        && controller.routing().snapshot().phase == turnout_control::Phase::Passthrough
+    {
+        req.blockers.extend(entry_blockers(shared).await);
+    }
+    let mut planned = controller.plan(change, &req);
+    // Entering mirror: the mirror's source is made ready before any write
+    // is mirrored (the log's slot first, so no commit after it is missed).
+    if let (Ok(_), Change::EnterMirror, false) = (&planned, change, req.dry_run) {
+        if let Some(log) = shared.adapter.log() {
+            match log
+                .start(shared, turnout_control::Phase::Mirror, false)
+                .await
+            {
+                Ok(line) => info!("{line}"),
+                Err(e) => planned = Err(format!("flip mirror refused: {e}")),
+            }
+        }
+    }
     let command = match &planned {
         Ok(p) => p.command(),
         Err(_) => change.name().to_string(),
@@ -42,6 +60,13 @@ pub async fn run(
             };
             cutover(&mut live, controller, &plan).await
         }
+    };
+    let result = match result {
+        Ok(mut o) if change == Change::EnterMirror && !o.dry_run => {
+            o.notes.push(close_passthrough(shared, controller).await);
+            Ok(o)
+        }
+        other => other,
     };
     controller.audit(&command, req.dry_run, caller, &result);
     count_change(&result);
@@ -115,6 +140,11 @@ pub fn blockers(shared: &Shared, change: Change) -> Vec<String> {
             ));
         }
     }
+    if change == Change::EnterMirror && phase == turnout_control::Phase::Passthrough {
+        if let Some(why) = shared.log.stopped.load().as_ref() {
+            out.push(format!("the log applier stopped: {why}"));
+        }
+    }
     if change != Change::FlipReads || !shared.backfill.required {
         return out;
     }
@@ -128,6 +158,37 @@ pub fn blockers(shared: &Shared, change: Change) -> Vec<String> {
         );
     }
     out
+}
+
+/// What keeps turnout from entering mirror: new must take logins (and
+/// serve the catalog read) as configured.
+async fn entry_blockers(shared: &Arc<Shared>) -> Vec<String> {
+    crate::backend_check::check(shared, &[Side::New])
+        .await
+        .into_iter()
+        .filter_map(|(_, checked)| checked.err())
+        .map(|why| format!("{why} (mirroring needs new)"))
+        .collect()
+}
+
+/// Sessions opened in passthrough cannot mirror: PostgreSQL ones close at
+/// their next idle moment (clients connect again, now mirrored); the
+/// change waits for them up to `guards.barrier_ms`. A line for the reply.
+async fn close_passthrough(shared: &Arc<Shared>, controller: &Controller) -> String {
+    shared.coord.mirror_entered.send_replace(true);
+    let count = || shared.coord.passthrough_sessions.load(Ordering::Relaxed);
+    let before = count();
+    let deadline = Instant::now() + Duration::from_millis(controller.guards().barrier_ms);
+    while count() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    match (before, count()) {
+        (0, _) => "no session opened in passthrough was open".into(),
+        (n, 0) => format!("{n} session(s) opened in passthrough closed at their next idle moment (their clients connect again, mirrored)"),
+        (n, left) => format!(
+            "{n} session(s) opened in passthrough: {left} still open (in a transaction, or MySQL's, which end when their clients close them): their writes are not mirrored; backfill start waits until they are gone"
+        ),
+    }
 }
 
 /// The steps of a phase change, in the order they run. A change of

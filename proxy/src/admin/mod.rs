@@ -358,6 +358,7 @@ fn status(shared: &Shared, controller: &Controller, figures: Figures) -> Value {
             "mirrored": shared.coord.mirror_sessions.load(Ordering::Relaxed),
             "in_transaction": shared.coord.busy_sessions.load(Ordering::Relaxed),
             "connections": shared.coord.connections.load(Ordering::Relaxed),
+            "passthrough": shared.coord.passthrough_sessions.load(Ordering::Relaxed),
         },
         "paused": shared.coord.operator_paused(),
         "divergences": shared.records.divergence_count(),

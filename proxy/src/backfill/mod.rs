@@ -7,8 +7,12 @@
 //! after every batch; a restart resumes from the checkpoint (a batch done
 //! twice leaves the same rows). Driven by `turnout ctl backfill ...`.
 
+mod order;
 pub mod sql;
 pub mod verify;
+
+pub use order::foreign_key_order;
+pub(crate) use order::foreign_keys;
 
 use crate::backend::transport::Backends;
 use crate::engine::records::Records;
@@ -38,6 +42,11 @@ pub trait Env: Send + Sync + 'static {
     /// `mirror.mode = "async"`.
     fn async_mirroring(&self) -> bool;
     fn records(&self) -> &Records;
+    /// Sessions opened in passthrough still open (their writes are not
+    /// mirrored).
+    fn passthrough_sessions(&self) -> usize {
+        0
+    }
 }
 
 /// Why a backfill or verify command was refused (what the operator is
@@ -56,6 +65,8 @@ pub enum JobError {
     Phase(Phase),
     #[error("backfill needs mirror.mode = \"sync\": a queued write could land before the copy of its row")]
     AsyncMirroring,
+    #[error("{0} session(s) opened in passthrough are still open: their writes are not mirrored, so a copy made now could miss them; they close at their next idle moment (or when their clients close them)")]
+    PassthroughSessions(usize),
     #[error("verify with new the authority compares new to old, which it does only without a [mapping] (the phase is {0})")]
     ReverseMapping(Phase),
 }
@@ -456,7 +467,10 @@ fn can_run(env: &Arc<dyn Env>) -> Result<(), JobError> {
     if env.async_mirroring() {
         return Err(JobError::AsyncMirroring);
     }
-    Ok(())
+    match env.passthrough_sessions() {
+        0 => Ok(()),
+        n => Err(JobError::PassthroughSessions(n)),
+    }
 }
 
 /// Verify compares the authority (`from`) to the mirror (`to`) and repairs
@@ -502,46 +516,6 @@ pub async fn tables(
 /// Tables with fewer rows than this (by the statistics) are counted
 /// exactly for the progress figures.
 pub(crate) const COUNTED_BELOW: i64 = 5_000_000;
-
-/// `tables` in an order that copies a referenced table before the tables
-/// referencing it (`edges`: child, parent), by name otherwise; tables in a
-/// cycle of foreign keys keep their name order.
-pub fn foreign_key_order(tables: Vec<TableShape>, edges: &[(String, String)]) -> Vec<TableShape> {
-    let mut left: Vec<TableShape> = tables;
-    left.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut out = Vec::with_capacity(left.len());
-    while !left.is_empty() {
-        let names: std::collections::HashSet<&str> = left.iter().map(|t| t.name.as_str()).collect();
-        let ready = left.iter().position(|t| {
-            !edges.iter().any(|(child, parent)| {
-                child == &t.name && parent != &t.name && names.contains(parent.as_str())
-            })
-        });
-        // A cycle: the first by name goes (new's constraints decide).
-        out.push(left.remove(ready.unwrap_or(0)));
-    }
-    out
-}
-
-/// `side`'s foreign keys between its tables (child, parent); none when
-/// its catalog cannot be read (said in the log).
-pub(crate) async fn foreign_keys(conn: &mut Conn, d: Dialect, side: Side) -> Vec<(String, String)> {
-    match conn.query(d.foreign_keys_query(), side).await {
-        Ok(rows) => rows
-            .iter()
-            .filter_map(|r| {
-                Some((
-                    r.str("child").ok()?.to_string(),
-                    r.str("parent").ok()?.to_string(),
-                ))
-            })
-            .collect(),
-        Err(e) => {
-            warn!(%side, error = %e, "foreign keys could not be read: tables go by name");
-            Vec::new()
-        }
-    }
-}
 
 async fn run(env: &Arc<dyn Env>) -> Result<(), String> {
     let b = &env.backfill();
@@ -781,32 +755,6 @@ pub(crate) async fn upsert(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn referenced_tables_are_copied_first() {
-        let shape = |n: &str| TableShape {
-            name: n.into(),
-            columns: vec!["id".into()],
-            key: vec!["id".into()],
-            estimated_rows: 0,
-        };
-        let edges = [
-            ("orders".to_string(), "users".to_string()),
-            ("items".to_string(), "orders".to_string()),
-            ("a".to_string(), "b".to_string()),
-            ("b".to_string(), "a".to_string()),
-        ];
-        let order: Vec<String> = foreign_key_order(
-            ["items", "orders", "users", "a", "b", "zz"]
-                .map(shape)
-                .to_vec(),
-            &edges,
-        )
-        .into_iter()
-        .map(|t| t.name)
-        .collect();
-        assert_eq!(order, ["users", "orders", "items", "zz", "a", "b"]);
-    }
 
     #[test]
     fn latency_is_a_running_mean_and_idle_clients_count_as_none() {

@@ -105,6 +105,8 @@ async fn run_session(
         && shared.live().mapping.translates_after_finalize();
     let Some(mirror_side) = phase.mirror().or(translating.then_some(Side::Old)) else {
         debug!(%peer, id, "mysql session started");
+        let _counted =
+            crate::shared::coordination::PassthroughGuard::new(&shared.coord.passthrough_sessions);
         match forward(shared, client, backend, &legs.user).await {
             Ok(()) => debug!(%peer, id, "mysql session ended"),
             Err(e) => debug!(%peer, id, error = %e, "mysql session ended"),

@@ -139,6 +139,11 @@ pub struct Pump {
     max_message: usize,
     /// Transaction status of the last ReadyForQuery: b'I', b'T' or b'E'.
     pub tx_status: u8,
+    /// Requests (Query, Sync) sent and not yet answered by ReadyForQuery.
+    in_flight: u64,
+    /// The client sent messages since its last Query or Sync (an extended
+    /// batch being built, COPY data).
+    client_open: bool,
 }
 
 enum Step {
@@ -165,7 +170,21 @@ impl Pump {
             backend_scan: FrameScanner::default(),
             max_message,
             tx_status: b'I',
+            in_flight: 0,
+            client_open: false,
         }
+    }
+
+    /// Nothing in flight either way and no transaction open: the session
+    /// can end here without losing or half-doing anything of the client's.
+    pub fn idle(&self) -> bool {
+        self.tx_status == b'I'
+            && self.in_flight == 0
+            && !self.client_open
+            && self.client_in.is_empty()
+            && self.to_backend.is_empty()
+            && self.to_client.is_empty()
+            && self.client_at_boundary()
     }
 
     /// Forwards until one side ends, then returns how it ended. Whatever was
@@ -232,6 +251,7 @@ impl Pump {
             Poll::Ready(Ok(0)) => Step::End(PumpEnd::ClientClosed),
             Poll::Ready(Ok(_)) => {
                 let mut terminated = false;
+                let (in_flight, client_open) = (&mut self.in_flight, &mut self.client_open);
                 let scanned = self
                     .client_scan
                     .scan(&self.client_in, self.max_message, |f| {
@@ -239,6 +259,12 @@ impl Pump {
                             return Err(CodecError::Unexpected(tag_name(f.tag)));
                         }
                         terminated = f.tag == b'X';
+                        if matches!(f.tag, b'Q' | b'S') {
+                            *in_flight += 1;
+                            *client_open = false;
+                        } else {
+                            *client_open = true;
+                        }
                         Ok(())
                     });
                 match scanned {
@@ -277,11 +303,13 @@ impl Pump {
             Poll::Ready(Ok(0)) => Step::End(PumpEnd::BackendClosed),
             Poll::Ready(Ok(_)) => {
                 let tx_status = &mut self.tx_status;
+                let in_flight = &mut self.in_flight;
                 let scanned = self.backend_scan.scan(&self.backend_in, usize::MAX, |f| {
                     if f.tag == b'Z' {
                         if let Some(&[status]) = f.body {
                             *tx_status = status;
                         }
+                        *in_flight = in_flight.saturating_sub(1);
                     }
                     Ok::<(), CodecError>(())
                 });

@@ -127,8 +127,19 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
         ..
     } = backend;
     debug!(%peer, %user, "session started");
+    let _counted =
+        crate::shared::coordination::PassthroughGuard::new(&shared.coord.passthrough_sessions);
     let mut pump = Pump::new(stream, backend_stream, leftover, shared.max_message);
-    let end = pump.run().await;
+    let end = if phase == turnout_control::Phase::Passthrough {
+        // Until `flip mirror`, then it ends at its next idle moment.
+        let mut entered = shared.coord.mirror_entered.subscribe();
+        tokio::select! {
+            end = pump.run() => end,
+            () = until_set(&mut entered) => close_when_idle(&mut pump).await,
+        }
+    } else {
+        pump.run().await
+    };
     shared.pg.cancels.remove(&key);
     match end {
         PumpEnd::Terminated | PumpEnd::ClientClosed => debug!(%peer, %user, "session ended"),
@@ -383,6 +394,41 @@ mod tests {
         ] {
             let e = check_parameters(&p(&[bad])).unwrap_err();
             assert!(e.to_string().contains("startup parameter"), "{bad:?}: {e}");
+        }
+    }
+}
+
+/// `flip mirror` entered the mirror phase: a session opened in passthrough
+/// cannot mirror, so it ends at its next idle moment (no transaction, no
+/// request in flight), telling the client to connect again (57P01, which
+/// drivers and pools take as a connection to replace). Until then it runs
+/// as before.
+async fn close_when_idle(pump: &mut Pump) -> PumpEnd {
+    loop {
+        if pump.idle() {
+            pump.push_to_client(codec::error_response(
+                Severity::Fatal,
+                "57P01",
+                "turnout: the cutover entered the mirror phase; this connection, opened before it, closes: connect again",
+            ));
+            pump.flush_client().await;
+            return PumpEnd::Terminated;
+        }
+        tokio::select! {
+            end = pump.run() => return end,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+        }
+    }
+}
+
+/// Returns once `flag` is true (never when its sender is gone).
+async fn until_set(flag: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *flag.borrow_and_update() {
+            return;
+        }
+        if flag.changed().await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 }

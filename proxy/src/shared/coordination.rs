@@ -42,6 +42,28 @@ pub struct Coordination {
     pub authority_failures: [AtomicU64; 2],
     /// Client connections open (all phases).
     pub connections: Arc<AtomicUsize>,
+    /// Sessions opened in passthrough (bytes forwarded, nothing mirrored)
+    /// still open.
+    pub passthrough_sessions: Arc<AtomicUsize>,
+    /// Set when `flip mirror` entered the mirror phase: passthrough sessions
+    /// close at their next idle moment (PostgreSQL).
+    pub mirror_entered: tokio::sync::watch::Sender<bool>,
+}
+
+/// Counts a passthrough session while it lives.
+pub struct PassthroughGuard(Arc<AtomicUsize>);
+
+impl PassthroughGuard {
+    pub fn new(count: &Arc<AtomicUsize>) -> PassthroughGuard {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        PassthroughGuard(count.clone())
+    }
+}
+
+impl Drop for PassthroughGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Coordination {
@@ -58,6 +80,8 @@ impl Coordination {
             mirror_read_errors: AtomicU64::new(0),
             authority_failures: [AtomicU64::new(0), AtomicU64::new(0)],
             connections: Arc::new(AtomicUsize::new(0)),
+            passthrough_sessions: Arc::new(AtomicUsize::new(0)),
+            mirror_entered: tokio::sync::watch::channel(false).0,
         }
     }
 

@@ -484,6 +484,11 @@ impl crate::backfill::Env for Shared {
     fn records(&self) -> &Records {
         &self.records
     }
+    fn passthrough_sessions(&self) -> usize {
+        self.coord
+            .passthrough_sessions
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Shared {
