@@ -467,7 +467,34 @@ fn human(command: &str, r: &Value) -> String {
             a["mismatches"]
         );
     }
-    if word == "pause" || word == "resume" || word == "reload" {
+    if word == "reload" {
+        let list = |k: &str| -> Vec<String> {
+            r[k].as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        };
+        let (changed, restart) = (list("changed"), list("needs_restart"));
+        let mut out = if r["dry_run"].as_bool().unwrap_or(false) {
+            "dry run: would reload\n".to_string()
+        } else {
+            "done: reload\n".to_string()
+        };
+        out.push_str(&if changed.is_empty() {
+            "  applied live: nothing changed\n".to_string()
+        } else {
+            format!("  applied live: {}\n", changed.join(", "))
+        });
+        if !restart.is_empty() {
+            out.push_str(&format!(
+                "  WARNING: changed but not applied until turnout restarts: {}\n",
+                restart.join(", ")
+            ));
+        }
+        return out;
+    }
+    if word == "pause" || word == "resume" {
         return if r["dry_run"].as_bool().unwrap_or(false) {
             format!("dry run: would {word}\n")
         } else {

@@ -424,11 +424,30 @@ fn reload_changes_users_and_sampling_live_and_refuses_a_broken_config() {
 
     let dry = s.ctl(&["reload", "--dry-run"]);
     assert!(dry.status.success(), "{}", stderr(&dry));
+    // The dry run lists what would change.
+    assert!(
+        stdout(&dry).contains("applied live: users, sampling.rate"),
+        "{}",
+        stdout(&dry)
+    );
     assert!(!login(&late), "a dry run changes nothing");
     let out = s.ctl(&["--json", "reload"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(login(&late), "the new user logs in after reload");
     assert!(s.ctl_ok(&["diffs"]).starts_with("sampling rate 1.0"));
+    // A setting that needs a restart is said, not silently ignored.
+    std::fs::write(
+        &config,
+        edited.replacen("level = \"debug\"", "level = \"info\"", 1),
+    )
+    .unwrap();
+    let said = s.ctl_ok(&["reload"]);
+    assert!(
+        said.contains("applied live: nothing changed")
+            && said.contains("not applied until turnout restarts: log"),
+        "{said}"
+    );
+    std::fs::write(&config, &edited).unwrap();
 
     // A broken file is refused with its error; the running config stays.
     std::fs::write(&config, edited.replacen("\nport = ", "\nport = 70000 #", 1)).unwrap();
@@ -455,7 +474,7 @@ fn reload_changes_users_and_sampling_live_and_refuses_a_broken_config() {
     let audit = std::fs::read_to_string(s.dir.path().join("audit.jsonl")).unwrap();
     assert_eq!(
         audit.matches("\"command\":\"reload\"").count(),
-        4,
+        5,
         "{audit}"
     );
 }

@@ -709,3 +709,63 @@ impl Config {
         c
     }
 }
+
+impl Config {
+    /// What differs from `running` to this config, in two lists: the keys
+    /// a reload applies live, and the sections that take effect only at
+    /// the next start.
+    pub fn changes_from(&self, running: &Config) -> (Vec<String>, Vec<String>) {
+        let differ =
+            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        let mut live = Vec::new();
+        if differ(&self.users, &running.users)
+            || self
+                .users
+                .iter()
+                .zip(&running.users)
+                .any(|(a, b)| a.password != b.password || a.backend_password != b.backend_password)
+        {
+            live.push("users".to_string());
+        }
+        if differ(&self.mirror.rules, &running.mirror.rules) {
+            live.push("mirror.rules".into());
+        }
+        if self.sampling.rate != running.sampling.rate {
+            live.push("sampling.rate".into());
+        }
+        if differ(&self.guards, &running.guards) {
+            live.push("guards".into());
+        }
+        if differ(&self.mapping, &running.mapping) {
+            live.push("mapping".into());
+        }
+        let mut restart = Vec::new();
+        let (mut m, mut rm) = (self.mirror.clone(), running.mirror.clone());
+        m.rules.clear();
+        rm.rules.clear();
+        let (mut s, mut rs) = (self.sampling.clone(), running.sampling.clone());
+        s.rate = 0.0;
+        rs.rate = 0.0;
+        let backends_differ = differ(&self.backends, &running.backends)
+            || self.backends.old.password != running.backends.old.password
+            || self.backends.new.password != running.backends.new.password;
+        for (name, changed) in [
+            ("protocol", differ(&self.protocol, &running.protocol)),
+            ("listen", differ(&self.listen, &running.listen)),
+            ("backends", backends_differ),
+            ("mirror (other than rules)", differ(&m, &rm)),
+            ("sampling (other than rate)", differ(&s, &rs)),
+            ("admin", differ(&self.admin, &running.admin)),
+            ("metrics", differ(&self.metrics, &running.metrics)),
+            ("state", differ(&self.state, &running.state)),
+            ("limits", differ(&self.limits, &running.limits)),
+            ("backfill", differ(&self.backfill, &running.backfill)),
+            ("log", differ(&self.log, &running.log)),
+        ] {
+            if changed {
+                restart.push(name.to_string());
+            }
+        }
+        (live, restart)
+    }
+}

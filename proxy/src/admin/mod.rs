@@ -587,14 +587,27 @@ pub async fn reload(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
             e => format!("config not reloaded: {e}"),
         })?;
         live.mapping = Arc::new((*live.mapping).clone().with_old_columns(old_columns));
+        let (changed, restart) = config.changes_from(&ctx.shared.running.load());
         if !dry_run {
             // Users, logins and mapping change together.
             ctx.shared.set_live(live);
             ctx.shared.classifier.set_rules(&config.mirror.rules);
             ctx.shared.sampler.set_rate(config.sampling.rate)?;
             ctx.controller.set_guards(guard_limits(&config.guards));
+            // What needs a restart keeps running as loaded at start; the
+            // rest is the new file's.
+            let mut running = (**ctx.shared.running.load()).clone();
+            running.users = config.users.clone();
+            running.mirror.rules = config.mirror.rules.clone();
+            running.sampling.rate = config.sampling.rate;
+            running.guards = config.guards.clone();
+            running.mapping = config.mapping.clone();
+            ctx.shared.running.store(Arc::new(running));
+            if !restart.is_empty() {
+                warn!(sections = ?restart, "the reloaded config changes settings that take effect only at the next start");
+            }
         }
-        Ok(config)
+        Ok((config, changed, restart))
     });
     let epoch = ctx.controller.routing().snapshot().epoch;
     let outcome = result.as_ref().map(|_| Outcome {
@@ -611,14 +624,16 @@ pub async fn reload(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
         &outcome.clone().map_err(|e| e.clone()),
     );
     match result {
-        Ok(config) => {
+        Ok((config, changed, restart)) => {
             if !dry_run {
-                info!(file = %ctx.config_path.display(), users = config.users.len(), rules = config.mirror.rules.len(), rate = config.sampling.rate, %caller, "config reloaded");
+                info!(file = %ctx.config_path.display(), users = config.users.len(), rules = config.mirror.rules.len(), rate = config.sampling.rate, changed = ?changed, %caller, "config reloaded");
             }
             json!({
                 "ok": true,
                 "dry_run": dry_run,
                 "applied": ["users", "mirror.rules", "sampling.rate", "guards", "mapping"],
+                "changed": changed,
+                "needs_restart": restart,
                 "users": config.users.len(),
                 "rules": config.mirror.rules.len(),
                 "sampling_rate": config.sampling.rate,

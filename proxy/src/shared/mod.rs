@@ -267,6 +267,9 @@ pub struct Shared {
     pub log_choice: ArcSwap<String>,
     /// Statements still written with old's names (translated for new).
     pub old_names: old_names::OldNames,
+    /// The config as last loaded (at start, then by each reload): what a
+    /// reload compares with.
+    pub running: ArcSwap<Config>,
 }
 
 impl Shared {
@@ -340,6 +343,7 @@ impl Shared {
             old_names: old_names::OldNames::new(Duration::from_secs(
                 config.guards.window_secs.max(300),
             )),
+            running: ArcSwap::from_pointee(config.clone()),
             sampler: Sampler::new(
                 &config.sampling,
                 Arc::new(ReadDiffLog::open(
