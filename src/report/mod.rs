@@ -569,7 +569,11 @@ pub fn build(sources: &Sources) -> Result<Report, String> {
         if c.pass != Some(false) {
             continue;
         }
-        let said = |word: &str| reasons.iter().any(|r| r.contains(word));
+        let said = |word: &str| {
+            reasons
+                .iter()
+                .any(|r| r.contains(word) || r.starts_with(c.name))
+        };
         let covered = match c.name {
             "compared reads" => said("read(s) compared"),
             "confirmed mismatch rate" => said("confirmed mismatch"),
