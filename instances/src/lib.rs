@@ -16,7 +16,7 @@ use std::net::TcpListener;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstanceError {
-    #[error("{0} not found: install the PostgreSQL server package (postgresql) or MariaDB's (mariadb-server), or put it on PATH")]
+    #[error("{0} not found: {hint}", hint = install_hint(.0))]
     NotInstalled(String),
     #[error("{what} failed: {detail}")]
     Command { what: String, detail: String },
@@ -73,4 +73,17 @@ pub(crate) fn check(
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// How to get `program` on a Debian or Ubuntu machine.
+fn install_hint(program: &str) -> String {
+    let package = if program.starts_with("mariadb") || program.starts_with("mysql") {
+        "mariadb-server"
+    } else {
+        "postgresql"
+    };
+    format!(
+        "install it with `sudo apt-get install {package}` (Debian, Ubuntu; other systems: the {} server package), or put the folder that holds it on PATH",
+        if package == "postgresql" { "PostgreSQL" } else { "MariaDB" }
+    )
 }
