@@ -43,7 +43,12 @@ async fn one(shared: &Shared, side: Side) -> Checked {
     };
     match tokio::time::timeout(limit, work).await {
         Ok(Ok(n)) => Ok(format!("{what}: logged in, catalog read ({n} table(s))")),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Ok(Err(e)) => {
+            // The side and address are said once, in front.
+            let e = e.strip_prefix(&format!("{side}: ")).unwrap_or(&e);
+            let e = e.replace(&format!(" to backend {side} ({})", t.address()), "");
+            Err(format!("{what}: {e}"))
+        }
         Err(_) => Err(format!("{what}: no answer within {} s", limit.as_secs())),
     }
 }
