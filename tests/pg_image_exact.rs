@@ -257,9 +257,12 @@ fn views_and_copy_with_volatile_defaults_are_identical_or_recorded() {
     );
     let old = rows_text(&s.direct_url(), "things", "id");
     let new = rows_text(&s.direct_new_url(), "things", "id");
+    // COPY's rows go as a statement, drawing new's defaults (new's own
+    // sequence, which the images did not move): what fails there is a
+    // recorded mirror error, never a silent difference.
     if old != new {
         assert!(
-            s.divergences().len() >= 2,
+            !records_with(&s, "copy things (name) from stdin").is_empty(),
             "COPY left the sides different without a record: {:?}",
             s.divergences()
         );
