@@ -696,8 +696,6 @@ fn flip_mirror_enters_mirroring_from_passthrough_without_a_restart() {
         &s.direct_url(),
         &[table, "INSERT INTO notes VALUES (1, 'before')"],
     );
-    let dry = s.ctl_ok(&["flip", "mirror", "--dry-run"]);
-    assert!(dry.contains("passthrough -> mirror"), "{dry}");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (idle, busy) = rt.block_on(async {
         let idle = pg_client(&s.app_url()).await;
@@ -708,6 +706,12 @@ fn flip_mirror_enters_mirroring_from_passthrough_without_a_restart() {
             .unwrap();
         (idle, busy)
     });
+    let dry = s.ctl_ok(&["flip", "mirror", "--dry-run"]);
+    assert!(
+        dry.contains("passthrough -> mirror")
+            && dry.contains("2 session(s) opened in passthrough would close"),
+        "{dry}"
+    );
     let flip = {
         let socket = s.admin_socket();
         std::thread::spawn(move || {

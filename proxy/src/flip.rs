@@ -66,6 +66,13 @@ pub async fn run(
             o.notes.push(close_passthrough(shared, controller).await);
             Ok(o)
         }
+        Ok(mut o) if change == Change::EnterMirror => {
+            o.notes.push(format!(
+                "{} session(s) opened in passthrough would close at their next idle moment (their clients connect again, mirrored)",
+                shared.coord.passthrough_sessions.load(Ordering::Relaxed)
+            ));
+            Ok(o)
+        }
         other => other,
     };
     controller.audit(&command, req.dry_run, caller, &result);
