@@ -116,3 +116,40 @@ fn backfill_under_writers_then_verify_and_repair_over_mariadb() {
     assert_eq!(v["last_clean"], true, "{v}");
     s.assert_identical("items", "id");
 }
+
+/// `flip mirror` over MariaDB: from passthrough without a restart. A
+/// passthrough session left open keeps the backfill waiting (its writes
+/// are not mirrored); once its client leaves, the backfill copies what
+/// predates mirroring and new sessions mirror.
+#[test]
+fn flip_mirror_from_passthrough_over_mariadb() {
+    use mysql_async::prelude::*;
+    let s = MySetup::start("passthrough", "");
+    let table = "CREATE TABLE notes (id INT PRIMARY KEY, body VARCHAR(64))";
+    s.new.sql("app", table).unwrap();
+    s.old.sql("app", table).unwrap();
+    s.sql_ok("INSERT INTO notes VALUES (1, 'in passthrough')");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut open = rt.block_on(s.connect());
+    rt.block_on(open.query_drop("SELECT 1")).unwrap();
+    let done = s.ctl_ok(&["flip", "mirror"]);
+    assert!(
+        done.contains("passthrough -> mirror") && done.contains("1 still open"),
+        "{done}"
+    );
+    let out = s.ctl(&["backfill", "start"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("opened in passthrough are still open"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rt.block_on(open.disconnect()).unwrap();
+    s.sql_ok("INSERT INTO notes VALUES (2, 'mirrored')");
+    assert_eq!(s.new_sql("SELECT body FROM notes WHERE id = 2"), "mirrored");
+    common::eventually("the passthrough session is gone", || {
+        s.ctl(&["backfill", "start"]).status.success()
+    });
+    wait_job(&s, "backfill", Duration::from_secs(60));
+    s.assert_identical("notes", "id");
+}
