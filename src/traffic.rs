@@ -38,23 +38,33 @@ fn round(i: u64) -> [String; 4] {
 /// Runs until the process ends; failures are said (once a burst) and the
 /// client reconnects.
 pub async fn run(mysql: bool, port: u16, counts: Arc<Counts>) {
-    // The application stops first when the demo is asked to stop (turnout
-    // then closes the sessions it drains).
+    // The application stops first when the demo is asked to stop: the
+    // statement in flight finishes, then the connection closes cleanly
+    // (turnout drains meanwhile).
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) else {
-        return work(mysql, port, counts).await;
-    };
-    tokio::select! {
-        _ = work(mysql, port, counts) => {}
-        _ = int.recv() => {}
-        _ = term.recv() => {}
+    ) {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
     }
+    work(mysql, port, counts, stop).await
 }
 
-async fn work(mysql: bool, port: u16, counts: Arc<Counts>) {
+async fn work(
+    mysql: bool,
+    port: u16,
+    counts: Arc<Counts>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
     // turnout is starting: its port answers first.
     while tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -64,31 +74,45 @@ async fn work(mysql: bool, port: u16, counts: Arc<Counts>) {
     }
     let mut i = 0u64;
     let mut quiet_until = 0u64;
-    loop {
+    while !stop.load(Ordering::Relaxed) {
         let session = if mysql {
-            my_session(port, &mut i, &counts).await
+            my_session(port, &mut i, &counts, &stop).await
         } else {
-            pg_session(port, &mut i, &counts).await
+            pg_session(port, &mut i, &counts, &stop).await
         };
         if let Err(e) = session {
+            // turnout closing sessions because the demo stops is no failure
+            // (the signal reaches both at once).
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
             counts.failed.fetch_add(1, Ordering::Relaxed);
             if i >= quiet_until {
                 eprintln!("demo traffic: {e} (retrying)");
                 quiet_until = i + 20;
             }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
-async fn pg_session(port: u16, i: &mut u64, counts: &Counts) -> Result<(), String> {
+async fn pg_session(
+    port: u16,
+    i: &mut u64,
+    counts: &Counts,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<(), String> {
     let url = format!("host=127.0.0.1 port={port} user=app password=app dbname=app");
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    loop {
+    while !stop.load(Ordering::Relaxed) {
         for sql in round(*i) {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
             client.simple_query(&sql).await.map_err(|e| {
                 let e = e
                     .as_db_error()
@@ -101,9 +125,15 @@ async fn pg_session(port: u16, i: &mut u64, counts: &Counts) -> Result<(), Strin
         *i += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    Ok(())
 }
 
-async fn my_session(port: u16, i: &mut u64, counts: &Counts) -> Result<(), String> {
+async fn my_session(
+    port: u16,
+    i: &mut u64,
+    counts: &Counts,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<(), String> {
     use mysql_async::prelude::Queryable;
     let opts = mysql_async::OptsBuilder::default()
         .ip_or_hostname("127.0.0.1")
@@ -115,8 +145,11 @@ async fn my_session(port: u16, i: &mut u64, counts: &Counts) -> Result<(), Strin
     let mut conn = mysql_async::Conn::new(opts)
         .await
         .map_err(|e| e.to_string())?;
-    loop {
+    while !stop.load(Ordering::Relaxed) {
         for sql in round(*i) {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
             conn.query_drop(&sql)
                 .await
                 .map_err(|e| format!("{sql}: {e}"))?;
@@ -125,4 +158,5 @@ async fn my_session(port: u16, i: &mut u64, counts: &Counts) -> Result<(), Strin
         *i += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    conn.disconnect().await.map_err(|e| e.to_string())
 }
