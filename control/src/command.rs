@@ -284,7 +284,7 @@ mod tests {
         );
         for (line, says) in [
             ("", "empty command"),
-            ("flip sideways", "expected reads or writes"),
+            ("flip sideways", "expected mirror, reads or writes"),
             ("status --dry-run", "takes no --dry-run"),
             ("sample lots", "needs a number"),
             ("sample 2", "must be 0.0-1.0"),
