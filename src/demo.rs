@@ -204,6 +204,8 @@ Try:
   {ctl} status
   {ctl} backfill start
   {ctl} verify start
+  {ctl} verify status --watch
+  {ctl} ack                          # after a clean verify: reads compared before the backfill differed by design
   {exe} report --config {shown}      # can I flip?
   {ctl} flip reads
   {ctl} flip writes
