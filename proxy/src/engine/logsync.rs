@@ -47,6 +47,8 @@ pub struct LogSync {
     nonce: String,
     next: AtomicU64,
     waiters: DashMap<u64, oneshot::Sender<()>>,
+    /// The source was set to none: marks are not waited for.
+    released: std::sync::atomic::AtomicBool,
     /// Commits answered before the mirror applied them, until it does:
     /// while any is left the mirror is not current (reads stay on the
     /// authority).
@@ -114,6 +116,7 @@ impl LogSync {
             nonce: format!("{nonce:016x}"),
             next: AtomicU64::new(1),
             waiters: DashMap::new(),
+            released: std::sync::atomic::AtomicBool::new(false),
             unapplied: DashMap::new(),
             stalled: AtomicBool::new(true),
             stopped: arc_swap::ArcSwap::from_pointee(None),
@@ -143,6 +146,17 @@ impl LogSync {
         // (A change of direction comes after the applier caught up.)
         self.unapplied.clear();
         self.source.store(side_code(side), Ordering::SeqCst);
+        self.released.store(side.is_none(), Ordering::SeqCst);
+        if side.is_none() {
+            // Nothing applies marks any more (finalized, or statements feed
+            // the mirror): no commit waits for one.
+            let ids: Vec<u64> = self.waiters.iter().map(|e| *e.key()).collect();
+            for id in ids {
+                if let Some((_, tx)) = self.waiters.remove(&id) {
+                    let _ = tx.send(());
+                }
+            }
+        }
         metrics::gauge!("turnout_mirror_source", "source" => "log").set(if side.is_some() {
             1.0
         } else {
@@ -203,6 +217,12 @@ impl LogSync {
     /// transaction `w` marks; answers at once while the applier stalls.
     pub async fn wait(&self, w: Waiter) -> Waited {
         let id = w.id;
+        if self.released.load(Ordering::SeqCst) {
+            // The log source went (finalized, or statements feed the
+            // mirror): nothing will apply the mark.
+            self.waiters.remove(&id);
+            return Waited::Applied;
+        }
         if self.stalled.load(Ordering::Relaxed) {
             self.unapplied.insert(id, ());
             self.waiters.remove(&id);
@@ -322,6 +342,29 @@ mod tests {
         log.applied(&token);
         assert_eq!(log.wait(w).await, Waited::Applied);
         assert_eq!(log.wait(w2).await, Waited::Applied);
+    }
+
+    #[tokio::test]
+    async fn commits_waiting_when_the_source_goes_are_answered() {
+        let log = std::sync::Arc::new(LogSync::new(true, Duration::from_secs(30)));
+        log.set_source(Some(Side::New));
+        log.running();
+        let (_, w) = log.mark();
+        let waiting = {
+            let log = log.clone();
+            tokio::spawn(async move { log.wait(w).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Finalize: the applier stops and the source goes.
+        log.set_source(None);
+        let answered = tokio::time::timeout(Duration::from_secs(2), waiting).await;
+        assert_eq!(
+            answered.expect("answered at once").unwrap(),
+            Waited::Applied
+        );
+        // A mark taken after that is not waited for either.
+        let (_, w) = log.mark();
+        assert_eq!(log.wait(w).await, Waited::Applied);
     }
 
     #[tokio::test]
