@@ -4,22 +4,8 @@
 
 mod common;
 
+use common::exact::{assert_identical, rows_text, schema};
 use common::{psql, run_direct_ok, scalar, stderr, stdout, Options, Setup};
-
-/// Both sides' rows of `table`, each as its text (`t::text`), in key order.
-fn rows_text(url: &str, table: &str, order: &str) -> String {
-    scalar(
-        url,
-        &format!("SELECT string_agg(t::text, E'\\n' ORDER BY {order}) FROM {table} t"),
-    )
-}
-
-fn assert_identical(s: &Setup, table: &str, order: &str) {
-    let old = rows_text(&s.direct_url(), table, order);
-    let new = rows_text(&s.direct_new_url(), table, order);
-    assert!(!old.is_empty(), "{table} is empty on old");
-    assert_eq!(old, new, "{table} differs between old and new");
-}
 
 fn log_setup(extra: &'static str) -> Setup {
     Setup::start(Options {
@@ -29,13 +15,6 @@ fn log_setup(extra: &'static str) -> Setup {
         mirror_extra: extra,
         ..Options::default()
     })
-}
-
-/// The same schema on both sides, made directly: new first, as a cutover
-/// does (old's rows go to new's tables as soon as old commits them).
-fn schema(s: &Setup, sql: &[&str]) {
-    run_direct_ok(&s.direct_new_url(), sql);
-    run_direct_ok(&s.direct_url(), sql);
 }
 
 #[test]
@@ -458,66 +437,10 @@ fn partitioned_tables_are_mirrored_through_their_root() {
 #[test]
 fn narrow_roles_rls_rules_and_odd_json_answer_as_directly() {
     let s = log_setup("");
-    for side in [&s.new.as_ref().unwrap(), &&s.old] {
-        side.psql(
-            "app",
-            "CREATE ROLE writer LOGIN PASSWORD 'pw-writer'; \
-             CREATE TABLE inbox (id int PRIMARY KEY, body text, secret text); \
-             GRANT INSERT ON inbox TO writer; \
-             GRANT UPDATE (body) ON inbox TO writer; \
-             CREATE TABLE mine (id int PRIMARY KEY, owner text DEFAULT current_user, v text); \
-             ALTER TABLE mine ENABLE ROW LEVEL SECURITY; ALTER TABLE mine FORCE ROW LEVEL SECURITY; \
-             CREATE POLICY ins ON mine FOR INSERT TO writer WITH CHECK (true); \
-             CREATE POLICY sel ON mine FOR SELECT TO writer USING (owner = 'nobody'); \
-             GRANT INSERT, SELECT ON mine TO writer; \
-             CREATE TABLE log_target (id serial PRIMARY KEY, v text); \
-             CREATE TABLE ruled (id int PRIMARY KEY, v text); \
-             CREATE RULE redirect AS ON INSERT TO ruled DO INSTEAD INSERT INTO log_target (v) VALUES (NEW.v); \
-             GRANT INSERT ON ruled, log_target TO writer; GRANT USAGE ON SEQUENCE log_target_id_seq TO writer; \
-             CREATE TABLE docs (id int PRIMARY KEY, j json); GRANT INSERT ON docs TO writer",
-        )
-        .unwrap();
-    }
-    let mut config = std::fs::read_to_string(&s.proxy.config).unwrap();
-    config.push_str("\n[[users]]\nname = \"w\"\npassword = \"pw-w\"\nbackend_user = \"writer\"\nbackend_password = \"pw-writer\"\n");
-    std::fs::write(&s.proxy.config, config).unwrap();
-    s.ctl_ok(&["reload"]);
-    let through = s.url("w", "pw-w");
-    let direct = format!(
-        "host=127.0.0.1 port={} dbname=app user=writer password=pw-writer",
-        s.old.port
-    );
-    let statements = [
-        "INSERT INTO inbox (id, body) VALUES ({n}, 'hello')",
-        "UPDATE inbox SET body = 'edited' WHERE id = {n}",
-        "INSERT INTO mine (id, v) VALUES ({n}, 'hidden from me')",
-        "INSERT INTO ruled VALUES ({n}, 'instead')",
-        r#"INSERT INTO docs VALUES ({n}, '{"nul": "\u0000"}')"#,
-    ];
-    for (i, sql) in statements.iter().enumerate() {
-        // The same statement directly (row 100 + i) and through turnout (i).
-        let d = psql(
-            &direct,
-            &["-c", &sql.replace("{n}", &(100 + i).to_string())],
-            &[],
-        );
-        let t = psql(&through, &["-c", &sql.replace("{n}", &i.to_string())], &[]);
-        assert_eq!(
-            (d.status.success(), stdout(&d)),
-            (t.status.success(), stdout(&t)),
-            "{sql}: directly {} / through turnout {}",
-            stderr(&d),
-            stderr(&t)
-        );
-    }
+    common::exact::narrow_role_writes_answer_as_directly(&s);
     // The UPDATE of a row this role cannot see is refused alike (it needs
     // SELECT to find the row by id): both failed, or both succeeded.
-    for (t, o) in [
-        ("inbox", "id"),
-        ("mine", "id"),
-        ("log_target", "id"),
-        ("docs", "id"),
-    ] {
+    for (t, o) in common::exact::NARROW_ROLE_TABLES {
         common::eventually(&format!("{t} is the same on new"), || {
             rows_text(&s.direct_url(), t, o) == rows_text(&s.direct_new_url(), t, o)
         });

@@ -239,23 +239,27 @@ pub fn plan(statements: &[Statement]) -> ImagePlan {
     }
 }
 
+/// Server functions that write large objects (which neither row images
+/// nor PostgreSQL's logical decoding carry).
+pub const LARGE_OBJECT_WRITES: &[&str] = &[
+    "lo_import",
+    "lo_unlink",
+    "lo_create",
+    "lo_creat",
+    "lo_from_bytea",
+    "lo_put",
+    "lowrite",
+    "lo_truncate",
+    "lo_truncate64",
+];
+
 /// Whether a query calls a server function that writes a large object.
 fn calls_large_objects(q: &sqlparser::ast::Query) -> bool {
-    const WRITERS: [&str; 9] = [
-        "lo_import",
-        "lo_unlink",
-        "lo_create",
-        "lo_creat",
-        "lo_from_bytea",
-        "lo_put",
-        "lowrite",
-        "lo_truncate",
-        "lo_truncate64",
-    ];
     sqlparser::ast::visit_expressions(q, |e: &sqlparser::ast::Expr| match e {
         sqlparser::ast::Expr::Function(f)
             if f.name.0.last().is_some_and(|p| {
-                WRITERS.contains(&p.to_string().trim_matches('"').to_lowercase().as_str())
+                LARGE_OBJECT_WRITES
+                    .contains(&p.to_string().trim_matches('"').to_lowercase().as_str())
             }) =>
         {
             std::ops::ControlFlow::Break(())

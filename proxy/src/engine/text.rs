@@ -37,6 +37,16 @@ pub fn bytes_of(decoded: &str) -> Vec<u8> {
 /// Client encodings in which a byte of a multibyte character can be an
 /// ASCII byte (a backslash or a quote): text in them cannot be read byte
 /// by byte.
+/// The first word of `sql`, lower-case (its letters up to the first
+/// other character): `"fetch"` for `FETCH ALL FROM c`.
+pub fn first_word(sql: &str) -> String {
+    sql.trim_start()
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
 pub fn ascii_unsafe_encoding(name: &str) -> bool {
     let n: String = name
         .chars()

@@ -125,12 +125,7 @@ impl MirrorSession<'_> {
         {
             return false;
         }
-        let first = sql
-            .trim_start()
-            .split(|c: char| !c.is_ascii_alphabetic())
-            .next()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
+        let first = crate::engine::text::first_word(sql);
         if self.img.cursors_write && matches!(first.as_str(), "fetch" | "move") {
             // A cursor over such a read runs it as it is fetched.
             return true;

@@ -37,26 +37,12 @@ pub(super) struct LogState {
     pub hold_ready: bool,
 }
 
-/// Server functions that write large objects: PostgreSQL does not decode
-/// large objects into the log.
-const LARGE_OBJECT_WRITES: &[&str] = &[
-    "lo_import",
-    "lo_unlink",
-    "lo_create",
-    "lo_creat",
-    "lo_from_bytea",
-    "lo_put",
-    "lowrite",
-    "lo_truncate",
-    "lo_truncate64",
-];
-
 /// Whether `sql` calls a function that writes a large object.
 fn writes_large_objects(sql: &str) -> bool {
     let lower = sql.to_ascii_lowercase();
     lower
         .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-        .any(|w| LARGE_OBJECT_WRITES.contains(&w))
+        .any(|w| crate::engine::row_image::LARGE_OBJECT_WRITES.contains(&w))
 }
 
 /// Whether `sql` may run inside a transaction of turnout's (no
@@ -70,12 +56,7 @@ fn wrappable(sql: &str, class: &Classification) -> bool {
     {
         return false;
     }
-    let first = sql
-        .trim_start()
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let first = crate::engine::text::first_word(sql);
     !matches!(
         first.as_str(),
         "call" | "do" | "copy" | "vacuum" | "cluster" | "reindex" | "checkpoint"
@@ -425,13 +406,23 @@ impl MirrorSession<'_> {
         if !writes_large_objects(sql) {
             return;
         }
+        self.record_not_in_log(
+            class,
+            "a large object written: large objects are not in the log, so not on the mirror (copy them before the writes flip)",
+            sent,
+        );
+    }
+
+    /// A write the log does not carry to the mirror: a mirror error, with
+    /// the statement as sent.
+    fn record_not_in_log(&self, class: &Classification, detail: &str, sent: &[u8]) {
         self.shared.records.mirror_error();
         self.shared.records.located(
             Divergence::new(
                 DivergenceKind::MirrorError,
                 self.mirror_side,
                 &class.fingerprint,
-                "a large object written: large objects are not in the log, so not on the mirror (copy them before the writes flip)",
+                detail,
             ),
             sent,
         );
@@ -446,16 +437,7 @@ impl MirrorSession<'_> {
             return;
         }
         let reason = "an UPDATE or DELETE of a table without a replica identity: not in the log, so not on the mirror (ALTER TABLE ... REPLICA IDENTITY FULL, or a primary key, puts its changes in the log)";
-        self.shared.records.mirror_error();
-        self.shared.records.located(
-            Divergence::new(
-                DivergenceKind::MirrorError,
-                self.mirror_side,
-                &class.fingerprint,
-                reason,
-            ),
-            sent,
-        );
+        self.record_not_in_log(class, reason, sent);
     }
 
     /// In a batch, after the messages up to `upto` ran on the authority:
