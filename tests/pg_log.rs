@@ -585,6 +585,38 @@ fn a_table_without_replica_identity_has_its_updates_recorded() {
     assert_eq!(rows_text(&s.direct_new_url(), "loose", "a"), "(2,full)");
 }
 
+/// A primary key added through turnout (as `pgbench -i` does, alone or in
+/// a transaction): its answer comes once the log carries the table's
+/// updates, so the very next UPDATE is in the log, not recorded.
+#[test]
+fn a_primary_key_added_through_turnout_puts_the_next_update_in_the_log() {
+    let s = Setup::start(Options {
+        phase: Some("mirror"),
+        logical: true,
+        admin: true,
+        ddl: Some("both"),
+        ..Options::default()
+    });
+    for (t, alter) in [
+        ("keyed_later", "ALTER TABLE keyed_later ADD PRIMARY KEY (a)"),
+        (
+            "keyed_in_tx",
+            "BEGIN; ALTER TABLE keyed_in_tx ADD PRIMARY KEY (a); COMMIT",
+        ),
+    ] {
+        s.run_ok(&[
+            &format!("CREATE TABLE {t} (a int NOT NULL, b text)"),
+            &format!("INSERT INTO {t} VALUES (1, 'x'), (2, 'y')"),
+            alter,
+            &format!("UPDATE {t} SET b = 'z' WHERE a = 2"),
+            &format!("DELETE FROM {t} WHERE a = 1"),
+        ]);
+        assert_identical(&s, t, "a");
+        assert_eq!(rows_text(&s.direct_new_url(), t, "a"), "(2,z)");
+    }
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+}
+
 /// `check-config --connect` says which source turnout would take and what
 /// to change on the servers; `mirror.source = "log"` where the log cannot
 /// be had is an error with the reason.

@@ -67,6 +67,12 @@ pub struct LogSync {
     /// A session passed DDL: tables may have come that the log should
     /// carry.
     pub ddl_seen: tokio::sync::Notify,
+    /// Publication refreshes asked for after DDL committed, and the last
+    /// one done: a session answers its DDL's commit once the log carries
+    /// what the DDL changed (a primary key added moves the table's
+    /// UPDATEs into the log).
+    refresh_asked: AtomicU64,
+    refreshed: tokio::sync::watch::Sender<u64>,
     /// Tables recorded once as lacking a replica identity.
     noted: DashMap<String, ()>,
 }
@@ -123,8 +129,34 @@ impl LogSync {
             unlogged: arc_swap::ArcSwap::from_pointee(HashSet::new()),
             figures: Figures::default(),
             ddl_seen: tokio::sync::Notify::new(),
+            refresh_asked: AtomicU64::new(0),
+            refreshed: tokio::sync::watch::channel(0).0,
             noted: DashMap::new(),
         }
+    }
+
+    /// DDL committed: waits (at most `limit`) until the publications
+    /// were brought up to date after it. Without a log source, at once.
+    pub async fn refresh_after_ddl(&self, limit: Duration) {
+        if self.source().is_none() {
+            return;
+        }
+        let asked = self.refresh_asked.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut rx = self.refreshed.subscribe();
+        self.ddl_seen.notify_one();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|done| *done >= asked)).await;
+    }
+
+    /// The refreshes asked for so far (the upkeep takes this before it
+    /// reads the catalog).
+    pub fn refresh_wanted(&self) -> u64 {
+        self.refresh_asked.load(Ordering::SeqCst)
+    }
+
+    /// The publications are up to date with every DDL committed before
+    /// `upto` was asked.
+    pub fn refreshed_upto(&self, upto: u64) {
+        self.refreshed.send_modify(|done| *done = (*done).max(upto));
     }
 
     /// The side whose log feeds the other now, if any.

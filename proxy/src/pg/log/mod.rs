@@ -418,6 +418,7 @@ async fn upkeep_task(
         }
         if ddl || last_publish.elapsed() >= Duration::from_secs(10) {
             last_publish = Instant::now();
+            let wanted = shared.log.refresh_wanted();
             let mapping = shared.live().mapping.clone();
             let published_now = setup::publish(
                 shared.target(from),
@@ -433,8 +434,11 @@ async fn upkeep_task(
                         note_published(&shared, from, &now, Some(before));
                     }
                     published = Some(now);
+                    shared.log.refreshed_upto(wanted);
                 }
                 Err(e) => {
+                    // (Waiting sessions go on: their DDL's records tell.)
+                    shared.log.refreshed_upto(wanted);
                     warn!(error = %e, "turnout's publications could not be brought up to date")
                 }
             }

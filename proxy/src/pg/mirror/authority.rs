@@ -155,7 +155,7 @@ impl MirrorSession<'_> {
     }
 
     pub(super) async fn flush_client(&mut self) -> Step {
-        if self.log.wait.is_some() {
+        if self.log.wait.is_some() || self.log.ddl {
             self.await_mirror().await;
         }
         if !self.out.is_empty() {

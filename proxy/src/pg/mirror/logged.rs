@@ -35,6 +35,9 @@ pub(super) struct LogState {
     pub wait: Option<Waiter>,
     /// ReadyForQuery is queued but not sent yet (a mark still follows).
     pub hold_ready: bool,
+    /// DDL ran: once it committed, the client's answer waits until the
+    /// publications carry what it changed.
+    pub ddl: bool,
 }
 
 /// Whether `sql` calls a function that writes a large object.
@@ -106,6 +109,13 @@ impl MirrorSession<'_> {
     pub(super) async fn await_mirror(&mut self) {
         if let Some(w) = self.log.wait.take() {
             self.shared.log.wait(w).await;
+        }
+        if self.log.ddl && self.status == b'I' {
+            self.log.ddl = false;
+            self.shared
+                .log
+                .refresh_after_ddl(std::time::Duration::from_secs(5))
+                .await;
         }
     }
 
@@ -204,6 +214,7 @@ impl MirrorSession<'_> {
     ) -> Step {
         if class.kind() == Kind::Ddl {
             self.shared.log.ddl_seen.notify_one();
+            self.log.ddl = true;
         }
         self.record_unlogged(class, raw);
         self.record_large_objects(sql, class, raw);
@@ -467,6 +478,10 @@ impl MirrorSession<'_> {
             }
         }
         for (class, sql, sent) in executed {
+            if class.kind() == Kind::Ddl {
+                self.shared.log.ddl_seen.notify_one();
+                self.log.ddl = true;
+            }
             self.record_unlogged(&class, &sent);
             self.record_large_objects(&sql, &class, &sent);
         }
