@@ -869,3 +869,43 @@ fn a_session_that_only_read_while_the_mirror_restarted_survives_the_rollback_of_
     s.assert_identical("notes", "id");
     assert_eq!(s.new_sql("SELECT body FROM notes"), "after");
 }
+
+// The same workloads with the mirror fed from old's binary log
+// (`mirror.source = "log"`; tests/mysql_log.rs has its own cases).
+
+#[test]
+fn sysbench_oltp_read_write_from_the_log() {
+    common::from_the_log(sysbench_oltp_read_write_leaves_the_tables_identical);
+}
+
+#[test]
+fn flips_under_sysbench_from_the_log() {
+    common::from_the_log(reads_and_writes_flips_under_sysbench_have_no_client_errors);
+}
+
+#[test]
+fn auto_increment_inserts_from_the_log() {
+    common::from_the_log(concurrent_auto_increment_inserts_with_default_timestamps_are_identical);
+}
+
+#[test]
+fn two_databases_of_one_server_from_the_log() {
+    common::from_the_log(with_old_and_new_as_two_databases_of_one_server_each_side_gets_its_own);
+}
+
+#[test]
+fn async_mode_sysbench_from_the_log() {
+    common::from_the_log(async_mode_applies_sysbench_and_concurrent_sessions_on_new_after_the_clients);
+}
+
+#[test]
+fn async_mode_flips_from_the_log() {
+    common::from_the_log(async_mode_flips_writes_with_the_queue_drained_and_mirrors_back_to_old);
+}
+
+#[test]
+fn transaction_errors_and_deadlocks_from_the_log() {
+    common::from_the_log(
+        errors_inside_transactions_keep_the_transaction_and_deadlock_victims_are_rolled_back_on_the_mirror,
+    );
+}

@@ -230,12 +230,6 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
         c.push("mirror.max_log_lag_bytes", "must be above 0");
     }
     if config.mirror.source == MirrorSource::Log {
-        if config.protocol == Protocol::Mysql {
-            c.push(
-                "mirror.source",
-                "\"log\" is not available for protocol = \"mysql\" yet: use \"statements\" (or \"auto\")",
-            );
-        }
         if config.mirror.on_error == MirrorErrorPolicy::Fail {
             c.push(
                 "mirror.on_error",

@@ -17,6 +17,8 @@ pub struct MariaDbInstance {
     child: Option<Child>,
     /// Certificate and key the server presents, when it serves TLS.
     tls: Option<(PathBuf, PathBuf)>,
+    /// It keeps a row-based binary log (a log source for the mirror).
+    binlog: bool,
 }
 
 /// Under root, the server runs as `mysql` (mariadbd refuses root unless told).
@@ -44,6 +46,16 @@ impl MariaDbInstance {
     pub fn start_with_tls(
         tls: Option<(PathBuf, PathBuf)>,
     ) -> Result<MariaDbInstance, InstanceError> {
+        Self::start_opts(tls, false)
+    }
+
+    /// [`MariaDbInstance::start_with_tls`]; `binlog`: the server keeps a
+    /// row-based binary log (`log_bin`, `binlog_format = ROW`, full row
+    /// images, a server id of its own), as a replica's source would.
+    pub fn start_opts(
+        tls: Option<(PathBuf, PathBuf)>,
+        binlog: bool,
+    ) -> Result<MariaDbInstance, InstanceError> {
         let owner = server_owner()?;
         let dir = TempDir::new("turnout-mariadb")?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
@@ -57,6 +69,7 @@ impl MariaDbInstance {
             owner,
             child: None,
             tls: None,
+            binlog,
         };
         if let Some((crt, key)) = tls {
             let dcrt = inst.dir.path().join("server.crt");
@@ -146,12 +159,24 @@ impl MariaDbInstance {
                 "--innodb-buffer-pool-size=64M",
                 "--innodb-flush-log-at-trx-commit=2",
                 "--innodb-doublewrite=0",
-                "--skip-log-bin",
                 "--max-connections=200",
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if self.binlog {
+            cmd.arg(format!("--log-bin={}", self.data_dir().join("binlog").display()))
+                .arg(format!("--server-id={}", self.port))
+                .args([
+                    "--binlog-format=ROW",
+                    "--binlog-row-image=FULL",
+                    // As servers with a binary log that run applications'
+                    // stored functions are set.
+                    "--log-bin-trust-function-creators=1",
+                ]);
+        } else {
+            cmd.arg("--skip-log-bin");
+        }
         if let Some((uid, gid)) = self.owner {
             cmd.arg("--user=mysql").uid(uid).gid(gid);
         }

@@ -85,8 +85,20 @@ impl MySetup {
             })
             .unwrap_or_default();
         let server_tls = cert.clone().filter(|_| backend_tls);
-        let old = MariaDbInstance::start_with_tls(server_tls.clone()).expect("start MariaDB (old)");
-        let new = MariaDbInstance::start_with_tls(server_tls).expect("start MariaDB (new)");
+        // From the log ([`super::from_the_log`]): both servers keep a
+        // row-based binary log, read and replayed as root.
+        let logged = super::log_source() || mirror.contains("source = \"log\"");
+        let old = MariaDbInstance::start_opts(server_tls.clone(), logged).expect("start MariaDB (old)");
+        let new = MariaDbInstance::start_opts(server_tls, logged).expect("start MariaDB (new)");
+        let mut mirror = mirror.to_string();
+        let replication = if logged {
+            if !mirror.contains("source =") {
+                mirror.push_str("\nsource = \"log\"");
+            }
+            "replication_user = \"root\"\nreplication_password = \"root-pw\""
+        } else {
+            ""
+        };
         let backend_tls = match (&cert, backend_tls) {
             (Some((crt, _)), true) => {
                 format!("tls = \"verify-full\"\nca = \"{}\"", crt.display())
@@ -120,6 +132,7 @@ database = "app"
 user = "app"
 password = "backend-pw"
 {backend_tls}
+{replication}
 
 [backends.new]
 host = "{host}"
@@ -128,6 +141,7 @@ database = "{new_db}"
 user = "app"
 password = "backend-pw"
 {backend_tls}
+{replication}
 
 [[users]]
 name = "app"
@@ -277,6 +291,19 @@ impl MySetup {
             .args(args)
             .output()
             .expect("run turnout ctl")
+    }
+
+    /// Kills turnout (as a crash would) and starts it again with the same
+    /// config, logging to `log`.
+    #[allow(dead_code)]
+    pub fn restart_proxy(&mut self, log: &str) {
+        let config = self.dir.path().join("turnout.toml");
+        let port = self.proxy.port;
+        self.proxy.kill();
+        let socket = self.dir.path().join("admin.sock");
+        let _ = std::fs::remove_file(&socket);
+        self.proxy = spawn_proxy(&config, self.dir.path().join(log), port);
+        super::eventually("the admin socket is up again", || socket.exists());
     }
 
     /// turnout's Prometheus metrics text.

@@ -2,6 +2,7 @@
 //! what the side jobs share about them (catch-up results). The adapters
 //! and side jobs use this layer; it uses none of them.
 
+pub mod binlog;
 pub mod catch_up;
 pub mod mysql;
 pub mod pg;

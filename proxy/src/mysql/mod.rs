@@ -4,6 +4,7 @@
 pub mod counters;
 pub mod database;
 pub mod kill;
+pub mod log;
 pub mod mirror;
 mod queue;
 pub mod session;
@@ -18,4 +19,4 @@ pub use crate::logins::mysql as auth;
 /// The MySQL adapter, as the server and the flips use it.
 pub struct Mysql;
 
-crate::shared::adapter!(Mysql, session::serve, counters::catch_up);
+crate::shared::adapter!(Mysql, session::serve, counters::catch_up, log: log::MyLog);

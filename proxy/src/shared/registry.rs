@@ -94,6 +94,36 @@ pub struct MyRegistry {
     pub idle: IdlePool<Packets, Settings>,
     /// The server version a backend last reported (what clients are told).
     pub version: ArcSwap<Option<String>>,
+    /// The binary log applier's task, when it runs.
+    pub log_task: std::sync::Mutex<Option<LogTask>>,
+    /// Where the applier is in the authority's binary log, and the commits
+    /// waiting for it.
+    pub binlog: BinlogProgress,
+}
+
+/// How far the binary log applier got, for the sessions' waits and the
+/// flips.
+#[derive(Default)]
+pub struct BinlogProgress {
+    /// The last GTID per domain the applier applied or passed over.
+    pub seen: std::sync::Mutex<crate::backend::binlog::Position>,
+    /// Commits waiting: the authority's position after each, and its
+    /// token in [`crate::engine::logsync::LogSync`].
+    pub pending: std::sync::Mutex<Vec<(crate::backend::binlog::Position, String)>>,
+    /// The connection positions are asked on, and the last answer: the
+    /// asks numbered before `covers` are answered by `last`.
+    pub oracle: tokio::sync::Mutex<Option<(Side, Packets)>>,
+    pub asked: std::sync::atomic::AtomicU64,
+    pub last: std::sync::Mutex<(u64, crate::backend::binlog::Position)>,
+    /// Transactions committed through turnout while the log fed the mirror,
+    /// and those the applier applied, by table (`database.table`): the
+    /// difference is what writers that bypass turnout wrote.
+    pub ours: DashMap<String, u64>,
+    pub applied: DashMap<String, u64>,
+    /// Schema changes sent by turnout's sessions, by the authority's thread
+    /// id that ran them: the applier applies those (per `mirror.ddl`) and
+    /// leaves the ones made outside turnout.
+    pub ddl_threads: DashMap<u32, u32>,
 }
 
 impl Default for MyRegistry {
@@ -103,6 +133,8 @@ impl Default for MyRegistry {
             sessions: DashMap::new(),
             idle: IdlePool::new(16),
             version: ArcSwap::from_pointee(None),
+            log_task: std::sync::Mutex::new(None),
+            binlog: BinlogProgress::default(),
         }
     }
 }

@@ -37,6 +37,11 @@ impl Packets {
         }
     }
 
+    /// Lets packets up to `max` bytes in (the binary log's events).
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
+    }
+
     /// One logical packet (continuations joined): its last sequence number
     /// and its payload.
     pub async fn read(&mut self) -> Result<(u8, Vec<u8>), PacketError> {

@@ -110,6 +110,12 @@ pub struct MyMirror<'a> {
     /// The classification of the client's current command (what a
     /// queued piece of it is recorded under).
     unit_class: Arc<Classification>,
+    /// The authority's binary log feeds the mirror in this transaction:
+    /// writes go to the authority alone.
+    log_on: bool,
+    /// Tables the open transaction wrote through the log (for the count of
+    /// writes that bypass turnout).
+    log_tables: Vec<String>,
 }
 
 fn query(sql: &str) -> Vec<u8> {
@@ -180,6 +186,8 @@ impl<'a> MyMirror<'a> {
             wrote: false,
             shared_arc: shared.clone(),
             unit_class: Arc::default(),
+            log_on: false,
+            log_tables: Vec::new(),
         }
     }
 
@@ -197,6 +205,7 @@ impl<'a> MyMirror<'a> {
             if busy && !self.in_tx {
                 busy = false;
                 self.wrote = false;
+                self.log_tables.clear();
                 self.shared.coord.leave_transaction(id);
             }
             if *stopping.borrow() && !self.in_tx {
@@ -240,6 +249,7 @@ impl<'a> MyMirror<'a> {
                         .await;
                     break End::AuthorityLost(e);
                 }
+                self.log_on = self.shared.log.feeds_from(self.mirror_side.other());
             }
             if let Some(end) = self.command(packet).await {
                 break end;
@@ -328,7 +338,8 @@ impl<'a> MyMirror<'a> {
             self.mirror_side,
             self.routing.phase,
             false,
-        );
+        )
+        .with_log(self.log_on);
         route::route(class, &ctx)
     }
 
@@ -445,7 +456,10 @@ impl<'a> MyMirror<'a> {
             }
             return Ok(());
         }
-        if matches!(route, Route::Write | Route::Unwrapped) {
+        if matches!(
+            route,
+            Route::Write | Route::Unwrapped | Route::Logged | Route::LoggedDdl
+        ) {
             self.wrote = true;
         }
         if route == Route::Authority {
@@ -464,14 +478,15 @@ impl<'a> MyMirror<'a> {
                 let keep = class.kind() == Kind::Session && !self.in_tx;
                 self.both(packet, keep).await
             }
+            Route::Commit if self.log_on => self.logged_commit(packet).await,
             Route::Commit => self.commit(packet).await,
             Route::Write => match self.volatile_defaults(packet, class, sql).await? {
                 Defaults::Kept => self.write(packet, sql).await,
                 Defaults::Written(sql) => self.write(&query(&sql), &sql).await,
                 Defaults::Refused(msg) => self.tell(&err_payload(1290, "HY000", &msg)).await,
             },
-            // (MySQL has no log source: no statement is routed by a log.)
-            Route::Unwrapped | Route::Logged | Route::LoggedDdl => self.unwrapped(packet).await,
+            Route::Logged | Route::LoggedDdl => self.logged(packet, class).await,
+            Route::Unwrapped => self.unwrapped(packet).await,
             Route::MirrorOnly => self.mirror_only(packet).await,
             Route::Reject => {
                 let msg = "turnout: schema changes are refused while writes are mirrored (mirror.ddl = reject)";

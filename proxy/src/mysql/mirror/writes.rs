@@ -404,6 +404,62 @@ impl MyMirror<'_> {
         self.relay(&a).await
     }
 
+    /// A write (or DDL) whose effect the authority's binary log carries to
+    /// the mirror: the authority alone, as the client sent it (no time or
+    /// id pinned, nothing added on its connection); once it committed
+    /// (autocommit, or a text of several), the answer waits in sync mode
+    /// until the applier passed it.
+    pub(super) async fn logged(&mut self, packet: &[u8], class: &Classification) -> Step {
+        if class.kind() == crate::engine::Kind::Ddl {
+            // The applier knows it by the thread that runs it.
+            let thread = self.shared.mysql.sessions.get(&self.id).map(|r| r.thread);
+            if let Some(thread) = thread {
+                *self
+                    .shared
+                    .mysql
+                    .binlog
+                    .ddl_threads
+                    .entry(thread)
+                    .or_insert(0) += 1;
+            }
+        }
+        let a = self
+            .on_auth(&encode(0, &self.for_auth(packet)).0, Expect::Result)
+            .await?;
+        if a.error.is_none() && a.affected_total > 0 {
+            let sql = self.packet_sql(packet);
+            if let Some(t) = crate::mysql::log::written_table(&sql) {
+                if !self.log_tables.contains(&t) {
+                    self.log_tables.push(t);
+                }
+            }
+        }
+        if !self.in_tx && (a.error.is_none() || class.statements.len() > 1) {
+            let tables = std::mem::take(&mut self.log_tables);
+            crate::mysql::log::committed(self.shared, &tables).await;
+        }
+        self.relay(&a).await
+    }
+
+    /// COMMIT while the binary log feeds the mirror: the authority commits;
+    /// the mirror's connection (reads only) ends its transaction too; a
+    /// transaction that wrote (or whose reads the mirror serves) is
+    /// answered once the applier passed it.
+    pub(super) async fn logged_commit(&mut self, packet: &[u8]) -> Step {
+        let a = self
+            .on_auth(&encode(0, &self.for_auth(packet)).0, Expect::Result)
+            .await?;
+        if self.mirror.is_some() {
+            let _ = self.mirror_once(packet, false).await;
+        }
+        let reads_on_mirror = self.routing.phase.read_target() == self.mirror_side;
+        let tables = std::mem::take(&mut self.log_tables);
+        if a.error.is_none() && (self.wrote || reads_on_mirror) {
+            crate::mysql::log::committed(self.shared, &tables).await;
+        }
+        self.relay(&a).await
+    }
+
     /// A statement the mirror did not run ended the authority's transaction
     /// (MySQL commits implicitly before `ANALYZE TABLE`, schema changes and
     /// the like): the mirror commits its part too.

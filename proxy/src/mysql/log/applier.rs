@@ -1,0 +1,547 @@
+//! The binary log applier: reads the authority's row events from where the
+//! mirror's kept position says, and replays each transaction on the
+//! mirror with `BINLOG` (the server applies the rows exactly as the
+//! authority logged them, as a replica does: no value is rebuilt, and the
+//! mirror's triggers do not fire again), table maps renamed to the
+//! mirror's database and tables; the position is kept in the same
+//! transaction. Consecutive transactions already at hand go in one.
+
+use super::setup::{self, keep_sql};
+use crate::backend::binlog::{self, is_rows, position_text, Event, Gtid, Position, Reader};
+use crate::backend::mysql::rows;
+use crate::shared::Shared;
+use crate::wire::my_packet::Packets;
+use crate::wire::my_response::{self as response, Expect};
+use base64::Engine as _;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+use turnout_config::DdlPolicy;
+use turnout_control::divergence::{Divergence, DivergenceKind};
+use turnout_control::Side;
+
+/// How a run of the applier ended.
+pub enum Ended {
+    Stopped,
+    /// A connection failed: start again from the kept position.
+    Retry(String),
+    /// The mirror cannot take a change: stopped with a record until it can.
+    Refused(String),
+}
+
+/// One transaction of the log, as the mirror gets it.
+#[derive(Default)]
+struct Tx {
+    gtid: Option<Gtid>,
+    /// Table maps (renamed) and rows events, in their order; the
+    /// transaction's savepoint statements between them.
+    events: Vec<Step>,
+    tables: Vec<String>,
+    rows: u64,
+    /// A schema change (its default database and text).
+    ddl: Option<(String, String)>,
+}
+
+/// A piece of a transaction: events replayed together, or a statement
+/// (`SAVEPOINT`, `ROLLBACK TO SAVEPOINT`) at its place.
+enum Step {
+    Event(Event),
+    Sql(String),
+}
+
+/// Server errors that say the mirror cannot take a table's rows (no such
+/// table, another shape): the applier stops until it can.
+const REFUSING: [u16; 4] = [1146, 1535, 1677, 1054];
+
+pub struct Run<'a> {
+    pub shared: &'a Arc<Shared>,
+    pub from: Side,
+    pub stop: &'a mut tokio::sync::watch::Receiver<bool>,
+}
+
+impl Run<'_> {
+    fn to(&self) -> Side {
+        self.from.other()
+    }
+
+    pub async fn run(&mut self) -> Ended {
+        let shared = self.shared;
+        let (from_t, to_t) = (shared.target(self.from), shared.target(self.to()));
+        let slot = shared.log_slot.clone();
+        let mut apply = match setup::apply_conn(to_t, &slot).await {
+            Ok(c) => c,
+            Err(e) => return Ended::Retry(format!("{}: {e}", self.to())),
+        };
+        let start = match setup::kept(&mut apply, &slot).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ended::Retry("no position kept yet".into()),
+            Err(e) => return Ended::Retry(e),
+        };
+        *shared
+            .mysql
+            .binlog
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = start.clone();
+        let mut reader = match Reader::open(
+            from_t,
+            setup::server_id(&slot),
+            &position_text(&start),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => return Ended::Retry(format!("{}'s binary log: {e}", self.from)),
+        };
+        let own = setup::domain(&slot);
+        let mut position = start;
+        let mut tables: HashMap<u64, (String, String)> = HashMap::new();
+        let mut fde_sent = false;
+        let mut tx: Option<Tx> = None;
+        let mut group: Vec<Tx> = Vec::new();
+        shared.log.running();
+        loop {
+            let event = tokio::select! {
+                e = reader.next() => e,
+                _ = self.stop.changed() => return Ended::Stopped,
+            };
+            let event = match event {
+                Ok(e) => e,
+                Err(e) => return Ended::Retry(format!("{}'s binary log: {e}", self.from)),
+            };
+            let kind = event.kind();
+            match kind {
+                binlog::FORMAT_DESCRIPTION => {
+                    if !fde_sent {
+                        if let Err(e) = replay(&mut apply, &[&event]).await {
+                            return Ended::Retry(format!("{}: {e}", self.to()));
+                        }
+                        fde_sent = true;
+                    }
+                }
+                binlog::GTID => {
+                    tx = Some(Tx {
+                        gtid: event.gtid(),
+                        ..Tx::default()
+                    });
+                }
+                binlog::TABLE_MAP => {
+                    let Some((id, db, table)) = event.table_map() else {
+                        continue;
+                    };
+                    tables.insert(id, (db.clone(), table.clone()));
+                    if let Some(t) = tx.as_mut().filter(|_| db == from_t.database) {
+                        let mapped = shared
+                            .live()
+                            .mapping
+                            .rows_toward(self.to(), &table)
+                            .table;
+                        match event.renamed(&to_t.database, &mapped) {
+                            Some(e) => t.events.push(Step::Event(e)),
+                            None => return Ended::Refused(format!("a table map of {table} could not be read")),
+                        }
+                        if !t.tables.contains(&table) {
+                            t.tables.push(table);
+                        }
+                    }
+                }
+                k if is_rows(k) => {
+                    let ours = event
+                        .rows_table()
+                        .and_then(|id| tables.get(&id))
+                        .is_some_and(|(db, _)| *db == from_t.database);
+                    if let Some(t) = tx.as_mut().filter(|_| ours) {
+                        t.events.push(Step::Event(event));
+                        t.rows += 1;
+                    }
+                }
+                binlog::XID => {
+                    if let Some(t) = tx.take() {
+                        group.push(t);
+                    }
+                }
+                binlog::QUERY => {
+                    let Some((db, text)) = event.query() else {
+                        continue;
+                    };
+                    let text = String::from_utf8_lossy(&text).trim().to_string();
+                    let word = crate::engine::text::first_word(&text).to_ascii_uppercase();
+                    match word.as_str() {
+                        "BEGIN" => {}
+                        "COMMIT" => {
+                            if let Some(t) = tx.take() {
+                                group.push(t);
+                            }
+                        }
+                        "ROLLBACK" if !is_savepoint(&text) => tx = None,
+                        _ if tx.as_ref().is_some_and(|t| !t.standalone()) => {
+                            // Inside a transaction: its savepoints, at their
+                            // place; anything else is said, not guessed at.
+                            let t = tx.as_mut().expect("checked");
+                            if is_savepoint(&text) {
+                                t.events.push(Step::Sql(text));
+                            } else {
+                                warn!(side = %self.from, "a statement inside a transaction of {}'s log is not applied to {}: {text}", self.from, self.to());
+                            }
+                        }
+                        _ => {
+                            let mut t = tx.take().unwrap_or_default();
+                            if db == from_t.database
+                                && self.through_turnout(event.query_thread(), &word, &text)
+                            {
+                                t.ddl = Some((db, text));
+                            }
+                            group.push(t);
+                        }
+                    }
+                }
+                binlog::QUERY_COMPRESSED => {
+                    return Ended::Refused(format!(
+                        "{} writes compressed events (log_bin_compress = ON): turnout cannot read them",
+                        self.from
+                    ))
+                }
+                _ => {}
+            }
+            if group.is_empty() || (reader.has_buffered() && group.len() < 64) {
+                continue;
+            }
+            let done = std::mem::take(&mut group);
+            match self.apply(&mut apply, done, &mut position, own).await {
+                Ok(()) => {}
+                Err(end) => return end,
+            }
+        }
+    }
+
+    /// Whether a statement of the log (not rows) is to be applied: a schema
+    /// change a turnout session sent (by its thread), or a TRUNCATE from
+    /// anyone (it removes rows). Another schema change made outside turnout
+    /// is left (said in turnout's log): new's schema is the operator's.
+    fn through_turnout(&self, thread: Option<u32>, word: &str, text: &str) -> bool {
+        let threads = &self.shared.mysql.binlog.ddl_threads;
+        if let Some(thread) = thread {
+            let mut ours = false;
+            threads.remove_if_mut(&thread, |_, n| {
+                ours = true;
+                *n -= 1;
+                *n == 0
+            });
+            if ours {
+                return true;
+            }
+        }
+        if word == "TRUNCATE" {
+            return true;
+        }
+        metrics::counter!("turnout_log_foreign_schema_changes_total").increment(1);
+        warn!(
+            side = %self.from,
+            "a schema change on {} outside turnout is not applied to {}: {text}",
+            self.from,
+            self.to()
+        );
+        false
+    }
+
+    /// Applies `group` (consecutive transactions) on the mirror in one
+    /// transaction with the position after them; DDL on its own.
+    async fn apply(
+        &self,
+        conn: &mut Packets,
+        group: Vec<Tx>,
+        position: &mut Position,
+        own: u32,
+    ) -> Result<(), Ended> {
+        let slot = &self.shared.log_slot;
+        let mut batch: Vec<Tx> = Vec::new();
+        let (mut transactions, mut rows_applied) = (0u64, 0u64);
+        for t in group {
+            if let Some(g) = t.gtid {
+                position.insert(g.domain, (g.server, g.seq));
+            }
+            let skip = t.gtid.is_some_and(|g| g.domain == own);
+            if skip || (t.events.is_empty() && t.ddl.is_none()) {
+                continue;
+            }
+            if t.ddl.is_some() {
+                self.commit(conn, &mut batch, position, &mut transactions, &mut rows_applied)
+                    .await?;
+                self.ddl(conn, &t).await;
+                let keep = keep_sql(slot, &position_text(position));
+                exec(conn, &keep)
+                    .await
+                    .map_err(|e| Ended::Retry(e.to_string()))?;
+                transactions += 1;
+                continue;
+            }
+            batch.push(t);
+        }
+        self.commit(conn, &mut batch, position, &mut transactions, &mut rows_applied)
+            .await?;
+        self.shared.log.note_applied(
+            transactions,
+            rows_applied,
+            position_text(position),
+        );
+        self.passed(position);
+        Ok(())
+    }
+
+    /// The transactions of `batch` in one transaction of the mirror's with
+    /// `position` kept; a refused one is found by applying them one by one.
+    async fn commit(
+        &self,
+        conn: &mut Packets,
+        batch: &mut Vec<Tx>,
+        position: &Position,
+        transactions: &mut u64,
+        rows_applied: &mut u64,
+    ) -> Result<(), Ended> {
+        if batch.is_empty() {
+            // (The position still moves: transactions of other databases.)
+            let keep = keep_sql(&self.shared.log_slot, &position_text(position));
+            return exec(conn, &keep)
+                .await
+                .map(|_| ())
+                .map_err(|e| Ended::Retry(e.to_string()));
+        }
+        let list = std::mem::take(batch);
+        match self.try_commit(conn, &list, position).await? {
+            Ok(()) => {}
+            Err(_) if list.len() > 1 => {
+                for t in &list {
+                    if let Err(e) = self.try_commit(conn, std::slice::from_ref(t), position).await? {
+                        self.refused(t, e)?;
+                    }
+                }
+            }
+            Err(e) => self.refused(&list[0], e)?,
+        }
+        let db = self.shared.target(self.from).database.clone();
+        for t in &list {
+            for table in &t.tables {
+                *self
+                    .shared
+                    .mysql
+                    .binlog
+                    .applied
+                    .entry(super::qualified(&db, table))
+                    .or_insert(0) += 1;
+            }
+        }
+        super::note_foreign(self.shared);
+        *transactions += list.len() as u64;
+        *rows_applied += list.iter().map(|t| t.rows).sum::<u64>();
+        Ok(())
+    }
+
+    /// `Ok(Err((code, message)))`: the mirror refused the rows (rolled
+    /// back); `Err`: the connection failed.
+    async fn try_commit(
+        &self,
+        conn: &mut Packets,
+        list: &[Tx],
+        position: &Position,
+    ) -> Result<Result<(), (u16, String)>, Ended> {
+        let mut statements = vec!["BEGIN".to_string()];
+        for t in list {
+            let mut run: Vec<&Event> = Vec::new();
+            for step in &t.events {
+                match step {
+                    Step::Event(e) => run.push(e),
+                    Step::Sql(sql) => {
+                        if !run.is_empty() {
+                            statements.push(binlog_sql(&std::mem::take(&mut run)));
+                        }
+                        statements.push(sql.clone());
+                    }
+                }
+            }
+            if !run.is_empty() {
+                statements.push(binlog_sql(&run));
+            }
+        }
+        statements.push(keep_sql(&self.shared.log_slot, &position_text(position)));
+        statements.push("COMMIT".into());
+        let n = statements.len();
+        let mut out = Vec::new();
+        for s in &statements {
+            let mut p = vec![0x03];
+            p.extend_from_slice(s.as_bytes());
+            out.extend_from_slice(&crate::wire::my_packet::encode(0, &p).0);
+        }
+        use tokio::io::AsyncWriteExt;
+        let broken = |e: &dyn std::fmt::Display| Ended::Retry(format!("{}: {e}", self.to()));
+        conn.stream.write_all(&out).await.map_err(|e| broken(&e))?;
+        conn.stream.flush().await.map_err(|e| broken(&e))?;
+        let mut first_error = None;
+        for i in 0..n {
+            let a = response::read(conn, Expect::Result)
+                .await
+                .map_err(|e| broken(&e))?;
+            if let Some(e) = a.error {
+                if first_error.is_none() && i > 0 {
+                    first_error = Some((a.error_code.unwrap_or(0), e));
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            let _ = exec(conn, "ROLLBACK").await;
+            return Ok(Err(e));
+        }
+        Ok(Ok(()))
+    }
+
+    /// A transaction the mirror refused: a table it cannot take stops the
+    /// applier (with a record) until it can; any other refusal (a row
+    /// missing or already there) is recorded with its tables, and the log
+    /// goes on.
+    fn refused(&self, t: &Tx, (code, message): (u16, String)) -> Result<(), Ended> {
+        let gtid = t.gtid.map(|g| g.to_string()).unwrap_or_default();
+        let tables = t.tables.join(", ");
+        if REFUSING.contains(&code) {
+            let why = format!(
+                "the log applier stopped at {gtid}: {} cannot take the rows of {tables} ({message}); it tries again every second",
+                self.to()
+            );
+            record(self.shared, self.to(), &tables, &why);
+            return Err(Ended::Refused(why));
+        }
+        let lacking = t
+            .tables
+            .iter()
+            .any(|table| self.shared.backfill.may_lack_rows(table));
+        if lacking && matches!(code, 1032) {
+            return Ok(());
+        }
+        record(
+            self.shared,
+            self.to(),
+            &tables,
+            &format!(
+                "{} refused transaction {gtid} of the log ({message}): its rows of {tables} are not on {} (verify --repair)",
+                self.to(),
+                self.to()
+            ),
+        );
+        Ok(())
+    }
+
+    /// A schema change in the log: applied under `mirror.ddl = "both"` in
+    /// the mirror's database (a failure recorded), else left.
+    async fn ddl(&self, conn: &mut Packets, t: &Tx) {
+        let Some((_, text)) = &t.ddl else { return };
+        if self.shared.ddl_policy != DdlPolicy::Both {
+            return;
+        }
+        let to = self.shared.target(self.to());
+        let from = self.shared.target(self.from);
+        if from.database != to.database && text.contains(&from.database) {
+            record(
+                self.shared,
+                self.to(),
+                "",
+                &format!(
+                    "a schema change names {}'s database ({}): not applied to {} ({text})",
+                    self.from,
+                    from.database,
+                    self.to()
+                ),
+            );
+            return;
+        }
+        let run = async {
+            exec(conn, &format!("USE `{}`", to.database.replace('`', "``"))).await?;
+            exec(conn, text).await
+        };
+        match run.await {
+            Ok(_) => info!(side = %self.to(), "schema change applied from the log: {text}"),
+            Err(e) => {
+                warn!(side = %self.to(), error = %e, "schema change from the log refused");
+                record(
+                    self.shared,
+                    self.to(),
+                    "",
+                    &format!("{} refused a schema change from the log ({e}): {text}", self.to()),
+                );
+            }
+        }
+    }
+
+    /// The applier reached `position`: commits waiting for it are answered.
+    fn passed(&self, position: &Position) {
+        let b = &self.shared.mysql.binlog;
+        *b.seen.lock().unwrap_or_else(|p| p.into_inner()) = position.clone();
+        let done: Vec<String> = {
+            let mut pending = b.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let (done, left): (Vec<_>, Vec<_>) = pending
+                .drain(..)
+                .partition(|(p, _)| reached(position, p));
+            *pending = left;
+            done.into_iter().map(|(_, t)| t).collect()
+        };
+        for token in done {
+            self.shared.log.applied(&token);
+        }
+    }
+}
+
+/// Whether `seen` is at or past `wanted` in every domain.
+pub fn reached(seen: &Position, wanted: &Position) -> bool {
+    wanted
+        .iter()
+        .all(|(d, (_, n))| seen.get(d).is_some_and(|(_, s)| s >= n))
+}
+
+impl Tx {
+    fn standalone(&self) -> bool {
+        self.gtid.is_some_and(|g| g.standalone)
+    }
+}
+
+/// `SAVEPOINT x`, `ROLLBACK TO [SAVEPOINT] x`, `RELEASE SAVEPOINT x`.
+fn is_savepoint(text: &str) -> bool {
+    let words: Vec<String> = text
+        .split_whitespace()
+        .take(2)
+        .map(|w| w.to_ascii_uppercase())
+        .collect();
+    matches!(
+        (words.first().map(String::as_str), words.get(1).map(String::as_str)),
+        (Some("SAVEPOINT"), _) | (Some("ROLLBACK"), Some("TO")) | (Some("RELEASE"), Some("SAVEPOINT"))
+    )
+}
+
+/// `BINLOG '...'` replaying `events`.
+fn binlog_sql(events: &[&Event]) -> String {
+    let mut raw = Vec::new();
+    for e in events {
+        raw.extend_from_slice(&e.raw);
+    }
+    format!(
+        "BINLOG '{}'",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
+async fn replay(conn: &mut Packets, events: &[&Event]) -> Result<(), String> {
+    exec(conn, &binlog_sql(events)).await.map(|_| ())
+}
+
+async fn exec(conn: &mut Packets, sql: &str) -> Result<(), String> {
+    rows(conn, sql).await.map(|_| ()).map_err(|e| e.to_string())
+}
+
+pub fn record(shared: &Shared, side: Side, table: &str, detail: &str) {
+    let mut d = Divergence::new(DivergenceKind::MirrorError, side, "(log)", detail);
+    if !table.is_empty() {
+        d.table = Some(table.to_string());
+    }
+    shared.records.mirror_error();
+    shared.records.divergence(d);
+}
+
+/// The applier's pause after a refusal.
+pub const REFUSED_PAUSE: Duration = Duration::from_secs(1);
