@@ -205,3 +205,79 @@ fn commits_not_applied_when_turnout_dies_are_applied_after_restart() {
     s.assert_identical("t", "id");
     assert_eq!(s.new_sql(q), "1\t10\n3\t3\n4\t4\n5\t5");
 }
+
+/// The writes flip waits until the applier reached old's last GTID, then
+/// new's binary log feeds old: what turnout applied to new is never applied
+/// back (its own GTID domain), and a rollback turns it around again.
+#[test]
+fn the_log_turns_around_at_the_writes_flip_and_back_at_the_rollback() {
+    let s = logged();
+    schema(&s, "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(40), at DATETIME(6) DEFAULT NOW(6))");
+    s.sql_ok("INSERT INTO t (v) VALUES ('old is the authority'), (UUID())");
+    s.ctl_ok(&["flip", "reads", "--force"]);
+    let flipped = s.ctl_ok(&["flip", "writes", "--force"]);
+    assert!(
+        flipped.contains("every commit of old applied to new")
+            && flipped.contains("new's binary log feeds old"),
+        "{flipped}"
+    );
+    s.sql_ok("INSERT INTO t (v) VALUES ('new is the authority'), (UUID()); UPDATE t SET v = 'changed on new' WHERE id = 1");
+    // A writer on new directly reaches old too.
+    s.new_sql("INSERT INTO t (v) VALUES ('beside turnout, on new')");
+    let q = "SELECT * FROM t ORDER BY id";
+    common::eventually("new's commits are on old", || {
+        s.old.sql("app", q).unwrap() == s.new_sql(q)
+    });
+    let status = s.ctl_ok(&["status"]);
+    assert!(status.contains("source      the log of new"), "{status}");
+    let back = s.ctl_ok(&["rollback"]);
+    assert!(back.contains("old's binary log feeds new"), "{back}");
+    s.sql_ok("INSERT INTO t (v) VALUES ('old again')");
+    s.assert_identical("t", "id");
+    // Six rows, each once: nothing came back around.
+    assert_eq!(s.new_sql("SELECT COUNT(*) FROM t"), "6");
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+}
+
+/// `check-config --connect` names the source and why: a server without a
+/// binary log gets statements with the reason; `source = "log"` there is an
+/// error naming what is missing.
+#[test]
+fn check_config_names_the_source_and_why_the_log_cannot_be_used() {
+    let check = |config: &std::path::Path| {
+        Command::new(common::turnout_bin())
+            .args(["check-config", "--connect"])
+            .arg(config)
+            .output()
+            .unwrap()
+    };
+    let s = logged();
+    let out = check(&s.dir.path().join("turnout.toml"));
+    let text = common::stdout(&out);
+    assert!(out.status.success(), "{text}{}", common::stderr(&out));
+    assert!(
+        text.contains("mirror source: the binary log of old (row events replayed), applied to new in commit order"),
+        "{text}"
+    );
+    let plain = MySetup::start("mirror", "");
+    let config = plain.dir.path().join("turnout.toml");
+    let out = check(&config);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(
+        common::stdout(&out).contains(
+            "mirror source: statements (pinned), because old keeps no binary log (log_bin = OFF)"
+        ),
+        "{}",
+        common::stdout(&out)
+    );
+    let strict = plain.dir.path().join("strict.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&strict, text.replace("[mirror]\n", "[mirror]\nsource = \"log\"\n")).unwrap();
+    let out = check(&strict);
+    assert_eq!(out.status.code(), Some(2), "{}", common::stdout(&out));
+    assert!(
+        common::stderr(&out).contains("mirror.source = \"log\": old keeps no binary log"),
+        "{}",
+        common::stderr(&out)
+    );
+}

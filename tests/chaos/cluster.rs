@@ -27,7 +27,9 @@ impl Server {
                 })
                 .expect("start PostgreSQL"),
             ),
-            Engine::MariaDb => Server::My(MariaDbInstance::start().expect("start MariaDB")),
+            Engine::MariaDb => Server::My(
+                MariaDbInstance::start_opts(None, logical).expect("start MariaDB"),
+            ),
         };
         match &s {
             Server::Pg(p) => p.create_database("app", "app", BACKEND_PASSWORD),
@@ -164,10 +166,14 @@ level = "{log_level}"
             state = path("state.json"),
             socket = path("admin.sock"),
             audit = path("audit.jsonl"),
-            replication = if logical {
-                "replication_user = \"postgres\"\nreplication_password = \"postgres\""
-            } else {
-                ""
+            replication = match (logical, engine) {
+                (false, _) => "",
+                (true, Engine::Postgres) => {
+                    "replication_user = \"postgres\"\nreplication_password = \"postgres\""
+                }
+                (true, Engine::MariaDb) => {
+                    "replication_user = \"root\"\nreplication_password = \"root-pw\""
+                }
             },
             source = if logical { "log" } else { "auto" },
             log_level = std::env::var("CHAOS_LOG_LEVEL").unwrap_or_else(|_| "info".into()),

@@ -114,6 +114,12 @@ fn chaos_short_mariadb() {
     short_profile(Engine::MariaDb, false);
 }
 
+/// The MariaDB seeds with the mirror fed from old's binary log.
+#[test]
+fn chaos_short_mariadb_from_the_log() {
+    short_profile(Engine::MariaDb, true);
+}
+
 /// Seeds from `CHAOS_FIRST_SEED` (default: the clock) on, both engines in
 /// turn, 60 s each, until `CHAOS_MINUTES` have passed. Every failing seed is
 /// printed with its findings; the test fails at the end if any did.
@@ -142,8 +148,7 @@ fn chaos_long() {
     let mut runs = 0;
     while started.elapsed().as_secs() < minutes * 60 {
         for engine in [Engine::Postgres, Engine::MariaDb] {
-            let logical = engine == Engine::Postgres
-                && std::env::var("CHAOS_SOURCE").is_ok_and(|s| s == "log");
+            let logical = std::env::var("CHAOS_SOURCE").is_ok_and(|s| s == "log");
             let report = driver::run(engine, seed, seconds, logical);
             runs += 1;
             if !report.findings.is_empty() {
