@@ -44,8 +44,10 @@ pub async fn run(port: Option<u16>, mysql: bool, traffic: bool) -> ExitCode {
 
 fn start_servers(mysql: bool) -> Result<Servers, turnout_instances::InstanceError> {
     if mysql {
-        let old = MariaDbInstance::start()?;
-        let new = MariaDbInstance::start()?;
+        // A row-based binary log on both: old's feeds the mirror (and new's
+        // feeds old after the writes flip).
+        let old = MariaDbInstance::start_opts(None, true)?;
+        let new = MariaDbInstance::start_opts(None, true)?;
         for (inst, schema) in [(&old, MY_OLD), (&new, MY_NEW)] {
             inst.create_database("app", "app", "app")?;
             inst.sql("app", schema)?;
@@ -89,10 +91,14 @@ fn config_text(mysql: bool, listen: u16, metrics: u16, old: u16, new: u16, dir: 
         )
         .replace("/var/lib/turnout", &dir)
         .replace("/run/turnout", &dir);
-    if !mysql {
-        // The throwaway clusters' superuser reads the log and applies it
+    {
+        // The throwaway servers' superuser reads the log and applies it
         // (in the containers, app is the superuser).
-        let replication = "replication_user = \"postgres\"\nreplication_password = \"postgres\"\n";
+        let replication = if mysql {
+            "replication_user = \"root\"\nreplication_password = \"root-pw\"\n"
+        } else {
+            "replication_user = \"postgres\"\nreplication_password = \"postgres\"\n"
+        };
         for next in ["[backends.new]", "[[users]]"] {
             text = text.replace(
                 &format!("password = \"app\"\n\n{next}"),
@@ -183,7 +189,8 @@ by key yourself, e.g. {client} {app_read}"
         };
         println!(
             "
-turnout is starting in phase mirror: writes go to old and, in step, to new.
+turnout is starting in phase mirror: writes go to old, and what old commits
+reaches new from old's own log, in commit order (`ctl status` names the source).
 old has the application's schema and rows; new has the changed schema and
 no rows yet: customers is clients there, name is full_name, legacy_code is
 gone and email_domain is computed. The [mapping] in the config says so, and

@@ -111,7 +111,9 @@ fn every_case_the_statements_could_not_carry_is_identical_from_the_log() {
         s.assert_identical(table, order);
     }
     assert_eq!(
-        s.old.sql("app", "SELECT n FROM t WHERE v = 'row count'").unwrap(),
+        s.old
+            .sql("app", "SELECT n FROM t WHERE v = 'row count'")
+            .unwrap(),
         "2"
     );
     // new's triggers did not fire again: one audit row per row of t.
@@ -176,11 +178,15 @@ fn commits_not_applied_when_turnout_dies_are_applied_after_restart() {
         .spawn()
         .unwrap();
     common::eventually("new's table is held", || {
-        s.new_sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP%'")
-            == "1"
+        s.new_sql(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT SLEEP%'",
+        ) == "1"
     });
     s.old
-        .sql("app", "INSERT INTO t VALUES (2, 2); UPDATE t SET v = 10 WHERE id = 1")
+        .sql(
+            "app",
+            "INSERT INTO t VALUES (2, 2); UPDATE t SET v = 10 WHERE id = 1",
+        )
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(s.new_sql("SELECT COUNT(*) FROM t"), "1");
@@ -190,7 +196,10 @@ fn commits_not_applied_when_turnout_dies_are_applied_after_restart() {
     s.new.kill().unwrap();
     s.restart_proxy("turnout-2.log");
     s.old
-        .sql("app", "INSERT INTO t VALUES (3, 3); DELETE FROM t WHERE id = 2")
+        .sql(
+            "app",
+            "INSERT INTO t VALUES (3, 3); DELETE FROM t WHERE id = 2",
+        )
         .unwrap();
     s.sql_ok("INSERT INTO t VALUES (4, 4)");
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -272,7 +281,11 @@ fn check_config_names_the_source_and_why_the_log_cannot_be_used() {
     );
     let strict = plain.dir.path().join("strict.toml");
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&strict, text.replace("[mirror]\n", "[mirror]\nsource = \"log\"\n")).unwrap();
+    std::fs::write(
+        &strict,
+        text.replace("[mirror]\n", "[mirror]\nsource = \"log\"\n"),
+    )
+    .unwrap();
     let out = check(&strict);
     assert_eq!(out.status.code(), Some(2), "{}", common::stdout(&out));
     assert!(

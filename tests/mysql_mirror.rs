@@ -895,7 +895,9 @@ fn two_databases_of_one_server_from_the_log() {
 
 #[test]
 fn async_mode_sysbench_from_the_log() {
-    common::from_the_log(async_mode_applies_sysbench_and_concurrent_sessions_on_new_after_the_clients);
+    common::from_the_log(
+        async_mode_applies_sysbench_and_concurrent_sessions_on_new_after_the_clients,
+    );
 }
 
 #[test]
@@ -908,4 +910,9 @@ fn transaction_errors_and_deadlocks_from_the_log() {
     common::from_the_log(
         errors_inside_transactions_keep_the_transaction_and_deadlock_victims_are_rolled_back_on_the_mirror,
     );
+}
+
+#[test]
+fn the_schema_mapping_from_the_log() {
+    common::from_the_log(writes_and_shadow_reads_go_through_the_schema_mapping);
 }

@@ -1,7 +1,9 @@
 //! `--mysql-only`: sysbench against MariaDB directly and through turnout,
 //! alternating in one run: `oltp_point_select` through a passthrough
-//! turnout, and `oltp_write_only` through a turnout in phase `mirror`
-//! (every write applied on a second MariaDB server in lockstep).
+//! turnout, and `oltp_write_only` through a turnout in phase `mirror`, with
+//! each source: statements (every write run on the second MariaDB server
+//! in lockstep) and old's binary log (replayed on new in commit order).
+//! Both servers keep a row-based binary log, as a log source needs.
 
 use super::{Args, Killed};
 use std::path::Path;
@@ -9,7 +11,7 @@ use std::process::Command;
 use turnout_instances::{free_port, MariaDbInstance, TempDir};
 
 fn server() -> Result<MariaDbInstance, String> {
-    let m = MariaDbInstance::start().map_err(|e| e.to_string())?;
+    let m = MariaDbInstance::start_opts(None, true).map_err(|e| e.to_string())?;
     m.create_database("bench", "bench", "bench")
         .map_err(|e| e.to_string())?;
     Ok(m)
@@ -21,8 +23,15 @@ fn start_turnout(
     old: u16,
     new: u16,
     phase: &str,
+    source: &str,
 ) -> Result<(Killed, u16), String> {
     let port = free_port().map_err(|e| e.to_string())?;
+    // The log source reads and replays as root.
+    let replication = if source == "log" {
+        "replication_user = \"root\"\nreplication_password = \"root-pw\""
+    } else {
+        ""
+    };
     let config = format!(
         r#"protocol = "mysql"
 [listen]
@@ -33,24 +42,29 @@ port = {old}
 database = "bench"
 user = "bench"
 password = "bench"
+{replication}
 [backends.new]
 host = "127.0.0.1"
 port = {new}
 database = "bench"
 user = "bench"
 password = "bench"
+{replication}
 [[users]]
 name = "bench"
 password = "bench"
 [mirror]
 ddl = "both"
+source = "{source}"
 divergence_log = "{divergences}"
 [state]
 initial_phase = "{phase}"
+file = "{state}"
 [log]
 level = "warn"
 "#,
-        divergences = dir.join(format!("{name}-divergences.jsonl")).display()
+        divergences = dir.join(format!("{name}-divergences.jsonl")).display(),
+        state = dir.join(format!("{name}-state.json")).display(),
     );
     Ok((super::spawn_turnout(dir, name, &config, port)?, port))
 }
@@ -92,10 +106,22 @@ pub fn bench(args: &Args, dir: &TempDir) -> Result<(), String> {
     eprintln!("starting MariaDB (old and new)...");
     let old = server()?;
     let new = server()?;
-    let (_pass, pass_port) =
-        start_turnout(dir.path(), "my-pass", old.port, new.port, "passthrough")?;
-    let (_mirror, mirror_port) =
-        start_turnout(dir.path(), "my-mirror", old.port, new.port, "mirror")?;
+    let (_pass, pass_port) = start_turnout(
+        dir.path(),
+        "my-pass",
+        old.port,
+        new.port,
+        "passthrough",
+        "statements",
+    )?;
+    let (_mirror, mirror_port) = start_turnout(
+        dir.path(),
+        "my-mirror",
+        old.port,
+        new.port,
+        "mirror",
+        "statements",
+    )?;
     // The tables, made through the mirroring turnout: alike on both sides.
     sysbench("oltp_read_write", "prepare", mirror_port, &[])?;
     let run = [
@@ -120,7 +146,18 @@ pub fn bench(args: &Args, dir: &TempDir) -> Result<(), String> {
         rows.push(("oltp_point_select, passthrough".into(), d, t));
         let (d, t) = pair("oltp_write_only", mirror_port)?;
         eprintln!("round {round}: oltp_write_only direct {d:.0} tps, mirrored {t:.0} tps");
-        rows.push(("oltp_write_only, mirror".into(), d, t));
+        rows.push(("oltp_write_only, mirror (statements)".into(), d, t));
+        // From the log: a turnout of its own, started for its run only (its
+        // applier would also replay the other runs' writes on new) and from
+        // old's position then (a state file of its own each time).
+        let d = sysbench("oltp_write_only", "run", old.port, &run)?;
+        let name = format!("my-log-{round}");
+        let (log_turnout, log_port) =
+            start_turnout(dir.path(), &name, old.port, new.port, "mirror", "log")?;
+        let t = sysbench("oltp_write_only", "run", log_port, &run)?;
+        log_turnout.terminate();
+        eprintln!("round {round}: oltp_write_only direct {d:.0} tps, from the log {t:.0} tps");
+        rows.push(("oltp_write_only, mirror (log)".into(), d, t));
     }
     println!(
         "\nsysbench, {} threads, {} s per run, {} rounds (MariaDB {}):",

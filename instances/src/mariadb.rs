@@ -165,15 +165,18 @@ impl MariaDbInstance {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if self.binlog {
-            cmd.arg(format!("--log-bin={}", self.data_dir().join("binlog").display()))
-                .arg(format!("--server-id={}", self.port))
-                .args([
-                    "--binlog-format=ROW",
-                    "--binlog-row-image=FULL",
-                    // As servers with a binary log that run applications'
-                    // stored functions are set.
-                    "--log-bin-trust-function-creators=1",
-                ]);
+            cmd.arg(format!(
+                "--log-bin={}",
+                self.data_dir().join("binlog").display()
+            ))
+            .arg(format!("--server-id={}", self.port))
+            .args([
+                "--binlog-format=ROW",
+                "--binlog-row-image=FULL",
+                // As servers with a binary log that run applications'
+                // stored functions are set.
+                "--log-bin-trust-function-creators=1",
+            ]);
         } else {
             cmd.arg("--skip-log-bin");
         }

@@ -27,9 +27,9 @@ impl Server {
                 })
                 .expect("start PostgreSQL"),
             ),
-            Engine::MariaDb => Server::My(
-                MariaDbInstance::start_opts(None, logical).expect("start MariaDB"),
-            ),
+            Engine::MariaDb => {
+                Server::My(MariaDbInstance::start_opts(None, logical).expect("start MariaDB"))
+            }
         };
         match &s {
             Server::Pg(p) => p.create_database("app", "app", BACKEND_PASSWORD),

@@ -88,7 +88,8 @@ impl MySetup {
         // From the log ([`super::from_the_log`]): both servers keep a
         // row-based binary log, read and replayed as root.
         let logged = super::log_source() || mirror.contains("source = \"log\"");
-        let old = MariaDbInstance::start_opts(server_tls.clone(), logged).expect("start MariaDB (old)");
+        let old =
+            MariaDbInstance::start_opts(server_tls.clone(), logged).expect("start MariaDB (old)");
         let new = MariaDbInstance::start_opts(server_tls, logged).expect("start MariaDB (new)");
         let mut mirror = mirror.to_string();
         let replication = if logged {

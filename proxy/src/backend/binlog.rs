@@ -51,7 +51,10 @@ impl Event {
 
     /// The body between the header and the checksum.
     pub fn body(&self) -> &[u8] {
-        let end = self.raw.len().saturating_sub(if self.checksummed { 4 } else { 0 });
+        let end = self
+            .raw
+            .len()
+            .saturating_sub(if self.checksummed { 4 } else { 0 });
         self.raw.get(HEADER..end.max(HEADER)).unwrap_or(&[])
     }
 
@@ -200,7 +203,11 @@ pub struct Reader {
 impl Reader {
     /// Logs in to `target` as its replication login and asks for its log
     /// after `from` (a GTID position), as replica `server_id`.
-    pub async fn open(target: &BackendTarget, server_id: u32, from: &str) -> Result<Reader, String> {
+    pub async fn open(
+        target: &BackendTarget,
+        server_id: u32,
+        from: &str,
+    ) -> Result<Reader, String> {
         let (mut conn, _) = open_simple(&target.as_replication())
             .await
             .map_err(|e| e.to_string())?;

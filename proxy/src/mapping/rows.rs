@@ -31,6 +31,17 @@ impl RowMap {
         }
     }
 
+    /// Whether rows of `table` reach the target as they are (same table
+    /// name, same columns, nothing computed).
+    pub fn is_plain(&self, table: &str) -> bool {
+        self.table == table
+            && self.computed.is_empty()
+            && self
+                .columns
+                .iter()
+                .all(|(k, v)| v.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(k)))
+    }
+
     /// Whether the target has columns computed from the row.
     pub fn has_computed(&self) -> bool {
         !self.computed.is_empty()

@@ -6,6 +6,7 @@
 //! mirror's database and tables; the position is kept in the same
 //! transaction. Consecutive transactions already at hand go in one.
 
+use super::mapped;
 use super::setup::{self, keep_sql};
 use crate::backend::binlog::{self, is_rows, position_text, Event, Gtid, Position, Reader};
 use crate::backend::mysql::rows;
@@ -13,6 +14,8 @@ use crate::shared::Shared;
 use crate::wire::my_packet::Packets;
 use crate::wire::my_response::{self as response, Expect};
 use base64::Engine as _;
+use mysql_common::binlog::consts::BinlogVersion;
+use mysql_common::binlog::EventStreamReader;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,19 +87,19 @@ impl Run<'_> {
             .seen
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = start.clone();
-        let mut reader = match Reader::open(
-            from_t,
-            setup::server_id(&slot),
-            &position_text(&start),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(e) => return Ended::Retry(format!("{}'s binary log: {e}", self.from)),
-        };
+        let mut reader =
+            match Reader::open(from_t, setup::server_id(&slot), &position_text(&start)).await {
+                Ok(r) => r,
+                Err(e) => return Ended::Retry(format!("{}'s binary log: {e}", self.from)),
+            };
         let own = setup::domain(&slot);
         let mut position = start;
-        let mut tables: HashMap<u64, (String, String)> = HashMap::new();
+        let mut tables: HashMap<u64, (String, String, bool)> = HashMap::new();
+        // Mapped tables' rows are decoded: the reader keeps their table maps.
+        let mut esr = EventStreamReader::new(BinlogVersion::Version4);
+        let mut catalog: HashMap<String, Vec<mapped::Column>> = HashMap::new();
+        let mut target_catalog: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
+        let mut old_conn: Option<Packets> = None;
         let mut fde_sent = false;
         let mut tx: Option<Tx> = None;
         let mut group: Vec<Tx> = Vec::new();
@@ -113,6 +116,9 @@ impl Run<'_> {
             let kind = event.kind();
             match kind {
                 binlog::FORMAT_DESCRIPTION => {
+                    if let Err(e) = feed(&mut esr, &event) {
+                        return Ended::Refused(e);
+                    }
                     if !fde_sent {
                         if let Err(e) = replay(&mut apply, &[&event]).await {
                             return Ended::Retry(format!("{}: {e}", self.to()));
@@ -130,16 +136,24 @@ impl Run<'_> {
                     let Some((id, db, table)) = event.table_map() else {
                         continue;
                     };
-                    tables.insert(id, (db.clone(), table.clone()));
+                    let map = shared.live().mapping.rows_toward(self.to(), &table);
+                    let plain = map.is_plain(&table);
+                    tables.insert(id, (db.clone(), table.clone(), !plain));
                     if let Some(t) = tx.as_mut().filter(|_| db == from_t.database) {
-                        let mapped = shared
-                            .live()
-                            .mapping
-                            .rows_toward(self.to(), &table)
-                            .table;
-                        match event.renamed(&to_t.database, &mapped) {
-                            Some(e) => t.events.push(Step::Event(e)),
-                            None => return Ended::Refused(format!("a table map of {table} could not be read")),
+                        if !plain {
+                            // Its rows become statements through the mapping.
+                            if let Err(e) = feed(&mut esr, &event) {
+                                return Ended::Refused(e);
+                            }
+                        } else {
+                            match event.renamed(&to_t.database, &map.table) {
+                                Some(e) => t.events.push(Step::Event(e)),
+                                None => {
+                                    return Ended::Refused(format!(
+                                        "a table map of {table} could not be read"
+                                    ))
+                                }
+                            }
                         }
                         if !t.tables.contains(&table) {
                             t.tables.push(table);
@@ -147,13 +161,73 @@ impl Run<'_> {
                     }
                 }
                 k if is_rows(k) => {
-                    let ours = event
-                        .rows_table()
-                        .and_then(|id| tables.get(&id))
-                        .is_some_and(|(db, _)| *db == from_t.database);
-                    if let Some(t) = tx.as_mut().filter(|_| ours) {
+                    let Some((db, table, is_mapped)) =
+                        event.rows_table().and_then(|id| tables.get(&id)).cloned()
+                    else {
+                        continue;
+                    };
+                    let Some(t) = tx.as_mut().filter(|_| db == from_t.database) else {
+                        continue;
+                    };
+                    t.rows += 1;
+                    if !is_mapped {
                         t.events.push(Step::Event(event));
-                        t.rows += 1;
+                        continue;
+                    }
+                    if !catalog.contains_key(&table) {
+                        if old_conn.is_none() {
+                            match crate::backend::mysql::open_simple(&from_t.as_replication()).await
+                            {
+                                Ok((c, _)) => old_conn = Some(c),
+                                Err(e) => return Ended::Retry(e.to_string()),
+                            }
+                        }
+                        let Some(c) = old_conn.as_mut() else { continue };
+                        match mapped::columns(c, &db, &table).await {
+                            Ok(cols) => {
+                                catalog.insert(table.clone(), cols);
+                            }
+                            Err(e) => return Ended::Retry(e),
+                        }
+                    }
+                    let map = shared.live().mapping.rows_toward(self.to(), &table);
+                    if !target_catalog.contains_key(&map.table) {
+                        match mapped::columns(&mut apply, &to_t.database, &map.table).await {
+                            Ok(cols) => {
+                                let names = cols.iter().map(|c| c.name.to_lowercase()).collect();
+                                target_catalog.insert(map.table.clone(), names);
+                            }
+                            Err(e) => {
+                                let why = format!("the log applier stopped: {} cannot take the rows of {table} ({e}); it tries again every second", self.to());
+                                record(shared, self.to(), &table, &why);
+                                return Ended::Refused(why);
+                            }
+                        }
+                    }
+                    let made = decode(&mut esr, &event).and_then(|data| {
+                        let tme = event
+                            .rows_table()
+                            .and_then(|id| esr.get_tme(id))
+                            .ok_or("its table map was not read")?;
+                        mapped::statements(
+                            &data,
+                            tme,
+                            &catalog[&table],
+                            &map,
+                            &to_t.database,
+                            &target_catalog[&map.table],
+                        )
+                    });
+                    match made {
+                        Ok(list) => t.events.extend(list.into_iter().map(Step::Sql)),
+                        Err(e) => {
+                            let why = format!(
+                                "the log applier stopped: a row of {table} cannot be applied to {} through the mapping ({e}); it tries again every second",
+                                self.to()
+                            );
+                            record(shared, self.to(), &table, &why);
+                            return Ended::Refused(why);
+                        }
                     }
                 }
                 binlog::XID => {
@@ -167,6 +241,14 @@ impl Run<'_> {
                     };
                     let text = String::from_utf8_lossy(&text).trim().to_string();
                     let word = crate::engine::text::first_word(&text).to_ascii_uppercase();
+                    if !matches!(
+                        word.as_str(),
+                        "BEGIN" | "COMMIT" | "ROLLBACK" | "SAVEPOINT" | "RELEASE"
+                    ) {
+                        // A schema change: the columns are read again.
+                        catalog.clear();
+                        target_catalog.clear();
+                    }
                     match word.as_str() {
                         "BEGIN" => {}
                         "COMMIT" => {
@@ -196,12 +278,10 @@ impl Run<'_> {
                         }
                     }
                 }
-                binlog::QUERY_COMPRESSED => {
-                    return Ended::Refused(format!(
-                        "{} writes compressed events (log_bin_compress = ON): turnout cannot read them",
-                        self.from
-                    ))
-                }
+                binlog::QUERY_COMPRESSED => return Ended::Refused(format!(
+                    "{} writes compressed events (log_bin_compress = ON): turnout cannot read them",
+                    self.from
+                )),
                 _ => {}
             }
             if group.is_empty() || (reader.has_buffered() && group.len() < 64) {
@@ -266,8 +346,14 @@ impl Run<'_> {
                 continue;
             }
             if t.ddl.is_some() {
-                self.commit(conn, &mut batch, position, &mut transactions, &mut rows_applied)
-                    .await?;
+                self.commit(
+                    conn,
+                    &mut batch,
+                    position,
+                    &mut transactions,
+                    &mut rows_applied,
+                )
+                .await?;
                 self.ddl(conn, &t).await;
                 let keep = keep_sql(slot, &position_text(position));
                 exec(conn, &keep)
@@ -278,13 +364,17 @@ impl Run<'_> {
             }
             batch.push(t);
         }
-        self.commit(conn, &mut batch, position, &mut transactions, &mut rows_applied)
-            .await?;
-        self.shared.log.note_applied(
-            transactions,
-            rows_applied,
-            position_text(position),
-        );
+        self.commit(
+            conn,
+            &mut batch,
+            position,
+            &mut transactions,
+            &mut rows_applied,
+        )
+        .await?;
+        self.shared
+            .log
+            .note_applied(transactions, rows_applied, position_text(position));
         self.passed(position);
         Ok(())
     }
@@ -312,7 +402,10 @@ impl Run<'_> {
             Ok(()) => {}
             Err(_) if list.len() > 1 => {
                 for t in &list {
-                    if let Err(e) = self.try_commit(conn, std::slice::from_ref(t), position).await? {
+                    if let Err(e) = self
+                        .try_commit(conn, std::slice::from_ref(t), position)
+                        .await?
+                    {
                         self.refused(t, e)?;
                     }
                 }
@@ -464,7 +557,10 @@ impl Run<'_> {
                     self.shared,
                     self.to(),
                     "",
-                    &format!("{} refused a schema change from the log ({e}): {text}", self.to()),
+                    &format!(
+                        "{} refused a schema change from the log ({e}): {text}",
+                        self.to()
+                    ),
                 );
             }
         }
@@ -476,9 +572,8 @@ impl Run<'_> {
         *b.seen.lock().unwrap_or_else(|p| p.into_inner()) = position.clone();
         let done: Vec<String> = {
             let mut pending = b.pending.lock().unwrap_or_else(|p| p.into_inner());
-            let (done, left): (Vec<_>, Vec<_>) = pending
-                .drain(..)
-                .partition(|(p, _)| reached(position, p));
+            let (done, left): (Vec<_>, Vec<_>) =
+                pending.drain(..).partition(|(p, _)| reached(position, p));
             *pending = left;
             done.into_iter().map(|(_, t)| t).collect()
         };
@@ -501,6 +596,41 @@ impl Tx {
     }
 }
 
+/// Gives `event` to the reader that decodes mapped tables' rows (its
+/// format description and table maps).
+fn feed(esr: &mut EventStreamReader, event: &Event) -> Result<(), String> {
+    decode_event(esr, event).map(|_| ())
+}
+
+fn decode_event(
+    esr: &mut EventStreamReader,
+    event: &Event,
+) -> Result<mysql_common::binlog::events::Event, String> {
+    // (The reader trusts the size in the header.)
+    let size = event
+        .raw
+        .get(9..13)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    if size != Some(event.raw.len() as u32) {
+        return Err("an event of the log does not have the size it says".into());
+    }
+    esr.read(&event.raw[..])
+        .map_err(|e| format!("an event of the log could not be read: {e}"))?
+        .ok_or_else(|| "an empty event".to_string())
+}
+
+/// A rows event, decoded.
+fn decode(
+    esr: &mut EventStreamReader,
+    event: &Event,
+) -> Result<mysql_common::binlog::events::EventData<'static>, String> {
+    let e = decode_event(esr, event)?;
+    e.read_data()
+        .map_err(|e| format!("a rows event could not be read: {e}"))?
+        .map(|d| d.into_owned())
+        .ok_or_else(|| "a rows event of an unknown kind".to_string())
+}
+
 /// `SAVEPOINT x`, `ROLLBACK TO [SAVEPOINT] x`, `RELEASE SAVEPOINT x`.
 fn is_savepoint(text: &str) -> bool {
     let words: Vec<String> = text
@@ -509,8 +639,13 @@ fn is_savepoint(text: &str) -> bool {
         .map(|w| w.to_ascii_uppercase())
         .collect();
     matches!(
-        (words.first().map(String::as_str), words.get(1).map(String::as_str)),
-        (Some("SAVEPOINT"), _) | (Some("ROLLBACK"), Some("TO")) | (Some("RELEASE"), Some("SAVEPOINT"))
+        (
+            words.first().map(String::as_str),
+            words.get(1).map(String::as_str)
+        ),
+        (Some("SAVEPOINT"), _)
+            | (Some("ROLLBACK"), Some("TO"))
+            | (Some("RELEASE"), Some("SAVEPOINT"))
     )
 }
 

@@ -13,6 +13,7 @@
 //! `LAST_INSERT_ID()` stay as the server left them).
 
 mod applier;
+mod mapped;
 pub mod setup;
 
 use crate::backend::binlog::{position_text, Position};
@@ -20,7 +21,7 @@ use crate::backend::catch_up::Apply;
 use crate::backend::mysql::open_simple;
 use crate::shared::registry::LogTask;
 use crate::shared::{Boxed, LogSource, Shared};
-use applier::{record, reached, Ended, Run};
+use applier::{reached, record, Ended, Run};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -122,9 +123,6 @@ async fn usable(shared: &Shared, authority: Side) -> Result<(), String> {
             "mirror.rules keep statements on one side ({}): the binary log carries every change old commits, so statements honour the rules instead",
             kept.join(", ")
         ));
-    }
-    if !shared.live().mapping.is_identity() {
-        return Err("the [mapping] renames or reshapes tables: the log's rows are replayed as the authority wrote them, so statements translate them instead".into());
     }
     setup::check(shared.target(authority), shared.target(authority.other())).await
 }
@@ -312,9 +310,18 @@ mod tests {
 
     #[test]
     fn the_written_table_is_read_off_the_words() {
-        assert_eq!(written_table("UPDATE LOW_PRIORITY t SET a = 1").as_deref(), Some("t"));
-        assert_eq!(written_table("delete from app.t where id = 1").as_deref(), Some("app.t"));
-        assert_eq!(written_table("INSERT IGNORE INTO `t`(a) VALUES (1)").as_deref(), Some("`t`"));
+        assert_eq!(
+            written_table("UPDATE LOW_PRIORITY t SET a = 1").as_deref(),
+            Some("t")
+        );
+        assert_eq!(
+            written_table("delete from app.t where id = 1").as_deref(),
+            Some("app.t")
+        );
+        assert_eq!(
+            written_table("INSERT IGNORE INTO `t`(a) VALUES (1)").as_deref(),
+            Some("`t`")
+        );
         assert_eq!(written_table("SELECT 1"), None);
         assert_eq!(qualified("app", "`T`"), "app.t");
         assert_eq!(qualified("app", "other.t"), "app.t");
@@ -399,9 +406,15 @@ pub fn written_table(sql: &str) -> Option<String> {
         .iter()
         .skip(after)
         .find(|w| {
-            !["LOW_PRIORITY", "IGNORE", "QUICK", "DELAYED", "HIGH_PRIORITY"]
-                .iter()
-                .any(|m| w.eq_ignore_ascii_case(m))
+            ![
+                "LOW_PRIORITY",
+                "IGNORE",
+                "QUICK",
+                "DELAYED",
+                "HIGH_PRIORITY",
+            ]
+            .iter()
+            .any(|m| w.eq_ignore_ascii_case(m))
         })
         .map(|w| w.to_string())
 }
