@@ -474,6 +474,21 @@ impl<'a> MyMirror<'a> {
         }
         match route {
             Route::Authority => self.authority(packet).await.map(|_| ()),
+            // From the log, with reads on the authority: the mirror's
+            // connection holds no transaction, so transaction control goes
+            // to the authority alone (a round trip less per BEGIN).
+            Route::Both
+                if self.log_on
+                    && matches!(class.kind(), Kind::Transaction(_))
+                    && self.routing.phase.read_target() != self.mirror_side =>
+            {
+                let was_in_tx = self.in_tx;
+                self.authority(packet).await?;
+                if was_in_tx && !self.in_tx {
+                    self.log_tables.clear();
+                }
+                Ok(())
+            }
             Route::Both => {
                 let keep = class.kind() == Kind::Session && !self.in_tx;
                 self.both(packet, keep).await

@@ -449,10 +449,10 @@ impl MyMirror<'_> {
         let a = self
             .on_auth(&encode(0, &self.for_auth(packet)).0, Expect::Result)
             .await?;
-        if self.mirror.is_some() {
+        let reads_on_mirror = self.routing.phase.read_target() == self.mirror_side;
+        if self.mirror.is_some() && reads_on_mirror {
             let _ = self.mirror_once(packet, false).await;
         }
-        let reads_on_mirror = self.routing.phase.read_target() == self.mirror_side;
         let tables = std::mem::take(&mut self.log_tables);
         if a.error.is_none() && (self.wrote || reads_on_mirror) {
             crate::mysql::log::committed(self.shared, &tables).await;
