@@ -20,7 +20,7 @@ fn schema(s: &MySetup, sql: &str) {
 
 const SCHEMA: &str = "CREATE TABLE t (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64), n BIGINT, ts DATETIME(6), who VARCHAR(64)); \
     CREATE TABLE audit (id INT AUTO_INCREMENT PRIMARY KEY, t_id INT, token CHAR(36)); \
-    CREATE TRIGGER t_who BEFORE INSERT ON t FOR EACH ROW SET NEW.who = IFNULL(NEW.who, UUID()); \
+    CREATE TRIGGER t_who BEFORE INSERT ON t FOR EACH ROW SET NEW.who = IFNULL(NEW.who, CONCAT('', UUID())); \
     CREATE TRIGGER t_audit AFTER INSERT ON t FOR EACH ROW INSERT INTO audit (t_id, token) VALUES (NEW.id, UUID())";
 
 /// Runs Python with PyMySQL through turnout: `code` gets a connection `c`
@@ -293,4 +293,70 @@ fn check_config_names_the_source_and_why_the_log_cannot_be_used() {
         "{}",
         common::stderr(&out)
     );
+}
+
+/// Without a binary log (statements mirror each write): each case the log
+/// carries exactly is the same on both sides or recorded, and the client
+/// gets the answers it gets directly.
+#[test]
+fn with_statements_each_case_is_identical_or_recorded() {
+    let s = MySetup::start_mirror("mirror", "source = \"statements\"", "");
+    schema(&s, SCHEMA);
+    schema(
+        &s,
+        "CREATE TABLE plain (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(64), n BIGINT, ts DATETIME(6))",
+    );
+    let function = "CREATE FUNCTION bump() RETURNS INT MODIFIES SQL DATA BEGIN INSERT INTO audit (t_id) VALUES (-1); RETURN 1; END";
+    s.new_sql(&format!("DELIMITER //\n{function}//"));
+    s.old
+        .sql("app", &format!("DELIMITER //\n{function}//"))
+        .unwrap();
+    let recorded = |needle: &str| {
+        s.divergences()
+            .iter()
+            .any(|r| r.contains("unsafe_statement") && r.contains(needle))
+    };
+    // Identical: the client's own timestamp, ROW_COUNT() as directly,
+    // a gbk text whose string ends in a backslash byte.
+    assert_eq!(
+        s.sql_ok(
+            "SET timestamp = 1700000000; INSERT INTO plain (v, ts) VALUES ('client time', NOW(6)); SELECT UNIX_TIMESTAMP(ts) FROM plain WHERE v = 'client time'"
+        ),
+        "1700000000.000000"
+    );
+    assert_eq!(
+        s.sql_ok("UPDATE plain SET n = 7 WHERE v = 'client time'; SELECT ROW_COUNT()"),
+        "1"
+    );
+    s.sql_ok("UPDATE plain SET n = 8 WHERE v = 'client time'; INSERT INTO plain (v, n) VALUES ('row count', ROW_COUNT())");
+    pymysql(
+        &s,
+        "gbk",
+        "cur.execute(b\"SELECT '\\xbf\\x5c'; INSERT INTO plain (v) VALUES ('after gbk')\".decode('gbk'))\n\
+         while cur.nextset(): pass",
+    );
+    let q = "SELECT * FROM plain ORDER BY id";
+    assert_eq!(s.old.sql("app", q).unwrap(), s.new_sql(q));
+    assert_eq!(
+        s.old
+            .sql("app", "SELECT n FROM plain WHERE v = 'row count'")
+            .unwrap(),
+        "1"
+    );
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+    // Recorded: user variables holding drawn values, each server's own
+    // values, a trigger drawing UUID(), a function that writes from a
+    // SELECT.
+    s.sql_ok("SET @x = UUID(); INSERT INTO plain (v) VALUES (@x)");
+    assert!(recorded("uses @x"), "{:?}", s.divergences());
+    s.sql_ok("INSERT INTO plain (v, n) VALUES (CONNECTION_ID(), @@port)");
+    assert!(recorded("CONNECTION_ID()"), "{:?}", s.divergences());
+    s.sql_ok("INSERT INTO t (v) VALUES ('trigger draws')");
+    assert!(
+        recorded("has a trigger that draws"),
+        "{:?}",
+        s.divergences()
+    );
+    assert_eq!(s.sql_ok("SELECT bump()"), "1");
+    assert!(recorded("calls bump()"), "{:?}", s.divergences());
 }

@@ -229,13 +229,13 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
     if config.mirror.max_log_lag_bytes <= 0 {
         c.push("mirror.max_log_lag_bytes", "must be above 0");
     }
-    if config.mirror.source == MirrorSource::Log {
-        if config.mirror.on_error == MirrorErrorPolicy::Fail {
-            c.push(
-                "mirror.on_error",
-                "\"fail\" needs mirror.source = \"images\": from the log, a write reaches the mirror after the authority committed it, so a mirror failure can no longer fail it (\"auto\" chooses images under \"fail\")",
-            );
-        }
+    if config.mirror.source == MirrorSource::Log
+        && config.mirror.on_error == MirrorErrorPolicy::Fail
+    {
+        c.push(
+            "mirror.on_error",
+            "\"fail\" needs mirror.source = \"images\" (\"statements\"): from the log, a write reaches the mirror after the authority committed it, so a mirror failure can no longer fail it (\"auto\" chooses statements under \"fail\")",
+        );
     }
     let mut seen = HashSet::new();
     for (i, rule) in config.mirror.rules.iter().enumerate() {

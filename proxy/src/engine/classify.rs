@@ -250,9 +250,67 @@ fn statement_context_unsafe(statement: &Statement) -> Option<&'static str> {
                 );
             ControlFlow::Break(())
         }
-        _ => ControlFlow::Continue(()),
+        Some(name) if SERVER_FUNCTIONS.contains(&name.as_str()) => {
+            found = Some(
+                "calls CONNECTION_ID() (or another function of the server and session), whose value is each server's own",
+            );
+            ControlFlow::Break(())
+        }
+        _ => match e {
+            Expr::Identifier(i) if server_variable(&i.value) => {
+                found = Some(
+                    "reads a server variable (@@port, @@hostname, @@server_id, ...) whose value is each server's own",
+                );
+                ControlFlow::Break(())
+            }
+            Expr::CompoundIdentifier(parts)
+                if parts.first().is_some_and(|p| p.value.starts_with("@@"))
+                    && server_variable(&format!(
+                        "@@{}",
+                        parts.last().map(|p| p.value.as_str()).unwrap_or_default()
+                    )) =>
+            {
+                found = Some(
+                    "reads a server variable (@@port, @@hostname, @@server_id, ...) whose value is each server's own",
+                );
+                ControlFlow::Break(())
+            }
+            _ => ControlFlow::Continue(()),
+        },
     });
     found
+}
+
+/// MySQL functions whose value is the server's or the session's own.
+const SERVER_FUNCTIONS: &[&str] = &["connection_id", "user", "session_user", "system_user"];
+
+/// `@@port`, `@@global.hostname`, ...: a server's identity, which differs
+/// between the sides.
+fn server_variable(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("@@") else {
+        return false;
+    };
+    let rest = rest.to_ascii_lowercase();
+    let var = rest.rsplit('.').next().unwrap_or(&rest);
+    matches!(
+        var,
+        "port"
+            | "hostname"
+            | "server_id"
+            | "server_uuid"
+            | "pid_file"
+            | "datadir"
+            | "socket"
+            | "gtid_domain_id"
+            | "version"
+            | "version_comment"
+            | "basedir"
+            | "log_bin_basename"
+            | "pseudo_thread_id"
+            | "gtid_binlog_pos"
+            | "gtid_current_pos"
+            | "last_gtid"
+    )
 }
 
 /// A statement that assigns a user variable (`@n := ...`).

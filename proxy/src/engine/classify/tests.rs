@@ -207,6 +207,19 @@ fn mysql_writes_that_statement_context_cannot_replay_are_unsafe() {
         c("SELECT UUID()").unsafe_reason().is_none(),
         "reads are not mirrored"
     );
+    // Values of each server's own.
+    for sql in [
+        "INSERT INTO t (v, n) VALUES (CONNECTION_ID(), 1)",
+        "INSERT INTO t (v, n) VALUES ('x', @@port)",
+        "INSERT INTO t (v) VALUES (@@hostname)",
+        "UPDATE t SET v = @@global.server_id",
+        "INSERT INTO t (v) SELECT @@SESSION.hostname",
+    ] {
+        assert!(c(sql).unsafe_reason().is_some(), "{sql}");
+    }
+    assert!(c("INSERT INTO t (v) VALUES (@@max_allowed_packet)")
+        .unsafe_reason()
+        .is_none());
 }
 
 #[test]

@@ -278,10 +278,12 @@ impl Run<'_> {
                         }
                     }
                 }
-                binlog::QUERY_COMPRESSED => return Ended::Refused(format!(
+                binlog::QUERY_COMPRESSED => {
+                    return Ended::Refused(format!(
                     "{} writes compressed events (log_bin_compress = ON): turnout cannot read them",
                     self.from
-                )),
+                ))
+                }
                 _ => {}
             }
             if group.is_empty() || (reader.has_buffered() && group.len() < 64) {

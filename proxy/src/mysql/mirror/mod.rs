@@ -7,6 +7,7 @@
 //! authority; session settings go to both.
 
 mod connections;
+mod context;
 mod prepared;
 mod reads;
 mod records;
@@ -116,6 +117,8 @@ pub struct MyMirror<'a> {
     /// Tables the open transaction wrote through the log (for the count of
     /// writes that bypass turnout).
     log_tables: Vec<String>,
+    /// What the session set or drew that statement text does not show.
+    context: context::Context,
 }
 
 fn query(sql: &str) -> Vec<u8> {
@@ -174,7 +177,7 @@ impl<'a> MyMirror<'a> {
             routing: shared.coord.routing.snapshot(),
             in_tx: false,
             unmirrored_in_tx: None,
-            lexing_unsure: false,
+            lexing_unsure: context::backslash_trailing_collation(legs.collation),
             autocommit: true,
             answered_by: mirror_side.other(),
             replay: Replay::default(),
@@ -188,6 +191,7 @@ impl<'a> MyMirror<'a> {
             unit_class: Arc::default(),
             log_on: false,
             log_tables: Vec::new(),
+            context: context::Context::default(),
         }
     }
 
@@ -269,6 +273,9 @@ impl<'a> MyMirror<'a> {
             return None;
         };
         self.unit_class = self.command_class(&packet);
+        // The count of the autocommit write turnout wrapped, for this
+        // command alone.
+        let wrapped_count = self.context.wrapped_count.take();
         let step = match command {
             COM_QUIT => {
                 let _ = self.auth.write(0, &packet).await;
@@ -294,6 +301,18 @@ impl<'a> MyMirror<'a> {
                         Ok(()) => None,
                         Err(_) => Some(End::ClientGone("client connection lost".into())),
                     };
+                }
+                // ROW_COUNT() right after a write turnout wrapped: the
+                // write's count, as directly (turnout's COMMIT reset it).
+                let answered = wrapped_count
+                    .filter(|_| !self.log_on)
+                    .and_then(|n| context::Context::row_count_answered(n, &sql));
+                let (packet, sql) = match answered {
+                    Some(text) => (query(&text), text),
+                    None => (packet, sql),
+                };
+                if !self.log_on {
+                    self.context.note(&sql);
                 }
                 let class = self.classify(&sql);
                 self.statement(&packet, &class, &sql).await
@@ -368,8 +387,10 @@ impl<'a> MyMirror<'a> {
 
     async fn run_statement(&mut self, packet: &[u8], class: &Classification, sql: &str) -> Step {
         if class.kind() == Kind::Ddl {
-            // Column defaults may have changed.
+            // Column defaults, triggers and functions may have changed.
             self.table_defaults.clear();
+            self.context.drawn_triggers.clear();
+            self.context.writing_functions = None;
         }
         let prepared = packet.first() == Some(&COM_STMT_EXECUTE);
         if let Some(reason) = self.not_for_authority(sql, prepared) {
@@ -396,6 +417,26 @@ impl<'a> MyMirror<'a> {
                 }
                 self.record(DivergenceKind::UnsafeStatement, class, reason, sql);
             }
+            let database = context::names_database(sql)
+                && self.shared.target(Side::Old).database != self.shared.target(Side::New).database;
+            let from_context = self.context.unsafe_write(sql).or_else(|| {
+                database.then(|| {
+                    "calls DATABASE(), whose value is each side's own database name, and the two are named differently".to_string()
+                })
+            });
+            let from_context = match from_context {
+                Some(r) => Some(r),
+                None => self.drawn_trigger(sql).await,
+            };
+            if let Some(reason) = from_context {
+                if self.shared.unsafe_policy == UnsafePolicy::Fail {
+                    let msg = format!(
+                        "turnout: refused, not safe to mirror: {reason} (mirror.on_unsafe = fail)"
+                    );
+                    return self.tell(&err_payload(1290, "HY000", &msg)).await;
+                }
+                self.record(DivergenceKind::UnsafeStatement, class, &reason, sql);
+            }
             // Through the schema mapping: what cannot be translated runs on
             // the authority alone, recorded (or refused).
             match self
@@ -418,6 +459,11 @@ impl<'a> MyMirror<'a> {
             }
         }
         let read = matches!(class.kind(), Kind::Read) && class.statements.len() == 1;
+        if route == Route::Authority && !self.log_on && sql.contains('(') {
+            if let Some(reason) = self.writing_function(sql).await {
+                self.record(DivergenceKind::UnsafeStatement, class, &reason, sql);
+            }
+        }
         if route == Route::Authority && read {
             let from_mirror = self.routing.phase.read_target() == self.mirror_side;
             let permit = self.sample_permit(packet, class);
@@ -540,7 +586,8 @@ impl<'a> MyMirror<'a> {
     /// [`crate::engine::Classifier::classify_in_session`]).
     fn classify(&mut self, sql: &str) -> Arc<Classification> {
         let classifier = &self.shared.classifier;
-        self.lexing_unsure |= classifier.changes_lexing(sql);
+        self.lexing_unsure |=
+            classifier.changes_lexing(sql) || context::names_backslash_trailing_charset(sql);
         classifier.classify_in_session(sql, self.lexing_unsure)
     }
 }

@@ -231,9 +231,15 @@ impl MyMirror<'_> {
         // With autocommit off the server opens the transaction itself and
         // the client ends it.
         let wrap = !self.in_tx && self.autocommit;
-        let ts = now_timestamp();
+        // The client's own `SET timestamp` stands on both sides (it went to
+        // both): turnout's pin keeps it rather than overriding it.
+        let (ts, reset) = if self.context.client_timestamp {
+            ("@@timestamp".to_string(), "SET TIMESTAMP = @@timestamp")
+        } else {
+            (now_timestamp(), "SET TIMESTAMP = DEFAULT")
+        };
         let set_ts = query(&format!("SET TIMESTAMP = {ts}"));
-        let reset_ts = query("SET TIMESTAMP = DEFAULT");
+        let reset_ts = query(reset);
         let begin = query("BEGIN");
         let mut list: Vec<&[u8]> = Vec::new();
         if wrap {
@@ -306,7 +312,65 @@ impl MyMirror<'_> {
             Ok(_) => Ok(()),
             Err(e) => Err(e),
         };
+        // turnout's own statements after the client's (the pin's reset, its
+        // COMMIT) reset ROW_COUNT(): the client's next text gets this count.
+        self.context.wrapped_count = Some(answer.affected_total);
         self.after_mirror(mirrored, wrap, answer, sql).await
+    }
+
+    /// Why the write `sql` is not the same on the mirror because of a
+    /// trigger of its table that draws values of each server's own (from
+    /// the authority's catalog, once per table).
+    pub(super) async fn drawn_trigger(&mut self, sql: &str) -> Option<String> {
+        let table = crate::mysql::log::written_table(sql)?;
+        let table = table
+            .rsplit('.')
+            .next()
+            .unwrap_or(&table)
+            .trim_matches('`')
+            .to_string();
+        let event = match crate::engine::text::first_word(sql)
+            .to_ascii_uppercase()
+            .as_str()
+        {
+            "UPDATE" => "'UPDATE'",
+            "DELETE" => "'DELETE'",
+            "REPLACE" => "'INSERT', 'DELETE'",
+            _ => "'INSERT', 'UPDATE'",
+        };
+        let key = format!("{table} {event}");
+        if let Some(&drawn) = self.context.drawn_triggers.get(&key) {
+            return drawn.then(|| drawn_trigger_reason(&table));
+        }
+        let q = super::context::drawn_trigger_query(&table, event);
+        let rows = crate::backend::mysql::rows(&mut self.auth, &q).await.ok()?;
+        let drawn = rows
+            .iter()
+            .next()
+            .and_then(|r| r.text("n").ok().flatten().map(|n| n != "0"))
+            .unwrap_or(false);
+        self.context.drawn_triggers.insert(key, drawn);
+        drawn.then(|| drawn_trigger_reason(&table))
+    }
+
+    /// Why a read `sql` writes on the authority alone: it calls a stored
+    /// function that writes (from the authority's catalog).
+    pub(super) async fn writing_function(&mut self, sql: &str) -> Option<String> {
+        if self.context.writing_functions.is_none() {
+            let rows =
+                crate::backend::mysql::rows(&mut self.auth, super::context::WRITING_FUNCTIONS)
+                    .await
+                    .ok()?;
+            let names = rows
+                .iter()
+                .filter_map(|r| r.text("name").ok().flatten().map(str::to_string))
+                .collect();
+            self.context.writing_functions = Some(names);
+        }
+        let f = super::context::calls_one_of(sql, self.context.writing_functions.as_deref()?)?;
+        Some(format!(
+            "calls {f}(), a stored function that writes: its writes are on the authority alone (not mirrored)"
+        ))
     }
 
     /// The sides reported different affected-row counts for one mirrored
@@ -475,6 +539,10 @@ impl MyMirror<'_> {
             self.mirror_failed("COMMIT", &e);
         }
     }
+}
+
+fn drawn_trigger_reason(table: &str) -> String {
+    format!("{table} has a trigger that draws values of each server's own (UUID(), RAND(), ...): the rows it writes differ on the mirror")
 }
 
 /// An INSERT or REPLACE with a RETURNING clause (MariaDB): its answer is a
