@@ -46,7 +46,18 @@ fn pymysql(s: &MySetup, charset: &str, code: &str) -> String {
 
 #[test]
 fn every_case_the_statements_could_not_carry_is_identical_from_the_log() {
-    let s = logged();
+    every_case(logged());
+}
+
+/// The same with old and new two databases (`app`, `app_v2`) of one
+/// server: the log's table maps name new's database, and `DATABASE()` is
+/// old's value on both.
+#[test]
+fn every_case_is_identical_from_the_log_with_two_databases_of_one_server() {
+    common::from_the_log(|| every_case(MySetup::start_one_server("mirror", "")));
+}
+
+fn every_case(s: MySetup) {
     let status = s.ctl_ok(&["status"]);
     assert!(status.contains("source      the log of old"), "{status}");
     schema(&s, SCHEMA);
@@ -190,6 +201,11 @@ fn commits_not_applied_when_turnout_dies_are_applied_after_restart() {
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(s.new_sql("SELECT COUNT(*) FROM t"), "1");
+    // What the applier has not applied shows as bytes behind.
+    common::eventually("the status shows the applier behind", || {
+        let v: serde_json::Value = serde_json::from_str(&s.ctl_ok(&["--json", "status"])).unwrap();
+        v["mirror_source"]["lag_bytes"].as_u64().unwrap_or(0) > 0
+    });
     s.proxy.kill();
     let _ = lock.wait();
     // Now with new down: old commits, nothing can be applied, turnout dies.

@@ -90,6 +90,17 @@ impl Event {
         table_id(self.body())
     }
 
+    /// The end position of this event in its binary log file.
+    pub fn log_pos(&self) -> u64 {
+        u64::from(u32_at(&self.raw, 13).unwrap_or(0))
+    }
+
+    /// A rotate event's next file name.
+    pub fn rotate_file(&self) -> Option<String> {
+        let b = self.body();
+        Some(String::from_utf8_lossy(b.get(8..)?).into_owned())
+    }
+
     /// A query event's session (the server's thread id of the connection
     /// that ran it).
     pub fn query_thread(&self) -> Option<u32> {

@@ -124,6 +124,11 @@ pub struct BinlogProgress {
     /// id that ran them: the applier applies those (per `mirror.ddl`) and
     /// leaves the ones made outside turnout.
     pub ddl_threads: DashMap<u32, u32>,
+    /// The binary log file and end position of the last event the applier
+    /// took (for the bytes it is behind).
+    pub read_at: std::sync::Mutex<(String, u64)>,
+    /// The last refusal recorded (recorded once while it lasts).
+    pub refused: std::sync::Mutex<Option<String>>,
 }
 
 impl Default for MyRegistry {

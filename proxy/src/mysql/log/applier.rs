@@ -103,6 +103,9 @@ impl Run<'_> {
         let mut fde_sent = false;
         let mut tx: Option<Tx> = None;
         let mut group: Vec<Tx> = Vec::new();
+        // Where in old's files the events read so far end (published once
+        // they are applied: the bytes the applier is behind).
+        let mut read_at = (String::new(), 0u64);
         shared.log.running();
         loop {
             let event = tokio::select! {
@@ -111,9 +114,26 @@ impl Run<'_> {
             };
             let event = match event {
                 Ok(e) => e,
+                Err(e) if e.contains("(1236") => {
+                    let why = format!(
+                        "the log applier stopped: {} no longer has its binary log from GTID {} ({e}); what it committed since may not be on {} (backfill and verify --repair, then mirror again)",
+                        self.from,
+                        position_text(&position),
+                        self.to()
+                    );
+                    record(shared, self.to(), "", &why);
+                    return Ended::Refused(why);
+                }
                 Err(e) => return Ended::Retry(format!("{}'s binary log: {e}", self.from)),
             };
             let kind = event.kind();
+            if kind == binlog::ROTATE {
+                if let Some(file) = event.rotate_file() {
+                    read_at = (file, 4);
+                }
+            } else if event.log_pos() > 0 {
+                read_at.1 = event.log_pos();
+            }
             match kind {
                 binlog::FORMAT_DESCRIPTION => {
                     if let Err(e) = feed(&mut esr, &event) {
@@ -291,7 +311,14 @@ impl Run<'_> {
             }
             let done = std::mem::take(&mut group);
             match self.apply(&mut apply, done, &mut position, own).await {
-                Ok(()) => {}
+                Ok(()) => {
+                    *shared
+                        .mysql
+                        .binlog
+                        .read_at
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = read_at.clone();
+                }
                 Err(end) => return end,
             }
         }
@@ -533,7 +560,7 @@ impl Run<'_> {
         }
         let to = self.shared.target(self.to());
         let from = self.shared.target(self.from);
-        if from.database != to.database && text.contains(&from.database) {
+        if from.database != to.database && qualifies_with(text, &from.database) {
             record(
                 self.shared,
                 self.to(),
@@ -596,6 +623,23 @@ impl Tx {
     fn standalone(&self) -> bool {
         self.gtid.is_some_and(|g| g.standalone)
     }
+}
+
+/// Whether `sql` names something in database `db` (`db.t`, `` `db`.t ``).
+fn qualifies_with(sql: &str, db: &str) -> bool {
+    let lower = sql.to_lowercase();
+    let db = db.to_lowercase();
+    lower.match_indices(&db).any(|(i, _)| {
+        let b = lower.as_bytes();
+        let before = i.checked_sub(1).map(|j| b[j]);
+        let mut after = i + db.len();
+        if before == Some(b'`') && b.get(after) == Some(&b'`') {
+            after += 1;
+        } else if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'`') {
+            return false;
+        }
+        b.get(after) == Some(&b'.')
+    })
 }
 
 /// Gives `event` to the reader that decodes mapped tables' rows (its
@@ -672,6 +716,19 @@ async fn exec(conn: &mut Packets, sql: &str) -> Result<(), String> {
 }
 
 pub fn record(shared: &Shared, side: Side, table: &str, detail: &str) {
+    // A refusal lasting through the applier's retries is recorded once.
+    if detail.contains("stopped") {
+        let mut last = shared
+            .mysql
+            .binlog
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if last.as_deref() == Some(detail) {
+            return;
+        }
+        *last = Some(detail.to_string());
+    }
     let mut d = Divergence::new(DivergenceKind::MirrorError, side, "(log)", detail);
     if !table.is_empty() {
         d.table = Some(table.to_string());
@@ -682,3 +739,21 @@ pub fn record(shared: &Shared, side: Side, table: &str, detail: &str) {
 
 /// The applier's pause after a refusal.
 pub const REFUSED_PAUSE: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schema_change_naming_old_s_database_is_told() {
+        assert!(qualifies_with("ALTER TABLE app.t ADD c INT", "app"));
+        assert!(qualifies_with("ALTER TABLE `app`.`t` ADD c INT", "app"));
+        assert!(!qualifies_with(
+            "CREATE DEFINER=`app`@`%` FUNCTION f() RETURNS INT RETURN 1",
+            "app"
+        ));
+        assert!(!qualifies_with("ALTER TABLE myapp.t ADD c INT", "app"));
+        assert!(is_savepoint("SAVEPOINT `s`") && is_savepoint("ROLLBACK TO `s`"));
+        assert!(!is_savepoint("ROLLBACK"));
+    }
+}

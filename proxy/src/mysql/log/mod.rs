@@ -186,7 +186,8 @@ async fn begin(shared: &Shared, authority: Side, resumed: bool) -> Result<String
 
 fn spawn(shared: &Arc<Shared>, from: Side) {
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(applier_task(shared.clone(), from, rx));
+    let task = tokio::spawn(applier_task(shared.clone(), from, rx.clone()));
+    let lag = tokio::spawn(lag_task(shared.clone(), from, rx));
     *shared
         .mysql
         .binlog
@@ -202,7 +203,7 @@ fn spawn(shared: &Arc<Shared>, from: Side) {
         .replace(LogTask {
             from,
             stop: tx,
-            tasks: vec![task],
+            tasks: vec![task, lag],
         });
     if let Some(old) = old {
         let _ = old.stop.send(true);
@@ -266,6 +267,56 @@ async fn applier_task(
             _ = tokio::time::sleep(pause) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// Every 2 s: how many bytes of `from`'s binary log the applier has not
+/// read yet (metric, status, the flips' lag guard), from the files'
+/// sizes (`SHOW BINARY LOGS`).
+async fn lag_task(shared: Arc<Shared>, from: Side, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut conn = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop.changed() => return,
+        }
+        if conn.is_none() {
+            conn = open_simple(&shared.target(from).as_replication())
+                .await
+                .ok()
+                .map(|(c, _)| c);
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let files = match crate::backend::mysql::rows(c, "SHOW BINARY LOGS").await {
+            Ok(r) => r.into_data(),
+            Err(_) => {
+                conn = None;
+                continue;
+            }
+        };
+        let (file, pos) = shared
+            .mysql
+            .binlog
+            .read_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if file.is_empty() {
+            continue;
+        }
+        let behind: u64 = files
+            .iter()
+            .filter_map(|row| {
+                let name = row.first()?.as_deref()?;
+                let size: u64 = row.get(1)?.as_deref()?.parse().ok()?;
+                match name.cmp(file.as_str()) {
+                    std::cmp::Ordering::Less => None,
+                    std::cmp::Ordering::Equal => Some(size.saturating_sub(pos)),
+                    std::cmp::Ordering::Greater => Some(size),
+                }
+            })
+            .sum();
+        shared.log.note_lag(behind);
     }
 }
 
