@@ -376,3 +376,44 @@ fn with_statements_each_case_is_identical_or_recorded() {
     assert_eq!(s.sql_ok("SELECT bump()"), "1");
     assert!(recorded("calls bump()"), "{:?}", s.divergences());
 }
+
+/// DDL through turnout reaches new at its place in the log (`mirror.ddl =
+/// "both"`); a table new does not have stops the applier with one record,
+/// nothing after it applied and nothing lost, until new has it.
+#[test]
+fn ddl_travels_in_the_log_and_a_table_new_lacks_holds_the_applier() {
+    let s = logged();
+    schema(&s, "CREATE TABLE t (id INT PRIMARY KEY, v INT)");
+    s.sql_ok("INSERT INTO t VALUES (1, 1); ALTER TABLE t ADD COLUMN w VARCHAR(10) DEFAULT 'x'; INSERT INTO t VALUES (2, 2, 'two')");
+    s.assert_identical("t", "id");
+    // A table made on old alone (outside turnout), then written through it.
+    s.old
+        .sql("app", "CREATE TABLE only_old (id INT PRIMARY KEY)")
+        .unwrap();
+    s.sql_ok("INSERT INTO only_old VALUES (1)");
+    s.sql_ok("INSERT INTO t VALUES (3, 3, 'three')");
+    common::eventually("the applier stopped with a record", || {
+        s.divergences()
+            .iter()
+            .any(|r| r.contains("the log applier stopped") && r.contains("only_old"))
+    });
+    assert_eq!(
+        s.new_sql("SELECT COUNT(*) FROM t"),
+        "2",
+        "nothing after it applied"
+    );
+    let status = s.ctl_ok(&["status"]);
+    assert!(status.contains("stopped"), "{status}");
+    s.new_sql("CREATE TABLE only_old (id INT PRIMARY KEY)");
+    let q = "SELECT * FROM t ORDER BY id";
+    common::eventually("the applier goes on once new has the table", || {
+        s.old.sql("app", q).unwrap() == s.new_sql(q)
+    });
+    s.assert_identical("only_old", "id");
+    let stops = s
+        .divergences()
+        .iter()
+        .filter(|r| r.contains("the log applier stopped"))
+        .count();
+    assert_eq!(stops, 1, "{:?}", s.divergences());
+}

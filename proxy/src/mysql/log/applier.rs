@@ -470,12 +470,23 @@ impl Run<'_> {
         let mut statements = vec!["BEGIN".to_string()];
         for t in list {
             let mut run: Vec<&Event> = Vec::new();
+            let mut run_bytes = 0;
             for step in &t.events {
                 match step {
-                    Step::Event(e) => run.push(e),
+                    Step::Event(e) => {
+                        run_bytes += e.raw.len();
+                        run.push(e);
+                        // A large transaction goes in several statements,
+                        // each ending where one of old's statements ended.
+                        if run_bytes > MAX_BINLOG_STATEMENT && ends_statement(e) {
+                            statements.push(binlog_sql(&std::mem::take(&mut run)));
+                            run_bytes = 0;
+                        }
+                    }
                     Step::Sql(sql) => {
                         if !run.is_empty() {
                             statements.push(binlog_sql(&std::mem::take(&mut run)));
+                            run_bytes = 0;
                         }
                         statements.push(sql.clone());
                     }
@@ -486,12 +497,14 @@ impl Run<'_> {
             }
         }
         statements.push(keep_sql(&self.shared.log_slot, &position_text(position)));
-        statements.push("COMMIT".into());
-        let n = statements.len();
+        // Sent at once (one exchange), each statement on its own (MariaDB
+        // does not go on reliably after a BINLOG inside a multi-statement
+        // text); the COMMIT only once every one of them went through, so a
+        // refused transaction leaves neither rows nor position behind.
         let mut out = Vec::new();
-        for s in &statements {
+        for st in &statements {
             let mut p = vec![0x03];
-            p.extend_from_slice(s.as_bytes());
+            p.extend_from_slice(st.as_bytes());
             out.extend_from_slice(&crate::wire::my_packet::encode(0, &p).0);
         }
         use tokio::io::AsyncWriteExt;
@@ -499,21 +512,24 @@ impl Run<'_> {
         conn.stream.write_all(&out).await.map_err(|e| broken(&e))?;
         conn.stream.flush().await.map_err(|e| broken(&e))?;
         let mut first_error = None;
-        for i in 0..n {
+        for _ in 0..statements.len() {
             let a = response::read(conn, Expect::Result)
                 .await
                 .map_err(|e| broken(&e))?;
-            if let Some(e) = a.error {
-                if first_error.is_none() && i > 0 {
-                    first_error = Some((a.error_code.unwrap_or(0), e));
-                }
+            if let (None, Some(e)) = (&first_error, a.error) {
+                first_error = Some((a.error_code.unwrap_or(0), e));
             }
         }
-        if let Some(e) = first_error {
-            let _ = exec(conn, "ROLLBACK").await;
-            return Ok(Err(e));
+        let end = if first_error.is_some() {
+            "ROLLBACK"
+        } else {
+            "COMMIT"
+        };
+        exec(conn, end).await.map_err(|e| broken(&e))?;
+        match first_error {
+            Some(e) => Ok(Err(e)),
+            None => Ok(Ok(())),
         }
-        Ok(Ok(()))
     }
 
     /// A transaction the mirror refused: a table it cannot take stops the
@@ -735,6 +751,16 @@ pub fn record(shared: &Shared, side: Side, table: &str, detail: &str) {
     }
     shared.records.mirror_error();
     shared.records.divergence(d);
+}
+
+/// Raw bytes of events per `BINLOG` statement (at most, where old's
+/// statements end).
+const MAX_BINLOG_STATEMENT: usize = 1 << 20;
+
+/// Whether a rows event ends one of old's statements (`STMT_END_F`): the
+/// table maps before it are not needed after it.
+fn ends_statement(e: &Event) -> bool {
+    is_rows(e.kind()) && e.body().get(6).is_some_and(|f| f & 1 != 0)
 }
 
 /// The applier's pause after a refusal.
