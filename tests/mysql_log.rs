@@ -375,6 +375,13 @@ fn with_statements_each_case_is_identical_or_recorded() {
     );
     assert_eq!(s.sql_ok("SELECT bump()"), "1");
     assert!(recorded("calls bump()"), "{:?}", s.divergences());
+    pymysql(
+        &s,
+        "utf8mb4",
+        "cur.execute(\"INSERT INTO plain (v) VALUES ('m1'); INSERT INTO plain (v) VALUES ('m2')\")\n\
+         while cur.nextset(): pass",
+    );
+    assert!(recorded("inserts after its first"), "{:?}", s.divergences());
 }
 
 /// DDL through turnout reaches new at its place in the log (`mirror.ddl =

@@ -42,8 +42,9 @@ pub(super) fn drawn_trigger_query(table: &str, event: &str) -> String {
         .iter()
         .map(|f| format!("LOWER(ACTION_STATEMENT) LIKE '%{}%'", f.replace('_', "\\_")))
         .collect();
+    // (A trigger that inserts makes ids of the mirror's own counter.)
     format!(
-        "SELECT COUNT(*) AS n FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = '{}' AND EVENT_MANIPULATION IN ({event}) AND ({})",
+        "SELECT COUNT(*) AS n FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = '{}' AND EVENT_MANIPULATION IN ({event}) AND ({} OR LOWER(ACTION_STATEMENT) LIKE '%insert%')",
         table.trim_matches('`').replace('\'', "''"),
         likes.join(" OR ")
     )
@@ -226,6 +227,17 @@ impl Context {
     }
 }
 
+/// Whether a text of several statements inserts after its first statement
+/// (only the first generated id is pinned: a later INSERT's ids are the
+/// mirror's own counter's).
+pub(super) fn inserts_after_the_first(sql: &str) -> bool {
+    sql.split(';').skip(1).any(|st| {
+        st.trim_start()
+            .get(..6)
+            .is_some_and(|w| w.eq_ignore_ascii_case("insert") || w.eq_ignore_ascii_case("replac"))
+    })
+}
+
 /// Whether a write `sql` calls `DATABASE()` / `SCHEMA()` (each side's own
 /// database name).
 pub(super) fn names_database(sql: &str) -> bool {
@@ -288,5 +300,9 @@ mod tests {
         assert!(!names_backslash_trailing_charset("SET NAMES utf8mb4"));
         assert!(backslash_trailing_collation(28));
         assert!(names_database("INSERT INTO t VALUES (DATABASE ())"));
+        assert!(inserts_after_the_first(
+            "UPDATE t SET a = 1; insert into t VALUES (1)"
+        ));
+        assert!(!inserts_after_the_first("INSERT INTO t VALUES (1)"));
     }
 }

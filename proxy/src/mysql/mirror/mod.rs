@@ -419,11 +419,19 @@ impl<'a> MyMirror<'a> {
             }
             let database = context::names_database(sql)
                 && self.shared.target(Side::Old).database != self.shared.target(Side::New).database;
-            let from_context = self.context.unsafe_write(sql).or_else(|| {
-                database.then(|| {
-                    "calls DATABASE(), whose value is each side's own database name, and the two are named differently".to_string()
+            let from_context = self
+                .context
+                .unsafe_write(sql)
+                .or_else(|| {
+                    database.then(|| {
+                        "calls DATABASE(), whose value is each side's own database name, and the two are named differently".to_string()
+                    })
                 })
-            });
+                .or_else(|| {
+                    (class.statements.len() > 1 && context::inserts_after_the_first(sql)).then(|| {
+                        "a text of several statements inserts after its first: ids its later INSERTs generate are the mirror's own counter's".to_string()
+                    })
+                });
             let from_context = match from_context {
                 Some(r) => Some(r),
                 None => self.drawn_trigger(sql).await,

@@ -542,7 +542,7 @@ impl MyMirror<'_> {
 }
 
 fn drawn_trigger_reason(table: &str) -> String {
-    format!("{table} has a trigger that draws values of each server's own (UUID(), RAND(), ...): the rows it writes differ on the mirror")
+    format!("{table} has a trigger that draws values of each server's own (UUID(), RAND(), ...) or inserts rows (ids of the mirror's own counter): the rows it writes may differ on the mirror")
 }
 
 /// An INSERT or REPLACE with a RETURNING clause (MariaDB): its answer is a
