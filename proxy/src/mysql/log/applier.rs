@@ -44,6 +44,8 @@ struct Tx {
     rows: u64,
     /// A schema change (its default database and text).
     ddl: Option<(String, String)>,
+    /// The position after this transaction (kept with it).
+    after: Position,
 }
 
 /// A piece of a transaction: events replayed together, or a statement
@@ -366,25 +368,20 @@ impl Run<'_> {
         let slot = &self.shared.log_slot;
         let mut batch: Vec<Tx> = Vec::new();
         let (mut transactions, mut rows_applied) = (0u64, 0u64);
-        for t in group {
+        for mut t in group {
             if let Some(g) = t.gtid {
                 position.insert(g.domain, (g.server, g.seq));
             }
+            t.after = position.clone();
             let skip = t.gtid.is_some_and(|g| g.domain == own);
             if skip || (t.events.is_empty() && t.ddl.is_none()) {
                 continue;
             }
             if t.ddl.is_some() {
-                self.commit(
-                    conn,
-                    &mut batch,
-                    position,
-                    &mut transactions,
-                    &mut rows_applied,
-                )
-                .await?;
+                self.commit(conn, &mut batch, &mut transactions, &mut rows_applied)
+                    .await?;
                 self.ddl(conn, &t).await;
-                let keep = keep_sql(slot, &position_text(position));
+                let keep = keep_sql(slot, &position_text(&t.after));
                 exec(conn, &keep)
                     .await
                     .map_err(|e| Ended::Retry(e.to_string()))?;
@@ -393,14 +390,12 @@ impl Run<'_> {
             }
             batch.push(t);
         }
-        self.commit(
-            conn,
-            &mut batch,
-            position,
-            &mut transactions,
-            &mut rows_applied,
-        )
-        .await?;
+        self.commit(conn, &mut batch, &mut transactions, &mut rows_applied)
+            .await?;
+        // (Transactions of other databases or turnout's own are passed over
+        // without keeping the position for them: writing it would be a
+        // transaction of turnout's own again, in the same log on one server;
+        // after a restart they are passed over again.)
         self.shared
             .log
             .note_applied(transactions, rows_applied, position_text(position));
@@ -414,27 +409,18 @@ impl Run<'_> {
         &self,
         conn: &mut Packets,
         batch: &mut Vec<Tx>,
-        position: &Position,
         transactions: &mut u64,
         rows_applied: &mut u64,
     ) -> Result<(), Ended> {
         if batch.is_empty() {
-            // (The position still moves: transactions of other databases.)
-            let keep = keep_sql(&self.shared.log_slot, &position_text(position));
-            return exec(conn, &keep)
-                .await
-                .map(|_| ())
-                .map_err(|e| Ended::Retry(e.to_string()));
+            return Ok(());
         }
         let list = std::mem::take(batch);
-        match self.try_commit(conn, &list, position).await? {
+        match self.try_commit(conn, &list).await? {
             Ok(()) => {}
             Err(_) if list.len() > 1 => {
                 for t in &list {
-                    if let Err(e) = self
-                        .try_commit(conn, std::slice::from_ref(t), position)
-                        .await?
-                    {
+                    if let Err(e) = self.try_commit(conn, std::slice::from_ref(t)).await? {
                         self.refused(t, e)?;
                     }
                 }
@@ -465,8 +451,11 @@ impl Run<'_> {
         &self,
         conn: &mut Packets,
         list: &[Tx],
-        position: &Position,
     ) -> Result<Result<(), (u16, String)>, Ended> {
+        // The position after the last of them, kept with them.
+        let Some(position) = list.last().map(|t| &t.after) else {
+            return Ok(Ok(()));
+        };
         let mut statements = vec!["BEGIN".to_string()];
         for t in list {
             let mut run: Vec<&Event> = Vec::new();
