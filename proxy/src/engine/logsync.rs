@@ -308,6 +308,17 @@ impl LogSync {
         }
     }
 
+    /// ` (why)` when the applier stopped for a reason, else nothing: for
+    /// messages saying the applier did not catch up.
+    pub fn stopped_suffix(&self) -> String {
+        self.stopped
+            .load()
+            .as_ref()
+            .as_ref()
+            .map(|w| format!(" ({w})"))
+            .unwrap_or_default()
+    }
+
     pub fn is_stalled(&self) -> bool {
         self.stalled.load(Ordering::Relaxed)
     }

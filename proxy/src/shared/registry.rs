@@ -59,6 +59,20 @@ pub struct LogTask {
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+impl LogTask {
+    /// Takes the task out of `slot` (a log source's registry entry), tells
+    /// it to stop and waits (up to 10 s each) for its parts to end.
+    pub async fn stop_in(slot: &std::sync::Mutex<Option<LogTask>>) {
+        let task = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.stop.send(true);
+            for t in task.tasks {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(10), t).await;
+            }
+        }
+    }
+}
+
 impl Default for PgRegistry {
     fn default() -> Self {
         PgRegistry {

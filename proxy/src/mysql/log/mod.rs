@@ -211,18 +211,7 @@ fn spawn(shared: &Arc<Shared>, from: Side) {
 }
 
 async fn stop_applier(shared: &Shared) {
-    let task = shared
-        .mysql
-        .log_task
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
-    if let Some(task) = task {
-        let _ = task.stop.send(true);
-        for t in task.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
-        }
-    }
+    LogTask::stop_in(&shared.mysql.log_task).await;
     shared.log.set_source(None);
     shared.log.stall(None);
 }
@@ -502,14 +491,7 @@ async fn caught_up(shared: &Shared, side: Side, limit: Duration) -> Result<Durat
             "the log applier did not apply {side}'s last commit ({}) within {} ms{}",
             position_text(&now),
             limit.as_millis(),
-            shared
-                .log
-                .stopped
-                .load()
-                .as_ref()
-                .as_ref()
-                .map(|w| format!(" ({w})"))
-                .unwrap_or_default()
+            shared.log.stopped_suffix()
         ))
     }
 }

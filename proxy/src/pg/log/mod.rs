@@ -306,18 +306,7 @@ fn spawn(shared: &Arc<Shared>, from: Side, left_out: Vec<setup::Table>) {
 
 /// Stops the running applier (and waits for it to let go of its slot).
 async fn stop_applier(shared: &Shared) {
-    let task = shared
-        .pg
-        .log_task
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
-    if let Some(task) = task {
-        let _ = task.stop.send(true);
-        for t in task.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
-        }
-    }
+    LogTask::stop_in(&shared.pg.log_task).await;
     shared.log.set_source(None);
     shared.log.stall(None);
 }
@@ -500,14 +489,7 @@ pub async fn caught_up(
         Err(NotCaughtUp::Behind(format!(
             "the log applier did not apply {side}'s last commit within {} ms{}",
             limit.as_millis(),
-            shared
-                .log
-                .stopped
-                .load()
-                .as_ref()
-                .as_ref()
-                .map(|w| format!(" ({w})"))
-                .unwrap_or_default()
+            shared.log.stopped_suffix()
         )))
     }
 }
