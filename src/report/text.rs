@@ -38,20 +38,22 @@ pub fn render(r: &Report) -> String {
             r.reasons.len()
         );
         for reason in &r.reasons {
-            let _ = writeln!(out, "  - {reason}");
+            let _ = writeln!(out, "  - {}", esc(reason));
         }
     }
-    let _ = writeln!(out, "Judged on {}.", r.basis);
+    let _ = writeln!(out, "Judged on {}.", esc(&r.basis));
     let _ = writeln!(
         out,
         "Generated {}; phase {}; last verify: {}.",
         r.generated_at,
-        r.phase
+        esc(r
+            .phase
             .as_deref()
-            .unwrap_or("not known (turnout not reached)"),
-        r.last_verify
+            .unwrap_or("not known (turnout not reached)")),
+        esc(r
+            .last_verify
             .as_deref()
-            .unwrap_or("not known (turnout not reached)")
+            .unwrap_or("not known (turnout not reached)"))
     );
     out.push('\n');
     let _ = writeln!(
@@ -63,9 +65,9 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(
             out,
             "{:<40} {:<44} {:<28} {}",
-            c.name,
-            c.value,
-            c.limit,
+            esc(c.name),
+            esc(&c.value),
+            esc(&c.limit),
             match c.pass {
                 Some(true) => "pass",
                 Some(false) => "FAIL",
@@ -116,7 +118,7 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(
             out,
             "  {:<28} {:>8} {:>10} {:>9.4} {:>7} {:>7} {:>9} {:>11}  {}",
-            t.table,
+            esc(&t.table),
             t.samples,
             t.mismatches,
             t.rate(),
@@ -124,7 +126,7 @@ pub fn render(r: &Report) -> String {
             t.extra,
             t.differing,
             t.divergences,
-            t.verify_text()
+            esc(&t.verify_text())
         );
     }
     if r.tables.is_empty() {
@@ -144,7 +146,7 @@ pub fn render(r: &Report) -> String {
                 w => line.push_str(&format!("{cell:>w$} ")),
             }
         }
-        format!("{line}  {fingerprint}\n")
+        format!("{line}  {}\n", esc(fingerprint))
     };
     let headings: Vec<String> = LINE_HEADINGS.iter().map(|h| h.to_string()).collect();
     out.push_str(&row(&headings, "fingerprint"));
@@ -174,11 +176,11 @@ pub fn render(r: &Report) -> String {
                     out,
                     "{:>12}differs ({}): {} {} / {} {}",
                     "",
-                    dr.columns.join(", "),
+                    esc(&dr.columns.join(", ")),
                     latest.target,
                     describe_row(latest, &dr.target),
                     latest.shadow,
-                    row_text(&dr.shadow)
+                    esc(&row_text(&dr.shadow))
                 );
             }
             if latest.order_differs {
@@ -201,7 +203,11 @@ pub fn render(r: &Report) -> String {
         );
     }
     if !r.skipped.is_empty() {
-        let parts: Vec<String> = r.skipped.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let parts: Vec<String> = r
+            .skipped
+            .iter()
+            .map(|(k, v)| format!("{} {v}", esc(k)))
+            .collect();
         let _ = writeln!(out, "skipped samples: {}", parts.join(", "));
     }
     if !r.kinds.is_empty() {
@@ -211,31 +217,53 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(
                 out,
                 "  {}  {:<22} {:<18} {}{}  {}",
-                d.at,
+                esc(&d.at),
                 d.kind.name(),
-                d.table.as_deref().unwrap_or("-"),
+                esc(d.table.as_deref().unwrap_or("-")),
                 d.key
                     .as_deref()
-                    .map(|k| format!("key {k}  "))
+                    .map(|k| format!("key {}  ", esc(k)))
                     .unwrap_or_default(),
-                d.fingerprint,
-                d.detail
+                esc(&d.fingerprint),
+                esc(&d.detail)
             );
         }
     }
     if r.unreadable > 0 {
         let _ = writeln!(out, "{} unreadable line(s) in the files read", r.unreadable);
     }
-    let _ = writeln!(out, "\nsources: {}", r.sources.join("; "));
+    let _ = writeln!(out, "\nsources: {}", esc(&r.sources.join("; ")));
     out
 }
 
 /// A row as `key=… | values`.
 fn describe_row(r: &turnout_control::readdiff::ReadDiff, row: &[Option<String>]) -> String {
     let key = key_text(r, row);
-    if key.is_empty() {
+    esc(&if key.is_empty() {
         row_text(row)
     } else {
         format!("[{key}] {}", row_text(row))
+    })
+}
+
+/// A value as a terminal shows it harmlessly: control characters (escape
+/// sequences, newlines, carriage returns, C1 codes) and the characters that
+/// reorder text on screen (bidirectional overrides) written as `\u{..}`
+/// (`\n`, `\r`, `\t` as such), so no value can erase or forge a line.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control()
+                || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') =>
+            {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
     }
+    out
 }

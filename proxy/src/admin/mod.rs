@@ -421,9 +421,7 @@ pub fn watch_flag_file(
     let caller = format!("flag file {}", path.display());
     // What the file says when turnout starts is where it was left, not a
     // request: a restart never moves the phase.
-    let last: Option<String> = std::fs::read_to_string(&path)
-        .ok()
-        .map(|t| t.trim().to_string());
+    let last: Option<String> = read_flag_file(&path).ok().map(|t| t.trim().to_string());
     let phase = controller.routing().snapshot().phase;
     if let Some(text) = last.as_deref().filter(|t| *t != phase.name()) {
         warn!(file = %path.display(), content = %text, %phase, "the flag file names another phase than the one kept; nothing done until its content changes");
@@ -442,9 +440,17 @@ async fn flag_file_loop(
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
     loop {
         tick.tick().await;
-        let text = match std::fs::read_to_string(&path) {
+        let text = match read_flag_file(&path) {
             Ok(t) => t.trim().to_string(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                let refused = format!("(refused: {e})");
+                if last.as_deref() != Some(refused.as_str()) {
+                    warn!(file = %path.display(), error = %e, "flag file refused; the phase stays");
+                    last = Some(refused);
+                }
+                continue;
+            }
             Err(e) => {
                 if last.as_deref() != Some("(unreadable)") {
                     warn!(file = %path.display(), error = %e, "flag file unreadable; the phase stays");
@@ -479,6 +485,49 @@ async fn flag_file_loop(
             }
         }
     }
+}
+
+/// The flag file's content, when it may be obeyed: owned by turnout's own
+/// user (or root), not writable by group or others, not a symbolic link.
+/// Anyone else's file is refused (`PermissionDenied`), whatever it says.
+fn read_flag_file(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "it is a symbolic link",
+            ),
+            _ => e,
+        })?;
+    let meta = file.metadata()?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "owned by uid {}, not by turnout's user (uid {me}) or root",
+                meta.uid()
+            ),
+        ));
+    }
+    if meta.mode() & 0o022 != 0 || !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "writable by group or others (mode {:o}) or not a plain file",
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
+    let mut text = String::new();
+    file.by_ref().take(4096).read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// `sample RATE`: the fraction of reads compared, changed live.

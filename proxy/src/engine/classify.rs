@@ -197,13 +197,48 @@ const NONDETERMINISTIC_FUNCTIONS: &[&str] = &[
 
 fn function_name(expr: &Expr) -> Option<String> {
     match expr {
-        Expr::Function(f) => f
-            .name
-            .0
-            .last()
-            .map(|part| part.to_string().trim_matches('"').to_lowercase()),
+        Expr::Function(f) => f.name.0.last().map(|part| plain_name(&part.to_string())),
         _ => None,
     }
+}
+
+/// A name as the server resolves it, lower-case: quotes dropped, and the
+/// escapes of a Unicode identifier (`U&"lo\005Ffrom\005Fbytea"`) decoded,
+/// so no spelling hides a function from the lists above.
+fn plain_name(raw: &str) -> String {
+    let raw = raw
+        .strip_prefix("U&")
+        .or_else(|| raw.strip_prefix("u&"))
+        .unwrap_or(raw);
+    let name = raw.trim_matches('"');
+    if !name.contains('\\') {
+        return name.to_lowercase();
+    }
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at + 1..];
+        let (digits, skip) = match tail.strip_prefix('+') {
+            Some(t) => (t.get(..6), 7),
+            None => (tail.get(..4), 4),
+        };
+        match digits
+            .and_then(|d| u32::from_str_radix(d, 16).ok())
+            .and_then(char::from_u32)
+        {
+            Some(c) => {
+                out.push(c);
+                rest = &tail[skip..];
+            }
+            None => {
+                out.push('\\');
+                rest = tail;
+            }
+        }
+    }
+    out.push_str(rest);
+    out.to_lowercase()
 }
 
 struct Calls {
@@ -220,6 +255,15 @@ fn calls(statement: &Statement) -> Calls {
         if let Some(name) = function_name(e) {
             c.side_effects |= SIDE_EFFECT_FUNCTIONS.contains(&name.as_str());
             c.nondeterministic |= NONDETERMINISTIC_FUNCTIONS.contains(&name.as_str());
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    // A function called in FROM (`SELECT * FROM lo_from_bytea(...)`) is a
+    // relation to the parser.
+    let _ = sqlparser::ast::visit_relations(statement, |name| {
+        if let Some(last) = name.0.last() {
+            let name = plain_name(&last.to_string());
+            c.side_effects |= SIDE_EFFECT_FUNCTIONS.contains(&name.as_str());
         }
         ControlFlow::<()>::Continue(())
     });
@@ -461,8 +505,17 @@ fn classify_statement(statement: &Statement) -> StatementClass {
         | Statement::ShowCollation { .. }
         | Statement::ExplainTable { .. }
         | Statement::Fetch { .. }
-        | Statement::Close { .. }
-        | Statement::Declare { .. } => Kind::Other,
+        | Statement::Close { .. } => Kind::Other,
+        // A cursor runs its query at each FETCH, on the side that holds it:
+        // over a function with side effects (a large object's), the mirror
+        // cannot follow, so it is recorded.
+        Statement::Declare { .. } if c.side_effects || modifies(statement) => {
+            unsafe_reason = Some(
+                "a cursor over a query with side effects runs it at each FETCH, on the authority alone",
+            );
+            Kind::Write
+        }
+        Statement::Declare { .. } => Kind::Other,
         // NOTIFY and row locks are side effects others can see: mirrored.
         Statement::NOTIFY { .. } | Statement::Lock(_) | Statement::LockTables { .. } => Kind::Write,
         Statement::Kill { .. } => Kind::Other,
@@ -481,6 +534,39 @@ fn classify_statement(statement: &Statement) -> StatementClass {
     }
 }
 
+/// The relations (lower-case, unqualified names) a DDL text creates or
+/// renames to: tables, views, materialized views, sequences.
+pub fn created_relations(dialect: SqlDialect, sql: &str) -> Vec<String> {
+    use sqlparser::ast::{AlterTableOperation, ObjectName, RenameTableNameKind};
+    let Ok(statements) = Parser::parse_sql(dialect_of(dialect), sql) else {
+        return Vec::new();
+    };
+    let last = |n: &ObjectName| {
+        n.0.last()
+            .map(|p| p.to_string().trim_matches('"').to_lowercase())
+    };
+    let mut out = Vec::new();
+    for s in &statements {
+        match s {
+            Statement::CreateTable(t) => out.extend(last(&t.name)),
+            Statement::CreateView(v) => out.extend(last(&v.name)),
+            Statement::CreateSequence { name, .. } => out.extend(last(name)),
+            Statement::AlterTable(a) => {
+                for op in &a.operations {
+                    if let AlterTableOperation::RenameTable { table_name } = op {
+                        let name = match table_name {
+                            RenameTableNameKind::As(n) | RenameTableNameKind::To(n) => n,
+                        };
+                        out.extend(last(name));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Whether `EXPLAIN (...)` options run the statement: `ANALYZE` among them,
 /// unless it is switched off by a keyword (`ANALYZE false`, `ANALYZE off`).
 /// A literal value (`ANALYZE 0`, `ANALYZE 'on'`) counts as on whatever it
@@ -490,7 +576,8 @@ fn classify_statement(statement: &Statement) -> StatementClass {
 fn analyze_option(options: &[sqlparser::ast::UtilityOption]) -> bool {
     use sqlparser::ast::Value;
     options.iter().any(|o| {
-        o.name.value.eq_ignore_ascii_case("analyze")
+        (o.name.value.eq_ignore_ascii_case("analyze")
+            || o.name.value.eq_ignore_ascii_case("analyse"))
             && !match &o.arg {
                 None => false,
                 Some(Expr::Value(v)) => matches!(v.value, Value::Boolean(false)),

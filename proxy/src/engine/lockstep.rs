@@ -126,21 +126,46 @@ pub async fn commit<S: Sides>(
         s.mirror_rollback().await;
         return s.fail_both(rolled_back_on_both(&reason)).await;
     }
-    if let Err(detail) = s.mirror_commit().await {
-        if mirror_failed(policy, records, side, fingerprint, &detail, |d| s.record(d)) {
+    let refused = s.mirror_commit().await.err();
+    if let Some(detail) = &refused {
+        if policy == MirrorErrorPolicy::Fail
+            && mirror_failed(policy, records, side, fingerprint, detail, |d| s.record(d))
+        {
             let reason = format!("{side} could not commit it: {detail}");
             return s.fail_both(rolled_back_on_both(&reason)).await;
         }
     }
+    // Under `record`, the mirror's refusal is judged by the authority's
+    // answer: refused there too (a deferred constraint, a serialization
+    // failure of the client's own), the transaction is on neither side and
+    // the client has the authority's error, as directly: nothing diverged.
+    let mirror_alone = |s: &S, detail: &str| {
+        mirror_failed(policy, records, side, fingerprint, detail, |d| s.record(d));
+    };
     match s.authority_commit().await {
-        Ok(None) => Ok(()),
+        Ok(None) => {
+            if let Some(detail) = &refused {
+                mirror_alone(s, detail);
+            }
+            Ok(())
+        }
         Ok(Some(error)) => {
-            s.record(authority_commit_failed(side, fingerprint, &error));
+            match &refused {
+                Some(detail) => {
+                    tracing::debug!(%side, %fingerprint, mirror = %records.loggable(detail), authority = %records.loggable(&error), "COMMIT refused on both sides: the client's own error");
+                }
+                None => s.record(authority_commit_failed(side, fingerprint, &error)),
+            }
             Ok(())
         }
         Err(i) => {
-            if let Some(error) = i.authority_lost {
-                s.record(authority_lost_at_commit(side, fingerprint, &error));
+            match (&refused, i.authority_lost) {
+                // The mirror did not commit; the authority may have.
+                (Some(detail), _) => mirror_alone(s, detail),
+                (None, Some(error)) => {
+                    s.record(authority_lost_at_commit(side, fingerprint, &error))
+                }
+                (None, None) => {}
             }
             Err(i.stop)
         }
@@ -269,6 +294,20 @@ mod tests {
         assert!(!log.contains(&"authority: COMMIT".to_string()));
         assert!(recorded.is_empty(), "the client is told; nothing diverged");
         assert_eq!(records.mirror_error_count(), 1);
+    }
+
+    #[test]
+    fn a_commit_refused_on_both_sides_is_the_client_s_error_not_a_divergence() {
+        let fake = Fake {
+            mirror_commit: Some("violates foreign key constraint (23503)".into()),
+            authority: Some(Ok("violates foreign key constraint (23503)".into())),
+            ..Fake::default()
+        };
+        let (outcome, log, recorded, records) = run(fake, MirrorErrorPolicy::Record);
+        assert_eq!(outcome, Ok(()));
+        assert_eq!(log.last().map(String::as_str), Some("authority: COMMIT"));
+        assert!(recorded.is_empty(), "{recorded:?}");
+        assert_eq!(records.mirror_error_count(), 0);
     }
 
     #[test]

@@ -26,6 +26,11 @@ pub enum SampleError {
     Unavailable(String),
     #[error("{0}")]
     Undecodable(String),
+    /// The read writes (a function with side effects, `nextval`, ...): it
+    /// failed in the read-only transaction every sample runs in, so it ran
+    /// once, for the client, and is not compared.
+    #[error("{0}")]
+    NotReadOnly(String),
 }
 
 impl SampleError {
@@ -34,6 +39,7 @@ impl SampleError {
         match self {
             SampleError::Unavailable(_) => "shadow_unavailable",
             SampleError::Undecodable(_) => "not_comparable",
+            SampleError::NotReadOnly(_) => "not_read_only",
         }
     }
 }

@@ -252,12 +252,28 @@ async fn run(shared: &Shared, side: Side, sample: &Sample) -> Result<Answered, S
                     .map_err(|e| e.to_string())?;
             }
         }
-        let mut p = vec![0x03];
-        p.extend_from_slice(sql.as_bytes());
-        conn.write(0, &p).await.map_err(|e| e.to_string())?;
-        let a = response::read(&mut conn, Expect::Result)
-            .await
-            .map_err(|e| e.to_string())?;
+        // In a read-only transaction, rolled back: a read with side effects
+        // (a function that writes) fails there and changes nothing; the
+        // client's own read ran once, on the read target.
+        let mut a = None;
+        for (i, text) in ["START TRANSACTION READ ONLY", sql.as_str(), "ROLLBACK"]
+            .into_iter()
+            .enumerate()
+        {
+            let mut p = vec![0x03];
+            p.extend_from_slice(text.as_bytes());
+            conn.write(0, &p).await.map_err(|e| e.to_string())?;
+            let answer = response::read(&mut conn, Expect::Result)
+                .await
+                .map_err(|e| e.to_string())?;
+            if i == 0 && answer.error.is_some() {
+                return Err(format!("no read-only transaction: {:?}", answer.error));
+            }
+            if i == 1 {
+                a = Some(answer);
+            }
+        }
+        let a = a.unwrap_or_default();
         pool.give_back(side, conn, sample.settings.clone());
         Ok::<_, String>(a)
     };
@@ -265,6 +281,12 @@ async fn run(shared: &Shared, side: Side, sample: &Sample) -> Result<Answered, S
         .await
         .map_err(|_| unavailable("no answer in time".into()))?
         .map_err(unavailable)?;
+    if a.error_code == Some(1792) {
+        return Err(SampleError::NotReadOnly(format!(
+            "{side}: the read writes: {}",
+            a.error.unwrap_or_default()
+        )));
+    }
     if let Some(e) = a.error {
         return Ok(Answered {
             set: ResultSet::default(),

@@ -452,20 +452,36 @@ async fn run(
             prefix_answers += 1;
         }
     }
+    // In a read-only transaction, rolled back: a read with side effects (a
+    // function that writes, `nextval`) fails there and changes nothing; the
+    // client's own read ran once, on the read target.
+    let mut begin = BytesMut::new();
+    put_cstr(&mut begin, "BEGIN READ ONLY");
+    prefix.extend_from_slice(&codec::frame(b'Q', &begin));
+    let mut rollback = BytesMut::new();
+    put_cstr(&mut rollback, "ROLLBACK");
     let exchange = async {
         prefix.extend_from_slice(&query.messages());
+        prefix.extend_from_slice(&codec::frame(b'Q', &rollback));
         conn.send(&prefix).await?;
-        for _ in 0..prefix_answers {
+        for _ in 0..=prefix_answers {
             read_answer(&mut conn, usize::MAX).await?;
         }
-        read_answer(&mut conn, sampler.max_result_bytes).await
+        let answer = read_answer(&mut conn, sampler.max_result_bytes).await?;
+        read_answer(&mut conn, usize::MAX).await?;
+        Ok::<_, FramedError>(answer)
     };
     let outcome = tokio::time::timeout(shared.mirror_timeout, exchange).await;
     let give_back = |conn| pool.give_back(side, conn, settings.clone());
     match outcome {
         Ok(Ok(Some(a))) => {
             give_back(conn);
-            Ok(a)
+            match &a.error {
+                Some(e) if e.contains("(25006)") => Err(SampleError::NotReadOnly(format!(
+                    "{side}: the read writes: {e}"
+                ))),
+                _ => Ok(a),
+            }
         }
         Ok(Ok(None)) => {
             give_back(conn);

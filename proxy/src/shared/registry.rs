@@ -43,6 +43,37 @@ pub struct PgRegistry {
     /// The authority's user-defined volatile functions (lower-case names),
     /// when read and from which side: a read calling one may write.
     pub functions: std::sync::Mutex<Option<FunctionList>>,
+    /// Relations (lower-case names) a client's DDL created on the authority
+    /// alone (`mirror.ddl = "authority_only"`): a read of one that fails on
+    /// the other side is served by the authority and is no failure of that
+    /// side. Bounded ([`Self::hold`]).
+    pub held: DashMap<String, ()>,
+}
+
+impl PgRegistry {
+    /// Notes relations a DDL kept on the authority created.
+    pub fn hold(&self, names: Vec<String>) {
+        for name in names {
+            if self.held.len() >= 10_000 {
+                self.held.clear();
+            }
+            self.held.insert(name, ());
+        }
+    }
+
+    /// Whether an ErrorResponse says a relation is missing (42P01) that a
+    /// client's DDL created on the authority alone.
+    pub fn lacks_held(&self, code: &str, message: &str) -> bool {
+        if code != "42P01" || self.held.is_empty() {
+            return false;
+        }
+        // `relation "s.t" does not exist`
+        let Some(name) = message.split('"').nth(1) else {
+            return false;
+        };
+        let last = name.rsplit('.').next().unwrap_or(name);
+        self.held.contains_key(&last.to_lowercase())
+    }
 }
 
 /// When a side's functions were read, the side, and their names.
@@ -79,6 +110,7 @@ impl Default for PgRegistry {
             cancels: DashMap::new(),
             idle: IdlePool::new(32),
             primary_keys: DashMap::new(),
+            held: DashMap::new(),
             log_task: std::sync::Mutex::new(None),
             functions: std::sync::Mutex::new(None),
         }

@@ -33,6 +33,74 @@ pub struct Framed {
     pub stream: Stream,
     buf: BytesMut,
     max: usize,
+    /// A server's word (ParameterStatus) on how it reads SQL text.
+    lexing: Lexing,
+}
+
+/// What a server reports (ParameterStatus, at startup and whenever a
+/// setting changes, however it was changed: `SET`, `set_config(...)` built
+/// from pieces, `ALTER ROLE ... SET`, a function's `SET` clause) that
+/// changes how it ends strings in SQL text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lexing {
+    /// `standard_conforming_strings` is off: a backslash escapes in `'...'`.
+    pub backslash_strings: bool,
+    /// `client_encoding` is one whose multibyte characters may end in a
+    /// byte that reads as `\` (SJIS, BIG5, GBK, GB18030, UHC, JOHAB).
+    pub ambiguous_encoding: bool,
+}
+
+impl Lexing {
+    /// Whether a text with a backslash may end strings where turnout's
+    /// parser does not.
+    pub fn unsure(self) -> bool {
+        self.backslash_strings || self.ambiguous_encoding
+    }
+
+    /// The statement that gives another server this one's way of ending
+    /// strings (`standard_conforming_strings`).
+    pub fn setting(self) -> &'static str {
+        if self.backslash_strings {
+            "SET standard_conforming_strings = off"
+        } else {
+            "SET standard_conforming_strings = on"
+        }
+    }
+
+    /// Notes one reported setting.
+    pub fn note(&mut self, name: &str, value: &str) {
+        if name.eq_ignore_ascii_case("standard_conforming_strings") {
+            self.backslash_strings = !value.eq_ignore_ascii_case("on");
+        } else if name.eq_ignore_ascii_case("client_encoding") {
+            let v = value.to_ascii_uppercase().replace(['_', '-'], "");
+            self.ambiguous_encoding = matches!(
+                v.as_str(),
+                "SJIS"
+                    | "SHIFTJIS"
+                    | "SHIFTJIS2004"
+                    | "BIG5"
+                    | "GBK"
+                    | "GB18030"
+                    | "UHC"
+                    | "JOHAB"
+                    | "WIN932"
+                    | "WIN936"
+                    | "WIN949"
+                    | "WIN950"
+            );
+        }
+    }
+
+    /// Notes a ParameterStatus message's body (`name\0value\0`).
+    fn note_frame(&mut self, body: &[u8]) {
+        let mut parts = body.split(|&b| b == 0);
+        if let (Some(name), Some(value)) = (parts.next(), parts.next()) {
+            self.note(
+                &String::from_utf8_lossy(name),
+                &String::from_utf8_lossy(value),
+            );
+        }
+    }
 }
 
 impl Framed {
@@ -41,7 +109,22 @@ impl Framed {
             stream,
             buf: leftover,
             max,
+            lexing: Lexing::default(),
         }
+    }
+
+    /// A server connection: what it reported at startup, followed from
+    /// then on with every ParameterStatus it sends.
+    pub fn with_reported(mut self, params: &[(String, String)]) -> Self {
+        for (name, value) in params {
+            self.lexing.note(name, value);
+        }
+        self
+    }
+
+    /// The server's last word on how it reads SQL text.
+    pub fn lexing(&self) -> Lexing {
+        self.lexing
     }
 
     /// Reads the next whole frame.
@@ -66,6 +149,9 @@ impl Framed {
                 }
                 if self.buf.len() >= total {
                     let raw = self.buf.split_to(total).freeze();
+                    if raw[0] == b'S' && raw.len() > 5 {
+                        self.lexing.note_frame(&raw[5..]);
+                    }
                     return Ok(Frame { tag: raw[0], raw });
                 }
                 self.buf.reserve(total - self.buf.len());

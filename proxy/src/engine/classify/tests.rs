@@ -512,3 +512,21 @@ fn ddl_that_writes_rows_through_with_is_a_write() {
         Kind::Ddl
     );
 }
+
+#[test]
+fn other_spellings_of_explain_analyse_and_large_object_writes_are_writes() {
+    for sql in [
+        "EXPLAIN (ANALYSE) UPDATE t SET a = 1",
+        "EXPLAIN (ANALYSE true, COSTS off) DELETE FROM t WHERE id = 2",
+        "EXPLAIN ANALYSE INSERT INTO t VALUES (6, 6)",
+        "SELECT * FROM lo_from_bytea(0, '\\x01'::bytea)",
+        "SELECT * FROM pg_catalog.lo_put(1, 1, '\\x0203'::bytea)",
+        "SELECT U&\"lo\\005Ffrom\\005Fbytea\"(0, '\\x02'::bytea)",
+        "SELECT u&\"lo!005Fput\" UESCAPE '!' (1, 0, 'x')",
+        "DECLARE c CURSOR FOR SELECT lo_from_bytea(0, '\\x03'::bytea)",
+    ] {
+        let c = classify_uncached(SqlDialect::Postgres, sql);
+        assert_eq!(c.kind(), Kind::Write, "{sql}: {c:?}");
+    }
+    assert_eq!(kind("DECLARE c CURSOR FOR SELECT * FROM t"), Kind::Other);
+}

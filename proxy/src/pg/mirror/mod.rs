@@ -268,6 +268,8 @@ pub struct MirrorSession<'a> {
     unmirrored: Option<Bytes>,
     /// The session may have changed how the server ends strings.
     lexing_unsure: bool,
+    /// How the authority ended strings when the mirror was last given it.
+    told: crate::pg::framed::Lexing,
     /// Row images: what the session prepared and was told ([`checks`]).
     img: checks::ImageState,
     /// The unit's text is not UTF-8 (see `simple_foreign`).
@@ -297,7 +299,11 @@ impl<'a> MirrorSession<'a> {
             pid: auth.pid,
             secret: auth.secret,
         };
-        let mut mirror = mirror.map(|m| Framed::new(m.stream, m.leftover, usize::MAX));
+        let mut mirror =
+            mirror.map(|m| Framed::new(m.stream, m.leftover, usize::MAX).with_reported(&m.params));
+        // What the mirror reported at startup: a difference from the
+        // authority's is given to it after the first statement.
+        let told = mirror.as_ref().map(Framed::lexing).unwrap_or_default();
         let async_mirror = shared.async_queue.map(|_| {
             queue::start(
                 shared.clone(),
@@ -313,7 +319,7 @@ impl<'a> MirrorSession<'a> {
             routing: shared.coord.routing.snapshot(),
             answered_by: mirror_side.other(),
             client,
-            auth: Framed::new(auth.stream, auth.leftover, usize::MAX),
+            auth: Framed::new(auth.stream, auth.leftover, usize::MAX).with_reported(&auth.params),
             mirror,
             cancel_key,
             auth_key,
@@ -343,6 +349,7 @@ impl<'a> MirrorSession<'a> {
             },
             unmirrored: None,
             lexing_unsure: false,
+            told,
             img: checks::ImageState::default(),
             foreign: false,
             out: BytesMut::new(),
@@ -480,6 +487,13 @@ impl<'a> MirrorSession<'a> {
                     break End::ClientProtocol(msg);
                 }
             };
+            let step = match step {
+                Ok(()) if self.auth.lexing().backslash_strings != self.told.backslash_strings => {
+                    self.follow_setting().await;
+                    Ok(())
+                }
+                other => other,
+            };
             match step {
                 Ok(()) => {}
                 Err(Stop::Client(e)) => break End::ClientGone(e.to_string()),
@@ -494,6 +508,27 @@ impl<'a> MirrorSession<'a> {
 
     fn auth_side(&self) -> Side {
         self.mirror_side.other()
+    }
+
+    /// The authority reported that the session's way of ending strings
+    /// changed, by whatever path (a function's `set_config`, a read run
+    /// there alone): the mirror's session is given the same, now and on
+    /// any new connection, so both read the next texts alike.
+    async fn follow_setting(&mut self) {
+        let now = self.auth.lexing();
+        self.told = now;
+        let sql = now.setting();
+        if self.replay.len() < MAX_REPLAY {
+            Arc::make_mut(&mut self.replay).push(sql.to_string());
+        }
+        if self.mirror.is_some() || self.async_mirror.is_some() {
+            let class = Classification {
+                fingerprint: sql.to_lowercase(),
+                ..Classification::default()
+            };
+            let fresh = self.status == b'I';
+            self.mirror_defer(&query(sql), 1, &class, fresh).await;
+        }
     }
 
     /// Why `sql` (a client's statement, written for old) cannot run on the
@@ -562,9 +597,26 @@ impl<'a> MirrorSession<'a> {
         }
         let classifier = &self.shared.classifier;
         self.lexing_unsure |= classifier.changes_lexing(sql);
+        // The server's own word (ParameterStatus), however the setting was
+        // changed: then every text with a backslash is a write.
+        let reported = self.auth.lexing().unsure();
+        if reported && !self.lexing_unsure {
+            self.lexing_unsure = true;
+            tracing::warn!(
+                lexing = ?self.auth.lexing(),
+                "the server reads this session's SQL text with backslash escapes or an encoding turnout cannot follow: its statements with a backslash are mirrored as writes"
+            );
+        }
         let class = classifier.classify_in_session(sql, self.lexing_unsure);
         self.img.saw(&class, self.status);
         if class.kind() == Kind::Ddl {
+            if self.shared.ddl_policy == turnout_config::DdlPolicy::AuthorityOnly {
+                let names = crate::engine::classify::created_relations(
+                    crate::engine::SqlDialect::Postgres,
+                    sql,
+                );
+                self.shared.pg.hold(names);
+            }
             *self
                 .shared
                 .pg

@@ -189,6 +189,26 @@ impl MirrorSession<'_> {
                     self.answered_by = self.auth_side();
                     return self.read_fallback(to_auth, &why).await;
                 }
+                // A relation a client created on the authority alone
+                // (`mirror.ddl = "authority_only"`): the authority serves
+                // the read, as it would without turnout; no failure of the
+                // read target.
+                Ok(f) if fresh && !answered && f.tag == b'E' && self.names_held(f.body()) => {
+                    while let Some(m) = self.mirror.as_mut() {
+                        match m.read().await {
+                            Ok(z) if z.tag == b'Z' => break,
+                            Ok(_) => {}
+                            Err(_) => self.mirror = None,
+                        }
+                    }
+                    self.answered_by = self.auth_side();
+                    return self
+                        .read_fallback(
+                            to_auth,
+                            "it names a relation a client created on the authority alone (mirror.ddl = authority_only)",
+                        )
+                        .await;
+                }
                 Ok(f) => f,
                 Err(e) => {
                     // Rows have gone out already: the read fails, clearly.
@@ -251,7 +271,7 @@ impl MirrorSession<'_> {
             return;
         }
         let code = codec::error_fields(body).remove(&b'C').unwrap_or_default();
-        if !["42", "3D", "3F"].iter().any(|c| code.starts_with(c)) {
+        if !["42", "3D", "3F"].iter().any(|c| code.starts_with(c)) || self.names_held(body) {
             return;
         }
         if let Some(query) = self.read_query.take() {
@@ -263,6 +283,15 @@ impl MirrorSession<'_> {
                 self.replay.clone(),
             );
         }
+    }
+
+    /// Whether an ErrorResponse of the read target says a relation is
+    /// missing that a client's DDL created on the authority alone.
+    fn names_held(&self, body: &[u8]) -> bool {
+        let mut fields = codec::error_fields(body);
+        let code = fields.remove(&b'C').unwrap_or_default();
+        let message = fields.remove(&b'M').unwrap_or_default();
+        self.shared.pg.lacks_held(&code, &message)
     }
 
     /// The side serving reads (phase `reads_new`) failed one: counted for

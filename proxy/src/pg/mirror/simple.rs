@@ -719,7 +719,7 @@ impl MirrorSession<'_> {
                 .await
                 .and_then(no_error)
                 .err()
-        } else if class.statements.len() > 1 {
+        } else if class.statements.len() > 1 && !(fresh && nothing_took_effect(&result)) {
             // Statements before the failing one may have taken effect.
             Some(
                 "the authority failed part of this multi-statement text; it was not mirrored"
@@ -733,6 +733,28 @@ impl MirrorSession<'_> {
         }
         self.relay_collected(&result, result.status).await
     }
+}
+
+/// A multi-statement text run from outside a transaction failed on the
+/// authority and left it outside one, with no COMMIT answered before its
+/// error: its statements ran in transactions that were rolled back (a
+/// deferred constraint refused at COMMIT, a failing statement of an
+/// implicit transaction), so nothing of it is on the authority and the
+/// mirror owes nothing: the client's own error.
+fn nothing_took_effect(result: &Collected) -> bool {
+    if result.status != b'I' {
+        return false;
+    }
+    for f in &result.frames {
+        match f.tag {
+            b'E' => return true,
+            b'C' if f.body().starts_with(b"COMMIT") || f.body().starts_with(b"PREPARE") => {
+                return false;
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// A Query message of `sql`; `foreign`: `sql` was read from bytes that are
