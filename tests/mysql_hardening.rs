@@ -26,10 +26,15 @@ fn a_sampled_read_with_side_effects_runs_once_and_is_not_compared() {
              BEGIN UPDATE counter SET n = n + 1 WHERE id = 1; RETURN 1; END//",
         )
         .unwrap();
-        m.sql("app", "CREATE VIEW bumped AS SELECT bump() AS b").unwrap();
+        m.sql("app", "CREATE VIEW bumped AS SELECT bump() AS b")
+            .unwrap();
     }
     let out = s.mariadb("app", MY_PASSWORD, "SELECT b FROM bumped", &[]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let summary = || {
         let mut p = s.dir.path().join("read-diffs.jsonl").into_os_string();
         p.push(".summary.json");
@@ -74,7 +79,15 @@ fn users_with_backend_logins_of_their_own_cannot_kill_each_other_through_a_proce
         std::process::Command::new("mariadb")
             .arg("--no-defaults")
             .args(["-h", "127.0.0.1", "-P", &port.to_string()])
-            .args(["-u", "alice", "-D", "app", "-N", "-B", "--password=pw-alice"])
+            .args([
+                "-u",
+                "alice",
+                "-D",
+                "app",
+                "-N",
+                "-B",
+                "--password=pw-alice",
+            ])
             .args(["-e", "SELECT SLEEP(4)"])
             .output()
             .unwrap()
@@ -105,10 +118,24 @@ fn users_with_backend_logins_of_their_own_cannot_kill_each_other_through_a_proce
         &format!("CREATE PROCEDURE k(i BIGINT) KILL i; CALL k({thread})"),
         &[],
     );
-    assert!(!out.status.success(), "bob's procedure killed alice's thread");
+    assert!(
+        !out.status.success(),
+        "bob's procedure killed alice's thread"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not owner of thread") || err.contains("Unknown thread"), "{err}");
+    assert!(
+        err.contains("not owner of thread") || err.contains("Unknown thread"),
+        "{err}"
+    );
     let out = held.join().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "alice's statement was cut");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0",
+        "alice's statement was cut"
+    );
 }

@@ -309,3 +309,105 @@ fn row_keys_with_terminal_escapes_are_shown_escaped_by_the_report() {
     );
     assert!(text.contains("\\u{1b}[2K\\r"), "the key shown escaped");
 }
+
+/// turnout started again with `lines` added to its `[limits]` section.
+fn restart_with_limits(s: &mut Setup, lines: &str) {
+    let text = std::fs::read_to_string(&s.proxy.config)
+        .unwrap()
+        .replace("[limits]\n", &format!("[limits]\n{lines}\n"));
+    std::fs::write(&s.proxy.config, text).unwrap();
+    s.restart_proxy("turnout2.log");
+}
+
+#[test]
+fn one_client_cannot_make_turnout_hold_unbounded_messages_statements_or_images() {
+    use common::raw::{cstr, field, msg, Raw};
+    use std::io::Write;
+    let mut s = Setup::start(Options {
+        phase: Some("mirror"),
+        ddl: Some("both"),
+        backend_auth: Some("trust"),
+        admin: true,
+        ..Options::default()
+    });
+    restart_with_limits(
+        &mut s,
+        "max_pipeline_bytes = 8388608\nmax_prepared_statements = 50\nmax_image_bytes = 1048576",
+    );
+    s.run_ok(&["CREATE TABLE big (id int PRIMARY KEY, pad text NOT NULL)"]);
+    for url in [s.direct_url(), s.direct_new_url()] {
+        run_direct_ok(
+            &url,
+            &["INSERT INTO big SELECT i, repeat('x', 2000) FROM generate_series(1, 2000) i"],
+        );
+    }
+    let port = s.proxy.port;
+    let fatal = |raw: &mut Raw| loop {
+        let (tag, body) = raw.read();
+        if tag == b'E' {
+            return (field(&body, b'C'), field(&body, b'M'));
+        }
+    };
+    // Parse messages of 1 MiB with no Sync, past 8 MiB.
+    let mut raw = Raw::connect(port, "md5user", MD5_PASSWORD);
+    for i in 0..9 {
+        let mut b = Vec::new();
+        cstr(&mut b, "");
+        cstr(&mut b, &format!("SELECT '{}' AS c{i}", "y".repeat(1 << 20)));
+        b.extend_from_slice(&0u16.to_be_bytes());
+        if raw.s.write_all(&msg(b'P', &b)).is_err() {
+            break;
+        }
+    }
+    let (code, message) = fatal(&mut raw);
+    assert_eq!(code, "54000", "{message}");
+    assert!(message.contains("limits.max_pipeline_bytes"), "{message}");
+    // Named statements past the limit, in batches.
+    let mut raw = Raw::connect(port, "md5user", MD5_PASSWORD);
+    let mut out = Vec::new();
+    for i in 0..40 {
+        let mut b = Vec::new();
+        cstr(&mut b, &format!("s{i}"));
+        cstr(&mut b, "SELECT 1");
+        b.extend_from_slice(&0u16.to_be_bytes());
+        raw.s.write_all(&msg(b'P', &b)).unwrap();
+    }
+    raw.s.write_all(&msg(b'S', &[])).unwrap();
+    raw.replies(true, &mut out);
+    assert!(!out.iter().any(|l| l.starts_with('E')), "{out:?}");
+    for i in 40..60 {
+        let mut b = Vec::new();
+        cstr(&mut b, &format!("s{i}"));
+        cstr(&mut b, "SELECT 1");
+        b.extend_from_slice(&0u16.to_be_bytes());
+        raw.s.write_all(&msg(b'P', &b)).unwrap();
+    }
+    let _ = raw.s.write_all(&msg(b'S', &[]));
+    let (code, message) = fatal(&mut raw);
+    assert_eq!(code, "54000", "{message}");
+    assert!(
+        message.contains("limits.max_prepared_statements"),
+        "{message}"
+    );
+    // A write whose rows are more than 1 MiB: refused, undone on old.
+    let out = s.psql(&s.app_url(), &["-c", "UPDATE big SET pad = pad || 'z'"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("limits.max_image_bytes"),
+        "{}",
+        stderr(&out)
+    );
+    let changed = "SELECT count(*) FROM big WHERE pad LIKE '%z'";
+    assert_eq!(
+        scalar(&s.direct_url(), changed),
+        "0",
+        "the write stayed on old"
+    );
+    // Smaller writes go, and other clients never noticed.
+    s.run_ok(&["UPDATE big SET pad = pad || 'z' WHERE id <= 100"]);
+    assert_eq!(scalar(&s.direct_url(), changed), "100");
+    assert_sides_identical(&s, &[("big", "id")]);
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+    let metrics = s.ctl_ok(&["status"]);
+    println!("{metrics}");
+}

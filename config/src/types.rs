@@ -550,6 +550,16 @@ pub struct Limits {
     /// Worker threads; 0 means one per core.
     #[serde(default)]
     pub worker_threads: i64,
+    /// Bytes of extended-protocol messages one client may send before a
+    /// Sync (turnout holds them until the Sync).
+    #[serde(default = "defaults::max_pipeline_bytes")]
+    pub max_pipeline_bytes: i64,
+    /// Prepared statements one session may keep at a time.
+    #[serde(default = "defaults::max_prepared_statements")]
+    pub max_prepared_statements: i64,
+    /// Bytes of row images turnout holds for one statement (PostgreSQL).
+    #[serde(default = "defaults::max_image_bytes")]
+    pub max_image_bytes: i64,
 }
 
 impl Default for Limits {
@@ -559,6 +569,9 @@ impl Default for Limits {
             max_message_size: defaults::max_message_size(),
             auth_timeout_ms: defaults::auth_timeout_ms(),
             worker_threads: 0,
+            max_pipeline_bytes: defaults::max_pipeline_bytes(),
+            max_prepared_statements: defaults::max_prepared_statements(),
+            max_image_bytes: defaults::max_image_bytes(),
         }
     }
 }
@@ -652,6 +665,15 @@ pub(crate) mod defaults {
     pub fn auth_timeout_ms() -> u64 {
         10_000
     }
+    pub fn max_pipeline_bytes() -> i64 {
+        64 * 1024 * 1024
+    }
+    pub fn max_prepared_statements() -> i64 {
+        10_000
+    }
+    pub fn max_image_bytes() -> i64 {
+        64 * 1024 * 1024
+    }
     pub fn log_level() -> String {
         "info".to_string()
     }
@@ -691,6 +713,15 @@ impl Limits {
     }
     pub fn max_clients(&self) -> usize {
         usize::try_from(self.max_client_connections).unwrap_or(0)
+    }
+    pub fn pipeline_bytes(&self) -> usize {
+        usize::try_from(self.max_pipeline_bytes).unwrap_or(usize::MAX)
+    }
+    pub fn prepared_statements(&self) -> usize {
+        usize::try_from(self.max_prepared_statements).unwrap_or(usize::MAX)
+    }
+    pub fn image_bytes(&self) -> usize {
+        usize::try_from(self.max_image_bytes).unwrap_or(usize::MAX)
     }
 }
 

@@ -374,6 +374,24 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
     );
     c.range("limits.max_message_size", l.max_message_size, 1024, 1 << 30);
     c.range("limits.worker_threads", l.worker_threads, 0, 1024);
+    c.range(
+        "limits.max_pipeline_bytes",
+        l.max_pipeline_bytes,
+        1024,
+        1 << 40,
+    );
+    c.range(
+        "limits.max_prepared_statements",
+        l.max_prepared_statements,
+        1,
+        10_000_000,
+    );
+    c.range(
+        "limits.max_image_bytes",
+        l.max_image_bytes,
+        1 << 16,
+        1 << 40,
+    );
     if !matches!(
         config.log.level.as_str(),
         "error" | "warn" | "info" | "debug" | "trace"

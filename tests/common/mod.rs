@@ -5,6 +5,7 @@
 #[allow(dead_code)]
 pub mod exact;
 pub mod mysql;
+pub mod raw;
 
 use std::io::Read;
 use std::net::TcpStream;

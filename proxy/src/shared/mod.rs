@@ -236,6 +236,10 @@ pub struct Shared {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub tls_required: bool,
     pub max_message: usize,
+    /// `limits.max_pipeline_bytes`, `max_prepared_statements`, `max_image_bytes`.
+    pub max_pipeline: usize,
+    pub max_prepared: usize,
+    pub max_image: usize,
     pub auth_timeout: Duration,
     pub classifier: Classifier,
     pub ddl_policy: DdlPolicy,
@@ -313,6 +317,9 @@ impl Shared {
             tls_required: config.listen.tls.as_ref().is_some_and(|t| t.required),
             tls,
             max_message: config.limits.max_message_bytes(),
+            max_pipeline: config.limits.pipeline_bytes(),
+            max_prepared: config.limits.prepared_statements(),
+            max_image: config.limits.image_bytes(),
             auth_timeout: Duration::from_millis(config.limits.auth_timeout_ms),
             classifier: Classifier::new(
                 match config.protocol {

@@ -3,8 +3,8 @@
 //! is told.
 
 use super::{
-    collect, error_message, first_column_text, rewrite_statements, Collected, End, MirrorSession,
-    Step, Stop, OUT_CHUNK,
+    collect_capped, error_message, first_column_text, rewrite_statements, Collected, End,
+    MirrorSession, Step, Stop, OUT_CHUNK,
 };
 use crate::backend::rows::Rows;
 use crate::engine::defaults::{self, TableDefaults};
@@ -98,7 +98,20 @@ impl MirrorSession<'_> {
     }
 
     pub(super) async fn collect_authority(&mut self) -> Result<Collected, Stop> {
-        let c = collect(&mut self.auth).await.map_err(Stop::Authority)?;
+        self.collect_authority_capped(usize::MAX)
+            .await
+            .map(|(c, _)| c)
+    }
+
+    /// [`Self::collect_authority`] holding at most `cap` bytes of rows;
+    /// true when some were dropped.
+    pub(super) async fn collect_authority_capped(
+        &mut self,
+        cap: usize,
+    ) -> Result<(Collected, bool), Stop> {
+        let (c, over) = collect_capped(&mut self.auth, cap)
+            .await
+            .map_err(Stop::Authority)?;
         if c.error.is_some()
             && c.frames
                 .iter()
@@ -107,7 +120,7 @@ impl MirrorSession<'_> {
             self.shared.coord.authority_failed(self.auth_side());
         }
         self.note_status(c.status);
-        Ok(c)
+        Ok((c, over))
     }
 
     /// Reads the authority's `now()` answer (a RowDescription, one DataRow).

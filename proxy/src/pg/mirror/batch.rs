@@ -307,7 +307,18 @@ impl MirrorSession<'_> {
                     match imaged {
                         Some((i, returning)) if t == b'D' && self.batch[i].frame.tag == b'E' => {
                             let (row, image) = image::split_row(&f, returning);
-                            self.batch[i].images.extend(image);
+                            let cap = self.shared.max_image;
+                            let m = &mut self.batch[i];
+                            if let (Some(image), Some(held)) = (image, m.image_bytes) {
+                                if held + image.len() > cap {
+                                    // Past the limit: none kept (recorded below).
+                                    m.images = Vec::new();
+                                    m.image_bytes = None;
+                                } else {
+                                    m.image_bytes = Some(held + image.len());
+                                    m.images.push(image);
+                                }
+                            }
                             if let Some(row) = row {
                                 self.queue(&row);
                             }
@@ -419,16 +430,31 @@ impl MirrorSession<'_> {
         // Row images: the mirror's tables, read before the plan uses them;
         // a write whose rows cannot be applied by key is mirrored as a
         // statement, and recorded.
-        let imaged: Vec<(Arc<image::Imaged>, Arc<Classification>, Vec<Bytes>)> = range
+        let imaged: Vec<(Arc<image::Imaged>, Arc<Classification>, Vec<Bytes>, bool)> = range
             .iter()
             .filter(|m| m.frame.tag == b'E')
             .filter_map(|m| {
                 let i = m.stmt.as_ref()?.image.clone()?;
-                Some((i, extended_class(m), m.images.clone()))
+                Some((
+                    i,
+                    extended_class(m),
+                    m.images.clone(),
+                    m.image_bytes.is_none(),
+                ))
             })
             .collect();
         let sent = raw_of(range);
-        for (i, c, images) in imaged {
+        for (i, c, images, over) in imaged {
+            if over {
+                metrics::counter!("turnout_client_limit_hits_total", "limit" => "max_image_bytes")
+                    .increment(1);
+                let detail = format!(
+                    "its row images exceed limits.max_image_bytes ({} bytes): not applied on {}",
+                    self.shared.max_image, self.mirror_side
+                );
+                self.mirror_failed(&c, &detail, &sent);
+                continue;
+            }
             // (Asked at its Parse; again if a setting since made it go.)
             self.check_table(&i.target.table).await?;
             if let Err(image::NotImaged::ByStatement(why)) = self.image_table(&i.target).await {

@@ -99,6 +99,7 @@ impl MirrorSession<'_> {
             undo,
             to_auth,
             images: Vec::new(),
+            image_bytes: Some(0),
         }
     }
 

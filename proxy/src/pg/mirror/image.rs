@@ -505,7 +505,18 @@ impl MirrorSession<'_> {
         if wrap {
             self.collect_authority().await?;
         }
-        let mut result = self.collect_authority().await?;
+        let (mut result, over) = self.collect_authority_capped(self.shared.max_image).await?;
+        if over && result.error.is_none() {
+            // More rows than turnout holds for one statement: refused, as
+            // the authority would refuse it, and undone there.
+            metrics::counter!("turnout_client_limit_hits_total", "limit" => "max_image_bytes")
+                .increment(1);
+            let msg = format!(
+                "turnout: the statement writes more than {} bytes of rows (limits.max_image_bytes); it was not applied; write the rows in smaller statements",
+                self.shared.max_image
+            );
+            return self.refuse_with("54000", &msg, wrap).await;
+        }
         let mut images = Vec::new();
         let mut frames = Vec::with_capacity(result.frames.len());
         let mut refused = None;

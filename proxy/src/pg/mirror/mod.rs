@@ -142,8 +142,10 @@ struct Msg {
     /// for row images (the image added to a Parse's text, a result format
     /// for it in a Bind, no row limit in an Execute).
     to_auth: Option<Bytes>,
-    /// An Execute's row images, as the authority answered them.
+    /// An Execute's row images, as the authority answered them, and their
+    /// bytes; past `limits.max_image_bytes` they are dropped (`None`).
     images: Vec<Bytes>,
+    image_bytes: Option<usize>,
 }
 
 impl Msg {
@@ -254,8 +256,9 @@ pub struct MirrorSession<'a> {
     deferred_failure: Option<String>,
     /// Volatile column defaults per table, from the authority's catalog.
     table_defaults: HashMap<String, TableDefaults>,
-    /// The extended-protocol messages since the last Sync.
+    /// The extended-protocol messages since the last Sync, and their bytes.
     batch: Vec<Msg>,
+    batch_bytes: usize,
     /// How far the current batch has run on each side.
     run: batch::Run,
     /// For a read the mirror's side serves: per Parse sent there, whether
@@ -340,6 +343,7 @@ impl<'a> MirrorSession<'a> {
             mirror_outbox: BytesMut::new(),
             deferred_failure: None,
             batch: Vec::new(),
+            batch_bytes: 0,
             run: batch::Run::default(),
             added_parses: VecDeque::new(),
             read_query: None,
@@ -452,6 +456,9 @@ impl<'a> MirrorSession<'a> {
                     // turnout (nothing skipped is defined or run).
                     if self.run.skipping {
                         Ok(())
+                    } else if let Some(msg) = self.over_limit(&frame) {
+                        let _ = self.client_error(Severity::Fatal, "54000", &msg).await;
+                        break End::ClientProtocol(msg);
                     } else if let Err(e) = self.check_parse(&frame).await {
                         Err(e)
                     } else {
@@ -465,6 +472,7 @@ impl<'a> MirrorSession<'a> {
                     self.answered_by = self.auth_side();
                     let step = self.sync_batch(frame).await;
                     self.batch.clear();
+                    self.batch_bytes = 0;
                     self.run = batch::Run::default();
                     self.record_unit(started);
                     step
@@ -508,6 +516,42 @@ impl<'a> MirrorSession<'a> {
 
     fn auth_side(&self) -> Side {
         self.mirror_side.other()
+    }
+
+    /// What one client may make turnout hold (`[limits]`): the messages
+    /// of a batch before its Sync, and its prepared statements. Past one,
+    /// the message that says which; the session ends (nothing of the batch
+    /// ran), and other clients are untouched.
+    fn over_limit(&mut self, frame: &Frame) -> Option<String> {
+        self.batch_bytes += frame.raw.len();
+        let shared = self.shared;
+        let hit = |limit: &'static str, msg: String| {
+            metrics::counter!("turnout_client_limit_hits_total", "limit" => limit).increment(1);
+            tracing::warn!(limit, "a client went past a limit; its session ends");
+            Some(msg)
+        };
+        if self.batch_bytes > shared.max_pipeline {
+            return hit(
+                "max_pipeline_bytes",
+                format!(
+                    "turnout: more than {} bytes of messages before a Sync (limits.max_pipeline_bytes); send a Sync sooner",
+                    shared.max_pipeline
+                ),
+            );
+        }
+        if frame.tag == b'P' && self.statements.len() >= shared.max_prepared {
+            let name = cstr(frame.body()).map(|(n, _)| n).unwrap_or_default();
+            if !name.is_empty() && !self.statements.contains_key(name) {
+                return hit(
+                    "max_prepared_statements",
+                    format!(
+                        "turnout: more than {} prepared statements in one session (limits.max_prepared_statements); close the ones no longer used",
+                        shared.max_prepared
+                    ),
+                );
+            }
+        }
+        None
     }
 
     /// The authority reported that the session's way of ending strings
@@ -683,6 +727,14 @@ fn without_added_parses(mut c: Collected, mut added: VecDeque<bool>) -> Collecte
 /// Reads frames up to ReadyForQuery. A CopyInResponse nobody expected is
 /// answered with CopyFail so the connection cannot hang.
 async fn collect(framed: &mut Framed) -> Result<Collected, FramedError> {
+    collect_capped(framed, usize::MAX).await.map(|(c, _)| c)
+}
+
+/// [`collect`], keeping at most `cap` bytes of DataRows (the rest are read
+/// and dropped); true when some were dropped.
+async fn collect_capped(framed: &mut Framed, cap: usize) -> Result<(Collected, bool), FramedError> {
+    let mut rows = 0usize;
+    let mut over = false;
     let mut c = Collected {
         frames: Vec::new(),
         error: None,
@@ -694,7 +746,14 @@ async fn collect(framed: &mut Framed) -> Result<Collected, FramedError> {
             b'Z' => {
                 c.status = f.body().first().copied().unwrap_or(b'I');
                 c.frames.push(f);
-                return Ok(c);
+                return Ok((c, over));
+            }
+            b'D' => {
+                rows += f.raw.len();
+                if rows > cap {
+                    over = true;
+                    continue;
+                }
             }
             b'E' if c.error.is_none() => c.error = Some(error_message(&f)),
             b'G' => {

@@ -652,6 +652,11 @@ impl MirrorSession<'_> {
     /// the client's own transaction is put into the failed state, as the
     /// client's failed statement would have put it.
     pub(super) async fn refuse(&mut self, msg: &str, wrapped: bool) -> Step {
+        self.refuse_with("XX000", msg, wrapped).await
+    }
+
+    /// [`Self::refuse`] with the SQLSTATE `code`.
+    pub(super) async fn refuse_with(&mut self, code: &str, msg: &str, wrapped: bool) -> Step {
         let status = if wrapped {
             self.auth
                 .send(&query("ROLLBACK"))
@@ -670,7 +675,7 @@ impl MirrorSession<'_> {
         } else {
             self.status
         };
-        self.queue(&codec::error_response(Severity::Error, "XX000", msg));
+        self.queue(&codec::error_response(Severity::Error, code, msg));
         self.queue(&codec::ready_for_query(status));
         self.flush_client().await
     }
