@@ -411,3 +411,65 @@ fn one_client_cannot_make_turnout_hold_unbounded_messages_statements_or_images()
     let metrics = s.ctl_ok(&["status"]);
     println!("{metrics}");
 }
+
+#[test]
+fn idle_connections_to_the_metrics_port_never_fail_a_health_probe() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let port = turnout_harness::free_port().unwrap();
+    let s = Setup::start(Options {
+        metrics: Some(port),
+        ..Options::default()
+    });
+    // 24 connections that send nothing, each opened again as soon as it
+    // is cut (the review's attack).
+    let stop = Arc::new(AtomicBool::new(false));
+    let idlers: Vec<_> = (0..24)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                        continue;
+                    };
+                    c.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+                        .unwrap();
+                    let mut b = [0u8; 16];
+                    // Held until turnout cuts it (or the test ends).
+                    while !stop.load(Ordering::Relaxed) {
+                        match c.read(&mut b) {
+                            Ok(0) => break,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                            _ => break,
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let mut failed = 0;
+    for _ in 0..20 {
+        let answered = (|| {
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            // An orchestrator's probe: two seconds to answer.
+            c.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .ok()?;
+            c.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").ok()?;
+            let mut body = String::new();
+            c.read_to_string(&mut body).ok()?;
+            Some(body.contains("200 OK"))
+        })();
+        if answered != Some(true) {
+            failed += 1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in idlers {
+        let _ = t.join();
+    }
+    assert_eq!(failed, 0, "health probes failed under idle connections");
+    assert!(s.psql(&s.app_url(), &["-c", "SELECT 1"]).status.success());
+}

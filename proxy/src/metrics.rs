@@ -63,6 +63,8 @@ pub const SERIES: &[(&str, &str, &str)] = &[
     ("turnout_log_rows_applied_total", "counter", "Changes of the authority's log applied to the mirror."),
     ("turnout_log_foreign_transactions_total", "counter", "Transactions in the authority's log that no turnout session marked (writers that bypass turnout), by table."),
     ("turnout_log_unwaited_commits_total", "counter", "Commits answered before the mirror applied them (the applier stalled, or the wait passed mirror.statement_timeout_ms)."),
+    ("turnout_client_limit_hits_total", "counter", "Clients stopped at a [limits] bound (max_pipeline_bytes, max_prepared_statements, max_image_bytes), by limit."),
+    ("turnout_metrics_connections_cut_total", "counter", "Metrics connections that sent no request and were cut to make room for a new one (a probe is always answered)."),
 ];
 
 /// Installs the process-wide recorder, with every series described and
@@ -219,12 +221,22 @@ impl Health {
     }
 }
 
-/// Metrics connections served at once; more wait in the listen queue (a
-/// crowd of slow scrapers never takes the proxy's file descriptors).
+/// Metrics connections held at once (a crowd of slow scrapers never takes
+/// the proxy's file descriptors). Past it, a new connection pushes out the
+/// one that has waited longest without sending its request: a probe, which
+/// asks at once, is always answered; an idle connection is what gives way.
 const MAX_METRICS_CONNECTIONS: usize = 16;
 
 /// The whole request (line and headers) must arrive within this time.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The connections still waiting for their request, oldest first, each
+/// with what cuts it.
+#[derive(Default)]
+struct Waiting {
+    next: u64,
+    queue: std::collections::VecDeque<(u64, tokio::sync::oneshot::Sender<()>)>,
+}
 
 /// Serves `/metrics`, `/healthz` (the process is up) and `/readyz` (the
 /// backends the phase needs are reachable) until the task is dropped.
@@ -235,11 +247,27 @@ pub async fn serve(
     routing: Arc<RoutingState>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_METRICS_CONNECTIONS));
+    let waiting = Arc::new(std::sync::Mutex::new(Waiting::default()));
     loop {
-        // A slot first: past the cap, connections wait in the kernel's
-        // backlog instead of holding descriptors here.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
+        // A slot first: past the cap, the longest-idle connection is cut to
+        // make one (no descriptor is taken before there is a slot).
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                let evicted = waiting
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .queue
+                    .pop_front();
+                if let Some((_, cut)) = evicted {
+                    let _ = cut.send(());
+                    metrics::counter!("turnout_metrics_connections_cut_total").increment(1);
+                }
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                slot
+            }
         };
         let (mut stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -249,6 +277,15 @@ pub async fn serve(
                 continue;
             }
         };
+        let (cut_tx, cut_rx) = tokio::sync::oneshot::channel::<()>();
+        let id = {
+            let mut w = waiting.lock().unwrap_or_else(|p| p.into_inner());
+            w.next += 1;
+            let id = w.next;
+            w.queue.push_back((id, cut_tx));
+            id
+        };
+        let waiting = waiting.clone();
         let handle = handle.clone();
         let health = health.clone();
         let routing = routing.clone();
@@ -271,7 +308,16 @@ pub async fn serve(
                 }
                 true
             };
-            if !matches!(tokio::time::timeout(REQUEST_TIMEOUT, read).await, Ok(true)) {
+            let got = tokio::select! {
+                r = tokio::time::timeout(REQUEST_TIMEOUT, read) => matches!(r, Ok(true)),
+                _ = cut_rx => false,
+            };
+            waiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .queue
+                .retain(|(i, _)| *i != id);
+            if !got {
                 return;
             }
             let request = String::from_utf8_lossy(&buf[..len]);
