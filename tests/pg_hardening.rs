@@ -473,3 +473,38 @@ fn idle_connections_to_the_metrics_port_never_fail_a_health_probe() {
     assert_eq!(failed, 0, "health probes failed under idle connections");
     assert!(s.psql(&s.app_url(), &["-c", "SELECT 1"]).status.success());
 }
+
+#[test]
+fn notifications_of_one_transaction_reach_the_client_together() {
+    let s = mirrored("");
+    // psycopg's own check (test_stop_after_batch): notifications the server
+    // sent in one batch are read in one go.
+    let script = r#"
+import sys, psycopg
+dsn = sys.argv[1]
+got = []
+for i in range(20):
+    with psycopg.connect(dsn, autocommit=True) as listener, psycopg.connect(dsn, autocommit=True) as sender:
+        listener.execute("LISTEN ch")
+        with sender.transaction():
+            sender.execute("NOTIFY ch, 'a'")
+            sender.execute("NOTIFY ch, 'b'")
+        got.append(len(list(listener.notifies(timeout=5, stop_after=1))))
+print(got)
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(format!(
+            "host=127.0.0.1 port={} dbname=app user=app password={APP_PASSWORD}",
+            s.proxy.port
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("{:?}", [2; 20]),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -130,38 +130,49 @@ impl Framed {
     /// Reads the next whole frame.
     pub async fn read(&mut self) -> Result<Frame, FramedError> {
         loop {
-            if self.buf.len() >= 5 {
-                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
-                if len < 4 {
-                    return Err(CodecError::BadLength {
-                        tag: tag_name(self.buf[0]),
-                        len,
-                    }
-                    .into());
-                }
-                let total = len as usize + 1;
-                if total > self.max {
-                    return Err(CodecError::TooLarge {
-                        len: total,
-                        max: self.max,
-                    }
-                    .into());
-                }
-                if self.buf.len() >= total {
-                    let raw = self.buf.split_to(total).freeze();
-                    if raw[0] == b'S' && raw.len() > 5 {
-                        self.lexing.note_frame(&raw[5..]);
-                    }
-                    return Ok(Frame { tag: raw[0], raw });
-                }
-                self.buf.reserve(total - self.buf.len());
-            } else {
+            if let Some(f) = self.buffered()? {
+                return Ok(f);
+            }
+            if self.buf.len() < 5 {
                 self.buf.reserve(16 * 1024);
             }
             if self.stream.read_buf(&mut self.buf).await? == 0 {
                 return Err(FramedError::Closed);
             }
         }
+    }
+
+    /// The next frame when it is already whole in the buffer (no I/O): what
+    /// the server sent in the same write as the frame before.
+    pub fn buffered(&mut self) -> Result<Option<Frame>, FramedError> {
+        if self.buf.len() < 5 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+        if len < 4 {
+            return Err(CodecError::BadLength {
+                tag: tag_name(self.buf[0]),
+                len,
+            }
+            .into());
+        }
+        let total = len as usize + 1;
+        if total > self.max {
+            return Err(CodecError::TooLarge {
+                len: total,
+                max: self.max,
+            }
+            .into());
+        }
+        if self.buf.len() < total {
+            self.buf.reserve(total - self.buf.len());
+            return Ok(None);
+        }
+        let raw = self.buf.split_to(total).freeze();
+        if raw[0] == b'S' && raw.len() > 5 {
+            self.lexing.note_frame(&raw[5..]);
+        }
+        Ok(Some(Frame { tag: raw[0], raw }))
     }
 
     /// True when bytes of a next message are already buffered.

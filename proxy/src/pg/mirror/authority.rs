@@ -221,7 +221,19 @@ impl MirrorSession<'_> {
     /// client; an error (a FATAL before the backend closes) too.
     pub(super) async fn unprompted(&mut self, f: Frame) -> Result<(), FramedError> {
         match f.tag {
-            b'A' | b'N' | b'S' | b'E' => self.client.send(&f.raw).await,
+            b'A' | b'N' | b'S' | b'E' => {
+                // What the server sent in one write (the notifications of
+                // one transaction) reaches the client in one write.
+                let mut out = bytes::BytesMut::from(&f.raw[..]);
+                while let Ok(Some(next)) = self.auth.buffered() {
+                    if !matches!(next.tag, b'A' | b'N' | b'S' | b'E') {
+                        warn!(side = %self.auth_side(), message = %codec::tag_name(next.tag), "unexpected message from the backend between statements; ignored");
+                        continue;
+                    }
+                    out.extend_from_slice(&next.raw);
+                }
+                self.client.send(&out).await
+            }
             other => {
                 warn!(
                     side = %self.auth_side(),
