@@ -508,3 +508,78 @@ print(got)
         stderr(&out)
     );
 }
+
+/// The authentication request turnout answers a startup of `user` with
+/// (5: md5, 10: SCRAM), and the SCRAM salt when it is SCRAM.
+fn challenge(port: u16, user: &str) -> (u32, Option<String>) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut body = 196608u32.to_be_bytes().to_vec();
+    for (k, v) in [("user", user), ("database", "app")] {
+        common::raw::cstr(&mut body, k);
+        common::raw::cstr(&mut body, v);
+    }
+    body.push(0);
+    let mut startup = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    startup.extend_from_slice(&body);
+    c.write_all(&startup).unwrap();
+    let read = |c: &mut std::net::TcpStream| {
+        let mut head = [0u8; 5];
+        c.read_exact(&mut head).unwrap();
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut rest = vec![0u8; len - 4];
+        c.read_exact(&mut rest).unwrap();
+        rest
+    };
+    let rest = read(&mut c);
+    let code = u32::from_be_bytes(rest[..4].try_into().unwrap());
+    if code != 10 {
+        return (code, None);
+    }
+    let first = b"n,,n=,r=abcdefghijklmnopqrstuvwx";
+    let mut m = b"SCRAM-SHA-256\0".to_vec();
+    m.extend_from_slice(&(first.len() as u32).to_be_bytes());
+    m.extend_from_slice(first);
+    c.write_all(&common::raw::msg(b'p', &m)).unwrap();
+    let rest = read(&mut c);
+    let text = String::from_utf8_lossy(&rest[4..]).into_owned();
+    let salt = text
+        .split(',')
+        .find_map(|p| p.strip_prefix("s="))
+        .map(str::to_string);
+    (code, salt)
+}
+
+#[test]
+fn every_user_name_gets_one_challenge_and_salts_survive_a_reload() {
+    let s = mirrored("");
+    let port = s.proxy.port;
+    // Known: app (SCRAM), md5user (md5). Unknown names are challenged
+    // one way or the other, each always the same way.
+    let names: Vec<String> = (0..40).map(|i| format!("ghost{i}")).collect();
+    let first: Vec<(u32, Option<String>)> = names.iter().map(|n| challenge(port, n)).collect();
+    for (n, c) in names.iter().zip(&first) {
+        assert_eq!(&challenge(port, n), c, "{n} was challenged two ways");
+    }
+    let md5 = first.iter().filter(|c| c.0 == 5).count();
+    assert!(
+        md5 > 0 && md5 < names.len(),
+        "{md5} of {} unknown names got md5",
+        names.len()
+    );
+    assert_eq!(challenge(port, "md5user").0, 5);
+    // A real user's salt is the same after a reload, as an unknown name's is.
+    let (code, salt) = challenge(port, "app");
+    assert_eq!(code, 10);
+    s.ctl_ok(&["reload"]);
+    assert_eq!(
+        challenge(port, "app"),
+        (10, salt),
+        "the salt changed at the reload"
+    );
+    assert_eq!(challenge(port, "ghost0"), first[0].clone());
+    // And logins still work.
+    s.run_ok(&["SELECT 1"]);
+    let md5 = format!("host=127.0.0.1 port={port} dbname=app user=md5user password={MD5_PASSWORD}");
+    assert_eq!(scalar(&md5, "SELECT 1"), "1");
+}

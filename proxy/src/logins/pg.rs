@@ -44,7 +44,7 @@ impl UserTable {
                         message: e.to_string(),
                     })?)
                 }
-                AuthMethod::ScramSha256 => Credential::Scram(Verifier::from_password(pw)),
+                AuthMethod::ScramSha256 => Credential::Scram(Verifier::for_user(&u.name, pw)),
                 AuthMethod::Md5 if pw.len() == 35 && pw.starts_with("md5") => {
                     Credential::Md5(pw[3..].to_ascii_lowercase())
                 }
@@ -67,5 +67,24 @@ impl UserTable {
 
     pub fn get(&self, name: &str) -> Option<&Credential> {
         self.users.get(name)
+    }
+
+    /// What an unknown name is challenged with: md5 or SCRAM, drawn from
+    /// the name (the same each time) in the proportion the configured
+    /// users have, so the challenge does not tell a name turnout knows from
+    /// one it does not. Its exchange cannot succeed.
+    pub fn unknown(&self, name: &str) -> Credential {
+        let md5 = self
+            .users
+            .values()
+            .filter(|c| matches!(c, Credential::Md5(_)))
+            .count() as u64;
+        let all = self.users.len() as u64;
+        if md5 > 0 && super::scram::name_draw(name) % all < md5 {
+            // A hash no password gives (not hex).
+            Credential::Md5("-".repeat(32))
+        } else {
+            Credential::Scram(Verifier::mock(name))
+        }
     }
 }

@@ -34,6 +34,28 @@ pub struct Verifier {
     pub server_key: [u8; 32],
 }
 
+/// A secret drawn once per process: salts and mock keys derive from it.
+fn process_secret() -> &'static [u8; 32] {
+    static SECRET: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    SECRET.get_or_init(|| {
+        let mut s = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut s);
+        s
+    })
+}
+
+/// The salt of a user name, stable for the process.
+fn name_salt(user: &str) -> Vec<u8> {
+    hmac(process_secret(), format!("salt:{user}").as_bytes())[..16].to_vec()
+}
+
+/// A number drawn from a user name, stable for the process (which
+/// challenge an unknown name gets).
+pub fn name_draw(user: &str) -> u64 {
+    let h = hmac(process_secret(), format!("method:{user}").as_bytes());
+    u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]])
+}
+
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("hmac takes any key length");
@@ -66,13 +88,8 @@ impl Verifier {
     /// verifier is ready too), so neither the salt nor the time tells an
     /// unknown user from a wrong password.
     pub fn mock(user: &str) -> Verifier {
-        static SECRET: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
-        let secret = SECRET.get_or_init(|| {
-            let mut s = [0u8; 32];
-            rand::thread_rng().fill_bytes(&mut s);
-            s
-        });
-        let salt = hmac(secret, format!("salt:{user}").as_bytes())[..16].to_vec();
+        let secret = process_secret();
+        let salt = name_salt(user);
         Verifier {
             iterations: ITERATIONS,
             salt,
@@ -85,6 +102,13 @@ impl Verifier {
         let mut salt = vec![0u8; 16];
         rand::thread_rng().fill_bytes(&mut salt);
         Self::derive(password, salt, ITERATIONS)
+    }
+
+    /// A verifier for `user`'s plain-text password with the salt an unknown
+    /// name of the same spelling would get: the same across reloads (a salt
+    /// that changes at a reload for real users alone tells them apart).
+    pub fn for_user(user: &str, password: &str) -> Verifier {
+        Self::derive(password, name_salt(user), ITERATIONS)
     }
 
     pub fn derive(password: &str, salt: Vec<u8>, iterations: u32) -> Verifier {

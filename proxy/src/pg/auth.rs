@@ -4,7 +4,6 @@ use super::codec::{self, Severity};
 use super::startup::{read_client_frame, SessionError};
 pub use crate::logins::pg::{md5_hex, Credential, UserTable, UserTableError};
 use crate::logins::scram;
-use crate::logins::scram::Verifier;
 use crate::stream::Stream;
 use bytes::Buf;
 use rand::RngCore;
@@ -32,7 +31,7 @@ pub async fn authenticate(
     let cred = match users.get(user) {
         Some(c) => c,
         None => {
-            unknown = Credential::Scram(Verifier::mock(user));
+            unknown = users.unknown(user);
             &unknown
         }
     };
@@ -90,7 +89,8 @@ pub async fn authenticate(
             let mut data = inner.as_bytes().to_vec();
             data.extend_from_slice(&salt);
             let expected = format!("md5{}", md5_hex(&data));
-            if given != expected.as_bytes() {
+            // An unknown name's exchange never succeeds, whatever is sent.
+            if given != expected.as_bytes() || users.get(user).is_none() {
                 return Err(auth_failed(user));
             }
             Ok(())
