@@ -430,22 +430,19 @@ impl MirrorSession<'_> {
         // Row images: the mirror's tables, read before the plan uses them;
         // a write whose rows cannot be applied by key is mirrored as a
         // statement, and recorded.
-        let imaged: Vec<(Arc<image::Imaged>, Arc<Classification>, Vec<Bytes>, bool)> = range
+        // (No images: past limits.max_image_bytes.)
+        let imaged: Vec<(Arc<image::Imaged>, Arc<Classification>, Option<Vec<Bytes>>)> = range
             .iter()
             .filter(|m| m.frame.tag == b'E')
             .filter_map(|m| {
                 let i = m.stmt.as_ref()?.image.clone()?;
-                Some((
-                    i,
-                    extended_class(m),
-                    m.images.clone(),
-                    m.image_bytes.is_none(),
-                ))
+                let images = m.image_bytes.map(|_| m.images.clone());
+                Some((i, extended_class(m), images))
             })
             .collect();
         let sent = raw_of(range);
-        for (i, c, images, over) in imaged {
-            if over {
+        for (i, c, images) in imaged {
+            let Some(images) = images else {
                 metrics::counter!("turnout_client_limit_hits_total", "limit" => "max_image_bytes")
                     .increment(1);
                 let detail = format!(
@@ -454,7 +451,7 @@ impl MirrorSession<'_> {
                 );
                 self.mirror_failed(&c, &detail, &sent);
                 continue;
-            }
+            };
             // (Asked at its Parse; again if a setting since made it go.)
             self.check_table(&i.target.table).await?;
             if let Err(image::NotImaged::ByStatement(why)) = self.image_table(&i.target).await {
