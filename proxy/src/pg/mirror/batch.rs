@@ -69,6 +69,10 @@ fn group_start(batch: &[Msg], from: usize, at: usize) -> usize {
         .map_or(from, |i| i + 1)
 }
 
+/// A batch's Execute of a row-image statement: its form, class, and images
+/// (`None`: past `limits.max_image_bytes`).
+type ImagedExecute = (Arc<image::Imaged>, Arc<Classification>, Option<Vec<Bytes>>);
+
 impl MirrorSession<'_> {
     /// Runs the batch's messages not yet run: up to its end for a Flush, and
     /// with `sync` through the Sync that ends it.
@@ -431,7 +435,7 @@ impl MirrorSession<'_> {
         // a write whose rows cannot be applied by key is mirrored as a
         // statement, and recorded.
         // (No images: past limits.max_image_bytes.)
-        let imaged: Vec<(Arc<image::Imaged>, Arc<Classification>, Option<Vec<Bytes>>)> = range
+        let imaged: Vec<ImagedExecute> = range
             .iter()
             .filter(|m| m.frame.tag == b'E')
             .filter_map(|m| {
