@@ -139,3 +139,34 @@ fn users_with_backend_logins_of_their_own_cannot_kill_each_other_through_a_proce
         "alice's statement was cut"
     );
 }
+
+#[test]
+fn sql_mode_set_by_a_text_turnout_cannot_read_makes_backslash_texts_writes() {
+    use mysql_async::prelude::*;
+    let s = MySetup::start("mirror", "");
+    s.sql_ok("CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL)");
+    s.sql_ok("INSERT INTO t VALUES (6, 6)");
+    let url = format!("mysql://app:{MY_PASSWORD}@127.0.0.1:{}/app", s.proxy.port);
+    common::block_on(async {
+        let mut c = mysql_async::Conn::new(mysql_async::Opts::from_url(&url).unwrap())
+            .await
+            .unwrap();
+        // The setting's name built from pieces: no text names `sql_mode`.
+        c.query_drop("SET @s = CONCAT('SET SESSION sql', '_mode = ''NO_BACKSLASH_ESCAPES''')")
+            .await
+            .unwrap();
+        c.query_drop("PREPARE p FROM @s").await.unwrap();
+        c.query_drop("EXECUTE p").await.unwrap();
+        c.query_drop("SELECT 'a\\' ; UPDATE t SET v = 77 WHERE id = 6; -- '")
+            .await
+            .unwrap();
+        c.disconnect().await.unwrap();
+    });
+    for side in [&s.old, &s.new] {
+        assert_eq!(
+            side.sql("app", "SELECT v FROM t WHERE id = 6").unwrap(),
+            "77"
+        );
+    }
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+}

@@ -571,13 +571,37 @@ fn shadow_reads(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), Stri
     let (_m0, m0_port, _) = sampled("shadow-0", "0.0")?;
     let (_m1, m1_port, _) = sampled("shadow-1", "0.01")?;
     let (_m100, m100_port, _) = sampled("shadow-100", "1.0")?;
-    let targets = [
+    let mut targets = vec![
         target("direct tcp", "127.0.0.1", old.port, 0),
         target("turnout passthrough", "127.0.0.1", p_port, 0),
         target("mirror, no sampling", "127.0.0.1", m0_port, 1),
         target("mirror, 1% sampled", "127.0.0.1", m1_port, 1),
         target("mirror, 100% sampled", "127.0.0.1", m100_port, 0),
     ];
+    // `--baseline`: an older binary in phase mirror beside this one, in
+    // the same rounds (a change's cost, before and after).
+    let _baseline = match &args.baseline {
+        Some(bin) => {
+            let (config, port, _) = turnout_config(
+                dir.path(),
+                "shadow-0-baseline",
+                "127.0.0.1",
+                old.port,
+                new.port,
+                "mirror",
+                "[sampling]\nrate = 0.0",
+            )?;
+            let child = spawn_binary(bin, dir.path(), "shadow-0-baseline", &config, port)?;
+            targets.push(target(
+                "baseline binary: mirror, no sampling",
+                "127.0.0.1",
+                port,
+                1,
+            ));
+            Some(child)
+        }
+        None => None,
+    };
     println!(
         "\npgbench -S -c {} -j 2, {} s per run, {} rounds: shadow reads (sampled reads also run on new); ratios against the baseline named",
         args.clients, args.seconds, args.rounds

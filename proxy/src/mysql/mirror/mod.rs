@@ -594,10 +594,24 @@ impl<'a> MyMirror<'a> {
     /// [`crate::engine::Classifier::classify_in_session`]).
     fn classify(&mut self, sql: &str) -> Arc<Classification> {
         let classifier = &self.shared.classifier;
-        self.lexing_unsure |=
-            classifier.changes_lexing(sql) || context::names_backslash_trailing_charset(sql);
+        self.lexing_unsure |= classifier.changes_lexing(sql)
+            || context::names_backslash_trailing_charset(sql)
+            || runs_hidden_text(sql);
         classifier.classify_in_session(sql, self.lexing_unsure)
     }
+}
+
+/// Whether `sql` runs a statement text turnout does not see (`EXECUTE`
+/// of a text `PREPARE`d from a variable or an expression, `EXECUTE
+/// IMMEDIATE`): it may set `sql_mode` or the character set by a name
+/// built from pieces (`CONCAT('SET sql', '_mode = ...')`), so the session's
+/// later backslash texts are writes.
+/// (Wherever the word is: a false alarm only mirrors a read with a
+/// backslash.)
+fn runs_hidden_text(sql: &str) -> bool {
+    sql.as_bytes()
+        .windows(7)
+        .any(|w| w.eq_ignore_ascii_case(b"execute"))
 }
 
 /// What an INSERT's volatile defaults make of it.
