@@ -714,15 +714,6 @@ impl Limits {
     pub fn max_clients(&self) -> usize {
         usize::try_from(self.max_client_connections).unwrap_or(0)
     }
-    pub fn pipeline_bytes(&self) -> usize {
-        usize::try_from(self.max_pipeline_bytes).unwrap_or(usize::MAX)
-    }
-    pub fn prepared_statements(&self) -> usize {
-        usize::try_from(self.max_prepared_statements).unwrap_or(usize::MAX)
-    }
-    pub fn image_bytes(&self) -> usize {
-        usize::try_from(self.max_image_bytes).unwrap_or(usize::MAX)
-    }
 }
 
 impl Config {

@@ -317,9 +317,10 @@ impl Shared {
             tls_required: config.listen.tls.as_ref().is_some_and(|t| t.required),
             tls,
             max_message: config.limits.max_message_bytes(),
-            max_pipeline: config.limits.pipeline_bytes(),
-            max_prepared: config.limits.prepared_statements(),
-            max_image: config.limits.image_bytes(),
+            max_pipeline: usize::try_from(config.limits.max_pipeline_bytes).unwrap_or(usize::MAX),
+            max_prepared: usize::try_from(config.limits.max_prepared_statements)
+                .unwrap_or(usize::MAX),
+            max_image: usize::try_from(config.limits.max_image_bytes).unwrap_or(usize::MAX),
             auth_timeout: Duration::from_millis(config.limits.auth_timeout_ms),
             classifier: Classifier::new(
                 match config.protocol {
