@@ -121,8 +121,20 @@ pub fn install(protocol: &str) -> Result<PrometheusHandle, String> {
     for result in ["match", "confirmed_mismatch", "transient_mismatch"] {
         counter!("turnout_reads_compared_total", "result" => result).absolute(0);
     }
-    for reason in ["shadow_busy", "shadow_unavailable", "not_comparable"] {
+    for reason in [
+        "shadow_busy",
+        "shadow_unavailable",
+        "not_comparable",
+        "not_read_only",
+    ] {
         counter!("turnout_samples_skipped_total", "reason" => reason).absolute(0);
+    }
+    for limit in [
+        "max_pipeline_bytes",
+        "max_prepared_statements",
+        "max_image_bytes",
+    ] {
+        counter!("turnout_client_limit_hits_total", "limit" => limit).absolute(0);
     }
     for kind in ["missing", "extra", "differing"] {
         gauge!("turnout_verify_differences", "kind" => kind).set(0.0);
@@ -138,6 +150,7 @@ pub fn install(protocol: &str) -> Result<PrometheusHandle, String> {
         "turnout_log_rows_applied_total",
         "turnout_log_foreign_transactions_total",
         "turnout_log_unwaited_commits_total",
+        "turnout_metrics_connections_cut_total",
     ] {
         counter!(name).absolute(0);
     }
