@@ -8,7 +8,7 @@ mod common;
 use common::mysql::*;
 
 #[test]
-fn a_sampled_read_with_side_effects_runs_once_and_is_not_compared() {
+fn a_sampled_read_with_side_effects_runs_once_and_its_write_is_recorded() {
     let s = MySetup::start_with(
         "mirror",
         "",
@@ -47,6 +47,13 @@ fn a_sampled_read_with_side_effects_runs_once_and_is_not_compared() {
     // Once, where the client's read ran (old, the authority in mirror).
     assert_eq!(n(&s.old), "1", "the client's read ran once on old");
     assert_eq!(n(&s.new), "0", "the shadow read ran the function on new");
+    // The client's read wrote on old alone: found by its shadow, recorded.
+    let records = s.divergences();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert!(
+        records[0].contains("\"kind\":\"unmirrored_write\""),
+        "{records:?}"
+    );
 }
 
 #[test]

@@ -27,7 +27,7 @@ fn n_on(url: &str) -> i64 {
 }
 
 #[test]
-fn a_sampled_read_with_side_effects_runs_once_and_is_not_compared() {
+fn a_sampled_read_with_side_effects_runs_once_and_its_write_is_recorded() {
     let s = Setup::start(Options {
         phase: Some("mirror"),
         ddl: Some("both"),
@@ -72,6 +72,18 @@ fn a_sampled_read_with_side_effects_runs_once_and_is_not_compared() {
             .contains("bumped"),
         "no read-diff record"
     );
+    // The client's read wrote on new alone: found by its shadow, recorded,
+    // and the shape is mirrored from now on.
+    let records = s.divergences();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert!(
+        records[0].contains("\"kind\":\"unmirrored_write\""),
+        "{records:?}"
+    );
+    assert!(records[0].contains("\"side\":\"old\""), "{records:?}");
+    s.run_ok(&["SELECT * FROM bumped"]);
+    assert_eq!(n_on(&s.direct_new_url()), 2);
+    assert_eq!(n_on(&s.direct_url()), 1, "the next one reached old too");
 }
 
 fn mirrored(extra: &'static str) -> Setup {

@@ -159,6 +159,9 @@ pub fn spawn(shared: Arc<Shared>, sample: Sample, permit: OwnedSemaphorePermit) 
     tokio::spawn(async move {
         let _permit = permit;
         if let Err(e) = check(&shared, &sample).await {
+            if matches!(e, SampleError::NotReadOnly(_)) {
+                shared.read_wrote(&sample.fingerprint, sample.target, &sample.sql);
+            }
             debug!(fingerprint = %sample.fingerprint, reason = %e, "shadow sample skipped");
             shared
                 .sampler

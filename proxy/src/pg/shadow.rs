@@ -132,6 +132,9 @@ pub fn spawn(shared: Arc<Shared>, sample: Sample, permit: OwnedSemaphorePermit) 
             return;
         }
         if let Err(e) = check(&shared, sampler, &sample).await {
+            if matches!(e, SampleError::NotReadOnly(_)) {
+                shared.read_wrote(&sample.fingerprint, sample.target, &sample.query.sql);
+            }
             debug!(fingerprint = %sample.fingerprint, reason = %e, "shadow sample skipped");
             sampler.log.skipped(&sample.fingerprint, e.skip_reason());
         }

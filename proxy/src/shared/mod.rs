@@ -389,6 +389,25 @@ impl Shared {
         (d, detail)
     }
 
+    /// A sampled read's shadow run failed in its read-only transaction:
+    /// the read writes, and the client's run of it wrote on `ran_on` alone
+    /// (a function behind a view, which no text shows). Recorded as an
+    /// `unmirrored_write`; its shape is mirrored from now on.
+    pub fn read_wrote(&self, fingerprint: &str, ran_on: Side, sql: &str) {
+        let (mut d, _) = self.unmirrored_write(
+            fingerprint,
+            ran_on,
+            &format!(
+                "refused it in a read-only transaction on {} (it writes)",
+                ran_on.other()
+            ),
+        );
+        if self.records.log_statements {
+            d.statement = Some(sql.to_string());
+        }
+        self.records.divergence(d);
+    }
+
     /// A MySQL backend told its version: what turnout reports to clients.
     pub fn note_mysql_version(&self, version: String) {
         if self.mysql.version.load().as_deref() != Some(&version) {
