@@ -443,6 +443,16 @@ impl<'a> MirrorSession<'a> {
                 }
                 Err(e) => break End::ClientGone(e.to_string()),
             };
+            // Before a statement's text (a Query, or the first Parse of a
+            // batch): the mirror's session gets the authority's way of
+            // ending strings when they differ (at startup, or after the
+            // statement before changed it).
+            if matches!(frame.tag, b'Q' | b'P')
+                && self.batch.is_empty()
+                && self.auth.lexing().backslash_strings != self.told.backslash_strings
+            {
+                self.follow_setting().await;
+            }
             let step = match frame.tag {
                 b'Q' => {
                     let started = Instant::now();
@@ -494,13 +504,6 @@ impl<'a> MirrorSession<'a> {
                     let _ = self.client_error(Severity::Fatal, "08P01", &msg).await;
                     break End::ClientProtocol(msg);
                 }
-            };
-            let step = match step {
-                Ok(()) if self.auth.lexing().backslash_strings != self.told.backslash_strings => {
-                    self.follow_setting().await;
-                    Ok(())
-                }
-                other => other,
             };
             match step {
                 Ok(()) => {}
