@@ -135,3 +135,44 @@ pub fn row_names(body: &[u8]) -> String {
     }
     names.join(",")
 }
+
+/// The authentication request turnout answers a startup of `user` with
+/// (5: md5, 10: SCRAM), and the SCRAM salt when it is SCRAM.
+pub fn challenge(port: u16, user: &str) -> (u32, Option<String>) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut body = 196608u32.to_be_bytes().to_vec();
+    for (k, v) in [("user", user), ("database", "app")] {
+        cstr(&mut body, k);
+        cstr(&mut body, v);
+    }
+    body.push(0);
+    let mut startup = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    startup.extend_from_slice(&body);
+    c.write_all(&startup).unwrap();
+    let read = |c: &mut std::net::TcpStream| {
+        let mut head = [0u8; 5];
+        c.read_exact(&mut head).unwrap();
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut rest = vec![0u8; len - 4];
+        c.read_exact(&mut rest).unwrap();
+        rest
+    };
+    let rest = read(&mut c);
+    let code = u32::from_be_bytes(rest[..4].try_into().unwrap());
+    if code != 10 {
+        return (code, None);
+    }
+    let first = b"n,,n=,r=abcdefghijklmnopqrstuvwx";
+    let mut m = b"SCRAM-SHA-256\0".to_vec();
+    m.extend_from_slice(&(first.len() as u32).to_be_bytes());
+    m.extend_from_slice(first);
+    c.write_all(&msg(b'p', &m)).unwrap();
+    let rest = read(&mut c);
+    let text = String::from_utf8_lossy(&rest[4..]).into_owned();
+    let salt = text
+        .split(',')
+        .find_map(|p| p.strip_prefix("s="))
+        .map(str::to_string);
+    (code, salt)
+}
