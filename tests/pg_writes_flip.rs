@@ -21,8 +21,8 @@ fn setup(extra: &'static str, guards: &'static str) -> Setup {
 
 /// pgbench's tables and the one with a serial id, alike on both sides.
 fn assert_identical(s: &Setup) {
-    assert_sides_identical(s, &PGBENCH_TABLES);
-    assert_sides_identical(s, &[("events", "id")]);
+    assert_sides_identical_once_applied(s, &PGBENCH_TABLES);
+    assert_sides_identical_once_applied(s, &[("events", "id")]);
 }
 
 /// pgbench in three protocol modes plus a script that inserts into a
