@@ -47,6 +47,9 @@ pub async fn run(
         Ok(p) => p.command(),
         Err(_) => change.name().to_string(),
     };
+    // Counted before the cutover: a session opened in passthrough may close
+    // as soon as the phase changes.
+    let passthrough = shared.coord.passthrough_sessions.load(Ordering::Relaxed);
     let result = match planned {
         Err(e) => Err(e),
         Ok(plan) if req.dry_run => {
@@ -63,7 +66,8 @@ pub async fn run(
     };
     let result = match result {
         Ok(mut o) if change == Change::EnterMirror && !o.dry_run => {
-            o.notes.push(close_passthrough(shared, controller).await);
+            o.notes
+                .push(close_passthrough(shared, controller, passthrough).await);
             Ok(o)
         }
         Ok(mut o) if change == Change::EnterMirror => {
@@ -181,10 +185,11 @@ async fn entry_blockers(shared: &Arc<Shared>) -> Vec<String> {
 /// Sessions opened in passthrough cannot mirror: PostgreSQL ones close at
 /// their next idle moment (clients connect again, now mirrored); the
 /// change waits for them up to `guards.barrier_ms`. A line for the reply.
-async fn close_passthrough(shared: &Arc<Shared>, controller: &Controller) -> String {
+/// `before`: how many were open when the change began.
+async fn close_passthrough(shared: &Arc<Shared>, controller: &Controller, before: usize) -> String {
     shared.coord.mirror_entered.send_replace(true);
     let count = || shared.coord.passthrough_sessions.load(Ordering::Relaxed);
-    let before = count();
+    let before = before.max(count());
     let deadline = Instant::now() + Duration::from_millis(controller.guards().barrier_ms);
     while count() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
