@@ -4,7 +4,7 @@ use super::rows::Rows;
 pub use super::transport::{open_plain, tls_client, BackendError, BackendTarget};
 use super::QueryError;
 use crate::stream::Stream;
-use crate::wire::pg::{self as codec, put_cstr, tag_name};
+use crate::wire::pg::{self as codec, tag_name};
 use crate::wire::pg_framed::Framed;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use postgres_protocol::authentication::{
@@ -322,16 +322,12 @@ pub async fn close(conn: &mut Framed) {
 /// Runs one simple query; its rows (as text, with their column names), or
 /// its error.
 pub async fn run(conn: &mut Framed, sql: &str, side: Side) -> Result<Rows, QueryError> {
-    let mut body = BytesMut::new();
-    put_cstr(&mut body, sql);
     let broken = |e: crate::wire::pg_framed::FramedError| QueryError::Broken {
         side: Some(side),
         detail: e.to_string(),
     };
     let exchange = async {
-        conn.send(&codec::frame(b'Q', &body))
-            .await
-            .map_err(broken)?;
+        conn.send(&codec::query(sql)).await.map_err(broken)?;
         let mut rows = Vec::new();
         let mut columns = Vec::new();
         let mut error = None;

@@ -9,9 +9,8 @@
 use super::pg::{connect, run, BackendTarget};
 use super::pgoutput::{decode_frame, status_update, DecodeError, Lsn, StreamFrame};
 use super::QueryError;
-use crate::wire::pg::{self as codec, put_cstr};
+use crate::wire::pg as codec;
 use crate::wire::pg_framed::{Framed, FramedError};
-use bytes::BytesMut;
 use turnout_control::Side;
 
 /// Settings of both ends of the log: the walsender that writes values as
@@ -118,15 +117,11 @@ impl LogStream {
             ident(slot),
             super::pg::literal(&names)
         );
-        let mut body = BytesMut::new();
-        put_cstr(&mut body, &sql);
         let broken = |e: FramedError| LogError::Stream {
             side,
             detail: e.to_string(),
         };
-        conn.send(&codec::frame(b'Q', &body))
-            .await
-            .map_err(broken)?;
+        conn.send(&codec::query(&sql)).await.map_err(broken)?;
         loop {
             let f = conn.read().await.map_err(broken)?;
             match f.tag {

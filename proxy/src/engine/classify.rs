@@ -408,10 +408,7 @@ pub fn created_relations(dialect: SqlDialect, sql: &str) -> Vec<String> {
     let Ok(statements) = Parser::parse_sql(dialect_of(dialect), sql) else {
         return Vec::new();
     };
-    let last = |n: &ObjectName| {
-        n.0.last()
-            .map(|p| p.to_string().trim_matches('"').to_lowercase())
-    };
+    let last = |n: &ObjectName| n.0.last().map(|p| plain_name(&p.to_string()));
     let mut out = Vec::new();
     for s in &statements {
         match s {
@@ -742,7 +739,7 @@ fn classify_text(dialect: SqlDialect, d: &dyn Dialect, sql: &str) -> Classificat
 mod classifier;
 mod functions;
 pub use classifier::Classifier;
-use functions::{calls, function_name};
+use functions::{calls, function_name, plain_name};
 
 #[cfg(test)]
 mod tests;

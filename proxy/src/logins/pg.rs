@@ -18,6 +18,8 @@ pub enum Credential {
 #[derive(Clone, Default)]
 pub struct UserTable {
     users: HashMap<String, Credential>,
+    /// How many of them use md5 (the share unknown names are given).
+    md5: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +64,11 @@ impl UserTable {
             };
             table.insert(u.name.clone(), cred);
         }
-        Ok(UserTable { users: table })
+        let md5 = table
+            .values()
+            .filter(|c| matches!(c, Credential::Md5(_)))
+            .count() as u64;
+        Ok(UserTable { users: table, md5 })
     }
 
     pub fn get(&self, name: &str) -> Option<&Credential> {
@@ -74,13 +80,8 @@ impl UserTable {
     /// users have, so the challenge does not tell a name turnout knows from
     /// one it does not. Its exchange cannot succeed.
     pub fn unknown(&self, name: &str) -> Credential {
-        let md5 = self
-            .users
-            .values()
-            .filter(|c| matches!(c, Credential::Md5(_)))
-            .count() as u64;
         let all = self.users.len() as u64;
-        if md5 > 0 && super::scram::name_draw(name) % all < md5 {
+        if self.md5 > 0 && super::scram::name_draw(name) % all < self.md5 {
             // A hash no password gives (not hex).
             Credential::Md5("-".repeat(32))
         } else {

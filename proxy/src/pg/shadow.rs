@@ -38,10 +38,7 @@ impl ShadowQuery {
     fn messages(&self) -> Bytes {
         let mut out = BytesMut::new();
         let Some(params) = &self.params else {
-            let mut body = BytesMut::new();
-            put_cstr(&mut body, &self.sql);
-            out.extend_from_slice(&codec::frame(b'Q', &body));
-            return out.freeze();
+            return codec::query(&self.sql);
         };
         let mut parse = BytesMut::new();
         put_cstr(&mut parse, "");
@@ -449,23 +446,17 @@ async fn run(
                 "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'",
             ));
         for sql in sqls {
-            let mut body = BytesMut::new();
-            put_cstr(&mut body, sql);
-            prefix.extend_from_slice(&codec::frame(b'Q', &body));
+            prefix.extend_from_slice(&codec::query(sql));
             prefix_answers += 1;
         }
     }
     // In a read-only transaction, rolled back: a read with side effects (a
     // function that writes, `nextval`) fails there and changes nothing; the
     // client's own read ran once, on the read target.
-    let mut begin = BytesMut::new();
-    put_cstr(&mut begin, "BEGIN READ ONLY");
-    prefix.extend_from_slice(&codec::frame(b'Q', &begin));
-    let mut rollback = BytesMut::new();
-    put_cstr(&mut rollback, "ROLLBACK");
+    prefix.extend_from_slice(&codec::query("BEGIN READ ONLY"));
     let exchange = async {
         prefix.extend_from_slice(&query.messages());
-        prefix.extend_from_slice(&codec::frame(b'Q', &rollback));
+        prefix.extend_from_slice(&codec::query("ROLLBACK"));
         conn.send(&prefix).await?;
         for _ in 0..=prefix_answers {
             read_answer(&mut conn, usize::MAX).await?;

@@ -451,6 +451,12 @@ impl Shared {
     }
 }
 
+/// A client was stopped at the `[limits]` bound `limit` (counted in
+/// `turnout_client_limit_hits_total`).
+pub fn client_limit_hit(limit: &'static str) {
+    metrics::counter!("turnout_client_limit_hits_total", "limit" => limit).increment(1);
+}
+
 /// The config's schema mapping, parsed in the listener's SQL dialect.
 pub fn mapping_for(config: &Config) -> Result<crate::mapping::SchemaMap, Vec<String>> {
     let dialect = match config.protocol {

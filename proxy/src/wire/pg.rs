@@ -149,6 +149,13 @@ pub fn put_cstr(b: &mut BytesMut, s: &str) {
     b.put_u8(0);
 }
 
+/// A simple-protocol Query message of `sql`.
+pub fn query(sql: &str) -> Bytes {
+    let mut body = BytesMut::with_capacity(sql.len() + 1);
+    put_cstr(&mut body, sql);
+    frame(b'Q', &body)
+}
+
 /// Writes a typed frame: tag, length, body.
 pub fn frame(tag: u8, body: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(5 + body.len());

@@ -72,7 +72,7 @@ pub(super) fn function_name(expr: &Expr) -> Option<String> {
 /// A name as the server resolves it, lower-case: quotes dropped, and the
 /// escapes of a Unicode identifier (`U&"lo\005Ffrom\005Fbytea"`) decoded,
 /// so no spelling hides a function from the lists above.
-fn plain_name(raw: &str) -> String {
+pub(super) fn plain_name(raw: &str) -> String {
     let raw = raw
         .strip_prefix("U&")
         .or_else(|| raw.strip_prefix("u&"))

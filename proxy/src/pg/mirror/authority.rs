@@ -220,29 +220,25 @@ impl MirrorSession<'_> {
     /// running: notifications, notices and parameter changes reach the
     /// client; an error (a FATAL before the backend closes) too.
     pub(super) async fn unprompted(&mut self, f: Frame) -> Result<(), FramedError> {
-        match f.tag {
-            b'A' | b'N' | b'S' | b'E' => {
-                // What the server sent in one write (the notifications of
-                // one transaction) reaches the client in one write.
-                let mut out = bytes::BytesMut::from(&f.raw[..]);
-                while let Ok(Some(next)) = self.auth.buffered() {
-                    if !matches!(next.tag, b'A' | b'N' | b'S' | b'E') {
-                        warn!(side = %self.auth_side(), message = %codec::tag_name(next.tag), "unexpected message from the backend between statements; ignored");
-                        continue;
-                    }
-                    out.extend_from_slice(&next.raw);
-                }
-                self.client.send(&out).await
-            }
-            other => {
-                warn!(
+        // With what the server sent in the same write (the notifications of
+        // one transaction), in one write to the client.
+        let mut out = bytes::BytesMut::new();
+        let mut next = Some(f);
+        while let Some(f) = next {
+            match f.tag {
+                b'A' | b'N' | b'S' | b'E' => out.extend_from_slice(&f.raw),
+                other => warn!(
                     side = %self.auth_side(),
                     message = %codec::tag_name(other),
                     "unexpected message from the backend between statements; ignored"
-                );
-                Ok(())
+                ),
             }
+            next = self.auth.buffered().ok().flatten();
         }
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.client.send(&out).await
     }
 
     /// The authority's connection failed: the client is told, the session ends.

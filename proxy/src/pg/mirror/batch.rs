@@ -447,8 +447,7 @@ impl MirrorSession<'_> {
         let sent = raw_of(range);
         for (i, c, images) in imaged {
             let Some(images) = images else {
-                metrics::counter!("turnout_client_limit_hits_total", "limit" => "max_image_bytes")
-                    .increment(1);
+                crate::shared::client_limit_hit("max_image_bytes");
                 let detail = format!(
                     "its row images exceed limits.max_image_bytes ({} bytes): not applied on {}",
                     self.shared.max_image, self.mirror_side

@@ -509,8 +509,7 @@ impl MirrorSession<'_> {
         if over && result.error.is_none() {
             // More rows than turnout holds for one statement: refused, as
             // the authority would refuse it, and undone there.
-            metrics::counter!("turnout_client_limit_hits_total", "limit" => "max_image_bytes")
-                .increment(1);
+            crate::shared::client_limit_hit("max_image_bytes");
             let msg = format!(
                 "turnout: the statement writes more than {} bytes of rows (limits.max_image_bytes); it was not applied; write the rows in smaller statements",
                 self.shared.max_image

@@ -9,7 +9,7 @@
 //! `BEGIN`, write, (mirror: `BEGIN`, write, `COMMIT`), `COMMIT`.
 
 use super::backend::BackendConn;
-use super::codec::{self, put_cstr, Severity};
+use super::codec::{self, put_cstr, query, Severity};
 use super::framed::{Frame, Framed, FramedError};
 use super::shadow::ShadowQuery;
 use crate::engine::defaults::TableDefaults;
@@ -194,12 +194,6 @@ impl Collected {
             .filter(|f| f.tag == b'C')
             .map(|f| f.body().split(|&b| b == 0).next().unwrap_or_default())
     }
-}
-
-fn query(sql: &str) -> Bytes {
-    let mut body = BytesMut::with_capacity(sql.len() + 1);
-    put_cstr(&mut body, sql);
-    codec::frame(b'Q', &body)
 }
 
 fn cstr(b: &[u8]) -> Option<(&str, &[u8])> {
@@ -529,7 +523,7 @@ impl<'a> MirrorSession<'a> {
         self.batch_bytes += frame.raw.len();
         let shared = self.shared;
         let hit = |limit: &'static str, msg: String| {
-            metrics::counter!("turnout_client_limit_hits_total", "limit" => limit).increment(1);
+            crate::shared::client_limit_hit(limit);
             tracing::warn!(limit, "a client went past a limit; its session ends");
             Some(msg)
         };

@@ -270,8 +270,12 @@ impl MirrorSession<'_> {
             self.read_target_failed();
             return;
         }
-        let code = codec::error_fields(body).remove(&b'C').unwrap_or_default();
-        if !["42", "3D", "3F"].iter().any(|c| code.starts_with(c)) || self.names_held(body) {
+        let mut fields = codec::error_fields(body);
+        let code = fields.remove(&b'C').unwrap_or_default();
+        let message = fields.remove(&b'M').unwrap_or_default();
+        if !["42", "3D", "3F"].iter().any(|c| code.starts_with(c))
+            || self.shared.pg.lacks_held(&code, &message)
+        {
             return;
         }
         if let Some(query) = self.read_query.take() {

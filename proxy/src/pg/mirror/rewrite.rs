@@ -47,11 +47,9 @@ pub(super) fn rewrite_statements<'a>(
         let tag = msgs[at];
         let body = msgs.get(at + 5..end).unwrap_or_default();
         let replaced = match tag {
-            b'Q' => cstr(body).and_then(|(sql, _)| map(sql)).map(|sql| {
-                let mut b = BytesMut::new();
-                put_cstr(&mut b, &sql);
-                codec::frame(b'Q', &b)
-            }),
+            b'Q' => cstr(body)
+                .and_then(|(sql, _)| map(sql))
+                .map(|sql| codec::query(&sql)),
             b'P' => cstr(body)
                 .and_then(|(name, rest)| cstr(rest).map(|(sql, types)| (name, sql, types)))
                 .and_then(|(name, sql, types)| {
