@@ -81,35 +81,7 @@ fn users_with_backend_logins_of_their_own_cannot_kill_each_other_through_a_proce
     }
     std::fs::write(&config, text).unwrap();
     s.ctl_ok(&["reload"]);
-    let port = s.proxy.port;
-    let held = std::thread::spawn(move || {
-        std::process::Command::new("mariadb")
-            .arg("--no-defaults")
-            .args(["-h", "127.0.0.1", "-P", &port.to_string()])
-            .args([
-                "-u",
-                "alice",
-                "-D",
-                "app",
-                "-N",
-                "-B",
-                "--password=pw-alice",
-            ])
-            .args(["-e", "SELECT SLEEP(4)"])
-            .output()
-            .unwrap()
-    });
-    let mut thread = String::new();
-    common::eventually("alice's statement runs on old", || {
-        thread = s
-            .old
-            .sql(
-                "app",
-                "SELECT id FROM information_schema.processlist WHERE info = 'SELECT SLEEP(4)'",
-            )
-            .unwrap_or_default();
-        !thread.is_empty()
-    });
+    let (held, thread) = s.sleeping("alice", "pw-alice");
     // bob sees no one else's thread, and a procedure's KILL is refused by
     // the server: alice's thread is not bob's backend login's.
     let seen = s.mariadb(

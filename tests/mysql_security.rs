@@ -194,28 +194,7 @@ fn an_unknown_user_is_answered_as_a_wrong_password_is() {
 fn kill_by_a_backend_thread_id_is_refused_in_every_spelling() {
     let s = MySetup::start("mirror", "");
     // A session whose statement must not be cut.
-    let port = s.proxy.port;
-    let held = std::thread::spawn(move || {
-        std::process::Command::new("mariadb")
-            .arg("--no-defaults")
-            .args(["-h", "127.0.0.1", "-P", &port.to_string()])
-            .args(["-u", "app", "-D", "app", "-N", "-B"])
-            .arg(format!("--password={MY_PASSWORD}"))
-            .args(["-e", "SELECT SLEEP(4)"])
-            .output()
-            .unwrap()
-    });
-    let mut thread = String::new();
-    common::eventually("the sleeping statement runs on old", || {
-        thread = s
-            .old
-            .sql(
-                "app",
-                "SELECT id FROM information_schema.processlist WHERE info = 'SELECT SLEEP(4)'",
-            )
-            .unwrap_or_default();
-        !thread.is_empty()
-    });
+    let (held, thread) = s.sleeping("app", MY_PASSWORD);
     for sql in [
         format!("/* x */ KILL QUERY {thread}"),
         format!("/*!100000 KILL {thread} */"),

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::raw::{cstr, msg, Raw};
+use common::raw::{cstr, msg, parse, Raw};
 use common::*;
 use std::io::Write;
 
@@ -145,14 +145,6 @@ fn sequence(seed: u64) -> Vec<Op> {
     }
     ops.push(Op::Sync);
     ops
-}
-
-fn parse(name: &str, sql: &str) -> Vec<u8> {
-    let mut b = Vec::new();
-    cstr(&mut b, name);
-    cstr(&mut b, sql);
-    b.extend_from_slice(&0u16.to_be_bytes());
-    msg(b'P', &b)
 }
 
 fn bind(stmt: &str, params: &[String]) -> Vec<u8> {

@@ -10,17 +10,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn summary(s: &Setup) -> Value {
-    let mut p = s.read_diffs().into_os_string();
-    p.push(".summary.json");
-    std::fs::read(p)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(Value::Null)
-}
-
 fn counts(s: &Setup, fingerprint: &str, field: &str) -> u64 {
-    summary(s)["fingerprints"][fingerprint][field]
+    s.read_diff_summary()["fingerprints"][fingerprint][field]
         .as_u64()
         .unwrap_or(0)
 }
@@ -256,8 +247,13 @@ fn a_row_changed_on_new_is_reported_confirmed_with_the_column_named_in_every_for
     eventually("the binary reads are compared", || {
         counts(&s, binary, "samples") == 2
     });
-    assert_eq!(counts(&s, binary, "matches"), 2, "{}", summary(&s));
-    assert_eq!(counts(&s, by_id, "matches"), 1, "{}", summary(&s));
+    assert_eq!(
+        counts(&s, binary, "matches"),
+        2,
+        "{}",
+        s.read_diff_summary()
+    );
+    assert_eq!(counts(&s, by_id, "matches"), 1, "{}", s.read_diff_summary());
 
     let recs = records(&s);
     let planted = recs
@@ -381,7 +377,7 @@ fn concurrent_writes_on_the_sampled_rows_give_no_confirmed_mismatch() {
     });
     // Let re-checks in flight finish.
     std::thread::sleep(Duration::from_secs(2));
-    let sm = summary(&s);
+    let sm = s.read_diff_summary();
     println!("{sm:#}");
     for fp in [one, sum] {
         assert_eq!(counts(&s, fp, "mismatches"), 0, "{sm}");
@@ -411,7 +407,10 @@ fn a_stalled_or_stopped_shadow_does_not_slow_reads_and_skips_are_counted() {
         "new's lock ended before the reads finished: they waited on it"
     );
     eventually("busy skips are counted", || {
-        summary(&s)["skipped"]["shadow_busy"].as_u64().unwrap_or(0) >= 30
+        s.read_diff_summary()["skipped"]["shadow_busy"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 30
     });
     locker.wait().unwrap();
 
@@ -420,12 +419,12 @@ fn a_stalled_or_stopped_shadow_does_not_slow_reads_and_skips_are_counted() {
     let out = s.psql(&url, &args[..20]);
     assert!(out.status.success(), "{}", stderr(&out));
     eventually("unavailable skips are counted", || {
-        summary(&s)["skipped"]["shadow_unavailable"]
+        s.read_diff_summary()["skipped"]["shadow_unavailable"]
             .as_u64()
             .unwrap_or(0)
             > 0
     });
-    println!("{:#}", summary(&s));
+    println!("{:#}", s.read_diff_summary());
     assert!(records(&s).iter().all(|r| r["status"] != "confirmed"));
 }
 
@@ -474,13 +473,13 @@ fn shadow_reads_run_with_the_sessions_settings() {
         counts(&s, "select * from items", "matches"),
         1,
         "{}",
-        summary(&s)
+        s.read_diff_summary()
     );
     assert_eq!(
         counts(&s, "select v from items where id = ?", "matches"),
         1,
         "{}",
-        summary(&s)
+        s.read_diff_summary()
     );
 }
 

@@ -447,6 +447,18 @@ level = "debug"
         self.dir.path().join("read-diffs.jsonl")
     }
 
+    /// The read-diff report's summary (`.summary.json` beside it), or null
+    /// before it is written.
+    #[allow(dead_code)]
+    pub fn read_diff_summary(&self) -> serde_json::Value {
+        let mut p = self.read_diffs().into_os_string();
+        p.push(".summary.json");
+        std::fs::read(p)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
     pub fn psql(&self, url: &str, args: &[&str]) -> Output {
         psql(url, args, &[])
     }

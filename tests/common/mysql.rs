@@ -19,6 +19,19 @@ pub struct MySetup {
     pub one_server: bool,
 }
 
+/// Runs `sql` with the `mariadb` client through turnout on `port` as `user`.
+fn mariadb_at(port: u16, user: &str, password: &str, sql: &str, extra: &[&str]) -> Output {
+    Command::new("mariadb")
+        .arg("--no-defaults")
+        .args(["-h", "127.0.0.1", "-P", &port.to_string()])
+        .args(["-u", user, "-D", "app", "-N", "-B"])
+        .arg(format!("--password={password}"))
+        .args(extra)
+        .args(["-e", sql])
+        .output()
+        .expect("run mariadb")
+}
+
 impl MySetup {
     /// Two MariaDB servers with database `app` (user `app`), and turnout
     /// in `phase` with `extra` config appended.
@@ -223,15 +236,33 @@ level = "debug"
 
     /// Runs `sql` with the `mariadb` client through turnout as `user`.
     pub fn mariadb(&self, user: &str, password: &str, sql: &str, extra: &[&str]) -> Output {
-        Command::new("mariadb")
-            .arg("--no-defaults")
-            .args(["-h", "127.0.0.1", "-P", &self.proxy.port.to_string()])
-            .args(["-u", user, "-D", "app", "-N", "-B"])
-            .arg(format!("--password={password}"))
-            .args(extra)
-            .args(["-e", sql])
-            .output()
-            .expect("run mariadb")
+        mariadb_at(self.proxy.port, user, password, sql, extra)
+    }
+
+    /// `SELECT SLEEP(4)` through turnout as `user`, in the background (a
+    /// statement no one else may cut), and its thread id on old once it
+    /// runs there.
+    #[allow(dead_code)]
+    pub fn sleeping(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> (std::thread::JoinHandle<Output>, String) {
+        let (port, user, password) = (self.proxy.port, user.to_string(), password.to_string());
+        let held =
+            std::thread::spawn(move || mariadb_at(port, &user, &password, "SELECT SLEEP(4)", &[]));
+        let mut thread = String::new();
+        super::eventually("the sleeping statement runs on old", || {
+            thread = self
+                .old
+                .sql(
+                    "app",
+                    "SELECT id FROM information_schema.processlist WHERE info = 'SELECT SLEEP(4)'",
+                )
+                .unwrap_or_default();
+            !thread.is_empty()
+        });
+        (held, thread)
     }
 
     /// Runs `sql` through turnout as `app`; asserts it worked; its output.

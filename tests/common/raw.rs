@@ -27,8 +27,19 @@ pub fn cstr(b: &mut Vec<u8>, s: &str) {
     b.push(0);
 }
 
+/// A Parse message naming `sql` `name`, with no parameter types.
+pub fn parse(name: &str, sql: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    cstr(&mut b, name);
+    cstr(&mut b, sql);
+    b.extend_from_slice(&0u16.to_be_bytes());
+    msg(b'P', &b)
+}
+
 impl Raw {
-    pub fn connect(port: u16, user: &str, password: &str) -> Raw {
+    /// A connection that has sent its startup message (`user`, database
+    /// `app`) and nothing else.
+    pub fn start(port: u16, user: &str) -> Raw {
         let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let mut body = 196608u32.to_be_bytes().to_vec();
@@ -40,11 +51,16 @@ impl Raw {
         let mut start = ((body.len() + 4) as u32).to_be_bytes().to_vec();
         start.extend_from_slice(&body);
         s.write_all(&start).unwrap();
-        let mut raw = Raw {
+        Raw {
             s,
             pending: 0,
             errored: false,
-        };
+        }
+    }
+
+    /// A logged-in connection (md5 or no password).
+    pub fn connect(port: u16, user: &str, password: &str) -> Raw {
+        let mut raw = Raw::start(port, user);
         loop {
             let (tag, body) = raw.read();
             match tag {
@@ -139,26 +155,8 @@ pub fn row_names(body: &[u8]) -> String {
 /// The authentication request turnout answers a startup of `user` with
 /// (5: md5, 10: SCRAM), and the SCRAM salt when it is SCRAM.
 pub fn challenge(port: u16, user: &str) -> (u32, Option<String>) {
-    use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut body = 196608u32.to_be_bytes().to_vec();
-    for (k, v) in [("user", user), ("database", "app")] {
-        cstr(&mut body, k);
-        cstr(&mut body, v);
-    }
-    body.push(0);
-    let mut startup = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    startup.extend_from_slice(&body);
-    c.write_all(&startup).unwrap();
-    let read = |c: &mut std::net::TcpStream| {
-        let mut head = [0u8; 5];
-        c.read_exact(&mut head).unwrap();
-        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        let mut rest = vec![0u8; len - 4];
-        c.read_exact(&mut rest).unwrap();
-        rest
-    };
-    let rest = read(&mut c);
+    let mut raw = Raw::start(port, user);
+    let (_, rest) = raw.read();
     let code = u32::from_be_bytes(rest[..4].try_into().unwrap());
     if code != 10 {
         return (code, None);
@@ -167,8 +165,8 @@ pub fn challenge(port: u16, user: &str) -> (u32, Option<String>) {
     let mut m = b"SCRAM-SHA-256\0".to_vec();
     m.extend_from_slice(&(first.len() as u32).to_be_bytes());
     m.extend_from_slice(first);
-    c.write_all(&msg(b'p', &m)).unwrap();
-    let rest = read(&mut c);
+    raw.s.write_all(&msg(b'p', &m)).unwrap();
+    let (_, rest) = raw.read();
     let text = String::from_utf8_lossy(&rest[4..]).into_owned();
     let salt = text
         .split(',')
