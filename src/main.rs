@@ -454,12 +454,21 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
     let limits = turnout_proxy::admin::guard_limits(g);
     // A state file already there: turnout resumes the phase it keeps.
     let resumed = config.state.file.as_deref().is_some_and(|f| f.exists());
-    let controller = match Controller::start(
-        phase,
-        config.state.file.as_deref(),
-        config.admin.audit_log.as_deref(),
-        limits,
-    ) {
+    // In a fleet: the phase the fleet committed, read before anything is
+    // served.
+    let committed = match turnout_proxy::flip::fleet::committed(&config, phase).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("turnout: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (state, audit) = (config.state.file.as_deref(), config.admin.audit_log.as_deref());
+    let started = match committed {
+        Some(saved) => Controller::start_at(saved, state, audit, limits),
+        None => Controller::start(phase, state, audit, limits),
+    };
+    let controller = match started {
         Ok(c) => Arc::new(c),
         Err(e) => {
             eprintln!("turnout: {e}");
@@ -623,6 +632,10 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
             }
         })
     };
+    let _fleet = tokio::spawn(turnout_proxy::flip::fleet::agent(
+        server.shared().clone(),
+        controller.clone(),
+    ));
     let _admin = admin.map(|admin| {
         tokio::spawn(admin.serve(
             server.shared().clone(),
@@ -635,6 +648,7 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
         Ok(addr) => tracing::info!(%addr, %phase, "turnout listening"),
         Err(e) => tracing::warn!(error = %e, "listening, address unknown"),
     }
+    let shared_at_stop = server.shared().clone();
     let signal = std::sync::Arc::new(std::sync::Mutex::new(Stop::Term));
     let seen = signal.clone();
     let drained = server
@@ -643,6 +657,7 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
             *seen.lock().unwrap_or_else(|p| p.into_inner()) = s;
         })
         .await;
+    turnout_proxy::flip::fleet::leave(&shared_at_stop).await;
     let by = *signal.lock().unwrap_or_else(|p| p.into_inner());
     exit_code(by, &drained)
 }

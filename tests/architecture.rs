@@ -50,6 +50,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("tls", 0),
     ("wire", 0),
     ("backend", 1),
+    ("store", 1),
     ("engine", 2),
     ("mapping", 2),
     ("logins", 2),

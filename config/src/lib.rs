@@ -4,10 +4,12 @@
 //! Parsing rejects unknown keys; validation collects every problem at once so an
 //! operator fixes the file in one pass.
 
+mod fleet;
 mod secret;
 mod types;
 mod validate;
 
+pub use fleet::{Fleet, FleetStore};
 pub use secret::Secret;
 pub use types::*;
 pub use validate::{ConfigError, ConfigErrors};

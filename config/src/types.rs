@@ -37,6 +37,9 @@ pub struct Config {
     pub mapping: Mapping,
     #[serde(default)]
     pub log: Log,
+    /// Several instances that move as one (absent: this instance alone).
+    #[serde(default)]
+    pub fleet: Option<crate::Fleet>,
 }
 
 /// The schema mapping: one entry per table that differs between the sides.

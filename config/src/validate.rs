@@ -237,6 +237,26 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
             "\"fail\" needs mirror.source = \"images\" (\"statements\"): from the log, a write reaches the mirror after the authority committed it, so a mirror failure can no longer fail it (\"auto\" chooses statements under \"fail\")",
         );
     }
+    if let Some(fleet) = &config.fleet {
+        if let Err(e) = fleet.store_of(config.protocol, &config.backends) {
+            c.push("fleet.store", e);
+        }
+        c.range("fleet.lease_ms", fleet.lease_ms.min(i64::MAX as u64) as i64, 300, 600_000);
+        if fleet.instance.as_deref().is_some_and(|i| {
+            i.is_empty() || i.len() > 200 || i.chars().any(|c| c.is_control() || c == '/')
+        }) {
+            c.push(
+                "fleet.instance",
+                "expected a name of 1-200 characters without '/' or control characters",
+            );
+        }
+        if config.mirror.source == MirrorSource::Log {
+            c.push(
+                "mirror.source",
+                "\"log\" is not available with [fleet] yet: the fleet does not elect one log applier per authority; use \"images\" (\"auto\" chooses it under [fleet])",
+            );
+        }
+    }
     let mut seen = HashSet::new();
     for (i, rule) in config.mirror.rules.iter().enumerate() {
         let key = format!("mirror.rules[{i}].fingerprint");

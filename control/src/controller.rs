@@ -191,6 +191,8 @@ pub struct Controller {
     /// Earlier phases, oldest first.
     history: Mutex<Vec<Phase>>,
     audit: Option<PathBuf>,
+    /// In a fleet: this instance's name, on every audit line.
+    instance: Mutex<Option<String>>,
 }
 
 impl Controller {
@@ -229,7 +231,46 @@ impl Controller {
             state,
             history: Mutex::new(saved.history),
             audit: audit.map(Path::to_path_buf),
+            instance: Mutex::new(None),
         })
+    }
+
+    /// Starts from `saved` (a fleet's committed phase), written to the
+    /// state file first.
+    pub fn start_at(
+        saved: Saved,
+        state_file: Option<&Path>,
+        audit: Option<&Path>,
+        guards: GuardLimits,
+    ) -> Result<Controller, StateError> {
+        if let Some(path) = state_file {
+            StateFile::new(path).save(&saved)?;
+        }
+        Controller::start(saved.routing.phase, state_file, audit, guards)
+    }
+
+    /// Names this instance on its audit lines (a fleet's).
+    pub fn set_instance(&self, name: &str) {
+        *self.instance.lock().unwrap_or_else(|p| p.into_inner()) = Some(name.to_string());
+    }
+
+    /// Takes `routing` and `history` (a fleet's commit) when it is ahead
+    /// of the phase here: persisted first, then swapped in. Whether it was.
+    pub fn adopt(&self, routing: Routing, history: Vec<Phase>) -> Result<bool, String> {
+        let mut kept = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        if routing.epoch <= self.routing.snapshot().epoch {
+            return Ok(false);
+        }
+        if let Some(f) = &self.state {
+            f.save(&Saved {
+                routing,
+                history: history.clone(),
+            })
+            .map_err(|e| e.to_string())?;
+        }
+        self.routing.set(routing);
+        *kept = history;
+        Ok(true)
     }
 
     pub fn routing(&self) -> &Arc<RoutingState> {
@@ -447,13 +488,21 @@ impl Controller {
     }
 
     fn audit_line(&self, command: &str, dry_run: bool, caller: &str, outcome: serde_json::Value) {
-        let line = serde_json::json!({
+        let mut line = serde_json::json!({
             "at": crate::readdiff::now_rfc3339(),
             "command": command,
             "dry_run": dry_run,
             "caller": caller,
             "outcome": outcome,
         });
+        if let Some(instance) = self
+            .instance
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            line["instance"] = serde_json::Value::String(instance);
+        }
         if let Some(path) = &self.audit {
             let written = crate::files::append(path, false).and_then(|mut f| {
                 writeln!(f, "{line}")?;

@@ -135,6 +135,11 @@ impl RoutingState {
         self.current.load_full()
     }
 
+    /// Replaces the routing with `routing` (a fleet's commit).
+    pub fn set(&self, routing: Routing) {
+        self.current.store(Arc::new(routing));
+    }
+
     /// Replaces the routing with `phase` at the next epoch and returns it.
     pub fn set_phase(&self, phase: Phase) -> Routing {
         let mut next = Routing { phase, epoch: 0 };

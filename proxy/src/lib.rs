@@ -17,6 +17,7 @@ pub mod mysql;
 pub mod pg;
 pub mod server;
 pub mod shared;
+pub mod store;
 pub mod stream;
 pub mod tls;
 pub mod wire;

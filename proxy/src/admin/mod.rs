@@ -20,7 +20,7 @@ use turnout_control::controller::{Change, Controller, Figures, FlipRequest, Outc
 mod jobs;
 mod window;
 
-use jobs::{audit_job, backfill, job_preview, known_table, verify};
+use jobs::{audit_job, backfill, fleet_refused, job_preview, known_table, verify};
 pub use window::Window;
 
 /// Longest command line accepted.
@@ -205,7 +205,13 @@ pub async fn execute(line: &str, ctx: &Context<'_>, caller: &str) -> Value {
     };
     let (shared, controller) = (ctx.shared, ctx.controller);
     match command {
-        Command::Status => status(shared, controller, ctx.window.figures(shared)),
+        Command::Status => {
+            let mut reply = status(shared, controller, ctx.window.figures(shared));
+            if let Some(link) = &shared.fleet {
+                reply["fleet"] = flip::fleet::status(link).await;
+            }
+            reply
+        }
         Command::Ack { dry_run } => ack(ctx, dry_run, caller),
         Command::Diffs => diffs(shared),
         Command::Phase {
@@ -222,7 +228,7 @@ pub async fn execute(line: &str, ctx: &Context<'_>, caller: &str) -> Value {
             phase(ctx, change, req, caller).await
         }
         Command::Pause { dry_run } => pause(ctx, dry_run, caller).await,
-        Command::Resume { dry_run } => resume(ctx, dry_run, caller),
+        Command::Resume { dry_run } => resume(ctx, dry_run, caller).await,
         Command::Sample { rate, dry_run } => sample(rate, dry_run, shared, controller, caller),
         Command::Reload { dry_run } => reload(ctx, dry_run, caller).await,
         Command::Backfill {
@@ -710,6 +716,9 @@ async fn pause(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
         return json!({"ok": true, "dry_run": true, "in_transaction": busy()});
     }
     let started = Instant::now();
+    if let Err(e) = flip::fleet::set_paused(shared, true).await {
+        return fleet_refused(ctx, "pause", caller, e);
+    }
     shared
         .coord
         .hold(crate::shared::coordination::HELD_BY_OPERATOR);
@@ -736,8 +745,13 @@ async fn pause(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
 }
 
 /// `resume`: held transactions go on.
-fn resume(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
+async fn resume(ctx: &Context<'_>, dry_run: bool, caller: &str) -> Value {
     let was = ctx.shared.coord.operator_paused();
+    if was && !dry_run {
+        if let Err(e) = flip::fleet::set_paused(ctx.shared, false).await {
+            return fleet_refused(ctx, "resume", caller, e);
+        }
+    }
     let result = if was {
         Ok(change_outcome(ctx, "paused", "running", dry_run))
     } else {

@@ -12,6 +12,13 @@ use turnout_control::{Routing, RoutingState, Side};
 pub const HELD_BY_OPERATOR: u8 = 1;
 /// A flip's barrier, until it ends.
 pub const HELD_BY_FLIP: u8 = 2;
+/// This instance of a fleet cannot renew its lease in the fleet's store:
+/// until it reads the store again.
+pub const HELD_BY_FENCE: u8 = 4;
+
+/// What a session inside a transaction hears when its instance's fleet
+/// lease ended meanwhile (the process stood still, say).
+pub const FENCED_IN_TRANSACTION: &str = "turnout: this instance's lease in the fleet ended during the transaction (the fleet may have changed the authority since): the transaction is rolled back and the connection closed; connect again";
 
 pub struct Coordination {
     pub routing: Arc<RoutingState>,
@@ -48,6 +55,16 @@ pub struct Coordination {
     /// Set when `flip mirror` entered the mirror phase: passthrough sessions
     /// close at their next idle moment (PostgreSQL).
     pub mirror_entered: tokio::sync::watch::Sender<bool>,
+    /// In a fleet: until when (ms after `fence_base`) this instance's
+    /// lease is known to last; `u64::MAX` outside a fleet. Past it, new
+    /// transactions are held ([`HELD_BY_FENCE`]).
+    pub fence_until: AtomicU64,
+    fence_base: std::time::Instant,
+    /// How long a transaction held by the fence waits before its client
+    /// gets an error (ms).
+    pub fence_wait_ms: AtomicU64,
+    /// How long before the lease ends new transactions are held (ms).
+    pub fence_grace_ms: AtomicU64,
 }
 
 /// Counts a passthrough session while it lives.
@@ -82,7 +99,40 @@ impl Coordination {
             connections: Arc::new(AtomicUsize::new(0)),
             passthrough_sessions: Arc::new(AtomicUsize::new(0)),
             mirror_entered: tokio::sync::watch::channel(false).0,
+            fence_until: AtomicU64::new(u64::MAX),
+            fence_base: std::time::Instant::now(),
+            fence_wait_ms: AtomicU64::new(5000),
+            fence_grace_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Milliseconds since the fence's base: the fence's clock (monotonic,
+    /// so it runs on while the process is stopped).
+    pub fn fence_clock(&self) -> u64 {
+        self.fence_base.elapsed().as_millis() as u64
+    }
+
+    /// The lease is known to last until `until` (a [`Coordination::fence_clock`]
+    /// reading); the fence's hold ends.
+    pub fn renew_fence(&self, until: u64) {
+        self.fence_until.store(until, Ordering::SeqCst);
+        self.release(HELD_BY_FENCE);
+    }
+
+    /// Whether new transactions are held: the lease ends within
+    /// `fence_grace_ms` (the time open transactions have to end before it
+    /// does), or has ended.
+    pub fn fenced(&self) -> bool {
+        let until = self.fence_until.load(Ordering::SeqCst);
+        let grace = self.fence_grace_ms.load(Ordering::Relaxed);
+        until != u64::MAX && self.fence_clock() + grace >= until
+    }
+
+    /// Whether this instance's lease may have ended: nothing of a
+    /// transaction runs on then (the fleet may have moved without it).
+    pub fn lease_ended(&self) -> bool {
+        let until = self.fence_until.load(Ordering::SeqCst);
+        until != u64::MAX && self.fence_clock() >= until
     }
 
     /// Mirrored sessions still inside a transaction that runs by an epoch
@@ -99,26 +149,51 @@ impl Coordination {
     /// it runs by until it ends. Counted before the pause is looked at, so
     /// a barrier that sets the pause and then sees no session counted knows
     /// none can start.
+    /// In a fleet, an instance whose lease may have ended holds it too
+    /// (checked here, not only by the fleet's agent: after the process was
+    /// stopped, a session may run before the agent does), and its client
+    /// gets `Err` (the message) once it waited `fence_wait_ms`.
     pub async fn enter_transaction(
         &self,
         session: u64,
         paused: &mut tokio::sync::watch::Receiver<u8>,
         stopping: &mut tokio::sync::watch::Receiver<bool>,
-    ) -> Arc<Routing> {
+    ) -> Result<Arc<Routing>, String> {
+        let mut fenced_since: Option<std::time::Instant> = None;
         loop {
             self.busy_sessions.fetch_add(1, Ordering::SeqCst);
-            if *paused.borrow_and_update() == 0 || *stopping.borrow() {
+            if self.fenced() {
+                self.hold(HELD_BY_FENCE);
+            }
+            let held = *paused.borrow_and_update();
+            if held == 0 || *stopping.borrow() {
                 break;
             }
             self.busy_sessions.fetch_sub(1, Ordering::SeqCst);
+            if held & HELD_BY_FENCE == 0 {
+                tokio::select! {
+                    _ = paused.changed() => {}
+                    _ = stopping.changed() => {}
+                }
+                continue;
+            }
+            let since = *fenced_since.get_or_insert_with(std::time::Instant::now);
+            let wait = std::time::Duration::from_millis(self.fence_wait_ms.load(Ordering::Relaxed));
+            let Some(left) = wait.checked_sub(since.elapsed()) else {
+                return Err(format!(
+                    "turnout: this instance cannot reach the fleet's store to renew its lease: it holds new transactions until it can (waited {} ms); try again, or connect through another instance",
+                    wait.as_millis()
+                ));
+            };
             tokio::select! {
                 _ = paused.changed() => {}
                 _ = stopping.changed() => {}
+                _ = tokio::time::sleep(left) => {}
             }
         }
         let routing = self.routing.snapshot();
         self.in_transaction.insert(session, routing.epoch);
-        routing
+        Ok(routing)
     }
 
     /// New transactions are held for `why` (a `HELD_BY_*`); whether they

@@ -47,6 +47,7 @@ macro_rules! adapter {
 pub(crate) use adapter;
 
 pub mod coordination;
+pub mod fleet;
 pub mod old_names;
 pub mod registry;
 
@@ -173,6 +174,8 @@ pub enum ServerError {
     DivergenceLog(#[from] DivergenceLogError),
     #[error("sampling.report: {0}")]
     ReadDiffs(#[from] ReadDiffError),
+    #[error("{0}")]
+    Fleet(String),
 }
 
 /// The part of the config a reload changes, read as one snapshot: a
@@ -274,6 +277,8 @@ pub struct Shared {
     /// The config as last loaded (at start, then by each reload): what a
     /// reload compares with.
     pub running: ArcSwap<Config>,
+    /// This instance's part in a fleet (`[fleet]`), when it is in one.
+    pub fleet: Option<Arc<fleet::FleetLink>>,
 }
 
 impl Shared {
@@ -297,7 +302,10 @@ impl Shared {
                 .map_err(|source| ServerError::BackendTls { side, source })?;
             Ok(BackendTarget::new(side, b, tls))
         };
+        let old = target(Side::Old)?;
+        let fleet = fleet::FleetLink::of(config, &old).map_err(ServerError::Fleet)?;
         let shared = Shared {
+            fleet,
             coord: Coordination::new(routing),
             queues: Arc::new(crate::engine::queue::Stats::new(
                 config.mirror.async_queue as usize,
@@ -313,7 +321,7 @@ impl Shared {
             adapter,
             pg: PgRegistry::default(),
             mysql: MyRegistry::default(),
-            backends: Backends::new(config.protocol, target(Side::Old)?, target(Side::New)?),
+            backends: Backends::new(config.protocol, old, target(Side::New)?),
             tls_required: config.listen.tls.as_ref().is_some_and(|t| t.required),
             tls,
             max_message: config.limits.max_message_bytes(),

@@ -2,7 +2,10 @@
 //! (re-exported), a TCP relay that injects faults, and self-signed
 //! certificates.
 
+mod etcd;
 mod relay;
+
+pub use etcd::EtcdInstance;
 
 pub use relay::{Fault, FaultRelay};
 pub use turnout_instances::{

@@ -238,11 +238,18 @@ impl<'a> MyMirror<'a> {
             if !busy {
                 // A transaction (or autocommit statement) starts: held while
                 // paused, then run by the routing of now to its end.
-                self.routing = self
+                match self
                     .shared
                     .coord
                     .enter_transaction(id, &mut paused, &mut stopping)
-                    .await;
+                    .await
+                {
+                    Ok(routing) => self.routing = routing,
+                    Err(msg) => {
+                        let _ = self.client.write(1, &err_payload(1105, "HY000", &msg)).await;
+                        break End::Quit;
+                    }
+                }
                 busy = true;
                 if let Err(e) = self.adopt_roles().await {
                     let side = self.routing.phase.authority();
@@ -254,6 +261,10 @@ impl<'a> MyMirror<'a> {
                     break End::AuthorityLost(e);
                 }
                 self.log_on = self.shared.log.feeds_from(self.mirror_side.other());
+            } else if self.shared.coord.lease_ended() {
+                let msg = crate::shared::coordination::FENCED_IN_TRANSACTION;
+                let _ = self.client.write(1, &err_payload(1105, "HY000", msg)).await;
+                break End::Quit;
             }
             if let Some(end) = self.command(packet).await {
                 break end;

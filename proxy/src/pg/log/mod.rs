@@ -119,6 +119,10 @@ async fn check(shared: &Arc<Shared>, authority: Side) -> Result<(String, Vec<Str
 async fn usable(shared: &Shared, authority: Side) -> Result<(), String> {
     match shared.log_source {
         MirrorSource::Images => return Err("mirror.source = \"images\"".into()),
+        MirrorSource::Auto if shared.fleet.is_some() => return Err(
+            "[fleet]: the fleet does not elect one log applier per authority yet, so each instance mirrors its own writes"
+                .into(),
+        ),
         MirrorSource::Auto if shared.mirror_policy == MirrorErrorPolicy::Fail => return Err(
             "mirror.on_error = \"fail\" needs each write mirrored before the authority commits it"
                 .into(),

@@ -16,6 +16,7 @@ use crate::engine::defaults::TableDefaults;
 use crate::engine::pin::{pin_transaction_time, PinError};
 use crate::engine::route::{self, Route};
 use crate::engine::{Classification, Kind};
+use crate::shared::coordination::FENCED_IN_TRANSACTION;
 use crate::shared::{CancelKey, Shared};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -410,11 +411,19 @@ impl<'a> MirrorSession<'a> {
                         // A new transaction (or autocommit statement) starts:
                         // held while paused, then run by the routing of now.
                         if !busy {
-                            self.routing = self
+                            match self
                                 .shared
                                 .coord
                                 .enter_transaction(id, &mut paused, &mut stopping)
-                                .await;
+                                .await
+                            {
+                                Ok(routing) => self.routing = routing,
+                                Err(msg) => {
+                                    let _ =
+                                        self.client_error(Severity::Fatal, "57P03", &msg).await;
+                                    break End::Terminated;
+                                }
+                            }
                             busy = true;
                         }
                         if let Err(e) = self.adopt_roles().await {
@@ -427,6 +436,12 @@ impl<'a> MirrorSession<'a> {
                         if self.mirror_idle() {
                             self.drop_mirror().await;
                         }
+                    } else if busy && self.shared.coord.lease_ended() {
+                        // In a fleet, this instance's lease ended inside the
+                        // transaction (the process stood still): the fleet
+                        // may have changed the authority since.
+                        let _ = self.client_error(Severity::Fatal, "57P03", FENCED_IN_TRANSACTION).await;
+                        break End::Terminated;
                     }
                     f
                 }

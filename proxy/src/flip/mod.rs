@@ -2,6 +2,8 @@
 //! controller's checks, the barrier a change of authority needs (DESIGN.md
 //! invariant 4), sequence catch-up, the audit line and the metrics.
 
+pub mod fleet;
+
 use crate::backend::catch_up::{Apply, CatchUp};
 use crate::shared::coordination::HELD_BY_FLIP;
 use crate::shared::Shared;
@@ -55,14 +57,18 @@ pub async fn run(
         Ok(plan) if req.dry_run => {
             cutover(&mut DryRun { shared, controller }, controller, &plan).await
         }
-        Ok(plan) => {
-            let mut live = Live {
-                shared,
-                controller,
-                held: None,
-            };
-            cutover(&mut live, controller, &plan).await
-        }
+        Ok(plan) => match &shared.fleet {
+            // In a fleet: every instance meets the change (see `fleet`).
+            Some(link) => fleet::cutover(shared, controller, &plan, link).await,
+            None => {
+                let mut live = Live {
+                    shared,
+                    controller,
+                    held: None,
+                };
+                cutover(&mut live, controller, &plan).await
+            }
+        },
     };
     let result = match result {
         Ok(mut o) if change == Change::EnterMirror && !o.dry_run => {

@@ -1,0 +1,331 @@
+//! A fleet of three turnout instances in front of the same two PostgreSQL
+//! clusters, sharing their phase through a store (etcd, or a table on
+//! old's server): flips and rollbacks from different instances under
+//! pgbench load spread over all three, two coordinators at once, an
+//! instance frozen during a writes flip, the store stopped under load.
+
+mod common;
+
+use common::*;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use turnout_harness::{free_port, EtcdInstance};
+
+struct Fleet {
+    s: Setup,
+    members: Vec<Proxy>,
+    names: Vec<String>,
+}
+
+impl Fleet {
+    /// Old and new with pgbench's tables and `events`, alike, then three
+    /// instances in phase `mirror` sharing `store` (empty: old's server).
+    fn start(store: &str, lease_ms: u64) -> Fleet {
+        let mut s = Setup::start(Options {
+            phase: Some("mirror"),
+            ddl: Some("both"),
+            admin: true,
+            ..Options::default()
+        });
+        let out = Command::new("pgbench")
+            .args(["-i", "-s", "1", "-q"])
+            .arg(s.app_url())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        s.run_ok(&[
+            "CREATE TABLE events (id bigserial PRIMARY KEY, src text, at timestamptz DEFAULT clock_timestamp())",
+        ]);
+        s.proxy.kill();
+        let template = std::fs::read_to_string(&s.proxy.config).unwrap();
+        let _ = std::fs::remove_file(s.dir.path().join("state.json"));
+        let mut members = Vec::new();
+        let mut names = Vec::new();
+        for i in 1..=3 {
+            let name = format!("i{i}");
+            let port = free_port().unwrap();
+            let mut config = template
+                .replace(
+                    &format!("address = \"127.0.0.1:{}\"", s.proxy.port),
+                    &format!("address = \"127.0.0.1:{port}\""),
+                )
+                .replace("admin.sock", &format!("admin-{name}.sock"))
+                .replace("audit.jsonl", &format!("audit-{name}.jsonl"))
+                .replace("phase.flag", &format!("phase-{name}.flag"))
+                .replace("state.json", &format!("state-{name}.json"))
+                .replace("divergences.jsonl", &format!("divergences-{name}.jsonl"));
+            config.push_str(&format!(
+                "\n[fleet]\ninstance = \"{name}\"\nlease_ms = {lease_ms}\n{}\n\n[guards]\nbarrier_ms = 8000\n",
+                if store.is_empty() {
+                    String::new()
+                } else {
+                    format!("store = \"{store}\"")
+                }
+            ));
+            let path = s.dir.path().join(format!("turnout-{name}.toml"));
+            std::fs::write(&path, config).unwrap();
+            let proxy = spawn_proxy(&path, s.dir.path().join(format!("turnout-{name}.log")), port);
+            let socket = s.dir.path().join(format!("admin-{name}.sock"));
+            eventually("the admin socket is up", || socket.exists());
+            members.push(proxy);
+            names.push(name);
+        }
+        Fleet { s, members, names }
+    }
+
+    fn ctl(&self, i: usize, args: &[&str]) -> Output {
+        Command::new(turnout_bin())
+            .arg("ctl")
+            .arg("--socket")
+            .arg(self.s.dir.path().join(format!("admin-{}.sock", self.names[i])))
+            .args(args)
+            .output()
+            .expect("run turnout ctl")
+    }
+
+    fn ctl_ok(&self, i: usize, args: &[&str]) -> String {
+        let out = self.ctl(i, args);
+        assert!(
+            out.status.success(),
+            "turnout ctl {args:?} on {}: {}{}\n{}",
+            self.names[i],
+            stdout(&out),
+            stderr(&out),
+            self.members[i].log_text()
+        );
+        stdout(&out)
+    }
+
+    fn status(&self, i: usize) -> serde_json::Value {
+        serde_json::from_str(&stdout(&self.ctl(i, &["--json", "status"]))).unwrap_or_default()
+    }
+
+    /// Every instance reports `phase` at the same epoch.
+    fn assert_all_at(&self, phase: &str) {
+        let mut epochs = Vec::new();
+        for i in 0..3 {
+            eventually(&format!("{} reports {phase}", self.names[i]), || {
+                self.status(i)["phase"] == phase
+            });
+            epochs.push(self.status(i)["epoch"].as_u64());
+        }
+        assert!(epochs.windows(2).all(|w| w[0] == w[1]), "{epochs:?}");
+    }
+
+    fn url(&self, i: usize) -> String {
+        format!(
+            "host=127.0.0.1 port={} dbname=app user=app password={APP_PASSWORD} connect_timeout=10",
+            self.members[i].port
+        )
+    }
+
+    /// pgbench (TPC-B, 2 clients) through each of `instances` for `seconds`.
+    fn load(&self, instances: &[usize], seconds: u32) -> Vec<Child> {
+        instances
+            .iter()
+            .map(|&i| {
+                Command::new("pgbench")
+                    .args(["-n", "-c", "2", "-T", &seconds.to_string()])
+                    .arg(self.url(i))
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect()
+    }
+}
+
+fn assert_no_failed_transactions(clients: Vec<Child>) {
+    for c in clients {
+        let out = c.wait_with_output().unwrap();
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(out.status.success(), "pgbench failed:\n{text}");
+        assert!(text.contains("number of failed transactions: 0"), "{text}");
+        assert!(!text.contains("ERROR"), "{text}");
+    }
+}
+
+fn flips_under_load(f: &Fleet) {
+    let status = f.status(0);
+    assert_eq!(status["fleet"]["members"].as_array().map(Vec::len), Some(3), "{status}");
+    let clients = f.load(&[0, 1, 2], 14);
+    std::thread::sleep(Duration::from_secs(2));
+    println!("{}", f.ctl_ok(0, &["flip", "reads"]));
+    f.assert_all_at("reads_new");
+    std::thread::sleep(Duration::from_secs(2));
+    let writes = f.ctl_ok(1, &["flip", "writes"]);
+    println!("{writes}");
+    assert!(
+        writes.contains("3 live instance(s) acknowledged") && writes.contains("moved on new"),
+        "{writes}"
+    );
+    f.assert_all_at("writes_new");
+    std::thread::sleep(Duration::from_secs(2));
+    println!("{}", f.ctl_ok(2, &["rollback"]));
+    f.assert_all_at("reads_new");
+    std::thread::sleep(Duration::from_secs(2));
+    println!("{}", f.ctl_ok(0, &["flip", "writes"]));
+    f.assert_all_at("writes_new");
+    assert_no_failed_transactions(clients);
+    assert_sides_identical(&f.s, &PGBENCH_TABLES);
+    // Every instance took every change; each audit line names its instance.
+    let audit = std::fs::read_to_string(f.s.dir.path().join("audit-i2.jsonl")).unwrap();
+    assert!(
+        audit.contains("\"instance\":\"i2\"") && audit.contains("flip writes"),
+        "{audit}"
+    );
+}
+
+#[test]
+fn a_fleet_sharing_a_table_on_old_flips_as_one_under_load() {
+    let f = Fleet::start("", 3000);
+    flips_under_load(&f);
+    // The store is old's schema `turnout`, which no catalog read or
+    // backfill of the application's tables sees.
+    let rows = scalar(&f.s.direct_url(), "SELECT count(*) FROM turnout.fleet_members");
+    assert_eq!(rows, "3");
+}
+
+#[test]
+fn a_fleet_sharing_etcd_flips_as_one_under_load() {
+    let etcd = EtcdInstance::start().expect("start etcd");
+    let f = Fleet::start(&etcd.url("turnout-test"), 3000);
+    flips_under_load(&f);
+}
+
+#[test]
+fn two_coordinators_at_once_make_exactly_one_flip() {
+    let etcd = EtcdInstance::start().expect("start etcd");
+    let f = Fleet::start(&etcd.url("race"), 3000);
+    for round in 0..3 {
+        let before = f.status(0)["epoch"].as_u64().unwrap();
+        let (a, b) = std::thread::scope(|scope| {
+            let a = scope.spawn(|| f.ctl(0, &["flip", "reads"]));
+            let b = scope.spawn(|| f.ctl(1, &["flip", "reads"]));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        let won = [&a, &b].iter().filter(|o| o.status.success()).count();
+        assert_eq!(
+            won,
+            1,
+            "round {round}: {} / {} // {} / {}",
+            stdout(&a),
+            stderr(&a),
+            stdout(&b),
+            stderr(&b)
+        );
+        let lost = if a.status.success() { &b } else { &a };
+        let why = format!("{}{}", stdout(lost), stderr(lost));
+        assert!(
+            why.contains("not flipped") || why.contains("needs phase mirror"),
+            "{why}"
+        );
+        f.assert_all_at("reads_new");
+        assert_eq!(f.status(2)["epoch"].as_u64(), Some(before + 1));
+        f.ctl_ok(2, &["rollback"]);
+        f.assert_all_at("mirror");
+    }
+}
+
+/// `kill -<sig> pid`.
+fn signal(sig: &str, pid: u32) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+}
+
+#[test]
+fn a_frozen_instance_is_fenced_and_none_of_its_writes_reach_old_after_the_commit() {
+    let f = Fleet::start("", 2000);
+    f.ctl_ok(0, &["flip", "reads"]);
+    f.assert_all_at("reads_new");
+    // A writer through the instance to be frozen, and pgbench through all.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url = f.url(2);
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut written = 0;
+            let mut failed = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = psql(&url, &["-c", "INSERT INTO events (src) VALUES ('i3')"], &[]);
+                if out.status.success() {
+                    written += 1;
+                } else {
+                    failed.push(stderr(&out));
+                }
+            }
+            (written, failed)
+        })
+    };
+    // (The frozen instance's own clients in a transaction when it stops
+    // are cut when it resumes: their transactions may straddle the flip.)
+    let clients = f.load(&[0, 1], 12);
+    std::thread::sleep(Duration::from_secs(2));
+    signal("STOP", f.members[2].pid());
+    let began = Instant::now();
+    let flipped = f.ctl_ok(0, &["flip", "writes"]);
+    let committed = scalar(&f.s.direct_new_url(), "SELECT clock_timestamp()");
+    println!("{flipped} (in {:?})", began.elapsed());
+    // Only the two live instances acknowledged: the frozen one's lease
+    // had to end first.
+    assert!(flipped.contains("2 live instance(s) acknowledged"), "{flipped}");
+    std::thread::sleep(Duration::from_secs(1));
+    signal("CONT", f.members[2].pid());
+    f.assert_all_at("writes_new");
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (written, failed) = writer.join().unwrap();
+    println!("the frozen instance's writer: {written} written, {} failed: {failed:?}", failed.len());
+    assert!(written > 0);
+    // Writes through it after the flip: none may have taken an id from
+    // old's sequence (old as the authority) after the commit.
+    let old_last = scalar(&f.s.direct_url(), "SELECT last_value FROM events_id_seq");
+    let late = scalar(
+        &f.s.direct_url(),
+        &format!(
+            "SELECT count(*) FROM events WHERE id <= {old_last} AND at >= '{committed}'::timestamptz"
+        ),
+    );
+    assert_eq!(late, "0", "writes reached old as the authority after the commit");
+    let after = scalar(
+        &f.s.direct_new_url(),
+        &format!("SELECT count(*) FROM events WHERE src = 'i3' AND at >= '{committed}'::timestamptz"),
+    );
+    assert_ne!(after, "0", "the frozen instance wrote again after it caught up");
+    assert_no_failed_transactions(clients);
+    assert_sides_identical(&f.s, &PGBENCH_TABLES);
+    assert_sides_identical(&f.s, &[("events", "id")]);
+    let log = f.members[2].log_text();
+    assert!(log.contains("took the committed phase"), "{log}");
+}
+
+#[test]
+fn the_store_stopped_under_load_holds_no_flip_and_traffic_resumes() {
+    let mut etcd = EtcdInstance::start().expect("start etcd");
+    let f = Fleet::start(&etcd.url("outage"), 1500);
+    let clients = f.load(&[0, 1, 2], 12);
+    std::thread::sleep(Duration::from_secs(2));
+    etcd.stop();
+    // Within their leases the instances serve; no flip can commit.
+    let refused = f.ctl(0, &["flip", "reads"]);
+    assert!(!refused.status.success());
+    let why = format!("{}{}", stdout(&refused), stderr(&refused));
+    assert!(why.contains("not flipped"), "{why}");
+    std::thread::sleep(Duration::from_secs(3));
+    etcd.run().expect("restart etcd");
+    assert_no_failed_transactions(clients);
+    for i in 0..3 {
+        assert_eq!(scalar(&f.url(i), "SELECT count(*) > 0 FROM pgbench_branches"), "t");
+        let log = f.members[i].log_text();
+        assert!(log.contains("cannot read the store"), "{log}");
+    }
+    f.assert_all_at("mirror");
+    f.ctl_ok(1, &["flip", "reads"]);
+    f.assert_all_at("reads_new");
+    assert_sides_identical(&f.s, &PGBENCH_TABLES);
+}
