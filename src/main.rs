@@ -463,7 +463,10 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (state, audit) = (config.state.file.as_deref(), config.admin.audit_log.as_deref());
+    let (state, audit) = (
+        config.state.file.as_deref(),
+        config.admin.audit_log.as_deref(),
+    );
     let started = match committed {
         Some(saved) => Controller::start_at(saved, state, audit, limits),
         None => Controller::start(phase, state, audit, limits),

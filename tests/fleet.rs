@@ -7,14 +7,20 @@
 mod common;
 
 use common::*;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use turnout_harness::{free_port, EtcdInstance};
+use turnout_harness::EtcdInstance;
 
 struct Fleet {
     s: Setup,
-    members: Vec<Proxy>,
-    names: Vec<String>,
+    m: common::fleet::Members,
+}
+
+impl std::ops::Deref for Fleet {
+    type Target = common::fleet::Members;
+    fn deref(&self) -> &Self::Target {
+        &self.m
+    }
 }
 
 impl Fleet {
@@ -39,83 +45,25 @@ impl Fleet {
         s.proxy.kill();
         let template = std::fs::read_to_string(&s.proxy.config).unwrap();
         let _ = std::fs::remove_file(s.dir.path().join("state.json"));
-        let mut members = Vec::new();
-        let mut names = Vec::new();
-        for i in 1..=3 {
-            let name = format!("i{i}");
-            let port = free_port().unwrap();
-            let mut config = template
-                .replace(
-                    &format!("address = \"127.0.0.1:{}\"", s.proxy.port),
-                    &format!("address = \"127.0.0.1:{port}\""),
-                )
-                .replace("admin.sock", &format!("admin-{name}.sock"))
-                .replace("audit.jsonl", &format!("audit-{name}.jsonl"))
-                .replace("phase.flag", &format!("phase-{name}.flag"))
-                .replace("state.json", &format!("state-{name}.json"))
-                .replace("divergences.jsonl", &format!("divergences-{name}.jsonl"));
-            config.push_str(&format!(
-                "\n[fleet]\ninstance = \"{name}\"\nlease_ms = {lease_ms}\n{}\n\n[guards]\nbarrier_ms = 8000\n",
-                if store.is_empty() {
-                    String::new()
-                } else {
-                    format!("store = \"{store}\"")
-                }
-            ));
-            let path = s.dir.path().join(format!("turnout-{name}.toml"));
-            std::fs::write(&path, config).unwrap();
-            let proxy = spawn_proxy(&path, s.dir.path().join(format!("turnout-{name}.log")), port);
-            let socket = s.dir.path().join(format!("admin-{name}.sock"));
-            eventually("the admin socket is up", || socket.exists());
-            members.push(proxy);
-            names.push(name);
-        }
-        Fleet { s, members, names }
-    }
-
-    fn ctl(&self, i: usize, args: &[&str]) -> Output {
-        Command::new(turnout_bin())
-            .arg("ctl")
-            .arg("--socket")
-            .arg(self.s.dir.path().join(format!("admin-{}.sock", self.names[i])))
-            .args(args)
-            .output()
-            .expect("run turnout ctl")
-    }
-
-    fn ctl_ok(&self, i: usize, args: &[&str]) -> String {
-        let out = self.ctl(i, args);
-        assert!(
-            out.status.success(),
-            "turnout ctl {args:?} on {}: {}{}\n{}",
-            self.names[i],
-            stdout(&out),
-            stderr(&out),
-            self.members[i].log_text()
+        let store = if store.is_empty() {
+            String::new()
+        } else {
+            format!("store = \"{store}\"")
+        };
+        let m = common::fleet::Members::spawn(
+            s.dir.path(),
+            &template,
+            s.proxy.port,
+            None,
+            &format!("lease_ms = {lease_ms}\n{store}"),
         );
-        stdout(&out)
-    }
-
-    fn status(&self, i: usize) -> serde_json::Value {
-        serde_json::from_str(&stdout(&self.ctl(i, &["--json", "status"]))).unwrap_or_default()
-    }
-
-    /// Every instance reports `phase` at the same epoch.
-    fn assert_all_at(&self, phase: &str) {
-        let mut epochs = Vec::new();
-        for i in 0..3 {
-            eventually(&format!("{} reports {phase}", self.names[i]), || {
-                self.status(i)["phase"] == phase
-            });
-            epochs.push(self.status(i)["epoch"].as_u64());
-        }
-        assert!(epochs.windows(2).all(|w| w[0] == w[1]), "{epochs:?}");
+        Fleet { s, m }
     }
 
     fn url(&self, i: usize) -> String {
         format!(
             "host=127.0.0.1 port={} dbname=app user=app password={APP_PASSWORD} connect_timeout=10",
-            self.members[i].port
+            self.port(i)
         )
     }
 
@@ -148,7 +96,11 @@ fn assert_no_failed_transactions(clients: Vec<Child>) {
 
 fn flips_under_load(f: &Fleet) {
     let status = f.status(0);
-    assert_eq!(status["fleet"]["members"].as_array().map(Vec::len), Some(3), "{status}");
+    assert_eq!(
+        status["fleet"]["members"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
     let clients = f.load(&[0, 1, 2], 14);
     std::thread::sleep(Duration::from_secs(2));
     println!("{}", f.ctl_ok(0, &["flip", "reads"]));
@@ -183,7 +135,10 @@ fn a_fleet_sharing_a_table_on_old_flips_as_one_under_load() {
     flips_under_load(&f);
     // The store is old's schema `turnout`, which no catalog read or
     // backfill of the application's tables sees.
-    let rows = scalar(&f.s.direct_url(), "SELECT count(*) FROM turnout.fleet_members");
+    let rows = scalar(
+        &f.s.direct_url(),
+        "SELECT count(*) FROM turnout.fleet_members",
+    );
     assert_eq!(rows, "3");
 }
 
@@ -273,14 +228,20 @@ fn a_frozen_instance_is_fenced_and_none_of_its_writes_reach_old_after_the_commit
     println!("{flipped} (in {:?})", began.elapsed());
     // Only the two live instances acknowledged: the frozen one's lease
     // had to end first.
-    assert!(flipped.contains("2 live instance(s) acknowledged"), "{flipped}");
+    assert!(
+        flipped.contains("2 live instance(s) acknowledged"),
+        "{flipped}"
+    );
     std::thread::sleep(Duration::from_secs(1));
     signal("CONT", f.members[2].pid());
     f.assert_all_at("writes_new");
     std::thread::sleep(Duration::from_secs(3));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (written, failed) = writer.join().unwrap();
-    println!("the frozen instance's writer: {written} written, {} failed: {failed:?}", failed.len());
+    println!(
+        "the frozen instance's writer: {written} written, {} failed: {failed:?}",
+        failed.len()
+    );
     assert!(written > 0);
     // Writes through it after the flip: none may have taken an id from
     // old's sequence (old as the authority) after the commit.
@@ -291,12 +252,20 @@ fn a_frozen_instance_is_fenced_and_none_of_its_writes_reach_old_after_the_commit
             "SELECT count(*) FROM events WHERE id <= {old_last} AND at >= '{committed}'::timestamptz"
         ),
     );
-    assert_eq!(late, "0", "writes reached old as the authority after the commit");
+    assert_eq!(
+        late, "0",
+        "writes reached old as the authority after the commit"
+    );
     let after = scalar(
         &f.s.direct_new_url(),
-        &format!("SELECT count(*) FROM events WHERE src = 'i3' AND at >= '{committed}'::timestamptz"),
+        &format!(
+            "SELECT count(*) FROM events WHERE src = 'i3' AND at >= '{committed}'::timestamptz"
+        ),
     );
-    assert_ne!(after, "0", "the frozen instance wrote again after it caught up");
+    assert_ne!(
+        after, "0",
+        "the frozen instance wrote again after it caught up"
+    );
     assert_no_failed_transactions(clients);
     assert_sides_identical(&f.s, &PGBENCH_TABLES);
     assert_sides_identical(&f.s, &[("events", "id")]);
@@ -320,7 +289,10 @@ fn the_store_stopped_under_load_holds_no_flip_and_traffic_resumes() {
     etcd.run().expect("restart etcd");
     assert_no_failed_transactions(clients);
     for i in 0..3 {
-        assert_eq!(scalar(&f.url(i), "SELECT count(*) > 0 FROM pgbench_branches"), "t");
+        assert_eq!(
+            scalar(&f.url(i), "SELECT count(*) > 0 FROM pgbench_branches"),
+            "t"
+        );
         let log = f.members[i].log_text();
         assert!(log.contains("cannot read the store"), "{log}");
     }

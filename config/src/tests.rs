@@ -253,3 +253,64 @@ fn backfill_settings_default_and_are_checked() {
         "{err}"
     );
 }
+
+#[test]
+fn fleet_stores_parse_and_bad_ones_name_the_key() {
+    let with = |fleet: &str| parse(&format!("{GOOD}\n[fleet]\n{fleet}\n"), "t.toml");
+    let c = with("").expect("a fleet on old's server");
+    let f = c.fleet.as_ref().unwrap();
+    assert_eq!(f.lease_ms, 3000);
+    match f.store_of(c.protocol, &c.backends).unwrap() {
+        FleetStore::Sql { protocol, login } => {
+            assert_eq!(protocol, Protocol::Postgres);
+            assert_eq!((login.host.as_str(), login.port), ("127.0.0.1", 5432));
+        }
+        other => panic!("{other:?}"),
+    }
+    let c =
+        with("store = \"etcd://10.0.0.1:2379,10.0.0.2:2379/cutover\"\ninstance = \"a\"").unwrap();
+    let f = c.fleet.as_ref().unwrap();
+    match f.store_of(c.protocol, &c.backends).unwrap() {
+        FleetStore::Etcd { endpoints, prefix } => {
+            assert_eq!(endpoints, ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]);
+            assert_eq!(prefix, "cutover");
+        }
+        other => panic!("{other:?}"),
+    }
+    let c = with("store = \"mysql://fleet:pw@db:3307/ops\"").unwrap();
+    let f = c.fleet.as_ref().unwrap();
+    match f.store_of(c.protocol, &c.backends).unwrap() {
+        FleetStore::Sql { protocol, login } => {
+            assert_eq!(protocol, Protocol::Mysql);
+            assert_eq!(
+                (
+                    login.host.as_str(),
+                    login.port,
+                    login.user.as_str(),
+                    login.database.as_str()
+                ),
+                ("db", 3307, "fleet", "ops")
+            );
+            assert_eq!(login.password.expose(), "pw");
+        }
+        other => panic!("{other:?}"),
+    }
+    for (bad, says) in [
+        ("store = \"zookeeper://x:1/p\"", "unknown store"),
+        ("store = \"etcd://:2379/p\"", "host:port"),
+        ("store = \"etcd://h:2379/\"", "key prefix"),
+        ("store = \"postgres://h:99999/db\"", "host:port"),
+        ("lease_ms = 10", "fleet.lease_ms"),
+        ("instance = \"a/b\"", "fleet.instance"),
+        ("stor = \"x\"", "stor"),
+    ] {
+        let err = with(bad).unwrap_err().to_string();
+        assert!(err.contains(says), "{bad}: {err}");
+    }
+    let text = format!("{GOOD}\n[mirror]\nsource = \"log\"\n\n[fleet]\n");
+    let err = parse(&text, "t.toml").unwrap_err().to_string();
+    assert!(
+        err.contains("mirror.source") && err.contains("[fleet]"),
+        "{err}"
+    );
+}

@@ -241,7 +241,12 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
         if let Err(e) = fleet.store_of(config.protocol, &config.backends) {
             c.push("fleet.store", e);
         }
-        c.range("fleet.lease_ms", fleet.lease_ms.min(i64::MAX as u64) as i64, 300, 600_000);
+        c.range(
+            "fleet.lease_ms",
+            fleet.lease_ms.min(i64::MAX as u64) as i64,
+            300,
+            600_000,
+        );
         if fleet.instance.as_deref().is_some_and(|i| {
             i.is_empty() || i.len() > 200 || i.chars().any(|c| c.is_control() || c == '/')
         }) {

@@ -4,6 +4,7 @@
 
 #[allow(dead_code)]
 pub mod exact;
+pub mod fleet;
 pub mod mysql;
 pub mod raw;
 

@@ -110,7 +110,12 @@ fn job_reply(result: Result<String, JobError>, what: &str, caller: &str) -> Valu
 }
 
 /// `command` could not be shared with the fleet: audited and answered.
-pub(super) fn fleet_refused(ctx: &super::Context<'_>, command: &str, caller: &str, e: String) -> Value {
+pub(super) fn fleet_refused(
+    ctx: &super::Context<'_>,
+    command: &str,
+    caller: &str,
+    e: String,
+) -> Value {
     let result = Err(format!("not done: the fleet's store: {e}"));
     ctx.controller.audit(command, false, caller, &result);
     json!({"ok": false, "error": result.unwrap_err()})

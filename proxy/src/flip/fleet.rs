@@ -20,7 +20,7 @@ use turnout_control::{Phase, Routing};
 
 /// How often the agent reads the store.
 fn poll(lease: Duration) -> Duration {
-    (lease / 10).clamp(Duration::from_millis(20), Duration::from_millis(250))
+    (lease / 20).clamp(Duration::from_millis(20), Duration::from_millis(100))
 }
 
 fn phases(names: &[String]) -> Vec<Phase> {
@@ -255,7 +255,10 @@ pub async fn agent(shared: Arc<Shared>, controller: Arc<Controller>) {
         return;
     };
     controller.set_instance(&link.instance);
-    let wait = controller.guards().barrier_ms.max(link.lease.as_millis() as u64);
+    let wait = controller
+        .guards()
+        .barrier_ms
+        .max(link.lease.as_millis() as u64);
     shared.coord.fence_wait_ms.store(wait, Ordering::Relaxed);
     // New transactions are held a third of a lease before it ends: the
     // open ones have that long to end while the lease still holds.
@@ -270,6 +273,7 @@ pub async fn agent(shared: Arc<Shared>, controller: Arc<Controller>) {
     let mut holding_since = None;
     let mut complained = None::<Instant>;
     let mut sent = None::<Member>;
+    let mut changes = link.store.changes();
     loop {
         let start = shared.coord.fence_clock();
         let read = link.store.read().await;
@@ -289,7 +293,8 @@ pub async fn agent(shared: Arc<Shared>, controller: Arc<Controller>) {
             }
         };
         let now = member(&shared, &link);
-        let due = last_beat.is_none_or(|b| b.elapsed() >= beat_every) || sent.as_ref() != Some(&now);
+        let due =
+            last_beat.is_none_or(|b| b.elapsed() >= beat_every) || sent.as_ref() != Some(&now);
         if ok && due {
             match beat(&shared, &link, start).await {
                 Ok(()) => {
@@ -300,9 +305,15 @@ pub async fn agent(shared: Arc<Shared>, controller: Arc<Controller>) {
             }
         }
         if shared.coord.fenced() {
-            shared.coord.hold(crate::shared::coordination::HELD_BY_FENCE);
+            shared
+                .coord
+                .hold(crate::shared::coordination::HELD_BY_FENCE);
         }
-        tokio::time::sleep(every).await;
+        // Read again at the store's word, or after `every` at the latest.
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = changes.changed() => {}
+        }
     }
 }
 
@@ -347,7 +358,11 @@ pub async fn cutover(
     prepared.prepared = Some(p.clone());
     prepared.by = link.instance.clone();
     prepared.nonce = rand::random();
-    if !store.swap(Some(version), &prepared).await.map_err(unreachable)? {
+    if !store
+        .swap(Some(version), &prepared)
+        .await
+        .map_err(unreachable)?
+    {
         let who = match store.read().await {
             Ok(Some((now, _))) => match now.prepared {
                 Some(q) => format!("`{}` by {}", q.command, q.coordinator),
@@ -404,7 +419,9 @@ pub async fn cutover(
         by: link.instance.clone(),
         nonce: rand::random(),
     };
-    commit(link, &p, &committed).await.inspect_err(|_| stop_holding(shared, link))?;
+    commit(link, &p, &committed)
+        .await
+        .inspect_err(|_| stop_holding(shared, link))?;
     let saved = saved_of(&committed).ok_or("the committed record names an unknown phase")?;
     let adopted = controller.adopt(saved.routing, saved.history);
     stop_holding(shared, link);
@@ -434,6 +451,7 @@ async fn wait_for_acks(link: &FleetLink, p: &Prepared) -> Result<String, String>
     let began = Instant::now();
     let window = Duration::from_millis(p.barrier_ms);
     let mut last: String;
+    let mut changes = link.store.changes();
     loop {
         match link.store.members().await {
             Ok(members) => {
@@ -441,7 +459,11 @@ async fn wait_for_acks(link: &FleetLink, p: &Prepared) -> Result<String, String>
                     .iter()
                     .find(|m| m.refused.as_ref().is_some_and(|(e, _)| *e == p.epoch))
                 {
-                    let why = m.refused.as_ref().map(|(_, w)| w.clone()).unwrap_or_default();
+                    let why = m
+                        .refused
+                        .as_ref()
+                        .map(|(_, w)| w.clone())
+                        .unwrap_or_default();
                     return Err(format!("instance {} cannot take it: {why}", m.instance));
                 }
                 let waiting: Vec<&str> = members
@@ -471,7 +493,10 @@ async fn wait_for_acks(link: &FleetLink, p: &Prepared) -> Result<String, String>
                 window.as_millis()
             ));
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = changes.changed() => {}
+        }
     }
 }
 
@@ -493,7 +518,8 @@ async fn abort(link: &FleetLink, p: &Prepared) -> String {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    "the fleet's store could not be told (instances abort it themselves once their window passes)".into()
+    "the fleet's store could not be told (instances abort it themselves once their window passes)"
+        .into()
 }
 
 /// Swaps `committed` in for `p`; `Err` when the change was aborted
@@ -566,7 +592,12 @@ pub async fn set_paused(shared: &Shared, paused: bool) -> Result<(), String> {
         next.paused = paused;
         next.by = link.instance.clone();
         next.nonce = rand::random();
-        if link.store.swap(Some(v), &next).await.map_err(|e| e.to_string())? {
+        if link
+            .store
+            .swap(Some(v), &next)
+            .await
+            .map_err(|e| e.to_string())?
+        {
             return Ok(());
         }
     }
@@ -609,6 +640,7 @@ pub async fn committed(
 /// This instance leaves the fleet (it stops): not waited for by flips.
 pub async fn leave(shared: &Shared) {
     if let Some(link) = &shared.fleet {
-        let _ = tokio::time::timeout(Duration::from_secs(2), link.store.leave(&link.instance)).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), link.store.leave(&link.instance)).await;
     }
 }

@@ -5,7 +5,7 @@
 use super::{Member, Record, Store, StoreError, StoreFuture, Version};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper,
-    PutOptions, Txn, TxnOp,
+    PutOptions, Txn, TxnOp, WatchOptions,
 };
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -16,6 +16,10 @@ pub struct EtcdStore {
     client: Mutex<Option<Client>>,
     /// This instance's lease: its id, the keeper and its answers.
     lease: Mutex<Option<(i64, LeaseKeeper, LeaseKeepAliveStream)>>,
+    /// Ticks at every change under the prefix (a watch, started at the
+    /// first `changes`).
+    changed: tokio::sync::watch::Sender<u64>,
+    watching: std::sync::Once,
 }
 
 /// The longest one request may take.
@@ -28,7 +32,37 @@ impl EtcdStore {
             prefix,
             client: Mutex::new(None),
             lease: Mutex::new(None),
+            changed: tokio::sync::watch::channel(0).0,
+            watching: std::sync::Once::new(),
         }
+    }
+
+    /// Watches the prefix until the store is dropped, ticking `changed`
+    /// at every event (and once after each reconnection).
+    fn watch(&self) {
+        let (endpoints, prefix) = (self.endpoints.clone(), format!("{}/", self.prefix));
+        let changed = self.changed.clone();
+        tokio::spawn(async move {
+            loop {
+                let watched = async {
+                    let options = ConnectOptions::new().with_connect_timeout(REQUEST);
+                    let mut c = Client::connect(&endpoints, Some(options)).await?;
+                    let mut stream = c
+                        .watch(prefix.clone(), Some(WatchOptions::new().with_prefix()))
+                        .await?;
+                    changed.send_modify(|n| *n += 1);
+                    while stream.message().await?.is_some() {
+                        changed.send_modify(|n| *n += 1);
+                    }
+                    Ok::<_, etcd_client::Error>(())
+                };
+                let _ = watched.await;
+                if changed.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
     }
 
     fn unreachable(&self, detail: impl std::fmt::Display) -> StoreError {
@@ -146,9 +180,7 @@ impl Store for EtcdStore {
             let txn = Txn::new()
                 .when(vec![compare])
                 .and_then(vec![TxnOp::put(key, value, None)]);
-            let done = self
-                .with(|mut c| async move { c.txn(txn).await })
-                .await?;
+            let done = self.with(|mut c| async move { c.txn(txn).await }).await?;
             Ok(done.succeeded())
         })
     }
@@ -171,7 +203,9 @@ impl Store for EtcdStore {
         Box::pin(async move {
             let key = self.key("members/");
             let got = self
-                .with(|mut c| async move { c.get(key, Some(GetOptions::new().with_prefix())).await })
+                .with(
+                    |mut c| async move { c.get(key, Some(GetOptions::new().with_prefix())).await },
+                )
                 .await?;
             Ok(got
                 .kvs()
@@ -179,6 +213,11 @@ impl Store for EtcdStore {
                 .filter_map(|kv| serde_json::from_slice::<Member>(kv.value()).ok())
                 .collect())
         })
+    }
+
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.watching.call_once(|| self.watch());
+        self.changed.subscribe()
     }
 
     fn leave<'a>(&'a self, instance: &'a str) -> StoreFuture<'a, ()> {

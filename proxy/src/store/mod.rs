@@ -103,6 +103,10 @@ pub trait Store: Send + Sync {
     fn members(&self) -> StoreFuture<'_, Vec<Member>>;
     /// `instance` leaves (it stops).
     fn leave<'a>(&'a self, instance: &'a str) -> StoreFuture<'a, ()>;
+    /// Ticks when the store says something changed (etcd's watch,
+    /// PostgreSQL's LISTEN); never, where the store cannot say (MySQL):
+    /// readers poll as well.
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
 }
 
 /// The store `config` names (`turnout_config::FleetStore`); `old` is the

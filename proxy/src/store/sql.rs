@@ -22,6 +22,10 @@ pub struct SqlStore {
     protocol: Protocol,
     target: BackendTarget,
     conn: tokio::sync::Mutex<Option<Conn>>,
+    /// Ticks at each NOTIFY of another instance (PostgreSQL; started at
+    /// the first `changes`).
+    changed: tokio::sync::watch::Sender<u64>,
+    listening: std::sync::Once,
 }
 
 /// The longest one statement of the store may take.
@@ -33,7 +37,44 @@ impl SqlStore {
             protocol,
             target,
             conn: tokio::sync::Mutex::new(None),
+            changed: tokio::sync::watch::channel(0).0,
+            listening: std::sync::Once::new(),
         }
+    }
+
+    /// PostgreSQL: a connection of its own LISTENs for the instances'
+    /// NOTIFY after each change, ticking `changed`.
+    fn listen(&self) {
+        if self.protocol != Protocol::Postgres {
+            return;
+        }
+        let (target, changed) = (self.target.clone(), self.changed.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Ok(mut conn) = pg::open_simple(&target).await {
+                    if pg::run(&mut conn, "LISTEN turnout_fleet", Side::Old)
+                        .await
+                        .is_ok()
+                    {
+                        changed.send_modify(|n| *n += 1);
+                        while let Ok(f) = conn.read().await {
+                            if f.tag == b'A' {
+                                changed.send_modify(|n| *n += 1);
+                            }
+                        }
+                    }
+                }
+                if changed.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
+
+    /// What follows a change so that listeners hear of it.
+    fn tell(&self) -> Option<String> {
+        (self.protocol == Protocol::Postgres).then(|| "NOTIFY turnout_fleet".to_string())
     }
 
     fn unreachable(&self, detail: impl std::fmt::Display) -> StoreError {
@@ -167,7 +208,11 @@ impl Store for SqlStore {
             Protocol::Postgres => "postgres",
             Protocol::Mysql => "mysql",
         };
-        format!("{kind}://{}/{}", self.target.address(), self.target.database)
+        format!(
+            "{kind}://{}/{}",
+            self.target.address(),
+            self.target.database
+        )
     }
 
     fn read(&self) -> StoreFuture<'_, Option<(Record, i64)>> {
@@ -213,12 +258,10 @@ impl Store for SqlStore {
             };
             // Whether the row is now this swap's: its record (with this
             // writer's nonce) at the next version.
-            let rows = self
-                .run(&[
-                    write,
-                    "SELECT version, record FROM turnout.fleet WHERE id = 1".into(),
-                ])
-                .await?;
+            let mut sqls = vec![write];
+            sqls.extend(self.tell());
+            sqls.push("SELECT version, record FROM turnout.fleet WHERE id = 1".into());
+            let rows = self.run(&sqls).await?;
             let want = expected.map_or(1, |v| v + 1).to_string();
             Ok(rows.first().is_some_and(|r| {
                 r.first().and_then(|v| v.as_deref()) == Some(want.as_str())
@@ -229,7 +272,11 @@ impl Store for SqlStore {
 
     fn heartbeat<'a>(&'a self, member: &'a Member, lease: Duration) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let (i, until, m) = (lit(&member.instance), self.later(lease), lit(&encode(member)));
+            let (i, until, m) = (
+                lit(&member.instance),
+                self.later(lease),
+                lit(&encode(member)),
+            );
             let sql = match self.protocol {
                 Protocol::Postgres => format!(
                     "INSERT INTO turnout.fleet_members VALUES ({i}, {until}, {m}) ON CONFLICT (instance) DO UPDATE SET expires_at = EXCLUDED.expires_at, member = EXCLUDED.member"
@@ -238,7 +285,9 @@ impl Store for SqlStore {
                     "INSERT INTO turnout.fleet_members VALUES ({i}, {until}, {m}) ON DUPLICATE KEY UPDATE expires_at = VALUES(expires_at), member = VALUES(member)"
                 ),
             };
-            self.run(&[sql]).await.map(|_| ())
+            let mut sqls = vec![sql];
+            sqls.extend(self.tell());
+            self.run(&sqls).await.map(|_| ())
         })
     }
 
@@ -255,6 +304,11 @@ impl Store for SqlStore {
                 .filter_map(|r| decode::<Member>(r.first().and_then(|v| v.as_deref())))
                 .collect())
         })
+    }
+
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.listening.call_once(|| self.listen());
+        self.changed.subscribe()
     }
 
     fn leave<'a>(&'a self, instance: &'a str) -> StoreFuture<'a, ()> {

@@ -246,7 +246,10 @@ impl<'a> MyMirror<'a> {
                 {
                     Ok(routing) => self.routing = routing,
                     Err(msg) => {
-                        let _ = self.client.write(1, &err_payload(1105, "HY000", &msg)).await;
+                        let _ = self
+                            .client
+                            .write(1, &err_payload(1105, "HY000", &msg))
+                            .await;
                         break End::Quit;
                     }
                 }

@@ -419,8 +419,7 @@ impl<'a> MirrorSession<'a> {
                             {
                                 Ok(routing) => self.routing = routing,
                                 Err(msg) => {
-                                    let _ =
-                                        self.client_error(Severity::Fatal, "57P03", &msg).await;
+                                    let _ = self.client_error(Severity::Fatal, "57P03", &msg).await;
                                     break End::Terminated;
                                 }
                             }
@@ -440,7 +439,9 @@ impl<'a> MirrorSession<'a> {
                         // In a fleet, this instance's lease ended inside the
                         // transaction (the process stood still): the fleet
                         // may have changed the authority since.
-                        let _ = self.client_error(Severity::Fatal, "57P03", FENCED_IN_TRANSACTION).await;
+                        let _ = self
+                            .client_error(Severity::Fatal, "57P03", FENCED_IN_TRANSACTION)
+                            .await;
                         break End::Terminated;
                     }
                     f
