@@ -301,3 +301,113 @@ fn the_store_stopped_under_load_holds_no_flip_and_traffic_resumes() {
     f.assert_all_at("reads_new");
     assert_sides_identical(&f.s, &PGBENCH_TABLES);
 }
+
+#[test]
+fn a_coordinator_killed_mid_flip_leaves_the_fleet_on_the_old_routing() {
+    let f = Fleet::start("", 2000);
+    f.ctl_ok(0, &["flip", "reads"]);
+    f.assert_all_at("reads_new");
+    let clients = f.load(&[1], 10);
+    std::thread::sleep(Duration::from_secs(1));
+    // i3 stands still, so the coordinator (i1) waits for its lease; i1 is
+    // killed meanwhile, with the writes flip prepared in the store.
+    signal("STOP", f.members[2].pid());
+    let socket = f.s.dir.path().join("admin-i1.sock");
+    let flip = Command::new(turnout_bin())
+        .args(["ctl", "--socket"])
+        .arg(&socket)
+        .args(["flip", "writes"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("the flip is prepared in the fleet", || {
+        f.status(1)["fleet"]["record"]["prepared"].is_object()
+    });
+    signal("KILL", f.members[0].pid());
+    let _ = flip.wait_with_output();
+    signal("CONT", f.members[2].pid());
+    // The live instances abort it once its window and a lease passed, and
+    // go on as they were.
+    eventually("the prepared flip is aborted", || {
+        f.status(1)["fleet"]["record"]["prepared"].is_null()
+    });
+    for i in [1, 2] {
+        let st = f.status(i);
+        assert_eq!(st["phase"], "reads_new", "{st}");
+        assert_eq!(st["epoch"], 1, "{st}");
+    }
+    assert_no_failed_transactions(clients);
+    let log = f.members[1].log_text() + &f.members[2].log_text();
+    assert!(log.contains("did not commit or abort it in time"), "{log}");
+    // The fleet can flip again without i1 (its lease ended).
+    let again = f.ctl_ok(1, &["flip", "writes"]);
+    assert!(again.contains("2 live instance(s) acknowledged"), "{again}");
+    assert_sides_identical(&f.s, &PGBENCH_TABLES);
+}
+
+/// `deploy/kubernetes/fleet.yaml`, checked without a cluster: it parses,
+/// runs three replicas behind one Service with a disruption budget that
+/// keeps two, names each instance by its pod, and its config passes
+/// `turnout check-config` with the Secret's and the pod's variables.
+#[test]
+fn the_kubernetes_fleet_manifests_agree_with_turnout() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/fleet.yaml");
+    let script = "import json, sys, yaml\nprint(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d]))";
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let docs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let named = |k: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == k && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {k} {name}"))
+            .clone()
+    };
+    let deployment = named("Deployment", "turnout");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(&named("Service", "turnout")["spec"]["selector"], labels);
+    let pdb = named("PodDisruptionBudget", "turnout");
+    assert_eq!(&pdb["spec"]["selector"]["matchLabels"], labels);
+    assert_eq!(pdb["spec"]["minAvailable"], 2);
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["env"][0]["name"], "POD_NAME");
+    let config = named("ConfigMap", "turnout-config")["data"]["turnout.toml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        config.contains("etcd://turnout-etcd.default.svc:2379/") && config.contains("${POD_NAME}")
+    );
+    let dir = turnout_harness::TempDir::new("turnout-k8s-fleet").unwrap();
+    let file = dir.path().join("turnout.toml");
+    std::fs::write(&file, &config).unwrap();
+    let secret = named("Secret", "turnout-secrets");
+    let check = |pod: Option<&str>| {
+        let mut c = Command::new(turnout_bin());
+        c.args(["check-config"]).arg(&file);
+        for (k, v) in secret["stringData"].as_object().unwrap() {
+            c.env(k, v.as_str().unwrap());
+        }
+        match pod {
+            Some(p) => c.env("POD_NAME", p),
+            None => c.env_remove("POD_NAME"),
+        };
+        c.output().unwrap()
+    };
+    let ok = check(Some("turnout-5d9c-x2k4p"));
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let missing = check(None);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        stderr(&missing).contains("fleet.instance") && stderr(&missing).contains("POD_NAME"),
+        "{}",
+        stderr(&missing)
+    );
+}

@@ -11,7 +11,10 @@ pub struct Fleet {
     /// `mysql://...`; unset: a table on old's server, reached as `backends.old`.
     #[serde(default)]
     pub store: Option<String>,
-    /// This instance's name in the fleet (default: the listener's address).
+    /// This instance's name in the fleet: a name, or `${NAME}` (an
+    /// environment variable, e.g. a pod's name from the downward API).
+    /// Default: `$HOSTNAME:<listener port>` when HOSTNAME is set (a pod's
+    /// name in Kubernetes), else the listener's address.
     #[serde(default)]
     pub instance: Option<String>,
     /// How long an instance's membership lasts without a renewal.
@@ -37,6 +40,26 @@ pub enum FleetStore {
 }
 
 impl Fleet {
+    /// This instance's name (see `instance`); `Err` names what is wrong.
+    pub fn instance_name(&self, listen: &str) -> Result<String, String> {
+        let name = match self.instance.as_deref() {
+            Some(text) => Secret::resolve(text)?.expose().to_string(),
+            None => match std::env::var("HOSTNAME") {
+                Ok(host) if !host.trim().is_empty() => {
+                    let port = listen.rsplit_once(':').map_or("", |(_, p)| p);
+                    format!("{}:{port}", host.trim())
+                }
+                _ => listen.to_string(),
+            },
+        };
+        if name.is_empty() || name.len() > 200 || name.chars().any(|c| c.is_control() || c == '/') {
+            return Err(format!(
+                "expected a name of 1-200 characters without '/' or control characters, got {name:?}"
+            ));
+        }
+        Ok(name)
+    }
+
     /// The store the config names; `Err` says what is wrong with `store`.
     pub fn store_of(&self, protocol: Protocol, backends: &Backends) -> Result<FleetStore, String> {
         let old = &backends.old;

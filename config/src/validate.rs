@@ -247,13 +247,8 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
             300,
             600_000,
         );
-        if fleet.instance.as_deref().is_some_and(|i| {
-            i.is_empty() || i.len() > 200 || i.chars().any(|c| c.is_control() || c == '/')
-        }) {
-            c.push(
-                "fleet.instance",
-                "expected a name of 1-200 characters without '/' or control characters",
-            );
+        if let Err(e) = fleet.instance_name(&config.listen.address) {
+            c.push("fleet.instance", e);
         }
         if config.mirror.source == MirrorSource::Log {
             c.push(

@@ -63,9 +63,8 @@ impl FleetLink {
             .map_err(|e| format!("fleet.store: {e}"))?;
         let store = crate::store::open(&store, old)?;
         let instance = fleet
-            .instance
-            .clone()
-            .unwrap_or_else(|| config.listen.address.clone());
+            .instance_name(&config.listen.address)
+            .map_err(|e| format!("fleet.instance: {e}"))?;
         Ok(Some(Arc::new(FleetLink::new(
             store,
             instance,
