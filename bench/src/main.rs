@@ -5,6 +5,7 @@
 //!
 //! Usage: cargo build --release && target/release/turnout-bench [--seconds N] [--rounds N] [--clients N]
 
+mod fleet;
 mod mysql;
 mod sessions;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,9 @@ struct Args {
     shadow_only: bool,
     /// Only the flip-latency figures.
     flips_only: bool,
+    /// `--fleet-only [--etcd host:port]`: flip latency across three instances.
+    fleet_only: bool,
+    etcd: Option<String>,
     /// Only the MySQL (MariaDB) figures.
     mysql_only: bool,
     /// Only the backfill figures.
@@ -51,6 +55,8 @@ fn parse_args() -> Result<Args, String> {
         mirror_only: false,
         shadow_only: false,
         flips_only: false,
+        fleet_only: false,
+        etcd: None,
         mysql_only: false,
         backfill_only: false,
         sessions_only: false,
@@ -77,6 +83,14 @@ fn parse_args() -> Result<Args, String> {
         }
         if flag == "--shadow-only" {
             a.shadow_only = true;
+            continue;
+        }
+        if flag == "--fleet-only" {
+            a.fleet_only = true;
+            continue;
+        }
+        if flag == "--etcd" {
+            a.etcd = Some(it.next().ok_or("--etcd needs host:port")?);
             continue;
         }
         if flag == "--flips-only" {
@@ -120,7 +134,7 @@ fn main() {
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("turnout-bench: {e}\nusage: turnout-bench [--seconds N] [--rounds N] [--clients N] [--scale N] [--baseline TURNOUT] [--fsync] [--no-mirror | --mirror-only | --shadow-only | --flips-only | --mysql-only | --backfill-only | --sessions-only [--sessions N]]");
+            eprintln!("turnout-bench: {e}\nusage: turnout-bench [--seconds N] [--rounds N] [--clients N] [--scale N] [--baseline TURNOUT] [--fsync] [--no-mirror | --mirror-only | --shadow-only | --flips-only | --fleet-only [--etcd HOST:PORT] | --mysql-only | --backfill-only | --sessions-only [--sessions N]]");
             std::process::exit(2);
         }
     };
@@ -838,6 +852,9 @@ fn run(args: &Args) -> Result<(), String> {
     }
     if args.flips_only {
         return flip_latency(args, &dir, &pg);
+    }
+    if args.fleet_only {
+        return fleet::bench(args, &dir, &pg, args.etcd.as_deref());
     }
     if args.backfill_only {
         return backfill(args, &dir, &pg);

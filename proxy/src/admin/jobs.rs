@@ -116,7 +116,8 @@ pub(super) fn fleet_refused(
     caller: &str,
     e: String,
 ) -> Value {
-    let result = Err(format!("not done: the fleet's store: {e}"));
-    ctx.controller.audit(command, false, caller, &result);
-    json!({"ok": false, "error": result.unwrap_err()})
+    let error = format!("not done: the fleet's store: {e}");
+    ctx.controller
+        .audit(command, false, caller, &Err(error.clone()));
+    json!({"ok": false, "error": error})
 }
