@@ -379,6 +379,7 @@ fn human(command: &str, r: &Value) -> String {
             )),
             None => out.push_str("sampling    off\n"),
         }
+        fleet(&mut out, &r["fleet"]);
         return out;
     }
     if command.trim() == "diffs" {
@@ -534,4 +535,49 @@ fn human(command: &str, r: &Value) -> String {
         out.push_str(&format!("  {}\n", note.as_str().unwrap_or("?")));
     }
     out
+}
+
+/// `status`'s fleet lines: the store, the change under way, each live
+/// instance.
+fn fleet(out: &mut String, f: &Value) {
+    if f.is_null() {
+        return;
+    }
+    out.push_str(&format!(
+        "fleet       {} as {} (lease {} ms)\n",
+        f["store"].as_str().unwrap_or("?"),
+        f["instance"].as_str().unwrap_or("?"),
+        f["lease_ms"]
+    ));
+    if let Some(p) = f["record"]["prepared"].as_object() {
+        out.push_str(&format!(
+            "              under way: `{}` by {} (epoch {})\n",
+            p["command"].as_str().unwrap_or("?"),
+            p["coordinator"].as_str().unwrap_or("?"),
+            p["epoch"]
+        ));
+    }
+    match f["members"].as_array() {
+        Some(members) => {
+            for m in members {
+                out.push_str(&format!(
+                    "              {} {} (epoch {}), {} connection(s), version {}{}\n",
+                    m["instance"].as_str().unwrap_or("?"),
+                    m["phase"].as_str().unwrap_or("?"),
+                    m["epoch"],
+                    m["sessions"],
+                    m["version"].as_str().unwrap_or("?"),
+                    if m["holding"].as_bool().unwrap_or(false) {
+                        ", holding new transactions"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        None => out.push_str(&format!(
+            "              members unknown: {}\n",
+            f["members"]["error"].as_str().unwrap_or("?")
+        )),
+    }
 }

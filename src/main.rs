@@ -467,6 +467,9 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
         config.state.file.as_deref(),
         config.admin.audit_log.as_deref(),
     );
+    // In a fleet the fleet's phase is the one to resume: the state file
+    // only keeps it.
+    let in_fleet = committed.is_some();
     let started = match committed {
         Some(saved) => Controller::start_at(saved, state, audit, limits),
         None => Controller::start(phase, state, audit, limits),
@@ -479,7 +482,9 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
         }
     };
     let kept = controller.routing().snapshot().phase;
-    if let (true, Some(configured)) = (resumed, config.state.initial_phase.as_deref()) {
+    if let (true, false, Some(configured)) =
+        (resumed, in_fleet, config.state.initial_phase.as_deref())
+    {
         if configured != kept.name() {
             let file = config
                 .state

@@ -16,6 +16,12 @@ struct Fleet {
     m: common::fleet::Members,
 }
 
+impl std::ops::DerefMut for Fleet {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.m
+    }
+}
+
 impl std::ops::Deref for Fleet {
     type Target = common::fleet::Members;
     fn deref(&self) -> &Self::Target {
@@ -410,4 +416,90 @@ fn the_kubernetes_fleet_manifests_agree_with_turnout() {
         "{}",
         stderr(&missing)
     );
+}
+
+#[test]
+fn flag_files_pause_resume_a_restart_and_finalize_go_through_the_fleet() {
+    let mut f = Fleet::start("", 3000);
+    let text = f.ctl_ok(0, &["status"]);
+    assert!(
+        text.contains("fleet       postgres://") && text.contains("as i1 (lease 3000 ms)"),
+        "{text}"
+    );
+    for name in ["i1", "i2", "i3"] {
+        assert!(
+            text.contains(&format!("              {name} mirror (epoch 0)")),
+            "{text}"
+        );
+    }
+    // A feature-flag system writes the next phase to every instance's flag
+    // file at once: one flip happens, the others find the fleet there.
+    for name in ["i1", "i2", "i3"] {
+        std::fs::write(
+            f.s.dir.path().join(format!("phase-{name}.flag")),
+            "reads_new\n",
+        )
+        .unwrap();
+    }
+    f.assert_all_at("reads_new");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(f.status(2)["epoch"], 1);
+    // pause on one instance holds every instance's next transaction;
+    // resume on another lets them go.
+    f.ctl_ok(0, &["pause"]);
+    eventually("i2 holds new transactions", || {
+        f.status(1)["paused"] == true
+    });
+    let held = Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            &f.url(1),
+            "-c",
+            "INSERT INTO events (src) VALUES ('held')",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        scalar(
+            &f.s.direct_url(),
+            "SELECT count(*) FROM events WHERE src = 'held'"
+        ),
+        "0"
+    );
+    f.ctl_ok(2, &["resume"]);
+    let out = held.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        scalar(
+            &f.s.direct_new_url(),
+            "SELECT count(*) FROM events WHERE src = 'held'"
+        ),
+        "1"
+    );
+    // i2 goes away; the fleet flips without it (once its lease ended), and
+    // when it comes back it takes the fleet's phase over its state file's.
+    f.m.members[1].kill();
+    let flipped = f.ctl_ok(0, &["flip", "writes"]);
+    assert!(
+        flipped.contains("2 live instance(s) acknowledged"),
+        "{flipped}"
+    );
+    let config = f.m.members[1].config.clone();
+    let log = f.s.dir.path().join("turnout-i2-again.log");
+    let port = f.m.members[1].port;
+    let _ = std::fs::remove_file(f.s.dir.path().join("admin-i2.sock"));
+    f.m.members[1] = spawn_proxy(&config, log, port);
+    let socket = f.s.dir.path().join("admin-i2.sock");
+    eventually("i2's admin socket is up again", || socket.exists());
+    f.assert_all_at("writes_new");
+    let again = f.m.members[1].log_text();
+    assert!(again.contains("it takes the fleet's"), "{again}");
+    f.ctl_ok(1, &["finalize", "--yes"]);
+    f.assert_all_at("finalized");
+    let refused = f.ctl(2, &["rollback"]);
+    assert!(!refused.status.success());
 }
