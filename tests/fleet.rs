@@ -503,3 +503,24 @@ fn flag_files_pause_resume_a_restart_and_finalize_go_through_the_fleet() {
     let refused = f.ctl(2, &["rollback"]);
     assert!(!refused.status.success());
 }
+
+#[test]
+fn an_unreachable_store_keeps_an_instance_from_starting_and_says_which() {
+    let s = Setup::start(Options {
+        phase: Some("mirror"),
+        admin: true,
+        ..Options::default()
+    });
+    let port = turnout_harness::free_port().unwrap();
+    let config = std::fs::read_to_string(&s.proxy.config).unwrap()
+        + &format!("\n[fleet]\nstore = \"etcd://127.0.0.1:{port}/nowhere\"\nlease_ms = 1000\n");
+    let path = s.dir.path().join("fleet.toml");
+    std::fs::write(&path, config).unwrap();
+    let (code, text) = common::fleet::run_until_exit(&path);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains(&format!("fleet store etcd://127.0.0.1:{port}/nowhere"))
+            && text.contains("does not accept clients"),
+        "{text}"
+    );
+}

@@ -91,3 +91,22 @@ fn a_mariadb_fleet_flips_as_one_under_sysbench() {
         s.assert_identical(t, "id");
     }
 }
+
+#[test]
+fn a_store_login_that_cannot_make_the_fleets_tables_is_a_clear_error_at_start() {
+    let mut s = MySetup::start("mirror", "");
+    s.proxy.kill();
+    let config =
+        std::fs::read_to_string(&s.proxy.config).unwrap() + "\n[fleet]\ninstance = \"a\"\n";
+    let path = s.dir.path().join("fleet.toml");
+    std::fs::write(&path, config).unwrap();
+    let (code, text) = fleet::run_until_exit(&path);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("fleet store mysql://127.0.0.1:")
+            && text.contains("CREATE DATABASE IF NOT EXISTS turnout")
+            && text.contains("denied")
+            && text.contains("does not accept clients"),
+        "{text}"
+    );
+}

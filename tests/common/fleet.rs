@@ -110,3 +110,25 @@ impl Members {
         self.members[i].port
     }
 }
+
+/// Runs `turnout run` with `config` (a file) and waits up to 60 s for it
+/// to exit: its exit code and what it wrote to stderr.
+pub fn run_until_exit(config: &Path) -> (Option<i32>, String) {
+    let mut child = Command::new(turnout_bin())
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run turnout");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().ok().flatten().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("turnout did not exit within 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), stderr(&out))
+}

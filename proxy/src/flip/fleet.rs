@@ -83,6 +83,11 @@ pub async fn join(link: &FleetLink, local: Saved) -> Result<Saved, String> {
                     Err(e) => last = e.to_string(),
                 }
             }
+            Err(e @ crate::store::StoreError::Invalid { .. }) => {
+                return Err(format!(
+                    "{e}: turnout does not accept clients before it has read the fleet's phase"
+                ))
+            }
             Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -109,9 +109,14 @@ impl SqlStore {
                 // Instances starting at once may race to create them: one
                 // more try sees them made.
                 if let Err(e) = query(&mut conn, sql).await {
-                    query(&mut conn, sql)
-                        .await
-                        .map_err(|_| self.unreachable(format!("{sql}: {e}")))?;
+                    query(&mut conn, sql).await.map_err(|again| match again {
+                        // The login may not make them: no retry helps.
+                        QueryError::Refused { message, .. } => StoreError::Invalid {
+                            store: self.describe(),
+                            detail: format!("{sql}: {message} (the store's login needs to make and use the `turnout` schema or database)"),
+                        },
+                        _ => self.unreachable(format!("{sql}: {e}")),
+                    })?;
                 }
             }
             *guard = Some(conn);
