@@ -596,7 +596,18 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
     // config does), made ready and its applier started before any client
     // writes, so nothing committed from here on is missed.
     if let Some(log) = server.shared().adapter.log() {
-        match log.start(server.shared(), phase, resumed).await {
+        // In a fleet the store says whether this instance leads the
+        // applier or follows it (PostgreSQL).
+        let taken = match in_fleet {
+            true => turnout_proxy::flip::fleet_log::take_role_at_start(server.shared(), phase).await,
+            false => Ok(None),
+        };
+        let started = match taken {
+            Ok(Some(line)) => Ok(line),
+            Ok(None) => log.start(server.shared(), phase, resumed).await,
+            Err(e) => Err(e),
+        };
+        match started {
             Ok(line) => tracing::info!("{line}"),
             Err(e) => {
                 eprintln!("turnout: {e}; turnout does not enter {phase} until it can");

@@ -33,10 +33,18 @@ impl Fleet {
     /// Old and new with pgbench's tables and `events`, alike, then three
     /// instances in phase `mirror` sharing `store` (empty: old's server).
     fn start(store: &str, lease_ms: u64) -> Fleet {
+        Fleet::start_with(store, lease_ms, false)
+    }
+
+    /// [`Fleet::start`]; `log`: both clusters can feed the mirror from
+    /// their log, and `mirror.source = "log"`.
+    fn start_with(store: &str, lease_ms: u64, log: bool) -> Fleet {
         let mut s = Setup::start(Options {
             phase: Some("mirror"),
             ddl: Some("both"),
             admin: true,
+            logical: log,
+            mirror_extra: if log { "source = \"log\"" } else { "" },
             ..Options::default()
         });
         let out = Command::new("pgbench")
@@ -523,4 +531,144 @@ fn an_unreachable_store_keeps_an_instance_from_starting_and_says_which() {
             && text.contains("does not accept clients"),
         "{text}"
     );
+}
+
+/// What each instance says of the mirror's source.
+fn sources(f: &Fleet) -> Vec<serde_json::Value> {
+    (0..3)
+        .map(|i| f.status(i)["mirror_source"].clone())
+        .collect()
+}
+
+/// The instance leading the applier (the one whose log says so last).
+fn leader(f: &Fleet) -> usize {
+    (0..3)
+        .find(|&i| {
+            let log = f.members[i].log_text();
+            log.rfind("this instance leads the log applier")
+                > log.rfind("this instance follows the log applier")
+        })
+        .expect("an instance leads the applier")
+}
+
+#[test]
+fn a_fleet_feeds_the_mirror_from_one_applier_and_flips_under_load() {
+    let f = Fleet::start_with("", 3000, true);
+    let lead = leader(&f);
+    for (i, m) in sources(&f).iter().enumerate() {
+        assert_eq!(m["source"], "log", "{m}");
+        let why = m["why"].as_str().unwrap_or_default();
+        assert_eq!(
+            why.contains("this instance follows it"),
+            i != lead,
+            "{i}: {why}"
+        );
+    }
+    let clients = f.load(&[0, 1, 2], 14);
+    std::thread::sleep(Duration::from_secs(2));
+    println!("{}", f.ctl_ok(0, &["flip", "reads"]));
+    f.assert_all_at("reads_new");
+    std::thread::sleep(Duration::from_secs(2));
+    // From an instance that does not lead the applier: the leader hands
+    // the log over once every instance met the barrier.
+    let other = (lead + 1) % 3;
+    let writes = f.ctl_ok(other, &["flip", "writes"]);
+    println!("{writes}");
+    assert!(
+        writes.contains("3 live instance(s) acknowledged")
+            && writes.contains("log: every commit of old applied to new"),
+        "{writes}"
+    );
+    f.assert_all_at("writes_new");
+    std::thread::sleep(Duration::from_secs(2));
+    println!("{}", f.ctl_ok(lead, &["rollback"]));
+    f.assert_all_at("reads_new");
+    std::thread::sleep(Duration::from_secs(2));
+    println!("{}", f.ctl_ok((lead + 2) % 3, &["flip", "writes"]));
+    f.assert_all_at("writes_new");
+    assert_no_failed_transactions(clients);
+    assert_sides_identical_once_applied(&f.s, &PGBENCH_TABLES);
+    for (i, m) in sources(&f).iter().enumerate() {
+        println!("{i}: {m}");
+        assert_eq!(m["source"], "log", "{m}");
+        assert_eq!(m["log_of"], "new", "{m}");
+        // Every commit through every instance waited until the applier
+        // applied it (followers hear of it from the leader).
+        assert_eq!(m["commits_not_waited"], 0, "{i}: {m}");
+        assert_eq!(m["foreign_transactions"], 0, "{i}: {m}");
+    }
+    // Finalized from a follower: the leader drops the slot it read.
+    f.ctl_ok(other, &["finalize", "--yes"]);
+    f.assert_all_at("finalized");
+    eventually("the slot on new is dropped", || {
+        scalar(&f.s.direct_new_url(), "SELECT count(*) FROM pg_replication_slots") == "0"
+    });
+}
+
+#[test]
+fn the_applier_leader_killed_under_load_is_replaced_and_nothing_is_lost_or_applied_twice() {
+    let mut f = Fleet::start_with("", 2000, true);
+    let lead = leader(&f);
+    let others: Vec<usize> = (0..3).filter(|&i| i != lead).collect();
+    let clients = f.load(&others, 12);
+    std::thread::sleep(Duration::from_secs(3));
+    f.m.members[lead].kill();
+    eventually("another instance leads the applier", || {
+        others.iter().any(|&i| {
+            f.members[i]
+                .log_text()
+                .contains("this instance leads the log applier")
+        })
+    });
+    assert_no_failed_transactions(clients);
+    assert_sides_identical_once_applied(&f.s, &PGBENCH_TABLES);
+    let new_lead = *others
+        .iter()
+        .find(|&&i| {
+            f.members[i]
+                .log_text()
+                .contains("this instance leads the log applier")
+        })
+        .unwrap();
+    let m = f.status(new_lead)["mirror_source"].clone();
+    println!("{m}");
+    assert_eq!(m["applier"], "applying", "{m}");
+    // Flips go on without the dead instance.
+    let flipped = f.ctl_ok(others[0], &["flip", "reads"]);
+    assert!(
+        flipped.contains("2 live instance(s) acknowledged"),
+        "{flipped}"
+    );
+}
+
+#[test]
+fn a_frozen_applier_leader_is_replaced_and_follows_when_it_resumes() {
+    let f = Fleet::start_with("", 2000, true);
+    let lead = leader(&f);
+    let others: Vec<usize> = (0..3).filter(|&i| i != lead).collect();
+    let clients = f.load(&others, 12);
+    std::thread::sleep(Duration::from_secs(2));
+    signal("STOP", f.members[lead].pid());
+    eventually("another instance leads the applier", || {
+        others.iter().any(|&i| {
+            f.members[i]
+                .log_text()
+                .contains("this instance leads the log applier")
+        })
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    signal("CONT", f.members[lead].pid());
+    eventually("the old leader follows", || {
+        let log = f.members[lead].log_text();
+        log.rfind("this instance follows the log applier")
+            > log.rfind("this instance leads the log applier")
+    });
+    assert_no_failed_transactions(clients);
+    assert_sides_identical_once_applied(&f.s, &PGBENCH_TABLES);
+    let log: String = others.iter().map(|&i| f.members[i].log_text()).collect();
+    assert!(log.contains("that stream was ended"), "{log}");
+    for i in 0..3 {
+        let m = f.status(i)["mirror_source"].clone();
+        assert_eq!(m["applier"], "applying", "{i}: {m}");
+    }
 }

@@ -308,6 +308,8 @@ fn fleet_stores_parse_and_bad_ones_name_the_key() {
         assert!(err.contains(says), "{bad}: {err}");
     }
     let text = format!("{GOOD}\n[mirror]\nsource = \"log\"\n\n[fleet]\n");
+    parse(&text, "t.toml").expect("PostgreSQL's log with a fleet");
+    let text = format!("protocol = \"mysql\"\n{GOOD}\n[mirror]\nsource = \"log\"\n\n[fleet]\n");
     let err = parse(&text, "t.toml").unwrap_err().to_string();
     assert!(
         err.contains("mirror.source") && err.contains("[fleet]"),

@@ -250,10 +250,10 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigErrors> {
         if let Err(e) = fleet.instance_name(&config.listen.address) {
             c.push("fleet.instance", e);
         }
-        if config.mirror.source == MirrorSource::Log {
+        if config.mirror.source == MirrorSource::Log && config.protocol == Protocol::Mysql {
             c.push(
                 "mirror.source",
-                "\"log\" is not available with [fleet] yet: the fleet does not elect one log applier per authority; use \"images\" (\"auto\" chooses it under [fleet])",
+                "\"log\" is not available with [fleet] on MySQL yet: the fleet cannot share one binary-log applier; use \"statements\" (\"auto\" chooses them under [fleet])",
             );
         }
     }

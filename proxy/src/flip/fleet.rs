@@ -129,7 +129,7 @@ async fn beat(shared: &Shared, link: &FleetLink, start: u64) -> Result<(), Strin
 /// This instance takes part in `p`: for a change of authority it holds new
 /// transactions and waits (up to `p.barrier_ms`) for the open ones and its
 /// async queues to end; then it acknowledges (or says why it cannot).
-async fn participate(shared: &Shared, link: &FleetLink, p: &Prepared) {
+async fn participate(shared: &Arc<Shared>, link: &FleetLink, p: &Prepared) {
     {
         let mut a = link.answer();
         if a.handled.is_some_and(|h| h >= p.epoch) {
@@ -166,6 +166,16 @@ async fn participate(shared: &Shared, link: &FleetLink, p: &Prepared) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
+    // Entering a mirroring phase: this instance's part in the log source
+    // is taken before it acknowledges (no session may mirror by statements
+    // what the applier will apply from the log).
+    let entering = p.from.parse::<Phase>().is_ok_and(|f| f.mirror().is_none());
+    if let (true, Ok(to)) = (entering, p.to.parse::<Phase>()) {
+        if let Err(e) = super::fleet_log::take_role(shared, to, true).await {
+            link.answer().refused =
+                Some((p.epoch, format!("{}: the log source: {e}", link.instance)));
+        }
+    }
     {
         let mut a = link.answer();
         if a.refused.as_ref().is_none_or(|(e, _)| *e != p.epoch) {
@@ -175,6 +185,12 @@ async fn participate(shared: &Shared, link: &FleetLink, p: &Prepared) {
     if let Err(e) = beat(shared, link, start).await {
         warn!(error = %e, "fleet: could not acknowledge epoch {}", p.epoch);
     }
+}
+
+/// Whether `a` and `b` are the same prepared change (its handover's
+/// state aside).
+pub fn same(a: &Prepared, b: &Prepared) -> bool {
+    a.epoch == b.epoch && a.coordinator == b.coordinator && a.command == b.command
 }
 
 /// Ends this instance's hold for a prepared change.
@@ -208,9 +224,22 @@ async fn follow(
             }
         }
     }
-    let epoch = controller.routing().snapshot().epoch;
+    let now = controller.routing().snapshot();
+    let epoch = now.epoch;
     let holding = link.answer().holding;
-    if holding.is_some_and(|h| h <= epoch) {
+    // The leader's handover (or its undo), then the log source's part for
+    // the phase, taken while still holding at a change of authority; never
+    // while a change is under way or a handover is in flight.
+    super::fleet_log::lead_handover(shared, link, r);
+    let settled = r.prepared.is_none() && link.handed().is_none();
+    let taken = super::fleet_log::take_role(shared, now.phase, settled).await;
+    if let Err(e) = &taken {
+        warn!(error = %e, "fleet: the log source's part could not be taken; new transactions wait until it is");
+    }
+    // Traffic goes on by the committed phase only with the log source's
+    // part that goes with it (sessions would mirror by statements what
+    // the applier also applies).
+    if holding.is_some_and(|h| h <= epoch) && taken.is_ok() {
         stop_holding(shared, link);
     }
     if r.paused != shared.coord.operator_paused() {
@@ -358,6 +387,7 @@ pub async fn cutover(
         coordinator: link.instance.clone(),
         barrier: plan.needs_barrier(),
         barrier_ms: controller.guards().barrier_ms,
+        handover: None,
     };
     let mut prepared = r.clone();
     prepared.prepared = Some(p.clone());
@@ -388,12 +418,22 @@ pub async fn cutover(
             notes.push(line);
             if p.barrier {
                 let (from, to) = (plan.from.authority(), plan.to.authority());
-                match shared.adapter.catch_up(shared, from, to, Apply::Move).await {
-                    Ok(done) => {
-                        notes.push(done.summary(from, to, Apply::Move));
-                        Ok(())
+                // The log first: `to` has every commit of `from` before
+                // its sequences are moved.
+                match super::fleet_log::handover(shared, link, &p, from, to).await {
+                    Ok(line) => {
+                        if !line.is_empty() {
+                            notes.push(line);
+                        }
+                        match shared.adapter.catch_up(shared, from, to, Apply::Move).await {
+                            Ok(done) => {
+                                notes.push(done.summary(from, to, Apply::Move));
+                                Ok(())
+                            }
+                            Err(e) => Err(format!("sequences could not be moved on {to}: {e}")),
+                        }
                     }
-                    Err(e) => Err(format!("sequences could not be moved on {to}: {e}")),
+                    Err(e) => Err(format!("the log could not be handed over: {e}")),
                 }
             } else {
                 Ok(())
@@ -403,6 +443,20 @@ pub async fn cutover(
     };
     if let Err(why) = ready {
         let aborted = abort(link, &p).await;
+        // A handover this instance made goes back (a leader elsewhere
+        // undoes its own when it reads the abort).
+        let handed = *link.handed() == Some(p.epoch);
+        if let (true, Some(log)) = (handed, shared.adapter.log()) {
+            let (from, to) = (plan.from.authority(), plan.to.authority());
+            let window = Duration::from_millis(p.barrier_ms);
+            match log.switch(shared, to, from, Apply::Move, window).await {
+                Ok(_) => link.set_applier_role(Some((true, Some(from)))),
+                Err(e) => {
+                    warn!(error = %e, "the log source could not be turned back after an abandoned flip")
+                }
+            }
+            *link.handed() = None;
+        }
         stop_holding(shared, link);
         return Err(format!(
             "flip abandoned: {why}; {aborted}; traffic resumed on {}",
@@ -429,7 +483,12 @@ pub async fn cutover(
         .inspect_err(|_| stop_holding(shared, link))?;
     let saved = saved_of(&committed).ok_or("the committed record names an unknown phase")?;
     let adopted = controller.adopt(saved.routing, saved.history);
-    stop_holding(shared, link);
+    // (When the log source's part cannot be taken now, the agent keeps
+    // holding and tries again.)
+    match super::fleet_log::take_role(shared, plan.to, true).await {
+        Ok(_) => stop_holding(shared, link),
+        Err(e) => warn!(error = %e, "fleet: the log source's part could not be taken; new transactions wait until it is"),
+    }
     if let Err(e) = adopted {
         warn!(error = %e, "fleet: committed, but this instance's state file could not be written");
     }
@@ -509,7 +568,7 @@ async fn wait_for_acks(link: &FleetLink, p: &Prepared) -> Result<String, String>
 async fn abort(link: &FleetLink, p: &Prepared) -> String {
     for _ in 0..20 {
         match link.store.read().await {
-            Ok(Some((r, v))) if r.prepared.as_ref() == Some(p) => {
+            Ok(Some((r, v))) if r.prepared.as_ref().is_some_and(|q| same(q, p)) => {
                 let mut next = r.clone();
                 next.prepared = None;
                 next.by = link.instance.clone();
@@ -533,7 +592,7 @@ async fn commit(link: &FleetLink, p: &Prepared, committed: &Record) -> Result<()
     let deadline = Instant::now() + link.lease;
     loop {
         match link.store.read().await {
-            Ok(Some((r, v))) if r.prepared.as_ref() == Some(p) => {
+            Ok(Some((r, v))) if r.prepared.as_ref().is_some_and(|q| same(q, p)) => {
                 if let Ok(true) = link.store.swap(Some(v), committed).await {
                     return Ok(());
                 }

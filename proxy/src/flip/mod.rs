@@ -3,6 +3,7 @@
 //! invariant 4), sequence catch-up, the audit line and the metrics.
 
 pub mod fleet;
+pub mod fleet_log;
 
 use crate::backend::catch_up::{Apply, CatchUp};
 use crate::shared::coordination::HELD_BY_FLIP;
@@ -34,7 +35,9 @@ pub async fn run(
     let mut planned = controller.plan(change, &req);
     // Entering mirror: the mirror's source is made ready before any write
     // is mirrored (the log's slot first, so no commit after it is missed).
-    if let (Ok(_), Change::EnterMirror, false) = (&planned, change, req.dry_run) {
+    if let (Ok(_), Change::EnterMirror, false, true) =
+        (&planned, change, req.dry_run, shared.fleet.is_none())
+    {
         if let Some(log) = shared.adapter.log() {
             match log
                 .start(shared, turnout_control::Phase::Mirror, false)

@@ -19,6 +19,17 @@ pub struct FleetLink {
     pub last: ArcSwapOption<Record>,
     /// A change of this instance's own is being coordinated.
     pub coordinating: tokio::sync::Mutex<()>,
+    /// The part this instance takes in the log source, and for which
+    /// authority: `Some((true, side))` leads the applier reading `side`'s
+    /// log, `Some((false, side))` follows it; `None`: no log source taken.
+    pub applier: Mutex<Option<(bool, Option<turnout_control::Side>)>>,
+    /// The prepared epoch whose log handover this leader made (undone if
+    /// the change aborts).
+    pub handed: Mutex<Option<u64>>,
+    /// Taking a part in the log source runs one at a time.
+    pub taking: tokio::sync::Mutex<()>,
+    /// When the applier's leadership was last asked for.
+    led_at: Mutex<Option<std::time::Instant>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -40,11 +51,36 @@ impl FleetLink {
             answer: Mutex::new(Answer::default()),
             last: ArcSwapOption::empty(),
             coordinating: tokio::sync::Mutex::new(()),
+            applier: Mutex::new(None),
+            handed: Mutex::new(None),
+            taking: tokio::sync::Mutex::new(()),
+            led_at: Mutex::new(None),
         }
     }
 
     pub fn answer(&self) -> std::sync::MutexGuard<'_, Answer> {
         self.answer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The part in the log source taken (see `applier`).
+    pub fn applier_role(&self) -> Option<(bool, Option<turnout_control::Side>)> {
+        *self.applier.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_applier_role(&self, role: Option<(bool, Option<turnout_control::Side>)>) {
+        *self.applier.lock().unwrap_or_else(|p| p.into_inner()) = role;
+    }
+
+    pub fn led_at(&self) -> Option<std::time::Instant> {
+        *self.led_at.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn led_at_mut(&self) -> std::sync::MutexGuard<'_, Option<std::time::Instant>> {
+        self.led_at.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn handed(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
+        self.handed.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -115,6 +115,14 @@ pub trait LogSource: Send + Sync {
     ) -> Boxed<'a, Result<String, String>>;
     /// `finalized`: the applier stops and the slot and publications go.
     fn finish<'a>(&'a self, shared: &'a Arc<Shared>) -> Boxed<'a, Result<String, String>>;
+    /// In a fleet whose applier another instance leads: the source for
+    /// `phase` is set without an applier of this instance's own, its
+    /// commits completed by what the leader says it applied.
+    fn follow<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        phase: Phase,
+    ) -> Boxed<'a, Result<String, String>>;
     /// turnout stops: waits (up to `limit`) until the applier applied what
     /// the authority committed. What it has not stays in the slot for the
     /// next start: nothing is lost either way.

@@ -215,6 +215,39 @@ impl Store for EtcdStore {
         })
     }
 
+    fn lead<'a>(
+        &'a self,
+        role: &'a str,
+        instance: &'a str,
+        lease: Duration,
+    ) -> StoreFuture<'a, Option<String>> {
+        Box::pin(async move {
+            // The key lives with this instance's lease: it goes when the
+            // lease ends, and the next to ask takes it.
+            let id = self.renewed(lease).await?;
+            let key = self.key(&format!("leaders/{role}"));
+            let txn = Txn::new()
+                .when(vec![Compare::create_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    0,
+                )])
+                .and_then(vec![TxnOp::put(
+                    key.clone(),
+                    instance,
+                    Some(PutOptions::new().with_lease(id)),
+                )]);
+            self.with(|mut c| async move { c.txn(txn).await }).await?;
+            let got = self
+                .with(|mut c| async move { c.get(key, None).await })
+                .await?;
+            Ok(got
+                .kvs()
+                .first()
+                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+        })
+    }
+
     fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.watching.call_once(|| self.watch());
         self.changed.subscribe()

@@ -53,6 +53,11 @@ pub struct Prepared {
     /// How long instances hold for it at most (the coordinator's
     /// `guards.barrier_ms`).
     pub barrier_ms: u64,
+    /// The log's handover at a change of authority, when another instance
+    /// leads the applier: `asked` by the coordinator once every instance
+    /// acknowledged, then `done: <line>` or `failed: <why>` by the leader.
+    #[serde(default)]
+    pub handover: Option<String>,
 }
 
 /// One instance, as it lists itself.
@@ -103,6 +108,14 @@ pub trait Store: Send + Sync {
     fn members(&self) -> StoreFuture<'_, Vec<Member>>;
     /// `instance` leaves (it stops).
     fn leave<'a>(&'a self, instance: &'a str) -> StoreFuture<'a, ()>;
+    /// Takes or keeps `role` for `instance` while its lease lasts (taken
+    /// when no one holds it or its holder's lease ended): who holds it now.
+    fn lead<'a>(
+        &'a self,
+        role: &'a str,
+        instance: &'a str,
+        lease: Duration,
+    ) -> StoreFuture<'a, Option<String>>;
     /// Ticks when the store says something changed (etcd's watch,
     /// PostgreSQL's LISTEN); never, where the store cannot say (MySQL):
     /// readers poll as well.

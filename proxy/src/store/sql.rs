@@ -90,11 +90,13 @@ impl SqlStore {
                 "CREATE SCHEMA IF NOT EXISTS turnout",
                 "CREATE TABLE IF NOT EXISTS turnout.fleet (id int PRIMARY KEY, version bigint NOT NULL, record text NOT NULL)",
                 "CREATE TABLE IF NOT EXISTS turnout.fleet_members (instance text PRIMARY KEY, expires_at timestamptz NOT NULL, member text NOT NULL)",
+                "CREATE TABLE IF NOT EXISTS turnout.fleet_leaders (role text PRIMARY KEY, instance text NOT NULL, expires_at timestamptz NOT NULL)",
             ],
             Protocol::Mysql => &[
                 "CREATE DATABASE IF NOT EXISTS turnout",
                 "CREATE TABLE IF NOT EXISTS turnout.fleet (id INT PRIMARY KEY, version BIGINT NOT NULL, record LONGTEXT NOT NULL)",
                 "CREATE TABLE IF NOT EXISTS turnout.fleet_members (instance VARCHAR(200) PRIMARY KEY, expires_at DATETIME(6) NOT NULL, member LONGTEXT NOT NULL)",
+                "CREATE TABLE IF NOT EXISTS turnout.fleet_leaders (role VARCHAR(64) PRIMARY KEY, instance VARCHAR(200) NOT NULL, expires_at DATETIME(6) NOT NULL)",
             ],
         }
     }
@@ -308,6 +310,36 @@ impl Store for SqlStore {
                 .iter()
                 .filter_map(|r| decode::<Member>(r.first().and_then(|v| v.as_deref())))
                 .collect())
+        })
+    }
+
+    fn lead<'a>(
+        &'a self,
+        role: &'a str,
+        instance: &'a str,
+        lease: Duration,
+    ) -> StoreFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let (r, i, until, now) = (lit(role), lit(instance), self.later(lease), self.now());
+            let take = match self.protocol {
+                Protocol::Postgres => format!(
+                    "INSERT INTO turnout.fleet_leaders AS l VALUES ({r}, {i}, {until}) ON CONFLICT (role) DO UPDATE SET instance = EXCLUDED.instance, expires_at = EXCLUDED.expires_at WHERE l.instance = EXCLUDED.instance OR l.expires_at < {now}"
+                ),
+                // (Assignments see the ones before them: the expiry is
+                // taken first, and the name follows it.)
+                Protocol::Mysql => format!(
+                    "INSERT INTO turnout.fleet_leaders VALUES ({r}, {i}, {until}) ON DUPLICATE KEY UPDATE expires_at = IF(instance = VALUES(instance) OR expires_at < {now}, VALUES(expires_at), expires_at), instance = IF(expires_at = VALUES(expires_at), VALUES(instance), instance)"
+                ),
+            };
+            let rows = self
+                .run(&[
+                    take,
+                    format!(
+                        "SELECT instance FROM turnout.fleet_leaders WHERE role = {r} AND expires_at > {now}"
+                    ),
+                ])
+                .await?;
+            Ok(rows.first().and_then(|row| row.first().cloned().flatten()))
         })
     }
 

@@ -33,6 +33,16 @@ use turnout_control::{Phase, Side};
 pub struct MyLog;
 
 impl LogSource for MyLog {
+    fn follow<'a>(
+        &'a self,
+        _shared: &'a Arc<Shared>,
+        _phase: Phase,
+    ) -> Boxed<'a, Result<String, String>> {
+        Box::pin(async {
+            Err("a fleet cannot share one binary-log applier yet: use mirror.source = \"statements\" with [fleet]".to_string())
+        })
+    }
+
     fn start<'a>(
         &'a self,
         shared: &'a Arc<Shared>,
@@ -104,7 +114,7 @@ async fn usable(shared: &Shared, authority: Side) -> Result<(), String> {
     match shared.log_source {
         MirrorSource::Images => return Err("mirror.source = \"statements\"".into()),
         MirrorSource::Auto if shared.fleet.is_some() => return Err(
-            "[fleet]: the fleet does not elect one log applier per authority yet, so each instance mirrors its own writes"
+            "[fleet]: a fleet cannot share one binary-log applier yet, so each instance mirrors its own writes"
                 .into(),
         ),
         MirrorSource::Auto if shared.mirror_policy == MirrorErrorPolicy::Fail => return Err(

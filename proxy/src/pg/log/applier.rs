@@ -662,6 +662,19 @@ impl Run<'_> {
                     &[Some(end.as_bytes()), Some(time.as_bytes())],
                 )
                 .await?;
+            // In a fleet, the instances that follow this applier hear
+            // which of their commits are applied, as they commit.
+            if self.shared.fleet.is_some() {
+                let tokens = g.txns.iter().flat_map(|t| t.tokens.iter());
+                for payload in super::follower::notifications(tokens) {
+                    apply
+                        .exec(
+                            &format!("SELECT pg_notify('{}', $1)", super::follower::CHANNEL),
+                            &[Some(payload.as_bytes())],
+                        )
+                        .await?;
+                }
+            }
             apply.exec("COMMIT", &[]).await?;
             apply.sync().await
         };

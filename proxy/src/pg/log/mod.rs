@@ -14,6 +14,7 @@
 mod applier;
 mod conn;
 mod ddl;
+mod follower;
 mod plans;
 pub mod setup;
 pub mod statements;
@@ -58,6 +59,14 @@ impl LogSource for PgLog {
 
     fn finish<'a>(&'a self, shared: &'a Arc<Shared>) -> Boxed<'a, Result<String, String>> {
         Box::pin(finish(shared))
+    }
+
+    fn follow<'a>(
+        &'a self,
+        shared: &'a Arc<Shared>,
+        phase: Phase,
+    ) -> Boxed<'a, Result<String, String>> {
+        Box::pin(follower::follow(shared, phase))
     }
 
     fn check<'a>(
@@ -116,13 +125,9 @@ async fn check(shared: &Arc<Shared>, authority: Side) -> Result<(String, Vec<Str
 
 /// Whether `authority`'s log can feed the mirror: `Err` with the reason
 /// statements (row images) are used instead.
-async fn usable(shared: &Shared, authority: Side) -> Result<(), String> {
+pub(super) async fn usable(shared: &Shared, authority: Side) -> Result<(), String> {
     match shared.log_source {
         MirrorSource::Images => return Err("mirror.source = \"images\"".into()),
-        MirrorSource::Auto if shared.fleet.is_some() => return Err(
-            "[fleet]: the fleet does not elect one log applier per authority yet, so each instance mirrors its own writes"
-                .into(),
-        ),
         MirrorSource::Auto if shared.mirror_policy == MirrorErrorPolicy::Fail => return Err(
             "mirror.on_error = \"fail\" needs each write mirrored before the authority commits it"
                 .into(),
@@ -167,6 +172,10 @@ async fn start(shared: &Arc<Shared>, phase: Phase, resumed: bool) -> Result<Stri
         return Ok(line);
     }
     let left_out = prepare(shared, authority).await?;
+    // In a fleet, a leader before this one may still hold the slot.
+    if shared.fleet.is_some() && follower::free_slot(shared, authority).await {
+        warn!(slot = %shared.log_slot, "log: the slot was still streamed to an applier whose lease ended: that stream was ended");
+    }
     spawn(shared, authority, left_out);
     let line = format!(
         "mirror source: the log of {authority} (logical decoding, slot {:?}), applied to {mirror} in commit order",
@@ -178,7 +187,10 @@ async fn start(shared: &Arc<Shared>, phase: Phase, resumed: bool) -> Result<Stri
 
 /// The publications and the slot on `authority`; the tables the log
 /// cannot carry whole, recorded.
-async fn prepare(shared: &Arc<Shared>, authority: Side) -> Result<Vec<setup::Table>, String> {
+pub(super) async fn prepare(
+    shared: &Arc<Shared>,
+    authority: Side,
+) -> Result<Vec<setup::Table>, String> {
     let mirror = authority.other();
     let mapping = shared.live().mapping.clone();
     // The publications, then the event trigger (a table made from then on
@@ -309,7 +321,7 @@ fn spawn(shared: &Arc<Shared>, from: Side, left_out: Vec<setup::Table>) {
 }
 
 /// Stops the running applier (and waits for it to let go of its slot).
-async fn stop_applier(shared: &Shared) {
+pub(super) async fn stop_applier(shared: &Shared) {
     LogTask::stop_in(&shared.pg.log_task).await;
     shared.log.set_source(None);
     shared.log.stall(None);
@@ -560,6 +572,13 @@ async fn switch(
                 .map_err(|e| format!("{to}'s log cannot feed {from}: {e}"))?;
             stop_applier(shared).await;
             spawn(shared, to, left_out);
+            // Commits after the change wait for the new direction's
+            // applier: it streams before the change goes on (within the
+            // window; else they are answered without waiting, counted).
+            let began = Instant::now();
+            while shared.log.is_stalled() && began.elapsed() < limit {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             if feeding {
                 // The old direction's slot would keep from's log forever.
                 drop_later(shared, from);

@@ -246,7 +246,7 @@ async fn tables(
          END AS identity \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
-           AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'turnout') \
            AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
          ORDER BY 1, 2",
         side,
@@ -471,6 +471,7 @@ BEGIN
            FROM pg_event_trigger_ddl_commands() d JOIN pg_class c ON c.oid = d.objid
            WHERE d.classid = 'pg_class'::regclass AND c.relkind IN ('r', 'p')
              AND c.relpersistence = 'p' AND NOT c.relispartition
+             AND (SELECT n.nspname FROM pg_namespace n WHERE n.oid = c.relnamespace) <> 'turnout'
   LOOP
     BEGIN
       has_identity := CASE r.relreplident
