@@ -599,7 +599,9 @@ async fn run(config: Config, config_path: PathBuf) -> ExitCode {
         // In a fleet the store says whether this instance leads the
         // applier or follows it (PostgreSQL).
         let taken = match in_fleet {
-            true => turnout_proxy::flip::fleet_log::take_role_at_start(server.shared(), phase).await,
+            true => {
+                turnout_proxy::flip::fleet_log::take_role_at_start(server.shared(), phase).await
+            }
             false => Ok(None),
         };
         let started = match taken {

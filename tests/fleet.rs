@@ -601,7 +601,10 @@ fn a_fleet_feeds_the_mirror_from_one_applier_and_flips_under_load() {
     f.ctl_ok(other, &["finalize", "--yes"]);
     f.assert_all_at("finalized");
     eventually("the slot on new is dropped", || {
-        scalar(&f.s.direct_new_url(), "SELECT count(*) FROM pg_replication_slots") == "0"
+        scalar(
+            &f.s.direct_new_url(),
+            "SELECT count(*) FROM pg_replication_slots",
+        ) == "0"
     });
 }
 

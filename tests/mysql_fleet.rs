@@ -12,6 +12,17 @@ use std::time::Duration;
 
 #[test]
 fn a_mariadb_fleet_flips_as_one_under_sysbench() {
+    flips_under_sysbench(None);
+}
+
+#[test]
+fn a_mariadb_fleet_sharing_etcd_flips_as_one_under_sysbench() {
+    let etcd = turnout_harness::EtcdInstance::start().expect("start etcd");
+    flips_under_sysbench(Some(&etcd.url("mariadb")));
+}
+
+/// Three instances sharing `store` (`None`: tables on old's server).
+fn flips_under_sysbench(store: Option<&str>) {
     let mut s = MySetup::start("mirror", "");
     // The fleet's store defaults to old's server, as `backends.old` logs
     // in: that login may make and use database `turnout`.
@@ -28,7 +39,10 @@ fn a_mariadb_fleet_flips_as_one_under_sysbench() {
         &template,
         s.proxy.port,
         Some(s.metrics_port),
-        "lease_ms = 3000",
+        &match store {
+            Some(url) => format!("lease_ms = 3000\nstore = \"{url}\""),
+            None => "lease_ms = 3000".to_string(),
+        },
     );
     let status = f.status(0);
     assert_eq!(
@@ -40,7 +54,11 @@ fn a_mariadb_fleet_flips_as_one_under_sysbench() {
         status["fleet"]["store"]
             .as_str()
             .unwrap_or_default()
-            .starts_with("mysql://"),
+            .starts_with(if store.is_some() {
+                "etcd://"
+            } else {
+                "mysql://"
+            }),
         "{status}"
     );
     let runs: Vec<_> = (0..3)

@@ -487,7 +487,9 @@ pub async fn cutover(
     // holding and tries again.)
     match super::fleet_log::take_role(shared, plan.to, true).await {
         Ok(_) => stop_holding(shared, link),
-        Err(e) => warn!(error = %e, "fleet: the log source's part could not be taken; new transactions wait until it is"),
+        Err(e) => {
+            warn!(error = %e, "fleet: the log source's part could not be taken; new transactions wait until it is")
+        }
     }
     if let Err(e) = adopted {
         warn!(error = %e, "fleet: committed, but this instance's state file could not be written");

@@ -79,7 +79,10 @@ pub async fn take_role(
         .await
         .map_err(|e| e.to_string())?;
     let leads = leader.as_deref() == Some(link.instance.as_str());
-    tracing::debug!(leader = leader.as_deref().unwrap_or("none"), "fleet: the applier's leadership asked for");
+    tracing::debug!(
+        leader = leader.as_deref().unwrap_or("none"),
+        "fleet: the applier's leadership asked for"
+    );
     let lost = !leads && link.applier_role().is_some_and(|(led, _)| led);
     if link.applier_role() == Some((leads, authority)) || !(settled || lost) {
         return Ok(None);
@@ -263,7 +266,9 @@ pub fn lead_handover(shared: &Arc<Shared>, link: &Arc<FleetLink>, r: &Record) {
                     let window = Duration::from_secs(30);
                     match log.switch(&shared, source, back, Apply::Move, window).await {
                         Ok(_) => link.set_applier_role(Some((true, Some(back)))),
-                        Err(e) => warn!(error = %e, "fleet: the log could not be turned back after an aborted change"),
+                        Err(e) => {
+                            warn!(error = %e, "fleet: the log could not be turned back after an aborted change")
+                        }
                     }
                 }
                 *link.handed() = None;

@@ -42,7 +42,10 @@ pub(super) async fn follow(shared: &Arc<Shared>, phase: Phase) -> Result<String,
     // the LISTEN would be missed.
     let (ready, listening) = tokio::sync::oneshot::channel();
     let listener = tokio::spawn(listen(shared.clone(), mirror, rx.clone(), ready));
-    if tokio::time::timeout(Duration::from_secs(5), listening).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), listening)
+        .await
+        .is_err()
+    {
         warn!(side = %mirror, "log: not yet listening for the fleet's applier; commits do not wait until it is");
     }
     let refresh = tokio::spawn(refresh(shared.clone(), authority, rx));
@@ -104,7 +107,11 @@ async fn view(shared: &Shared, authority: Side) -> Result<(), String> {
 
 /// After DDL (and every 10 s): the leader's publications read again, and
 /// the sessions waiting on it told.
-async fn refresh(shared: Arc<Shared>, authority: Side, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn refresh(
+    shared: Arc<Shared>,
+    authority: Side,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(10)) => {}
