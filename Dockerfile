@@ -4,6 +4,10 @@
 # sources rebuilds only turnout. The image holds the stripped binary.
 
 FROM rust:1-slim-bookworm AS build
+# protoc and the well-known protos: the fleet's etcd client (--features etcd).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # 1. Dependencies: the workspace's manifests with empty crates.
 COPY Cargo.toml Cargo.lock ./
@@ -17,13 +21,13 @@ RUN for d in config control proxy instances tests/harness; do mkdir -p $d/src &&
     && mkdir -p src bench/src \
     && echo 'fn main() {}' > src/main.rs \
     && echo 'fn main() {}' > bench/src/main.rs \
-    && CARGO_PROFILE_RELEASE_DEBUG=0 cargo build --release --locked --bin turnout \
+    && CARGO_PROFILE_RELEASE_DEBUG=0 cargo build --release --locked --features etcd --bin turnout \
     && rm -rf src bench/src config/src control/src proxy/src instances/src tests/harness/src
 # 2. turnout itself.
 COPY . .
 RUN touch src/main.rs config/src/lib.rs control/src/lib.rs proxy/src/lib.rs instances/src/lib.rs tests/harness/src/lib.rs \
     && CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=symbols \
-       cargo build --release --locked --bin turnout
+       cargo build --release --locked --features etcd --bin turnout
 
 FROM debian:bookworm-slim
 RUN apt-get update \
