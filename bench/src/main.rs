@@ -785,8 +785,8 @@ fn target(name: &str, host: &str, port: u16, baseline: usize) -> Target {
 /// first, and prints each target's median tps and its ratio to its baseline.
 fn compare(targets: &[Target], script: &[&str], args: &Args) -> Result<(), String> {
     println!(
-        "{:<9} {:<26} {:>11} {:>22} {:>7} {:>12}",
-        "mode", "target", "median tps", "baseline", "ratio", "proxy µs/tx"
+        "{:<9} {:<26} {:>11} {:>22} {:>7} {:>12} {:>16}",
+        "mode", "target", "median tps", "baseline", "ratio", "proxy µs/tx", "1 client p50/p99"
     );
     for mode in ["simple", "prepared"] {
         let mut results: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
@@ -809,18 +809,68 @@ fn compare(targets: &[Target], script: &[&str], args: &Args) -> Result<(), Strin
             } else {
                 format!("{:.1}", median(&mut cpu[i]))
             };
+            let mut a: Vec<&str> = script.to_vec();
+            a.extend(["-M", mode]);
+            let latency = match latency_one_client(t, &a, args.seconds.min(5)) {
+                Ok((p50, p99)) => format!("{p50:.3}/{p99:.3} ms"),
+                Err(e) => {
+                    eprintln!("  {}: 1-client latency: {e}", t.name);
+                    "-".to_string()
+                }
+            };
             println!(
-                "{:<9} {:<26} {:>11.0} {:>22} {:>7.3} {:>12}",
+                "{:<9} {:<26} {:>11.0} {:>22} {:>7.3} {:>12} {:>16}",
                 mode,
                 t.name,
                 medians[i],
                 targets[t.baseline].name,
                 medians[i] / medians[t.baseline],
-                micros
+                micros,
+                latency
             );
         }
     }
     Ok(())
+}
+
+/// One client, unsaturated: pgbench's per-transaction log for `seconds`,
+/// its p50 and p99 latency in milliseconds.
+fn latency_one_client(
+    t: &Target,
+    script_args: &[&str],
+    seconds: u32,
+) -> Result<(f64, f64), String> {
+    let dir = TempDir::new("turnout-bench-latency").map_err(|e| e.to_string())?;
+    let out = Command::new("pgbench")
+        .args(["-n", "-c1", "-j1", "--log", "--log-prefix=lat"])
+        .args(script_args)
+        .arg(format!("-T{}", seconds.max(1)))
+        .args(["-h", &t.host, "-U", "bench", "bench"])
+        .arg(format!("-p{}", t.port))
+        .env("PGPASSWORD", "bench")
+        .current_dir(dir.path())
+        .output()
+        .map_err(|e| format!("cannot run pgbench: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let mut times = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).map_err(|e| e.to_string())? {
+        let text = std::fs::read_to_string(entry.map_err(|e| e.to_string())?.path())
+            .map_err(|e| e.to_string())?;
+        // client_id transaction_no time(µs) script_no time_epoch time_us
+        times.extend(
+            text.lines()
+                .filter_map(|l| l.split_whitespace().nth(2)?.parse::<f64>().ok())
+                .map(|us| us / 1000.0),
+        );
+    }
+    if times.is_empty() {
+        return Err("pgbench logged no transaction".into());
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize];
+    Ok((pct(0.5), pct(0.99)))
 }
 
 fn median(v: &mut [f64]) -> f64 {

@@ -5,9 +5,9 @@
 //! in lockstep) and old's binary log (replayed on new in commit order).
 //! Both servers keep a row-based binary log, as a log source needs.
 
-use super::{Args, Killed};
+use super::{cpu_micros, Args, Killed};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use turnout_instances::{free_port, MariaDbInstance, TempDir};
 
 fn server() -> Result<MariaDbInstance, String> {
@@ -102,6 +102,58 @@ fn sysbench(test: &str, command: &str, port: u16, extra: &[String]) -> Result<f6
         .ok_or_else(|| format!("no transactions line in sysbench's output:\n{text}"))
 }
 
+/// haproxy in TCP mode in front of `backend` (no protocol work: one
+/// user-space hop), when installed: it and its port.
+fn start_haproxy(dir: &Path, backend: u16) -> Result<Option<(Killed, u16)>, String> {
+    let Some(bin) = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
+        .into_iter()
+        .find(|b| Path::new(b).exists())
+    else {
+        return Ok(None);
+    };
+    let port = free_port().map_err(|e| e.to_string())?;
+    let config = dir.join("haproxy.cfg");
+    std::fs::write(
+        &config,
+        format!(
+            "global\n  maxconn 2000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\nlisten mariadb\n  bind 127.0.0.1:{port}\n  server old 127.0.0.1:{backend}\n"
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let child = Command::new(bin)
+        .args(["-db", "-f"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start haproxy: {e}"))?;
+    let child = Killed(child);
+    super::wait_port(port)?;
+    Ok(Some((child, port)))
+}
+
+/// sysbench `test` run through a proxy (`pid`): its tps and the proxy's
+/// CPU microseconds per transaction.
+fn sysbench_cpu(
+    test: &str,
+    port: u16,
+    pid: u32,
+    run: &[String],
+) -> Result<(f64, Option<f64>), String> {
+    let before = cpu_micros(pid);
+    let seconds: f64 = run
+        .iter()
+        .find_map(|a| a.strip_prefix("--time="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    let tps = sysbench(test, "run", port, run)?;
+    let cpu = match (before, cpu_micros(pid)) {
+        (Some(b), Some(a)) if tps > 0.0 => Some((a - b) / (tps * seconds)),
+        _ => None,
+    };
+    Ok((tps, cpu))
+}
+
 pub fn bench(args: &Args, dir: &TempDir) -> Result<(), String> {
     eprintln!("starting MariaDB (old and new)...");
     let old = server()?;
@@ -122,6 +174,10 @@ pub fn bench(args: &Args, dir: &TempDir) -> Result<(), String> {
         "mirror",
         "statements",
     )?;
+    let haproxy = start_haproxy(dir.path(), old.port)?;
+    if haproxy.is_none() {
+        eprintln!("haproxy not installed (apt-get install haproxy): its row is left out");
+    }
     // The tables, made through the mirroring turnout: alike on both sides.
     sysbench("oltp_read_write", "prepare", mirror_port, &[])?;
     let run = [
@@ -129,6 +185,7 @@ pub fn bench(args: &Args, dir: &TempDir) -> Result<(), String> {
         format!("--time={}", args.seconds),
     ];
     let mut rows: Vec<(String, f64, f64)> = Vec::new();
+    let mut proxies: Vec<(&str, f64, String)> = Vec::new();
     for round in 0..args.rounds {
         let pair = |test: &str, port: u16| -> Result<(f64, f64), String> {
             // Alternate which goes first, so neither always runs warm.
@@ -144,6 +201,24 @@ pub fn bench(args: &Args, dir: &TempDir) -> Result<(), String> {
         let (d, t) = pair("oltp_point_select", pass_port)?;
         eprintln!("round {round}: oltp_point_select direct {d:.0} tps, turnout {t:.0} tps");
         rows.push(("oltp_point_select, passthrough".into(), d, t));
+        // Side by side with haproxy in TCP mode, with each proxy's CPU per
+        // transaction (the two alternate which goes first).
+        if let Some((h, hport)) = &haproxy {
+            let turnout_pid = _pass.0.id();
+            let mut both = [
+                ("turnout passthrough", pass_port, turnout_pid),
+                ("haproxy tcp", *hport, h.0.id()),
+            ];
+            if round % 2 == 1 {
+                both.reverse();
+            }
+            for (name, port, pid) in both {
+                let (tps, cpu) = sysbench_cpu("oltp_point_select", port, pid, &run)?;
+                let cpu = cpu.map_or("-".into(), |c| format!("{c:.1}"));
+                eprintln!("round {round}: oltp_point_select {name} {tps:.0} tps, {cpu} µs of its CPU per transaction");
+                proxies.push((name, tps, cpu));
+            }
+        }
         let (d, t) = pair("oltp_write_only", mirror_port)?;
         eprintln!("round {round}: oltp_write_only direct {d:.0} tps, mirrored {t:.0} tps");
         rows.push(("oltp_write_only, mirror (statements)".into(), d, t));
@@ -169,6 +244,13 @@ pub fn bench(args: &Args, dir: &TempDir) -> Result<(), String> {
     println!("| workload | direct tps | turnout tps | ratio |\n| --- | ---: | ---: | ---: |");
     for (name, d, t) in &rows {
         println!("| {name} | {d:.0} | {t:.0} | {:.3} |", t / d);
+    }
+    if !proxies.is_empty() {
+        println!("\noltp_point_select through each proxy, alternating (every round):");
+        println!("| proxy | tps | proxy µs/tx |\n| --- | ---: | ---: |");
+        for (name, tps, cpu) in &proxies {
+            println!("| {name} | {tps:.0} | {cpu} |");
+        }
     }
     Ok(())
 }

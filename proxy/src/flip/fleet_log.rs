@@ -144,7 +144,12 @@ pub async fn handover(
     let Some(log) = shared.adapter.log() else {
         return Ok(String::new());
     };
-    if !wanted(shared) || link.applier_role().is_none_or(|(_, s)| s != Some(from)) {
+    // Only when the log feeds the mirror now (`auto` may have chosen
+    // statements: then there is nothing to hand over).
+    if !wanted(shared)
+        || shared.log.source() != Some(from)
+        || link.applier_role().is_none_or(|(_, s)| s != Some(from))
+    {
         return Ok(String::new());
     }
     let window = Duration::from_millis(p.barrier_ms);
