@@ -264,7 +264,10 @@ impl<'a> MyMirror<'a> {
                     break End::AuthorityLost(e);
                 }
                 self.log_on = self.shared.log.feeds_from(self.mirror_side.other());
-            } else if self.shared.coord.lease_ended() {
+            }
+            // In a fleet: the lease ended since the transaction began (see
+            // the PostgreSQL session).
+            if self.shared.coord.lease_ended() {
                 let msg = crate::shared::coordination::FENCED_IN_TRANSACTION;
                 let _ = self.client.write(1, &err_payload(1105, "HY000", msg)).await;
                 break End::Quit;

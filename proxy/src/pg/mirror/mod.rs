@@ -435,14 +435,6 @@ impl<'a> MirrorSession<'a> {
                         if self.mirror_idle() {
                             self.drop_mirror().await;
                         }
-                    } else if busy && self.shared.coord.lease_ended() {
-                        // In a fleet, this instance's lease ended inside the
-                        // transaction (the process stood still): the fleet
-                        // may have changed the authority since.
-                        let _ = self
-                            .client_error(Severity::Fatal, "57P03", FENCED_IN_TRANSACTION)
-                            .await;
-                        break End::Terminated;
                     }
                     f
                 }
@@ -462,6 +454,16 @@ impl<'a> MirrorSession<'a> {
                 && self.auth.lexing().backslash_strings != self.told.backslash_strings
             {
                 self.follow_setting().await;
+            }
+            // In a fleet: this instance's lease ended while it handled the
+            // statement so far (the process stood still after the
+            // transaction began): the fleet may have changed the authority
+            // since, so nothing more goes to the one this session runs by.
+            if busy && self.shared.coord.lease_ended() {
+                let _ = self
+                    .client_error(Severity::Fatal, "57P03", FENCED_IN_TRANSACTION)
+                    .await;
+                break End::Terminated;
             }
             let step = match frame.tag {
                 b'Q' => {
