@@ -98,16 +98,6 @@ impl Fleet {
     }
 }
 
-fn assert_no_failed_transactions(clients: Vec<Child>) {
-    for c in clients {
-        let out = c.wait_with_output().unwrap();
-        let text = format!("{}{}", stdout(&out), stderr(&out));
-        assert!(out.status.success(), "pgbench failed:\n{text}");
-        assert!(text.contains("number of failed transactions: 0"), "{text}");
-        assert!(!text.contains("ERROR"), "{text}");
-    }
-}
-
 fn flips_under_load(f: &Fleet) {
     let status = f.status(0);
     assert_eq!(
@@ -116,24 +106,12 @@ fn flips_under_load(f: &Fleet) {
         "{status}"
     );
     let clients = f.load(&[0, 1, 2], 14);
-    std::thread::sleep(Duration::from_secs(2));
-    println!("{}", f.ctl_ok(0, &["flip", "reads"]));
-    f.assert_all_at("reads_new");
-    std::thread::sleep(Duration::from_secs(2));
-    let writes = f.ctl_ok(1, &["flip", "writes"]);
-    println!("{writes}");
+    let writes = f.flip_round();
     assert!(
         writes.contains("3 live instance(s) acknowledged") && writes.contains("moved on new"),
         "{writes}"
     );
-    f.assert_all_at("writes_new");
-    std::thread::sleep(Duration::from_secs(2));
-    println!("{}", f.ctl_ok(2, &["rollback"]));
-    f.assert_all_at("reads_new");
-    std::thread::sleep(Duration::from_secs(2));
-    println!("{}", f.ctl_ok(0, &["flip", "writes"]));
-    f.assert_all_at("writes_new");
-    assert_no_failed_transactions(clients);
+    assert_no_failed_pgbench(clients);
     assert_sides_identical(&f.s, &PGBENCH_TABLES);
     // Every instance took every change; each audit line names its instance.
     let audit = std::fs::read_to_string(f.s.dir.path().join("audit-i2.jsonl")).unwrap();
@@ -280,7 +258,7 @@ fn a_frozen_instance_is_fenced_and_none_of_its_writes_reach_old_after_the_commit
         after, "0",
         "the frozen instance wrote again after it caught up"
     );
-    assert_no_failed_transactions(clients);
+    assert_no_failed_pgbench(clients);
     assert_sides_identical(&f.s, &PGBENCH_TABLES);
     assert_sides_identical(&f.s, &[("events", "id")]);
     let log = f.members[2].log_text();
@@ -301,7 +279,7 @@ fn the_store_stopped_under_load_holds_no_flip_and_traffic_resumes() {
     assert!(why.contains("not flipped"), "{why}");
     std::thread::sleep(Duration::from_secs(3));
     etcd.run().expect("restart etcd");
-    assert_no_failed_transactions(clients);
+    assert_no_failed_pgbench(clients);
     for i in 0..3 {
         assert_eq!(
             scalar(&f.url(i), "SELECT count(*) > 0 FROM pgbench_branches"),
@@ -351,7 +329,7 @@ fn a_coordinator_killed_mid_flip_leaves_the_fleet_on_the_old_routing() {
         assert_eq!(st["phase"], "reads_new", "{st}");
         assert_eq!(st["epoch"], 1, "{st}");
     }
-    assert_no_failed_transactions(clients);
+    assert_no_failed_pgbench(clients);
     let log = f.members[1].log_text() + &f.members[2].log_text();
     assert!(log.contains("did not commit or abort it in time"), "{log}");
     // The fleet can flip again without i1 (its lease ended).
@@ -586,7 +564,7 @@ fn a_fleet_feeds_the_mirror_from_one_applier_and_flips_under_load() {
     std::thread::sleep(Duration::from_secs(2));
     println!("{}", f.ctl_ok((lead + 2) % 3, &["flip", "writes"]));
     f.assert_all_at("writes_new");
-    assert_no_failed_transactions(clients);
+    assert_no_failed_pgbench(clients);
     assert_sides_identical_once_applied(&f.s, &PGBENCH_TABLES);
     for (i, m) in sources(&f).iter().enumerate() {
         println!("{i}: {m}");
@@ -623,7 +601,7 @@ fn the_applier_leader_killed_under_load_is_replaced_and_nothing_is_lost_or_appli
                 .contains("this instance leads the log applier")
         })
     });
-    assert_no_failed_transactions(clients);
+    assert_no_failed_pgbench(clients);
     assert_sides_identical_once_applied(&f.s, &PGBENCH_TABLES);
     let new_lead = *others
         .iter()
@@ -666,7 +644,7 @@ fn a_frozen_applier_leader_is_replaced_and_follows_when_it_resumes() {
         log.rfind("this instance follows the log applier")
             > log.rfind("this instance leads the log applier")
     });
-    assert_no_failed_transactions(clients);
+    assert_no_failed_pgbench(clients);
     assert_sides_identical_once_applied(&f.s, &PGBENCH_TABLES);
     let log: String = others.iter().map(|&i| f.members[i].log_text()).collect();
     assert!(log.contains("that stream was ended"), "{log}");

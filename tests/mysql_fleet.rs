@@ -8,7 +8,6 @@ mod common;
 use common::mysql::{MySetup, MY_PASSWORD};
 use common::*;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 #[test]
 fn a_mariadb_fleet_flips_as_one_under_sysbench() {
@@ -80,23 +79,11 @@ fn flips_under_sysbench(store: Option<&str>) {
                 .expect("run sysbench")
         })
         .collect();
-    std::thread::sleep(Duration::from_secs(2));
-    println!("{}", f.ctl_ok(0, &["flip", "reads"]));
-    f.assert_all_at("reads_new");
-    std::thread::sleep(Duration::from_secs(2));
-    let writes = f.ctl_ok(1, &["flip", "writes"]);
-    println!("{writes}");
+    let writes = f.flip_round();
     assert!(
         writes.contains("3 live instance(s) acknowledged"),
         "{writes}"
     );
-    f.assert_all_at("writes_new");
-    std::thread::sleep(Duration::from_secs(2));
-    println!("{}", f.ctl_ok(2, &["rollback"]));
-    f.assert_all_at("reads_new");
-    std::thread::sleep(Duration::from_secs(2));
-    println!("{}", f.ctl_ok(0, &["flip", "writes"]));
-    f.assert_all_at("writes_new");
     for run in runs {
         let out = run.wait_with_output().unwrap();
         let text = format!("{}{}", stdout(&out), stderr(&out));

@@ -62,16 +62,6 @@ fn start_load(s: &Setup, seconds: u32) -> Vec<Child> {
         .collect()
 }
 
-fn assert_no_client_errors(clients: Vec<Child>) {
-    for c in clients {
-        let out = c.wait_with_output().unwrap();
-        let text = format!("{}{}", stdout(&out), stderr(&out));
-        assert!(out.status.success(), "pgbench failed:\n{text}");
-        assert!(text.contains("number of failed transactions: 0"), "{text}");
-        assert!(!text.contains("ERROR"), "{text}");
-    }
-}
-
 fn prepare(s: &Setup) {
     let out = Command::new("pgbench")
         .args(["-i", "-s", "1", "-q"])
@@ -141,7 +131,7 @@ fn writes_flip_and_rollback_under_pgbench_have_no_client_errors_and_no_divergenc
         std::thread::sleep(Duration::from_millis(800));
     }
     s.ctl_ok(&["flip", "writes"]);
-    assert_no_client_errors(clients);
+    assert_no_failed_pgbench(clients);
 
     // Ids handed out by new after the flip continue old's.
     let ids = stdout(&psql(
@@ -310,7 +300,7 @@ fn async_mode_writes_flip_drains_the_queue_first() {
     s.ctl_ok(&["rollback"]);
     std::thread::sleep(Duration::from_millis(800));
     s.ctl_ok(&["flip", "writes"]);
-    assert_no_client_errors(clients);
+    assert_no_failed_pgbench(clients);
     eventually("the async queues are empty", || {
         s.ctl_ok(&["status"]).contains("async queue 0 statement(s)")
     });

@@ -132,3 +132,26 @@ pub fn run_until_exit(config: &Path) -> (Option<i32>, String) {
     let out = child.wait_with_output().unwrap();
     (out.status.code(), stderr(&out))
 }
+
+impl Members {
+    /// Under the load the caller runs: reads flip from i1, writes flip
+    /// from i2, rollback from i3, writes flip from i1, two seconds apart,
+    /// every instance at each phase before the next; the first writes
+    /// flip's reply.
+    pub fn flip_round(&self) -> String {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        println!("{}", self.ctl_ok(0, &["flip", "reads"]));
+        self.assert_all_at("reads_new");
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let writes = self.ctl_ok(1, &["flip", "writes"]);
+        println!("{writes}");
+        self.assert_all_at("writes_new");
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        println!("{}", self.ctl_ok(2, &["rollback"]));
+        self.assert_all_at("reads_new");
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        println!("{}", self.ctl_ok(0, &["flip", "writes"]));
+        self.assert_all_at("writes_new");
+        writes
+    }
+}

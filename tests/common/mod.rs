@@ -824,3 +824,16 @@ pub fn no_default_min_compared(sampling: &str) -> String {
         None => format!("{sampling}\n[guards]\nmin_compared_reads = 0"),
     }
 }
+
+/// Waits for each pgbench run and asserts what its user checks: it
+/// succeeded, with 0 failed transactions and no error.
+#[allow(dead_code)]
+pub fn assert_no_failed_pgbench(clients: Vec<std::process::Child>) {
+    for c in clients {
+        let out = c.wait_with_output().unwrap();
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(out.status.success(), "pgbench failed:\n{text}");
+        assert!(text.contains("number of failed transactions: 0"), "{text}");
+        assert!(!text.contains("ERROR"), "{text}");
+    }
+}

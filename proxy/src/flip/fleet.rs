@@ -644,27 +644,43 @@ pub async fn set_paused(shared: &Shared, paused: bool) -> Result<(), String> {
     let Some(link) = &shared.fleet else {
         return Ok(());
     };
+    match update(link, |r| {
+        (r.paused != paused).then(|| Record {
+            paused,
+            ..r.clone()
+        })
+    })
+    .await?
+    {
+        Some(_) => Ok(()),
+        None => Err("the fleet's store has no record".into()),
+    }
+}
+
+/// A read-modify-swap of the record: `next` makes the record to write from
+/// the one read (`None`: nothing to write); it is written as this
+/// instance's, and tried again when another write came first. `Ok(None)`
+/// when there is no record, `Ok(Some(written))` else.
+pub async fn update(
+    link: &FleetLink,
+    mut next: impl FnMut(&Record) -> Option<Record>,
+) -> Result<Option<bool>, String> {
     for _ in 0..50 {
-        let (r, v) = link
-            .store
-            .read()
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("the fleet's store has no record")?;
-        if r.paused == paused {
-            return Ok(());
-        }
-        let mut next = r.clone();
-        next.paused = paused;
-        next.by = link.instance.clone();
-        next.nonce = rand::random();
+        let Some((r, v)) = link.store.read().await.map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let Some(mut write) = next(&r) else {
+            return Ok(Some(false));
+        };
+        write.by = link.instance.clone();
+        write.nonce = rand::random();
         if link
             .store
-            .swap(Some(v), &next)
+            .swap(Some(v), &write)
             .await
             .map_err(|e| e.to_string())?
         {
-            return Ok(());
+            return Ok(Some(true));
         }
     }
     Err("the fleet's record kept changing; try again".into())

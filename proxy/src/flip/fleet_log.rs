@@ -187,29 +187,18 @@ pub async fn handover(
 
 /// Writes `state` as the handover of `p` (still prepared): whether it was.
 async fn set_handover(link: &FleetLink, p: &Prepared, state: &str) -> Result<bool, String> {
-    for _ in 0..50 {
-        let Some((r, v)) = link.store.read().await.map_err(|e| e.to_string())? else {
-            return Ok(false);
-        };
-        let Some(q) = r.prepared.as_ref().filter(|q| super::fleet::same(q, p)) else {
-            return Ok(false);
-        };
-        let mut next = r.clone();
-        let mut q = q.clone();
-        q.handover = Some(state.to_string());
-        next.prepared = Some(q);
-        next.by = link.instance.clone();
-        next.nonce = rand::random();
-        if link
-            .store
-            .swap(Some(v), &next)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            return Ok(true);
-        }
-    }
-    Err("the fleet's record kept changing".into())
+    let written = super::fleet::update(link, |r| {
+        let q = r.prepared.as_ref().filter(|q| super::fleet::same(q, p))?;
+        Some(Record {
+            prepared: Some(Prepared {
+                handover: Some(state.to_string()),
+                ..q.clone()
+            }),
+            ..r.clone()
+        })
+    })
+    .await?;
+    Ok(written == Some(true))
 }
 
 /// The leader's part, as its agent reads the record `r`: a handover

@@ -7,7 +7,6 @@
 
 use super::setup;
 use crate::backend::pg::{open_simple, run};
-use crate::shared::registry::LogTask;
 use crate::shared::Shared;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,20 +48,7 @@ pub(super) async fn follow(shared: &Arc<Shared>, phase: Phase) -> Result<String,
         warn!(side = %mirror, "log: not yet listening for the fleet's applier; commits do not wait until it is");
     }
     let refresh = tokio::spawn(refresh(shared.clone(), authority, rx));
-    shared.log.set_source(Some(authority));
-    let old = shared
-        .pg
-        .log_task
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .replace(LogTask {
-            from: authority,
-            stop: tx,
-            tasks: vec![listener, refresh],
-        });
-    if let Some(old) = old {
-        let _ = old.stop.send(true);
-    }
+    super::run_source(shared, authority, tx, vec![listener, refresh]);
     let line = format!(
         "mirror source: the log of {authority}, applied to {mirror} by the fleet's applier (this instance follows it)"
     );

@@ -304,17 +304,24 @@ fn spawn(shared: &Arc<Shared>, from: Side, left_out: Vec<setup::Table>) {
     let (tx, rx) = tokio::sync::watch::channel(false);
     let applier = tokio::spawn(applier_task(shared.clone(), from, rx.clone()));
     let upkeep = tokio::spawn(upkeep_task(shared.clone(), from, rx, left_out));
+    run_source(shared, from, tx, vec![applier, upkeep]);
+}
+
+/// `from`'s log feeds the mirror now, through `tasks` (stopped by `stop`):
+/// they replace the running ones, which are told to stop.
+pub(super) fn run_source(
+    shared: &Shared,
+    from: Side,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+) {
     shared.log.set_source(Some(from));
     let old = shared
         .pg
         .log_task
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .replace(LogTask {
-            from,
-            stop: tx,
-            tasks: vec![applier, upkeep],
-        });
+        .replace(LogTask { from, stop, tasks });
     if let Some(old) = old {
         let _ = old.stop.send(true);
     }
