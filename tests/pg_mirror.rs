@@ -39,6 +39,50 @@ fn pgbench_tpcb_leaves_both_sides_identical_in_every_mode() {
     assert!(s.divergences().is_empty(), "{:?}", s.divergences());
 }
 
+/// Sessions spread over several session threads (each its own event loop):
+/// writers on every thread leave both sides identical, and a cancel request,
+/// which arrives on a connection of its own and so on another thread than
+/// the query it cancels, reaches that query's backend and no other.
+#[test]
+fn sessions_on_several_threads_mirror_alike_and_cancel_across_threads() {
+    let s = Setup::start(Options {
+        phase: Some("mirror"),
+        ddl: Some("both"),
+        worker_threads: Some(3),
+        ..Options::default()
+    });
+    let url = s.app_url();
+    pgbench(&url, &["-i", "-s", "1", "-q"]);
+    for mode in ["simple", "prepared"] {
+        let text = pgbench(&url, &["-n", "-M", mode, "-c", "7", "-j", "2", "-t", "100"]);
+        assert!(text.contains("number of failed transactions: 0"), "{text}");
+    }
+    assert_sides_identical(&s, &PGBENCH_TABLES);
+    assert!(s.divergences().is_empty(), "{:?}", s.divergences());
+    block_on(async {
+        let sleeper = pg_client(&url).await;
+        let others = [pg_client(&url).await, pg_client(&url).await];
+        let token = sleeper.cancel_token();
+        let started = std::time::Instant::now();
+        let slept = tokio::spawn(async move { sleeper.simple_query("SELECT pg_sleep(30)").await });
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        token
+            .cancel_query(tokio_postgres::NoTls)
+            .await
+            .expect("send cancel");
+        let err = slept.await.unwrap().unwrap_err();
+        assert_eq!(err.code().map(|c| c.code()), Some("57014"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(15));
+        for other in &others {
+            let row = other
+                .query_one("SELECT 'untouched'::text", &[])
+                .await
+                .unwrap();
+            assert_eq!(row.get::<_, String>(0), "untouched");
+        }
+    });
+}
+
 #[test]
 fn concurrent_writers_in_and_out_of_transactions_stay_identical() {
     let s = mirrored();

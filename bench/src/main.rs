@@ -6,6 +6,7 @@
 //! Usage: cargo build --release && target/release/turnout-bench [--seconds N] [--rounds N] [--clients N]
 
 mod fleet;
+mod lean;
 mod mysql;
 mod sessions;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,8 @@ struct Args {
     mysql_only: bool,
     /// Only the backfill figures.
     backfill_only: bool,
+    /// Only issue 32's comparison (pgbouncer, passthrough, the engine's path).
+    lean_only: bool,
     /// Only the many-sessions figures (`--sessions N` of them).
     sessions_only: bool,
     sessions: u32,
@@ -59,6 +62,7 @@ fn parse_args() -> Result<Args, String> {
         etcd: None,
         mysql_only: false,
         backfill_only: false,
+        lean_only: false,
         sessions_only: false,
         sessions: 1000,
         baseline: None,
@@ -105,6 +109,10 @@ fn parse_args() -> Result<Args, String> {
             a.backfill_only = true;
             continue;
         }
+        if flag == "--lean-only" {
+            a.lean_only = true;
+            continue;
+        }
         if flag == "--sessions-only" {
             a.sessions_only = true;
             continue;
@@ -134,7 +142,7 @@ fn main() {
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("turnout-bench: {e}\nusage: turnout-bench [--seconds N] [--rounds N] [--clients N] [--scale N] [--baseline TURNOUT] [--fsync] [--no-mirror | --mirror-only | --shadow-only | --flips-only | --fleet-only [--etcd HOST:PORT] | --mysql-only | --backfill-only | --sessions-only [--sessions N]]");
+            eprintln!("turnout-bench: {e}\nusage: turnout-bench [--seconds N] [--rounds N] [--clients N] [--scale N] [--baseline TURNOUT] [--fsync] [--no-mirror | --mirror-only | --shadow-only | --flips-only | --fleet-only [--etcd HOST:PORT] | --mysql-only | --lean-only | --backfill-only | --sessions-only [--sessions N]]");
             std::process::exit(2);
         }
     };
@@ -909,9 +917,12 @@ fn run(args: &Args) -> Result<(), String> {
     if args.backfill_only {
         return backfill(args, &dir, &pg);
     }
+    if args.lean_only {
+        return lean::bench(args, &dir, &pg);
+    }
     let pg_sock = pg.dir().display().to_string();
-    let (_t1, t1_port, _) = start_turnout(dir.path(), "turnout-tcp", "127.0.0.1", pg.port)?;
-    let (_t2, t2_port, t2_sock) = start_turnout(dir.path(), "turnout-uds", &pg_sock, pg.port)?;
+    let (t1, t1_port, _) = start_turnout(dir.path(), "turnout-tcp", "127.0.0.1", pg.port)?;
+    let (t2, t2_port, t2_sock) = start_turnout(dir.path(), "turnout-uds", &pg_sock, pg.port)?;
     let bouncer_tcp = start_pgbouncer(&dir.path().join("b1"), "127.0.0.1", pg.port)?;
     let bouncer_uds = start_pgbouncer(&dir.path().join("b2"), &pg_sock, pg.port)?;
     let t = target;
@@ -919,21 +930,23 @@ fn run(args: &Args) -> Result<(), String> {
     // clients with a direct local socket.
     let mut targets = vec![
         t("direct tcp", "127.0.0.1", pg.port, 0),
-        t("turnout tcp->tcp", "127.0.0.1", t1_port, 0),
-        t("turnout tcp->uds", "127.0.0.1", t2_port, 0),
+        t("turnout tcp->tcp", "127.0.0.1", t1_port, 0).with_pid(t1.0.id()),
+        t("turnout tcp->uds", "127.0.0.1", t2_port, 0).with_pid(t2.0.id()),
         t("direct uds", &pg_sock, pg.port, 3),
         t(
             "turnout uds->uds",
             &t2_sock.display().to_string(),
             t2_port,
             3,
-        ),
+        )
+        .with_pid(t2.0.id()),
     ];
     match (&bouncer_tcp, &bouncer_uds) {
-        (Some((_, p1, _)), Some((_, p2, d2))) => {
-            targets.push(t("pgbouncer tcp->tcp", "127.0.0.1", *p1, 0));
-            targets.push(t("pgbouncer tcp->uds", "127.0.0.1", *p2, 0));
-            targets.push(t("pgbouncer uds->uds", &d2.display().to_string(), *p2, 3));
+        (Some((b1, p1, _)), Some((b2, p2, d2))) => {
+            let (b1, b2) = (b1.0.id(), b2.0.id());
+            targets.push(t("pgbouncer tcp->tcp", "127.0.0.1", *p1, 0).with_pid(b1));
+            targets.push(t("pgbouncer tcp->uds", "127.0.0.1", *p2, 0).with_pid(b2));
+            targets.push(t("pgbouncer uds->uds", &d2.display().to_string(), *p2, 3).with_pid(b2));
         }
         _ => eprintln!("pgbouncer not installed: skipped"),
     }

@@ -550,7 +550,10 @@ pub struct Limits {
     /// Time a client has to finish startup and authentication.
     #[serde(default = "defaults::auth_timeout_ms")]
     pub auth_timeout_ms: u64,
-    /// Worker threads; 0 means one per core.
+    /// Threads serving client sessions, each its own event loop (a session
+    /// stays on one), and workers of the runtime for background work; 0:
+    /// sessions on one thread per core less one (at least one), background
+    /// work on one per core.
     #[serde(default)]
     pub worker_threads: i64,
     /// Bytes of extended-protocol messages one client may send before a

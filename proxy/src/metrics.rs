@@ -4,7 +4,7 @@
 
 use crate::admin::Window;
 use crate::shared::Shared;
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -87,20 +87,8 @@ pub fn install(protocol: &str) -> Result<PrometheusHandle, String> {
     }
     gauge!("turnout_build_info", "version" => env!("CARGO_PKG_VERSION"), "protocol" => protocol.to_string()).set(1.0);
     // Zeros, so every series is there from start.
-    let kinds = [
-        "read",
-        "locking_read",
-        "write",
-        "ddl",
-        "transaction",
-        "session",
-        "other",
-    ];
+    crate::engine::counted::take_handles();
     for side in [Side::Old, Side::New] {
-        for kind in kinds {
-            counter!("turnout_queries_total", "kind" => kind, "side" => side.name()).absolute(0);
-            let _ = histogram!("turnout_query_seconds", "kind" => kind, "side" => side.name());
-        }
         counter!("turnout_authority_failures_total", "side" => side.name()).absolute(0);
         gauge!("turnout_backend_up", "side" => side.name()).set(0.0);
     }

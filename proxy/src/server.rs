@@ -33,6 +33,7 @@ pub struct Server {
     unix: Option<(UnixListener, PathBuf)>,
     max_clients: usize,
     active: Arc<AtomicUsize>,
+    threads: SessionThreads,
 }
 
 impl Server {
@@ -90,6 +91,7 @@ impl Server {
             unix,
             max_clients: config.limits.max_clients(),
             active,
+            threads: SessionThreads::start(config.limits.worker_threads)?,
         })
     }
 
@@ -127,7 +129,7 @@ impl Server {
             let over_limit = self.active.fetch_add(1, Ordering::Relaxed) >= self.max_clients;
             let shared = self.shared.clone();
             let active = self.active.clone();
-            tokio::spawn(async move {
+            self.threads.serve(client, move |client| async move {
                 let adapter = shared.adapter.clone();
                 adapter.serve(shared, client, peer, over_limit).await;
                 active.fetch_sub(1, Ordering::Relaxed);
@@ -211,4 +213,111 @@ async fn accept_unix(
         Some((l, _)) => l.accept().await.map(|(s, _)| s),
         None => std::future::pending().await,
     }
+}
+
+/// The threads client sessions run on: each its own single-threaded event
+/// loop (a session's client and backend sockets are registered with, and
+/// woken on, the thread that serves it), so forwarding a message costs no
+/// hand-over between threads and no work stealing. A new client goes to the
+/// thread serving the fewest sessions. Background work (the admin socket,
+/// the log applier, the fleet's agent, side jobs) stays on the main runtime.
+struct SessionThreads {
+    loops: Vec<SessionThread>,
+    /// Dropped with the server: each thread then ends its loop.
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+struct SessionThread {
+    handle: tokio::runtime::Handle,
+    sessions: Arc<AtomicUsize>,
+}
+
+impl SessionThreads {
+    /// `count` threads; 0: one per core but one (left to the main runtime,
+    /// the databases or clients beside turnout), at least one. On a small
+    /// machine one event loop serving every session wakes less often than
+    /// two each serving half (measured in bench/README.md).
+    fn start(count: i64) -> Result<SessionThreads, ServerError> {
+        let count = match usize::try_from(count) {
+            Ok(n) if n > 0 => n,
+            _ => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .saturating_sub(1)
+                .max(1),
+        };
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut loops = Vec::with_capacity(count);
+        for i in 0..count {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(ServerError::Threads)?;
+            let handle = rt.handle().clone();
+            let mut stopped = stopped.clone();
+            std::thread::Builder::new()
+                .name(format!("turnout-sessions-{i}"))
+                .spawn(move || {
+                    // Until the server is dropped (the sender goes).
+                    rt.block_on(async move { while stopped.changed().await.is_ok() {} });
+                    rt.shutdown_timeout(Duration::from_secs(1));
+                })
+                .map_err(ServerError::Threads)?;
+            loops.push(SessionThread {
+                handle,
+                sessions: Arc::new(AtomicUsize::new(0)),
+            });
+        }
+        Ok(SessionThreads { loops, _stop: stop })
+    }
+
+    /// Runs `session(client)` on the least busy thread. The client's socket
+    /// moves to that thread's event loop first.
+    fn serve<F, Fut>(&self, client: Stream, session: F)
+    where
+        F: FnOnce(Stream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let Some(thread) = self
+            .loops
+            .iter()
+            .min_by_key(|t| t.sessions.load(Ordering::Relaxed))
+        else {
+            return;
+        };
+        let moved = match client {
+            Stream::Plain(tcp) => tcp.into_std().map(Moved::Tcp),
+            Stream::Unix(unix) => unix.into_std().map(Moved::Unix),
+            // Accepted sockets are plain; TLS begins inside the session.
+            other => {
+                tokio::spawn(session(other));
+                return;
+            }
+        };
+        let moved = match moved {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(error = %e, "a client's socket could not be handed to a session thread");
+                return;
+            }
+        };
+        let sessions = thread.sessions.clone();
+        sessions.fetch_add(1, Ordering::Relaxed);
+        thread.handle.spawn(async move {
+            let client = match moved {
+                Moved::Tcp(s) => tokio::net::TcpStream::from_std(s).map(Stream::Plain),
+                Moved::Unix(s) => tokio::net::UnixStream::from_std(s).map(Stream::Unix),
+            };
+            match client {
+                Ok(client) => session(client).await,
+                Err(e) => warn!(error = %e, "a client's socket could not join its session thread"),
+            }
+            sessions.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// A client's socket between two event loops.
+enum Moved {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
 }

@@ -57,6 +57,9 @@ pub struct Options {
     /// authority's log as the `postgres` superuser (`mirror.source` is
     /// whatever `mirror_extra` says; `auto` picks the log).
     pub logical: bool,
+    /// `limits.worker_threads`: how many threads serve sessions (the
+    /// default on a 2-core machine is one).
+    pub worker_threads: Option<u32>,
 }
 
 pub struct Setup {
@@ -303,10 +306,15 @@ level = "debug"
                 .max_clients
                 .map(|n| format!("max_client_connections = {n}"))
                 .unwrap_or_default(),
-            max_message = opts
-                .max_message_size
-                .map(|n| format!("max_message_size = {n}"))
-                .unwrap_or_default(),
+            max_message = [
+                opts.max_message_size
+                    .map(|n| format!("max_message_size = {n}")),
+                opts.worker_threads.map(|n| format!("worker_threads = {n}")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("\n"),
         );
         if opts.client_tls {
             let (crt, key) = cert.as_ref().expect("certificate");

@@ -4,6 +4,7 @@
 pub mod cache_key;
 pub mod classify;
 pub mod compare;
+pub mod counted;
 pub mod defaults;
 pub mod fingerprint;
 pub mod image_check;

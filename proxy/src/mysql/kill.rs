@@ -29,6 +29,9 @@ pub struct Kill {
 /// KILL inside `PREPARE ... FROM '...'` or `EXECUTE IMMEDIATE '...'`.
 pub fn parse(sql: &str) -> Option<Result<Kill, String>> {
     use sqlparser::tokenizer::{Token, Tokenizer};
+    if !may_be_kill(sql.as_bytes()) {
+        return None;
+    }
     let alone = "turnout: KILL must be sent alone, as KILL [QUERY | CONNECTION] <id> with the id turnout gave the connection";
     let text = sql.replace("/*M!", "/*!");
     let Ok(tokens) = Tokenizer::new(&MySqlDialect {}, &text).tokenize() else {
@@ -88,6 +91,34 @@ pub fn parse(sql: &str) -> Option<Result<Kill, String>> {
         }
         _ => Some(Err(alone.into())),
     }
+}
+
+/// Whether `text` could be read as a KILL, or as one hidden in a string
+/// [`parse`] refuses: only when its bytes, backslashes left out, hold
+/// `kill` in any case. A KILL word needs those letters in the text, and so
+/// does a string's value that holds them: no escape of the server's makes
+/// a letter out of another character (`\\k` is `k`, `\\n` a newline).
+/// Every statement without them (nearly all) skips the tokenizer.
+pub fn may_be_kill(text: &[u8]) -> bool {
+    const WORD: &[u8; 4] = b"kill";
+    let mut matched = 0;
+    for &b in text {
+        if b == b'\\' {
+            continue;
+        }
+        let b = b.to_ascii_lowercase();
+        matched = if b == WORD[matched] {
+            matched + 1
+        } else if b == WORD[0] {
+            1
+        } else {
+            0
+        };
+        if matched == WORD.len() {
+            return true;
+        }
+    }
+    false
 }
 
 /// The ERR payload for a COM_STMT_PREPARE of a KILL (in any spelling): the
@@ -155,6 +186,53 @@ pub async fn run(shared: &Shared, user: &str, kill: Result<Kill, String>) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tokenizer's answer for `text`, without the byte check before it.
+    fn parse_tokenized(text: &str) -> bool {
+        let text = &text.replace("/*M!", "/*!");
+        let tokenized = sqlparser::tokenizer::Tokenizer::new(&MySqlDialect {}, text)
+            .tokenize()
+            .map(|tokens| {
+                tokens.iter().any(|t| match t {
+                    sqlparser::tokenizer::Token::Word(w) => w.value.eq_ignore_ascii_case("kill"),
+                    sqlparser::tokenizer::Token::SingleQuotedString(v)
+                    | sqlparser::tokenizer::Token::DoubleQuotedString(v) => {
+                        v.to_ascii_lowercase().contains("kill")
+                    }
+                    _ => false,
+                })
+            });
+        tokenized.unwrap_or_else(|_| text.to_ascii_lowercase().contains("kill"))
+    }
+
+    #[test]
+    fn the_byte_check_lets_every_spelling_of_a_kill_through() {
+        for text in [
+            "KILL 5",
+            "kIlL QUERY 7",
+            "/*!KILL*/ 3",
+            "/*M!KILL 3*/",
+            "SELECT 1; KILL 2",
+            "PREPARE s FROM 'ki\\ll 5'",
+            "PREPARE s FROM '\\k\\i\\l\\l 5'",
+            "EXECUTE IMMEDIATE \"KiLL 4\"",
+            "PREPARE s FROM 'KI\\LL 9'",
+        ] {
+            assert!(parse_tokenized(text), "{text}");
+            assert!(may_be_kill(text.as_bytes()), "{text}");
+        }
+        assert!(may_be_kill(b"kkill 1") && may_be_kill(b"x killl"));
+        for text in [
+            "SELECT c FROM sbtest1 WHERE id=5",
+            "UPDATE t SET k = k + 1 WHERE id = 3",
+            "SELECT 'kil' 'l'",
+            "KI/**/LL 3",
+            "SELECT skil, l FROM t",
+        ] {
+            assert!(!may_be_kill(text.as_bytes()), "{text}");
+            assert_eq!(parse(text), None, "{text}");
+        }
+    }
 
     #[test]
     fn kill_statements_parse_and_others_do_not() {

@@ -219,9 +219,11 @@ async fn forward(
                 break;
             }
             let packet = pending.split_to(4 + len);
-            let kill = (packet[3] == 0 && matches!(packet.get(4), Some(&(0x03 | 0x16))))
-                .then(|| super::kill::parse(&String::from_utf8_lossy(&packet[5..])))
-                .flatten();
+            let kill = (packet[3] == 0
+                && matches!(packet.get(4), Some(&(0x03 | 0x16)))
+                && super::kill::may_be_kill(&packet[5..]))
+            .then(|| super::kill::parse(&String::from_utf8_lossy(&packet[5..])))
+            .flatten();
             match kill {
                 Some(_) if packet[4] == 0x16 => {
                     let answer = super::kill::prepare_refused();

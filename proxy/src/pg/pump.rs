@@ -148,7 +148,10 @@ pub struct Pump {
 
 enum Step {
     Progress,
+    /// Nothing to do now (nothing queued, or the other side's queue full).
     Idle,
+    /// The socket is not ready; the task is woken when it is.
+    Pending,
     End(PumpEnd),
 }
 
@@ -203,18 +206,26 @@ impl Pump {
     }
 
     fn poll_pump(&mut self, cx: &mut Context<'_>) -> Poll<PumpEnd> {
+        // Each read is followed at once by the write it feeds. A read that
+        // found nothing has registered the task's waker: it is not asked
+        // again until the next wake-up (asking costs as much as a read).
+        let steps: [fn(&mut Self, &mut Context<'_>) -> Step; 4] = [
+            Self::step_read_client,
+            Self::step_write_backend,
+            Self::step_read_backend,
+            Self::step_write_client,
+        ];
+        let mut waiting = [false; 4];
         loop {
             let mut progressed = false;
-            let steps: [fn(&mut Self, &mut Context<'_>) -> Step; 4] = [
-                Self::step_write_backend,
-                Self::step_write_client,
-                Self::step_read_client,
-                Self::step_read_backend,
-            ];
-            for step in steps {
+            for (i, step) in steps.iter().enumerate() {
+                if waiting[i] {
+                    continue;
+                }
                 match step(self, cx) {
                     Step::Progress => progressed = true,
                     Step::Idle => {}
+                    Step::Pending => waiting[i] = true,
                     Step::End(end) => return Poll::Ready(end),
                 }
             }
@@ -246,7 +257,7 @@ impl Pump {
         }
         self.client_in.reserve(READ_CHUNK);
         match poll_read_buf(Pin::new(&mut self.client), cx, &mut self.client_in) {
-            Poll::Pending => Step::Idle,
+            Poll::Pending => Step::Pending,
             Poll::Ready(Err(e)) => Step::End(PumpEnd::ClientIo(e)),
             Poll::Ready(Ok(0)) => Step::End(PumpEnd::ClientClosed),
             Poll::Ready(Ok(_)) => {
@@ -298,7 +309,7 @@ impl Pump {
         }
         self.backend_in.reserve(READ_CHUNK);
         match poll_read_buf(Pin::new(&mut self.backend), cx, &mut self.backend_in) {
-            Poll::Pending => Step::Idle,
+            Poll::Pending => Step::Pending,
             Poll::Ready(Err(e)) => Step::End(PumpEnd::BackendIo(e)),
             Poll::Ready(Ok(0)) => Step::End(PumpEnd::BackendClosed),
             Poll::Ready(Ok(_)) => {

@@ -184,6 +184,8 @@ pub enum ServerError {
     ReadDiffs(#[from] ReadDiffError),
     #[error("{0}")]
     Fleet(String),
+    #[error("limits.worker_threads: cannot start the session threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// The part of the config a reload changes, read as one snapshot: a

@@ -385,11 +385,13 @@ impl<'a> MyMirror<'a> {
         let started = std::time::Instant::now();
         self.answered_by = self.mirror_side.other();
         let step = self.run_statement(packet, class, sql).await;
-        self.shared.backfill.latency.record(started.elapsed());
-        let (kind, side) = (class.kind().name(), self.answered_by.name());
-        metrics::counter!("turnout_queries_total", "kind" => kind, "side" => side).increment(1);
-        metrics::histogram!("turnout_query_seconds", "kind" => kind, "side" => side)
-            .record(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        self.shared.backfill.latency.record(took);
+        crate::engine::counted::record_query(
+            class.kind().name(),
+            self.answered_by,
+            took.as_secs_f64(),
+        );
         step
     }
 

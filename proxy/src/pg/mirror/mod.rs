@@ -625,12 +625,13 @@ impl<'a> MirrorSession<'a> {
     /// Counts the unit just handled by kind and by the side that answered,
     /// with its time from arrival to the client's answer.
     fn record_unit(&self, started: Instant) {
-        self.shared.backfill.latency.record(started.elapsed());
-        let kind = self.unit_class.kind().name();
-        let side = self.answered_by.name();
-        metrics::counter!("turnout_queries_total", "kind" => kind, "side" => side).increment(1);
-        metrics::histogram!("turnout_query_seconds", "kind" => kind, "side" => side)
-            .record(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        self.shared.backfill.latency.record(took);
+        crate::engine::counted::record_query(
+            self.unit_class.kind().name(),
+            self.answered_by,
+            took.as_secs_f64(),
+        );
     }
 
     fn route(&self, class: &Classification) -> Route {
