@@ -132,10 +132,11 @@ pub async fn serve(shared: Arc<Shared>, client: Stream, peer: String, over_limit
     let mut pump = Pump::new(stream, backend_stream, leftover, shared.max_message);
     let end = if phase == turnout_control::Phase::Passthrough {
         // Until `flip mirror`, then it ends at its next idle moment.
-        let mut entered = shared.coord.mirror_entered.subscribe();
+        let entered = shared.coord.mirror_entered.subscribe();
         tokio::select! {
+            biased;
             end = pump.run() => end,
-            () = until_set(&mut entered) => close_when_idle(&mut pump).await,
+            () = WhenSet::new(entered) => close_when_idle(&mut pump).await,
         }
     } else {
         pump.run().await
@@ -422,7 +423,7 @@ async fn close_when_idle(pump: &mut Pump) -> PumpEnd {
 }
 
 /// Returns once `flag` is true (never when its sender is gone).
-async fn until_set(flag: &mut tokio::sync::watch::Receiver<bool>) {
+async fn until_set(mut flag: tokio::sync::watch::Receiver<bool>) {
     loop {
         if *flag.borrow_and_update() {
             return;
@@ -430,5 +431,54 @@ async fn until_set(flag: &mut tokio::sync::watch::Receiver<bool>) {
         if flag.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
+    }
+}
+
+/// [`until_set`] for a future polled beside the pump at each of its
+/// wake-ups (every message): after its first poll registered the task's
+/// waker with the flag, it is polled again only once the flag's version
+/// moved (one atomic load), not at every message.
+pub(crate) struct WhenSet {
+    probe: tokio::sync::watch::Receiver<bool>,
+    wait: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    armed: bool,
+    done: bool,
+}
+
+impl WhenSet {
+    pub(crate) fn new(flag: tokio::sync::watch::Receiver<bool>) -> WhenSet {
+        let mut probe = flag.clone();
+        probe.mark_unchanged();
+        WhenSet {
+            probe,
+            wait: Box::pin(until_set(flag)),
+            armed: false,
+            done: false,
+        }
+    }
+
+    /// It returned already (it must not be polled again).
+    pub(crate) fn done(&self) -> bool {
+        self.done
+    }
+}
+
+impl std::future::Future for WhenSet {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        // Unchanged since the last poll of `wait`: its waker is still
+        // registered (the task's, the same at every poll).
+        if self.armed && !self.probe.has_changed().unwrap_or(true) {
+            return std::task::Poll::Pending;
+        }
+        self.armed = true;
+        self.probe.mark_unchanged();
+        let polled = self.wait.as_mut().poll(cx);
+        self.done = polled.is_ready();
+        polled
     }
 }

@@ -362,6 +362,8 @@ impl<'a> MirrorSession<'a> {
 
     async fn serve(&mut self) -> End {
         let mut stopping = self.shared.coord.stopping.subscribe();
+        // Polled beside each read of the client's (see `WhenSet`).
+        let mut stop = crate::pg::session::WhenSet::new(stopping.clone());
         let mut paused = self.shared.coord.paused.subscribe();
         let mut busy = false;
         let id = self
@@ -392,7 +394,7 @@ impl<'a> MirrorSession<'a> {
                     // Between the client's messages the authority may speak
                     // on its own: notifications, notices, a termination.
                     a = auth.read() => Err(Unprompted(a)),
-                    _ = stopping.changed(), if !*stopping.borrow() => continue,
+                    _ = &mut stop, if !stop.done() => continue,
                 }
             };
             let read = match read {
