@@ -56,13 +56,7 @@ impl EtcdInstance {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let ok = Command::new("etcdctl")
-                .env("ETCDCTL_API", "3")
-                .arg(format!("--endpoints={client}"))
-                .args(["endpoint", "health"])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if ok {
+            if healthy(self.port) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -82,6 +76,24 @@ impl EtcdInstance {
             let _ = c.wait();
         }
     }
+}
+
+/// Whether the server on `port` answers its `/health` with
+/// `"health":"true"` (what `etcdctl endpoint health` asks; Debian's
+/// `etcd-server` comes without etcdctl).
+fn healthy(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if c.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200") && answer.contains("\"health\":\"true\"")
 }
 
 impl Drop for EtcdInstance {
