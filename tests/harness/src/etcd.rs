@@ -87,7 +87,8 @@ fn healthy(port: u16) -> bool {
         return false;
     };
     let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
     if c.write_all(request.as_bytes()).is_err() {
         return false;
     }

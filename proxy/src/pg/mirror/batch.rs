@@ -249,10 +249,14 @@ impl MirrorSession<'_> {
         upto: usize,
         sync: Option<&Frame>,
     ) -> Result<Option<usize>, Stop> {
-        let mut msgs = BytesMut::new();
+        let size: usize = self.batch[from..upto]
+            .iter()
+            .map(|m| m.for_authority().len())
+            .sum();
+        let mut msgs = BytesMut::with_capacity(size + sync.map_or(5, |s| s.raw.len()));
         let mut expected = 0usize;
         // The message each answer is for, in order.
-        let mut answering = Vec::new();
+        let mut answering = Vec::with_capacity(upto - from);
         for (i, m) in self.batch[from..upto].iter().enumerate() {
             msgs.extend_from_slice(m.for_authority());
             if block::is_answered(m.frame.tag) {

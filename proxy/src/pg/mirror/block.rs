@@ -102,12 +102,19 @@ pub fn ends(kind: Kind) -> Option<End> {
 
 /// `COMMIT AND CHAIN` / `ROLLBACK AND CHAIN` (not `AND NO CHAIN`).
 pub fn chains(sql: &str) -> bool {
-    let words: Vec<String> = sql
+    // Word by word, nothing allocated: this runs for every message of a
+    // batch.
+    let mut after_and = false;
+    for w in sql
         .split(|c: char| c.is_whitespace() || c == ';')
         .filter(|w| !w.is_empty())
-        .map(|w| w.to_ascii_lowercase())
-        .collect();
-    words.windows(2).any(|w| w[0] == "and" && w[1] == "chain")
+    {
+        if after_and && w.eq_ignore_ascii_case("chain") {
+            return true;
+        }
+        after_and = w.eq_ignore_ascii_case("and");
+    }
+    false
 }
 
 /// Message replies that answer one frontend message each: ParseComplete,
