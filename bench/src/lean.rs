@@ -6,29 +6,14 @@
 //! targets alternating. `--baseline BIN` adds another turnout binary in
 //! passthrough beside this one (a change's cost, before and after).
 
-use super::{
-    compare, spawn_binary, start_pgbouncer, start_turnout, start_turnout_with, target,
-    turnout_config, Args,
-};
+use super::{compare, start_baseline, start_pgbouncer, start_sampled, start_turnout, target, Args};
 use turnout_instances::{PgInstance, TempDir};
 
 pub fn bench(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), String> {
     eprintln!("starting PostgreSQL (new) for the engine's path...");
     let new = super::bench_instance(args.scale, 200, args.fsync)?;
-    let sampled = |name: &str, rate: &str| {
-        start_turnout_with(
-            dir.path(),
-            name,
-            "127.0.0.1",
-            old.port,
-            new.port,
-            "mirror",
-            &format!(
-                "[sampling]\nrate = {rate}\nper_fingerprint_per_sec = 0\nreport = \"{}\"",
-                dir.path().join(format!("{name}-diffs.jsonl")).display()
-            ),
-        )
-    };
+    let sampled =
+        |name: &str, rate: &str| start_sampled(dir.path(), name, old.port, new.port, rate);
     let (p, p_port, _) = start_turnout(dir.path(), "lean-passthrough", "127.0.0.1", old.port)?;
     let (m0, m0_port, _) = sampled("lean-mirror-0", "0.0")?;
     let (m1, m1_port, _) = sampled("lean-mirror-1", "0.01")?;
@@ -48,16 +33,9 @@ pub fn bench(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), String>
     targets.push(target("mirror, 1% sampled", "127.0.0.1", m1_port, engine).with_pid(m1.0.id()));
     let _baseline = match &args.baseline {
         Some(bin) => {
-            let (config, port, _) = turnout_config(
-                dir.path(),
-                "lean-baseline",
-                "127.0.0.1",
-                old.port,
-                old.port,
-                "passthrough",
-                "",
-            )?;
-            let child = spawn_binary(bin, dir.path(), "lean-baseline", &config, port)?;
+            let ports = (old.port, old.port);
+            let (child, port) =
+                start_baseline(bin, dir.path(), "lean-baseline", ports, "passthrough", "")?;
             targets.push(
                 target("baseline binary: passthrough", "127.0.0.1", port, 1).with_pid(child.0.id()),
             );

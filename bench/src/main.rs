@@ -568,6 +568,39 @@ fn mirror_config(
     Ok((config, port))
 }
 
+/// turnout in phase mirror (old and new on this machine) with `rate` of
+/// reads compared on new, its read-diff report in `dir`; its port.
+fn start_sampled(
+    dir: &Path,
+    name: &str,
+    old: u16,
+    new: u16,
+    rate: &str,
+) -> Result<(Killed, u16, PathBuf), String> {
+    let report = dir.join(format!("{name}-diffs.jsonl"));
+    let sampling = format!(
+        "[sampling]\nrate = {rate}\nper_fingerprint_per_sec = 0\nreport = \"{}\"",
+        report.display()
+    );
+    start_turnout_with(dir, name, "127.0.0.1", old, new, "mirror", &sampling)
+}
+
+/// `--baseline`: the turnout binary `bin` with old and new at `ports`, in
+/// `phase`, `extra` appended, measured beside this build in the same
+/// rounds (a change's cost, before and after); it and its port.
+fn start_baseline(
+    bin: &Path,
+    dir: &Path,
+    name: &str,
+    ports: (u16, u16),
+    phase: &str,
+    extra: &str,
+) -> Result<(Killed, u16), String> {
+    let (config, port, _) = turnout_config(dir, name, "127.0.0.1", ports.0, ports.1, phase, extra)?;
+    let child = spawn_binary(bin, dir, name, &config, port)?;
+    Ok((child, port))
+}
+
 /// Shadow reads: pgbench -S through turnout in phase mirror with 0 %, 1 %
 /// and 100 % of reads sampled (compared on new), against direct and against
 /// turnout in passthrough.
@@ -575,20 +608,8 @@ fn shadow_reads(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), Stri
     eprintln!("starting PostgreSQL (new) for the shadow-read run...");
     let new = bench_instance(args.scale, 200, args.fsync)?;
     pgbench_init(old, args.scale)?;
-    let sampled = |name: &str, rate: &str| {
-        start_turnout_with(
-            dir.path(),
-            name,
-            "127.0.0.1",
-            old.port,
-            new.port,
-            "mirror",
-            &format!(
-                "[sampling]\nrate = {rate}\nper_fingerprint_per_sec = 0\nreport = \"{}\"",
-                dir.path().join(format!("{name}-diffs.jsonl")).display()
-            ),
-        )
-    };
+    let sampled =
+        |name: &str, rate: &str| start_sampled(dir.path(), name, old.port, new.port, rate);
     let (_p, p_port, _) = start_turnout(dir.path(), "shadow-passthrough", "127.0.0.1", old.port)?;
     let (_m0, m0_port, _) = sampled("shadow-0", "0.0")?;
     let (_m1, m1_port, _) = sampled("shadow-1", "0.01")?;
@@ -604,16 +625,14 @@ fn shadow_reads(args: &Args, dir: &TempDir, old: &PgInstance) -> Result<(), Stri
     // the same rounds (a change's cost, before and after).
     let _baseline = match &args.baseline {
         Some(bin) => {
-            let (config, port, _) = turnout_config(
+            let (child, port) = start_baseline(
+                bin,
                 dir.path(),
                 "shadow-0-baseline",
-                "127.0.0.1",
-                old.port,
-                new.port,
+                (old.port, new.port),
                 "mirror",
                 "[sampling]\nrate = 0.0",
             )?;
-            let child = spawn_binary(bin, dir.path(), "shadow-0-baseline", &config, port)?;
             targets.push(target(
                 "baseline binary: mirror, no sampling",
                 "127.0.0.1",

@@ -126,13 +126,15 @@ impl Server {
                     continue;
                 }
             };
-            let over_limit = self.active.fetch_add(1, Ordering::Relaxed) >= self.max_clients;
+            // Counted until the session ends, or its hand-over to a
+            // session thread fails (the closure is then dropped unrun).
+            let (active, before) = Counted::new(&self.active);
+            let over_limit = before >= self.max_clients;
             let shared = self.shared.clone();
-            let active = self.active.clone();
             self.threads.serve(client, move |client| async move {
+                let _active = active;
                 let adapter = shared.adapter.clone();
                 adapter.serve(shared, client, peer, over_limit).await;
-                active.fetch_sub(1, Ordering::Relaxed);
             });
         }
         if let Some((_, path)) = &self.unix {
@@ -300,9 +302,9 @@ impl SessionThreads {
                 return;
             }
         };
-        let sessions = thread.sessions.clone();
-        sessions.fetch_add(1, Ordering::Relaxed);
+        let (on_thread, _) = Counted::new(&thread.sessions);
         thread.handle.spawn(async move {
+            let _on_thread = on_thread;
             let client = match moved {
                 Moved::Tcp(s) => tokio::net::TcpStream::from_std(s).map(Stream::Plain),
                 Moved::Unix(s) => tokio::net::UnixStream::from_std(s).map(Stream::Unix),
@@ -311,8 +313,25 @@ impl SessionThreads {
                 Ok(client) => session(client).await,
                 Err(e) => warn!(error = %e, "a client's socket could not join its session thread"),
             }
-            sessions.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+}
+
+/// One more in a count of sessions until dropped (however the session
+/// ends, or when it never starts).
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    /// Counts one more; with the count before it.
+    fn new(count: &Arc<AtomicUsize>) -> (Counted, usize) {
+        let before = count.fetch_add(1, Ordering::Relaxed);
+        (Counted(count.clone()), before)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
